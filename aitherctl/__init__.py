@@ -1,0 +1,3 @@
+"""aitherctl: the control plane of a workstation's local AI stack."""
+
+__version__ = "0.1.0"

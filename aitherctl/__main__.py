@@ -1,0 +1,3 @@
+from aitherctl.cli.app import main
+
+main()

@@ -1,0 +1,155 @@
+"""Is a backend worth trying now? A short health probe, its queue, and a memory of failures.
+
+- Health: `GET` the engine's own probe (llama.cpp and vLLM `/health`, Ollama `/api/version`,
+  others `/v1/models`) with a short timeout; anything but 2xx is a failure.
+- Queue: the Prometheus gauge of requests waiting for a slot, from `GET /metrics`:
+  vLLM `vllm:num_requests_waiting` (summed over its `model_name`/`engine` labels), llama.cpp
+  `llamacpp:requests_deferred` (served only with `--metrics`; without it the queue is unknown
+  and never a reason to skip). Same numbers as `curl -s HOST:PORT/metrics | grep waiting`.
+- Failure memory: a failed probe or a failed request is remembered for `health_memory_s`
+  (30 s by default) in a small JSON file in the user's cache folder, so the next `run` skips
+  that backend at once instead of waiting for its timeout again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from aitherctl.core.routing import QUEUE_METRICS, Candidate
+
+DEFAULT_PROBE_TIMEOUT_S = 0.5
+FAILURES_FILE = "backend-failures.json"
+
+
+def cache_dir() -> Path:
+    """`AITHER_CACHE_DIR`, else the platform's user cache folder (~/.cache/aitherctl)."""
+    override = os.environ.get("AITHER_CACHE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("aitherctl"))
+
+
+def queue_waiting_from_metrics(text: str, engine: str) -> float | None:
+    """The engine's waiting-queue gauge from Prometheus text, summed over labels; None if absent."""
+    wanted = QUEUE_METRICS.get(engine)
+    if wanted is None:
+        return None
+    total: float | None = None
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == wanted:
+                    total = (total or 0.0) + float(sample.value)
+    except (ValueError, TypeError, IndexError):
+        return None
+    return total
+
+
+class FailureMemory:
+    """Backends that failed recently, keyed by their URL, each with the reason and the time."""
+
+    def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path = path or cache_dir() / FAILURES_FILE
+        self.clock = clock
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, data: dict[str, dict[str, object]]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".failures-")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache: losing it only costs one timeout later
+
+    def recent(self, candidates: list[Candidate], ttl_s: float) -> dict[str, str]:
+        """Backend name -> "REASON (Ns ago)" for failures younger than `ttl_s`."""
+        if ttl_s <= 0:
+            return {}
+        data = self._load()
+        now = self.clock()
+        found = {}
+        for candidate in candidates:
+            entry = data.get(candidate.base_url)
+            if not isinstance(entry, dict):
+                continue
+            at = entry.get("at")
+            if isinstance(at, int | float) and 0 <= now - at < ttl_s:
+                found[candidate.name] = f"{entry.get('reason', 'failed')} ({now - at:.0f}s ago)"
+        return found
+
+    def remember(self, candidate: Candidate, reason: str) -> None:
+        data = self._load()
+        now = self.clock()
+        # Drop entries older than a day so the file stays small.
+        data = {
+            k: v for k, v in data.items()
+            if isinstance(v, dict) and isinstance(v.get("at"), int | float)
+            and now - float(v["at"]) < 86400  # type: ignore[arg-type]
+        }
+        data[candidate.base_url] = {"at": now, "reason": reason}
+        self._save(data)
+
+    def forget(self, candidate: Candidate) -> None:
+        data = self._load()
+        if data.pop(candidate.base_url, None) is not None:
+            self._save(data)
+
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class BackendProbe:
+    """Health and queue checks through one shared `httpx.Client` (keep-alive to each server)."""
+
+    def __init__(self, client: httpx.Client, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+
+    def health(self, candidate: Candidate) -> str | None:
+        """None when healthy, else why not ("connection refused", "GET /health → 503")."""
+        if not candidate.health_url:
+            return None
+        path = "/" + candidate.health_url.split("/", 3)[-1]
+        try:
+            answer = self.client.get(candidate.health_url, timeout=self.timeout_s)
+        except httpx.ConnectError:
+            return "health: connection refused"
+        except httpx.TimeoutException:
+            return f"health: GET {path} timed out after {self.timeout_s:g}s"
+        except httpx.HTTPError as exc:
+            return f"health: GET {path}: {type(exc).__name__}"
+        if not answer.is_success:
+            return f"health: GET {path} → {answer.status_code}"
+        return None
+
+    def queue_waiting(self, candidate: Candidate) -> float | None:
+        """Requests waiting for a slot, or None when the server does not say."""
+        if not candidate.metrics_url or candidate.queue_metric is None:
+            return None
+        try:
+            answer = self.client.get(candidate.metrics_url, timeout=self.timeout_s)
+        except httpx.HTTPError:
+            return None
+        if not answer.is_success:
+            return None
+        return queue_waiting_from_metrics(answer.text, candidate.engine)

@@ -1,0 +1,213 @@
+"""OpenAI chat completions with SSE streaming, over httpx with `httpx-sse` parsing the stream.
+
+One protocol for every backend: vLLM and llama.cpp (`POST /v1/chat/completions`), cloud endpoints
+(DeepSeek, Gemini's and Anthropic's OpenAI-compatible APIs, OpenAI), and Ollama through its
+OpenAI-compatible `/v1` API. The request asks for `stream_options.include_usage`, so the last
+chunk before `data: [DONE]` carries `usage` (prompt and completion tokens) with empty `choices`
+(OpenAI API reference, "Create chat completion", `stream_options`).
+
+Every failure becomes a `ChatError` that says whether any text had arrived (`partial`): before the
+first token the router may try the next candidate; after it, it must not splice another answer.
+The API key is read from the named environment variable when sending and appears in no message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from aitherctl.core.routing import Candidate
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    prompt: str
+    system: str | None = None
+    max_tokens: int = 1024
+    temperature: float | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        items = [{"role": "system", "content": self.system}] if self.system else []
+        items.append({"role": "user", "content": self.prompt})
+        return items
+
+
+@dataclass(slots=True)
+class ChatResult:
+    text: str
+    tokens_in: int | None  # as the server reported (usage.prompt_tokens)
+    tokens_out: int | None  # usage.completion_tokens; else None
+    chunks: int  # content chunks received (a floor for tokens_out when usage is missing)
+    ttft_s: float | None
+    total_s: float
+    finish_reason: str | None = None
+
+
+@dataclass
+class ChatError(Exception):
+    """A failed attempt. `kind`: refused, timeout, http_5xx, http_429, http_4xx, bad_stream, ..."""
+
+    kind: str
+    message: str
+    partial_text: str = ""
+    ttft_s: float | None = None
+    elapsed_s: float = 0.0
+    status: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.partial_text)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def build_body(candidate: Candidate, request: ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": candidate.model,
+        "messages": request.messages(),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    return body
+
+
+def _headers(candidate: Candidate) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream"}
+    if candidate.api_key_env:
+        key = os.environ.get(candidate.api_key_env, "")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The server's own error message, short: `{"error": {"message": ...}}` or the body's start."""
+    try:
+        response.read()
+        data = response.json()
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:200]
+        if isinstance(error, str):
+            return error[:200]
+    except (ValueError, httpx.HTTPError):
+        pass
+    try:
+        return response.text.strip().replace("\n", " ")[:200]
+    except (httpx.HTTPError, UnicodeDecodeError):
+        return ""
+
+
+def stream_chat(
+    client: httpx.Client,
+    candidate: Candidate,
+    request: ChatRequest,
+    on_text: Callable[[str], None],
+    *,
+    read_timeout_s: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ChatResult:
+    """Send the request and call `on_text` with each piece of the answer as it arrives."""
+    url = candidate.base_url + "/chat/completions"
+    timeout = httpx.Timeout(
+        connect=candidate.connect_timeout_s, read=read_timeout_s, write=10.0, pool=5.0
+    )
+    started = clock()
+    parts: list[str] = []
+    ttft: float | None = None
+    usage: dict[str, Any] | None = None
+    finish: str | None = None
+    chunks = 0
+    done = False
+
+    def fail(kind: str, message: str, status: int | None = None) -> ChatError:
+        return ChatError(
+            kind, message, "".join(parts), ttft, clock() - started, status
+        )
+
+    try:
+        with connect_sse(
+            client, "POST", url, json=build_body(candidate, request),
+            headers=_headers(candidate), timeout=timeout,
+        ) as source:
+            response = source.response
+            if response.status_code >= 400:
+                detail = _error_detail(response)
+                code = response.status_code
+                kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
+                raise fail(kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code)
+            for event in source.iter_sse():
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                if not event.data.strip():
+                    continue
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    raise fail("bad_stream", "malformed stream: a chunk is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise fail("bad_stream", "malformed stream: a chunk is not an object")
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise fail("stream_error", f"error in stream: {str(message)[:200]}")
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text:
+                        if ttft is None:
+                            ttft = clock() - started
+                        chunks += 1
+                        parts.append(text)
+                        on_text(text)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+    except ChatError:
+        raise
+    except SSEError as exc:
+        raise fail("bad_stream", f"not an event stream ({exc})") from None
+    except httpx.ConnectTimeout:
+        raise fail("timeout", f"connect timed out after {candidate.connect_timeout_s:g}s") from None
+    except httpx.ConnectError:
+        raise fail("refused", "connection refused") from None
+    except httpx.ReadTimeout:
+        what = "no answer" if ttft is None else "stream stalled"
+        raise fail("timeout", f"{what} within {read_timeout_s:g}s") from None
+    except httpx.RemoteProtocolError:
+        raise fail("bad_stream", "connection closed mid-response") from None
+    except httpx.HTTPError as exc:
+        raise fail("http_error", f"{type(exc).__name__}") from None
+    if not done and finish is None:
+        raise fail("bad_stream", "stream ended without [DONE]")
+    tokens_in = _int(usage.get("prompt_tokens")) if usage else None
+    tokens_out = _int(usage.get("completion_tokens")) if usage else None
+    return ChatResult(
+        text="".join(parts),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        chunks=chunks,
+        ttft_s=ttft,
+        total_s=clock() - started,
+        finish_reason=finish,
+    )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

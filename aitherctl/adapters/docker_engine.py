@@ -1,0 +1,283 @@
+"""The Docker engine, through the Docker SDK for Python.
+
+Reaches the engine the way the `docker` CLI does: `DOCKER_HOST` (unix, tcp or ssh), else the
+context named by `DOCKER_CONTEXT` or by `currentContext` in ~/.docker/config.json, else the local
+socket. Nothing here assumes the engine is on this machine except `pids()`, whose PIDs are only
+meaningful (for matching NVML's host PIDs) when it is.
+Every docker/requests exception becomes `DockerUnavailableError` (cannot connect) or
+`DockerError` (the engine refused), with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.context import ContextAPI
+from docker.types import DeviceRequest
+
+from aitherctl.core import container as c
+from aitherctl.core.container import ContainerSpec, container_name
+from aitherctl.core.stack import ManagedContainer
+from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
+
+T = TypeVar("T")
+STOP_TIMEOUT_S = 20
+
+
+def describe_endpoint() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return host
+    name = os.environ.get("DOCKER_CONTEXT")
+    if name and name != "default":
+        return f"context {name}"
+    return "the local Docker socket"
+
+
+def _client() -> docker.DockerClient:
+    if os.environ.get("DOCKER_HOST"):
+        return docker.from_env(timeout=60)
+    name = os.environ.get("DOCKER_CONTEXT")
+    context = ContextAPI.get_context(name) if name else ContextAPI.get_current_context()
+    if context is None:
+        raise DockerUnavailableError(
+            f"Docker context {name!r} does not exist (see `docker context ls`)"
+        )
+    if context.Name == "default" or not context.Host:
+        return docker.from_env(timeout=60)
+    return docker.DockerClient(base_url=context.Host, tls=context.TLSConfig or False, timeout=60)
+
+
+class DockerEngine:
+    """aitherctl's containers in one namespace on one Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, namespace: str = "default") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.endpoint = describe_endpoint()
+
+    @classmethod
+    def connect(cls, namespace: str | None = None) -> DockerEngine:
+        namespace = namespace or os.environ.get("AITHER_NAMESPACE") or "default"
+        try:
+            client = _client()
+            client.ping()
+        except DockerUnavailableError:
+            raise
+        except Exception as exc:
+            raise DockerUnavailableError(
+                f"cannot reach the Docker engine at {describe_endpoint()}: {_reason(exc)} "
+                "(is dockerd running? set DOCKER_HOST or `docker context use`)"
+            ) from None
+        return cls(client, namespace)
+
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except docker.errors.NotFound as exc:
+            raise NotFoundError(f"{what}: {_explanation(exc)}") from None
+        except docker.errors.APIError as exc:
+            raise DockerError(f"{what}: {_explanation(exc)}") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(
+                f"{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}"
+            ) from None
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return self._call("docker info", self.client.info)
+
+    def version(self) -> dict[str, Any]:
+        return self._call("docker version", self.client.version)
+
+    def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]:
+        filters = {
+            "label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]
+        }
+        found = self._call(
+            "listing containers", lambda: self.client.api.containers(all=True, filters=filters)
+        )
+        result = []
+        for item in found:
+            attrs = self._call(
+                "inspecting a container", lambda item=item: self.client.api.inspect_container(item["Id"])
+            )
+            result.append(self._to_managed(attrs, with_pids=with_pids))
+        return result
+
+    def _to_managed(self, attrs: dict[str, Any], *, with_pids: bool) -> ManagedContainer:
+        state = attrs.get("State", {})
+        status = state.get("Status", "unknown")
+        pids: tuple[int, ...] = ()
+        if with_pids and status == "running":
+            pids = self.pids(attrs["Id"])
+        return ManagedContainer.from_labels(
+            id=attrs["Id"],
+            name=attrs.get("Name", "").lstrip("/"),
+            state=status,
+            image=attrs.get("Config", {}).get("Image", ""),
+            labels=attrs.get("Config", {}).get("Labels") or {},
+            created_at=attrs.get("Created"),
+            started_at=state.get("StartedAt") if status == "running" else None,
+            exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+            pids=pids,
+        )
+
+    def get(self, container_id: str) -> ManagedContainer:
+        attrs = self._call(
+            "inspecting a container", lambda: self.client.api.inspect_container(container_id)
+        )
+        return self._to_managed(attrs, with_pids=False)
+
+    def pids(self, container_id: str) -> tuple[int, ...]:
+        """Host PIDs of every process in the container, children included (`docker top`)."""
+        try:
+            top = self.client.api.top(container_id, ps_args="-eo pid")
+        except Exception:
+            try:
+                top = self.client.api.top(container_id)
+            except Exception:
+                return ()
+        titles = [title.upper() for title in top.get("Titles") or []]
+        if "PID" not in titles:
+            return ()
+        column = titles.index("PID")
+        return tuple(int(row[column]) for row in top.get("Processes") or [] if row[column].isdigit())
+
+    def published_ports(self) -> dict[tuple[str, int], str]:
+        """(host IP, host port) → container name, for every running container on the engine."""
+        found = self._call("listing containers", lambda: self.client.api.containers())
+        ports: dict[tuple[str, int], str] = {}
+        for item in found:
+            name = (item.get("Names") or ["?"])[0].lstrip("/")
+            for port in item.get("Ports") or []:
+                if port.get("PublicPort"):
+                    ports[(port.get("IP") or "0.0.0.0", int(port["PublicPort"]))] = name
+        return ports
+
+    def image_exists(self, image: str) -> bool:
+        try:
+            self.client.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise DockerError(f"checking image {image}: {_explanation(exc)}") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
+        return True
+
+    def pull(self, image: str) -> None:
+        repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        self._call(f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest"))
+
+    def logs(self, container_id: str, tail: int | str = 100) -> str:
+        data = self._call(
+            "reading logs",
+            lambda: self.client.api.logs(container_id, stdout=True, stderr=True, tail=tail),
+        )
+        return data.decode("utf-8", "replace")
+
+    def follow_logs(self, container_id: str, tail: int = 100) -> Iterator[str]:
+        stream = self._call(
+            "reading logs",
+            lambda: self.client.api.logs(
+                container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail
+            ),
+        )
+        for chunk in stream:
+            yield chunk.decode("utf-8", "replace")
+
+    def runtimes(self) -> list[str]:
+        return sorted((self.info().get("Runtimes") or {}).keys())
+
+    # ---- changing ---------------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec, profile: str, *, name: str | None = None) -> str:
+        name = name or container_name(self.namespace, spec.service)
+        binds = {
+            volume.host: {"bind": volume.container, "mode": "ro" if volume.read_only else "rw"}
+            for volume in spec.volumes
+        }
+        host_config = self.client.api.create_host_config(
+            port_bindings={spec.container_port: (spec.bind, spec.host_port)},
+            binds=binds or None,
+            device_requests=[
+                DeviceRequest(device_ids=[str(index) for index in spec.gpus], capabilities=[["gpu"]])
+            ]
+            if spec.gpus
+            else None,
+            ipc_mode="host" if spec.ipc_host else None,
+            shm_size=None if spec.ipc_host else "1g",
+        )
+        created = self._call(
+            f"creating {name}",
+            lambda: self.client.api.create_container(
+                image=spec.image,
+                command=list(spec.command) or None,
+                name=name,
+                environment=dict(spec.env),
+                labels=spec.labels(self.namespace, profile),
+                ports=[spec.container_port],
+                host_config=host_config,
+                detach=True,
+            ),
+        )
+        return str(created["Id"])
+
+    def start(self, container_id: str) -> None:
+        self._call("starting a container", lambda: self.client.api.start(container_id))
+
+    def keep_restarting(self, container_id: str) -> None:
+        """Once a service is ready, Docker restarts it if it crashes or the engine restarts."""
+        self._call(
+            "setting the restart policy",
+            lambda: self.client.api.update_container(
+                container_id, restart_policy={"Name": "unless-stopped"}
+            ),
+        )
+
+    def stop(self, container_id: str, timeout: int = STOP_TIMEOUT_S) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._call("stopping a container", lambda: self.client.api.stop(container_id, timeout=timeout))
+
+    def remove(self, container_id: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._call(
+                "removing a container",
+                lambda: self.client.api.remove_container(container_id, force=True),
+            )
+
+    def rename(self, container_id: str, name: str) -> None:
+        self._call("renaming a container", lambda: self.client.api.rename(container_id, name))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _explanation(exc: docker.errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    text = str(explanation or exc)
+    if "could not select device driver" in text and "gpu" in text:
+        return text + " (install the NVIDIA Container Toolkit: nvidia-ctk runtime configure)"
+    if "port is already allocated" in text or "address already in use" in text:
+        return text + " (another program holds that port: change the service's `port`)"
+    return text
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "No such file or directory", "Permission denied",
+                   "timed out", "Name or service not known"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

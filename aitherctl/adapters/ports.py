@@ -1,0 +1,16 @@
+"""Is a host port free on this machine? (Only meaningful when the Docker engine is local.)"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+
+def port_is_free(bind: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with contextlib.closing(socket.socket(family, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((bind, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,153 @@
+"""The monitor's view of the Docker engine: managed containers, their health, recent events.
+
+One refresh costs one `GET /containers/json` (filtered by aitherctl's labels), one inspect per
+managed container (`docker inspect`: state, health, init PID, start time) and one bounded
+`GET /events` since the previous refresh (`docker events --since --until`): container starts,
+deaths, restarts and health changes become log lines. With no engine the reading carries the
+reason, and a new connection is tried at most every `retry_s` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aitherctl.core import container as c
+from aitherctl.core.monitor_model import LogEntry, LogKind, StackReading
+from aitherctl.core.stack import ManagedContainer, infer_active_profile
+from aitherctl.errors import AitherError
+
+_EVENT_WORDS = {
+    "start": (LogKind.RESTART, "started"),
+    "die": (LogKind.RESTART, "exited"),
+    "oom": (LogKind.RESTART, "killed: out of memory"),
+    "restart": (LogKind.RESTART, "restarted"),
+    "destroy": (LogKind.SWITCH, "removed"),
+    "create": (LogKind.SWITCH, "created"),
+}
+
+
+class DockerStackSource:
+    """Reads aitherctl's containers in one namespace. `connect` returns a `DockerEngine`."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any] | None = None,
+        *,
+        retry_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if connect is None:
+            from aitherctl.adapters.docker_engine import DockerEngine
+
+            connect = DockerEngine.connect
+        self._connect = connect
+        self._engine: Any | None = None
+        self._version: str | None = None
+        self._error: str | None = None
+        self._retry_s = retry_s
+        self._monotonic = monotonic
+        self._next_try = 0.0
+        self._events_since: int | None = None
+
+    @property
+    def engine(self) -> Any | None:
+        """The connected `DockerEngine`, for actions (restart, stop, logs); None when down."""
+        return self._engine
+
+    def _ensure(self) -> Any | None:
+        if self._engine is not None:
+            return self._engine
+        if self._monotonic() < self._next_try:
+            return None
+        self._next_try = self._monotonic() + self._retry_s
+        try:
+            engine = self._connect()
+            version = engine.version()
+        except AitherError as exc:
+            self._error = exc.message
+            return None
+        self._engine, self._error = engine, None
+        self._version = f"Docker {version.get('Version', '?')}"
+        self._events_since = int(time.time())
+        return engine
+
+    def read(self) -> StackReading:
+        engine = self._ensure()
+        if engine is None:
+            return StackReading(error=self._error or "Docker engine unavailable")
+        try:
+            return self._read(engine)
+        except AitherError as exc:
+            self._engine, self._error = None, exc.message
+            return StackReading(error=exc.message)
+
+    def _read(self, engine: Any) -> StackReading:
+        filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={engine.namespace}"]}
+        api = engine.client.api
+        listed = engine._call(
+            "listing containers", lambda: api.containers(all=True, filters=filters)
+        )
+        containers: list[ManagedContainer] = []
+        health: dict[str, str] = {}
+        init_pids: dict[str, int | None] = {}
+        for item in listed:
+            attrs = engine._call(
+                "inspecting a container", lambda item=item: api.inspect_container(item["Id"])
+            )
+            state = attrs.get("State") or {}
+            status = state.get("Status", "unknown")
+            managed = ManagedContainer.from_labels(
+                id=attrs["Id"],
+                name=str(attrs.get("Name", "")).lstrip("/"),
+                state=status,
+                image=(attrs.get("Config") or {}).get("Image", ""),
+                labels=(attrs.get("Config") or {}).get("Labels") or {},
+                created_at=attrs.get("Created"),
+                started_at=state.get("StartedAt") if status == "running" else None,
+                exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+            )
+            containers.append(managed)
+            if (state.get("Health") or {}).get("Status"):
+                health[managed.id] = state["Health"]["Status"]
+            init_pids[managed.id] = state.get("Pid") or None
+        return StackReading(
+            containers=tuple(containers),
+            active_profile=infer_active_profile(containers),
+            engine=self._version,
+            health=health,
+            init_pids=init_pids,
+            events=self._events(engine, filters),
+        )
+
+    def _events(self, engine: Any, filters: dict[str, list[str]]) -> tuple[LogEntry, ...]:
+        until = int(time.time())
+        since = self._events_since if self._events_since is not None else until
+        if until <= since:
+            return ()
+        self._events_since = until
+        event_filters = {**filters, "type": ["container"]}
+        try:
+            stream = engine.client.api.events(
+                since=since, until=until, filters=event_filters, decode=True
+            )
+            raw = list(stream)
+        except Exception:  # events are a nicety; the table still shows the state
+            return ()
+        entries = []
+        for event in raw:
+            action = str(event.get("Action") or event.get("status") or "")
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            service = attributes.get(c.LABEL_SERVICE, attributes.get("name", "?"))
+            at = datetime.fromtimestamp(event.get("time", until), UTC)
+            if action.startswith("health_status"):
+                status = action.rpartition(": ")[2]
+                entries.append(LogEntry(at, LogKind.PROBE, f"{service}: {status}"))
+            elif action in _EVENT_WORDS:
+                kind, word = _EVENT_WORDS[action]
+                profile = attributes.get(c.LABEL_PROFILE)
+                suffix = f" (profile {profile})" if kind is LogKind.SWITCH and profile else ""
+                entries.append(LogEntry(at, kind, f"{service}: {word}{suffix}"))
+        return tuple(entries)

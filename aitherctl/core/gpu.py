@@ -1,0 +1,48 @@
+"""What the machine's GPUs look like at one moment: immutable snapshots read through NVML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A process holding GPU memory. `pid` is a host PID (NVML reports host PIDs)."""
+
+    pid: int
+    used_bytes: int | None  # None when the driver does not report it (e.g. some vGPU setups)
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSnapshot:
+    index: int
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    processes: tuple[GpuProcess, ...] = ()
+
+    @property
+    def memory_free_bytes(self) -> int:
+        return self.memory_total_bytes - self.memory_used_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInventory:
+    """Every GPU NVML sees. With no driver or no GPU, `gpus` is empty and `error` says why."""
+
+    gpus: tuple[GpuSnapshot, ...] = ()
+    driver_version: str | None = None
+    error: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.error is None
+
+    def by_index(self, index: int) -> GpuSnapshot | None:
+        return next((gpu for gpu in self.gpus if gpu.index == index), None)

@@ -1,0 +1,178 @@
+"""The monitor's view of the workstation at one moment: what `monitor` draws and `status` prints.
+
+One immutable `MonitorSnapshot` per refresh, built by `aitherctl.ops.monitor`. The TUI renders
+it, `status` renders it with Rich, and `status --json` writes `snapshot_to_dict(snapshot)`.
+`None` means unknown; "N/A" appears only when rendering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetMark:
+    """A service's VRAM budget on one GPU (the profile's `vram`, resolved against the GPU)."""
+
+    service: str
+    budget_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuView:
+    """One GPU: NVML's readings plus the budgets marked on its bar and its recent history."""
+
+    index: int
+    name: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    utilization_pct: float | None
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    budgets: tuple[BudgetMark, ...] = ()
+    # Oldest first, one entry per refresh; the TUI draws these as sparklines.
+    memory_used_history_bytes: tuple[int, ...] = ()
+    utilization_history_pct: tuple[float, ...] = ()
+
+    @property
+    def memory_used_ratio(self) -> float:
+        return self.memory_used_bytes / self.memory_total_bytes if self.memory_total_bytes else 0.0
+
+
+class ScrapeStatus(StrEnum):
+    OK = "ok"
+    SLOW = "slow"  # answered, but slower than the refresh can wait for
+    TIMEOUT = "timeout"  # no answer before the deadline
+    DOWN = "down"  # connection refused or reset
+    ERROR = "error"  # answered with an error status or a payload we cannot read
+    SKIPPED = "skipped"  # not scraped: the container is not running, or no endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """One managed service: its container, the memory NVML sees it hold, and its load."""
+
+    name: str
+    engine: str
+    model: str | None
+    state: str  # container state: running, restarting, exited, ...
+    health: str | None  # starting, healthy, unhealthy; None without a health check
+    port: int | None
+    bind: str | None
+    gpus: tuple[int, ...]
+    container_id: str | None
+    vram_used_bytes: int | None  # NVML per-process memory of the container's processes
+    vram_budget_bytes: int | None  # the profile's budget, summed over its GPUs
+    requests_running: int | None = None
+    requests_waiting: int | None = None
+    kv_cache_usage_ratio: float | None = None
+    tokens_per_s: float | None = None  # generation tokens per second, from counter deltas
+    engine_vram_bytes: int | None = None  # what the engine reports (Ollama size_vram, ComfyUI)
+    loaded_models: tuple[str, ...] = ()  # Ollama
+    uptime_s: float | None = None
+    scrape: ScrapeStatus = ScrapeStatus.SKIPPED
+    scrape_error: str | None = None
+    scrape_latency_s: float | None = None
+
+    @property
+    def over_budget(self) -> bool:
+        return (
+            self.vram_used_bytes is not None
+            and self.vram_budget_bytes is not None
+            and self.vram_used_bytes > self.vram_budget_bytes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedProcess:
+    """GPU memory held by a process aitherctl does not manage (a desktop, a notebook...)."""
+
+    pid: int
+    name: str | None
+    gpu_index: int
+    used_bytes: int | None
+    container_id: str | None = None  # a container of someone else's, when it is one
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """Host CPU and memory (psutil: `cpu_percent`, `virtual_memory`, `swap_memory`)."""
+
+    cpu_pct: float | None
+    cpu_count: int | None
+    ram_used_bytes: int | None
+    ram_total_bytes: int | None
+    swap_used_bytes: int | None
+    swap_total_bytes: int | None
+    load_1m: float | None = None
+
+
+class LogKind(StrEnum):
+    SWITCH = "switch"
+    PROBE = "probe"  # a scrape or health probe failed
+    RESTART = "restart"
+    FALLBACK = "fallback"  # routing fell back to another backend (the ledger)
+    ACTION = "action"  # something the user did from the monitor
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    at: datetime
+    kind: LogKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StackReading:
+    """The managed containers as the Docker engine lists them, or why it could not."""
+
+    containers: tuple[Any, ...] = ()  # aitherctl.core.stack.ManagedContainer or alike
+    active_profile: str | None = None
+    engine: str | None = None  # "Docker 28.2.2"
+    error: str | None = None
+    health: dict[str, str] = field(default_factory=dict)  # container id → Docker health status
+    init_pids: dict[str, int | None] = field(default_factory=dict)  # container id → host PID
+    events: tuple[LogEntry, ...] = ()  # what happened since the previous reading
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSnapshot:
+    taken_at: datetime
+    active_profile: str | None
+    docker_engine: str | None  # e.g. "Docker 28.2.2"; None when unreachable
+    docker_error: str | None
+    driver_version: str | None
+    gpu_error: str | None  # why there is no GPU panel (no driver, no GPU)
+    gpus: tuple[GpuView, ...]
+    services: tuple[ServiceView, ...]
+    unmanaged: tuple[UnmanagedProcess, ...]
+    host: HostView
+    log: tuple[LogEntry, ...] = ()
+    refresh_s: float | None = None  # how long gathering this snapshot took
+
+    def service(self, name: str) -> ServiceView | None:
+        return next((svc for svc in self.services if svc.name == name), None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    return value
+
+
+def snapshot_to_dict(snapshot: MonitorSnapshot) -> dict[str, Any]:
+    """JSON-ready form for `status --json`: field names as above, times in ISO 8601."""
+    result: dict[str, Any] = _plain(snapshot)
+    result["schema"] = 1
+    return result

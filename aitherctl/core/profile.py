@@ -1,0 +1,113 @@
+"""What a profile declares, after loading, `extends` resolution and validation.
+
+These are the objects the planner, the reconciler, `ps` and the routing layer read. They are built
+only by `aitherctl.core.loader`, which checks every field and reports file:line on a mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aitherctl.core.units import MemoryAmount
+
+
+class Engine(StrEnum):
+    VLLM = "vllm"
+    OLLAMA = "ollama"
+    COMFYUI = "comfyui"
+    LLAMACPP = "llamacpp"
+    GENERIC = "generic"
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    host: str
+    container: str
+    read_only: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Readiness probe settings. `path=None` means the engine's own probe."""
+
+    path: str | None = None
+    timeout_s: float | None = None  # None: the engine's default
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    engine: Engine
+    image: str
+    port: int  # host port
+    model: str | None = None
+    bind: str = "127.0.0.1"
+    container_port: int | None = None  # None: the engine's default
+    gpus: tuple[int, ...] = ()  # () means CPU only
+    vram: MemoryAmount | None = None  # per GPU in `gpus`
+    pinned: bool = False
+    on_demand: bool = False
+    role: str | None = None
+    served_name: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    health: Health = field(default_factory=Health)
+    # Ollama only: OLLAMA_KEEP_ALIVE, OLLAMA_MAX_LOADED_MODELS, OLLAMA_NUM_PARALLEL.
+    keep_alive: str | None = None
+    max_loaded_models: int | None = None
+    num_parallel: int | None = None
+    line: int | None = None  # where the service is declared, for messages
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpus)
+
+    @property
+    def model_name(self) -> str:
+        """The name clients ask for: `served_name`, else the model id, else the service name."""
+        if self.served_name:
+            return self.served_name
+        if self.model and not self.model.startswith("/"):
+            return self.model
+        return self.name
+
+    @property
+    def gpu_label(self) -> str:
+        return ",".join(str(index) for index in self.gpus) if self.gpus else "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    description: str
+    services: dict[str, Service]
+    gpu_reserve: MemoryAmount
+    source: str  # the file it was loaded from
+    extends: str | None = None
+    # Reserved for the routing layer: kept as loaded (after `extends` merging).
+    routing: dict[str, Any] = field(default_factory=dict)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    ledger: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resident(self) -> dict[str, Service]:
+        """Services a switch starts: everything but the on-demand ones."""
+        return {name: svc for name, svc in self.services.items() if not svc.on_demand}
+
+    def service(self, name: str) -> Service:
+        from aitherctl.errors import NotFoundError
+
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise NotFoundError(
+                f"profile {self.name!r} has no service {name!r} (it has: {known})"
+            ) from None

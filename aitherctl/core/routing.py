@@ -1,0 +1,435 @@
+"""The routing table: effort ranges to tiers, tiers to ordered candidates, and why one is skipped.
+
+Read from a profile's `routing:` and `endpoints:` sections (kept raw by the loader, `extends`
+already merged):
+
+    routing:
+      classifier: heuristic        # or `model`: the smallest local model grades the effort
+      health_memory_s: 30          # how long a failed probe makes later runs skip a backend
+      max_tokens: 1024             # sent when the command gives none (bounds the budget check)
+      tiers:
+        reflex:       {effort: 1-3, candidates: [reflex, orchestrator]}
+        orchestrator: {effort: 4-6, candidates: [orchestrator], max_queue: 4}
+        frontier:     {effort: 9-10, candidates: [{endpoint: deepseek}, {endpoint: openai}]}
+    endpoints:
+      deepseek: {base_url: "https://api.deepseek.com/v1", model: deepseek-chat,
+                 api_key_env: DEEPSEEK_API_KEY, price: {input: 0.27, output: 1.10}}
+
+A bare candidate name means the profile's service of that name, else the endpoint. Everything
+here is pure: what is running, healthy, queued or affordable comes in as plain values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from aitherctl.core.cost import Price, parse_price
+from aitherctl.core.profile import Engine, Profile, Service
+from aitherctl.errors import ConfigError, NotFoundError
+
+# The articles' table: the built-in profiles' tiers and a profile without `routing:` use it.
+DEFAULT_TIER_EFFORTS: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("reflex", (1, 3)),
+    ("orchestrator", (4, 6)),
+    ("reasoning", (7, 8)),
+    ("frontier", (9, 10)),
+)
+DEFAULT_HEALTH_MEMORY_S = 30.0
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_FIRST_TOKEN_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+CHAT_ENGINES = (Engine.VLLM, Engine.LLAMACPP, Engine.OLLAMA, Engine.GENERIC)
+ENDPOINT_ENGINES = ("openai", "ollama", "llamacpp", "vllm")
+ROUTING_KEYS = {"classifier", "health_memory_s", "max_tokens", "tiers"}
+TIER_KEYS = {"effort", "candidates", "max_queue", "timeout_s"}
+ENDPOINT_KEYS = {
+    "base_url", "model", "api_key_env", "price", "engine", "local", "health", "timeout_s",
+}
+# The Prometheus gauge that counts requests waiting for a slot, per engine.
+QUEUE_METRICS: dict[str, str] = {
+    "vllm": "vllm:num_requests_waiting",
+    "llamacpp": "llamacpp:requests_deferred",
+}
+_HEALTH_PATHS: dict[str, str] = {
+    "vllm": "/health",
+    "llamacpp": "/health",
+    "ollama": "/api/version",
+    "generic": "/v1/models",
+}
+_EFFORT_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
+
+
+def tier_for_effort_default(effort: int) -> str:
+    """The articles' table: 1-3 reflex, 4-6 orchestrator, 7-8 reasoning, 9-10 frontier."""
+    for name, (low, high) in DEFAULT_TIER_EFFORTS:
+        if low <= effort <= high:
+            return name
+    return DEFAULT_TIER_EFFORTS[-1][0] if effort > 10 else DEFAULT_TIER_EFFORTS[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One backend a tier may send to: a service of the profile or a declared endpoint."""
+
+    name: str
+    origin: str  # "service" or "endpoint"
+    engine: str  # vllm, llamacpp, ollama, generic, openai
+    base_url: str  # the OpenAI-compatible root, ending in /v1
+    model: str  # the name sent as `model`
+    local: bool  # True when the request never leaves the machine
+    price: Price | None = None
+    api_key_env: str | None = None  # the variable's name; its value is read only when sending
+    on_demand: bool = False
+    health_url: str | None = None
+    metrics_url: str | None = None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+
+    @property
+    def queue_metric(self) -> str | None:
+        return QUEUE_METRICS.get(self.engine) if self.metrics_url else None
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    effort_min: int
+    effort_max: int
+    candidates: tuple[Candidate, ...]
+    max_queue: float | None = None  # skip a candidate whose waiting queue is above this
+    timeout_s: float = DEFAULT_FIRST_TOKEN_TIMEOUT_S  # per read, so also to the first token
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    profile: str
+    tiers: tuple[Tier, ...]
+    backends: Mapping[str, Candidate]
+    classifier: str = "heuristic"
+    health_memory_s: float = DEFAULT_HEALTH_MEMORY_S
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+
+    def tier_for(self, effort: int) -> Tier:
+        for tier in self.tiers:
+            if tier.effort_min <= effort <= tier.effort_max:
+                return tier
+        raise NotFoundError(f"profile {self.profile!r}: no tier covers effort {effort}")
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        known = ", ".join(t.name for t in self.tiers)
+        raise NotFoundError(f"profile {self.profile!r} has no tier {name!r} (it has: {known})")
+
+    def backend(self, name: str) -> Candidate:
+        try:
+            return self.backends[name]
+        except KeyError:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise NotFoundError(
+                f"profile {self.profile!r} has no backend {name!r} (services and endpoints: "
+                f"{known})"
+            ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the table
+
+
+def _client_host(bind: str) -> str:
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
+
+
+def _is_local_host(host: str) -> bool:
+    if host in ("localhost", "::1") or host.endswith(".localhost"):
+        return True
+    parts = host.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        first, second = int(parts[0]), int(parts[1])
+        return (
+            first in (10, 127)
+            or (first == 192 and second == 168)
+            or (first == 172 and 16 <= second <= 31)
+        )
+    return False
+
+
+def service_candidate(service: Service) -> Candidate:
+    """`http://BIND:PORT/v1` (loopback for a wildcard bind), health and metrics per engine."""
+    root = f"http://{_client_host(service.bind)}:{service.port}"
+    engine = str(service.engine)
+    health = service.health.path or _HEALTH_PATHS.get(engine, "/v1/models")
+    metrics = root + "/metrics" if engine in QUEUE_METRICS else None
+    return Candidate(
+        name=service.name,
+        origin="service",
+        engine=engine,
+        base_url=root + "/v1",
+        model=service.model_name,
+        local=True,
+        on_demand=service.on_demand,
+        health_url=root + health,
+        metrics_url=metrics,
+    )
+
+
+def endpoint_candidate(name: str, spec: Any, source: str) -> Candidate:
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"endpoints.{name}: {message}", source=source)
+
+    if not isinstance(spec, dict):
+        raise fail("must be a mapping with base_url and model")
+    unknown = set(spec) - ENDPOINT_KEYS
+    if unknown:
+        raise fail(f"unknown keys {sorted(unknown)} (known: {', '.join(sorted(ENDPOINT_KEYS))})")
+    base_url = spec.get("base_url")
+    model = spec.get("model")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise fail("base_url must be an http:// or https:// URL")
+    if not isinstance(model, str) or not model:
+        raise fail("model must be the model name the server expects")
+    engine = spec.get("engine", "openai")
+    if engine not in ENDPOINT_ENGINES:
+        raise fail(f"engine must be one of {', '.join(ENDPOINT_ENGINES)}")
+    base_url = base_url.rstrip("/")
+    parts = urlsplit(base_url)
+    root = f"{parts.scheme}://{parts.netloc}"
+    if engine == "ollama" and not base_url.endswith("/v1"):
+        base_url += "/v1"  # Ollama's OpenAI-compatible API lives under /v1
+    key_env = spec.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not re.match(r"^\w+$", key_env)):
+        raise fail("api_key_env must be the NAME of an environment variable (not the key)")
+    price = None
+    if "price" in spec:
+        try:
+            price = parse_price(spec["price"])
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    local = spec.get("local", _is_local_host(parts.hostname or ""))
+    if not isinstance(local, bool):
+        raise fail("local must be true or false")
+    health = spec.get("health")
+    if health is not None and (not isinstance(health, str) or not health.startswith("/")):
+        raise fail("health must be a path on the server, like /health")
+    timeout = spec.get("timeout_s", DEFAULT_CONNECT_TIMEOUT_S if local else 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise fail("timeout_s must be a number of seconds > 0")
+    return Candidate(
+        name=name,
+        origin="endpoint",
+        engine=engine,
+        base_url=base_url,
+        model=model,
+        local=local,
+        price=price,
+        api_key_env=key_env,
+        health_url=root + health if health else None,
+        metrics_url=root + "/metrics" if engine in QUEUE_METRICS and local else None,
+        connect_timeout_s=float(timeout),
+    )
+
+
+def _parse_effort(value: Any, where: str, fail: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and (match := _EFFORT_RANGE.match(value)):
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+    elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        low, high = value
+    else:
+        raise fail(f"{where}.effort must be a range like 4-6 (or [4, 6])")
+    if not 1 <= low <= high <= 10:
+        raise fail(f"{where}.effort {low}-{high} must lie within 1-10, low to high")
+    return low, high
+
+
+def _default_tiers(profile: Profile, backends: Mapping[str, Candidate]) -> list[Tier]:
+    """No `routing:` section: the articles' tiers, each trying the service whose `role` (or name)
+    is the tier's name first, then every other chat service in declaration order."""
+    chat = [name for name, svc in profile.services.items() if svc.engine in CHAT_ENGINES]
+    tiers = []
+    for tier_name, (low, high) in DEFAULT_TIER_EFFORTS:
+        first = [
+            n for n in chat
+            if profile.services[n].role == tier_name or n == tier_name
+        ]
+        ordered = first + [n for n in chat if n not in first]
+        tiers.append(Tier(tier_name, low, high, tuple(backends[n] for n in ordered)))
+    return tiers
+
+
+def build_routing(profile: Profile) -> RoutingTable:
+    """The profile's routing table; a mistake raises ConfigError naming the profile file."""
+    source = profile.source
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(message, source=source)
+
+    backends: dict[str, Candidate] = {}
+    for name, svc in profile.services.items():
+        if svc.engine in CHAT_ENGINES:
+            backends[name] = service_candidate(svc)
+    endpoints = profile.endpoints or {}
+    if not isinstance(endpoints, dict):
+        raise fail("`endpoints` must be a mapping from name to settings")
+    for name, spec in endpoints.items():
+        if name in backends:
+            raise fail(f"endpoints.{name}: a service has the same name; rename one of them")
+        backends[name] = endpoint_candidate(str(name), spec, source)
+
+    section = profile.routing or {}
+    if not isinstance(section, dict):
+        raise fail("`routing` must be a mapping (routing: {tiers: ...})")
+    unknown = set(section) - ROUTING_KEYS
+    if unknown:
+        raise fail(f"routing: unknown keys {sorted(unknown)} (known: {', '.join(sorted(ROUTING_KEYS))})")
+    classifier = section.get("classifier", "heuristic")
+    if classifier not in ("heuristic", "model"):
+        raise fail("routing.classifier must be `heuristic` or `model`")
+    memory = section.get("health_memory_s", DEFAULT_HEALTH_MEMORY_S)
+    if isinstance(memory, bool) or not isinstance(memory, int | float) or memory < 0:
+        raise fail("routing.health_memory_s must be a number of seconds >= 0")
+    max_tokens = section.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise fail("routing.max_tokens must be a whole number >= 1")
+
+    raw_tiers = section.get("tiers")
+    if raw_tiers is None:
+        tiers = _default_tiers(profile, backends)
+    else:
+        tiers = _parse_tiers(raw_tiers, profile, backends, fail)
+    return RoutingTable(
+        profile=profile.name,
+        tiers=tuple(tiers),
+        backends=backends,
+        classifier=classifier,
+        health_memory_s=float(memory),
+        default_max_tokens=max_tokens,
+    )
+
+
+def _parse_tiers(
+    raw: Any, profile: Profile, backends: Mapping[str, Candidate], fail: Any
+) -> list[Tier]:
+    if not isinstance(raw, dict) or not raw:
+        raise fail("routing.tiers must map tier names to {effort, candidates}")
+    tiers: list[Tier] = []
+    covered: dict[int, str] = {}
+    for name, spec in raw.items():
+        where = f"routing.tiers.{name}"
+        if not isinstance(spec, dict):
+            raise fail(f"{where} must be a mapping with effort and candidates")
+        unknown = set(spec) - TIER_KEYS
+        if unknown:
+            raise fail(f"{where}: unknown keys {sorted(unknown)} (known: {', '.join(sorted(TIER_KEYS))})")
+        low, high = _parse_effort(spec.get("effort"), where, fail)
+        for effort in range(low, high + 1):
+            if effort in covered:
+                raise fail(f"{where}: effort {effort} is already in tier {covered[effort]!r}")
+            covered[effort] = str(name)
+        raw_candidates = spec.get("candidates")
+        if not isinstance(raw_candidates, list) or not raw_candidates:
+            raise fail(f"{where}.candidates must be a non-empty list")
+        candidates = tuple(
+            _resolve_candidate(item, f"{where}.candidates", profile, backends, fail)
+            for item in raw_candidates
+        )
+        max_queue = spec.get("max_queue")
+        if max_queue is not None and (
+            isinstance(max_queue, bool) or not isinstance(max_queue, int | float) or max_queue < 0
+        ):
+            raise fail(f"{where}.max_queue must be a number of waiting requests >= 0")
+        timeout = spec.get("timeout_s", DEFAULT_FIRST_TOKEN_TIMEOUT_S)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise fail(f"{where}.timeout_s must be a number of seconds > 0")
+        tiers.append(
+            Tier(
+                name=str(name),
+                effort_min=low,
+                effort_max=high,
+                candidates=candidates,
+                max_queue=None if max_queue is None else float(max_queue),
+                timeout_s=float(timeout),
+            )
+        )
+    missing = [e for e in range(1, 11) if e not in covered]
+    if missing:
+        raise fail(f"routing.tiers: no tier covers effort {', '.join(map(str, missing))}")
+    return sorted(tiers, key=lambda t: t.effort_min)
+
+
+def _resolve_candidate(
+    item: Any, where: str, profile: Profile, backends: Mapping[str, Candidate], fail: Any
+) -> Candidate:
+    if isinstance(item, str):
+        name = item
+    elif isinstance(item, dict) and len(item) == 1:
+        ((kind, name),) = item.items()
+        if kind not in ("service", "endpoint") or not isinstance(name, str):
+            raise fail(f"{where}: write `service: NAME` or `endpoint: NAME`")
+        origin_ok = (kind == "service") == (name in profile.services)
+        if name in backends and not origin_ok:
+            raise fail(f"{where}: {name!r} is not a {kind}")
+    else:
+        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`")
+    if name in profile.services and name not in backends:
+        raise fail(f"{where}: service {name!r} is a {profile.services[name].engine} service, not a chat model")
+    if name not in backends:
+        known = ", ".join(sorted(backends)) or "none"
+        raise fail(f"{where}: no service or endpoint {name!r} (known: {known})")
+    return backends[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding which candidates to try
+
+
+@dataclass(frozen=True, slots=True)
+class RouteContext:
+    """What the router knows before probing: plain values gathered by the caller.
+
+    `running` is None when the container state is unknown (no Docker engine): services are then
+    judged by their health probe alone.
+    """
+
+    running: frozenset[str] | None
+    env_keys: frozenset[str]  # names of the environment variables that are set (never values)
+    local_only: bool = False
+    remembered_failures: Mapping[str, str] = field(default_factory=dict)  # backend -> why
+
+
+def static_skip_reason(candidate: Candidate, ctx: RouteContext) -> str | None:
+    """Why a candidate is skipped before any request is made, or None to go on to probing.
+
+    The budget is checked separately (it needs the request's worst case and today's spend).
+    """
+    if candidate.origin == "service" and ctx.running is not None:
+        if candidate.name not in ctx.running:
+            if candidate.on_demand:
+                return (
+                    "on-demand service not running (run does not start it; start it first, "
+                    f"e.g. `aitherctl up {candidate.name}`)"
+                )
+            return "service not running in the active profile"
+    if ctx.local_only and not candidate.local:
+        return "--local-only: endpoint leaves the machine"
+    if candidate.api_key_env and candidate.api_key_env not in ctx.env_keys:
+        return f"${candidate.api_key_env} is not set"
+    remembered = ctx.remembered_failures.get(candidate.name)
+    if remembered:
+        return f"failed recently: {remembered}"
+    return None
+
+
+def queue_skip_reason(candidate: Candidate, waiting: float | None, tier: Tier) -> str | None:
+    """Skip when the engine's waiting queue is above the tier's `max_queue` (load overflows)."""
+    if tier.max_queue is None or waiting is None:
+        return None
+    if waiting > tier.max_queue:
+        return f"queue {waiting:g} waiting > max_queue {tier.max_queue:g} ({candidate.queue_metric})"
+    return None

@@ -1,0 +1,1 @@
+"""Operations that combine the core with adapters: observe the stack, switch, bring up/down."""

@@ -1,0 +1,322 @@
+"""Gathers one `MonitorSnapshot`: containers, GPUs, each server's load, host, recent events.
+
+`MonitorCollector.collect()` is blocking (Docker, NVML, HTTP, /proc): the TUI calls it from a
+thread worker, `status` calls it directly. Each source is optional and behind a small protocol,
+so the monitor works with no GPU (the GPU panel says why) and with no Docker engine (the host
+still shows). The collector keeps the little state a live view needs between refreshes: GPU
+history for the sparklines, the previous token counters for rates, and the event log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aitherctl.core.gpu import GpuInventory
+from aitherctl.core.metrics import CounterReading, parse_timestamp, rate_per_s
+from aitherctl.core.monitor_model import (
+    BudgetMark,
+    GpuView,
+    HostView,
+    LogEntry,
+    LogKind,
+    MonitorSnapshot,
+    ScrapeStatus,
+    ServiceView,
+    StackReading,
+    UnmanagedProcess,
+)
+
+
+class ContainerLike(Protocol):
+    """What the monitor reads of a managed container (`aitherctl.core.stack.ManagedContainer`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def bind(self) -> str: ...
+    @property
+    def gpus(self) -> tuple[int, ...]: ...
+    @property
+    def vram_bytes(self) -> int | None: ...  # budget per GPU
+    @property
+    def started_at(self) -> str | None: ...
+
+
+class StackSource(Protocol):
+    def read(self) -> StackReading: ...
+
+
+class GpuSource(Protocol):
+    def read(self) -> GpuInventory: ...
+
+
+class HostSource(Protocol):
+    def read(self) -> HostView: ...
+
+
+class LogSource(Protocol):
+    """Events from elsewhere (switches, routing fallbacks), newest last."""
+
+    def recent(self, limit: int) -> Sequence[LogEntry]: ...
+
+
+class ScrapeSource(Protocol):
+    def scrape_all(self, targets: Iterable[Any]) -> dict[str, Any]: ...
+
+
+class PidMapper(Protocol):
+    def containers_of(self, pids: Iterable[int], init_pids: Any) -> dict[int, str]: ...
+    def name_of(self, pid: int) -> str | None: ...
+
+
+@dataclass
+class _ServiceMemory:
+    container_id: str
+    state: str
+    scrape: ScrapeStatus = ScrapeStatus.SKIPPED
+    tokens: CounterReading | None = None
+
+
+def scrape_url(bind: str | None, port: int) -> str:
+    """Where to reach a published port from this host (a wildcard bind is reached on loopback)."""
+    host = bind or "127.0.0.1"
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class MonitorCollector:
+    """Builds snapshots. Every source may be None: that panel then says it is unavailable."""
+
+    def __init__(
+        self,
+        *,
+        stack: StackSource | None,
+        gpus: GpuSource | None,
+        scraper: ScrapeSource | None,
+        procs: PidMapper,
+        host: HostSource,
+        log_sources: Sequence[LogSource] = (),
+        history_len: int = 120,
+        log_len: int = 200,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stack = stack
+        self._gpus = gpus
+        self._scraper = scraper
+        self._procs = procs
+        self._host = host
+        self._log_sources = tuple(log_sources)
+        self._history_len = history_len
+        self._now = wall_clock
+        self._monotonic = monotonic
+        self._memory_history: dict[int, deque[int]] = {}
+        self._util_history: dict[int, deque[float]] = {}
+        self._services: dict[str, _ServiceMemory] = {}
+        self._log: deque[LogEntry] = deque(maxlen=log_len)
+
+    def note(self, kind: LogKind, message: str) -> None:
+        """Adds a line to the log pane (actions taken from the monitor)."""
+        self._log.append(LogEntry(self._now(), kind, message))
+
+    def collect(self) -> MonitorSnapshot:
+        from aitherctl.adapters.scrape import ScrapeTarget
+
+        started = self._monotonic()
+        now = self._now()
+        stack = self._stack.read() if self._stack is not None else StackReading(
+            error="Docker is not used"
+        )
+        inventory = self._gpus.read() if self._gpus is not None else GpuInventory(
+            error="GPU readings are off"
+        )
+        host = self._host.read()
+        self._log.extend(stack.events)
+        containers = [c for c in stack.containers if c.id]
+        targets = [
+            ScrapeTarget(c.service, c.engine, scrape_url(c.bind, c.port))
+            for c in containers
+            if c.state == "running" and c.port
+        ]
+        scrapes = self._scraper.scrape_all(targets) if self._scraper and targets else {}
+
+        # NVML's host PIDs → containers, then memory per container id.
+        gpu_pids = {proc.pid for gpu in inventory.gpus for proc in gpu.processes}
+        init_pids = {c.id: stack.init_pids.get(c.id) for c in containers}
+        owner = self._procs.containers_of(sorted(gpu_pids), init_pids) if gpu_pids else {}
+        used_by_container: dict[str, int] = {}
+        unmanaged: list[UnmanagedProcess] = []
+        managed_ids = {c.id for c in containers}
+        for gpu in inventory.gpus:
+            for proc in gpu.processes:
+                cid = owner.get(proc.pid)
+                if cid in managed_ids:
+                    assert cid is not None
+                    used_by_container[cid] = used_by_container.get(cid, 0) + (proc.used_bytes or 0)
+                else:
+                    unmanaged.append(
+                        UnmanagedProcess(
+                            proc.pid,
+                            proc.name or self._procs.name_of(proc.pid),
+                            gpu.index,
+                            proc.used_bytes,
+                            cid,
+                        )
+                    )
+
+        services = tuple(
+            self._service_view(
+                c,
+                stack=stack,
+                scrape=scrapes.get(c.service),
+                used_by_container=used_by_container,
+                gpus_readable=inventory.available,
+                now=now,
+            )
+            for c in sorted(containers, key=lambda item: item.service)
+        )
+        self._forget_gone({c.service for c in containers})
+        gpus = tuple(self._gpu_view(gpu, containers) for gpu in inventory.gpus)
+        log = self._merged_log()
+        return MonitorSnapshot(
+            taken_at=now,
+            active_profile=stack.active_profile,
+            docker_engine=stack.engine,
+            docker_error=stack.error,
+            driver_version=inventory.driver_version,
+            gpu_error=inventory.error,
+            gpus=gpus,
+            services=services,
+            unmanaged=tuple(unmanaged),
+            host=host,
+            log=log,
+            refresh_s=self._monotonic() - started,
+        )
+
+    def _service_view(
+        self,
+        container: Any,
+        *,
+        stack: StackReading,
+        scrape: Any,
+        used_by_container: dict[str, int],
+        gpus_readable: bool,
+        now: datetime,
+    ) -> ServiceView:
+        name = container.service
+        memory = self._services.get(name)
+        if memory is None:
+            memory = self._services[name] = _ServiceMemory(container.id, container.state)
+        elif memory.container_id != container.id:
+            self.note(LogKind.RESTART, f"{name}: new container {container.id[:12]}")
+            memory.container_id, memory.tokens = container.id, None
+        elif memory.state != container.state:
+            self.note(LogKind.RESTART, f"{name}: {memory.state} → {container.state}")
+        memory.state = container.state
+
+        metrics = scrape.metrics if scrape is not None else None
+        status = scrape.status if scrape is not None else ScrapeStatus.SKIPPED
+        if status != memory.scrape and status in (
+            ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR
+        ):
+            self.note(LogKind.PROBE, f"{name}: {status} ({scrape.error})")
+        elif memory.scrape in (ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR) and (
+            status == ScrapeStatus.OK
+        ):
+            self.note(LogKind.PROBE, f"{name}: answering again")
+        memory.scrape = status
+
+        tokens_per_s = None
+        if metrics is not None and metrics.generation_tokens_total is not None:
+            reading = CounterReading(metrics.generation_tokens_total, scrape.read_at_s or 0.0)
+            tokens_per_s = rate_per_s(memory.tokens, reading)
+            memory.tokens = reading
+
+        started = parse_timestamp(container.started_at)
+        running = container.state == "running"
+        uptime = (now - started).total_seconds() if started and running else None
+        per_gpu = container.vram_bytes
+        budget = per_gpu * max(1, len(container.gpus)) if per_gpu else None
+        gpu_used = used_by_container.get(container.id)
+        if gpu_used is None and gpus_readable and container.gpus:
+            gpu_used = 0 if container.state == "running" else None
+        return ServiceView(
+            name=name,
+            engine=str(container.engine),
+            model=getattr(container, "served_model", None) or container.model,
+            state=container.state,
+            health=stack.health.get(container.id),
+            port=container.port,
+            bind=container.bind,
+            gpus=tuple(container.gpus),
+            container_id=container.id,
+            vram_used_bytes=gpu_used,
+            vram_budget_bytes=budget,
+            requests_running=metrics.requests_running if metrics else None,
+            requests_waiting=metrics.requests_waiting if metrics else None,
+            kv_cache_usage_ratio=metrics.kv_cache_usage_ratio if metrics else None,
+            tokens_per_s=tokens_per_s,
+            engine_vram_bytes=metrics.engine_vram_bytes if metrics else None,
+            loaded_models=tuple(m.name for m in metrics.loaded_models) if metrics else (),
+            uptime_s=max(0.0, uptime) if uptime is not None else None,
+            scrape=status,
+            scrape_error=scrape.error if scrape is not None else None,
+            scrape_latency_s=scrape.latency_s if scrape is not None else None,
+        )
+
+    def _gpu_view(self, gpu: Any, containers: Sequence[Any]) -> GpuView:
+        memory = self._memory_history.setdefault(gpu.index, deque(maxlen=self._history_len))
+        util = self._util_history.setdefault(gpu.index, deque(maxlen=self._history_len))
+        memory.append(gpu.memory_used_bytes)
+        util.append(gpu.utilization_pct if gpu.utilization_pct is not None else 0.0)
+        marks = tuple(
+            BudgetMark(c.service, c.vram_bytes)
+            for c in sorted(containers, key=lambda item: item.service)
+            if gpu.index in c.gpus and c.vram_bytes and c.state == "running"
+        )
+        return GpuView(
+            index=gpu.index,
+            name=gpu.name,
+            memory_total_bytes=gpu.memory_total_bytes,
+            memory_used_bytes=gpu.memory_used_bytes,
+            utilization_pct=gpu.utilization_pct,
+            temperature_c=gpu.temperature_c,
+            power_w=gpu.power_w,
+            power_limit_w=getattr(gpu, "power_limit_w", None),
+            budgets=marks,
+            memory_used_history_bytes=tuple(memory),
+            utilization_history_pct=tuple(util),
+        )
+
+    def _forget_gone(self, present: set[str]) -> None:
+        for name in set(self._services) - present:
+            self.note(LogKind.RESTART, f"{name}: container gone")
+            del self._services[name]
+
+    def _merged_log(self) -> tuple[LogEntry, ...]:
+        entries = list(self._log)
+        for source in self._log_sources:
+            try:
+                entries.extend(source.recent(50))
+            except Exception as exc:  # a broken ledger must not take the monitor down
+                entries.append(LogEntry(self._now(), LogKind.INFO, f"log source failed: {exc}"))
+        entries.sort(key=lambda entry: entry.at)
+        return tuple(entries[-100:])

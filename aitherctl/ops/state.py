@@ -1,0 +1,62 @@
+"""What is running now, read back from the containers' labels (no state file to go stale)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.core.gpu import GpuInventory
+from aitherctl.core.loader import ProfileCatalog
+from aitherctl.core.specs import build_specs
+from aitherctl.core.stack import ManagedContainer, infer_active_profile
+from aitherctl.errors import AitherError
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    namespace: str
+    endpoint: str
+    containers: tuple[ManagedContainer, ...]
+    active_profile: str | None
+
+    @property
+    def running(self) -> tuple[ManagedContainer, ...]:
+        return tuple(item for item in self.containers if item.running)
+
+    def container(self, service: str) -> ManagedContainer | None:
+        matches = [item for item in self.containers if item.service == service]
+        matches.sort(key=lambda item: (not item.running, item.created_at or ""))
+        return matches[0] if matches else None
+
+
+def gpu_memory(inventory: GpuInventory | None) -> dict[int, int]:
+    if inventory is None:
+        return {}
+    return {gpu.index: gpu.memory_total_bytes for gpu in inventory.gpus}
+
+
+def observe(
+    engine: DockerEngine,
+    catalog: ProfileCatalog | None = None,
+    inventory: GpuInventory | None = None,
+    *,
+    with_pids: bool = False,
+) -> StackState:
+    containers = tuple(engine.list_managed(with_pids=with_pids))
+    hashes = None
+    if catalog is not None and any(item.running for item in containers):
+        hashes = {}
+        totals = gpu_memory(inventory)
+        labelled = {item.profile for item in containers}
+        for name in catalog.names():
+            # A broken or GPU-only profile cannot be compared; the labels still name it.
+            with contextlib.suppress(AitherError):
+                specs = build_specs(catalog.load(name), totals)
+                hashes[name] = (
+                    {svc: spec.spec_hash() for svc, spec in specs.resident.items()},
+                    {svc: spec.spec_hash() for svc, spec in specs.on_demand.items()},
+                )
+        hashes = {k: v for k, v in hashes.items() if v[0] or k in labelled}
+    active = infer_active_profile(containers, hashes)
+    return StackState(engine.namespace, engine.endpoint, containers, active)

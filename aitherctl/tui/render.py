@@ -1,0 +1,306 @@
+"""Rich renderings of a `MonitorSnapshot`, shared by the Textual monitor and `aitherctl status`.
+
+Only Rich here (no Textual), so `status` can use it without loading Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from aitherctl.core.monitor_model import (
+    GpuView,
+    HostView,
+    MonitorSnapshot,
+    ScrapeStatus,
+    ServiceView,
+)
+from aitherctl.core.units import format_bytes
+
+NA = "N/A"
+BUDGET_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+class SortKey(StrEnum):
+    NAME = "name"
+    VRAM = "vram"
+    ENGINE = "engine"
+    QUEUE = "queue"
+    RATE = "tok/s"
+
+
+SERVICE_COLUMNS = (
+    "service", "engine", "model", "state", "port", "VRAM", "budget", "queue", "tok/s", "up",
+)
+
+
+def fmt_bytes(value: int | None) -> str:
+    return NA if value is None else format_bytes(value)
+
+
+def fmt_pct(value: float | None, digits: int = 0) -> str:
+    return NA if value is None else f"{value:.{digits}f}%"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NA
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def fmt_queue(service: ServiceView) -> str:
+    if service.requests_running is None and service.requests_waiting is None:
+        return NA
+    running = "?" if service.requests_running is None else str(service.requests_running)
+    waiting = "?" if service.requests_waiting is None else str(service.requests_waiting)
+    return f"{running}/{waiting}"
+
+
+def fmt_rate(value: float | None) -> str:
+    return NA if value is None else f"{value:.1f}"
+
+
+def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to `top` (default: their maximum)."""
+    tail = list(values)[-width:]
+    if not tail:
+        return ""
+    ceiling = top if top else max(tail) or 1.0
+    steps = len(SPARK) - 1
+    return "".join(SPARK[max(0, min(steps, round(value / ceiling * steps)))] for value in tail)
+
+
+def vram_bar(gpu: GpuView, width: int = 50) -> Text:
+    """Used memory as a filled bar; each service's budget is a coloured stretch ending in `┃`.
+
+    Budgets are laid end to end from the left in the order of the services table, so a bar that
+    fills past the last mark means more is used than was budgeted.
+    """
+    total = gpu.memory_total_bytes or 1
+    used_cells = round(gpu.memory_used_bytes / total * width)
+    colours: list[str | None] = [None] * width
+    edges: set[int] = set()
+    start = 0
+    for number, mark in enumerate(gpu.budgets):
+        end = min(width, round((start + mark.budget_bytes) / total * width))
+        colour = BUDGET_COLOURS[number % len(BUDGET_COLOURS)]
+        for cell in range(round(start / total * width), end):
+            colours[cell] = colour
+        if end > 0:
+            edges.add(end - 1)
+        start += mark.budget_bytes
+    bar = Text()
+    for cell in range(width):
+        used = cell < used_cells
+        char = "┃" if cell in edges else ("█" if used else "░")
+        colour = colours[cell]
+        if used:
+            style = f"bold {colour}" if colour else "bold white"
+        else:
+            style = f"dim {colour}" if colour else "grey37"
+        bar.append(char, style=style)
+    return bar
+
+
+def gpu_lines(gpu: GpuView, width: int = 50) -> Group:
+    head = Text()
+    head.append(f"GPU {gpu.index} ", style="bold")
+    head.append(f"{gpu.name}  ")
+    head.append(f"{fmt_bytes(gpu.memory_used_bytes)} / {fmt_bytes(gpu.memory_total_bytes)}  ")
+    head.append(f"util {fmt_pct(gpu.utilization_pct)}  ")
+    temp = NA if gpu.temperature_c is None else f"{gpu.temperature_c:.0f}°C"
+    power = NA if gpu.power_w is None else f"{gpu.power_w:.0f} W"
+    if gpu.power_w is not None and gpu.power_limit_w:
+        power += f" / {gpu.power_limit_w:.0f} W"
+    head.append(f"temp {temp}  power {power}")
+    legend = Text()
+    for number, mark in enumerate(gpu.budgets):
+        colour = BUDGET_COLOURS[number % len(BUDGET_COLOURS)]
+        legend.append("■ ", style=colour)
+        legend.append(f"{mark.service} {fmt_bytes(mark.budget_bytes)}  ")
+    if not gpu.budgets:
+        legend.append("no budgets on this GPU", style="dim")
+    return Group(head, vram_bar(gpu, width), legend)
+
+
+def state_text(service: ServiceView) -> Text:
+    state = service.state + (f" ({service.health})" if service.health else "")
+    style = "green" if service.state == "running" else "red"
+    if service.health == "unhealthy":
+        style = "red"
+    elif service.health == "starting":
+        style = "yellow"
+    text = Text(state, style=style)
+    if service.state == "running" and service.scrape not in (ScrapeStatus.OK, ScrapeStatus.SKIPPED):
+        text.append(f" {service.scrape}", style="bold yellow")
+    return text
+
+
+def service_cells(service: ServiceView) -> tuple[RenderableType, ...]:
+    vram = Text(fmt_bytes(service.vram_used_bytes))
+    if service.over_budget:
+        vram.stylize("bold red")
+    elif service.vram_used_bytes is None and service.engine_vram_bytes is not None:
+        vram = Text(f"~{fmt_bytes(service.engine_vram_bytes)}", style="italic")
+    model = service.model or NA
+    if service.loaded_models:
+        model = ", ".join(service.loaded_models)
+    return (
+        Text(service.name, style="bold"),
+        service.engine,
+        Text(model, overflow="ellipsis", no_wrap=True),
+        state_text(service),
+        NA if service.port is None else str(service.port),
+        vram,
+        fmt_bytes(service.vram_budget_bytes),
+        fmt_queue(service),
+        fmt_rate(service.tokens_per_s),
+        fmt_duration(service.uptime_s),
+    )
+
+
+def sort_services(
+    services: Sequence[ServiceView], key: SortKey, reverse: bool = False
+) -> list[ServiceView]:
+    def value(service: ServiceView) -> tuple[float, str]:
+        if key is SortKey.VRAM:
+            return (-(service.vram_used_bytes or 0), service.name)
+        if key is SortKey.ENGINE:
+            return (0, f"{service.engine}/{service.name}")
+        if key is SortKey.QUEUE:
+            return (-((service.requests_running or 0) + (service.requests_waiting or 0)), service.name)
+        if key is SortKey.RATE:
+            return (-(service.tokens_per_s or 0.0), service.name)
+        return (0, service.name)
+
+    return sorted(services, key=value, reverse=reverse)
+
+
+def header_text(snapshot: MonitorSnapshot) -> Text:
+    text = Text()
+    text.append("aitherctl ", style="bold")
+    text.append("profile ")
+    text.append(snapshot.active_profile or "none", style="bold cyan")
+    text.append("  │  ")
+    if snapshot.gpus:
+        text.append(f"{len(snapshot.gpus)} GPU{'s' if len(snapshot.gpus) > 1 else ''}")
+        text.append(f", driver {snapshot.driver_version or NA}")
+    else:
+        text.append("no GPU", style="yellow")
+    text.append("  │  ")
+    if snapshot.docker_error:
+        text.append("Docker unavailable", style="bold red")
+    else:
+        text.append(snapshot.docker_engine or "Docker")
+    text.append("  │  ")
+    text.append(snapshot.taken_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
+    return text
+
+
+def host_text(host: HostView) -> Text:
+    text = Text()
+    cpu = fmt_pct(host.cpu_pct)
+    if host.cpu_count:
+        cpu += f" of {host.cpu_count} cores"
+    text.append("CPU ", style="bold")
+    text.append(cpu)
+    if host.load_1m is not None:
+        text.append(f"  load {host.load_1m:.2f}")
+    text.append("\nRAM ", style="bold")
+    text.append(f"{fmt_bytes(host.ram_used_bytes)} / {fmt_bytes(host.ram_total_bytes)}")
+    text.append("\nswap ", style="bold")
+    text.append(f"{fmt_bytes(host.swap_used_bytes)} / {fmt_bytes(host.swap_total_bytes)}")
+    return text
+
+
+def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
+    if snapshot.gpu_error:
+        return Text("GPU processes: unknown (no GPU readings)", style="dim")
+    if not snapshot.unmanaged:
+        return Text("No GPU memory held outside aitherctl.", style="dim")
+    text = Text("Held outside aitherctl:", style="bold")
+    for proc in snapshot.unmanaged:
+        where = f" [container {proc.container_id[:12]}]" if proc.container_id else ""
+        text.append(
+            f"\n GPU {proc.gpu_index}  {fmt_bytes(proc.used_bytes):>9}  "
+            f"{proc.name or '?'} (pid {proc.pid}){where}"
+        )
+    return text
+
+
+def services_table(snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME) -> Table:
+    table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
+    for column in SERVICE_COLUMNS:
+        table.add_column(column, no_wrap=True)
+    for service in sort_services(snapshot.services, key):
+        table.add_row(*service_cells(service))
+    return table
+
+
+def status_renderable(snapshot: MonitorSnapshot) -> Group:
+    """The one-shot summary `aitherctl status` prints."""
+    parts: list[RenderableType] = [header_text(snapshot), Text()]
+    if snapshot.gpu_error:
+        parts.append(Text(f"GPU: {snapshot.gpu_error}", style="yellow"))
+    for gpu in snapshot.gpus:
+        parts.append(gpu_lines(gpu))
+    parts.append(Text())
+    if snapshot.docker_error:
+        parts.append(Text(f"Docker: {snapshot.docker_error}", style="red"))
+    elif snapshot.services:
+        parts.append(services_table(snapshot))
+    else:
+        parts.append(Text("No aitherctl services are running.", style="dim"))
+    parts += [Text(), unmanaged_text(snapshot), Text(), host_text(snapshot.host)]
+    return Group(*parts)
+
+
+def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
+    """`status --watch`: plain lines without colour or cursor movement, fit for logs."""
+    stamp = snapshot.taken_at.astimezone().strftime("%H:%M:%S")
+    host = snapshot.host
+    lines = [
+        f"{stamp} profile={snapshot.active_profile or 'none'} "
+        f"cpu={fmt_pct(host.cpu_pct)} ram={fmt_bytes(host.ram_used_bytes)}"
+        f"/{fmt_bytes(host.ram_total_bytes)} swap={fmt_bytes(host.swap_used_bytes)}"
+    ]
+    if snapshot.gpu_error:
+        lines.append(f"{stamp} gpu: {snapshot.gpu_error}")
+    for gpu in snapshot.gpus:
+        lines.append(
+            f"{stamp} gpu{gpu.index} mem={fmt_bytes(gpu.memory_used_bytes)}"
+            f"/{fmt_bytes(gpu.memory_total_bytes)} util={fmt_pct(gpu.utilization_pct)} "
+            f"temp={NA if gpu.temperature_c is None else f'{gpu.temperature_c:.0f}C'} "
+            f"power={NA if gpu.power_w is None else f'{gpu.power_w:.0f}W'}"
+        )
+    if snapshot.docker_error:
+        lines.append(f"{stamp} docker: {snapshot.docker_error}")
+    for svc in snapshot.services:
+        lines.append(
+            f"{stamp} {svc.name} engine={svc.engine} state={svc.state}"
+            f"{'/' + svc.health if svc.health else ''} scrape={svc.scrape} "
+            f"vram={fmt_bytes(svc.vram_used_bytes)}/{fmt_bytes(svc.vram_budget_bytes)} "
+            f"queue={fmt_queue(svc)} tok/s={fmt_rate(svc.tokens_per_s)} "
+            f"up={fmt_duration(svc.uptime_s)}"
+        )
+    for proc in snapshot.unmanaged:
+        lines.append(
+            f"{stamp} unmanaged gpu{proc.gpu_index} pid={proc.pid} name={proc.name or '?'} "
+            f"mem={fmt_bytes(proc.used_bytes)}"
+        )
+    return lines
