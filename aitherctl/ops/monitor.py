@@ -133,6 +133,10 @@ class MonitorCollector:
         self._services: dict[str, _ServiceMemory] = {}
         self._log: deque[LogEntry] = deque(maxlen=log_len)
 
+    @property
+    def gpu_source(self) -> GpuSource | None:
+        return self._gpus
+
     def note(self, kind: LogKind, message: str) -> None:
         """Adds a line to the log pane (actions taken from the monitor)."""
         self._log.append(LogEntry(self._now(), kind, message))
@@ -320,3 +324,81 @@ class MonitorCollector:
                 entries.append(LogEntry(self._now(), LogKind.INFO, f"log source failed: {exc}"))
         entries.sort(key=lambda entry: entry.at)
         return tuple(entries[-100:])
+
+
+def build_collector(
+    *,
+    use_docker: bool = True,
+    use_gpu: bool = True,
+    nvml_module: Any | None = None,
+    scrape_timeout_s: float = 0.5,
+    log_sources: Sequence[LogSource] = (),
+) -> tuple[MonitorCollector, Any | None]:
+    """The collector wired to this machine, and the Docker source (for actions) if any."""
+    from aitherctl.adapters.nvml import NvmlReader
+    from aitherctl.adapters.procs import HostReader, ProcessTable
+    from aitherctl.adapters.scrape import Scraper
+    from aitherctl.adapters.stack_reader import DockerStackSource
+
+    stack = DockerStackSource() if use_docker else None
+    collector = MonitorCollector(
+        stack=stack,
+        gpus=NvmlReader(nvml_module) if use_gpu else None,
+        scraper=Scraper(timeout_s=scrape_timeout_s),
+        procs=ProcessTable(),
+        host=HostReader(),
+        log_sources=log_sources,
+    )
+    return collector, stack
+
+
+class LedgerLog:
+    """Routing fallbacks and failures from the usage ledger (`aitherctl.adapters.ledger`).
+
+    A request that needed more than one attempt fell back to another backend; one whose outcome
+    is not `ok` failed or was refused by the budget. Read at most every `every_s` seconds.
+    """
+
+    def __init__(
+        self,
+        ledger: Any,
+        *,
+        window_s: float = 3600.0,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._window_s = window_s
+        self._every_s = every_s
+        self._clock = clock
+        self._next_read = 0.0
+        self._cached: list[LogEntry] = []
+
+    def recent(self, limit: int) -> Sequence[LogEntry]:
+        now = self._clock()
+        if now >= self._next_read:
+            self._next_read = now + self._every_s
+            entries = []
+            for row in self._ledger.rows_since(now - self._window_s):
+                if row.attempts <= 1 and row.outcome == "ok":
+                    continue
+                what = "fell back" if row.outcome == "ok" else row.outcome
+                entries.append(
+                    LogEntry(
+                        datetime.fromtimestamp(row.ts, UTC),
+                        LogKind.FALLBACK,
+                        f"routing {what} after {row.attempts} attempt(s): "
+                        f"{row.backend or '?'} {row.model or ''}".rstrip(),
+                    )
+                )
+            self._cached = entries
+        return self._cached[-limit:]
+
+
+def ledger_log_sources() -> list[LogSource]:
+    """The ledger as a log source when the routing layer is installed; none otherwise."""
+    try:
+        from aitherctl.adapters.ledger import Ledger
+    except ImportError:
+        return []
+    return [LedgerLog(Ledger())]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,17 +38,23 @@ if TYPE_CHECKING:
     import httpx
 
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-    from aitherctl.adapters.chat import ChatResult
     from aitherctl.adapters.ledger import Ledger
     from aitherctl.core.profile import Profile
 
 
 class BackendFailedError(AitherError):
+    """Every candidate failed, or one failed after its answer had started (`result.answer` then
+    holds the partial text). Exit code 9."""
+
     exit_code = ExitCode.BACKEND_FAILED
+    result: RunResult | None = None
 
 
 class BudgetExceededError(AitherError):
+    """The daily budget forbids every candidate that was left. Exit code 10."""
+
     exit_code = ExitCode.BUDGET_EXCEEDED
+    result: RunResult | None = None
 
 
 class StackView(Protocol):
@@ -59,7 +66,7 @@ class StackView(Protocol):
 class UnknownStack:
     """No container state (no Docker engine): health probes decide."""
 
-    def running_services(self, profile: str) -> frozenset[str] | None:
+    def running_services(self, profile: str) -> frozenset[str] | None:  # noqa: ARG002
         return None
 
 
@@ -281,7 +288,8 @@ class Router:
             return reason, False
         if candidate.price is not None and not candidate.price.is_free:
             verdict = check_budget(
-                self.budget, spent(), candidate.price, self._prompt_bound(options), choice.max_tokens
+                self.budget, spent(), candidate.price, self._prompt_bound(options),
+                choice.max_tokens,
             )
             if not verdict.allowed:
                 return verdict.reason, True
@@ -368,11 +376,13 @@ class Router:
                     choice, options, state, candidate, started, started_wall, "partial",
                     exc.partial_text, None, None, exc.ttft_s, cost, spent,
                 )
-                raise BackendFailedError(
+                error = BackendFailedError(
                     f"{candidate.name} ({candidate.model}) failed after the answer had started: "
-                    f"{exc.message}; the partial answer above is all there is",
+                    f"{exc.message}; the partial answer is all there is",
                     detail=_attempt_lines(outcome.attempts),
-                ) from None
+                )
+                error.result = outcome
+                raise error from None
             state.attempts.append(
                 Attempt(candidate.name, candidate.model, "ok", None, result.ttft_s, result.total_s)
             )
@@ -381,8 +391,7 @@ class Router:
             )
             return self._finish(
                 choice, options, state, candidate, started, started_wall, "ok", result.text,
-                result.tokens_in, result.tokens_out if result.tokens_out is not None else None,
-                result.ttft_s, cost, spent, chat=result,
+                result.tokens_in, result.tokens_out, result.ttft_s, cost, spent,
             )
 
         skipped_all = all(a.outcome == "skipped" for a in state.attempts)
@@ -392,16 +401,21 @@ class Router:
             None, 0.0, spent,
         )
         lines = _attempt_lines(outcome.attempts)
+        failure: BackendFailedError | BudgetExceededError
         if outcome_name == "budget":
-            raise BudgetExceededError(
+            failure = BudgetExceededError(
                 f"the daily budget forbids this request (tier {choice.tier.name}): "
                 f"${outcome.spent_today_usd:.4f} of ${self.budget.daily_usd:g} spent",
                 detail=lines,
             )
-        raise BackendFailedError(
-            f"no backend answered (tier {choice.tier.name}, {len(outcome.attempts)} candidate(s))",
-            detail=lines,
-        )
+        else:
+            failure = BackendFailedError(
+                f"no backend answered (tier {choice.tier.name}, "
+                f"{len(outcome.attempts)} candidate(s))",
+                detail=lines,
+            )
+        failure.result = outcome
+        raise failure
 
     def _cost(
         self,
@@ -418,7 +432,7 @@ class Router:
         used_out = tokens_out if tokens_out is not None else max_tokens
         return candidate.price.cost_usd(used_in, used_out)
 
-    def _finish(
+    def _finish(  # noqa: PLR0917 (one call site per outcome; names at each)
         self,
         choice: Choice,
         options: RunOptions,
@@ -433,13 +447,10 @@ class Router:
         ttft_s: float | None,
         cost: float,
         spent: Callable[[], float],
-        chat: ChatResult | None = None,
     ) -> RunResult:
         from aitherctl.adapters.ledger import LedgerRow, prompt_hash
 
         total = self.clock() - started
-        if tokens_out is None and chat is not None and chat.chunks:
-            tokens_out = None  # usage missing: leave unknown rather than guess
         last = candidate or (
             next((c for c in choice.candidates if c.name == state.attempts[-1].backend), None)
             if state.attempts else None
@@ -493,3 +504,26 @@ def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
         reason = f": {attempt.reason}" if attempt.reason else ""
         lines.append(f"  {attempt.backend} ({attempt.model}) {attempt.outcome}{reason}")
     return "\n".join(lines)
+
+
+@contextmanager
+def open_router(profile: Profile, stack: StackView | None = None) -> Iterator[Router]:
+    """A Router with real adapters: one keep-alive httpx client shared by probes and requests,
+    the failure memory in the user's cache folder, the ledger in the user's data folder."""
+    import httpx
+
+    from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
+    from aitherctl.adapters.ledger import Ledger
+    from aitherctl.core.routing import build_routing
+
+    table = build_routing(profile)
+    with httpx.Client(follow_redirects=False) as client:
+        yield Router(
+            profile,
+            table,
+            client=client,
+            probe=BackendProbe(client),
+            memory=FailureMemory(),
+            ledger=Ledger(),
+            stack=stack,
+        )

@@ -29,7 +29,7 @@ from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.loader import ProfileCatalog
 from aitherctl.core.plan import Action, Plan, compute_plan
 from aitherctl.core.profile import Engine, Profile
-from aitherctl.core.specs import ProfileSpecs, build_specs, gpu_services
+from aitherctl.core.specs import ProfileSpecs, build_specs
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.vram import GpuClaim, VramCheck, check_vram, describe_vram
 from aitherctl.errors import AitherError, NotFoundError, RefusedError, SwitchFailedError
@@ -91,9 +91,11 @@ def prepare(
 
     Raises RefusedError, with the reason and nothing changed, when it cannot work.
     """
-    needs_gpu = gpu_services(profile) if only is None else [
-        name for name in only if profile.service(name).uses_gpu
-    ]
+    needs_gpu = (
+        [name for name, svc in profile.resident.items() if svc.uses_gpu]
+        if only is None
+        else [name for name in only if profile.service(name).uses_gpu]
+    )
     if needs_gpu and not inventory.available:
         raise RefusedError(
             f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, but {inventory.error}",

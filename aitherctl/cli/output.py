@@ -1,0 +1,68 @@
+"""The one place output goes through: data on stdout, diagnostics on stderr.
+
+`--json` turns `data()` into one JSON document on stdout and silences decoration; `--quiet`
+silences `info()`; `NO_COLOR` is honoured by Rich itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from rich.console import Console
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {key: _plain(item) for key, item in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(item) for item in value]
+    return value
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @property
+    def interactive(self) -> bool:
+        return sys.stdin.isatty()
+
+    def data(self, value: Any) -> None:
+        """Write `value` as JSON (the documented shape of a `--json` command)."""
+        self.out.file.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+        self.out.file.flush()
+
+    def print(self, *renderables: Any, **kwargs: Any) -> None:
+        if not self.json_mode:
+            self.out.print(*renderables, **kwargs)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"warning: {message}", markup=False, style="yellow")
+
+    def error(self, message: str, detail: str | None = None) -> None:
+        self.err.print(f"error: {message}", markup=False, style="bold red")
+        if detail:
+            self.err.print(detail, markup=False)
+
+    def confirm(self, question: str, *, assume_yes: bool) -> bool:
+        """Ask before changing containers. Without a terminal, only `--yes` says yes."""
+        from aitherctl.errors import UsageError
+
+        if assume_yes:
+            return True
+        if not self.interactive:
+            raise UsageError(f"{question.rstrip('?')}: standard input is not a terminal, pass --yes")
+        answer = self.err.input(f"{question} [y/N] ").strip().lower()
+        return answer in ("y", "yes")

@@ -1,0 +1,291 @@
+"""`aitherctl profile list | show | validate | plan | switch`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from aitherctl.cli import runtime
+from aitherctl.cli.output import Output
+from aitherctl.errors import AitherError, ConfigError, ExitCode, RefusedError
+
+if TYPE_CHECKING:
+    from aitherctl.core.vram import VramCheck
+    from aitherctl.ops.switch import Prepared
+
+profile_app = typer.Typer(help="Declare GPU profiles and switch between them.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _complete_profile(incomplete: str) -> list[str]:
+    try:
+        return [name for name in runtime.catalog().names() if name.startswith(incomplete)]
+    except Exception:
+        return []
+
+
+ProfileArg = Annotated[
+    str, typer.Argument(help="Profile name (or a .yaml path).", autocompletion=_complete_profile)
+]
+
+
+@profile_app.command("list")
+def list_profiles(json_out: JsonOpt = False) -> None:
+    """List the profiles aitherctl knows (built-in and the user's)."""
+    out = Output(json_mode=json_out)
+    catalog = runtime.catalog()
+    rows = []
+    for entry in catalog.entries():
+        try:
+            profile = catalog.load_file(entry.path)
+            error = None
+        except AitherError as exc:
+            profile, error = None, exc.message
+        rows.append({
+            "name": entry.name,
+            "path": str(entry.path),
+            "source": "built-in" if entry.builtin else (
+                "user (overrides built-in)" if entry.overrides_builtin else "user"
+            ),
+            "description": profile.description if profile else None,
+            "services": sorted(profile.resident) if profile else [],
+            "on_demand": sorted(set(profile.services) - set(profile.resident)) if profile else [],
+            "error": error,
+        })
+    if json_out:
+        out.data({"profiles": rows})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("profile", "source", "services", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        services = ", ".join(row["services"])  # type: ignore[arg-type]
+        if row["on_demand"]:
+            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"  # type: ignore[arg-type]
+        description = row["error"] and f"[invalid] {row['error']}" or (row["description"] or "")
+        table.add_row(str(row["name"]), str(row["source"]), services,
+                      str(description).split(". ")[0])
+    out.print(table)
+
+
+@profile_app.command("show")
+def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
+    """Show a profile after `extends` is resolved."""
+    out = Output(json_mode=json_out)
+    profile = runtime.catalog().load(name)
+    services = [
+        {
+            "name": svc.name,
+            "engine": svc.engine.value,
+            "image": svc.image,
+            "model": svc.model,
+            "served_model": svc.model_name,
+            "port": svc.port,
+            "bind": svc.bind,
+            "gpus": list(svc.gpus),
+            "vram": str(svc.vram) if svc.vram else None,
+            "role": svc.role,
+            "pinned": svc.pinned,
+            "on_demand": svc.on_demand,
+            "args": list(svc.args),
+            "env": dict(svc.env),
+            "volumes": [str(volume) for volume in svc.volumes],
+        }
+        for svc in profile.services.values()
+    ]
+    data = {
+        "name": profile.name,
+        "description": profile.description,
+        "source": profile.source,
+        "extends": profile.extends,
+        "gpu_reserve": str(profile.gpu_reserve),
+        "services": services,
+        "routing": profile.routing,
+        "endpoints": profile.endpoints,
+    }
+    if json_out:
+        out.data(data)
+        return
+    from rich.table import Table
+
+    out.print(f"[bold]{profile.name}[/]  ({profile.source})")
+    if profile.extends:
+        out.print(f"extends: {profile.extends}")
+    if profile.description:
+        out.print(profile.description)
+    out.print(f"GPU reserve: {profile.gpu_reserve}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "engine", "model", "port", "gpu", "vram", "role", "flags"):
+        table.add_column(column, overflow="fold")
+    for svc in profile.services.values():
+        flags = ", ".join(f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on)
+        table.add_row(svc.name, svc.engine.value, svc.model or "-", str(svc.port), svc.gpu_label,
+                      str(svc.vram) if svc.vram else "-", svc.role or "-", flags)
+    out.print(table)
+
+
+@profile_app.command("validate")
+def validate(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Profile files (default: every known profile).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check profiles: YAML, keys, types, budgets, ports, `extends`. Exit 3 if any is wrong."""
+    out = Output(json_mode=json_out)
+    catalog = runtime.catalog()
+    paths = list(files) if files else [entry.path for entry in catalog.entries()]
+    results = []
+    for path in paths:
+        try:
+            profile = catalog.load_file(path)
+            results.append({"path": str(path), "name": profile.name, "ok": True, "error": None})
+        except AitherError as exc:
+            results.append({"path": str(path), "name": path.stem, "ok": False, "error": exc.message})
+    if json_out:
+        out.data({"results": results, "ok": all(r["ok"] for r in results)})
+    else:
+        for result in results:
+            if result["ok"]:
+                out.print(f"ok      {result['name']}  ({result['path']})")
+            else:
+                out.error(str(result["error"]))
+    if not all(result["ok"] for result in results):
+        raise typer.Exit(int(ExitCode.INVALID_CONFIG))
+
+
+def _prepare(name: str) -> Prepared:
+    from aitherctl.ops.switch import prepare
+
+    catalog = runtime.catalog()
+    profile = catalog.load(name)
+    engine = runtime.docker()
+    return prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+
+
+def vram_json(check: VramCheck) -> dict[str, object]:
+    return {
+        "fits": check.fits,
+        "problems": list(check.problems),
+        "gpus": [
+            {
+                "index": gpu.index,
+                "name": gpu.name,
+                "total_bytes": gpu.total_bytes,
+                "reserve_bytes": gpu.reserve_bytes,
+                "services": [
+                    {"service": line.service, "bytes": line.bytes, "note": line.note or None}
+                    for line in gpu.services
+                ],
+                "other_processes": [
+                    {"pid": proc.pid, "name": proc.name, "bytes": proc.used_bytes}
+                    for proc in gpu.others
+                ],
+                "needed_bytes": gpu.needed_bytes,
+                "missing_bytes": gpu.missing_bytes,
+                "fits": gpu.fits,
+            }
+            for gpu in check.gpus
+        ],
+    }
+
+
+@profile_app.command("plan")
+def plan(name: ProfileArg, json_out: JsonOpt = False) -> None:
+    """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything."""
+    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.core.vram import describe_vram
+
+    out = Output(json_mode=json_out)
+    prepared = _prepare(name)
+    if json_out:
+        out.data({**plan_json(prepared.plan), "vram": vram_json(prepared.vram)})
+        return
+    out.print(plan_table(prepared.plan))
+    for line in describe_vram(prepared.vram):
+        out.print(line, markup=False)
+
+
+class CliProgress:
+    """Progress of a switch, one line per event on stderr (works in terminals and in logs)."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.started = time.monotonic()
+
+    def note(self, message: str) -> None:
+        self.out.info(f"  {message}")
+
+    def service(self, service: str, status: str, detail: str = "") -> None:
+        elapsed = time.monotonic() - self.started
+        suffix = f"  {detail}" if detail else ""
+        self.out.info(f"  [{elapsed:5.1f}s] {service:<16} {status}{suffix}")
+
+
+@profile_app.command("switch")
+def switch(
+    name: ProfileArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lock_timeout: Annotated[
+        float, typer.Option("--lock-timeout", help="Seconds to wait for another switch.")
+    ] = 900.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
+    every service answers, and roll back if anything fails."""
+    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.ops.lock import switch_lock
+    from aitherctl.ops.switch import apply_plan, ensure_images, prepare
+
+    out = Output(json_mode=json_out)
+    catalog = runtime.catalog()
+    profile = catalog.load(name)
+    engine = runtime.docker()
+    inventory = runtime.gpu_inventory()
+    progress = CliProgress(out)
+    if dry_run:
+        prepared = prepare(engine, profile, inventory, catalog=catalog)
+        if json_out:
+            out.data({**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)})
+        else:
+            out.print(plan_table(prepared.plan))
+        return
+    with switch_lock(engine.endpoint, engine.namespace, timeout_s=lock_timeout,
+                     on_wait=progress.note):
+        prepared = prepare(engine, profile, inventory, catalog=catalog)
+        plan = prepared.plan
+        if not plan.changes:
+            if json_out:
+                out.data({**plan_json(plan), "switched": True, "seconds": 0.0, "services": []})
+            else:
+                out.info(f"profile {profile.name} is already running; nothing to do")
+            return
+        if not json_out:
+            out.err.print(plan_table(plan))
+        if not out.confirm(f"switch to {profile.name}?", assume_yes=yes):
+            raise typer.Exit(int(ExitCode.ERROR))
+        ensure_images(engine, plan, progress)
+        result = apply_plan(engine, prepared, progress)
+    services = [
+        {"service": o.service, "ready": o.ready, "seconds": round(o.seconds, 2), "detail": o.detail}
+        for o in result.outcomes
+    ]
+    if json_out:
+        out.data({**plan_json(plan), "switched": True, "seconds": round(result.seconds, 2),
+                  "services": services})
+    else:
+        out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(profile_app, name="profile")
+
+
+__all__ = ["ConfigError", "RefusedError", "register"]

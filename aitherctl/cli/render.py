@@ -1,0 +1,59 @@
+"""Rich renderings shared by several commands."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from aitherctl.core.plan import Action, Plan
+from aitherctl.core.units import format_bytes
+
+ACTION_STYLE = {
+    Action.KEEP: "dim",
+    Action.RECREATE: "yellow",
+    Action.STOP: "red",
+    Action.START: "green",
+}
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"plan → {plan.profile}", title_justify="left", box=None, pad_edge=False)
+    for column in ("action", "service", "engine", "port", "gpu", "vram", "why"):
+        table.add_column(column)
+    for step in plan.steps:
+        spec, current = step.target, step.current
+        engine = spec.engine.value if spec else (current.engine if current else "")
+        port = spec.host_port if spec else (current.port if current else None)
+        gpus = spec.gpus if spec else (current.gpus if current else ())
+        vram = spec.vram_bytes if spec else (current.vram_bytes if current else None)
+        table.add_row(
+            Text(step.action.value, style=ACTION_STYLE[step.action]),
+            step.service,
+            engine,
+            str(port or ""),
+            ",".join(map(str, gpus)) or "cpu",
+            format_bytes(vram) if vram is not None else "-",
+            step.reason,
+        )
+    return table
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    return {
+        "profile": plan.profile,
+        "changes": plan.changes,
+        "steps": [
+            {
+                "action": step.action.value,
+                "service": step.service,
+                "reason": step.reason,
+                "container_id": step.current.id if step.current else None,
+                "image": step.target.image if step.target else None,
+                "port": step.target.host_port if step.target else None,
+                "gpus": list(step.target.gpus) if step.target else None,
+                "vram_bytes": step.target.vram_bytes if step.target else None,
+                "spec_hash": step.target.spec_hash() if step.target else None,
+            }
+            for step in plan.steps
+        ],
+    }

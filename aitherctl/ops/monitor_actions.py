@@ -1,0 +1,109 @@
+"""What the monitor's keys do, on the real engine: restart, stop, logs, free VRAM, switch.
+
+Each method blocks (the TUI calls it from a worker after the user confirmed) and returns a line
+for the log pane, or raises an `AitherError` whose message the monitor shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aitherctl.core.monitor_model import ServiceView
+from aitherctl.errors import DockerUnavailableError, RefusedError
+
+
+def _progress(note: Callable[[str], None]) -> Any:
+    """A `Progress` (aitherctl.ops.switch) that feeds the monitor's log pane."""
+    from aitherctl.ops.switch import Progress
+
+    class NoteProgress(Progress):
+        def note(self, message: str) -> None:
+            note(message)
+
+        def service(self, service: str, status: str, detail: str = "") -> None:
+            note(f"{service}: {status}" + (f" ({detail})" if detail else ""))
+
+    return NoteProgress()
+
+
+class StackActions:
+    """`stack` is the monitor's `DockerStackSource`; `gpus` reads the inventory a plan needs."""
+
+    def __init__(self, stack: Any, gpus: Any | None = None) -> None:
+        self._stack = stack
+        self._gpus = gpus
+
+    def _engine(self) -> Any:
+        engine = self._stack.engine
+        if engine is None:
+            raise DockerUnavailableError("the Docker engine is not reachable")
+        return engine
+
+    @staticmethod
+    def _container(service: ServiceView) -> str:
+        if not service.container_id:
+            raise RefusedError(f"{service.name} has no container")
+        return service.container_id
+
+    def restart(self, service: ServiceView) -> str:
+        engine, cid = self._engine(), self._container(service)
+        engine.stop(cid)
+        engine.start(cid)
+        return f"restarted {service.name}"
+
+    def stop(self, service: ServiceView) -> str:
+        self._engine().stop(self._container(service))
+        return f"stopped {service.name} (r starts it again; `aitherctl down` removes it)"
+
+    def logs(self, service: ServiceView, lines: int) -> str:
+        text: str = self._engine().logs(self._container(service), tail=lines)
+        return text or "(no log lines)"
+
+    def free_vram(self, service: ServiceView) -> str:
+        from aitherctl.adapters.unload import free_vram
+        from aitherctl.ops.monitor import scrape_url
+
+        if service.port is None:
+            raise RefusedError(f"{service.name} publishes no port")
+        return free_vram(
+            service.engine, scrape_url(service.bind, service.port), service.loaded_models
+        )
+
+    def profiles(self) -> list[str]:
+        from aitherctl.core.loader import ProfileCatalog
+
+        return sorted(ProfileCatalog().names())
+
+    def _inventory(self) -> Any:
+        from aitherctl.core.gpu import GpuInventory
+
+        return self._gpus.read() if self._gpus is not None else GpuInventory(error="off")
+
+    def plan(self, profile: str) -> str:
+        from aitherctl.core.loader import ProfileCatalog
+        from aitherctl.core.vram import describe_vram
+        from aitherctl.ops.switch import prepare
+
+        catalog = ProfileCatalog()
+        prepared = prepare(
+            self._engine(), catalog.load(profile), self._inventory(), catalog=catalog
+        )
+        lines = [f"Plan for {profile}:"]
+        for step in prepared.plan.steps:
+            lines.append(f"  {step.action:<9} {step.service}: {step.reason}")
+        if not prepared.plan.changes:
+            lines.append("  (nothing changes)")
+        vram = describe_vram(prepared.vram)
+        if vram:
+            lines += ["", "VRAM:", *(f"  {line}" for line in vram)]
+        return "\n".join(lines)
+
+    def switch(self, profile: str, note: Callable[[str], None]) -> str:
+        from aitherctl.core.loader import ProfileCatalog
+        from aitherctl.ops.switch import switch
+
+        result = switch(
+            self._engine(), ProfileCatalog(), profile, self._inventory(), _progress(note)
+        )
+        return f"switched to {profile} in {result.seconds:.1f} s"
