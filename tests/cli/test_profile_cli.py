@@ -1,0 +1,151 @@
+"""The command line as a user and a script see it: exact lines, exit codes, JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from aitherctl.cli import runtime
+from aitherctl.cli.app import app
+from aitherctl.core.units import GIB
+from tests.doubles.nvml_double import FakeGpu, NvmlDouble
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def test_version_and_help_do_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['aitherctl', '{arg}']\n"
+        "from aitherctl.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('docker', 'httpx', 'textual', 'pynvml') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    for arg in ("--version", "--help"):
+        result = subprocess.run([sys.executable, "-c", code.replace("{arg}", arg)],
+                                capture_output=True, text=True, check=True)
+        assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_profile_list_json_shape() -> None:
+    result = invoke("profile", "list", "--json")
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)["profiles"]}
+    assert {"dev", "production", "creative", "cpu"} <= set(rows)
+    assert rows["dev"]["on_demand"] == ["reasoning"]
+    assert rows["cpu"]["source"] == "built-in"
+    assert set(rows["dev"]) == {"name", "path", "source", "description", "services", "on_demand", "error"}
+
+
+def test_profile_show_json() -> None:
+    result = invoke("profile", "show", "creative", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    services = {svc["name"]: svc for svc in data["services"]}
+    assert services["comfyui"]["vram"] == "60%"
+    assert services["orchestrator"]["pinned"] is True
+
+
+def test_unknown_profile_exit_4_one_line() -> None:
+    result = invoke("profile", "show", "nope")
+    assert result.exit_code == 4
+    assert result.stderr.strip().startswith("error: no profile named 'nope'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_validate_reports_each_bad_file_and_exits_3(write_profile) -> None:
+    good = write_profile("fine", "services: {a: {engine: ollama, port: 11434}}\n")
+    bad = write_profile("bad", "services:\n  a: {engine: olama, port: 1}\n")
+    result = invoke("profile", "validate", str(good), str(bad))
+    assert result.exit_code == 3
+    assert f"ok      fine  ({good})" in result.stdout
+    assert result.stderr.strip() == (
+        f"error: {bad}:2: engine: 'olama' is not an engine "
+        "(use one of: vllm, ollama, comfyui, llamacpp, generic)"
+    )
+
+
+def test_switch_without_yes_and_without_terminal_is_refused(write_profile, monkeypatch) -> None:
+    pytest.importorskip("docker")
+    from tests.conftest import free_port, web_service
+
+    write_profile("x", services={"web": web_service(free_port())})
+    try:
+        runtime.docker()
+    except Exception:
+        pytest.skip("no Docker engine")
+    result = invoke("profile", "switch", "x")
+    assert result.exit_code == 2
+    assert "standard input is not a terminal, pass --yes" in result.stderr
+
+
+@pytest.mark.docker
+def test_plan_refuses_over_budget_with_the_arithmetic(write_profile, monkeypatch, docker_engine) -> None:
+    """The NVML contract double stands in for a 24 GiB GPU where another program holds 6 GiB."""
+    monkeypatch.setattr(
+        runtime, "nvml_module",
+        NvmlDouble([FakeGpu(total_bytes=24 * GIB, processes=[(4242, 6 * GIB)])]),
+    )
+    write_profile("tight", """
+        gpu: {reserve: 2GiB}
+        services:
+          big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB}
+          small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB}
+        """)
+    result = invoke("profile", "plan", "tight")
+    assert result.exit_code == 5
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "error: profile 'tight' does not fit in VRAM on GPU 0 (missing 2.0 GiB)"
+    assert lines[1:] == [
+        "GPU 0 (NVIDIA RTX 4090, 24.0 GiB):",
+        "  big                    14.0 GiB  58.3%",
+        "  small                   4.0 GiB  16.7%",
+        "  reserve                 2.0 GiB   8.3%",
+        "  pid 4242                6.0 GiB  25.0%  (not aitherctl's)",
+        "  needed                 26.0 GiB  of 24.0 GiB: missing 2.0 GiB",
+    ]
+    # The same profile fits once the other program is gone, and the plan says what would start.
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble([FakeGpu(total_bytes=24 * GIB)]))
+    fits = invoke("profile", "plan", "tight", "--json")
+    assert fits.exit_code == 0, fits.stderr
+    data = json.loads(fits.stdout)
+    assert [(s["action"], s["service"]) for s in data["steps"]] == [("start", "big"), ("start", "small")]
+    assert data["vram"]["gpus"][0]["needed_bytes"] == 20 * GIB
+    big = next(s for s in data["steps"] if s["service"] == "big")
+    assert big["vram_bytes"] == 14 * GIB
+
+
+@pytest.mark.docker
+def test_gpu_profile_without_nvidia_is_refused_cleanly(docker_engine, monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    result = invoke("profile", "switch", "dev", "--yes")
+    assert result.exit_code == 5
+    assert result.stderr.splitlines()[0] == (
+        "error: profile 'dev' needs a GPU for orchestrator, coding, vision, embeddings, "
+        "but no NVIDIA driver (Driver Not Loaded)"
+    )
+
+
+def test_gpu_command_with_the_double(monkeypatch) -> None:
+    monkeypatch.setattr(
+        runtime, "nvml_module", NvmlDouble([FakeGpu(total_bytes=24 * GIB, processes=[(7, GIB)])])
+    )
+    result = invoke("gpu", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["driver_version"] == "550.54.15"
+    assert data["gpus"][0]["memory_total_bytes"] == 24 * GIB
+    assert data["gpus"][0]["processes"] == [{"pid": 7, "used_bytes": GIB, "name": None}]
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    none = invoke("gpu")
+    assert none.exit_code == 5
+    assert none.stdout.strip() == "no GPU: no NVIDIA driver (Driver Not Loaded)"
