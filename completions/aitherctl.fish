@@ -1,0 +1,1 @@
+complete --command aitherctl --no-files --arguments "(env _AITHERCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) aitherctl)" --condition "env _AITHERCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) aitherctl"

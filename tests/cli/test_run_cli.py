@@ -1,0 +1,200 @@
+"""`aitherctl run` and `aitherctl usage` as a user and a script see them: streamed text on stdout,
+one status line on stderr, --json shapes, --explain sending nothing, exit codes 9 and 10.
+
+The backends are real HTTP servers started in the test (tests/doubles/chat_server.py); Docker is
+made unreachable so the profile's endpoints and health probes alone decide.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aitherctl.cli import runtime
+from aitherctl.cli.app import app
+from aitherctl.errors import DockerUnavailableError
+from tests.doubles.chat_server import RunningDouble, chat_double
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable() -> object:
+        raise DockerUnavailableError("no Docker engine in this test")
+
+    monkeypatch.setattr(runtime, "docker", unreachable)
+
+
+@pytest.fixture
+def double() -> Iterator[RunningDouble]:
+    with chat_double() as server:
+        yield server
+
+
+@pytest.fixture
+def routed(write_profile: Callable[..., Path], double: RunningDouble) -> str:
+    write_profile(
+        "routed",
+        f"""
+        name: routed
+        services: {{}}
+        routing:
+          tiers:
+            small: {{effort: 1-5, candidates: [local]}}
+            big: {{effort: 6-10, candidates: [cloud, local]}}
+        endpoints:
+          local: {{base_url: "{double.root}/v1", model: smol, engine: llamacpp, health: /health}}
+          cloud: {{base_url: "https://api.example.invalid/v1", model: big-model,
+                   api_key_env: ROUTED_TEST_KEY, price: {{input: 1, output: 4}}}}
+        budget: {{daily_usd: 2}}
+        """,
+    )
+    return "routed"
+
+
+def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args), input=stdin)
+
+
+def test_run_streams_answer_and_one_status_line(routed: str) -> None:
+    result = invoke("run", "--profile", routed, "hello")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Hello from the double.\n"
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("effort 1 · small · local (smol) · ttft ")
+    assert line.endswith("$0.0000")
+
+
+def test_run_reads_stdin_and_file(routed: str, tmp_path: Path, double: RunningDouble) -> None:
+    assert invoke("run", "-p", routed, stdin="from stdin").exit_code == 0
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("from a file")
+    assert invoke("run", "-p", routed, "-f", str(prompt_file)).exit_code == 0
+    sent = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == ["from stdin", "from a file"]
+
+
+def test_run_json_shape(routed: str) -> None:
+    result = invoke("run", "-p", routed, "--json", "--max-tokens", "3", "--system", "terse", "hi")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["answer"] == "Hello from the"
+    assert data["backend"] == "local"
+    assert data["model"] == "smol"
+    assert data["tier"] == "small"
+    assert data["tokens"]["out"] == 3
+    assert data["attempts"] == [
+        {"backend": "local", "model": "smol", "outcome": "ok", "reason": None,
+         "ttft_s": data["attempts"][0]["ttft_s"], "elapsed_s": data["attempts"][0]["elapsed_s"]}
+    ]
+    assert set(data) == {
+        "answer", "outcome", "profile", "effort", "tier", "backend", "model", "attempts",
+        "tokens", "ttft_s", "total_s", "tokens_per_s", "cost_usd", "budget", "warning",
+    }
+
+
+def test_explain_sends_nothing_and_says_why(routed: str, double: RunningDouble) -> None:
+    result = invoke("run", "-p", routed, "--explain", "--effort", "8", "Prove it.")
+    assert result.exit_code == 0, result.stderr
+    assert not double.state.requests
+    lines = result.stdout.splitlines()
+    assert lines[1] == "effort   8/10 (forced)"
+    assert "tier     big (effort 6-10)" in lines
+    assert lines[-2] == (
+        "  1. skip         cloud (big-model, openai, cloud): $ROUTED_TEST_KEY is not set"
+    )
+    assert lines[-1] == "  2. use          local (smol, llamacpp, local)"
+
+
+def test_explain_json(routed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTED_TEST_KEY", "sk-never-printed")
+    result = invoke("run", "-p", routed, "--explain", "--json", "--tier", "big", "--local-only",
+                    "x")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["tier"]["name"] == "big"
+    assert data["tier"]["forced"] is True
+    assert [c["would"] for c in data["candidates"]] == ["skip", "use"]
+    assert data["candidates"][0]["reason"] == "--local-only: endpoint leaves the machine"
+    assert "sk-never-printed" not in result.stdout + result.stderr
+
+
+def test_all_fail_exit_9_lists_attempts(write_profile: Callable[..., Path]) -> None:
+    with chat_double(mode="http500") as broken:
+        write_profile(
+            "broken",
+            f"""
+            name: broken
+            services: {{}}
+            endpoints:
+              only: {{base_url: "{broken.root}/v1", model: m}}
+            routing:
+              tiers:
+                all: {{effort: 1-10, candidates: [only]}}
+            """,
+        )
+        result = invoke("run", "-p", "broken", "hi")
+    assert result.exit_code == 9
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: no backend answered (tier all, 1 candidate(s))",
+        "  only (m) error: HTTP 500: internal error",
+    ]
+
+
+def test_budget_exit_10(write_profile: Callable[..., Path], double: RunningDouble) -> None:
+    write_profile(
+        "pricey",
+        f"""
+        name: pricey
+        services: {{}}
+        endpoints:
+          paid: {{base_url: "{double.root}/v1", model: m, price: {{input: 100, output: 100}}}}
+        routing:
+          tiers:
+            all: {{effort: 1-10, candidates: [paid]}}
+        budget: {{daily_usd: 0.01}}
+        """,
+    )
+    result = invoke("run", "-p", "pricey", "--max-tokens", "500", "hi")
+    assert result.exit_code == 10
+    assert result.stderr.startswith("error: the daily budget forbids this request")
+    assert not double.state.requests
+
+
+def test_no_profile_is_a_usage_error() -> None:
+    result = invoke("run", "hi")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no active profile")
+
+
+def test_usage_after_runs(routed: str) -> None:
+    for prompt in ("one", "two", "three"):
+        assert invoke("run", "-p", routed, prompt).exit_code == 0
+    result = invoke("usage", "--json", "-p", routed)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["requests"] == 3
+    assert data["per_tier"] == {"small": 3}
+    assert data["local_share"] == 1.0
+    assert data["budget"]["daily_usd"] == 2
+    (backend,) = data["backends"]
+    assert backend["backend"] == "local"
+    assert backend["requests"] == 3
+    assert backend["ttft_p50_s"] > 0
+    assert backend["ttft_p95_s"] >= backend["ttft_p50_s"]
+    text = invoke("usage", "-p", routed, "--since", "7d")
+    assert text.exit_code == 0
+    assert text.stdout.splitlines()[0] == "today: $0.0000 of $2 daily budget (0%)"
+    assert "last 7d: 3 requests, $0.0000, 100% answered locally" in text.stdout
+
+
+def test_usage_bad_since() -> None:
+    result = invoke("usage", "--since", "yesterday-ish")
+    assert result.exit_code == 2
+    assert "--since 'yesterday-ish'" in result.stderr
