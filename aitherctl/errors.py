@@ -39,9 +39,7 @@ class AitherError(Exception):
 class ConfigError(AitherError):
     exit_code = ExitCode.INVALID_CONFIG
 
-    def __init__(
-        self, message: str, *, source: str | None = None, line: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
         where = ""
         if source is not None:
             where = f"{source}:{line}: " if line is not None else f"{source}: "

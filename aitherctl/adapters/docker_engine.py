@@ -98,16 +98,15 @@ class DockerEngine:
         return self._call("docker version", self.client.version)
 
     def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]:
-        filters = {
-            "label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]
-        }
+        filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]}
         found = self._call(
             "listing containers", lambda: self.client.api.containers(all=True, filters=filters)
         )
         result = []
         for item in found:
             attrs = self._call(
-                "inspecting a container", lambda item=item: self.client.api.inspect_container(item["Id"])
+                "inspecting a container",
+                lambda item=item: self.client.api.inspect_container(item["Id"]),
             )
             result.append(self._to_managed(attrs, with_pids=with_pids))
         return result
@@ -149,7 +148,9 @@ class DockerEngine:
         if "PID" not in titles:
             return ()
         column = titles.index("PID")
-        return tuple(int(row[column]) for row in top.get("Processes") or [] if row[column].isdigit())
+        return tuple(
+            int(row[column]) for row in top.get("Processes") or [] if row[column].isdigit()
+        )
 
     def published_ports(self) -> dict[tuple[str, int], str]:
         """(host IP, host port) → container name, for every running container on the engine."""
@@ -174,8 +175,12 @@ class DockerEngine:
         return True
 
     def pull(self, image: str) -> None:
-        repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-        self._call(f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest"))
+        repository, _, tag = (
+            image.rpartition(":") if ":" in image.rsplit("/", maxsplit=1)[-1] else (image, "", "")
+        )
+        self._call(
+            f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest")
+        )
 
     def logs(self, container_id: str, tail: int | str = 100) -> str:
         data = self._call(
@@ -209,7 +214,9 @@ class DockerEngine:
             port_bindings={spec.container_port: (spec.bind, spec.host_port)},
             binds=binds or None,
             device_requests=[
-                DeviceRequest(device_ids=[str(index) for index in spec.gpus], capabilities=[["gpu"]])
+                DeviceRequest(
+                    device_ids=[str(index) for index in spec.gpus], capabilities=[["gpu"]]
+                )
             ]
             if spec.gpus
             else None,
@@ -245,7 +252,9 @@ class DockerEngine:
 
     def stop(self, container_id: str, timeout: int = STOP_TIMEOUT_S) -> None:
         with contextlib.suppress(NotFoundError):
-            self._call("stopping a container", lambda: self.client.api.stop(container_id, timeout=timeout))
+            self._call(
+                "stopping a container", lambda: self.client.api.stop(container_id, timeout=timeout)
+            )
 
     def remove(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -276,8 +285,13 @@ def _explanation(exc: docker.errors.APIError) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "No such file or directory", "Permission denied",
-                   "timed out", "Name or service not known"):
+    for marker in (
+        "Connection refused",
+        "No such file or directory",
+        "Permission denied",
+        "timed out",
+        "Name or service not known",
+    ):
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -29,7 +29,11 @@ def probe_host(bind: str, docker_endpoint: str | None = None) -> str:
 
 
 def probe(
-    client: httpx.Client, host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
+    client: httpx.Client,
+    host: str,
+    port: int,
+    checks: tuple[HttpCheck, ...],
+    timeout_s: float = 2.0,
 ) -> ProbeResult:
     """Run every check in order; the first that fails says why."""
     if not checks:

@@ -116,8 +116,10 @@ class NvmlReader:
 
 def _describe(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
-    if "Driver Not Loaded" in text or "NVML Shared Library Not Found" in text or isinstance(
-        exc, OSError
+    if (
+        "Driver Not Loaded" in text
+        or "NVML Shared Library Not Found" in text
+        or isinstance(exc, OSError)
     ):
         return f"no NVIDIA driver ({text})"
     return f"NVML: {text}"

@@ -57,7 +57,9 @@ def root(
     profile_dir: Annotated[
         str | None,
         typer.Option(
-            "--profile-dir", envvar="AITHER_PROFILE_DIR", metavar="DIR",
+            "--profile-dir",
+            envvar="AITHER_PROFILE_DIR",
+            metavar="DIR",
             help="Folder of user profiles (default: the user's config folder).",
         ),
     ] = None,
@@ -71,8 +73,14 @@ def _register() -> None:
     from importlib import import_module
 
     for name in (
-        "profile_cmd", "service_cmds", "gpu_cmd", "doctor_cmd",
-        "run_cmd", "usage_cmd", "status_cmd", "monitor_cmd",
+        "profile_cmd",
+        "service_cmds",
+        "gpu_cmd",
+        "doctor_cmd",
+        "run_cmd",
+        "usage_cmd",
+        "status_cmd",
+        "monitor_cmd",
     ):
         try:
             module = import_module(f"aitherctl.cli.{name}")

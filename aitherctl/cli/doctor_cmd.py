@@ -19,7 +19,9 @@ class Check:
     detail: str
 
 
-def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
     """Check Docker, the NVIDIA container runtime, GPUs, profiles and their ports.
     Exit 1 when a check fails (warnings do not fail)."""
     from aitherctl.adapters.ports import port_is_free
@@ -30,7 +32,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on 
     try:
         engine = runtime.docker()
         version = engine.version()
-        checks.append(Check("docker", "ok", f"engine {version.get('Version')} at {engine.endpoint}"))
+        checks.append(
+            Check("docker", "ok", f"engine {version.get('Version')} at {engine.endpoint}")
+        )
     except AitherError as exc:
         checks.append(Check("docker", "fail", exc.message))
 
@@ -50,12 +54,15 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on 
                 checks.append(Check("nvidia runtime", "ok", "nvidia runtime registered"))
             else:
                 status = "fail" if inventory.available else "warn"
-                checks.append(Check(
-                    "nvidia runtime", status,
-                    f"no nvidia runtime (runtimes: {', '.join(runtimes)}); install the NVIDIA "
-                    "Container Toolkit and run `nvidia-ctk runtime configure`"
-                    + (f" (CDI dirs: {cdi})" if cdi else ""),
-                ))
+                checks.append(
+                    Check(
+                        "nvidia runtime",
+                        status,
+                        f"no nvidia runtime (runtimes: {', '.join(runtimes)}); install the NVIDIA "
+                        "Container Toolkit and run `nvidia-ctk runtime configure`"
+                        + (f" (CDI dirs: {cdi})" if cdi else ""),
+                    )
+                )
         except AitherError as exc:
             checks.append(Check("nvidia runtime", "fail", exc.message))
 
@@ -84,7 +91,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on 
             if svc.port not in ours and not port_is_free(svc.bind, svc.port):
                 taken.append(f"{svc.port} ({profile.name}/{svc.name})")
     if taken:
-        checks.append(Check("ports", "warn", "in use by other programs: " + ", ".join(sorted(set(taken)))))
+        checks.append(
+            Check("ports", "warn", "in use by other programs: " + ", ".join(sorted(set(taken))))
+        )
     else:
         checks.append(Check("ports", "ok", "every profile's ports are free or aitherctl's"))
 

@@ -11,7 +11,9 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode
 
 
-def gpu(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+def gpu(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
     """GPUs, memory, utilisation, temperature, power and processes, as NVML reports them
     (the same numbers as `nvidia-smi`). Exit 5 when there is no usable NVIDIA GPU."""
     from aitherctl.core.units import format_bytes
@@ -31,7 +33,8 @@ def gpu(json_out: Annotated[bool, typer.Option("--json", help="Print JSON on std
             table.add_column(column)
         for item in inventory.gpus:
             table.add_row(
-                str(item.index), item.name,
+                str(item.index),
+                item.name,
                 f"{format_bytes(item.memory_used_bytes)} / {format_bytes(item.memory_total_bytes)}",
                 f"{item.utilization_pct:.0f}%" if item.utilization_pct is not None else "N/A",
                 f"{item.temperature_c:.0f}°C" if item.temperature_c is not None else "N/A",

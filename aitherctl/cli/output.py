@@ -63,6 +63,8 @@ class Output:
         if assume_yes:
             return True
         if not self.interactive:
-            raise UsageError(f"{question.rstrip('?')}: standard input is not a terminal, pass --yes")
+            raise UsageError(
+                f"{question.rstrip('?')}: standard input is not a terminal, pass --yes"
+            )
         answer = self.err.input(f"{question} [y/N] ").strip().lower()
         return answer in ("y", "yes")

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from aitherctl.core.vram import VramCheck
     from aitherctl.ops.switch import Prepared
 
-profile_app = typer.Typer(help="Declare GPU profiles and switch between them.", no_args_is_help=True)
+profile_app = typer.Typer(
+    help="Declare GPU profiles and switch between them.", no_args_is_help=True
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
@@ -45,17 +47,21 @@ def list_profiles(json_out: JsonOpt = False) -> None:
             error = None
         except AitherError as exc:
             profile, error = None, exc.message
-        rows.append({
-            "name": entry.name,
-            "path": str(entry.path),
-            "source": "built-in" if entry.builtin else (
-                "user (overrides built-in)" if entry.overrides_builtin else "user"
-            ),
-            "description": profile.description if profile else None,
-            "services": sorted(profile.resident) if profile else [],
-            "on_demand": sorted(set(profile.services) - set(profile.resident)) if profile else [],
-            "error": error,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "path": str(entry.path),
+                "source": "built-in"
+                if entry.builtin
+                else ("user (overrides built-in)" if entry.overrides_builtin else "user"),
+                "description": profile.description if profile else None,
+                "services": sorted(profile.resident) if profile else [],
+                "on_demand": sorted(set(profile.services) - set(profile.resident))
+                if profile
+                else [],
+                "error": error,
+            }
+        )
     if json_out:
         out.data({"profiles": rows})
         return
@@ -68,9 +74,10 @@ def list_profiles(json_out: JsonOpt = False) -> None:
         services = ", ".join(row["services"])  # type: ignore[arg-type]
         if row["on_demand"]:
             services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"  # type: ignore[arg-type]
-        description = row["error"] and f"[invalid] {row['error']}" or (row["description"] or "")
-        table.add_row(str(row["name"]), str(row["source"]), services,
-                      str(description).split(". ")[0])
+        description = (row["error"] and f"[invalid] {row['error']}") or (row["description"] or "")
+        table.add_row(
+            str(row["name"]), str(row["source"]), services, str(description).split(". ")[0]
+        )
     out.print(table)
 
 
@@ -124,9 +131,19 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
     for column in ("service", "engine", "model", "port", "gpu", "vram", "role", "flags"):
         table.add_column(column, overflow="fold")
     for svc in profile.services.values():
-        flags = ", ".join(f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on)
-        table.add_row(svc.name, svc.engine.value, svc.model or "-", str(svc.port), svc.gpu_label,
-                      str(svc.vram) if svc.vram else "-", svc.role or "-", flags)
+        flags = ", ".join(
+            f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on
+        )
+        table.add_row(
+            svc.name,
+            svc.engine.value,
+            svc.model or "-",
+            str(svc.port),
+            svc.gpu_label,
+            str(svc.vram) if svc.vram else "-",
+            svc.role or "-",
+            flags,
+        )
     out.print(table)
 
 
@@ -147,7 +164,9 @@ def validate(
             profile = catalog.load_file(path)
             results.append({"path": str(path), "name": profile.name, "ok": True, "error": None})
         except AitherError as exc:
-            results.append({"path": str(path), "name": path.stem, "ok": False, "error": exc.message})
+            results.append(
+                {"path": str(path), "name": path.stem, "ok": False, "error": exc.message}
+            )
     if json_out:
         out.data({"results": results, "ok": all(r["ok"] for r in results)})
     else:
@@ -231,7 +250,9 @@ class CliProgress:
 @profile_app.command("switch")
 def switch(
     name: ProfileArg,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     lock_timeout: Annotated[
         float, typer.Option("--lock-timeout", help="Seconds to wait for another switch.")
@@ -253,12 +274,15 @@ def switch(
     if dry_run:
         prepared = prepare(engine, profile, inventory, catalog=catalog)
         if json_out:
-            out.data({**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)})
+            out.data(
+                {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
+            )
         else:
             out.print(plan_table(prepared.plan))
         return
-    with switch_lock(engine.endpoint, engine.namespace, timeout_s=lock_timeout,
-                     on_wait=progress.note):
+    with switch_lock(
+        engine.endpoint, engine.namespace, timeout_s=lock_timeout, on_wait=progress.note
+    ):
         prepared = prepare(engine, profile, inventory, catalog=catalog)
         plan = prepared.plan
         if not plan.changes:
@@ -278,8 +302,14 @@ def switch(
         for o in result.outcomes
     ]
     if json_out:
-        out.data({**plan_json(plan), "switched": True, "seconds": round(result.seconds, 2),
-                  "services": services})
+        out.data(
+            {
+                **plan_json(plan),
+                "switched": True,
+                "seconds": round(result.seconds, 2),
+                "services": services,
+            }
+        )
     else:
         out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
 

@@ -30,7 +30,9 @@ def _active_profile(state: StackState, override: str | None) -> str:
 
 
 def up(
-    services: Annotated[list[str] | None, typer.Argument(help="Services (default: all resident).")] = None,
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Services (default: all resident).")
+    ] = None,
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Profile (default: the active one).")
     ] = None,
@@ -59,7 +61,9 @@ def up(
 
 def down(
     services: Annotated[list[str] | None, typer.Argument(help="Services to stop.")] = None,
-    all_services: Annotated[bool, typer.Option("--all", help="Stop every aitherctl container.")] = False,
+    all_services: Annotated[
+        bool, typer.Option("--all", help="Stop every aitherctl container.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -83,18 +87,24 @@ def down(
 
 def _health(engine: DockerEngine, containers: list[ManagedContainer]) -> dict[str, str]:
     """Probe every running service at once, 1 s each."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
     from aitherctl.adapters.http_probe import probe, probe_host
-    from concurrent.futures import ThreadPoolExecutor
 
     running = [item for item in containers if item.running and item.port]
     if not running:
         return {}
     with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
         results = pool.map(
-            lambda item: probe(client, probe_host(item.bind, engine.endpoint), item.port,
-                               item.health_checks, timeout_s=1.0),
+            lambda item: probe(
+                client,
+                probe_host(item.bind, engine.endpoint),
+                item.port,
+                item.health_checks,
+                timeout_s=1.0,
+            ),
             running,
         )
         return {
@@ -135,25 +145,33 @@ def ps(json_out: JsonOpt = False) -> None:
     health = _health(engine, containers)
     rows: list[dict[str, Any]] = []
     for item in containers:
-        rows.append({
-            "service": item.service,
-            "profile": item.profile,
-            "engine": item.engine,
-            "model": item.served_model or item.model,
-            "state": item.state,
-            "health": health.get(item.id, "-" if not item.running else "unknown"),
-            "port": item.port,
-            "bind": item.bind,
-            "gpus": list(item.gpus),
-            "vram_budget_bytes": item.vram_bytes,
-            "container": item.name,
-            "container_id": item.id[:12],
-            "image": item.image,
-            "uptime_s": _uptime_s(item),
-        })
+        rows.append(
+            {
+                "service": item.service,
+                "profile": item.profile,
+                "engine": item.engine,
+                "model": item.served_model or item.model,
+                "state": item.state,
+                "health": health.get(item.id, "-" if not item.running else "unknown"),
+                "port": item.port,
+                "bind": item.bind,
+                "gpus": list(item.gpus),
+                "vram_budget_bytes": item.vram_bytes,
+                "container": item.name,
+                "container_id": item.id[:12],
+                "image": item.image,
+                "uptime_s": _uptime_s(item),
+            }
+        )
     if json_out:
-        out.data({"active_profile": state.active_profile, "namespace": state.namespace,
-                  "docker": state.endpoint, "services": rows})
+        out.data(
+            {
+                "active_profile": state.active_profile,
+                "namespace": state.namespace,
+                "docker": state.endpoint,
+                "services": rows,
+            }
+        )
         return
     from rich.table import Table
 
@@ -167,7 +185,9 @@ def ps(json_out: JsonOpt = False) -> None:
     for row in rows:
         healthy = row["health"] == "healthy"
         table.add_row(
-            row["service"], row["engine"], row["model"] or "-",
+            row["service"],
+            row["engine"],
+            row["model"] or "-",
             f"[green]{row['state']}[/]" if row["state"] == "running" else f"[red]{row['state']}[/]",
             row["health"] if healthy else f"[yellow]{row['health']}[/]",
             f"{row['port']}" if row["port"] else "-",
@@ -180,7 +200,9 @@ def ps(json_out: JsonOpt = False) -> None:
 
 def logs(
     service: Annotated[str, typer.Argument(help="Service name.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end.")] = 100,
 ) -> None:
     """Print a service's container log."""

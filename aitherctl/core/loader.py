@@ -20,13 +20,37 @@ from aitherctl.core.yamlsrc import Path as YPath
 from aitherctl.errors import ConfigError, NotFoundError
 
 PROFILE_KEYS = {
-    "name", "description", "extends", "gpu", "services", "routing", "endpoints", "budget", "ledger",
+    "name",
+    "description",
+    "extends",
+    "gpu",
+    "services",
+    "routing",
+    "endpoints",
+    "budget",
+    "ledger",
 }
 GPU_KEYS = {"reserve"}
 SERVICE_KEYS = {
-    "engine", "image", "model", "port", "bind", "container_port", "gpu", "vram", "pinned",
-    "on_demand", "role", "served_name", "args", "env", "volumes", "health", "keep_alive",
-    "max_loaded_models", "num_parallel",
+    "engine",
+    "image",
+    "model",
+    "port",
+    "bind",
+    "container_port",
+    "gpu",
+    "vram",
+    "pinned",
+    "on_demand",
+    "role",
+    "served_name",
+    "args",
+    "env",
+    "volumes",
+    "health",
+    "keep_alive",
+    "max_loaded_models",
+    "num_parallel",
 }
 HEALTH_KEYS = {"path", "timeout"}
 OLLAMA_ONLY = ("keep_alive", "max_loaded_models", "num_parallel")
@@ -103,9 +127,7 @@ def read_profile_file(path: Path) -> _RawProfile:
     stem = path.stem
     name = data.get("name", stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise doc.error(
-            "`name` must be lower-case letters, digits, '-', '_' or '.'", ("name",)
-        )
+        raise doc.error("`name` must be lower-case letters, digits, '-', '_' or '.'", ("name",))
     if name != stem:
         raise doc.error(
             f"`name: {name}` does not match the file name {path.name!r} (rename one of them)",
@@ -168,7 +190,9 @@ def read_profile_file(path: Path) -> _RawProfile:
     return raw
 
 
-def _check_keys(doc: Located, data: dict[str, Any], where: YPath, known: set[str], what: str) -> None:
+def _check_keys(
+    doc: Located, data: dict[str, Any], where: YPath, known: set[str], what: str
+) -> None:
     for key in data:
         if key not in known:
             raise doc.error(
@@ -341,9 +365,8 @@ def build_profile(raw: _RawProfile, parents: Sequence[_RawProfile] = ()) -> Prof
     reserve_amount = MemoryAmount.parse(reserve.value if reserve else DEFAULT_RESERVE)
     profile = Profile(
         name=raw.name,
-        description=raw.description or next(
-            (layer.description for layer in reversed(parents) if layer.description), ""
-        ),
+        description=raw.description
+        or next((layer.description for layer in reversed(parents) if layer.description), ""),
         services=built,
         gpu_reserve=reserve_amount,
         source=raw.located.source,
@@ -376,8 +399,9 @@ def _build_service(name: str, raw: _RawService) -> Service:
     if gpus and vram is None:
         raise fail(f"runs on GPU {','.join(map(str, gpus))} but has no `vram` budget (e.g. 35%)")
     if vram is not None and not gpus:
-        raise fail("has a `vram` budget but no `gpu` (add gpu: 0, or drop vram for a CPU service)",
-                   "vram")
+        raise fail(
+            "has a `vram` budget but no `gpu` (add gpu: 0, or drop vram for a CPU service)", "vram"
+        )
     if engine in (Engine.VLLM, Engine.LLAMACPP) and not fields.get("model"):
         raise fail(f"engine {engine.value} needs a `model` to serve")
     if engine is Engine.GENERIC and "image" not in fields:
@@ -386,10 +410,14 @@ def _build_service(name: str, raw: _RawService) -> Service:
         raise fail("engine generic needs `health: {path: ...}` to know when it is ready")
     for key in OLLAMA_ONLY:
         if key in fields and engine is not Engine.OLLAMA:
-            raise fail(f"`{key}` is an Ollama setting; this service's engine is {engine.value}", key)
+            raise fail(
+                f"`{key}` is an Ollama setting; this service's engine is {engine.value}", key
+            )
     image = fields.get("image")
     if image is None:
-        image = LLAMACPP_CPU_IMAGE if engine is Engine.LLAMACPP and not gpus else DEFAULT_IMAGES[engine]
+        image = (
+            LLAMACPP_CPU_IMAGE if engine is Engine.LLAMACPP and not gpus else DEFAULT_IMAGES[engine]
+        )
     return Service(
         name=name,
         engine=engine,
@@ -432,7 +460,8 @@ def _check_profile(
                 source, line = where(name, "port")
                 raise ConfigError(
                     f"services {other!r} and {name!r} both use port {svc.port}",
-                    source=source, line=line,
+                    source=source,
+                    line=line,
                 )
         seen_ports[(svc.bind, svc.port)] = name
 
@@ -454,7 +483,8 @@ def _check_profile(
             extra = f" plus the {reserve_share * 100:g}% reserve" if reserve_share else ""
             raise ConfigError(
                 f"GPU {gpu} budgets add up to {total * 100:g}% ({listing}){extra}, over 100%",
-                source=source, line=line,
+                source=source,
+                line=line,
             )
     del reserve  # absolute reserves are checked by the planner, which knows the GPU
 

@@ -50,7 +50,9 @@ class Plan:
     @property
     def to_start(self) -> tuple[ContainerSpec, ...]:
         return tuple(
-            step.target for step in self.of(Action.START, Action.RECREATE) if step.target is not None
+            step.target
+            for step in self.of(Action.START, Action.RECREATE)
+            if step.target is not None
         )
 
     @property
@@ -108,7 +110,9 @@ def compute_plan(
                 steps.append(Step(Action.KEEP, service, reason, primary, target))
             elif not primary.running:
                 steps.append(
-                    Step(Action.RECREATE, service, f"not running ({primary.state})", primary, target)
+                    Step(
+                        Action.RECREATE, service, f"not running ({primary.state})", primary, target
+                    )
                 )
             else:
                 steps.append(

@@ -41,11 +41,20 @@ class ManagedContainer:
 
     @classmethod
     def from_labels(
-        cls, *, id: str, name: str, state: str, image: str, labels: Mapping[str, str], **extra: object
+        cls,
+        *,
+        id: str,
+        name: str,
+        state: str,
+        image: str,
+        labels: Mapping[str, str],
+        **extra: object,
     ) -> ManagedContainer:
         gpus_label = labels.get(c.LABEL_GPUS, "none")
         try:
-            checks = tuple(HttpCheck(**item) for item in json.loads(labels.get(c.LABEL_HEALTH, "[]")))
+            checks = tuple(
+                HttpCheck(**item) for item in json.loads(labels.get(c.LABEL_HEALTH, "[]"))
+            )
         except (ValueError, TypeError):
             checks = ()
         vram = labels.get(c.LABEL_VRAM)

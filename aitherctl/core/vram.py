@@ -97,8 +97,10 @@ def check_vram(
         names = ", ".join(spec.service for spec in gpu_services)
         return VramCheck(
             (),
-            (f"GPU services ({names}) cannot run: {inventory.error}. CPU services still can "
-             "(e.g. `aitherctl profile switch cpu`).",),
+            (
+                f"GPU services ({names}) cannot run: {inventory.error}. CPU services still can "
+                "(e.g. `aitherctl profile switch cpu`).",
+            ),
         )
     managed = set(managed_pids)
     actual_use = actual_use or {}
@@ -120,7 +122,9 @@ def check_vram(
             budget = spec.vram_bytes or 0
             used = actual_use.get(spec.service)
             if used is not None and used > budget:
-                lines.append(BudgetLine(spec.service, used, f"uses {format_bytes(used)}, over budget"))
+                lines.append(
+                    BudgetLine(spec.service, used, f"uses {format_bytes(used)}, over budget")
+                )
             else:
                 lines.append(BudgetLine(spec.service, budget))
         others = tuple(proc for proc in gpu.processes if proc.pid not in managed)
@@ -160,7 +164,9 @@ def describe_vram(check: VramCheck, *, only_failing: bool = False) -> list[str]:
         for proc in gpu.others:
             label = f"pid {proc.pid}" + (f" {proc.name}" if proc.name else "")
             used = proc.used_bytes or 0
-            lines.append(f"  {label:<20} {format_bytes(used):>10}  {share(used)}  (not aitherctl's)")
+            lines.append(
+                f"  {label:<20} {format_bytes(used):>10}  {share(used)}  (not aitherctl's)"
+            )
         verdict = (
             f"fits, {format_bytes(total - gpu.needed_bytes)} spare"
             if gpu.fits

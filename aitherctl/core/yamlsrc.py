@@ -64,14 +64,14 @@ def _build(
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise ConfigError(
-                    "mapping keys must be plain names", source=source,
+                    "mapping keys must be plain names",
+                    source=source,
                     line=key_node.start_mark.line + 1,
                 )
             key = str(key) if not isinstance(key, str) else key
             if key in result:
                 raise ConfigError(
-                    f"duplicate key {key!r} (the earlier one is on line "
-                    f"{lines[(*path, key)]})",
+                    f"duplicate key {key!r} (the earlier one is on line {lines[(*path, key)]})",
                     source=source,
                     line=key_node.start_mark.line + 1,
                 )

@@ -103,7 +103,8 @@ def prepare(
         )
     # Without NVML only CPU services can be built (and only they were asked for).
     usable = {
-        name: svc for name, svc in profile.services.items()
+        name: svc
+        for name, svc in profile.services.items()
         if inventory.available or not svc.uses_gpu
     }
     specs = build_specs(replace(profile, services=usable), gpu_memory(inventory))
@@ -129,7 +130,9 @@ def prepare(
             vram.problems[0]
             if vram.problems
             else f"profile {profile.name!r} does not fit in VRAM on GPU "
-            + ", ".join(f"{gpu.index} (missing {gpu.missing_bytes / 1024**3:.1f} GiB)" for gpu in failing)
+            + ", ".join(
+                f"{gpu.index} (missing {gpu.missing_bytes / 1024**3:.1f} GiB)" for gpu in failing
+            )
         )
         raise RefusedError(head, detail="\n".join(describe_vram(vram, only_failing=True)))
     _check_ports(engine, plan)
@@ -189,8 +192,9 @@ def switch(
     lock_timeout_s: float = 900.0,
 ) -> SwitchResult:
     profile = catalog.load(profile_name)
-    with switch_lock(engine.endpoint, engine.namespace, timeout_s=lock_timeout_s,
-                     on_wait=progress.note):
+    with switch_lock(
+        engine.endpoint, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
+    ):
         prepared = prepare(engine, profile, inventory, catalog=catalog, only=only)
         ensure_images(engine, prepared.plan, progress)
         return apply_plan(engine, prepared, progress)
@@ -288,7 +292,9 @@ def _start_phase(
         outcomes = []
         for spec in lane:
             if cancel.is_set():
-                outcomes.append(ServiceOutcome(spec.service, False, 0.0, "not started: another service failed"))
+                outcomes.append(
+                    ServiceOutcome(spec.service, False, 0.0, "not started: another service failed")
+                )
                 continue
             outcome = _start_one(engine, plan.profile, spec, progress, created, lock, cancel)
             outcomes.append(outcome)
@@ -303,7 +309,13 @@ def _start_phase(
         for future in futures:
             outcomes.extend(future.result())
     # Failures first, so the message names the service that failed rather than one cancelled.
-    outcomes.sort(key=lambda o: (o.ready, o.detail.startswith("not started"), o.detail.startswith("cancelled")))
+    outcomes.sort(
+        key=lambda o: (
+            o.ready,
+            o.detail.startswith("not started"),
+            o.detail.startswith("cancelled"),
+        )
+    )
     return outcomes
 
 
@@ -333,14 +345,21 @@ def _start_one(
         deadline = began + spec.readiness.timeout_s
         while time.monotonic() < deadline:
             if cancel.is_set():
-                return ServiceOutcome(spec.service, False, time.monotonic() - began,
-                                      "cancelled: another service failed")
+                return ServiceOutcome(
+                    spec.service,
+                    False,
+                    time.monotonic() - began,
+                    "cancelled: another service failed",
+                )
             current = engine.get(container_id)
             if current.state in ("exited", "dead"):
                 tail = _tail(engine, container_id)
                 return ServiceOutcome(
-                    spec.service, False, time.monotonic() - began,
-                    f"container exited with code {current.exit_code}", tail,
+                    spec.service,
+                    False,
+                    time.monotonic() - began,
+                    f"container exited with code {current.exit_code}",
+                    tail,
                 )
             result = probe(client, host, spec.host_port, spec.readiness.checks)
             if result.ok:
@@ -353,7 +372,9 @@ def _start_one(
                 progress.service(spec.service, "waiting", detail)
             time.sleep(0.25)
     return ServiceOutcome(
-        spec.service, False, time.monotonic() - began,
+        spec.service,
+        False,
+        time.monotonic() - began,
         f"not ready after {spec.readiness.timeout_s:g}s (last probe: {detail})",
         _tail(engine, container_id),
     )
@@ -387,9 +408,15 @@ def _rollback(
         for item, _ in aside:
             deadline = time.monotonic() + RESTORE_TIMEOUT_S
             while time.monotonic() < deadline:
-                if item.port is None or probe(
-                    client, probe_host(item.bind, engine.endpoint), item.port, item.health_checks
-                ).ok:
+                if (
+                    item.port is None
+                    or probe(
+                        client,
+                        probe_host(item.bind, engine.endpoint),
+                        item.port,
+                        item.health_checks,
+                    ).ok
+                ):
                     progress.service(item.service, "restored")
                     break
                 if engine.get(item.id).state in ("exited", "dead"):
@@ -410,8 +437,9 @@ def down(
     lock_timeout_s: float = 900.0,
 ) -> list[str]:
     """Stop and remove the named services' containers (or every managed one). Returns names."""
-    with switch_lock(engine.endpoint, engine.namespace, timeout_s=lock_timeout_s,
-                     on_wait=progress.note):
+    with switch_lock(
+        engine.endpoint, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
+    ):
         containers = engine.list_managed()
         if everything:
             chosen = containers
@@ -442,5 +470,15 @@ def readiness_checks(item: ManagedContainer) -> tuple[HttpCheck, ...]:
     return item.health_checks
 
 
-__all__ = ["Prepared", "Progress", "ServiceOutcome", "SwitchResult", "apply_plan", "container_name",
-           "down", "ensure_images", "prepare", "switch"]
+__all__ = [
+    "Prepared",
+    "Progress",
+    "ServiceOutcome",
+    "SwitchResult",
+    "apply_plan",
+    "container_name",
+    "down",
+    "ensure_images",
+    "prepare",
+    "switch",
+]

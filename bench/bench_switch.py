@@ -1,0 +1,96 @@
+"""Switch time: one of three services changes.
+
+aitherctl's switch (recreates only the changed service) against stopping and starting all three,
+on real llama.cpp servers (SmolLM2, CPU) in a real Docker engine. Prints each run's wall time, the
+ratio of the medians, and each service's own ready time as aitherctl reports it.
+
+    eval "$(bash scripts/test-env.sh)"; python bench/bench_switch.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+MODELS = os.environ.get("AITHER_TEST_MODELS", "/var/cache/aitherctl-test/models")
+MODEL = os.environ.get("AITHER_TEST_MODEL_FILE", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service(port: int, ctx: int) -> dict[str, object]:
+    return {
+        "engine": "llamacpp", "image": "aither-test/llamacpp:latest", "model": f"/models/{MODEL}",
+        "port": port, "gpu": "none", "args": ["--ctx-size", str(ctx), "--threads", "1"],
+        "volumes": {MODELS: "/models:ro"},
+    }
+
+
+def cli(*args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", "aitherctl", *args], capture_output=True,
+                          text=True, check=False, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    rounds = parser.parse_args().rounds
+    folder = Path(tempfile.mkdtemp(prefix="aither-bench-"))
+    os.environ.update(AITHER_PROFILE_DIR=str(folder), AITHER_STATE_DIR=str(folder / "state"),
+                      AITHER_NAMESPACE="bench" + uuid.uuid4().hex[:6])
+    ports = [free_port() for _ in range(3)]
+    for name, ctx in (("one", 1024), ("two", 1536)):
+        services = {"a": service(ports[0], 1024), "b": service(ports[1], 1024),
+                    "c": service(ports[2], ctx)}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"services": services}))
+
+    smart, full, ready = [], [], {}
+    cli("profile", "switch", "one", "--yes", "--json")
+    try:
+        for _ in range(rounds):
+            for target in ("two", "one"):
+                began = time.monotonic()
+                result = cli("profile", "switch", target, "--yes", "--json")
+                smart.append(time.monotonic() - began)
+                for item in result.get("services", []):  # type: ignore[union-attr]
+                    ready.setdefault(item["service"], []).append(item["seconds"])
+                back = "one" if target == "two" else "two"
+                cli("down", "--all", "--yes")
+                began = time.monotonic()
+                result = cli("profile", "switch", back, "--yes", "--json")
+                full.append(time.monotonic() - began)
+                for item in result.get("services", []):  # type: ignore[union-attr]
+                    ready.setdefault(item["service"], []).append(item["seconds"])
+                cli("down", "--all", "--yes")
+                cli("profile", "switch", target, "--yes", "--json")
+    finally:
+        cli("down", "--all", "--yes")
+    print(f"switch, one of three changed (aitherctl): median {statistics.median(smart):.2f}s "
+          f"over {len(smart)} runs {[round(x, 2) for x in smart]}")
+    print(f"stop all three + start all three:          median {statistics.median(full):.2f}s "
+          f"over {len(full)} runs {[round(x, 2) for x in full]}")
+    print(f"ratio (full restart / aitherctl switch): {statistics.median(full) / statistics.median(smart):.2f}x")
+    for name, times in sorted(ready.items()):
+        print(f"  service {name}: ready in median {statistics.median(times):.2f}s ({len(times)} starts)")
+
+
+if __name__ == "__main__":
+    main()
