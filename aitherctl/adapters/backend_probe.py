@@ -7,7 +7,7 @@
   `llamacpp:requests_deferred` (served only with `--metrics`; without it the queue is unknown
   and never a reason to skip). Same numbers as `curl -s HOST:PORT/metrics | grep waiting`.
 - Failure memory: a failed probe or a failed request is remembered for `health_memory_s`
-  (30 s by default) in a small JSON file in the user's cache folder, so the next `run` skips
+  (30 s by default) in a small JSON file in the user's state folder, so the next `run` skips
   that backend at once instead of waiting for its timeout again.
 """
 
@@ -30,14 +30,14 @@ DEFAULT_PROBE_TIMEOUT_S = 0.5
 FAILURES_FILE = "backend-failures.json"
 
 
-def cache_dir() -> Path:
-    """`AITHER_CACHE_DIR`, else the platform's user cache folder (~/.cache/aitherctl)."""
-    override = os.environ.get("AITHER_CACHE_DIR")
+def state_dir() -> Path:
+    """`AITHER_STATE_DIR`, else the platform's user state folder (~/.local/state/aitherctl)."""
+    override = os.environ.get("AITHER_STATE_DIR")
     if override:
         return Path(override)
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("aitherctl"))
+    return Path(platformdirs.user_state_dir("aitherctl"))
 
 
 def queue_waiting_from_metrics(text: str, engine: str) -> float | None:
@@ -60,7 +60,7 @@ class FailureMemory:
     """Backends that failed recently, keyed by their URL, each with the reason and the time."""
 
     def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.path = path or cache_dir() / FAILURES_FILE
+        self.path = path or state_dir() / FAILURES_FILE
         self.clock = clock
 
     def _load(self) -> dict[str, dict[str, object]]:

@@ -222,6 +222,9 @@ class DockerEngine:
             else None,
             ipc_mode="host" if spec.ipc_host else None,
             shm_size=None if spec.ipc_host else "1g",
+            # An init process forwards SIGTERM, so a server stops in a second, not after the
+            # stop timeout (a server that runs as PID 1 has no default signal handlers).
+            init=True,
         )
         created = self._call(
             f"creating {name}",

@@ -17,6 +17,7 @@ Host figures come from psutil, as `top` shows them.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -91,18 +92,24 @@ class ProcessTable:
 class HostReader:
     """Host CPU, RAM and swap through psutil (`cpu_percent` since the previous call)."""
 
+    _MIN_SPAN_S = 0.1
+
     def __init__(self) -> None:
         import psutil
 
         self._psutil = psutil
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        self._last = time.monotonic()
 
     def read(self) -> HostView:
         psutil = self._psutil
         try:
             memory = psutil.virtual_memory()
             swap = psutil.swap_memory()
-            cpu = psutil.cpu_percent(interval=None)
+            # Over a span shorter than this the percentage is noise (a one-shot `status`).
+            short = time.monotonic() - self._last < self._MIN_SPAN_S
+            cpu = psutil.cpu_percent(interval=self._MIN_SPAN_S if short else None)
+            self._last = time.monotonic()
             load = psutil.getloadavg()[0]
         except (OSError, RuntimeError):
             return HostView(None, None, None, None, None, None)

@@ -50,7 +50,10 @@ class DockerStackSource:
         self._retry_s = retry_s
         self._monotonic = monotonic
         self._next_try = 0.0
-        self._events_since: int | None = None
+        self._events_since: float | None = None
+        self._inspected: dict[
+            str, tuple[tuple[str, str], ManagedContainer, str | None, int | None]
+        ] = {}
 
     @property
     def engine(self) -> Any | None:
@@ -71,7 +74,7 @@ class DockerStackSource:
             return None
         self._engine, self._error = engine, None
         self._version = f"Docker {version.get('Version', '?')}"
-        self._events_since = int(time.time())
+        self._events_since = round(time.time(), 3)
         return engine
 
     def read(self) -> StackReading:
@@ -87,46 +90,64 @@ class DockerStackSource:
     def _read(self, engine: Any) -> StackReading:
         filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={engine.namespace}"]}
         api = engine.client.api
+        events, touched = self._events(engine, filters)
         listed = engine._call(
             "listing containers", lambda: api.containers(all=True, filters=filters)
         )
         containers: list[ManagedContainer] = []
         health: dict[str, str] = {}
         init_pids: dict[str, int | None] = {}
+        seen: dict[str, tuple[tuple[str, str], ManagedContainer, str | None, int | None]] = {}
         for item in listed:
-            attrs = engine._call(
-                "inspecting a container", lambda item=item: api.inspect_container(item["Id"])
-            )
-            state = attrs.get("State") or {}
-            status = state.get("Status", "unknown")
-            managed = ManagedContainer.from_labels(
-                id=attrs["Id"],
-                name=str(attrs.get("Name", "")).lstrip("/"),
-                state=status,
-                image=(attrs.get("Config") or {}).get("Image", ""),
-                labels=(attrs.get("Config") or {}).get("Labels") or {},
-                created_at=attrs.get("Created"),
-                started_at=state.get("StartedAt") if status == "running" else None,
-                exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
-            )
+            # The list already says state and health ("Up 2 hours (healthy)"); a container is
+            # inspected again only when those change or an event named it (a restart).
+            signature = (str(item.get("State")), _health_word(str(item.get("Status", ""))))
+            cached = self._inspected.get(item["Id"])
+            if cached is None or cached[0] != signature or item["Id"] in touched:
+                cached = (signature, *self._inspect(engine, item["Id"]))
+            seen[item["Id"]] = cached
+            _, managed, status, pid = cached
             containers.append(managed)
-            if (state.get("Health") or {}).get("Status"):
-                health[managed.id] = state["Health"]["Status"]
-            init_pids[managed.id] = state.get("Pid") or None
+            if status:
+                health[managed.id] = status
+            init_pids[managed.id] = pid
+        self._inspected = seen
         return StackReading(
             containers=tuple(containers),
             active_profile=infer_active_profile(containers),
             engine=self._version,
             health=health,
             init_pids=init_pids,
-            events=self._events(engine, filters),
+            events=events,
         )
 
-    def _events(self, engine: Any, filters: dict[str, list[str]]) -> tuple[LogEntry, ...]:
-        until = int(time.time())
+    @staticmethod
+    def _inspect(engine: Any, container_id: str) -> tuple[ManagedContainer, str | None, int | None]:
+        attrs = engine._call(
+            "inspecting a container", lambda: engine.client.api.inspect_container(container_id)
+        )
+        state = attrs.get("State") or {}
+        status = state.get("Status", "unknown")
+        managed = ManagedContainer.from_labels(
+            id=attrs["Id"],
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            state=status,
+            image=(attrs.get("Config") or {}).get("Image", ""),
+            labels=(attrs.get("Config") or {}).get("Labels") or {},
+            created_at=attrs.get("Created"),
+            started_at=state.get("StartedAt") if status == "running" else None,
+            exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+        )
+        return managed, (state.get("Health") or {}).get("Status"), state.get("Pid") or None
+
+    def _events(
+        self, engine: Any, filters: dict[str, list[str]]
+    ) -> tuple[tuple[LogEntry, ...], set[str]]:
+        """Log lines for what happened since the last call, and the container ids involved."""
+        until = round(time.time(), 3)
         since = self._events_since if self._events_since is not None else until
         if until <= since:
-            return ()
+            return (), set()
         self._events_since = until
         event_filters = {**filters, "type": ["container"]}
         try:
@@ -135,9 +156,11 @@ class DockerStackSource:
             )
             raw = list(stream)
         except Exception:  # events are a nicety; the table still shows the state
-            return ()
+            return (), set()
         entries = []
+        touched: set[str] = set()
         for event in raw:
+            touched.add(str((event.get("Actor") or {}).get("ID") or event.get("id") or ""))
             action = str(event.get("Action") or event.get("status") or "")
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
             service = attributes.get(c.LABEL_SERVICE, attributes.get("name", "?"))
@@ -150,4 +173,11 @@ class DockerStackSource:
                 profile = attributes.get(c.LABEL_PROFILE)
                 suffix = f" (profile {profile})" if kind is LogKind.SWITCH and profile else ""
                 entries.append(LogEntry(at, kind, f"{service}: {word}{suffix}"))
-        return tuple(entries)
+        return tuple(entries), touched
+
+
+def _health_word(status: str) -> str:
+    """`Up 2 hours (healthy)` → `healthy`; `Up 3 seconds (health: starting)` → `starting`."""
+    if "(" not in status:
+        return ""
+    return status.rsplit("(", 1)[1].rstrip(")").removeprefix("health: ")

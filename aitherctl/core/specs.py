@@ -20,7 +20,8 @@ class ProfileSpecs:
 
 
 def build_specs(profile: Profile, gpu_memory: Mapping[int, int]) -> ProfileSpecs:
-    resident, on_demand = {}, {}
+    resident: dict[str, ContainerSpec] = {}
+    on_demand: dict[str, ContainerSpec] = {}
     for name, service in profile.services.items():
         spec = build_container(service, gpu_memory)
         (on_demand if service.on_demand else resident)[name] = spec

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     import httpx
 
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
+    from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.ledger import Ledger
+    from aitherctl.core.loader import ProfileCatalog
     from aitherctl.core.profile import Profile
 
 
@@ -68,6 +70,53 @@ class UnknownStack:
 
     def running_services(self, profile: str) -> frozenset[str] | None:  # noqa: ARG002
         return None
+
+
+class ObservedStack:
+    """Running services as Docker reports them (`aitherctl.ops.state.observe`).
+
+    Matched by service name, not by the container's profile label: a switch keeps a container
+    whose spec did not change, and that container still carries the old profile's label.
+    """
+
+    def __init__(self, running: frozenset[str]) -> None:
+        self.running = running
+
+    def running_services(self, profile: str) -> frozenset[str] | None:  # noqa: ARG002
+        return self.running
+
+
+def resolve_profile(
+    explicit: str | None,
+    catalog: ProfileCatalog,
+    connect: Callable[[], DockerEngine],
+) -> tuple[Profile, StackView]:
+    """The profile to route with (`--profile`, else the active one, else $AITHER_GPU_PROFILE) and
+    what Docker says is running. Without a Docker engine, a named profile still works: its
+    services are then judged by their health probes alone."""
+    from aitherctl.ops.state import observe
+
+    stack: StackView = UnknownStack()
+    active: str | None = None
+    docker_problem: str | None = None
+    try:
+        engine = connect()
+        try:
+            state = observe(engine)
+        finally:
+            engine.close()
+        active = state.active_profile
+        stack = ObservedStack(frozenset(item.service for item in state.running))
+    except AitherError as exc:
+        docker_problem = exc.message
+    name = explicit or active or os.environ.get("AITHER_GPU_PROFILE")
+    if not name:
+        why = f" ({docker_problem})" if docker_problem else ""
+        raise UsageError(
+            "no active profile: run `aitherctl profile switch NAME`, pass --profile NAME or set "
+            f"AITHER_GPU_PROFILE{why}"
+        )
+    return catalog.load(name), stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +558,7 @@ def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
 @contextmanager
 def open_router(profile: Profile, stack: StackView | None = None) -> Iterator[Router]:
     """A Router with real adapters: one keep-alive httpx client shared by probes and requests,
-    the failure memory in the user's cache folder, the ledger in the user's data folder."""
+    the failure memory in the user's state folder, the ledger in the user's data folder."""
     import httpx
 
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.http_probe import probe, probe_host
@@ -40,14 +41,12 @@ LOG_TAIL_LINES = 15
 RESTORE_TIMEOUT_S = 300.0
 
 
-class Progress:
+class Progress(Protocol):
     """Receives progress; the CLI renders it, tests record it. Called from worker threads."""
 
-    def note(self, message: str) -> None:
-        del message
+    def note(self, message: str) -> None: ...
 
-    def service(self, service: str, status: str, detail: str = "") -> None:
-        del service, status, detail
+    def service(self, service: str, status: str, detail: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,160 @@
+"""`aitherctl usage`: what the ledger says about spending, tiers, backends and latency."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aitherctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.ledger import LedgerRow
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
+_UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str | None, now: float) -> tuple[float, str]:
+    """`today` (default: since local midnight), `24h`, `7d`, `30m`, `2w`, or a date `2026-11-01`."""
+    from aitherctl.adapters.ledger import start_of_local_day
+
+    if value is None or value.strip().lower() == "today":
+        return start_of_local_day(now), "today"
+    match = _RELATIVE.match(value)
+    if match:
+        return now - float(match.group(1)) * _UNITS_S[match.group(2)], f"last {value.strip()}"
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use today, 30m, 24h, 7d, 2w or a date like 2026-11-01"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.timestamp(), f"since {value.strip()}"
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (p50, p95) of a small sample; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUsage:
+    backend: str
+    requests: int
+    ok: int
+    local: bool | None
+    cost_usd: float
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    total_p50_s: float | None
+    total_p95_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    period: str
+    since_ts: float
+    requests: int
+    spent_usd: float  # in the period
+    spent_today_usd: float
+    daily_budget_usd: float
+    per_tier: dict[str, int]
+    per_outcome: dict[str, int]
+    local_share: float | None  # answered locally / answered
+    backends: tuple[BackendUsage, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "since": datetime.fromtimestamp(self.since_ts).astimezone().isoformat(),
+            "requests": self.requests,
+            "spent_usd": round(self.spent_usd, 6),
+            "budget": {
+                "daily_usd": self.daily_budget_usd,
+                "spent_today_usd": round(self.spent_today_usd, 6),
+                "used_fraction": round(self.spent_today_usd / self.daily_budget_usd, 4)
+                if self.daily_budget_usd else None,
+            },
+            "per_tier": self.per_tier,
+            "per_outcome": self.per_outcome,
+            "local_share": None if self.local_share is None else round(self.local_share, 4),
+            "backends": [
+                {
+                    "backend": b.backend,
+                    "requests": b.requests,
+                    "ok": b.ok,
+                    "local": b.local,
+                    "cost_usd": round(b.cost_usd, 6),
+                    "ttft_p50_s": _r(b.ttft_p50_s),
+                    "ttft_p95_s": _r(b.ttft_p95_s),
+                    "total_p50_s": _r(b.total_p50_s),
+                    "total_p95_s": _r(b.total_p95_s),
+                }
+                for b in self.backends
+            ],
+        }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def summarize_usage(
+    rows: list[LedgerRow],
+    *,
+    period: str,
+    since_ts: float,
+    spent_today_usd: float,
+    daily_budget_usd: float,
+) -> UsageReport:
+    per_tier: dict[str, int] = {}
+    per_outcome: dict[str, int] = {}
+    by_backend: dict[str, list[LedgerRow]] = {}
+    for row in rows:
+        per_tier[row.tier or "?"] = per_tier.get(row.tier or "?", 0) + 1
+        per_outcome[row.outcome] = per_outcome.get(row.outcome, 0) + 1
+        if row.backend:
+            by_backend.setdefault(row.backend, []).append(row)
+    answered = [r for r in rows if r.outcome == "ok"]
+    local_share = (
+        sum(1 for r in answered if r.local) / len(answered) if answered else None
+    )
+    backends = []
+    for name, items in sorted(by_backend.items(), key=lambda kv: -len(kv[1])):
+        ok = [r for r in items if r.outcome == "ok"]
+        ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
+        totals = [r.total_s for r in ok if r.total_s is not None]
+        backends.append(
+            BackendUsage(
+                backend=name,
+                requests=len(items),
+                ok=len(ok),
+                local=items[-1].local,
+                cost_usd=sum(r.cost_usd for r in items),
+                ttft_p50_s=statistics.median(ttfts) if ttfts else None,
+                ttft_p95_s=percentile(ttfts, 0.95),
+                total_p50_s=statistics.median(totals) if totals else None,
+                total_p95_s=percentile(totals, 0.95),
+            )
+        )
+    return UsageReport(
+        period=period,
+        since_ts=since_ts,
+        requests=len(rows),
+        spent_usd=sum(r.cost_usd for r in rows),
+        spent_today_usd=spent_today_usd,
+        daily_budget_usd=daily_budget_usd,
+        per_tier=dict(sorted(per_tier.items())),
+        per_outcome=dict(sorted(per_outcome.items())),
+        local_share=local_share,
+        backends=tuple(backends),
+    )
