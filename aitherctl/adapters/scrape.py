@@ -54,7 +54,7 @@ ENDPOINTS: dict[str, tuple[tuple[str, Callable[[httpx.Response], EngineMetrics]]
     "vllm": (("/metrics", _text(parse_vllm_metrics)),),
     "llamacpp": (
         ("/metrics", _text(parse_llamacpp_metrics)),
-        ("/slots", _json(parse_llamacpp_slots)),
+        ("/slots", _json(parse_llamacpp_slots)),  # only asked when /metrics is off (FALLBACK)
     ),
     "ollama": (("/api/ps", _json(parse_ollama_ps)),),
     "comfyui": (
@@ -62,6 +62,10 @@ ENDPOINTS: dict[str, tuple[tuple[str, Callable[[httpx.Response], EngineMetrics]]
         ("/system_stats", _json(parse_comfyui_system_stats)),
     ),
 }
+
+# Paths asked only when no earlier path of the engine answered: llama.cpp's /slots tells the same
+# busy count as /metrics, so with `--metrics` on it would only double the refresh's requests.
+FALLBACK = {("llamacpp", "/slots")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,8 @@ class Scraper:
         merged: EngineMetrics | None = None
         errors: list[tuple[ScrapeStatus, str]] = []
         for path, parse in ENDPOINTS.get(target.engine, ()):
+            if merged is not None and (target.engine, path) in FALLBACK:
+                continue
             try:
                 response = self._client.get(target.base_url + path)
                 response.raise_for_status()

@@ -67,10 +67,20 @@ class EngineMetrics:
 class _Samples:
     """Sample name → its values over every label set (several models or engine cores)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, wanted: tuple[str, ...]) -> None:
         self._values: dict[str, list[float]] = {}
+        # Only the wanted samples go through the parser: vLLM's page is mostly histogram buckets,
+        # and this runs for every server on every refresh. A sample line starts with its name.
+        kept = "\n".join(
+            line for line in text.splitlines() if line.startswith(wanted)
+        )
+        if not kept:  # nothing wanted: fine for a page without them, not for HTML or JSON
+            for line in text.splitlines():
+                head = line.strip()[:1]
+                if head and head != "#" and not (head.isalpha() or head in "_:"):
+                    raise MetricsFormatError(f"not Prometheus text: {line.strip()[:60]!r}")
         try:
-            for family in text_string_to_metric_families(text):
+            for family in text_string_to_metric_families(kept + "\n" if kept else ""):
                 for sample in family.samples:
                     self._values.setdefault(sample.name, []).append(float(sample.value))
         except ValueError as exc:
@@ -95,9 +105,26 @@ def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
+_VLLM = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:generation_tokens_total",
+    "vllm:prompt_tokens_total",
+)
+_LLAMACPP = (
+    "llamacpp:requests_processing",
+    "llamacpp:requests_deferred",
+    "llamacpp:kv_cache_usage_ratio",
+    "llamacpp:tokens_predicted_total",
+    "llamacpp:prompt_tokens_total",
+)
+
+
 def parse_vllm_metrics(text: str) -> EngineMetrics:
     """vLLM `GET /metrics`. Older servers call the KV gauge `vllm:gpu_cache_usage_perc`."""
-    samples = _Samples(text)
+    samples = _Samples(text, _VLLM)
     return EngineMetrics(
         requests_running=_int(samples.total("vllm:num_requests_running")),
         requests_waiting=_int(samples.total("vllm:num_requests_waiting")),
@@ -111,7 +138,7 @@ def parse_vllm_metrics(text: str) -> EngineMetrics:
 
 def parse_llamacpp_metrics(text: str) -> EngineMetrics:
     """llama.cpp `GET /metrics` (the server runs with `--metrics`)."""
-    samples = _Samples(text)
+    samples = _Samples(text, _LLAMACPP)
     return EngineMetrics(
         requests_running=_int(samples.total("llamacpp:requests_processing")),
         requests_waiting=_int(samples.total("llamacpp:requests_deferred")),

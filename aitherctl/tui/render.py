@@ -98,9 +98,8 @@ def vram_bar(gpu: GpuView, width: int = 50) -> Text:
     start = 0
     for number, mark in enumerate(gpu.budgets):
         end = min(width, round((start + mark.budget_bytes) / total * width))
-        colour = BUDGET_COLOURS[number % len(BUDGET_COLOURS)]
         for cell in range(round(start / total * width), end):
-            colours[cell] = colour
+            colours[cell] = BUDGET_COLOURS[number % len(BUDGET_COLOURS)]
         if end > 0:
             edges.add(end - 1)
         start += mark.budget_bytes
@@ -108,11 +107,11 @@ def vram_bar(gpu: GpuView, width: int = 50) -> Text:
     for cell in range(width):
         used = cell < used_cells
         char = "┃" if cell in edges else ("█" if used else "░")
-        colour = colours[cell]
+        tint = colours[cell]
         if used:
-            style = f"bold {colour}" if colour else "bold white"
+            style = f"bold {tint}" if tint else "bold white"
         else:
-            style = f"dim {colour}" if colour else "grey37"
+            style = f"dim {tint}" if tint else "grey37"
         bar.append(char, style=style)
     return bar
 
@@ -183,7 +182,8 @@ def sort_services(
         if key is SortKey.ENGINE:
             return (0, f"{service.engine}/{service.name}")
         if key is SortKey.QUEUE:
-            return (-((service.requests_running or 0) + (service.requests_waiting or 0)), service.name)
+            queued = (service.requests_running or 0) + (service.requests_waiting or 0)
+            return (-queued, service.name)
         if key is SortKey.RATE:
             return (-(service.tokens_per_s or 0.0), service.name)
         return (0, service.name)

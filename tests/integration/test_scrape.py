@@ -122,7 +122,8 @@ def test_error_status_and_bad_payload(servers: Callable[..., str]) -> None:
     assert results["v"].status is ScrapeStatus.ERROR
     assert results["v"].error == "/metrics: HTTP 503"
     assert results["o"].status is ScrapeStatus.ERROR
-    assert results["o"].error is not None and results["o"].error.startswith("/api/ps: not JSON")
+    assert results["o"].error is not None
+    assert results["o"].error.startswith("/api/ps: not JSON")
 
 
 def test_comfyui_merges_both_endpoints(servers: Callable[..., str]) -> None:
@@ -143,18 +144,33 @@ def test_comfyui_merges_both_endpoints(servers: Callable[..., str]) -> None:
     assert result.metrics.engine_vram_bytes == 9663676416
 
 
-def test_llamacpp_without_slots_endpoint_still_reads_metrics(servers: Callable[..., str]) -> None:
-    url = servers(
-        {"/metrics": (200, b"# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 1\n")}
-    )
+def test_llamacpp_asks_slots_only_when_metrics_are_off(servers: Callable[..., str]) -> None:
+    with_metrics = servers({
+        "/metrics": (200, b"llamacpp:requests_processing 1\n"),
+        "/slots": (500, b"must not be asked"),
+    })
+    # llama-server without --metrics answers 501 there; /slots still tells the busy slots.
+    without_metrics = servers({
+        "/metrics": (501, b'{"error":{"code":501}}'),
+        "/slots": (200, b'[{"id":0,"is_processing":true},{"id":1,"is_processing":false}]'),
+    })
     scraper = Scraper(timeout_s=0.5)
     try:
-        result = scraper.scrape_all([ScrapeTarget("l", "llamacpp", url)])["l"]
+        results = scraper.scrape_all([
+            ScrapeTarget("on", "llamacpp", with_metrics),
+            ScrapeTarget("off", "llamacpp", without_metrics),
+        ])
     finally:
         scraper.close()
-    assert result.status is ScrapeStatus.OK
-    assert result.metrics is not None and result.metrics.requests_running == 1
-    assert result.error == "/slots: HTTP 404"
+    on, off = results["on"], results["off"]
+    assert on.status is ScrapeStatus.OK
+    assert on.error is None
+    assert on.metrics is not None
+    assert on.metrics.requests_running == 1
+    assert off.status is ScrapeStatus.OK
+    assert off.metrics is not None
+    assert (off.metrics.slots_busy, off.metrics.slots_total) == (1, 2)
+    assert off.error == "/metrics: HTTP 501"
 
 
 def test_generic_engine_is_not_scraped() -> None:

@@ -72,6 +72,14 @@ def test_garbage_is_a_format_error() -> None:
         parse_vllm_metrics("<html>not metrics</html> {")
 
 
+# Captured from aither-test/llamacpp:latest by tests/fixtures/metrics/capture_llamacpp.sh.
+needs_capture = pytest.mark.skipif(
+    not (FIXTURES / "llamacpp_slots.json").exists(),
+    reason="llama.cpp fixtures not captured yet: run tests/fixtures/metrics/capture_llamacpp.sh",
+)
+
+
+@needs_capture
 def test_llamacpp_metrics_from_the_real_server_idle() -> None:
     metrics = parse_llamacpp_metrics(fixture_text("llamacpp_metrics_idle.prom"))
     assert metrics.requests_running == 0
@@ -79,6 +87,7 @@ def test_llamacpp_metrics_from_the_real_server_idle() -> None:
     assert metrics.generation_tokens_total == 0
 
 
+@needs_capture
 def test_llamacpp_metrics_from_the_real_server_after_requests() -> None:
     metrics = parse_llamacpp_metrics(fixture_text("llamacpp_metrics_after.prom"))
     assert metrics.requests_running == 0
@@ -88,6 +97,7 @@ def test_llamacpp_metrics_from_the_real_server_after_requests() -> None:
     assert metrics.prompt_tokens_total > 0
 
 
+@needs_capture
 def test_llamacpp_slots_from_the_real_server() -> None:
     payload = fixture_json("llamacpp_slots.json")
     metrics = parse_llamacpp_slots(payload)

@@ -73,7 +73,10 @@ def test_real_proc_of_this_process() -> None:
 
 def test_host_reader_reads_this_machine() -> None:
     host = HostReader().read()
-    assert host.ram_total_bytes and host.ram_total_bytes > 0
-    assert host.ram_used_bytes is not None and 0 < host.ram_used_bytes <= host.ram_total_bytes
-    assert host.cpu_pct is not None and 0 <= host.cpu_pct <= 100
+    assert host.ram_total_bytes
+    assert host.ram_total_bytes > 0
+    assert host.ram_used_bytes is not None
+    assert 0 < host.ram_used_bytes <= host.ram_total_bytes
+    assert host.cpu_pct is not None
+    assert 0 <= host.cpu_pct <= 100
     assert host.swap_total_bytes is not None

@@ -1,0 +1,77 @@
+"""`aitherctl status`: one look at the stack (Rich), `--json` for scripts, `--watch` for logs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from aitherctl.cli.output import Output
+
+
+def status(  # noqa: PLR0917 - Typer passes options by position
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout (schema 1).")
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", "-w",
+            help="Print plain lines every --interval seconds (any terminal, fit for logs).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", "-n", min=0.2, help="Seconds between --watch readings.")
+    ] = 2.0,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop --watch after this many readings.")
+    ] = None,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="Do not read NVML.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.05, help="Seconds to wait for each server's metrics."),
+    ] = 1.0,
+) -> None:
+    """Show the active profile, GPUs, services, their load and the host, once or repeatedly.
+
+    Exit code 0 even when Docker or the GPU cannot be read: that is part of the status shown
+    (`docker_error`, `gpu_error` in --json).
+    """
+    from aitherctl.core.monitor_model import snapshot_to_dict
+    from aitherctl.ops.monitor import build_collector
+
+    output = Output(json_mode=json_output)
+    collector, _ = build_collector(use_gpu=not no_gpu, scrape_timeout_s=timeout)
+    if not watch:
+        snapshot = collector.collect()
+        if json_output:
+            output.data(snapshot_to_dict(snapshot))
+        else:
+            from aitherctl.tui.render import status_renderable
+
+            output.print(status_renderable(snapshot))
+        return
+
+    from aitherctl.tui.render import plain_lines
+
+    done = 0
+    try:
+        while True:
+            started = time.monotonic()
+            snapshot = collector.collect()
+            if json_output:
+                output.data(snapshot_to_dict(snapshot))
+            else:
+                for line in plain_lines(snapshot):
+                    output.print(line, markup=False, highlight=False)
+            done += 1
+            if count is not None and done >= count:
+                return
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
