@@ -77,7 +77,8 @@ class DockerEngine:
             ) from None
         return cls(client, namespace)
 
-    def _call(self, what: str, action: Callable[[], T]) -> T:
+    def call(self, what: str, action: Callable[[], T]) -> T:
+        """Run one SDK call; its errors become aitherctl's (`what` names it in the message)."""
         try:
             return action()
         except docker.errors.NotFound as exc:
@@ -92,19 +93,19 @@ class DockerEngine:
     # ---- reading ----------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        return self._call("docker info", self.client.info)
+        return self.call("docker info", self.client.info)
 
     def version(self) -> dict[str, Any]:
-        return self._call("docker version", self.client.version)
+        return self.call("docker version", self.client.version)
 
     def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]:
         filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]}
-        found = self._call(
+        found = self.call(
             "listing containers", lambda: self.client.api.containers(all=True, filters=filters)
         )
         result = []
         for item in found:
-            attrs = self._call(
+            attrs = self.call(
                 "inspecting a container",
                 lambda item=item: self.client.api.inspect_container(item["Id"]),
             )
@@ -130,7 +131,7 @@ class DockerEngine:
         )
 
     def get(self, container_id: str) -> ManagedContainer:
-        attrs = self._call(
+        attrs = self.call(
             "inspecting a container", lambda: self.client.api.inspect_container(container_id)
         )
         return self._to_managed(attrs, with_pids=False)
@@ -154,7 +155,7 @@ class DockerEngine:
 
     def published_ports(self) -> dict[tuple[str, int], str]:
         """(host IP, host port) → container name, for every running container on the engine."""
-        found = self._call("listing containers", lambda: self.client.api.containers())
+        found = self.call("listing containers", lambda: self.client.api.containers())
         ports: dict[tuple[str, int], str] = {}
         for item in found:
             name = (item.get("Names") or ["?"])[0].lstrip("/")
@@ -178,19 +179,19 @@ class DockerEngine:
         repository, _, tag = (
             image.rpartition(":") if ":" in image.rsplit("/", maxsplit=1)[-1] else (image, "", "")
         )
-        self._call(
+        self.call(
             f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest")
         )
 
     def logs(self, container_id: str, tail: int | str = 100) -> str:
-        data = self._call(
+        data = self.call(
             "reading logs",
             lambda: self.client.api.logs(container_id, stdout=True, stderr=True, tail=tail),
         )
         return data.decode("utf-8", "replace")
 
     def follow_logs(self, container_id: str, tail: int = 100) -> Iterator[str]:
-        stream = self._call(
+        stream = self.call(
             "reading logs",
             lambda: self.client.api.logs(
                 container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail
@@ -226,7 +227,7 @@ class DockerEngine:
             # stop timeout (a server that runs as PID 1 has no default signal handlers).
             init=True,
         )
-        created = self._call(
+        created = self.call(
             f"creating {name}",
             lambda: self.client.api.create_container(
                 image=spec.image,
@@ -242,11 +243,11 @@ class DockerEngine:
         return str(created["Id"])
 
     def start(self, container_id: str) -> None:
-        self._call("starting a container", lambda: self.client.api.start(container_id))
+        self.call("starting a container", lambda: self.client.api.start(container_id))
 
     def keep_restarting(self, container_id: str) -> None:
         """Once a service is ready, Docker restarts it if it crashes or the engine restarts."""
-        self._call(
+        self.call(
             "setting the restart policy",
             lambda: self.client.api.update_container(
                 container_id, restart_policy={"Name": "unless-stopped"}
@@ -255,19 +256,19 @@ class DockerEngine:
 
     def stop(self, container_id: str, timeout: int = STOP_TIMEOUT_S) -> None:
         with contextlib.suppress(NotFoundError):
-            self._call(
+            self.call(
                 "stopping a container", lambda: self.client.api.stop(container_id, timeout=timeout)
             )
 
     def remove(self, container_id: str) -> None:
         with contextlib.suppress(NotFoundError):
-            self._call(
+            self.call(
                 "removing a container",
                 lambda: self.client.api.remove_container(container_id, force=True),
             )
 
     def rename(self, container_id: str, name: str) -> None:
-        self._call("renaming a container", lambda: self.client.api.rename(container_id, name))
+        self.call("renaming a container", lambda: self.client.api.rename(container_id, name))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

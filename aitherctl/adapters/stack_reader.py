@@ -91,7 +91,7 @@ class DockerStackSource:
         filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={engine.namespace}"]}
         api = engine.client.api
         events, touched = self._events(engine, filters)
-        listed = engine._call(
+        listed = engine.call(
             "listing containers", lambda: api.containers(all=True, filters=filters)
         )
         containers: list[ManagedContainer] = []
@@ -123,7 +123,7 @@ class DockerStackSource:
 
     @staticmethod
     def _inspect(engine: Any, container_id: str) -> tuple[ManagedContainer, str | None, int | None]:
-        attrs = engine._call(
+        attrs = engine.call(
             "inspecting a container", lambda: engine.client.api.inspect_container(container_id)
         )
         state = attrs.get("State") or {}
