@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -18,7 +17,7 @@ from aitherctl.errors import AitherError, ExitCode
 class AitherGroup(TyperGroup):
     """Turns `AitherError` into one line on stderr and its exit code, for every command."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except AitherError as exc:

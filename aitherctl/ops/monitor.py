@@ -395,10 +395,26 @@ class LedgerLog:
         return self._cached[-limit:]
 
 
+class SwitchJournalLog:
+    """Switches, rollbacks and `down`s from the switch journal (`aitherctl.adapters.journal`)."""
+
+    KINDS = {"switch": LogKind.SWITCH, "rollback": LogKind.SWITCH, "down": LogKind.ACTION}
+
+    def recent(self, limit: int) -> Sequence[LogEntry]:
+        from aitherctl.adapters import journal
+
+        return [
+            LogEntry(datetime.fromtimestamp(entry.ts, UTC),
+                     self.KINDS.get(entry.kind, LogKind.INFO), entry.message)
+            for entry in journal.recent(limit)
+        ]
+
+
 def ledger_log_sources() -> list[LogSource]:
     """The ledger as a log source when the routing layer is installed; none otherwise."""
+    sources: list[LogSource] = [SwitchJournalLog()]
     try:
         from aitherctl.adapters.ledger import Ledger
     except ImportError:
-        return []
-    return [LedgerLog(Ledger())]
+        return sources
+    return [*sources, LedgerLog(Ledger())]

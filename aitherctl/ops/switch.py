@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.http_probe import probe, probe_host
 from aitherctl.adapters.ports import port_is_free
@@ -213,6 +214,10 @@ def apply_plan(engine: DockerEngine, prepared: Prepared, progress: Progress) -> 
         if failed:
             _rollback(engine, created, aside, progress)
             first = failed[0]
+            journal.record(
+                "rollback", plan.profile,
+                f"switch to {plan.profile} failed ({first.service}: {first.detail}); rolled back",
+            )
             detail = first.log_tail and f"last lines of {first.service}'s log:\n{first.log_tail}"
             restored = ", ".join(item.service for item, _ in aside) or "nothing to restore"
             raise SwitchFailedError(
@@ -227,6 +232,12 @@ def apply_plan(engine: DockerEngine, prepared: Prepared, progress: Progress) -> 
     for item, _ in aside:
         engine.remove(item.id)
     result.seconds = time.monotonic() - started
+    counts = {action: len(plan.of(action)) for action in Action}
+    journal.record(
+        "switch", plan.profile,
+        f"{plan.profile}: {counts[Action.START]} started, {counts[Action.RECREATE]} recreated, "
+        f"{counts[Action.STOP]} stopped, {counts[Action.KEEP]} kept in {result.seconds:.1f}s",
+    )
     return result
 
 
@@ -462,6 +473,8 @@ def down(
             with ThreadPoolExecutor(max_workers=min(8, len(chosen))) as pool:
                 for future in [pool.submit(stop, item) for item in chosen]:
                     future.result()
+            names = ", ".join(sorted({item.service for item in chosen}))
+            journal.record("down", None, f"stopped {names}")
         return sorted({item.service for item in chosen})
 
 

@@ -192,3 +192,20 @@ def test_docker_unreachable_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 7
     assert result.stderr.startswith("error: cannot reach the Docker engine at unix://")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_switches_and_rollbacks_are_journaled_for_the_monitor(
+    clean_namespace, write_profile, base_image
+) -> None:
+    from aitherctl.ops.monitor import SwitchJournalLog
+
+    ports = [free_port() for _ in range(2)]
+    write_profile("ok", services={"web": web_service(ports[0])})
+    write_profile("nok", services={"web": web_service(ports[0]),
+                                   "bad": web_service(ports[1], health="/missing", timeout=3)})
+    assert run_cli("profile", "switch", "ok", "--yes").returncode == 0
+    assert run_cli("profile", "switch", "nok", "--yes").returncode == 6
+    messages = [entry.message for entry in SwitchJournalLog().recent(10)]
+    assert messages[0].startswith("ok: 1 started, 0 recreated, 0 stopped, 0 kept in ")
+    assert messages[1].startswith("switch to nok failed (bad: not ready after 3s")
+    assert messages[1].endswith("rolled back")
