@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from aitherctl.adapters.chat import HttpClients
 from aitherctl.core.routing import QUEUE_METRICS, Candidate
 
 DEFAULT_PROBE_TIMEOUT_S = 0.5
@@ -119,10 +120,10 @@ class FailureMemory:
 
 
 class BackendProbe:
-    """Health and queue checks through one shared `httpx.Client` (keep-alive to each server)."""
+    """Health and queue checks through the clients the requests use (keep-alive to each server)."""
 
-    def __init__(self, client: httpx.Client, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> None:
-        self.client = client
+    def __init__(self, clients: HttpClients, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S) -> None:
+        self.clients = clients
         self.timeout_s = timeout_s
 
     def health(self, candidate: Candidate) -> str | None:
@@ -131,7 +132,9 @@ class BackendProbe:
             return None
         path = "/" + candidate.health_url.split("/", 3)[-1]
         try:
-            answer = self.client.get(candidate.health_url, timeout=self.timeout_s)
+            answer = self.clients.for_url(candidate.health_url).get(
+                candidate.health_url, timeout=self.timeout_s
+            )
         except httpx.ConnectError:
             return "health: connection refused"
         except httpx.TimeoutException:
@@ -147,7 +150,9 @@ class BackendProbe:
         if not candidate.metrics_url or candidate.queue_metric is None:
             return None
         try:
-            answer = self.client.get(candidate.metrics_url, timeout=self.timeout_s)
+            answer = self.clients.for_url(candidate.metrics_url).get(
+                candidate.metrics_url, timeout=self.timeout_s
+            )
         except httpx.HTTPError:
             return None
         if not answer.is_success:

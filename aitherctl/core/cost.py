@@ -18,6 +18,7 @@ DEFAULT_WARN_FRACTION = 0.8
 # OpenAI, Llama, Qwen, Gemma and DeepSeek families with room to spare.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
 TEMPLATE_TOKENS_PER_REQUEST = 16
+WARN_AT_HELP = "budget.warn_at must be a fraction (0.8) or a percentage (80%)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +87,9 @@ def parse_budget(section: dict[str, Any]) -> Budget:
         try:
             warn = float(warn.strip()[:-1]) / 100
         except ValueError:
-            raise ValueError("budget.warn_at must be a fraction (0.8) or a percentage (80%)") from None
+            raise ValueError(WARN_AT_HELP) from None
     if isinstance(warn, bool) or not isinstance(warn, int | float) or not 0 < warn <= 1:
-        raise ValueError("budget.warn_at must be a fraction (0.8) or a percentage (80%)")
+        raise ValueError(WARN_AT_HELP)
     return Budget(daily_usd=float(daily), warn_fraction=float(warn))
 
 

@@ -39,8 +39,8 @@ _REASONING_GROUPS: tuple[tuple[float, re.Pattern[str], str], ...] = (
         4.0,
         re.compile(
             r"\b(design|architect\w*|trade-?offs?|scal(e|able|ability)|root cause|diagnos\w+|"
-            r"deadlocks?|race condition|threat model|consisten(cy|t)|fault[- ]toleran\w+|leak(s|ing)?|"
-            r"what could cause|hypothes[ie]s|intermittent(ly)?|hangs?|bottleneck)\b",
+            r"deadlocks?|race condition|threat model|consisten(cy|t)|fault[- ]toleran\w+|"
+            r"leak(s|ing)?|what could cause|hypothes[ie]s|intermittent(ly)?|hangs?|bottleneck)\b",
             re.IGNORECASE,
         ),
         "design or diagnosis",
@@ -90,16 +90,20 @@ _SIMPLE = re.compile(
 )
 
 _TECH_TERMS = frozenset(
-    """
-    algorithm api async await backend bandwidth batch bcrypt b-tree cache caching cdn ci
-    cluster compiler concurrency consensus container cpu crdt cryptographic csrf cuda database
-    deadlock distributed dns docker encryption endpoint gc gpu graphql grpc hash heap http https
-    idempotent index indexing inference jvm jwt kafka kernel kubernetes kv latency ledger lock
-    lock-free memory microservice microservices mutex mvcc nginx oauth orm p95 p99 parallelism
-    partition partitions pipeline pod pods postgresql protocol queue raft redis regex replication
-    rest runtime rust schema sharding snapshot sql ssl sync tcp thread threads throughput tls
-    tokenizer transaction transformer udp vllm vpc wal websocket
-    """.split()
+    (
+        "algorithm", "api", "async", "await", "backend", "bandwidth", "batch", "bcrypt",
+        "b-tree", "cache", "caching", "cdn", "ci", "cluster", "compiler", "concurrency",
+        "consensus", "container", "cpu", "crdt", "cryptographic", "csrf", "cuda", "database",
+        "deadlock", "distributed", "dns", "docker", "encryption", "endpoint", "gc", "gpu",
+        "graphql", "grpc", "hash", "heap", "http", "https", "idempotent", "index", "indexing",
+        "inference", "jvm", "jwt", "kafka", "kernel", "kubernetes", "kv", "latency", "ledger",
+        "lock", "lock-free", "memory", "microservice", "microservices", "mutex", "mvcc",
+        "nginx", "oauth", "orm", "p95", "p99", "parallelism", "partition", "partitions",
+        "pipeline", "pod", "pods", "postgresql", "protocol", "queue", "raft", "redis", "regex",
+        "replication", "rest", "runtime", "rust", "schema", "sharding", "snapshot", "sql",
+        "ssl", "sync", "tcp", "thread", "threads", "throughput", "tls", "tokenizer",
+        "transaction", "transformer", "udp", "vllm", "vpc", "wal", "websocket",
+    )
 )
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+\-]*")
@@ -176,7 +180,8 @@ def score_effort(prompt: str, system: str | None = None) -> EffortScore:
 
     frontier_hits = {m.group(0).lower() for m in _FRONTIER.finditer(text)}
     if frontier_hits:
-        add(min(3.0, 1.0 * len(frontier_hits)), f"breadth/stakes ({', '.join(sorted(frontier_hits))})")
+        hits = ", ".join(sorted(frontier_hits))
+        add(min(3.0, 1.0 * len(frontier_hits)), f"breadth/stakes ({hits})")
 
     fences = len(_CODE_FENCE.findall(text)) // 2
     code_lines = len(_CODE_LINE.findall(text))
@@ -211,7 +216,7 @@ def score_effort(prompt: str, system: str | None = None) -> EffortScore:
 
     total = 1.0 + points
     score = max(MIN_EFFORT, min(MAX_EFFORT, math.floor(total + 0.5)))
-    if FRONTIER_FLOOR <= score and not frontier_hits and total < FRONTIER_FLOOR + 3:
+    if score >= FRONTIER_FLOOR and not frontier_hits and total < FRONTIER_FLOOR + 3:
         # The frontier is for breadth, stakes or novelty, not only for many markers at once.
         score = FRONTIER_FLOOR - 1
         reasons.append(f"capped at {score}: no breadth/stakes marker")

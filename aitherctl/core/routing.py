@@ -287,7 +287,8 @@ def build_routing(profile: Profile) -> RoutingTable:
         raise fail("`routing` must be a mapping (routing: {tiers: ...})")
     unknown = set(section) - ROUTING_KEYS
     if unknown:
-        raise fail(f"routing: unknown keys {sorted(unknown)} (known: {', '.join(sorted(ROUTING_KEYS))})")
+        known = ", ".join(sorted(ROUTING_KEYS))
+        raise fail(f"routing: unknown keys {sorted(unknown)} (known: {known})")
     classifier = section.get("classifier", "heuristic")
     if classifier not in ("heuristic", "model"):
         raise fail("routing.classifier must be `heuristic` or `model`")
@@ -326,7 +327,8 @@ def _parse_tiers(
             raise fail(f"{where} must be a mapping with effort and candidates")
         unknown = set(spec) - TIER_KEYS
         if unknown:
-            raise fail(f"{where}: unknown keys {sorted(unknown)} (known: {', '.join(sorted(TIER_KEYS))})")
+            known = ", ".join(sorted(TIER_KEYS))
+            raise fail(f"{where}: unknown keys {sorted(unknown)} (known: {known})")
         low, high = _parse_effort(spec.get("effort"), where, fail)
         for effort in range(low, high + 1):
             if effort in covered:
@@ -378,7 +380,8 @@ def _resolve_candidate(
     else:
         raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`")
     if name in profile.services and name not in backends:
-        raise fail(f"{where}: service {name!r} is a {profile.services[name].engine} service, not a chat model")
+        engine = profile.services[name].engine
+        raise fail(f"{where}: service {name!r} is a {engine} service, not a chat model")
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none"
         raise fail(f"{where}: no service or endpoint {name!r} (known: {known})")
@@ -408,14 +411,17 @@ def static_skip_reason(candidate: Candidate, ctx: RouteContext) -> str | None:
 
     The budget is checked separately (it needs the request's worst case and today's spend).
     """
-    if candidate.origin == "service" and ctx.running is not None:
-        if candidate.name not in ctx.running:
-            if candidate.on_demand:
-                return (
-                    "on-demand service not running (run does not start it; start it first, "
-                    f"e.g. `aitherctl up {candidate.name}`)"
-                )
-            return "service not running in the active profile"
+    if (
+        candidate.origin == "service"
+        and ctx.running is not None
+        and candidate.name not in ctx.running
+    ):
+        if candidate.on_demand:
+            return (
+                "on-demand service not running (run does not start it; start it first, "
+                f"e.g. `aitherctl up {candidate.name}`)"
+            )
+        return "service not running in the active profile"
     if ctx.local_only and not candidate.local:
         return "--local-only: endpoint leaves the machine"
     if candidate.api_key_env and candidate.api_key_env not in ctx.env_keys:
@@ -431,5 +437,6 @@ def queue_skip_reason(candidate: Candidate, waiting: float | None, tier: Tier) -
     if tier.max_queue is None or waiting is None:
         return None
     if waiting > tier.max_queue:
-        return f"queue {waiting:g} waiting > max_queue {tier.max_queue:g} ({candidate.queue_metric})"
+        metric = candidate.queue_metric
+        return f"queue {waiting:g} waiting > max_queue {tier.max_queue:g} ({metric})"
     return None

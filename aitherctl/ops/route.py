@@ -10,6 +10,7 @@ never completed by another model. Every request ends as one ledger row.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,13 +36,23 @@ from aitherctl.core.routing import (
 from aitherctl.errors import AitherError, ConfigError, ExitCode, UsageError
 
 if TYPE_CHECKING:
-    import httpx
-
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
+    from aitherctl.adapters.chat import HttpClients
     from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.ledger import Ledger
     from aitherctl.core.loader import ProfileCatalog
     from aitherctl.core.profile import Profile
+
+
+CLASSIFIER_TIMEOUT_S = 3.0
+CLASSIFIER_PROMPT = (
+    "Rate how much model capability the user's request needs, from 1 (a greeting or a one-fact "
+    "answer) to 10 (long, research-level or high-stakes work). Reply with the number only."
+)
+
+# Failures that say something about the backend, not about this request: remembered so the next
+# run skips it at once. A 4xx (a bad key, an unknown model, a prompt too long) is not.
+REMEMBERED_FAILURES = frozenset({"refused", "timeout", "http_5xx", "http_429", "bad_stream"})
 
 
 class BackendFailedError(AitherError):
@@ -244,7 +255,7 @@ class Router:
         profile: Profile,
         table: RoutingTable,
         *,
-        client: httpx.Client,
+        clients: HttpClients,
         probe: BackendProbe,
         memory: FailureMemory,
         ledger: Ledger,
@@ -255,7 +266,7 @@ class Router:
     ) -> None:
         self.profile = profile
         self.table = table
-        self.client = client
+        self.clients = clients
         self.probe = probe
         self.memory = memory
         self.ledger = ledger
@@ -282,10 +293,7 @@ class Router:
         else:
             effort = score_effort(options.prompt, options.system)
             if self.table.classifier == "model":
-                effort = EffortScore(
-                    effort.score, effort.points,
-                    (*effort.reasons, "classifier: model is not available yet; heuristic used"),
-                )
+                effort = self._grade_with_model(options, effort)
         tier = self.table.tier(options.tier) if options.tier else self.table.tier_for(effort.score)
         if options.backend:
             candidates: tuple[Candidate, ...] = (self.table.backend(options.backend),)
@@ -302,6 +310,45 @@ class Router:
             tier_forced=options.tier is not None,
             candidates=candidates,
             max_tokens=max_tokens,
+        )
+
+    def _grade_with_model(self, options: RunOptions, heuristic: EffortScore) -> EffortScore:
+        """`routing.classifier: model`: the first local candidate of the lowest tier grades the
+        prompt 1-10 (one short, greedy request); on any failure or after CLASSIFIER_TIMEOUT_S the
+        heuristic score stands."""
+        from aitherctl.adapters.chat import ChatError, ChatRequest, stream_chat
+
+        ctx = RouteContext(
+            running=self.stack.running_services(self.profile.name),
+            env_keys=frozenset(),
+            local_only=True,
+        )
+        grader = next(
+            (c for c in self.table.tiers[0].candidates if static_skip_reason(c, ctx) is None),
+            None,
+        )
+        if grader is None:
+            return _with_reason(heuristic, "classifier: no local model to grade; heuristic used")
+        request = ChatRequest(
+            prompt=options.prompt[:4000], system=CLASSIFIER_PROMPT, max_tokens=4, temperature=0.0
+        )
+        try:
+            answer = stream_chat(
+                self.clients, grader, request, lambda _: None,
+                read_timeout_s=CLASSIFIER_TIMEOUT_S,
+            )
+        except ChatError as exc:
+            return _with_reason(heuristic, f"classifier: {grader.name} failed ({exc.message}); "
+                                           "heuristic used")
+        match = re.search(r"\b(10|[1-9])\b", answer.text)
+        if match is None:
+            return _with_reason(heuristic, f"classifier: {grader.name} gave no grade; "
+                                           "heuristic used")
+        score = int(match.group(1))
+        return EffortScore(
+            score, float(score),
+            (f"graded {score} by {grader.name} ({grader.model})",
+             f"heuristic would say {heuristic.score}"),
         )
 
     def _context(self, choice: Choice, options: RunOptions) -> RouteContext:
@@ -405,11 +452,13 @@ class Router:
                 continue
             try:
                 result = stream_chat(
-                    self.client, candidate, request, on_text, read_timeout_s=choice.tier.timeout_s
+                    self.clients, candidate, request, on_text,
+                    read_timeout_s=choice.tier.timeout_s,
                 )
             except ChatError as exc:
                 if not exc.partial:
-                    self.memory.remember(candidate, exc.message)
+                    if exc.kind in REMEMBERED_FAILURES:
+                        self.memory.remember(candidate, exc.message)
                     state.attempts.append(
                         Attempt(candidate.name, candidate.model, "error", exc.message,
                                 exc.ttft_s, exc.elapsed_s)
@@ -547,6 +596,10 @@ class Router:
         )
 
 
+def _with_reason(effort: EffortScore, reason: str) -> EffortScore:
+    return EffortScore(effort.score, effort.points, (*effort.reasons, reason))
+
+
 def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
     lines = []
     for attempt in attempts:
@@ -557,22 +610,24 @@ def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
 
 @contextmanager
 def open_router(profile: Profile, stack: StackView | None = None) -> Iterator[Router]:
-    """A Router with real adapters: one keep-alive httpx client shared by probes and requests,
+    """A Router with real adapters: keep-alive httpx clients shared by probes and requests,
     the failure memory in the user's state folder, the ledger in the user's data folder."""
-    import httpx
-
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
+    from aitherctl.adapters.chat import HttpClients
     from aitherctl.adapters.ledger import Ledger
     from aitherctl.core.routing import build_routing
 
     table = build_routing(profile)
-    with httpx.Client(follow_redirects=False) as client:
+    clients = HttpClients()
+    try:
         yield Router(
             profile,
             table,
-            client=client,
-            probe=BackendProbe(client),
+            clients=clients,
+            probe=BackendProbe(clients),
             memory=FailureMemory(),
             ledger=Ledger(),
             stack=stack,
         )
+    finally:
+        clients.close()

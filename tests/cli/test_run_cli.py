@@ -198,3 +198,30 @@ def test_usage_bad_since() -> None:
     result = invoke("usage", "--since", "yesterday-ish")
     assert result.exit_code == 2
     assert "--since 'yesterday-ish'" in result.stderr
+
+
+def test_failure_mid_answer_keeps_partial_text_and_exits_9(
+    write_profile: Callable[..., Path],
+) -> None:
+    with chat_double(mode="broken_after") as flaky, chat_double() as spare:
+        write_profile(
+            "flaky",
+            f"""
+            name: flaky
+            services: {{}}
+            endpoints:
+              flaky: {{base_url: "{flaky.root}/v1", model: m1}}
+              spare: {{base_url: "{spare.root}/v1", model: m2}}
+            routing:
+              tiers:
+                all: {{effort: 1-10, candidates: [flaky, spare]}}
+            """,
+        )
+        result = invoke("run", "-p", "flaky", "hi")
+        assert not spare.state.requests
+    assert result.exit_code == 9
+    assert result.stdout == "Hello from\n"
+    assert result.stderr.splitlines()[0] == (
+        "error: flaky (m1) failed after the answer had started: stream ended without "
+        "[DONE]; the partial answer is all there is"
+    )

@@ -10,7 +10,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ from tests.integration.routing_helpers import FixedStack, router_for
 
 
 @pytest.fixture(autouse=True)
-def _private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AITHER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("AITHER_CACHE_DIR", str(tmp_path / "cache"))
-    yield
+    monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))
 
 
 def _two_endpoints(first: str, second: str, *, timeout: float = 2.0, extra: str = "") -> str:
@@ -101,7 +99,8 @@ def test_error_after_tokens_stops_and_never_splices(tmp_path: Path) -> None:
         assert not good.state.requests, "the second backend must not be asked"
     err = caught.value
     assert err.exit_code == 9
-    assert "first" in err.message and "after the answer had started" in err.message
+    assert "first" in err.message
+    assert "after the answer had started" in err.message
     assert err.result is not None
     assert err.result.answer == "Hello from" == "".join(pieces)
     assert err.result.outcome == "partial"
@@ -222,7 +221,8 @@ def test_local_only_and_missing_key_skip_cloud(
         sent_auth = cloud.state.headers[-1]["authorization"]
     assert no_key.attempts[0].reason == "$DOUBLE_CLOUD_KEY is not set"
     assert local_only.attempts[0].reason == "--local-only: endpoint leaves the machine"
-    assert with_key.backend == "cloud" and with_key.cost_usd > 0
+    assert with_key.backend == "cloud"
+    assert with_key.cost_usd > 0
     assert sent_auth == "Bearer sk-secret-123"
     ledger = Ledger()
     stored = ledger.path.read_bytes()
@@ -247,10 +247,13 @@ def test_ollama_double_through_openai_compat(tmp_path: Path) -> None:
             result = router.run(RunOptions("hi", system="be brief", temperature=0.2), print)
         body = ollama.state.requests[0]
     assert result.answer == "Hello from the double."
-    assert result.tokens_out == 5 and result.tokens_in is not None
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert result.tokens_out == 5
+    assert result.tokens_in is not None
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
     assert body["messages"][0] == {"role": "system", "content": "be brief"}
-    assert body["temperature"] == 0.2 and body["model"] == "llama3.2:1b"
+    assert body["temperature"] == 0.2
+    assert body["model"] == "llama3.2:1b"
 
 
 def test_json_shape_and_ledger_row(tmp_path: Path) -> None:
@@ -263,16 +266,21 @@ def test_json_shape_and_ledger_row(tmp_path: Path) -> None:
         "answer", "effort", "tier", "backend", "model", "attempts", "tokens", "ttft_s",
         "total_s", "cost_usd", "outcome",
     }
-    assert data["effort"]["score"] == 2 and data["tier"] == "all"
+    assert data["effort"]["score"] == 2
+    assert data["tier"] == "all"
     assert data["attempts"][0]["outcome"] == "ok"
     assert data["tokens"] == {"in": result.tokens_in, "out": 5}
-    assert data["ttft_s"] > 0 and data["total_s"] >= data["ttft_s"]
+    assert data["ttft_s"] > 0
+    assert data["total_s"] >= data["ttft_s"]
     (row,) = Ledger().rows_since(0)
     assert (row.profile, row.effort, row.tier, row.backend, row.model) == (
         "duo", 2, "all", "first", "m1"
     )
-    assert row.outcome == "ok" and row.tokens_out == 5 and row.prompt is None
-    assert row.prompt_sha256 and len(row.prompt_sha256) == 64
+    assert row.outcome == "ok"
+    assert row.tokens_out == 5
+    assert row.prompt is None
+    assert row.prompt_sha256
+    assert len(row.prompt_sha256) == 64
 
 
 def test_service_not_running_is_skipped(tmp_path: Path) -> None:
@@ -299,7 +307,37 @@ def test_service_not_running_is_skipped(tmp_path: Path) -> None:
             choice, verdicts = router.explain(RunOptions("hi"))
             result = router.run(RunOptions("hi"), lambda _: None)
         assert len(good.state.requests) == 1  # explain sent nothing
-    assert not verdicts[0].usable and "on-demand" in (verdicts[0].reason or "")
+    assert not verdicts[0].usable
+    assert "on-demand" in (verdicts[0].reason or "")
     assert verdicts[1].usable
     assert choice.tier.name == "all"
     assert result.backend == "fast"
+
+
+def test_model_classifier_grades_and_falls_back(tmp_path: Path) -> None:
+    with chat_double(words=("7",)) as grader, chat_double() as main:
+        text = f"""
+            name: graded
+            services: {{}}
+            routing:
+              classifier: model
+              tiers:
+                low: {{effort: 1-5, candidates: [grader, main]}}
+                high: {{effort: 6-10, candidates: [main]}}
+            endpoints:
+              grader: {{base_url: "{grader.root}/v1", model: tiny}}
+              main: {{base_url: "{main.root}/v1", model: big}}
+        """
+        with router_for(tmp_path, "graded", text) as router:
+            graded = router.run(RunOptions("hi"), lambda _: None)
+            grader.state.mode = "http500"
+            fallback = router.run(RunOptions("hi"), lambda _: None)
+        grading_request = grader.state.requests[0]
+    assert graded.effort.score == 7
+    assert graded.tier == "high"
+    assert graded.effort.reasons[0] == "graded 7 by grader (tiny)"
+    assert grading_request["max_tokens"] == 4
+    assert grading_request["temperature"] == 0.0
+    assert fallback.effort.score == 1
+    assert "classifier: grader failed (HTTP 500" in fallback.effort.reasons[-1]
+    assert fallback.backend == "main"

@@ -12,13 +12,23 @@ from aitherctl.core.effort import MAX_EFFORT, MIN_EFFORT, score_effort
 from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
 DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
+HOLDOUT = Path(__file__).parent.parent / "data" / "effort_holdout.yaml"
 TIERS = [name for name, _ in DEFAULT_TIER_EFFORTS]
 
 
-def _labelled() -> list[dict[str, str]]:
-    rows = yaml.safe_load(DATA.read_text(encoding="utf-8"))
+def _labelled(path: Path = DATA) -> list[dict[str, str]]:
+    rows = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(rows, list)
     return rows
+
+
+def _agreement(rows: list[dict[str, str]]) -> tuple[float, float]:
+    exact = near = 0
+    for row in rows:
+        got = tier_for_effort_default(score_effort(row["prompt"]).score)
+        exact += got == row["tier"]
+        near += abs(TIERS.index(got) - TIERS.index(row["tier"])) <= 1
+    return exact / len(rows), near / len(rows)
 
 
 def test_labelled_set_is_large_and_covers_every_tier() -> None:
@@ -30,16 +40,18 @@ def test_labelled_set_is_large_and_covers_every_tier() -> None:
 
 
 def test_agreement_with_labelled_set() -> None:
-    rows = _labelled()
-    exact = near = 0
-    for row in rows:
-        got = tier_for_effort_default(score_effort(row["prompt"]).score)
-        exact += got == row["tier"]
-        near += abs(TIERS.index(got) - TIERS.index(row["tier"])) <= 1
-    # Measured 95% exact on this set when this test was written; the floor leaves room for
-    # tuning without letting the heuristic silently decay.
-    assert exact / len(rows) >= 0.88
-    assert near / len(rows) >= 0.99
+    exact, near = _agreement(_labelled())
+    # Measured 95% exact on this set (which it was tuned on) when this test was written; the
+    # floor leaves room for tuning without letting the heuristic silently decay.
+    assert exact >= 0.88
+    assert near >= 0.99
+
+
+def test_agreement_with_holdout_set() -> None:
+    # Written after tuning and never tuned against: measured 89% exact, 100% within one tier.
+    exact, near = _agreement(_labelled(HOLDOUT))
+    assert exact >= 0.8
+    assert near >= 0.97
 
 
 @pytest.mark.parametrize(
@@ -60,7 +72,8 @@ def test_bounds_and_reasons() -> None:
     huge = "Prove rigorously and design a complete production-ready system. " * 400
     result = score_effort(huge)
     assert result.score == MAX_EFFORT
-    assert result.reasons and all(reason[0] in "+-" or "capped" in reason for reason in result.reasons)
+    assert result.reasons
+    assert all(reason[0] in "+-" or "capped" in reason for reason in result.reasons)
 
 
 def test_deterministic() -> None:

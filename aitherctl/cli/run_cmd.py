@@ -1,0 +1,225 @@
+"""`aitherctl run`: send a prompt through the routing layer and stream the answer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from aitherctl.cli import runtime
+from aitherctl.cli.output import Output
+from aitherctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from aitherctl.ops.route import Choice, RunResult, Verdict
+
+
+def _read_prompt(prompt: str | None, file: Path | None) -> str:
+    if prompt is not None and file is not None:
+        raise UsageError("give the prompt as an argument or with -f FILE, not both")
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{file} is not UTF-8 text") from None
+    elif prompt is not None and prompt != "-":
+        text = prompt
+    elif prompt == "-" or not sys.stdin.isatty():
+        text = sys.stdin.read()
+    else:
+        raise UsageError('no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE')
+    if not text.strip():
+        raise UsageError("the prompt is empty")
+    return text
+
+
+def status_line(result: RunResult) -> str:
+    """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`"""
+    parts = [f"effort {result.effort.score}", result.tier]
+    if result.backend:
+        parts.append(f"{result.backend} ({result.model})")
+    parts.append(f"ttft {result.ttft_s:.2f}s" if result.ttft_s is not None else "ttft N/A")
+    rate = result.tokens_per_s
+    parts.append(f"{rate:.0f} tok/s" if rate is not None else "tok/s N/A")
+    parts.append(f"${result.cost_usd:.4f}")
+    skipped = sum(1 for a in result.attempts if a.outcome != "ok")
+    if skipped:
+        parts.append(f"{skipped} skipped/failed before")
+    return " · ".join(parts)
+
+
+def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
+    return {
+        "profile": choice.profile,
+        "effort": {
+            "score": choice.effort.score,
+            "forced": choice.effort_forced,
+            "reasons": list(choice.effort.reasons),
+        },
+        "tier": {
+            "name": choice.tier.name,
+            "forced": choice.tier_forced,
+            "effort": [choice.tier.effort_min, choice.tier.effort_max],
+            "max_queue": choice.tier.max_queue,
+        },
+        "max_tokens": choice.max_tokens,
+        "candidates": [
+            {
+                "backend": v.candidate.name,
+                "origin": v.candidate.origin,
+                "engine": v.candidate.engine,
+                "model": v.candidate.model,
+                "url": v.candidate.base_url,
+                "local": v.candidate.local,
+                "would": ("use" if v.usable and first else "fall back to") if v.usable else "skip",
+                "reason": v.reason,
+            }
+            for first, v in _firsts(verdicts)
+        ],
+    }
+
+
+def _firsts(verdicts: list[Verdict]) -> list[tuple[bool, Verdict]]:
+    seen = False
+    marked = []
+    for verdict in verdicts:
+        marked.append((verdict.usable and not seen, verdict))
+        seen = seen or verdict.usable
+    return marked
+
+
+def _print_explain(out: Output, data: dict[str, object]) -> None:
+    effort = data["effort"]
+    tier = data["tier"]
+    assert isinstance(effort, dict)
+    assert isinstance(tier, dict)
+    forced = " (forced)" if effort["forced"] else ""
+    out.print(f"profile  {data['profile']}", markup=False)
+    out.print(f"effort   {effort['score']}/10{forced}", markup=False)
+    for reason in effort["reasons"]:
+        out.print(f"         {reason}", markup=False)
+    low, high = tier["effort"]
+    tier_forced = " (forced)" if tier["forced"] else ""
+    out.print(f"tier     {tier['name']} (effort {low}-{high}){tier_forced}", markup=False)
+    out.print("candidates (in order; nothing was sent):", markup=False)
+    candidates = data["candidates"]
+    assert isinstance(candidates, list)
+    for index, item in enumerate(candidates, 1):
+        where = "local" if item["local"] else "cloud"
+        reason = f": {item['reason']}" if item["reason"] else ""
+        out.print(
+            f"  {index}. {item['would']:<12} {item['backend']} ({item['model']}, "
+            f"{item['engine']}, {where}){reason}",
+            markup=False,
+        )
+
+
+def run(  # noqa: PLR0917 - Typer passes options by position
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="The prompt ('-' or nothing: read it from standard input)."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the prompt from this file.")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
+    ] = None,
+    effort: Annotated[
+        int | None, typer.Option("--effort", min=1, max=10, help="Force the effort score (1-10).")
+    ] = None,
+    tier: Annotated[str | None, typer.Option("--tier", help="Force a tier by name.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Force one service or endpoint by name.")
+    ] = None,
+    local_only: Annotated[
+        bool, typer.Option("--local-only", help="Never send the prompt off this machine.")
+    ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Show the effort, tier and candidates; send nothing."),
+    ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of streaming.")
+    ] = False,
+) -> None:
+    """Send a prompt to the right model: score its effort, pick the tier, fall back on failure.
+
+    The answer streams to stdout; one status line (effort, tier, backend, model, time to first
+    token, tokens/s, cost) goes to stderr. Exit code 9 when no backend answered (or one failed
+    mid-answer), 10 when the daily budget forbids the request.
+    """
+    from aitherctl.ops.route import (
+        BackendFailedError,
+        BudgetExceededError,
+        RunOptions,
+        open_router,
+        resolve_profile,
+    )
+
+    out = Output(json_mode=json_output)
+    text = _read_prompt(prompt, file)
+    options = RunOptions(
+        prompt=text,
+        system=system,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        effort=effort,
+        tier=tier,
+        backend=backend,
+        local_only=local_only,
+    )
+    chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker)
+    with open_router(chosen, stack) as router:
+        if explain:
+            data = explain_data(*router.explain(options))
+            if json_output:
+                out.data(data)
+            else:
+                _print_explain(out, data)
+            return
+
+        stream = out.out.file
+        wrote: list[str] = []
+
+        def on_text(piece: str) -> None:
+            if not json_output:
+                stream.write(piece)
+                stream.flush()
+                wrote.append(piece)
+
+        try:
+            result = router.run(options, on_text)
+        except (BackendFailedError, BudgetExceededError) as exc:
+            if wrote and not wrote[-1].endswith("\n"):
+                stream.write("\n")
+                stream.flush()
+            if json_output and exc.result is not None:
+                out.data({**exc.result.to_json(), "error": exc.message})
+            raise
+    if json_output:
+        out.data(result.to_json())
+    else:
+        if not result.answer.endswith("\n"):
+            stream.write("\n")
+            stream.flush()
+        out.info(status_line(result))
+    if result.warning:
+        out.warn(result.warning)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

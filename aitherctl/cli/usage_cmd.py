@@ -1,0 +1,109 @@
+"""`aitherctl usage`: spending against the budget, requests per tier and backend, latency."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from aitherctl.cli import runtime
+from aitherctl.cli.output import Output
+
+if TYPE_CHECKING:
+    from aitherctl.ops.usage import UsageReport
+
+
+def _budget_usd(profile: str | None) -> float:
+    """The daily budget of `--profile`, else of $AITHER_GPU_PROFILE, else the default ($5)."""
+    import os
+
+    from aitherctl.core.cost import DEFAULT_DAILY_USD, parse_budget
+    from aitherctl.errors import AitherError
+
+    name = profile or os.environ.get("AITHER_GPU_PROFILE")
+    if not name:
+        return DEFAULT_DAILY_USD
+    try:
+        return parse_budget(runtime.catalog().load(name).budget or {}).daily_usd
+    except (AitherError, ValueError):
+        if profile:
+            raise
+        return DEFAULT_DAILY_USD
+
+
+def _fmt_s(value: float | None) -> str:
+    return "N/A" if value is None else f"{value:.2f}s"
+
+
+def _print_report(out: Output, report: UsageReport) -> None:
+    from rich.table import Table
+
+    budget = report.daily_budget_usd
+    share = f" ({report.spent_today_usd / budget:.0%})" if budget else ""
+    out.print(
+        f"today: ${report.spent_today_usd:.4f} of ${budget:g} daily budget{share}", markup=False
+    )
+    local = "N/A" if report.local_share is None else f"{report.local_share:.0%}"
+    out.print(
+        f"{report.period}: {report.requests} requests, ${report.spent_usd:.4f}, "
+        f"{local} answered locally",
+        markup=False,
+    )
+    if report.per_tier:
+        tiers = ", ".join(f"{name} {count}" for name, count in report.per_tier.items())
+        out.print(f"tiers: {tiers}", markup=False)
+    if report.per_outcome:
+        outcomes = ", ".join(f"{name} {count}" for name, count in report.per_outcome.items())
+        out.print(f"outcomes: {outcomes}", markup=False)
+    if not report.backends:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("BACKEND", "WHERE", "REQUESTS", "OK", "COST", "TTFT P50", "TTFT P95",
+                   "TOTAL P50", "TOTAL P95"):
+        table.add_column(column, justify="left" if column in ("BACKEND", "WHERE") else "right")
+    for item in report.backends:
+        where = "N/A" if item.local is None else ("local" if item.local else "cloud")
+        table.add_row(
+            item.backend, where, str(item.requests), str(item.ok), f"${item.cost_usd:.4f}",
+            _fmt_s(item.ttft_p50_s), _fmt_s(item.ttft_p95_s),
+            _fmt_s(item.total_p50_s), _fmt_s(item.total_p95_s),
+        )
+    out.print(table)
+
+
+def usage(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="today (default), 30m, 24h, 7d, 2w, or a date 2026-11-01."),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="Whose daily budget to compare with."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Spending against the daily budget, requests per tier and backend, the share answered
+    locally, and p50/p95 latency per backend, from the ledger `aitherctl run` keeps."""
+    from aitherctl.adapters.ledger import Ledger, start_of_local_day
+    from aitherctl.ops.usage import parse_since, summarize_usage
+
+    out = Output(json_mode=json_output)
+    now = time.time()
+    since_ts, period = parse_since(since, now)
+    ledger = Ledger()
+    report = summarize_usage(
+        ledger.rows_since(since_ts),
+        period=period,
+        since_ts=since_ts,
+        spent_today_usd=ledger.spent_since(start_of_local_day(now)),
+        daily_budget_usd=_budget_usd(profile),
+    )
+    if json_output:
+        out.data(report.to_json())
+    else:
+        _print_report(out, report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("usage")(usage)

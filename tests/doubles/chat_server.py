@@ -1,0 +1,185 @@
+"""A small real HTTP server speaking OpenAI chat completions (SSE), for routing tests.
+
+Contract double for the two backends that cannot run here:
+- a cloud OpenAI-compatible endpoint, after the OpenAI API reference "Create chat completion"
+  (https://platform.openai.com/docs/api-reference/chat/create): `Authorization: Bearer KEY`
+  required (401 `{"error": {"message", "type", "code"}}` without it), `stream: true` answers
+  `text/event-stream` with `chat.completion.chunk` objects whose `choices[0].delta.content`
+  carries text, `finish_reason: "stop"` on the last choice chunk, then with
+  `stream_options.include_usage` one chunk with `choices: []` and `usage`, then `data: [DONE]`;
+- Ollama's OpenAI-compatible API, after ollama/ollama docs/openai.md ("OpenAI compatibility"):
+  `/v1/chat/completions` with the same chunk shape (`system_fingerprint: "fp_ollama"`), no key
+  needed, `GET /api/version` -> `{"version": ...}` as its liveness answer (docs/api.md).
+
+It also plays the failures the router must survive, chosen per request by `mode`: `http500`,
+`http429`, `broken_after` (two chunks, then the connection drops), `garbage` (a non-JSON chunk
+first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`.
+llama.cpp-style `/health` and `/metrics` (`llamacpp:requests_deferred`) are served too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class DoubleState:
+    mode: str = "ok"
+    flavour: str = "openai"  # openai | ollama
+    api_key: str | None = None  # required Bearer key (cloud double)
+    words: tuple[str, ...] = ("Hello", " from", " the", " double", ".")
+    deferred: int = 0  # llamacpp:requests_deferred
+    health_status: int = 200
+    include_usage_honoured: bool = True
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._send(state.health_status, b'{"status": "ok"}')
+            elif self.path == "/api/version" and state.flavour == "ollama":
+                self._send(200, b'{"version": "0.6.2"}')
+            elif self.path == "/metrics":
+                text = (
+                    "# HELP llamacpp:requests_deferred Number of requests deferred.\n"
+                    "# TYPE llamacpp:requests_deferred gauge\n"
+                    f"llamacpp:requests_deferred {state.deferred}\n"
+                )
+                self._send(200, text.encode(), "text/plain; version=0.0.4")
+            elif self.path == "/v1/models":
+                self._send(200, b'{"object": "list", "data": [{"id": "double"}]}')
+            else:
+                self._send(404, b'{"error": "not found"}')
+
+        def _chunk(self, payload: dict[str, Any] | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            self.wfile.write(f"data: {data}\n\n".encode())
+            self.wfile.flush()
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            state.requests.append(body)
+            state.headers.append({k.lower(): v for k, v in self.headers.items()})
+            if self.path != "/v1/chat/completions":
+                self._send(404, b'{"error": "not found"}')
+                return
+            if state.api_key is not None and (
+                self.headers.get("Authorization") != f"Bearer {state.api_key}"
+            ):
+                error = {"error": {"message": "Incorrect API key provided",
+                                   "type": "invalid_request_error", "code": "invalid_api_key"}}
+                self._send(401, json.dumps(error).encode())
+                return
+            mode = state.mode
+            if mode == "http500":
+                self._send(500, b'{"error": {"message": "internal error"}}')
+                return
+            if mode == "http429":
+                self._send(429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}')
+                return
+            if mode == "json":
+                self._send(200, b'{"id": "x", "choices": []}')
+                return
+            if mode == "silent":
+                state.stop.wait(30)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            base: dict[str, Any] = {
+                "id": "chatcmpl-123",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model"),
+            }
+            if state.flavour == "ollama":
+                base["system_fingerprint"] = "fp_ollama"
+            if mode == "garbage":
+                self._chunk("{not json")
+                return
+            words = state.words[: int(body.get("max_tokens") or len(state.words))]
+            for index, word in enumerate(words):
+                if mode == "broken_after" and index == 2:
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                delta: dict[str, Any] = {"content": word}
+                if index == 0:
+                    delta["role"] = "assistant"
+                self._chunk({**base, "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": None}]})
+            if mode == "no_done":
+                return
+            self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            usage_wanted = (body.get("stream_options") or {}).get("include_usage")
+            if usage_wanted and state.include_usage_honoured:
+                prompt_tokens = sum(len(m["content"].split()) for m in body["messages"]) + 8
+                self._chunk({**base, "choices": [], "usage": {
+                    "prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                    "total_tokens": prompt_tokens + len(words)}})
+            self._chunk("[DONE]")
+
+    return Handler
+
+
+@dataclass
+class RunningDouble:
+    state: DoubleState
+    port: int
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def chat_double(**settings: Any) -> Iterator[RunningDouble]:
+    """Serve a double on a free loopback port for the duration of the block."""
+    state = DoubleState(**settings)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield RunningDouble(state, server.server_address[1])
+    finally:
+        state.stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
