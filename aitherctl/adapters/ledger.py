@@ -99,20 +99,25 @@ class Ledger:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():
-            # Create it 0600 before SQLite opens it, so it is never readable by others.
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        connection = sqlite3.connect(self.path, timeout=5.0)
+        # umask 077 while SQLite works: the file and its transient journal (which holds page
+        # copies, prompts included) are created readable by their owner alone.
+        previous = os.umask(0o077)
         try:
-            connection.executescript(SCHEMA)
-            yield connection
-            connection.commit()
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            elif self.path.stat().st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+            connection = sqlite3.connect(self.path, timeout=5.0)
+            try:
+                connection.executescript(SCHEMA)
+                yield connection
+                connection.commit()
+            finally:
+                connection.close()
         finally:
-            connection.close()
-        if self.path.stat().st_mode & 0o077:
-            os.chmod(self.path, 0o600)
+            os.umask(previous)
 
     def record(self, row: LedgerRow) -> None:
         values = tuple(
