@@ -7,6 +7,7 @@ stderr and exits with `exit_code`. The codes are documented in README.md and are
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -83,3 +84,18 @@ class GpuUnavailableError(AitherError):
     """NVML cannot be used: no NVIDIA driver, no GPU, or a failed call."""
 
     exit_code = ExitCode.REFUSED
+
+
+class BackendFailedError(AitherError):
+    """Routing: every candidate failed, or one failed after its answer had started
+    (`result.answer` then holds the partial text). `result` is the run's record, if any."""
+
+    exit_code = ExitCode.BACKEND_FAILED
+    result: Any = None  # aitherctl.ops.route.RunResult
+
+
+class BudgetExceededError(AitherError):
+    """Routing: the daily budget forbids every candidate that was left."""
+
+    exit_code = ExitCode.BUDGET_EXCEEDED
+    result: Any = None  # aitherctl.ops.route.RunResult

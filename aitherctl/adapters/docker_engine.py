@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import docker
@@ -105,10 +105,7 @@ class DockerEngine:
         )
         result = []
         for item in found:
-            attrs = self.call(
-                "inspecting a container",
-                lambda item=item: self.client.api.inspect_container(item["Id"]),
-            )
+            attrs = self.inspect(item["Id"])
             result.append(self._to_managed(attrs, with_pids=with_pids))
         return result
 
@@ -128,6 +125,11 @@ class DockerEngine:
             started_at=state.get("StartedAt") if status == "running" else None,
             exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
             pids=pids,
+        )
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        return self.call(
+            "inspecting a container", lambda: self.client.api.inspect_container(container_id)
         )
 
     def get(self, container_id: str) -> ManagedContainer:
@@ -166,7 +168,7 @@ class DockerEngine:
 
     def image_exists(self, image: str) -> bool:
         try:
-            self.client.api.inspect_image(image)
+            self.client.api.inspect_image(image)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
             return False
         except docker.errors.APIError as exc:
@@ -183,7 +185,7 @@ class DockerEngine:
             f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest")
         )
 
-    def logs(self, container_id: str, tail: int | str = 100) -> str:
+    def logs(self, container_id: str, tail: int = 100) -> str:
         data = self.call(
             "reading logs",
             lambda: self.client.api.logs(container_id, stdout=True, stderr=True, tail=tail),
@@ -207,7 +209,7 @@ class DockerEngine:
 
     def create(self, spec: ContainerSpec, profile: str, *, name: str | None = None) -> str:
         name = name or container_name(self.namespace, spec.service)
-        binds = {
+        binds: dict[str, Mapping[str, str]] = {
             volume.host: {"bind": volume.container, "mode": "ro" if volume.read_only else "rw"}
             for volume in spec.volumes
         }
@@ -250,7 +252,8 @@ class DockerEngine:
         self.call(
             "setting the restart policy",
             lambda: self.client.api.update_container(
-                container_id, restart_policy={"Name": "unless-stopped"}
+                container_id,
+                restart_policy={"Name": "unless-stopped"},  # type: ignore[arg-type]
             ),
         )
 

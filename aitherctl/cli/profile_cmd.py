@@ -73,7 +73,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
     for row in rows:
         services = ", ".join(row["services"])  # type: ignore[arg-type]
         if row["on_demand"]:
-            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"  # type: ignore[arg-type]
+            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"
         description = (row["error"] and f"[invalid] {row['error']}") or (row["description"] or "")
         table.add_row(
             str(row["name"]), str(row["source"]), services, str(description).split(". ")[0]

@@ -162,9 +162,8 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     token, tokens/s, cost) goes to stderr. Exit code 9 when no backend answered (or one failed
     mid-answer), 10 when the daily budget forbids the request.
     """
+    from aitherctl.errors import BackendFailedError, BudgetExceededError
     from aitherctl.ops.route import (
-        BackendFailedError,
-        BudgetExceededError,
         RunOptions,
         open_router,
         resolve_profile,

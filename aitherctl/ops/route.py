@@ -33,7 +33,13 @@ from aitherctl.core.routing import (
     queue_skip_reason,
     static_skip_reason,
 )
-from aitherctl.errors import AitherError, ConfigError, ExitCode, UsageError
+from aitherctl.errors import (
+    AitherError,
+    BackendFailedError,
+    BudgetExceededError,
+    ConfigError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
@@ -53,21 +59,6 @@ CLASSIFIER_PROMPT = (
 # Failures that say something about the backend, not about this request: remembered so the next
 # run skips it at once. A 4xx (a bad key, an unknown model, a prompt too long) is not.
 REMEMBERED_FAILURES = frozenset({"refused", "timeout", "http_5xx", "http_429", "bad_stream"})
-
-
-class BackendFailedError(AitherError):
-    """Every candidate failed, or one failed after its answer had started (`result.answer` then
-    holds the partial text). Exit code 9."""
-
-    exit_code = ExitCode.BACKEND_FAILED
-    result: RunResult | None = None
-
-
-class BudgetExceededError(AitherError):
-    """The daily budget forbids every candidate that was left. Exit code 10."""
-
-    exit_code = ExitCode.BUDGET_EXCEEDED
-    result: RunResult | None = None
 
 
 class StackView(Protocol):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from aitherctl.adapters.ledger import Ledger
-from aitherctl.ops.route import BackendFailedError, BudgetExceededError, RunOptions
+from aitherctl.errors import BackendFailedError, BudgetExceededError
+from aitherctl.ops.route import RunOptions
 from tests.doubles.chat_server import chat_double, closed_port
 from tests.integration.routing_helpers import FixedStack, router_for
 
