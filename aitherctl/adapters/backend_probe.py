@@ -25,20 +25,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from aitherctl.adapters.chat import HttpClients
+from aitherctl.adapters.paths import state_dir
 from aitherctl.core.routing import QUEUE_METRICS, Candidate
 
 DEFAULT_PROBE_TIMEOUT_S = 0.5
 FAILURES_FILE = "backend-failures.json"
 
 
-def state_dir() -> Path:
-    """`AITHER_STATE_DIR`, else the platform's user state folder (~/.local/state/aitherctl)."""
-    override = os.environ.get("AITHER_STATE_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("aitherctl"))
 
 
 def queue_waiting_from_metrics(text: str, engine: str) -> float | None:

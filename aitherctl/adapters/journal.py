@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aitherctl.ops.lock import lock_dir
+from aitherctl.adapters.paths import state_dir
 
 KEEP_LINES = 500
 
@@ -27,7 +27,7 @@ class JournalEntry:
 
 
 def journal_path() -> Path:
-    return lock_dir() / "journal.jsonl"
+    return state_dir() / "journal.jsonl"
 
 
 def record(kind: str, profile: str | None, message: str) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from aitherctl.adapters.paths import data_dir
+
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -41,16 +43,6 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
-
-
-def data_dir() -> Path:
-    """`AITHER_DATA_DIR`, else the platform's user data folder (~/.local/share/aitherctl)."""
-    override = os.environ.get("AITHER_DATA_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("aitherctl"))
 
 
 def prompt_hash(system: str | None, prompt: str) -> str:

@@ -68,6 +68,9 @@ class ContainerSpec:
     role: str | None = None
     pinned: bool = False
     on_demand: bool = False
+    # The budget on each GPU, resolved against that GPU's own total ((index, bytes), ...): a 35%
+    # budget is 8.4 GB on a 24 GB card and 16.8 GB on a 48 GB one. Empty for CPU services.
+    gpu_vram: tuple[tuple[int, int], ...] = ()
 
     def spec_hash(self) -> str:
         """What the container *is*: changing any of these needs a new container.

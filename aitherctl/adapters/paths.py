@@ -1,0 +1,60 @@
+"""Where aitherctl keeps its files: the one place that reads the folder overrides.
+
+- state (`AITHER_STATE_DIR`, else the platform's user state folder, ~/.local/state/aitherctl):
+  the switch journal, the backend failure memory. Per user.
+- data (`AITHER_DATA_DIR`, else ~/.local/share/aitherctl): the usage ledger. Per user.
+- machine (`AITHER_MACHINE_DIR`, else /run/aitherctl when it can be written, else
+  /tmp/aitherctl-machine): what every user of this machine shares, `sudo` included: the
+  per-engine switch lock and the switch intent record. Made world-writable with the sticky bit,
+  like /tmp, so any user's aitherctl can take the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    override = os.environ.get("AITHER_STATE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("aitherctl"))
+
+
+def data_dir() -> Path:
+    override = os.environ.get("AITHER_DATA_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("aitherctl"))
+
+
+MACHINE_DIRS = (Path("/run/aitherctl"), Path("/tmp/aitherctl-machine"))
+
+
+def machine_dir() -> Path:
+    """A folder every user of this machine shares (created on first use, mode 1777)."""
+    override = os.environ.get("AITHER_MACHINE_DIR")
+    candidates = (Path(override),) if override else MACHINE_DIRS
+    last_error: OSError | None = None
+    for folder in candidates:
+        try:
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.chmod(0o1777)
+            if os.access(folder, os.W_OK | os.X_OK):
+                return folder
+        except OSError as exc:
+            last_error = exc
+    from aitherctl.errors import AitherError
+
+    raise AitherError(
+        f"no shared folder for aitherctl's lock ({', '.join(map(str, candidates))}): "
+        f"{last_error or 'not writable'}; set AITHER_MACHINE_DIR to a folder every user can write"
+    )
