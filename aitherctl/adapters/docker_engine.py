@@ -61,6 +61,16 @@ class DockerEngine:
         self.client = client
         self.namespace = namespace
         self.endpoint = describe_endpoint()
+        self._engine_id: str | None = None
+
+    @property
+    def engine_id(self) -> str:
+        """The engine's own ID (`docker info` → `ID`): the same however its endpoint is spelled.
+        Falls back to the endpoint on engines that report none."""
+        if self._engine_id is None:
+            info = self.info()
+            self._engine_id = str(info.get("ID") or info.get("Name") or self.endpoint)
+        return self._engine_id
 
     @classmethod
     def connect(cls, namespace: str | None = None) -> DockerEngine:
@@ -207,7 +217,14 @@ class DockerEngine:
 
     # ---- changing ---------------------------------------------------------------------------
 
-    def create(self, spec: ContainerSpec, profile: str, *, name: str | None = None) -> str:
+    def create(
+        self,
+        spec: ContainerSpec,
+        profile: str,
+        *,
+        name: str | None = None,
+        txn: str | None = None,
+    ) -> str:
         name = name or container_name(self.namespace, spec.service)
         binds: dict[str, Mapping[str, str]] = {
             volume.host: {"bind": volume.container, "mode": "ro" if volume.read_only else "rw"}
@@ -236,7 +253,7 @@ class DockerEngine:
                 command=list(spec.command) or None,
                 name=name,
                 environment=dict(spec.env),
-                labels=spec.labels(self.namespace, profile),
+                labels=spec.labels(self.namespace, profile, txn),
                 ports=[spec.container_port],
                 host_config=host_config,
                 detach=True,
@@ -247,13 +264,13 @@ class DockerEngine:
     def start(self, container_id: str) -> None:
         self.call("starting a container", lambda: self.client.api.start(container_id))
 
-    def keep_restarting(self, container_id: str) -> None:
-        """Once a service is ready, Docker restarts it if it crashes or the engine restarts."""
+    def set_restart_policy(self, container_id: str, policy: str) -> None:
+        """Docker's restart policy: `no`, `on-failure`, `always` or `unless-stopped`."""
         self.call(
             "setting the restart policy",
             lambda: self.client.api.update_container(
                 container_id,
-                restart_policy={"Name": "unless-stopped"},  # type: ignore[arg-type]
+                restart_policy={"Name": policy},  # type: ignore[arg-type]
             ),
         )
 
@@ -264,10 +281,50 @@ class DockerEngine:
             )
 
     def remove(self, container_id: str) -> None:
+        """Remove the container and its anonymous volumes (named volumes stay)."""
         with contextlib.suppress(NotFoundError):
             self.call(
                 "removing a container",
-                lambda: self.client.api.remove_container(container_id, force=True),
+                lambda: self.client.api.remove_container(container_id, force=True, v=True),
+            )
+
+    # ---- records: small labelled volumes that hold a switch's intent on the engine ------------
+
+    def write_record(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the empty volume `name` carrying `labels`. It lives with the engine, so every
+        user of the engine sees it, and it survives a reboot like the containers do."""
+        full = {
+            c.LABEL_MANAGED: "true",
+            c.LABEL_NAMESPACE: self.namespace,
+            c.LABEL_RECORD: "true",
+            **labels,
+        }
+        self.call(
+            "writing the switch record",
+            lambda: self.client.api.create_volume(name=name, labels=full),
+        )
+
+    def records(self) -> dict[str, dict[str, str]]:
+        """This namespace's records: volume name → labels."""
+        filters = {
+            "label": [
+                f"{c.LABEL_RECORD}=true",
+                f"{c.LABEL_NAMESPACE}={self.namespace}",
+            ]
+        }
+        found = self.call(
+            "reading switch records", lambda: self.client.api.volumes(filters=filters)
+        )
+        return {
+            str(item["Name"]): dict(item.get("Labels") or {})
+            for item in (found or {}).get("Volumes") or []
+        }
+
+    def remove_record(self, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self.call(
+                "removing the switch record",
+                lambda: self.client.api.remove_volume(name, force=True),
             )
 
     def rename(self, container_id: str, name: str) -> None:

@@ -3,6 +3,7 @@ but each imports its heavy dependencies (docker, httpx, pynvml, textual) inside 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from aitherctl import __version__
-from aitherctl.errors import AitherError, ExitCode
+from aitherctl.errors import AitherError
 
 
 class AitherGroup(TyperGroup):
@@ -25,9 +26,14 @@ class AitherGroup(TyperGroup):
 
             Output().error(exc.message, exc.detail)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            sys.stderr.write("interrupted\n")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except KeyboardInterrupt as exc:
+            # A switch interrupted by SIGINT/SIGTERM/SIGHUP rolled back first; say what it did.
+            # Exit 128+N, as a shell reports a process ended by signal N.
+            signum = getattr(exc, "signum", 2)
+            summary = getattr(exc, "summary", "")
+            with contextlib.suppress(OSError):
+                sys.stderr.write(f"interrupted{': ' + summary if summary else ''}\n")
+            raise typer.Exit(128 + int(signum)) from None
 
 
 app = typer.Typer(

@@ -10,9 +10,16 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
-from aitherctl.errors import AitherError, ConfigError, ExitCode, RefusedError
+from aitherctl.errors import (
+    AitherError,
+    ConfigError,
+    DockerUnavailableError,
+    ExitCode,
+    RefusedError,
+)
 
 if TYPE_CHECKING:
+    from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
     from aitherctl.ops.switch import Prepared
 
@@ -180,11 +187,16 @@ def validate(
 
 
 def _prepare(name: str) -> Prepared:
-    from aitherctl.ops.switch import prepare
+    from aitherctl.ops.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
     profile = catalog.load(name)
-    engine = runtime.docker()
+    try:
+        engine = runtime.docker()
+    except DockerUnavailableError as exc:
+        # A new machine asks "would this profile fit my GPU?" before Docker is even set up.
+        Output().warn(f"{exc.message}; planning as if nothing were running")
+        return prepare_offline(profile, runtime.gpu_inventory())
     return prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
 
 
@@ -260,19 +272,17 @@ def switch(
     json_out: JsonOpt = False,
 ) -> None:
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
-    every service answers, and roll back if anything fails."""
+    every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
     from aitherctl.cli.render import plan_json, plan_table
-    from aitherctl.ops.lock import switch_lock
-    from aitherctl.ops.switch import apply_plan, ensure_images, prepare
+    from aitherctl.ops.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     profile = catalog.load(name)
     engine = runtime.docker()
-    inventory = runtime.gpu_inventory()
     progress = CliProgress(out)
     if dry_run:
-        prepared = prepare(engine, profile, inventory, catalog=catalog)
+        prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
         if json_out:
             out.data(
                 {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
@@ -280,38 +290,81 @@ def switch(
         else:
             out.print(plan_table(prepared.plan))
         return
-    with switch_lock(
-        engine.endpoint, engine.namespace, timeout_s=lock_timeout, on_wait=progress.note
-    ):
-        prepared = prepare(engine, profile, inventory, catalog=catalog)
-        plan = prepared.plan
-        if not plan.changes:
-            if json_out:
-                out.data({**plan_json(plan), "switched": True, "seconds": 0.0, "services": []})
-            else:
-                out.info(f"profile {profile.name} is already running; nothing to do")
-            return
+
+    def confirm(prepared: Prepared, changed: bool) -> bool:
+        # The lock is not held here: another switch may run while the user reads.
+        if changed:
+            out.warn("the plan changed while you were deciding; this is the new plan")
         if not json_out:
-            out.err.print(plan_table(plan))
-        if not out.confirm(f"switch to {profile.name}?", assume_yes=yes):
-            raise typer.Exit(int(ExitCode.ERROR))
-        ensure_images(engine, plan, progress)
-        result = apply_plan(engine, prepared, progress)
-    services = [
-        {"service": o.service, "ready": o.ready, "seconds": round(o.seconds, 2), "detail": o.detail}
-        for o in result.outcomes
-    ]
+            out.err.print(plan_table(prepared.plan))
+        return out.confirm(f"switch to {profile.name}?", assume_yes=yes)
+
+    try:
+        result = switch(
+            engine,
+            catalog,
+            profile.name,
+            runtime.gpu_inventory,
+            progress,
+            lock_timeout_s=lock_timeout,
+            confirm=confirm,
+        )
+    except Declined:
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    plan = result.plan
+    if result.recovered:
+        out.info(f"first {result.recovered} that had been interrupted")
+    urls = service_urls(engine, plan)
     if json_out:
+        services = [
+            {
+                "service": o.service,
+                "ready": o.ready,
+                "seconds": round(o.seconds, 2),
+                "detail": o.detail,
+            }
+            for o in result.outcomes
+        ]
         out.data(
             {
                 **plan_json(plan),
                 "switched": True,
                 "seconds": round(result.seconds, 2),
                 "services": services,
+                "urls": urls,
             }
         )
+        return
+    if not plan.changes:
+        out.info(f"profile {profile.name} is already running; nothing to do")
     else:
         out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
+    print_urls(out, urls)
+
+
+def service_urls(engine: object, plan: Plan) -> dict[str, str]:
+    """Where each service that runs after `plan` answers, as its clients want the base URL."""
+    from aitherctl.adapters.http_probe import probe_host
+    from aitherctl.core.container import ContainerSpec
+    from aitherctl.ops.endpoints import base_url
+
+    endpoint = getattr(engine, "endpoint", None)
+    urls = {}
+    for item in plan.after:
+        port: int | None
+        if isinstance(item, ContainerSpec):
+            engine_name, bind, port = item.engine.value, item.bind, item.host_port
+        else:
+            engine_name, bind, port = item.engine, item.bind, item.port
+        if port:
+            urls[item.service] = base_url(engine_name, probe_host(bind, endpoint), port)
+    return dict(sorted(urls.items()))
+
+
+def print_urls(out: Output, urls: dict[str, str]) -> None:
+    width = max((len(name) for name in urls), default=0)
+    for service, url in urls.items():
+        out.print(f"  {service:<{width}}  {url}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +12,6 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.core.stack import ManagedContainer
     from aitherctl.ops.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -36,27 +33,60 @@ def up(
     profile: Annotated[
         str | None, typer.Option("--profile", "-p", help="Profile (default: the active one).")
     ] = None,
+    restore: Annotated[
+        bool,
+        typer.Option(
+            "--restore",
+            help="Bring back the last active profile after a reboot or a Docker restart, one GPU "
+            "service after another (what the systemd unit runs).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start services of the active profile (on-demand ones too, when named), after the same
     VRAM, port and readiness checks as a switch; nothing else is stopped."""
-    from aitherctl.cli.profile_cmd import CliProgress
+    from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
     from aitherctl.ops.state import observe
     from aitherctl.ops.switch import switch
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
     catalog = runtime.catalog()
-    name = _active_profile(observe(engine), profile)
-    chosen = list(services) if services else sorted(catalog.load(name).resident)
-    result = switch(engine, catalog, name, runtime.gpu_inventory(), CliProgress(out), only=chosen)
+    state = observe(engine)
+    chosen: list[str] | None
+    if restore:
+        if services:
+            raise UsageError("--restore brings back the whole profile: name no services")
+        name = profile or state.active_profile or state.last_profile
+        if not name:
+            out.info("nothing to restore: aitherctl has no containers on this engine")
+            if json_out:
+                out.data({"profile": None, "started": [], "seconds": 0.0, "urls": {}})
+            return
+        chosen = None
+    else:
+        name = _active_profile(state, profile)
+        chosen = list(services) if services else sorted(catalog.load(name).resident)
+    result = switch(engine, catalog, name, runtime.gpu_inventory, CliProgress(out), only=chosen)
     started = [o.service for o in result.outcomes if o.ready]
+    urls = service_urls(engine, result.plan)
     if json_out:
-        out.data({"profile": name, "started": started, "seconds": round(result.seconds, 2)})
-    elif started:
+        out.data(
+            {
+                "profile": name,
+                "started": started,
+                "seconds": round(result.seconds, 2),
+                "urls": urls,
+            }
+        )
+        return
+    if result.recovered:
+        out.info(f"first {result.recovered} that had been interrupted")
+    if started:
         out.info(f"started {', '.join(started)} in {result.seconds:.1f}s")
     else:
-        out.info(f"{', '.join(chosen)} already up")
+        out.info(f"{', '.join(chosen or ['profile ' + name])} already up")
+    print_urls(out, urls)
 
 
 def down(
@@ -69,58 +99,109 @@ def down(
 ) -> None:
     """Stop and remove services' containers (name them, or pass --all)."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.switch import down as stop_services
+    from aitherctl.ops.switch import Declined, Prepared, prepare_down, run_change
 
     out = Output(json_mode=json_out)
     if not services and not all_services:
         raise UsageError("name the services to stop, or pass --all")
     engine = runtime.docker()
-    what = "every aitherctl service" if all_services else ", ".join(services or [])
-    if not out.confirm(f"stop {what}?", assume_yes=yes):
-        raise typer.Exit(int(ExitCode.ERROR))
-    stopped = stop_services(engine, services or [], CliProgress(out), everything=all_services)
+    chosen = None if all_services else list(services or [])
+
+    def confirm(prepared: Prepared, changed: bool) -> bool:
+        if changed:
+            out.warn("what runs changed while you were deciding")
+        names = sorted({step.service for step in prepared.plan.steps})
+        return out.confirm(f"stop {', '.join(names)}?", assume_yes=yes)
+
+    try:
+        result = run_change(
+            engine, lambda: prepare_down(engine, chosen), CliProgress(out), confirm=confirm
+        )
+    except Declined:
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    stopped = sorted({step.service for step in result.plan.steps})
     if json_out:
         out.data({"stopped": stopped})
     else:
         out.info(f"stopped {', '.join(stopped) or 'nothing'}")
 
 
-def _health(engine: DockerEngine, containers: list[ManagedContainer]) -> dict[str, str]:
-    """Probe every running service at once, 1 s each."""
-    from concurrent.futures import ThreadPoolExecutor
+def recover(json_out: JsonOpt = False) -> None:
+    """Finish or undo a switch that was killed (kill -9, power cut): its record on the engine
+    says what was set aside. `switch`, `up` and `down` do this first by themselves."""
+    from aitherctl.cli.profile_cmd import CliProgress
+    from aitherctl.ops.lock import switch_lock
+    from aitherctl.ops.transaction import recover as recover_switches
 
-    import httpx
-
-    from aitherctl.adapters.http_probe import probe, probe_host
-
-    running = [item for item in containers if item.running and item.port]
-    if not running:
-        return {}
-    with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
-        results = pool.map(
-            lambda item: probe(
-                client,
-                probe_host(item.bind, engine.endpoint),
-                item.port,
-                item.health_checks,
-                timeout_s=1.0,
-            ),
-            running,
+    out = Output(json_mode=json_out)
+    engine = runtime.docker()
+    progress = CliProgress(out)
+    with switch_lock(engine.engine_id, engine.namespace, on_wait=progress.note):
+        done = recover_switches(engine, progress)
+    if json_out:
+        out.data(
+            {
+                "recovered": [
+                    {"profile": r.profile, "action": r.action, "summary": r.summary}
+                    for r in done
+                ]
+            }
         )
-        return {
-            item.id: "healthy" if result.ok else f"unhealthy ({result.detail})"
-            for item, result in zip(running, results, strict=True)
-        }
+        return
+    if not done:
+        out.info("nothing to recover: no interrupted switch")
+    for item in done:
+        out.info(f"{item.action} the interrupted switch to {item.profile}: {item.summary}")
 
 
-def _uptime_s(item: ManagedContainer) -> float | None:
-    if not item.started_at:
-        return None
-    try:
-        started = datetime.fromisoformat(item.started_at.replace("Z", "+00:00")[:32])
-    except ValueError:
-        return None
-    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+def ps(json_out: JsonOpt = False) -> None:
+    """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
+    against the budget, flagged when over), uptime."""
+    from aitherctl.core.units import format_bytes
+    from aitherctl.ops.services import list_services
+
+    out = Output(json_mode=json_out)
+    listing = list_services(runtime.docker(), runtime.catalog(), runtime.gpu_inventory)
+    if json_out:
+        out.data(
+            {
+                "active_profile": listing.active_profile,
+                "namespace": listing.namespace,
+                "docker": listing.endpoint,
+                "services": [row.to_json() for row in listing.rows],
+            }
+        )
+        return
+    from rich.table import Table
+
+    out.print(f"profile: [bold]{listing.active_profile or 'none'}[/]   docker: {listing.endpoint}")
+    if listing.pending_switch:
+        out.warn("a switch was interrupted: run `aitherctl recover` (or any switch) to finish it")
+    if not listing.rows:
+        out.print("no services running (start some with `aitherctl profile switch NAME`)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up"):
+        table.add_column(column, overflow="fold")
+    for row in listing.rows:
+        healthy = row.health == "healthy"
+        vram = format_bytes(row.vram_budget_bytes) if row.vram_budget_bytes else "-"
+        if row.vram_used_bytes is not None:
+            vram = f"{format_bytes(row.vram_used_bytes)} / {vram}"
+            if row.over_budget:
+                vram = f"[red]{vram} over budget[/]"
+        table.add_row(
+            row.service,
+            row.engine,
+            row.model or "-",
+            f"[green]{row.state}[/]" if row.state == "running" else f"[red]{row.state}[/]",
+            row.health if healthy else f"[yellow]{row.health}[/]",
+            f"{row.port}" if row.port else "-",
+            ",".join(map(str, row.gpus)) or "cpu",
+            vram,
+            _duration(row.uptime_s),
+        )
+    out.print(table)
 
 
 def _duration(seconds: float | None) -> str:
@@ -131,71 +212,6 @@ def _duration(seconds: float | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
-
-
-def ps(json_out: JsonOpt = False) -> None:
-    """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM budget."""
-    from aitherctl.core.units import format_bytes
-    from aitherctl.ops.state import observe
-
-    out = Output(json_mode=json_out)
-    engine = runtime.docker()
-    state = observe(engine, runtime.catalog())
-    containers = sorted(state.containers, key=lambda item: item.service)
-    health = _health(engine, containers)
-    rows: list[dict[str, Any]] = []
-    for item in containers:
-        rows.append(
-            {
-                "service": item.service,
-                "profile": item.profile,
-                "engine": item.engine,
-                "model": item.served_model or item.model,
-                "state": item.state,
-                "health": health.get(item.id, "-" if not item.running else "unknown"),
-                "port": item.port,
-                "bind": item.bind,
-                "gpus": list(item.gpus),
-                "vram_budget_bytes": item.vram_bytes,
-                "container": item.name,
-                "container_id": item.id[:12],
-                "image": item.image,
-                "uptime_s": _uptime_s(item),
-            }
-        )
-    if json_out:
-        out.data(
-            {
-                "active_profile": state.active_profile,
-                "namespace": state.namespace,
-                "docker": state.endpoint,
-                "services": rows,
-            }
-        )
-        return
-    from rich.table import Table
-
-    out.print(f"profile: [bold]{state.active_profile or 'none'}[/]   docker: {state.endpoint}")
-    if not rows:
-        out.print("no services running (start some with `aitherctl profile switch NAME`)")
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        healthy = row["health"] == "healthy"
-        table.add_row(
-            row["service"],
-            row["engine"],
-            row["model"] or "-",
-            f"[green]{row['state']}[/]" if row["state"] == "running" else f"[red]{row['state']}[/]",
-            row["health"] if healthy else f"[yellow]{row['health']}[/]",
-            f"{row['port']}" if row["port"] else "-",
-            ",".join(map(str, row["gpus"])) or "cpu",
-            format_bytes(row["vram_budget_bytes"]) if row["vram_budget_bytes"] else "-",
-            _duration(row["uptime_s"]),
-        )
-    out.print(table)
 
 
 def logs(
@@ -227,3 +243,4 @@ def register(app: typer.Typer) -> None:
     app.command("down")(down)
     app.command("ps")(ps)
     app.command("logs")(logs)
+    app.command("recover")(recover)

@@ -30,6 +30,10 @@ LABEL_PINNED = LABEL_PREFIX + "pinned"
 LABEL_ON_DEMAND = LABEL_PREFIX + "on-demand"
 LABEL_HEALTH = LABEL_PREFIX + "health"
 LABEL_ENDPOINT_MODEL = LABEL_PREFIX + "served-model"
+LABEL_GPU_VRAM = LABEL_PREFIX + "gpu-vram"  # "0:8589934592,1:17179869184"
+LABEL_TXN = LABEL_PREFIX + "txn"  # the switch that created the container
+LABEL_RECORD = LABEL_PREFIX + "record"  # on a switch's intent record (a labelled volume)
+ASIDE_MARK = "-aside-"  # a replaced container is renamed NAME-aside-TXN until the switch commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,14 @@ class ContainerSpec:
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def labels(self, namespace: str, profile: str) -> dict[str, str]:
+    def budget_on(self, gpu: int) -> int | None:
+        """The budget on GPU `gpu`, resolved against that GPU's own total."""
+        for index, value in self.gpu_vram:
+            if index == gpu:
+                return value
+        return self.vram_bytes if gpu in self.gpus else None
+
+    def labels(self, namespace: str, profile: str, txn: str | None = None) -> dict[str, str]:
         labels = {
             LABEL_MANAGED: "true",
             LABEL_NAMESPACE: namespace,
@@ -110,6 +121,10 @@ class ContainerSpec:
             labels[LABEL_VRAM] = str(self.vram_bytes)
         if self.role:
             labels[LABEL_ROLE] = self.role
+        if self.gpu_vram:
+            labels[LABEL_GPU_VRAM] = ",".join(f"{gpu}:{value}" for gpu, value in self.gpu_vram)
+        if txn:
+            labels[LABEL_TXN] = txn
         return labels
 
 

@@ -12,9 +12,11 @@ from aitherctl.core.stack import ManagedContainer
 
 class Action(StrEnum):
     KEEP = "keep"
-    RECREATE = "recreate"
-    STOP = "stop"
-    START = "start"
+    RECREATE = "recreate"  # replace the container (the old one is set aside until commit)
+    STOP = "stop"  # remove the container (set aside until commit)
+    START = "start"  # create a new container
+    RESUME = "resume"  # start the existing stopped container again (its spec is unchanged)
+    RESTART = "restart"  # stop and start the same running container (the monitor's `r`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Plan:
 
     @property
     def to_start(self) -> tuple[ContainerSpec, ...]:
+        """New containers to create."""
         return tuple(
             step.target
             for step in self.of(Action.START, Action.RECREATE)
@@ -56,12 +59,29 @@ class Plan:
         )
 
     @property
-    def after(self) -> tuple[ContainerSpec, ...]:
-        """The containers running once the plan is applied (for the VRAM and port checks)."""
+    def after(self) -> tuple[ContainerSpec | ManagedContainer, ...]:
+        """What runs once the plan is applied (for the VRAM and port checks)."""
+        running: list[ContainerSpec | ManagedContainer] = []
+        for step in self.steps:
+            if step.action is Action.STOP:
+                continue
+            if step.target is not None:
+                running.append(step.target)
+            elif step.current is not None:
+                running.append(step.current)
+        return tuple(running)
+
+    def signature(self) -> tuple[tuple[str, str, str, str], ...]:
+        """What the plan does, to tell whether a plan re-computed under the lock is the one the
+        user confirmed (container ids and target spec hashes, not the wording)."""
         return tuple(
-            step.target
+            (
+                step.action.value,
+                step.service,
+                step.current.id if step.current else "",
+                step.target.spec_hash() if step.target else "",
+            )
             for step in self.steps
-            if step.action in (Action.KEEP, Action.START, Action.RECREATE) and step.target
         )
 
 
@@ -95,12 +115,16 @@ def compute_plan(
     steps: list[Step] = []
     by_service: dict[str, list[ManagedContainer]] = {}
     for item in current:
+        # A set-aside container belongs to a switch that has not finished; `recover` decides
+        # its fate from that switch's record. A plan never stops or deletes it.
+        if item.aside:
+            continue
         by_service.setdefault(item.service, []).append(item)
 
-    for service, items in sorted(by_service.items()):
-        # A service should have one container; extras (a crashed switch's leftovers) go away.
-        items = sorted(items, key=lambda item: (not item.running, item.created_at or ""))
-        primary, extras = items[0], items[1:]
+    for service, found in sorted(by_service.items()):
+        # A service should have one container; extras go away (set aside until the commit).
+        ordered = sorted(found, key=lambda item: (not item.running, item.created_at or ""))
+        primary, extras = ordered[0], ordered[1:]
         for extra in extras:
             steps.append(Step(Action.STOP, service, "duplicate container", current=extra))
         target = resident.get(service)
@@ -108,6 +132,10 @@ def compute_plan(
             if primary.running and primary.spec_hash == target.spec_hash():
                 reason = "pinned, unchanged" if target.pinned else "unchanged"
                 steps.append(Step(Action.KEEP, service, reason, primary, target))
+            elif not primary.running and primary.spec_hash == target.spec_hash():
+                steps.append(
+                    Step(Action.RESUME, service, f"unchanged, {primary.state}", primary, target)
+                )
             elif not primary.running:
                 steps.append(
                     Step(
@@ -132,6 +160,38 @@ def compute_plan(
     for service, target in sorted(resident.items()):
         if service not in by_service:
             steps.append(Step(Action.START, service, "new", target=target))
-    order = {Action.STOP: 0, Action.RECREATE: 1, Action.START: 2, Action.KEEP: 3}
-    steps.sort(key=lambda step: (order[step.action], step.service))
+    steps.sort(key=lambda step: (ORDER[step.action], step.service))
+    return Plan(profile, tuple(steps))
+
+
+ORDER = {
+    Action.STOP: 0,
+    Action.RECREATE: 1,
+    Action.RESTART: 2,
+    Action.RESUME: 3,
+    Action.START: 4,
+    Action.KEEP: 5,
+}
+
+
+def stop_plan(
+    profile: str, current: Sequence[ManagedContainer], services: Sequence[str] | None
+) -> Plan:
+    """`down`: remove the named services' containers (every managed one when `services` is None)."""
+    steps = [
+        Step(Action.STOP, item.service, "asked to stop", current=item)
+        for item in current
+        if not item.aside and (services is None or item.service in services)
+    ]
+    steps.sort(key=lambda step: step.service)
+    return Plan(profile, tuple(steps))
+
+
+def restart_plan(profile: str, current: Sequence[ManagedContainer], service: str) -> Plan:
+    """The monitor's restart: the service's running container, stopped and started again."""
+    steps = [
+        Step(Action.RESTART, item.service, "asked to restart", current=item)
+        for item in current
+        if not item.aside and item.service == service
+    ]
     return Plan(profile, tuple(steps))

@@ -34,10 +34,28 @@ class ManagedContainer:
     started_at: str | None = None
     exit_code: int | None = None
     pids: tuple[int, ...] = ()  # host PIDs of its processes, when known
+    txn: str | None = None  # the switch that created it
+    gpu_vram: tuple[tuple[int, int], ...] = ()  # the budget on each GPU
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def aside(self) -> bool:
+        """Renamed aside by a switch that has not finished: only that switch's commit, its
+        rollback or `aitherctl recover` may touch it."""
+        return c.ASIDE_MARK in self.name
+
+    @property
+    def original_name(self) -> str:
+        return self.name.split(c.ASIDE_MARK, 1)[0]
+
+    def budget_on(self, gpu: int) -> int | None:
+        for index, value in self.gpu_vram:
+            if index == gpu:
+                return value
+        return self.vram_bytes if gpu in self.gpus else None
 
     @classmethod
     def from_labels(
@@ -59,6 +77,11 @@ class ManagedContainer:
             checks = ()
         vram = labels.get(c.LABEL_VRAM)
         port = labels.get(c.LABEL_PORT)
+        gpu_vram = []
+        for part in labels.get(c.LABEL_GPU_VRAM, "").split(","):
+            index, _, value = part.partition(":")
+            if index.isdigit() and value.isdigit():
+                gpu_vram.append((int(index), int(value)))
         return cls(
             id=id,
             name=name,
@@ -78,6 +101,8 @@ class ManagedContainer:
             pinned=labels.get(c.LABEL_PINNED) == "true",
             on_demand=labels.get(c.LABEL_ON_DEMAND) == "true",
             health_checks=checks,
+            txn=labels.get(c.LABEL_TXN),
+            gpu_vram=tuple(gpu_vram),
             **extra,  # type: ignore[arg-type]
         )
 
@@ -93,7 +118,7 @@ def infer_active_profile(
     first guess; when `profile_hashes` (profile → (resident service → hash, on-demand service →
     hash)) is given, a profile whose services match the running set exactly wins.
     """
-    running = [item for item in containers if item.running]
+    running = [item for item in containers if item.running and not item.aside]
     if not running:
         return None
     if profile_hashes:

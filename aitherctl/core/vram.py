@@ -1,9 +1,15 @@
 """The VRAM planner: will the target's services fit on each GPU, beside what else holds memory?
 
-Per GPU: the budgets of the services that will run (resident services of the target, plus
-on-demand ones already running and kept) + the profile's reserve + memory held by processes
-aitherctl does not manage (NVML's per-process list) must not exceed the GPU's total memory.
-A kept service that already uses more than its budget is counted at what it uses.
+Per GPU, what will be held must not exceed the GPU's total memory (NVML
+`nvmlDeviceGetMemoryInfo().total`, as in `nvidia-smi --query-gpu=memory.total`):
+- each service that will run, at its budget on *that* GPU (a 35% budget is resolved against each
+  card's own total), or at what it really uses now when that is more (a kept llama.cpp or Ollama
+  server that no flag holds to its budget);
+- the profile's reserve;
+- memory held outside aitherctl: the larger of what NVML's process list attributes to processes
+  that are not in aitherctl's containers (`nvidia-smi --query-compute-apps=pid,used_memory`) and
+  the GPU's used memory minus what aitherctl's running services really use. The second term keeps
+  WSL2 and vGPU machines safe, where the process list is empty although memory is taken.
 """
 
 from __future__ import annotations
@@ -19,16 +25,23 @@ from aitherctl.core.units import MemoryAmount, format_bytes
 
 @dataclass(frozen=True, slots=True)
 class GpuClaim:
-    """A service that will hold memory on `gpus`: `vram_bytes` on each."""
+    """A service that will hold memory on `gpus`: `budgets` per GPU ((index, bytes), ...)."""
 
     service: str
     gpus: tuple[int, ...]
-    vram_bytes: int | None
+    budgets: tuple[tuple[int, int], ...]
 
     @classmethod
     def of(cls, spec: ContainerSpec | ManagedContainer) -> GpuClaim:
-        name = spec.service
-        return cls(name, spec.gpus, spec.vram_bytes)
+        budgets = tuple((gpu, spec.budget_on(gpu) or 0) for gpu in spec.gpus)
+        return cls(spec.service, spec.gpus, budgets)
+
+    def budget_on(self, gpu: int) -> int:
+        return next((value for index, value in self.budgets if index == gpu), 0)
+
+
+# service → GPU index → bytes it really holds there (NVML per-process memory of its PIDs)
+ActualUse = Mapping[str, Mapping[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +59,21 @@ class GpuBudget:
     reserve_bytes: int
     services: tuple[BudgetLine, ...]
     others: tuple[GpuProcess, ...]  # processes aitherctl does not manage
+    # used memory minus aitherctl's services' real use; counted when more than `others` add up
+    unattributed_bytes: int = 0
 
     @property
     def services_bytes(self) -> int:
         return sum(line.bytes for line in self.services)
 
     @property
-    def others_bytes(self) -> int:
+    def listed_others_bytes(self) -> int:
         return sum(proc.used_bytes or 0 for proc in self.others)
+
+    @property
+    def others_bytes(self) -> int:
+        """Memory held outside aitherctl: max(NVML's foreign processes, used - aitherctl's)."""
+        return max(self.listed_others_bytes, self.unattributed_bytes)
 
     @property
     def needed_bytes(self) -> int:
@@ -83,12 +103,17 @@ def check_vram(
     inventory: GpuInventory,
     reserve: MemoryAmount,
     managed_pids: Iterable[int] = (),
-    actual_use: Mapping[str, int] | None = None,
+    *,
+    actual_use: ActualUse | None = None,
+    running: Sequence[GpuClaim] = (),
 ) -> VramCheck:
-    """Check `services` (what will run after the switch) against the GPUs in `inventory`.
+    """Check `services` (what will run after the change) against the GPUs in `inventory`.
 
     `managed_pids` are the host PIDs of aitherctl's containers (their memory is accounted for by
-    budgets, not as "other processes"); `actual_use` maps a kept service to the bytes it holds now.
+    budgets, not as "other processes"); `actual_use` is what each running service really holds
+    per GPU; `running` are aitherctl's services running now, whose real use (or, when NVML cannot
+    attribute it, their budget) is subtracted from the GPU's used memory to find what is held
+    outside aitherctl.
     """
     gpu_services = [spec for spec in services if spec.gpus]
     if not gpu_services:
@@ -119,14 +144,20 @@ def check_vram(
             continue
         lines = []
         for spec in users:
-            budget = spec.vram_bytes or 0
-            used = actual_use.get(spec.service)
+            budget = spec.budget_on(index)
+            used = actual_use.get(spec.service, {}).get(index)
             if used is not None and used > budget:
                 lines.append(
                     BudgetLine(spec.service, used, f"uses {format_bytes(used)}, over budget")
                 )
             else:
                 lines.append(BudgetLine(spec.service, budget))
+        ours = 0
+        for claim in running:
+            if index not in claim.gpus:
+                continue
+            real = actual_use.get(claim.service, {}).get(index)
+            ours += real if real is not None else claim.budget_on(index)
         others = tuple(proc for proc in gpu.processes if proc.pid not in managed)
         budgets.append(
             GpuBudget(
@@ -136,9 +167,27 @@ def check_vram(
                 reserve_bytes=reserve.resolve(gpu.memory_total_bytes),
                 services=tuple(lines),
                 others=others,
+                unattributed_bytes=max(0, gpu.memory_used_bytes - ours),
             )
         )
     return VramCheck(tuple(budgets), tuple(problems))
+
+
+def actual_use_by_service(
+    containers: Iterable[ManagedContainer], inventory: GpuInventory
+) -> dict[str, dict[int, int]]:
+    """What each running service really holds on each GPU: NVML's per-process memory
+    (`nvmlDeviceGetComputeRunningProcesses`) of the host PIDs in its container."""
+    owner = {pid: item.service for item in containers if item.running for pid in item.pids}
+    use: dict[str, dict[int, int]] = {}
+    for gpu in inventory.gpus:
+        for proc in gpu.processes:
+            service = owner.get(proc.pid)
+            if service is None or proc.used_bytes is None:
+                continue
+            per_gpu = use.setdefault(service, {})
+            per_gpu[gpu.index] = per_gpu.get(gpu.index, 0) + proc.used_bytes
+    return use
 
 
 def describe_vram(check: VramCheck, *, only_failing: bool = False) -> list[str]:
@@ -166,6 +215,12 @@ def describe_vram(check: VramCheck, *, only_failing: bool = False) -> list[str]:
             used = proc.used_bytes or 0
             lines.append(
                 f"  {label:<20} {format_bytes(used):>10}  {share(used)}  (not aitherctl's)"
+            )
+        extra = gpu.unattributed_bytes - gpu.listed_others_bytes
+        if extra > 0:
+            lines.append(
+                f"  {'unattributed':<20} {format_bytes(extra):>10}  {share(extra)}  (used memory "
+                "no listed process explains: not aitherctl's)"
             )
         verdict = (
             f"fits, {format_bytes(total - gpu.needed_bytes)} spare"

@@ -1,7 +1,9 @@
 """What the monitor's keys do, on the real engine: restart, stop, logs, free VRAM, switch.
 
 Each method blocks (the TUI calls it from a worker after the user confirmed) and returns a line
-for the log pane, or raises an `AitherError` whose message the monitor shows.
+for the log pane, or raises an `AitherError` whose message the monitor shows. Restart, stop and
+switch go through `aitherctl.ops.switch`, the same transaction and lock as the CLI; a switch
+executes the very plan the monitor showed (or refuses, saying the plan changed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from aitherctl.errors import DockerUnavailableError, RefusedError
 
 def _progress(note: Callable[[str], None]) -> Any:
     """A `Progress` (aitherctl.ops.switch) that feeds the monitor's log pane."""
-    from aitherctl.ops.switch import Progress
+    from aitherctl.ops.transaction import Progress
 
     class NoteProgress(Progress):
         def note(self, message: str) -> None:
@@ -33,6 +35,7 @@ class StackActions:
     def __init__(self, stack: Any, gpus: Any | None = None) -> None:
         self._stack = stack
         self._gpus = gpus
+        self._shown: dict[str, Any] = {}  # profile → the Prepared plan the user was shown
 
     def _engine(self) -> Any:
         engine = self._stack.engine
@@ -47,14 +50,18 @@ class StackActions:
         return service.container_id
 
     def restart(self, service: ServiceView) -> str:
-        engine, cid = self._engine(), self._container(service)
-        engine.stop(cid)
-        engine.start(cid)
-        return f"restarted {service.name}"
+        from aitherctl.ops.switch import restart
+
+        self._container(service)
+        result = restart(self._engine(), service.name, _progress(lambda _line: None))
+        return f"restarted {service.name} in {result.seconds:.1f}s"
 
     def stop(self, service: ServiceView) -> str:
-        self._engine().stop(self._container(service))
-        return f"stopped {service.name} (r starts it again; `aitherctl down` removes it)"
+        from aitherctl.ops.switch import down
+
+        self._container(service)
+        down(self._engine(), [service.name], _progress(lambda _line: None))
+        return f"stopped {service.name} (`aitherctl up {service.name}` starts it again)"
 
     def logs(self, service: ServiceView, lines: int) -> str:
         text: str = self._engine().logs(self._container(service), tail=lines)
@@ -80,15 +87,18 @@ class StackActions:
 
         return self._gpus.read() if self._gpus is not None else GpuInventory(error="off")
 
-    def plan(self, profile: str) -> str:
+    def _prepare(self, profile: str) -> Any:
         from aitherctl.core.loader import ProfileCatalog
-        from aitherctl.core.vram import describe_vram
         from aitherctl.ops.switch import prepare
 
         catalog = ProfileCatalog()
-        prepared = prepare(
-            self._engine(), catalog.load(profile), self._inventory(), catalog=catalog
-        )
+        return prepare(self._engine(), catalog.load(profile), self._inventory(), catalog=catalog)
+
+    def plan(self, profile: str) -> str:
+        from aitherctl.core.vram import describe_vram
+
+        prepared = self._prepare(profile)
+        self._shown[profile] = prepared
         lines = [f"Plan for {profile}:"]
         for step in prepared.plan.steps:
             lines.append(f"  {step.action:<9} {step.service}: {step.reason}")

@@ -19,13 +19,18 @@ class StackState:
     endpoint: str
     containers: tuple[ManagedContainer, ...]
     active_profile: str | None
+    # The profile of the newest container, running or not: after a reboot nothing runs (GPU
+    # services do not restart by themselves) and `up --restore` brings this one back.
+    last_profile: str | None = None
 
     @property
     def running(self) -> tuple[ManagedContainer, ...]:
-        return tuple(item for item in self.containers if item.running)
+        return tuple(item for item in self.containers if item.running and not item.aside)
 
     def container(self, service: str) -> ManagedContainer | None:
-        matches = [item for item in self.containers if item.service == service]
+        matches = [
+            item for item in self.containers if item.service == service and not item.aside
+        ]
         matches.sort(key=lambda item: (not item.running, item.created_at or ""))
         return matches[0] if matches else None
 
@@ -59,4 +64,6 @@ def observe(
                 )
         hashes = {k: v for k, v in hashes.items() if v[0] or k in labelled}
     active = infer_active_profile(containers, hashes)
-    return StackState(engine.namespace, engine.endpoint, containers, active)
+    present = [item for item in containers if not item.aside]
+    last = max(present, key=lambda item: item.created_at or "").profile if present else None
+    return StackState(engine.namespace, engine.endpoint, containers, active, active or last)

@@ -1,82 +1,74 @@
-"""The reconciler: move the machine from what runs now to a profile, safely.
+"""Every change to the running set, one way: prepare a plan, then execute it as a transaction.
 
-1. Under a lock (one switch at a time per engine and namespace), read what runs from the labels.
-2. Compute the plan (keep / recreate / stop / start) and check it before touching anything: the
-   VRAM budget per GPU, host ports, images (pulled now if missing, while the old set still runs).
-3. Stop first to free VRAM. A replaced container is renamed aside and stopped, not removed, so a
-   rollback can start the very same container again.
-4. Start: vLLM services sharing a GPU one after another (each measures free memory when it
-   starts), everything else in parallel; wait for each readiness probe within its timeout.
-5. All ready: remove the set-aside containers; Docker restarts the new ones if they crash.
-   Anything failed (or Ctrl-C): remove what was started, restore the set-aside containers, and
-   report which service failed, why, and the last lines of its log.
+`prepare_*` build the plan for a profile switch, `up`, `down` or the monitor's restart, and check
+it (VRAM per GPU, ports, GPUs) without the lock and without changing anything, so a front-end can
+show it and ask. `execute` then takes the engine's switch lock, first recovers what an earlier,
+killed switch left behind, re-prepares the same change with fresh GPU readings, and applies it
+only if it is still the plan that was shown (`PlanChangedError` otherwise: show it, ask again).
+The CLI, `up`/`down` and the monitor all go through here; the sequence itself is
+`aitherctl.ops.transaction`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
-from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.http_probe import probe, probe_host
 from aitherctl.adapters.ports import port_is_free
-from aitherctl.core.container import ContainerSpec, HttpCheck, container_name
+from aitherctl.core.container import ContainerSpec
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.loader import ProfileCatalog
-from aitherctl.core.plan import Action, Plan, compute_plan
-from aitherctl.core.profile import Engine, Profile
+from aitherctl.core.plan import Action, Plan, compute_plan, restart_plan, stop_plan
+from aitherctl.core.profile import Profile
 from aitherctl.core.specs import ProfileSpecs, build_specs
 from aitherctl.core.stack import ManagedContainer
-from aitherctl.core.vram import GpuClaim, VramCheck, check_vram, describe_vram
-from aitherctl.errors import AitherError, NotFoundError, RefusedError, SwitchFailedError
+from aitherctl.core.units import MemoryAmount
+from aitherctl.core.vram import (
+    GpuClaim,
+    VramCheck,
+    actual_use_by_service,
+    check_vram,
+    describe_vram,
+)
+from aitherctl.errors import AitherError, NotFoundError, RefusedError
 from aitherctl.ops.lock import switch_lock
 from aitherctl.ops.state import StackState, gpu_memory, observe
+from aitherctl.ops.transaction import (
+    Progress,
+    ServiceOutcome,
+    SwitchResult,
+    Transaction,
+    pending,
+    recover,
+)
 
-LOG_TAIL_LINES = 15
-RESTORE_TIMEOUT_S = 300.0
-
-
-class Progress(Protocol):
-    """Receives progress; the CLI renders it, tests record it. Called from worker threads."""
-
-    def note(self, message: str) -> None: ...
-
-    def service(self, service: str, status: str, detail: str = "") -> None: ...
+InventoryReader = Callable[[], GpuInventory]
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    profile: Profile
     plan: Plan
     vram: VramCheck
     state: StackState
-    specs: ProfileSpecs
+    profile: Profile | None = None
+    specs: ProfileSpecs | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceOutcome:
-    service: str
-    ready: bool
-    seconds: float
-    detail: str
-    log_tail: str = ""
+class PlanChangedError(RefusedError):
+    """Between the confirmation and the lock, the machine changed: the plan is not the one the
+    user saw. Nothing was changed; `fresh` is the new plan to show."""
+
+    def __init__(self, fresh: Prepared) -> None:
+        super().__init__(
+            "the plan changed since it was shown (another switch ran, or a container changed); "
+            "nothing was changed: review the new plan and confirm again"
+        )
+        self.fresh = fresh
 
 
-@dataclass(slots=True)
-class SwitchResult:
-    profile: str
-    plan: Plan
-    outcomes: list[ServiceOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-# ---- preparing ------------------------------------------------------------------------------
+# ---- preparing ----------------------------------------------------------------------------------
 
 
 def prepare(
@@ -98,17 +90,12 @@ def prepare(
     )
     if needs_gpu and not inventory.available:
         raise RefusedError(
-            f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, but {inventory.error}",
+            f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, "
+            f"but {inventory.error}",
             detail="CPU services still run: try `aitherctl profile switch cpu`.",
         )
-    # Without NVML only CPU services can be built (and only they were asked for).
-    usable = {
-        name: svc
-        for name, svc in profile.services.items()
-        if inventory.available or not svc.uses_gpu
-    }
-    specs = build_specs(replace(profile, services=usable), gpu_memory(inventory))
     state = observe(engine, catalog, inventory, with_pids=inventory.available)
+    specs = _specs(profile, inventory)
     if only is None:
         plan = compute_plan(profile.name, state.containers, specs.resident, specs.on_demand)
         untouched: list[ManagedContainer] = []
@@ -118,49 +105,171 @@ def prepare(
         wanted = {name: spec for name in only if (spec := specs.get(name)) is not None}
         mine = [item for item in state.containers if item.service in wanted]
         plan = compute_plan(profile.name, mine, wanted)
-        untouched = [item for item in state.running if item.service not in wanted]
+        untouched = [
+            item for item in state.running if item.service not in wanted and not item.aside
+        ]
+    return _checked(
+        engine,
+        plan,
+        state,
+        inventory,
+        profile.gpu_reserve,
+        untouched=untouched,
+        profile=profile,
+        specs=specs,
+    )
 
-    claims = [GpuClaim.of(spec) for spec in plan.after] + [GpuClaim.of(c) for c in untouched]
+
+def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
+    """The plan as if nothing ran, for a machine whose Docker engine is not reachable (yet):
+    every resident service starts; the VRAM check uses the GPUs as NVML sees them now."""
+    state = StackState("-", "(no Docker engine)", (), None)
+    specs = _specs(profile, inventory)
+    plan = compute_plan(profile.name, [], specs.resident, specs.on_demand)
+    claims = [GpuClaim.of(item) for item in plan.after]
+    vram = check_vram(claims, inventory, profile.gpu_reserve)
+    if not vram.fits:
+        raise RefusedError(
+            vram.problems[0] if vram.problems else f"profile {profile.name!r} does not fit",
+            detail="\n".join(describe_vram(vram, only_failing=True)),
+        )
+    return Prepared(plan, vram, state, profile, specs)
+
+
+def _specs(profile: Profile, inventory: GpuInventory) -> ProfileSpecs:
+    # Without NVML only CPU services can be built (and only they were asked for).
+    usable = {
+        name: svc
+        for name, svc in profile.services.items()
+        if inventory.available or not svc.uses_gpu
+    }
+    return build_specs(replace(profile, services=usable), gpu_memory(inventory))
+
+
+def _checked(
+    engine: DockerEngine,
+    plan: Plan,
+    state: StackState,
+    inventory: GpuInventory,
+    reserve: MemoryAmount,
+    *,
+    untouched: Sequence[ManagedContainer] = (),
+    profile: Profile | None = None,
+    specs: ProfileSpecs | None = None,
+) -> Prepared:
+    running = [item for item in state.running if not item.aside]
+    claims = [GpuClaim.of(item) for item in plan.after] + [GpuClaim.of(c) for c in untouched]
     managed_pids = [pid for item in state.containers for pid in item.pids]
-    vram = check_vram(claims, inventory, profile.gpu_reserve, managed_pids)
-    prepared = Prepared(profile, plan, vram, state, specs)
+    vram = check_vram(
+        claims,
+        inventory,
+        reserve,
+        managed_pids,
+        actual_use=actual_use_by_service(state.containers, inventory),
+        running=[GpuClaim.of(item) for item in running],
+    )
+    prepared = Prepared(plan, vram, state, profile, specs)
     if not vram.fits:
         failing = [gpu for gpu in vram.gpus if not gpu.fits]
         head = (
             vram.problems[0]
             if vram.problems
-            else f"profile {profile.name!r} does not fit in VRAM on GPU "
+            else f"profile {plan.profile!r} does not fit in VRAM on GPU "
             + ", ".join(
                 f"{gpu.index} (missing {gpu.missing_bytes / 1024**3:.1f} GiB)" for gpu in failing
             )
         )
         raise RefusedError(head, detail="\n".join(describe_vram(vram, only_failing=True)))
-    _check_ports(engine, plan)
+    _check_ports(engine, plan, untouched)
     return prepared
 
 
-def _check_ports(engine: DockerEngine, plan: Plan) -> None:
-    freed = {(item.bind, item.port) for item in plan.to_stop if item.port}
-    taken = engine.published_ports()
-    local = engine.endpoint.startswith(("unix://", "npipe://")) or "socket" in engine.endpoint
-    for spec in plan.to_start:
-        key = (spec.bind, spec.host_port)
-        if key in freed or ("0.0.0.0", spec.host_port) in freed:
-            continue
-        holder = taken.get(key) or taken.get(("0.0.0.0", spec.host_port))
-        if holder is None and spec.bind == "0.0.0.0":
-            holder = next((n for (ip, p), n in taken.items() if p == spec.host_port), None)
-        if holder is not None:
-            raise RefusedError(
-                f"port {spec.host_port} for service {spec.service!r} is already published by "
-                f"container {holder}; stop it or change the service's `port`"
+def prepare_down(engine: DockerEngine, services: Sequence[str] | None) -> Prepared:
+    """`down`: the named services' containers (all of aitherctl's when `services` is None)."""
+    state = observe(engine)
+    if services is not None:
+        known = {item.service for item in state.containers if not item.aside}
+        unknown = [name for name in services if name not in known]
+        if unknown:
+            raise NotFoundError(
+                f"no container for service {', '.join(map(repr, unknown))} "
+                f"(running: {', '.join(sorted(known)) or 'none'})"
             )
-        if local and not port_is_free(spec.bind, spec.host_port):
+    plan = stop_plan(state.active_profile or "-", state.containers, services)
+    return Prepared(plan, VramCheck(()), state)
+
+
+def prepare_restart(engine: DockerEngine, service: str) -> Prepared:
+    """The monitor's restart of one service: stop and start its container, wait until ready."""
+    state = observe(engine)
+    plan = restart_plan(state.active_profile or "-", state.running, service)
+    if not plan.steps:
+        raise NotFoundError(f"service {service!r} has no running container to restart")
+    return Prepared(plan, VramCheck(()), state)
+
+
+def _check_ports(
+    engine: DockerEngine, plan: Plan, untouched: Sequence[ManagedContainer] = ()
+) -> None:
+    """Every port the plan will publish is free: not published by another container (stopped
+    ones of this plan excepted), not bound by a program on this machine, and not wanted twice
+    within the plan itself or by a service left running."""
+    freed = {(item.bind, item.port) for item in plan.to_stop if item.port}
+    wanted: list[tuple[str, int, str]] = []
+    for step in plan.steps:
+        if step.action in (Action.START, Action.RECREATE) and step.target is not None:
+            wanted.append((step.target.bind, step.target.host_port, step.service))
+        elif step.action is Action.RESUME and step.current and step.current.port:
+            wanted.append((step.current.bind, step.current.port, step.service))
+    staying: list[tuple[str, int, str]] = [
+        (item.bind, item.port, item.service) for item in untouched if item.port
+    ]
+    for step in plan.of(Action.KEEP, Action.RESTART):
+        target: ContainerSpec | ManagedContainer | None = step.target or step.current
+        if isinstance(target, ContainerSpec):
+            staying.append((target.bind, target.host_port, step.service))
+        elif target is not None and target.port:
+            staying.append((target.bind, target.port, step.service))
+    seen: list[tuple[str, int, str]] = list(staying)
+    for bind, port, service in wanted:
+        for other_bind, other_port, other in seen:
+            if other_port == port and _binds_overlap(bind, other_bind):
+                raise RefusedError(
+                    f"port {port} is wanted by both {other!r} and {service!r}; give one of "
+                    "them another `port`"
+                )
+        seen.append((bind, port, service))
+    if not wanted:
+        return
+    taken = engine.published_ports()
+    ours = {item.name for item in plan.to_stop} | {
+        s.current.name for s in plan.of(Action.RESUME) if s.current
+    }
+    local = engine.endpoint.startswith(("unix://", "npipe://")) or "socket" in engine.endpoint
+    for bind, port, service in wanted:
+        if (bind, port) in freed or ("0.0.0.0", port) in freed:
+            continue
+        holders = [
+            name
+            for (ip, p), name in taken.items()
+            if p == port and _binds_overlap(bind, ip) and name not in ours
+        ]
+        if holders:
             raise RefusedError(
-                f"port {spec.host_port} for service {spec.service!r} is already in use on "
-                f"{spec.bind}; stop what holds it (`ss -ltnp 'sport = :{spec.host_port}'`) "
+                f"port {port} for service {service!r} is already published by "
+                f"container {holders[0]}; stop it or change the service's `port`"
+            )
+        if local and not port_is_free(bind, port):
+            raise RefusedError(
+                f"port {port} for service {service!r} is already in use on "
+                f"{bind}; stop what holds it (`ss -ltnp 'sport = :{port}'`) "
                 "or change the service's `port`"
             )
+
+
+def _binds_overlap(first: str, second: str) -> bool:
+    wildcard = ("0.0.0.0", "::", "")
+    return first == second or first in wildcard or second in wildcard
 
 
 def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
@@ -178,264 +287,87 @@ def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
             ) from None
 
 
-# ---- applying -------------------------------------------------------------------------------
+# ---- executing ----------------------------------------------------------------------------------
+
+
+def execute(
+    engine: DockerEngine,
+    prepared: Prepared,
+    reprepare: Callable[[], Prepared],
+    progress: Progress,
+    *,
+    lock_timeout_s: float = 900.0,
+) -> SwitchResult:
+    """Apply `prepared` under the engine's lock, if re-preparing under the lock (fresh GPU
+    readings, fresh container list, after recovering an interrupted switch) gives the same plan.
+    """
+    with switch_lock(
+        engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
+    ):
+        recovered = recover(engine, progress) if pending(engine) else []
+        fresh = reprepare()
+        if fresh.plan.signature() != prepared.plan.signature():
+            raise PlanChangedError(fresh)
+        if not fresh.plan.changes:
+            result = SwitchResult(fresh.plan.profile, fresh.plan)
+        else:
+            ensure_images(engine, fresh.plan, progress)
+            result = Transaction(engine, fresh.plan, progress).apply()
+            _forget_failures(engine, fresh.plan, result.outcomes)
+        if recovered:
+            result.recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in recovered)
+        return result
+
+
+def run_change(
+    engine: DockerEngine,
+    prepare_fn: Callable[[], Prepared],
+    progress: Progress,
+    *,
+    confirm: Callable[[Prepared, bool], bool] | None = None,
+    lock_timeout_s: float = 900.0,
+    attempts: int = 3,
+) -> SwitchResult:
+    """Prepare, confirm (without the lock), execute; when the plan changed meanwhile, confirm
+    the new one (`confirm(prepared, changed=True)`). `confirm=None` accepts every plan."""
+    prepared = prepare_fn()
+    changed = False
+    for _ in range(attempts):
+        if confirm is not None and prepared.plan.changes and not confirm(prepared, changed):
+            raise Declined("not confirmed; nothing was changed")
+        try:
+            return execute(engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s)
+        except PlanChangedError as exc:
+            progress.note("the plan changed while waiting; here is the new one")
+            prepared, changed = exc.fresh, True
+    raise RefusedError("the plan kept changing under another switch; try again")
+
+
+class Declined(AitherError):
+    """The user said no; nothing was changed."""
 
 
 def switch(
     engine: DockerEngine,
     catalog: ProfileCatalog,
     profile_name: str,
-    inventory: GpuInventory,
+    inventory: InventoryReader,
     progress: Progress,
     *,
     only: Sequence[str] | None = None,
     lock_timeout_s: float = 900.0,
+    confirm: Callable[[Prepared, bool], bool] | None = None,
 ) -> SwitchResult:
+    """Move to `profile_name` (or bring up `only` those services). GPU readings are taken again
+    under the lock; `inventory` is called for each reading."""
     profile = catalog.load(profile_name)
-    with switch_lock(
-        engine.endpoint, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-    ):
-        prepared = prepare(engine, profile, inventory, catalog=catalog, only=only)
-        ensure_images(engine, prepared.plan, progress)
-        return apply_plan(engine, prepared, progress)
 
+    def prepare_fn() -> Prepared:
+        return prepare(engine, profile, inventory(), catalog=catalog, only=only)
 
-def apply_plan(engine: DockerEngine, prepared: Prepared, progress: Progress) -> SwitchResult:
-    plan = prepared.plan
-    started = time.monotonic()
-    result = SwitchResult(plan.profile, plan)
-    aside: list[tuple[ManagedContainer, str]] = []  # (container, its original name)
-    created: list[str] = []
-    try:
-        _stop_phase(engine, plan, progress, aside)
-        outcomes = _start_phase(engine, plan, progress, created)
-        result.outcomes = outcomes
-        failed = [outcome for outcome in outcomes if not outcome.ready]
-        if failed:
-            _rollback(engine, created, aside, progress)
-            first = failed[0]
-            journal.record(
-                "rollback", plan.profile,
-                f"switch to {plan.profile} failed ({first.service}: {first.detail}); rolled back",
-            )
-            detail = first.log_tail and f"last lines of {first.service}'s log:\n{first.log_tail}"
-            restored = ", ".join(item.service for item, _ in aside) or "nothing to restore"
-            raise SwitchFailedError(
-                f"service {first.service!r} did not become ready: {first.detail}; "
-                f"rolled back (restored: {restored})",
-                detail=detail or None,
-            )
-    except KeyboardInterrupt:
-        progress.note("interrupted: rolling back")
-        _rollback(engine, created, aside, progress)
-        raise
-    for item, _ in aside:
-        engine.remove(item.id)
-    result.seconds = time.monotonic() - started
-    counts = {action: len(plan.of(action)) for action in Action}
-    journal.record(
-        "switch", plan.profile,
-        f"{plan.profile}: {counts[Action.START]} started, {counts[Action.RECREATE]} recreated, "
-        f"{counts[Action.STOP]} stopped, {counts[Action.KEEP]} kept in {result.seconds:.1f}s",
+    return run_change(
+        engine, prepare_fn, progress, confirm=confirm, lock_timeout_s=lock_timeout_s
     )
-    return result
-
-
-def _stop_phase(
-    engine: DockerEngine,
-    plan: Plan,
-    progress: Progress,
-    aside: list[tuple[ManagedContainer, str]],
-) -> None:
-    def stop_one(item: ManagedContainer, keep_aside: bool) -> None:
-        progress.service(item.service, "stopping")
-        if keep_aside and item.running:
-            engine.rename(item.id, f"{item.name}-replaced-{item.id[:8]}")
-            aside.append((item, item.name))
-            engine.stop(item.id)
-        else:
-            engine.remove(item.id)
-        progress.service(item.service, "stopped")
-
-    jobs = []
-    for step in plan.of(Action.STOP, Action.RECREATE):
-        if step.current is None:
-            continue
-        # Running containers go aside (for rollback); exited ones and duplicates just go.
-        keep = step.current.running and step.reason != "duplicate container"
-        jobs.append((step.current, keep))
-    if not jobs:
-        return
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
-        for future in [pool.submit(stop_one, item, keep) for item, keep in jobs]:
-            future.result()
-
-
-def _lanes(specs: Sequence[ContainerSpec]) -> list[list[ContainerSpec]]:
-    """vLLM services that share a GPU start one after another; everything else in parallel."""
-    lanes: list[list[ContainerSpec]] = []
-    vllm_lanes: list[tuple[set[int], list[ContainerSpec]]] = []
-    for spec in specs:
-        if spec.engine is Engine.VLLM and spec.gpus:
-            joined = [lane for lane in vllm_lanes if lane[0] & set(spec.gpus)]
-            if joined:
-                gpus, lane = joined[0]
-                gpus.update(spec.gpus)
-                lane.append(spec)
-                continue
-            vllm_lanes.append((set(spec.gpus), [spec]))
-        else:
-            lanes.append([spec])
-    return [lane for _, lane in vllm_lanes] + lanes
-
-
-def _start_phase(
-    engine: DockerEngine, plan: Plan, progress: Progress, created: list[str]
-) -> list[ServiceOutcome]:
-    specs = plan.to_start
-    if not specs:
-        return []
-    lock = threading.Lock()
-    cancel = threading.Event()
-
-    def run_lane(lane: list[ContainerSpec]) -> list[ServiceOutcome]:
-        outcomes = []
-        for spec in lane:
-            if cancel.is_set():
-                outcomes.append(
-                    ServiceOutcome(spec.service, False, 0.0, "not started: another service failed")
-                )
-                continue
-            outcome = _start_one(engine, plan.profile, spec, progress, created, lock, cancel)
-            outcomes.append(outcome)
-            if not outcome.ready:
-                cancel.set()
-        return outcomes
-
-    lanes = _lanes(specs)
-    with ThreadPoolExecutor(max_workers=min(8, len(lanes))) as pool:
-        futures = [pool.submit(run_lane, lane) for lane in lanes]
-        outcomes = []
-        for future in futures:
-            outcomes.extend(future.result())
-    # Failures first, so the message names the service that failed rather than one cancelled.
-    outcomes.sort(
-        key=lambda o: (
-            o.ready,
-            o.detail.startswith("not started"),
-            o.detail.startswith("cancelled"),
-        )
-    )
-    return outcomes
-
-
-def _start_one(
-    engine: DockerEngine,
-    profile: str,
-    spec: ContainerSpec,
-    progress: Progress,
-    created: list[str],
-    lock: threading.Lock,
-    cancel: threading.Event,
-) -> ServiceOutcome:
-    import httpx
-
-    began = time.monotonic()
-    progress.service(spec.service, "starting")
-    try:
-        container_id = engine.create(spec, profile)
-        with lock:
-            created.append(container_id)
-        engine.start(container_id)
-    except AitherError as exc:
-        return ServiceOutcome(spec.service, False, time.monotonic() - began, exc.message)
-    host = probe_host(spec.bind, engine.endpoint)
-    detail = "no answer yet"
-    with httpx.Client() as client:
-        deadline = began + spec.readiness.timeout_s
-        while time.monotonic() < deadline:
-            if cancel.is_set():
-                return ServiceOutcome(
-                    spec.service,
-                    False,
-                    time.monotonic() - began,
-                    "cancelled: another service failed",
-                )
-            current = engine.get(container_id)
-            if current.state in ("exited", "dead"):
-                tail = _tail(engine, container_id)
-                return ServiceOutcome(
-                    spec.service,
-                    False,
-                    time.monotonic() - began,
-                    f"container exited with code {current.exit_code}",
-                    tail,
-                )
-            result = probe(client, host, spec.host_port, spec.readiness.checks)
-            if result.ok:
-                engine.keep_restarting(container_id)
-                seconds = time.monotonic() - began
-                progress.service(spec.service, "ready", f"{seconds:.1f}s")
-                return ServiceOutcome(spec.service, True, seconds, "ready")
-            if result.detail != detail:
-                detail = result.detail
-                progress.service(spec.service, "waiting", detail)
-            time.sleep(0.25)
-    return ServiceOutcome(
-        spec.service,
-        False,
-        time.monotonic() - began,
-        f"not ready after {spec.readiness.timeout_s:g}s (last probe: {detail})",
-        _tail(engine, container_id),
-    )
-
-
-def _tail(engine: DockerEngine, container_id: str) -> str:
-    try:
-        return engine.logs(container_id, tail=LOG_TAIL_LINES).rstrip()
-    except AitherError:
-        return ""
-
-
-def _rollback(
-    engine: DockerEngine,
-    created: list[str],
-    aside: list[tuple[ManagedContainer, str]],
-    progress: Progress,
-) -> None:
-    for container_id in created:
-        engine.remove(container_id)
-    if not aside:
-        return
-    import httpx
-
-    for item, name in aside:
-        progress.service(item.service, "restoring")
-        with contextlib.suppress(AitherError):
-            engine.rename(item.id, name)
-        engine.start(item.id)
-    with httpx.Client() as client:
-        for item, _ in aside:
-            deadline = time.monotonic() + RESTORE_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if (
-                    item.port is None
-                    or probe(
-                        client,
-                        probe_host(item.bind, engine.endpoint),
-                        item.port,
-                        item.health_checks,
-                    ).ok
-                ):
-                    progress.service(item.service, "restored")
-                    break
-                if engine.get(item.id).state in ("exited", "dead"):
-                    progress.service(item.service, "failed", "exited while restoring")
-                    break
-                time.sleep(0.25)
-
-
-# ---- down -----------------------------------------------------------------------------------
 
 
 def down(
@@ -447,50 +379,69 @@ def down(
     lock_timeout_s: float = 900.0,
 ) -> list[str]:
     """Stop and remove the named services' containers (or every managed one). Returns names."""
-    with switch_lock(
-        engine.endpoint, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-    ):
-        containers = engine.list_managed()
-        if everything:
-            chosen = containers
+    chosen = None if everything else list(services)
+    result = run_change(
+        engine,
+        lambda: prepare_down(engine, chosen),
+        progress,
+        lock_timeout_s=lock_timeout_s,
+    )
+    return sorted({step.service for step in result.plan.of(Action.STOP)})
+
+
+def restart(
+    engine: DockerEngine, service: str, progress: Progress, *, lock_timeout_s: float = 900.0
+) -> SwitchResult:
+    return run_change(
+        engine,
+        lambda: prepare_restart(engine, service),
+        progress,
+        lock_timeout_s=lock_timeout_s,
+    )
+
+
+def _forget_failures(
+    engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]
+) -> None:
+    """A service the switch reports ready is no longer remembered as failed by the router."""
+    try:
+        from aitherctl.adapters.backend_probe import (  # type: ignore[attr-defined,unused-ignore]
+            forget_backend,
+        )
+    except ImportError:  # until the router's failure memory offers it
+        return
+    from aitherctl.adapters.http_probe import probe_host
+
+    ready = {outcome.service for outcome in outcomes if outcome.ready}
+    for step in plan.steps:
+        if step.service not in ready:
+            continue
+        if step.target is not None:
+            port, bind = step.target.host_port, step.target.bind
+        elif step.current is not None and step.current.port:
+            port, bind = step.current.port, step.current.bind
         else:
-            known = {item.service for item in containers}
-            unknown = [name for name in services if name not in known]
-            if unknown:
-                raise NotFoundError(
-                    f"no container for service {', '.join(map(repr, unknown))} "
-                    f"(running: {', '.join(sorted(known)) or 'none'})"
-                )
-            chosen = [item for item in containers if item.service in services]
-
-        def stop(item: ManagedContainer) -> None:
-            progress.service(item.service, "stopping")
-            engine.stop(item.id)
-            engine.remove(item.id)
-            progress.service(item.service, "stopped")
-
-        if chosen:
-            with ThreadPoolExecutor(max_workers=min(8, len(chosen))) as pool:
-                for future in [pool.submit(stop, item) for item in chosen]:
-                    future.result()
-            names = ", ".join(sorted({item.service for item in chosen}))
-            journal.record("down", None, f"stopped {names}")
-        return sorted({item.service for item in chosen})
-
-
-def readiness_checks(item: ManagedContainer) -> tuple[HttpCheck, ...]:
-    return item.health_checks
+            continue
+        # The router's memory must never fail a switch.
+        with contextlib.suppress(Exception):
+            forget_backend(probe_host(bind, engine.endpoint), port)
 
 
 __all__ = [
+    "Declined",
+    "PlanChangedError",
     "Prepared",
     "Progress",
     "ServiceOutcome",
     "SwitchResult",
-    "apply_plan",
-    "container_name",
     "down",
     "ensure_images",
+    "execute",
     "prepare",
+    "prepare_down",
+    "prepare_offline",
+    "prepare_restart",
+    "restart",
+    "run_change",
     "switch",
 ]

@@ -45,11 +45,13 @@ def test_same_target_is_a_no_op() -> None:
     assert not plan.changes
 
 
-def test_exited_container_is_recreated_and_duplicates_removed() -> None:
+def test_exited_container_is_resumed_if_unchanged_else_recreated_and_duplicates_removed() -> None:
     a = spec("a", 1)
     plan = compute_plan("p", [container(a, state="exited")], {"a": a})
-    assert actions(plan) == {"a": "recreate"}
-    assert plan.steps[0].reason == "not running (exited)"
+    assert actions(plan) == {"a": "resume"}  # after a reboot: the same container starts again
+    changed = compute_plan("p", [container(a, state="exited")], {"a": spec("a", 1, model="/x")})
+    assert actions(changed) == {"a": "recreate"}
+    assert changed.steps[0].reason == "not running (exited)"
     dup = compute_plan("p", [container(a, created="1"), container(a, created="2", state="exited")],
                        {"a": a})
     assert [(s.action.value, s.reason) for s in dup.steps] == [
@@ -76,3 +78,17 @@ def test_active_profile_follows_the_running_set_not_only_labels() -> None:
     hashes2 = {"a": ({"shared": shared.spec_hash(), "x": "y"}, {}), "c": ({"shared": shared.spec_hash()}, {})}
     assert infer_active_profile(kept_only, hashes2) == "c"
     assert infer_active_profile([], hashes) is None
+
+
+def test_a_set_aside_container_is_never_part_of_a_plan() -> None:
+    """A killed switch leaves `aither-a-aside-TXN` behind: only recovery may touch it (before,
+    the plan deleted it as a "duplicate container", losing the rollback)."""
+    a = spec("a", 1)
+    aside = ManagedContainer.from_labels(
+        id="id-old", name="aither-a-aside-0123456789", state="exited", image=a.image,
+        labels=a.labels("default", "p"), created_at="0",
+    )
+    plan = compute_plan("p", [aside, container(a, created="2")], {"a": a})
+    assert [(s.action.value, s.current.id if s.current else None) for s in plan.steps] == [
+        ("keep", "id-a-2")]
+    assert compute_plan("p", [aside], {"a": a}).of(Action.STOP) == ()

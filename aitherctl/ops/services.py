@@ -1,0 +1,174 @@
+"""What `ps` shows: each of aitherctl's containers with its health, its real VRAM against its
+budget, and its uptime. One model, rendered by the CLI as a table or as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.core.gpu import GpuInventory
+from aitherctl.core.loader import ProfileCatalog
+from aitherctl.core.stack import ManagedContainer
+from aitherctl.core.vram import actual_use_by_service
+from aitherctl.ops.state import observe
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    service: str
+    profile: str
+    engine: str
+    model: str | None
+    state: str
+    health: str
+    port: int | None
+    bind: str
+    gpus: tuple[int, ...]
+    vram_budget_bytes: int | None  # per GPU (the smallest, for several GPUs)
+    vram_used_bytes: int | None  # NVML per-process memory of its PIDs, largest on one GPU
+    container: str
+    container_id: str
+    image: str
+    uptime_s: float | None
+
+    @property
+    def over_budget(self) -> bool:
+        return (
+            self.vram_used_bytes is not None
+            and self.vram_budget_bytes is not None
+            and self.vram_used_bytes > self.vram_budget_bytes
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "profile": self.profile,
+            "engine": self.engine,
+            "model": self.model,
+            "state": self.state,
+            "health": self.health,
+            "port": self.port,
+            "bind": self.bind,
+            "gpus": list(self.gpus),
+            "vram_budget_bytes": self.vram_budget_bytes,
+            "vram_used_bytes": self.vram_used_bytes,
+            "over_budget": self.over_budget,
+            "container": self.container,
+            "container_id": self.container_id,
+            "image": self.image,
+            "uptime_s": self.uptime_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceListing:
+    active_profile: str | None
+    namespace: str
+    endpoint: str
+    rows: tuple[ServiceRow, ...]
+    pending_switch: bool
+
+
+def list_services(
+    engine: DockerEngine,
+    catalog: ProfileCatalog | None,
+    inventory: Callable[[], GpuInventory] | None = None,
+) -> ServiceListing:
+    """Every container of aitherctl's in this namespace. GPUs are read (and container PIDs
+    listed) only when a GPU service runs, so a CPU-only machine pays nothing for NVML."""
+    state = observe(engine, catalog)
+    gpu_running = any(item.gpus for item in state.running)
+    use: dict[str, dict[int, int]] = {}
+    if gpu_running and inventory is not None:
+        gpus = inventory()
+        if gpus.available:
+            with_pids = [
+                item if not item.running else _with_pids(engine, item)
+                for item in state.containers
+            ]
+            use = actual_use_by_service(with_pids, gpus)
+    visible = sorted(
+        (item for item in state.containers if not item.aside), key=lambda item: item.service
+    )
+    health = probe_health(engine, visible)
+    rows = []
+    for item in visible:
+        per_gpu = use.get(item.service)
+        worst = None
+        if per_gpu:
+            # Over budget on any of its GPUs: compare each GPU's use with that GPU's budget.
+            worst = max(per_gpu.values())
+            over = [g for g, used in per_gpu.items() if used > (item.budget_on(g) or used)]
+            if over:
+                worst = per_gpu[over[0]]
+        rows.append(
+            ServiceRow(
+                service=item.service,
+                profile=item.profile,
+                engine=item.engine,
+                model=item.served_model or item.model,
+                state=item.state,
+                health=health.get(item.id, "-" if not item.running else "unknown"),
+                port=item.port,
+                bind=item.bind,
+                gpus=item.gpus,
+                vram_budget_bytes=item.vram_bytes,
+                vram_used_bytes=worst,
+                container=item.name,
+                container_id=item.id[:12],
+                image=item.image,
+                uptime_s=uptime_s(item),
+            )
+        )
+    pending = any(item.aside for item in state.containers)
+    return ServiceListing(
+        state.active_profile, state.namespace, state.endpoint, tuple(rows), pending
+    )
+
+
+def _with_pids(engine: DockerEngine, item: ManagedContainer) -> ManagedContainer:
+    from dataclasses import replace
+
+    return replace(item, pids=engine.pids(item.id))
+
+
+def probe_health(
+    engine: DockerEngine, containers: list[ManagedContainer], timeout_s: float = 1.0
+) -> dict[str, str]:
+    """Probe every running service at once, `timeout_s` each."""
+    import httpx
+
+    from aitherctl.adapters.http_probe import probe, probe_host
+
+    running = [item for item in containers if item.running and item.port]
+    if not running:
+        return {}
+    with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+        results = pool.map(
+            lambda item: probe(
+                client,
+                probe_host(item.bind, engine.endpoint),
+                item.port,
+                item.health_checks,
+                timeout_s=timeout_s,
+            ),
+            running,
+        )
+        return {
+            item.id: "healthy" if result.ok else f"unhealthy ({result.detail})"
+            for item, result in zip(running, results, strict=True)
+        }
+
+
+def uptime_s(item: ManagedContainer) -> float | None:
+    if not item.started_at:
+        return None
+    try:
+        started = datetime.fromisoformat(item.started_at.replace("Z", "+00:00")[:32])
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())

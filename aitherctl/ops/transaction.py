@@ -1,0 +1,768 @@
+"""Applying a plan as a transaction: all of it happens, or the previous set is back.
+
+The sequence (one for every caller: `profile switch`, `up`, `down`, the monitor's actions):
+1. Record the intent on the engine before anything changes: a labelled volume
+   `aither[-NS]-txn-ID` lists every container that will be set aside (its id, its name, whether it
+   was running) and every stopped container that will be resumed. Every container the switch
+   creates carries the label `ai.aitherctl.txn=ID`.
+2. Set aside: each container the plan replaces or removes is renamed `NAME-aside-ID` and stopped
+   (never removed), so a rollback can start the very same container again.
+3. Start: new containers are created and started, stopped ones resumed; services on one GPU one
+   after another (each allocates memory when it starts), the rest in parallel; each waited for
+   until its readiness probe answers. The waits watch a cancel flag, so a failure elsewhere or a
+   signal ends them within about a second.
+4. Commit: a second record (`...-commit`) marks the point of no return, then the set-aside
+   containers are removed, restart policies set, and both records removed.
+Any failure before the commit (a service that never answers, a Docker API error while stopping,
+renaming, creating, starting or inspecting, SIGINT, SIGTERM or SIGHUP) rolls back: everything the
+switch created is removed and every set-aside container is renamed back and started, each one on
+its own, so one that cannot be restored does not leave the others stopped.
+A process killed outright (`kill -9`, a power cut) leaves the records behind; `recover` (run by
+the next `switch`, `up`, `down` and by `aitherctl recover`) reads them and rolls back, or, when
+the commit record exists, finishes the commit. Set-aside containers are only ever touched here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+from aitherctl.adapters import journal
+from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.adapters.http_probe import probe, probe_host
+from aitherctl.core import container as c
+from aitherctl.core.container import ContainerSpec, HttpCheck
+from aitherctl.core.plan import Action, Plan
+from aitherctl.core.stack import ManagedContainer
+from aitherctl.errors import AitherError, SwitchFailedError
+
+LOG_TAIL_LINES = 15
+RESTORE_TIMEOUT_S = 300.0
+POLL_S = 0.25
+PROBE_TIMEOUT_S = 1.0  # a readiness probe never delays a cancel by more than this
+DEFAULT_READY_TIMEOUT_S = 300.0
+
+
+class Progress(Protocol):
+    """Receives progress; the CLI renders it, tests record it. Called from worker threads."""
+
+    def note(self, message: str) -> None: ...
+
+    def service(self, service: str, status: str, detail: str = "") -> None: ...
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped a switch; the previous set was restored."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.summary = ""
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOutcome:
+    service: str
+    ready: bool
+    seconds: float
+    detail: str
+    log_tail: str = ""
+
+
+@dataclass(slots=True)
+class SwitchResult:
+    profile: str
+    plan: Plan
+    outcomes: list[ServiceOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    recovered: str | None = None  # what `recover` did first, if anything
+
+
+@dataclass(frozen=True, slots=True)
+class AsideEntry:
+    id: str
+    service: str
+    name: str  # its name before it was set aside
+    was_running: bool
+
+    def aside_name(self, txn: str) -> str:
+        return f"{self.name}{c.ASIDE_MARK}{txn}"
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    txn: str
+    profile: str
+    aside: tuple[AsideEntry, ...]
+    resumed: tuple[str, ...]  # ids of stopped containers the switch starts again
+    restarted: tuple[str, ...]  # ids of running containers the switch restarts
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "txn": self.txn,
+                "profile": self.profile,
+                "aside": [
+                    {"id": e.id, "service": e.service, "name": e.name, "was_running": e.was_running}
+                    for e in self.aside
+                ],
+                "resumed": list(self.resumed),
+                "restarted": list(self.restarted),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Intent:
+        data = json.loads(text)
+        return cls(
+            txn=str(data["txn"]),
+            profile=str(data.get("profile", "?")),
+            aside=tuple(
+                AsideEntry(str(e["id"]), str(e["service"]), str(e["name"]), bool(e["was_running"]))
+                for e in data.get("aside", [])
+            ),
+            resumed=tuple(str(i) for i in data.get("resumed", [])),
+            restarted=tuple(str(i) for i in data.get("restarted", [])),
+        )
+
+
+LABEL_KIND = c.LABEL_PREFIX + "record-kind"  # "txn" or "commit"
+LABEL_INTENT = c.LABEL_PREFIX + "intent"
+
+
+def record_name(namespace: str, txn: str, kind: str) -> str:
+    base = "aither" if namespace == "default" else f"aither-{namespace}"
+    return f"{base}-txn-{txn}" + ("-commit" if kind == "commit" else "")
+
+
+# ---- signals ----------------------------------------------------------------------------------
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class SignalGuard:
+    """While a switch runs in the main thread, SIGINT, SIGTERM and SIGHUP cancel it: the first
+    one sets the cancel flag (readiness waits end within a second) and raises `Interrupted`.
+    Once the rollback has begun (`hold`), signals no longer interrupt; one received then only
+    stops the wait for restored services to answer (they are started and come up on their own)."""
+
+    def __init__(self, cancel: threading.Event, progress: Progress) -> None:
+        self.cancel = cancel
+        self.progress = progress
+        self.received: int | None = None
+        self.holding = False
+        self.during_rollback = 0
+        self._previous: dict[int, Any] = {}
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self.cancel.set()
+        if not self.holding:
+            self.holding = True
+            self.received = signum
+            raise Interrupted(signum)
+        self.during_rollback += 1
+        _quietly(self.progress.note, "rolling back; not waiting for restored services to answer")
+
+    def __enter__(self) -> SignalGuard:
+        if self._active:
+            for sig in HANDLED_SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def hold(self) -> None:
+        """From now on (the rollback), signals are noted, not raised."""
+        self.holding = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+
+
+def _quietly(call: Callable[..., None], *args: str) -> None:
+    """Progress output must never break a rollback (a closed SSH session makes writes fail)."""
+    with contextlib.suppress(Exception):
+        call(*args)
+
+
+class SafeProgress:
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+
+    def note(self, message: str) -> None:
+        _quietly(self.inner.note, message)
+
+    def service(self, service: str, status: str, detail: str = "") -> None:
+        _quietly(self.inner.service, service, status, detail)
+
+
+# ---- what a start is ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartItem:
+    """One service to bring up: a new container (`spec`), or an existing one (`existing`)."""
+
+    service: str
+    gpus: tuple[int, ...]
+    checks: tuple[HttpCheck, ...]
+    port: int | None
+    bind: str
+    timeout_s: float
+    spec: ContainerSpec | None = None
+    existing: ManagedContainer | None = None
+
+
+def start_items(plan: Plan) -> list[StartItem]:
+    items = []
+    for step in plan.steps:
+        target = step.target
+        timeout = target.readiness.timeout_s if target else DEFAULT_READY_TIMEOUT_S
+        if step.action in (Action.START, Action.RECREATE) and target is not None:
+            items.append(
+                StartItem(
+                    step.service,
+                    target.gpus,
+                    target.readiness.checks,
+                    target.host_port,
+                    target.bind,
+                    timeout,
+                    spec=target,
+                )
+            )
+        elif step.action in (Action.RESUME, Action.RESTART) and step.current is not None:
+            item = step.current
+            items.append(
+                StartItem(
+                    step.service,
+                    item.gpus,
+                    target.readiness.checks if target else item.health_checks,
+                    item.port,
+                    item.bind,
+                    timeout,
+                    existing=item,
+                )
+            )
+    return items
+
+
+def lanes(items: Sequence[StartItem]) -> list[list[StartItem]]:
+    """Services that share a GPU start one after another: every engine that allocates GPU memory
+    at start measures what is free then (vLLM's --gpu-memory-utilization check, llama.cpp's
+    offload, ComfyUI's model load), so two starting at once can both see memory the other is
+    about to take. CPU services start in parallel."""
+    gpu_lanes: list[tuple[set[int], list[StartItem]]] = []
+    cpu_lanes: list[list[StartItem]] = []
+    for item in items:
+        if not item.gpus:
+            cpu_lanes.append([item])
+            continue
+        joined = [lane for lane in gpu_lanes if lane[0] & set(item.gpus)]
+        if not joined:
+            gpu_lanes.append((set(item.gpus), [item]))
+            continue
+        gpus, lane = joined[0]
+        for other_gpus, other in joined[1:]:  # a multi-GPU service joins two lanes into one
+            gpus.update(other_gpus)
+            lane.extend(other)
+            gpu_lanes.remove((other_gpus, other))
+        gpus.update(item.gpus)
+        lane.append(item)
+    return [lane for _, lane in gpu_lanes] + cpu_lanes
+
+
+def restart_policy(gpus: Sequence[int]) -> str:
+    """GPU services: `no`. After a reboot or a daemon restart Docker would start every
+    `unless-stopped` (and, moby#47846, `on-failure`) container at once, the race the
+    one-after-another start avoids; `aitherctl up --restore` brings them back in order instead.
+    CPU services allocate no GPU memory and may come back by themselves."""
+    return "no" if gpus else "unless-stopped"
+
+
+# ---- the transaction ---------------------------------------------------------------------------
+
+
+class Transaction:
+    def __init__(self, engine: DockerEngine, plan: Plan, progress: Progress) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.progress = SafeProgress(progress)
+        self.txn = uuid.uuid4().hex[:10]
+        self.cancel = threading.Event()
+        self.created: list[str] = []
+        self.set_aside: list[AsideEntry] = []
+        self._lock = threading.Lock()
+        aside = [
+            AsideEntry(step.current.id, step.service, step.current.name, step.current.running)
+            for step in plan.of(Action.STOP, Action.RECREATE)
+            if step.current is not None
+        ]
+        self.intent = Intent(
+            self.txn,
+            plan.profile,
+            tuple(aside),
+            tuple(s.current.id for s in plan.of(Action.RESUME) if s.current),
+            tuple(s.current.id for s in plan.of(Action.RESTART) if s.current),
+        )
+
+    # -- apply --
+
+    def apply(self) -> SwitchResult:
+        started = time.monotonic()
+        result = SwitchResult(self.plan.profile, self.plan)
+        guard = SignalGuard(self.cancel, self.progress)
+        with guard:
+            try:
+                self.engine.write_record(
+                    record_name(self.engine.namespace, self.txn, "txn"),
+                    {LABEL_KIND: "txn", c.LABEL_TXN: self.txn, LABEL_INTENT: self.intent.to_json()},
+                )
+                self._set_aside()
+                result.outcomes = self._start_all()
+                failed = [outcome for outcome in result.outcomes if not outcome.ready]
+                if failed:
+                    first = failed[0]
+                    guard.hold()
+                    summary = self.rollback(guard)
+                    journal.record(
+                        "rollback",
+                        self.plan.profile,
+                        f"switch to {self.plan.profile} failed ({first.service}: "
+                        f"{first.detail}); rolled back",
+                    )
+                    detail = first.log_tail and (
+                        f"last lines of {first.service}'s log:\n{first.log_tail}"
+                    )
+                    raise SwitchFailedError(
+                        f"service {first.service!r} did not become ready: {first.detail}; "
+                        f"{summary}",
+                        detail=detail or None,
+                    )
+                # The point of no return: from the commit record on, signals no longer
+                # interrupt and `recover` finishes the switch rather than undo it.
+                guard.hold()
+                self.engine.write_record(
+                    record_name(self.engine.namespace, self.txn, "commit"),
+                    {LABEL_KIND: "commit", c.LABEL_TXN: self.txn},
+                )
+            except Interrupted as exc:
+                guard.hold()
+                self.progress.note(f"{exc.name}: rolling back")
+                exc.summary = self.rollback(guard)
+                journal.record(
+                    "rollback", self.plan.profile, f"{exc.name} during switch: {exc.summary}"
+                )
+                raise
+            except SwitchFailedError:
+                raise
+            except AitherError as exc:
+                guard.hold()
+                self.cancel.set()
+                self.progress.note(f"failed: {exc.message}; rolling back")
+                summary = self.rollback(guard)
+                journal.record(
+                    "rollback", self.plan.profile, f"{exc.message}; {summary}"
+                )
+                raise SwitchFailedError(f"{exc.message}; {summary}", detail=exc.detail) from None
+            except Exception as exc:  # a bug must not leave the machine half-switched either
+                guard.hold()
+                self.cancel.set()
+                summary = self.rollback(guard)
+                raise SwitchFailedError(f"internal error ({exc!r}); {summary}") from exc
+            try:
+                finish(self.engine, self.txn, self.intent, self.progress)
+            except AitherError as exc:
+                raise AitherError(
+                    f"switched to {self.plan.profile}, but cleaning up failed ({exc.message}); "
+                    "`aitherctl recover` finishes it"
+                ) from None
+        result.seconds = time.monotonic() - started
+        counts = {action: len(self.plan.of(action)) for action in Action}
+        resumed = f"{counts[Action.RESUME]} resumed, " if counts[Action.RESUME] else ""
+        journal.record(
+            "switch",
+            self.plan.profile,
+            f"{self.plan.profile}: {counts[Action.START]} started, "
+            f"{counts[Action.RECREATE]} recreated, {resumed}"
+            f"{counts[Action.STOP]} stopped, {counts[Action.KEEP]} kept "
+            f"in {result.seconds:.1f}s",
+        )
+        return result
+
+    def _set_aside(self) -> None:
+        """Rename aside, then stop, every container the plan removes or replaces; stop those it
+        restarts. In parallel; the first Docker error is raised once all have finished."""
+        jobs: list[Callable[[], None]] = []
+        for entry in self.intent.aside:
+
+            def set_aside(entry: AsideEntry = entry) -> None:
+                self.progress.service(entry.service, "stopping")
+                self.engine.rename(entry.id, entry.aside_name(self.txn))
+                with self._lock:
+                    self.set_aside.append(entry)
+                if entry.was_running:
+                    self.engine.stop(entry.id)
+                self.progress.service(entry.service, "stopped")
+
+            jobs.append(set_aside)
+        for step in self.plan.of(Action.RESTART):
+            if step.current is None:
+                continue
+
+            def stop(item: ManagedContainer = step.current) -> None:
+                self.progress.service(item.service, "stopping")
+                self.engine.stop(item.id)
+
+            jobs.append(stop)
+        _run_all(jobs)
+
+    def _start_all(self) -> list[ServiceOutcome]:
+        items = start_items(self.plan)
+        if not items:
+            return []
+
+        def run_lane(lane: list[StartItem]) -> list[ServiceOutcome]:
+            outcomes = []
+            for item in lane:
+                if self.cancel.is_set():
+                    outcomes.append(
+                        ServiceOutcome(item.service, False, 0.0, "not started: switch cancelled")
+                    )
+                    continue
+                outcome = self._start_one(item)
+                outcomes.append(outcome)
+                if not outcome.ready:
+                    self.cancel.set()
+            return outcomes
+
+        groups = lanes(items)
+        outcomes: list[ServiceOutcome] = []
+        with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
+            futures = [pool.submit(run_lane, lane) for lane in groups]
+            try:
+                for future in futures:
+                    outcomes.extend(future.result())
+            except BaseException:
+                self.cancel.set()  # workers end their waits; the pool's exit joins them
+                raise
+        # Failures first, so the message names the service that failed rather than a cancelled one.
+        outcomes.sort(
+            key=lambda o: (
+                o.ready,
+                o.detail.startswith("not started"),
+                o.detail.startswith("cancelled"),
+            )
+        )
+        return outcomes
+
+    def _start_one(self, item: StartItem) -> ServiceOutcome:
+        import httpx
+
+        began = time.monotonic()
+
+        def outcome(ready: bool, detail: str, tail: str = "") -> ServiceOutcome:
+            return ServiceOutcome(item.service, ready, time.monotonic() - began, detail, tail)
+
+        self.progress.service(item.service, "starting")
+        try:
+            if item.spec is not None:
+                container_id = self.engine.create(item.spec, self.plan.profile, txn=self.txn)
+                with self._lock:
+                    self.created.append(container_id)
+            else:
+                assert item.existing is not None
+                container_id = item.existing.id
+            self.engine.start(container_id)
+        except AitherError as exc:
+            return outcome(False, exc.message)
+        if item.port is None:
+            return outcome(True, "started (no port to probe)")
+        host = probe_host(item.bind, self.engine.endpoint)
+        detail = "no answer yet"
+        deadline = began + item.timeout_s
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                if self.cancel.is_set():
+                    return outcome(False, "cancelled: the switch is being rolled back")
+                try:
+                    current = self.engine.get(container_id)
+                except AitherError as exc:
+                    return outcome(False, exc.message)
+                if current.state in ("exited", "dead"):
+                    return outcome(
+                        False,
+                        f"container exited with code {current.exit_code}",
+                        self._tail(container_id),
+                    )
+                result = probe(client, host, item.port, item.checks, timeout_s=PROBE_TIMEOUT_S)
+                if result.ok:
+                    seconds = time.monotonic() - began
+                    self.progress.service(item.service, "ready", f"{seconds:.1f}s")
+                    return outcome(True, "ready")
+                if result.detail != detail:
+                    detail = result.detail
+                    self.progress.service(item.service, "waiting", detail)
+                self.cancel.wait(POLL_S)
+        return outcome(
+            False,
+            f"not ready after {item.timeout_s:g}s (last probe: {detail})",
+            self._tail(container_id),
+        )
+
+    def _tail(self, container_id: str) -> str:
+        try:
+            return self.engine.logs(container_id, tail=LOG_TAIL_LINES).rstrip()
+        except AitherError:
+            return ""
+
+    def rollback(self, guard: SignalGuard) -> str:
+        self.cancel.set()
+        self.progress.note("rolling back")
+        return rollback_containers(
+            self.engine,
+            self.txn,
+            self.intent,
+            self.progress,
+            self.created,
+            should_stop_waiting=lambda: guard.during_rollback > 0,
+        )
+
+
+def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
+    if not jobs:
+        return
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        for future in [pool.submit(job) for job in jobs]:
+            try:
+                future.result()
+            except AitherError as exc:
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def finish(engine: DockerEngine, txn: str, intent: Intent | None, progress: Progress) -> None:
+    """Complete a committed switch: remove what was set aside, set restart policies, drop the
+    records. Safe to run again (recover runs it after a crash mid-commit)."""
+    containers = engine.list_managed()
+    for item in containers:
+        if item.aside and item.name.endswith(c.ASIDE_MARK + txn):
+            engine.remove(item.id)
+    for item in containers:
+        if item.aside or not item.running:
+            continue
+        # Every running service, kept ones included (older aitherctl set `unless-stopped`).
+        with contextlib.suppress(AitherError):
+            engine.set_restart_policy(item.id, restart_policy(item.gpus))
+    for kind in ("txn", "commit"):
+        engine.remove_record(record_name(engine.namespace, txn, kind))
+    del intent, progress
+
+
+# ---- rollback -----------------------------------------------------------------------------------
+
+
+def rollback_containers(
+    engine: DockerEngine,
+    txn: str,
+    intent: Intent | None,
+    progress: Progress,
+    created: Sequence[str] = (),
+    *,
+    wait: bool = True,
+    should_stop_waiting: Callable[[], bool] = lambda: False,
+) -> str:
+    """Undo a switch that did not commit. Best effort per container: each step is tried on its
+    own and a failure is reported, not raised. Returns a summary for the error message."""
+    problems: list[str] = []
+    try:
+        containers = engine.list_managed()
+    except AitherError as exc:
+        containers = []
+        problems.append(f"could not list containers ({exc.message})")
+    # 1. Remove what this switch created (its label finds one created just before a crash).
+    doomed = set(created) | {item.id for item in containers if item.txn == txn}
+    for container_id in doomed:
+        try:
+            engine.remove(container_id)
+        except AitherError as exc:
+            problems.append(f"could not remove a new container {container_id[:12]} ({exc.message})")
+    # 2. Containers it resumed were stopped before; those it restarted were running.
+    if intent is not None:
+        for container_id in intent.resumed:
+            with contextlib.suppress(AitherError):
+                engine.stop(container_id)
+        for container_id in intent.restarted:
+            try:
+                engine.start(container_id)
+            except AitherError as exc:
+                problems.append(f"could not start {container_id[:12]} again ({exc.message})")
+    # 3. Rename every set-aside container back and start those that were running.
+    entries: dict[str, AsideEntry] = {e.id: e for e in intent.aside} if intent else {}
+    for item in containers:
+        if item.aside and item.name.endswith(c.ASIDE_MARK + txn) and item.id not in entries:
+            # No record of it (the record was lost): it was set aside by a switch, so it served.
+            entries[item.id] = AsideEntry(item.id, item.service, item.original_name, True)
+    present = {item.id: item for item in containers}
+    restored: list[AsideEntry] = []
+    failed: list[str] = []
+    for entry in entries.values():
+        if containers and entry.id not in present:
+            continue  # never set aside (the crash came first) or already gone: nothing to do
+        progress.service(entry.service, "restoring")
+        try:
+            current = present.get(entry.id)
+            if current is None or current.name != entry.name:
+                engine.rename(entry.id, entry.name)
+            if entry.was_running:
+                engine.start(entry.id)
+            restored.append(entry)
+        except AitherError as exc:
+            failed.append(f"{entry.service} ({exc.message})")
+            progress.service(entry.service, "not restored", exc.message)
+    if wait:
+        failed += _wait_restored(engine, restored, progress, should_stop_waiting)
+    running_again = [e.service for e in restored if e.was_running]
+    summary = "rolled back (restored: " + (", ".join(sorted(running_again)) or "nothing") + ")"
+    if failed:
+        summary += "; could not restore: " + ", ".join(failed)
+    if problems:
+        summary += "; " + "; ".join(problems)
+    lost_engine = any("lost the Docker engine" in p for p in problems + failed)
+    if not lost_engine:
+        for kind in ("txn", "commit"):
+            with contextlib.suppress(AitherError):
+                engine.remove_record(record_name(engine.namespace, txn, kind))
+    return summary
+
+
+def _wait_restored(
+    engine: DockerEngine,
+    restored: Sequence[AsideEntry],
+    progress: Progress,
+    should_stop_waiting: Callable[[], bool],
+) -> list[str]:
+    import httpx
+
+    failed: list[str] = []
+    try:
+        current = {item.id: item for item in engine.list_managed()}
+    except AitherError:
+        return failed
+    deadline = time.monotonic() + RESTORE_TIMEOUT_S
+    with httpx.Client() as client:
+        for entry in restored:
+            item = current.get(entry.id)
+            if item is None or not entry.was_running:
+                continue
+            while True:
+                if item.port is None or probe(
+                    client,
+                    probe_host(item.bind, engine.endpoint),
+                    item.port,
+                    item.health_checks,
+                    timeout_s=PROBE_TIMEOUT_S,
+                ).ok:
+                    progress.service(entry.service, "restored")
+                    break
+                try:
+                    state = engine.get(entry.id).state
+                except AitherError:
+                    state = "unknown"
+                if state in ("exited", "dead"):
+                    failed.append(f"{entry.service} (exited while restoring)")
+                    progress.service(entry.service, "failed", "exited while restoring")
+                    break
+                if time.monotonic() > deadline or should_stop_waiting():
+                    progress.service(entry.service, "started", "not answering yet")
+                    break
+                time.sleep(POLL_S)
+    return failed
+
+
+# ---- recover -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    txn: str
+    profile: str
+    action: str  # "rolled back" or "finished"
+    summary: str
+
+
+def pending(engine: DockerEngine) -> bool:
+    """Whether a switch left records or set-aside containers behind."""
+    if engine.records():
+        return True
+    return any(item.aside for item in engine.list_managed())
+
+
+def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
+    """Finish or undo every switch that did not end (the caller holds the switch lock, so none
+    is still running). Returns what was done, one entry per switch."""
+    progress = SafeProgress(progress)
+    records = engine.records()
+    intents: dict[str, Intent | None] = {}
+    committed: set[str] = set()
+    for labels in records.values():
+        txn = labels.get(c.LABEL_TXN)
+        if not txn:
+            continue
+        if labels.get(LABEL_KIND) == "commit":
+            committed.add(txn)
+            intents.setdefault(txn, None)
+        else:
+            try:
+                intents[txn] = Intent.from_json(labels.get(LABEL_INTENT, ""))
+            except (ValueError, KeyError, TypeError):
+                intents.setdefault(txn, None)
+    for item in engine.list_managed():
+        if item.aside:
+            intents.setdefault(item.name.rsplit(c.ASIDE_MARK, 1)[1], None)
+    done = []
+    for txn, intent in intents.items():
+        profile = intent.profile if intent else "?"
+        if txn in committed:
+            progress.note(f"finishing an interrupted switch to {profile} (it had committed)")
+            finish(engine, txn, intent, progress)
+            done.append(Recovery(txn, profile, "finished", "set-aside containers removed"))
+            journal.record("recover", profile, f"finished the interrupted switch to {profile}")
+        else:
+            progress.note(f"rolling back an interrupted switch to {profile}")
+            summary = rollback_containers(engine, txn, intent, progress)
+            done.append(Recovery(txn, profile, "rolled back", summary))
+            journal.record("recover", profile, f"interrupted switch to {profile}: {summary}")
+    return done
+
+
+__all__ = [
+    "Interrupted",
+    "Progress",
+    "Recovery",
+    "ServiceOutcome",
+    "SwitchResult",
+    "Transaction",
+    "lanes",
+    "pending",
+    "recover",
+    "restart_policy",
+]
