@@ -4,7 +4,7 @@ One refresh asks every running service at once (a thread per service) and waits 
 `deadline_s` in all: a server that does not answer in time reads as `timeout`, a refused
 connection as `down`, and the refresh goes on without them. A service whose previous scrape is
 still hanging is not asked again until that one ends, so a stuck server costs one thread, not one
-per refresh. Endpoints per engine are listed in `aitherctl.core.metrics`.
+per refresh. Each engine's pages and parsers come from its driver (`aitherctl.core.engines`).
 """
 
 from __future__ import annotations
@@ -15,57 +15,33 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from aitherctl.core.metrics import (
-    EngineMetrics,
-    MetricsFormatError,
-    parse_comfyui_queue,
-    parse_comfyui_system_stats,
-    parse_llamacpp_metrics,
-    parse_llamacpp_slots,
-    parse_ollama_ps,
-    parse_vllm_metrics,
-)
+from aitherctl.core.engines import MetricsEndpoint, driver_for
+from aitherctl.core.metrics import EngineMetrics, MetricsFormatError
 from aitherctl.core.monitor_model import ScrapeStatus
 
 if TYPE_CHECKING:
     import httpx
 
 
-
-def _text(parse: Callable[[str], EngineMetrics]) -> Callable[[httpx.Response], EngineMetrics]:
-    return lambda response: parse(response.text)
-
-
-def _json(parse: Callable[[Any], EngineMetrics]) -> Callable[[httpx.Response], EngineMetrics]:
-    def run(response: httpx.Response) -> EngineMetrics:
-        try:
-            payload = json.loads(response.content)
-        except ValueError as exc:
-            raise MetricsFormatError(f"not JSON: {exc}") from None
-        return parse(payload)
-
-    return run
+def read_endpoint(endpoint: MetricsEndpoint, response: httpx.Response) -> EngineMetrics:
+    """Parses one page as its driver describes it (Prometheus text or JSON)."""
+    if endpoint.format == "prometheus":
+        return endpoint.parse(response.text)
+    try:
+        payload = json.loads(response.content)
+    except ValueError as exc:
+        raise MetricsFormatError(f"not JSON: {exc}") from None
+    return endpoint.parse(payload)
 
 
-# engine → (path, parser) pairs; one reading merges every endpoint that answered.
-ENDPOINTS: dict[str, tuple[tuple[str, Callable[[httpx.Response], EngineMetrics]], ...]] = {
-    "vllm": (("/metrics", _text(parse_vllm_metrics)),),
-    "llamacpp": (
-        ("/metrics", _text(parse_llamacpp_metrics)),
-        ("/slots", _json(parse_llamacpp_slots)),  # only asked when /metrics is off (FALLBACK)
-    ),
-    "ollama": (("/api/ps", _json(parse_ollama_ps)),),
-    "comfyui": (
-        ("/queue", _json(parse_comfyui_queue)),
-        ("/system_stats", _json(parse_comfyui_system_stats)),
-    ),
-}
-
-# Paths asked only when no earlier path of the engine answered: llama.cpp's /slots tells the same
-# busy count as /metrics, so with `--metrics` on it would only double the refresh's requests.
-FALLBACK = {("llamacpp", "/slots")}
+def endpoints_of(engine: str) -> tuple[MetricsEndpoint, ...]:
+    """The pages the engine's driver lists; none for an unknown engine."""
+    try:
+        return driver_for(engine).metrics
+    except KeyError:
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +95,7 @@ class Scraper:
         futures: dict[str, Future[ScrapeResult]] = {}
         with self._lock:
             for target in targets:
-                if target.engine not in ENDPOINTS:
+                if not endpoints_of(target.engine):
                     results[target.service] = ScrapeResult(target.service, ScrapeStatus.SKIPPED)
                     continue
                 previous = self._pending.get(target.service)
@@ -152,13 +128,14 @@ class Scraper:
         started = self._clock()
         merged: EngineMetrics | None = None
         errors: list[tuple[ScrapeStatus, str]] = []
-        for path, parse in ENDPOINTS.get(target.engine, ()):
-            if merged is not None and (target.engine, path) in FALLBACK:
+        for endpoint in endpoints_of(target.engine):
+            path = endpoint.path
+            if merged is not None and endpoint.fallback:
                 continue
             try:
                 response = self._client.get(target.base_url + path)
                 response.raise_for_status()
-                reading = parse(response)
+                reading = read_endpoint(endpoint, response)
             except httpx.TimeoutException:
                 errors.append((ScrapeStatus.TIMEOUT, f"{path}: no answer in {self._timeout_s:g} s"))
                 break  # a hanging server will not answer the next path either

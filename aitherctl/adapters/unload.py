@@ -1,43 +1,69 @@
-"""Ask an engine to release its VRAM without stopping its container, where it can.
+"""Asks an engine to give its GPU memory back without stopping its container, where it can.
 
-- Ollama: `POST /api/generate` with `{"model": NAME, "keep_alive": 0}` unloads that model
-  (docs.ollama.com/api: "keep_alive: 0 unloads the model"), for each model `/api/ps` lists.
-- ComfyUI: `POST /free` with `{"unload_models": true, "free_memory": true}` (server.py); it sets
-  a flag its prompt worker acts on, so the memory goes a moment after the answer.
-vLLM and llama.cpp keep their weights and KV cache until the process ends: stop them instead.
+What to send comes from the engine's driver (`EngineDriver.release_memory`: Ollama unloads each
+model with `keep_alive: 0`, ComfyUI has `POST /free`); this module sends it. An engine whose
+driver has no such request (vLLM, llama.cpp) keeps its memory until it stops: stop it instead.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from aitherctl.core.engines import MetricsEndpoint, driver_for
+from aitherctl.core.metrics import MetricsFormatError
 from aitherctl.errors import AitherError, RefusedError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def free_vram(
     engine: str, base_url: str, models: Sequence[str] = (), *, timeout_s: float = 10.0
 ) -> str:
+    """Sends the driver's release requests to the server at `base_url`; returns what was asked.
+    `models` are the loaded models when the caller knows them (the monitor does)."""
     import httpx
 
     try:
+        driver = driver_for(engine)
+    except KeyError:
+        raise RefusedError(f"aitherctl does not know the engine {engine!r}") from None
+    names = list(models)
+    try:
         with httpx.Client(timeout=timeout_s, trust_env=False) as client:
-            if engine == "ollama":
-                names = list(models)
-                if not names:
-                    listed = client.get(f"{base_url}/api/ps").raise_for_status().json()
-                    names = [m.get("name") or m.get("model") for m in listed.get("models", [])]
-                for name in names:
-                    client.post(
-                        f"{base_url}/api/generate", json={"model": name, "keep_alive": 0}
-                    ).raise_for_status()
-                return f"asked Ollama to unload {', '.join(names) or 'nothing (none loaded)'}"
-            if engine == "comfyui":
-                client.post(
-                    f"{base_url}/free", json={"unload_models": True, "free_memory": True}
+            if driver.release_needs_models and not names:
+                names = _loaded_models(client, base_url, driver.metrics)
+            requests = driver.release_memory(names)
+            if requests is None:
+                raise RefusedError(
+                    f"{engine} cannot release VRAM while it runs; stop the service (s) to free it"
+                )
+            for request in requests:
+                client.request(
+                    request.method, base_url + request.path, json=request.json_body
                 ).raise_for_status()
-                return "asked ComfyUI to unload its models and free memory"
     except httpx.HTTPError as exc:
         raise AitherError(f"{engine} at {base_url} did not free its VRAM: {exc}") from None
-    raise RefusedError(
-        f"{engine} cannot release VRAM while it runs; stop the service (s) to free it"
-    )
+    if driver.release_needs_models:
+        return f"asked {engine} to unload {', '.join(names) or 'nothing (none loaded)'}"
+    return f"asked {engine} to unload its models and free memory"
+
+
+def _loaded_models(
+    client: httpx.Client, base_url: str, endpoints: Sequence[MetricsEndpoint]
+) -> list[str]:
+    """The loaded models' names, read from the driver's metrics pages."""
+    names: list[str] = []
+    for endpoint in endpoints:
+        response = client.get(base_url + endpoint.path).raise_for_status()
+        try:
+            if endpoint.format == "prometheus":
+                reading = endpoint.parse(response.text)
+            else:
+                reading = endpoint.parse(json.loads(response.content))
+        except (ValueError, MetricsFormatError) as exc:
+            raise AitherError(f"{base_url}{endpoint.path}: {exc}") from None
+        names += [model.name for model in reading.loaded_models]
+    return names

@@ -1,27 +1,16 @@
-"""What each inference server says about its own load, parsed from what it serves.
+"""What an inference server says about its own load: the reading and the tools to parse it.
 
-Pure functions: text or decoded JSON in, an `EngineMetrics` out. The HTTP side lives in
-`aitherctl.adapters.scrape`. Where each number comes from:
-
-- vLLM `GET /metrics` (Prometheus text): `vllm:num_requests_running`, `vllm:num_requests_waiting`,
-  `vllm:kv_cache_usage_perc` (0..1; called `vllm:gpu_cache_usage_perc` before v0.10),
-  `vllm:generation_tokens_total`, `vllm:prompt_tokens_total`. Samples carry `model_name` and,
-  on newer versions, `engine` labels; values are summed over them.
-- llama.cpp `GET /metrics` (needs `--metrics`): `llamacpp:requests_processing`,
-  `llamacpp:requests_deferred`, `llamacpp:tokens_predicted_total`,
-  `llamacpp:prompt_tokens_total`; `GET /slots`: one object per slot with `is_processing`.
-- Ollama `GET /api/ps` (it has no `/metrics`): `models[]` with `name`, `size`, `size_vram`,
-  `expires_at`.
-- ComfyUI `GET /queue` (`queue_running`, `queue_pending`: lists of prompts) and
-  `GET /system_stats` (`devices[]` with `vram_total`, `vram_free`, `torch_vram_total`).
+Pure: text or decoded JSON in, an `EngineMetrics` out. Each engine's pages, metric names and
+parsers live in its driver (`aitherctl.core.engines.<engine>`); the HTTP side is
+`aitherctl.adapters.scrape`. This module holds what they share: the reading, Prometheus text
+sampling, Go timestamps and counter rates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,7 +53,7 @@ class EngineMetrics:
         return replace(self, **changes)
 
 
-class _Samples:
+class PrometheusSamples:
     """Sample name → its values over every label set (several models or engine cores)."""
 
     def __init__(self, text: str, wanted: tuple[str, ...]) -> None:
@@ -101,59 +90,8 @@ class _Samples:
         return None
 
 
-def _int(value: float | None) -> int | None:
+def as_int(value: float | None) -> int | None:
     return None if value is None else round(value)
-
-
-_VLLM = (
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:kv_cache_usage_perc",
-    "vllm:gpu_cache_usage_perc",
-    "vllm:generation_tokens_total",
-    "vllm:prompt_tokens_total",
-)
-_LLAMACPP = (
-    "llamacpp:requests_processing",
-    "llamacpp:requests_deferred",
-    "llamacpp:kv_cache_usage_ratio",
-    "llamacpp:tokens_predicted_total",
-    "llamacpp:prompt_tokens_total",
-)
-
-
-def parse_vllm_metrics(text: str) -> EngineMetrics:
-    """vLLM `GET /metrics`. Older servers call the KV gauge `vllm:gpu_cache_usage_perc`."""
-    samples = _Samples(text, _VLLM)
-    return EngineMetrics(
-        requests_running=_int(samples.total("vllm:num_requests_running")),
-        requests_waiting=_int(samples.total("vllm:num_requests_waiting")),
-        kv_cache_usage_ratio=samples.highest(
-            "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"
-        ),
-        generation_tokens_total=samples.total("vllm:generation_tokens_total"),
-        prompt_tokens_total=samples.total("vllm:prompt_tokens_total"),
-    )
-
-
-def parse_llamacpp_metrics(text: str) -> EngineMetrics:
-    """llama.cpp `GET /metrics` (the server runs with `--metrics`)."""
-    samples = _Samples(text, _LLAMACPP)
-    return EngineMetrics(
-        requests_running=_int(samples.total("llamacpp:requests_processing")),
-        requests_waiting=_int(samples.total("llamacpp:requests_deferred")),
-        kv_cache_usage_ratio=samples.highest("llamacpp:kv_cache_usage_ratio"),
-        generation_tokens_total=samples.total("llamacpp:tokens_predicted_total"),
-        prompt_tokens_total=samples.total("llamacpp:prompt_tokens_total"),
-    )
-
-
-def parse_llamacpp_slots(payload: Any) -> EngineMetrics:
-    """llama.cpp `GET /slots`: a list with one object per slot; `is_processing` marks busy ones."""
-    if not isinstance(payload, list) or not all(isinstance(slot, dict) for slot in payload):
-        raise MetricsFormatError("llama.cpp /slots is not a list of slot objects")
-    busy = sum(1 for slot in payload if slot.get("is_processing"))
-    return EngineMetrics(slots_busy=busy, slots_total=len(payload))
 
 
 def parse_timestamp(text: object) -> datetime | None:
@@ -172,53 +110,8 @@ def parse_timestamp(text: object) -> datetime | None:
         return None
 
 
-def _opt_int(value: object) -> int | None:
+def opt_int(value: object) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def parse_ollama_ps(payload: Any) -> EngineMetrics:
-    """Ollama `GET /api/ps`: the loaded models and the VRAM each holds (`size_vram`)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
-        raise MetricsFormatError("Ollama /api/ps has no `models` list")
-    models = tuple(
-        LoadedModel(
-            name=str(entry.get("name") or entry.get("model") or "?"),
-            size_bytes=_opt_int(entry.get("size")),
-            vram_bytes=_opt_int(entry.get("size_vram")),
-            expires_at=parse_timestamp(entry.get("expires_at")),
-        )
-        for entry in payload.get("models") or []
-        if isinstance(entry, dict)
-    )
-    vram = [model.vram_bytes for model in models if model.vram_bytes is not None]
-    return EngineMetrics(loaded_models=models, engine_vram_bytes=sum(vram) if models else 0)
-
-
-def parse_comfyui_queue(payload: Any) -> EngineMetrics:
-    """ComfyUI `GET /queue`: `queue_running` and `queue_pending` are lists of prompts."""
-    if not isinstance(payload, dict):
-        raise MetricsFormatError("ComfyUI /queue is not an object")
-    running, pending = payload.get("queue_running"), payload.get("queue_pending")
-    if not isinstance(running, list) or not isinstance(pending, list):
-        raise MetricsFormatError("ComfyUI /queue lacks queue_running/queue_pending lists")
-    return EngineMetrics(requests_running=len(running), requests_waiting=len(pending))
-
-
-def parse_comfyui_system_stats(payload: Any) -> EngineMetrics:
-    """ComfyUI `GET /system_stats`: memory PyTorch reserved (`torch_vram_total`) on its devices.
-
-    `vram_total - vram_free` would be the whole GPU's use, other processes included; the
-    torch figure is what ComfyUI itself holds.
-    """
-    if not isinstance(payload, dict) or not isinstance(payload.get("devices"), list):
-        raise MetricsFormatError("ComfyUI /system_stats has no `devices` list")
-    held = [
-        _opt_int(device.get("torch_vram_total"))
-        for device in payload["devices"]
-        if isinstance(device, Mapping) and device.get("type") == "cuda"
-    ]
-    known = [value for value in held if value is not None]
-    return EngineMetrics(engine_vram_bytes=sum(known) if known else None)
 
 
 @dataclass(frozen=True, slots=True)

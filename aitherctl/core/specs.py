@@ -23,7 +23,8 @@ def build_specs(profile: Profile, gpu_memory: Mapping[int, int]) -> ProfileSpecs
     resident: dict[str, ContainerSpec] = {}
     on_demand: dict[str, ContainerSpec] = {}
     for name, service in profile.services.items():
-        spec = build_container(service, gpu_memory)
+        neighbours = [svc for svc in profile.resident.values() if svc.name != name]
+        spec = build_container(service, gpu_memory, neighbours)
         (on_demand if service.on_demand else resident)[name] = spec
     return ProfileSpecs(resident, on_demand)
 

@@ -1,9 +1,16 @@
-"""Sizes and shares of GPU memory as profiles write them: `12GiB`, `512MiB`, `35%`."""
+"""Sizes and shares of GPU memory as profiles write them: `12GiB`, `512MiB`, `35%`.
+
+Shares are exact (`fractions.Fraction` parsed from the decimal text), so `35%` is 35/100, not the
+binary float 0.35000000000000003: a budget resolves to `floor(35 * total / 100)` bytes on every
+card and reaches vLLM as `--gpu-memory-utilization 0.35`.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 
 GIB = 1024**3
 MIB = 1024**2
@@ -36,15 +43,40 @@ def parse_size(text: str) -> int:
     factor = _UNITS.get(unit.lower() if unit else "b")
     if factor is None:
         raise ValueError(f"{text!r} has an unknown unit {unit!r} (use MiB, GiB, MB or GB)")
-    return int(float(number) * factor)
+    return int(Fraction(number) * factor)  # exact: 1.1GiB is floor(1.1 * 1024**3) bytes
+
+
+def decimal_text(value: Fraction) -> str:
+    """The exact decimal of a fraction whose denominator has only the factors 2 and 5 (any share
+    parsed from decimal text): 7/20 → `0.35`, 1/8 → `0.125`, 3/1 → `3`."""
+    denominator = value.denominator
+    for factor in (2, 5):
+        while denominator % factor == 0:
+            denominator //= factor
+    if denominator != 1:
+        raise ValueError(f"{value} has no finite decimal form")
+    text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def floor_to(value: Fraction, places: int) -> Fraction:
+    """`value` rounded down to `places` decimals, exactly."""
+    scale = 10**places
+    return Fraction(value.numerator * scale // value.denominator, scale)
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryAmount:
-    """A share of one GPU's memory (`fraction`) or an absolute amount (`bytes`); exactly one is set."""
+    """A share of one GPU's memory (`share`, exact) or an absolute amount (`bytes`); exactly one is
+    set."""
 
-    fraction: float | None = None
+    share: Fraction | None = None
     bytes: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """The share as a float (for display and sums that tolerate rounding); `share` is exact."""
+        return None if self.share is None else float(self.share)
 
     @classmethod
     def parse(cls, value: object) -> MemoryAmount:
@@ -58,25 +90,25 @@ class MemoryAmount:
             raise ValueError(f"{value!r} is not an amount of memory (write 35% or 12GiB)")
         percent = _PERCENT.match(value)
         if percent:
-            share = float(percent.group(1)) / 100
+            share = Fraction(percent.group(1)) / 100
             if share <= 0 or share > 1:
                 raise ValueError(f"{value} is outside 0–100% of a GPU")
-            return cls(fraction=share)
+            return cls(share=share)
         amount = parse_size(value)
         if amount <= 0:
             raise ValueError(f"{value!r} must be more than zero")
         return cls(bytes=amount)
 
     def resolve(self, total_bytes: int) -> int:
-        """Bytes of a GPU with `total_bytes` of memory."""
-        if self.fraction is not None:
-            return int(self.fraction * total_bytes)
+        """Bytes of a GPU with `total_bytes` of memory; a share rounds down to whole bytes."""
+        if self.share is not None:
+            return self.share.numerator * total_bytes // self.share.denominator
         assert self.bytes is not None
         return self.bytes
 
     def __str__(self) -> str:
-        if self.fraction is not None:
-            return f"{self.fraction * 100:g}%"
+        if self.share is not None:
+            return f"{decimal_text(self.share * 100)}%"
         assert self.bytes is not None
         return format_bytes(self.bytes)
 

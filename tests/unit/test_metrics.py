@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from aitherctl.core.engines.comfyui import parse_comfyui_queue, parse_comfyui_system_stats
+from aitherctl.core.engines.llamacpp import parse_llamacpp_metrics, parse_llamacpp_slots
+from aitherctl.core.engines.ollama import parse_ollama_ps
+from aitherctl.core.engines.vllm import parse_vllm_metrics
 from aitherctl.core.metrics import (
     CounterReading,
     EngineMetrics,
     MetricsFormatError,
-    parse_comfyui_queue,
-    parse_comfyui_system_stats,
-    parse_llamacpp_metrics,
-    parse_llamacpp_slots,
-    parse_ollama_ps,
     parse_timestamp,
-    parse_vllm_metrics,
     rate_per_s,
 )
 

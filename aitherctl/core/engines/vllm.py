@@ -1,48 +1,123 @@
-"""vLLM's OpenAI-compatible server (`vllm/vllm-openai`: the image's entrypoint is the server).
+"""vLLM's OpenAI-compatible server (image `vllm/vllm-openai`: its entrypoint is the server, so the
+command is the server's arguments).
 
-`--gpu-memory-utilization` is the share of the GPU's *total* memory this instance may use for
-weights, activations and KV cache, so it is the VRAM budget divided by the GPU's total memory,
-rounded down so the budget is never exceeded. vLLM measures free memory when it starts, which is
-why the reconciler starts vLLM services on one GPU one after another.
+Memory: `--gpu-memory-utilization` is the share of the GPU's *total* memory this instance may
+take for weights, activations and KV cache. A percentage budget is passed exactly (`35%` →
+`0.35`: the share is a `Fraction`, never a float product). A byte budget becomes
+budget ÷ total rounded *down* to 4 decimals, so the budget is never exceeded.
+
+Tensor parallel across unequal cards (24 GB + 48 GB): vLLM applies one utilisation to every rank,
+each against its own card's total. A percentage is therefore exact on every card (35% is 8.4 GB
+on the first and 16.8 GB on the second, the budgets `gpu_vram` records). A byte budget is the
+same number of bytes on each card, so the utilisation is budget ÷ the *largest* total: the
+smallest share that fits every card (on the larger card a larger share would exceed the budget).
+
+vLLM measures free memory when it starts and takes its whole share at once: it allocates at start.
 Ready when `GET /health` is 200 and `GET /v1/models` lists the served model.
+Load: `GET /metrics` (Prometheus): `vllm:num_requests_running`, `vllm:num_requests_waiting`,
+`vllm:kv_cache_usage_perc` (0..1; `vllm:gpu_cache_usage_perc` before v0.10),
+`vllm:generation_tokens_total`, `vllm:prompt_tokens_total`, labelled `model_name` (and `engine`
+on newer versions); values are summed over labels.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Sequence
+from fractions import Fraction
 
-from aitherctl.core.container import HttpCheck
-from aitherctl.core.profile import Service, Volume
+from aitherctl.core.container import ContainerSpec, HttpCheck
+from aitherctl.core.engines.base import (
+    EngineContainer,
+    GpuShare,
+    HttpRequest,
+    MetricsEndpoint,
+    flag_value,
+    has_flag,
+)
+from aitherctl.core.metrics import EngineMetrics, PrometheusSamples, as_int
+from aitherctl.core.profile import Service
+from aitherctl.core.units import decimal_text, floor_to
 
-DEFAULT_PORT = 8000
-DEFAULT_TIMEOUT_S = 900.0  # a first start may download and compile a large model
+# Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
+# `-cu129` variant exists for CUDA 12 drivers).
+IMAGE = "vllm/vllm-openai:v0.30.0"
+
+_METRICS = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:generation_tokens_total",
+    "vllm:prompt_tokens_total",
+)
 
 
-def utilization(vram_bytes: int, total_bytes: int) -> float:
-    return math.floor(vram_bytes / total_bytes * 1000) / 1000
+def parse_vllm_metrics(text: str) -> EngineMetrics:
+    """vLLM `GET /metrics`. Older servers call the KV gauge `vllm:gpu_cache_usage_perc`."""
+    samples = PrometheusSamples(text, _METRICS)
+    return EngineMetrics(
+        requests_running=as_int(samples.total("vllm:num_requests_running")),
+        requests_waiting=as_int(samples.total("vllm:num_requests_waiting")),
+        kv_cache_usage_ratio=samples.highest(
+            "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"
+        ),
+        generation_tokens_total=samples.total("vllm:generation_tokens_total"),
+        prompt_tokens_total=samples.total("vllm:prompt_tokens_total"),
+    )
 
 
-def command(
-    service: Service, port: int, gpu_memory: Mapping[int, int], vram_bytes: int | None
-) -> tuple[list[str], list[tuple[str, str]], bool]:
-    assert service.model is not None
-    args = ["--model", service.model, "--served-model-name", service.model_name]
-    args += ["--port", str(port)]
-    if service.gpus and vram_bytes is not None:
-        total = min(gpu_memory[index] for index in service.gpus)
-        args += ["--gpu-memory-utilization", f"{utilization(vram_bytes, total):.3f}"]
-        if len(service.gpus) > 1 and "--tensor-parallel-size" not in service.args:
+def utilization(service: Service, gpus: Sequence[GpuShare]) -> str:
+    """`--gpu-memory-utilization` for `service` on `gpus` (see the module docstring)."""
+    assert service.vram is not None
+    assert gpus
+    if service.vram.share is not None:
+        return decimal_text(service.vram.share)
+    largest = max(gpu.total_bytes for gpu in gpus)
+    budget = min(gpu.budget_bytes for gpu in gpus)
+    return decimal_text(floor_to(Fraction(budget, largest), 4))
+
+
+class VllmDriver:
+    engine = "vllm"
+    default_port = 8000
+    default_timeout_s = 900.0  # a first start may download and compile a large model
+    health_path = "/health"
+    queue_metric = "vllm:num_requests_waiting"
+    metrics = (MetricsEndpoint("/metrics", "prometheus", parse_vllm_metrics),)
+    release_needs_models = False
+
+    def default_image(self, uses_gpu: bool) -> str | None:
+        del uses_gpu
+        return IMAGE
+
+    def container(self, service: Service, port: int, gpus: Sequence[GpuShare]) -> EngineContainer:
+        assert service.model is not None
+        args = ["--model", service.model, "--served-model-name", service.model_name]
+        args += ["--port", str(port)]
+        if gpus and service.vram is not None:
+            args += ["--gpu-memory-utilization", utilization(service, gpus)]
+        if len(service.gpus) > 1 and not has_flag(service.args, "--tensor-parallel-size", "-tp"):
             args += ["--tensor-parallel-size", str(len(service.gpus))]
-    args += list(service.args)
-    # Tensor-parallel workers share memory through /dev/shm: use the host's IPC namespace.
-    return args, [], True
+        args += list(service.args)
+        # Tensor-parallel workers share memory through /dev/shm: use the host's IPC namespace.
+        return EngineContainer(command=tuple(args), ipc_host=True)
+
+    def readiness(self, service: Service) -> tuple[HttpCheck, ...]:
+        return (HttpCheck("/health"), HttpCheck("/v1/models", model=service.model_name))
+
+    def allocates_gpu_at_start(self, spec: ContainerSpec) -> bool:
+        return bool(spec.gpus)
+
+    def default_concurrency(self, service: Service) -> int | None:
+        # `--max-num-seqs`; without it vLLM picks a default from the hardware and usage context.
+        value = flag_value(service.args, "--max-num-seqs")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
+        # vLLM keeps weights and KV cache until the process ends. Its `POST /sleep` exists only
+        # with `--enable-sleep-mode` and the development endpoints (VLLM_SERVER_DEV_MODE=1).
+        del loaded_models
+        return None
 
 
-def readiness(service: Service) -> tuple[HttpCheck, ...]:
-    return (HttpCheck("/health"), HttpCheck("/v1/models", model=service.model_name))
-
-
-def default_volumes(service: Service) -> list[Volume]:
-    del service
-    return []
+DRIVER = VllmDriver()
