@@ -17,10 +17,10 @@ those cannot be passed and is refused. `--listen` and `--port 8188` come from th
 User data, as the image's README lays it out, lives in named volumes that survive a recreate:
 custom nodes (`/root/ComfyUI/custom_nodes`) and the Python packages they install
 (`/root/.local`: the script sets PIP_USER=true), models, the user folder (settings and
-workflows, `/root/ComfyUI/user`), input, output, `/root/user-scripts` and the download caches
-(`/root/.cache`: Hugging Face and torch hubs). `/root/ComfyUI` itself stays in the container, so
-a new image tag brings its own ComfyUI. The Dockerfile declares no VOLUME (commit ff7a0ce removed
-it): nothing anonymous is created.
+workflows, `/root/ComfyUI/user`), input, output, `/root/user-scripts`, the download caches
+(`/root/.cache`: Hugging Face and torch hubs) and `/root/.config`. `/root/ComfyUI` itself stays
+in the container, so a new image tag brings its own ComfyUI. The Dockerfile declares no VOLUME
+(commit ff7a0ce removed it): nothing anonymous is created.
 
 Memory (comfy/model_management.py): ComfyUI has no "use at most N GB" flag. Before loading a model
 it frees its own models until the GPU's free memory (CUDA `mem_get_info`, which already leaves out
@@ -84,6 +84,7 @@ USER_DATA: tuple[Volume, ...] = (
     Volume("aither-comfyui-local", "/root/.local"),
     Volume("aither-comfyui-user-scripts", "/root/user-scripts"),
     Volume("aither-comfyui-cache", "/root/.cache"),
+    Volume("aither-comfyui-config", "/root/.config"),
 )
 
 
