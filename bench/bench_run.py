@@ -136,7 +136,7 @@ def direct_once(url: str, model: str, max_tokens: int) -> tuple[float, float]:
 
 
 def routed_once(profile_name: str, max_tokens: int) -> tuple[float, float]:
-    from aitherctl.core.loader import ProfileCatalog
+    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.ops.route import RunOptions, open_router
 
     started = time.perf_counter()

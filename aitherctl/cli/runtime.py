@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aitherctl.core.loader import ProfileCatalog
+from aitherctl.adapters.profile_store import ProfileCatalog
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine

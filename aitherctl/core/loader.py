@@ -1,16 +1,20 @@
-"""Loading profiles: find the file, parse it, check every field, resolve `extends`.
+"""Profiles from text: parse one file, check every field, resolve `extends`, expand `${VAR}`.
 
-Every mistake becomes one `ConfigError` line naming the file and line: an unknown key, a wrong
-type, a budget over 100% of a GPU, two services on one port, an unknown or circular `extends`.
+Pure: the text, the name of its source and the environment come in as arguments; finding and
+reading files is `aitherctl.adapters.profile_store`'s job. Every mistake becomes a `ConfigError`
+line naming the file and line: an unknown key, a wrong type, a budget over 100% of a GPU, two
+services on one port, an unknown or circular `extends`, a `${VAR}` that is not set. A file with
+several mistakes raises `ConfigProblems`, which lists each of them.
 """
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from aitherctl.core.profile import Engine, Health, Profile, Service, Volume
@@ -66,18 +70,125 @@ DEFAULT_IMAGES: dict[Engine, str] = {
 }
 LLAMACPP_CPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
 
+EXTENSION_PREFIX = "x-"  # top-level keys for the user's own use, e.g. anchors: `x-vllm: &vllm`
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(word, sorted(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_did_you_mean = did_you_mean
+
+
+class ConfigProblems(ConfigError):
+    """Several mistakes in one profile. The message is the first; `problems` holds each one
+    (`file:line: message`), and `detail` the others, so a plain error print shows them all."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        first = problems[0]
+        super().__init__(first.reason, source=first.source, line=first.line)
+        self.problems = tuple(problems)
+        self.detail = "\n".join(problem.message for problem in problems[1:])
+
+
+def problems_of(error: ConfigError) -> tuple[ConfigError, ...]:
+    """Each mistake a `ConfigError` stands for (one, or all of a `ConfigProblems`)."""
+    return error.problems if isinstance(error, ConfigProblems) else (error,)
+
+
+class _Problems:
+    """Collects mistakes so one run reports each of them, not only the first."""
+
+    def __init__(self) -> None:
+        self.items: list[ConfigError] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError as exc:
+            self.items.extend(problems_of(exc))
+
+    def raise_any(self) -> None:
+        if not self.items:
+            return
+        items = sorted(self.items, key=lambda item: (item.source or "", item.line or 0))
+        if len(items) == 1:
+            raise items[0]
+        raise ConfigProblems(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# `${VAR}` references
+
+_REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|(\{))")
+_REFERENCE_BODY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)(.*))?$", re.DOTALL)
+
+
+def expand_references(text: str, env: Mapping[str, str] | None) -> str:
+    """`${VAR}`, `${VAR:-default}` (unset or empty: default), `${VAR-default}` (unset: default)
+    and `$$` (a literal `$`), as Docker Compose writes them. With `env=None` only the syntax is
+    checked and `text` comes back as written. Raises ValueError naming what to fix."""
+
+    def replace(match: re.Match[str]) -> str:
+        dollar, body, unclosed = match.groups()
+        if dollar:
+            return "$"
+        if unclosed:
+            raise ValueError("`${` without its closing `}`")
+        parsed = _REFERENCE_BODY.match(body)
+        if parsed is None:
+            raise ValueError(f"`${{{body}}}` is not a variable reference (write ${{NAME}})")
+        name, operator, default = parsed.groups()
+        if env is None:
+            return match.group(0)
+        value = env.get(name)
+        if operator == ":-" and not value:
+            return str(default)
+        if operator == "-" and value is None:
+            return str(default)
+        if value is None:
+            raise ValueError(
+                f"${{{name}}} is not set (set it, or give a default: ${{{name}:-value}})"
+            )
+        return value
+
+    expanded = _REFERENCE.sub(replace, text)
+    return text if env is None else expanded
+
+
+def _expand_path(host: str, env: Mapping[str, str]) -> str:
+    """`~` and `$VAR`/`${VAR}` in a volume's host folder; an unknown variable stays as written."""
+    if host == "~" or host.startswith("~/"):
+        home = env.get("HOME")
+        if home:
+            host = home + host[1:]
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return env.get(name, match.group(0))
+
+    return re.sub(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", replace, host)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed, not yet merged
+
+
 @dataclass(slots=True)
 class _Field:
     value: Any
     source: str
+    line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvItem:
+    name: str
+    value: str  # as written: `${VAR}` references are expanded when the profile is built
     line: int | None
 
 
@@ -91,7 +202,9 @@ class _RawService:
 
 
 @dataclass(slots=True)
-class _RawProfile:
+class RawProfile:
+    """One file's profile, checked field by field, before `extends` and cross-field rules."""
+
     name: str
     located: Located
     description: str = ""
@@ -99,95 +212,134 @@ class _RawProfile:
     reserve: _Field | None = None
     services: dict[str, _RawService | None] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
+    # Mistakes found in this file; `build_profile` reports them with its own, all at once.
+    problems: list[ConfigError] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return self.located.source
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading one file
+_RawProfile = RawProfile
 
 
-def read_profile_file(path: Path) -> _RawProfile:
-    """Parse one profile file and check its keys and types (not yet its cross-field rules)."""
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"{source}: no such profile file") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", source=source) from None
+def parse_profile(
+    text: str,
+    source: str,
+    *,
+    base_dir: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RawProfile:
+    """Parse one profile file's `text` and check its keys and types.
+
+    `source` names the file in messages; its file name must match `name:`. Relative volume
+    folders are relative to `base_dir` (default: the folder of `source`); `env` gives `~` and
+    `$VAR` in volume folders. Broken YAML or a document that is not a mapping raises; other
+    mistakes are kept in `problems` and raised by `build_profile` with the cross-field ones.
+    """
+    env = env or {}
     doc = parse_yaml(text, source)
     data = doc.data
     if data is None:
         raise ConfigError("the file is empty (a profile needs at least `services:`)", source=source)
     if not isinstance(data, dict):
         raise doc.error("a profile must be a mapping of keys (name, services, ...)", ())
-    _check_keys(doc, data, (), PROFILE_KEYS, "profile")
+    problems = _Problems()
+    for key in data:
+        if key not in PROFILE_KEYS and not key.startswith(EXTENSION_PREFIX):
+            with problems.check():
+                _check_keys(doc, {key: None}, (), PROFILE_KEYS, "profile")
 
-    stem = path.stem
+    file_name = PurePosixPath(source.replace("\\", "/")).name
+    stem = file_name.rsplit(".", 1)[0] if "." in file_name else file_name
     name = data.get("name", stem)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise doc.error("`name` must be lower-case letters, digits, '-', '_' or '.'", ("name",))
-    if name != stem:
-        raise doc.error(
-            f"`name: {name}` does not match the file name {path.name!r} (rename one of them)",
-            ("name",),
-        )
-    raw = _RawProfile(name=name, located=doc)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise doc.error("`description` must be text", ("description",))
-    raw.description = description.strip()
-    if "extends" in data:
-        parent = data["extends"]
-        if not isinstance(parent, str) or not parent:
-            raise doc.error("`extends` must be the name of another profile", ("extends",))
-        raw.extends = (parent, doc.line(("extends",)))
-
-    gpu = data.get("gpu")
-    if gpu is not None:
-        if not isinstance(gpu, dict):
-            raise doc.error("`gpu` must be a mapping (gpu: {reserve: 10%})", ("gpu",))
-        _check_keys(doc, gpu, ("gpu",), GPU_KEYS, "gpu")
-        if "reserve" in gpu:
-            value = gpu["reserve"]
-            try:
-                MemoryAmount.parse(value)
-            except ValueError as exc:
-                raise doc.error(f"gpu.reserve: {exc}", ("gpu", "reserve")) from None
-            raw.reserve = _Field(value, source, doc.line(("gpu", "reserve")))
+    with problems.check():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise doc.error("`name` must be lower-case letters, digits, '-', '_' or '.'", ("name",))
+        if name != stem:
+            raise doc.error(
+                f"`name: {name}` does not match the file name {file_name!r} "
+                "(rename one of them)",
+                ("name",),
+            )
+    raw = RawProfile(name=name if isinstance(name, str) else stem, located=doc)
+    with problems.check():
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise doc.error("`description` must be text", ("description",))
+        raw.description = description.strip()
+    with problems.check():
+        if "extends" in data:
+            parent = data["extends"]
+            if not isinstance(parent, str) or not parent:
+                raise doc.error("`extends` must be the name of another profile", ("extends",))
+            raw.extends = (parent, doc.line(("extends",)))
+    with problems.check():
+        raw.reserve = _parse_gpu(doc, data.get("gpu"))
 
     services = data.get("services", {})
     if services is None:
         services = {}
     if not isinstance(services, dict):
-        raise doc.error("`services` must be a mapping from service name to settings", ("services",))
+        problems.items.append(
+            doc.error("`services` must be a mapping from service name to settings", ("services",))
+        )
+        services = {}
+    folder = base_dir if base_dir is not None else posixpath.dirname(source) or "."
     for svc_name, svc in services.items():
-        where = ("services", svc_name)
-        if not _NAME.match(svc_name):
-            raise doc.error(
-                f"service name {svc_name!r} must be lower-case letters, digits, '-', '_' or '.'",
-                where,
-            )
-        if svc is None:  # `name: null` in a child removes the parent's service
-            raw.services[svc_name] = None
-            continue
-        if not isinstance(svc, dict):
-            raise doc.error(f"service {svc_name!r} must be a mapping of settings", where)
-        _check_keys(doc, svc, where, SERVICE_KEYS, f"service {svc_name!r}")
-        fields = {}
-        for key, value in svc.items():
-            fields[key] = _Field(
-                _convert_field(doc, where, key, value), source, doc.line((*where, key))
-            )
-        raw.services[svc_name] = _RawService(fields, source, doc.line(where))
+        with problems.check():
+            raw.services[svc_name] = _parse_service(doc, svc_name, svc, folder, env)
 
     for section in ("routing", "endpoints", "budget", "ledger"):
         if section in data and data[section] is not None:
             if not isinstance(data[section], dict):
-                raise doc.error(f"`{section}` must be a mapping", (section,))
+                problems.items.append(doc.error(f"`{section}` must be a mapping", (section,)))
+                continue
             raw.sections[section] = data[section]
+    raw.problems = problems.items
     return raw
+
+
+def _parse_gpu(doc: Located, gpu: Any) -> _Field | None:
+    if gpu is None:
+        return None
+    if not isinstance(gpu, dict):
+        raise doc.error("`gpu` must be a mapping (gpu: {reserve: 10%})", ("gpu",))
+    _check_keys(doc, gpu, ("gpu",), GPU_KEYS, "gpu")
+    if "reserve" not in gpu:
+        return None
+    value = gpu["reserve"]
+    try:
+        MemoryAmount.parse(value)
+    except ValueError as exc:
+        raise doc.error(f"gpu.reserve: {exc}", ("gpu", "reserve")) from None
+    return _Field(value, doc.source, doc.line(("gpu", "reserve")))
+
+
+def _parse_service(
+    doc: Located, svc_name: str, svc: Any, folder: str, env: Mapping[str, str]
+) -> _RawService | None:
+    where = ("services", svc_name)
+    if not _NAME.match(svc_name):
+        raise doc.error(
+            f"service name {svc_name!r} must be lower-case letters, digits, '-', '_' or '.'", where
+        )
+    if svc is None:  # `name: null` in a child removes the parent's service
+        return None
+    if not isinstance(svc, dict):
+        raise doc.error(f"service {svc_name!r} must be a mapping of settings", where)
+    problems = _Problems()
+    fields = {}
+    for key, value in svc.items():
+        with problems.check():
+            _check_keys(doc, {key: None}, where, SERVICE_KEYS, f"service {svc_name!r}")
+            fields[key] = _Field(
+                _convert_field(doc, where, key, value, folder, env),
+                doc.source,
+                doc.line((*where, key)),
+            )
+    problems.raise_any()
+    return _RawService(fields, doc.source, doc.line(where))
 
 
 def _check_keys(
@@ -196,11 +348,13 @@ def _check_keys(
     for key in data:
         if key not in known:
             raise doc.error(
-                f"unknown key {key!r} in {what}{_did_you_mean(key, known)}", (*where, key)
+                f"unknown key {key!r} in {what}{did_you_mean(key, known)}", (*where, key)
             )
 
 
-def _convert_field(doc: Located, where: YPath, key: str, value: Any) -> Any:
+def _convert_field(  # noqa: PLR0917
+    doc: Located, where: YPath, key: str, value: Any, folder: str, env: Mapping[str, str]
+) -> Any:
     """Type-check one service field and turn it into its normalised form."""
     path = (*where, key)
 
@@ -247,19 +401,9 @@ def _convert_field(doc: Located, where: YPath, key: str, value: Any) -> Any:
             raise fail("must be a list of arguments, e.g. [--max-model-len, '8192']")
         return tuple(str(item) for item in value)
     if key == "env":
-        if not isinstance(value, dict):
-            raise fail("must be a mapping of variable names to values")
-        env = []
-        for name, item in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise doc.error(f"env: {name!r} is not a variable name", (*path, name))
-            if isinstance(item, (dict, list)) or item is None:
-                raise doc.error(f"env: {name} must be text or a number", (*path, name))
-            text = ("true" if item else "false") if isinstance(item, bool) else str(item)
-            env.append((name, text))
-        return tuple(env)
+        return _convert_env(doc, path, value, fail)
     if key == "volumes":
-        return _convert_volumes(doc, path, value)
+        return _convert_volumes(doc, path, value, folder, env)
     if key == "health":
         if not isinstance(value, dict):
             raise fail("must be a mapping (health: {path: /health, timeout: 300})")
@@ -280,7 +424,28 @@ def _convert_field(doc: Located, where: YPath, key: str, value: Any) -> Any:
     raise AssertionError(key)  # _check_keys ran first
 
 
-def _convert_gpu(value: Any, fail: Any) -> tuple[int, ...]:
+def _convert_env(
+    doc: Located, path: YPath, value: Any, fail: Callable[[str], ConfigError]
+) -> tuple[_EnvItem, ...]:
+    if not isinstance(value, dict):
+        raise fail("must be a mapping of variable names to values")
+    env = []
+    for name, item in value.items():
+        where = (*path, name)
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise doc.error(f"env: {name!r} is not a variable name", where)
+        if isinstance(item, (dict, list)) or item is None:
+            raise doc.error(f"env: {name} must be text or a number", where)
+        text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+        try:
+            expand_references(text, None)
+        except ValueError as exc:
+            raise doc.error(f"env: {name}: {exc}", where) from None
+        env.append(_EnvItem(name, text, doc.line(where)))
+    return tuple(env)
+
+
+def _convert_gpu(value: Any, fail: Callable[[str], ConfigError]) -> tuple[int, ...]:
     if value is None or value == "none" or value is False:
         return ()
     items = value if isinstance(value, list) else [value]
@@ -296,9 +461,9 @@ def _convert_gpu(value: Any, fail: Any) -> tuple[int, ...]:
     return tuple(gpus)
 
 
-def _convert_volumes(doc: Located, path: YPath, value: Any) -> tuple[Volume, ...]:
-    base = Path(doc.source).resolve().parent
-
+def _convert_volumes(
+    doc: Located, path: YPath, value: Any, folder: str, env: Mapping[str, str]
+) -> tuple[Volume, ...]:
     def volume(host: Any, target: Any, where: YPath) -> Volume:
         if not isinstance(host, str) or not isinstance(target, str):
             raise doc.error("volumes: each entry maps a host folder to a container path", where)
@@ -308,11 +473,10 @@ def _convert_volumes(doc: Located, path: YPath, value: Any) -> tuple[Volume, ...
             target = target[:-3]
         if not target.startswith("/"):
             raise doc.error(f"volumes: container path {target!r} must be absolute", where)
-        host_path = os.path.expandvars(os.path.expanduser(host))
-        if not host_path.startswith("/"):
-            # A named Docker volume (no slash) stays a name; a relative path is relative to the file.
-            if "/" in host_path or host_path.startswith("."):
-                host_path = str((base / host_path).resolve())
+        host_path = _expand_path(host, env)
+        # A named Docker volume (no slash) stays a name; a relative path is relative to the file.
+        if not host_path.startswith("/") and ("/" in host_path or host_path.startswith(".")):
+            host_path = posixpath.normpath(posixpath.join(folder, host_path))
         return Volume(host_path, target, read_only)
 
     if isinstance(value, dict):
@@ -334,25 +498,86 @@ def _convert_volumes(doc: Located, path: YPath, value: Any) -> tuple[Volume, ...
 # ---------------------------------------------------------------------------------------------
 # Building the final profile
 
+# Finds the profile named `name` for an `extends:`; with `below` (the source of a profile that
+# extends its own name), the one in a lower layer than that file. Raises NotFoundError.
+Lookup = Callable[[str, str | None], RawProfile]
+MAX_EXTENDS_DEPTH = 16
 
-def build_profile(raw: _RawProfile, parents: Sequence[_RawProfile] = ()) -> Profile:
-    """Merge `raw` over its parents (nearest last in `parents`... first) and validate the result.
 
-    `parents` lists the chain from the root ancestor down to the direct parent.
+def resolve_profile(
+    raw: RawProfile, lookup: Lookup, *, env: Mapping[str, str] | None = None
+) -> Profile:
+    """Follow `raw`'s `extends` chain through `lookup`, then build and check the profile.
+
+    With `env`, `${VAR}` references in `env:` values are expanded from it (a missing variable
+    is an error at its file:line); with `env=None` they stay as written (for `profile show`).
+    """
+    parents: list[RawProfile] = []
+    seen = [raw.name]
+    current = raw
+    while current.extends is not None:
+        parent_name, line = current.extends
+        below = current.source if parent_name == current.name else None
+        if parent_name in seen and below is None:
+            cycle = " -> ".join([*seen, parent_name])
+            raise ConfigError(f"`extends` makes a cycle: {cycle}", source=current.source, line=line)
+        try:
+            parent = lookup(parent_name, below)
+        except NotFoundError as exc:
+            raise ConfigError(
+                f"extends: {exc.message}", source=current.source, line=line
+            ) from None
+        parents.insert(0, parent)
+        seen.append(parent_name)
+        current = parent
+        if len(parents) > MAX_EXTENDS_DEPTH:
+            raise ConfigError(
+                f"`extends` chain is deeper than {MAX_EXTENDS_DEPTH}", source=raw.source
+            )
+    return build_profile(raw, parents, env=env)
+
+
+def load_profile_text(
+    text: str, source: str, *, env: Mapping[str, str] | None = None
+) -> Profile:
+    """A profile from one file's text, without `extends` (tests, or a profile piped in)."""
+
+    def no_parents(name: str, below: str | None) -> RawProfile:
+        del below
+        raise NotFoundError(f"no profile named {name!r} ({source} is read on its own)")
+
+    return resolve_profile(parse_profile(text, source, env=env or {}), no_parents, env=env)
+
+
+def build_profile(
+    raw: RawProfile,
+    parents: Sequence[RawProfile] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Profile:
+    """Merge `raw` over its parents and validate the result.
+
+    `parents` lists the chain from the root ancestor down to the direct parent. `env`: see
+    `resolve_profile`.
     """
     chain = [*parents, raw]
     services: dict[str, _RawService] = {}
+    # Where each service's field was last written: (layer, line), so a clash blames the later one.
+    written: dict[tuple[str, str], tuple[int, int]] = {}
     reserve: _Field | None = None
     sections: dict[str, Any] = {}
-    for layer in chain:
+    for layer_index, layer in enumerate(chain):
         for name, svc in layer.services.items():
             if svc is None:
                 services.pop(name, None)
-            elif name in services:
+                continue
+            if name in services:
                 base = services[name]
                 services[name] = _RawService({**base.fields, **svc.fields}, svc.source, svc.line)
             else:
                 services[name] = svc
+            for key, item in svc.fields.items():
+                written[(name, key)] = (layer_index, item.line or 0)
         if layer.reserve is not None:
             reserve = layer.reserve
         for section, value in layer.sections.items():
@@ -361,7 +586,13 @@ def build_profile(raw: _RawProfile, parents: Sequence[_RawProfile] = ()) -> Prof
             else:
                 sections[section] = value
 
-    built = {name: _build_service(name, svc) for name, svc in services.items()}
+    problems = _Problems()
+    for layer in chain:
+        problems.items.extend(layer.problems)
+    built: dict[str, Service] = {}
+    for name, svc in services.items():
+        with problems.check():
+            built[name] = _build_service(name, svc, env)
     reserve_amount = MemoryAmount.parse(reserve.value if reserve else DEFAULT_RESERVE)
     profile = Profile(
         name=raw.name,
@@ -376,11 +607,15 @@ def build_profile(raw: _RawProfile, parents: Sequence[_RawProfile] = ()) -> Prof
         budget=sections.get("budget", {}),
         ledger=sections.get("ledger", {}),
     )
-    _check_profile(profile, services, reserve)
+    _check_ports(profile, services, written, problems)
+    _check_shares(profile, services, problems)
+    # Sections other modules check (routing, endpoints, budget) are checked here, once the
+    # services all built (routing names them), each problem collected with the others.
+    problems.raise_any()
     return profile
 
 
-def _build_service(name: str, raw: _RawService) -> Service:
+def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -> Service:
     fields = {key: item.value for key, item in raw.fields.items()}
 
     def fail(message: str, key: str | None = None) -> ConfigError:
@@ -418,6 +653,19 @@ def _build_service(name: str, raw: _RawService) -> Service:
         image = (
             LLAMACPP_CPU_IMAGE if engine is Engine.LLAMACPP and not gpus else DEFAULT_IMAGES[engine]
         )
+    env_items: tuple[_EnvItem, ...] = fields.get("env", ())
+    env_source = raw.fields["env"].source if "env" in raw.fields else raw.source
+    problems = _Problems()
+    service_env = []
+    for item in env_items:
+        with problems.check():
+            try:
+                service_env.append((item.name, expand_references(item.value, env)))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"env: {item.name}: {exc}", source=env_source, line=item.line
+                ) from None
+    problems.raise_any()
     return Service(
         name=name,
         engine=engine,
@@ -433,7 +681,7 @@ def _build_service(name: str, raw: _RawService) -> Service:
         role=fields.get("role"),
         served_name=fields.get("served_name"),
         args=fields.get("args", ()),
-        env=fields.get("env", ()),
+        env=tuple(service_env),
         volumes=fields.get("volumes", ()),
         health=fields.get("health", Health()),
         keep_alive=fields.get("keep_alive"),
@@ -443,27 +691,54 @@ def _build_service(name: str, raw: _RawService) -> Service:
     )
 
 
-def _check_profile(
-    profile: Profile, raw_services: dict[str, _RawService], reserve: _Field | None
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def binds_overlap(first: str, second: str) -> bool:
+    """Whether two host addresses can clash on one port: the same address, or either one is
+    every address (`0.0.0.0`, `::`), which also takes the port on each specific address."""
+    return first == second or first in WILDCARD_BINDS or second in WILDCARD_BINDS
+
+
+def _check_ports(
+    profile: Profile,
+    raw_services: dict[str, _RawService],
+    written: dict[tuple[str, str], tuple[int, int]],
+    problems: _Problems,
+) -> None:
+    """Every pair of services, so the answer cannot depend on the order they are written in."""
+
+    def written_at(name: str) -> tuple[int, int]:
+        return written.get((name, "port"), (-1, raw_services[name].line or 0))
+
+    names = sorted(profile.services, key=written_at)
+    reported: set[str] = set()
+    for index, later in enumerate(names):
+        for earlier in names[:index]:
+            a, b = profile.services[earlier], profile.services[later]
+            if a.port != b.port or not binds_overlap(a.bind, b.bind) or later in reported:
+                continue
+            item = raw_services[later].fields.get("port")
+            source = item.source if item else raw_services[later].source
+            line = item.line if item else raw_services[later].line
+            problems.items.append(
+                ConfigError(
+                    f"services {earlier!r} and {later!r} both use port {b.port}",
+                    source=source,
+                    line=line,
+                )
+            )
+            reported.add(later)
+
+
+def _check_shares(
+    profile: Profile, raw_services: dict[str, _RawService], problems: _Problems
 ) -> None:
     def where(name: str, key: str) -> tuple[str, int | None]:
         item = raw_services[name].fields.get(key)
         if item is None:
             return raw_services[name].source, raw_services[name].line
         return item.source, item.line
-
-    seen_ports: dict[tuple[str, int], str] = {}
-    for name, svc in profile.services.items():
-        for bind in {svc.bind, "0.0.0.0"} if svc.bind != "0.0.0.0" else {"0.0.0.0"}:
-            other = seen_ports.get((bind, svc.port))
-            if other is not None:
-                source, line = where(name, "port")
-                raise ConfigError(
-                    f"services {other!r} and {name!r} both use port {svc.port}",
-                    source=source,
-                    line=line,
-                )
-        seen_ports[(svc.bind, svc.port)] = name
 
     # Shares are checkable without the GPU; absolute budgets are checked by the planner.
     shares: dict[int, list[tuple[str, float]]] = {}
@@ -481,125 +756,10 @@ def _check_profile(
             source, line = where(last, "vram")
             listing = " + ".join(f"{n} {f * 100:g}%" for n, f in resident)
             extra = f" plus the {reserve_share * 100:g}% reserve" if reserve_share else ""
-            raise ConfigError(
-                f"GPU {gpu} budgets add up to {total * 100:g}% ({listing}){extra}, over 100%",
-                source=source,
-                line=line,
-            )
-    del reserve  # absolute reserves are checked by the planner, which knows the GPU
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding profiles
-
-
-def builtin_profile_dir() -> Path:
-    """Built-in profiles: inside the installed package, or `profiles/` in a source checkout."""
-    package = Path(__file__).resolve().parent.parent
-    installed = package / "builtin_profiles"
-    if installed.is_dir():
-        return installed
-    return package.parent / "profiles"
-
-
-def user_profile_dir() -> Path:
-    """`--profile-dir` / `AITHER_PROFILE_DIR`, else the user's config folder (platformdirs)."""
-    override = os.environ.get("AITHER_PROFILE_DIR")
-    if override:
-        return Path(override).expanduser()
-    from platformdirs import user_config_path
-
-    return user_config_path("aitherctl") / "profiles"
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileEntry:
-    name: str
-    path: Path
-    builtin: bool
-    overrides_builtin: bool = False
-
-
-class ProfileCatalog:
-    """Profiles by name across the built-in folder and the user's folder (the user's wins)."""
-
-    def __init__(self, builtin_dir: Path | None = None, user_dir: Path | None = None) -> None:
-        self.builtin_dir = builtin_dir if builtin_dir is not None else builtin_profile_dir()
-        self.user_dir = user_dir if user_dir is not None else user_profile_dir()
-
-    def _layers(self) -> list[tuple[Path, bool]]:
-        return [(self.builtin_dir, True), (self.user_dir, False)]
-
-    def _files(self, folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            return {}
-        found: dict[str, Path] = {}
-        for path in sorted(folder.iterdir()):
-            if path.suffix in (".yaml", ".yml") and path.is_file():
-                found.setdefault(path.stem, path)
-        return found
-
-    def entries(self) -> list[ProfileEntry]:
-        builtin = self._files(self.builtin_dir)
-        user = self._files(self.user_dir)
-        result = [ProfileEntry(n, p, True) for n, p in builtin.items() if n not in user]
-        result += [ProfileEntry(n, p, False, n in builtin) for n, p in user.items()]
-        return sorted(result, key=lambda entry: entry.name)
-
-    def names(self) -> list[str]:
-        return [entry.name for entry in self.entries()]
-
-    def find(self, name: str, *, below: Path | None = None) -> Path:
-        """The file for `name`; with `below`, the one in a lower layer than that file."""
-        candidates: list[Path] = []
-        for folder, _ in self._layers():
-            path = self._files(folder).get(name)
-            if path is not None:
-                candidates.append(path)
-        if below is not None:
-            resolved = below.resolve()
-            lower = [p for p in candidates if p.resolve() != resolved]
-            index = next(
-                (i for i, p in enumerate(candidates) if p.resolve() == resolved), len(candidates)
-            )
-            candidates = [p for p in candidates[:index] if p in lower]
-        if not candidates:
-            known = ", ".join(self.names()) or "none"
-            raise NotFoundError(
-                f"no profile named {name!r}{_did_you_mean(name, self.names())} (known: {known})"
-            )
-        return candidates[-1]
-
-    def load(self, name_or_path: str) -> Profile:
-        """Load a profile by name, or from a file when given a path ending in .yaml/.yml."""
-        if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
-            return self.load_file(Path(name_or_path))
-        return self.load_file(self.find(name_or_path))
-
-    def load_file(self, path: Path) -> Profile:
-        raw = read_profile_file(path)
-        parents: list[_RawProfile] = []
-        seen = [raw.name]
-        current = raw
-        current_path = path
-        while current.extends is not None:
-            parent_name, line = current.extends
-            below = current_path if parent_name == current.name else None
-            if parent_name in seen and below is None:
-                cycle = " -> ".join([*seen, parent_name])
-                raise ConfigError(
-                    f"`extends` makes a cycle: {cycle}", source=current.located.source, line=line
+            problems.items.append(
+                ConfigError(
+                    f"GPU {gpu} budgets add up to {total * 100:g}% ({listing}){extra}, over 100%",
+                    source=source,
+                    line=line,
                 )
-            try:
-                parent_path = self.find(parent_name, below=below)
-            except NotFoundError as exc:
-                raise ConfigError(
-                    f"extends: {exc.message}", source=current.located.source, line=line
-                ) from None
-            parent = read_profile_file(parent_path)
-            parents.insert(0, parent)
-            seen.append(parent_name)
-            current, current_path = parent, parent_path
-            if len(parents) > 16:
-                raise ConfigError("`extends` chain is deeper than 16", source=str(path))
-        return build_profile(raw, parents)
+            )

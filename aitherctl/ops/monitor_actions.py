@@ -78,7 +78,7 @@ class StackActions:
         )
 
     def profiles(self) -> list[str]:
-        from aitherctl.core.loader import ProfileCatalog
+        from aitherctl.adapters.profile_store import ProfileCatalog
 
         return sorted(ProfileCatalog().names())
 
@@ -88,7 +88,7 @@ class StackActions:
         return self._gpus.read() if self._gpus is not None else GpuInventory(error="off")
 
     def _prepare(self, profile: str) -> Any:
-        from aitherctl.core.loader import ProfileCatalog
+        from aitherctl.adapters.profile_store import ProfileCatalog
         from aitherctl.ops.switch import prepare
 
         catalog = ProfileCatalog()
@@ -110,7 +110,7 @@ class StackActions:
         return "\n".join(lines)
 
     def switch(self, profile: str, note: Callable[[str], None]) -> str:
-        from aitherctl.core.loader import ProfileCatalog
+        from aitherctl.adapters.profile_store import ProfileCatalog
         from aitherctl.ops.switch import switch
 
         result = switch(

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from aitherctl.adapters.chat import HttpClients
     from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.ledger import Ledger
-    from aitherctl.core.loader import ProfileCatalog
+    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.profile import Profile
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.loader import ProfileCatalog
+from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.vram import actual_use_by_service
 from aitherctl.ops.state import observe

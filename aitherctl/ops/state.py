@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.loader import ProfileCatalog
+from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.specs import build_specs
 from aitherctl.core.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aitherctl.core.loader import ProfileCatalog
+from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.profile import Profile
 from aitherctl.ops.route import Router, StackView, open_router
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.core.loader import ProfileCatalog, builtin_profile_dir
+from aitherctl.adapters.profile_store import ProfileCatalog, builtin_profile_dir
+from aitherctl.core.loader import ConfigProblems, load_profile_text
 from aitherctl.core.profile import Engine
 from aitherctl.core.units import GIB
 from aitherctl.errors import ConfigError, NotFoundError
@@ -39,10 +40,29 @@ def test_builtin_profiles_are_valid_and_fit(catalog: ProfileCatalog) -> None:
     assert builtin_profile_dir().is_dir()
 
 
-def test_yaml_syntax_error_names_file_and_line(catalog, write_profile) -> None:
-    path = write_profile("broken", "services:\n  a:\n    engine: [vllm\n    port: 1\n")
-    message = error_of(catalog, "broken")
-    assert message.startswith(f"{path}:4: YAML syntax error")
+def test_yaml_syntax_error_names_where_the_construct_starts_and_where_parsing_stopped(
+    catalog, write_profile
+) -> None:
+    path = write_profile("broken", """
+        name: broken
+        services:
+          a:
+            engine: vllm
+            model: m
+            args: [--max-model-len, "8192"
+            port: 8001
+          b:
+            engine: ollama
+            port: 11434
+        """)
+    assert error_of(catalog, "broken") == (
+        f"{path}:6: unclosed '[' "
+        "(parsing stopped at line 7: expected ',' or ']', but got '<scalar>')"
+    )
+    path = write_profile("quote", "services:\n  a:\n    model: \"org/m\n    port: 1\n")
+    assert error_of(catalog, "quote") == (
+        f'{path}:3: unclosed " (parsing stopped at line 5: found unexpected end of stream)'
+    )
 
 
 def test_unknown_key_suggests_the_right_one(catalog, write_profile) -> None:
@@ -111,7 +131,9 @@ def test_gpu_service_without_budget(catalog, write_profile) -> None:
 
 
 def test_duplicate_key_is_reported(catalog, write_profile) -> None:
-    path = write_profile("dup", "services:\n  a: {engine: ollama, port: 1}\n  a: {engine: ollama, port: 2}\n")
+    path = write_profile(
+        "dup", "services:\n  a: {engine: ollama, port: 1}\n  a: {engine: ollama, port: 2}\n"
+    )
     assert error_of(catalog, "dup") == f"{path}:3: duplicate key 'a' (the earlier one is on line 2)"
 
 
@@ -137,7 +159,9 @@ def test_extends_overrides_services_by_name_and_keeps_routing(catalog, write_pro
     assert small.routing == dev.routing
 
 
-def test_user_profile_of_the_same_name_wins_and_can_extend_the_builtin(catalog, write_profile) -> None:
+def test_user_profile_of_the_same_name_wins_and_can_extend_the_builtin(
+    catalog, write_profile
+) -> None:
     write_profile("cpu", """
         extends: cpu
         services:
@@ -147,7 +171,8 @@ def test_user_profile_of_the_same_name_wins_and_can_extend_the_builtin(catalog, 
     assert cpu.services["assistant"].port == 9999
     assert cpu.services["assistant"].engine is Engine.LLAMACPP
     entry = next(e for e in catalog.entries() if e.name == "cpu")
-    assert not entry.builtin and entry.overrides_builtin
+    assert not entry.builtin
+    assert entry.overrides_builtin
 
 
 def test_extends_cycle_and_unknown_parent(catalog, write_profile) -> None:
@@ -191,3 +216,158 @@ def test_name_must_match_file(catalog, write_profile) -> None:
     assert error_of(catalog, "right") == (
         f"{path}:1: `name: wrong` does not match the file name 'right.yaml' (rename one of them)"
     )
+
+
+def test_merge_keys_share_an_anchor_between_services(catalog, write_profile) -> None:
+    write_profile("anchors", """
+        x-vllm: &vllm
+          engine: vllm
+          gpu: 0
+          args: [--max-model-len, "8192"]
+        services:
+          chat:
+            <<: *vllm
+            model: org/chat
+            port: 8001
+            vram: 30%
+          code:
+            <<: *vllm
+            model: org/code
+            port: 8002
+            vram: 20%
+            args: [--max-model-len, "4096"]
+        """)
+    profile = catalog.load("anchors")
+    chat, code = profile.services["chat"], profile.services["code"]
+    assert (chat.engine, chat.gpus, chat.args) == (Engine.VLLM, (0,), ("--max-model-len", "8192"))
+    assert (code.engine, code.gpus, code.args) == (Engine.VLLM, (0,), ("--max-model-len", "4096"))
+
+
+def test_a_mistake_in_a_merged_anchor_points_at_the_anchor(catalog, write_profile) -> None:
+    path = write_profile("badanchor", """
+        x-base: &base
+          engine: vllm
+          port: eighty
+        services:
+          a: {<<: *base, model: m}
+        """)
+    assert error_of(catalog, "badanchor") == (
+        f"{path}:3: port: must be a port number from 1 to 65535, not 'eighty'"
+    )
+
+
+@pytest.mark.parametrize("order", ["wildcard first", "wildcard last"])
+def test_port_clash_is_found_whatever_the_order(catalog, write_profile, order) -> None:
+    wide = "wide: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 0.0.0.0}"
+    local = "local: {engine: llamacpp, model: /b.gguf, port: 8080}"
+    first, second = (wide, local) if order == "wildcard first" else (local, wide)
+    path = write_profile("clash", f"services:\n  {first}\n  {second}\n")
+    names = ("wide", "local") if order == "wildcard first" else ("local", "wide")
+    assert error_of(catalog, "clash") == (
+        f"{path}:3: services {names[0]!r} and {names[1]!r} both use port 8080"
+    )
+
+
+def test_different_addresses_may_share_a_port(catalog, write_profile) -> None:
+    write_profile("lan", """
+        services:
+          a: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 127.0.0.1}
+          b: {engine: llamacpp, model: /b.gguf, port: 8080, bind: 192.168.1.20}
+        """)
+    assert set(catalog.load("lan").services) == {"a", "b"}
+
+
+def test_port_clash_across_extends_blames_the_child(catalog, write_profile) -> None:
+    write_profile("base", """
+        services:
+          a: {engine: llamacpp, model: /a.gguf, port: 8080}
+          b: {engine: llamacpp, model: /b.gguf, port: 8081}
+        """)
+    child = write_profile("child", """
+        extends: base
+        services:
+          b: {port: 8080}
+        """)
+    assert error_of(catalog, "child") == f"{child}:3: services 'a' and 'b' both use port 8080"
+    # The same clash written the other way round in the child: still found, still the child.
+    other = write_profile("other", """
+        extends: base
+        services:
+          a: {port: 8081}
+        """)
+    assert error_of(catalog, "other") == f"{other}:3: services 'b' and 'a' both use port 8081"
+
+
+def test_env_references_expand_from_the_given_environment(profile_dir, write_profile) -> None:
+    path = write_profile("secrets", """
+        services:
+          a:
+            engine: ollama
+            port: 11434
+            env:
+              HF_TOKEN: ${HF_TOKEN}
+              MODE: ${MODE:-fast}
+              PRICE: "$$5 ${CURRENCY-usd}"
+        """)
+    environ = {"HF_TOKEN": "hf_secret", "CURRENCY": ""}
+    profile = ProfileCatalog(user_dir=profile_dir, environ=environ).load("secrets")
+    assert dict(profile.services["a"].env) == {
+        "HF_TOKEN": "hf_secret", "MODE": "fast", "PRICE": "$5 ",
+    }
+    written = ProfileCatalog(user_dir=profile_dir, environ=environ).load("secrets", expand=False)
+    assert dict(written.services["a"].env)["HF_TOKEN"] == "${HF_TOKEN}"
+    with pytest.raises(ConfigError) as caught:
+        ProfileCatalog(user_dir=profile_dir, environ={}).load("secrets")
+    assert caught.value.message == (
+        f"{path}:6: env: HF_TOKEN: ${{HF_TOKEN}} is not set "
+        "(set it, or give a default: ${HF_TOKEN:-value})"
+    )
+
+
+def test_malformed_reference_is_an_error_even_unexpanded(catalog, write_profile) -> None:
+    path = write_profile("badref", """
+        services:
+          a:
+            engine: ollama
+            port: 11434
+            env: {A: "${1BAD}", B: "${OPEN"}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        catalog.load("badref", expand=False)
+    assert caught.value.message == (
+        f"{path}:5: env: A: `${{1BAD}}` is not a variable reference (write ${{NAME}})"
+    )
+
+
+def test_every_problem_in_a_file_is_reported(catalog, write_profile) -> None:
+    path = write_profile("many", """
+        services:
+          a: {engine: vllm, model: m, port: 8001, gpu: 0}
+          b: {engine: llamacpp, port: 8002}
+          c: {engine: ollama, prot: 8003}
+          d: {engine: ollama, port: 8001, bind: 0.0.0.0}
+        """)
+    with pytest.raises(ConfigProblems) as caught:
+        catalog.load("many")
+    assert [problem.message for problem in caught.value.problems] == [
+        f"{path}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)",
+        f"{path}:3: service 'b': engine llamacpp needs a `model` to serve",
+        f"{path}:4: unknown key 'prot' in service 'c' (did you mean 'port'?)",
+    ]
+    assert caught.value.message == caught.value.problems[0].message
+    assert caught.value.detail is not None
+    assert len(caught.value.detail.splitlines()) == 2
+
+
+def test_the_core_parses_text_without_files() -> None:
+    """The pure loader takes text, a source name and an environment: no folder, no file."""
+    profile = load_profile_text(
+        "services:\n  a: {engine: ollama, port: 1, env: {K: '${K}'}, volumes: ['~/m:/m']}\n",
+        "/nowhere/solo.yaml",
+        env={"K": "v", "HOME": "/home/u"},
+    )
+    assert profile.name == "solo"
+    assert profile.services["a"].env == (("K", "v"),)
+    assert str(profile.services["a"].volumes[0]) == "/home/u/m:/m"
+    with pytest.raises(ConfigError, match=r"^/nowhere/x.yaml:1: extends: no profile named 'dev'"):
+        load_profile_text("extends: dev\nservices: {}\n", "/nowhere/x.yaml")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aitherctl.core.loader import ProfileCatalog
+from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.profile import Engine, Profile, Service
 from aitherctl.core.routing import (
     RouteContext,
