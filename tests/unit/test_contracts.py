@@ -1,0 +1,70 @@
+"""The layer contracts in pyproject.toml ([tool.importlinter]) hold, and they do catch a break.
+
+`lint-imports` (import-linter) builds the import graph from the source, so it sees what a grep for
+library names cannot: an adapter importing `ops`, a core module reading the environment through
+`os`, a lazy import inside a function.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
+    if not LINT_IMPORTS.exists():
+        pytest.fail("lint-imports is missing: pip install -e '.[dev]'")
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-logo", "--no-cache", "--config", str(project / "pyproject.toml")],
+        cwd=project,
+        env={"PYTHONPATH": str(project), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_tree_keeps_every_contract() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+    assert result.stdout.count(" KEPT") == 4
+
+
+@pytest.fixture
+def copy_of_the_package(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "aitherctl", tmp_path / "aitherctl",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("core/units.py", "import os", "The core is pure"),
+        ("core/metrics.py", "import httpx", "The core is pure"),
+        ("core/units.py", "from aitherctl.adapters import paths", "Layers"),
+        ("adapters/scrape.py", "from aitherctl.ops import monitor", "Adapters never import"),
+        ("ops/usage.py", "import textual", "Only the TUI imports Textual"),
+    ],
+)
+def test_a_broken_contract_fails_the_check(
+    copy_of_the_package: Path, module: str, line: str, contract: str
+) -> None:
+    path = copy_of_the_package / "aitherctl" / module
+    text = path.read_text()
+    # Inside a function, as lazy imports are written: still an import the graph holds.
+    path.write_text(text + f"\n\ndef _added() -> None:\n    {line}  # noqa\n")
+    result = lint_imports(copy_of_the_package)
+    assert result.returncode != 0
+    broken = [row for row in result.stdout.splitlines() if row.endswith(" BROKEN")]
+    assert any(row.startswith(contract) for row in broken), result.stdout
