@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from aitherctl.core.engines import driver_for
 from aitherctl.core.profile import Engine, Health, Profile, Service, Volume
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.yamlsrc import Located, parse_yaml
@@ -61,14 +62,7 @@ OLLAMA_ONLY = ("keep_alive", "max_loaded_models", "num_parallel")
 DEFAULT_RESERVE = "5%"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
-# The images a service gets when its profile names none; each can be overridden per service.
-DEFAULT_IMAGES: dict[Engine, str] = {
-    Engine.VLLM: "vllm/vllm-openai:latest",
-    Engine.OLLAMA: "ollama/ollama:latest",
-    Engine.COMFYUI: "yanwk/comfyui-boot:cu128-slim",
-    Engine.LLAMACPP: "ghcr.io/ggml-org/llama.cpp:server-cuda",
-}
-LLAMACPP_CPU_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
+# A service without `image` gets its engine driver's pinned default (aitherctl.core.engines).
 
 EXTENSION_PREFIX = "x-"  # top-level keys for the user's own use, e.g. anchors: `x-vllm: &vllm`
 
@@ -650,9 +644,8 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
             )
     image = fields.get("image")
     if image is None:
-        image = (
-            LLAMACPP_CPU_IMAGE if engine is Engine.LLAMACPP and not gpus else DEFAULT_IMAGES[engine]
-        )
+        image = driver_for(engine).default_image(uses_gpu=bool(gpus))
+        assert image is not None  # every engine but generic has one; generic requires `image`
     env_items: tuple[_EnvItem, ...] = fields.get("env", ())
     env_source = raw.fields["env"].source if "env" in raw.fields else raw.source
     problems = _Problems()
