@@ -8,7 +8,8 @@
   and never a reason to skip). Same numbers as `curl -s HOST:PORT/metrics | grep waiting`.
 - Failure memory: a failed probe or a failed request is remembered for `health_memory_s`
   (30 s by default) in a small JSON file in the user's state folder, so the next `run` skips
-  that backend at once instead of waiting for its timeout again.
+  that backend at once instead of waiting for its timeout again. A switch or `up` that reports
+  a service ready makes it forget that service's host:port (`forget_backend`).
 """
 
 from __future__ import annotations
@@ -20,17 +21,30 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from aitherctl.adapters.chat import HttpClients
 from aitherctl.adapters.paths import state_dir
-from aitherctl.core.routing import QUEUE_METRICS, Candidate
+from aitherctl.core.routing import QUEUE_METRICS, Candidate, loopback_key
 
 DEFAULT_PROBE_TIMEOUT_S = 0.5
 FAILURES_FILE = "backend-failures.json"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
+
+def _url_key(url: str) -> str | None:
+    """`host:port` of a remembered backend's URL (loopback spellings made one)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return loopback_key(parts.hostname, port)
 
 
 
@@ -107,9 +121,26 @@ class FailureMemory:
         if data.pop(candidate.base_url, None) is not None:
             self._save(data)
 
+    def forget_host_port(self, host: str, port: int) -> int:
+        """Drop every remembered failure of a backend at host:port; how many were dropped."""
+        wanted = loopback_key(host, port)
+        data = self._load()
+        kept = {url: entry for url, entry in data.items() if _url_key(url) != wanted}
+        dropped = len(data) - len(kept)
+        if dropped:
+            self._save(kept)
+        return dropped
+
     def clear(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+def forget_backend(host: str, port: int) -> None:
+    """A service at host:port was just reported ready (by a switch or `up`): forget its remembered
+    failures, so the next `run` tries it at once. `localhost`, `127.0.0.1`, `::1` and a wildcard
+    bind (`0.0.0.0`) all name this machine."""
+    FailureMemory().forget_host_port(host, port)
 
 
 class BackendProbe:

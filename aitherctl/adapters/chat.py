@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from aitherctl.core.routing import Candidate
+from aitherctl.core.routing import Candidate, is_loopback_host
 
 
 class HttpClients:
@@ -77,6 +78,7 @@ class ChatResult:
     ttft_s: float | None
     total_s: float
     finish_reason: str | None = None
+    last_token_s: float | None = None  # when the last piece of text arrived, from the start
 
 
 @dataclass
@@ -90,6 +92,9 @@ class ChatError(Exception):
     elapsed_s: float = 0.0
     status: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Whether the server may have accepted (and billed) the request: False when it never reached
+    # the server (refused, connect timeout) or the server answered with an HTTP error status.
+    billable: bool = True
 
     @property
     def partial(self) -> bool:
@@ -100,23 +105,35 @@ class ChatError(Exception):
 
 
 def build_body(candidate: Candidate, request: ChatRequest) -> dict[str, Any]:
+    """The request body as this endpoint wants it: the length limit under the field it accepts
+    (`max_tokens`, or `max_completion_tokens` for OpenAI's gpt-5 and o-series), and the
+    temperature passed on, left out, or fixed (`Candidate.temperature`)."""
     body: dict[str, Any] = {
         "model": candidate.model,
         "messages": request.messages(),
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": request.max_tokens,
+        candidate.max_tokens_field: request.max_tokens,
     }
-    if request.temperature is not None:
+    rule = candidate.temperature
+    if isinstance(rule, float | int):
+        body["temperature"] = rule
+    elif rule == "pass" and request.temperature is not None:
         body["temperature"] = request.temperature
     return body
 
 
-def _headers(candidate: Candidate) -> dict[str, str]:
+def key_may_travel(url: str) -> bool:
+    """An API key goes over https, or over plain http only to this machine (loopback)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or is_loopback_host(parts.hostname or "")
+
+
+def _headers(candidate: Candidate, url: str) -> dict[str, str]:
     headers = {"Accept": "text/event-stream"}
     if candidate.api_key_env:
         key = os.environ.get(candidate.api_key_env, "")
-        if key:
+        if key and key_may_travel(url):
             headers["Authorization"] = f"Bearer {key}"
     return headers
 
@@ -156,27 +173,40 @@ def stream_chat(
     started = clock()
     parts: list[str] = []
     ttft: float | None = None
+    last_token: float | None = None
     usage: dict[str, Any] | None = None
     finish: str | None = None
     chunks = 0
     done = False
 
-    def fail(kind: str, message: str, status: int | None = None) -> ChatError:
+    def fail(
+        kind: str, message: str, status: int | None = None, *, billable: bool = True
+    ) -> ChatError:
         return ChatError(
-            kind, message, "".join(parts), ttft, clock() - started, status
+            kind, message, "".join(parts), ttft, clock() - started, status, billable=billable
         )
 
+    if candidate.api_key_env and not key_may_travel(url):
+        raise fail(
+            "insecure",
+            f"refused: the API key would travel unencrypted over plain http to "
+            f"{urlsplit(url).hostname} (use https://)",
+            billable=False,
+        )
     try:
         with connect_sse(
             clients.for_url(url), "POST", url, json=build_body(candidate, request),
-            headers=_headers(candidate), timeout=timeout,
+            headers=_headers(candidate, url), timeout=timeout,
         ) as source:
             response = source.response
             if response.status_code >= 400:
                 detail = _error_detail(response)
                 code = response.status_code
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
-                raise fail(kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code)
+                raise fail(
+                    kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code,
+                    billable=False,
+                )
             for event in source.iter_sse():
                 if event.data.strip() == "[DONE]":
                     done = True
@@ -201,8 +231,9 @@ def stream_chat(
                     delta = choice.get("delta") or {}
                     text = delta.get("content") if isinstance(delta, dict) else None
                     if text:
+                        last_token = clock() - started
                         if ttft is None:
-                            ttft = clock() - started
+                            ttft = last_token
                         chunks += 1
                         parts.append(text)
                         on_text(text)
@@ -213,9 +244,12 @@ def stream_chat(
     except SSEError as exc:
         raise fail("bad_stream", f"not an event stream ({exc})") from None
     except httpx.ConnectTimeout:
-        raise fail("timeout", f"connect timed out after {candidate.connect_timeout_s:g}s") from None
+        raise fail(
+            "timeout", f"connect timed out after {candidate.connect_timeout_s:g}s",
+            billable=False,
+        ) from None
     except httpx.ConnectError:
-        raise fail("refused", "connection refused") from None
+        raise fail("refused", "connection refused", billable=False) from None
     except httpx.ReadTimeout:
         what = "no answer" if ttft is None else "stream stalled"
         raise fail("timeout", f"{what} within {read_timeout_s:g}s") from None
@@ -235,6 +269,7 @@ def stream_chat(
         ttft_s=ttft,
         total_s=clock() - started,
         finish_reason=finish,
+        last_token_s=last_token,
     )
 
 

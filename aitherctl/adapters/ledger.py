@@ -1,10 +1,18 @@
-"""The usage ledger: one SQLite row per `aitherctl run` request.
+"""The usage ledger: one SQLite row per `aitherctl run` request, and the budget's reservations.
 
 Lives in the user's data folder (`~/.local/share/aitherctl/ledger.sqlite3`, or `$AITHER_DATA_DIR`),
 the folder 0700 and the file 0600: only its owner can read what was asked. The prompt is stored as
 a SHA-256 hash; its text only when the profile says `ledger: {store_prompts: true}`. API keys are
 never written. Inspect it with `sqlite3 ~/.local/share/aitherctl/ledger.sqlite3 'select * from
 requests'`.
+
+The daily budget holds whatever runs at once: before a priced request is sent, its worst case is
+reserved in one `BEGIN IMMEDIATE` transaction (read today's spent and reserved, refuse when the
+cap would be passed, insert the reservation), so two runs can never both see the same room. After
+the request the reservation is settled with the real cost, and the run's final row replaces its
+reservations in one transaction. A reservation still open `expires_ts` after it was taken (its
+process was killed) stops counting then; until then it counts in full. A settled one counts until
+the day ends even if its run never wrote its row.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from aitherctl.adapters.paths import data_dir
+from aitherctl.errors import AitherError
 
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA = """
@@ -42,7 +52,19 @@ CREATE TABLE IF NOT EXISTS requests (
     prompt TEXT                     -- only with ledger.store_prompts: true
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,           -- the run that holds it; its final row replaces it
+    ts REAL NOT NULL,               -- unix time it was taken
+    expires_ts REAL NOT NULL,       -- still open then: its process died, it stops counting
+    amount_usd REAL NOT NULL,       -- the worst case while open, the real cost once settled
+    settled INTEGER NOT NULL DEFAULT 0,
+    backend TEXT,
+    pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS reservations_ts ON reservations (ts);
 """
+BUSY_TIMEOUT_S = 30.0
 
 
 def prompt_hash(system: str | None, prompt: str) -> str:
@@ -79,10 +101,50 @@ _COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Today's money as the ledger holds it: spent (finished requests and settled attempts) and
+    reserved (worst cases of requests in flight)."""
+
+    spent_usd: float
+    reserved_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        return self.spent_usd + self.reserved_usd
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The answer to a reservation: granted (with its row id) or refused."""
+
+    granted: bool
+    reservation_id: int | None
+    committed: Committed  # before this reservation
+
+
 def start_of_local_day(now: float) -> float:
     """The budget is per calendar day in local time, reset at midnight."""
     moment = datetime.fromtimestamp(now).astimezone()
     return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def _committed(db: sqlite3.Connection, since_ts: float, now: float) -> Committed:
+    (spent,) = db.execute(
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ?", (since_ts,)
+    ).fetchone()
+    has_reservations = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reservations'"
+    ).fetchone()
+    if not has_reservations:
+        return Committed(float(spent), 0.0)
+    settled, reserved = db.execute(
+        "SELECT COALESCE(SUM(CASE WHEN settled THEN amount_usd END), 0), "
+        "COALESCE(SUM(CASE WHEN NOT settled AND expires_ts > ? THEN amount_usd END), 0) "
+        "FROM reservations WHERE ts >= ?",
+        (now, since_ts),
+    ).fetchone()
+    return Committed(float(spent) + float(settled), float(reserved))
 
 
 class Ledger:
@@ -91,6 +153,7 @@ class Ledger:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode: writers open their own `BEGIN IMMEDIATE`."""
         # umask 077 while SQLite works: the file and its transient journal (which holds page
         # copies, prompts included) are created readable by their owner alone.
         previous = os.umask(0o077)
@@ -101,39 +164,116 @@ class Ledger:
                 os.close(fd)
             elif self.path.stat().st_mode & 0o077:
                 os.chmod(self.path, 0o600)
-            connection = sqlite3.connect(self.path, timeout=5.0)
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
+            )
             try:
                 connection.executescript(SCHEMA)
                 yield connection
-                connection.commit()
+            except sqlite3.Error as exc:
+                raise AitherError(f"usage ledger {self.path}: {exc}") from None
             finally:
                 connection.close()
         finally:
             os.umask(previous)
 
-    def record(self, row: LedgerRow) -> None:
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection that creates and changes nothing (None when there is no
+        ledger yet): what `run --explain` and `usage` use."""
+        if not self.path.exists():
+            yield None
+            return
+        try:
+            connection = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
+            )
+        except sqlite3.Error as exc:
+            raise AitherError(f"usage ledger {self.path}: {exc}") from None
+        try:
+            yield connection
+        except sqlite3.Error as exc:
+            raise AitherError(f"usage ledger {self.path}: {exc}") from None
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def reserve(  # noqa: PLR0917 - one call site, names at it
+        self,
+        run_id: str,
+        amount_usd: float,
+        cap_usd: float,
+        since_ts: float,
+        now: float,
+        ttl_s: float,
+        backend: str | None = None,
+    ) -> Reservation:
+        """Reserve `amount_usd` if today's spent + reserved + it stays within `cap_usd`; the read
+        and the insert are one transaction, so concurrent runs are serialised here."""
+        with self._transaction() as db:
+            committed = _committed(db, since_ts, now)
+            if committed.total_usd + amount_usd > cap_usd:
+                return Reservation(False, None, committed)
+            cursor = db.execute(
+                "INSERT INTO reservations (run_id, ts, expires_ts, amount_usd, settled, backend, "
+                "pid) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                (run_id, now, now + ttl_s, amount_usd, backend, os.getpid()),
+            )
+            return Reservation(True, cursor.lastrowid, committed)
+
+    def settle(self, reservation_id: int, cost_usd: float) -> None:
+        """The attempt is over: its reservation now holds what it really cost."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE reservations SET amount_usd = ?, settled = 1 WHERE id = ?",
+                (cost_usd, reservation_id),
+            )
+
+    def committed_since(self, since_ts: float, now: float) -> Committed:
+        """Spent and reserved since `since_ts`, read without writing anything."""
+        with self._read() as db:
+            if db is None:
+                return Committed(0.0, 0.0)
+            if not db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+            ).fetchone():
+                return Committed(0.0, 0.0)
+            return _committed(db, since_ts, now)
+
+    def record(self, row: LedgerRow, run_id: str | None = None) -> None:
+        """Write the run's row; its reservations (settled into the row's cost) go in the same
+        transaction, so its money is never counted twice nor dropped for a moment."""
         values = tuple(
             int(v) if isinstance(v, bool) else v for v in (getattr(row, c) for c in _COLUMNS)
         )
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._connect() as db:
+        with self._transaction() as db:
             db.execute(
                 f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values
             )
+            if run_id is not None:
+                db.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
 
-    def spent_since(self, since_ts: float) -> float:
-        if not self.path.exists():
-            return 0.0
-        with self._connect() as db:
-            (total,) = db.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ?", (since_ts,)
-            ).fetchone()
-        return float(total)
+    def spent_since(self, since_ts: float, now: float | None = None) -> float:
+        """Money spent since `since_ts` (finished requests and settled attempts)."""
+        return self.committed_since(since_ts, time.time() if now is None else now).spent_usd
 
     def rows_since(self, since_ts: float) -> list[LedgerRow]:
-        if not self.path.exists():
-            return []
-        with self._connect() as db:
+        with self._read() as db:
+            if db is None or not db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+            ).fetchone():
+                return []
             cursor = db.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts",
                 (since_ts,),

@@ -14,24 +14,6 @@ if TYPE_CHECKING:
     from aitherctl.ops.usage import UsageReport
 
 
-def _budget_usd(profile: str | None) -> float:
-    """The daily budget of `--profile`, else of $AITHER_GPU_PROFILE, else the default ($5)."""
-    import os
-
-    from aitherctl.core.cost import DEFAULT_DAILY_USD, parse_budget
-    from aitherctl.errors import AitherError
-
-    name = profile or os.environ.get("AITHER_GPU_PROFILE")
-    if not name:
-        return DEFAULT_DAILY_USD
-    try:
-        return parse_budget(runtime.catalog().load(name).budget or {}).daily_usd
-    except (AitherError, ValueError):
-        if profile:
-            raise
-        return DEFAULT_DAILY_USD
-
-
 def _fmt_s(value: float | None) -> str:
     return "N/A" if value is None else f"{value:.2f}s"
 
@@ -40,9 +22,16 @@ def _print_report(out: Output, report: UsageReport) -> None:
     from rich.table import Table
 
     budget = report.daily_budget_usd
-    share = f" ({report.spent_today_usd / budget:.0%})" if budget else ""
+    share = f"{report.spent_today_usd / budget:.0%}, " if budget else ""
+    whose = f"profile {report.budget_profile}" if report.budget_profile else "default cap"
+    in_flight = (
+        f"; ${report.reserved_today_usd:.4f} reserved by requests in flight"
+        if report.reserved_today_usd else ""
+    )
     out.print(
-        f"today: ${report.spent_today_usd:.4f} of ${budget:g} daily budget{share}", markup=False
+        f"today: ${report.spent_today_usd:.4f} of ${budget:g} daily budget ({share}{whose})"
+        f"{in_flight}",
+        markup=False,
     )
     local = "N/A" if report.local_share is None else f"{report.local_share:.0%}"
     out.print(
@@ -79,25 +68,33 @@ def usage(
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option("--profile", "-p", help="Whose daily budget to compare with."),
+        typer.Option(
+            "--profile", "-p",
+            help="Whose daily budget to compare with (default: as `run` picks it, the active "
+            "profile, else $AITHER_GPU_PROFILE).",
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Spending against the daily budget, requests per tier and backend, the share answered
     locally, and p50/p95 latency per backend, from the ledger `aitherctl run` keeps."""
     from aitherctl.adapters.ledger import Ledger, start_of_local_day
-    from aitherctl.ops.usage import parse_since, summarize_usage
+    from aitherctl.ops.usage import parse_since, select_budget, summarize_usage
 
     out = Output(json_mode=json_output)
     now = time.time()
     since_ts, period = parse_since(since, now)
     ledger = Ledger()
+    cap = select_budget(profile, runtime.catalog(), runtime.docker)
+    today = ledger.committed_since(start_of_local_day(now), now)
     report = summarize_usage(
         ledger.rows_since(since_ts),
         period=period,
         since_ts=since_ts,
-        spent_today_usd=ledger.spent_since(start_of_local_day(now)),
-        daily_budget_usd=_budget_usd(profile),
+        spent_today_usd=today.spent_usd,
+        daily_budget_usd=cap.daily_usd,
+        budget_profile=cap.profile,
+        reserved_today_usd=today.reserved_usd,
     )
     if json_output:
         out.data(report.to_json())

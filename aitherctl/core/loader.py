@@ -19,6 +19,7 @@ from typing import Any
 
 from aitherctl.core.engines import driver_for
 from aitherctl.core.profile import Engine, Health, Profile, Service, Volume
+from aitherctl.core.routing import check_routing_sections
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.yamlsrc import Located, parse_yaml
 from aitherctl.core.yamlsrc import Path as YPath
@@ -603,8 +604,9 @@ def build_profile(
     )
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
-    # Sections other modules check (routing, endpoints, budget) are checked here, once the
-    # services all built (routing names them), each problem collected with the others.
+    if not problems.items:  # routing names services: check it once they all built
+        with problems.check():
+            check_routing_sections(profile, [layer.located for layer in chain])
     problems.raise_any()
     return profile
 

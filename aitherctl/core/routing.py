@@ -21,15 +21,24 @@ here is pure: what is running, healthy, queued or affordable comes in as plain v
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.core.cost import Price, parse_price
+from aitherctl.core.cost import Price, parse_budget, parse_price
+from aitherctl.core.engines import health_paths, queue_metrics
 from aitherctl.core.profile import Engine, Profile, Service
 from aitherctl.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from aitherctl.core.yamlsrc import Located
+
+YPath = tuple[str | int, ...]
+# Where a path of the profile's YAML was written: (file, line or None).
+Locate = Callable[[YPath], tuple[str, int | None]]
 
 # The articles' table: the built-in profiles' tiers and a profile without `routing:` use it.
 DEFAULT_TIER_EFFORTS: tuple[tuple[str, tuple[int, int]], ...] = (
@@ -48,18 +57,22 @@ ROUTING_KEYS = {"classifier", "health_memory_s", "max_tokens", "tiers"}
 TIER_KEYS = {"effort", "candidates", "max_queue", "timeout_s"}
 ENDPOINT_KEYS = {
     "base_url", "model", "api_key_env", "price", "engine", "local", "health", "timeout_s",
+    "max_tokens_field", "temperature",
 }
-# The Prometheus gauge that counts requests waiting for a slot, per engine.
-QUEUE_METRICS: dict[str, str] = {
-    "vllm": "vllm:num_requests_waiting",
-    "llamacpp": "llamacpp:requests_deferred",
-}
-_HEALTH_PATHS: dict[str, str] = {
-    "vllm": "/health",
-    "llamacpp": "/health",
-    "ollama": "/api/version",
-    "generic": "/v1/models",
-}
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+# OpenAI's reasoning families (gpt-5*, o1/o3/o4*) answer 400 to `max_tokens` ("Unsupported
+# parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens'
+# instead.") and to any temperature but 1 ("Unsupported value: 'temperature' does not support
+# 0.7 with this model. Only the default (1) value is supported."): OpenAI API reference, Create
+# chat completion (`max_tokens` deprecated, "not compatible with o-series models"), and the
+# error bodies quoted in e.g. teilomillet/gollm#33, griptape-ai/ComfyUI-Griptape#312,
+# tmc/langchaingo#1355. Such a model gets `max_completion_tokens` and no temperature unless the
+# endpoint says otherwise.
+_REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
+# Per engine, the Prometheus gauge of requests waiting for a slot and the GET that says a server
+# can take requests: each engine's driver (aitherctl.core.engines) says.
+QUEUE_METRICS: dict[str, str] = queue_metrics()
+_HEALTH_PATHS: dict[str, str] = health_paths()
 _EFFORT_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
 
 
@@ -80,13 +93,17 @@ class Candidate:
     engine: str  # vllm, llamacpp, ollama, generic, openai
     base_url: str  # the OpenAI-compatible root, ending in /v1
     model: str  # the name sent as `model`
-    local: bool  # True when the request never leaves the machine
+    local: bool  # True when the request never leaves the machine (loopback only)
     price: Price | None = None
     api_key_env: str | None = None  # the variable's name; its value is read only when sending
     on_demand: bool = False
     health_url: str | None = None
     metrics_url: str | None = None
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    max_tokens_field: str = "max_tokens"  # or max_completion_tokens (OpenAI reasoning models)
+    # "pass": send the run's temperature when it has one; "omit": never send one; a number:
+    # always send that value.
+    temperature: str | float = "pass"
 
     @property
     def queue_metric(self) -> str | None:
@@ -137,25 +154,84 @@ class RoutingTable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Building the table
+# Where this machine ends
 
 
 def _client_host(bind: str) -> str:
     return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
 
 
-def _is_local_host(host: str) -> bool:
-    if host in ("localhost", "::1") or host.endswith(".localhost"):
+def is_loopback_host(host: str) -> bool:
+    """This machine only: `localhost` (and `*.localhost`), 127.0.0.0/8, ::1. A LAN address
+    (192.168.x, 10.x) or any other host name is another machine."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
-    parts = host.split(".")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        first, second = int(parts[0]), int(parts[1])
-        return (
-            first in (10, 127)
-            or (first == 192 and second == 168)
-            or (first == 172 and 16 <= second <= 31)
-        )
-    return False
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def loopback_key(host: str, port: int) -> str:
+    """`host:port` with every spelling of this machine (and a wildcard bind) made one."""
+    name = host.strip().strip("[]").lower()
+    if name in ("", "0.0.0.0", "::") or is_loopback_host(name):
+        name = "loopback"
+    return f"{name}:{port}"
+
+
+def model_defaults(model: str) -> tuple[str, str | float]:
+    """(max_tokens field, temperature rule) an OpenAI-style endpoint needs for `model`."""
+    if _REASONING_MODEL.match(model.rsplit("/", 1)[-1].lower()):
+        return "max_completion_tokens", "omit"
+    return "max_tokens", "pass"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the table
+
+
+def _unlocated(source: str) -> Locate:
+    return lambda _path: (source, None)
+
+
+def located_in(layers: Sequence[Located], fallback: str) -> Locate:
+    """Find a routing/endpoints/budget path in the file that supplied it.
+
+    `layers` is the `extends` chain, root first. `routing` and `budget` come whole from the
+    nearest file that has them; `endpoints` merge by name, so each endpoint is found in the
+    nearest file that declares it.
+    """
+
+    def locate(path: YPath) -> tuple[str, int | None]:
+        section = path[0] if path else None
+        for layer in reversed(layers):
+            data = layer.data
+            if not isinstance(data, dict) or data.get(section) is None:
+                continue
+            if section == "endpoints" and len(path) > 1:
+                block = data[section]
+                if not isinstance(block, dict) or path[1] not in block:
+                    continue
+            return layer.source, layer.line(path)
+        return fallback, None
+
+    return locate
+
+
+class _Failer:
+    """Builds ConfigErrors that name the file and line of a YAML path."""
+
+    def __init__(self, locate: Locate) -> None:
+        self.locate = locate
+
+    def __call__(self, message: str, path: YPath) -> ConfigError:
+        source, line = self.locate(path)
+        return ConfigError(message, source=source, line=line)
 
 
 def service_candidate(service: Service) -> Candidate:
@@ -170,54 +246,107 @@ def service_candidate(service: Service) -> Candidate:
         engine=engine,
         base_url=root + "/v1",
         model=service.model_name,
-        local=True,
+        local=True,  # a service of the profile runs on this machine
         on_demand=service.on_demand,
         health_url=root + health,
         metrics_url=metrics,
     )
 
 
-def endpoint_candidate(name: str, spec: Any, source: str) -> Candidate:
-    def fail(message: str) -> ConfigError:
-        return ConfigError(f"endpoints.{name}: {message}", source=source)
+def _check_url(value: Any) -> str | None:
+    """Why `value` is not a usable http(s) URL, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return "base_url must be an http:// or https:// URL"
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        return f"base_url {value!r} must start with http:// or https://"
+    if not parts.hostname:
+        return f"base_url {value!r} has no host"
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return f"base_url {value!r} has an invalid port"
+    if parts.query or parts.fragment:
+        return f"base_url {value!r} must not carry a query or fragment"
+    return None
+
+
+def endpoint_candidate(
+    name: str, spec: Any, source: str, locate: Locate | None = None
+) -> Candidate:
+    failer = _Failer(locate or _unlocated(source))
+    where: YPath = ("endpoints", name)
+
+    def fail(message: str, key: str | None = None) -> ConfigError:
+        return failer(f"endpoints.{name}: {message}", (*where, key) if key else where)
 
     if not isinstance(spec, dict):
         raise fail("must be a mapping with base_url and model")
-    unknown = set(spec) - ENDPOINT_KEYS
+    unknown = sorted(set(spec) - ENDPOINT_KEYS)
     if unknown:
-        raise fail(f"unknown keys {sorted(unknown)} (known: {', '.join(sorted(ENDPOINT_KEYS))})")
-    base_url = spec.get("base_url")
+        known = ", ".join(sorted(ENDPOINT_KEYS))
+        raise fail(f"unknown keys {unknown} (known: {known})", unknown[0])
+    problem = _check_url(spec.get("base_url"))
+    if problem:
+        raise fail(problem, "base_url")
+    base_url = str(spec["base_url"]).strip()
     model = spec.get("model")
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise fail("base_url must be an http:// or https:// URL")
     if not isinstance(model, str) or not model:
-        raise fail("model must be the model name the server expects")
+        raise fail("model must be the model name the server expects", "model")
     engine = spec.get("engine", "openai")
     if engine not in ENDPOINT_ENGINES:
-        raise fail(f"engine must be one of {', '.join(ENDPOINT_ENGINES)}")
+        raise fail(f"engine must be one of {', '.join(ENDPOINT_ENGINES)}", "engine")
     base_url = base_url.rstrip("/")
     parts = urlsplit(base_url)
+    host = parts.hostname or ""
     root = f"{parts.scheme}://{parts.netloc}"
     if engine == "ollama" and not base_url.endswith("/v1"):
         base_url += "/v1"  # Ollama's OpenAI-compatible API lives under /v1
     key_env = spec.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not re.match(r"^\w+$", key_env)):
-        raise fail("api_key_env must be the NAME of an environment variable (not the key)")
+        raise fail("api_key_env must be the NAME of an environment variable (not the key)",
+                   "api_key_env")
+    loopback = is_loopback_host(host)
+    if key_env and parts.scheme == "http" and not loopback:
+        raise fail(
+            f"an API key would travel unencrypted to {host} over plain http://; use https:// "
+            "(or a loopback address for a local server)",
+            "base_url",
+        )
     price = None
     if "price" in spec:
         try:
             price = parse_price(spec["price"])
         except ValueError as exc:
-            raise fail(str(exc)) from None
-    local = spec.get("local", _is_local_host(parts.hostname or ""))
+            raise fail(str(exc), "price") from None
+    local = spec.get("local", loopback)
     if not isinstance(local, bool):
-        raise fail("local must be true or false")
+        raise fail("local must be true or false", "local")
+    if local and not loopback:
+        raise fail(
+            f"local: true, but {host} is not this machine (only localhost, 127.0.0.0/8 and ::1 "
+            "are local; --local-only never sends a prompt elsewhere)",
+            "local",
+        )
     health = spec.get("health")
     if health is not None and (not isinstance(health, str) or not health.startswith("/")):
-        raise fail("health must be a path on the server, like /health")
+        raise fail("health must be a path on the server, like /health", "health")
     timeout = spec.get("timeout_s", DEFAULT_CONNECT_TIMEOUT_S if local else 5.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise fail("timeout_s must be a number of seconds > 0")
+        raise fail("timeout_s must be a number of seconds > 0", "timeout_s")
+    field_default, temperature_default = (
+        model_defaults(model) if engine == "openai" else ("max_tokens", "pass")
+    )
+    max_tokens_field = spec.get("max_tokens_field", field_default)
+    if max_tokens_field not in MAX_TOKENS_FIELDS:
+        raise fail(f"max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}",
+                   "max_tokens_field")
+    temperature: Any = spec.get("temperature", temperature_default)
+    if isinstance(temperature, bool) or not (
+        temperature in ("pass", "omit")
+        or (isinstance(temperature, int | float) and 0 <= temperature <= 2)
+    ):
+        raise fail("temperature must be pass, omit or a number from 0 to 2", "temperature")
     return Candidate(
         name=name,
         origin="endpoint",
@@ -230,21 +359,25 @@ def endpoint_candidate(name: str, spec: Any, source: str) -> Candidate:
         health_url=root + health if health else None,
         metrics_url=root + "/metrics" if engine in QUEUE_METRICS and local else None,
         connect_timeout_s=float(timeout),
+        max_tokens_field=max_tokens_field,
+        temperature=temperature if isinstance(temperature, str) else float(temperature),
     )
 
 
-def _parse_effort(value: Any, where: str, fail: Any) -> tuple[int, int]:
+def _parse_effort(value: Any, where: str, path: YPath, fail: _Failer) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         low = high = value
     elif isinstance(value, str) and (match := _EFFORT_RANGE.match(value)):
         low = int(match.group(1))
         high = int(match.group(2) or low)
-    elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    elif isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         low, high = value
     else:
-        raise fail(f"{where}.effort must be a range like 4-6 (or [4, 6])")
+        raise fail(f"{where}.effort must be a range like 4-6 (or [4, 6])", path)
     if not 1 <= low <= high <= 10:
-        raise fail(f"{where}.effort {low}-{high} must lie within 1-10, low to high")
+        raise fail(f"{where}.effort {low}-{high} must lie within 1-10, low to high", path)
     return low, high
 
 
@@ -263,12 +396,10 @@ def _default_tiers(profile: Profile, backends: Mapping[str, Candidate]) -> list[
     return tiers
 
 
-def build_routing(profile: Profile) -> RoutingTable:
-    """The profile's routing table; a mistake raises ConfigError naming the profile file."""
-    source = profile.source
-
-    def fail(message: str) -> ConfigError:
-        return ConfigError(message, source=source)
+def build_routing(profile: Profile, locate: Locate | None = None) -> RoutingTable:
+    """The profile's routing table; a mistake raises ConfigError naming the file (and, given
+    `locate`, the line)."""
+    fail = _Failer(locate or _unlocated(profile.source))
 
     backends: dict[str, Candidate] = {}
     for name, svc in profile.services.items():
@@ -276,28 +407,30 @@ def build_routing(profile: Profile) -> RoutingTable:
             backends[name] = service_candidate(svc)
     endpoints = profile.endpoints or {}
     if not isinstance(endpoints, dict):
-        raise fail("`endpoints` must be a mapping from name to settings")
+        raise fail("`endpoints` must be a mapping from name to settings", ("endpoints",))
     for name, spec in endpoints.items():
         if name in backends:
-            raise fail(f"endpoints.{name}: a service has the same name; rename one of them")
-        backends[name] = endpoint_candidate(str(name), spec, source)
+            raise fail(f"endpoints.{name}: a service has the same name; rename one of them",
+                       ("endpoints", name))
+        backends[name] = endpoint_candidate(str(name), spec, profile.source, fail.locate)
 
     section = profile.routing or {}
     if not isinstance(section, dict):
-        raise fail("`routing` must be a mapping (routing: {tiers: ...})")
-    unknown = set(section) - ROUTING_KEYS
+        raise fail("`routing` must be a mapping (routing: {tiers: ...})", ("routing",))
+    unknown = sorted(set(section) - ROUTING_KEYS)
     if unknown:
         known = ", ".join(sorted(ROUTING_KEYS))
-        raise fail(f"routing: unknown keys {sorted(unknown)} (known: {known})")
+        raise fail(f"routing: unknown keys {unknown} (known: {known})", ("routing", unknown[0]))
     classifier = section.get("classifier", "heuristic")
     if classifier not in ("heuristic", "model"):
-        raise fail("routing.classifier must be `heuristic` or `model`")
+        raise fail("routing.classifier must be `heuristic` or `model`", ("routing", "classifier"))
     memory = section.get("health_memory_s", DEFAULT_HEALTH_MEMORY_S)
     if isinstance(memory, bool) or not isinstance(memory, int | float) or memory < 0:
-        raise fail("routing.health_memory_s must be a number of seconds >= 0")
+        raise fail("routing.health_memory_s must be a number of seconds >= 0",
+                   ("routing", "health_memory_s"))
     max_tokens = section.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise fail("routing.max_tokens must be a whole number >= 1")
+        raise fail("routing.max_tokens must be a whole number >= 1", ("routing", "max_tokens"))
 
     raw_tiers = section.get("tiers")
     if raw_tiers is None:
@@ -314,41 +447,74 @@ def build_routing(profile: Profile) -> RoutingTable:
     )
 
 
+def check_routing_sections(profile: Profile, layers: Sequence[Located]) -> None:
+    """Load-time check of `routing:`, `endpoints:` and `budget:` with file:line, so `profile
+    validate` and `doctor` find what `run` would trip over. `layers`: the `extends` chain's
+    parsed files, root first."""
+    locate = located_in(layers, profile.source)
+    build_routing(profile, locate)
+    budget = profile.budget or {}
+    if not isinstance(budget, dict):
+        source, line = locate(("budget",))
+        raise ConfigError("`budget` must be a mapping (budget: {daily_usd: 5})", source=source,
+                          line=line)
+    try:
+        parse_budget(budget)
+    except ValueError as exc:
+        unknown = sorted(set(budget) - {"daily_usd", "warn_at"})
+        if unknown:
+            key: str | None = unknown[0]
+        else:
+            key = "warn_at" if str(exc).startswith("budget.warn_at") else "daily_usd"
+        source, line = locate(("budget", key) if key in budget else ("budget",))
+        raise ConfigError(str(exc), source=source, line=line) from None
+
+
 def _parse_tiers(
-    raw: Any, profile: Profile, backends: Mapping[str, Candidate], fail: Any
+    raw: Any, profile: Profile, backends: Mapping[str, Candidate], fail: _Failer
 ) -> list[Tier]:
     if not isinstance(raw, dict) or not raw:
-        raise fail("routing.tiers must map tier names to {effort, candidates}")
+        raise fail("routing.tiers must map tier names to {effort, candidates}",
+                   ("routing", "tiers"))
     tiers: list[Tier] = []
     covered: dict[int, str] = {}
     for name, spec in raw.items():
         where = f"routing.tiers.{name}"
+        path: YPath = ("routing", "tiers", name)
         if not isinstance(spec, dict):
-            raise fail(f"{where} must be a mapping with effort and candidates")
-        unknown = set(spec) - TIER_KEYS
+            raise fail(f"{where} must be a mapping with effort and candidates", path)
+        unknown = sorted(set(spec) - TIER_KEYS)
         if unknown:
             known = ", ".join(sorted(TIER_KEYS))
-            raise fail(f"{where}: unknown keys {sorted(unknown)} (known: {known})")
-        low, high = _parse_effort(spec.get("effort"), where, fail)
+            raise fail(f"{where}: unknown keys {unknown} (known: {known})", (*path, unknown[0]))
+        low, high = _parse_effort(spec.get("effort"), where, (*path, "effort"), fail)
         for effort in range(low, high + 1):
             if effort in covered:
-                raise fail(f"{where}: effort {effort} is already in tier {covered[effort]!r}")
+                raise fail(
+                    f"{where}: effort {effort} is already in tier {covered[effort]!r}",
+                    (*path, "effort"),
+                )
             covered[effort] = str(name)
         raw_candidates = spec.get("candidates")
         if not isinstance(raw_candidates, list) or not raw_candidates:
-            raise fail(f"{where}.candidates must be a non-empty list")
+            raise fail(f"{where}.candidates must be a non-empty list", (*path, "candidates"))
         candidates = tuple(
-            _resolve_candidate(item, f"{where}.candidates", profile, backends, fail)
-            for item in raw_candidates
+            _resolve_candidate(
+                item, f"{where}.candidates", (*path, "candidates", index), profile, backends,
+                fail,
+            )
+            for index, item in enumerate(raw_candidates)
         )
         max_queue = spec.get("max_queue")
         if max_queue is not None and (
             isinstance(max_queue, bool) or not isinstance(max_queue, int | float) or max_queue < 0
         ):
-            raise fail(f"{where}.max_queue must be a number of waiting requests >= 0")
+            raise fail(f"{where}.max_queue must be a number of waiting requests >= 0",
+                       (*path, "max_queue"))
         timeout = spec.get("timeout_s", DEFAULT_FIRST_TOKEN_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise fail(f"{where}.timeout_s must be a number of seconds > 0")
+            raise fail(f"{where}.timeout_s must be a number of seconds > 0",
+                       (*path, "timeout_s"))
         tiers.append(
             Tier(
                 name=str(name),
@@ -361,30 +527,50 @@ def _parse_tiers(
         )
     missing = [e for e in range(1, 11) if e not in covered]
     if missing:
-        raise fail(f"routing.tiers: no tier covers effort {', '.join(map(str, missing))}")
+        raise fail(
+            f"routing.tiers: no tier covers effort {_ranges(missing)} (tiers must cover 1-10)",
+            ("routing", "tiers"),
+        )
     return sorted(tiers, key=lambda t: t.effort_min)
 
 
-def _resolve_candidate(
-    item: Any, where: str, profile: Profile, backends: Mapping[str, Candidate], fail: Any
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    spans: list[list[int]] = []
+    for value in values:
+        if spans and value == spans[-1][1] + 1:
+            spans[-1][1] = value
+        else:
+            spans.append([value, value])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+
+
+def _resolve_candidate(  # noqa: PLR0917
+    item: Any,
+    where: str,
+    path: YPath,
+    profile: Profile,
+    backends: Mapping[str, Candidate],
+    fail: _Failer,
 ) -> Candidate:
     if isinstance(item, str):
         name = item
     elif isinstance(item, dict) and len(item) == 1:
         ((kind, name),) = item.items()
         if kind not in ("service", "endpoint") or not isinstance(name, str):
-            raise fail(f"{where}: write `service: NAME` or `endpoint: NAME`")
+            raise fail(f"{where}: write `service: NAME` or `endpoint: NAME`", path)
         origin_ok = (kind == "service") == (name in profile.services)
         if name in backends and not origin_ok:
-            raise fail(f"{where}: {name!r} is not a {kind}")
+            raise fail(f"{where}: {name!r} is not a {kind}", path)
     else:
-        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`")
+        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`",
+                   path)
     if name in profile.services and name not in backends:
         engine = profile.services[name].engine
-        raise fail(f"{where}: service {name!r} is a {engine} service, not a chat model")
+        raise fail(f"{where}: service {name!r} is a {engine} service, not a chat model", path)
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none"
-        raise fail(f"{where}: no service or endpoint {name!r} (known: {known})")
+        raise fail(f"{where}: no service or endpoint {name!r} (known: {known})", path)
     return backends[name]
 
 

@@ -5,6 +5,16 @@ missing API key, failed recently), the budget (worst case against what is left t
 probe, the queue. Then the request: an error before the first token moves on to the next
 candidate (and is remembered); an error after it stops the run with the partial answer, which is
 never completed by another model. Every request ends as one ledger row.
+
+The budget holds under concurrency: right before a priced request is sent, its worst case (prompt
+bound + max_tokens at the endpoint's prices) is reserved in the ledger in one transaction that
+also checks the cap; after it, the reservation is settled with the real cost (the server's
+`usage`), or with the worst case when the request was sent but no usage came back. The cap is the
+`budget.daily_usd` of the profile the run routes with (`--profile`, else the active profile,
+else $AITHER_GPU_PROFILE: `select_profile_name`), against everything spent today on this ledger;
+`aitherctl usage` picks the cap the same way.
+
+`--explain` records nothing: no ledger row or reservation, no failure memory.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +70,14 @@ CLASSIFIER_PROMPT = (
 # Failures that say something about the backend, not about this request: remembered so the next
 # run skips it at once. A 4xx (a bad key, an unknown model, a prompt too long) is not.
 REMEMBERED_FAILURES = frozenset({"refused", "timeout", "http_5xx", "http_429", "bad_stream"})
+# A reservation whose run was killed stops counting after this long (or 10x the tier's
+# per-read timeout when that is longer): long enough for any answer of max_tokens to stream.
+RESERVATION_MIN_TTL_S = 600.0
+# Tokens per second is only reported over a real decoding window: at least this many tokens
+# after the first, spread over at least this long. A stream that arrives in one burst (a proxy
+# that buffers, a cached answer) has no measurable rate.
+RATE_MIN_TOKENS = 8
+RATE_MIN_WINDOW_S = 0.2
 
 
 class StackView(Protocol):
@@ -88,30 +107,40 @@ class ObservedStack:
         return self.running
 
 
-def resolve_profile(
-    explicit: str | None,
-    catalog: ProfileCatalog,
+def _observe_stack(
     connect: Callable[[], DockerEngine],
-) -> tuple[Profile, StackView]:
-    """The profile to route with (`--profile`, else the active one, else $AITHER_GPU_PROFILE) and
-    what Docker says is running. Without a Docker engine, a named profile still works: its
-    services are then judged by their health probes alone."""
+) -> tuple[str | None, StackView, str | None]:
+    """(active profile, running services, why Docker could not say)."""
     from aitherctl.ops.state import observe
 
-    stack: StackView = UnknownStack()
-    active: str | None = None
-    docker_problem: str | None = None
     try:
         engine = connect()
         try:
             state = observe(engine)
         finally:
             engine.close()
-        active = state.active_profile
-        stack = ObservedStack(frozenset(item.service for item in state.running))
     except AitherError as exc:
-        docker_problem = exc.message
-    name = explicit or active or os.environ.get("AITHER_GPU_PROFILE")
+        return None, UnknownStack(), exc.message
+    return state.active_profile, ObservedStack(frozenset(i.service for i in state.running)), None
+
+
+def select_profile_name(explicit: str | None, active: str | None) -> str | None:
+    """The one rule for which profile `run` routes with and whose daily budget caps today's
+    spending (`usage` shows the same): `--profile`, else the active profile, else
+    $AITHER_GPU_PROFILE."""
+    return explicit or active or os.environ.get("AITHER_GPU_PROFILE") or None
+
+
+def resolve_profile(
+    explicit: str | None,
+    catalog: ProfileCatalog,
+    connect: Callable[[], DockerEngine],
+) -> tuple[Profile, StackView]:
+    """The profile to route with (`select_profile_name`) and what Docker says is running.
+    Without a Docker engine, a named profile still works: its services are then judged by their
+    health probes alone."""
+    active, stack, docker_problem = _observe_stack(connect)
+    name = select_profile_name(explicit, active)
     if not name:
         why = f" ({docker_problem})" if docker_problem else ""
         raise UsageError(
@@ -193,12 +222,13 @@ class RunResult:
     spent_today_usd: float
     budget_daily_usd: float
     warning: str | None = None
+    last_token_s: float | None = None  # when the last text arrived, from the request's start
 
     @property
     def tokens_per_s(self) -> float | None:
-        if not self.tokens_out or self.ttft_s is None or self.total_s <= self.ttft_s:
-            return None
-        return self.tokens_out / (self.total_s - self.ttft_s)
+        """Decoding speed: the tokens after the first over the time from the first to the last
+        text, or None when that window is too short or too sparse to measure (a burst)."""
+        return tokens_per_s(self.tokens_out, self.ttft_s, self.last_token_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,6 +253,19 @@ class RunResult:
         }
 
 
+def tokens_per_s(
+    tokens_out: int | None, first_s: float | None, last_s: float | None
+) -> float | None:
+    """(tokens_out - 1) / (last - first) when at least RATE_MIN_TOKENS tokens came after the
+    first over at least RATE_MIN_WINDOW_S; otherwise None."""
+    if tokens_out is None or first_s is None or last_s is None:
+        return None
+    window = last_s - first_s
+    if tokens_out - 1 < RATE_MIN_TOKENS or window < RATE_MIN_WINDOW_S:
+        return None
+    return (tokens_out - 1) / window
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -233,6 +276,8 @@ class _Run:
 
     attempts: list[Attempt] = field(default_factory=list)
     budget_refused: bool = False
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    cost_usd: float = 0.0  # what this run's attempts cost, settled in the ledger
 
     def skip(self, candidate: Candidate, reason: str) -> None:
         self.attempts.append(Attempt(candidate.name, candidate.model, "skipped", reason))
@@ -352,30 +397,42 @@ class Router:
             ),
         )
 
-    def _spent_today(self) -> float:
+    def _day_start(self) -> float:
         from aitherctl.adapters.ledger import start_of_local_day
 
-        return self.ledger.spent_since(start_of_local_day(self.wall_clock()))
+        return start_of_local_day(self.wall_clock())
+
+    def _committed_today(self) -> float:
+        """Spent plus reserved today (read only: nothing is written)."""
+        return self.ledger.committed_since(self._day_start(), self.wall_clock()).total_usd
 
     def _prompt_bound(self, options: RunOptions) -> int:
         texts = [options.prompt] + ([options.system] if options.system else [])
         return prompt_tokens_upper_bound(texts)
 
-    def _verdict(
+    def _worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
+        if candidate.price is None or candidate.price.is_free:
+            return 0.0
+        return candidate.price.cost_usd(self._prompt_bound(options), max_tokens)
+
+    def _verdict(  # noqa: PLR0917
         self,
         candidate: Candidate,
         choice: Choice,
         options: RunOptions,
         ctx: RouteContext,
-        spent: Callable[[], float],
+        committed: Callable[[], float],
+        record: bool,
     ) -> tuple[str | None, bool]:
-        """(why skipped or None, whether the budget was the reason)."""
+        """(why skipped or None, whether the budget was the reason). The budget check here is a
+        cheap early look; the binding one is the reservation made right before sending.
+        `record`: remember a failed health probe (never for --explain)."""
         reason = static_skip_reason(candidate, ctx)
         if reason:
             return reason, False
         if candidate.price is not None and not candidate.price.is_free:
             verdict = check_budget(
-                self.budget, spent(), candidate.price, self._prompt_bound(options),
+                self.budget, committed(), candidate.price, self._prompt_bound(options),
                 choice.max_tokens,
             )
             if not verdict.allowed:
@@ -384,7 +441,8 @@ class Router:
         if health:
             if candidate.on_demand:
                 health += " (on-demand service; run does not start it)"
-            self.memory.remember(candidate, health)
+            if record:
+                self.memory.remember(candidate, health)
             return health, False
         if not options.backend and choice.tier.max_queue is not None:
             waiting = self.probe.queue_waiting(candidate)
@@ -394,23 +452,50 @@ class Router:
         return None, False
 
     def explain(self, options: RunOptions) -> tuple[Choice, list[Verdict]]:
-        """The decision and every candidate's verdict, probing but sending no prompt."""
+        """The decision and every candidate's verdict, probing but sending no prompt and
+        recording nothing (no ledger row, no reservation, no failure memory)."""
         choice = self.choose(options)
         ctx = self._context(choice, options)
-        spent_cache: list[float] = []
-
-        def spent() -> float:
-            if not spent_cache:
-                spent_cache.append(self._spent_today())
-            return spent_cache[0]
-
+        committed = _once(self._committed_today)
         verdicts = []
         for candidate in choice.candidates:
-            reason, _ = self._verdict(candidate, choice, options, ctx, spent)
+            reason, _ = self._verdict(candidate, choice, options, ctx, committed, record=False)
             verdicts.append(Verdict(candidate, reason is None, reason))
         return choice, verdicts
 
     # -- running -------------------------------------------------------------------------------
+
+    def _reserve(
+        self, state: _Run, candidate: Candidate, worst: float, timeout_s: float
+    ) -> tuple[int | None, str | None]:
+        """(reservation id, None) or (None, why the budget refuses). Free: (None, None)."""
+        if worst <= 0:
+            return None, None
+        answer = self.ledger.reserve(
+            state.run_id,
+            worst,
+            self.budget.daily_usd,
+            since_ts=self._day_start(),
+            now=self.wall_clock(),
+            ttl_s=max(RESERVATION_MIN_TTL_S, 10 * timeout_s),
+            backend=candidate.name,
+        )
+        if answer.granted:
+            return answer.reservation_id, None
+        left = max(0.0, self.budget.daily_usd - answer.committed.total_usd)
+        in_flight = (
+            f", ${answer.committed.reserved_usd:.4f} of it reserved by requests in flight"
+            if answer.committed.reserved_usd else ""
+        )
+        return None, (
+            f"budget: worst case ${worst:.4f} > ${left:.4f} left of "
+            f"${self.budget.daily_usd:g} today{in_flight}"
+        )
+
+    def _settle(self, state: _Run, reservation: int | None, cost: float) -> None:
+        state.cost_usd += cost
+        if reservation is not None:
+            self.ledger.settle(reservation, cost)
 
     def run(self, options: RunOptions, on_text: Callable[[str], None]) -> RunResult:
         """Send the prompt; `on_text` receives the answer as it streams. Raises BackendFailedError
@@ -428,15 +513,16 @@ class Router:
             temperature=options.temperature,
         )
         state = _Run()
-        spent_cache: list[float] = []
-
-        def spent() -> float:
-            if not spent_cache:
-                spent_cache.append(self._spent_today())
-            return spent_cache[0]
+        committed = _once(self._committed_today)
 
         for candidate in choice.candidates:
-            reason, by_budget = self._verdict(candidate, choice, options, ctx, spent)
+            reason, by_budget = self._verdict(
+                candidate, choice, options, ctx, committed, record=True
+            )
+            if not reason:
+                worst = self._worst_case(candidate, options, choice.max_tokens)
+                reservation, reason = self._reserve(state, candidate, worst, choice.tier.timeout_s)
+                by_budget = reason is not None
             if reason:
                 state.skip(candidate, reason)
                 state.budget_refused |= by_budget
@@ -447,6 +533,9 @@ class Router:
                     read_timeout_s=choice.tier.timeout_s,
                 )
             except ChatError as exc:
+                # Sent but no usage came back: charged its worst case (never undercount), unless
+                # it never reached the server or the server refused it with an error status.
+                self._settle(state, reservation, worst if exc.billable else 0.0)
                 if not exc.partial:
                     if exc.kind in REMEMBERED_FAILURES:
                         self.memory.remember(candidate, exc.message)
@@ -460,10 +549,9 @@ class Router:
                     Attempt(candidate.name, candidate.model, "partial", exc.message,
                             exc.ttft_s, exc.elapsed_s)
                 )
-                cost = self._cost(candidate, options, None, None, choice.max_tokens)
                 outcome = self._finish(
                     choice, options, state, candidate, started, started_wall, "partial",
-                    exc.partial_text, None, None, exc.ttft_s, cost, spent,
+                    exc.partial_text, None, None, exc.ttft_s, None,
                 )
                 error = BackendFailedError(
                     f"{candidate.name} ({candidate.model}) failed after the answer had started: "
@@ -472,22 +560,28 @@ class Router:
                 )
                 error.result = outcome
                 raise error from None
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM) while the request was out: charge the worst case.
+                self._settle(state, reservation, worst)
+                raise
             state.attempts.append(
                 Attempt(candidate.name, candidate.model, "ok", None, result.ttft_s, result.total_s)
             )
-            cost = self._cost(
-                candidate, options, result.tokens_in, result.tokens_out, choice.max_tokens
+            self._settle(
+                state, reservation,
+                self._cost(candidate, options, result.tokens_in, result.tokens_out,
+                           choice.max_tokens),
             )
             return self._finish(
                 choice, options, state, candidate, started, started_wall, "ok", result.text,
-                result.tokens_in, result.tokens_out, result.ttft_s, cost, spent,
+                result.tokens_in, result.tokens_out, result.ttft_s, result.last_token_s,
             )
 
         skipped_all = all(a.outcome == "skipped" for a in state.attempts)
         outcome_name = "budget" if state.budget_refused and skipped_all else "failed"
         outcome = self._finish(
             choice, options, state, None, started, started_wall, outcome_name, "", None, None,
-            None, 0.0, spent,
+            None, None,
         )
         lines = _attempt_lines(outcome.attempts)
         failure: BackendFailedError | BudgetExceededError
@@ -534,8 +628,7 @@ class Router:
         tokens_in: int | None,
         tokens_out: int | None,
         ttft_s: float | None,
-        cost: float,
-        spent: Callable[[], float],
+        last_token_s: float | None,
     ) -> RunResult:
         from aitherctl.adapters.ledger import LedgerRow, prompt_hash
 
@@ -544,9 +637,6 @@ class Router:
             next((c for c in choice.candidates if c.name == state.attempts[-1].backend), None)
             if state.attempts else None
         )
-        spent_before = spent() if any(
-            c.price is not None and not c.price.is_free for c in choice.candidates
-        ) else 0.0
         row = LedgerRow(
             ts=started_wall,
             profile=self.profile.name,
@@ -557,7 +647,7 @@ class Router:
             local=last.local if last else None,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
-            cost_usd=cost,
+            cost_usd=state.cost_usd,
             ttft_s=ttft_s,
             total_s=total,
             outcome=outcome,
@@ -565,8 +655,8 @@ class Router:
             prompt_sha256=prompt_hash(options.system, options.prompt),
             prompt=options.prompt if self.store_prompts else None,
         )
-        self.ledger.record(row)
-        spent_after = spent_before + cost
+        self.ledger.record(row, state.run_id)
+        spent_after = self.ledger.committed_since(self._day_start(), self.wall_clock()).spent_usd
         return RunResult(
             profile=self.profile.name,
             effort=choice.effort,
@@ -580,11 +670,24 @@ class Router:
             tokens_out=tokens_out,
             ttft_s=ttft_s,
             total_s=total,
-            cost_usd=cost,
+            cost_usd=state.cost_usd,
             spent_today_usd=spent_after,
             budget_daily_usd=self.budget.daily_usd,
             warning=budget_warning(self.budget, spent_after) if spent_after else None,
+            last_token_s=last_token_s,
         )
+
+
+def _once(read: Callable[[], float]) -> Callable[[], float]:
+    """`read`, called at most once."""
+    cache: list[float] = []
+
+    def cached() -> float:
+        if not cache:
+            cache.append(read())
+        return cache[0]
+
+    return cached
 
 
 def _with_reason(effort: EffortScore, reason: str) -> EffortScore:

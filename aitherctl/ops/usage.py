@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.errors import UsageError
+from aitherctl.errors import AitherError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.ledger import LedgerRow
+    from aitherctl.adapters.profile_store import ProfileCatalog
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
 _UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,6 +51,38 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetCap:
+    """The daily cap `run` enforces, and the profile it comes from (None: the default)."""
+
+    daily_usd: float
+    profile: str | None
+
+
+def select_budget(
+    explicit: str | None,
+    catalog: ProfileCatalog,
+    connect: Callable[[], DockerEngine],
+) -> BudgetCap:
+    """The cap by `run`'s own rule (`aitherctl.ops.route.select_profile_name`): `--profile`, else
+    the active profile, else $AITHER_GPU_PROFILE; that profile's `budget.daily_usd` (default $5).
+    Docker is asked for the active profile only when no --profile is given."""
+    from aitherctl.core.cost import DEFAULT_DAILY_USD, parse_budget
+    from aitherctl.ops.route import _observe_stack, select_profile_name
+
+    active = None if explicit else _observe_stack(connect)[0]
+    name = select_profile_name(explicit, active)
+    if not name:
+        return BudgetCap(DEFAULT_DAILY_USD, None)
+    try:
+        budget = parse_budget(catalog.load(name).budget or {})
+    except (AitherError, ValueError):
+        if explicit:
+            raise
+        return BudgetCap(DEFAULT_DAILY_USD, None)
+    return BudgetCap(budget.daily_usd, name)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendUsage:
     backend: str
     requests: int
@@ -67,6 +103,8 @@ class UsageReport:
     spent_usd: float  # in the period
     spent_today_usd: float
     daily_budget_usd: float
+    budget_profile: str | None  # whose budget.daily_usd; None: the default cap
+    reserved_today_usd: float  # worst cases of requests in flight
     per_tier: dict[str, int]
     per_outcome: dict[str, int]
     local_share: float | None  # answered locally / answered
@@ -80,7 +118,9 @@ class UsageReport:
             "spent_usd": round(self.spent_usd, 6),
             "budget": {
                 "daily_usd": self.daily_budget_usd,
+                "profile": self.budget_profile,
                 "spent_today_usd": round(self.spent_today_usd, 6),
+                "reserved_usd": round(self.reserved_today_usd, 6),
                 "used_fraction": round(self.spent_today_usd / self.daily_budget_usd, 4)
                 if self.daily_budget_usd else None,
             },
@@ -115,6 +155,8 @@ def summarize_usage(
     since_ts: float,
     spent_today_usd: float,
     daily_budget_usd: float,
+    budget_profile: str | None = None,
+    reserved_today_usd: float = 0.0,
 ) -> UsageReport:
     per_tier: dict[str, int] = {}
     per_outcome: dict[str, int] = {}
@@ -153,6 +195,8 @@ def summarize_usage(
         spent_usd=sum(r.cost_usd for r in rows),
         spent_today_usd=spent_today_usd,
         daily_budget_usd=daily_budget_usd,
+        budget_profile=budget_profile,
+        reserved_today_usd=reserved_today_usd,
         per_tier=dict(sorted(per_tier.items())),
         per_outcome=dict(sorted(per_outcome.items())),
         local_share=local_share,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from aitherctl.adapters.ledger import Ledger
+from aitherctl.core.effort import score_effort
 from aitherctl.errors import BackendFailedError, BudgetExceededError
 from aitherctl.ops.route import RunOptions
 from tests.doubles.chat_server import chat_double, closed_port
@@ -339,6 +340,6 @@ def test_model_classifier_grades_and_falls_back(tmp_path: Path) -> None:
     assert graded.effort.reasons[0] == "graded 7 by grader (tiny)"
     assert grading_request["max_tokens"] == 4
     assert grading_request["temperature"] == 0.0
-    assert fallback.effort.score == 1
+    assert fallback.effort.score == score_effort("hi").score  # the heuristic stands
     assert "classifier: grader failed (HTTP 500" in fallback.effort.reasons[-1]
     assert fallback.backend == "main"
