@@ -63,6 +63,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, namespace: str) -
     monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("AITHER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AITHER_PROFILE_DIR", str(tmp_path / "profiles"))
+    monkeypatch.setenv("AITHER_MACHINE_DIR", str(tmp_path / "machine"))
     monkeypatch.delenv("AITHER_GPU_PROFILE", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
 
@@ -104,19 +105,24 @@ def docker_engine(namespace: str) -> Iterator[object]:
         _unavailable(f"no Docker engine: {exc.message}")
         return
     yield engine
-    for item in engine.list_managed():
-        engine.remove(item.id)
+    _empty(engine)
     engine.close()
+
+
+def _empty(engine: object) -> None:
+    """Remove the namespace's containers and switch records."""
+    for item in engine.list_managed():  # type: ignore[attr-defined]
+        engine.remove(item.id)  # type: ignore[attr-defined]
+    for name in engine.records():  # type: ignore[attr-defined]
+        engine.remove_record(name)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def clean_namespace(docker_engine: object) -> Iterator[object]:
     """The engine, with this namespace emptied before and after the test."""
-    for item in docker_engine.list_managed():  # type: ignore[attr-defined]
-        docker_engine.remove(item.id)  # type: ignore[attr-defined]
+    _empty(docker_engine)
     yield docker_engine
-    for item in docker_engine.list_managed():  # type: ignore[attr-defined]
-        docker_engine.remove(item.id)  # type: ignore[attr-defined]
+    _empty(docker_engine)
 
 
 def _need_image(engine: object, image: str) -> None:

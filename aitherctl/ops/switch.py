@@ -329,17 +329,33 @@ def run_change(
     attempts: int = 3,
 ) -> SwitchResult:
     """Prepare, confirm (without the lock), execute; when the plan changed meanwhile, confirm
-    the new one (`confirm(prepared, changed=True)`). `confirm=None` accepts every plan."""
+    the new one (`confirm(prepared, changed=True)`). `confirm=None` accepts every plan.
+
+    An interrupted switch is recovered first, so the plan shown is the one from the restored
+    state, not from its leftovers."""
+    recovered = ""
+    if pending(engine):
+        with switch_lock(
+            engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
+        ):
+            done = recover(engine, progress)
+        recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in done)
     prepared = prepare_fn()
     changed = False
     for _ in range(attempts):
         if confirm is not None and prepared.plan.changes and not confirm(prepared, changed):
             raise Declined("not confirmed; nothing was changed")
         try:
-            return execute(engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s)
+            result = execute(
+                engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s
+            )
         except PlanChangedError as exc:
             progress.note("the plan changed while waiting; here is the new one")
             prepared, changed = exc.fresh, True
+            continue
+        if recovered:
+            result.recovered = "; ".join(filter(None, (recovered, result.recovered)))
+        return result
     raise RefusedError("the plan kept changing under another switch; try again")
 
 
