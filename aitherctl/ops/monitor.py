@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.metrics import CounterReading, parse_timestamp, rate_per_s
@@ -52,9 +52,10 @@ class ContainerLike(Protocol):
     @property
     def gpus(self) -> tuple[int, ...]: ...
     @property
-    def vram_bytes(self) -> int | None: ...  # budget per GPU
+    def vram_bytes(self) -> int | None: ...  # the smallest of its per-GPU budgets
     @property
     def started_at(self) -> str | None: ...
+    def budget_on(self, gpu: int) -> int | None: ...  # resolved against that GPU's own total
 
 
 class StackSource(Protocol):
@@ -257,8 +258,9 @@ class MonitorCollector:
         started = parse_timestamp(container.started_at)
         running = container.state == "running"
         uptime = (now - started).total_seconds() if started and running else None
-        per_gpu = container.vram_bytes
-        budget = per_gpu * max(1, len(container.gpus)) if per_gpu else None
+        # Each GPU's own budget (35% of a 24 GB card beside 35% of a 48 GB one), summed.
+        budgets = [container.budget_on(gpu) for gpu in container.gpus]
+        budget = sum(value for value in budgets if value) or None
         gpu_used = used_by_container.get(container.id)
         if gpu_used is None and gpus_readable and container.gpus:
             gpu_used = 0 if container.state == "running" else None
@@ -292,9 +294,11 @@ class MonitorCollector:
         memory.append(gpu.memory_used_bytes)
         util.append(gpu.utilization_pct if gpu.utilization_pct is not None else 0.0)
         marks = tuple(
-            BudgetMark(c.service, c.vram_bytes)
+            BudgetMark(c.service, budget)
             for c in sorted(containers, key=lambda item: item.service)
-            if gpu.index in c.gpus and c.vram_bytes and c.state == "running"
+            if gpu.index in c.gpus
+            and c.state == "running"
+            and (budget := c.budget_on(gpu.index))
         )
         return GpuView(
             index=gpu.index,
@@ -398,7 +402,9 @@ class LedgerLog:
 class SwitchJournalLog:
     """Switches, rollbacks and `down`s from the switch journal (`aitherctl.adapters.journal`)."""
 
-    KINDS = {"switch": LogKind.SWITCH, "rollback": LogKind.SWITCH, "down": LogKind.ACTION}
+    KINDS: ClassVar[dict[str, LogKind]] = {
+        "switch": LogKind.SWITCH, "rollback": LogKind.SWITCH, "down": LogKind.ACTION,
+    }
 
     def recent(self, limit: int) -> Sequence[LogEntry]:
         from aitherctl.adapters import journal
