@@ -153,6 +153,4 @@ class ProfileCatalog:
         def lookup(name: str, below: str | None) -> RawProfile:
             return self.read(self.find(name, below=Path(below) if below else None))
 
-        return resolve_profile(
-            self.read(path), lookup, env=dict(self.environ) if expand else None
-        )
+        return resolve_profile(self.read(path), lookup, env=dict(self.environ) if expand else None)

@@ -50,7 +50,8 @@ def list_profiles(json_out: JsonOpt = False) -> None:
     rows = []
     for entry in catalog.entries():
         try:
-            profile = catalog.load_file(entry.path)
+            # As written: a `${VAR}` not set here does not make the profile look broken.
+            profile = catalog.load_file(entry.path, expand=False)
             error = None
         except AitherError as exc:
             profile, error = None, exc.message
@@ -90,15 +91,18 @@ def list_profiles(json_out: JsonOpt = False) -> None:
 
 @profile_app.command("show")
 def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
-    """Show a profile after `extends` is resolved."""
+    """Show a profile after `extends` is resolved. Secrets are never printed: `${VAR}` references
+    are shown as written, and values whose name looks secret (TOKEN, KEY, PASSWORD, ...) hidden."""
+    from aitherctl.core.redact import redact_args, redact_env, redact_mapping, redact_url
+
     out = Output(json_mode=json_out)
-    profile = runtime.catalog().load(name)
+    profile = runtime.catalog().load(name, expand=False)
     services = [
         {
             "name": svc.name,
             "engine": svc.engine.value,
             "image": svc.image,
-            "model": svc.model,
+            "model": redact_url(svc.model) if svc.model else None,
             "served_model": svc.model_name,
             "port": svc.port,
             "bind": svc.bind,
@@ -107,8 +111,8 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
             "role": svc.role,
             "pinned": svc.pinned,
             "on_demand": svc.on_demand,
-            "args": list(svc.args),
-            "env": dict(svc.env),
+            "args": redact_args(svc.args),
+            "env": redact_env(svc.env),
             "volumes": [str(volume) for volume in svc.volumes],
         }
         for svc in profile.services.values()
@@ -120,8 +124,8 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
         "extends": profile.extends,
         "gpu_reserve": str(profile.gpu_reserve),
         "services": services,
-        "routing": profile.routing,
-        "endpoints": profile.endpoints,
+        "routing": redact_mapping(profile.routing),
+        "endpoints": redact_mapping(profile.endpoints),
     }
     if json_out:
         out.data(data)
@@ -137,14 +141,14 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("service", "engine", "model", "port", "gpu", "vram", "role", "flags"):
         table.add_column(column, overflow="fold")
-    for svc in profile.services.values():
+    for svc, row in zip(profile.services.values(), services, strict=True):
         flags = ", ".join(
             f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on
         )
         table.add_row(
             svc.name,
             svc.engine.value,
-            svc.model or "-",
+            str(row["model"] or "-"),
             str(svc.port),
             svc.gpu_label,
             str(svc.vram) if svc.vram else "-",
@@ -152,6 +156,15 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
             flags,
         )
     out.print(table)
+    for svc in profile.services.values():
+        for key, value in redact_env(svc.env).items():
+            out.print(f"  {svc.name}: env {key}={value}", markup=False)
+    for endpoint, spec in redact_mapping(profile.endpoints).items():
+        if isinstance(spec, dict):
+            where = spec.get("base_url", "?")
+            key = f" (key from ${spec['api_key_env']})" if spec.get("api_key_env") else ""
+            model = spec.get("model", "?")
+            out.print(f"  endpoint {endpoint}: {model} at {where}{key}", markup=False)
 
 
 @profile_app.command("validate")
@@ -161,28 +174,37 @@ def validate(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check profiles: YAML, keys, types, budgets, ports, `extends`. Exit 3 if any is wrong."""
+    """Check profiles: YAML, keys, types, budgets, ports, `extends`, `${VAR}`, routing, endpoints
+    and budget. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
+    from aitherctl.ops.doctor import validate_profiles
+
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     paths = list(files) if files else [entry.path for entry in catalog.entries()]
-    results = []
-    for path in paths:
-        try:
-            profile = catalog.load_file(path)
-            results.append({"path": str(path), "name": profile.name, "ok": True, "error": None})
-        except AitherError as exc:
-            results.append(
-                {"path": str(path), "name": path.stem, "ok": False, "error": exc.message}
-            )
+    results = validate_profiles(catalog, paths)
     if json_out:
-        out.data({"results": results, "ok": all(r["ok"] for r in results)})
+        out.data(
+            {
+                "results": [
+                    {
+                        "path": str(result.path),
+                        "name": result.name,
+                        "ok": result.ok,
+                        "error": result.problems[0] if result.problems else None,
+                        "problems": list(result.problems),
+                    }
+                    for result in results
+                ],
+                "ok": all(result.ok for result in results),
+            }
+        )
     else:
         for result in results:
-            if result["ok"]:
-                out.print(f"ok      {result['name']}  ({result['path']})")
-            else:
-                out.error(str(result["error"]))
-    if not all(result["ok"] for result in results):
+            if result.ok:
+                out.print(f"ok      {result.name}  ({result.path})", markup=False)
+            for problem in result.problems:
+                out.err.print(problem, markup=False, highlight=False)
+    if not all(result.ok for result in results):
         raise typer.Exit(int(ExitCode.INVALID_CONFIG))
 
 

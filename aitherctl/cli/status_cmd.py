@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -12,7 +13,10 @@ from aitherctl.cli.output import Output
 
 def status(  # noqa: PLR0917 - Typer passes options by position
     json_output: Annotated[
-        bool, typer.Option("--json", help="One JSON document on stdout (schema 1).")
+        bool,
+        typer.Option(
+            "--json", help="One JSON document on stdout (schema 1); with --watch, one per line."
+        ),
     ] = False,
     watch: Annotated[
         bool,
@@ -34,6 +38,7 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     ] = 1.0,
 ) -> None:
     """Show the active profile, GPUs, services, their load and the host, once or repeatedly.
+    With --watch --json, one JSON object per line (NDJSON), one line per reading.
 
     Exit code 0 even when Docker or the GPU cannot be read: that is part of the status shown
     (`docker_error`, `gpu_error` in --json).
@@ -61,7 +66,10 @@ def status(  # noqa: PLR0917 - Typer passes options by position
             started = time.monotonic()
             snapshot = collector.collect()
             if json_output:
-                output.data(snapshot_to_dict(snapshot))
+                # NDJSON: one compact object per line, flushed, so `| jq -c` or a log shipper
+                # gets each reading as it is taken.
+                output.out.file.write(json.dumps(snapshot_to_dict(snapshot), default=str) + "\n")
+                output.out.file.flush()
             else:
                 for line in plain_lines(snapshot):
                     output.print(line, markup=False, highlight=False)

@@ -253,8 +253,7 @@ def parse_profile(
             raise doc.error("`name` must be lower-case letters, digits, '-', '_' or '.'", ("name",))
         if name != stem:
             raise doc.error(
-                f"`name: {name}` does not match the file name {file_name!r} "
-                "(rename one of them)",
+                f"`name: {name}` does not match the file name {file_name!r} (rename one of them)",
                 ("name",),
             )
     raw = RawProfile(name=name if isinstance(name, str) else stem, located=doc)
@@ -519,9 +518,7 @@ def resolve_profile(
         try:
             parent = lookup(parent_name, below)
         except NotFoundError as exc:
-            raise ConfigError(
-                f"extends: {exc.message}", source=current.source, line=line
-            ) from None
+            raise ConfigError(f"extends: {exc.message}", source=current.source, line=line) from None
         parents.insert(0, parent)
         seen.append(parent_name)
         current = parent
@@ -532,9 +529,7 @@ def resolve_profile(
     return build_profile(raw, parents, env=env)
 
 
-def load_profile_text(
-    text: str, source: str, *, env: Mapping[str, str] | None = None
-) -> Profile:
+def load_profile_text(text: str, source: str, *, env: Mapping[str, str] | None = None) -> Profile:
     """A profile from one file's text, without `extends` (tests, or a profile piped in)."""
 
     def no_parents(name: str, below: str | None) -> RawProfile:

@@ -51,9 +51,7 @@ def parse_yaml(text: str, source: str) -> Located:
     try:
         node = loader.get_single_node()
         lines: dict[Path, int] = {}
-        data = (
-            _Builder(loader, source, lines).build(node, ()) if node is not None else None
-        )
+        data = _Builder(loader, source, lines).build(node, ()) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         line, message = describe_syntax_error(exc)
         raise ConfigError(message, source=source, line=line) from None

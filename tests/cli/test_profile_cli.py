@@ -69,9 +69,34 @@ def test_validate_reports_each_bad_file_and_exits_3(write_profile) -> None:
     assert result.exit_code == 3
     assert f"ok      fine  ({good})" in result.stdout
     assert result.stderr.strip() == (
-        f"error: {bad}:2: engine: 'olama' is not an engine "
+        f"{bad}:2: engine: 'olama' is not an engine "
         "(use one of: vllm, ollama, comfyui, llamacpp, generic)"
     )
+
+
+def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
+    one = write_profile("one", """
+        services:
+          a: {engine: vllm, model: m, port: 8001, gpu: 0}
+          b: {engine: ollama, port: 8001}
+          c: {engine: ollama, port: 8002, env: {TOKEN: "${NOT_SET_ANYWHERE}"}}
+        """)
+    two = write_profile("two", "services:\n  x: {engine: ollama, port: 1\n")
+    result = invoke("profile", "validate")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        f"{one}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)",
+        f"{one}:4: env: TOKEN: ${{NOT_SET_ANYWHERE}} is not set "
+        "(set it, or give a default: ${NOT_SET_ANYWHERE:-value})",
+        f"{two}:2: unclosed '{{' (parsing stopped at line 3: expected ',' or '}}', but got "
+        "'<stream end>')",
+    ]
+    assert "ok      dev  (" in result.stdout
+    data = json.loads(invoke("profile", "validate", "--json").stdout)
+    by_name = {row["name"]: row for row in data["results"]}
+    assert len(by_name["one"]["problems"]) == 2
+    assert by_name["dev"]["problems"] == []
+    assert data["ok"] is False
 
 
 def test_switch_without_yes_and_without_terminal_is_refused(write_profile, monkeypatch) -> None:
@@ -149,3 +174,80 @@ def test_gpu_command_with_the_double(monkeypatch) -> None:
     none = invoke("gpu")
     assert none.exit_code == 5
     assert none.stdout.strip() == "no GPU: no NVIDIA driver (Driver Not Loaded)"
+
+
+def test_show_never_prints_a_secret(write_profile, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    monkeypatch.setenv("MY_ENDPOINT_KEY", "sk-from-the-environment")
+    write_profile("keys", """
+        services:
+          chat:
+            engine: vllm
+            model: org/chat
+            port: 8001
+            args: [--api-key, sk-literal-arg, "--token=tok-literal"]
+            env:
+              HF_TOKEN: ${HF_TOKEN}
+              OPENAI_API_KEY: sk-literal-in-the-file
+              DB_PASSWORD: hunter2
+              MODE: fast
+        endpoints:
+          mine:
+            base_url: https://user:pw-in-url@llm.example/v1
+            model: m
+            api_key_env: MY_ENDPOINT_KEY
+            price: {input: 1, output: 2}
+        """)
+    secrets = ("hf_from_the_environment", "sk-from-the-environment", "sk-literal",
+               "tok-literal", "hunter2", "pw-in-url")
+    text = invoke("profile", "show", "keys")
+    as_json = invoke("profile", "show", "keys", "--json")
+    for result in (text, as_json):
+        assert result.exit_code == 0, result.output
+        leaked = [secret for secret in secrets if secret in result.output]
+        assert leaked == []
+    chat = json.loads(as_json.stdout)["services"][0]
+    assert chat["env"] == {
+        "HF_TOKEN": "${HF_TOKEN}", "OPENAI_API_KEY": "******", "DB_PASSWORD": "******",
+        "MODE": "fast",
+    }
+    assert chat["args"] == ["--api-key", "******", "--token=******"]
+    endpoint = json.loads(as_json.stdout)["endpoints"]["mine"]
+    assert endpoint["api_key_env"] == "MY_ENDPOINT_KEY"
+    assert endpoint["base_url"] == "https://user:******@llm.example/v1"
+    assert "chat: env HF_TOKEN=${HF_TOKEN}" in text.stdout
+    assert "key from $MY_ENDPOINT_KEY" in text.stdout
+
+
+def test_show_works_while_a_referenced_variable_is_unset(write_profile, monkeypatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    write_profile("later", """
+        services:
+          chat: {engine: ollama, port: 11434, env: {HF_TOKEN: "${HF_TOKEN}"}}
+        """)
+    result = invoke("profile", "show", "later", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["services"][0]["env"] == {"HF_TOKEN": "${HF_TOKEN}"}
+
+
+def test_doctor_lists_each_profile_problem_with_file_and_line_and_exits_3(
+    write_profile, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    bad = write_profile("bad", """
+        services:
+          a: {engine: ollama, port: 8001}
+          b: {engine: ollama, port: 8001, bind: 0.0.0.0}
+        """)
+    result = invoke("doctor")
+    assert result.exit_code == 3, result.output
+    lines = result.stdout.splitlines()
+    profiles = next(line for line in lines if " profiles " in line)
+    assert profiles.startswith("FAIL profiles")
+    assert "1 of 5 profiles have mistakes" in profiles
+    assert f"     {bad}:3: services 'a' and 'b' both use port 8001" in lines
+    assert any(line.startswith("FAIL docker") for line in lines)
+    data = json.loads(invoke("doctor", "--json").stdout)
+    assert data["problems"] == [f"{bad}:3: services 'a' and 'b' both use port 8001"]
+    assert {check["name"]: check["status"] for check in data["checks"]}["profiles"] == "fail"

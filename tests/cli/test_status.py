@@ -49,3 +49,38 @@ def test_monitor_refuses_without_a_terminal(no_docker: None) -> None:
     result = CliRunner().invoke(app, ["monitor"])
     assert result.exit_code == 2
     assert "status --watch" in result.stderr
+
+
+def test_status_watch_json_prints_one_object_per_line_as_it_goes(tmp_path: object) -> None:
+    """A real `aitherctl status --watch --json` process, read line by line while it runs: each
+    reading is one JSON object on one line, flushed at once (no --count: it watches until
+    stopped)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock",
+        "AITHER_NAMESPACE": "status-ndjson-test",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aitherctl", "status", "--watch", "--json", "--no-gpu",
+         "--interval", "0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env,
+    )
+    try:
+        started = time.monotonic()
+        lines = [proc.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        assert proc.poll() is None, "status --watch stopped on its own"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert time.monotonic() - started < 30
+    readings = [json.loads(line) for line in lines]
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+    assert [reading["schema"] for reading in readings] == [1, 1]
+    assert all(reading["services"] == [] for reading in readings)
+    assert readings[0]["taken_at"] != readings[1]["taken_at"]
