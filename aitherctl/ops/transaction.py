@@ -41,6 +41,7 @@ from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.http_probe import probe, probe_host
 from aitherctl.core import container as c
 from aitherctl.core.container import ContainerSpec, HttpCheck
+from aitherctl.core.engines import allocates_gpu_at_start
 from aitherctl.core.plan import Action, Plan
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import AitherError, SwitchFailedError
@@ -228,6 +229,8 @@ class StartItem:
     timeout_s: float
     spec: ContainerSpec | None = None
     existing: ManagedContainer | None = None
+    # Takes GPU memory as it starts, sized by what is free then: such services share a lane.
+    serialise: bool = True
 
 
 def start_items(plan: Plan) -> list[StartItem]:
@@ -245,6 +248,7 @@ def start_items(plan: Plan) -> list[StartItem]:
                     target.bind,
                     timeout,
                     spec=target,
+                    serialise=allocates_gpu_at_start(target),
                 )
             )
         elif step.action in (Action.RESUME, Action.RESTART) and step.current is not None:
@@ -258,6 +262,7 @@ def start_items(plan: Plan) -> list[StartItem]:
                     item.bind,
                     timeout,
                     existing=item,
+                    serialise=allocates_gpu_at_start(target) if target else bool(item.gpus),
                 )
             )
     return items
@@ -267,11 +272,12 @@ def lanes(items: Sequence[StartItem]) -> list[list[StartItem]]:
     """Services that share a GPU start one after another: every engine that allocates GPU memory
     at start measures what is free then (vLLM's --gpu-memory-utilization check, llama.cpp's
     offload, ComfyUI's model load), so two starting at once can both see memory the other is
-    about to take. CPU services start in parallel."""
+    about to take. CPU services, and GPU services whose engine takes memory only when a request
+    comes (Ollama), start in parallel."""
     gpu_lanes: list[tuple[set[int], list[StartItem]]] = []
     cpu_lanes: list[list[StartItem]] = []
     for item in items:
-        if not item.gpus:
+        if not item.gpus or not item.serialise:
             cpu_lanes.append([item])
             continue
         joined = [lane for lane in gpu_lanes if lane[0] & set(item.gpus)]
