@@ -79,6 +79,14 @@ def status(  # noqa: PLR0917 - Typer passes options by position
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return
+    except BrokenPipeError:
+        # The reader went away (`status --watch --json | head -n 2`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
 
 
 def register(app: typer.Typer) -> None:

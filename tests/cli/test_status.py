@@ -84,3 +84,30 @@ def test_status_watch_json_prints_one_object_per_line_as_it_goes(tmp_path: objec
     assert [reading["schema"] for reading in readings] == [1, 1]
     assert all(reading["services"] == [] for reading in readings)
     assert readings[0]["taken_at"] != readings[1]["taken_at"]
+
+
+def test_status_watch_json_stops_quietly_when_the_reader_goes_away(tmp_path: object) -> None:
+    """`aitherctl status --watch --json | head -n 1`: exit 0, nothing on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock",
+        "AITHER_NAMESPACE": "status-ndjson-test",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aitherctl", "status", "--watch", "--json", "--no-gpu",
+         "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    json.loads(proc.stdout.readline())
+    proc.stdout.close()
+    try:
+        returncode = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert (returncode, proc.stderr.read()) == (0, b"")
