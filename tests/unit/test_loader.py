@@ -371,3 +371,25 @@ def test_the_core_parses_text_without_files() -> None:
     assert str(profile.services["a"].volumes[0]) == "/home/u/m:/m"
     with pytest.raises(ConfigError, match=r"^/nowhere/x.yaml:1: extends: no profile named 'dev'"):
         load_profile_text("extends: dev\nservices: {}\n", "/nowhere/x.yaml")
+
+
+def test_merge_key_precedence_and_loops() -> None:
+    """YAML 1.1 merge: keys written beside `<<` win, then earlier mappings in a `<<` list."""
+    from aitherctl.core.yamlsrc import parse_yaml
+
+    doc = parse_yaml(
+        "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n", "m.yaml"
+    )
+    assert doc.data["c"] == {"x": 1, "y": 1, "z": 3}
+    assert doc.line(("c", "x")) == 1  # where the merged value was written
+    assert doc.line(("c", "z")) == 5
+    for text, message in [
+        ("a: &a [*a]\n", "m.yaml:1: an alias refers to a value that contains it"),
+        ("a: 1\nb: {<<: 3}\n", "m.yaml:2: `<<` merges a mapping (an alias like *base, or a "
+         "list of them)"),
+        ("a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n", "m.yaml:2: duplicate key 'y' (the earlier "
+         "one is on line 2)"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse_yaml(text, "m.yaml")
+        assert caught.value.message == message
