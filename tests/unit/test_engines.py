@@ -337,3 +337,30 @@ def test_a_new_engine_is_one_driver_and_one_registration(sglang: ThrowawayDriver
     assert queue_metrics()["sglang"] == "sglang:num_queue_reqs"
     assert endpoints_of("sglang") == sglang.metrics
     assert release_requests("sglang", []) == (HttpRequest("POST", "/release_memory_occupation"),)
+
+
+def test_vllm_keeps_its_downloads_in_a_named_volume() -> None:
+    spec = build_container(service(model="org/m"), {})
+    assert [(v.host, v.container) for v in spec.volumes] == [
+        ("aither-hf-cache", "/root/.cache/huggingface")
+    ]
+    mine = Volume("/srv/hf", "/root/.cache/huggingface/")
+    assert build_container(service(model="org/m", volumes=(mine,)), {}).volumes == (mine,)
+
+
+def test_comfyui_reserve_counts_only_resident_neighbours() -> None:
+    from aitherctl.core.profile import Profile
+    from aitherctl.core.specs import build_specs
+
+    def gpu_service(name: str, engine: Engine, vram: str, **extra: object) -> Service:
+        return service(name=name, engine=engine, model="m", gpus=(0,),
+                       vram=MemoryAmount.parse(vram), **extra)
+
+    services = {
+        "comfy": gpu_service("comfy", Engine.COMFYUI, "10GiB"),
+        "chat": gpu_service("chat", Engine.VLLM, "8GiB"),
+        "lazy": gpu_service("lazy", Engine.VLLM, "4GiB", on_demand=True),
+    }
+    profile = Profile("p", "", services, MemoryAmount.parse("5%"), "p.yaml")
+    specs = build_specs(profile, GPU)
+    assert dict(specs.resident["comfy"].env)["CLI_ARGS"] == "--reserve-vram 6"

@@ -13,6 +13,9 @@ same number of bytes on each card, so the utilisation is budget ÷ the *largest*
 smallest share that fits every card (on the larger card a larger share would exceed the budget).
 
 vLLM measures free memory when it starts and takes its whole share at once: it allocates at start.
+The image (docker/Dockerfile, target `vllm-openai`) declares no VOLUME; models it downloads go to
+`/root/.cache/huggingface`, kept in the named volume `aither-hf-cache` so a recreated container
+does not download them again (the mount vLLM's Docker guide gives).
 Ready when `GET /health` is 200 and `GET /v1/models` lists the served model.
 Load: `GET /metrics` (Prometheus): `vllm:num_requests_running`, `vllm:num_requests_waiting`,
 `vllm:kv_cache_usage_perc` (0..1; `vllm:gpu_cache_usage_perc` before v0.10),
@@ -33,14 +36,16 @@ from aitherctl.core.engines.base import (
     MetricsEndpoint,
     flag_value,
     has_flag,
+    unless_mounted,
 )
 from aitherctl.core.metrics import EngineMetrics, PrometheusSamples, as_int
-from aitherctl.core.profile import Service
+from aitherctl.core.profile import Service, Volume
 from aitherctl.core.units import decimal_text, floor_to
 
 # Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
 # `-cu129` variant exists for CUDA 12 drivers).
 IMAGE = "vllm/vllm-openai:v0.30.0"
+HF_CACHE = Volume("aither-hf-cache", "/root/.cache/huggingface")
 
 _METRICS = (
     "vllm:num_requests_running",
@@ -100,7 +105,8 @@ class VllmDriver:
             args += ["--tensor-parallel-size", str(len(service.gpus))]
         args += list(service.args)
         # Tensor-parallel workers share memory through /dev/shm: use the host's IPC namespace.
-        return EngineContainer(command=tuple(args), ipc_host=True)
+        volumes = unless_mounted(service, [HF_CACHE])
+        return EngineContainer(command=tuple(args), ipc_host=True, volumes=volumes)
 
     def readiness(self, service: Service) -> tuple[HttpCheck, ...]:
         return (HttpCheck("/health"), HttpCheck("/v1/models", model=service.model_name))
