@@ -11,15 +11,29 @@ Contract double for the two backends that cannot run here:
   `/v1/chat/completions` with the same chunk shape (`system_fingerprint: "fp_ollama"`), no key
   needed, `GET /api/version` -> `{"version": ...}` as its liveness answer (docs/api.md).
 
+OpenAI's parameter rules for its reasoning families (gpt-5*, o1*, o3*, o4*), as the API answers
+them: `max_tokens` is refused with 400 `{"error": {"message": "Unsupported parameter: 'max_tokens'
+is not supported with this model. Use 'max_completion_tokens' instead.", "type":
+"invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}` and a
+temperature other than 1 with 400 `"Unsupported value: 'temperature' does not support 0.7 with
+this model. Only the default (1) value is supported."` (`"code": "unsupported_value"`). Sources: the
+OpenAI API reference, Create chat completion (`max_tokens` "deprecated in favor of
+`max_completion_tokens`, and is not compatible with o-series models"), and the error bodies quoted
+in teilomillet/gollm#33, griptape-ai/ComfyUI-Griptape#312, diffbot/code-gpt-docs#445 and
+tmc/langchaingo#1355. Other models accept either length field.
+
 It also plays the failures the router must survive, chosen per request by `mode`: `http500`,
 `http429`, `broken_after` (two chunks, then the connection drops), `garbage` (a non-JSON chunk
-first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`.
-llama.cpp-style `/health` and `/metrics` (`llamacpp:requests_deferred`) are served too.
+first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`,
+`burst` (the whole answer in one write, as a buffering proxy delivers it). `delay_s` holds every
+answer that long before its first byte (a server busy generating). llama.cpp-style `/health` and
+`/metrics` (`llamacpp:requests_deferred`) are served too.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +41,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+_REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
+
+
+def _openai_parameter_error(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The 400 error OpenAI answers for a body its reasoning models refuse, or None."""
+    model = str(body.get("model") or "")
+    if not _REASONING_MODEL.match(model):
+        return None
+    if "max_tokens" in body:
+        return {"error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                       "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error", "param": "max_tokens",
+            "code": "unsupported_parameter"}}
+    temperature = body.get("temperature", 1)
+    if temperature != 1:
+        return {"error": {
+            "message": f"Unsupported value: 'temperature' does not support {temperature} with "
+                       "this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error", "param": "temperature",
+            "code": "unsupported_value"}}
+    return None
 
 
 @dataclass
@@ -38,6 +75,7 @@ class DoubleState:
     deferred: int = 0  # llamacpp:requests_deferred
     health_status: int = 200
     include_usage_honoured: bool = True
+    delay_s: float = 0.0  # wait this long before answering
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -94,6 +132,13 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                                    "type": "invalid_request_error", "code": "invalid_api_key"}}
                 self._send(401, json.dumps(error).encode())
                 return
+            if state.flavour == "openai":
+                refusal = _openai_parameter_error(body)
+                if refusal is not None:
+                    self._send(400, json.dumps(refusal).encode())
+                    return
+            if state.delay_s:
+                state.stop.wait(state.delay_s)
             mode = state.mode
             if mode == "http500":
                 self._send(500, b'{"error": {"message": "internal error"}}')
@@ -123,7 +168,23 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             if mode == "garbage":
                 self._chunk("{not json")
                 return
-            words = state.words[: int(body.get("max_tokens") or len(state.words))]
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            words = state.words[: int(limit or len(state.words))]
+            if mode == "burst":  # every chunk, the stop and the usage in one write
+                pieces = [
+                    {**base, "choices": [{"index": 0, "delta": {"content": word},
+                                          "finish_reason": None}]}
+                    for word in words
+                ]
+                pieces.append({**base, "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                pieces.append({**base, "choices": [], "usage": {
+                    "prompt_tokens": 10, "completion_tokens": len(words),
+                    "total_tokens": 10 + len(words)}})
+                payload = "".join(f"data: {json.dumps(p)}\n\n" for p in pieces)
+                self.wfile.write((payload + "data: [DONE]\n\n").encode())
+                self.wfile.flush()
+                return
             for index, word in enumerate(words):
                 if mode == "broken_after" and index == 2:
                     self.wfile.flush()

@@ -13,6 +13,8 @@ from aitherctl.core.routing import (
     RouteContext,
     Tier,
     build_routing,
+    is_loopback_host,
+    model_defaults,
     queue_skip_reason,
     service_candidate,
     static_skip_reason,
@@ -199,3 +201,168 @@ def test_extends_inherits_routing_and_endpoints(tmp_path: Path) -> None:
     table = build_routing(catalog.load("child"))
     assert table.tier("frontier").candidates[1].name == "deepseek"
     assert {"mine", "deepseek", "assistant"} <= set(table.backends)
+
+
+# ---- where this machine ends (issue 7 §4: --local-only is loopback only) --------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+        ("localhost", True), ("LOCALHOST", True), ("api.localhost", True),
+        ("::ffff:127.0.0.1", True),
+        ("192.168.1.20", False), ("10.0.0.5", False), ("172.16.3.4", False),
+        ("0.0.0.0", False), ("gpu-box", False), ("gpu-box.lan", False), ("8.8.8.8", False),
+    ],
+)
+def test_only_loopback_is_this_machine(host: str, local: bool) -> None:
+    assert is_loopback_host(host) is local
+
+
+def test_lan_endpoint_is_not_local_and_local_only_skips_it() -> None:
+    lan = {"base_url": "http://192.168.1.20:8080/v1", "model": "m"}
+    table = build_routing(_profile(endpoints={"lan": lan, "here": {
+        "base_url": "http://localhost:8081/v1", "model": "m"}}))
+    assert not table.backend("lan").local
+    assert table.backend("here").local
+    ctx = RouteContext(running=None, env_keys=frozenset(), local_only=True)
+    assert static_skip_reason(table.backend("lan"), ctx) == (
+        "--local-only: endpoint leaves the machine"
+    )
+    assert static_skip_reason(table.backend("here"), ctx) is None
+
+
+def test_local_true_cannot_make_a_lan_host_local() -> None:
+    spec = {"base_url": "http://10.0.0.5:8080/v1", "model": "m", "local": True}
+    with pytest.raises(ConfigError, match=r"local: true, but 10\.0\.0\.5 is not this machine"):
+        build_routing(_profile(endpoints={"lan": spec}))
+
+
+@pytest.mark.parametrize("url", ["http://192.168.1.20:8080/v1", "http://gpu-box:8000/v1"])
+def test_api_key_never_over_plain_http_to_another_host(url: str) -> None:
+    spec = {"base_url": url, "model": "m", "api_key_env": "LAN_KEY"}
+    with pytest.raises(ConfigError, match="API key would travel unencrypted"):
+        build_routing(_profile(endpoints={"lan": spec}))
+    for fine in ("https://gpu-box/v1", "http://127.0.0.1:8080/v1"):
+        build_routing(_profile(endpoints={"ok": {**spec, "base_url": fine}}))
+
+
+# ---- request body per endpoint (issue 7 §3) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-5", ("max_completion_tokens", "omit")),
+        ("gpt-5-mini", ("max_completion_tokens", "omit")),
+        ("gpt-5.1", ("max_completion_tokens", "omit")),
+        ("o1", ("max_completion_tokens", "omit")),
+        ("o3-mini", ("max_completion_tokens", "omit")),
+        ("o4-mini", ("max_completion_tokens", "omit")),
+        ("openai/gpt-5", ("max_completion_tokens", "omit")),
+        ("gpt-4o", ("max_tokens", "pass")),
+        ("gpt-4.1-mini", ("max_tokens", "pass")),
+        ("deepseek-v4-flash", ("max_tokens", "pass")),
+        ("omni-7b", ("max_tokens", "pass")),
+    ],
+)
+def test_model_family_defaults(model: str, expected: tuple[str, str]) -> None:
+    assert model_defaults(model) == expected
+
+
+def test_endpoint_body_settings_override_the_family() -> None:
+    table = build_routing(_profile(endpoints={
+        "o": {"base_url": "https://api.example.test/v1", "model": "gpt-5"},
+        "custom": {"base_url": "https://api.example.test/v1", "model": "gpt-5",
+                   "max_tokens_field": "max_tokens", "temperature": 1},
+        "local": {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-5", "engine": "vllm"},
+    }))
+    assert (table.backend("o").max_tokens_field, table.backend("o").temperature) == (
+        "max_completion_tokens", "omit")
+    assert (table.backend("custom").max_tokens_field, table.backend("custom").temperature) == (
+        "max_tokens", 1.0)
+    # A self-hosted server (vllm, llamacpp engine) takes max_tokens whatever the model's name.
+    assert table.backend("local").max_tokens_field == "max_tokens"
+    with pytest.raises(ConfigError, match="max_tokens_field must be one of"):
+        build_routing(_profile(endpoints={"x": {
+            "base_url": "https://a.test/v1", "model": "m", "max_tokens_field": "max_len"}}))
+    with pytest.raises(ConfigError, match="temperature must be pass, omit or a number"):
+        build_routing(_profile(endpoints={"x": {
+            "base_url": "https://a.test/v1", "model": "m", "temperature": "hot"}}))
+
+
+# ---- checked when the profile loads, with file:line (issue 7 §4) ------------------------------
+
+GOOD_HEAD = """\
+name: {name}
+services:
+  fast:
+    engine: llamacpp
+    image: img
+    model: /m.gguf
+    port: 8001
+"""
+
+
+def _load_text(tmp_path: Path, name: str, body: str) -> ConfigError:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(GOOD_HEAD.format(name=name) + body)
+    catalog = ProfileCatalog(builtin_dir=tmp_path / "none", user_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        catalog.load(name)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        # line 8 is `routing:`, 9 `tiers:`, 10 the first tier, 11 the second
+        ("routing:\n  tiers:\n    a: {effort: 1-5, candidates: [fast]}\n"
+         "    b: {effort: 7-10, candidates: [fast]}\n",
+         9, "no tier covers effort 6 (tiers must cover 1-10)"),
+        ("routing:\n  tiers:\n    a: {effort: 1-6, candidates: [fast]}\n"
+         "    b: {effort: 6-10, candidates: [fast]}\n",
+         11, "effort 6 is already in tier 'a'"),
+        ("routing:\n  tiers:\n    a:\n      effort: 1-10\n      candidates:\n        - fast\n"
+         "        - nope\n",
+         14, "no service or endpoint 'nope'"),
+        ("endpoints:\n  x:\n    base_url: 'htp://api.example.test/v1'\n    model: m\n",
+         10, "must start with http:// or https://"),
+        ("endpoints:\n  x:\n    base_url: 'https://api.example.test:99999/v1'\n    model: m\n",
+         10, "invalid port"),
+        ("endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
+         "    price: {input: -1, output: 2}\n",
+         12, "must be a number >= 0"),
+        ("endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
+         "    price: {input: cheap, output: 2}\n",
+         12, "must be a number >= 0"),
+        ("budget:\n  warn_at: 50%\n  daily_usd: -3\n",
+         10, "budget.daily_usd must be a number of US dollars >= 0"),
+        ("budget:\n  daily_usd: five\n",
+         9, "budget.daily_usd must be a number"),
+    ],
+)
+def test_routing_mistakes_name_file_and_line_at_load(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
+    error = _load_text(tmp_path, "broken", body)
+    assert error.source == str(tmp_path / "broken.yaml")
+    assert error.line == line, error.message
+    assert message in error.message
+    assert error.message.startswith(f"{tmp_path / 'broken.yaml'}:{line}: ")
+
+
+def test_inherited_endpoint_mistake_names_the_parent_file(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        GOOD_HEAD.format(name="base")
+        + "endpoints:\n  lan:\n    base_url: 'http://192.168.1.9:8000/v1'\n    model: m\n"
+        "    api_key_env: LAN_KEY\n"
+    )
+    (tmp_path / "child.yaml").write_text("name: child\nextends: base\nbudget: {daily_usd: 1}\n")
+    catalog = ProfileCatalog(builtin_dir=tmp_path / "none", user_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        catalog.load("child")
+    assert caught.value.source == str(tmp_path / "base.yaml")
+    assert caught.value.line == 10  # base_url
+    assert "API key would travel unencrypted" in caught.value.message
