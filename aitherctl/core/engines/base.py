@@ -61,7 +61,7 @@ class HttpRequest:
 
     method: Literal["GET", "POST"]
     path: str
-    json_body: Any = field(default=None, compare=False)
+    json_body: Any = field(default=None, hash=False)  # a JSON object is not hashable
 
 
 class EngineDriver(Protocol):
