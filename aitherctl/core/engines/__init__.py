@@ -42,6 +42,8 @@ __all__ = [
     "health_paths",
     "queue_metrics",
     "register",
+    "release_requests",
+    "unregister",
 ]
 
 _BUILT_IN: tuple[EngineDriver, ...] = (
