@@ -21,6 +21,7 @@ here is pure: what is running, healthy, queued or affordable comes in as plain v
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,8 @@ _REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
 # can take requests: each engine's driver (aitherctl.core.engines) says.
 QUEUE_METRICS: dict[str, str] = queue_metrics()
 _HEALTH_PATHS: dict[str, str] = health_paths()
+# Stands in for a broken endpoint while the tiers that name it are checked.
+_STAND_IN = {"base_url": "https://stand-in.invalid/v1", "model": "stand-in"}
 _EFFORT_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
 
 
@@ -450,24 +453,55 @@ def build_routing(profile: Profile, locate: Locate | None = None) -> RoutingTabl
 def check_routing_sections(profile: Profile, layers: Sequence[Located]) -> None:
     """Load-time check of `routing:`, `endpoints:` and `budget:` with file:line, so `profile
     validate` and `doctor` find what `run` would trip over. `layers`: the `extends` chain's
-    parsed files, root first."""
+    parsed files, root first. Every endpoint and the budget are checked on their own; the tiers
+    once the endpoints they name are sound. Several mistakes raise the loader's ConfigProblems."""
     locate = located_in(layers, profile.source)
-    build_routing(profile, locate)
-    budget = profile.budget or {}
+    problems: list[ConfigError] = []
+    endpoints = profile.endpoints or {}
+    sound = profile
+    if isinstance(endpoints, dict):
+        stand_ins = {}
+        for name, spec in endpoints.items():
+            try:
+                endpoint_candidate(str(name), spec, profile.source, locate)
+            except ConfigError as exc:
+                problems.append(exc)
+                stand_ins[name] = _STAND_IN  # so the tiers naming it are still checked
+        if stand_ins:
+            sound = dataclasses.replace(profile, endpoints={**endpoints, **stand_ins})
+    try:
+        build_routing(sound, locate)
+    except ConfigError as exc:
+        problems.append(exc)
+    budget_problem = _budget_problem(profile.budget, locate)
+    if budget_problem is not None:
+        problems.append(budget_problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        from aitherctl.core.loader import ConfigProblems  # the caller's module: no cycle at load
+
+        raise ConfigProblems(problems)
+
+
+def _budget_problem(budget: Any, locate: Locate) -> ConfigError | None:
+    budget = budget or {}
     if not isinstance(budget, dict):
         source, line = locate(("budget",))
-        raise ConfigError("`budget` must be a mapping (budget: {daily_usd: 5})", source=source,
-                          line=line)
+        return ConfigError("`budget` must be a mapping (budget: {daily_usd: 5})", source=source,
+                           line=line)
     try:
         parse_budget(budget)
     except ValueError as exc:
         unknown = sorted(set(budget) - {"daily_usd", "warn_at"})
         if unknown:
-            key: str | None = unknown[0]
+            key = unknown[0]
         else:
             key = "warn_at" if str(exc).startswith("budget.warn_at") else "daily_usd"
-        source, line = locate(("budget", key) if key in budget else ("budget",))
-        raise ConfigError(str(exc), source=source, line=line) from None
+        path: YPath = ("budget", key) if key in budget else ("budget",)
+        source, line = locate(path)
+        return ConfigError(str(exc), source=source, line=line)
+    return None
 
 
 def _parse_tiers(

@@ -225,3 +225,35 @@ def test_failure_mid_answer_keeps_partial_text_and_exits_9(
         "error: flaky (m1) failed after the answer had started: stream ended without "
         "[DONE]; the partial answer is all there is"
     )
+
+
+def test_validate_and_doctor_list_routing_mistakes_with_file_and_line(
+    write_profile: Callable[..., Path],
+) -> None:
+    path = write_profile(
+        "gappy",
+        """
+        name: gappy
+        services: {}
+        endpoints:
+          x: {base_url: "https://api.example.invalid/v1", model: m, price: {input: -1, output: 1}}
+        routing:
+          tiers:
+            a: {effort: 1-5, candidates: [x]}
+        budget:
+          daily_usd: -2
+        """,
+    )
+    expected = [
+        f"{path}:4: endpoints.x: price -1 must be a number >= 0 (USD per million tokens)",
+        f"{path}:6: routing.tiers: no tier covers effort 6-10 (tiers must cover 1-10)",
+        f"{path}:9: budget.daily_usd must be a number of US dollars >= 0",
+    ]
+    validated = invoke("profile", "validate", str(path))
+    assert validated.exit_code == 3
+    for line in expected:
+        assert line in validated.stderr + validated.stdout
+    doctor = invoke("doctor")
+    assert doctor.exit_code != 0
+    for line in expected:
+        assert line in doctor.stdout + doctor.stderr
