@@ -4,12 +4,14 @@ One profile, two llama.cpp services: `primary` with a single slot and `backup`. 
 CLI process: a real answer from `primary`; overflow to `backup` while `primary`'s one slot is busy
 and a request waits (`llamacpp:requests_deferred` from its real `/metrics`); `backup` answers when
 `primary` is stopped; a priced endpoint on the real server stops being used once a tiny budget is
-spent, without overshooting it.
+spent, without overshooting it, also when eight runs go at once.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -185,3 +187,55 @@ def test_priced_llamacpp_endpoint_stops_at_tiny_budget(
     usage = json.loads(run_cli("usage", "--json", "--profile", "metered").stdout)
     assert 0 < usage["budget"]["spent_today_usd"] <= 0.25
     assert usage["budget"]["daily_usd"] == 0.25
+
+
+def test_concurrent_runs_on_a_priced_llamacpp_endpoint_stay_within_the_budget(
+    llama_pair: dict[str, int], write_profile: Callable[..., Path]
+) -> None:
+    """Eight real `aitherctl run` processes at once, a priced endpoint on the real server first
+    and a free one after it: the priced answers together stay within the cap (each run reserves
+    its worst case in the ledger before sending), the others fall back to the free server."""
+    write_profile(
+        "metered",
+        services={},
+        endpoints={
+            "paid": {
+                "base_url": f"http://127.0.0.1:{llama_pair['backup']}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+                "price": {"input": 1000, "output": 1000},
+            },
+            "free": {
+                "base_url": f"http://127.0.0.1:{llama_pair['primary']}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+            },
+        },
+        routing={
+            "max_tokens": 24,
+            "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "free"],
+                              "timeout_s": 120}},
+        },
+        budget={"daily_usd": 0.2},
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aitherctl", "run", "--json", "--profile", "metered",
+             "Say one word."],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        for _ in range(8)
+    ]
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 8, [err for _, err in outputs]
+    answers = [json.loads(out) for out, _ in outputs]
+    paid = [a for a in answers if a["backend"] == "paid"]
+    spent = sum(a["cost_usd"] for a in answers)
+    assert 0 < spent <= 0.2
+    assert paid  # the cap leaves room for at least one
+    assert any(a["backend"] == "free" for a in answers)
+    for answer in paid:
+        assert answer["tokens"]["in"] > 0  # priced from the real server's usage
+    usage = json.loads(run_cli("usage", "--json", "--profile", "metered").stdout)
+    assert usage["budget"]["spent_today_usd"] == pytest.approx(spent, abs=1e-6)
+    assert usage["budget"]["daily_usd"] == 0.2
