@@ -105,7 +105,7 @@ def _print_explain(out: Output, data: dict[str, object]) -> None:
     low, high = tier["effort"]
     tier_forced = " (forced)" if tier["forced"] else ""
     out.print(f"tier     {tier['name']} (effort {low}-{high}){tier_forced}", markup=False)
-    out.print("candidates (in order; nothing was sent):", markup=False)
+    out.print("candidates (in order; nothing was sent or recorded):", markup=False)
     candidates = data["candidates"]
     assert isinstance(candidates, list)
     for index, item in enumerate(candidates, 1):
@@ -181,7 +181,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         backend=backend,
         local_only=local_only,
     )
-    chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker)
+    chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker_reader)
     with open_router(chosen, stack) as router:
         if explain:
             data = explain_data(*router.explain(options))

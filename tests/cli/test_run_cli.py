@@ -98,10 +98,21 @@ def test_run_json_shape(routed: str) -> None:
     }
 
 
-def test_explain_sends_nothing_and_says_why(routed: str, double: RunningDouble) -> None:
+def test_explain_sends_nothing_and_says_why(
+    routed: str, double: RunningDouble, tmp_path: Path
+) -> None:
+    double.state.health_status = 503  # a failed probe that `run` would remember
     result = invoke("run", "-p", routed, "--explain", "--effort", "8", "Prove it.")
+    double.state.health_status = 200
     assert result.exit_code == 0, result.stderr
     assert not double.state.requests
+    # Nothing recorded: no ledger (data folder), no remembered failure (state folder).
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "state" / "backend-failures.json").exists()
+    assert result.stdout.splitlines()[-1] == (
+        "  2. skip         local (smol, llamacpp, local): health: GET /health → 503"
+    )
+    result = invoke("run", "-p", routed, "--explain", "--effort", "8", "Prove it.")
     lines = result.stdout.splitlines()
     assert lines[1] == "effort   8/10 (forced)"
     assert "tier     big (effort 6-10)" in lines
