@@ -55,7 +55,7 @@ from aitherctl.errors import (
 if TYPE_CHECKING:
     from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
     from aitherctl.adapters.chat import HttpClients
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.adapters.docker_listing import ContainerSource
     from aitherctl.adapters.ledger import Ledger
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.profile import Profile
@@ -108,7 +108,7 @@ class ObservedStack:
 
 
 def _observe_stack(
-    connect: Callable[[], DockerEngine],
+    connect: Callable[[], ContainerSource],
 ) -> tuple[str | None, StackView, str | None]:
     """(active profile, running services, why Docker could not say)."""
     from aitherctl.ops.state import observe
@@ -134,7 +134,7 @@ def select_profile_name(explicit: str | None, active: str | None) -> str | None:
 def resolve_profile(
     explicit: str | None,
     catalog: ProfileCatalog,
-    connect: Callable[[], DockerEngine],
+    connect: Callable[[], ContainerSource],
 ) -> tuple[Profile, StackView]:
     """The profile to route with (`select_profile_name`) and what Docker says is running.
     Without a Docker engine, a named profile still works: its services are then judged by their
@@ -360,7 +360,10 @@ class Router:
             local_only=True,
         )
         grader = next(
-            (c for c in self.table.tiers[0].candidates if static_skip_reason(c, ctx) is None),
+            (
+                c for c in self.table.tiers[0].candidates
+                if static_skip_reason(c, ctx) is None and (c.price is None or c.price.is_free)
+            ),  # a priced grader would spend outside the budget's reservations
             None,
         )
         if grader is None:

@@ -165,3 +165,26 @@ def test_a_sent_request_without_usage_is_charged_its_worst_case(
     assert cost == pytest.approx(expected[charged])
     (row,) = Ledger().rows_since(0)
     assert row.cost_usd == pytest.approx(expected[charged])
+
+
+def test_a_priced_endpoint_never_grades_the_effort(tmp_path: Path) -> None:
+    """`classifier: model` asks a free local model only: a priced one would spend outside the
+    budget's reservations."""
+    with chat_double() as paid:
+        text = f"""
+            name: graded
+            services: {{}}
+            routing:
+              classifier: model
+              tiers:
+                all: {{effort: 1-10, candidates: [paid]}}
+            endpoints:
+              paid: {{base_url: "{paid.root}/v1", model: m, price: {{input: 1, output: 1}}}}
+        """
+        with router_for(tmp_path, "graded", text) as router:
+            result = router.run(RunOptions(PROMPT), lambda _: None)
+        sent = len(paid.state.requests)
+    assert sent == 1  # the answer only, no grading request
+    assert result.effort.reasons[-1] == "classifier: no local model to grade; heuristic used"
+    (row,) = Ledger().rows_since(0)
+    assert row.cost_usd == pytest.approx(result.cost_usd)
