@@ -107,7 +107,7 @@ class ObservedStack:
         return self.running
 
 
-def _observe_stack(
+def observe_stack(
     connect: Callable[[], ContainerSource],
 ) -> tuple[str | None, StackView, str | None]:
     """(active profile, running services, why Docker could not say)."""
@@ -139,7 +139,7 @@ def resolve_profile(
     """The profile to route with (`select_profile_name`) and what Docker says is running.
     Without a Docker engine, a named profile still works: its services are then judged by their
     health probes alone."""
-    active, stack, docker_problem = _observe_stack(connect)
+    active, stack, docker_problem = observe_stack(connect)
     name = select_profile_name(explicit, active)
     if not name:
         why = f" ({docker_problem})" if docker_problem else ""

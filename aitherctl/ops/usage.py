@@ -67,9 +67,9 @@ def select_budget(
     the active profile, else $AITHER_GPU_PROFILE; that profile's `budget.daily_usd` (default $5).
     Docker is asked for the active profile only when no --profile is given."""
     from aitherctl.core.cost import DEFAULT_DAILY_USD, parse_budget
-    from aitherctl.ops.route import _observe_stack, select_profile_name
+    from aitherctl.ops.route import observe_stack, select_profile_name
 
-    active = None if explicit else _observe_stack(connect)[0]
+    active = None if explicit else observe_stack(connect)[0]
     name = select_profile_name(explicit, active)
     if not name:
         return BudgetCap(DEFAULT_DAILY_USD, None)
