@@ -381,3 +381,26 @@ def test_down_goes_through_the_transaction_and_leaves_no_record(alpha: dict[str,
     assert "old" not in after
     assert after["shared"] == alpha["before"]["shared"]
     assert alpha["engine"].records() == {}
+
+
+def test_switch_and_up_print_where_each_service_answers(
+    clean_namespace: Any, write_profile: Any, base_image: str, llama_image: str
+) -> None:
+    from tests.conftest import llama_service
+
+    web, llm = free_port(), free_port()
+    write_profile("urls", services={"web": web_service(web), "llm": llama_service(llm)})
+    result = run_cli("profile", "switch", "urls", "--yes")
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["llm", f"http://127.0.0.1:{llm}/v1"] in lines  # llama.cpp: the OpenAI base URL
+    assert ["web", f"http://127.0.0.1:{web}"] in lines
+    again = run_cli("up", "--json")
+    assert again.returncode == 0, again.stderr
+    assert f'"llm": "http://127.0.0.1:{llm}/v1"' in again.stdout
+    chat = httpx.post(
+        f"http://127.0.0.1:{llm}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 5},
+        timeout=60,
+    )
+    assert chat.status_code == 200

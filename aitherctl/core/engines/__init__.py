@@ -36,6 +36,7 @@ __all__ = [
     "HttpRequest",
     "MetricsEndpoint",
     "allocates_gpu_at_start",
+    "client_path",
     "build_container",
     "driver_for",
     "drivers",
@@ -89,6 +90,12 @@ def queue_metrics() -> dict[str, str]:
 def health_paths() -> dict[str, str]:
     """engine → the GET that says a running server can take requests."""
     return {name: d.health_path for name, d in _REGISTRY.items() if d.health_path is not None}
+
+
+def client_path(engine: str) -> str:
+    """What clients append to `http://host:port` (the driver's `client_path`; "" if unknown)."""
+    driver = _REGISTRY.get(engine)
+    return driver.client_path if driver is not None else ""
 
 
 def allocates_gpu_at_start(spec: ContainerSpec) -> bool:

@@ -91,6 +91,13 @@ class EngineDriver(Protocol):
         ...
 
     @property
+    def client_path(self) -> str:
+        """What clients append to `http://host:port` to reach the server's API: `/v1` for an
+        OpenAI-compatible server, "" for one whose own clients take the root (Ollama, ComfyUI).
+        `switch` and `up` print the service's URL with it."""
+        ...
+
+    @property
     def metrics(self) -> tuple[MetricsEndpoint, ...]:
         """The pages the monitor scrapes, in order; one reading merges every page that answered."""
         ...

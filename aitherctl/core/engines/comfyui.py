@@ -131,6 +131,7 @@ class ComfyUiDriver:
     default_port = IMAGE_PORT
     default_timeout_s = 300.0
     health_path = "/system_stats"
+    client_path = ""
     queue_metric = None
     metrics = (
         MetricsEndpoint("/queue", "json", parse_comfyui_queue),

@@ -19,6 +19,7 @@ class GenericDriver:
     default_timeout_s = 120.0
     # What the router asks of an OpenAI-compatible server; a container names its own readiness.
     health_path = "/v1/models"
+    client_path = ""
     queue_metric = None
     metrics: tuple[MetricsEndpoint, ...] = ()
     release_needs_models = False

@@ -69,6 +69,7 @@ class LlamaCppDriver:
     default_port = 8080
     default_timeout_s = 300.0
     health_path = "/health"
+    client_path = "/v1"
     queue_metric = "llamacpp:requests_deferred"
     metrics = (
         MetricsEndpoint("/metrics", "prometheus", parse_llamacpp_metrics),

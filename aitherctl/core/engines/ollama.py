@@ -65,6 +65,7 @@ class OllamaDriver:
     default_port = 11434
     default_timeout_s = 120.0
     health_path = "/api/version"
+    client_path = ""
     queue_metric = None
     metrics = (MetricsEndpoint("/api/ps", "json", parse_ollama_ps),)
     release_needs_models = True

@@ -87,6 +87,7 @@ class VllmDriver:
     default_port = 8000
     default_timeout_s = 900.0  # a first start may download and compile a large model
     health_path = "/health"
+    client_path = "/v1"
     queue_metric = "vllm:num_requests_waiting"
     metrics = (MetricsEndpoint("/metrics", "prometheus", parse_vllm_metrics),)
     release_needs_models = False
