@@ -1,11 +1,19 @@
-"""`aitherctl`: the root command. Sub-commands live one module per group and are imported here,
-but each imports its heavy dependencies (docker, httpx, pynvml, textual) inside the command."""
+"""`aitherctl`: the root command.
+
+Sub-commands live one module per group and are imported only when that command runs (click's
+lazy-group pattern): `aitherctl --version`, `aitherctl --help` and `aitherctl ps --help` import
+none of the other commands' modules. Each module imports its heavy dependencies (docker, httpx,
+pynvml, textual) inside the command. The root `--help` lists every command from `COMMANDS`
+below, without importing them (tests/cli/test_startup_imports.py checks the summaries match).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+from importlib import import_module
 from typing import Annotated, Any
 
 import typer
@@ -14,9 +22,130 @@ from typer.core import TyperGroup
 from aitherctl import __version__
 from aitherctl.errors import AitherError
 
+# Command → (module under aitherctl/cli, the first paragraph of its help as one line), in the
+# order `--help` lists them. A module's `register(app)` adds every command it defines.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": (
+        "service_cmds",
+        "Start services of the active profile (on-demand ones too, when named), after the same "
+        "VRAM, port and readiness checks as a switch; nothing else is stopped.",
+    ),
+    "down": (
+        "service_cmds",
+        "Stop and remove services' containers (name them, or pass --all).",
+    ),
+    "ps": (
+        "service_cmds",
+        "What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use "
+        "against the budget, flagged when over), uptime.",
+    ),
+    "logs": ("service_cmds", "Print a service's container log."),
+    "recover": (
+        "service_cmds",
+        "Finish or undo a switch that was killed (kill -9, power cut): its record on the engine "
+        "says what was set aside. `switch`, `up` and `down` do this first by themselves.",
+    ),
+    "gpu": (
+        "gpu_cmd",
+        "GPUs, memory, utilisation, temperature, power and processes, as NVML reports them (the "
+        "same numbers as `nvidia-smi`). Exit 5 when there is no usable NVIDIA GPU.",
+    ),
+    "doctor": (
+        "doctor_cmd",
+        "Check Docker, the NVIDIA container runtime, GPUs, profiles and their ports. Each "
+        "profile mistake is one line `file:line: message`. Exit 3 when a profile is wrong, 1 "
+        "when another check fails (warnings do not fail).",
+    ),
+    "run": (
+        "run_cmd",
+        "Send a prompt to the right model: score its effort, pick the tier, fall back on failure.",
+    ),
+    "usage": (
+        "usage_cmd",
+        "Spending against the daily budget, requests per tier and backend, the share answered "
+        "locally, and p50/p95 latency per backend, from the ledger `aitherctl run` keeps.",
+    ),
+    "status": (
+        "status_cmd",
+        "Show the active profile, GPUs, services, their load and the host, once or repeatedly. "
+        "With --watch --json, one JSON object per line (NDJSON), one line per reading.",
+    ),
+    "monitor": (
+        "monitor_cmd",
+        "GPUs (VRAM against budgets, utilisation, temperature, power), services (state, VRAM, "
+        "queue, tokens/s), GPU memory held outside aitherctl, host CPU/RAM/swap and recent "
+        "events.",
+    ),
+    "profile": ("profile_cmd", "Declare GPU profiles and switch between them."),
+}
+
 
 class AitherGroup(TyperGroup):
-    """Turns `AitherError` into one line on stderr and its exit code, for every command."""
+    """The root command: loads a sub-command's module on first use, and turns `AitherError`
+    into one line on stderr and its exit code, for every command."""
+
+    def list_commands(self, ctx: Any) -> list[str]:  # noqa: ARG002 - click's signature
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:  # noqa: ARG002 - click's signature
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name = COMMANDS[cmd_name][0]
+            try:
+                loaded = _load(module_name)
+            except ModuleNotFoundError as exc:
+                # A command whose module is not there (a partial checkout) is left out.
+                if exc.name != f"aitherctl.cli.{module_name}":
+                    raise
+                return None
+            for name, command in loaded.items():
+                self.commands.setdefault(name, command)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """As click's, but a command not loaded yet is described by its `COMMANDS` entry."""
+        from typer._click.utils import make_default_short_help
+
+        names = [
+            name
+            for name in self.list_commands(ctx)
+            if name in COMMANDS or not self.commands[name].hidden
+        ]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if self.commands[name].hidden:
+                    continue
+                rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(COMMANDS[name][1], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # Typer suggests close names from the loaded commands only; offer every command.
+        from typer._click.exceptions import UsageError
+
+        try:
+            return self._click_resolve_command(ctx, args)
+        except UsageError as exc:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if self.suggest_commands and matches:
+                suggestions = ", ".join(f"{name!r}" for name in matches)
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.params:
+            _light_coercion(param)
+        return super().parse_args(ctx, args)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _light_coercion(super().get_help_option(ctx))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -34,6 +163,89 @@ class AitherGroup(TyperGroup):
             with contextlib.suppress(OSError):
                 sys.stderr.write(f"interrupted{': ' + summary if summary else ''}\n")
             raise typer.Exit(128 + int(signum)) from None
+
+
+def _load(module_name: str) -> dict[str, Any]:
+    """The click commands that `aitherctl.cli.<module_name>` registers, built as Typer builds
+    them for the root app (same markup mode, so the same help text)."""
+    module = import_module(f"aitherctl.cli.{module_name}")
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+    module.register(holder)
+    commands = dict(typer.main.get_group(holder).commands)
+    for command in commands.values():
+        _lighten(command)
+    return commands
+
+
+def _lighten(command: Any) -> None:
+    for param in command.params:
+        _light_coercion(param)
+    # click builds `--help` on first use, from the context's help option names.
+    build_help_option = command.get_help_option
+    command.get_help_option = lambda ctx: _light_coercion(build_help_option(ctx))
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _lighten(sub)
+
+
+class _LightCoercion:
+    """Typer (0.2x) coerces every parameter through a pydantic `TypeAdapter`, built the first
+    time the parameter is processed, even when its value is the default `None`. Importing
+    pydantic costs more than the rest of start-up, so the plain values skip it: `None` (what
+    typer itself returns for it, `()` for a repeatable one), a `str` given for a `str` parameter
+    (typer's adapter is `str(value)` then), and plain decimal digits for an `int` or `float`
+    parameter that are within its min/max. Every other value (a bad one included, so its error
+    message is typer's) goes through typer's own coercion, unchanged."""
+
+    __slots__ = ("_real", "_typer_param")
+
+    def __init__(self, typer_param: Any) -> None:
+        self._typer_param = typer_param
+        self._real: Any = None
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        descriptor = self._typer_param.type_descriptor
+        if value is None:
+            return () if param.multiple or param.nargs == -1 else None
+        info = descriptor.parameter_info
+        if (
+            isinstance(value, str)
+            and info.parser is None
+            and not (param.multiple or param.nargs == -1)
+        ):
+            if descriptor.annotation is str:
+                return value
+            number = _plain_number(value, descriptor.annotation)
+            if (
+                number is not None
+                and not info.clamp
+                and (info.min is None or number >= info.min)
+                and (info.max is None or number <= info.max)
+            ):
+                return number
+        if self._real is None:
+            from typer._coercion import build_runtime_param
+
+            self._real = build_runtime_param(descriptor)
+        return self._real.coerce(value, param=param, ctx=ctx)
+
+
+def _plain_number(text: str, kind: Any) -> int | float | None:
+    if kind is int and _PLAIN_INT.fullmatch(text):
+        return int(text)
+    if kind is float and _PLAIN_FLOAT.fullmatch(text):
+        return float(text)
+    return None
+
+
+_PLAIN_INT = re.compile(r"-?[0-9]+")
+_PLAIN_FLOAT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _light_coercion(param: Any) -> Any:
+    # Only for the typer parameters this was written against; any other is left alone.
+    if getattr(param, "_runtime_param", "absent") is None and hasattr(param, "type_descriptor"):
+        param._runtime_param = _LightCoercion(param)
+    return param
 
 
 app = typer.Typer(
@@ -72,31 +284,6 @@ def root(
     del version
     if profile_dir:
         os.environ["AITHER_PROFILE_DIR"] = profile_dir
-
-
-def _register() -> None:
-    from importlib import import_module
-
-    for name in (
-        "profile_cmd",
-        "service_cmds",
-        "gpu_cmd",
-        "doctor_cmd",
-        "run_cmd",
-        "usage_cmd",
-        "status_cmd",
-        "monitor_cmd",
-    ):
-        try:
-            module = import_module(f"aitherctl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"aitherctl.cli.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register()
 
 
 def main() -> None:

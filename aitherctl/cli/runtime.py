@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aitherctl.adapters.profile_store import ProfileCatalog
-
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.adapters.docker_listing import ContainerSource
+    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.gpu import GpuInventory
 
 
 def catalog() -> ProfileCatalog:
+    # Loading profiles pulls in YAML and every engine driver: only for the commands that do.
+    from aitherctl.adapters.profile_store import ProfileCatalog
+
     return ProfileCatalog()
 
 
@@ -19,6 +22,14 @@ def docker() -> DockerEngine:
     from aitherctl.adapters.docker_engine import DockerEngine
 
     return DockerEngine.connect()
+
+
+def docker_reader() -> ContainerSource:
+    """What runs on the engine, for commands that only read it (`ps`, `run`): over the local
+    socket without the Docker SDK where the engine is one, else through `docker()`'s SDK."""
+    from aitherctl.adapters.docker_listing import open_socket_reader
+
+    return open_socket_reader() or docker()
 
 
 def gpu_inventory() -> GpuInventory:

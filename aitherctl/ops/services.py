@@ -7,14 +7,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.adapters.docker_listing import ContainerSource
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.adapters.profile_store import ProfileCatalog
+from aitherctl.core.metrics import parse_timestamp
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.vram import actual_use_by_service
 from aitherctl.ops.state import observe
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.profile_store import ProfileCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +77,14 @@ class ServiceListing:
 
 
 def list_services(
-    engine: DockerEngine,
+    engine: ContainerSource,
     catalog: ProfileCatalog | None,
     inventory: Callable[[], GpuInventory] | None = None,
 ) -> ServiceListing:
     """Every container of aitherctl's in this namespace. GPUs are read (and container PIDs
-    listed) only when a GPU service runs, so a CPU-only machine pays nothing for NVML."""
+    listed) only when a GPU service runs, so a CPU-only machine pays nothing for NVML.
+    `engine` only needs to read: the CLI passes the light socket reader where it can
+    (`aitherctl.adapters.docker_listing`)."""
     state = observe(engine, catalog)
     gpu_running = any(item.gpus for item in state.running)
     use: dict[str, dict[int, int]] = {}
@@ -87,8 +92,7 @@ def list_services(
         gpus = inventory()
         if gpus.available:
             with_pids = [
-                item if not item.running else _with_pids(engine, item)
-                for item in state.containers
+                item if not item.running else _with_pids(engine, item) for item in state.containers
             ]
             use = actual_use_by_service(with_pids, gpus)
     visible = sorted(
@@ -130,14 +134,14 @@ def list_services(
     )
 
 
-def _with_pids(engine: DockerEngine, item: ManagedContainer) -> ManagedContainer:
+def _with_pids(engine: ContainerSource, item: ManagedContainer) -> ManagedContainer:
     from dataclasses import replace
 
     return replace(item, pids=engine.pids(item.id))
 
 
 def probe_health(
-    engine: DockerEngine, containers: list[ManagedContainer], timeout_s: float = 1.0
+    engine: ContainerSource, containers: list[ManagedContainer], timeout_s: float = 1.0
 ) -> dict[str, str]:
     """Probe every running service at once, `timeout_s` each."""
     import httpx
@@ -147,7 +151,11 @@ def probe_health(
     running = [item for item in containers if item.running and item.port]
     if not running:
         return {}
-    with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+    # The probes are plain http: no CA bundle to load (httpx loads one per client otherwise).
+    with (
+        httpx.Client(verify=False) as client,
+        ThreadPoolExecutor(max_workers=min(8, len(running))) as pool,
+    ):
         results = pool.map(
             lambda item: probe(
                 client,
@@ -164,11 +172,10 @@ def probe_health(
         }
 
 
-def uptime_s(item: ManagedContainer) -> float | None:
-    if not item.started_at:
+def uptime_s(item: ManagedContainer, now: datetime | None = None) -> float | None:
+    """Since Docker's `State.StartedAt`, which Go writes with nanoseconds, trailing zeros
+    dropped ("2026-11-23T20:12:30.2385304Z"): `parse_timestamp` reads every such form."""
+    started = parse_timestamp(item.started_at)
+    if started is None:
         return None
-    try:
-        started = datetime.fromisoformat(item.started_at.replace("Z", "+00:00")[:32])
-    except ValueError:
-        return None
-    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+    return max(0.0, ((now or datetime.now(UTC)) - started).total_seconds())

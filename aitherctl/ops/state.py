@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.adapters.docker_listing import ContainerSource
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.specs import build_specs
@@ -42,7 +42,7 @@ def gpu_memory(inventory: GpuInventory | None) -> dict[int, int]:
 
 
 def observe(
-    engine: DockerEngine,
+    engine: ContainerSource,
     catalog: ProfileCatalog | None = None,
     inventory: GpuInventory | None = None,
     *,

@@ -1,0 +1,167 @@
+"""What each hot command imports: a shell script calls `aitherctl` in a loop, and every heavy
+module it imports is paid on every call (bench/bench_startup.py measures the time; no timed
+assertion here). Each command runs in a fresh interpreter, as a user's shell starts it, and
+reports `sys.modules` when it is done.
+
+Heavy, measured on this project's machine (`python -X importtime`): the Docker SDK (with requests,
+urllib3 and ssl), pydantic (what typer 0.2x coerces parameters with), textual, pynvml, httpx,
+rich, and the profile loader (yaml and every engine driver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aitherctl.cli.app import COMMANDS, AitherGroup
+
+ROOT = Path(__file__).resolve().parents[2]
+NEVER_AT_START = {"docker", "requests", "urllib3", "pydantic", "textual", "pynvml"}
+NOT_FOR_HELP = NEVER_AT_START | {"ssl", "httpx", "yaml", "prometheus_client", "psutil"}
+
+# Runs `aitherctl ARGS...` in this interpreter, then writes what it imported to the file named by
+# the first argument (stdout and stderr stay the command's own).
+PROBE = """
+import json, sys
+report, *args = sys.argv[1:]
+sys.argv = ["aitherctl", *args]
+code = 0
+try:
+    from aitherctl.cli.app import main
+    main()
+except SystemExit as exc:
+    code = exc.code
+with open(report, "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+def imported(tmp_path: Path, *args: str) -> tuple[set[str], int, str]:
+    """(top-level and full module names imported, exit code, stdout) of `aitherctl ARGS...`."""
+    report = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *args],
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, cwd=ROOT,
+        env={**os.environ, "COLUMNS": "100"}, timeout=120,
+    )
+    assert report.exists(), done.stderr
+    data = json.loads(report.read_text())
+    modules = set(data["modules"])
+    return modules | {name.split(".")[0] for name in modules}, int(data["code"] or 0), done.stdout
+
+
+def command_modules(modules: set[str]) -> set[str]:
+    return {name for name in modules if name.startswith("aitherctl.cli.") and
+            name.rsplit(".", 1)[1] in {module for module, _ in COMMANDS.values()}}
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ()])
+def test_version_and_root_help_import_no_command_and_nothing_heavy(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    modules, code, out = imported(tmp_path, *args)
+    assert code == (2 if not args else 0)
+    assert modules & (NOT_FOR_HELP | {"rich"}) == set()
+    assert command_modules(modules) == set()
+    if args == ("--help",):
+        # Every command is still listed, with its summary.
+        assert [line.split()[0] for line in out.split("Commands:")[1].strip().splitlines()] == \
+            list(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("args", "module"),
+    [
+        (("profile", "switch", "--help"), "profile_cmd"),
+        (("profile", "--help"), "profile_cmd"),
+        (("ps", "--help"), "service_cmds"),
+        (("run", "--help"), "run_cmd"),
+        (("status", "--help"), "status_cmd"),
+        (("monitor", "--help"), "monitor_cmd"),
+    ],
+)
+def test_a_commands_help_imports_only_its_own_module(
+    tmp_path: Path, args: tuple[str, ...], module: str
+) -> None:
+    modules, code, out = imported(tmp_path, *args)
+    assert code == 0
+    assert out.startswith(f"Usage: aitherctl {args[0]}")
+    assert command_modules(modules) == {f"aitherctl.cli.{module}"}
+    assert modules & NOT_FOR_HELP == set()
+
+
+def test_root_help_summaries_are_the_commands_own() -> None:
+    """`--help` lists commands from `COMMANDS` without importing them: its summaries must be
+    what each command's own help says, and every registered command must be in it."""
+    import typer
+
+    group = typer.main.get_command(__import__("aitherctl.cli.app").cli.app.app)
+    assert isinstance(group, AitherGroup)
+    for name, (_, summary) in COMMANDS.items():
+        command = group.get_command(None, name)  # type: ignore[arg-type]
+        assert command is not None, name
+        first_paragraph = (command.help or "").split("\n\n")[0]
+        assert " ".join(first_paragraph.split()) == summary, f"COMMANDS[{name!r}] is stale"
+    assert set(group.commands) == set(COMMANDS)
+
+
+def test_plain_values_skip_pydantic_and_keep_typers_errors(tmp_path: Path) -> None:
+    # A bad number still gets typer's own message and exit code 2.
+    modules, code, _ = imported(tmp_path, "run", "--effort", "11", "hi")
+    assert code == 2
+    assert "pydantic" in modules
+    # Plain values (strings, an int and a float in range) do not import pydantic. Without a
+    # Docker engine `run --profile` still explains (its services are then judged by probes).
+    modules, code, out = imported(
+        tmp_path, "run", "--explain", "--json", "--profile", "cpu", "--max-tokens", "8",
+        "--temperature", "0.5", "--effort", "3", "hi",
+    )
+    assert code == 0
+    explained = json.loads(out)
+    assert (explained["max_tokens"], explained["effort"]["score"]) == (8, 3)
+    assert modules & NEVER_AT_START == set()
+
+
+@pytest.mark.docker
+def test_ps_json_reads_the_engine_without_the_docker_sdk(
+    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import free_port, run_cli, web_service
+
+    write_profile("two", services={"a": web_service(free_port()), "b": web_service(free_port())})
+    assert run_cli("profile", "switch", "two", "--yes").returncode == 0
+    modules, code, out = imported(tmp_path, "ps", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    assert [(row["service"], row["state"], row["health"]) for row in listing["services"]] == [
+        ("a", "running", "healthy"),
+        ("b", "running", "healthy"),
+    ]
+    assert all(row["uptime_s"] is not None for row in listing["services"])
+    assert listing["active_profile"] == "two"
+    assert modules & NEVER_AT_START == set()
+
+
+@pytest.mark.docker
+def test_run_explain_learns_what_runs_without_the_docker_sdk(
+    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import free_port, run_cli, web_service
+
+    write_profile(
+        "routed",
+        services={"up": web_service(free_port())},
+        routing={"tiers": {"all": {"effort": "1-10", "candidates": ["up", "off"]}}},
+        endpoints={"off": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m"}},
+    )
+    assert run_cli("profile", "switch", "routed", "--yes").returncode == 0
+    modules, code, out = imported(tmp_path, "run", "--explain", "--json", "--max-tokens", "8", "hi")
+    assert code == 0, out
+    candidates = {item["backend"]: item for item in json.loads(out)["candidates"]}
+    assert candidates["up"]["would"] == "use"
+    assert modules & NEVER_AT_START == set()
