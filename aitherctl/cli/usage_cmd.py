@@ -85,7 +85,7 @@ def usage(
     now = time.time()
     since_ts, period = parse_since(since, now)
     ledger = Ledger()
-    cap = select_budget(profile, runtime.catalog(), runtime.docker)
+    cap = select_budget(profile, runtime.catalog(), runtime.docker_reader)
     today = ledger.committed_since(start_of_local_day(now), now)
     report = summarize_usage(
         ledger.rows_since(since_ts),

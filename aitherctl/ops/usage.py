@@ -13,7 +13,7 @@ from aitherctl.errors import AitherError, UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.adapters.docker_listing import ContainerSource
     from aitherctl.adapters.ledger import LedgerRow
     from aitherctl.adapters.profile_store import ProfileCatalog
 
@@ -61,7 +61,7 @@ class BudgetCap:
 def select_budget(
     explicit: str | None,
     catalog: ProfileCatalog,
-    connect: Callable[[], DockerEngine],
+    connect: Callable[[], ContainerSource],
 ) -> BudgetCap:
     """The cap by `run`'s own rule (`aitherctl.ops.route.select_profile_name`): `--profile`, else
     the active profile, else $AITHER_GPU_PROFILE; that profile's `budget.daily_usd` (default $5).

@@ -29,6 +29,7 @@ def _no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
         raise DockerUnavailableError("no Docker engine in this test")
 
     monkeypatch.setattr(runtime, "docker", unreachable)
+    monkeypatch.setattr(runtime, "docker_reader", unreachable)
 
 
 @pytest.fixture
