@@ -287,4 +287,9 @@ def root(
 
 
 def main() -> None:
+    # `import httpx` also imports httpx's own command-line tool (`httpx._main`) whenever click is
+    # installed (import-linter, in the dev extra, brings it), and with it click, pygments and
+    # rich's progress and syntax modules: 30-50 ms per start that aitherctl never uses. Marked
+    # missing, httpx skips it, as it does wherever click is not installed.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     app(prog_name="aitherctl")
