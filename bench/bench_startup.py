@@ -160,7 +160,7 @@ def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--before", type=Path, help="an older source tree to compare with")
