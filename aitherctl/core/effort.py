@@ -10,6 +10,12 @@ labelled set in tests/data/effort_labelled.yaml showed to matter:
 - reasoning markers are graded (a proof outweighs "compare"), not one weight for all;
 - structure counts: numbered steps, several questions, code blocks and stack traces;
 - the dampener only bites on short prompts, so "what is X ... in depth" is not pulled down.
+
+That keyword heuristic is kept as `score_effort_heuristic` (and `HeuristicEffortScorer`): on
+prompts from public datasets that nobody here wrote it was barely better than chance (issue 9).
+`score_effort` now uses the learned scorer of aitherctl/core/effort_model.py, trained on public
+labelled data (scripts/effort/). Every scorer, including the model-graded one of
+`routing.classifier: model` (aitherctl/ops/effort_grader.py), implements `EffortScorer`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aitherctl.core.effort_model import LearnedEffortScorer
 
 MIN_EFFORT = 1
 MAX_EFFORT = 10
@@ -131,6 +141,39 @@ class EffortScore:
     reasons: tuple[str, ...]
 
 
+class EffortScorer(Protocol):
+    """Anything that scores a prompt's effort: the learned scorer, the keyword heuristic, or a
+    local model asked to grade it (`routing.classifier: model`). The router and the scheduler
+    depend on this, not on one implementation."""
+
+    def score(self, prompt: str, system: str | None = None) -> EffortScore: ...
+
+
+_LEARNED: list[LearnedEffortScorer] = []
+
+
+def learned_scorer() -> LearnedEffortScorer:
+    """The scorer built from the shipped weights, loaded once per process."""
+    if not _LEARNED:
+        from aitherctl.core.effort_model import LearnedEffortScorer
+
+        _LEARNED.append(LearnedEffortScorer.shipped())
+    return _LEARNED[0]
+
+
+def score_effort(prompt: str, system: str | None = None) -> EffortScore:
+    """Score `prompt` from 1 to 10 with the learned scorer (the default `EffortScorer`)."""
+    return learned_scorer().score(prompt, system)
+
+
+@dataclass(frozen=True, slots=True)
+class HeuristicEffortScorer:
+    """`EffortScorer` for the keyword heuristic below (kept for comparison and as a fallback)."""
+
+    def score(self, prompt: str, system: str | None = None) -> EffortScore:
+        return score_effort_heuristic(prompt, system)
+
+
 def _length_points(words: int) -> float:
     if words >= 400:
         return 3.0
@@ -145,7 +188,7 @@ def _length_points(words: int) -> float:
     return 0.0
 
 
-def score_effort(prompt: str, system: str | None = None) -> EffortScore:
+def score_effort_heuristic(prompt: str, system: str | None = None) -> EffortScore:
     """Score `prompt` (and the system prompt, which only adds length) from 1 to 10.
 
     Base 1, plus: length, a requested piece of work, graded reasoning markers, frontier markers,

@@ -1,19 +1,50 @@
-"""The effort score: bounds, determinism, speed, and agreement with the hand-labelled set."""
+"""The effort score: what a user can check in `aitherctl run --explain`.
+
+The learned scorer (aitherctl/core/effort_model.py) is trained on public data
+(scripts/effort/sources.yaml); these tests hold it to bands, never to exact outputs. Its accuracy on
+data it never saw is measured by scripts/effort/evaluate.py, its speed by bench/bench_effort.py.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from aitherctl.core.effort import MAX_EFFORT, MIN_EFFORT, score_effort
+from aitherctl.core.effort import (
+    MAX_EFFORT,
+    MIN_EFFORT,
+    EffortScore,
+    EffortScorer,
+    HeuristicEffortScorer,
+    learned_scorer,
+    score_effort,
+    score_effort_heuristic,
+)
 from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
 DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
 HOLDOUT = Path(__file__).parent.parent / "data" / "effort_holdout.yaml"
 TIERS = [name for name, _ in DEFAULT_TIER_EFFORTS]
+
+GERMAN_PROOF = "Beweisen Sie, dass es unendlich viele Primzahlen gibt."
+CHINESE_PROOF = "证明：存在无穷多个素数。"
+OLYMPIAD = (
+    "Let $n \\geq 2$ be an integer and let $a_1, a_2, \\ldots, a_n$ be positive reals with "
+    "$a_1 a_2 \\cdots a_n = 1$. Prove that $\\sum_{i=1}^{n} \\frac{a_i}{\\sqrt{a_i + n - 1}} "
+    "\\geq \\frac{n}{\\sqrt{n}}$ and determine all cases of equality."
+)
+PASSAGE = (
+    "The quarterly report was circulated to all regional offices on Monday. " * 12
+    + "Sales in the northern region rose by four percent, while the southern region stayed flat. "
+    * 8
+    + "\n\nAccording to the text, on which day was the report circulated?"
+)
+
+
+def _band(score: int) -> int:
+    return 0 if score <= 3 else 1 if score <= 6 else 2
 
 
 def _labelled(path: Path = DATA) -> list[dict[str, str]]:
@@ -39,41 +70,70 @@ def test_labelled_set_is_large_and_covers_every_tier() -> None:
     assert len({r["prompt"] for r in rows}) == len(rows), "duplicate prompts"
 
 
-def test_agreement_with_labelled_set() -> None:
+def test_agreement_with_the_projects_labelled_sets() -> None:
+    # The tuning set is one of the training sources; the hold-out set never is. Measured when
+    # this test was written: see scripts/effort/RESULTS.md. Floors, so retraining has room.
     exact, near = _agreement(_labelled())
-    # Measured 95% exact on this set (which it was tuned on) when this test was written; the
-    # floor leaves room for tuning without letting the heuristic silently decay.
-    assert exact >= 0.88
-    assert near >= 0.99
-
-
-def test_agreement_with_holdout_set() -> None:
-    # Written after tuning and never tuned against: measured 89% exact, 100% within one tier.
+    assert exact >= 0.6
+    assert near >= 0.95
     exact, near = _agreement(_labelled(HOLDOUT))
-    assert exact >= 0.8
-    assert near >= 0.97
+    assert exact >= 0.6
+    assert near >= 0.95
 
 
-@pytest.mark.parametrize(
-    ("prompt", "low", "high"),
-    [
-        ("hi", 1, 2),
-        ("What is the capital of France?", 1, 3),
-        ("Write a Python function that parses a CSV line with quoted fields.", 4, 6),
-        ("Prove that there are infinitely many primes.", 7, 8),
-    ],
-)
-def test_examples(prompt: str, low: int, high: int) -> None:
-    assert low <= score_effort(prompt).score <= high
+@pytest.mark.parametrize("prompt", [GERMAN_PROOF, CHINESE_PROOF])
+def test_a_proof_request_in_another_language_is_not_small_talk(prompt: str) -> None:
+    result = score_effort(prompt)
+    assert _band(result.score) >= 1, result
+    assert any("asks for a proof" in reason for reason in result.reasons), result.reasons
 
 
-def test_bounds_and_reasons() -> None:
-    assert score_effort("").score == MIN_EFFORT
-    huge = "Prove rigorously and design a complete production-ready system. " * 400
-    result = score_effort(huge)
-    assert result.score == MAX_EFFORT
-    assert result.reasons
-    assert all(reason[0] in "+-" or "capped" in reason for reason in result.reasons)
+def test_a_hard_olympiad_problem_is_not_in_the_lowest_band() -> None:
+    result = score_effort(OLYMPIAD)
+    assert _band(result.score) >= 1, result
+    assert any("maths notation" in reason for reason in result.reasons), result.reasons
+
+
+@pytest.mark.parametrize("prompt", ["hi, how are you", "hi", "thanks, that worked"])
+def test_small_talk_is_in_the_lowest_band(prompt: str) -> None:
+    assert _band(score_effort(prompt).score) == 0
+
+
+def test_a_long_passage_does_not_make_a_lookup_hard() -> None:
+    result = score_effort(PASSAGE)
+    assert _band(result.score) <= 1, result
+    assert any("long pasted passage" in reason for reason in result.reasons), result.reasons
+
+
+def test_substantial_work_outranks_a_fact() -> None:
+    fact = score_effort("What is the capital of France?")
+    work = score_effort(
+        "Write an R Shiny app that loads a CSV, lets the user pick two columns, fits a linear "
+        "model and shows the residual plots, with a short report of the coefficients."
+    )
+    assert work.score > fact.score
+    assert _band(fact.score) == 0
+
+
+def test_reasons_say_what_moved_the_score() -> None:
+    result = score_effort("Prove that the square root of 2 is irrational, step by step.")
+    assert result.reasons[0].startswith("base ")
+    moved = result.reasons[1:]
+    assert moved
+    assert all(reason[0] in "+-" for reason in moved), moved
+    assert any("asks for a proof" in reason for reason in moved)
+
+
+def test_bounds() -> None:
+    for prompt in ("", "?", "Design a complete, production-ready system. " * 2000):
+        assert MIN_EFFORT <= score_effort(prompt).score <= MAX_EFFORT
+
+
+def test_the_shipped_weights_load() -> None:
+    scorer = learned_scorer()
+    assert scorer is learned_scorer()  # loaded once per process
+    assert len(scorer.term_weights) > 1000
+    assert {"proof", "maths_notation", "small_talk"} <= set(scorer.cue_weights)
 
 
 def test_deterministic() -> None:
@@ -81,11 +141,13 @@ def test_deterministic() -> None:
     assert {score_effort(prompt) for _ in range(20)} == {score_effort(prompt)}
 
 
-def test_well_under_a_millisecond() -> None:
-    prompts = [row["prompt"] for row in _labelled()]
-    score_effort(prompts[0])  # warm the regex caches
-    start = time.perf_counter()
-    for prompt in prompts:
-        score_effort(prompt)
-    per_prompt_s = (time.perf_counter() - start) / len(prompts)
-    assert per_prompt_s < 0.0005, f"{per_prompt_s * 1e6:.0f} µs per prompt"
+def test_every_scorer_shares_one_interface() -> None:
+    scorers: list[EffortScorer] = [learned_scorer(), HeuristicEffortScorer()]
+    for scorer in scorers:
+        assert isinstance(scorer.score("hello", None), EffortScore)
+
+
+def test_the_keyword_heuristic_is_kept_for_comparison() -> None:
+    # The old scorer stays available (scripts/effort/evaluate.py compares against it).
+    assert score_effort_heuristic("hi").score <= 2
+    assert score_effort_heuristic("Prove that there are infinitely many primes.").score >= 7

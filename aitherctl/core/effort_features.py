@@ -1,0 +1,263 @@
+"""What the learned effort scorer reads from a prompt: named cues and lexical terms.
+
+Two kinds of feature, both cheap enough for every request (pure Python, no tokenizer, no model):
+
+- **Cues**: a few dozen named, mostly language-independent signals, each with words a user can
+  check in `--explain`: maths notation (LaTeX, Unicode operators), equations, code, contest-style
+  constraints, multiple-choice options, numbered parts, the prompt's length, a long pasted passage
+  followed by a short question, and small multilingual lexicons (asks for a proof, asks for a piece
+  of work, small talk) in English, German, French, Spanish, Italian, Portuguese, Russian, Chinese,
+  Japanese and Korean. The lexicons let what the model learned from English data carry over: the
+  weight is learned for "asks for a proof", not for the word "prove".
+- **Terms**: lower-cased words, a five-letter prefix of longer words (a poor man's stem, so
+  "proving" meets "prove"), and for Chinese, Japanese and Korean, single characters and character
+  bigrams (those scripts have no spaces). Their weights are learned; each term counts once, and the
+  whole group is scaled by 1/sqrt(number of terms) so a long prompt does not win by word count.
+
+Only the head and tail of a very long prompt are read for terms (HEAD_CHARS + TAIL_CHARS): a pasted
+document says little about the effort its question needs, and it keeps scoring under a millisecond.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+HEAD_CHARS = 2000
+TAIL_CHARS = 600
+PREFIX_LEN = 5
+REQUEST_CHARS = 400
+
+_TOKEN = re.compile(r"[^\W\d_]+", re.UNICODE)
+# CJK ideographs, kana and hangul: scripts written without spaces between words.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_LATEX = re.compile(
+    r"\\(frac|dfrac|int|iint|sum|prod|sqrt|lim|infty|binom|cdot|times|le|leq|ge|geq|neq|equiv|pmod|"
+    r"mod|angle|triangle|pi|alpha|beta|gamma|delta|theta|lambda|sigma|omega|mathbb|mathrm|mathcal|"
+    r"left|right|overline|vec|log|ln|sin|cos|tan|cdots|ldots|in|subset|cup|cap|forall|exists|"
+    r"partial|nabla|begin|end|dots|qquad|quad|mathbf|operatorname)\b|\$[^$\n]{1,200}\$|"
+    r"\\\[|\\\(|\^\{|_\{|\w\^\d"
+)
+_MATH_SYMBOLS = re.compile(r"[∫∑∏√∞≤≥≠≡∈∉⊂⊆∪∩∀∃∂∇±×÷→⇒⇔⌊⌋⌈⌉πθαβγλσΩω²³]")
+_EQUATION = re.compile(r"[\w)\]}]\s*(=|<|>|≤|≥)\s*[-\w(\\√]")
+_CONSTRAINT = re.compile(
+    r"(\d\s*(≤|<=|\\le|\\leq)\s*[a-zA-Z_]\w*\s*(≤|<=|\\le|\\leq))|10\^\{?\d|\b1e\d\b|"
+    r"\b(time limit|memory limit|input format|output format|test cases?|standard input|"
+    r"stdin|stdout)\b",
+    re.IGNORECASE,
+)
+_CODE_FENCE = re.compile(r"```")
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |fn |func |for .+:|if .+:|return\b|#include|import |SELECT |public |"
+    r"private |const |let |var |.*[;{}]\s*$)",
+    re.MULTILINE,
+)
+_CHOICES = re.compile(r"(^|\s|\()[A-E]\s*[).:：]\s*\S", re.MULTILINE)
+_NUMBERED = re.compile(r"^\s*(\d+[.)、]|[-*•]|\([a-z0-9]\))\s+\S", re.MULTILINE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_QUESTION = re.compile(r"[?？]")
+
+# Multilingual lexicons. Stems, matched anywhere in the lower-cased text.
+_PROOF = re.compile(
+    r"\b(prove|proof|proving|show that|derive|derivation|demonstrate that|lemma|theorem|"
+    r"beweis|beweisen|zeigen sie|zeige, dass|herleit|démontr|montrer que|preuve|demostr|"
+    r"prueb[ae] que|dimostra|provar que|prove que|докаж|доказ|теорем)"
+    r"|证明|證明|証明|求证|증명",
+    re.IGNORECASE,
+)
+_WORK = re.compile(
+    r"\b(write|implement|create|build|develop|design|prepare|draft|generate|compose|refactor|"
+    r"schreib|erstell|entwick|implementier|entwirf|écri|rédig|crée|créer|développ|escrib|"
+    r"crea|desarroll|implementa|scriv|svilupp|напиши|напис|создай|разработ|реализ)"
+    r"|写一|编写|实现|设计|开发|撰写|作成|書いて|実装|작성|구현",
+    re.IGNORECASE,
+)
+_ANALYSIS = re.compile(
+    r"\b(analy[sz]|compare|comparison|evaluate|critique|trade-?offs?|pros and cons|explain why|"
+    r"justify|assess|analysier|vergleich|bewert|analys|compar|évalu|analiz|valuta|анализ|сравн)"
+    r"|分析|比较|比較|评价|評価|분석|비교",
+    re.IGNORECASE,
+)
+# Borrowed from the keyword heuristic (aitherctl/core/effort.py), whose English signals held up on
+# general requests: design and diagnosis, breadth or stakes, a small output.
+_DESIGN = re.compile(
+    r"\b(design|architect\w*|trade-?offs?|scal(e|able|ability)|root cause|diagnos\w+|deadlocks?|"
+    r"race condition|threat model|consisten(cy|t)|fault[- ]toleran\w+|bottleneck|migrat\w+|"
+    r"optimi[sz]\w+|debug\w*|strateg\w+|framework)\b",
+    re.IGNORECASE,
+)
+_BREADTH = re.compile(
+    r"\b(production[- ]ready|research|novel|state[- ]of[- ]the[- ]art|comprehensive|complete|"
+    r"full|end[- ]to[- ]end|security audit|exhaustive|survey|roadmap|in[- ]depth|detailed|"
+    r"proposal|essay|thesis|business plan|migration plan)\b",
+    re.IGNORECASE,
+)
+_SMALL_OUTPUT = re.compile(
+    r"\b(haiku|joke|limerick|synonym|antonym|one (sentence|line|word)|just the word|politely|"
+    r"translate|spell|define|abbreviation|stand for)\b",
+    re.IGNORECASE,
+)
+_SMALL_TALK = re.compile(
+    r"^\s*(hi|hello|hey|hiya|yo|thanks|thank you|thx|bye|goodbye|good (morning|night|evening)|"
+    r"how are you|what's up|hallo|danke|tschüss|guten (morgen|tag|abend)|wie geht|bonjour|salut|"
+    r"merci|ça va|hola|gracias|buenos días|qué tal|ciao|grazie|buongiorno|olá|obrigad|привет|"
+    r"спасибо|здравствуй|как дела)\b"
+    r"|^\s*(你好|您好|谢谢|再见|早上好|こんにちは|ありがとう|おはよう|안녕|감사)",
+    re.IGNORECASE,
+)
+_EXTRACT = re.compile(
+    r"\b(according to|based on the (text|passage|article|paragraph|context)|in the (text|passage|"
+    r"article|paragraph) above|from the (text|passage|article)|laut dem text|selon le texte|"
+    r"según el texto)\b|根据(上文|文章|材料)",
+    re.IGNORECASE,
+)
+
+# Length buckets in "words" (CJK characters count as 0.6 of a word, roughly their information).
+LENGTH_EDGES: tuple[int, ...] = (3, 8, 20, 50, 120, 300, 800)
+
+# The words `--explain` uses for each cue: (name, phrase).
+CUE_PHRASES: dict[str, str] = {
+    "maths_notation": "maths notation",
+    "equations": "equations or inequalities",
+    "constraints": "contest-style constraints",
+    "code": "code",
+    "choices": "multiple-choice options",
+    "numbered": "numbered parts or steps",
+    "numbers": "numbers to work with",
+    "questions": "several questions",
+    "proof": "asks for a proof",
+    "work": "asks for a piece of work",
+    "analysis": "asks for analysis or comparison",
+    "design": "design, diagnosis or optimisation",
+    "breadth": "breadth or stakes (complete, detailed, proposal...)",
+    "small_output": "a small output (a word, a line, a translation)",
+    "small_talk": "small talk",
+    "short_question": "short question",
+    "passage_question": "long pasted passage with a short question",
+    "extract": "asks to look something up in the given text",
+    "cjk": "Chinese, Japanese or Korean text",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFeatures:
+    """One prompt as the learned scorer sees it."""
+
+    cues: tuple[tuple[str, float], ...]  # (cue name, value); length buckets are "len<N" / "len>N"
+    terms: tuple[str, ...]  # unique lexical terms, "w:word", "p:prefi", "c:字", "c:汉字"
+    term_scale: float  # 1/sqrt(len(terms)), the weight of each term
+    words: int  # the prompt's length in words (CJK characters x 0.6)
+    examples: tuple[tuple[str, str], ...]  # (cue name, a snippet that fired it) for --explain
+
+
+def _length_bucket(words: int) -> str:
+    for edge in LENGTH_EDGES:
+        if words <= edge:
+            return f"len<={edge}"
+    return f"len>{LENGTH_EDGES[-1]}"
+
+
+def _terms(text: str) -> list[str]:
+    terms: set[str] = set()
+    for token in _TOKEN.findall(text):
+        if _CJK.search(token):
+            chars = [c for c in token if _CJK.match(c)]
+            terms.update("c:" + c for c in chars)
+            terms.update("c:" + a + b for a, b in pairwise(chars))
+            continue
+        word = token.lower()
+        if len(word) > 25:
+            continue
+        terms.add("w:" + word)
+        if len(word) > PREFIX_LEN + 1:
+            terms.add("p:" + word[:PREFIX_LEN])
+    return sorted(terms)
+
+
+def _last_paragraph(text: str) -> str:
+    parts = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return parts[-1] if parts else text
+
+
+def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
+    """Read the cues and terms of `prompt`; the system prompt only adds to the length."""
+    text = prompt.strip()
+    if len(text) > HEAD_CHARS + TAIL_CHARS:
+        sample = text[:HEAD_CHARS] + "\n\n" + text[-TAIL_CHARS:]
+    else:
+        sample = text
+    cjk_chars = len(_CJK.findall(text))
+    latin_words = len(_TOKEN.findall(_CJK.sub(" ", text)))
+    words = latin_words + round(0.6 * cjk_chars)
+    if system:
+        words += len(system.split()) // 4
+
+    cues: list[tuple[str, float]] = [(_length_bucket(words), 1.0)]
+    examples: list[tuple[str, str]] = []
+
+    def cue(name: str, value: float, example: str = "") -> None:
+        if value:
+            cues.append((name, value))
+            if example:
+                examples.append((name, example.strip()[:24]))
+
+    latex = list(_LATEX.finditer(sample))
+    symbols = _MATH_SYMBOLS.findall(sample)
+    notation = len(latex) + len(symbols)
+    if notation:
+        shown = [m.group(0) for m in latex[:2]] + symbols[:1]
+        cue("maths_notation", math.log1p(notation), ", ".join(shown))
+    cue("equations", math.log1p(len(_EQUATION.findall(sample))))
+    constraints = _CONSTRAINT.findall(sample)
+    cue("constraints", math.log1p(len(constraints)))
+    fences = len(_CODE_FENCE.findall(sample)) // 2
+    code_lines = len(_CODE_LINE.findall(sample))
+    cue("code", math.log1p(fences * 3 + code_lines) if fences or code_lines >= 2 else 0.0)
+    choices = len(_CHOICES.findall(sample))
+    cue("choices", 1.0 if choices >= 3 else 0.0)
+    cue("numbered", math.log1p(len(_NUMBERED.findall(sample))))
+    cue("numbers", math.log1p(len(_NUMBER.findall(sample))))
+    questions = len(_QUESTION.findall(sample))
+    cue("questions", math.log1p(questions - 1) if questions > 1 else 0.0)
+
+    # What is asked is read from the request, not from a pasted document ("... the quarterly
+    # report ..." is not a request for one): a long prompt that ends in a short question is a
+    # passage and that question; another long prompt is read at its opening and its end.
+    request = sample
+    if words > 120:
+        tail = _last_paragraph(text)
+        tail_words = len(_TOKEN.findall(tail)) + round(0.6 * len(_CJK.findall(tail)))
+        if tail_words <= 30 and tail_words * 4 < words:
+            cue("passage_question", 1.0)
+            request = tail
+        else:
+            request = sample[:REQUEST_CHARS] + "\n" + tail[-REQUEST_CHARS:]
+    for name, pattern in (
+        ("proof", _PROOF), ("work", _WORK), ("analysis", _ANALYSIS), ("design", _DESIGN),
+        ("breadth", _BREADTH), ("small_output", _SMALL_OUTPUT),
+    ):
+        match = pattern.search(request)
+        if match:
+            cue(name, 1.0, match.group(0))
+    if words <= 12:
+        match = _SMALL_TALK.search(text)
+        if match:
+            cue("small_talk", 1.0, match.group(0))
+        if questions:
+            cue("short_question", 1.0)
+    match = _EXTRACT.search(sample)
+    if match:
+        cue("extract", 1.0, match.group(0))
+    if cjk_chars * 2 > len(text):
+        cue("cjk", 1.0)
+
+    terms = tuple(_terms(sample))
+    return PromptFeatures(
+        cues=tuple(cues),
+        terms=terms,
+        term_scale=1.0 / math.sqrt(len(terms)) if terms else 0.0,
+        words=words,
+        examples=tuple(examples),
+    )

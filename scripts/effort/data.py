@@ -1,0 +1,162 @@
+"""Read the pinned public sources of scripts/effort/sources.yaml into labelled prompts.
+
+Each source is read from a local copy of its repository at the pinned commit: either a bare git
+snapshot (`<root>/<owner>+<name>/repo`, read with `git show <commit>:<path>`) or a plain checkout
+(`<root>/<owner>+<name>/<path>`). Labels follow scripts/effort/LABELLING.md, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SOURCES = Path(__file__).with_name("sources.yaml")
+TIER_TARGET = {"reflex": 2.0, "orchestrator": 5.0, "reasoning": 7.5, "frontier": 9.5}
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    prompt: str
+    target: float  # the effort the dataset's own label maps to (LABELLING.md)
+    source: str
+
+
+class SourceReader:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pins = {
+            entry["repo"]: entry.get("commit")
+            for group in yaml.safe_load(SOURCES.read_text(encoding="utf-8")).values()
+            for entry in group
+        }
+
+    def read(self, repo: str, path: str) -> str:
+        commit = self.pins[repo]
+        folder = self.root / repo.replace("/", "+")
+        git_dir = folder / "repo"
+        if git_dir.is_dir():
+            out = subprocess.run(
+                ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
+                check=True, capture_output=True,
+            )
+            return out.stdout.decode("utf-8")
+        return (folder / path).read_text(encoding="utf-8")
+
+    def jsonl(self, repo: str, path: str) -> Iterator[dict[str, object]]:
+        for line in self.read(repo, path).splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+
+QWEN = "QwenLM/Qwen2.5-Math"
+WIZARD = "nlpxucan/WizardLM"
+CHAT = "ntulsi/BotBuilder-PersonalityChat"
+BELLE = "LianjiaTech/BELLE"
+AGIEVAL = "ruixiangcui/AGIEval"
+# BELLE eval set: the dataset's own `class` of each instruction -> effort (LABELLING.md).
+BELLE_TARGET = {
+    "classification": 2.0, "closed qa": 2.0, "extract": 2.0, "math": 2.0, "rewrite": 3.0,
+    "open qa": 3.0, "brainstorming": 4.0, "summarization": 4.0, "generation": 5.0, "code": 5.0,
+}
+# AGIEval exams (data/v1/<name>.jsonl) -> effort; math.jsonl (MATH) and aqua-rat are not read.
+AGIEVAL_TARGET = {
+    "sat-en": 4.0, "sat-math": 4.0, "gaokao-biology": 5.0, "gaokao-chemistry": 5.0,
+    "gaokao-physics": 5.0, "gaokao-history": 5.0, "gaokao-geography": 5.0,
+    "logiqa-en": 6.0, "logiqa-zh": 6.0, "lsat-lr": 6.0, "lsat-rc": 6.0, "jec-qa-ca": 6.0,
+    "lsat-ar": 8.0,
+}
+
+
+def _q(path: str) -> str:
+    return f"evaluation/data/{path}/test.jsonl"
+
+
+def _with_options(question: str, options: object) -> str:
+    if isinstance(options, dict):
+        return question + "\n" + "  ".join(f"{k}. {v}" for k, v in options.items())
+    if isinstance(options, list):
+        return question + "\n" + "  ".join(str(o) for o in options)
+    return question
+
+
+def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> list[Example]:
+    """The training set: every source capped at `cap` items (a seeded sample)."""
+    rng = random.Random(seed)
+    out: list[Example] = []
+
+    def add(source: str, rows: list[tuple[str, float]], limit: int = cap) -> None:
+        rows = [(p.strip(), t) for p, t in rows if p and p.strip()]
+        if len(rows) > limit:
+            rows = rng.sample(rows, limit)
+        out.extend(Example(p, t, source) for p, t in rows)
+
+    chat = reader.read(CHAT, "CSharp/Datasets/Queries_Responses_Professional_QnAMaker.tsv")
+    queries = {line.split("\t")[0] for line in chat.splitlines()[1:] if "\t" in line}
+    add("personality-chat", [(q, 1.0) for q in sorted(queries)])
+
+    add("mawps", [(str(r["input"]), 2.0) for r in reader.jsonl(QWEN, _q("mawps"))])
+    add("asdiv", [(f"{r['body']} {r['question']}", 2.0) for r in reader.jsonl(QWEN, _q("asdiv"))])
+    add("svamp", [(f"{r['Body']} {r['Question']}", 2.0) for r in reader.jsonl(QWEN, _q("svamp"))])
+    add("cmath", [
+        (str(r["question"]), 2.0 if int(str(r["grade"])) <= 3 else 3.0)
+        for r in reader.jsonl(QWEN, _q("cmath"))
+    ])
+    add("carp_en", [(str(r["content"]), 4.0) for r in reader.jsonl(QWEN, _q("carp_en"))])
+    add("cn_middle_school", [
+        (str(r["question"]), 4.0) for r in reader.jsonl(QWEN, _q("cn_middle_school"))
+    ])
+    add("aqua", [
+        (_with_options(str(r["question"]), r["options"]), 4.0)
+        for r in reader.jsonl(QWEN, _q("aqua"))
+    ])
+    mbpp = json.loads(reader.read(WIZARD, "WizardCoder/data/mbppplus.json"))
+    add("mbpp-plus", [(str(p), 4.0) for p in mbpp.values()])
+    add("gaokao2023en", [(str(r["question"]), 5.0) for r in reader.jsonl(QWEN, _q("gaokao2023en"))])
+    add("gaokao_math_qa", [
+        (_with_options(str(r["question"]), r.get("options")), 5.0)
+        for r in reader.jsonl(QWEN, _q("gaokao_math_qa"))
+    ])
+    add("college_math", [(str(r["question"]), 5.0) for r in reader.jsonl(QWEN, _q("college_math"))])
+    add("minerva_math", [(str(r["problem"]), 7.0) for r in reader.jsonl(QWEN, _q("minerva_math"))])
+    add("olympiadbench", [
+        (str(r["question"]), 8.0) for r in reader.jsonl(QWEN, _q("olympiadbench"))
+    ])
+    belle = [json.loads(line) for line in reader.read(BELLE, "eval/eval_set.json").splitlines()
+             if line.strip()]
+    add("belle-eval", [
+        (str(r["question"]), BELLE_TARGET[str(r["class"]).replace("\xa0", " ")]) for r in belle
+    ])
+    for exam, target in AGIEVAL_TARGET.items():
+        add(f"agieval-{exam}", [
+            (_with_options(f"{r.get('passage') or ''}\n{r['question']}", r.get("options")), target)
+            for r in reader.jsonl(AGIEVAL, f"data/v1/{exam}.jsonl")
+        ], limit=cap // 3)
+    own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
+    add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
+    return out
+
+
+def evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
+    """The evaluation sets of LABELLING.md: never used for training."""
+    wizard = [
+        Example(str(r["Instruction"]), float(str(r["Difficulty"])), "wizardlm-testset")
+        for r in reader.jsonl(WIZARD, "WizardLM/data/WizardLM_testset.jsonl")
+    ]
+    contest = [
+        Example(str(r["problem"]), 9.0, "aime24") for r in reader.jsonl(QWEN, _q("aime24"))
+    ] + [Example(str(r["question"]), 8.0, "amc23") for r in reader.jsonl(QWEN, _q("amc23"))]
+    own = yaml.safe_load((REPO_ROOT / "tests/data/effort_holdout.yaml").read_text("utf-8"))
+    holdout = [Example(r["prompt"], TIER_TARGET[r["tier"]], "aitherctl-holdout") for r in own]
+    return {
+        "wizardlm-testset": wizard,
+        "contest-maths": contest,
+        "external (wizardlm + contest)": wizard + contest,
+        "aitherctl-holdout": holdout,
+    }

@@ -1,0 +1,109 @@
+"""Measure the effort scorers on the evaluation sets of scripts/effort/LABELLING.md.
+
+    python scripts/effort/evaluate.py --source-root /path/to/snapshots [--markdown]
+
+For each set and each scorer (the old keyword heuristic, the learned scorer): band agreement
+(1-3 / 4-6 / 7-10), agreement within one band, Spearman rank correlation with the ordinal label,
+the share of requests per tier (reflex 1-3, orchestrator 4-6, reasoning 7-8, frontier 9-10), and
+how many hard maths or contest problems land in the lowest band. None of these sets is trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from data import REPO_ROOT, Example, SourceReader, evaluation_sets
+
+from aitherctl.core.effort import score_effort, score_effort_heuristic
+
+TIERS = (("reflex", 1, 3), ("orchestrator", 4, 6), ("reasoning", 7, 8), ("frontier", 9, 10))
+
+
+def band(value: float) -> int:
+    v = round(value)
+    return 0 if v <= 3 else 1 if v <= 6 else 2
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    rx, ry = _ranks(xs), _ranks(ys)
+    n = len(xs)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    vy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (vx * vy) if vx and vy else 0.0
+
+
+def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, object]:
+    scores = [scorer(r.prompt) for r in rows]
+    labels = [r.target for r in rows]
+    exact = sum(band(s) == band(t) for s, t in zip(scores, labels, strict=True))
+    near = sum(abs(band(s) - band(t)) <= 1 for s, t in zip(scores, labels, strict=True))
+    shares = {
+        name: sum(lo <= s <= hi for s in scores) / len(scores) for name, lo, hi in TIERS
+    }
+    hard_low = sum(
+        1 for s, r in zip(scores, rows, strict=True)
+        if r.source in ("aime24", "amc23") and band(s) == 0
+    )
+    return {
+        "n": len(rows),
+        "band": exact / len(rows),
+        "within_one": near / len(rows),
+        "spearman": spearman(scores, labels) if len(set(labels)) > 1 else None,
+        "shares": shares,
+        "hard_in_lowest": hard_low,
+    }
+
+
+def _line(name: str, m: dict[str, object]) -> str:
+    shares = m["shares"]
+    assert isinstance(shares, dict)
+    rho = m["spearman"]
+    rho_text = f"{rho:+.2f}" if isinstance(rho, float) else "n/a"
+    tiers = " / ".join(f"{shares[t]:.0%}" for t, _, _ in TIERS)
+    return (f"| {name} | {m['n']} | {m['band']:.1%} | {m['within_one']:.1%} | {rho_text} | "
+            f"{tiers} | {m['hard_in_lowest']} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source-root", type=Path, required=True)
+    args = parser.parse_args()
+    sets = evaluation_sets(SourceReader(args.source_root))
+    scorers: dict[str, Callable[[str], int]] = {
+        "heuristic": lambda p: score_effort_heuristic(p).score,
+        "learned": lambda p: score_effort(p).score,
+    }
+    print("| set / scorer | n | band agreement | within one band | Spearman | "
+          "reflex / orchestrator / reasoning / frontier | hard maths in 1-3 |")
+    print("|---|---|---|---|---|---|---|")
+    for set_name, rows in sets.items():
+        for scorer_name, scorer in scorers.items():
+            print(_line(f"{set_name} / {scorer_name}", measure(rows, scorer)))
+    _ = REPO_ROOT
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
