@@ -20,7 +20,6 @@ else $AITHER_GPU_PROFILE: `select_profile_name`), against everything spent today
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from aitherctl.core.cost import (
     parse_budget,
     prompt_tokens_upper_bound,
 )
-from aitherctl.core.effort import EffortScore, score_effort
+from aitherctl.core.effort import EffortScore, EffortScorer, learned_scorer
 from aitherctl.core.routing import (
     Candidate,
     RouteContext,
@@ -60,12 +59,6 @@ if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.profile import Profile
 
-
-CLASSIFIER_TIMEOUT_S = 3.0
-CLASSIFIER_PROMPT = (
-    "Rate how much model capability the user's request needs, from 1 (a greeting or a one-fact "
-    "answer) to 10 (long, research-level or high-stakes work). Reply with the number only."
-)
 
 # Failures that say something about the backend, not about this request: remembered so the next
 # run skips it at once. A 4xx (a bad key, an unknown model, a prompt too long) is not.
@@ -327,9 +320,7 @@ class Router:
         if options.effort is not None:
             effort = EffortScore(options.effort, float(options.effort), ("forced by --effort",))
         else:
-            effort = score_effort(options.prompt, options.system)
-            if self.table.classifier == "model":
-                effort = self._grade_with_model(options, effort)
+            effort = self.effort_scorer().score(options.prompt, options.system)
         tier = self.table.tier(options.tier) if options.tier else self.table.tier_for(effort.score)
         if options.backend:
             candidates: tuple[Candidate, ...] = (self.table.backend(options.backend),)
@@ -348,47 +339,15 @@ class Router:
             max_tokens=max_tokens,
         )
 
-    def _grade_with_model(self, options: RunOptions, heuristic: EffortScore) -> EffortScore:
-        """`routing.classifier: model`: the first local candidate of the lowest tier grades the
-        prompt 1-10 (one short, greedy request); on any failure or after CLASSIFIER_TIMEOUT_S the
-        heuristic score stands."""
-        from aitherctl.adapters.chat import ChatError, ChatRequest, stream_chat
+    def effort_scorer(self) -> EffortScorer:
+        """The profile's `EffortScorer`: the learned scorer, or with `routing.classifier: model`
+        a free local model grading the prompt (aitherctl/ops/effort_grader.py)."""
+        if self.table.classifier != "model":
+            return learned_scorer()
+        from aitherctl.ops.effort_grader import ModelGradedScorer, pick_grader
 
-        ctx = RouteContext(
-            running=self.stack.running_services(self.profile.name),
-            env_keys=frozenset(),
-            local_only=True,
-        )
-        grader = next(
-            (
-                c for c in self.table.tiers[0].candidates
-                if static_skip_reason(c, ctx) is None and (c.price is None or c.price.is_free)
-            ),  # a priced grader would spend outside the budget's reservations
-            None,
-        )
-        if grader is None:
-            return _with_reason(heuristic, "classifier: no local model to grade; heuristic used")
-        request = ChatRequest(
-            prompt=options.prompt[:4000], system=CLASSIFIER_PROMPT, max_tokens=4, temperature=0.0
-        )
-        try:
-            answer = stream_chat(
-                self.clients, grader, request, lambda _: None,
-                read_timeout_s=CLASSIFIER_TIMEOUT_S,
-            )
-        except ChatError as exc:
-            return _with_reason(heuristic, f"classifier: {grader.name} failed ({exc.message}); "
-                                           "heuristic used")
-        match = re.search(r"\b(10|[1-9])\b", answer.text)
-        if match is None:
-            return _with_reason(heuristic, f"classifier: {grader.name} gave no grade; "
-                                           "heuristic used")
-        score = int(match.group(1))
-        return EffortScore(
-            score, float(score),
-            (f"graded {score} by {grader.name} ({grader.model})",
-             f"heuristic would say {heuristic.score}"),
-        )
+        grader = pick_grader(self.table, self.stack.running_services(self.profile.name))
+        return ModelGradedScorer(self.clients, grader, fallback=learned_scorer())
 
     def _context(self, choice: Choice, options: RunOptions) -> RouteContext:
         return RouteContext(
@@ -691,10 +650,6 @@ def _once(read: Callable[[], float]) -> Callable[[], float]:
         return cache[0]
 
     return cached
-
-
-def _with_reason(effort: EffortScore, reason: str) -> EffortScore:
-    return EffortScore(effort.score, effort.points, (*effort.reasons, reason))
 
 
 def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
