@@ -1,0 +1,57 @@
+"""Which engine the light reader may read over a unix socket, in the `docker` CLI's order:
+DOCKER_HOST, then DOCKER_CONTEXT, then `currentContext` in the CLI's config.json (docs:
+"docker context" and "Use the Docker command line: configuration files"). Anything else (tcp,
+ssh, a named context) is left to the Docker SDK (None)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aitherctl.adapters.docker_listing import DEFAULT_SOCKET, local_socket
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("unix:///tmp/aither-dockerd/docker.sock", "/tmp/aither-dockerd/docker.sock"),
+        ("unix:///var/run/docker.sock", "/var/run/docker.sock"),
+        ("tcp://127.0.0.1:2376", None),
+        ("ssh://me@build-box", None),
+        ("npipe:////./pipe/docker_engine", None),
+        ("unix://relative.sock", None),
+    ],
+)
+def test_docker_host_wins(tmp_path: Path, host: str, expected: str | None) -> None:
+    environ = {"DOCKER_HOST": host, "DOCKER_CONTEXT": "remote"}
+    assert local_socket(environ, home=tmp_path) == expected
+
+
+def test_docker_context_default_is_the_local_socket_and_any_other_is_the_sdks(
+    tmp_path: Path,
+) -> None:
+    assert local_socket({"DOCKER_CONTEXT": "default"}, home=tmp_path) == DEFAULT_SOCKET
+    assert local_socket({"DOCKER_CONTEXT": "remote"}, home=tmp_path) is None
+
+
+def test_current_context_from_the_cli_config(tmp_path: Path) -> None:
+    config = tmp_path / ".docker" / "config.json"
+    assert local_socket({}, home=tmp_path) == DEFAULT_SOCKET  # no config at all
+    config.parent.mkdir()
+    config.write_text(json.dumps({"auths": {}}))
+    assert local_socket({}, home=tmp_path) == DEFAULT_SOCKET
+    config.write_text(json.dumps({"currentContext": "default"}))
+    assert local_socket({}, home=tmp_path) == DEFAULT_SOCKET
+    config.write_text(json.dumps({"currentContext": "rootless"}))
+    assert local_socket({}, home=tmp_path) is None
+    config.write_text("{not json")
+    assert local_socket({}, home=tmp_path) is None  # let the SDK report it
+
+
+def test_docker_config_folder_overrides_home(tmp_path: Path) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"currentContext": "remote"}))
+    assert local_socket({"DOCKER_CONFIG": str(folder)}, home=tmp_path) is None
