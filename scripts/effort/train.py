@@ -1,12 +1,16 @@
 """Rebuild aitherctl/core/effort_weights.py, the learned effort scorer's weights.
 
-    python scripts/effort/train.py --source-root /path/to/snapshots
+    python scripts/effort/train.py --source-root /path/to/snapshots   # the shipped weights
 
 `--source-root` holds one folder per repository of scripts/effort/sources.yaml, named
 `<owner>+<name>`, each either a bare git snapshot under `repo/` or a plain checkout; the pinned
 commit is read. Labels: scripts/effort/LABELLING.md. The model is a linear regression of the effort
-target on the features of aitherctl/core/effort_features.py (named cues and lexical terms), fitted
-with AdaGrad and L2 in pure Python: one process, deterministic (seeded), about a minute.
+target on the features of aitherctl/core/effort_features.py, fitted with AdaGrad and L2 in pure
+Python, in two stages (named cues first, then lexical terms on what the cues left). Sources weigh
+alike (square root of their size), the general ones (--general-weight) more, and each band of
+targets (1-3, 4-6, 7-10) the same in total. The output stretch is fitted on leave-one-source-out
+predictions, which are also printed as the development figure: band agreement on a dataset the
+model has not seen. One process, deterministic (seeded), a few minutes on one core.
 """
 
 from __future__ import annotations
@@ -110,13 +114,15 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--min-df", type=int, default=3, help="drop terms seen in fewer prompts")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="fit the output stretch on leave-one-source-out predictions")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="skip fitting the output stretch on leave-one-source-out predictions")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--loso", action="store_true", help="leave-one-source-out report")
+    parser.add_argument("--min-weight", type=float, default=0.02,
+                        help="terms with a smaller weight are not shipped")
     parser.add_argument("--loso-sources", nargs="*", default=[])
     parser.add_argument("--no-band-balance", action="store_true")
-    parser.add_argument("--l2-term", type=float, default=1e-3)
+    parser.add_argument("--l2-term", type=float, default=1e-2)
     parser.add_argument("--no-terms", action="store_true", help="cues only")
     parser.add_argument("--stretch", type=float, default=1.0,
                         help="without --check: the output stretch to apply")
@@ -182,7 +188,8 @@ def main() -> int:
 
     bias, cue_w, term_w = fit(rows, **hyper)  # type: ignore[arg-type]
     bias = stretch * bias + shift
-    terms = {t: round(stretch * w, 3) for t, w in term_w.items() if abs(stretch * w) >= 0.02}
+    terms = {t: round(stretch * w, 3) for t, w in term_w.items()
+             if abs(stretch * w) >= args.min_weight}
     cues = {c: round(stretch * w, 3) for c, w in sorted(cue_w.items())}
     write_weights(args.out, bias, cues, terms, per_source)
     print(f"wrote {args.out}: {len(cues)} cues, {len(terms)} terms", file=sys.stderr)
