@@ -24,7 +24,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from aitherctl.adapters.chat import HttpClients
 from aitherctl.adapters.paths import state_dir
@@ -54,6 +53,8 @@ def queue_waiting_from_metrics(text: str, engine: str) -> float | None:
     if wanted is None:
         return None
     total: float | None = None
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _plain(value: Any) -> Any:
@@ -28,8 +29,26 @@ class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    # Rich is imported and its consoles built only when something is printed through them:
+    # `--json` commands write with `json` alone (Rich costs 15-25 ms of start-up).
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False, soft_wrap=True)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
 
     @property
     def interactive(self) -> bool:
@@ -37,8 +56,8 @@ class Output:
 
     def data(self, value: Any) -> None:
         """Write `value` as JSON (the documented shape of a `--json` command)."""
-        self.out.file.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
-        self.out.file.flush()
+        sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+        sys.stdout.flush()
 
     def print(self, *renderables: Any, **kwargs: Any) -> None:
         if not self.json_mode:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
-from prometheus_client.parser import text_string_to_metric_families
 
 
 class MetricsFormatError(ValueError):
@@ -69,6 +68,8 @@ class PrometheusSamples:
                 if head and head != "#" and not (head.isalpha() or head in "_:"):
                     raise MetricsFormatError(f"not Prometheus text: {line.strip()[:60]!r}")
         try:
+            from prometheus_client.parser import text_string_to_metric_families
+
             for family in text_string_to_metric_families(kept + "\n" if kept else ""):
                 for sample in family.samples:
                     self._values.setdefault(sample.name, []).append(float(sample.value))
