@@ -13,7 +13,6 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 
-
 class MetricsFormatError(ValueError):
     """A payload that is not what the engine documents (not Prometheus text, wrong JSON shape)."""
 
