@@ -15,7 +15,7 @@ weights pushed the score up or down.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aitherctl.core.effort import MAX_EFFORT, MIN_EFFORT, EffortScore
 from aitherctl.core.effort_features import CUE_PHRASES, PromptFeatures, extract_features
@@ -45,9 +45,9 @@ def _cue_label(name: str, words: int) -> str:
 class LearnedEffortScorer:
     """`EffortScorer` backed by the shipped weights (loaded on first use, then shared)."""
 
-    bias: float = field(default=math.nan)
-    cue_weights: dict[str, float] = field(default_factory=dict)
-    term_weights: dict[str, float] = field(default_factory=dict)
+    bias: float
+    cue_weights: dict[str, float]
+    term_weights: dict[str, float]
 
     @classmethod
     def shipped(cls) -> LearnedEffortScorer:

@@ -103,6 +103,28 @@ def calibrate(preds: list[float], targets: list[float], weights: list[float]
     return stretch, mt - stretch * mp
 
 
+def fit_cuts(preds: list[float], targets: list[float], weights: list[float]
+             ) -> tuple[float, float]:
+    """The two cut points (1-3 | 4-6 | 7-10) on the predictions that agree best, by weight, with
+    the target bands; returned as the stretch and shift that put them at 3.5 and 6.5."""
+    grid = [2.0 + 0.05 * i for i in range(121)]  # 2.0 .. 8.0
+    bands = [band(t) for t in targets]
+    best = (-1.0, 3.5, 6.5)
+    for c1 in grid:
+        for c2 in grid:
+            if c2 <= c1 + 0.5:
+                continue
+            hits = sum(
+                w for p, b, w in zip(preds, bands, weights, strict=True)
+                if (0 if p < c1 else 1 if p < c2 else 2) == b
+            )
+            if hits > best[0]:
+                best = (hits, c1, c2)
+    _, c1, c2 = best
+    stretch = 3.0 / (c2 - c1)
+    return stretch, 3.5 - stretch * c1
+
+
 def band(score: float) -> int:
     s = max(1, min(10, math.floor(score + 0.5)))
     return 0 if s <= 3 else 1 if s <= 6 else 2
@@ -114,8 +136,10 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--min-df", type=int, default=3, help="drop terms seen in fewer prompts")
-    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                        help="skip fitting the output stretch on leave-one-source-out predictions")
+    parser.add_argument("--calibrate", choices=("least-squares", "cuts", ""),
+                        default="least-squares",
+                        help="how the output stretch is fitted on leave-one-source-out "
+                             "predictions ('' for none)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--loso", action="store_true", help="leave-one-source-out report")
     parser.add_argument("--min-weight", type=float, default=0.02,
@@ -173,7 +197,10 @@ def main() -> int:
             for i, e in enumerate(examples):
                 if e.source == source:
                     unseen[i] = predict(*model, rows[i][0])
-        if args.calibrate:
+        if args.calibrate == "cuts":
+            stretch, shift = fit_cuts(unseen, [r[1] for r in rows], [1.0] * len(rows))
+            print(f"calibrated (cuts): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
+        elif args.calibrate:
             stretch, shift = calibrate(unseen, [r[1] for r in rows], [r[2] for r in rows])
             print(f"calibrated: stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
         total = hits_all = 0

@@ -151,3 +151,19 @@ def test_the_keyword_heuristic_is_kept_for_comparison() -> None:
     # The old scorer stays available (scripts/effort/evaluate.py compares against it).
     assert score_effort_heuristic("hi").score <= 2
     assert score_effort_heuristic("Prove that there are infinitely many primes.").score >= 7
+
+
+def test_the_model_graded_scorer_falls_back_to_the_learned_score_without_a_grader() -> None:
+    # `routing.classifier: model` with no free local model: no request is sent, the learned score
+    # stands and the reason says so (the HTTP path is tested against a real llama.cpp server in
+    # tests/integration/test_run_fallback.py).
+    from aitherctl.ops.effort_grader import ModelGradedScorer
+
+    scorer: EffortScorer = ModelGradedScorer(
+        clients=None,  # type: ignore[arg-type]  # never used without a grader
+        grader=None,
+        fallback=learned_scorer(),
+    )
+    result = scorer.score(GERMAN_PROOF)
+    assert result.score == score_effort(GERMAN_PROOF).score
+    assert result.reasons[-1] == "classifier: no local model to grade; heuristic used"
