@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data import REPO_ROOT, Example, SourceReader, evaluation_sets
+from data import Example, SourceReader, evaluation_sets
 
 from aitherctl.core.effort import score_effort, score_effort_heuristic
 
@@ -101,7 +101,6 @@ def main() -> int:
     for set_name, rows in sets.items():
         for scorer_name, scorer in scorers.items():
             print(_line(f"{set_name} / {scorer_name}", measure(rows, scorer)))
-    _ = REPO_ROOT
     return 0
 
 
