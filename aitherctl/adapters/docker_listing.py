@@ -46,6 +46,8 @@ class ContainerSource(Protocol):
 
     def pids(self, container_id: str) -> tuple[int, ...]: ...
 
+    def records(self) -> dict[str, dict[str, str]]: ...
+
     def close(self) -> None: ...
 
 
@@ -203,6 +205,15 @@ class SocketReader:
             if top is not None:
                 return pids_from_top(top)
         return ()
+
+    def records(self) -> dict[str, dict[str, str]]:
+        """This namespace's switch records (labelled volumes): name → labels."""
+        filters = {"label": [f"{c.LABEL_RECORD}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]}
+        found = self._get("reading switch records", "/volumes", {"filters": json.dumps(filters)})
+        return {
+            str(item["Name"]): dict(item.get("Labels") or {})
+            for item in (found or {}).get("Volumes") or []
+        }
 
     def close(self) -> None:
         self.client.close()

@@ -49,8 +49,9 @@ def observe(
     with_pids: bool = False,
 ) -> StackState:
     containers = tuple(engine.list_managed(with_pids=with_pids))
+    active = _recorded_active(engine, containers)
     hashes = None
-    if catalog is not None and any(item.running for item in containers):
+    if active is None and catalog is not None and any(item.running for item in containers):
         hashes = {}
         totals = gpu_memory(inventory)
         labelled = {item.profile for item in containers}
@@ -63,7 +64,23 @@ def observe(
                     {svc: spec.spec_hash() for svc, spec in specs.on_demand.items()},
                 )
         hashes = {k: v for k, v in hashes.items() if v[0] or k in labelled}
-    active = infer_active_profile(containers, hashes)
+    if active is None:
+        active = infer_active_profile(containers, hashes)
     present = [item for item in containers if not item.aside]
     last = max(present, key=lambda item: item.created_at or "").profile if present else None
     return StackState(engine.namespace, engine.endpoint, containers, active, active or last)
+
+
+def _recorded_active(
+    engine: ContainerSource, containers: tuple[ManagedContainer, ...]
+) -> str | None:
+    """The profile the last switch recorded, while exactly its services still run: no profile
+    needs to be parsed (`ps` and `run` ask this on every call)."""
+    from aitherctl.ops.transaction import active_from_records
+
+    if not any(item.running for item in containers):
+        return None
+    try:
+        return active_from_records(engine.records(), containers)
+    except AitherError:
+        return None

@@ -74,6 +74,13 @@ def state(engine: Any) -> dict[str, tuple[str, str, str]]:
     return {item.service: (item.id, item.name, item.state) for item in engine.list_managed()}
 
 
+def switch_records(engine: Any) -> dict[str, dict[str, str]]:
+    """The records of unfinished switches (the active-profile record is not one)."""
+    from aitherctl.ops.transaction import is_switch_record
+
+    return {name: labels for name, labels in engine.records().items() if is_switch_record(labels)}
+
+
 def answers(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
@@ -112,7 +119,7 @@ def assert_alpha_restored(alpha: dict[str, Any]) -> None:
     engine, ports, before = alpha["engine"], alpha["ports"], alpha["before"]
     after = state(engine)
     assert after == before  # the very same containers, under their own names, running
-    assert engine.records() == {}
+    assert switch_records(engine) == {}
     for name in ("shared", "old", "changed"):
         deadline = time.monotonic() + 30
         while not answers(ports[name]) and time.monotonic() < deadline:
@@ -258,7 +265,7 @@ def test_kill_9_mid_switch_then_the_next_command_restores_from_the_record(
     assert sorted(n.split("-aside-")[0] for n in aside) == sorted(
         [alpha["before"]["old"][1], alpha["before"]["changed"][1]]
     )
-    assert engine.records(), "the switch recorded its intent before setting containers aside"
+    assert switch_records(engine), "the switch recorded its intent before setting containers aside"
     # A plan never deletes a set-aside container as a "duplicate".
     plan = run_cli("profile", "plan", "alpha", "--json")
     assert "-aside-" not in plan.stdout
@@ -303,7 +310,7 @@ def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]
     after = state(engine)
     assert "old" not in after
     assert after["shared"] == alpha["before"]["shared"]
-    assert engine.records() == {}
+    assert switch_records(engine) == {}
 
 
 def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
@@ -380,7 +387,7 @@ def test_down_goes_through_the_transaction_and_leaves_no_record(alpha: dict[str,
     after = state(alpha["engine"])
     assert "old" not in after
     assert after["shared"] == alpha["before"]["shared"]
-    assert alpha["engine"].records() == {}
+    assert switch_records(alpha["engine"]) == {}
 
 
 def test_switch_and_up_print_where_each_service_answers(
@@ -404,3 +411,23 @@ def test_switch_and_up_print_where_each_service_answers(
         timeout=60,
     )
     assert chat.status_code == 200
+
+
+def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
+    alpha: dict[str, Any],
+) -> None:
+    """After a switch, `ps` names the profile from the switch's record; once what runs differs
+    (a container stopped by hand), the record no longer matches and the labels decide."""
+    import json
+
+    from aitherctl.ops.transaction import active_from_records
+
+    engine = alpha["engine"]
+    assert active_from_records(engine.records(), engine.list_managed()) == "alpha"
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "alpha"
+    engine.stop(alpha["before"]["old"][0])
+    assert active_from_records(engine.records(), engine.list_managed()) is None
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "alpha"
+    down = run_cli("down", "--all", "--yes")
+    assert down.returncode == 0, down.stderr
+    assert engine.records() == {}
