@@ -6,8 +6,8 @@ import contextlib
 from dataclasses import dataclass
 
 from aitherctl.adapters.docker_listing import ContainerSource
-from aitherctl.core.gpu import GpuInventory
 from aitherctl.adapters.profile_store import ProfileCatalog
+from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.specs import build_specs
 from aitherctl.core.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError

@@ -160,7 +160,9 @@ def running_hashes(containers: Sequence[ManagedContainer]) -> dict[str, str]:
     return {item.service: item.spec_hash for item in containers if item.running and not item.aside}
 
 
-def write_active(engine: DockerEngine, profile: str, containers: Sequence[ManagedContainer]) -> None:
+def write_active(
+    engine: DockerEngine, profile: str, containers: Sequence[ManagedContainer]
+) -> None:
     """Remember which profile the committed set belongs to, with the spec hashes of what runs,
     so `ps` and `run` name the active profile without parsing every profile. It is trusted only
     while what runs still has exactly those hashes (`active_from_records`)."""

@@ -175,7 +175,8 @@ def test_one_restore_that_fails_does_not_leave_the_others_stopped(
     after = state(alpha["engine"])
     restored = [name for name in ("old", "changed") if after[name][2] == "running"]
     not_restored = [name for name in ("old", "changed") if after[name][2] != "running"]
-    assert len(restored) == 1 and len(not_restored) == 1
+    assert len(restored) == 1
+    assert len(not_restored) == 1
     assert f"could not restore: {not_restored[0]} (" in message
     assert after[restored[0]][1] == alpha["before"][restored[0]][1]  # its own name again
     assert answers(ports[restored[0]])
@@ -191,9 +192,8 @@ def test_a_real_engine_error_gpu_runtime_missing_restores_the_previous_set(
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.errors import SwitchFailedError
     from aitherctl.ops.switch import switch
-    from tests.doubles.nvml_double import FakeGpu, NvmlDouble
-
     from tests.conftest import llama_service
+    from tests.doubles.nvml_double import FakeGpu, NvmlDouble
 
     ports = alpha["ports"]
     write_profile("gpu", services={
@@ -336,7 +336,8 @@ def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
     assert asked == [False, True]
     after = state(engine)
     assert "old" not in after  # the other user's change happened
-    assert after["shared"] == before["shared"] and after["changed"] == before["changed"]
+    assert after["shared"] == before["shared"]
+    assert after["changed"] == before["changed"]
     assert "new" not in after  # and nothing of the declined plan
 
 
