@@ -167,7 +167,7 @@ class DockerEngine:
 
     def published_ports(self) -> dict[tuple[str, int], str]:
         """(host IP, host port) → container name, for every running container on the engine."""
-        found = self.call("listing containers", lambda: self.client.api.containers())
+        found = self.call("listing containers", self.client.api.containers)
         ports: dict[tuple[str, int], str] = {}
         for item in found:
             name = (item.get("Names") or ["?"])[0].lstrip("/")

@@ -13,6 +13,7 @@ NVML is initialised once per reader and shut down by `close()`, never per sample
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from types import ModuleType
 from typing import Any
@@ -107,10 +108,8 @@ class NvmlReader:
     def close(self) -> None:
         with self._lock:
             if self._initialised and self._nvml is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self._nvml.nvmlShutdown()
-                except Exception:
-                    pass
             self._initialised = False
 
 

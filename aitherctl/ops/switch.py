@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.ports import port_is_free
+from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.container import ContainerSpec
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.plan import Action, Plan, compute_plan, restart_plan, stop_plan
 from aitherctl.core.profile import Profile
 from aitherctl.core.specs import ProfileSpecs, build_specs
