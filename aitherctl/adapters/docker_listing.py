@@ -1,5 +1,6 @@
-"""What aitherctl runs, read from the Docker Engine API over the engine's unix socket with httpx,
-without the Docker SDK (importing it, with requests, urllib3 and ssl, costs more than the reading).
+"""What aitherctl runs, read from the Docker Engine API over the engine's unix socket with the
+standard library's http.client, without the Docker SDK (importing it, with requests, urllib3 and
+ssl, costs more than the reading; so would httpx for these few GETs).
 
 For the commands that only need a listing (`ps`, how `run` learns which services run). Reaches the
 same engine as `DockerEngine`: `DOCKER_HOST=unix://...`, else the local socket; an engine reached
@@ -21,14 +22,11 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from aitherctl.core import container as c
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import DockerError, DockerUnavailableError
-
-if TYPE_CHECKING:
-    import httpx
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT_S = 60.0  # as DockerEngine's SDK client
@@ -122,44 +120,58 @@ def pids_from_top(top: Mapping[str, Any]) -> tuple[int, ...]:
 class SocketReader:
     """aitherctl's containers in one namespace, read over the engine's unix socket."""
 
-    def __init__(self, client: httpx.Client, namespace: str, endpoint: str) -> None:
-        self.client = client
+    def __init__(self, socket_path: str, namespace: str, endpoint: str) -> None:
+        self.socket_path = socket_path
         self.namespace = namespace
         self.endpoint = endpoint
 
     @classmethod
     def open(cls, socket_path: str, namespace: str, endpoint: str) -> SocketReader:
-        import httpx
+        return cls(socket_path, namespace, endpoint)
 
-        # No TLS and no proxy on a unix socket: skip loading CA certificates and proxy settings.
-        transport = httpx.HTTPTransport(uds=socket_path, verify=False, trust_env=False)
-        client = httpx.Client(
-            transport=transport,
-            base_url="http://docker",
-            timeout=TIMEOUT_S,
-            verify=False,
-            trust_env=False,
-        )
-        return cls(client, namespace, endpoint)
+    def _request(self, path: str) -> tuple[int, bytes]:
+        """One GET on its own connection (a unix socket connects in microseconds, and separate
+        connections let the inspections run in parallel threads)."""
+        import http.client
+        import socket
+
+        socket_path = self.socket_path
+
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(TIMEOUT_S)
+                self.sock.connect(socket_path)
+
+        connection = UnixConnection("docker", timeout=TIMEOUT_S)
+        try:
+            connection.request("GET", path, headers={"Host": "docker"})
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+        finally:
+            connection.close()
 
     def _get(self, what: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """One Engine API call; its errors become aitherctl's, worded as `DockerEngine` words
         them. Returns None for 404 (a container removed meanwhile)."""
-        import httpx
+        import http.client
+        from urllib.parse import urlencode
 
+        if params:
+            path = f"{path}?{urlencode(params)}"
         try:
-            answer = self.client.get(path, params=params)
-        except httpx.TransportError as exc:
+            status, body = self._request(path)
+        except (OSError, http.client.HTTPException) as exc:
             raise DockerUnavailableError(
                 f"cannot reach the Docker engine at {self.endpoint}: {_reason(exc)} "
                 "(is dockerd running? set DOCKER_HOST or `docker context use`)"
             ) from None
-        if answer.status_code == 404:
+        if status == 404:
             return None
-        if answer.status_code >= 400:
-            raise DockerError(f"{what}: {_message(answer)}")
+        if status >= 400:
+            raise DockerError(f"{what}: {_message(status, body)}")
         try:
-            return answer.json()
+            return json.loads(body)
         except ValueError:
             raise DockerError(
                 f"{what}: the engine answered with something else than JSON"
@@ -216,7 +228,7 @@ class SocketReader:
         }
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing stays open between requests."""
 
 
 def open_socket_reader(namespace: str | None = None) -> SocketReader | None:
@@ -229,14 +241,14 @@ def open_socket_reader(namespace: str | None = None) -> SocketReader | None:
     return SocketReader.open(path, namespace, describe_endpoint())
 
 
-def _message(answer: httpx.Response) -> str:
+def _message(status: int, body: bytes) -> str:
     try:
-        body = answer.json()
+        data = json.loads(body)
     except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return f"HTTP {answer.status_code}"
+        data = None
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return f"HTTP {status}"
 
 
 def _reason(exc: BaseException) -> str:

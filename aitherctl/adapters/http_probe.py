@@ -1,19 +1,40 @@
-"""Readiness and health probes over HTTP (httpx): the engine's own endpoints, short timeouts."""
+"""Readiness and health probes over HTTP: the engine's own endpoints, short timeouts.
+
+One set of rules (`run_checks`), two ways to fetch: through an `httpx.Client` (the switch, which
+has one open anyway) or with the standard library's `http.client` (`probe_plain`: `ps` probes
+every service once and exits, and importing httpx would cost it more than all its probes).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import httpx
-
 from aitherctl.core.container import HttpCheck
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     ok: bool
     detail: str  # "ready", "GET /health → 503", "connection refused", ...
+
+
+class ProbeFailure(Exception):
+    """The request got no HTTP answer; `detail` says why, as a probe result words it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# path → (status, body); raises ProbeFailure when no answer came.
+Fetch = Callable[[str], tuple[int, bytes]]
 
 
 def probe_host(bind: str, docker_endpoint: str | None = None) -> str:
@@ -28,6 +49,27 @@ def probe_host(bind: str, docker_endpoint: str | None = None) -> str:
     return bind
 
 
+def run_checks(fetch: Fetch, checks: tuple[HttpCheck, ...]) -> ProbeResult:
+    """Run every check in order; the first that fails says why."""
+    if not checks:
+        return ProbeResult(True, "no probe")
+    for check in checks:
+        try:
+            status, body = fetch(check.path)
+        except ProbeFailure as exc:
+            return ProbeResult(False, exc.detail)
+        if status != check.status:
+            return ProbeResult(False, f"GET {check.path} → {status}")
+        if check.model is not None:
+            try:
+                ids = [item.get("id") for item in json.loads(body).get("data", [])]
+            except (ValueError, AttributeError):
+                return ProbeResult(False, f"GET {check.path}: not a model list")
+            if check.model not in ids:
+                return ProbeResult(False, f"GET {check.path} does not list {check.model!r} yet")
+    return ProbeResult(True, "ready")
+
+
 def probe(
     client: httpx.Client,
     host: str,
@@ -35,26 +77,46 @@ def probe(
     checks: tuple[HttpCheck, ...],
     timeout_s: float = 2.0,
 ) -> ProbeResult:
-    """Run every check in order; the first that fails says why."""
-    if not checks:
-        return ProbeResult(True, "no probe")
-    for check in checks:
-        url = f"http://{host}:{port}{check.path}"
+    """The checks through `client`."""
+    import httpx
+
+    def fetch(path: str) -> tuple[int, bytes]:
         try:
-            answer = client.get(url, timeout=timeout_s)
+            answer = client.get(f"http://{_netloc(host)}:{port}{path}", timeout=timeout_s)
         except httpx.ConnectError:
-            return ProbeResult(False, "connection refused")
+            raise ProbeFailure("connection refused") from None
         except httpx.TimeoutException:
-            return ProbeResult(False, f"GET {check.path} timed out after {timeout_s:g}s")
+            raise ProbeFailure(f"GET {path} timed out after {timeout_s:g}s") from None
         except httpx.HTTPError as exc:
-            return ProbeResult(False, f"GET {check.path}: {type(exc).__name__}")
-        if answer.status_code != check.status:
-            return ProbeResult(False, f"GET {check.path} → {answer.status_code}")
-        if check.model is not None:
-            try:
-                ids = [item.get("id") for item in answer.json().get("data", [])]
-            except (ValueError, AttributeError):
-                return ProbeResult(False, f"GET {check.path}: not a model list")
-            if check.model not in ids:
-                return ProbeResult(False, f"GET {check.path} does not list {check.model!r} yet")
-    return ProbeResult(True, "ready")
+            raise ProbeFailure(f"GET {path}: {type(exc).__name__}") from None
+        return answer.status_code, answer.content
+
+    return run_checks(fetch, checks)
+
+
+def probe_plain(
+    host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
+) -> ProbeResult:
+    """The checks with `http.client`, one connection per request (plain http only)."""
+    import http.client
+
+    def fetch(path: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        try:
+            connection.request("GET", path, headers={"Connection": "close"})
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+        except ConnectionRefusedError:
+            raise ProbeFailure("connection refused") from None
+        except TimeoutError:
+            raise ProbeFailure(f"GET {path} timed out after {timeout_s:g}s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ProbeFailure(f"GET {path}: {type(exc).__name__}") from None
+        finally:
+            connection.close()
+
+    return run_checks(fetch, checks)
+
+
+def _netloc(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -161,7 +161,7 @@ def ps(json_out: JsonOpt = False) -> None:
     from aitherctl.ops.services import list_services
 
     out = Output(json_mode=json_out)
-    listing = list_services(runtime.docker_reader(), runtime.catalog(), runtime.gpu_inventory)
+    listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
     if json_out:
         out.data(
             {

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aitherctl.adapters.docker_listing import ContainerSource
-from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.specs import build_specs
 from aitherctl.core.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.profile_store import ProfileCatalog
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,7 @@ def gpu_memory(inventory: GpuInventory | None) -> dict[int, int]:
 
 def observe(
     engine: ContainerSource,
-    catalog: ProfileCatalog | None = None,
+    catalog: ProfileCatalog | Callable[[], ProfileCatalog] | None = None,
     inventory: GpuInventory | None = None,
     *,
     with_pids: bool = False,
@@ -52,6 +56,10 @@ def observe(
     active = _recorded_active(engine, containers)
     hashes = None
     if active is None and catalog is not None and any(item.running for item in containers):
+        from aitherctl.core.specs import build_specs
+
+        if callable(catalog):
+            catalog = catalog()
         hashes = {}
         totals = gpu_memory(inventory)
         labelled = {item.profile for item in containers}

@@ -34,10 +34,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aitherctl.adapters import journal
-from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.http_probe import probe, probe_host
 from aitherctl.core import container as c
 from aitherctl.core.container import ContainerSpec, HttpCheck
@@ -45,6 +44,9 @@ from aitherctl.core.engines import allocates_gpu_at_start
 from aitherctl.core.plan import Action, Plan
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import AitherError, SwitchFailedError
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.docker_engine import DockerEngine
 
 LOG_TAIL_LINES = 15
 RESTORE_TIMEOUT_S = 300.0
