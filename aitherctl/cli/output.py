@@ -64,8 +64,10 @@ class Output:
             self.out.print(*renderables, **kwargs)
 
     def info(self, message: str) -> None:
+        """A plain line on stderr (progress, a run's status line): no Rich needed to write it."""
         if not self.quiet:
-            self.err.print(message, markup=False)
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
 
     def warn(self, message: str) -> None:
         self.err.print(f"warning: {message}", markup=False, style="yellow")

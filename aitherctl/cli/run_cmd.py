@@ -191,7 +191,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
                 _print_explain(out, data)
             return
 
-        stream = out.out.file
+        stream = sys.stdout  # the answer is plain text: no Rich console needed to write it
         wrote: list[str] = []
 
         def on_text(piece: str) -> None:

@@ -84,7 +84,7 @@ def _recorded_active(
 ) -> str | None:
     """The profile the last switch recorded, while exactly its services still run: no profile
     needs to be parsed (`ps` and `run` ask this on every call)."""
-    from aitherctl.ops.transaction import active_from_records
+    from aitherctl.ops.records import active_from_records
 
     if not any(item.running for item in containers):
         return None

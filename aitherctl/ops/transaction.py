@@ -44,6 +44,13 @@ from aitherctl.core.engines import allocates_gpu_at_start
 from aitherctl.core.plan import Action, Plan
 from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import AitherError, SwitchFailedError
+from aitherctl.ops.records import (
+    LABEL_INTENT,
+    LABEL_KIND,
+    is_switch_record,
+    record_name,
+    write_active,
+)
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
@@ -142,65 +149,6 @@ class Intent:
             restarted=tuple(str(i) for i in data.get("restarted", [])),
         )
 
-
-LABEL_KIND = c.LABEL_PREFIX + "record-kind"  # "txn", "commit" or "active"
-LABEL_INTENT = c.LABEL_PREFIX + "intent"
-LABEL_ACTIVE_PROFILE = c.LABEL_PREFIX + "active-profile"
-LABEL_ACTIVE_HASHES = c.LABEL_PREFIX + "active-hashes"  # {"service": "spec hash", ...}
-
-
-def record_name(namespace: str, txn: str, kind: str) -> str:
-    base = "aither" if namespace == "default" else f"aither-{namespace}"
-    return f"{base}-txn-{txn}" + ("-commit" if kind == "commit" else "")
-
-
-def active_record_name(namespace: str) -> str:
-    return ("aither" if namespace == "default" else f"aither-{namespace}") + "-active"
-
-
-def running_hashes(containers: Sequence[ManagedContainer]) -> dict[str, str]:
-    return {item.service: item.spec_hash for item in containers if item.running and not item.aside}
-
-
-def write_active(
-    engine: DockerEngine, profile: str, containers: Sequence[ManagedContainer]
-) -> None:
-    """Remember which profile the committed set belongs to, with the spec hashes of what runs,
-    so `ps` and `run` name the active profile without parsing every profile. It is trusted only
-    while what runs still has exactly those hashes (`active_from_records`)."""
-    name = active_record_name(engine.namespace)
-    engine.remove_record(name)
-    hashes = running_hashes(containers)
-    if profile == "-" or not hashes:
-        return
-    engine.write_record(
-        name,
-        {
-            LABEL_KIND: "active",
-            LABEL_ACTIVE_PROFILE: profile,
-            LABEL_ACTIVE_HASHES: json.dumps(hashes, sort_keys=True, separators=(",", ":")),
-        },
-    )
-
-
-def active_from_records(
-    records: dict[str, dict[str, str]], containers: Sequence[ManagedContainer]
-) -> str | None:
-    """The active profile the last commit recorded, if what runs is still exactly that set."""
-    for labels in records.values():
-        if labels.get(LABEL_KIND) != "active":
-            continue
-        try:
-            hashes = json.loads(labels.get(LABEL_ACTIVE_HASHES, ""))
-        except ValueError:
-            return None
-        if hashes == running_hashes(containers):
-            return labels.get(LABEL_ACTIVE_PROFILE) or None
-    return None
-
-
-def is_switch_record(labels: dict[str, str]) -> bool:
-    return labels.get(LABEL_KIND) in ("txn", "commit")
 
 
 # ---- signals ----------------------------------------------------------------------------------

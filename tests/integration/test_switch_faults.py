@@ -76,7 +76,7 @@ def state(engine: Any) -> dict[str, tuple[str, str, str]]:
 
 def switch_records(engine: Any) -> dict[str, dict[str, str]]:
     """The records of unfinished switches (the active-profile record is not one)."""
-    from aitherctl.ops.transaction import is_switch_record
+    from aitherctl.ops.records import is_switch_record
 
     return {name: labels for name, labels in engine.records().items() if is_switch_record(labels)}
 
@@ -289,7 +289,8 @@ def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]
     """The state a kill -9 between the commit record and the clean-up leaves: the new set
     runs, the replaced container is still set aside. Recovery finishes: it removes it."""
     from aitherctl.core import container as c
-    from aitherctl.ops.transaction import LABEL_INTENT, LABEL_KIND, AsideEntry, Intent, record_name
+    from aitherctl.ops.records import LABEL_INTENT, LABEL_KIND, record_name
+    from aitherctl.ops.transaction import AsideEntry, Intent
 
     engine = alpha["engine"]
     old_id, old_name, _ = alpha["before"]["old"]
@@ -421,7 +422,7 @@ def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
     (a container stopped by hand), the record no longer matches and the labels decide."""
     import json
 
-    from aitherctl.ops.transaction import active_from_records
+    from aitherctl.ops.records import active_from_records
 
     engine = alpha["engine"]
     assert active_from_records(engine.records(), engine.list_managed()) == "alpha"
