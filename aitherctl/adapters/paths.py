@@ -3,10 +3,12 @@
 - state (`AITHER_STATE_DIR`, else the platform's user state folder, ~/.local/state/aitherctl):
   the switch journal, the backend failure memory. Per user.
 - data (`AITHER_DATA_DIR`, else ~/.local/share/aitherctl): the usage ledger. Per user.
-- machine (`AITHER_MACHINE_DIR`, else /run/aitherctl when it can be written, else
-  /tmp/aitherctl-machine): what every user of this machine shares, `sudo` included: the
-  per-engine switch lock and the switch intent record. Made world-writable with the sticky bit,
-  like /tmp, so any user's aitherctl can take the lock.
+- machine (`AITHER_MACHINE_DIR`, else /run/lock/aitherctl, else /tmp/aitherctl-machine where a
+  system has no /run/lock): what every user of this machine shares, `sudo` included: the
+  per-engine switch lock. /run/lock is the FHS folder for lock files, writable by every user
+  (mode 1777), so root and a user pick the same folder whoever comes first (a folder only root
+  may create, like /run/aitherctl, would send a user who came first elsewhere). The subfolder
+  is made 1777 too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("aitherctl"))
 
 
-MACHINE_DIRS = (Path("/run/aitherctl"), Path("/tmp/aitherctl-machine"))
+MACHINE_DIRS = (Path("/run/lock/aitherctl"), Path("/tmp/aitherctl-machine"))
 
 
 def machine_dir() -> Path:
@@ -43,6 +45,8 @@ def machine_dir() -> Path:
     candidates = (Path(override),) if override else MACHINE_DIRS
     last_error: OSError | None = None
     for folder in candidates:
+        if not override and not folder.parent.is_dir():
+            continue  # no /run/lock on this system
         try:
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
