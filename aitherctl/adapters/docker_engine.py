@@ -21,6 +21,13 @@ import requests.exceptions
 from docker.context import ContextAPI
 from docker.types import DeviceRequest
 
+from aitherctl.adapters.docker_listing import (
+    connection_reason as _reason,
+)
+from aitherctl.adapters.docker_listing import (
+    managed_from_inspect,
+    pids_from_top,
+)
 from aitherctl.core import container as c
 from aitherctl.core.container import ContainerSpec, container_name
 from aitherctl.core.stack import ManagedContainer
@@ -120,22 +127,9 @@ class DockerEngine:
         return result
 
     def _to_managed(self, attrs: dict[str, Any], *, with_pids: bool) -> ManagedContainer:
-        state = attrs.get("State", {})
-        status = state.get("Status", "unknown")
-        pids: tuple[int, ...] = ()
-        if with_pids and status == "running":
-            pids = self.pids(attrs["Id"])
-        return ManagedContainer.from_labels(
-            id=attrs["Id"],
-            name=attrs.get("Name", "").lstrip("/"),
-            state=status,
-            image=attrs.get("Config", {}).get("Image", ""),
-            labels=attrs.get("Config", {}).get("Labels") or {},
-            created_at=attrs.get("Created"),
-            started_at=state.get("StartedAt") if status == "running" else None,
-            exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
-            pids=pids,
-        )
+        running = (attrs.get("State") or {}).get("Status") == "running"
+        pids = self.pids(attrs["Id"]) if with_pids and running else ()
+        return managed_from_inspect(attrs, pids)
 
     def inspect(self, container_id: str) -> dict[str, Any]:
         return self.call(
@@ -157,13 +151,7 @@ class DockerEngine:
                 top = self.client.api.top(container_id)
             except Exception:
                 return ()
-        titles = [title.upper() for title in top.get("Titles") or []]
-        if "PID" not in titles:
-            return ()
-        column = titles.index("PID")
-        return tuple(
-            int(row[column]) for row in top.get("Processes") or [] if row[column].isdigit()
-        )
+        return pids_from_top(top)
 
     def published_ports(self) -> dict[tuple[str, int], str]:
         """(host IP, host port) → container name, for every running container on the engine."""
@@ -345,17 +333,3 @@ def _explanation(exc: docker.errors.APIError) -> str:
     if "port is already allocated" in text or "address already in use" in text:
         return text + " (another program holds that port: change the service's `port`)"
     return text
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in (
-        "Connection refused",
-        "No such file or directory",
-        "Permission denied",
-        "timed out",
-        "Name or service not known",
-    ):
-        if marker in text:
-            return marker.lower()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

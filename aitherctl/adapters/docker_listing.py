@@ -163,7 +163,7 @@ class SocketReader:
             status, body = self._request(path)
         except (OSError, http.client.HTTPException) as exc:
             raise DockerUnavailableError(
-                f"cannot reach the Docker engine at {self.endpoint}: {_reason(exc)} "
+                f"cannot reach the Docker engine at {self.endpoint}: {connection_reason(exc)} "
                 "(is dockerd running? set DOCKER_HOST or `docker context use`)"
             ) from None
         if status == 404:
@@ -251,7 +251,8 @@ def _message(status: int, body: bytes) -> str:
     return f"HTTP {status}"
 
 
-def _reason(exc: BaseException) -> str:
+def connection_reason(exc: BaseException) -> str:
+    """The cause of a failed connection in a few words (\"connection refused\", ...)."""
     text = str(exc)
     for marker in (
         "Connection refused",
