@@ -433,3 +433,21 @@ def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
     down = run_cli("down", "--all", "--yes")
     assert down.returncode == 0, down.stderr
     assert engine.records() == {}
+
+
+def test_restart_goes_through_the_transaction_and_waits_until_it_answers(
+    alpha: dict[str, Any],
+) -> None:
+    """The monitor's `r`: the same container is stopped and started again, and the call returns
+    only once it answers; nothing else is touched."""
+    from aitherctl.ops.switch import restart
+
+    engine = alpha["engine"]
+    before = {item.service: item for item in engine.list_managed()}
+    started_before = engine.inspect(before["old"].id)["State"]["StartedAt"]
+    result = restart(engine, "old", Recorder())
+    assert [o.service for o in result.outcomes if o.ready] == ["old"]
+    assert answers(alpha["ports"]["old"])
+    assert state(engine) == alpha["before"]  # same ids, names, all running
+    assert engine.inspect(before["old"].id)["State"]["StartedAt"] != started_before
+    assert switch_records(engine) == {}
