@@ -7,7 +7,6 @@ keeps a container whose hash is unchanged and recreates one whose hash differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -87,6 +86,8 @@ class ContainerSpec:
             identity.pop(key)
         identity["readiness_checks"] = [asdict(check) for check in self.readiness.checks]
         text = json.dumps(identity, sort_keys=True, default=str)
+        import hashlib  # here, not at import: `ps` and `run` only read hashes from labels
+
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def budget_on(self, gpu: int) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from fractions import Fraction
 
 GIB = 1024**3
@@ -55,6 +54,8 @@ def decimal_text(value: Fraction) -> str:
             denominator //= factor
     if denominator != 1:
         raise ValueError(f"{value} has no finite decimal form")
+    from decimal import Decimal  # only to print a share: not worth importing on every start
+
     text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
