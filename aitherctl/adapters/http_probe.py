@@ -82,7 +82,7 @@ def probe(
 
     def fetch(path: str) -> tuple[int, bytes]:
         try:
-            answer = client.get(f"http://{_netloc(host)}:{port}{path}", timeout=timeout_s)
+            answer = client.get(f"http://{netloc(host)}:{port}{path}", timeout=timeout_s)
         except httpx.ConnectError:
             raise ProbeFailure("connection refused") from None
         except httpx.TimeoutException:
@@ -118,5 +118,6 @@ def probe_plain(
     return run_checks(fetch, checks)
 
 
-def _netloc(host: str) -> str:
+def netloc(host: str) -> str:
+    """A host as it stands in a URL (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host

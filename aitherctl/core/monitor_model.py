@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from aitherctl.core.units import over_budget
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetMark:
@@ -80,11 +82,7 @@ class ServiceView:
 
     @property
     def over_budget(self) -> bool:
-        return (
-            self.vram_used_bytes is not None
-            and self.vram_budget_bytes is not None
-            and self.vram_used_bytes > self.vram_budget_bytes
-        )
+        return over_budget(self.vram_used_bytes, self.vram_budget_bytes)
 
 
 @dataclass(frozen=True, slots=True)

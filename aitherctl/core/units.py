@@ -123,3 +123,9 @@ def format_bytes(value: int | None) -> str:
     if abs(value) >= MIB:
         return f"{value / MIB:.0f} MiB"
     return f"{value} B"
+
+
+def over_budget(used_bytes: int | None, budget_bytes: int | None) -> bool:
+    """Whether a service holds more than its budget (unknown use or no budget: no). `ps` and the
+    monitor flag it; the planner counts such a service at what it holds."""
+    return used_bytes is not None and budget_bytes is not None and used_bytes > budget_bytes

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from aitherctl.adapters.http_probe import netloc
 from aitherctl.core.engines import client_path
 
 
 def base_url(engine: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{client_path(engine)}"
+    return f"http://{netloc(host)}:{port}{client_path(engine)}"

@@ -13,6 +13,7 @@ from aitherctl.adapters.docker_listing import ContainerSource
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.metrics import parse_timestamp
 from aitherctl.core.stack import ManagedContainer
+from aitherctl.core.units import over_budget
 from aitherctl.core.vram import actual_use_by_service
 from aitherctl.ops.state import observe
 
@@ -40,11 +41,7 @@ class ServiceRow:
 
     @property
     def over_budget(self) -> bool:
-        return (
-            self.vram_used_bytes is not None
-            and self.vram_budget_bytes is not None
-            and self.vram_used_bytes > self.vram_budget_bytes
-        )
+        return over_budget(self.vram_used_bytes, self.vram_budget_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {

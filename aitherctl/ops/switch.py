@@ -128,11 +128,7 @@ def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
     plan = compute_plan(profile.name, [], specs.resident, specs.on_demand)
     claims = [GpuClaim.of(item) for item in plan.after]
     vram = check_vram(claims, inventory, profile.gpu_reserve)
-    if not vram.fits:
-        raise RefusedError(
-            vram.problems[0] if vram.problems else f"profile {profile.name!r} does not fit",
-            detail="\n".join(describe_vram(vram, only_failing=True)),
-        )
+    _refuse_unless_it_fits(plan.profile, vram)
     return Prepared(plan, vram, state, profile, specs)
 
 
@@ -168,20 +164,25 @@ def _checked(
         actual_use=actual_use_by_service(state.containers, inventory),
         running=[GpuClaim.of(item) for item in running],
     )
-    prepared = Prepared(plan, vram, state, profile, specs)
-    if not vram.fits:
-        failing = [gpu for gpu in vram.gpus if not gpu.fits]
-        head = (
-            vram.problems[0]
-            if vram.problems
-            else f"profile {plan.profile!r} does not fit in VRAM on GPU "
-            + ", ".join(
-                f"{gpu.index} (missing {gpu.missing_bytes / 1024**3:.1f} GiB)" for gpu in failing
-            )
-        )
-        raise RefusedError(head, detail="\n".join(describe_vram(vram, only_failing=True)))
+    _refuse_unless_it_fits(plan.profile, vram)
     _check_ports(engine, plan, untouched)
-    return prepared
+    return Prepared(plan, vram, state, profile, specs)
+
+
+def _refuse_unless_it_fits(profile: str, vram: VramCheck) -> None:
+    """RefusedError with the per-GPU arithmetic when what will run does not fit."""
+    if vram.fits:
+        return
+    failing = [gpu for gpu in vram.gpus if not gpu.fits]
+    head = (
+        vram.problems[0]
+        if vram.problems
+        else f"profile {profile!r} does not fit in VRAM on GPU "
+        + ", ".join(
+            f"{gpu.index} (missing {gpu.missing_bytes / 1024**3:.1f} GiB)" for gpu in failing
+        )
+    )
+    raise RefusedError(head, detail="\n".join(describe_vram(vram, only_failing=True)))
 
 
 def prepare_down(engine: DockerEngine, services: Sequence[str] | None) -> Prepared:
@@ -420,12 +421,7 @@ def _forget_failures(
     engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]
 ) -> None:
     """A service the switch reports ready is no longer remembered as failed by the router."""
-    try:
-        from aitherctl.adapters.backend_probe import (  # type: ignore[attr-defined,unused-ignore]
-            forget_backend,
-        )
-    except ImportError:  # until the router's failure memory offers it
-        return
+    from aitherctl.adapters.backend_probe import forget_backend
     from aitherctl.adapters.http_probe import probe_host
 
     ready = {outcome.service for outcome in outcomes if outcome.ready}

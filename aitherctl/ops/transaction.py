@@ -165,7 +165,6 @@ class SignalGuard:
     def __init__(self, cancel: threading.Event, progress: Progress) -> None:
         self.cancel = cancel
         self.progress = progress
-        self.received: int | None = None
         self.holding = False
         self.during_rollback = 0
         self._previous: dict[int, Any] = {}
@@ -176,7 +175,6 @@ class SignalGuard:
         self.cancel.set()
         if not self.holding:
             self.holding = True
-            self.received = signum
             raise Interrupted(signum)
         self.during_rollback += 1
         _quietly(self.progress.note, "rolling back; not waiting for restored services to answer")
@@ -314,7 +312,6 @@ class Transaction:
         self.txn = uuid.uuid4().hex[:10]
         self.cancel = threading.Event()
         self.created: list[str] = []
-        self.set_aside: list[AsideEntry] = []
         self._lock = threading.Lock()
         aside = [
             AsideEntry(step.current.id, step.service, step.current.name, step.current.running)
@@ -394,7 +391,7 @@ class Transaction:
                 summary = self.rollback(guard)
                 raise SwitchFailedError(f"internal error ({exc!r}); {summary}") from exc
             try:
-                finish(self.engine, self.txn, self.intent, self.progress)
+                finish(self.engine, self.txn, self.intent)
             except AitherError as exc:
                 raise AitherError(
                     f"switched to {self.plan.profile}, but cleaning up failed ({exc.message}); "
@@ -422,8 +419,6 @@ class Transaction:
             def set_aside(entry: AsideEntry = entry) -> None:
                 self.progress.service(entry.service, "stopping")
                 self.engine.rename(entry.id, entry.aside_name(self.txn))
-                with self._lock:
-                    self.set_aside.append(entry)
                 if entry.was_running:
                     self.engine.stop(entry.id)
                 self.progress.service(entry.service, "stopped")
@@ -480,8 +475,6 @@ class Transaction:
         return outcomes
 
     def _start_one(self, item: StartItem) -> ServiceOutcome:
-        import httpx
-
         began = time.monotonic()
 
         def outcome(ready: bool, detail: str, tail: str = "") -> ServiceOutcome:
@@ -501,35 +494,29 @@ class Transaction:
             return outcome(False, exc.message)
         if item.port is None:
             return outcome(True, "started (no port to probe)")
-        host = probe_host(item.bind, self.engine.endpoint)
-        detail = "no answer yet"
-        deadline = began + item.timeout_s
-        with httpx.Client() as client:
-            while time.monotonic() < deadline:
-                if self.cancel.is_set():
-                    return outcome(False, "cancelled: the switch is being rolled back")
-                try:
-                    current = self.engine.get(container_id)
-                except AitherError as exc:
-                    return outcome(False, exc.message)
-                if current.state in ("exited", "dead"):
-                    return outcome(
-                        False,
-                        f"container exited with code {current.exit_code}",
-                        self._tail(container_id),
-                    )
-                result = probe(client, host, item.port, item.checks, timeout_s=PROBE_TIMEOUT_S)
-                if result.ok:
-                    seconds = time.monotonic() - began
-                    self.progress.service(item.service, "ready", f"{seconds:.1f}s")
-                    return outcome(True, "ready")
-                if result.detail != detail:
-                    detail = result.detail
-                    self.progress.service(item.service, "waiting", detail)
-                self.cancel.wait(POLL_S)
+        waited = wait_until_ready(
+            self.engine,
+            container_id,
+            item.port,
+            item.bind,
+            item.checks,
+            deadline=began + item.timeout_s,
+            stop=self.cancel.is_set,
+            pause=self.cancel.wait,
+            on_detail=lambda detail: self.progress.service(item.service, "waiting", detail),
+        )
+        if waited.state == "ready":
+            self.progress.service(item.service, "ready", f"{time.monotonic() - began:.1f}s")
+            return outcome(True, "ready")
+        if waited.state == "stopped":
+            return outcome(False, "cancelled: the switch is being rolled back")
+        if waited.state == "error":
+            return outcome(False, waited.detail)
+        if waited.state == "exited":
+            return outcome(False, waited.detail, self._tail(container_id))
         return outcome(
             False,
-            f"not ready after {item.timeout_s:g}s (last probe: {detail})",
+            f"not ready after {item.timeout_s:g}s (last probe: {waited.detail})",
             self._tail(container_id),
         )
 
@@ -566,7 +553,7 @@ def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
         raise errors[0]
 
 
-def finish(engine: DockerEngine, txn: str, intent: Intent | None, progress: Progress) -> None:
+def finish(engine: DockerEngine, txn: str, intent: Intent | None) -> None:
     """Complete a committed switch: remove what was set aside, set restart policies, drop the
     records. Safe to run again (recover runs it after a crash mid-commit)."""
     containers = engine.list_managed()
@@ -584,7 +571,6 @@ def finish(engine: DockerEngine, txn: str, intent: Intent | None, progress: Prog
             engine.set_restart_policy(item.id, restart_policy(item.gpus))
     for kind in ("txn", "commit"):
         engine.remove_record(record_name(engine.namespace, txn, kind))
-    del intent, progress
 
 
 # ---- rollback -----------------------------------------------------------------------------------
@@ -670,42 +656,81 @@ def _wait_restored(
     progress: Progress,
     should_stop_waiting: Callable[[], bool],
 ) -> list[str]:
-    import httpx
-
     failed: list[str] = []
     try:
         current = {item.id: item for item in engine.list_managed()}
     except AitherError:
         return failed
     deadline = time.monotonic() + RESTORE_TIMEOUT_S
-    with httpx.Client() as client:
-        for entry in restored:
-            item = current.get(entry.id)
-            if item is None or not entry.was_running:
-                continue
-            while True:
-                if item.port is None or probe(
-                    client,
-                    probe_host(item.bind, engine.endpoint),
-                    item.port,
-                    item.health_checks,
-                    timeout_s=PROBE_TIMEOUT_S,
-                ).ok:
-                    progress.service(entry.service, "restored")
-                    break
-                try:
-                    state = engine.get(entry.id).state
-                except AitherError:
-                    state = "unknown"
-                if state in ("exited", "dead"):
-                    failed.append(f"{entry.service} (exited while restoring)")
-                    progress.service(entry.service, "failed", "exited while restoring")
-                    break
-                if time.monotonic() > deadline or should_stop_waiting():
-                    progress.service(entry.service, "started", "not answering yet")
-                    break
-                time.sleep(POLL_S)
+    for entry in restored:
+        item = current.get(entry.id)
+        if item is None or not entry.was_running:
+            continue
+        if item.port is None:
+            progress.service(entry.service, "restored")
+            continue
+        waited = wait_until_ready(
+            engine,
+            item.id,
+            item.port,
+            item.bind,
+            item.health_checks,
+            deadline=deadline,
+            stop=should_stop_waiting,
+        )
+        if waited.state == "ready":
+            progress.service(entry.service, "restored")
+        elif waited.state == "exited":
+            failed.append(f"{entry.service} (exited while restoring)")
+            progress.service(entry.service, "failed", "exited while restoring")
+        else:
+            progress.service(entry.service, "started", "not answering yet")
     return failed
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    state: str  # ready | exited | stopped (told to stop) | timeout | error (Docker)
+    detail: str
+
+
+def wait_until_ready(
+    engine: DockerEngine,
+    container_id: str,
+    port: int,
+    bind: str,
+    checks: tuple[HttpCheck, ...],
+    *,
+    deadline: float,
+    stop: Callable[[], bool],
+    pause: Callable[[float], object] = time.sleep,
+    on_detail: Callable[[str], None] = lambda _detail: None,
+) -> Wait:
+    """Wait until the container's readiness probe answers, it exits, `stop()` says so, or the
+    deadline passes. Probes time out after a second, so a stop is seen within about one."""
+    import httpx
+
+    host = probe_host(bind, engine.endpoint)
+    detail = "no answer yet"
+    with httpx.Client() as client:
+        while True:
+            if stop():
+                return Wait("stopped", detail)
+            try:
+                current = engine.get(container_id)
+            except AitherError as exc:
+                return Wait("error", exc.message)
+            if current.state in ("exited", "dead"):
+                return Wait("exited", f"container exited with code {current.exit_code}")
+            result = probe(client, host, port, checks, timeout_s=PROBE_TIMEOUT_S)
+            if result.ok:
+                return Wait("ready", "ready")
+            if result.detail != detail:
+                detail = result.detail
+                on_detail(detail)
+            if time.monotonic() >= deadline:
+                return Wait("timeout", detail)
+            pause(POLL_S)
 
 
 # ---- recover -----------------------------------------------------------------------------------
@@ -753,7 +778,7 @@ def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
         profile = intent.profile if intent else "?"
         if txn in committed:
             progress.note(f"finishing an interrupted switch to {profile} (it had committed)")
-            finish(engine, txn, intent, progress)
+            finish(engine, txn, intent)
             done.append(Recovery(txn, profile, "finished", "set-aside containers removed"))
             journal.record("recover", profile, f"finished the interrupted switch to {profile}")
         else:
