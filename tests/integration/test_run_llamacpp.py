@@ -146,11 +146,18 @@ def test_run_real_llamacpp_overflow_and_fallback(
     }
 
 
-def test_priced_llamacpp_endpoint_stops_at_tiny_budget(
-    llama_pair: dict[str, int], write_profile: Callable[..., Path]
+def write_metered(
+    write_profile: Callable[..., Path],
+    llama_pair: dict[str, int],
+    *,
+    daily_usd: float,
+    timeout_s: float | None = None,
 ) -> None:
-    # The backup server declared a second time as a priced endpoint: $0.001 per token, so one
-    # request costs about $0.05 and its worst case (prompt bytes + 24 tokens) about $0.1.
+    """Profile `metered`: the backup server as a priced endpoint ($0.001 per token) first, the
+    primary one free after it, under a daily cap of `daily_usd`."""
+    tier: dict[str, object] = {"effort": "1-10", "candidates": ["paid", "free"]}
+    if timeout_s is not None:
+        tier["timeout_s"] = timeout_s
     write_profile(
         "metered",
         services={},
@@ -167,12 +174,17 @@ def test_priced_llamacpp_endpoint_stops_at_tiny_budget(
                 "engine": "llamacpp",
             },
         },
-        routing={
-            "max_tokens": 24,
-            "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "free"]}},
-        },
-        budget={"daily_usd": 0.25},
+        routing={"max_tokens": 24, "tiers": {"all": tier}},
+        budget={"daily_usd": daily_usd},
     )
+
+
+def test_priced_llamacpp_endpoint_stops_at_tiny_budget(
+    llama_pair: dict[str, int], write_profile: Callable[..., Path]
+) -> None:
+    # The backup server declared a second time as a priced endpoint: $0.001 per token, so one
+    # request costs about $0.05 and its worst case (prompt bytes + 24 tokens) about $0.1.
+    write_metered(write_profile, llama_pair, daily_usd=0.25)
     backends = []
     for _ in range(6):
         code, data, stderr = _run_json("--profile", "metered", "Say one word.")
@@ -195,29 +207,7 @@ def test_concurrent_runs_on_a_priced_llamacpp_endpoint_stay_within_the_budget(
     """Eight real `aitherctl run` processes at once, a priced endpoint on the real server first
     and a free one after it: the priced answers together stay within the cap (each run reserves
     its worst case in the ledger before sending), the others fall back to the free server."""
-    write_profile(
-        "metered",
-        services={},
-        endpoints={
-            "paid": {
-                "base_url": f"http://127.0.0.1:{llama_pair['backup']}/v1",
-                "model": "smollm2",
-                "engine": "llamacpp",
-                "price": {"input": 1000, "output": 1000},
-            },
-            "free": {
-                "base_url": f"http://127.0.0.1:{llama_pair['primary']}/v1",
-                "model": "smollm2",
-                "engine": "llamacpp",
-            },
-        },
-        routing={
-            "max_tokens": 24,
-            "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "free"],
-                              "timeout_s": 120}},
-        },
-        budget={"daily_usd": 0.2},
-    )
+    write_metered(write_profile, llama_pair, daily_usd=0.2, timeout_s=120)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "aitherctl", "run", "--json", "--profile", "metered",

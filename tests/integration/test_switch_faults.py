@@ -376,11 +376,109 @@ def test_up_restore_brings_back_the_profile_after_everything_stopped(
     assert_alpha_restored(alpha)
 
 
-def test_gpu_services_never_restart_by_themselves_cpu_services_do() -> None:
-    from aitherctl.ops.transaction import restart_policy
+def test_gpu_services_never_restart_by_themselves_cpu_services_do(
+    alpha: dict[str, Any], write_profile: Any
+) -> None:
+    """After a commit every running GPU service has Docker's restart policy `no` (a kept one
+    that an older aitherctl left at `unless-stopped` included) and CPU services `unless-stopped`.
+    The GPU service is a real container labelled as a switch labels one (no GPU runs here); the
+    planner sees one 24 GiB GPU through the NVML contract double."""
+    from aitherctl.adapters.nvml import NvmlReader
+    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.core.specs import build_specs
+    from aitherctl.ops.switch import switch
+    from tests.conftest import BASE_IMAGE
+    from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
-    assert restart_policy((0,)) == "no"
-    assert restart_policy(()) == "unless-stopped"
+    engine, ports = alpha["engine"], alpha["ports"]
+    gpu_port = free_port()
+    write_profile("with-gpu", services={
+        "shared": web_service(ports["shared"]),
+        "old": web_service(ports["old"]),
+        "changed": web_service(ports["changed"], text="one"),
+        "llm": {"engine": "llamacpp", "model": "/models/m.gguf", "port": gpu_port, "gpu": 0,
+                "vram": "2GiB"},
+        "extra": web_service(ports["new"]),
+    })
+    spec = build_specs(ProfileCatalog().load("with-gpu"), {0: 24 * GIB}).resident["llm"]
+    client = engine.client.api
+    old_style = client.create_container(
+        image=BASE_IMAGE,
+        command=["python3", "-m", "http.server", "8080"],
+        name=f"aither-{engine.namespace}-llm",
+        labels=spec.labels(engine.namespace, "with-gpu"),
+        ports=[8080],
+        host_config=client.create_host_config(
+            port_bindings={8080: ("127.0.0.1", gpu_port)},
+            restart_policy={"Name": "unless-stopped"},
+        ),
+    )["Id"]
+    client.start(old_style)
+    reader = NvmlReader(NvmlDouble([FakeGpu(total_bytes=24 * GIB)]))
+    result = switch(engine, ProfileCatalog(), "with-gpu", reader.read, Recorder())
+    assert [o.service for o in result.outcomes] == ["extra"]  # llm and alpha's three kept
+
+    def policy(container_id: str) -> str:
+        return str(client.inspect_container(container_id)["HostConfig"]["RestartPolicy"]["Name"])
+
+    running = {item.service: item.id for item in engine.list_managed() if item.running}
+    assert running["llm"] == old_style
+    assert policy(old_style) == "no"
+    for name in ("shared", "old", "changed", "extra"):
+        assert policy(running[name]) == "unless-stopped", name
+
+
+class LostEngine:
+    """The real DockerEngine until the `fail_on`-th call of `method`; from then on every call
+    fails as DockerEngine reports a vanished engine (DockerUnavailableError)."""
+
+    def __init__(self, real: Any, method: str, fail_on: int = 1) -> None:
+        self._real = real
+        self._method = method
+        self._fail_on = fail_on
+        self.calls = 0
+        self.lost = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._real, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from aitherctl.errors import DockerUnavailableError
+
+            if name == self._method:
+                self.calls += 1
+                self.lost = self.lost or self.calls >= self._fail_on
+            if self.lost:
+                raise DockerUnavailableError(
+                    f"{name}: lost the Docker engine at {self._real.endpoint}: connection refused"
+                )
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def test_an_engine_lost_mid_switch_keeps_the_record_and_recover_finishes_the_rollback(
+    alpha: dict[str, Any],
+) -> None:
+    """The engine goes away while the new containers start: the rollback cannot reach it, says
+    what it could not restore, and keeps the record; once the engine answers again, `aitherctl
+    recover` restores the previous set from that record."""
+    from aitherctl.errors import SwitchFailedError
+
+    engine = alpha["engine"]
+    lost = LostEngine(engine, "start")
+    with pytest.raises(SwitchFailedError) as caught:
+        switch_in_process(lost, "beta-ok")
+    assert "could not restore: " in caught.value.message
+    assert "lost the Docker engine" in caught.value.message
+    assert switch_records(engine), "the record must survive for the next command"
+    assert any("-aside-" in item.name for item in engine.list_managed())
+    result = run_cli("recover")
+    assert result.returncode == 0, result.stderr
+    assert "rolled back the interrupted switch to beta-ok" in result.stderr
+    assert_alpha_restored(alpha)
 
 
 def test_down_goes_through_the_transaction_and_leaves_no_record(alpha: dict[str, Any]) -> None:
