@@ -121,11 +121,23 @@ class Ollama:
 
     def reset(self) -> None:
         self.counts = dict.fromkeys(
-            ("requests", "completed", "client_disconnects", "loads", "unloads",
-             "unload_requests", "unload_requests_not_loaded", "evictions", "expired_by_timer",
-             "unknown_model"), 0)
+            (
+                "requests",
+                "completed",
+                "client_disconnects",
+                "loads",
+                "unloads",
+                "unload_requests",
+                "unload_requests_not_loaded",
+                "evictions",
+                "expired_by_timer",
+                "unknown_model",
+            ),
+            0,
+        )
         self.hazards = dict.fromkeys(
-            ("unload_with_requests_in_flight", "request_while_unloading"), 0)
+            ("unload_with_requests_in_flight", "request_while_unloading"), 0
+        )
         self.events = []
 
     def note(self, event: str, **detail: Any) -> None:
@@ -186,8 +198,9 @@ class Ollama:
                     self._unload(runner)
                 elif math.isfinite(runner.session_s):
                     runner.expires_at = time.time() + runner.session_s
-                    runner.timer = threading.Timer(runner.session_s, self._timer_expired,
-                                                   args=(runner,))
+                    runner.timer = threading.Timer(
+                        runner.session_s, self._timer_expired, args=(runner,)
+                    )
                     runner.timer.daemon = True
                     runner.timer.start()
                 else:
@@ -240,41 +253,62 @@ class Ollama:
 
     # -- views ----------------------------------------------------------------------------
     def ps(self) -> list[dict[str, Any]]:
-        listed = []
+        listed: list[dict[str, Any]] = []
         for runner in self.loaded.values():
             if runner.state == "loading":
                 continue
             expires = runner.expires_at
             if runner.refs > 0 or expires is None:
-                expires = time.time() + (runner.session_s if math.isfinite(runner.session_s)
-                                         else 290 * 365 * 86400)
-            listed.append({
-                "name": runner.name, "model": runner.name, "size": runner.size,
-                "digest": uuid.uuid5(uuid.NAMESPACE_URL, runner.name).hex * 2,
-                "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                            "families": ["llama"], "parameter_size": "135M",
-                            "quantization_level": "Q4_1"},
-                "expires_at": now_text(expires), "size_vram": runner.size,
-                "context_length": 4096, "_expires": expires,
-            })
-        listed.sort(key=lambda entry: -entry["_expires"])
+                expires = time.time() + (
+                    runner.session_s if math.isfinite(runner.session_s) else 290 * 365 * 86400
+                )
+            listed.append(
+                {
+                    "name": runner.name,
+                    "model": runner.name,
+                    "size": runner.size,
+                    "digest": uuid.uuid5(uuid.NAMESPACE_URL, runner.name).hex * 2,
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": "llama",
+                        "families": ["llama"],
+                        "parameter_size": "135M",
+                        "quantization_level": "Q4_1",
+                    },
+                    "expires_at": now_text(expires),
+                    "size_vram": runner.size,
+                    "context_length": 4096,
+                    "_expires": expires,
+                }
+            )
+        listed.sort(key=lambda entry: -float(entry["_expires"]))
         for entry in listed:
             del entry["_expires"]
         return listed
 
     def snapshot(self) -> dict[str, Any]:
-        loaded = [{
-            "name": r.name, "state": r.state, "size_bytes": r.size, "refs": r.refs,
-            "active": r.active,
-            "expires_in_s": None if r.expires_at is None or r.refs else
-            round(r.expires_at - time.time(), 3),
-        } for r in self.loaded.values()]
+        loaded = [
+            {
+                "name": r.name,
+                "state": r.state,
+                "size_bytes": r.size,
+                "refs": r.refs,
+                "active": r.active,
+                "expires_in_s": None
+                if r.expires_at is None or r.refs
+                else round(r.expires_at - time.time(), 3),
+            }
+            for r in self.loaded.values()
+        ]
         return {
             "engine": "ollama",
             "settings": {
                 "keep_alive_s": None if math.isinf(self.keep_alive_s) else self.keep_alive_s,
-                "max_loaded_models": self.max_loaded, "num_parallel": self.num_parallel,
-                "load_delay_s": self.load_delay_s, "unload_delay_s": self.unload_delay_s,
+                "max_loaded_models": self.max_loaded,
+                "num_parallel": self.num_parallel,
+                "load_delay_s": self.load_delay_s,
+                "unload_delay_s": self.unload_delay_s,
             },
             "models": dict(self.models),
             "loaded": loaded,
@@ -339,12 +373,16 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                 with ollama.lock:
                     self.send_json(200, {"models": ollama.ps()})
             elif path == "/api/tags":
-                models = [{"name": n, "model": n, "size": s, "modified_at": now_text()}
-                          for n, s in ollama.models.items()]
+                models = [
+                    {"name": n, "model": n, "size": s, "modified_at": now_text()}
+                    for n, s in ollama.models.items()
+                ]
                 self.send_json(200, {"models": models})
             elif path == "/v1/models":
-                data = [{"id": n, "object": "model", "created": int(time.time()),
-                         "owned_by": "library"} for n in ollama.models]
+                data = [
+                    {"id": n, "object": "model", "created": int(time.time()), "owned_by": "library"}
+                    for n in ollama.models
+                ]
                 self.send_json(200, {"object": "list", "data": data})
             elif path == "/_double/state":
                 with ollama.lock:
@@ -376,8 +414,17 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                     ollama.counts["unknown_model"] += 1
                 message = f"model '{name}' not found"
                 if openai:
-                    self.send_json(404, {"error": {"message": message, "type": "not_found_error",
-                                                   "param": None, "code": None}})
+                    self.send_json(
+                        404,
+                        {
+                            "error": {
+                                "message": message,
+                                "type": "not_found_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        },
+                    )
                 else:
                     self.send_json(404, {"error": message})
                 return None
@@ -401,10 +448,15 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
             name = body["model"]
             if empty and keep_alive == 0:
                 ollama.expire(model)
-                reply: dict[str, Any] = {"model": name, "created_at": now_text(), "done": True,
-                                         "done_reason": "unload"}
-                reply.update({"message": {"role": "assistant", "content": ""}} if chat
-                             else {"response": ""})
+                reply: dict[str, Any] = {
+                    "model": name,
+                    "created_at": now_text(),
+                    "done": True,
+                    "done_reason": "unload",
+                }
+                reply.update(
+                    {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+                )
                 self.send_json(200, reply)
                 return
             started = time.monotonic()
@@ -412,10 +464,17 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
             outcome = "completed"
             try:
                 if empty:
-                    reply = {"model": name, "created_at": now_text(), "done": True,
-                             "done_reason": "load"}
-                    reply.update({"message": {"role": "assistant", "content": ""}} if chat
-                                 else {"response": ""})
+                    reply = {
+                        "model": name,
+                        "created_at": now_text(),
+                        "done": True,
+                        "done_reason": "load",
+                    }
+                    reply.update(
+                        {"message": {"role": "assistant", "content": ""}}
+                        if chat
+                        else {"response": ""}
+                    )
                     self.send_json(200, reply)
                     return
                 stream = body.get("stream", True) is not False
@@ -425,8 +484,11 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
 
                 def piece(word: str, done: bool) -> dict[str, Any]:
                     part: dict[str, Any] = {"model": name, "created_at": now_text()}
-                    part.update({"message": {"role": "assistant", "content": word}} if chat
-                                else {"response": word})
+                    part.update(
+                        {"message": {"role": "assistant", "content": word}}
+                        if chat
+                        else {"response": word}
+                    )
                     part["done"] = done
                     return part
 
@@ -439,10 +501,17 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                 produced = self.generate(count, emit)
                 final = piece("" if stream else "".join(produced), True)
                 elapsed = int((time.monotonic() - started) * 1e9)
-                final.update({"done_reason": "length" if count < planned else "stop",
-                              "total_duration": elapsed, "load_duration": 0,
-                              "prompt_eval_count": 8, "prompt_eval_duration": 1000000,
-                              "eval_count": len(produced), "eval_duration": elapsed})
+                final.update(
+                    {
+                        "done_reason": "length" if count < planned else "stop",
+                        "total_duration": elapsed,
+                        "load_duration": 0,
+                        "prompt_eval_count": 8,
+                        "prompt_eval_duration": 1000000,
+                        "eval_count": len(produced),
+                        "eval_duration": elapsed,
+                    }
+                )
                 if stream:
                     self.chunk(json.dumps(final).encode() + b"\n")
                     self.chunk(b"")
@@ -464,8 +533,12 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             planned = int(os.environ.get("OLLAMA_DOUBLE_TOKENS", "8"))
             count = min(planned, int(limit)) if limit else planned
-            base = {"id": f"chatcmpl-{uuid.uuid4().int % 1000}", "created": int(time.time()),
-                    "model": name, "system_fingerprint": "fp_ollama"}
+            base = {
+                "id": f"chatcmpl-{uuid.uuid4().int % 1000}",
+                "created": int(time.time()),
+                "model": name,
+                "system_fingerprint": "fp_ollama",
+            }
             finish = "length" if count < planned else "stop"
             stream = bool(body.get("stream"))
             try:
@@ -474,30 +547,64 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
 
                 def emit(word: str) -> None:
                     if stream:
-                        chunk = {**base, "object": "chat.completion.chunk", "choices": [
-                            {"index": 0, "delta": {"role": "assistant", "content": word},
-                             "finish_reason": None}]}
+                        chunk = {
+                            **base,
+                            "object": "chat.completion.chunk",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "content": word},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
                         self.chunk(f"data: {json.dumps(chunk)}\n\n".encode())
 
                 produced = self.generate(count, emit)
-                usage = {"prompt_tokens": 8, "completion_tokens": len(produced),
-                         "total_tokens": 8 + len(produced)}
+                usage = {
+                    "prompt_tokens": 8,
+                    "completion_tokens": len(produced),
+                    "total_tokens": 8 + len(produced),
+                }
                 if stream:
-                    last = {**base, "object": "chat.completion.chunk", "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "content": ""},
-                         "finish_reason": finish}]}
+                    last = {
+                        **base,
+                        "object": "chat.completion.chunk",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": ""},
+                                "finish_reason": finish,
+                            }
+                        ],
+                    }
                     self.chunk(f"data: {json.dumps(last)}\n\n".encode())
                     if (body.get("stream_options") or {}).get("include_usage"):
-                        tail = {**base, "object": "chat.completion.chunk", "choices": [],
-                                "usage": usage}
+                        tail = {
+                            **base,
+                            "object": "chat.completion.chunk",
+                            "choices": [],
+                            "usage": usage,
+                        }
                         self.chunk(f"data: {json.dumps(tail)}\n\n".encode())
                     self.chunk(b"data: [DONE]\n\n")
                     self.chunk(b"")
                 else:
-                    self.send_json(200, {**base, "object": "chat.completion", "choices": [
-                        {"index": 0, "message": {"role": "assistant",
-                                                 "content": "".join(produced)},
-                         "finish_reason": finish}], "usage": usage})
+                    self.send_json(
+                        200,
+                        {
+                            **base,
+                            "object": "chat.completion",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": "".join(produced)},
+                                    "finish_reason": finish,
+                                }
+                            ],
+                            "usage": usage,
+                        },
+                    )
             except ClientGone:
                 outcome = "client_disconnects"
                 self.close_connection = True
@@ -522,16 +629,18 @@ def main(argv: list[str]) -> None:
     keep_alive = go_duration_s(os.environ.get("OLLAMA_KEEP_ALIVE") or "5m")
     max_loaded = int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 0) or 3
     ollama = Ollama(
-        models=parse_models(os.environ.get(
-            "OLLAMA_DOUBLE_MODELS", "smollm2:135m=300000000,qwen2.5:0.5b=500000000")),
+        models=parse_models(
+            os.environ.get("OLLAMA_DOUBLE_MODELS", "smollm2:135m=300000000,qwen2.5:0.5b=500000000")
+        ),
         keep_alive_s=300.0 if keep_alive is None else keep_alive,
         max_loaded=max_loaded,
         num_parallel=max(int(os.environ.get("OLLAMA_NUM_PARALLEL") or 1), 1),
         load_delay_s=float(os.environ.get("OLLAMA_DOUBLE_LOAD_DELAY_S", "0.3")),
         unload_delay_s=float(os.environ.get("OLLAMA_DOUBLE_UNLOAD_DELAY_S", "0.2")),
     )
-    server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port or 11434)),
-                                 make_handler(ollama))
+    server = ThreadingHTTPServer(
+        (host.strip("[]") or "0.0.0.0", int(port or 11434)), make_handler(ollama)
+    )
     server.daemon_threads = True
     print(f"ollama double: listening on {host}:{port}", flush=True)
     server.serve_forever()

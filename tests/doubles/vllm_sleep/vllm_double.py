@@ -138,12 +138,28 @@ class Engine:
 
     def reset(self) -> None:
         self.counts = dict.fromkeys(
-            ("requests", "completed", "aborted", "client_disconnects", "sleeps", "wakes",
-             "reloads"), 0)
+            (
+                "requests",
+                "completed",
+                "aborted",
+                "client_disconnects",
+                "sleeps",
+                "wakes",
+                "reloads",
+            ),
+            0,
+        )
         self.hazards = dict.fromkeys(
-            ("requests_while_asleep", "sleep_with_requests_in_flight", "wake_while_awake",
-             "sleep_while_asleep", "sleep_without_sleep_mode",
-             "served_with_discarded_weights"), 0)
+            (
+                "requests_while_asleep",
+                "sleep_with_requests_in_flight",
+                "wake_while_awake",
+                "sleep_while_asleep",
+                "sleep_without_sleep_mode",
+                "served_with_discarded_weights",
+            ),
+            0,
+        )
         self.events = []
         self.peak_running = 0
 
@@ -196,8 +212,9 @@ class Engine:
                 "device_bytes": self.device_bytes(),
                 "weights_bytes": self.weights_bytes if self.weights_on_device else 0,
                 "kv_cache_bytes": self.kv_bytes if self.kv_on_device else 0,
-                "cpu_offload_bytes": self.weights_bytes if self.sleep_level == 1
-                and not self.weights_on_device else 0,
+                "cpu_offload_bytes": self.weights_bytes
+                if self.sleep_level == 1 and not self.weights_on_device
+                else 0,
                 "residual_bytes": self.residual_bytes,
                 "real": self.real_memory,
             },
@@ -326,8 +343,11 @@ def metrics_text(engine: Engine) -> str:
         prompt, generated = engine.prompt_tokens, engine.generation_tokens
         kv = min(1.0, running / max(engine.max_num_seqs, 1))
     labels = f'engine="0",model_name="{engine.served[0]}"'
-    states = {"awake": int(level == 0), "weights_offloaded": int(level == 1),
-              "discard_all": int(level == 2)}
+    states = {
+        "awake": int(level == 0),
+        "weights_offloaded": int(level == 1),
+        "discard_all": int(level == 2),
+    }
     lines = [
         "# HELP vllm:num_requests_running Number of requests in model execution batches.",
         "# TYPE vllm:num_requests_running gauge",
@@ -340,8 +360,10 @@ def metrics_text(engine: Engine) -> str:
         f"vllm:kv_cache_usage_perc{{{labels}}} {kv}",
         "# HELP vllm:engine_sleep_state Engine sleep state",
         "# TYPE vllm:engine_sleep_state gauge",
-        *(f'vllm:engine_sleep_state{{{labels},sleep_state="{name}"}} {float(value)}'
-          for name, value in states.items()),
+        *(
+            f'vllm:engine_sleep_state{{{labels},sleep_state="{name}"}} {float(value)}'
+            for name, value in states.items()
+        ),
         "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
         "# TYPE vllm:prompt_tokens_total counter",
         f"vllm:prompt_tokens_total{{{labels}}} {float(prompt)}",
@@ -408,13 +430,23 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                 self.send(200, b"")
             elif path == "/v1/models":
                 created = int(time.time())
-                data = [{"id": name, "object": "model", "created": created,
-                         "owned_by": "vllm", "root": engine.model, "parent": None,
-                         "max_model_len": 2048} for name in engine.served]
+                data = [
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": "vllm",
+                        "root": engine.model,
+                        "parent": None,
+                        "max_model_len": 2048,
+                    }
+                    for name in engine.served
+                ]
                 self.send_json(200, {"object": "list", "data": data})
             elif path == "/metrics":
-                self.send(200, metrics_text(engine).encode(),
-                          "text/plain; version=0.0.4; charset=utf-8")
+                self.send(
+                    200, metrics_text(engine).encode(), "text/plain; version=0.0.4; charset=utf-8"
+                )
             elif path == "/is_sleeping" and engine.dev_mode:
                 with engine.lock:
                     self.send_json(200, {"is_sleeping": engine.is_sleeping()})
@@ -454,9 +486,17 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
         def complete(self, body: dict[str, Any], *, chat: bool) -> None:
             model = body.get("model")
             if model not in engine.served:
-                self.send_json(404, {"error": {
-                    "message": f"The model `{model}` does not exist.",
-                    "type": "NotFoundError", "param": "model", "code": 404}})
+                self.send_json(
+                    404,
+                    {
+                        "error": {
+                            "message": f"The model `{model}` does not exist.",
+                            "type": "NotFoundError",
+                            "param": "model",
+                            "code": 404,
+                        }
+                    },
+                )
                 return
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             planned = env_int("DOUBLE_TOKENS", 8)
@@ -471,15 +511,29 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
             outcome, produced = "completed", []
             stop_reason = "length" if count < planned else "stop"
             prefix = "chatcmpl-" if chat else "cmpl-"
-            base = {"id": prefix + request.id, "created": int(time.time()), "model": model,
-                    "object": "chat.completion.chunk" if chat else "text_completion"}
+            base = {
+                "id": prefix + request.id,
+                "created": int(time.time()),
+                "model": model,
+                "object": "chat.completion.chunk" if chat else "text_completion",
+            }
             try:
                 if stream:
                     self.start_stream()
                     if chat:
-                        self.event({**base, "choices": [{"index": 0, "delta": {
-                            "role": "assistant", "content": ""}, "logprobs": None,
-                            "finish_reason": None}]})
+                        self.event(
+                            {
+                                **base,
+                                "choices": [
+                                    {
+                                        "index": 0,
+                                        "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None,
+                                        "finish_reason": None,
+                                    }
+                                ],
+                            }
+                        )
                 if request.aborted:
                     outcome, stop_reason = "aborted", "abort"
                 for index in range(count if not request.aborted else 0):
@@ -496,20 +550,43 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                         engine.generation_tokens += 1
                     if stream:
                         piece = {"content": word} if chat else None
-                        choice = ({"index": 0, "delta": piece, "logprobs": None,
-                                   "finish_reason": None} if chat else
-                                  {"index": 0, "text": word, "logprobs": None,
-                                   "finish_reason": None, "stop_reason": None})
+                        choice = (
+                            {"index": 0, "delta": piece, "logprobs": None, "finish_reason": None}
+                            if chat
+                            else {
+                                "index": 0,
+                                "text": word,
+                                "logprobs": None,
+                                "finish_reason": None,
+                                "stop_reason": None,
+                            }
+                        )
                         self.event({**base, "choices": [choice]})
                 with engine.lock:
                     engine.prompt_tokens += prompt_tokens
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(produced),
-                         "total_tokens": prompt_tokens + len(produced)}
+                usage = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(produced),
+                    "total_tokens": prompt_tokens + len(produced),
+                }
                 if stream:
-                    last = ({"index": 0, "delta": {"content": ""}, "logprobs": None,
-                             "finish_reason": stop_reason, "stop_reason": None} if chat else
-                            {"index": 0, "text": "", "logprobs": None,
-                             "finish_reason": stop_reason, "stop_reason": None})
+                    last = (
+                        {
+                            "index": 0,
+                            "delta": {"content": ""},
+                            "logprobs": None,
+                            "finish_reason": stop_reason,
+                            "stop_reason": None,
+                        }
+                        if chat
+                        else {
+                            "index": 0,
+                            "text": "",
+                            "logprobs": None,
+                            "finish_reason": stop_reason,
+                            "stop_reason": None,
+                        }
+                    )
                     self.event({**base, "choices": [last]})
                     if (body.get("stream_options") or {}).get("include_usage"):
                         self.event({**base, "choices": [], "usage": usage})
@@ -517,15 +594,27 @@ def make_handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                     self.chunk(b"")
                 else:
                     text = "".join(produced)
-                    choice = ({"index": 0, "message": {"role": "assistant", "content": text,
-                                                       "tool_calls": []},
-                               "logprobs": None, "finish_reason": stop_reason,
-                               "stop_reason": None} if chat else
-                              {"index": 0, "text": text, "logprobs": None,
-                               "finish_reason": stop_reason, "stop_reason": None})
+                    result: dict[str, Any] = (
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "tool_calls": []},
+                            "logprobs": None,
+                            "finish_reason": stop_reason,
+                            "stop_reason": None,
+                        }
+                        if chat
+                        else {
+                            "index": 0,
+                            "text": text,
+                            "logprobs": None,
+                            "finish_reason": stop_reason,
+                            "stop_reason": None,
+                        }
+                    )
                     kind = "chat.completion" if chat else "text_completion"
-                    self.send_json(200, {**base, "object": kind, "choices": [choice],
-                                         "usage": usage})
+                    self.send_json(
+                        200, {**base, "object": kind, "choices": [result], "usage": usage}
+                    )
             except ClientGone:
                 outcome = "client_disconnects"  # vLLM aborts a request whose client left
                 self.close_connection = True
