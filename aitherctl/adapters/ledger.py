@@ -49,7 +49,11 @@ CREATE TABLE IF NOT EXISTS requests (
     outcome TEXT NOT NULL,          -- ok, partial, failed, budget
     attempts INTEGER NOT NULL DEFAULT 1,
     prompt_sha256 TEXT,
-    prompt TEXT                     -- only with ledger.store_prompts: true
+    prompt TEXT,                    -- only with ledger.store_prompts: true
+    client TEXT,                    -- who asked: `run`, or the gateway's API key name / address
+    priority TEXT,                  -- interactive, normal or batch (through the gateway)
+    queue_wait_s REAL,              -- time waiting for a place in the backend's queue
+    load_wait_s REAL                -- time waiting for the backend to be loaded
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS reservations (
@@ -93,12 +97,21 @@ class LedgerRow:
     attempts: int
     prompt_sha256: str | None
     prompt: str | None = None
+    client: str | None = None
+    priority: str | None = None
+    queue_wait_s: float | None = None
+    load_wait_s: float | None = None
 
 
 _COLUMNS = (
     "ts", "profile", "effort", "tier", "backend", "model", "local", "tokens_in", "tokens_out",
     "cost_usd", "ttft_s", "total_s", "outcome", "attempts", "prompt_sha256", "prompt",
+    "client", "priority", "queue_wait_s", "load_wait_s",
 )
+# Added after the first release: a ledger written by an older version gets them on first write.
+_LATER_COLUMNS = {
+    "client": "TEXT", "priority": "TEXT", "queue_wait_s": "REAL", "load_wait_s": "REAL",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +160,13 @@ def _committed(db: sqlite3.Connection, since_ts: float, now: float) -> Committed
     return Committed(float(spent) + float(settled), float(reserved))
 
 
+def _add_later_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    for column, kind in _LATER_COLUMNS.items():
+        if column not in present:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
+
+
 class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or data_dir() / LEDGER_FILE
@@ -169,6 +189,7 @@ class Ledger:
             )
             try:
                 connection.executescript(SCHEMA)
+                _add_later_columns(connection)
                 yield connection
             except sqlite3.Error as exc:
                 raise AitherError(f"usage ledger {self.path}: {exc}") from None
@@ -274,14 +295,16 @@ class Ledger:
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
             ).fetchone():
                 return []
+            present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+            columns = [c for c in _COLUMNS if c in present]  # an older ledger lacks some
             cursor = db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts",
+                f"SELECT {', '.join(columns)} FROM requests WHERE ts >= ? ORDER BY ts",
                 (since_ts,),
             )
             rows = cursor.fetchall()
         result = []
         for values in rows:
-            item = dict(zip(_COLUMNS, values, strict=True))
+            item = dict(zip(columns, values, strict=True))
             item["local"] = None if item["local"] is None else bool(item["local"])
             result.append(LedgerRow(**item))
         return result

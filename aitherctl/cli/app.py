@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run_cmd",
         "Send a prompt to the right model: score its effort, pick the tier, fall back on failure.",
     ),
+    "serve": (
+        "serve_cmd",
+        "Serve every model of the profile on one OpenAI-compatible endpoint that queues by "
+        "priority, starts on-demand models and evicts idle ones (127.0.0.1:8150).",
+    ),
     "usage": (
         "usage_cmd",
         "Spending against the daily budget, requests per tier and backend, the share answered "

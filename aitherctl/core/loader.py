@@ -30,6 +30,7 @@ PROFILE_KEYS = {
     "description",
     "extends",
     "gpu",
+    "ram",
     "services",
     "routing",
     "endpoints",
@@ -37,6 +38,7 @@ PROFILE_KEYS = {
     "ledger",
 }
 GPU_KEYS = {"reserve"}
+RAM_KEYS = {"reserve", "limit"}
 SERVICE_KEYS = {
     "engine",
     "image",
@@ -57,6 +59,11 @@ SERVICE_KEYS = {
     "keep_alive",
     "max_loaded_models",
     "num_parallel",
+    "ram",
+    "idle_after",
+    "max_concurrency",
+    "max_queue",
+    "priority",
 }
 HEALTH_KEYS = {"path", "timeout"}
 OLLAMA_ONLY = ("keep_alive", "max_loaded_models", "num_parallel")
@@ -270,6 +277,9 @@ def parse_profile(
             raw.extends = (parent, doc.line(("extends",)))
     with problems.check():
         raw.reserve = _parse_gpu(doc, data.get("gpu"))
+    with problems.check():
+        if data.get("ram") is not None:
+            raw.sections["ram"] = _parse_ram(doc, data["ram"])
 
     services = data.get("services", {})
     if services is None:
@@ -308,6 +318,20 @@ def _parse_gpu(doc: Located, gpu: Any) -> _Field | None:
     except ValueError as exc:
         raise doc.error(f"gpu.reserve: {exc}", ("gpu", "reserve")) from None
     return _Field(value, doc.source, doc.line(("gpu", "reserve")))
+
+
+def _parse_ram(doc: Located, ram: Any) -> dict[str, MemoryAmount]:
+    """`ram: {reserve: 4GiB, limit: 16GiB}`: the host-RAM pool of CPU services."""
+    if not isinstance(ram, dict):
+        raise doc.error("`ram` must be a mapping (ram: {reserve: 4GiB, limit: 16GiB})", ("ram",))
+    _check_keys(doc, ram, ("ram",), RAM_KEYS, "ram")
+    parsed = {}
+    for key, value in ram.items():
+        try:
+            parsed[key] = MemoryAmount.parse(value)
+        except ValueError as exc:
+            raise doc.error(f"ram.{key}: {exc}", ("ram", key)) from None
+    return parsed
 
 
 def _parse_service(
@@ -369,7 +393,7 @@ def _convert_field(  # noqa: PLR0917
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             raise fail(f"must be a port number from 1 to 65535, not {value!r}")
         return value
-    if key in ("max_loaded_models", "num_parallel"):
+    if key in ("max_loaded_models", "num_parallel", "max_concurrency", "max_queue"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise fail(f"must be a whole number of at least 1, not {value!r}")
         return value
@@ -379,7 +403,21 @@ def _convert_field(  # noqa: PLR0917
         return value
     if key == "gpu":
         return _convert_gpu(value, fail)
-    if key == "vram":
+    if key == "idle_after":
+        from aitherctl.core.scheduling import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    if key == "priority":
+        from aitherctl.core.scheduling import parse_rank
+
+        try:
+            return parse_rank(value).name.lower()
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+    if key in ("vram", "ram"):
         try:
             return MemoryAmount.parse(value)
         except ValueError as exc:
@@ -596,6 +634,8 @@ def build_profile(
         endpoints=sections.get("endpoints", {}),
         budget=sections.get("budget", {}),
         ledger=sections.get("ledger", {}),
+        ram_reserve=sections.get("ram", {}).get("reserve"),
+        ram_limit=sections.get("ram", {}).get("limit"),
     )
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
@@ -677,6 +717,11 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
         keep_alive=fields.get("keep_alive"),
         max_loaded_models=fields.get("max_loaded_models"),
         num_parallel=fields.get("num_parallel"),
+        ram=fields.get("ram"),
+        idle_after_s=fields.get("idle_after"),
+        max_concurrency=fields.get("max_concurrency"),
+        max_queue=fields.get("max_queue"),
+        priority=fields.get("priority", "normal"),
         line=raw.line,
     )
 

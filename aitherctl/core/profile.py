@@ -62,6 +62,14 @@ class Service:
     keep_alive: str | None = None
     max_loaded_models: int | None = None
     num_parallel: int | None = None
+    # The scheduler (`aitherctl serve`): host RAM a CPU service holds (its pool is `ram`), how
+    # long it may sit idle before it is slept or stopped, how many requests it works on at once
+    # (None: its engine's own figure), how many may wait, and its eviction rank.
+    ram: MemoryAmount | None = None
+    idle_after_s: float | None = None
+    max_concurrency: int | None = None
+    max_queue: int | None = None
+    priority: str = "normal"  # low, normal or high: low is evicted first
     line: int | None = None  # where the service is declared, for messages
 
     @property
@@ -88,7 +96,11 @@ class Profile:
     description: str
     services: dict[str, Service]
     gpu_reserve: MemoryAmount
-    source: str  # the file it was loaded from
+    source: str
+    # The host-RAM pool of CPU services: kept free for the host (`ram.reserve`) and at most
+    # (`ram.limit`); None: not set.
+    ram_reserve: MemoryAmount | None = None
+    ram_limit: MemoryAmount | None = None  # the file it was loaded from
     extends: str | None = None
     # Reserved for the routing layer: kept as loaded (after `extends` merging).
     routing: dict[str, Any] = field(default_factory=dict)

@@ -349,7 +349,7 @@ class Router:
         grader = pick_grader(self.table, self.stack.running_services(self.profile.name))
         return ModelGradedScorer(self.clients, grader, fallback=learned_scorer())
 
-    def _context(self, choice: Choice, options: RunOptions) -> RouteContext:
+    def context(self, choice: Choice, options: RunOptions) -> RouteContext:
         return RouteContext(
             running=self.stack.running_services(self.profile.name),
             env_keys=frozenset(k for k, v in self.env.items() if v),
@@ -359,20 +359,20 @@ class Router:
             ),
         )
 
-    def _day_start(self) -> float:
+    def day_start(self) -> float:
         from aitherctl.adapters.ledger import start_of_local_day
 
         return start_of_local_day(self.wall_clock())
 
     def _committed_today(self) -> float:
         """Spent plus reserved today (read only: nothing is written)."""
-        return self.ledger.committed_since(self._day_start(), self.wall_clock()).total_usd
+        return self.ledger.committed_since(self.day_start(), self.wall_clock()).total_usd
 
     def _prompt_bound(self, options: RunOptions) -> int:
         texts = [options.prompt] + ([options.system] if options.system else [])
         return prompt_tokens_upper_bound(texts)
 
-    def _worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
+    def worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
         if candidate.price is None or candidate.price.is_free:
             return 0.0
         return candidate.price.cost_usd(self._prompt_bound(options), max_tokens)
@@ -417,7 +417,7 @@ class Router:
         """The decision and every candidate's verdict, probing but sending no prompt and
         recording nothing (no ledger row, no reservation, no failure memory)."""
         choice = self.choose(options)
-        ctx = self._context(choice, options)
+        ctx = self.context(choice, options)
         committed = _once(self._committed_today)
         verdicts = []
         for candidate in choice.candidates:
@@ -427,17 +427,17 @@ class Router:
 
     # -- running -------------------------------------------------------------------------------
 
-    def _reserve(
-        self, state: _Run, candidate: Candidate, worst: float, timeout_s: float
+    def reserve(
+        self, run_id: str, candidate: Candidate, worst: float, timeout_s: float
     ) -> tuple[int | None, str | None]:
         """(reservation id, None) or (None, why the budget refuses). Free: (None, None)."""
         if worst <= 0:
             return None, None
         answer = self.ledger.reserve(
-            state.run_id,
+            run_id,
             worst,
             self.budget.daily_usd,
-            since_ts=self._day_start(),
+            since_ts=self.day_start(),
             now=self.wall_clock(),
             ttl_s=max(RESERVATION_MIN_TTL_S, 10 * timeout_s),
             backend=candidate.name,
@@ -454,7 +454,7 @@ class Router:
             f"${self.budget.daily_usd:g} today{in_flight}"
         )
 
-    def _settle(self, state: _Run, reservation: int | None, cost: float) -> None:
+    def settle(self, state: _Run, reservation: int | None, cost: float) -> None:
         state.cost_usd += cost
         if reservation is not None:
             self.ledger.settle(reservation, cost)
@@ -467,7 +467,7 @@ class Router:
         started = self.clock()
         started_wall = self.wall_clock()
         choice = self.choose(options)
-        ctx = self._context(choice, options)
+        ctx = self.context(choice, options)
         request = ChatRequest(
             prompt=options.prompt,
             system=options.system,
@@ -482,8 +482,10 @@ class Router:
                 candidate, choice, options, ctx, committed, record=True
             )
             if not reason:
-                worst = self._worst_case(candidate, options, choice.max_tokens)
-                reservation, reason = self._reserve(state, candidate, worst, choice.tier.timeout_s)
+                worst = self.worst_case(candidate, options, choice.max_tokens)
+                reservation, reason = self.reserve(
+                    state.run_id, candidate, worst, choice.tier.timeout_s
+                )
                 by_budget = reason is not None
             if reason:
                 state.skip(candidate, reason)
@@ -497,7 +499,7 @@ class Router:
             except ChatError as exc:
                 # Sent but no usage came back: charged its worst case (never undercount), unless
                 # it never reached the server or the server refused it with an error status.
-                self._settle(state, reservation, worst if exc.billable else 0.0)
+                self.settle(state, reservation, worst if exc.billable else 0.0)
                 if not exc.partial:
                     if exc.kind in REMEMBERED_FAILURES:
                         self.memory.remember(candidate, exc.message)
@@ -524,14 +526,14 @@ class Router:
                 raise error from None
             except BaseException:
                 # Interrupted (Ctrl-C, SIGTERM) while the request was out: charge the worst case.
-                self._settle(state, reservation, worst)
+                self.settle(state, reservation, worst)
                 raise
             state.attempts.append(
                 Attempt(candidate.name, candidate.model, "ok", None, result.ttft_s, result.total_s)
             )
-            self._settle(
+            self.settle(
                 state, reservation,
-                self._cost(candidate, options, result.tokens_in, result.tokens_out,
+                self.cost(candidate, options, result.tokens_in, result.tokens_out,
                            choice.max_tokens),
             )
             return self._finish(
@@ -562,7 +564,7 @@ class Router:
         failure.result = outcome
         raise failure
 
-    def _cost(
+    def cost(
         self,
         candidate: Candidate,
         options: RunOptions,
@@ -618,7 +620,7 @@ class Router:
             prompt=options.prompt if self.store_prompts else None,
         )
         self.ledger.record(row, state.run_id)
-        spent_after = self.ledger.committed_since(self._day_start(), self.wall_clock()).spent_usd
+        spent_after = self.ledger.committed_since(self.day_start(), self.wall_clock()).spent_usd
         return RunResult(
             profile=self.profile.name,
             effort=choice.effort,

@@ -12,6 +12,7 @@ The CLI, `up`/`down` and the monitor all go through here; the sequence itself is
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -298,6 +299,7 @@ def execute(
     progress: Progress,
     *,
     lock_timeout_s: float = 900.0,
+    cancel: threading.Event | None = None,
 ) -> SwitchResult:
     """Apply `prepared` under the engine's lock, if re-preparing under the lock (fresh GPU
     readings, fresh container list, after recovering an interrupted switch) gives the same plan.
@@ -313,7 +315,7 @@ def execute(
             result = SwitchResult(fresh.plan.profile, fresh.plan)
         else:
             ensure_images(engine, fresh.plan, progress)
-            result = Transaction(engine, fresh.plan, progress).apply()
+            result = Transaction(engine, fresh.plan, progress, cancel).apply()
             _forget_failures(engine, fresh.plan, result.outcomes)
         if recovered:
             result.recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in recovered)
@@ -328,6 +330,7 @@ def run_change(
     confirm: Callable[[Prepared, bool], bool] | None = None,
     lock_timeout_s: float = 900.0,
     attempts: int = 3,
+    cancel: threading.Event | None = None,
 ) -> SwitchResult:
     """Prepare, confirm (without the lock), execute; when the plan changed meanwhile, confirm
     the new one (`confirm(prepared, changed=True)`). `confirm=None` accepts every plan.
@@ -348,7 +351,8 @@ def run_change(
             raise Declined("not confirmed; nothing was changed")
         try:
             result = execute(
-                engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s
+                engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s,
+                cancel=cancel,
             )
         except PlanChangedError as exc:
             progress.note("the plan changed while waiting; here is the new one")
@@ -374,6 +378,7 @@ def switch(
     only: Sequence[str] | None = None,
     lock_timeout_s: float = 900.0,
     confirm: Callable[[Prepared, bool], bool] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SwitchResult:
     """Move to `profile_name` (or bring up `only` those services). GPU readings are taken again
     under the lock; `inventory` is called for each reading."""
@@ -383,7 +388,8 @@ def switch(
         return prepare(engine, profile, inventory(), catalog=catalog, only=only)
 
     return run_change(
-        engine, prepare_fn, progress, confirm=confirm, lock_timeout_s=lock_timeout_s
+        engine, prepare_fn, progress, confirm=confirm, lock_timeout_s=lock_timeout_s,
+        cancel=cancel,
     )
 
 

@@ -305,12 +305,20 @@ def restart_policy(gpus: Sequence[int]) -> str:
 
 
 class Transaction:
-    def __init__(self, engine: DockerEngine, plan: Plan, progress: Progress) -> None:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        plan: Plan,
+        progress: Progress,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """`cancel`: set from another thread (the scheduler shutting down) to end the readiness
+        waits; the transaction then rolls back as it does after a failed start."""
         self.engine = engine
         self.plan = plan
         self.progress = SafeProgress(progress)
         self.txn = uuid.uuid4().hex[:10]
-        self.cancel = threading.Event()
+        self.cancel = cancel if cancel is not None else threading.Event()
         self.created: list[str] = []
         self._lock = threading.Lock()
         aside = [

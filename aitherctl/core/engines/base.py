@@ -64,6 +64,17 @@ class HttpRequest:
     json_body: Any = field(default=None, hash=False)  # a JSON object is not hashable
 
 
+@dataclass(frozen=True, slots=True)
+class SleepMode:
+    """How a running server frees its GPU memory and gets it back without a restart (vLLM's
+    sleep mode): `sleep` and `wake` are sent as they are; `status_path` answers
+    `{"is_sleeping": bool}`."""
+
+    sleep: HttpRequest
+    wake: HttpRequest
+    status_path: str
+
+
 class EngineDriver(Protocol):
     """Everything aitherctl knows about one engine. One module per engine implements it; the
     registry in `aitherctl.core.engines` looks drivers up by the profile's `engine:` value."""
@@ -140,6 +151,11 @@ class EngineDriver(Protocol):
     def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
         """Requests that make a running server give its GPU memory back without stopping; None
         when the engine cannot (stop the container instead)."""
+        ...
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        """How the scheduler sleeps and wakes this service, when its settings enable that; None:
+        it is stopped (or its memory released) instead."""
         ...
 
 

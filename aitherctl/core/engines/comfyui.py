@@ -61,6 +61,7 @@ from aitherctl.core.engines.base import (
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
+    SleepMode,
     unless_mounted,
 )
 from aitherctl.core.metrics import EngineMetrics, MetricsFormatError, opt_int
@@ -179,6 +180,10 @@ class ComfyUiDriver:
     def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
         del loaded_models
         return (HttpRequest("POST", "/free", {"unload_models": True, "free_memory": True}),)
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        del service
+        return None
 
 
 DRIVER = ComfyUiDriver()

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aitherctl.core.container import ContainerSpec, HttpCheck
-from aitherctl.core.engines.base import EngineContainer, GpuShare, HttpRequest, MetricsEndpoint
+from aitherctl.core.engines.base import (
+    EngineContainer,
+    GpuShare,
+    HttpRequest,
+    MetricsEndpoint,
+    SleepMode,
+)
 from aitherctl.core.profile import Service
 
 
@@ -45,6 +51,10 @@ class GenericDriver:
 
     def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
         del loaded_models
+        return None
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        del service
         return None
 
 

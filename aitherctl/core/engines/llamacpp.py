@@ -22,6 +22,7 @@ from aitherctl.core.engines.base import (
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
+    SleepMode,
     flag_value,
     has_flag,
 )
@@ -107,6 +108,10 @@ class LlamaCppDriver:
     def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
         # The model stays loaded until the process ends: stop the service instead.
         del loaded_models
+        return None
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        del service
         return None
 
 

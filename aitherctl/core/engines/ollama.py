@@ -25,6 +25,7 @@ from aitherctl.core.engines.base import (
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
+    SleepMode,
     unless_mounted,
 )
 from aitherctl.core.metrics import (
@@ -104,6 +105,10 @@ class OllamaDriver:
             HttpRequest("POST", "/api/generate", {"model": name, "keep_alive": 0})
             for name in loaded_models
         )
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        del service
+        return None
 
 
 DRIVER = OllamaDriver()

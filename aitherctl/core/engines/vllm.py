@@ -34,6 +34,7 @@ from aitherctl.core.engines.base import (
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
+    SleepMode,
     flag_value,
     has_flag,
     unless_mounted,
@@ -45,6 +46,8 @@ from aitherctl.core.units import decimal_text, floor_to
 # Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
 # `-cu129` variant exists for CUDA 12 drivers).
 IMAGE = "vllm/vllm-openai:v0.30.0"
+SLEEP_FLAG = "--enable-sleep-mode"
+DEV_MODE = "VLLM_SERVER_DEV_MODE"
 HF_CACHE = Volume("aither-hf-cache", "/root/.cache/huggingface")
 
 _METRICS = (
@@ -107,7 +110,12 @@ class VllmDriver:
         args += list(service.args)
         # Tensor-parallel workers share memory through /dev/shm: use the host's IPC namespace.
         volumes = unless_mounted(service, [HF_CACHE])
-        return EngineContainer(command=tuple(args), ipc_host=True, volumes=volumes)
+        env: tuple[tuple[str, str], ...] = ()
+        if has_flag(service.args, SLEEP_FLAG) and DEV_MODE not in dict(service.env):
+            # The sleep routes are development endpoints: the server binds to the service's
+            # `bind` (loopback by default), so only this machine can reach them.
+            env = ((DEV_MODE, "1"),)
+        return EngineContainer(command=tuple(args), env=env, ipc_host=True, volumes=volumes)
 
     def readiness(self, service: Service) -> tuple[HttpCheck, ...]:
         return (HttpCheck("/health"), HttpCheck("/v1/models", model=service.model_name))
@@ -121,10 +129,23 @@ class VllmDriver:
         return int(value) if value is not None and value.isdigit() else None
 
     def release_memory(self, loaded_models: Sequence[str]) -> tuple[HttpRequest, ...] | None:
-        # vLLM keeps weights and KV cache until the process ends. Its `POST /sleep` exists only
-        # with `--enable-sleep-mode` and the development endpoints (VLLM_SERVER_DEV_MODE=1).
+        # vLLM keeps weights and KV cache until the process ends, unless it sleeps (below).
         del loaded_models
         return None
+
+    def sleep_mode(self, service: Service) -> SleepMode | None:
+        """With `--enable-sleep-mode` (CUDA only), `POST /sleep?level=1` offloads the weights to
+        host RAM and drops the KV cache, `POST /wake_up` brings them back, `GET /is_sleeping`
+        says which; while asleep the generation endpoints answer 503. The three routes exist
+        only with VLLM_SERVER_DEV_MODE=1, which `container` sets (vLLM docs,
+        features/sleep_mode.md; entrypoints/openai/api_server.py)."""
+        if not has_flag(service.args, SLEEP_FLAG):
+            return None
+        return SleepMode(
+            sleep=HttpRequest("POST", "/sleep?level=1"),
+            wake=HttpRequest("POST", "/wake_up"),
+            status_path="/is_sleeping",
+        )
 
 
 DRIVER = VllmDriver()

@@ -1,0 +1,89 @@
+"""`aitherctl serve`: run the scheduler's OpenAI-compatible endpoint in the foreground."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from aitherctl.cli import runtime
+from aitherctl.cli.output import Output
+
+if TYPE_CHECKING:
+    from aitherctl.core.profile import Profile
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (not loopback: API keys needed).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8150,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="Profile to serve (default: the active one)."),
+    ] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys-file",
+            help="API keys, one per line: KEY [interactive|normal|batch] [NAME]. Also "
+            "$AITHER_API_KEYS (comma-separated). With keys, every request needs one.",
+        ),
+    ] = None,
+    drain: Annotated[
+        float,
+        typer.Option("--drain", min=0.0, help="On SIGTERM, seconds to let requests finish."),
+    ] = 30.0,
+) -> None:
+    """Serve every model of the profile on one OpenAI-compatible endpoint.
+
+    POST /v1/chat/completions, /v1/completions and /v1/embeddings take `model`: a service,
+    an endpoint, a tier or `auto` (the effort score picks the tier). Requests queue per backend
+    by priority (header x-aither-priority or the body's `priority`: interactive, normal, batch);
+    a service that is not running is started on the first request, evicting idle ones when
+    memory is short. GET /v1/models, /health, /metrics (Prometheus), /events (a stream of the
+    scheduler's decisions), /status. SIGTERM drains requests in flight, then exits; containers
+    stay as they are.
+    """
+    import asyncio
+
+    from aitherctl.gateway.server import (
+        ServeOptions,
+        build_gateway,
+        check_bind,
+        load_keys,
+        serve_forever,
+    )
+    from aitherctl.ops.serve import serve_state_file
+
+    out = Output()
+    keys = load_keys(keys_file, dict(os.environ))
+    options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys))
+    check_bind(options)
+    chosen = _profile(profile)
+
+    def build() -> object:
+        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))
+
+    def ready(url: str) -> None:
+        auth = f", {len(keys)} API key(s)" if keys else ""
+        out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
+
+    code = asyncio.run(serve_forever(build, options, ready, serve_state_file(port)))
+    if code:
+        raise typer.Exit(code)
+
+
+def _profile(explicit: str | None) -> Profile:
+    from aitherctl.ops.route import resolve_profile
+
+    chosen, _stack = resolve_profile(explicit, runtime.catalog(), runtime.docker_reader)
+    return chosen
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

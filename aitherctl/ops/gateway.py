@@ -1,0 +1,691 @@
+"""One request through `aitherctl serve`: which backends may answer, in which order, and the
+answer passed back as it streams. The HTTP front-end (`aitherctl.gateway`) parses and writes; the
+decisions are here, and they are `aitherctl run`'s: the same Router chooses the tier (`auto`
+scores the prompt's effort), applies the same skip rules, reserves the same worst case against
+the shared daily budget and writes one ledger row per request.
+
+Fallback happens before the first byte of an answer and never after: once text has reached the
+client, a failure ends the answer there (a streamed `error` event) and the row says `partial`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
+from aitherctl.core.scheduling import Priority
+from aitherctl.errors import AitherError, NotFoundError
+from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
+from aitherctl.ops.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.upstream import Upstream, UpstreamResponse
+    from aitherctl.ops.route import Router
+
+KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
+KEEPALIVE_EVERY_S = 5.0
+# Hop-by-hop and recomputed headers never passed on from an upstream answer.
+_DROPPED_HEADERS = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
+    "proxy-connection", "te", "trailer", "upgrade",
+})
+ROUTES = {
+    "/v1/chat/completions": "chat/completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+
+
+class Sink(Protocol):
+    """Where the answer goes: the front-end's response to the client."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def start(self, status: int, headers: dict[str, str]) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRequest:
+    route: str  # a key of ROUTES
+    body: dict[str, Any]
+    priority: Priority
+    client: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.body.get("stream")) and self.route != "/v1/embeddings"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer the front-end sends whole (errors, non-streamed answers)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    backend: Candidate | None = None
+    outcome: str = "failed"
+    attempts: list[tuple[str, str, str | None]] = field(default_factory=list)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    ttft_s: float | None = None
+    queue_wait_s: float | None = None
+    load_wait_s: float | None = None
+    cost_usd: float = 0.0
+    all_full: bool = True  # every candidate was skipped for a full queue
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the `model` field named, resolved: the candidates in order, whether a full queue
+    overflows to the next one, and the tier / effort when they were chosen."""
+
+    candidates: tuple[Candidate, ...]
+    overflow: bool
+    tier: Tier | None = None
+    effort: int | None = None
+    effort_reasons: tuple[str, ...] = ()
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> bytes:
+    """The OpenAI error shape, so clients show the message."""
+    return json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
+
+
+def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
+    """(the request's last user text, its system text) for the effort score."""
+    if route == "/v1/completions":
+        prompt = body.get("prompt", "")
+        return (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))), None
+    if route == "/v1/embeddings":
+        value = body.get("input", "")
+        return (value if isinstance(value, str) else ""), None
+    user, system = "", None
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        text = _content_text(message.get("content"))
+        if message.get("role") == "system" and system is None:
+            system = text
+        elif message.get("role") == "user":
+            user = text
+    return user, system
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "") for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+class Dispatcher:
+    """Routes each request through the scheduler. Lives on the scheduler's event loop."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        router: Router,
+        upstream: Upstream,
+        *,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
+        observe: Callable[[str, str, float], None] | None = None,
+        count: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.router = router
+        self.upstream = upstream
+        self.env = os.environ if env is None else env
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.observe = observe or (lambda _n, _b, _s: None)
+        self.count = count or (lambda _n, _b, _o: None)
+        self._pending_rows: set[asyncio.Task[None]] = set()
+        table = router.table
+        self.names: dict[str, str] = {}  # what a client may send as `model` -> backend name
+        for name, candidate in table.backends.items():
+            if scheduler.routable(name):
+                self.names[name] = name
+                self.names.setdefault(candidate.model, name)
+
+    # -- the model list --------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models`: from the profile alone, never loading anything."""
+        created = int(self.wall_clock())
+        entries = []
+        seen = set()
+        for name, backend in self.names.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            state = self.scheduler.backends[backend].state.value
+            entries.append({
+                "id": name, "object": "model", "created": created, "owned_by": "aitherctl",
+                "aither": {"kind": "backend", "backend": backend, "state": state},
+            })
+        for tier in self.router.table.tiers:
+            if tier.name not in seen:
+                seen.add(tier.name)
+                entries.append({
+                    "id": tier.name, "object": "model", "created": created,
+                    "owned_by": "aitherctl",
+                    "aither": {"kind": "tier", "candidates": [c.name for c in tier.candidates]},
+                })
+        entries.append({
+            "id": "auto", "object": "model", "created": created, "owned_by": "aitherctl",
+            "aither": {"kind": "auto"},
+        })
+        return entries
+
+    def known_names(self) -> list[str]:
+        return sorted({*self.names, *(t.name for t in self.router.table.tiers), "auto"})
+
+    # -- resolving -------------------------------------------------------------------------------
+
+    def resolve(self, request: GatewayRequest) -> Route:
+        model = request.body.get("model")
+        if not isinstance(model, str) or not model:
+            model = "auto"
+        table = self.router.table
+        if model in self.names:
+            backend = self.names[model]
+            return Route((table.backends[backend],), overflow=False)
+        tiers = {tier.name: tier for tier in table.tiers}
+        if model in tiers:
+            tier = tiers[model]
+            return Route(self._routable(tier.candidates), overflow=True, tier=tier)
+        if model == "auto":
+            prompt, system = prompt_text(request.route, request.body)
+            choice = self.router.choose(RunOptions(prompt=prompt or " ", system=system))
+            return Route(
+                self._routable(choice.candidates), overflow=True, tier=choice.tier,
+                effort=choice.effort.score, effort_reasons=choice.effort.reasons,
+            )
+        raise NotFoundError(
+            f"unknown model {model!r}; this gateway serves: {', '.join(self.known_names())}"
+        )
+
+    def _routable(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        return tuple(c for c in candidates if self.scheduler.routable(c.name))
+
+    # -- handling ---------------------------------------------------------------------------------
+
+    async def handle(self, request: GatewayRequest, sink: Sink) -> Reply | None:
+        """Answer `request`: a Reply to send whole, or None when the answer was streamed into
+        `sink`."""
+        started, started_wall = self.clock(), self.wall_clock()
+        try:
+            route = self.resolve(request)
+        except NotFoundError as exc:
+            return Reply(404, error_body(exc.message, "invalid_request_error", "model_not_found"))
+        except AitherError as exc:
+            return Reply(400, error_body(exc.message, "invalid_request_error"))
+        result = Outcome()
+        reply: Reply | None = None
+        try:
+            reply = await self._try_candidates(request, route, sink, result, started)
+        finally:
+            self._record(request, route, result, started, started_wall)
+        return reply
+
+    async def _try_candidates(
+        self,
+        request: GatewayRequest,
+        route: Route,
+        sink: Sink,
+        result: Outcome,
+        started: float,
+    ) -> Reply | None:
+        ctx = self._context()
+        for candidate in route.candidates:
+            reason = static_skip_reason(candidate, ctx)
+            if reason is None and route.overflow and not self.scheduler.queue_has_room(
+                candidate.name, _int_or_none(route.tier.max_queue if route.tier else None)
+            ):
+                reason = "queue full: overflowing to the next candidate"
+                result.attempts.append((candidate.name, "skipped", reason))
+                self.scheduler.events.emit("overflowed", candidate.name, reason,
+                                           request.request_id)
+                continue
+            if reason is not None:
+                result.all_full = False
+                result.attempts.append((candidate.name, "skipped", reason))
+                continue
+            result.all_full = False
+            answer = await self._attempt(request, route, candidate, sink, result, started)
+            if answer is not None or result.outcome in ("ok", "partial"):
+                return answer
+            if sink.started and result.outcome == "failed_mid":
+                return None
+        return self._no_backend(request, route, sink, result)
+
+    async def _attempt(  # noqa: PLR0917 - one request's life, in order
+        self,
+        request: GatewayRequest,
+        route: Route,
+        candidate: Candidate,
+        sink: Sink,
+        result: Outcome,
+        started: float,
+    ) -> Reply | None:
+        router = self.router
+        options = RunOptions(prompt=prompt_text(request.route, request.body)[0] or " ")
+        max_tokens = _int_or_none(request.body.get("max_tokens")) or _int_or_none(
+            request.body.get("max_completion_tokens")
+        ) or router.table.default_max_tokens
+        worst = router.worst_case(candidate, options, max_tokens)
+        reservation: int | None = None
+        run_state = _RunState()
+        if worst > 0:
+            timeout = route.tier.timeout_s if route.tier else 60.0
+            reservation, refusal = await asyncio.to_thread(
+                router.reserve, run_state.run_id, candidate, worst, timeout
+            )
+            if refusal:
+                result.attempts.append((candidate.name, "skipped", refusal))
+                result.outcome = "budget"
+                return None
+        keepalive = self._keepalive(request, sink) if request.streaming else None
+        lease: Lease | None = None
+        response: UpstreamResponse | None = None
+        billable = False
+        try:
+            try:
+                lease = await self.scheduler.acquire(
+                    candidate.name, request.priority, request.request_id
+                )
+            except QueueFull as exc:
+                result.attempts.append((candidate.name, "queue_full", exc.message))
+                result.retry_after_s = exc.retry_after_s
+                result.all_full = not route.overflow or result.all_full
+                if not route.overflow:
+                    result.all_full = True
+                return None
+            except (LoadFailed, SchedulerError) as exc:
+                result.attempts.append((candidate.name, "error", exc.message))
+                self.scheduler.events.emit("fell_back", candidate.name, exc.message,
+                                           request.request_id)
+                return None
+            result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
+            self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
+            if lease.load_wait_s:
+                self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
+            body, usage_added = self._upstream_body(request, candidate)
+            headers = {"Content-Type": "application/json"}
+            if candidate.api_key_env:
+                headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
+            if request.streaming:
+                headers["Accept"] = "text/event-stream"
+            from aitherctl.adapters.upstream import UpstreamError
+
+            timeout_s = route.tier.timeout_s if route.tier else 600.0
+            try:
+                billable = True
+                response = await self.upstream.open(
+                    candidate.base_url + "/" + ROUTES[request.route],
+                    body,
+                    headers,
+                    connect_timeout_s=candidate.connect_timeout_s,
+                    read_timeout_s=timeout_s,
+                )
+            except UpstreamError as exc:
+                billable = exc.status is not None and exc.status < 400
+                result.attempts.append((candidate.name, "error", exc.message))
+                if candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
+                    await asyncio.to_thread(router.memory.remember, candidate, exc.message)
+                self.scheduler.events.emit("fell_back", candidate.name, exc.message,
+                                           request.request_id)
+                if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                    # The request itself is wrong: another backend would refuse it too.
+                    result.outcome = "failed"
+                    return Reply(exc.status, exc.body or error_body(exc.message, "upstream"))
+                return None
+            if keepalive is not None:
+                keepalive.cancel()
+            reply = await self._relay(
+                request, route, candidate, response, sink, result, started, usage_added, lease
+            )
+            self.scheduler.events.emit("served", candidate.name, result.outcome,
+                                       request.request_id)
+            return reply
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+            if response is not None:
+                response.close()
+            if lease is not None:
+                self.scheduler.release(lease)
+            if reservation is not None:
+                cost = self._cost(candidate, options, result, max_tokens) if (
+                    result.outcome in ("ok", "partial")
+                ) else (worst if billable else 0.0)
+                result.cost_usd += cost
+                await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
+
+    def _cost(
+        self, candidate: Candidate, options: RunOptions, result: Outcome, max_tokens: int
+    ) -> float:
+        return self.router.cost(candidate, options, result.tokens_in, result.tokens_out,
+                                max_tokens)
+
+    def _upstream_body(self, request: GatewayRequest, candidate: Candidate) -> tuple[bytes, bool]:
+        """The client's body for this backend: its model name, no `priority`, the endpoint's
+        max-tokens field and temperature rule, usage asked for when streaming (the ledger
+        needs it; the extra chunk is not passed on unless the client asked)."""
+        body = dict(request.body)
+        body.pop("priority", None)
+        body["model"] = candidate.model
+        if candidate.max_tokens_field == "max_completion_tokens" and "max_tokens" in body:
+            body["max_completion_tokens"] = body.pop("max_tokens")
+        if candidate.temperature == "omit":
+            body.pop("temperature", None)
+        elif not isinstance(candidate.temperature, str):
+            body["temperature"] = candidate.temperature
+        usage_added = False
+        if request.streaming:
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                body["stream_options"] = {**(options or {}), "include_usage": True}
+                usage_added = True
+        return json.dumps(body).encode(), usage_added
+
+    async def _relay(  # noqa: PLR0917
+        self,
+        request: GatewayRequest,
+        route: Route,
+        candidate: Candidate,
+        response: UpstreamResponse,
+        sink: Sink,
+        result: Outcome,
+        started: float,
+        usage_added: bool,
+        lease: Lease,
+    ) -> Reply | None:
+        from aitherctl.adapters.upstream import UpstreamError
+
+        headers = Dispatcher._answer_headers(route, candidate, lease)
+        for key, value in response.headers.items():
+            if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith("x-aither"):
+                headers.setdefault(key, value)
+        if not request.streaming:
+            try:
+                data = await response.read()
+            except UpstreamError as exc:
+                result.attempts.append((candidate.name, "error", exc.message))
+                return None
+            result.ttft_s = self.clock() - started
+            result.backend, result.outcome = candidate, "ok"
+            result.attempts.append((candidate.name, "ok", None))
+            _read_usage(data, result)
+            self.observe("ttft_seconds", candidate.name, result.ttft_s)
+            return Reply(response.status, data, headers)
+        splitter = _SseSplitter(strip_usage=usage_added)
+        try:
+            async for chunk in response.chunks():
+                out = splitter.feed(chunk)
+                if splitter.usage is not None:
+                    _usage_into(splitter.usage, result)
+                if not out:
+                    continue
+                if result.ttft_s is None:
+                    result.ttft_s = self.clock() - started
+                    self.observe("ttft_seconds", candidate.name, result.ttft_s)
+                    if not sink.started:
+                        await sink.start(200, headers)
+                    else:
+                        await sink.write(f": x-aither-backend {candidate.name}\n\n".encode())
+                    result.backend = candidate
+                await sink.write(out)
+            tail = splitter.flush()
+            if tail:
+                if not sink.started:
+                    await sink.start(200, headers)
+                await sink.write(tail)
+        except UpstreamError as exc:
+            if result.ttft_s is None:
+                result.attempts.append((candidate.name, "error", exc.message))
+                return None
+            result.attempts.append((candidate.name, "partial", exc.message))
+            result.backend, result.outcome = candidate, "partial"
+            message = f"{candidate.name} failed after the answer had started: {exc.message}"
+            await sink.write(b"data: " + error_body(message, "upstream_error") + b"\n\n")
+            return None
+        if result.ttft_s is None:
+            result.ttft_s = self.clock() - started
+            if not sink.started:
+                await sink.start(200, headers)
+        result.backend, result.outcome = candidate, "ok"
+        result.attempts.append((candidate.name, "ok", None))
+        return None
+
+    @staticmethod
+    def _answer_headers(route: Route, candidate: Candidate, lease: Lease) -> dict[str, str]:
+        headers = {
+            "x-aither-backend": candidate.name,
+            "x-aither-queue-wait": f"{lease.queue_wait_s:.3f}",
+            "x-aither-load-wait": f"{lease.load_wait_s:.3f}",
+        }
+        if route.tier is not None:
+            headers["x-aither-tier"] = route.tier.name
+        if route.effort is not None:
+            headers["x-aither-effort"] = str(route.effort)
+        return headers
+
+    def _keepalive(self, request: GatewayRequest, sink: Sink) -> asyncio.Task[None]:
+        async def beat() -> None:
+            await asyncio.sleep(KEEPALIVE_AFTER_S)
+            while True:
+                if not sink.started:
+                    await sink.start(200, {"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+                await sink.write(b": waiting for a backend\n\n")
+                await asyncio.sleep(KEEPALIVE_EVERY_S)
+
+        del request
+        return asyncio.get_running_loop().create_task(beat())
+
+    def _no_backend(
+        self, request: GatewayRequest, route: Route, sink: Sink, result: Outcome
+    ) -> Reply | None:
+        del route
+        lines = "; ".join(f"{name} {what}" + (f": {why}" if why else "")
+                          for name, what, why in result.attempts) or "no candidate"
+        if result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
+            status, kind, message = 402, "budget_exceeded", (
+                f"the daily budget forbids this request ({lines})"
+            )
+        elif result.all_full and result.attempts:
+            status, kind, message = 429, "rate_limit_error", f"queue full ({lines})"
+            result.outcome = "rejected"
+        else:
+            status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
+            result.outcome = "failed"
+        if sink.started:  # a keep-alive already began the stream: end it with the error
+            task = asyncio.get_running_loop().create_task(
+                sink.write(b"data: " + error_body(message, kind) + b"\n\ndata: [DONE]\n\n")
+            )
+            self._pending_rows.add(task)
+            task.add_done_callback(self._pending_rows.discard)
+            return None
+        headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
+        del request
+        return Reply(status, error_body(message, kind), headers)
+
+    def _context(self) -> RouteContext:
+        """As `run`'s, except that services are never skipped for not running (the scheduler
+        starts them) and only endpoints' recent failures count (it knows its services')."""
+        endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
+        remembered = (
+            dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
+            if endpoints else {}
+        )
+        return RouteContext(
+            running=None,
+            env_keys=frozenset(k for k, v in self.env.items() if v),
+            remembered_failures=remembered,
+        )
+
+    def _record(
+        self,
+        request: GatewayRequest,
+        route: Route,
+        result: Outcome,
+        started: float,
+        started_wall: float,
+    ) -> None:
+        """One ledger row per request, written off the loop (and even when the client left)."""
+        from aitherctl.adapters.ledger import LedgerRow, prompt_hash
+
+        prompt, system = prompt_text(request.route, request.body)
+        if result.outcome not in ("ok", "partial", "budget", "rejected") and not result.attempts:
+            result.outcome = "cancelled"
+        last = result.backend
+        if last is None and result.attempts:
+            last = self.router.table.backends.get(result.attempts[-1][0])
+        total = self.clock() - started
+        outcome = result.outcome if result.outcome != "failed_mid" else "partial"
+        row = LedgerRow(
+            ts=started_wall,
+            profile=self.router.profile.name,
+            effort=route.effort,
+            tier=route.tier.name if route.tier else None,
+            backend=last.name if last else None,
+            model=last.model if last else None,
+            local=last.local if last else None,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            cost_usd=result.cost_usd,
+            ttft_s=result.ttft_s,
+            total_s=total,
+            outcome=outcome,
+            attempts=len(result.attempts),
+            prompt_sha256=prompt_hash(system, prompt),
+            prompt=prompt if self.router.store_prompts else None,
+            client=request.client,
+            priority=request.priority.label,
+            queue_wait_s=result.queue_wait_s,
+            load_wait_s=result.load_wait_s,
+        )
+        backend = last.name if last else "none"
+        self.count("requests", backend, outcome)
+        self.observe("request_seconds", backend, total)
+        task = asyncio.get_running_loop().create_task(
+            _quietly(asyncio.to_thread(self.router.ledger.record, row))
+        )
+        self._pending_rows.add(task)
+        task.add_done_callback(self._pending_rows.discard)
+
+    async def flush(self) -> None:
+        """Wait for the ledger rows still being written (at shutdown)."""
+        while self._pending_rows:
+            await asyncio.gather(*list(self._pending_rows), return_exceptions=True)
+
+
+@dataclass
+class _RunState:
+    """What Router.reserve needs of a run: its id (the gateway's reservations are settled by
+    the request, not replaced by a run row)."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    """Bookkeeping (the ledger) must never break or hang an answer."""
+    with contextlib.suppress(Exception):
+        await awaitable
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    return None
+
+
+def _read_usage(data: bytes, result: Outcome) -> None:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return
+    if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+        _usage_into(payload["usage"], result)
+
+
+def _usage_into(usage: dict[str, Any], result: Outcome) -> None:
+    prompt_tokens = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if isinstance(prompt_tokens, int):
+        result.tokens_in = prompt_tokens
+    if isinstance(completion, int):
+        result.tokens_out = completion
+
+
+class _SseSplitter:
+    """Passes an SSE stream through in the chunks it arrives in, reading (and, when the
+    gateway added the request for it, dropping) the final usage-only event."""
+
+    def __init__(self, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+        self.buffer = b""
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if b'"usage"' not in chunk and not self.buffer:
+            return chunk  # the hot path: nothing to look at
+        data = self.buffer + chunk
+        head, sep, rest = data.rpartition(b"\n\n")
+        if not sep:
+            self.buffer = data
+            return b""
+        self.buffer = rest
+        out = []
+        for event in (head + sep).split(b"\n\n"):
+            if not event:
+                continue
+            if b'"usage"' in event and self._take_usage(event) and self.strip_usage:
+                continue
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
+    def _take_usage(self, event: bytes) -> bool:
+        """Read the usage of an event; True when the event is usage alone (no choices)."""
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                payload = json.loads(line[5:])
+            except ValueError:
+                return False
+            if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+                self.usage = payload["usage"]
+                return not payload.get("choices")
+        return False
+
+    def flush(self) -> bytes:
+        data, self.buffer = self.buffer, b""
+        return data

@@ -1,0 +1,763 @@
+"""The MicroScheduler: the one owner of which model is loaded, who waits for it and who is evicted.
+
+All of its state lives in `Scheduler` and is changed only by coroutines on one asyncio event loop
+(llama-swap's issue #946: a decision taken from state read earlier, after another task changed
+it, wedged a swap group). Every decision is taken from the state as it is at that moment; the
+slow work (a Docker transaction, a sleep request) runs in a worker thread or as an HTTP call, and
+its result is applied back on the loop.
+
+Per backend (a service of the profile, or an endpoint): a concurrency limit (`max_concurrency`,
+else the engine's: llama.cpp `--parallel`, vLLM `--max-num-seqs`), a bounded priority queue with
+ageing (`aitherctl.core.scheduling`), and a state:
+
+    ready ── evict ──▶ stopped | asleep | unloaded ── load ──▶ ready
+               (stop the container; vLLM sleep mode; Ollama keep_alive 0 / ComfyUI /free)
+
+A request for a backend that is not ready starts its load. A load that does not fit its memory
+pools (each GPU, and the host's RAM for CPU services with a `ram:` budget) first evicts idle
+services (nothing in flight or queued, never `pinned`), lowest `priority` first, then least
+recently used, waits until the GPU memory is really free (NVML), then starts the service through
+the same transaction and readiness checks as `aitherctl up`. Idle services with `idle_after` are
+put away, and resident services displaced to make room come back when they fit again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from aitherctl.core.scheduling import (
+    DEFAULT_MAX_QUEUE,
+    EvictionChoice,
+    Holder,
+    Pool,
+    Priority,
+    Rank,
+    Waiter,
+    WaitQueue,
+    choose_victims,
+    describe_missing,
+    parse_rank,
+)
+from aitherctl.errors import AitherError
+
+if TYPE_CHECKING:
+    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.adapters.upstream import Upstream
+    from aitherctl.core.gpu import GpuInventory
+    from aitherctl.core.profile import Profile, Service
+    from aitherctl.core.routing import Candidate, RoutingTable
+
+DEFAULT_ENDPOINT_CONCURRENCY = 32
+DEFAULT_SERVICE_CONCURRENCY = 8  # an engine that decides at run time (vLLM without max-num-seqs)
+TICK_S = 1.0  # idle checks and restores
+REFRESH_S = 5.0  # re-read what Docker runs (someone ran `aitherctl up` or `down`)
+MEMORY_FREE_TIMEOUT_S = 60.0  # after an eviction, how long the GPU may take to show it free
+LOAD_WAIT_FOR_ROOM_S = 120.0  # a load that must wait for busy services to become idle
+EVENTS_KEPT = 200
+
+
+class BackendState(StrEnum):
+    READY = "ready"
+    LOADING = "loading"
+    EVICTING = "evicting"
+    STOPPED = "stopped"  # no running container
+    ASLEEP = "asleep"  # vLLM sleep mode: the container runs, its GPU memory is free
+    UNLOADED = "unloaded"  # Ollama / ComfyUI released their models; the next request loads
+
+
+HOLDING = (BackendState.READY, BackendState.LOADING, BackendState.EVICTING)
+
+
+class SchedulerError(AitherError):
+    """A request the scheduler cannot place. `status` is the HTTP status the gateway answers."""
+
+    status = 503
+    kind = "unavailable"
+
+
+class QueueFull(SchedulerError):
+    status = 429
+    kind = "queue_full"
+
+    def __init__(self, backend: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"{backend}: queue full ({retry_after_s}s suggested before retrying)"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class LoadFailed(SchedulerError):
+    kind = "load_failed"
+
+
+@dataclass(eq=False)
+class Backend:
+    """One place requests can go, and what the scheduler knows about it now."""
+
+    name: str
+    candidate: Candidate
+    service: Service | None  # None: an endpoint (always ready, nothing to load)
+    limit: int
+    queue: WaitQueue
+    claims: dict[str, int] = field(default_factory=dict)
+    state: BackendState = BackendState.READY
+    in_flight: int = 0
+    last_used: float = 0.0
+    displaced: bool = False  # a resident service put away to make room: brought back when idle
+    load_task: asyncio.Task[None] | None = None
+    last_error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    loaded: tuple[float, float] | None = None  # the last load's start and end (clock)
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0 and not self.queue
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.service and self.service.pinned)
+
+    @property
+    def rank(self) -> Rank:
+        return parse_rank(self.service.priority) if self.service else Rank.NORMAL
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "kind": "service" if self.service else "endpoint",
+            "state": self.state.value,
+            "in_flight": self.in_flight,
+            "limit": self.limit,
+            "queued": len(self.queue),
+            "queued_by_priority": self.queue.by_priority(),
+            "max_queue": self.queue.capacity,
+            "pinned": self.pinned,
+            "on_demand": bool(self.service and self.service.on_demand),
+            "displaced": self.displaced,
+            "last_used_ts": self.last_used or None,
+            "claims_bytes": dict(self.claims),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(eq=False)
+class Lease:
+    """A place in a backend: release it exactly once when the request is over."""
+
+    backend: Backend
+    queue_wait_s: float
+    load_wait_s: float
+    released: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: float
+    kind: str  # queued, loading, loaded, evicted, slept, woke, unloaded, served, fell_back, ...
+    backend: str | None
+    detail: str = ""
+    request: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ts": round(self.ts, 3),
+            "event": self.kind,
+            "backend": self.backend,
+            "detail": self.detail,
+            "request": self.request,
+        }
+
+
+class EventLog:
+    """The last EVENTS_KEPT decisions, and live subscribers (`GET /events`, the monitor)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.recent: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self.subscribers: set[asyncio.Queue[Event]] = set()
+        self.clock = clock
+
+    def emit(
+        self, kind: str, backend: str | None, detail: str = "", request: str | None = None
+    ) -> Event:
+        event = Event(self.clock(), kind, backend, detail, request)
+        self.recent.append(event)
+        for queue in self.subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)  # a slow reader loses events, never slows the loop
+        return event
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1000)
+        self.subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self.subscribers.discard(queue)
+
+
+class Metrics:
+    """What the scheduler reports (counts and durations per backend); the gateway's subclass
+    feeds prometheus_client. This one drops them."""
+
+    def count(self, name: str, backend: str, **labels: str) -> None:
+        del name, backend, labels
+
+    def observe(self, name: str, backend: str, seconds: float) -> None:
+        del name, backend, seconds
+
+
+class ServiceControl:
+    """The I/O that loads and evicts services: Docker transactions (in worker threads) and the
+    engines' own sleep and release requests (over the shared upstream HTTP client)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], DockerEngine],
+        inventory: Callable[[], GpuInventory],
+        profile_name: str,
+        upstream: Upstream,
+    ) -> None:
+        self.connect = connect
+        self.inventory = inventory
+        self.profile_name = profile_name
+        self.upstream = upstream
+
+    def _catalog(self) -> Any:
+        from aitherctl.adapters.profile_store import ProfileCatalog
+
+        return ProfileCatalog()
+
+    def start_blocking(self, service: str, cancel: threading.Event) -> None:
+        """`aitherctl up SERVICE`: the same plan, lock, transaction and readiness wait."""
+        from aitherctl.ops.switch import switch
+
+        engine = self.connect()
+        try:
+            switch(
+                engine, self._catalog(), self.profile_name, self.inventory, _QuietProgress(),
+                only=[service], cancel=cancel,
+            )
+        finally:
+            engine.close()
+
+    def stop_blocking(self, service: str) -> None:
+        """`aitherctl down SERVICE`, through the same transaction."""
+        from aitherctl.ops.switch import down
+
+        engine = self.connect()
+        try:
+            down(engine, [service], _QuietProgress())
+        finally:
+            engine.close()
+
+    def running_blocking(self) -> set[str]:
+        """The services with a running (not set-aside) container now."""
+        from aitherctl.ops.state import observe
+
+        engine = self.connect()
+        try:
+            return {item.service for item in observe(engine).running}
+        finally:
+            engine.close()
+
+    def gpu_free_bytes(self) -> dict[int, int] | None:
+        inventory = self.inventory()
+        if not inventory.available:
+            return None
+        return {gpu.index: gpu.memory_total_bytes - gpu.memory_used_bytes for gpu in inventory.gpus}
+
+    async def http(self, backend: Backend, method: str, path: str, body: Any = None) -> Any:
+        root = backend.candidate.base_url.removesuffix("/v1")
+        return await self.upstream.call(method, root + path, body, timeout_s=120.0)
+
+
+class _QuietProgress:
+    def note(self, message: str) -> None:
+        del message
+
+    def service(self, service: str, status: str, detail: str = "") -> None:
+        del service, status, detail
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSizes:
+    """Pool capacities, read once at start (GPU totals from NVML, host RAM from psutil)."""
+
+    pools: dict[str, Pool]
+
+
+class Scheduler:
+    """Owns every backend's state. Call its coroutines from the loop it runs on."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        table: RoutingTable,
+        control: ServiceControl | None,
+        pools: dict[str, Pool],
+        *,
+        events: EventLog | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        running: set[str] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.table = table
+        self.control = control
+        self.pools = pools
+        self.events = events or EventLog()
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.backends: dict[str, Backend] = {}
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._build(running)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _build(self, running: set[str] | None) -> None:
+        from aitherctl.core.engines import driver_for
+
+        for name, candidate in self.table.backends.items():
+            service = self.profile.services.get(name) if candidate.origin == "service" else None
+            if service is not None:
+                limit = service.max_concurrency or (
+                    driver_for(service.engine.value).default_concurrency(service)
+                    or DEFAULT_SERVICE_CONCURRENCY
+                )
+                capacity = service.max_queue or DEFAULT_MAX_QUEUE
+                state = (
+                    BackendState.READY
+                    if running is None or name in running
+                    else BackendState.STOPPED
+                )
+            else:
+                limit, capacity, state = DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_MAX_QUEUE, (
+                    BackendState.READY
+                )
+            backend = Backend(
+                name=name, candidate=candidate, service=service, limit=limit,
+                queue=WaitQueue(capacity), state=state,
+            )
+            if service is not None:
+                backend.claims = self._claims(service)
+                # A resident service found stopped at start is brought back like a displaced one.
+                backend.displaced = state is BackendState.STOPPED and not service.on_demand
+            self.backends[name] = backend
+        # Services that hold memory but take no chat requests (ComfyUI) still count in pools.
+        for name, service in self.profile.services.items():
+            if name in self.backends:
+                continue
+            state = BackendState.READY if running is None or name in running else (
+                BackendState.STOPPED
+            )
+            from aitherctl.core.routing import service_candidate
+
+            backend = Backend(
+                name=name, candidate=service_candidate(service), service=service, limit=0,
+                queue=WaitQueue(0), state=state, claims=self._claims(service),
+            )
+            self.backends[name] = backend
+
+    def _claims(self, service: Service) -> dict[str, int]:
+        claims: dict[str, int] = {}
+        for gpu in service.gpus:
+            pool = self.pools.get(f"gpu:{gpu}")
+            total = pool_total(pool)
+            if service.vram is not None and total:
+                claims[f"gpu:{gpu}"] = service.vram.resolve(total)
+        if service.ram is not None and "ram" in self.pools:
+            claims["ram"] = service.ram.resolve(pool_total(self.pools["ram"]) or 0)
+        return claims
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def routable(self, name: str) -> bool:
+        backend = self.backends.get(name)
+        return backend is not None and backend.limit > 0
+
+    def queue_has_room(self, name: str, threshold: int | None = None) -> bool:
+        backend = self.backends[name]
+        if (
+            backend.state is BackendState.READY
+            and backend.in_flight < backend.limit
+            and not backend.queue
+        ):
+            return True
+        bound = backend.queue.capacity if threshold is None else min(
+            threshold, backend.queue.capacity
+        )
+        return len(backend.queue) < bound
+
+    async def acquire(
+        self, name: str, priority: Priority, request_id: str | None = None
+    ) -> Lease:
+        """Wait for a place in `name` (loading it first when it is not ready). Raises QueueFull
+        at once when its queue is full, LoadFailed when it could not be loaded. Cancelling the
+        caller (the client went away) gives its place up."""
+        backend = self.backends[name]
+        if self._closing:
+            raise SchedulerError("the scheduler is shutting down")
+        started = self.clock()
+        if (
+            backend.state is BackendState.READY
+            and backend.in_flight < backend.limit
+            and not backend.queue
+        ):
+            backend.in_flight += 1
+            backend.last_used = started
+            return Lease(backend, 0.0, 0.0)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        self._seq += 1
+        waiter = Waiter(self._seq, priority, started, future)
+        if not backend.queue.push(waiter):
+            self.metrics.count("rejected", name)
+            raise QueueFull(name, self._retry_after(backend))
+        self.events.emit("queued", name, f"{priority.label}, {len(backend.queue)} waiting",
+                         request_id)
+        self.metrics.count("queued", name)
+        self._pump(backend)
+        try:
+            load_wait = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._release(backend)  # granted just as the client left
+            else:
+                backend.queue.remove(waiter)
+                self.events.emit("abandoned", name, "client went away while waiting", request_id)
+            self._changed.set()
+            raise
+        waited = self.clock() - started
+        return Lease(backend, max(0.0, waited - load_wait), load_wait)
+
+    def release(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        self._release(lease.backend)
+
+    def _release(self, backend: Backend) -> None:
+        backend.in_flight -= 1
+        backend.last_used = self.clock()
+        self._changed.set()
+        self._pump(backend)
+
+    def _retry_after(self, backend: Backend) -> int:
+        return max(1, min(60, len(backend.queue) // max(1, backend.limit)))
+
+    def _pump(self, backend: Backend) -> None:
+        """Hand free places to the best waiters, or start the load they wait for."""
+        if backend.state is BackendState.READY:
+            now = self.clock()
+            while backend.in_flight < backend.limit and backend.queue:
+                waiter = backend.queue.pop(now)
+                assert waiter is not None
+                future: asyncio.Future[float] = waiter.token
+                if future.done():
+                    continue
+                backend.in_flight += 1
+                backend.last_used = now
+                load_wait = 0.0
+                if backend.loaded is not None and waiter.enqueued_at < backend.loaded[1]:
+                    load_wait = backend.loaded[1] - max(waiter.enqueued_at, backend.loaded[0])
+                future.set_result(load_wait)
+        elif backend.queue and backend.state in (
+            BackendState.STOPPED, BackendState.ASLEEP, BackendState.UNLOADED
+        ) and backend.load_task is None:
+            self._spawn_load(backend, reason="requested")
+
+    def _fail_waiters(self, backend: Backend, error: SchedulerError) -> None:
+        while backend.queue:
+            waiter = backend.queue.pop(self.clock())
+            assert waiter is not None
+            if not waiter.token.done():
+                waiter.token.set_exception(error)
+
+    # -- loading and evicting --------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn_load(self, backend: Backend, reason: str) -> None:
+        backend.load_task = self._spawn(self._load(backend, reason))
+
+    def holders(self, exclude: Backend | None = None) -> list[Holder]:
+        return [
+            Holder(
+                name=b.name,
+                claims=b.claims,
+                evictable=(
+                    b.state is BackendState.READY and b.idle and not b.pinned
+                    and b.load_task is None
+                ),
+                rank=b.rank,
+                last_used=b.last_used,
+            )
+            for b in self.backends.values()
+            if b is not exclude and b.service is not None and b.claims and b.state in HOLDING
+        ]
+
+    def plan_room(self, backend: Backend) -> EvictionChoice:
+        return choose_victims(backend.claims, self.holders(exclude=backend), self.pools)
+
+    async def _load(self, backend: Backend, reason: str) -> None:
+        before = backend.state
+        started = self.clock()
+        backend.state = BackendState.LOADING
+        backend.cancel = threading.Event()
+        self.events.emit("loading", backend.name, f"{reason}; was {before.value}")
+        try:
+            await self._make_room(backend)
+            await self._bring_up(backend, before)
+        except (AitherError, OSError) as exc:
+            message = exc.message if isinstance(exc, AitherError) else str(exc)
+            backend.state = before
+            backend.last_error = message
+            backend.load_task = None
+            self.metrics.count("load_failures", backend.name)
+            self.events.emit("load_failed", backend.name, message)
+            self._fail_waiters(
+                backend, LoadFailed(f"{backend.name} could not be loaded: {message}")
+            )
+            self._changed.set()
+            return
+        except asyncio.CancelledError:
+            backend.state = before
+            backend.load_task = None
+            self._fail_waiters(backend, SchedulerError("the scheduler is shutting down"))
+            raise
+        seconds = self.clock() - started
+        backend.state = BackendState.READY
+        backend.displaced = False
+        backend.last_error = None
+        backend.load_task = None
+        backend.last_used = self.clock()
+        self.metrics.count("loads", backend.name)
+        self.metrics.observe("load_seconds", backend.name, seconds)
+        backend.loaded = (started, self.clock())
+        self.events.emit("loaded", backend.name, f"ready after {seconds:.2f}s")
+        self._changed.set()
+        self._pump(backend)
+
+    async def _make_room(self, backend: Backend) -> None:
+        deadline = self.clock() + LOAD_WAIT_FOR_ROOM_S
+        while True:
+            choice = self.plan_room(backend)
+            if choice.fits_now:
+                return
+            if choice.victims:
+                for victim in choice.victims:
+                    await self._evict(self.backends[victim], f"to make room for {backend.name}")
+                await self._wait_gpu_free(backend)
+                continue
+            # Not even evicting every idle service is enough: wait for busy ones to finish.
+            if self.clock() >= deadline:
+                raise LoadFailed(
+                    f"no room for {backend.name}: {describe_missing(choice.missing)} "
+                    "(the services holding it are busy or pinned)"
+                )
+            self.events.emit("waiting_for_room", backend.name, describe_missing(choice.missing))
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=TICK_S)
+
+    async def _wait_gpu_free(self, backend: Backend) -> None:
+        """After an eviction, until NVML shows the memory the load needs free on each GPU."""
+        if self.control is None or not any(p.startswith("gpu:") for p in backend.claims):
+            return
+        deadline = self.clock() + MEMORY_FREE_TIMEOUT_S
+        while True:
+            free = await asyncio.to_thread(self.control.gpu_free_bytes)
+            if free is None:
+                return
+            short = {
+                pool: need - free.get(int(pool.split(":", 1)[1]), 0)
+                for pool, need in backend.claims.items()
+                if pool.startswith("gpu:") and free.get(int(pool.split(":", 1)[1]), 0) < need
+            }
+            if not short:
+                return
+            if self.clock() >= deadline:
+                raise LoadFailed(
+                    f"GPU memory was not freed in {MEMORY_FREE_TIMEOUT_S:.0f}s: "
+                    + describe_missing(short)
+                )
+            await asyncio.sleep(0.25)
+
+    async def _bring_up(self, backend: Backend, before: BackendState) -> None:
+        if self.control is None:
+            raise LoadFailed("no Docker engine to start it with")
+        service = backend.service
+        assert service is not None
+        if before is BackendState.ASLEEP:
+            from aitherctl.core.engines import driver_for
+
+            mode = driver_for(service.engine.value).sleep_mode(service)
+            assert mode is not None
+            await self.control.http(backend, mode.wake.method, mode.wake.path)
+            self.metrics.count("wakes", backend.name)
+            self.events.emit("woke", backend.name)
+            return
+        if before is BackendState.UNLOADED:
+            return  # the engine loads the model with the request itself
+        await asyncio.to_thread(self.control.start_blocking, service.name, backend.cancel)
+
+    async def _evict(self, backend: Backend, why: str) -> None:
+        """Free `backend`'s memory the engine's cheapest way. It must be idle (checked again
+        here, on the loop, at the moment of deciding)."""
+        if not (backend.state is BackendState.READY and backend.idle and not backend.pinned):
+            raise LoadFailed(f"{backend.name} became busy; not evicted")
+        from aitherctl.core.engines import driver_for
+
+        assert backend.service is not None
+        assert self.control is not None
+        service = backend.service
+        driver = driver_for(service.engine.value)
+        backend.state = BackendState.EVICTING
+        self.events.emit("evicting", backend.name, why)
+        try:
+            mode = driver.sleep_mode(service)
+            if mode is not None:
+                await self.control.http(backend, mode.sleep.method, mode.sleep.path)
+                after, verb = BackendState.ASLEEP, "slept"
+                self.metrics.count("sleeps", backend.name)
+            elif (requests := driver.release_memory(self._loaded_models(backend))) is not None:
+                for request in requests:
+                    await self.control.http(backend, request.method, request.path,
+                                            request.json_body)
+                after, verb = BackendState.UNLOADED, "unloaded"
+            else:
+                await asyncio.to_thread(self.control.stop_blocking, service.name)
+                after, verb = BackendState.STOPPED, "stopped"
+        except (AitherError, OSError) as exc:
+            backend.state = BackendState.READY
+            message = exc.message if isinstance(exc, AitherError) else str(exc)
+            self.events.emit("evict_failed", backend.name, message)
+            raise LoadFailed(f"could not free {backend.name}: {message}") from None
+        backend.state = after
+        backend.displaced = not service.on_demand
+        self.metrics.count("evictions", backend.name)
+        self.events.emit("evicted", backend.name, f"{verb} ({why})")
+        self._changed.set()
+        if backend.queue:  # a request arrived while it was being put away
+            self._pump(backend)
+
+    def _loaded_models(self, backend: Backend) -> list[str]:
+        return [backend.candidate.model]
+
+    # -- the idle loop -------------------------------------------------------------------------
+
+    async def run_housekeeping(self) -> None:
+        """Every TICK_S: put idle services away (`idle_after`), bring displaced resident ones
+        back; every REFRESH_S: re-read what runs."""
+        last_refresh = self.clock()
+        while not self._closing:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self._tick()
+                if self.clock() - last_refresh >= REFRESH_S and self.control is not None:
+                    last_refresh = self.clock()
+                    running = await asyncio.to_thread(self.control.running_blocking)
+                    self._refresh(running)
+            except AitherError as exc:
+                self.events.emit("housekeeping_failed", None, exc.message)
+
+    async def _tick(self) -> None:
+        now = self.clock()
+        for backend in list(self.backends.values()):
+            service = backend.service
+            if (
+                service is None or service.idle_after_s is None or service.pinned
+                or backend.state is not BackendState.READY or not backend.idle
+                or backend.load_task is not None
+            ):
+                continue
+            if now - backend.last_used >= service.idle_after_s:
+                with contextlib.suppress(LoadFailed):
+                    await self._evict(backend, f"idle for {service.idle_after_s:g}s")
+                backend.displaced = False  # put away by choice, not displaced
+                self._restore_residents()
+        self._restore_residents()
+
+    def _restore_residents(self) -> None:
+        """Bring back displaced resident services that fit without evicting anything."""
+        for backend in self.backends.values():
+            if (
+                backend.displaced and backend.load_task is None
+                and backend.state in (BackendState.STOPPED, BackendState.ASLEEP,
+                                      BackendState.UNLOADED)
+                and self.plan_room(backend).fits_now
+            ):
+                self._spawn_load(backend, reason="restoring the profile's resident set")
+
+    def _refresh(self, running: set[str]) -> None:
+        """Align with Docker: a service someone started or stopped by hand."""
+        for backend in self.backends.values():
+            if backend.service is None or backend.load_task is not None:
+                continue
+            if backend.state is BackendState.READY and backend.name not in running:
+                backend.state = BackendState.STOPPED
+                self.events.emit("gone", backend.name, "its container is no longer running")
+            elif backend.state is BackendState.STOPPED and backend.name in running:
+                backend.state = BackendState.READY
+                backend.displaced = False
+                self.events.emit("found", backend.name, "its container runs again")
+                self._pump(backend)
+
+    # -- status and shutdown ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        used: dict[str, int] = {}
+        for holder in self.holders():
+            for pool, amount in holder.claims.items():
+                used[pool] = used.get(pool, 0) + amount
+        return {
+            "profile": self.profile.name,
+            "backends": [b.snapshot() for b in self.backends.values()],
+            "pools": [
+                {"pool": name, "capacity_bytes": p.capacity_bytes,
+                 "used_bytes": used.get(name, 0)}
+                for name, p in self.pools.items()
+            ],
+        }
+
+    def in_flight(self) -> int:
+        return sum(b.in_flight for b in self.backends.values())
+
+    async def close(self, drain_s: float) -> None:
+        """Stop taking requests, wait up to `drain_s` for those in flight, cancel loads (their
+        transactions roll back), leave every container as it is."""
+        self._closing = True
+        deadline = self.clock() + drain_s
+        while self.in_flight() and self.clock() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.2)
+        for backend in self.backends.values():
+            backend.cancel.set()
+            self._fail_waiters(backend, SchedulerError("the scheduler is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def pool_total(pool: Pool | None) -> int:
+    """The memory a share (`35%`) is taken of: the pool's total before any reserve."""
+    return 0 if pool is None else pool.total_bytes

@@ -1,0 +1,68 @@
+"""Setting up `aitherctl serve`, and finding one that runs (so `aitherctl run` goes through it)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aitherctl.adapters.paths import state_dir
+from aitherctl.core.scheduling import Pool
+
+if TYPE_CHECKING:
+    from aitherctl.core.gpu import GpuInventory
+    from aitherctl.core.profile import Profile
+
+SERVE_STATE = "serve-{port}.json"
+
+
+def serve_state_file(port: int) -> Path:
+    """Where a running `aitherctl serve` writes its URL and PID (removed when it exits)."""
+    return state_dir() / SERVE_STATE.format(port=port)
+
+
+def find_gateway(
+    pid_alive: Callable[[int], bool] | None = None, folder: Path | None = None
+) -> tuple[str, str] | None:
+    """(URL, profile) of a running `aitherctl serve` of this user, or None. Files left by a
+    killed one (their PID is gone) are ignored."""
+    alive = pid_alive or _pid_alive
+    try:
+        entries = sorted((folder or state_dir()).glob("serve-*.json"))
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            data = json.loads(entry.read_text())
+            url, pid, profile = str(data["url"]), int(data["pid"]), str(data["profile"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if alive(pid):
+            return url, profile
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def memory_pools(profile: Profile, inventory: GpuInventory, ram_total: int) -> dict[str, Pool]:
+    """Each GPU (its total less the profile's `gpu.reserve`) and the host's RAM for CPU services
+    (its total less `ram.reserve`, at most `ram.limit`)."""
+    pools = {}
+    for gpu in inventory.gpus:
+        total = gpu.memory_total_bytes
+        name = f"gpu:{gpu.index}"
+        pools[name] = Pool.sized(name, total, reserve=profile.gpu_reserve.resolve(total))
+    reserve = profile.ram_reserve.resolve(ram_total) if profile.ram_reserve else 0
+    limit = profile.ram_limit.resolve(ram_total) if profile.ram_limit else None
+    pools["ram"] = Pool.sized("ram", ram_total, reserve=reserve, limit=limit)
+    return pools
