@@ -158,7 +158,8 @@ def asgi_aiohttp(routes: dict[str, tuple[str, str]]) -> Any:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     state["client"] = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0), auto_decompress=False,
+                        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+                        auto_decompress=False,
                         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
