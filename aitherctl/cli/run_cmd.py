@@ -10,7 +10,7 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
-from aitherctl.errors import UsageError
+from aitherctl.errors import AitherError, UsageError
 
 if TYPE_CHECKING:
     from aitherctl.ops.route import Choice, RunResult, Verdict
@@ -155,12 +155,21 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of streaming.")
     ] = False,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Go straight to the backends even when `aitherctl serve` is running.",
+        ),
+    ] = False,
 ) -> None:
     """Send a prompt to the right model: score its effort, pick the tier, fall back on failure.
 
     The answer streams to stdout; one status line (effort, tier, backend, model, time to first
-    token, tokens/s, cost) goes to stderr. Exit code 9 when no backend answered (or one failed
-    mid-answer), 10 when the daily budget forbids the request.
+    token, tokens/s, cost) goes to stderr. When `aitherctl serve` runs for the same profile, the
+    request goes through it (on-demand services start, it queues with everyone else's, the
+    gateway writes the ledger row); --direct bypasses it. Exit code 9 when no backend answered
+    (or one failed mid-answer), 10 when the daily budget forbids the request.
     """
     from aitherctl.errors import BackendFailedError, BudgetExceededError
     from aitherctl.ops.route import (
@@ -171,6 +180,15 @@ def run(  # noqa: PLR0917 - Typer passes options by position
 
     out = Output(json_mode=json_output)
     text = _read_prompt(prompt, file)
+    if not direct and not explain:
+        from aitherctl.ops.serve import find_gateway
+
+        found = find_gateway()
+        if found is not None and profile in (None, found[1]):
+            _run_via_gateway(out, found[0], text, json_output, system=system,
+                             max_tokens=max_tokens, temperature=temperature, effort=effort,
+                             tier=tier, backend=backend, local_only=local_only)
+            return
     options = RunOptions(
         prompt=text,
         system=system,
@@ -218,6 +236,44 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         out.info(status_line(result))
     if result.warning:
         out.warn(result.warning)
+
+
+def _run_via_gateway(
+    out: Output, url: str, text: str, json_output: bool, **options: object
+) -> None:
+    from aitherctl.ops.gateway_client import run_via_gateway
+
+    stream = sys.stdout
+    wrote: list[str] = []
+
+    def on_text(piece: str) -> None:
+        if not json_output:
+            stream.write(piece)
+            stream.flush()
+            wrote.append(piece)
+
+    try:
+        answer = run_via_gateway(url, text, on_text, **options)  # type: ignore[arg-type]
+    except AitherError:
+        if wrote and not wrote[-1].endswith("\n"):
+            stream.write("\n")
+            stream.flush()
+        raise
+    if json_output:
+        out.data(answer.to_json(url))
+        return
+    if not answer.answer.endswith("\n"):
+        stream.write("\n")
+        stream.flush()
+    parts = [f"effort {answer.effort}" if answer.effort else "effort -", answer.tier or "-"]
+    if answer.backend:
+        parts.append(f"{answer.backend} ({answer.model})")
+    parts.append(f"ttft {answer.ttft_s:.2f}s" if answer.ttft_s is not None else "ttft N/A")
+    if answer.load_wait_s:
+        parts.append(f"loaded in {answer.load_wait_s:.1f}s")
+    parts.append(f"${answer.cost_usd:.4f}")
+    parts.append(f"via {url}")
+    out.info(" · ".join(parts))
 
 
 def register(app: typer.Typer) -> None:

@@ -114,6 +114,36 @@ _EXTRACT = re.compile(
     re.IGNORECASE,
 )
 
+# A short look-up question: who / when / where / which / how many ..., in the languages above.
+# Search queries often carry no question mark ("when was the last time anyone was on the moon").
+_LOOKUP = re.compile(
+    r"^\s*(who|whom|when|where|which|what (is|was|are|were|does|did|year|day|time)|how (many|much|"
+    r"old|long|far|tall)|wer|wann|wo|welche[rsmn]?|wie (viele|viel|alt|lange|weit)|qui|quand|où|"
+    r"quel(le)?s?|combien|quién|cuándo|dónde|cuál|cuánto|chi|quando|dove|quale|quanti|quem|onde|"
+    r"qual|quantos|кто|когда|где|какой|сколько)\b"
+    r"|^\s*(谁|什么时候|哪|多少|几)",
+    re.IGNORECASE,
+)
+# A hypothetical or counterfactual scenario to reason through.
+_HYPOTHETICAL = re.compile(
+    r"\b(what would happen|what if|suppose|supposing|imagine|hypothetical(ly)?|would have|were to|"
+    r"if you were|if (i|we|they|he|she|someone) (had|were|wanted)|"
+    r"in a world where|angenommen|stell dir vor|was wäre|supposons|imagin|si hubiera|"
+    r"supponiamo|immagina|suponha|предполож|представь)"
+    r"|假设|如果.{0,20}会|假如|もし|만약",
+    re.IGNORECASE,
+)
+# Requirements stated in the request (a length, a format, things it must include).
+_REQUIREMENTS = re.compile(
+    r"\b(at least|no more than|must|should (include|cover|be)|make sure|ensure|include|including|"
+    r"in \d+ words|\d+[- ]words?|format|table|bullet|step[- ]by[- ]step|each|every|both|"
+    r"mindestens|muss|müssen|enthalten|au moins|doit|inclure|al menos|debe|incluir|almeno|deve|"
+    r"не менее|должен|включ)"
+    r"|至少|必须|包括|包含|要求|每个|表格",
+    re.IGNORECASE,
+)
+_LONG_WORD = re.compile(r"[^\W\d_]{10,}")
+
 # Length buckets in "words" (CJK characters count as 0.6 of a word, roughly their information).
 LENGTH_EDGES: tuple[int, ...] = (3, 8, 20, 50, 120, 300, 800)
 
@@ -138,6 +168,11 @@ CUE_PHRASES: dict[str, str] = {
     "passage_question": "long pasted passage with a short question",
     "extract": "asks to look something up in the given text",
     "cjk": "Chinese, Japanese or Korean text",
+    "lookup": "a look-up question (who, when, where, how many...)",
+    "hypothetical": "a hypothetical scenario to reason through",
+    "requirements": "requirements stated in the request",
+    "long_words": "long, specialised words",
+    "clauses": "several clauses in the request",
 }
 
 
@@ -247,6 +282,23 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
             cue("small_talk", 1.0, match.group(0))
         if questions:
             cue("short_question", 1.0)
+    if words <= 25:
+        match = _LOOKUP.search(request)
+        if match:
+            cue("lookup", 1.0, match.group(0))
+    match = _HYPOTHETICAL.search(request)
+    if match:
+        cue("hypothetical", 1.0, match.group(0))
+    needs = _REQUIREMENTS.findall(request)
+    if needs:
+        cue("requirements", math.log1p(len(needs)))
+    request_words = _TOKEN.findall(request)
+    if len(request_words) >= 5:
+        long_share = len(_LONG_WORD.findall(request)) / len(request_words)
+        cue("long_words", min(1.0, 4.0 * long_share))
+    clauses = len(re.findall(r"[,;:，；：]", request)) + len(
+        re.findall(r"\b(and|also|then|und|et|y|e|и)\b|并且|然后|以及", request, re.IGNORECASE))
+    cue("clauses", math.log1p(clauses))
     match = _EXTRACT.search(sample)
     if match:
         cue("extract", 1.0, match.group(0))

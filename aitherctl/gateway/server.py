@@ -236,7 +236,16 @@ class Gateway:
             return _json_reply(Reply(400, error_body(str(exc), "invalid_request_error")))
         client = key.name if key else (request.headers.get("x-aither-client")
                                        or request.remote or "unknown")
-        gateway_request = GatewayRequest(request.path, body, priority, client)
+        effort = request.headers.get("x-aither-effort")
+        if effort is not None and not (effort.isdigit() and 1 <= int(effort) <= 10):
+            return _json_reply(Reply(400, error_body(
+                "x-aither-effort must be a whole number from 1 to 10", "invalid_request_error"
+            )))
+        gateway_request = GatewayRequest(
+            request.path, body, priority, client,
+            effort=int(effort) if effort else None,
+            local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
+        )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(gateway_request, sink)
         if reply is not None:

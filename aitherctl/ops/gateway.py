@@ -62,6 +62,8 @@ class GatewayRequest:
     priority: Priority
     client: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    effort: int | None = None  # forced (`run --effort`), for `auto`
+    local_only: bool = False  # never leave the machine (`run --local-only`)
 
     @property
     def streaming(self) -> bool:
@@ -220,7 +222,9 @@ class Dispatcher:
             return Route(self._routable(tier.candidates), overflow=True, tier=tier)
         if model == "auto":
             prompt, system = prompt_text(request.route, request.body)
-            choice = self.router.choose(RunOptions(prompt=prompt or " ", system=system))
+            choice = self.router.choose(
+                RunOptions(prompt=prompt or " ", system=system, effort=request.effort)
+            )
             return Route(
                 self._routable(choice.candidates), overflow=True, tier=choice.tier,
                 effort=choice.effort.score, effort_reasons=choice.effort.reasons,
@@ -260,7 +264,7 @@ class Dispatcher:
         result: Outcome,
         started: float,
     ) -> Reply | None:
-        ctx = self._context()
+        ctx = self._context(request.local_only)
         for candidate in route.candidates:
             reason = static_skip_reason(candidate, ctx)
             if reason is None and route.overflow and not self.scheduler.queue_has_room(
@@ -456,8 +460,8 @@ class Dispatcher:
                     self.observe("ttft_seconds", candidate.name, result.ttft_s)
                     if not sink.started:
                         await sink.start(200, headers)
-                    else:
-                        await sink.write(f": x-aither-backend {candidate.name}\n\n".encode())
+                    else:  # a keep-alive began the stream: the headers go as SSE comments
+                        await sink.write(_header_comments(headers))
                     result.backend = candidate
                 await sink.write(out)
             tail = splitter.flush()
@@ -493,6 +497,11 @@ class Dispatcher:
             headers["x-aither-tier"] = route.tier.name
         if route.effort is not None:
             headers["x-aither-effort"] = str(route.effort)
+        if candidate.price is not None and not candidate.price.is_free:
+            # Per million tokens in/out: a client (`run`) can price the usage it is sent.
+            headers["x-aither-price"] = (
+                f"{candidate.price.input_usd_per_mtok}/{candidate.price.output_usd_per_mtok}"
+            )
         return headers
 
     def _keepalive(self, request: GatewayRequest, sink: Sink) -> asyncio.Task[None]:
@@ -535,7 +544,7 @@ class Dispatcher:
         del request
         return Reply(status, error_body(message, kind), headers)
 
-    def _context(self) -> RouteContext:
+    def _context(self, local_only: bool) -> RouteContext:
         """As `run`'s, except that services are never skipped for not running (the scheduler
         starts them) and only endpoints' recent failures count (it knows its services')."""
         endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
@@ -546,6 +555,7 @@ class Dispatcher:
         return RouteContext(
             running=None,
             env_keys=frozenset(k for k, v in self.env.items() if v),
+            local_only=local_only,
             remembered_failures=remembered,
         )
 
@@ -617,6 +627,13 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
     """Bookkeeping (the ledger) must never break or hang an answer."""
     with contextlib.suppress(Exception):
         await awaitable
+
+
+def _header_comments(headers: dict[str, str]) -> bytes:
+    """`: x-aither-backend NAME` lines (SSE comments, which clients ignore) for the headers a
+    stream begun by a keep-alive could not carry."""
+    lines = [f": {key} {value}\n" for key, value in headers.items() if key.startswith("x-aither")]
+    return ("".join(lines) + "\n").encode()
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from aitherctl.core.metrics import MetricsFormatError
 from aitherctl.core.scheduling import (
     DEFAULT_MAX_QUEUE,
     EvictionChoice,
@@ -51,6 +52,7 @@ from aitherctl.errors import AitherError
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.upstream import Upstream
+    from aitherctl.core.engines import EngineDriver
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile, Service
     from aitherctl.core.routing import Candidate, RoutingTable
@@ -636,10 +638,15 @@ class Scheduler:
                 await self.control.http(backend, mode.sleep.method, mode.sleep.path)
                 after, verb = BackendState.ASLEEP, "slept"
                 self.metrics.count("sleeps", backend.name)
-            elif (requests := driver.release_memory(self._loaded_models(backend))) is not None:
-                for request in requests:
+            elif driver.release_memory(()) is not None or driver.release_needs_models:
+                models = await self._loaded_models(backend, driver)
+                for request in driver.release_memory(models) or ():
                     await self.control.http(backend, request.method, request.path,
                                             request.json_body)
+                if driver.release_needs_models:
+                    # Ollama answers `keep_alive: 0` at once and unloads once its requests end:
+                    # wait until /api/ps no longer lists them.
+                    await self._wait_unloaded(backend, driver, set(models))
                 after, verb = BackendState.UNLOADED, "unloaded"
             else:
                 await asyncio.to_thread(self.control.stop_blocking, service.name)
@@ -657,8 +664,30 @@ class Scheduler:
         if backend.queue:  # a request arrived while it was being put away
             self._pump(backend)
 
-    def _loaded_models(self, backend: Backend) -> list[str]:
-        return [backend.candidate.model]
+    async def _loaded_models(self, backend: Backend, driver: EngineDriver) -> list[str]:
+        """The models the server holds now, from the driver's JSON pages (Ollama `/api/ps`)."""
+        if not driver.release_needs_models:
+            return []
+        assert self.control is not None
+        names: list[str] = []
+        for page in driver.metrics:
+            if page.format != "json":
+                continue
+            try:
+                reading = page.parse(await self.control.http(backend, "GET", page.path))
+            except MetricsFormatError as exc:
+                raise LoadFailed(f"{backend.name}{page.path}: {exc}") from None
+            names += [model.name for model in reading.loaded_models]
+        return names
+
+    async def _wait_unloaded(
+        self, backend: Backend, driver: EngineDriver, models: set[str]
+    ) -> None:
+        deadline = self.clock() + MEMORY_FREE_TIMEOUT_S
+        while models & set(await self._loaded_models(backend, driver)):
+            if self.clock() >= deadline:
+                raise LoadFailed(f"{backend.name} still holds {', '.join(sorted(models))}")
+            await asyncio.sleep(0.2)
 
     # -- the idle loop -------------------------------------------------------------------------
 

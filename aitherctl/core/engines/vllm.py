@@ -135,14 +135,18 @@ class VllmDriver:
 
     def sleep_mode(self, service: Service) -> SleepMode | None:
         """With `--enable-sleep-mode` (CUDA only), `POST /sleep?level=1` offloads the weights to
-        host RAM and drops the KV cache, `POST /wake_up` brings them back, `GET /is_sleeping`
-        says which; while asleep the generation endpoints answer 503. The three routes exist
-        only with VLLM_SERVER_DEV_MODE=1, which `container` sets (vLLM docs,
-        features/sleep_mode.md; entrypoints/openai/api_server.py)."""
+        host RAM and drops the KV cache, `POST /wake_up` brings them back (both answer once the
+        work is done), `GET /is_sleeping` says which. While asleep, /health and /v1/models
+        still answer 200 and a generation request is accepted and held until the wake: only
+        the scheduler's own state keeps requests away from a sleeping server. `mode=wait` lets
+        a request already running (one sent around the gateway) finish rather than be aborted
+        (the default). The routes exist only with VLLM_SERVER_DEV_MODE=1, which `container`
+        sets (vLLM docs features/sleep_mode.md; entrypoints/openai/api_server.py,
+        v1/engine/core.py)."""
         if not has_flag(service.args, SLEEP_FLAG):
             return None
         return SleepMode(
-            sleep=HttpRequest("POST", "/sleep?level=1"),
+            sleep=HttpRequest("POST", "/sleep?level=1&mode=wait"),
             wake=HttpRequest("POST", "/wake_up"),
             status_path="/is_sleeping",
         )
