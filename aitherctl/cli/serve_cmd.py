@@ -39,7 +39,8 @@ def serve(
         typer.Option("--drain", min=0.0, help="On SIGTERM, seconds to let requests finish."),
     ] = 30.0,
 ) -> None:
-    """Serve every model of the profile on one OpenAI-compatible endpoint.
+    """Serve every model of the profile on one OpenAI-compatible endpoint that queues by
+    priority, starts on-demand models and evicts idle ones (127.0.0.1:8150).
 
     POST /v1/chat/completions, /v1/completions and /v1/embeddings take `model`: a service,
     an endpoint, a tier or `auto` (the effort score picks the tier). Requests queue per backend

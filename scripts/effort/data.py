@@ -60,6 +60,9 @@ WIZARD = "nlpxucan/WizardLM"
 CHAT = "ntulsi/BotBuilder-PersonalityChat"
 BELLE = "LianjiaTech/BELLE"
 AGIEVAL = "ruixiangcui/AGIEval"
+NQ = "google-research-datasets/natural-questions"
+EXPERTQA = "chaitanyamalaviya/ExpertQA"
+EXPERTQA_DIRECTED = "Directed question that has a single unambiguous answer"
 # BELLE eval set: the dataset's own `class` of each instruction -> effort (LABELLING.md).
 BELLE_TARGET = {
     "classification": 2.0, "closed qa": 2.0, "extract": 2.0, "math": 2.0, "rewrite": 3.0,
@@ -84,6 +87,12 @@ def _with_options(question: str, options: object) -> str:
     if isinstance(options, list):
         return question + "\n" + "  ".join(str(o) for o in options)
     return question
+
+
+def _question_types(row: dict[str, object]) -> set[str]:
+    meta = row.get("metadata")
+    kinds = str(meta.get("question_type", "")) if isinstance(meta, dict) else ""
+    return {k.strip() for k in kinds.split("|") if k.strip()}
 
 
 def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> list[Example]:
@@ -138,6 +147,11 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> li
             (_with_options(f"{r.get('passage') or ''}\n{r['question']}", r.get("options")), target)
             for r in reader.jsonl(AGIEVAL, f"data/v1/{exam}.jsonl")
         ], limit=cap // 3)
+    add("nq-open", [(str(r["question"]), 2.0) for r in reader.jsonl(NQ, "nq_open/NQ-open.dev.jsonl")])
+    add("expertqa", [
+        (str(r["question"]), 5.0 if _question_types(r) == {EXPERTQA_DIRECTED} else 7.0)
+        for r in reader.jsonl(EXPERTQA, "data/r1_data_anon.jsonl")
+    ])
     own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
     add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
     return out

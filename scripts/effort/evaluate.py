@@ -11,6 +11,7 @@ how many hard maths or contest problems land in the lowest band. None of these s
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data import Example, SourceReader, evaluation_sets
 
 from aitherctl.core.effort import score_effort, score_effort_heuristic
+from aitherctl.core.effort_model import LearnedEffortScorer
 
 TIERS = (("reflex", 1, 3), ("orchestrator", 4, 6), ("reasoning", 7, 8), ("frontier", 9, 10))
 
@@ -86,15 +88,29 @@ def _line(name: str, m: dict[str, object]) -> str:
             f"{tiers} | {m['hard_in_lowest']} |")
 
 
+def _scorer_from(path: Path) -> LearnedEffortScorer:
+    spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return LearnedEffortScorer(module.BIAS, module.CUE_WEIGHTS, module.TERM_WEIGHTS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-root", type=Path, required=True)
+    parser.add_argument("--weights", type=Path,
+                        help="a weights module written by train.py --out (default: the shipped)")
+    parser.add_argument("--learned-only", action="store_true")
     args = parser.parse_args()
     sets = evaluation_sets(SourceReader(args.source_root))
+    learned = score_effort if args.weights is None else _scorer_from(args.weights).score
     scorers: dict[str, Callable[[str], int]] = {
         "heuristic": lambda p: score_effort_heuristic(p).score,
-        "learned": lambda p: score_effort(p).score,
+        "learned": lambda p: learned(p).score,
     }
+    if args.learned_only:
+        del scorers["heuristic"]
     print("| set / scorer | n | band agreement | within one band | Spearman | "
           "reflex / orchestrator / reasoning / frontier | hard maths in 1-3 |")
     print("|---|---|---|---|---|---|---|")

@@ -16,6 +16,7 @@ model has not seen. One process, deterministic (seeded), a few minutes on one co
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -145,6 +146,8 @@ def main() -> int:
     parser.add_argument("--min-weight", type=float, default=0.02,
                         help="terms with a smaller weight are not shipped")
     parser.add_argument("--loso-sources", nargs="*", default=[])
+    parser.add_argument("--dump-unseen", type=Path,
+                        help="write the leave-one-source-out predictions here (JSON lines)")
     parser.add_argument("--no-band-balance", action="store_true")
     parser.add_argument("--l2-term", type=float, default=1e-2)
     parser.add_argument("--no-terms", action="store_true", help="cues only")
@@ -197,6 +200,11 @@ def main() -> int:
             for i, e in enumerate(examples):
                 if e.source == source:
                     unseen[i] = predict(*model, rows[i][0])
+        if args.dump_unseen:
+            with args.dump_unseen.open("w", encoding="utf-8") as fh:
+                for i, e in enumerate(examples):
+                    fh.write(json.dumps({"source": e.source, "target": e.target,
+                                         "weight": rows[i][2], "pred": unseen[i]}) + "\n")
         if args.calibrate == "cuts":
             stretch, shift = fit_cuts(unseen, [r[1] for r in rows], [1.0] * len(rows))
             print(f"calibrated (cuts): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
