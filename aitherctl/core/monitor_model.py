@@ -139,6 +139,68 @@ class StackReading:
 
 
 @dataclass(frozen=True, slots=True)
+class SchedulerBackendView:
+    """One backend of `aitherctl serve` as its `GET /status` lists it (`backends[]`)."""
+
+    name: str  # `backend`
+    kind: str  # service or endpoint
+    state: str  # ready, loading, evicting, stopped, asleep, unloaded
+    in_flight: int
+    limit: int  # concurrency limit: llama.cpp slots, vLLM max_num_seqs, max_concurrency
+    queued: int
+    queued_interactive: int  # `queued_by_priority`
+    queued_normal: int
+    queued_batch: int
+    max_queue: int | None
+    pinned: bool = False
+    on_demand: bool = False
+    displaced: bool = False  # a resident service put away to make room
+    claims_bytes: tuple[tuple[str, int], ...] = ()  # (pool, bytes) it holds while loaded
+    last_error: str | None = None
+    # `last_used_ts`: the scheduler's own monotonic clock, not wall time; only comparable
+    # between backends of the same gateway.
+    last_used_clock_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerPoolView:
+    """A memory pool of the scheduler (`pools[]`): a GPU (`gpu:N`) or the host's RAM (`ram`)."""
+
+    name: str
+    capacity_bytes: int | None
+    used_bytes: int  # what the scheduler's loaded backends claim, not a measurement
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEvent:
+    """One scheduler decision (`events[]`, the last 20): queued, loading, evicted, served..."""
+
+    at: datetime
+    event: str
+    backend: str | None
+    detail: str = ""
+    request: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerView:
+    """`aitherctl serve` as the monitor last read it. `url` None: none is serving; `error`
+    set: one is serving but its `/status` could not be read (down, timeout, needs a key)."""
+
+    url: str | None
+    profile: str | None = None
+    backends: tuple[SchedulerBackendView, ...] = ()
+    pools: tuple[SchedulerPoolView, ...] = ()
+    events: tuple[SchedulerEvent, ...] = ()  # oldest first
+    error: str | None = None
+    latency_s: float | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True, slots=True)
 class MonitorSnapshot:
     taken_at: datetime
     active_profile: str | None
@@ -152,6 +214,7 @@ class MonitorSnapshot:
     host: HostView
     log: tuple[LogEntry, ...] = ()
     refresh_s: float | None = None  # how long gathering this snapshot took
+    scheduler: SchedulerView | None = None  # None: not read (no scheduler source)
 
     def service(self, name: str) -> ServiceView | None:
         return next((svc for svc in self.services if svc.name == name), None)

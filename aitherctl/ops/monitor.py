@@ -25,6 +25,7 @@ from aitherctl.core.monitor_model import (
     LogEntry,
     LogKind,
     MonitorSnapshot,
+    SchedulerView,
     ScrapeStatus,
     ServiceView,
     StackReading,
@@ -76,6 +77,12 @@ class LogSource(Protocol):
     def recent(self, limit: int) -> Sequence[LogEntry]: ...
 
 
+class SchedulerSource(Protocol):
+    """`aitherctl serve`'s queues, pools and last events (`adapters.scheduler_status`)."""
+
+    def read(self) -> SchedulerView: ...
+
+
 class ScrapeSource(Protocol):
     def scrape_all(self, targets: Iterable[Any]) -> dict[str, Any]: ...
 
@@ -115,6 +122,7 @@ class MonitorCollector:
         procs: PidMapper,
         host: HostSource,
         log_sources: Sequence[LogSource] = (),
+        scheduler: SchedulerSource | None = None,
         history_len: int = 120,
         log_len: int = 200,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -126,6 +134,7 @@ class MonitorCollector:
         self._procs = procs
         self._host = host
         self._log_sources = tuple(log_sources)
+        self._scheduler = scheduler
         self._history_len = history_len
         self._now = wall_clock
         self._monotonic = monotonic
@@ -154,6 +163,7 @@ class MonitorCollector:
             error="GPU readings are off"
         )
         host = self._host.read()
+        scheduler = self._scheduler.read() if self._scheduler is not None else None
         self._log.extend(stack.events)
         containers = [c for c in stack.containers if c.id]
         targets = [
@@ -214,6 +224,7 @@ class MonitorCollector:
             host=host,
             log=log,
             refresh_s=self._monotonic() - started,
+            scheduler=scheduler,
         )
 
     def _service_view(
@@ -337,6 +348,7 @@ def build_collector(
     nvml_module: Any | None = None,
     scrape_timeout_s: float = 0.5,
     log_sources: Sequence[LogSource] = (),
+    use_scheduler: bool = True,
 ) -> tuple[MonitorCollector, Any | None]:
     """The collector wired to this machine, and the Docker source (for actions) if any."""
     from aitherctl.adapters.nvml import NvmlReader
@@ -352,8 +364,21 @@ def build_collector(
         procs=ProcessTable(),
         host=HostReader(),
         log_sources=log_sources,
+        scheduler=scheduler_source(timeout_s=scrape_timeout_s) if use_scheduler else None,
     )
     return collector, stack
+
+
+def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
+    """The `aitherctl serve` of this user (its state file), read with `$AITHER_API_KEY`."""
+    import os
+
+    from aitherctl.adapters.scheduler_status import SchedulerStatusReader
+    from aitherctl.ops.serve import find_gateway
+
+    return SchedulerStatusReader(
+        find_gateway, api_key=os.environ.get("AITHER_API_KEY"), timeout_s=timeout_s
+    )
 
 
 class LedgerLog:

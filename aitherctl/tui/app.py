@@ -9,6 +9,7 @@ Actions (restart, stop, switch, unload) also run in workers, after a confirmatio
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from rich.console import Group
@@ -27,6 +28,7 @@ from aitherctl.tui.render import (
     gpu_lines,
     header_text,
     host_text,
+    scheduler_renderable,
     service_cells,
     sort_services,
     sparkline,
@@ -70,6 +72,7 @@ class MonitorApp(App[None]):
     #gpus { height: auto; padding: 0 1; }
     .gpu { height: auto; margin-bottom: 1; }
     #services { height: 1fr; min-height: 5; }
+    #scheduler { height: auto; max-height: 11; padding: 0 1; border-top: solid $primary; }
     #bottom { height: auto; max-height: 9; }
     #unmanaged { width: 1fr; padding: 0 1; }
     #host { width: 46; padding: 0 1; border-left: solid $primary; }
@@ -111,6 +114,8 @@ class MonitorApp(App[None]):
         table: DataTable[object] = DataTable(id="services", cursor_type="row", zebra_stripes=True)
         self._column_keys = table.add_columns(*SERVICE_COLUMNS)
         yield table
+        # Shown once a snapshot carries a scheduler reading (`aitherctl serve`'s /status).
+        yield Static("", id="scheduler")
         with Horizontal(id="bottom"):
             yield Static("", id="unmanaged")
             yield Static("", id="host")
@@ -122,6 +127,8 @@ class MonitorApp(App[None]):
         self._header = self.query_one("#header", Static)
         self._gpu_box = self.query_one("#gpus", Vertical)
         self._table: DataTable[object] = self.query_one("#services", DataTable)
+        self._scheduler = self.query_one("#scheduler", Static)
+        self._scheduler.display = False
         self._unmanaged = self.query_one("#unmanaged", Static)
         self._host = self.query_one("#host", Static)
         self._log_pane = self.query_one("#log", Static)
@@ -153,6 +160,7 @@ class MonitorApp(App[None]):
         self._update(self._header, header_text(snapshot))
         self._show_gpus(snapshot)
         self._show_services(snapshot)
+        self._show_scheduler(snapshot)
         self._update(self._unmanaged, unmanaged_text(snapshot))
         self._update(self._host, host_text(snapshot.host))
         log = Text()
@@ -170,6 +178,15 @@ class MonitorApp(App[None]):
         if self._drawn.get(id(widget)) != signature:
             self._drawn[id(widget)] = signature
             widget.update(content)
+
+    def _show_scheduler(self, snapshot: MonitorSnapshot) -> None:
+        view = snapshot.scheduler
+        if view is None:  # no scheduler source (tests, sources that leave it out)
+            self._scheduler.display = False
+            return
+        self._scheduler.display = True
+        # Keyed without the latency, which changes every time while nothing shown does.
+        self._update(self._scheduler, scheduler_renderable(view), key=replace(view, latency_s=None))
 
     def _show_gpus(self, snapshot: MonitorSnapshot) -> None:
         box = self._gpu_box

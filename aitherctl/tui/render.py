@@ -16,6 +16,8 @@ from aitherctl.core.monitor_model import (
     GpuView,
     HostView,
     MonitorSnapshot,
+    SchedulerBackendView,
+    SchedulerView,
     ScrapeStatus,
     ServiceView,
 )
@@ -243,6 +245,109 @@ def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
     return text
 
 
+NO_SCHEDULER = "no scheduler serving (aitherctl serve)"
+SCHEDULER_EVENT_LINES = 6
+SCHEDULER_STATE_STYLES = {
+    "ready": "green", "loading": "yellow", "evicting": "yellow", "stopped": "dim",
+    "asleep": "blue", "unloaded": "blue",
+}
+
+
+def _backend_note(backend: SchedulerBackendView) -> Text:
+    notes = [
+        label for label, on in (
+            ("endpoint", backend.kind == "endpoint"), ("pinned", backend.pinned),
+            ("on demand", backend.on_demand), ("displaced", backend.displaced),
+        ) if on
+    ]
+    note = Text(", ".join(notes), style="dim")
+    if backend.last_error:
+        note.append(("  " if notes else "") + backend.last_error, style="red")
+    return note
+
+
+def scheduler_backends_table(view: SchedulerView) -> Table:
+    """Per backend: state, requests in flight of its limit, and who waits (by priority)."""
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    for column in ("backend", "state", "busy", "queued", "int/nor/bat", "holds", ""):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for backend in view.backends:
+        queue_max = "" if backend.max_queue is None else f" of {backend.max_queue}"
+        holds = " ".join(f"{pool} {format_bytes(amount)}" for pool, amount in backend.claims_bytes)
+        table.add_row(
+            Text(backend.name, style="bold"),
+            Text(backend.state, style=SCHEDULER_STATE_STYLES.get(backend.state, "")),
+            f"{backend.in_flight}/{backend.limit}",
+            Text(f"{backend.queued}{queue_max}", style="bold yellow" if backend.queued else ""),
+            f"{backend.queued_interactive}/{backend.queued_normal}/{backend.queued_batch}",
+            holds or "-",
+            _backend_note(backend),
+        )
+    return table
+
+
+def scheduler_events_text(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> Text:
+    """The last scheduler decisions, newest last, as the log pane shows its lines."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for event in view.events[-lines:]:
+        if text:
+            text.append("\n")
+        text.append(event.at.astimezone().strftime("%H:%M:%S "), style="dim")
+        text.append(f"{event.event:<9} ", style="bold")
+        text.append(f"{event.backend or '-'} ", style="cyan")
+        text.append(event.detail)
+    return text or Text("no scheduler events yet", style="dim")
+
+
+def scheduler_headline(view: SchedulerView) -> Text:
+    text = Text()
+    text.append("scheduler ", style="bold")
+    text.append(view.url or "")
+    if view.profile:
+        text.append("  profile ")
+        text.append(view.profile, style="bold cyan")
+    if view.error:
+        text.append(f"  {view.error}", style="bold yellow")
+        return text
+    in_flight = sum(backend.in_flight for backend in view.backends)
+    queued = sum(backend.queued for backend in view.backends)
+    text.append(f"  {in_flight} in flight, {queued} queued")
+    for pool in view.pools:
+        text.append(f"  {pool.name} ", style="bold")
+        text.append(f"{format_bytes(pool.used_bytes)} / {fmt_bytes(pool.capacity_bytes)}")
+    return text
+
+
+def scheduler_renderable(view: SchedulerView) -> Text | Group:
+    """The monitor's scheduler panel: a headline (URL, totals, pools), then the backends
+    beside the last events; one dim line when no `aitherctl serve` runs."""
+    if not view.serving:
+        message = NO_SCHEDULER + (f" ({view.error})" if view.error else "")
+        return Text(message, style="dim")
+    if view.error:
+        return scheduler_headline(view)
+    grid = Table.grid(expand=True, padding=(0, 2))
+    grid.add_column(no_wrap=True)  # the backends at their own width
+    grid.add_column(ratio=1, no_wrap=True)  # the events in the rest
+    grid.add_row(scheduler_backends_table(view), scheduler_events_text(view))
+    return Group(scheduler_headline(view), grid)
+
+
+def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
+    """`status --watch`: the scheduler in plain lines."""
+    if not view.serving:
+        return [f"{stamp} scheduler: none serving"]
+    if view.error:
+        return [f"{stamp} scheduler {view.url}: {view.error}"]
+    return [
+        f"{stamp} scheduler {backend.name} state={backend.state} "
+        f"busy={backend.in_flight}/{backend.limit} queued={backend.queued} "
+        f"int/nor/bat={backend.queued_interactive}/{backend.queued_normal}/"
+        f"{backend.queued_batch}"
+        for backend in view.backends
+    ]
+
+
 def services_table(snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME) -> Table:
     table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
     for column in SERVICE_COLUMNS:
@@ -266,6 +371,8 @@ def status_renderable(snapshot: MonitorSnapshot) -> Group:
         parts.append(services_table(snapshot))
     else:
         parts.append(Text("No aitherctl services are running.", style="dim"))
+    if snapshot.scheduler is not None:
+        parts += [Text(), scheduler_renderable(snapshot.scheduler)]
     parts += [Text(), unmanaged_text(snapshot), Text(), host_text(snapshot.host)]
     return Group(*parts)
 
@@ -303,4 +410,6 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
             f"{stamp} unmanaged gpu{proc.gpu_index} pid={proc.pid} name={proc.name or '?'} "
             f"mem={fmt_bytes(proc.used_bytes)}"
         )
+    if snapshot.scheduler is not None:
+        lines += scheduler_lines(snapshot.scheduler, stamp)
     return lines

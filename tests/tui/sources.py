@@ -3,6 +3,7 @@ values, GPUs from the NVML contract double, PIDs mapped through a laid-out /proc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,13 @@ from aitherctl.adapters.nvml import NvmlReader
 from aitherctl.adapters.procs import ProcessTable
 from aitherctl.adapters.scrape import ScrapeResult
 from aitherctl.core.metrics import EngineMetrics
-from aitherctl.core.monitor_model import HostView, ScrapeStatus, StackReading
+from aitherctl.core.monitor_model import HostView, SchedulerView, ScrapeStatus, StackReading
 from aitherctl.core.stack import ManagedContainer
-from aitherctl.ops.monitor import MonitorCollector
+from aitherctl.ops.monitor import MonitorCollector, SchedulerSource
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
 FROZEN_AT = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def container(
@@ -146,8 +148,33 @@ def fixed_scrapes() -> dict[str, ScrapeResult]:
     }
 
 
+def scheduler_fixture(name: str = "busy") -> dict[str, Any]:
+    """A `GET /status` captured from a real `aitherctl serve` (see its `_source`)."""
+    document: dict[str, Any] = json.loads((FIXTURES / f"scheduler_status_{name}.json").read_text())
+    return document
+
+
+@dataclass
+class FixedScheduler:
+    """The scheduler as one captured reading, or none serving."""
+
+    view: SchedulerView
+    reads: int = 0
+
+    @classmethod
+    def captured(cls, name: str = "busy") -> FixedScheduler:
+        from aitherctl.adapters.scheduler_status import parse_status
+
+        return cls(parse_status(scheduler_fixture(name), url="http://127.0.0.1:8150",
+                                latency_s=0.002))
+
+    def read(self) -> SchedulerView:
+        self.reads += 1
+        return self.view
+
+
 def fixed_collector(tmp_path: Path, *, with_gpu: bool = True, with_docker: bool = True,
-                    ) -> MonitorCollector:
+                    scheduler: SchedulerSource | None = None) -> MonitorCollector:
     if with_docker:
         stack = FixedStack(StackReading(
             containers=CONTAINERS, active_profile="coding", engine="Docker 28.2.2",
@@ -163,6 +190,7 @@ def fixed_collector(tmp_path: Path, *, with_gpu: bool = True, with_docker: bool 
         scraper=FixedScraper(fixed_scrapes()),
         procs=ProcessTable(lay_out_proc(tmp_path / "proc")),
         host=FixedHost(),
+        scheduler=scheduler,
         wall_clock=lambda: FROZEN_AT,
         monotonic=iter(range(10**6)).__next__,
     )
