@@ -32,8 +32,8 @@ What is measured (each request: `POST /v1/chat/completions`, `"stream": true`, a
   on both upstreams; overhead = proxy minus direct at the same percentile;
 - requests per second through each proxy to the fast upstream with 32 and 64 clients in a closed
   loop (each client sends its next request when the previous stream ended);
-- the gateway's RSS (psutil, its process and children): idle after start, peak while 64 clients
-  stream, and idle again at the end.
+- the gateway's RSS (psutil, its process and children): idle after start, after the warm-up,
+  peak while 64 clients stream (sampled every 50 ms), and idle again at the end.
 The load generator is aiohttp's client (one `ClientSession` per target, keep-alive, on uvloop when
 the interpreter has it: run this script with the stack virtualenv's python for the faster client);
 every proxy and the upstream share the machine's cores with it, so compare numbers from one run.
@@ -274,14 +274,16 @@ async def run_for(session: Any, url: str, body: bytes, clients: int, seconds: fl
     return result
 
 
-def new_session(limit: int = 256, headers: dict[str, str] | None = None) -> Any:
+def new_session(limit: int = 256, headers: dict[str, str] | None = None,
+                force_close: bool = False) -> Any:
     import aiohttp
 
     return aiohttp.ClientSession(
         headers=headers,
         # llama.cpp (cpp-httplib) closes idle keep-alive connections after 5 s; a client that
         # reuses one later gets ServerDisconnectedError, so idle ones are dropped sooner.
-        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0),
+        connector=(aiohttp.TCPConnector(limit=limit, force_close=True) if force_close
+                   else aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0)),
         timeout=aiohttp.ClientTimeout(total=300),
         auto_decompress=False,
     )
@@ -330,6 +332,11 @@ class Target:
     models: dict[str, str]  # upstream key → the `model` field to send
     pid: int | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+    # Upstreams this target's connections must not be reused for: llama.cpp closes the
+    # connection after every streamed answer although it says `Keep-Alive: timeout=5, max=100`
+    # (curl: "Connection 0 seems to be dead"), so a client that reuses one at once gets
+    # ServerDisconnectedError; direct requests therefore open a connection each, as a proxy must.
+    fresh_connections: tuple[str, ...] = ()
 
     def chat_url(self, upstream: str) -> str:
         return self.base_urls[upstream] + "/chat/completions"
@@ -371,17 +378,21 @@ class Plan:
 async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
                   gateway: str) -> Results:
     results = Results()
-    sessions = {t.name: new_session(headers=t.headers) for t in targets}
+    sessions = {(t.name, up): new_session(headers=t.headers,
+                                          force_close=up in t.fresh_connections)
+                for t in targets for up in upstreams}
     names = [t.name for t in targets]
     by_name = {t.name: t for t in targets}
 
+    gw = by_name.get(gateway)
+    if gw and gw.pid:
+        results.rss["idle_at_start_bytes"] = process_rss(gw.pid)
     try:
         # Warm-up: connections open, LiteLLM's first-request imports done, llama.cpp's slots used.
         for t in targets:
             for up in upstreams:
-                await run_clients(sessions[t.name], t.chat_url(up), chat_body(t.models[up]),
-                                  8, 2)
-        gw = by_name.get(gateway)
+                await run_clients(sessions[t.name, up], t.chat_url(up),
+                                  chat_body(t.models[up]), plan.many, 1)
         if gw and gw.pid:
             results.rss["idle_after_warmup_bytes"] = process_rss(gw.pid)
         for r in range(plan.rounds):
@@ -394,12 +405,13 @@ async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
                     t = by_name[name]
                     body = chat_body(t.models[up])
                     results.add(name, up, 1,
-                                await run_clients(sessions[name], t.chat_url(up), body, 1, one))
+                                await run_clients(sessions[name, up], t.chat_url(up), body, 1,
+                                                  one))
                 for name in order:
                     t = by_name[name]
                     body = chat_body(t.models[up])
                     results.add(name, up, plan.many,
-                                await run_clients(sessions[name], t.chat_url(up), body,
+                                await run_clients(sessions[name, up], t.chat_url(up), body,
                                                   plan.many, many))
             if "fast" in upstreams:
                 for clients in plan.rps_clients:
@@ -408,7 +420,7 @@ async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
                         during = None
                         if name == gateway and t.pid and clients == max(plan.rps_clients):
                             during = _rss_sampler(t.pid, results)
-                        got = await run_for(sessions[name], t.chat_url("fast"),
+                        got = await run_for(sessions[name, "fast"], t.chat_url("fast"),
                                             chat_body(t.models["fast"]),
                                             clients, plan.seconds, during=during)
                         results.throughput.setdefault((name, clients), []).append(got)
@@ -625,7 +637,8 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
             wait_http(fast_url + "/health", 30, servers[-1].proc)
             upstreams.append("fast")
         direct = {up: f"{url}/v1" for up, url in (("llama", llama_url), ("fast", fast_url)) if url}
-        targets = [Target("direct", direct, {"llama": "smollm2", "fast": "fast"})]
+        targets = [Target("direct", direct, {"llama": "smollm2", "fast": "fast"},
+                          fresh_connections=("llama",))]
 
         profiles, state = work / "profiles", work / "state"
         profiles.mkdir()

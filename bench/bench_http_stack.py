@@ -63,6 +63,21 @@ def pick(routes: dict[str, tuple[str, str]], body: bytes) -> tuple[str, str, byt
 
 # ---- (a) aiohttp server + aiohttp client ---------------------------------------------------
 
+async def post_upstream(session: Any, url: str, body: bytes) -> Any:
+    """POST on the pool, once more on a fresh connection if a pooled one was dead.
+
+    llama.cpp closes the connection after each streamed answer (while its headers say
+    keep-alive), so a connection taken from the pool at once can fail before any response byte.
+    """
+    import aiohttp
+
+    headers = {"content-type": "application/json"}
+    try:
+        return await session.post(url, data=body, headers=headers)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return await session.post(url, data=body, headers=headers)
+
+
 def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
     import aiohttp
     from aiohttp import web
@@ -72,10 +87,9 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
         if chosen is None:
             return web.json_response({"error": "unknown model"}, status=404)
         name, base, body = chosen
-        session: aiohttp.ClientSession = request.app["session"]
-        url = base + request.path.removeprefix("/v1")
-        async with session.post(url, data=body, headers={"content-type": "application/json"}) \
-                as upstream:
+        upstream = await post_upstream(request.app["session"],
+                                       base + request.path.removeprefix("/v1"), body)
+        async with upstream:
             response = web.StreamResponse(status=upstream.status, headers={
                 "content-type": upstream.headers.get("content-type", "application/json"),
                 "x-aither-backend": name})
@@ -174,8 +188,9 @@ def asgi_aiohttp(routes: dict[str, tuple[str, str]]) -> Any:
             await _asgi_json(send, 404, b'{"error":"unknown model"}')
             return
         name, base, body = chosen
-        async with state["client"].post(base + scope["path"].removeprefix("/v1"), data=body,
-                                        headers={"content-type": "application/json"}) as upstream:
+        upstream = await post_upstream(state["client"], base + scope["path"].removeprefix("/v1"),
+                                       body)
+        async with upstream:
             await send({"type": "http.response.start", "status": upstream.status,
                         "headers": [(b"content-type", upstream.headers.get(
                             "content-type", "application/json").encode()),
