@@ -147,11 +147,15 @@ class MonitorApp(App[None]):
     def _collect(self) -> None:
         try:
             snapshot = self.source.collect()
-        finally:
+        except BaseException:
             self._collecting = False
+            raise
         self.post_message(SnapshotReady(snapshot))
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        # Cleared once shown, not when gathered: a request between the two would start a
+        # second refresh while the first is still on its way to the screen.
+        self._collecting = False
         self.show(message.snapshot)
 
     def show(self, snapshot: MonitorSnapshot) -> None:

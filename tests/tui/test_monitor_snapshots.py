@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from aitherctl.core.monitor_model import SchedulerView
 from aitherctl.tui.app import MonitorApp
-from tests.tui.sources import fixed_collector
+from tests.tui.sources import FixedScheduler, fixed_collector
 
 SIZE = (130, 42)
 
@@ -58,3 +59,19 @@ def test_help_screen(snap_compare: Any, tmp_path: Path) -> None:
     assert snap_compare(
         app, terminal_size=SIZE, press=["question_mark"], run_before=after_refreshes(1)
     )
+
+
+def test_scheduler_panel(snap_compare: Any, tmp_path: Path) -> None:
+    # `aitherctl serve`'s /status captured while one request ran and three waited.
+    app = MonitorApp(
+        fixed_collector(tmp_path, scheduler=FixedScheduler.captured("busy")), interval_s=3600
+    )
+    assert snap_compare(app, terminal_size=SIZE, run_before=after_refreshes(2))
+
+
+def test_no_scheduler_serving(snap_compare: Any, tmp_path: Path) -> None:
+    app = MonitorApp(
+        fixed_collector(tmp_path, scheduler=FixedScheduler(SchedulerView(url=None))),
+        interval_s=3600,
+    )
+    assert snap_compare(app, terminal_size=SIZE, run_before=after_refreshes(1))
