@@ -17,6 +17,8 @@ import aiohttp
 
 from aitherctl.errors import AitherError
 
+KEEPALIVE_S = 4.0
+
 
 class UpstreamError(AitherError):
     def __init__(self, kind: str, message: str, status: int | None = None,
@@ -78,7 +80,12 @@ class Upstream:
     """One aiohttp session, created on the running loop, shared by every request."""
 
     def __init__(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        # Idle connections are dropped before servers drop them (cpp-httplib under llama.cpp
+        # closes one after 5 s idle), so a request rarely meets a connection closing under it.
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, enable_cleanup_closed=True,
+            keepalive_timeout=KEEPALIVE_S,
+        )
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -103,10 +110,24 @@ class Upstream:
             total=None, sock_connect=connect_timeout_s, sock_read=None
         )
         try:
-            response = await asyncio.wait_for(
-                self.session.request(method, url, data=body, headers=headers, timeout=timeout),
-                connect_timeout_s + read_timeout_s,
-            )
+            try:
+                response = await asyncio.wait_for(
+                    self.session.request(method, url, data=body, headers=headers,
+                                         timeout=timeout),
+                    connect_timeout_s + read_timeout_s,
+                )
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled keep-alive connection the server had just closed (cpp-httplib, under
+                # llama.cpp, closes one after 5 requests or 5 s idle): no answer began and the
+                # body did not get through, so sending it once more on a fresh connection is
+                # safe.
+                response = await asyncio.wait_for(
+                    self.session.request(method, url, data=body, headers=headers,
+                                         timeout=timeout),
+                    connect_timeout_s + read_timeout_s,
+                )
         except TimeoutError:
             raise UpstreamError("timeout", f"no answer from {url} in time") from None
         except aiohttp.ClientConnectorError as exc:

@@ -285,7 +285,7 @@ class Dispatcher:
                 return answer
             if sink.started and result.outcome == "failed_mid":
                 return None
-        return self._no_backend(request, route, sink, result)
+        return await self._no_backend(request, route, sink, result)
 
     async def _attempt(  # noqa: PLR0917 - one request's life, in order
         self,
@@ -369,7 +369,7 @@ class Dispatcher:
                     return Reply(exc.status, exc.body or error_body(exc.message, "upstream"))
                 return None
             if keepalive is not None:
-                keepalive.cancel()
+                await keepalive.stop()
             reply = await self._relay(
                 request, route, candidate, response, sink, result, started, usage_added, lease
             )
@@ -378,7 +378,7 @@ class Dispatcher:
             return reply
         finally:
             if keepalive is not None:
-                keepalive.cancel()
+                await keepalive.stop()
             if response is not None:
                 response.close()
             if lease is not None:
@@ -504,20 +504,11 @@ class Dispatcher:
             )
         return headers
 
-    def _keepalive(self, request: GatewayRequest, sink: Sink) -> asyncio.Task[None]:
-        async def beat() -> None:
-            await asyncio.sleep(KEEPALIVE_AFTER_S)
-            while True:
-                if not sink.started:
-                    await sink.start(200, {"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-                await sink.write(b": waiting for a backend\n\n")
-                await asyncio.sleep(KEEPALIVE_EVERY_S)
-
+    def _keepalive(self, request: GatewayRequest, sink: Sink) -> _KeepAlive:
         del request
-        return asyncio.get_running_loop().create_task(beat())
+        return _KeepAlive(sink)
 
-    def _no_backend(
+    async def _no_backend(
         self, request: GatewayRequest, route: Route, sink: Sink, result: Outcome
     ) -> Reply | None:
         del route
@@ -534,11 +525,7 @@ class Dispatcher:
             status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
             result.outcome = "failed"
         if sink.started:  # a keep-alive already began the stream: end it with the error
-            task = asyncio.get_running_loop().create_task(
-                sink.write(b"data: " + error_body(message, kind) + b"\n\ndata: [DONE]\n\n")
-            )
-            self._pending_rows.add(task)
-            task.add_done_callback(self._pending_rows.discard)
+            await sink.write(b"data: " + error_body(message, kind) + b"\n\n")
             return None
         headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
         del request
@@ -613,6 +600,34 @@ class Dispatcher:
         """Wait for the ledger rows still being written (at shutdown)."""
         while self._pending_rows:
             await asyncio.gather(*list(self._pending_rows), return_exceptions=True)
+
+
+class _KeepAlive:
+    """SSE comments to a streaming client while it waits (a queue, a load), so neither it nor
+    a proxy times out. A write is never cut in half: `stop` lets the current one finish."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.stopping = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        delay = KEEPALIVE_AFTER_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return
+            if not self.sink.started:
+                await self.sink.start(200, {"Content-Type": "text/event-stream",
+                                            "Cache-Control": "no-cache"})
+            await self.sink.write(b": waiting for a backend\n\n")
+            delay = KEEPALIVE_EVERY_S
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(Exception):
+            await self.task
 
 
 @dataclass
