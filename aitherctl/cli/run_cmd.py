@@ -171,13 +171,6 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     gateway writes the ledger row); --direct bypasses it. Exit code 9 when no backend answered
     (or one failed mid-answer), 10 when the daily budget forbids the request.
     """
-    from aitherctl.errors import BackendFailedError, BudgetExceededError
-    from aitherctl.ops.route import (
-        RunOptions,
-        open_router,
-        resolve_profile,
-    )
-
     out = Output(json_mode=json_output)
     text = _read_prompt(prompt, file)
     if not direct and not explain:
@@ -189,6 +182,10 @@ def run(  # noqa: PLR0917 - Typer passes options by position
                              max_tokens=max_tokens, temperature=temperature, effort=effort,
                              tier=tier, backend=backend, local_only=local_only)
             return
+
+    from aitherctl.errors import BackendFailedError, BudgetExceededError
+    from aitherctl.ops.route import RunOptions, open_router, resolve_profile
+
     options = RunOptions(
         prompt=text,
         system=system,
