@@ -131,7 +131,7 @@ class Backend:
     def rank(self) -> Rank:
         return parse_rank(self.service.priority) if self.service else Rank.NORMAL
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, to_wall: Callable[[float], float]) -> dict[str, Any]:
         return {
             "backend": self.name,
             "kind": "service" if self.service else "endpoint",
@@ -144,7 +144,7 @@ class Backend:
             "pinned": self.pinned,
             "on_demand": bool(self.service and self.service.on_demand),
             "displaced": self.displaced,
-            "last_used_ts": self.last_used or None,
+            "last_used_ts": round(to_wall(self.last_used), 3) if self.last_used else None,
             "claims_bytes": dict(self.claims),
             "last_error": self.last_error,
         }
@@ -757,13 +757,17 @@ class Scheduler:
                 used[pool] = used.get(pool, 0) + amount
         return {
             "profile": self.profile.name,
-            "backends": [b.snapshot() for b in self.backends.values()],
+            "backends": [b.snapshot(self._to_wall) for b in self.backends.values()],
             "pools": [
                 {"pool": name, "capacity_bytes": p.capacity_bytes,
                  "used_bytes": used.get(name, 0)}
                 for name, p in self.pools.items()
             ],
         }
+
+    def _to_wall(self, moment: float) -> float:
+        """A reading of the scheduler's clock as Unix time."""
+        return time.time() - (self.clock() - moment)
 
     def in_flight(self) -> int:
         return sum(b.in_flight for b in self.backends.values())
