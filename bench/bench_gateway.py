@@ -4,6 +4,8 @@
     python bench/bench_gateway.py --quick          # 2 short rounds, to check the harness
     python bench/bench_gateway.py --gateway proto-aiohttp   # bench_http_stack's aiohttp prototype
                                                    # in place of `aitherctl serve`
+    python bench/bench_gateway.py --also proto-aiohttp      # the gateway and the prototype,
+                                                   # side by side in one run
     python bench/bench_gateway.py --setup          # only create the two cached virtualenvs
 
 Three ways to the same upstreams, measured in one run, interleaved (the order of the three
@@ -548,10 +550,13 @@ def targets_verdict(summary: dict[str, Any]) -> list[str]:
              lite_many["ttft_p95_overhead_s"] if lite_many else None),
         ]
         for label, value, limit, lite in checks:
-            ok = value <= limit
+            ok = not math.isnan(value) and value <= limit and not (one["failed"] or many["failed"])
+            failed = one["failed"] + many["failed"]
             text = f"- {up}: {label}: {_delta(value)} ms {'✓' if ok else '✗'}"
+            if failed:
+                text += f" ({failed} requests failed)"
             if lite is not None:
-                half = value < lite / 2
+                half = not math.isnan(value) and value < lite / 2
                 text += (f"; LiteLLM {_delta(lite)} ms, under half: "
                          f"{'✓' if half else '✗'}")
             lines.append(text)
@@ -560,7 +565,8 @@ def targets_verdict(summary: dict[str, Any]) -> list[str]:
 
 # ---- main ----------------------------------------------------------------------------------
 
-def write_profile(folder: Path, llama_url: str | None, fast_url: str | None) -> None:
+def write_profile(folder: Path, llama_url: str | None, fast_url: str | None,
+                  health_memory_s: float | None = None) -> None:
     endpoints = {}
     if llama_url:
         endpoints["llama"] = {"base_url": f"{llama_url}/v1", "model": "smollm2",
@@ -575,6 +581,8 @@ def write_profile(folder: Path, llama_url: str | None, fast_url: str | None) -> 
         "routing": {"tiers": {"reflex": {"effort": "1-10", "candidates": [first]}}},
         "endpoints": endpoints,
     }
+    if health_memory_s is not None:
+        profile["routing"]["health_memory_s"] = health_memory_s  # type: ignore[index]
     (folder / "bench.yaml").write_text(json.dumps(profile, indent=2))  # JSON is YAML
 
 
@@ -642,27 +650,27 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
 
         profiles, state = work / "profiles", work / "state"
         profiles.mkdir()
-        write_profile(profiles, llama_url, fast_url)
+        write_profile(profiles, llama_url, fast_url, args.health_memory_s)
         env = {**os.environ, "AITHER_PROFILE_DIR": str(profiles),
                "AITHER_STATE_DIR": str(state), "AITHER_DATA_DIR": str(work / "data"),
                "AITHER_MACHINE_DIR": str(work / "machine"),
                "AITHER_NAMESPACE": f"benchgw{uuid.uuid4().hex[:6]}"}
-        port = free_port()
-        argv = gateway_argv(args.gateway, port, llama_url, fast_url, stack_python)
-        gw = spawn("gateway", argv, work, env)
-        servers.append(gw)
-        try:
-            took = wait_http(f"http://127.0.0.1:{port}/health", 60, gw.proc)
-        except SystemExit:
-            print(tail(gw.log), file=sys.stderr)
-            raise
-        gw_name = "gateway"
-        via = f"http://127.0.0.1:{port}/v1"
-        targets.append(Target(gw_name, dict.fromkeys(upstreams, via),
-                              {"llama": "llama", "fast": "fast"}, gw.proc.pid))
-        shown = [Path(a).name if a.startswith("/") else a for a in argv]
-        header.append(f"- gateway: `{' '.join(shown)}` "
-                      f"(ready in {took:.2f} s)")
+        for kind in [args.gateway, *args.also]:
+            name = "gateway" if kind == args.gateway else kind
+            port = free_port()
+            argv = gateway_argv(kind, port, llama_url, fast_url, stack_python)
+            gw = spawn(name, argv, work, env)
+            servers.append(gw)
+            try:
+                took = wait_http(f"http://127.0.0.1:{port}/health", 60, gw.proc)
+            except SystemExit:
+                print(tail(gw.log), file=sys.stderr)
+                raise
+            via = f"http://127.0.0.1:{port}/v1"
+            targets.append(Target(name, dict.fromkeys(upstreams, via),
+                                  {"llama": "llama", "fast": "fast"}, gw.proc.pid))
+            shown = [Path(a).name if a.startswith("/") else a for a in argv]
+            header.append(f"- {name}: `{' '.join(shown)}` (ready in {took:.2f} s)")
         if litellm_python:
             cfg = work / "litellm.yaml"
             write_litellm_config(cfg, llama_url, fast_url)
@@ -692,6 +700,11 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
             header.append(f"- fast: bench/fast_upstream.py, {MAX_TOKENS} tokens back to back")
         yield targets, upstreams, header
     finally:
+        for server in servers:
+            if server.proc.poll() is not None:  # it died during the run: say how
+                print(f"{server.name} exited with {server.proc.returncode} during the run; "
+                      f"its log ({server.log}):\n{tail(server.log)}", file=sys.stderr)
+                args.keep_logs = True
         for server in reversed(servers):
             server.stop()
         if container:
@@ -709,16 +722,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 short rounds")
     parser.add_argument("--gateway", default="aitherctl",
                         help="aitherctl (default) or proto-<variant> from bench_http_stack.py")
+    parser.add_argument("--also", default="",
+                        help="more proxies in the same run, e.g. proto-aiohttp (comma-separated)")
     parser.add_argument("--upstreams", default="llama,fast")
     parser.add_argument("--llama-url", help="an existing llama.cpp server instead of a container")
     parser.add_argument("--llama-threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=32, help="llama.cpp slots")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--health-memory-s", type=float,
+                        help="routing.health_memory_s in the gateway's profile (default: unset)")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--setup", action="store_true", help="create the virtualenvs and exit")
     args = parser.parse_args()
     args.upstreams = [u.strip() for u in args.upstreams.split(",") if u.strip()]
+    args.also = [a.strip() for a in args.also.split(",") if a.strip()]
     if args.setup:
         ensure_venv(STACK_VENV, STACK_REQUIREMENTS)
         ensure_venv(LITELLM_VENV, LITELLM_REQUIREMENTS)
