@@ -1,3 +1,3 @@
-from aitherctl.cli.app import main
+from aitherctl.cli.fast_run import main
 
 main()

@@ -15,19 +15,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def state_dir() -> Path:
+    from pathlib import Path
+
+    return Path(state_dir_text())
+
+
+def state_dir_text() -> str:
+    """`state_dir()` as text, for the paths that must not pay for pathlib (`run` via serve)."""
     override = os.environ.get("AITHER_STATE_DIR")
     if override:
-        return Path(override)
+        return override
     import platformdirs
 
-    return Path(platformdirs.user_state_dir("aitherctl"))
+    return platformdirs.user_state_dir("aitherctl")
 
 
 def data_dir() -> Path:
+    from pathlib import Path
+
     override = os.environ.get("AITHER_DATA_DIR")
     if override:
         return Path(override)
@@ -36,13 +48,15 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("aitherctl"))
 
 
-MACHINE_DIRS = (Path("/run/lock/aitherctl"), Path("/tmp/aitherctl-machine"))
+MACHINE_DIRS = ("/run/lock/aitherctl", "/tmp/aitherctl-machine")
 
 
 def machine_dir() -> Path:
     """A folder every user of this machine shares (created on first use, mode 1777)."""
+    from pathlib import Path
+
     override = os.environ.get("AITHER_MACHINE_DIR")
-    candidates = (Path(override),) if override else MACHINE_DIRS
+    candidates = (Path(override),) if override else tuple(Path(d) for d in MACHINE_DIRS)
     last_error: OSError | None = None
     for folder in candidates:
         if not override and not folder.parent.is_dir():

@@ -262,15 +262,7 @@ def _run_via_gateway(
     if not answer.answer.endswith("\n"):
         stream.write("\n")
         stream.flush()
-    parts = [f"effort {answer.effort}" if answer.effort else "effort -", answer.tier or "-"]
-    if answer.backend:
-        parts.append(f"{answer.backend} ({answer.model})")
-    parts.append(f"ttft {answer.ttft_s:.2f}s" if answer.ttft_s is not None else "ttft N/A")
-    if answer.load_wait_s:
-        parts.append(f"loaded in {answer.load_wait_s:.1f}s")
-    parts.append(f"${answer.cost_usd:.4f}")
-    parts.append(f"via {url}")
-    out.info(" · ".join(parts))
+    out.info(answer.status_line(url))
 
 
 def register(app: typer.Typer) -> None:

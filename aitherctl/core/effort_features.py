@@ -40,6 +40,8 @@ _LATEX = re.compile(
     r"partial|nabla|begin|end|dots|qquad|quad|mathbf|operatorname)\b|\$[^$\n]{1,200}\$|"
     r"\\\[|\\\(|\^\{|_\{|\w\^\d"
 )
+# A formula's extent: $...$, $$...$$, \\[...\\], \\(...\\).
+_LATEX_SPAN = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 _MATH_SYMBOLS = re.compile(r"[∫∑∏√∞≤≥≠≡∈∉⊂⊆∪∩∀∃∂∇±×÷→⇒⇔⌊⌋⌈⌉πθαβγλσΩω²³]")
 _EQUATION = re.compile(r"[\w)\]}]\s*(=|<|>|≤|≥)\s*[-\w(\\√]")
 _CONSTRAINT = re.compile(
@@ -253,7 +255,9 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     choices = len(_CHOICES.findall(sample))
     cue("choices", 1.0 if choices >= 3 else 0.0)
     cue("numbered", math.log1p(len(_NUMBERED.findall(sample))))
-    cue("numbers", math.log1p(len(_NUMBER.findall(sample))))
+    # Quantities in the prose (a word problem's data), not the digits inside a formula.
+    prose = _LATEX_SPAN.sub(" ", sample) if notation else sample
+    cue("numbers", math.log1p(len(_NUMBER.findall(prose))))
     questions = len(_QUESTION.findall(sample))
     cue("questions", math.log1p(questions - 1) if questions > 1 else 0.0)
 
@@ -282,7 +286,7 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
             cue("small_talk", 1.0, match.group(0))
         if questions:
             cue("short_question", 1.0)
-    if words <= 25:
+    if words <= 25 and not notation:  # "how many ordered pairs ... (a formula)" is not a look-up
         match = _LOOKUP.search(request)
         if match:
             cue("lookup", 1.0, match.group(0))

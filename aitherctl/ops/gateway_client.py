@@ -1,42 +1,53 @@
 """`aitherctl run` through a running `aitherctl serve`: one streamed request to the gateway, so
 on-demand services start, requests queue with everyone else's and the gateway writes the ledger
-row. Plain `http.client` over loopback: nothing heavier is imported on this path.
+row. A plain socket to loopback (`adapters/loopback_http.py`): nothing heavier is imported.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+from aitherctl.adapters.loopback_http import LoopbackError, post
 from aitherctl.errors import AitherError, BackendFailedError, BudgetExceededError, NotFoundError
 
 CLIENT_NAME = "aitherctl-run"
 
 
-@dataclass(slots=True)
 class GatewayAnswer:
-    """What `run` prints about an answer the gateway gave."""
+    """What `run` prints about an answer the gateway gave. (A plain class: `dataclasses`
+    imports `inspect`, 20 ms of this path's start-up.)"""
 
-    answer: str = ""
-    backend: str | None = None
-    tier: str | None = None
-    effort: int | None = None
-    model: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    ttft_s: float | None = None
-    last_token_s: float | None = None
-    total_s: float = 0.0
-    cost_usd: float = 0.0
-    queue_wait_s: float | None = None
-    load_wait_s: float | None = None
-    outcome: str = "ok"
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.answer = ""
+        self.backend: str | None = None
+        self.tier: str | None = None
+        self.effort: int | None = None
+        self.model: str | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+        self.ttft_s: float | None = None
+        self.last_token_s: float | None = None
+        self.total_s = 0.0
+        self.cost_usd = 0.0
+        self.queue_wait_s: float | None = None
+        self.load_wait_s: float | None = None
+        self.outcome = "ok"
+        self.extra: dict[str, Any] = {}
+
+    def status_line(self, gateway: str) -> str:
+        """`effort 5 · all · a (smollm2) · ttft 0.12s · $0.0000 · via http://...`"""
+        parts = [f"effort {self.effort}" if self.effort else "effort -", self.tier or "-"]
+        if self.backend:
+            parts.append(f"{self.backend} ({self.model})")
+        parts.append(f"ttft {self.ttft_s:.2f}s" if self.ttft_s is not None else "ttft N/A")
+        if self.load_wait_s:
+            parts.append(f"loaded in {self.load_wait_s:.1f}s")
+        parts.append(f"${self.cost_usd:.4f}")
+        parts.append(f"via {gateway}")
+        return " · ".join(parts)
 
     def to_json(self, gateway: str) -> dict[str, Any]:
         return {
@@ -95,24 +106,20 @@ def run_via_gateway(
         headers["x-aither-effort"] = str(effort)
     if local_only:
         headers["x-aither-local-only"] = "1"
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
-                                            timeout=900)
     result = GatewayAnswer()
     try:
-        try:
-            connection.request("POST", "/v1/chat/completions", json.dumps(body), headers)
-            response = connection.getresponse()
-        except OSError as exc:
-            raise AitherError(f"the gateway at {url} did not answer: {exc}") from None
+        response = post(url, "/v1/chat/completions", json.dumps(body).encode(), headers, 900.0)
+    except LoopbackError as exc:
+        raise AitherError(f"the gateway at {url} did not answer: {exc}") from None
+    try:
         if response.status != 200:
             _raise_for(response.status, response.read())
         result.effort = effort
-        for key, value in response.getheaders():
+        for key, value in response.headers:
             if key.lower().startswith("x-aither-"):
                 _apply_header(result, key.lower(), value)
         pieces: list[str] = []
-        for line in response:
+        for line in response.lines():
             if line.startswith(b": x-aither-"):  # headers sent after a keep-alive began
                 key, _, value = line[2:].decode().strip().partition(" ")
                 _apply_header(result, key, value)
@@ -145,8 +152,10 @@ def run_via_gateway(
                     pieces.append(text)
                     on_text(text)
         result.answer = "".join(pieces)
+    except OSError as exc:
+        raise BackendFailedError(f"the gateway at {url} broke off the answer: {exc}") from None
     finally:
-        connection.close()
+        response.close()
     result.total_s = clock() - started
     price = result.extra.get("price")
     if price and result.tokens_in is not None and result.tokens_out is not None:

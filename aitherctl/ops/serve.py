@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aitherctl.adapters.paths import state_dir
-from aitherctl.core.scheduling import Pool
+from aitherctl.adapters.paths import state_dir, state_dir_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
+    from aitherctl.core.scheduling import Pool
 
 SERVE_STATE = "serve-{port}.json"
 
@@ -24,18 +25,22 @@ def serve_state_file(port: int) -> Path:
 
 
 def find_gateway(
-    pid_alive: Callable[[int], bool] | None = None, folder: Path | None = None
+    pid_alive: Callable[[int], bool] | None = None, folder: str | None = None
 ) -> tuple[str, str] | None:
     """(URL, profile) of a running `aitherctl serve` of this user, or None. Files left by a
-    killed one (their PID is gone) are ignored."""
+    killed one (their PID is gone) are ignored. (Plain `os`: `run` calls this on every start.)"""
     alive = pid_alive or _pid_alive
+    where = folder or state_dir_text()
     try:
-        entries = sorted((folder or state_dir()).glob("serve-*.json"))
+        names = sorted(
+            n for n in os.listdir(where) if n.startswith("serve-") and n.endswith(".json")
+        )
     except OSError:
         return None
-    for entry in entries:
+    for name in names:
         try:
-            data = json.loads(entry.read_text())
+            with open(os.path.join(where, name), encoding="utf-8") as handle:
+                data = json.load(handle)
             url, pid, profile = str(data["url"]), int(data["pid"]), str(data["profile"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -57,6 +62,8 @@ def _pid_alive(pid: int) -> bool:
 def memory_pools(profile: Profile, inventory: GpuInventory, ram_total: int) -> dict[str, Pool]:
     """Each GPU (its total less the profile's `gpu.reserve`) and the host's RAM for CPU services
     (its total less `ram.reserve`, at most `ram.limit`)."""
+    from aitherctl.core.scheduling import Pool
+
     pools = {}
     for gpu in inventory.gpus:
         total = gpu.memory_total_bytes

@@ -37,7 +37,7 @@ report, *args = sys.argv[1:]
 sys.argv = ["aitherctl", *args]
 code = 0
 try:
-    from aitherctl.cli.app import main
+    from aitherctl.cli.fast_run import main  # the console script's entry point
     main()
 except SystemExit as exc:
     code = exc.code
@@ -171,3 +171,86 @@ def test_run_explain_learns_what_runs_without_the_docker_sdk(
     candidates = {item["backend"]: item for item in json.loads(out)["candidates"]}
     assert candidates["up"]["would"] == "use"
     assert modules & NEVER_AT_START == set()
+
+
+# What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
+# the email package), no httpx, no profile loader, no Rich.
+NOT_FOR_RUN_VIA_GATEWAY = NOT_FOR_HELP | {
+    "typer", "click", "http", "rich", "aitherctl.cli.app", "aitherctl.ops.route",
+}
+
+
+def test_run_through_a_gateway_skips_typer_and_everything_heavy(
+    tmp_path: Path, write_profile  # type: ignore[no-untyped-def]
+) -> None:
+    """A real `aitherctl serve` (a profile whose one backend is an endpoint nobody answers: no
+    Docker needed); `run` goes through it and reports the gateway's answer (503: no backend)."""
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    write_profile(
+        "gwonly",
+        services={},
+        routing={"tiers": {"all": {"effort": "1-10", "candidates": ["off"]}}},
+        endpoints={"off": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m"}},
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", "gwonly"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        modules, code, _out = imported(tmp_path, "run", "--max-tokens", "4", "hi")
+        assert code == 9  # the gateway answered 503: no backend answered
+        assert "aitherctl.ops.gateway_client" in modules
+        assert modules & NOT_FOR_RUN_VIA_GATEWAY == set()
+        # --explain and --direct are Typer's: they still work the usual way.
+        modules, code, _out = imported(tmp_path, "run", "--explain", "--json", "hi")
+        assert "typer" in modules
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_fast_run_options_are_the_typer_commands() -> None:
+    """Every option `run` handles without Typer is one of the Typer command's, so the two cannot
+    drift apart silently."""
+    from aitherctl.cli import fast_run
+    from aitherctl.cli.app import _load
+
+    command = _load("run_cmd")["run"]
+    typer_options = {opt for param in command.params for opt in param.opts}
+    assert set(fast_run.VALUED) | set(fast_run.FLAGS) <= typer_options
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["hi", "--max-tokens", "8"], {"prompt": "hi", "max_tokens": 8}),
+        (["--tier=all", "--json", "hi"], {"prompt": "hi", "tier": "all", "json": True}),
+        (["--effort", "11", "hi"], None),  # out of range: Typer says so
+        (["--explain", "hi"], None),
+        (["--direct", "hi"], None),
+        (["--help"], None),
+        (["a", "b"], None),
+    ],
+)
+def test_fast_run_parses_what_it_can_and_leaves_the_rest_to_typer(
+    args: list[str], expected: dict[str, object] | None
+) -> None:
+    from aitherctl.cli.fast_run import parse
+
+    assert parse(args) == expected

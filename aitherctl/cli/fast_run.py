@@ -1,0 +1,156 @@
+"""`aitherctl run` while `aitherctl serve` is running, without building the Typer app.
+
+Shell scripts call `run` in loops; through the gateway it is one HTTP request, and Typer (with
+click) costs more start-up than the request itself. `try_run` handles the common case itself:
+the options below, a gateway serving the profile asked for. Anything else (`--help`,
+`--explain`, `--direct`, an option it does not know, a value it cannot read, no gateway) returns
+None and the Typer command runs as usual, with its own messages. A test checks that every option
+here is one of the Typer command's, with the same meaning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# option -> (takes a value, the keyword of run_via_gateway / how it is used)
+VALUED = {
+    "--file": "file", "-f": "file", "--system": "system", "--max-tokens": "max_tokens",
+    "--temperature": "temperature", "--effort": "effort", "--tier": "tier",
+    "--backend": "backend", "--profile": "profile", "-p": "profile",
+}
+FLAGS = {"--local-only": "local_only", "--json": "json"}
+_INTS = {"max_tokens": (1, None), "effort": (1, 10)}
+
+
+def parse(args: list[str]) -> dict[str, object] | None:
+    """The options and prompt of `run ARGS`, or None when Typer should handle them."""
+    options: dict[str, object] = {}
+    prompt: str | None = None
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        name, sep, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in VALUED:
+            if sep:
+                value = inline
+            elif position + 1 < len(args):
+                position += 1
+                value = args[position]
+            else:
+                return None
+            key = VALUED[name]
+            if key in options:
+                return None
+            options[key] = value
+        elif arg in FLAGS and not sep:
+            options[FLAGS[arg]] = True
+        elif arg == "--":
+            rest = args[position + 1:]
+            if prompt is not None or len(rest) != 1:
+                return None
+            prompt = rest[0]
+            break
+        elif arg.startswith("-") and arg != "-":
+            return None  # --help, --explain, --direct, or one Typer will explain
+        elif prompt is None:
+            prompt = arg
+        else:
+            return None
+        position += 1
+    for key, (low, high) in _INTS.items():
+        if key in options:
+            text = str(options[key])
+            if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+                return None
+            options[key] = int(text)
+    if "temperature" in options:
+        try:
+            temperature = float(str(options["temperature"]))
+        except ValueError:
+            return None
+        if not 0.0 <= temperature <= 2.0:
+            return None
+        options["temperature"] = temperature
+    options["prompt"] = prompt
+    return options
+
+
+def _prompt_text(prompt: str | None, file: str | None) -> str | None:
+    if prompt is not None and file is not None:
+        return None
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError):
+            return None  # Typer says what is wrong with the file
+    if prompt is not None and prompt != "-":
+        return prompt
+    if prompt == "-" or not sys.stdin.isatty():
+        return sys.stdin.read()
+    return None
+
+
+def try_run(args: list[str]) -> int | None:
+    """Run through the gateway and return the exit code, or None to leave it to Typer."""
+    options = parse(args)
+    if options is None:
+        return None
+    from aitherctl.ops.serve import find_gateway
+
+    found = find_gateway()
+    if found is None or options.get("profile") not in (None, found[1]):
+        return None
+    text = _prompt_text(options.get("prompt"), options.get("file"))  # type: ignore[arg-type]
+    if text is None or not text.strip():
+        return None
+    from aitherctl.errors import AitherError
+    from aitherctl.ops.gateway_client import run_via_gateway
+
+    json_output = bool(options.get("json"))
+    wrote: list[str] = []
+
+    def on_text(piece: str) -> None:
+        if not json_output:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            wrote.append(piece)
+
+    keywords = {key: options[key] for key in
+                ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
+                if key in options}
+    try:
+        answer = run_via_gateway(found[0], text, on_text, **keywords)  # type: ignore[arg-type]
+    except AitherError as exc:
+        if wrote and not wrote[-1].endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {exc.message}\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        return 130
+    if json_output:
+        import json
+
+        sys.stdout.write(json.dumps(answer.to_json(found[0]), indent=2) + "\n")
+        sys.stdout.flush()
+        return 0
+    if not answer.answer.endswith("\n"):
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    sys.stderr.write(answer.status_line(found[0]) + "\n")
+    return 0
+
+
+def main() -> None:
+    """The console script: `run` through a running gateway here, everything else in Typer."""
+    args = sys.argv[1:]
+    if args[:1] == ["run"] and not os.environ.get("AITHER_NO_FAST_RUN"):
+        code = try_run(args[1:])
+        if code is not None:
+            sys.exit(code)
+    from aitherctl.cli.app import main as typer_main
+
+    typer_main()
