@@ -7,9 +7,11 @@ Groups (each round runs a group's members back to back, in an order that rotates
 - `aitherctl --version` and `aitherctl profile switch --help` against `python -c pass` (the same
   interpreter, so the difference is aitherctl's own start-up);
 - `aitherctl ps --json` with three services running against `docker ps --format json`;
-- `aitherctl run PROMPT`, spawn to the first byte of the answer on stdout, against `curl`
-  streaming the same prompt straight to the same llama.cpp server, spawn to the first content
-  chunk of its stream.
+- `aitherctl run --direct PROMPT`, spawn to the first byte of the answer on stdout, against
+  `curl` streaming the same prompt straight to the same llama.cpp server, spawn to the first
+  content chunk of its stream;
+- `aitherctl run PROMPT` while `aitherctl serve` runs (it goes through the gateway), against
+  `curl` streaming the same prompt to the gateway.
 The three services (a real llama.cpp server with SmolLM2 on the CPU and two tiny HTTP servers)
 are started by `aitherctl profile switch` in a private namespace and removed at the end.
 
@@ -180,6 +182,8 @@ def main() -> None:
     ports = [free_port() for _ in range(3)]
     (work / "profiles" / "bench.yaml").write_text(profile_text(ports), encoding="utf-8")
     llama_url = f"http://127.0.0.1:{ports[0]}"
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
 
     trees = {"after": Runner(ROOT, env, work)}
     if args.before:
@@ -197,6 +201,8 @@ def main() -> None:
         },
         "run first byte": {"curl (straight to llama.cpp)": lambda: curl_first_content(
             llama_url, env, work)},
+        "run first byte via serve": {"curl (to aitherctl serve)": lambda: curl_first_content(
+            gateway_url, env, work)},
     }
     for name, runner in trees.items():
         groups["--version"][f"aitherctl ({name})"] = lambda r=runner: r.wall("--version")
@@ -204,8 +210,11 @@ def main() -> None:
             "profile", "switch", "--help")
         groups["ps --json (3 services)"][f"aitherctl ({name})"] = lambda r=runner: r.wall(
             "ps", "--json")
-        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner: r.first_byte(
-            "run", PROMPT)
+        direct = ("--direct",) if name == "after" else ()  # an older tree knows no gateway
+        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner, d=direct: (
+            r.first_byte("run", *d, PROMPT))
+    groups["run first byte via serve"]["aitherctl (after)"] = lambda: trees["after"].first_byte(
+        "run", PROMPT)
 
     load_before = os.getloadavg()
     after = trees["after"]
@@ -218,6 +227,16 @@ def main() -> None:
         expected = [(name, "running", "healthy") for name in ("llama", "web1", "web2")]
         if states != expected:
             raise SystemExit(f"services not up: {states}")
+        gateway = subprocess.Popen(
+            [*after.argv0, "serve", "--port", str(gateway_port), "--profile", "bench"],
+            env=after.env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", gateway_port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
         for _ in range(2):  # warm-up: bytecode caches, the server's prompt cache
             for members in groups.values():
                 for measure in members.values():
@@ -233,6 +252,9 @@ def main() -> None:
                     samples[group][member].append(members[member]())
             print(f"round {index + 1}/{args.rounds}", file=sys.stderr)
     finally:
+        if "gateway" in locals():
+            gateway.terminate()
+            gateway.wait(timeout=60)
         subprocess.run([*after.argv0, "down", "--all", "--yes"], env=after.env, cwd=work,
                        capture_output=True, check=False)
         left = subprocess.run(

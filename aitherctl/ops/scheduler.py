@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from aitherctl.adapters.upstream import Upstream
     from aitherctl.core.engines import EngineDriver
     from aitherctl.core.gpu import GpuInventory
+    from aitherctl.core.metrics import EngineMetrics
     from aitherctl.core.profile import Profile, Service
     from aitherctl.core.routing import Candidate, RoutingTable
 
@@ -64,6 +65,9 @@ REFRESH_S = 5.0  # re-read what Docker runs (someone ran `aitherctl up` or `down
 MEMORY_FREE_TIMEOUT_S = 60.0  # after an eviction, how long the GPU may take to show it free
 LOAD_WAIT_FOR_ROOM_S = 120.0  # a load that must wait for busy services to become idle
 EVENTS_KEPT = 200
+# An engine that reports what it holds (ComfyUI's torch_vram_total) counts as released below
+# this: PyTorch keeps a few buffers and its CUDA context.
+RELEASED_BYTES = 512 * 1024**2
 
 
 class BackendState(StrEnum):
@@ -100,6 +104,10 @@ class LoadFailed(SchedulerError):
     kind = "load_failed"
 
 
+class ExternallyBusy(LoadFailed):
+    """A service the gateway sees idle is working on requests sent to it directly."""
+
+
 @dataclass(eq=False)
 class Backend:
     """One place requests can go, and what the scheduler knows about it now."""
@@ -116,6 +124,7 @@ class Backend:
     displaced: bool = False  # a resident service put away to make room: brought back when idle
     load_task: asyncio.Task[None] | None = None
     last_error: str | None = None
+    busy_until: float = 0.0  # working on requests sent around the gateway (seen then)
     cancel: threading.Event = field(default_factory=threading.Event)
     loaded: tuple[float, float] | None = None  # the last load's start and end (clock)
 
@@ -370,6 +379,7 @@ class Scheduler:
                 name=name, candidate=service_candidate(service), service=service, limit=0,
                 queue=WaitQueue(0), state=state, claims=self._claims(service),
             )
+            backend.displaced = state is BackendState.STOPPED and not service.on_demand
             self.backends[name] = backend
 
     def _claims(self, service: Service) -> dict[str, int]:
@@ -505,7 +515,7 @@ class Scheduler:
                 claims=b.claims,
                 evictable=(
                     b.state is BackendState.READY and b.idle and not b.pinned
-                    and b.load_task is None
+                    and b.load_task is None and b.busy_until <= self.clock()
                 ),
                 rank=b.rank,
                 last_used=b.last_used,
@@ -563,8 +573,13 @@ class Scheduler:
             if choice.fits_now:
                 return
             if choice.victims:
-                for victim in choice.victims:
-                    await self._evict(self.backends[victim], f"to make room for {backend.name}")
+                try:
+                    for victim in choice.victims:
+                        await self._evict(
+                            self.backends[victim], f"to make room for {backend.name}"
+                        )
+                except ExternallyBusy:
+                    continue  # it is left out for a moment: choose again
                 await self._wait_gpu_free(backend)
                 continue
             # Not even evicting every idle service is enough: wait for busy ones to finish.
@@ -623,7 +638,7 @@ class Scheduler:
         """Free `backend`'s memory the engine's cheapest way. It must be idle (checked again
         here, on the loop, at the moment of deciding)."""
         if not (backend.state is BackendState.READY and backend.idle and not backend.pinned):
-            raise LoadFailed(f"{backend.name} became busy; not evicted")
+            raise ExternallyBusy(f"{backend.name} became busy; not evicted")
         from aitherctl.core.engines import driver_for
 
         assert backend.service is not None
@@ -639,18 +654,29 @@ class Scheduler:
                 after, verb = BackendState.ASLEEP, "slept"
                 self.metrics.count("sleeps", backend.name)
             elif driver.release_memory(()) is not None or driver.release_needs_models:
-                models = await self._loaded_models(backend, driver)
+                before = await self._reading(backend, driver)
+                if before.requests_running or before.requests_waiting:
+                    # Work that did not come through the gateway (a ComfyUI prompt): its memory
+                    # is in use; the engine would free it only after that work.
+                    raise ExternallyBusy(
+                        f"{backend.name} is working on requests sent around the gateway"
+                    )
+                models = [model.name for model in before.loaded_models]
                 for request in driver.release_memory(models) or ():
                     await self.control.http(backend, request.method, request.path,
                                             request.json_body)
-                if driver.release_needs_models:
-                    # Ollama answers `keep_alive: 0` at once and unloads once its requests end:
-                    # wait until /api/ps no longer lists them.
-                    await self._wait_unloaded(backend, driver, set(models))
+                # Ollama answers `keep_alive: 0` and ComfyUI `/free` at once and release later:
+                # wait until the engine says so (its models gone, its memory given back).
+                await self._wait_released(backend, driver, set(models))
                 after, verb = BackendState.UNLOADED, "unloaded"
             else:
                 await asyncio.to_thread(self.control.stop_blocking, service.name)
                 after, verb = BackendState.STOPPED, "stopped"
+        except ExternallyBusy as exc:
+            backend.state = BackendState.READY
+            backend.busy_until = self.clock() + TICK_S
+            self.events.emit("evict_deferred", backend.name, exc.message)
+            raise
         except (AitherError, OSError) as exc:
             backend.state = BackendState.READY
             message = exc.message if isinstance(exc, AitherError) else str(exc)
@@ -664,29 +690,37 @@ class Scheduler:
         if backend.queue:  # a request arrived while it was being put away
             self._pump(backend)
 
-    async def _loaded_models(self, backend: Backend, driver: EngineDriver) -> list[str]:
-        """The models the server holds now, from the driver's JSON pages (Ollama `/api/ps`)."""
-        if not driver.release_needs_models:
-            return []
+    async def _reading(self, backend: Backend, driver: EngineDriver) -> EngineMetrics:
+        """The engine's own account of itself, from the driver's JSON pages (Ollama `/api/ps`,
+        ComfyUI `/queue` and `/system_stats`), merged."""
+        from aitherctl.core.metrics import EngineMetrics
+
         assert self.control is not None
-        names: list[str] = []
+        reading = EngineMetrics()
         for page in driver.metrics:
             if page.format != "json":
                 continue
             try:
-                reading = page.parse(await self.control.http(backend, "GET", page.path))
+                reading = reading.merged(
+                    page.parse(await self.control.http(backend, "GET", page.path))
+                )
             except MetricsFormatError as exc:
                 raise LoadFailed(f"{backend.name}{page.path}: {exc}") from None
-            names += [model.name for model in reading.loaded_models]
-        return names
+        return reading
 
-    async def _wait_unloaded(
+    async def _wait_released(
         self, backend: Backend, driver: EngineDriver, models: set[str]
     ) -> None:
         deadline = self.clock() + MEMORY_FREE_TIMEOUT_S
-        while models & set(await self._loaded_models(backend, driver)):
+        while True:
+            reading = await self._reading(backend, driver)
+            held = models & {model.name for model in reading.loaded_models}
+            engine_bytes = reading.engine_vram_bytes or 0
+            if not held and engine_bytes <= RELEASED_BYTES:
+                return
             if self.clock() >= deadline:
-                raise LoadFailed(f"{backend.name} still holds {', '.join(sorted(models))}")
+                what = ", ".join(sorted(held)) or f"{engine_bytes / 1024**3:.2f} GiB"
+                raise LoadFailed(f"{backend.name} still holds {what}")
             await asyncio.sleep(0.2)
 
     # -- the idle loop -------------------------------------------------------------------------
