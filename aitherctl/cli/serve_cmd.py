@@ -13,6 +13,7 @@ from aitherctl.cli.output import Output
 
 if TYPE_CHECKING:
     from aitherctl.core.profile import Profile
+    from aitherctl.gateway.server import Gateway, Stack
 
 
 def serve(
@@ -67,14 +68,26 @@ def serve(
     check_bind(options)
     chosen = _profile(profile)
 
-    def build() -> object:
+    def build() -> tuple[Gateway, Stack]:
         return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))
+
+    def active(current: str) -> Profile | None:
+        """The active profile, when a switch made it another than `current` (`--profile` pins
+        the one served)."""
+        from aitherctl.ops.route import observe_stack
+
+        name, _stack, _problem = observe_stack(runtime.docker_reader)
+        if not name or name == current:
+            return None
+        return runtime.catalog().load(name)
 
     def ready(url: str) -> None:
         auth = f", {len(keys)} API key(s)" if keys else ""
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
-    code = asyncio.run(serve_forever(build, options, ready, serve_state_file(port)))
+    code = asyncio.run(serve_forever(
+        build, options, ready, serve_state_file(port), active=None if profile else active
+    ))
     if code:
         raise typer.Exit(code)
 

@@ -26,13 +26,14 @@ from aitherctl.core.scheduling import Priority, parse_priority
 from aitherctl.errors import UsageError
 from aitherctl.gateway.metrics import PromMetrics
 from aitherctl.ops.gateway import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
-from aitherctl.ops.scheduler import EventLog, Scheduler
+from aitherctl.ops.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.adapters.upstream import Upstream
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
+    from aitherctl.ops.scheduler import ServiceControl
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8150
@@ -130,6 +131,21 @@ class Gateway:
         self.metrics = metrics
         self.keys = keys
         self.started = time.time()
+
+    def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
+        """New requests go to `scheduler` from now on (one assignment, on the loop)."""
+        self.dispatcher, self.scheduler = dispatcher, scheduler
+
+    async def housekeeping(self) -> None:
+        """The current scheduler's idle loop, following it when it is replaced."""
+        while True:
+            scheduler = self.scheduler
+            task = asyncio.get_running_loop().create_task(scheduler.run_housekeeping())
+            while self.scheduler is scheduler and not task.done():
+                await asyncio.sleep(1.0)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._auth])
@@ -288,15 +304,51 @@ def check_bind(options: ServeOptions) -> None:
         )
 
 
+async def _follow(
+    gateway: Gateway,
+    stack: Stack,
+    active: Callable[[str], Profile | None],
+    retired: list[Scheduler],
+    *,
+    drain_s: float,
+    on_change: Callable[[str], None],
+) -> None:
+    """Serve the active profile: when a switch made another one active, build its scheduler
+    and send new requests there; the old one finishes what it has (its containers are the
+    switch's business) and stops."""
+    while True:
+        await asyncio.sleep(REFRESH_S)
+        try:
+            profile = await asyncio.to_thread(active, gateway.scheduler.profile.name)
+        except Exception as exc:
+            gateway.scheduler.events.emit("follow_failed", None, str(exc))
+            continue
+        if profile is None or profile.name == gateway.scheduler.profile.name:
+            continue
+        control, running = await asyncio.to_thread(stack.running, profile)
+        old = gateway.scheduler
+        scheduler, dispatcher = stack.build(profile, control, running)
+        gateway.replace(dispatcher, scheduler)
+        old.events.emit(
+            "profile_changed", None, f"now serving {profile.name} (was {old.profile.name})"
+        )
+        on_change(profile.name)
+        retired.append(old)
+        asyncio.get_running_loop().create_task(old.close(drain_s))
+
+
 async def serve_forever(
-    build: Callable[[], Any],
+    build: Callable[[], tuple[Gateway, Stack]],
     options: ServeOptions,
     on_ready: Callable[[str], None],
     state_file: Path | None,
+    active: Callable[[str], Profile | None] | None = None,
 ) -> int:
-    """Build the scheduler on this loop (`build()` returns (gateway, scheduler, upstream,
-    dispatcher)), serve until SIGTERM or SIGINT, drain, and return the exit code."""
-    gateway, scheduler, upstream, dispatcher = build()
+    """Build the scheduler on this loop, serve until SIGTERM or SIGINT, drain, and return the
+    exit code. `active(current)` (blocking) gives the active profile when it is no longer
+    `current`; None: serve the one built."""
+    gateway, stack = build()
+    scheduler, upstream = gateway.scheduler, stack.upstream
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
@@ -318,28 +370,88 @@ async def serve_forever(
             f"cannot listen on {options.host}:{options.port}: {exc.strerror} "
             "(another `aitherctl serve`? pass --port)"
         ) from None
-    housekeeping = loop.create_task(scheduler.run_housekeeping())
+    housekeeping = loop.create_task(gateway.housekeeping())
+    retired: list[Scheduler] = []
     url = f"http://{_url_host(options.host)}:{options.port}"
+
+    def on_change(profile: str) -> None:
+        if state_file is not None:
+            _write_state(state_file, url, profile)
+
+    follower = None
+    if active is not None:
+        follower = loop.create_task(_follow(
+            gateway, stack, active, retired, drain_s=options.drain_s, on_change=on_change
+        ))
     if state_file is not None:
         _write_state(state_file, url, scheduler.profile.name)
     on_ready(url)
     try:
         await stop.wait()
     finally:
+        if follower is not None:
+            follower.cancel()
+        scheduler = gateway.scheduler
         scheduler.events.emit("draining", None, f"{scheduler.in_flight()} request(s) in flight")
         with contextlib.suppress(Exception):
             await site.stop()  # no new connections
-        await scheduler.close(options.drain_s)
+        await asyncio.gather(*(s.close(options.drain_s) for s in [*retired, scheduler]))
         housekeeping.cancel()
         with contextlib.suppress(BaseException):
             await housekeeping
         await runner.cleanup()
-        await dispatcher.flush()
+        await gateway.dispatcher.flush()
         await upstream.close()
         if state_file is not None:
             with contextlib.suppress(OSError):
                 state_file.unlink()
     return 128 + received[0] if received and received[0] != signal.SIGTERM else 0
+
+
+@dataclass
+class Stack:
+    """What serving one profile takes; replaced whole when the active profile changes."""
+
+    connect: Callable[[], DockerEngine]
+    inventory: Callable[[], GpuInventory]
+    upstream: Upstream
+    metrics: PromMetrics
+    events: EventLog
+
+    def running(self, profile: Profile) -> tuple[ServiceControl | None, set[str] | None]:
+        """(the Docker control, the services running now); (None, None) without an engine.
+        Blocking: call it in a worker thread once the loop runs."""
+        from aitherctl.errors import AitherError
+        from aitherctl.ops.scheduler import ServiceControl
+
+        control = ServiceControl(self.connect, self.inventory, profile.name, self.upstream)
+        try:
+            return control, control.running_blocking()
+        except AitherError:
+            return None, None  # no Docker engine: services are taken as running
+
+    def build(
+        self, profile: Profile, control: ServiceControl | None, running: set[str] | None
+    ) -> tuple[Scheduler, Dispatcher]:
+        import psutil
+
+        from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
+        from aitherctl.adapters.chat import HttpClients
+        from aitherctl.adapters.ledger import Ledger
+        from aitherctl.core.routing import build_routing
+        from aitherctl.ops.route import Router
+        from aitherctl.ops.serve import memory_pools
+
+        table = build_routing(profile)
+        pools = memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
+        scheduler = Scheduler(profile, table, control, pools, events=self.events,
+                              metrics=self.metrics, running=running)
+        clients = HttpClients()
+        router = Router(profile, table, clients=clients, probe=BackendProbe(clients),
+                        memory=FailureMemory(), ledger=Ledger())
+        dispatcher = Dispatcher(scheduler, router, self.upstream, observe=self.metrics.observe,
+                                count=self.metrics.count_outcome)
+        return scheduler, dispatcher
 
 
 def build_gateway(
@@ -348,39 +460,14 @@ def build_gateway(
     inventory: Callable[[], GpuInventory],
     *,
     keys: list[ApiKey],
-) -> tuple[Gateway, Scheduler, Upstream, Dispatcher]:
+) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
-    import psutil
-
-    from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-    from aitherctl.adapters.chat import HttpClients
-    from aitherctl.adapters.ledger import Ledger
     from aitherctl.adapters.upstream import Upstream
-    from aitherctl.core.routing import build_routing
-    from aitherctl.errors import AitherError
-    from aitherctl.ops.route import Router
-    from aitherctl.ops.scheduler import ServiceControl
-    from aitherctl.ops.serve import memory_pools
 
-    table = build_routing(profile)
-    upstream = Upstream()
-    control = ServiceControl(connect, inventory, profile.name, upstream)
-    try:
-        running: set[str] | None = control.running_blocking()
-    except AitherError:
-        running = None  # no Docker engine: every service is taken as running, probes decide
-        control = None  # type: ignore[assignment]
-    pools = memory_pools(profile, inventory(), psutil.virtual_memory().total)
-    metrics = PromMetrics()
-    events = EventLog()
-    scheduler = Scheduler(profile, table, control, pools, events=events, metrics=metrics,
-                          running=running)
-    clients = HttpClients()
-    router = Router(profile, table, clients=clients, probe=BackendProbe(clients),
-                    memory=FailureMemory(), ledger=Ledger())
-    dispatcher = Dispatcher(scheduler, router, upstream, observe=metrics.observe,
-                            count=metrics.count_outcome)
-    return Gateway(dispatcher, scheduler, metrics, keys), scheduler, upstream, dispatcher
+    stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
+    control, running = stack.running(profile)
+    scheduler, dispatcher = stack.build(profile, control, running)
+    return Gateway(dispatcher, scheduler, stack.metrics, keys), stack
 
 
 def _url_host(host: str) -> str:

@@ -44,14 +44,15 @@ def _service(port: int, *, slots: int = 1, **extra: object) -> dict[str, object]
 
 
 @contextlib.contextmanager
-def serving(profile: str, *args: str, env: dict[str, str] | None = None) -> Iterator[
+def serving(profile: str | None, *args: str, env: dict[str, str] | None = None) -> Iterator[
     tuple[str, subprocess.Popen[str]]
 ]:
-    """A real `aitherctl serve` process; stopped with SIGTERM, which must exit 0."""
+    """A real `aitherctl serve` process (of the active profile when `profile` is None);
+    stopped with SIGTERM, which must exit 0."""
     port = free_port()
+    chosen = ["--profile", profile] if profile else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", profile,
-         *args],
+        [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), *chosen, *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})},
     )
@@ -484,3 +485,23 @@ def test_metrics_and_events_report_the_schedulers_decisions(trio: dict[str, int]
                 if "served" in seen:
                     break
         assert seen.index("loading") < seen.index("loaded") < seen.index("served")
+
+
+def test_serve_follows_the_active_profile_across_a_switch(
+    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path]
+) -> None:
+    del llama_image
+    write_profile("first", services={"one": _service(free_port())})
+    write_profile("second", services={"two": _service(free_port())})
+    assert run_cli("profile", "switch", "first", "--yes").returncode == 0
+    with serving(None) as (url, _process):
+        assert _ask(url, "one").status_code == 200
+        assert run_cli("profile", "switch", "second", "--yes").returncode == 0
+        _wait_for(lambda: httpx.get(url + "/health", timeout=5).json()["profile"] == "second",
+                  30, "serve to follow the switch")
+        answer = _ask(url, "two")
+        assert answer.status_code == 200
+        assert answer.headers["x-aither-backend"] == "two"
+        assert _ask(url, "one").status_code == 404
+        events = [e["event"] for e in _status(url)["events"]]
+        assert "profile_changed" in events
