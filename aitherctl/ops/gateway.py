@@ -243,7 +243,13 @@ class Dispatcher:
         `sink`."""
         started, started_wall = self.clock(), self.wall_clock()
         try:
-            route = self.resolve(request)
+            if self.router.table.classifier == "model" and request.body.get("model") in (
+                None, "", "auto"
+            ):
+                # A local model grades the prompt (a blocking HTTP call): off the loop.
+                route = await asyncio.to_thread(self.resolve, request)
+            else:
+                route = self.resolve(request)
         except NotFoundError as exc:
             return Reply(404, error_body(exc.message, "invalid_request_error", "model_not_found"))
         except AitherError as exc:
