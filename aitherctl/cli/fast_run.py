@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # option -> (takes a value, the keyword of run_via_gateway / how it is used)
 VALUED = {
@@ -105,10 +109,20 @@ def try_run(args: list[str]) -> int | None:
     text = _prompt_text(options.get("prompt"), options.get("file"))  # type: ignore[arg-type]
     if text is None or not text.strip():
         return None
+    keywords: dict[str, object] = {key: options[key] for key in
+                ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
+                if key in options}
+    return answer_via_gateway(found[0], text, bool(options.get("json")), keywords)
+
+
+def answer_via_gateway(
+    url: str, text: str, json_output: bool, keywords: Mapping[str, object]
+) -> int:
+    """Stream the answer to stdout and the status line (or the JSON) as `run` does; the exit
+    code. Shared by this fast path and the Typer command."""
     from aitherctl.errors import AitherError
     from aitherctl.ops.gateway_client import run_via_gateway
 
-    json_output = bool(options.get("json"))
     wrote: list[str] = []
 
     def on_text(piece: str) -> None:
@@ -117,11 +131,8 @@ def try_run(args: list[str]) -> int | None:
             sys.stdout.flush()
             wrote.append(piece)
 
-    keywords = {key: options[key] for key in
-                ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
-                if key in options}
     try:
-        answer = run_via_gateway(found[0], text, on_text, **keywords)  # type: ignore[arg-type]
+        answer = run_via_gateway(url, text, on_text, **keywords)  # type: ignore[arg-type]
     except AitherError as exc:
         if wrote and not wrote[-1].endswith("\n"):
             sys.stdout.write("\n")
@@ -134,13 +145,13 @@ def try_run(args: list[str]) -> int | None:
     if json_output:
         import json
 
-        sys.stdout.write(json.dumps(answer.to_json(found[0]), indent=2) + "\n")
+        sys.stdout.write(json.dumps(answer.to_json(url), indent=2) + "\n")
         sys.stdout.flush()
         return 0
     if not answer.answer.endswith("\n"):
         sys.stdout.write("\n")
         sys.stdout.flush()
-    sys.stderr.write(answer.status_line(found[0]) + "\n")
+    sys.stderr.write(answer.status_line(url) + "\n")
     return 0
 
 

@@ -10,7 +10,7 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
-from aitherctl.errors import AitherError, UsageError
+from aitherctl.errors import UsageError
 
 if TYPE_CHECKING:
     from aitherctl.ops.route import Choice, RunResult, Verdict
@@ -178,9 +178,14 @@ def run(  # noqa: PLR0917 - Typer passes options by position
 
         found = find_gateway()
         if found is not None and profile in (None, found[1]):
-            _run_via_gateway(out, found[0], text, json_output, system=system,
-                             max_tokens=max_tokens, temperature=temperature, effort=effort,
-                             tier=tier, backend=backend, local_only=local_only)
+            from aitherctl.cli.fast_run import answer_via_gateway
+
+            keywords = {"system": system, "max_tokens": max_tokens, "temperature": temperature,
+                        "effort": effort, "tier": tier, "backend": backend,
+                        "local_only": local_only}
+            code = answer_via_gateway(found[0], text, json_output, keywords)
+            if code:
+                raise typer.Exit(code)
             return
 
     from aitherctl.errors import BackendFailedError, BudgetExceededError
@@ -233,36 +238,6 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         out.info(status_line(result))
     if result.warning:
         out.warn(result.warning)
-
-
-def _run_via_gateway(
-    out: Output, url: str, text: str, json_output: bool, **options: object
-) -> None:
-    from aitherctl.ops.gateway_client import run_via_gateway
-
-    stream = sys.stdout
-    wrote: list[str] = []
-
-    def on_text(piece: str) -> None:
-        if not json_output:
-            stream.write(piece)
-            stream.flush()
-            wrote.append(piece)
-
-    try:
-        answer = run_via_gateway(url, text, on_text, **options)  # type: ignore[arg-type]
-    except AitherError:
-        if wrote and not wrote[-1].endswith("\n"):
-            stream.write("\n")
-            stream.flush()
-        raise
-    if json_output:
-        out.data(answer.to_json(url))
-        return
-    if not answer.answer.endswith("\n"):
-        stream.write("\n")
-        stream.flush()
-    out.info(answer.status_line(url))
 
 
 def register(app: typer.Typer) -> None:
