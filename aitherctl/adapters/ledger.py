@@ -21,7 +21,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -284,6 +284,25 @@ class Ledger:
             )
             if run_id is not None:
                 db.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
+
+    def record_many(self, rows: Sequence[tuple[LedgerRow, str | None]]) -> None:
+        """Several finished requests' rows, each with the run id its reservations were taken
+        under, in one transaction (the gateway batches them): as `record`, each row replaces
+        its reservations."""
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                [
+                    tuple(int(v) if isinstance(v, bool) else v
+                          for v in (getattr(row, c) for c in _COLUMNS))
+                    for row, _run_id in rows
+                ],
+            )
+            db.executemany(
+                "DELETE FROM reservations WHERE run_id = ?",
+                [(run_id,) for _row, run_id in rows if run_id is not None],
+            )
 
     def spent_since(self, since_ts: float, now: float | None = None) -> float:
         """Money spent since `since_ts` (finished requests and settled attempts)."""

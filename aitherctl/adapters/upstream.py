@@ -49,8 +49,9 @@ class UpstreamResponse:
         content = self._response.content
         while True:
             try:
-                data = await asyncio.wait_for(content.readany(), self.read_timeout_s)
-            except TimeoutError:
+                # The session's `sock_read` timeout bounds each read (no task per read).
+                data = await content.readany()
+            except (TimeoutError, aiohttp.SocketTimeoutError):
                 raise UpstreamError(
                     "timeout", f"no data for {self.read_timeout_s:g}s", self.status
                 ) from None
@@ -107,7 +108,7 @@ class Upstream:
         """Send the request; return once its status line and headers are in. A status >= 400
         raises UpstreamError with the body (at most 64 kB) so the caller can pass it on."""
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout_s, sock_read=None
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         try:
             try:

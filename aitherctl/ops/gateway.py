@@ -27,11 +27,14 @@ from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
 from aitherctl.ops.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
 if TYPE_CHECKING:
+    from aitherctl.adapters.ledger import LedgerRow
     from aitherctl.adapters.upstream import Upstream, UpstreamResponse
     from aitherctl.ops.route import Router
 
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
+CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
+LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
 _DROPPED_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
@@ -92,6 +95,8 @@ class Outcome:
     cost_usd: float = 0.0
     all_full: bool = True  # every candidate was skipped for a full queue
     retry_after_s: int = 1
+    # The budget reservations of this request's attempts; its ledger row replaces them.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,11 @@ class Dispatcher:
         self.observe = observe or (lambda _n, _b, _s: None)
         self.count = count or (lambda _n, _b, _o: None)
         self._pending_rows: set[asyncio.Task[None]] = set()
+        self._rows: list[tuple[LedgerRow, str]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # The environment of a running process does not change: which keys are set, once.
+        self._env_keys = frozenset(k for k, v in self.env.items() if v)
+        self._remembered: tuple[float, dict[str, str]] | None = None
         table = router.table
         self.names: dict[str, str] = {}  # what a client may send as `model` -> backend name
         for name, candidate in table.backends.items():
@@ -309,25 +319,27 @@ class Dispatcher:
         ) or router.table.default_max_tokens
         worst = router.worst_case(candidate, options, max_tokens)
         reservation: int | None = None
-        run_state = _RunState()
         if worst > 0:
             timeout = route.tier.timeout_s if route.tier else 60.0
             reservation, refusal = await asyncio.to_thread(
-                router.reserve, run_state.run_id, candidate, worst, timeout
+                router.reserve, result.run_id, candidate, worst, timeout
             )
             if refusal:
                 result.attempts.append((candidate.name, "skipped", refusal))
                 result.outcome = "budget"
                 return None
-        keepalive = self._keepalive(request, sink) if request.streaming else None
-        lease: Lease | None = None
+        keepalive: _KeepAlive | None = None
+        lease: Lease | None = self.scheduler.try_acquire(candidate.name)
         response: UpstreamResponse | None = None
         billable = False
         try:
             try:
-                lease = await self.scheduler.acquire(
-                    candidate.name, request.priority, request.request_id
-                )
+                if lease is None:
+                    # It must wait (a queue, a load): a streaming client hears from us meanwhile.
+                    keepalive = _KeepAlive(sink) if request.streaming else None
+                    lease = await self.scheduler.acquire(
+                        candidate.name, request.priority, request.request_id
+                    )
             except QueueFull as exc:
                 result.attempts.append((candidate.name, "queue_full", exc.message))
                 result.retry_after_s = exc.retry_after_s
@@ -510,10 +522,6 @@ class Dispatcher:
             )
         return headers
 
-    def _keepalive(self, request: GatewayRequest, sink: Sink) -> _KeepAlive:
-        del request
-        return _KeepAlive(sink)
-
     async def _no_backend(
         self, request: GatewayRequest, route: Route, sink: Sink, result: Outcome
     ) -> Reply | None:
@@ -540,16 +548,20 @@ class Dispatcher:
     def _context(self, local_only: bool) -> RouteContext:
         """As `run`'s, except that services are never skipped for not running (the scheduler
         starts them) and only endpoints' recent failures count (it knows its services')."""
-        endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
-        remembered = (
-            dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
-            if endpoints else {}
-        )
+        now = self.clock()
+        if self._remembered is None or now - self._remembered[0] > CONTEXT_FRESH_S:
+            endpoints = [c for c in self.router.table.backends.values()
+                         if c.origin == "endpoint"]
+            remembered = (
+                dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
+                if endpoints else {}
+            )
+            self._remembered = (now, remembered)
         return RouteContext(
             running=None,
-            env_keys=frozenset(k for k, v in self.env.items() if v),
+            env_keys=self._env_keys,
             local_only=local_only,
-            remembered_failures=remembered,
+            remembered_failures=self._remembered[1],
         )
 
     def _record(
@@ -596,14 +608,22 @@ class Dispatcher:
         backend = last.name if last else "none"
         self.count("requests", backend, outcome)
         self.observe("request_seconds", backend, total)
-        task = asyncio.get_running_loop().create_task(
-            _quietly(asyncio.to_thread(self.router.ledger.record, row))
-        )
-        self._pending_rows.add(task)
-        task.add_done_callback(self._pending_rows.discard)
+        self._rows.append((row, result.run_id))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_rows())
+
+    async def _write_rows(self) -> None:
+        """Rows go to the ledger in batches (one transaction each), off the loop: under load
+        one fsync serves many requests."""
+        while self._rows:
+            await asyncio.sleep(LEDGER_BATCH_S)
+            rows, self._rows = self._rows, []
+            await _quietly(asyncio.to_thread(self.router.ledger.record_many, rows))
 
     async def flush(self) -> None:
         """Wait for the ledger rows still being written (at shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
         while self._pending_rows:
             await asyncio.gather(*list(self._pending_rows), return_exceptions=True)
 
@@ -634,14 +654,6 @@ class _KeepAlive:
         self.stopping.set()
         with contextlib.suppress(Exception):
             await self.task
-
-
-@dataclass
-class _RunState:
-    """What Router.reserve needs of a run: its id (the gateway's reservations are settled by
-    the request, not replaced by a run row)."""
-
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -412,6 +412,20 @@ class Scheduler:
         )
         return len(backend.queue) < bound
 
+    def try_acquire(self, name: str) -> Lease | None:
+        """A place in `name` at once (ready, a slot free, nobody waiting), or None."""
+        backend = self.backends[name]
+        if (
+            not self._closing
+            and backend.state is BackendState.READY
+            and backend.in_flight < backend.limit
+            and not backend.queue
+        ):
+            backend.in_flight += 1
+            backend.last_used = self.clock()
+            return Lease(backend, 0.0, 0.0)
+        return None
+
     async def acquire(
         self, name: str, priority: Priority, request_id: str | None = None
     ) -> Lease:

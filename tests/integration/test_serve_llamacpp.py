@@ -505,3 +505,47 @@ def test_serve_follows_the_active_profile_across_a_switch(
         assert _ask(url, "one").status_code == 404
         events = [e["event"] for e in _status(url)["events"]]
         assert "profile_changed" in events
+
+
+def test_concurrent_requests_through_serve_stay_within_the_daily_budget(
+    trio: dict[str, int], write_profile: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Twelve requests at once through the gateway, a priced endpoint (the real llama.cpp server
+    of service `a`, $0.001 a token) first and the free service after it: the priced answers
+    together stay within the cap, the rest fall back, and what `usage` reports is exactly the
+    ledger rows' cost (reservations are replaced by the rows, never counted twice)."""
+    write_profile(
+        "metered",
+        services={"a": _service(trio["a"])},
+        endpoints={"paid": {"base_url": f"http://127.0.0.1:{trio['a']}/v1", "model": "smollm2",
+                            "engine": "llamacpp", "price": {"input": 1000, "output": 1000}}},
+        routing={"max_tokens": 8,
+                 "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "a"]}}},
+        budget={"daily_usd": 0.2},
+    )
+    with serving("metered") as (url, _process):
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                                    timeout=300)
+
+        async def one() -> tuple[str, Any]:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="all", max_tokens=8, messages=[{"role": "user", "content": "Say hi."}]
+            )
+            return raw.headers["x-aither-backend"], raw.parse()
+
+        async def everyone() -> list[tuple[str, Any]]:
+            try:
+                return await asyncio.gather(*(one() for _ in range(12)))
+            finally:
+                await client.close()
+
+        answers = asyncio.run(everyone())
+        backends = [backend for backend, _answer in answers]
+        assert "paid" in backends
+        assert "a" in backends
+    rows = _ledger(tmp_path / "data")
+    spent = sum(row["cost_usd"] for row in rows)
+    assert 0 < spent <= 0.2
+    assert all(row["cost_usd"] > 0 for row in rows if row["backend"] == "paid")
+    usage = json.loads(run_cli("usage", "--json", "--profile", "metered").stdout)
+    assert usage["budget"]["spent_today_usd"] == pytest.approx(spent, abs=1e-6)
