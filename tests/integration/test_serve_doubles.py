@@ -134,6 +134,13 @@ def test_vllm_sleep_mode_swaps_two_services_that_do_not_fit(
     assert hazards(double_state(beta_port)) == {}
 
 
+def _wait(check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def test_vllm_with_a_request_in_flight_is_never_slept(
     vllm_sleep_image: str, clean_namespace: Any, write_profile: Callable[..., Any]
 ) -> None:
@@ -171,7 +178,8 @@ def test_vllm_with_a_request_in_flight_is_never_slept(
 
         beta_thread = threading.Thread(target=ask_beta, daemon=True)
         beta_thread.start()
-        time.sleep(1.0)
+        served.wait_state("beta", "loading", timeout_s=20)
+        _wait(lambda: bool(scheduler_events(served, "waiting_for_room", "beta")), 20)
         # beta waits for room: alpha is busy, so it is neither slept nor stopped.
         assert beta_thread.is_alive()
         assert served.backend("alpha")["state"] == "ready"
