@@ -84,6 +84,7 @@ def main() -> int:
         summary[name] = {
             "median_us": round(statistics.median(times), 1),
             "p95_us": round(_percentile(times, 0.95), 1),
+            "median_long_prompt_us": round(statistics.median(long_times), 1),
             "max_long_prompt_us": round(max(long_times), 1),
         }
     print(json.dumps(summary, indent=2))

@@ -63,6 +63,8 @@ AGIEVAL = "ruixiangcui/AGIEval"
 NQ = "google-research-datasets/natural-questions"
 EXPERTQA = "chaitanyamalaviya/ExpertQA"
 EXPERTQA_DIRECTED = "Directed question that has a single unambiguous answer"
+XQUAD = "google-deepmind/xquad"
+XQUAD_LANGUAGES = ("en", "de", "es", "ru", "zh")
 # BELLE eval set: the dataset's own `class` of each instruction -> effort (LABELLING.md).
 BELLE_TARGET = {
     "classification": 2.0, "closed qa": 2.0, "extract": 2.0, "math": 2.0, "rewrite": 3.0,
@@ -147,11 +149,20 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> li
             (_with_options(f"{r.get('passage') or ''}\n{r['question']}", r.get("options")), target)
             for r in reader.jsonl(AGIEVAL, f"data/v1/{exam}.jsonl")
         ], limit=cap // 3)
-    add("nq-open", [(str(r["question"]), 2.0) for r in reader.jsonl(NQ, "nq_open/NQ-open.dev.jsonl")])
+    nq = reader.jsonl(NQ, "nq_open/NQ-open.dev.jsonl")
+    add("nq-open", [(str(r["question"]), 2.0) for r in nq])
     add("expertqa", [
         (str(r["question"]), 5.0 if _question_types(r) == {EXPERTQA_DIRECTED} else 7.0)
         for r in reader.jsonl(EXPERTQA, "data/r1_data_anon.jsonl")
     ])
+    passages: list[tuple[str, float]] = []
+    for lang in XQUAD_LANGUAGES:  # one question per paragraph: the paragraph, then the question
+        squad = json.loads(reader.read(XQUAD, f"xquad.{lang}.json"))
+        passages.extend(
+            (f"{para['context']}\n\n{para['qas'][0]['question']}", 2.0)
+            for article in squad["data"] for para in article["paragraphs"] if para["qas"]
+        )
+    add("xquad", passages)
     own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
     add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
     return out

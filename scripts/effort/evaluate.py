@@ -90,7 +90,8 @@ def _line(name: str, m: dict[str, object]) -> str:
 
 def _scorer_from(path: Path) -> LearnedEffortScorer:
     spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return LearnedEffortScorer(module.BIAS, module.CUE_WEIGHTS, module.TERM_WEIGHTS)

@@ -7,10 +7,11 @@
 commit is read. Labels: scripts/effort/LABELLING.md. The model is a linear regression of the effort
 target on the features of aitherctl/core/effort_features.py, fitted with AdaGrad and L2 in pure
 Python, in two stages (named cues first, then lexical terms on what the cues left). Sources weigh
-alike (square root of their size), the general ones (--general-weight) more, and each band of
-targets (1-3, 4-6, 7-10) the same in total. The output stretch is fitted on leave-one-source-out
-predictions, which are also printed as the development figure: band agreement on a dataset the
-model has not seen. One process, deterministic (seeded), a few minutes on one core.
+alike (square root of their size), the general ones (--general, --general-weight) more, and each
+band of targets (1-3, 4-6, 7-10) the same in total. The output stretch and shift are fitted on
+leave-one-source-out predictions (--calibrate spread: their mean and spread matched to the
+targets'), which are also printed as the development figure: band agreement on a dataset the model
+has not seen. One process, deterministic (seeded), a few minutes on one core.
 """
 
 from __future__ import annotations
@@ -104,6 +105,22 @@ def calibrate(preds: list[float], targets: list[float], weights: list[float]
     return stretch, mt - stretch * mp
 
 
+def match_spread(preds: list[float], targets: list[float], weights: list[float]
+                 ) -> tuple[float, float]:
+    """The stretch and shift that give the predictions the targets' weighted mean and spread.
+
+    Least squares (`calibrate`) regresses towards the mean: on data the model has not seen its
+    predictions are noisy, so the fitted stretch is below 1 and nearly everything lands in 4-6.
+    Matching the spread keeps the scores as wide as the labels, so each band keeps its share."""
+    n = sum(weights)
+    mp = sum(p * w for p, w in zip(preds, weights, strict=True)) / n
+    mt = sum(t * w for t, w in zip(targets, weights, strict=True)) / n
+    vp = sum(w * (p - mp) ** 2 for p, w in zip(preds, weights, strict=True)) / n
+    vt = sum(w * (t - mt) ** 2 for t, w in zip(targets, weights, strict=True)) / n
+    stretch = math.sqrt(vt / vp) if vp else 1.0
+    return stretch, mt - stretch * mp
+
+
 def fit_cuts(preds: list[float], targets: list[float], weights: list[float]
              ) -> tuple[float, float]:
     """The two cut points (1-3 | 4-6 | 7-10) on the predictions that agree best, by weight, with
@@ -137,8 +154,8 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--min-df", type=int, default=3, help="drop terms seen in fewer prompts")
-    parser.add_argument("--calibrate", choices=("least-squares", "cuts", ""),
-                        default="least-squares",
+    parser.add_argument("--calibrate", choices=("spread", "least-squares", "cuts", ""),
+                        default="spread",
                         help="how the output stretch is fitted on leave-one-source-out "
                              "predictions ('' for none)")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -154,6 +171,8 @@ def main() -> int:
     parser.add_argument("--stretch", type=float, default=1.0,
                         help="without --check: the output stretch to apply")
     parser.add_argument("--shift", type=float, default=0.0)
+    parser.add_argument("--general", nargs="*", default=list(GENERAL),
+                        help="the sources that --general-weight applies to")
     parser.add_argument("--general-weight", type=float, default=3.0,
                         help="extra weight of the general (non-maths) sources")
     args = parser.parse_args()
@@ -173,7 +192,7 @@ def main() -> int:
     # Each source weighs the same in total, whatever its size after the cap.
     # General requests (chat, the project's labelled set) weigh more: they are what `run` sees most.
     weight = {s: (len(examples) / len(per_source) / n) ** 0.5 for s, n in per_source.items()}
-    for source in GENERAL:
+    for source in args.general:
         weight[source] *= args.general_weight
     rows = [(f, e.target, weight[e.source]) for f, e in zip(feats, examples, strict=True)]
     if not args.no_band_balance:
@@ -205,7 +224,11 @@ def main() -> int:
                 for i, e in enumerate(examples):
                     fh.write(json.dumps({"source": e.source, "target": e.target,
                                          "weight": rows[i][2], "pred": unseen[i]}) + "\n")
-        if args.calibrate == "cuts":
+        if args.calibrate == "spread":
+            stretch, shift = match_spread(unseen, [r[1] for r in rows], [r[2] for r in rows])
+            print(f"calibrated (spread): stretch {stretch:.3f} shift {shift:+.3f}",
+                  file=sys.stderr)
+        elif args.calibrate == "cuts":
             stretch, shift = fit_cuts(unseen, [r[1] for r in rows], [1.0] * len(rows))
             print(f"calibrated (cuts): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
         elif args.calibrate:

@@ -115,6 +115,39 @@ def test_substantial_work_outranks_a_fact() -> None:
     assert _band(fact.score) == 0
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    ["when did the berlin wall fall", "Wann fiel die Berliner Mauer?", "who painted the mona lisa"],
+)
+def test_a_look_up_question_is_in_the_lowest_band(prompt: str) -> None:
+    # Search-style questions, with or without a question mark, in English and German.
+    assert _band(score_effort(prompt).score) == 0
+
+
+def test_an_expert_scenario_outranks_a_look_up() -> None:
+    lookup = score_effort("who wrote the novel moby dick")
+    scenario = score_effort(
+        "Suppose a tenant stops paying rent after the landlord refuses to repair the heating. "
+        "Under which legal doctrines could each side argue their case, and how would a court "
+        "weigh them?"
+    )
+    assert scenario.score > lookup.score
+    assert _band(scenario.score) >= 1, scenario
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "What is the value of \\[1^3 - 2^3 + 3^3 - 4^3 + \\dots + 19^3 - 20^3?\\]",
+        "How many ordered pairs of integers $(x, y)$ satisfy $x^2 + 3y^2 = 2024$?",
+    ],
+)
+def test_a_short_contest_problem_is_not_a_look_up(prompt: str) -> None:
+    result = score_effort(prompt)
+    assert _band(result.score) >= 1, result
+    assert not any("look-up" in reason for reason in result.reasons), result.reasons
+
+
 def test_reasons_say_what_moved_the_score() -> None:
     result = score_effort("Prove that the square root of 2 is irrational, step by step.")
     assert result.reasons[0].startswith("base ")
