@@ -7,6 +7,8 @@ snapshot (`<root>/<owner>+<name>/repo`, read with `git show <commit>:<path>`) or
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import subprocess
@@ -49,6 +51,19 @@ class SourceReader:
             return out.stdout.decode("utf-8")
         return (folder / path).read_text(encoding="utf-8")
 
+    def list(self, repo: str, folder: str) -> list[str]:
+        """The files under `folder` at the pinned commit."""
+        commit = self.pins[repo]
+        git_dir = self.root / repo.replace("/", "+") / "repo"
+        if git_dir.is_dir():
+            out = subprocess.run(
+                ["git", f"--git-dir={git_dir}", "ls-tree", "--name-only", f"{commit}:{folder}"],
+                check=True, capture_output=True, text=True,
+            )
+            return [folder + name for name in sorted(out.stdout.split())]
+        base = self.root / repo.replace("/", "+")
+        return sorted(str(p.relative_to(base)) for p in (base / folder).iterdir())
+
     def jsonl(self, repo: str, path: str) -> Iterator[dict[str, object]]:
         for line in self.read(repo, path).splitlines():
             if line.strip():
@@ -64,6 +79,10 @@ NQ = "google-research-datasets/natural-questions"
 EXPERTQA = "chaitanyamalaviya/ExpertQA"
 EXPERTQA_DIRECTED = "Directed question that has a single unambiguous answer"
 XQUAD = "google-deepmind/xquad"
+ROUTELLM = "lm-sys/RouteLLM"
+# MMLU subjects by the level their name gives (LABELLING.md); an optional source (--extra).
+MMLU_LEVELS = (("elementary_", 3.0), ("high_school_", 4.0), ("college_", 5.0),
+               ("professional_", 6.0))
 XQUAD_LANGUAGES = ("en", "de", "es", "ru", "zh")
 # BELLE eval set: the dataset's own `class` of each instruction -> effort (LABELLING.md).
 BELLE_TARGET = {
@@ -97,8 +116,10 @@ def _question_types(row: dict[str, object]) -> set[str]:
     return {k.strip() for k in kinds.split("|") if k.strip()}
 
 
-def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> list[Example]:
-    """The training set: every source capped at `cap` items (a seeded sample)."""
+def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
+                      extra: tuple[str, ...] = ()) -> list[Example]:
+    """The training set: every source capped at `cap` items (a seeded sample); `extra` names
+    optional sources ("mmlu-levels") that the shipped weights do not use."""
     rng = random.Random(seed)
     out: list[Example] = []
 
@@ -163,6 +184,15 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7) -> li
             for article in squad["data"] for para in article["paragraphs"] if para["qas"]
         )
     add("xquad", passages)
+    if "mmlu-levels" in extra:
+        for prefix, target in MMLU_LEVELS:
+            rows: list[tuple[str, float]] = []
+            for path in reader.list(ROUTELLM, "routellm/evals/mmlu/responses/"):
+                subject = path.rsplit("/", 1)[-1].removeprefix("mmlu_").removesuffix(".csv")
+                if subject.startswith(prefix):
+                    table = csv.DictReader(io.StringIO(reader.read(ROUTELLM, path)))
+                    rows.extend((str(r["prompt"]), target) for r in table)
+            add(f"mmlu-{prefix.rstrip('_')}", rows, limit=cap // 3)
     own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
     add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
     return out

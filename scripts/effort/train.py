@@ -163,6 +163,8 @@ def main() -> int:
     parser.add_argument("--min-weight", type=float, default=0.02,
                         help="terms with a smaller weight are not shipped")
     parser.add_argument("--loso-sources", nargs="*", default=[])
+    parser.add_argument("--extra", nargs="*", default=[], choices=("mmlu-levels",),
+                        help="optional sources (sources.yaml) the shipped weights leave out")
     parser.add_argument("--dump-unseen", type=Path,
                         help="write the leave-one-source-out predictions here (JSON lines)")
     parser.add_argument("--no-band-balance", action="store_true")
@@ -177,7 +179,8 @@ def main() -> int:
                         help="extra weight of the general (non-maths) sources")
     args = parser.parse_args()
 
-    examples = training_examples(SourceReader(args.source_root), cap=args.cap)
+    examples = training_examples(SourceReader(args.source_root), cap=args.cap,
+                                 extra=tuple(args.extra))
     per_source = Counter(e.source for e in examples)
     print(f"{len(examples)} training prompts: {dict(per_source)}", file=sys.stderr)
     feats = [extract_features(e.prompt) for e in examples]
@@ -200,7 +203,7 @@ def main() -> int:
         # public examples, and without this the model learns to answer "4-6" for anything new.
         band_total = Counter[int]()
         for _, target, w in rows:
-            band_total[band(target)] += w  # type: ignore[assignment]
+            band_total[band(target)] += w
         mean = sum(band_total.values()) / len(band_total)
         rows = [(f, t, w * mean / band_total[band(t)]) for f, t, w in rows]
     hyper = {"epochs": args.epochs, "lr": 0.05, "l2_cue": 1e-4, "l2_term": args.l2_term, "seed": 7}
@@ -215,7 +218,7 @@ def main() -> int:
         unseen = [0.0] * len(rows)
         for source in args.loso_sources or list(per_source):
             model = fit([r for r, e in zip(rows, examples, strict=True) if e.source != source],
-                        **hyper)  # type: ignore[arg-type]
+                        **hyper)
             for i, e in enumerate(examples):
                 if e.source == source:
                     unseen[i] = predict(*model, rows[i][0])
@@ -244,7 +247,7 @@ def main() -> int:
                   file=sys.stderr)
         print(f"unseen-source band agreement, all: {hits_all / total:.1%}", file=sys.stderr)
 
-    bias, cue_w, term_w = fit(rows, **hyper)  # type: ignore[arg-type]
+    bias, cue_w, term_w = fit(rows, **hyper)
     bias = stretch * bias + shift
     terms = {t: round(stretch * w, 3) for t, w in term_w.items()
              if abs(stretch * w) >= args.min_weight}
