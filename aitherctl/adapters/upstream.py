@@ -78,16 +78,22 @@ class UpstreamResponse:
 
 
 class Upstream:
-    """One aiohttp session, created on the running loop, shared by every request."""
+    """Two aiohttp sessions, created on the running loop, shared by every request: a pooled
+    one, whose idle connections are dropped after KEEPALIVE_S (before servers drop theirs), and
+    one that opens a new connection every time, for the one retry of a request that met a
+    pooled connection the server had just closed (llama.cpp's cpp-httplib closes its connection
+    after every streamed answer although it answers `keep-alive`)."""
 
     def __init__(self) -> None:
-        # Idle connections are dropped before servers drop them (cpp-httplib under llama.cpp
-        # closes one after 5 s idle), so a request rarely meets a connection closing under it.
-        connector = aiohttp.TCPConnector(
+        self.fresh = self._session(aiohttp.TCPConnector(limit=0, force_close=True))
+        self.session = self._session(aiohttp.TCPConnector(
             limit=0, ttl_dns_cache=300, enable_cleanup_closed=True,
             keepalive_timeout=KEEPALIVE_S,
-        )
-        self.session = aiohttp.ClientSession(
+        ))
+
+    @staticmethod
+    def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,  # pass compressed bodies through as they are
@@ -121,11 +127,11 @@ class Upstream:
                 raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 # A pooled keep-alive connection the server had just closed (cpp-httplib, under
-                # llama.cpp, closes one after 5 requests or 5 s idle): no answer began and the
-                # body did not get through, so sending it once more on a fresh connection is
+                # llama.cpp, closes one after every streamed answer): no answer began and the
+                # body did not get through, so sending it once more, on a new connection, is
                 # safe.
                 response = await asyncio.wait_for(
-                    self.session.request(method, url, data=body, headers=headers,
+                    self.fresh.request(method, url, data=body, headers=headers,
                                          timeout=timeout),
                     connect_timeout_s + read_timeout_s,
                 )
@@ -175,6 +181,7 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.fresh.close()
 
 
 def _error_text(data: bytes) -> str:
