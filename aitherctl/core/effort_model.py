@@ -37,7 +37,7 @@ def _term_label(term: str) -> str:
 
 def _cue_label(name: str, words: int) -> str:
     if name.startswith("len"):
-        return f"length ({words} words)"
+        return f"length ({words} word{'' if words == 1 else 's'})"
     return CUE_PHRASES.get(name, name)
 
 
