@@ -1,4 +1,5 @@
-"""`aitherctl run` while `aitherctl serve` is running, without building the Typer app.
+"""`aitherctl run` while `aitherctl serve` is running, and `ps --json`, without building the
+Typer app.
 
 Shell scripts call `run` in loops; through the gateway it is one HTTP request, and Typer (with
 click) costs more start-up than the request itself. `try_run` handles the common case itself:
@@ -155,11 +156,35 @@ def answer_via_gateway(
     return 0
 
 
+def ps_json() -> int:
+    """`aitherctl ps --json`, the same document as the Typer command's (one function builds
+    it), for scripts that call it in a loop."""
+    import json
+
+    from aitherctl.cli import runtime
+    from aitherctl.errors import AitherError
+    from aitherctl.ops.services import list_services
+
+    try:
+        listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
+    except AitherError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return int(exc.exit_code)
+    sys.stdout.write(json.dumps(listing.to_json(), indent=2, default=str) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
 def main() -> None:
-    """The console script: `run` through a running gateway here, everything else in Typer."""
+    """The console script: `run` through a running gateway and `ps --json` here, everything
+    else in Typer. AITHER_NO_FAST_RUN=1 sends everything to Typer."""
     args = sys.argv[1:]
-    if args[:1] == ["run"] and not os.environ.get("AITHER_NO_FAST_RUN"):
-        code = try_run(args[1:])
+    if not os.environ.get("AITHER_NO_FAST_RUN"):
+        code = None
+        if args[:1] == ["run"]:
+            code = try_run(args[1:])
+        elif args == ["ps", "--json"]:
+            code = ps_json()
         if code is not None:
             sys.exit(code)
     from aitherctl.cli.app import main as typer_main

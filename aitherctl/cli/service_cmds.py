@@ -163,14 +163,7 @@ def ps(json_out: JsonOpt = False) -> None:
     out = Output(json_mode=json_out)
     listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
     if json_out:
-        out.data(
-            {
-                "active_profile": listing.active_profile,
-                "namespace": listing.namespace,
-                "docker": listing.endpoint,
-                "services": [row.to_json() for row in listing.rows],
-            }
-        )
+        out.data(listing.to_json())
         return
     from rich.table import Table
 

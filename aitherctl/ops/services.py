@@ -72,6 +72,15 @@ class ServiceListing:
     rows: tuple[ServiceRow, ...]
     pending_switch: bool
 
+    def to_json(self) -> dict[str, Any]:
+        """`ps --json`'s document."""
+        return {
+            "active_profile": self.active_profile,
+            "namespace": self.namespace,
+            "docker": self.endpoint,
+            "services": [row.to_json() for row in self.rows],
+        }
+
 
 def list_services(
     engine: ContainerSource,
