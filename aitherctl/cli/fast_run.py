@@ -1,10 +1,10 @@
-"""`aitherctl run` while `aitherctl serve` is running, and `ps --json`, without building the
-Typer app.
+"""`aitherctl run` and `ps --json` without building the Typer app.
 
-Shell scripts call `run` in loops; through the gateway it is one HTTP request, and Typer (with
+Shell scripts call them in loops; through the gateway `run` is one HTTP request, and Typer (with
 click) costs more start-up than the request itself. `try_run` handles the common case itself:
-the options below, a gateway serving the profile asked for. Anything else (`--help`,
-`--explain`, `--direct`, an option it does not know, a value it cannot read, no gateway) returns
+the options below, through a gateway serving the profile asked for, else straight to the
+backends (`aitherctl.cli.run_exec`, the code the Typer command runs too). Anything else
+(`--help`, `--explain`, an option it does not know, a value it cannot read, no prompt) returns
 None and the Typer command runs as usual, with its own messages. A test checks that every option
 here is one of the Typer command's, with the same meaning.
 """
@@ -24,7 +24,7 @@ VALUED = {
     "--temperature": "temperature", "--effort": "effort", "--tier": "tier",
     "--backend": "backend", "--profile": "profile", "-p": "profile",
 }
-FLAGS = {"--local-only": "local_only", "--json": "json"}
+FLAGS = {"--local-only": "local_only", "--json": "json", "--direct": "direct"}
 _INTS = {"max_tokens": (1, None), "effort": (1, 10)}
 
 
@@ -98,14 +98,10 @@ def _prompt_text(prompt: str | None, file: str | None) -> str | None:
 
 
 def try_run(args: list[str]) -> int | None:
-    """Run through the gateway and return the exit code, or None to leave it to Typer."""
+    """Answer `run ARGS` (through a running gateway, else straight to the backends) and return
+    the exit code, or None to leave it to Typer."""
     options = parse(args)
     if options is None:
-        return None
-    from aitherctl.ops.serve import find_gateway
-
-    found = find_gateway()
-    if found is None or options.get("profile") not in (None, found[1]):
         return None
     text = _prompt_text(options.get("prompt"), options.get("file"))  # type: ignore[arg-type]
     if text is None or not text.strip():
@@ -113,7 +109,27 @@ def try_run(args: list[str]) -> int | None:
     keywords: dict[str, object] = {key: options[key] for key in
                 ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
                 if key in options}
-    return answer_via_gateway(found[0], text, bool(options.get("json")), keywords)
+    profile = options.get("profile")
+    if not options.get("direct"):
+        from aitherctl.ops.serve import find_gateway
+
+        found = find_gateway()
+        if found is not None and profile in (None, found[1]):
+            return answer_via_gateway(found[0], text, bool(options.get("json")), keywords)
+    from aitherctl.cli.run_exec import answer_direct
+    from aitherctl.errors import AitherError
+
+    try:
+        answer_direct(text, bool(options.get("json")), keywords,
+                      profile if isinstance(profile, str) else None)
+    except AitherError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {exc.message}\n" + (f"{exc.detail}\n" if exc.detail else ""))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        return 130
+    return 0
 
 
 def answer_via_gateway(

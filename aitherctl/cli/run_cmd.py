@@ -13,7 +13,7 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from aitherctl.ops.route import Choice, RunResult, Verdict
+    from aitherctl.ops.route import Choice, Verdict
 
 
 def _read_prompt(prompt: str | None, file: Path | None) -> str:
@@ -37,19 +37,6 @@ def _read_prompt(prompt: str | None, file: Path | None) -> str:
     return text
 
 
-def status_line(result: RunResult) -> str:
-    """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`"""
-    parts = [f"effort {result.effort.score}", result.tier]
-    if result.backend:
-        parts.append(f"{result.backend} ({result.model})")
-    parts.append(f"ttft {result.ttft_s:.2f}s" if result.ttft_s is not None else "ttft N/A")
-    rate = result.tokens_per_s
-    parts.append(f"{rate:.0f} tok/s" if rate is not None else "tok/s N/A")
-    parts.append(f"${result.cost_usd:.4f}")
-    skipped = sum(1 for a in result.attempts if a.outcome != "ok")
-    if skipped:
-        parts.append(f"{skipped} skipped/failed before")
-    return " · ".join(parts)
 
 
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
@@ -180,64 +167,30 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         if found is not None and profile in (None, found[1]):
             from aitherctl.cli.fast_run import answer_via_gateway
 
-            keywords = {"system": system, "max_tokens": max_tokens, "temperature": temperature,
-                        "effort": effort, "tier": tier, "backend": backend,
-                        "local_only": local_only}
-            code = answer_via_gateway(found[0], text, json_output, keywords)
+            code = answer_via_gateway(found[0], text, json_output, {
+                "system": system, "max_tokens": max_tokens, "temperature": temperature,
+                "effort": effort, "tier": tier, "backend": backend, "local_only": local_only,
+            })
             if code:
                 raise typer.Exit(code)
             return
 
-    from aitherctl.errors import BackendFailedError, BudgetExceededError
+    keywords = {"system": system, "max_tokens": max_tokens, "temperature": temperature,
+                "effort": effort, "tier": tier, "backend": backend, "local_only": local_only}
+    if not explain:
+        from aitherctl.cli.run_exec import answer_direct
+
+        answer_direct(text, json_output, keywords, profile)
+        return
     from aitherctl.ops.route import RunOptions, open_router, resolve_profile
 
-    options = RunOptions(
-        prompt=text,
-        system=system,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        effort=effort,
-        tier=tier,
-        backend=backend,
-        local_only=local_only,
-    )
     chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker_reader)
     with open_router(chosen, stack) as router:
-        if explain:
-            data = explain_data(*router.explain(options))
-            if json_output:
-                out.data(data)
-            else:
-                _print_explain(out, data)
-            return
-
-        stream = sys.stdout  # the answer is plain text: no Rich console needed to write it
-        wrote: list[str] = []
-
-        def on_text(piece: str) -> None:
-            if not json_output:
-                stream.write(piece)
-                stream.flush()
-                wrote.append(piece)
-
-        try:
-            result = router.run(options, on_text)
-        except (BackendFailedError, BudgetExceededError) as exc:
-            if wrote and not wrote[-1].endswith("\n"):
-                stream.write("\n")
-                stream.flush()
-            if json_output and exc.result is not None:
-                out.data({**exc.result.to_json(), "error": exc.message})
-            raise
+        data = explain_data(*router.explain(RunOptions(prompt=text, **keywords)))  # type: ignore[arg-type]
     if json_output:
-        out.data(result.to_json())
+        out.data(data)
     else:
-        if not result.answer.endswith("\n"):
-            stream.write("\n")
-            stream.flush()
-        out.info(status_line(result))
-    if result.warning:
-        out.warn(result.warning)
+        _print_explain(out, data)
 
 
 def register(app: typer.Typer) -> None:

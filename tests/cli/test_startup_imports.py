@@ -254,7 +254,7 @@ def test_the_fast_run_options_are_the_typer_commands() -> None:
         (["--tier=all", "--json", "hi"], {"prompt": "hi", "tier": "all", "json": True}),
         (["--effort", "11", "hi"], None),  # out of range: Typer says so
         (["--explain", "hi"], None),
-        (["--direct", "hi"], None),
+        (["--direct", "hi"], {"prompt": "hi", "direct": True}),
         (["--help"], None),
         (["a", "b"], None),
     ],
