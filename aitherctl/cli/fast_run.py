@@ -194,6 +194,9 @@ def ps_json() -> int:
 def main() -> None:
     """The console script: `run` through a running gateway and `ps --json` here, everything
     else in Typer. AITHER_NO_FAST_RUN=1 sends everything to Typer."""
+    # As in aitherctl.cli.app.main: httpx's own command-line tool (click, pygments, rich) is
+    # not imported with httpx.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = sys.argv[1:]
     if not os.environ.get("AITHER_NO_FAST_RUN"):
         code = None
