@@ -1,8 +1,10 @@
-"""`aitherctl profile list | show | validate | plan | switch`."""
+"""`aitherctl profile list | show | validate | plan | switch | export`."""
 
 from __future__ import annotations
 
+import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -362,6 +364,53 @@ def switch(
     else:
         out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
     print_urls(out, urls)
+
+
+class ExportFormat(StrEnum):
+    COMPOSE = "compose"
+    K8S = "k8s"
+
+
+@profile_app.command("export")
+def export(
+    name: ProfileArg,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", help="compose: a Compose file; k8s: Kubernetes manifests."),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE (default: stdout).")
+    ] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory",
+            help="GPU memory when a container depends on it (a budget in bytes, ComfyUI): "
+            "24GiB for every GPU, or 0=24GiB,1=48GiB.",
+        ),
+    ] = None,
+) -> None:
+    """Write profile NAME as a Compose file or as Kubernetes manifests, with the containers a
+    switch runs (same images, arguments, environment, volumes). Warnings go to stderr."""
+    from aitherctl.core.export import export_profile, parse_gpu_memory
+
+    out = Output()
+    # As written: `${VAR}` references stay references (Compose reads them; Kubernetes gets them
+    # from a Secret), so no value of the environment ends up in the file.
+    profile = runtime.catalog().load(name, expand=False)
+    totals = None
+    if gpu_memory is not None:
+        indices = sorted({index for svc in profile.services.values() for index in svc.gpus})
+        totals = parse_gpu_memory(gpu_memory, indices)
+    exported = export_profile(profile, fmt.value, totals)
+    for warning in exported.warnings:
+        out.warn(warning)
+    if output is None:
+        sys.stdout.write(exported.text)
+        sys.stdout.flush()
+        return
+    output.write_text(exported.text)
+    out.info(f"wrote {output} ({fmt.value}, {len(profile.services)} services)")
 
 
 def service_urls(engine: object, plan: Plan) -> dict[str, str]:
