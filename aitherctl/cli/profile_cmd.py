@@ -410,7 +410,8 @@ def export(
         sys.stdout.flush()
         return
     output.write_text(exported.text)
-    out.info(f"wrote {output} ({fmt.value}, {len(profile.services)} services)")
+    count = len(profile.services)
+    out.info(f"wrote {output} ({fmt.value}, {count} service{'' if count == 1 else 's'})")
 
 
 def service_urls(engine: object, plan: Plan) -> dict[str, str]:
