@@ -549,3 +549,37 @@ def test_concurrent_requests_through_serve_stay_within_the_daily_budget(
     assert all(row["cost_usd"] > 0 for row in rows if row["backend"] == "paid")
     usage = json.loads(run_cli("usage", "--json", "--profile", "metered").stdout)
     assert usage["budget"]["spent_today_usd"] == pytest.approx(spent, abs=1e-6)
+
+
+def test_completions_and_embeddings_through_the_openai_client(
+    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path]
+) -> None:
+    """The two other OpenAI routes: legacy completions (stream and not) from a chat service,
+    embeddings from a llama.cpp server started with --embeddings (on demand)."""
+    del llama_image
+    write_profile(
+        "routes",
+        services={
+            "chat": _service(free_port()),
+            "vectors": llama_service(
+                free_port(), on_demand=True, served_name="vectors",
+                args=["--ctx-size", "512", "--threads", "1", "--embeddings", "--pooling", "mean"],
+            ),
+        },
+    )
+    assert run_cli("profile", "switch", "routes", "--yes").returncode == 0
+    with serving("routes") as (url, _process):
+        client = _client(url)
+        completion = client.completions.create(model="chat", prompt="Once upon a time",
+                                               max_tokens=5)
+        assert completion.choices[0].text
+        streamed = client.completions.create(model="chat", prompt="Once upon a time",
+                                             max_tokens=5, stream=True)
+        assert "".join(c.choices[0].text for c in streamed if c.choices)
+        vectors = client.embeddings.with_raw_response.create(model="vectors",
+                                                            input=["hello", "world"])
+        assert vectors.headers["x-aither-backend"] == "vectors"
+        data = vectors.parse().data
+        assert len(data) == 2
+        assert len(data[0].embedding) > 10
+        assert data[0].embedding != data[1].embedding
