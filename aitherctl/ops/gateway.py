@@ -468,6 +468,7 @@ class Dispatcher:
         splitter = _SseSplitter(strip_usage=usage_added)
         try:
             async for chunk in response.chunks():
+                splitter.watch_done(chunk)
                 out = splitter.feed(chunk)
                 if splitter.usage is not None:
                     _usage_into(splitter.usage, result)
@@ -487,6 +488,9 @@ class Dispatcher:
                 if not sink.started:
                     await sink.start(200, headers)
                 await sink.write(tail)
+            if not splitter.done:
+                # A connection closed before `data: [DONE]` is a broken answer, not an end.
+                raise UpstreamError("bad_stream", "the stream ended without [DONE]")
         except UpstreamError as exc:
             if result.ttft_s is None:
                 result.attempts.append((candidate.name, "error", exc.message))
@@ -703,6 +707,13 @@ class _SseSplitter:
         self.strip_usage = strip_usage
         self.buffer = b""
         self.usage: dict[str, Any] | None = None
+        self.done = False  # `data: [DONE]` went by
+        self._tail = b""
+
+    def watch_done(self, chunk: bytes) -> None:
+        if not self.done:
+            self.done = b"[DONE]" in self._tail + chunk
+            self._tail = chunk[-8:]
 
     def feed(self, chunk: bytes) -> bytes:
         if b'"usage"' not in chunk and not self.buffer:
