@@ -1,6 +1,7 @@
-"""What aitherctl runs, read from the Docker Engine API over the engine's unix socket with the
-standard library's http.client, without the Docker SDK (importing it, with requests, urllib3 and
-ssl, costs more than the reading; so would httpx for these few GETs).
+"""What aitherctl runs, read from the Docker Engine API over the engine's unix socket with a small
+socket client (adapters/loopback_http.py), without the Docker SDK (importing it, with requests,
+urllib3 and ssl, costs more than the reading; so would httpx, or http.client with its ssl and
+email imports, for these few GETs).
 
 For the commands that only need a listing (`ps`, how `run` learns which services run). Reaches the
 same engine as `DockerEngine`: `DOCKER_HOST=unix://...`, else the local socket; an engine reached
@@ -131,37 +132,26 @@ class SocketReader:
 
     def _request(self, path: str) -> tuple[int, bytes]:
         """One GET on its own connection (a unix socket connects in microseconds, and separate
-        connections let the inspections run in parallel threads)."""
-        import http.client
-        import socket
+        connections let the inspections run in parallel threads), with the small socket client
+        (`http.client` would import ssl and email: more than the reading costs)."""
+        from aitherctl.adapters.loopback_http import connect_unix, request
 
-        socket_path = self.socket_path
-
-        class UnixConnection(http.client.HTTPConnection):
-            def connect(self) -> None:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(TIMEOUT_S)
-                self.sock.connect(socket_path)
-
-        connection = UnixConnection("docker", timeout=TIMEOUT_S)
+        answer = request(connect_unix(self.socket_path, TIMEOUT_S), "GET", "docker", path)
         try:
-            connection.request("GET", path, headers={"Host": "docker"})
-            answer = connection.getresponse()
             return answer.status, answer.read()
         finally:
-            connection.close()
+            answer.close()
 
     def _get(self, what: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """One Engine API call; its errors become aitherctl's, worded as `DockerEngine` words
         them. Returns None for 404 (a container removed meanwhile)."""
-        import http.client
         from urllib.parse import urlencode
 
         if params:
             path = f"{path}?{urlencode(params)}"
         try:
             status, body = self._request(path)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             raise DockerUnavailableError(
                 f"cannot reach the Docker engine at {self.endpoint}: {connection_reason(exc)} "
                 "(is dockerd running? set DOCKER_HOST or `docker context use`)"

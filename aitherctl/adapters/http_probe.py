@@ -97,23 +97,24 @@ def probe(
 def probe_plain(
     host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
 ) -> ProbeResult:
-    """The checks with `http.client`, one connection per request (plain http only)."""
-    import http.client
+    """The checks over a plain socket, one connection per request (plain http only: the small
+    client of adapters/loopback_http.py, without http.client's ssl and email imports)."""
+    from aitherctl.adapters.loopback_http import connect_tcp, request
 
     def fetch(path: str) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
         try:
-            connection.request("GET", path, headers={"Connection": "close"})
-            answer = connection.getresponse()
-            return answer.status, answer.read()
+            answer = request(connect_tcp(host, port, timeout_s), "GET", f"{netloc(host)}:{port}",
+                             path)
+            try:
+                return answer.status, answer.read()
+            finally:
+                answer.close()
         except ConnectionRefusedError:
             raise ProbeFailure("connection refused") from None
         except TimeoutError:
             raise ProbeFailure(f"GET {path} timed out after {timeout_s:g}s") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             raise ProbeFailure(f"GET {path}: {type(exc).__name__}") from None
-        finally:
-            connection.close()
 
     return run_checks(fetch, checks)
 

@@ -1,9 +1,11 @@
-"""A minimal HTTP/1.1 client over a plain socket, for one request to a local server.
+"""A minimal HTTP/1.1 client over a plain socket, for one request to a server on this machine
+(loopback TCP, or a unix socket such as the Docker engine's).
 
-`http.client` imports `ssl` and the `email` package (about 40 ms); `aitherctl run` through the
-gateway needs one POST to loopback and a line-by-line read of the streamed answer, which this
-does with `socket` alone: `Connection: close`, a `Content-Length` request body, a response read
-as chunked, by Content-Length or to the end.
+`http.client` imports `ssl` and the `email` package (15-40 ms); the hot commands (`run`, `ps`)
+need a few requests to local servers and a line-by-line read of a streamed answer, which this does
+with `socket` alone: `Connection: close`, a `Content-Length` request body, a response read as
+chunked, by Content-Length or to the end. Timeouts raise TimeoutError (the socket's), a refused
+connection ConnectionRefusedError, anything else broken LoopbackError or another OSError.
 """
 
 from __future__ import annotations
@@ -82,21 +84,57 @@ class LoopbackResponse:
         self._sock.close()
 
 
+def request(
+    sock: socket.socket,
+    method: str,
+    host_header: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    read_timeout_s: float | None = None,
+) -> LoopbackResponse:
+    """Send one request on a connected socket and read the answer's head. The socket is the
+    response's from then on (closed by `LoopbackResponse.close`, or here on failure)."""
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host_header}", "Connection: close"]
+    if body or method == "POST":
+        head.append(f"Content-Length: {len(body)}")
+    head += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    try:
+        if read_timeout_s is not None:
+            sock.settimeout(read_timeout_s)
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        return LoopbackResponse(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def connect_tcp(host: str, port: int, timeout_s: float) -> socket.socket:
+    return socket.create_connection((host, port), timeout=timeout_s)
+
+
+def connect_unix(path: str, timeout_s: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def post(
     url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float
 ) -> LoopbackResponse:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     try:
-        sock = socket.create_connection((host, port), timeout=timeout_s)
+        sock = connect_tcp(host, port, timeout_s)
     except OSError as exc:
         raise LoopbackError(f"cannot connect to {url}: {exc.strerror or exc}") from None
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
-            f"Content-Length: {len(body)}"]
-    head += [f"{name}: {value}" for name, value in headers.items()]
     try:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        return LoopbackResponse(sock)
+        return request(sock, "POST", f"{host}:{port}", path, body=body, headers=headers)
     except OSError as exc:
-        sock.close()
         raise LoopbackError(f"{url}: {exc.strerror or exc}") from None
