@@ -23,9 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
-from aitherctl.adapters.chat import HttpClients
+from aitherctl.adapters.chat import HttpClients, is_local_plain
 from aitherctl.adapters.paths import state_dir
 from aitherctl.core.routing import QUEUE_METRICS, Candidate, loopback_key
 
@@ -151,11 +149,43 @@ class BackendProbe:
         self.clients = clients
         self.timeout_s = timeout_s
 
+    def _get_local(self, url: str) -> tuple[int, bytes]:
+        """A GET to a plain-http server on this machine over the small socket client (no httpx
+        for a `run` that only talks to local servers)."""
+        from aitherctl.adapters.loopback_http import connect_tcp, request
+
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        answer = request(connect_tcp(host, port, self.timeout_s), "GET", host_header,
+                         target or "/", read_timeout_s=self.timeout_s)
+        try:
+            return answer.status, answer.read()
+        finally:
+            answer.close()
+
     def health(self, candidate: Candidate) -> str | None:
         """None when healthy, else why not ("connection refused", "GET /health → 503")."""
         if not candidate.health_url:
             return None
         path = "/" + candidate.health_url.split("/", 3)[-1]
+        if is_local_plain(candidate.health_url):
+            try:
+                status, _body = self._get_local(candidate.health_url)
+            except ConnectionRefusedError:
+                return "health: connection refused"
+            except TimeoutError:
+                return f"health: GET {path} timed out after {self.timeout_s:g}s"
+            except OSError as exc:
+                if isinstance(exc.__cause__ or exc, ConnectionError):
+                    return "health: connection refused"
+                return f"health: GET {path}: {type(exc).__name__}"
+            except ValueError as exc:
+                return f"health: GET {path}: {type(exc).__name__}"
+            return None if 200 <= status < 300 else f"health: GET {path} → {status}"
+        import httpx
+
         try:
             answer = self.clients.for_url(candidate.health_url).get(
                 candidate.health_url, timeout=self.timeout_s
@@ -174,6 +204,16 @@ class BackendProbe:
         """Requests waiting for a slot, or None when the server does not say."""
         if not candidate.metrics_url or candidate.queue_metric is None:
             return None
+        if is_local_plain(candidate.metrics_url):
+            try:
+                status, body = self._get_local(candidate.metrics_url)
+            except (OSError, ValueError):
+                return None
+            if not 200 <= status < 300:
+                return None
+            return queue_waiting_from_metrics(body.decode("utf-8", "replace"), candidate.engine)
+        import httpx
+
         try:
             answer = self.clients.for_url(candidate.metrics_url).get(
                 candidate.metrics_url, timeout=self.timeout_s

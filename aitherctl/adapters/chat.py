@@ -1,4 +1,6 @@
-"""OpenAI chat completions with SSE streaming, over httpx with `httpx-sse` parsing the stream.
+"""OpenAI chat completions with SSE streaming: over httpx (with `httpx-sse` parsing the stream)
+for remote endpoints, over a plain socket (adapters/loopback_http.py) for plain-http servers on
+this machine, so a `run` that only talks to local servers does not import httpx (20-40 ms).
 
 One protocol for every backend: vLLM and llama.cpp (`POST /v1/chat/completions`), cloud endpoints
 (DeepSeek, Gemini's and Anthropic's OpenAI-compatible APIs, OpenAI), and Ollama through its
@@ -18,13 +20,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
-from httpx_sse import SSEError, connect_sse
-
 from aitherctl.core.routing import Candidate, is_loopback_host
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class HttpClients:
@@ -40,6 +42,8 @@ class HttpClients:
         self._tls: httpx.Client | None = None
 
     def for_url(self, url: str) -> httpx.Client:
+        import httpx
+
         if url.startswith("http://"):
             if self._plain is None:
                 self._plain = httpx.Client(
@@ -140,6 +144,8 @@ def _headers(candidate: Candidate, url: str) -> dict[str, str]:
 
 def _error_detail(response: httpx.Response) -> str:
     """The server's own error message, short: `{"error": {"message": ...}}` or the body's start."""
+    import httpx
+
     try:
         response.read()
         data = response.json()
@@ -156,6 +162,84 @@ def _error_detail(response: httpx.Response) -> str:
         return ""
 
 
+def is_local_plain(url: str) -> bool:
+    """A plain-http URL on this machine (the socket client serves it)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+
+
+class _Stream:
+    """One answer's bookkeeping, whatever carries it: each SSE event's data goes to `event`."""
+
+    def __init__(self, on_text: Callable[[str], None], clock: Callable[[], float]) -> None:
+        self.on_text = on_text
+        self.clock = clock
+        self.started = clock()
+        self.parts: list[str] = []
+        self.ttft: float | None = None
+        self.last_token: float | None = None
+        self.usage: dict[str, Any] | None = None
+        self.finish: str | None = None
+        self.chunks = 0
+        self.done = False
+
+    def fail(
+        self, kind: str, message: str, status: int | None = None, *, billable: bool = True
+    ) -> ChatError:
+        return ChatError(kind, message, "".join(self.parts), self.ttft,
+                         self.clock() - self.started, status, billable=billable)
+
+    def event(self, data: str) -> bool:
+        """Handle one event's data; True once `[DONE]` came."""
+        if data.strip() == "[DONE]":
+            self.done = True
+            return True
+        if not data.strip():
+            return False
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise self.fail("bad_stream", "malformed stream: a chunk is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise self.fail("bad_stream", "malformed stream: a chunk is not an object")
+        if chunk.get("error"):
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise self.fail("stream_error", f"error in stream: {str(message)[:200]}")
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text:
+                self.last_token = self.clock() - self.started
+                if self.ttft is None:
+                    self.ttft = self.last_token
+                self.chunks += 1
+                self.parts.append(text)
+                self.on_text(text)
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return False
+
+    def result(self) -> ChatResult:
+        if not self.done and self.finish is None:
+            raise self.fail("bad_stream", "stream ended without [DONE]")
+        usage = self.usage
+        return ChatResult(
+            text="".join(self.parts),
+            tokens_in=_int(usage.get("prompt_tokens")) if usage else None,
+            tokens_out=_int(usage.get("completion_tokens")) if usage else None,
+            chunks=self.chunks,
+            ttft_s=self.ttft,
+            total_s=self.clock() - self.started,
+            finish_reason=self.finish,
+            last_token_s=self.last_token,
+        )
+
+
 def stream_chat(
     clients: HttpClients,
     candidate: Candidate,
@@ -167,32 +251,109 @@ def stream_chat(
 ) -> ChatResult:
     """Send the request and call `on_text` with each piece of the answer as it arrives."""
     url = candidate.base_url + "/chat/completions"
-    timeout = httpx.Timeout(
-        connect=candidate.connect_timeout_s, read=read_timeout_s, write=10.0, pool=5.0
-    )
-    started = clock()
-    parts: list[str] = []
-    ttft: float | None = None
-    last_token: float | None = None
-    usage: dict[str, Any] | None = None
-    finish: str | None = None
-    chunks = 0
-    done = False
-
-    def fail(
-        kind: str, message: str, status: int | None = None, *, billable: bool = True
-    ) -> ChatError:
-        return ChatError(
-            kind, message, "".join(parts), ttft, clock() - started, status, billable=billable
-        )
-
+    state = _Stream(on_text, clock)
     if candidate.api_key_env and not key_may_travel(url):
-        raise fail(
+        raise state.fail(
             "insecure",
             f"refused: the API key would travel unencrypted over plain http to "
             f"{urlsplit(url).hostname} (use https://)",
             billable=False,
         )
+    if is_local_plain(url):
+        _stream_local(candidate, request, url, state, read_timeout_s)
+    else:
+        _stream_httpx(clients, candidate, request, url, state, read_timeout_s)
+    return state.result()
+
+
+def _stream_local(
+    candidate: Candidate, request: ChatRequest, url: str, state: _Stream, read_timeout_s: float
+) -> None:
+    """The stream from a plain-http server on this machine, over the small socket client."""
+    from aitherctl.adapters.loopback_http import connect_tcp
+    from aitherctl.adapters.loopback_http import request as send
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    body = json.dumps(build_body(candidate, request)).encode()
+    headers = {"Content-Type": "application/json", **_headers(candidate, url)}
+    try:
+        sock = connect_tcp(host, port, candidate.connect_timeout_s)
+    except TimeoutError:
+        raise state.fail(
+            "timeout", f"connect timed out after {candidate.connect_timeout_s:g}s",
+            billable=False,
+        ) from None
+    except OSError:
+        raise state.fail("refused", "connection refused", billable=False) from None
+    host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        answer = send(sock, "POST", host_header, parts.path or "/", body=body, headers=headers,
+                      read_timeout_s=read_timeout_s)
+    except TimeoutError:
+        raise state.fail("timeout", f"no answer within {read_timeout_s:g}s") from None
+    except (OSError, ValueError):
+        raise state.fail("bad_stream", "connection closed mid-response") from None
+    try:
+        if answer.status >= 400:
+            code = answer.status
+            detail = _detail_text(answer.read())
+            kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
+            raise state.fail(kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code,
+                             billable=False)
+        content_type = answer.header("content-type") or ""
+        if "text/event-stream" not in content_type:
+            raise state.fail("bad_stream", f"not an event stream ({content_type or 'no type'})")
+        data: list[str] = []
+        for raw in answer.lines():
+            line = raw.decode("utf-8", "replace")
+            if not line:
+                if data and state.event("\n".join(data)):
+                    return
+                data = []
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+        if data:
+            state.event("\n".join(data))
+    except ChatError:
+        raise
+    except TimeoutError:
+        what = "no answer" if state.ttft is None else "stream stalled"
+        raise state.fail("timeout", f"{what} within {read_timeout_s:g}s") from None
+    except (OSError, ValueError):
+        raise state.fail("bad_stream", "connection closed mid-response") from None
+    finally:
+        answer.close()
+
+
+def _detail_text(body: bytes) -> str:
+    """As `_error_detail`, from a body already read."""
+    try:
+        data = json.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:200]
+        if isinstance(error, str):
+            return error[:200]
+    except ValueError:
+        pass
+    return body.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
+
+
+def _stream_httpx(  # noqa: PLR0917
+    clients: HttpClients,
+    candidate: Candidate,
+    request: ChatRequest,
+    url: str,
+    state: _Stream,
+    read_timeout_s: float,
+) -> None:
+    import httpx
+    from httpx_sse import SSEError, connect_sse
+
+    timeout = httpx.Timeout(
+        connect=candidate.connect_timeout_s, read=read_timeout_s, write=10.0, pool=5.0
+    )
     try:
         with connect_sse(
             clients.for_url(url), "POST", url, json=build_body(candidate, request),
@@ -203,74 +364,31 @@ def stream_chat(
                 detail = _error_detail(response)
                 code = response.status_code
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
-                raise fail(
+                raise state.fail(
                     kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code,
                     billable=False,
                 )
             for event in source.iter_sse():
-                if event.data.strip() == "[DONE]":
-                    done = True
+                if state.event(event.data):
                     break
-                if not event.data.strip():
-                    continue
-                try:
-                    chunk = json.loads(event.data)
-                except ValueError:
-                    raise fail("bad_stream", "malformed stream: a chunk is not JSON") from None
-                if not isinstance(chunk, dict):
-                    raise fail("bad_stream", "malformed stream: a chunk is not an object")
-                if chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise fail("stream_error", f"error in stream: {str(message)[:200]}")
-                if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or ():
-                    if not isinstance(choice, dict):
-                        continue
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content") if isinstance(delta, dict) else None
-                    if text:
-                        last_token = clock() - started
-                        if ttft is None:
-                            ttft = last_token
-                        chunks += 1
-                        parts.append(text)
-                        on_text(text)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
     except ChatError:
         raise
     except SSEError as exc:
-        raise fail("bad_stream", f"not an event stream ({exc})") from None
+        raise state.fail("bad_stream", f"not an event stream ({exc})") from None
     except httpx.ConnectTimeout:
-        raise fail(
+        raise state.fail(
             "timeout", f"connect timed out after {candidate.connect_timeout_s:g}s",
             billable=False,
         ) from None
     except httpx.ConnectError:
-        raise fail("refused", "connection refused", billable=False) from None
+        raise state.fail("refused", "connection refused", billable=False) from None
     except httpx.ReadTimeout:
-        what = "no answer" if ttft is None else "stream stalled"
-        raise fail("timeout", f"{what} within {read_timeout_s:g}s") from None
+        what = "no answer" if state.ttft is None else "stream stalled"
+        raise state.fail("timeout", f"{what} within {read_timeout_s:g}s") from None
     except httpx.RemoteProtocolError:
-        raise fail("bad_stream", "connection closed mid-response") from None
+        raise state.fail("bad_stream", "connection closed mid-response") from None
     except httpx.HTTPError as exc:
-        raise fail("http_error", f"{type(exc).__name__}") from None
-    if not done and finish is None:
-        raise fail("bad_stream", "stream ended without [DONE]")
-    tokens_in = _int(usage.get("prompt_tokens")) if usage else None
-    tokens_out = _int(usage.get("completion_tokens")) if usage else None
-    return ChatResult(
-        text="".join(parts),
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        chunks=chunks,
-        ttft_s=ttft,
-        total_s=clock() - started,
-        finish_reason=finish,
-        last_token_s=last_token,
-    )
+        raise state.fail("http_error", f"{type(exc).__name__}") from None
 
 
 def _int(value: Any) -> int | None:
