@@ -17,7 +17,6 @@ the day ends even if its run never wrote its row.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -72,6 +71,8 @@ BUSY_TIMEOUT_S = 30.0
 
 
 def prompt_hash(system: str | None, prompt: str) -> str:
+    import hashlib  # written after the answer: not worth OpenSSL's start-up on every `run`
+
     digest = hashlib.sha256()
     digest.update((system or "").encode("utf-8"))
     digest.update(b"\x00")

@@ -22,7 +22,6 @@ here is pure: what is running, healthy, queued or affordable comes in as plain v
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,6 +169,10 @@ def is_loopback_host(host: str) -> bool:
     name = host.strip().strip("[]").lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    if name in ("127.0.0.1", "::1"):
+        return True  # the usual spellings, without importing ipaddress on every `run`
+    import ipaddress
+
     try:
         address = ipaddress.ip_address(name)
     except ValueError:

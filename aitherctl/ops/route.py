@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -269,7 +268,7 @@ class _Run:
 
     attempts: list[Attempt] = field(default_factory=list)
     budget_refused: bool = False
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=lambda: os.urandom(16).hex())  # uuid imports platform
     cost_usd: float = 0.0  # what this run's attempts cost, settled in the ledger
 
     def skip(self, candidate: Candidate, reason: str) -> None:
