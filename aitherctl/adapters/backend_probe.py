@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +79,8 @@ class FailureMemory:
     def _save(self, data: dict[str, dict[str, object]]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            import tempfile  # only when a failure is written
+
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".failures-")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(data, handle)
