@@ -398,7 +398,13 @@ class Router:
             )
             if not verdict.allowed:
                 return verdict.reason, True
-        health = self.probe.health(candidate)
+        if record and candidate.origin == "service" and ctx.running is not None:
+            # Docker says its container runs: the request itself is the probe (refused, 503
+            # while loading, a stall: each fails before any text and falls back the same way,
+            # and is remembered). `--explain` still probes, to show the state.
+            health = None
+        else:
+            health = self.probe.health(candidate)
         if health:
             if candidate.on_demand:
                 health += " (on-demand service; run does not start it)"
