@@ -9,11 +9,8 @@ after it, and the daily budget, through the real `aitherctl serve` process and t
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,38 +20,19 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.doubles.chat_server import chat_double
+from tests.integration.serve_helpers import serving
 
 openai = pytest.importorskip("openai")
 KEY = "sk-test-provider-key-0123456789"
 
 
 @contextmanager
-def serving(profile: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", profile],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "CLOUD_KEY": KEY},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        assert process.returncode == 0
+def gateway(profile: str) -> Iterator[str]:
+    """A real `aitherctl serve` (tests/integration/serve_helpers.py) with the provider's key in
+    its environment."""
+    with serving(profile, env={"CLOUD_KEY": KEY}) as served:
+        yield served.url
 
 
 def _endpoint(root: str, **extra: object) -> dict[str, object]:
@@ -86,7 +64,7 @@ def test_the_provider_gets_its_key_and_no_priority_field(
     with chat_double(api_key=KEY) as cloud:
         write_profile("cloudy", services={}, endpoints={"cloud": _endpoint(cloud.root)},
                       routing={"tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}}})
-        with serving("cloudy") as url:
+        with gateway("cloudy") as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
             stream = client.chat.completions.create(
                 model="auto", stream=True, messages=[{"role": "user", "content": "Hi"}],
@@ -115,7 +93,7 @@ def test_fallback_happens_before_the_first_token_and_never_after(
                 "after": {"effort": "6-10", "candidates": ["flaky", "spare"]},
             }},
         )
-        with serving("fallback") as url:
+        with gateway("fallback") as url:
             answer = httpx.post(url + "/v1/chat/completions", timeout=30, json={
                 "model": "before", "messages": [{"role": "user", "content": "Hi"}]})
             assert answer.status_code == 200
@@ -148,7 +126,7 @@ def test_the_daily_budget_refuses_with_402_and_the_provider_is_never_called(
                      "tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}}},
             budget={"daily_usd": 0.0001},
         )
-        with serving("broke") as url:
+        with gateway("broke") as url:
             answer = httpx.post(url + "/v1/chat/completions", timeout=30, json={
                 "model": "all", "messages": [{"role": "user", "content": "Hi"}]})
     assert answer.status_code == 402

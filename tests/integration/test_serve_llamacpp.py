@@ -9,16 +9,13 @@ eviction happen for real. llama.cpp's own `GET /slots` shows whether a server is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
+from tests.integration.serve_helpers import serving
 
 pytestmark = pytest.mark.docker
 
@@ -41,42 +39,6 @@ def _service(port: int, *, slots: int = 1, **extra: object) -> dict[str, object]
         ram="256MiB",
         **extra,
     )
-
-
-@contextlib.contextmanager
-def serving(profile: str | None, *args: str, env: dict[str, str] | None = None) -> Iterator[
-    tuple[str, subprocess.Popen[str]]
-]:
-    """A real `aitherctl serve` process (of the active profile when `profile` is None);
-    stopped with SIGTERM, which must exit 0."""
-    port = free_port()
-    chosen = ["--profile", profile] if profile else []
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), *chosen, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        assert time.monotonic() < deadline, "serve did not answer /health in 30 s"
-        time.sleep(0.1)
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
-        assert process.returncode == 0, process.stderr.read()
 
 
 def _status(url: str) -> dict[str, Any]:
