@@ -545,3 +545,53 @@ def test_completions_and_embeddings_through_the_openai_client(
         assert len(data) == 2
         assert len(data[0].embedding) > 10
         assert data[0].embedding != data[1].embedding
+
+
+def test_a_client_that_leaves_the_queue_gives_its_place_up(
+    trio: dict[str, int], tmp_path: Path
+) -> None:
+    """With `a`'s one slot busy, a queued request whose client disconnects leaves the queue at
+    once (the next waiter moves up), and its ledger row says `cancelled`."""
+    with serving("trio") as (url, _process):
+        busy = _slow_stream(url, "a", tokens=300)
+        _wait_busy(url, "a")
+        leaving = subprocess.Popen(
+            ["curl", "-sN", url + "/v1/chat/completions", "-H", "Content-Type: application/json",
+             "-d", json.dumps({"model": "a", "stream": True, "max_tokens": 4,
+                               "messages": [{"role": "user", "content": "Hi"}]})],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for(lambda: any(b["backend"] == "a" and b["queued"] == 1
+                              for b in _status(url)["backends"]), 10, "the request to queue")
+        leaving.kill()
+        leaving.wait()
+        _wait_for(lambda: all(b["queued"] == 0 for b in _status(url)["backends"]), 10,
+                  "the queue to empty")
+        events = [(e["event"], e["backend"]) for e in _status(url)["events"]]
+        assert ("abandoned", "a") in events
+        busy.join(timeout=120)
+        assert _ask(url, "a").status_code == 200  # nothing left waiting in front
+    rows = _ledger(tmp_path / "data")
+    assert "cancelled" in [row["outcome"] for row in rows]
+
+
+def test_a_client_that_leaves_while_its_model_loads_frees_its_place_and_the_load_finishes(
+    trio: dict[str, int],
+) -> None:
+    with serving("trio") as (url, _process):
+        leaving = subprocess.Popen(
+            ["curl", "-sN", url + "/v1/chat/completions", "-H", "Content-Type: application/json",
+             "-d", json.dumps({"model": "b", "stream": True, "max_tokens": 4,
+                               "messages": [{"role": "user", "content": "Hi"}]})],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for(lambda: _states(url)["b"] == "loading", 10, "b to start loading")
+        leaving.kill()
+        leaving.wait()
+        _wait_for(lambda: _states(url)["b"] == "ready", 60, "b's load to finish")
+        backend = next(b for b in _status(url)["backends"] if b["backend"] == "b")
+        assert backend["in_flight"] == 0
+        assert backend["queued"] == 0
+        events = [(e["event"], e["backend"]) for e in _status(url)["events"]]
+        assert ("abandoned", "b") in events
+        assert _ask(url, "b").status_code == 200
