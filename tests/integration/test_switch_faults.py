@@ -216,20 +216,31 @@ def _start_switch(profile: str) -> subprocess.Popen[str]:
 
 
 def _wait_for(process: subprocess.Popen[str], marker: str, timeout_s: float = 60) -> str:
-    """Read the switch's progress (stderr) until a line contains `marker`."""
+    """Read the switch's progress (stderr) until a line contains `marker`; the text read so far
+    is kept on the process, so a later call finds a marker that came in the same read. (Reads
+    the raw pipe: a buffered `readline` after `select` can leave a line in Python's buffer that
+    `select` never reports, which made this flaky.)"""
     assert process.stderr is not None
-    seen = ""
+    fd = process.stderr.fileno()
+    log: str = getattr(process, "aither_log", "")
+    start: int = getattr(process, "aither_pos", 0)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], 0.5)
-        if ready:
-            line = process.stderr.readline()
-            seen += line
-            if marker in line:
-                return seen
-        if process.poll() is not None:
+    while True:
+        found = log.find(marker, start)
+        if found >= 0:
+            end = log.find("\n", found)
+            end = len(log) if end < 0 else end + 1
+            process.aither_log, process.aither_pos = log, end  # type: ignore[attr-defined]
+            return log[start:end]
+        if time.monotonic() >= deadline:
             break
-    raise AssertionError(f"never saw {marker!r}; progress so far:\n{seen}")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            data = os.read(fd, 65536)
+            if not data:
+                break  # the process closed its stderr (it ended)
+            log += data.decode("utf-8", "replace")
+    raise AssertionError(f"never saw {marker!r}; progress so far:\n{log}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
