@@ -153,18 +153,13 @@ class BackendProbe:
     def _get_local(self, url: str) -> tuple[int, bytes]:
         """A GET to a plain-http server on this machine over the small socket client (no httpx
         for a `run` that only talks to local servers)."""
-        from aitherctl.adapters.loopback_http import connect_tcp, request
+        from aitherctl.adapters.loopback_http import connect_tcp, get, host_header
 
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        answer = request(connect_tcp(host, port, self.timeout_s), "GET", host_header,
-                         target or "/", read_timeout_s=self.timeout_s)
-        try:
-            return answer.status, answer.read()
-        finally:
-            answer.close()
+        return get(connect_tcp(host, port, self.timeout_s), host_header(host, port),
+                   target or "/", read_timeout_s=self.timeout_s)
 
     def health(self, candidate: Candidate) -> str | None:
         """None when healthy, else why not ("connection refused", "GET /health → 503")."""

@@ -270,7 +270,7 @@ def _stream_local(
     candidate: Candidate, request: ChatRequest, url: str, state: _Stream, read_timeout_s: float
 ) -> None:
     """The stream from a plain-http server on this machine, over the small socket client."""
-    from aitherctl.adapters.loopback_http import connect_tcp
+    from aitherctl.adapters.loopback_http import connect_tcp, host_header
     from aitherctl.adapters.loopback_http import request as send
 
     parts = urlsplit(url)
@@ -286,9 +286,9 @@ def _stream_local(
         ) from None
     except OSError:
         raise state.fail("refused", "connection refused", billable=False) from None
-    host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        answer = send(sock, "POST", host_header, parts.path or "/", body=body, headers=headers,
+        answer = send(sock, "POST", host_header(host, port), parts.path or "/", body=body,
+                      headers=headers,
                       read_timeout_s=read_timeout_s)
     except TimeoutError:
         raise state.fail("timeout", f"no answer within {read_timeout_s:g}s") from None

@@ -134,13 +134,9 @@ class SocketReader:
         """One GET on its own connection (a unix socket connects in microseconds, and separate
         connections let the inspections run in parallel threads), with the small socket client
         (`http.client` would import ssl and email: more than the reading costs)."""
-        from aitherctl.adapters.loopback_http import connect_unix, request
+        from aitherctl.adapters.loopback_http import connect_unix, get
 
-        answer = request(connect_unix(self.socket_path, TIMEOUT_S), "GET", "docker", path)
-        try:
-            return answer.status, answer.read()
-        finally:
-            answer.close()
+        return get(connect_unix(self.socket_path, TIMEOUT_S), "docker", path)
 
     def _get(self, what: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """One Engine API call; its errors become aitherctl's, worded as `DockerEngine` words

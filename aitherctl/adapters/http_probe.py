@@ -99,16 +99,11 @@ def probe_plain(
 ) -> ProbeResult:
     """The checks over a plain socket, one connection per request (plain http only: the small
     client of adapters/loopback_http.py, without http.client's ssl and email imports)."""
-    from aitherctl.adapters.loopback_http import connect_tcp, request
+    from aitherctl.adapters.loopback_http import connect_tcp, get, host_header
 
     def fetch(path: str) -> tuple[int, bytes]:
         try:
-            answer = request(connect_tcp(host, port, timeout_s), "GET", f"{netloc(host)}:{port}",
-                             path)
-            try:
-                return answer.status, answer.read()
-            finally:
-                answer.close()
+            return get(connect_tcp(host, port, timeout_s), host_header(host, port), path)
         except ConnectionRefusedError:
             raise ProbeFailure("connection refused") from None
         except TimeoutError:

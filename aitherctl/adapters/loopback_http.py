@@ -110,6 +110,22 @@ def request(
         raise
 
 
+def get(
+    sock: socket.socket, host: str, path: str, read_timeout_s: float | None = None
+) -> tuple[int, bytes]:
+    """One GET on a connected socket: (status, body); the socket is closed after."""
+    answer = request(sock, "GET", host, path, read_timeout_s=read_timeout_s)
+    try:
+        return answer.status, answer.read()
+    finally:
+        answer.close()
+
+
+def host_header(host: str, port: int) -> str:
+    """`host:port` as a Host header writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def connect_tcp(host: str, port: int, timeout_s: float) -> socket.socket:
     return socket.create_connection((host, port), timeout=timeout_s)
 
@@ -135,6 +151,6 @@ def post(
     except OSError as exc:
         raise LoopbackError(f"cannot connect to {url}: {exc.strerror or exc}") from None
     try:
-        return request(sock, "POST", f"{host}:{port}", path, body=body, headers=headers)
+        return request(sock, "POST", host_header(host, port), path, body=body, headers=headers)
     except OSError as exc:
         raise LoopbackError(f"{url}: {exc.strerror or exc}") from None

@@ -170,7 +170,6 @@ class Dispatcher:
         self.wall_clock = wall_clock
         self.observe = observe or (lambda _n, _b, _s: None)
         self.count = count or (lambda _n, _b, _o: None)
-        self._pending_rows: set[asyncio.Task[None]] = set()
         self._rows: list[tuple[LedgerRow, str]] = []
         self._writer: asyncio.Task[None] | None = None
         # The environment of a running process does not change: which keys are set, once.
@@ -299,8 +298,6 @@ class Dispatcher:
             answer = await self._attempt(request, route, candidate, sink, result, started)
             if answer is not None or result.outcome in ("ok", "partial"):
                 return answer
-            if sink.started and result.outcome == "failed_mid":
-                return None
         return await self._no_backend(request, route, sink, result)
 
     async def _attempt(  # noqa: PLR0917 - one request's life, in order
@@ -343,8 +340,7 @@ class Dispatcher:
             except QueueFull as exc:
                 result.attempts.append((candidate.name, "queue_full", exc.message))
                 result.retry_after_s = exc.retry_after_s
-                result.all_full = not route.overflow or result.all_full
-                if not route.overflow:
+                if not route.overflow:  # its one backend is full: 429, not 503
                     result.all_full = True
                 return None
             except (LoadFailed, SchedulerError) as exc:
@@ -586,7 +582,7 @@ class Dispatcher:
         if last is None and result.attempts:
             last = self.router.table.backends.get(result.attempts[-1][0])
         total = self.clock() - started
-        outcome = result.outcome if result.outcome != "failed_mid" else "partial"
+        outcome = result.outcome
         row = LedgerRow(
             ts=started_wall,
             profile=self.router.profile.name,
@@ -628,8 +624,6 @@ class Dispatcher:
         """Wait for the ledger rows still being written (at shutdown)."""
         while self._writer is not None and not self._writer.done():
             await asyncio.gather(self._writer, return_exceptions=True)
-        while self._pending_rows:
-            await asyncio.gather(*list(self._pending_rows), return_exceptions=True)
 
 
 class _KeepAlive:

@@ -299,13 +299,6 @@ class _QuietProgress:
         del service, status, detail
 
 
-@dataclass(frozen=True, slots=True)
-class PoolSizes:
-    """Pool capacities, read once at start (GPU totals from NVML, host RAM from psutil)."""
-
-    pools: dict[str, Pool]
-
-
 class Scheduler:
     """Owns every backend's state. Call its coroutines from the loop it runs on."""
 
@@ -339,6 +332,7 @@ class Scheduler:
 
     def _build(self, running: set[str] | None) -> None:
         from aitherctl.core.engines import driver_for
+        from aitherctl.core.routing import service_candidate
 
         for name, candidate in self.table.backends.items():
             service = self.profile.services.get(name) if candidate.origin == "service" else None
@@ -373,8 +367,6 @@ class Scheduler:
             state = BackendState.READY if running is None or name in running else (
                 BackendState.STOPPED
             )
-            from aitherctl.core.routing import service_candidate
-
             backend = Backend(
                 name=name, candidate=service_candidate(service), service=service, limit=0,
                 queue=WaitQueue(0), state=state, claims=self._claims(service),
@@ -399,13 +391,18 @@ class Scheduler:
         backend = self.backends.get(name)
         return backend is not None and backend.limit > 0
 
-    def queue_has_room(self, name: str, threshold: int | None = None) -> bool:
-        backend = self.backends[name]
-        if (
+    @staticmethod
+    def _free_now(backend: Backend) -> bool:
+        """Ready, a slot free and nobody waiting: a request goes straight in."""
+        return (
             backend.state is BackendState.READY
             and backend.in_flight < backend.limit
             and not backend.queue
-        ):
+        )
+
+    def queue_has_room(self, name: str, threshold: int | None = None) -> bool:
+        backend = self.backends[name]
+        if self._free_now(backend):
             return True
         bound = backend.queue.capacity if threshold is None else min(
             threshold, backend.queue.capacity
@@ -415,12 +412,7 @@ class Scheduler:
     def try_acquire(self, name: str) -> Lease | None:
         """A place in `name` at once (ready, a slot free, nobody waiting), or None."""
         backend = self.backends[name]
-        if (
-            not self._closing
-            and backend.state is BackendState.READY
-            and backend.in_flight < backend.limit
-            and not backend.queue
-        ):
+        if not self._closing and self._free_now(backend):
             backend.in_flight += 1
             backend.last_used = self.clock()
             return Lease(backend, 0.0, 0.0)
@@ -435,15 +427,10 @@ class Scheduler:
         backend = self.backends[name]
         if self._closing:
             raise SchedulerError("the scheduler is shutting down")
+        lease = self.try_acquire(name)
+        if lease is not None:
+            return lease
         started = self.clock()
-        if (
-            backend.state is BackendState.READY
-            and backend.in_flight < backend.limit
-            and not backend.queue
-        ):
-            backend.in_flight += 1
-            backend.last_used = started
-            return Lease(backend, 0.0, 0.0)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._seq += 1
@@ -768,7 +755,6 @@ class Scheduler:
                 with contextlib.suppress(LoadFailed):
                     await self._evict(backend, f"idle for {service.idle_after_s:g}s")
                 backend.displaced = False  # put away by choice, not displaced
-                self._restore_residents()
         self._restore_residents()
 
     def _restore_residents(self) -> None:
