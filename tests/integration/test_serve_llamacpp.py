@@ -595,3 +595,71 @@ def test_a_client_that_leaves_while_its_model_loads_frees_its_place_and_the_load
         events = [(e["event"], e["backend"]) for e in _status(url)["events"]]
         assert ("abandoned", "b") in events
         assert _ask(url, "b").status_code == 200
+
+
+def test_a_load_that_fails_falls_back_and_a_direct_request_gets_the_reason(
+    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path]
+) -> None:
+    """`broken` points at a model file that does not exist: its container exits at start. Three
+    requests at once for it start one load; the tier's requests fall back to `a`, a request
+    naming it gets 503 with the reason, and no container of it is left running."""
+    del llama_image
+    ports = {"a": free_port(), "broken": free_port()}
+    write_profile(
+        "faulty",
+        services={
+            "a": _service(ports["a"]),
+            "broken": llama_service(ports["broken"], on_demand=True,
+                                    model="/models/no-such-model.gguf"),
+        },
+        routing={"max_tokens": 8,
+                 "tiers": {"all": {"effort": "1-10", "candidates": ["broken", "a"]}}},
+    )
+    assert run_cli("profile", "switch", "faulty", "--yes").returncode == 0
+    with serving("faulty") as (url, _process):
+        answers: list[httpx.Response] = []
+
+        def ask(model: str) -> None:
+            answers.append(_ask(url, model))
+
+        threads = [threading.Thread(target=ask, args=(model,))
+                   for model in ("all", "all", "broken")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        by_status = sorted((a.status_code, a.headers.get("x-aither-backend")) for a in answers)
+        assert by_status == [(200, "a"), (200, "a"), (503, None)]
+        failed = next(a for a in answers if a.status_code == 503)
+        assert "broken could not be loaded" in failed.json()["error"]["message"]
+        events = [(e["event"], e["backend"]) for e in _status(url)["events"]]
+        assert events.count(("loading", "broken")) == 1  # one load for the three requests
+        assert ("load_failed", "broken") in events
+        assert _states(url)["broken"] == "stopped"
+        assert "broken" not in _ps()
+
+
+def test_sigterm_while_a_model_loads_rolls_the_load_back_and_exits(
+    clean_namespace: object, base_image: str, write_profile: Callable[..., Path]
+) -> None:
+    """A service whose readiness never comes (600 s allowed): SIGTERM during its load ends the
+    wait, the transaction removes what it created, serve exits 0 long before the timeout."""
+    from tests.conftest import web_service
+
+    del base_image
+    never = web_service(free_port(), health="/never-ready", timeout=600)
+    never["on_demand"] = True
+    write_profile("stuck", services={"never": never})
+    assert run_cli("profile", "switch", "stuck", "--yes").returncode == 0
+    with serving("stuck") as (url, process):
+        asking = threading.Thread(target=lambda: _ask(url, "never"), daemon=True)
+        asking.start()
+        _wait_for(lambda: _states(url)["never"] == "loading", 30, "the load to start")
+        time.sleep(1.0)  # the container is created and being waited for
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=90)
+        assert time.monotonic() - sent < 60
+    listing = run_cli("ps", "--json")
+    # Rolled back: the container the load created is gone, not merely stopped.
+    assert "never" not in {row["service"] for row in json.loads(listing.stdout)["services"]}
