@@ -134,7 +134,7 @@ def test_with_api_keys_the_monitor_needs_aither_api_key(
 
 
 def _chat(url: str, priority: str) -> None:
-    body = {"model": "llm", "max_tokens": 120, "priority": priority,
+    body = {"model": "llm", "max_tokens": 120, "priority": priority, "ignore_eos": True,
             "messages": [{"role": "user", "content": "Tell a long story about the sea."}]}
     httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300, trust_env=False)
 
