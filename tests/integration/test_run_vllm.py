@@ -102,15 +102,19 @@ def _profile(vllm: str, fallback: str) -> str:
 
 
 def _keep_busy(url: str, stop: threading.Event) -> None:
+    """Keep one long generation in vLLM until `stop`: a request that ends or fails (a CI
+    machine under load can drop one) is sent again, so the queue stays occupied."""
     body = {"model": "smol", "messages": [{"role": "user", "content": "Count to a thousand."}],
             "max_tokens": 900, "ignore_eos": True, "stream": True}
-    try:
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as answer:
-            for _ in answer.iter_bytes():
-                if stop.is_set():
-                    return
-    except httpx.HTTPError:
-        return
+    while not stop.is_set():
+        try:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                              timeout=300) as answer:
+                for _ in answer.iter_bytes():
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError:
+            time.sleep(0.2)
 
 
 def _waiting(url: str) -> float | None:
@@ -132,14 +136,16 @@ def test_vllm_answers_and_its_queue_overflows(
 
         stop = threading.Event()
         busy = [threading.Thread(target=_keep_busy, args=(vllm_url, stop), daemon=True)
-                for _ in range(2)]
+                for _ in range(3)]
         for thread in busy:
             thread.start()
         try:
-            deadline = time.monotonic() + 60
+            # --max-num-seqs 1: one of the three runs, the others wait in vLLM's own queue
+            deadline = time.monotonic() + 120
             while (_waiting(vllm_url) or 0) < 1 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert (_waiting(vllm_url) or 0) >= 1
+            assert (_waiting(vllm_url) or 0) >= 1, \
+                [t.is_alive() for t in busy]
             overflow = router.run(RunOptions("Name a colour."), lambda _: None)
         finally:
             stop.set()
