@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.core.routing import Candidate, is_loopback_host
+from aitherctl.core.profile import is_loopback as is_loopback_host
+from aitherctl.core.routing import Candidate
 
 if TYPE_CHECKING:
     import httpx
@@ -127,9 +128,12 @@ def build_body(candidate: Candidate, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def key_may_travel(url: str) -> bool:
-    """An API key goes over https, or over plain http only to this machine (loopback)."""
+def key_may_travel(url: str, candidate: Candidate | None = None) -> bool:
+    """An API key goes over https, or over plain http only to this machine (loopback), or to a
+    service on one of the profile's own hosts."""
     parts = urlsplit(url)
+    if candidate is not None and candidate.key_over_http:
+        return True
     return parts.scheme == "https" or is_loopback_host(parts.hostname or "")
 
 
@@ -137,7 +141,7 @@ def _headers(candidate: Candidate, url: str) -> dict[str, str]:
     headers = {"Accept": "text/event-stream"}
     if candidate.api_key_env:
         key = os.environ.get(candidate.api_key_env, "")
-        if key and key_may_travel(url):
+        if key and key_may_travel(url, candidate):
             headers["Authorization"] = f"Bearer {key}"
     return headers
 
@@ -252,7 +256,7 @@ def stream_chat(
     """Send the request and call `on_text` with each piece of the answer as it arrives."""
     url = candidate.base_url + "/chat/completions"
     state = _Stream(on_text, clock)
-    if candidate.api_key_env and not key_may_travel(url):
+    if candidate.api_key_env and not key_may_travel(url, candidate):
         raise state.fail(
             "insecure",
             f"refused: the API key would travel unencrypted over plain http to "

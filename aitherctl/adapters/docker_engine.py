@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
 import requests.exceptions
 from docker.context import ContextAPI
 from docker.types import DeviceRequest
@@ -48,27 +49,98 @@ def describe_endpoint() -> str:
 
 
 def _client() -> docker.DockerClient:
-    if os.environ.get("DOCKER_HOST"):
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        if host.startswith("ssh://"):
+            return client_for(host)
         return docker.from_env(timeout=60)
-    name = os.environ.get("DOCKER_CONTEXT")
-    context = ContextAPI.get_context(name) if name else ContextAPI.get_current_context()
+    from docker.context.config import get_current_context_name
+
+    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    return _context_client(name)
+
+
+def _context_client(name: str) -> docker.DockerClient:
+    context = ContextAPI.get_context(name)
     if context is None:
+        where = "DOCKER_CONTEXT" if os.environ.get("DOCKER_CONTEXT") else "the Docker config"
         raise DockerUnavailableError(
-            f"Docker context {name!r} does not exist (see `docker context ls`)"
+            f"Docker context {name!r} (from {where}) does not exist: `docker context ls` lists "
+            "them; `docker context use default` goes back to the local engine"
         )
     if context.Name == "default" or not context.Host:
         return docker.from_env(timeout=60)
+    if context.Host.startswith("ssh://"):
+        return client_for(context.Host)
     return docker.DockerClient(base_url=context.Host, tls=context.TLSConfig or False, timeout=60)
+
+
+def client_for(endpoint: str) -> docker.DockerClient:
+    """A client for one engine: `ssh://user@box[:port]` through the system `ssh` (so
+    ~/.ssh/config, keys and agents apply, as with the docker CLI), `tcp://` with TLS when
+    certificates are in DOCKER_CERT_PATH or ~/.docker (ca.pem, cert.pem, key.pem), `unix://`,
+    or the name of a Docker context."""
+    if endpoint.startswith("ssh://"):
+        try:
+            return docker.DockerClient(base_url=endpoint, use_ssh_client=True, timeout=60)
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailableError(f"cannot use {endpoint}: {_reason(exc)}") from None
+    if endpoint.startswith("tcp://"):
+        return docker.DockerClient(base_url=endpoint, tls=_tls_config(endpoint), timeout=60)
+    if "://" in endpoint:
+        return docker.DockerClient(base_url=endpoint, timeout=60)
+    return _context_client(endpoint)
+
+
+def _tls_config(endpoint: str) -> docker.tls.TLSConfig | bool:
+    """The docker CLI's convention: certificates in DOCKER_CERT_PATH (else ~/.docker); TLS
+    when they are there or DOCKER_TLS_VERIFY is set (port 2376 is the TLS port)."""
+    from pathlib import Path
+
+    folder = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+    ca, cert, key = (folder / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    wanted = bool(os.environ.get("DOCKER_TLS_VERIFY")) or endpoint.endswith(":2376")
+    if not cert.is_file() or not key.is_file():
+        if wanted:
+            raise DockerUnavailableError(
+                f"{endpoint} needs TLS client certificates: put ca.pem, cert.pem and key.pem in "
+                f"{folder} (or set DOCKER_CERT_PATH)"
+            )
+        return False
+    return docker.tls.TLSConfig(
+        client_cert=(str(cert), str(key)),
+        ca_cert=str(ca) if ca.is_file() else None,
+        verify=str(ca) if ca.is_file() else False,
+    )
 
 
 class DockerEngine:
     """aitherctl's containers in one namespace on one Docker engine."""
 
-    def __init__(self, client: docker.DockerClient, namespace: str = "default") -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        namespace: str = "default",
+        *,
+        host: str = "local",
+        endpoint: str | None = None,
+        address: str | None = None,
+    ) -> None:
         self.client = client
         self.namespace = namespace
-        self.endpoint = describe_endpoint()
+        self.endpoint = endpoint or describe_endpoint()
+        # The profile's name for this engine (`local`: DOCKER_HOST or the context), and where
+        # this machine reaches what it publishes (None: worked out from the endpoint).
+        self.host = host
+        self.address = address
         self._engine_id: str | None = None
+
+    @property
+    def lock_id(self) -> str:
+        """What the switch lock is keyed on: the engine ID for this machine's engine; with the
+        endpoint for another host (engines cloned from one image, or sharing a machine, can
+        report one ID)."""
+        return self.engine_id if self.host == "local" else f"{self.engine_id}@{self.endpoint}"
 
     @property
     def engine_id(self) -> str:
@@ -94,6 +166,23 @@ class DockerEngine:
             ) from None
         return cls(client, namespace)
 
+    @classmethod
+    def connect_host(
+        cls, host: str, endpoint: str, address: str | None, namespace: str | None = None
+    ) -> DockerEngine:
+        """The engine of one of a profile's hosts; DockerUnavailableError names the host."""
+        namespace = namespace or os.environ.get("AITHER_NAMESPACE") or "default"
+        try:
+            client = client_for(endpoint)
+            client.ping()
+        except DockerUnavailableError as exc:
+            raise DockerUnavailableError(f"host {host!r}: {exc.message}") from None
+        except Exception as exc:
+            raise DockerUnavailableError(
+                f"host {host!r}: cannot reach its Docker engine at {endpoint}: {_reason(exc)}"
+            ) from None
+        return cls(client, namespace, host=host, endpoint=endpoint, address=address)
+
     def call(self, what: str, action: Callable[[], T]) -> T:
         """Run one SDK call; its errors become aitherctl's (`what` names it in the message)."""
         try:
@@ -103,8 +192,9 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise DockerError(f"{what}: {_explanation(exc)}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            where = "" if self.host == "local" else f"host {self.host!r}: "
             raise DockerUnavailableError(
-                f"{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}"
+                f"{where}{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}"
             ) from None
 
     # ---- reading ----------------------------------------------------------------------------

@@ -37,9 +37,15 @@ class ProbeFailure(Exception):
 Fetch = Callable[[str], tuple[int, bytes]]
 
 
-def probe_host(bind: str, docker_endpoint: str | None = None) -> str:
+def probe_host(bind: str, docker_endpoint: str | None = None, address: str | None = None) -> str:
     """Where a service published on `bind` is reached from here. For a remote engine
-    (`tcp://host:2376`, `ssh://user@host`) that is the engine's host."""
+    (`tcp://host:2376`, `ssh://user@host`) that is the engine's host, or the profile host's
+    `address` when it gives one (a specific bind other than loopback is used as it is)."""
+    if address:
+        from aitherctl.core.profile import is_loopback
+
+        specific = bind not in ("0.0.0.0", "::", "") and not is_loopback(bind)
+        return bind if specific else address
     if docker_endpoint and docker_endpoint.startswith(("tcp://", "ssh://", "http://", "https://")):
         host = urlparse(docker_endpoint).hostname
         if host and bind in ("0.0.0.0", "::"):

@@ -21,6 +21,7 @@ from aitherctl.errors import (
 )
 
 if TYPE_CHECKING:
+    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
     from aitherctl.ops.switch import Prepared
@@ -303,6 +304,12 @@ def switch(
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     profile = catalog.load(name)
+    from aitherctl.ops.hosts import multi_host
+
+    if multi_host(profile):
+        _switch_hosts(out, catalog, profile.name, dry_run=dry_run, yes=yes,
+                      lock_timeout=lock_timeout, json_out=json_out)
+        return
     engine = runtime.docker()
     progress = CliProgress(out)
     if dry_run:
@@ -366,6 +373,91 @@ def switch(
     print_urls(out, urls)
 
 
+def _switch_hosts(
+    out: Output,
+    catalog: ProfileCatalog,
+    name: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    lock_timeout: float,
+    json_out: bool,
+) -> None:
+    """`profile switch` for a profile that spans hosts (or leaves one): one plan with a host
+    column, one transaction over every engine (aitherctl.ops.hosts)."""
+    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.ops.hosts import (
+        HostsPrepared,
+        connect_hosts,
+        hosts_involved,
+        prepare_hosts,
+        switch_hosts,
+    )
+    from aitherctl.ops.switch import Declined
+
+    profile = catalog.load(name)
+    engines = connect_hosts(runtime.docker, hosts_involved(profile))
+    try:
+        if dry_run:
+            prepared = prepare_hosts(engines, profile, runtime.gpu_inventory, catalog)
+            if json_out:
+                out.data({**plan_json(prepared.plan, prepared.hosts), "dry_run": True})
+            else:
+                out.print(plan_table(prepared.plan, prepared.hosts))
+            return
+
+        def confirm(prepared: HostsPrepared, changed: bool) -> bool:
+            if changed:
+                out.warn("the plan changed while you were deciding; this is the new plan")
+            if not json_out:
+                out.err.print(plan_table(prepared.plan, prepared.hosts))
+            return out.confirm(f"switch to {profile.name}?", assume_yes=yes)
+
+        try:
+            result = switch_hosts(
+                runtime.docker, catalog, profile.name, runtime.gpu_inventory,
+                CliProgress(out), confirm=confirm, lock_timeout_s=lock_timeout,
+                engines=engines,
+            )
+        except Declined:
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+        urls: dict[str, str] = {}
+        for host, part in result.prepared.parts.items():
+            for service, url in service_urls(engines[host], part.plan).items():
+                urls[service if host == "local" else f"{service}@{host}"] = url
+        if json_out:
+            out.data(
+                {
+                    **plan_json(result.plan, result.prepared.hosts),
+                    "switched": True,
+                    "seconds": round(result.seconds, 2),
+                    "services": [
+                        {
+                            "service": o.service,
+                            "host": host,
+                            "ready": o.ready,
+                            "seconds": round(o.seconds, 2),
+                            "detail": o.detail,
+                        }
+                        for host, o in result.outcomes
+                    ],
+                    "urls": urls,
+                }
+            )
+            return
+        if result.recovered:
+            out.info(f"first {result.recovered} that had been interrupted")
+        if not result.prepared.changes:
+            out.info(f"profile {profile.name} is already running; nothing to do")
+        else:
+            count = len(result.prepared.parts)
+            out.info(f"switched to {profile.name} on {count} hosts in {result.seconds:.1f}s")
+        print_urls(out, urls)
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
 class ExportFormat(StrEnum):
     COMPOSE = "compose"
     K8S = "k8s"
@@ -421,6 +513,7 @@ def service_urls(engine: object, plan: Plan) -> dict[str, str]:
     from aitherctl.ops.endpoints import base_url
 
     endpoint = getattr(engine, "endpoint", None)
+    address = getattr(engine, "address", None)
     urls = {}
     for item in plan.after:
         port: int | None
@@ -429,7 +522,7 @@ def service_urls(engine: object, plan: Plan) -> dict[str, str]:
         else:
             engine_name, bind, port = item.engine, item.bind, item.port
         if port:
-            urls[item.service] = base_url(engine_name, probe_host(bind, endpoint), port)
+            urls[item.service] = base_url(engine_name, probe_host(bind, endpoint, address), port)
     return dict(sorted(urls.items()))
 
 

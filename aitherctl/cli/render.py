@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 from rich.text import Text
 
@@ -16,17 +18,20 @@ ACTION_STYLE = {
 }
 
 
-def plan_table(plan: Plan) -> Table:
+def plan_table(plan: Plan, hosts: Sequence[str] | None = None) -> Table:
+    """The plan, one row per step; `hosts` (one per step) adds a host column."""
     table = Table(title=f"plan → {plan.profile}", title_justify="left", box=None, pad_edge=False)
-    for column in ("action", "service", "engine", "port", "gpu", "vram", "why"):
+    columns = ("action", "service", "engine", "port", "gpu", "vram", "why")
+    for column in ("host", *columns) if hosts else columns:
         table.add_column(column)
-    for step in plan.steps:
+    for index, step in enumerate(plan.steps):
         spec, current = step.target, step.current
         engine = spec.engine.value if spec else (current.engine if current else "")
         port = spec.host_port if spec else (current.port if current else None)
         gpus = spec.gpus if spec else (current.gpus if current else ())
         vram = spec.vram_bytes if spec else (current.vram_bytes if current else None)
         table.add_row(
+            *((hosts[index],) if hosts else ()),
             Text(step.action.value, style=ACTION_STYLE[step.action]),
             step.service,
             engine,
@@ -38,12 +43,13 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
-def plan_json(plan: Plan) -> dict[str, object]:
+def plan_json(plan: Plan, hosts: Sequence[str] | None = None) -> dict[str, object]:
     return {
         "profile": plan.profile,
         "changes": plan.changes,
         "steps": [
             {
+                **({"host": hosts[index]} if hosts else {}),
                 "action": step.action.value,
                 "service": step.service,
                 "reason": step.reason,
@@ -54,6 +60,6 @@ def plan_json(plan: Plan) -> dict[str, object]:
                 "vram_bytes": step.target.vram_bytes if step.target else None,
                 "spec_hash": step.target.spec_hash() if step.target else None,
             }
-            for step in plan.steps
+            for index, step in enumerate(plan.steps)
         ],
     }

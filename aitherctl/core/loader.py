@@ -18,7 +18,16 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from aitherctl.core.engines import driver_for
-from aitherctl.core.profile import Engine, Health, Profile, Service, Volume
+from aitherctl.core.profile import (
+    LOCAL_HOST,
+    Engine,
+    Health,
+    Host,
+    Profile,
+    Service,
+    Volume,
+    is_loopback,
+)
 from aitherctl.core.routing import check_routing_sections
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.yamlsrc import Located, parse_yaml
@@ -36,6 +45,7 @@ PROFILE_KEYS = {
     "endpoints",
     "budget",
     "ledger",
+    "hosts",
 }
 GPU_KEYS = {"reserve"}
 RAM_KEYS = {"reserve", "limit"}
@@ -64,7 +74,10 @@ SERVICE_KEYS = {
     "max_concurrency",
     "max_queue",
     "priority",
+    "host",
+    "api_key_env",
 }
+HOST_KEYS = {"docker", "address"}
 HEALTH_KEYS = {"path", "timeout"}
 OLLAMA_ONLY = ("keep_alive", "max_loaded_models", "num_parallel")
 DEFAULT_RESERVE = "5%"
@@ -280,6 +293,9 @@ def parse_profile(
     with problems.check():
         if data.get("ram") is not None:
             raw.sections["ram"] = _parse_ram(doc, data["ram"])
+    with problems.check():
+        if data.get("hosts") is not None:
+            raw.sections["hosts"] = _parse_hosts(doc, data["hosts"])
 
     services = data.get("services", {})
     if services is None:
@@ -334,6 +350,77 @@ def _parse_ram(doc: Located, ram: Any) -> dict[str, MemoryAmount]:
     return parsed
 
 
+_ENDPOINT_SCHEMES = ("ssh://", "tcp://", "unix://", "npipe://")
+
+
+def _parse_hosts(doc: Located, hosts: Any) -> dict[str, Host]:
+    """`hosts: {box2: ssh://me@box2, box3: {docker: tcp://box3:2376, address: 10.0.0.3}}`."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(hosts, dict):
+        raise doc.error(
+            "`hosts` must map a host name to its Docker endpoint (hosts: {box2: ssh://me@box2})",
+            ("hosts",),
+        )
+    parsed: dict[str, Host] = {}
+    for name, value in hosts.items():
+        where: YPath = ("hosts", name)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise doc.error(
+                f"host name {name!r} must be lower-case letters, digits, '-', '_' or '.'", where
+            )
+        if name == LOCAL_HOST:
+            raise doc.error(
+                "`local` is this machine's own engine (DOCKER_HOST or the Docker context); "
+                "give the other host another name",
+                where,
+            )
+        if isinstance(value, str):
+            value = {"docker": value}  # noqa: PLW2901 (the short form of the mapping)
+        if not isinstance(value, dict):
+            raise doc.error(
+                f"host {name!r} must be a Docker endpoint (ssh://user@box) or a mapping "
+                "{docker: ..., address: ...}",
+                where,
+            )
+        _check_keys(doc, value, where, HOST_KEYS, f"host {name!r}")
+        endpoint = value.get("docker")
+        if not isinstance(endpoint, str) or not endpoint.strip():
+            raise doc.error(
+                f"host {name!r} needs `docker`: ssh://user@box[:port], tcp://box:2376 or a "
+                "Docker context name",
+                (*where, "docker") if isinstance(value.get("docker"), str) else where,
+            )
+        endpoint = endpoint.strip()
+        address = value.get("address")
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise doc.error(f"host {name!r}: `address` must be a host name or IP", where)
+        if address is None:
+            if endpoint.startswith(("unix://", "npipe://")):
+                address = "127.0.0.1"
+            elif "://" in endpoint:
+                if not endpoint.startswith(_ENDPOINT_SCHEMES):
+                    raise doc.error(
+                        f"host {name!r}: {endpoint!r} is not a Docker endpoint (use ssh://, "
+                        "tcp://, unix:// or a Docker context name)",
+                        (*where, "docker") if "docker" in value else where,
+                    )
+                try:
+                    address = urlsplit(endpoint).hostname
+                except ValueError:
+                    address = None
+                if not address:
+                    raise doc.error(f"host {name!r}: {endpoint!r} names no host", where)
+            else:
+                raise doc.error(
+                    f"host {name!r} uses the Docker context {endpoint!r}: add `address:` (where "
+                    "this machine reaches that host's services)",
+                    where,
+                )
+        parsed[name] = Host(name, endpoint, address.strip(), doc.line(where))
+    return parsed
+
+
 def _parse_service(
     doc: Located, svc_name: str, svc: Any, folder: str, env: Mapping[str, str]
 ) -> _RawService | None:
@@ -385,6 +472,14 @@ def _convert_field(  # noqa: PLR0917
         except ValueError:
             choices = ", ".join(engine.value for engine in Engine)
             raise fail(f"{value!r} is not an engine (use one of: {choices})") from None
+    if key == "host":
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise fail(f"must be the name of a host under `hosts:` (or local), not {value!r}")
+        return value
+    if key == "api_key_env":
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise fail("must be the NAME of an environment variable that holds the key")
+        return value
     if key in ("image", "model", "role", "served_name", "keep_alive", "bind"):
         if not isinstance(value, str) or not value.strip():
             raise fail(f"must be text, not {value!r}")
@@ -609,8 +704,8 @@ def build_profile(
         if layer.reserve is not None:
             reserve = layer.reserve
         for section, value in layer.sections.items():
-            if section == "endpoints" and isinstance(sections.get("endpoints"), dict):
-                sections["endpoints"] = {**sections["endpoints"], **value}
+            if section in ("endpoints", "hosts") and isinstance(sections.get(section), dict):
+                sections[section] = {**sections[section], **value}
             else:
                 sections[section] = value
 
@@ -636,7 +731,10 @@ def build_profile(
         ledger=sections.get("ledger", {}),
         ram_reserve=sections.get("ram", {}).get("reserve"),
         ram_limit=sections.get("ram", {}).get("limit"),
+        hosts=sections.get("hosts", {}),
     )
+    if profile.hosts or any(svc.host != LOCAL_HOST for svc in built.values()):
+        profile = _place_on_hosts(profile, services, problems)
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
     if not problems.items:  # routing names services: check it once they all built
@@ -722,8 +820,79 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
         max_concurrency=fields.get("max_concurrency"),
         max_queue=fields.get("max_queue"),
         priority=fields.get("priority", "normal"),
+        host=fields.get("host", LOCAL_HOST),
+        api_key_env=fields.get("api_key_env"),
         line=raw.line,
     )
+
+
+# Engines whose server checks an API key of its own (the driver passes it in the environment).
+KEYED_ENGINES = (Engine.VLLM, Engine.LLAMACPP, Engine.GENERIC)
+
+
+def _place_on_hosts(
+    profile: Profile, raw_services: dict[str, _RawService], problems: _Problems
+) -> Profile:
+    """Check every `host:` names a declared host, and work out where this machine reaches each
+    service on another host: its `bind` when that is a specific address, else the host's
+    `address`. A service is never open to a network without a key: one reached at an address
+    other than loopback must name `api_key_env`, and only engines that check a key can."""
+    from dataclasses import replace
+
+    placed = dict(profile.services)
+    for name, svc in profile.services.items():
+        raw = raw_services[name]
+
+        def fail(
+            message: str, key: str, raw: _RawService = raw, name: str = name
+        ) -> ConfigError:
+            item = raw.fields.get(key)
+            return ConfigError(
+                f"service {name!r}: {message}",
+                source=item.source if item else raw.source,
+                line=item.line if item else raw.line,
+            )
+
+        with problems.check():
+            if svc.host == LOCAL_HOST:
+                if svc.api_key_env and svc.engine not in KEYED_ENGINES:
+                    raise fail(
+                        f"engine {svc.engine.value} checks no API key; drop `api_key_env`",
+                        "api_key_env",
+                    )
+                continue
+            host = profile.hosts.get(svc.host)
+            if host is None:
+                known = ", ".join(["local", *sorted(profile.hosts)])
+                raise fail(
+                    f"host {svc.host!r} is not declared under `hosts:` (known: {known})", "host"
+                )
+            wildcard = svc.bind in WILDCARD_BINDS
+            if not wildcard and not is_loopback(svc.bind):
+                reach = svc.bind
+            elif is_loopback(svc.bind) and not is_loopback(host.address):
+                raise fail(
+                    f"it listens on {svc.bind} on host {host.name!r}, which this machine cannot "
+                    f"reach at {host.address}: set `bind: 0.0.0.0` (or that host's address) and "
+                    "`api_key_env` so it answers on the network with a key",
+                    "bind",
+                )
+            else:
+                reach = host.address
+            if not is_loopback(reach) and not svc.api_key_env:
+                raise fail(
+                    f"it would answer on the network at {reach} without authentication: set "
+                    "`api_key_env` to the variable holding its API key",
+                    "bind",
+                )
+            if svc.api_key_env and svc.engine not in KEYED_ENGINES:
+                raise fail(
+                    f"engine {svc.engine.value} checks no API key, so it cannot answer on a "
+                    "network address safely: keep it on a loopback address",
+                    "api_key_env",
+                )
+            placed[name] = replace(svc, reach=reach)
+    return replace(profile, services=placed)
 
 
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
@@ -751,6 +920,8 @@ def _check_ports(
     for index, later in enumerate(names):
         for earlier in names[:index]:
             a, b = profile.services[earlier], profile.services[later]
+            if a.host != b.host:
+                continue  # two machines: one port number each
             if a.port != b.port or not binds_overlap(a.bind, b.bind) or later in reported:
                 continue
             item = raw_services[later].fields.get("port")
@@ -776,14 +947,14 @@ def _check_shares(
         return item.source, item.line
 
     # Shares are checkable without the GPU; absolute budgets are checked by the planner.
-    shares: dict[int, list[tuple[str, float]]] = {}
+    shares: dict[tuple[str, int], list[tuple[str, float]]] = {}
     for name, svc in profile.services.items():
         if svc.vram is not None and svc.vram.fraction is not None:
             for gpu in svc.gpus:
-                shares.setdefault(gpu, []).append((name, svc.vram.fraction))
+                shares.setdefault((svc.host, gpu), []).append((name, svc.vram.fraction))
     # On-demand services are counted only when running: the planner checks them at `up` time.
     reserve_share = profile.gpu_reserve.fraction or 0.0
-    for gpu, items in sorted(shares.items()):
+    for (host, gpu), items in sorted(shares.items()):
         resident = [(n, f) for n, f in items if not profile.services[n].on_demand]
         total = sum(f for _, f in resident)
         if resident and total + reserve_share > 1.0 + 1e-9:
@@ -793,7 +964,8 @@ def _check_shares(
             extra = f" plus the {reserve_share * 100:g}% reserve" if reserve_share else ""
             problems.items.append(
                 ConfigError(
-                    f"GPU {gpu} budgets add up to {total * 100:g}% ({listing}){extra}, over 100%",
+                    f"GPU {gpu}{'' if host == LOCAL_HOST else ' on host ' + host} budgets add "
+                    f"up to {total * 100:g}% ({listing}){extra}, over 100%",
                     source=source,
                     line=line,
                 )

@@ -31,6 +31,42 @@ class Volume:
         return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
 
 
+LOCAL_HOST = "local"  # the host name of this machine's own engine (DOCKER_HOST or the context)
+
+
+def is_loopback(host: str) -> bool:
+    """This machine only: `localhost` (and `*.localhost`), 127.0.0.0/8, ::1. A LAN address
+    (192.168.x, 10.x) or any other host name is another machine."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    if name in ("127.0.0.1", "::1"):
+        return True  # the usual spellings, without importing ipaddress on every `run`
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """Another Docker engine a profile's services may run on (`hosts:`).
+
+    `docker`: how the engine is reached (`ssh://user@box[:port]`, `tcp://box:2376` with TLS,
+    `unix://...`, or a Docker context name). `address`: where this machine reaches what that
+    engine publishes (the URL's host unless set; required for a context name)."""
+
+    name: str
+    docker: str
+    address: str
+    line: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """Readiness probe settings. `path=None` means the engine's own probe."""
@@ -70,6 +106,14 @@ class Service:
     max_concurrency: int | None = None
     max_queue: int | None = None
     priority: str = "normal"  # low, normal or high: low is evicted first
+    # The Docker host it runs on: `local` (this machine's engine) or a name under `hosts:`.
+    host: str = LOCAL_HOST
+    # The variable holding the API key the server requires (passed to the engine, sent by
+    # `run` and `serve`): needed for a service that answers on a network address.
+    api_key_env: str | None = None
+    # Where this machine reaches it (an address on its host); None: the local rule
+    # (loopback for a wildcard bind, else the bind).
+    reach: str | None = None
     line: int | None = None  # where the service is declared, for messages
 
     @property
@@ -102,11 +146,27 @@ class Profile:
     ram_reserve: MemoryAmount | None = None
     ram_limit: MemoryAmount | None = None  # the file it was loaded from
     extends: str | None = None
+    hosts: dict[str, Host] = field(default_factory=dict)  # the other Docker hosts it uses
     # Reserved for the routing layer: kept as loaded (after `extends` merging).
     routing: dict[str, Any] = field(default_factory=dict)
     endpoints: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_names(self) -> list[str]:
+        """Every host with a service of this profile, `local` first when it has one."""
+        used = {svc.host for svc in self.services.values()}
+        return sorted(used, key=lambda name: (name != LOCAL_HOST, name))
+
+    def on_host(self, host: str) -> Profile:
+        """The same profile with only the services that run on `host`."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            services={n: s for n, s in self.services.items() if s.host == host},
+        )
 
     @property
     def resident(self) -> dict[str, Service]:

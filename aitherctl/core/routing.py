@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from aitherctl.core.cost import Price, parse_budget, parse_price
 from aitherctl.core.engines import health_paths, queue_metrics
 from aitherctl.core.profile import Engine, Profile, Service
+from aitherctl.core.profile import is_loopback as is_loopback_host
 from aitherctl.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class Candidate:
     # "pass": send the run's temperature when it has one; "omit": never send one; a number:
     # always send that value.
     temperature: str | float = "pass"
+    # A service on one of the profile's own hosts: its key may go over plain http on the
+    # network the user put it on (engines serve no TLS; README "Several hosts" says the cost).
+    key_over_http: bool = False
 
     @property
     def queue_metric(self) -> str | None:
@@ -161,25 +165,6 @@ class RoutingTable:
 
 def _client_host(bind: str) -> str:
     return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
-
-
-def is_loopback_host(host: str) -> bool:
-    """This machine only: `localhost` (and `*.localhost`), 127.0.0.0/8, ::1. A LAN address
-    (192.168.x, 10.x) or any other host name is another machine."""
-    name = host.strip().strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    if name in ("127.0.0.1", "::1"):
-        return True  # the usual spellings, without importing ipaddress on every `run`
-    import ipaddress
-
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def loopback_key(host: str, port: int) -> str:
@@ -242,7 +227,7 @@ class _Failer:
 
 def service_candidate(service: Service) -> Candidate:
     """`http://BIND:PORT/v1` (loopback for a wildcard bind), health and metrics per engine."""
-    root = f"http://{_client_host(service.bind)}:{service.port}"
+    root = f"http://{service.reach or _client_host(service.bind)}:{service.port}"
     engine = str(service.engine)
     health = service.health.path or _HEALTH_PATHS.get(engine, "/v1/models")
     metrics = root + "/metrics" if engine in QUEUE_METRICS else None
@@ -252,7 +237,10 @@ def service_candidate(service: Service) -> Candidate:
         engine=engine,
         base_url=root + "/v1",
         model=service.model_name,
-        local=True,  # a service of the profile runs on this machine
+        # A service of the profile, on this machine or another host of it: ours, not a cloud.
+        local=True,
+        api_key_env=service.api_key_env,
+        key_over_http=service.reach is not None,
         on_demand=service.on_demand,
         health_url=root + health,
         metrics_url=metrics,

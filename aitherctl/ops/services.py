@@ -159,7 +159,7 @@ def probe_health(
     with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
         results = pool.map(
             lambda item: probe_plain(
-                probe_host(item.bind, engine.endpoint),
+                probe_host(item.bind, engine.endpoint, getattr(engine, "address", None)),
                 item.port,
                 item.health_checks,
                 timeout_s=timeout_s,

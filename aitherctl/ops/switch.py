@@ -442,7 +442,7 @@ def _forget_failures(
             continue
         # The router's memory must never fail a switch.
         with contextlib.suppress(Exception):
-            forget_backend(probe_host(bind, engine.endpoint), port)
+            forget_backend(probe_host(bind, engine.endpoint, engine.address), port)
 
 
 __all__ = [

@@ -342,12 +342,7 @@ class Transaction:
         guard = SignalGuard(self.cancel, self.progress)
         with guard:
             try:
-                self.engine.write_record(
-                    record_name(self.engine.namespace, self.txn, "txn"),
-                    {LABEL_KIND: "txn", c.LABEL_TXN: self.txn, LABEL_INTENT: self.intent.to_json()},
-                )
-                self._set_aside()
-                result.outcomes = self._start_all()
+                result.outcomes = self.begin()
                 failed = [outcome for outcome in result.outcomes if not outcome.ready]
                 if failed:
                     first = failed[0]
@@ -370,10 +365,7 @@ class Transaction:
                 # The point of no return: from the commit record on, signals no longer
                 # interrupt and `recover` finishes the switch rather than undo it.
                 guard.hold()
-                self.engine.write_record(
-                    record_name(self.engine.namespace, self.txn, "commit"),
-                    {LABEL_KIND: "commit", c.LABEL_TXN: self.txn},
-                )
+                self.write_commit()
             except Interrupted as exc:
                 guard.hold()
                 self.progress.note(f"{exc.name}: rolling back")
@@ -417,6 +409,23 @@ class Transaction:
             f"in {result.seconds:.1f}s",
         )
         return result
+
+    def begin(self) -> list[ServiceOutcome]:
+        """Everything before the commit: record the intent, set aside, start and wait. Raises
+        a Docker error as it comes; the caller rolls back (`rollback`)."""
+        self.engine.write_record(
+            record_name(self.engine.namespace, self.txn, "txn"),
+            {LABEL_KIND: "txn", c.LABEL_TXN: self.txn, LABEL_INTENT: self.intent.to_json()},
+        )
+        self._set_aside()
+        return self._start_all()
+
+    def write_commit(self) -> None:
+        """The point of no return on this engine: `recover` finishes from here on."""
+        self.engine.write_record(
+            record_name(self.engine.namespace, self.txn, "commit"),
+            {LABEL_KIND: "commit", c.LABEL_TXN: self.txn},
+        )
 
     def _set_aside(self) -> None:
         """Rename aside, then stop, every container the plan removes or replaces; stop those it
@@ -718,7 +727,7 @@ def wait_until_ready(
     deadline passes. Probes time out after a second, so a stop is seen within about one."""
     import httpx
 
-    host = probe_host(bind, engine.endpoint)
+    host = probe_host(bind, engine.endpoint, engine.address)
     detail = "no answer yet"
     with httpx.Client() as client:
         while True:
@@ -802,6 +811,7 @@ __all__ = [
     "Progress",
     "Recovery",
     "ServiceOutcome",
+    "SignalGuard",
     "SwitchResult",
     "Transaction",
     "lanes",
