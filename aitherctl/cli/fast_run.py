@@ -179,10 +179,11 @@ def ps_json() -> int:
 
     from aitherctl.cli import runtime
     from aitherctl.errors import AitherError
-    from aitherctl.ops.services import list_services
+    from aitherctl.ops.services import list_services, with_other_hosts
 
     try:
         listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
+        listing = with_other_hosts(listing)
     except AitherError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return int(exc.exit_code)

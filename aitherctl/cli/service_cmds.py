@@ -158,23 +158,30 @@ def ps(json_out: JsonOpt = False) -> None:
     """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
     against the budget, flagged when over), uptime."""
     from aitherctl.core.units import format_bytes
-    from aitherctl.ops.services import list_services
+    from aitherctl.ops.services import list_services, with_other_hosts
 
     out = Output(json_mode=json_out)
     listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
+    listing = with_other_hosts(listing)
     if json_out:
         out.data(listing.to_json())
         return
     from rich.table import Table
 
     out.print(f"profile: [bold]{listing.active_profile or 'none'}[/]   docker: {listing.endpoint}")
+    for name, endpoint in listing.hosts:
+        out.print(f"host {name}: {endpoint}", markup=False)
+    for problem in listing.unreachable:
+        out.warn(f"{problem} (its services are not listed)")
     if listing.pending_switch:
         out.warn("a switch was interrupted: run `aitherctl recover` (or any switch) to finish it")
     if not listing.rows:
         out.print("no services running (start some with `aitherctl profile switch NAME`)")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up"):
+    several = bool(listing.hosts)
+    columns = ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up")
+    for column in ("host", *columns) if several else columns:
         table.add_column(column, overflow="fold")
     for row in listing.rows:
         healthy = row.health == "healthy"
@@ -184,6 +191,7 @@ def ps(json_out: JsonOpt = False) -> None:
             if row.over_budget:
                 vram = f"[red]{vram} over budget[/]"
         table.add_row(
+            *((row.host,) if several else ()),
             row.service,
             row.engine,
             row.model or "-",

@@ -23,7 +23,6 @@ one-machine profile stops what ran on the other box.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 
 from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.adapters.host_memory import remember_hosts, remembered_hosts
 from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.plan import Action, Plan
@@ -49,44 +49,6 @@ from aitherctl.ops.transaction import (
     pending,
     recover,
 )
-
-HOSTS_FILE = "hosts.json"
-
-
-# ---- which engines ------------------------------------------------------------------------------
-
-
-def remembered_hosts() -> dict[str, Host]:
-    """The other hosts the last multi-host switch left services on (none when unreadable)."""
-    from aitherctl.adapters.paths import state_dir
-
-    try:
-        data = json.loads((state_dir() / HOSTS_FILE).read_text())
-        return {
-            name: Host(name, str(item["docker"]), str(item["address"]))
-            for name, item in (data.get("hosts") or {}).items()
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def remember_hosts(profile: str, hosts: Mapping[str, Host]) -> None:
-    from aitherctl.adapters.paths import state_dir
-
-    folder = state_dir()
-    with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / HOSTS_FILE
-        if not hosts:
-            path.unlink(missing_ok=True)
-            return
-        body = {
-            "profile": profile,
-            "hosts": {h.name: {"docker": h.docker, "address": h.address} for h in hosts.values()},
-        }
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(body, indent=1) + "\n")
-        temporary.replace(path)
 
 
 def hosts_involved(profile: Profile | None) -> dict[str, Host]:

@@ -38,6 +38,7 @@ class ServiceRow:
     container_id: str
     image: str
     uptime_s: float | None
+    host: str = "local"  # the profile's name for the Docker host it runs on
 
     @property
     def over_budget(self) -> bool:
@@ -61,6 +62,7 @@ class ServiceRow:
             "container_id": self.container_id,
             "image": self.image,
             "uptime_s": self.uptime_s,
+            "host": self.host,
         }
 
 
@@ -71,6 +73,9 @@ class ServiceListing:
     endpoint: str
     rows: tuple[ServiceRow, ...]
     pending_switch: bool
+    # The other hosts looked at (name → Docker endpoint), and those that could not be reached.
+    hosts: tuple[tuple[str, str], ...] = ()
+    unreachable: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """`ps --json`'s document."""
@@ -79,7 +84,56 @@ class ServiceListing:
             "namespace": self.namespace,
             "docker": self.endpoint,
             "services": [row.to_json() for row in self.rows],
+            "hosts": {"local": self.endpoint, **dict(self.hosts)},
+            "unreachable": list(self.unreachable),
         }
+
+
+def with_other_hosts(listing: ServiceListing) -> ServiceListing:
+    """Add the services on the other hosts the last multi-host switch used (read in parallel;
+    a host that cannot be reached is named in `unreachable`). VRAM use is read here only: on
+    another host `ps` shows the budget."""
+    from dataclasses import replace
+
+    from aitherctl.adapters.host_memory import remembered_hosts, remembered_profile
+
+    hosts = remembered_hosts()
+    if not hosts:
+        return listing
+    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.errors import AitherError
+
+    def read(name: str) -> tuple[str, ServiceListing | None, str | None]:
+        host = hosts[name]
+        try:
+            engine = DockerEngine.connect_host(name, host.docker, host.address)
+        except AitherError as exc:
+            return name, None, exc.message
+        try:
+            return name, list_services(engine, None, None), None
+        except AitherError as exc:
+            return name, None, f"host {name!r}: {exc.message}"
+        finally:
+            engine.close()
+
+    rows = list(listing.rows)
+    unreachable = []
+    pending = listing.pending_switch
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        for name, other, problem in pool.map(read, sorted(hosts)):
+            if other is None:
+                unreachable.append(problem or name)
+                continue
+            rows.extend(replace(row, host=name) for row in other.rows)
+            pending = pending or other.pending_switch
+    return replace(
+        listing,
+        active_profile=listing.active_profile or remembered_profile(),
+        rows=tuple(rows),
+        pending_switch=pending,
+        hosts=tuple((name, hosts[name].docker) for name in sorted(hosts)),
+        unreachable=tuple(unreachable),
+    )
 
 
 def list_services(
