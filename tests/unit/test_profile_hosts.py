@@ -101,11 +101,11 @@ def test_a_service_bound_to_loopback_on_a_network_host_is_refused() -> None:
 
 
 def test_a_network_bind_needs_a_key_and_an_engine_that_checks_one() -> None:
-    error = problem(f"""
+    error = problem("""
         name: two
-        hosts: {{box2: "ssh://me@10.0.0.2"}}
+        hosts: {box2: "ssh://me@10.0.0.2"}
         services:
-          a: {{engine: vllm, model: m, port: 8000, host: box2, bind: 0.0.0.0}}
+          a: {engine: vllm, model: m, port: 8000, host: box2, bind: 0.0.0.0}
     """)
     assert "without authentication" in error.message
     error = problem("""
