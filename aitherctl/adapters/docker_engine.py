@@ -330,7 +330,7 @@ class DockerEngine:
                 image=spec.image,
                 command=list(spec.command) or None,
                 name=name,
-                environment=dict(spec.env),
+                environment=_environment(spec),
                 labels=spec.labels(self.namespace, profile, txn),
                 ports=[spec.container_port],
                 host_config=host_config,
@@ -411,6 +411,18 @@ class DockerEngine:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def _environment(spec: ContainerSpec) -> dict[str, str]:
+    """The container's variables, with the API key read from this machine's environment."""
+    env = dict(spec.env)
+    if spec.key_env is not None:
+        inside, here = spec.key_env
+        value = os.environ.get(here)
+        if not value:
+            raise DockerError(f"service {spec.service!r} needs its API key in ${here}: set it")
+        env[inside] = value
+    return env
 
 
 def _explanation(exc: docker.errors.APIError) -> str:

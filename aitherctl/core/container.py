@@ -74,6 +74,10 @@ class ContainerSpec:
     # The budget on each GPU, resolved against that GPU's own total ((index, bytes), ...): a 35%
     # budget is 8.4 GB on a 24 GB card and 16.8 GB on a 48 GB one. Empty for CPU services.
     gpu_vram: tuple[tuple[int, int], ...] = ()
+    # The API key the server checks: (the variable the engine reads in the container, the
+    # variable of this machine that holds it). Only the names are part of the spec: the value
+    # is read when the container is created and never written to a label.
+    key_env: tuple[str, str] | None = None
 
     def spec_hash(self) -> str:
         """What the container *is*: changing any of these needs a new container.
@@ -84,6 +88,8 @@ class ContainerSpec:
         identity = asdict(self)
         for key in ("readiness", "role", "pinned", "on_demand"):
             identity.pop(key)
+        if identity["key_env"] is None:
+            del identity["key_env"]  # so containers from before the field keep their hash
         identity["readiness_checks"] = [asdict(check) for check in self.readiness.checks]
         text = json.dumps(identity, sort_keys=True, default=str)
         import hashlib  # here, not at import: `ps` and `run` only read hashes from labels

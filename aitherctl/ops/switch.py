@@ -167,7 +167,20 @@ def _checked(
     )
     _refuse_unless_it_fits(plan.profile, vram)
     _check_ports(engine, plan, untouched)
+    _check_keys(plan)
     return Prepared(plan, vram, state, profile, specs)
+
+
+def _check_keys(plan: Plan) -> None:
+    """Every new container that checks an API key has its key in this machine's environment."""
+    import os
+
+    for spec in plan.to_start:
+        if spec.key_env is not None and not os.environ.get(spec.key_env[1]):
+            raise RefusedError(
+                f"service {spec.service!r} answers only with an API key, and ${spec.key_env[1]} "
+                "(its `api_key_env`) is not set here: export it, then switch again"
+            )
 
 
 def _refuse_unless_it_fits(profile: str, vram: VramCheck) -> None:

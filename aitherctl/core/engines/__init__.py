@@ -143,6 +143,14 @@ def build_container(
     checks: tuple[HttpCheck, ...] = (
         (HttpCheck(service.health.path),) if service.health.path else driver.readiness(service)
     )
+    key_env = None
+    if service.api_key_env:
+        key_env = (KEY_VARIABLES.get(service.engine, service.api_key_env), service.api_key_env)
+        # With a key, vLLM checks it on every /v1 path (llama.cpp on most): the readiness
+        # probe keeps to the engine's open health path, so no key is needed to probe.
+        checks = tuple(check for check in checks if not check.path.startswith("/v1/")) or (
+            HttpCheck("/health"),
+        )
     return ContainerSpec(
         service=service.name,
         engine=service.engine,
@@ -163,7 +171,14 @@ def build_container(
         pinned=service.pinned,
         on_demand=service.on_demand,
         gpu_vram=tuple((share.index, share.budget_bytes) for share in shares),
+        key_env=key_env,
     )
+
+
+# The variable each engine reads its API key from: vLLM's `--api-key` default is VLLM_API_KEY
+# (vllm/entrypoints/openai/cli_args.py); llama-server's `--api-key` says `(env: LLAMA_API_KEY)`
+# in its --help. A generic image gets the variable under the name the profile gives.
+KEY_VARIABLES = {Engine.VLLM: "VLLM_API_KEY", Engine.LLAMACPP: "LLAMA_API_KEY"}
 
 
 def release_requests(engine: str, loaded_models: Iterable[str]) -> tuple[HttpRequest, ...] | None:
