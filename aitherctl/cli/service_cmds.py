@@ -67,6 +67,21 @@ def up(
     else:
         name = _active_profile(state, profile)
         chosen = list(services) if services else sorted(catalog.load(name).resident)
+    loaded = catalog.load(name)
+    if any(svc.host != "local" for svc in loaded.services.values()):
+        from aitherctl.ops.hosts import up_across
+
+        started, urls, seconds = up_across(
+            runtime.docker, catalog, loaded, runtime.gpu_inventory, CliProgress(out), chosen
+        )
+        if json_out:
+            out.data({"profile": name, "started": started, "seconds": round(seconds, 2),
+                      "urls": urls})
+            return
+        out.info(f"started {', '.join(started)} in {seconds:.1f}s" if started
+                 else f"{', '.join(chosen or ['profile ' + name])} already up")
+        print_urls(out, urls)
+        return
     result = switch(engine, catalog, name, runtime.gpu_inventory, CliProgress(out), only=chosen)
     started = [o.service for o in result.outcomes if o.ready]
     urls = service_urls(engine, result.plan)
@@ -113,6 +128,20 @@ def down(
         names = sorted({step.service for step in prepared.plan.steps})
         return out.confirm(f"stop {', '.join(names)}?", assume_yes=yes)
 
+    from aitherctl.adapters.host_memory import remembered_hosts
+
+    if remembered_hosts():
+        from aitherctl.ops.hosts import down_across
+
+        try:
+            stopped = down_across(runtime.docker, chosen, CliProgress(out), confirm=confirm)
+        except Declined:
+            raise typer.Exit(int(ExitCode.ERROR)) from None
+        if json_out:
+            out.data({"stopped": stopped})
+        else:
+            out.info(f"stopped {', '.join(stopped) or 'nothing'}")
+        return
     try:
         result = run_change(
             engine, lambda: prepare_down(engine, chosen), CliProgress(out), confirm=confirm
@@ -229,6 +258,12 @@ def logs(
 
     engine = runtime.docker()
     item = observe(engine).container(service)
+    if item is None:
+        from aitherctl.ops.hosts import find_on_other_hosts
+
+        found = find_on_other_hosts(service)
+        if found is not None:
+            engine, item = found
     if item is None:
         raise NotFoundError(f"no container for service {service!r} (see `aitherctl ps`)")
     if follow:

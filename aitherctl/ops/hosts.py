@@ -23,9 +23,10 @@ one-machine profile stops what ran on the other box.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.plan import Action, Plan
 from aitherctl.core.profile import LOCAL_HOST, Host, Profile
+from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import AitherError, DockerUnavailableError, RefusedError, SwitchFailedError
 from aitherctl.ops.lock import switch_lock
 from aitherctl.ops.switch import Declined, Prepared, ensure_images, prepare
@@ -484,6 +486,121 @@ def _execute(  # noqa: PLR0917
         f"{counts[Action.KEEP]} kept in {result.seconds:.1f}s",
     )
     return result
+
+
+def find_on_other_hosts(service: str) -> tuple[DockerEngine, ManagedContainer] | None:
+    """The container of `service` on one of the remembered hosts (for `logs`), or None. The
+    engine is left open for the caller to read from."""
+    from aitherctl.ops.state import observe
+
+    for name, host in sorted(remembered_hosts().items()):
+        try:
+            engine = DockerEngine.connect_host(name, host.docker, host.address)
+        except AitherError:
+            continue
+        item = observe(engine).container(service)
+        if item is not None:
+            return engine, item
+        engine.close()
+    return None
+
+
+def down_across(
+    local: Callable[[], DockerEngine],
+    services: Sequence[str] | None,
+    progress: Progress,
+    *,
+    confirm: Callable[[Prepared, bool], bool] | None = None,
+) -> list[str]:
+    """`down` on this machine and every remembered host: the named services wherever they
+    run (every aitherctl container with None). An unknown name is an error only when no host
+    has it."""
+    from aitherctl.ops.state import observe
+    from aitherctl.ops.switch import prepare_down, run_change
+
+    engines = connect_hosts(local, remembered_hosts())
+    try:
+        found: dict[str, list[str] | None] = {}
+        for name, engine in engines.items():
+            present = {i.service for i in observe(engine).containers if not i.aside}
+            if services is None:
+                if present:
+                    found[name] = None
+            elif wanted := [s for s in services if s in present]:
+                found[name] = wanted
+        missing = [s for s in services or [] if not any(s in (v or []) for v in found.values())]
+        if missing:
+            from aitherctl.errors import NotFoundError
+
+            raise NotFoundError(
+                f"no container for service {', '.join(map(repr, missing))} on any host "
+                "(see `aitherctl ps`)"
+            )
+        stopped: list[str] = []
+        for name, chosen in found.items():
+            engine = engines[name]
+            result = run_change(
+                engine,
+                functools.partial(prepare_down, engine, chosen),
+                HostProgress(progress, name),
+                confirm=confirm,
+            )
+            suffix = "" if name == LOCAL_HOST else f"@{name}"
+            stopped += [step.service + suffix for step in result.plan.of(Action.STOP)]
+        if services is None:
+            remember_hosts("", {})
+        return sorted(stopped)
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+def up_across(  # noqa: PLR0917
+    local: Callable[[], DockerEngine],
+    catalog: ProfileCatalog,
+    profile: Profile,
+    local_reader: Callable[[], GpuInventory],
+    progress: Progress,
+    services: Sequence[str] | None,
+) -> tuple[list[str], dict[str, str], float]:
+    """`up` for a profile on several hosts: each host's named (default: resident) services,
+    with that host's readings; nothing is stopped. Returns started, URLs and seconds."""
+    from aitherctl.adapters.http_probe import probe_host
+    from aitherctl.ops.endpoints import base_url
+    from aitherctl.ops.switch import switch
+
+    chosen = list(services) if services else sorted(profile.resident)
+    for name in chosen:
+        profile.service(name)
+    by_host: dict[str, list[str]] = {}
+    for name in chosen:
+        by_host.setdefault(profile.services[name].host, []).append(name)
+    hosts = {n: h for n, h in profile.hosts.items() if n in by_host}
+    engines = connect_hosts(local, hosts)
+    started_at = time.monotonic()
+    started: list[str] = []
+    urls: dict[str, str] = {}
+    try:
+        for host, names in by_host.items():
+            engine = engines[host]
+            share = profile.on_host(host)
+
+            def reader(host: str = host, engine: DockerEngine = engine,
+                       share: Profile = share) -> GpuInventory:
+                return host_inventory(host, engine, share, local_reader)
+
+            result = switch(engine, catalog, profile.name, reader, HostProgress(progress, host),
+                            only=names)
+            started += [o.service for o in result.outcomes if o.ready]
+            for name in names:
+                svc = profile.services[name]
+                where = probe_host(svc.bind, engine.endpoint, engine.address)
+                urls[name] = base_url(svc.engine.value, where, svc.port)
+        remember_hosts(profile.name, {**remembered_hosts(), **hosts})
+        return started, urls, time.monotonic() - started_at
+    finally:
+        for engine in engines.values():
+            engine.close()
 
 
 def multi_host(profile: Profile) -> bool:

@@ -247,14 +247,33 @@ class ServiceControl:
 
         return ProfileCatalog()
 
+    def _engine_for(
+        self, service: str
+    ) -> tuple[DockerEngine, Callable[[], GpuInventory]]:
+        """The engine `service` runs on (its profile `host:`), and that host's GPU readings."""
+        from aitherctl.core.profile import LOCAL_HOST
+
+        profile = self._catalog().load(self.profile_name)
+        svc = profile.services.get(service)
+        if svc is None or svc.host == LOCAL_HOST:
+            return self.connect(), self.inventory
+        from aitherctl.adapters.docker_engine import DockerEngine
+        from aitherctl.ops.hosts import host_inventory
+
+        host = profile.hosts[svc.host]
+        engine = DockerEngine.connect_host(host.name, host.docker, host.address)
+        share = profile.on_host(host.name)
+        return engine, lambda: host_inventory(host.name, engine, share, self.inventory)
+
     def start_blocking(self, service: str, cancel: threading.Event) -> None:
-        """`aitherctl up SERVICE`: the same plan, lock, transaction and readiness wait."""
+        """`aitherctl up SERVICE`: the same plan, lock, transaction and readiness wait, on the
+        host the service runs on."""
         from aitherctl.ops.switch import switch
 
-        engine = self.connect()
+        engine, inventory = self._engine_for(service)
         try:
             switch(
-                engine, self._catalog(), self.profile_name, self.inventory, _QuietProgress(),
+                engine, self._catalog(), self.profile_name, inventory, _QuietProgress(),
                 only=[service], cancel=cancel,
             )
         finally:
@@ -264,21 +283,40 @@ class ServiceControl:
         """`aitherctl down SERVICE`, through the same transaction."""
         from aitherctl.ops.switch import down
 
-        engine = self.connect()
+        engine, _inventory = self._engine_for(service)
         try:
             down(engine, [service], _QuietProgress())
         finally:
             engine.close()
 
     def running_blocking(self) -> set[str]:
-        """The services with a running (not set-aside) container now."""
+        """The services with a running (not set-aside) container now, on every host of the
+        profile (a host that cannot be reached shows its services as not running)."""
+        from aitherctl.core.profile import LOCAL_HOST
         from aitherctl.ops.state import observe
 
-        engine = self.connect()
-        try:
-            return {item.service for item in observe(engine).running}
-        finally:
-            engine.close()
+        profile = self._catalog().load(self.profile_name)
+        running: set[str] = set()
+        for host in profile.host_names or [LOCAL_HOST]:
+            try:
+                if host == LOCAL_HOST:
+                    engine = self.connect()
+                else:
+                    from aitherctl.adapters.docker_engine import DockerEngine
+
+                    spec = profile.hosts[host]
+                    engine = DockerEngine.connect_host(spec.name, spec.docker, spec.address)
+            except AitherError:
+                if host == LOCAL_HOST:
+                    raise
+                continue
+            try:
+                ours = {n for n, svc in profile.services.items() if svc.host == host}
+                names = {item.service for item in observe(engine).running}
+                running |= names & ours
+            finally:
+                engine.close()
+        return running
 
     def gpu_free_bytes(self) -> dict[int, int] | None:
         inventory = self.inventory()
@@ -376,6 +414,8 @@ class Scheduler:
 
     def _claims(self, service: Service) -> dict[str, int]:
         claims: dict[str, int] = {}
+        if service.host != "local":
+            return claims  # the pools are this machine's; its own host checks a remote load
         for gpu in service.gpus:
             pool = self.pools.get(f"gpu:{gpu}")
             total = pool_total(pool)
