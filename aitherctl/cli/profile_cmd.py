@@ -450,8 +450,9 @@ def _switch_hosts(
         if not result.prepared.changes:
             out.info(f"profile {profile.name} is already running; nothing to do")
         else:
-            count = len(result.prepared.parts)
-            out.info(f"switched to {profile.name} on {count} hosts in {result.seconds:.1f}s")
+            count = len(profile.host_names)
+            where = f" on {count} hosts" if count > 1 else ""
+            out.info(f"switched to {profile.name}{where} in {result.seconds:.1f}s")
         print_urls(out, urls)
     finally:
         for engine in engines.values():

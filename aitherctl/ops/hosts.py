@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
@@ -38,7 +39,13 @@ from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.plan import Action, Plan
 from aitherctl.core.profile import LOCAL_HOST, Host, Profile
 from aitherctl.core.stack import ManagedContainer
-from aitherctl.errors import AitherError, DockerUnavailableError, RefusedError, SwitchFailedError
+from aitherctl.errors import (
+    AitherError,
+    DockerError,
+    DockerUnavailableError,
+    RefusedError,
+    SwitchFailedError,
+)
 from aitherctl.ops.lock import switch_lock
 from aitherctl.ops.switch import Declined, Prepared, ensure_images, prepare
 from aitherctl.ops.transaction import (
@@ -410,6 +417,27 @@ def switch_hosts(
                 engine.close()
 
 
+class _NothingChanged:
+    """Around the steps before the transaction: a Docker error there (a host lost while its
+    records are read or its images checked) changed nothing, and the message says so."""
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> Literal[False]:
+        if (
+            self.active
+            and isinstance(exc, (DockerUnavailableError, DockerError))
+            and "nothing was changed" not in exc.message
+        ):
+            raise type(exc)(f"{exc.message}; nothing was changed", detail=exc.detail) from None
+        return False
+
+
+
 @contextlib.contextmanager
 def _all_locks(
     engines: Mapping[str, DockerEngine], progress: Progress, timeout_s: float
@@ -451,7 +479,8 @@ def _execute(  # noqa: PLR0917
     cancel: threading.Event | None,
 ) -> HostsResult:
     started = time.monotonic()
-    with _all_locks(engines, progress, lock_timeout_s):
+    before = _NothingChanged()
+    with _all_locks(engines, progress, lock_timeout_s), before:
         recovered = []
         for name, engine in engines.items():
             if pending(engine):
@@ -475,6 +504,7 @@ def _execute(  # noqa: PLR0917
             progress,
             cancel,
         )
+        before.active = False  # from here on the transaction says what it did
         result.outcomes = transaction.apply(profile.name)
     result.seconds = time.monotonic() - started
     counts = {action: len(fresh.plan.of(action)) for action in Action}

@@ -113,6 +113,12 @@ def observe_stack(
             engine.close()
     except AitherError as exc:
         return None, UnknownStack(), exc.message
+    from aitherctl.adapters.host_memory import remembered_hosts, remembered_profile
+
+    if remembered_hosts():
+        # Services also run on other hosts: their health probes say what answers (reading
+        # every engine over SSH would cost a second per host on each `run`).
+        return state.active_profile or remembered_profile(), UnknownStack(), None
     return state.active_profile, ObservedStack(frozenset(i.service for i in state.running)), None
 
 
