@@ -523,15 +523,24 @@ def find_on_other_hosts(service: str) -> tuple[DockerEngine, ManagedContainer] |
     engine is left open for the caller to read from."""
     from aitherctl.ops.state import observe
 
+    problems = []
     for name, host in sorted(remembered_hosts().items()):
         try:
             engine = DockerEngine.connect_host(name, host.docker, host.address)
-        except AitherError:
+        except AitherError as exc:
+            problems.append(exc.message)
             continue
         item = observe(engine).container(service)
         if item is not None:
             return engine, item
         engine.close()
+    if problems:
+        from aitherctl.errors import NotFoundError
+
+        raise NotFoundError(
+            f"no container for service {service!r} on the hosts that answered; "
+            + "; ".join(problems)
+        )
     return None
 
 
