@@ -9,7 +9,8 @@
 #     transport (the CLI's `ssh://` and the SDK's `use_ssh_client=True`) runs on the far side;
 #   - `Host node-a` / `Host node-b` in root's ~/.ssh/config (a marked block, replaced on rerun);
 #   - the test images copied from the main engine (the one scripts/test-env.sh prepared:
-#     $DOCKER_HOST, else Docker's default) into each node, when a node lacks them.
+#     $DOCKER_HOST, else Docker's default, else unix:///tmp/aither-dockerd/docker.sock) into each
+#     node, when a node lacks them (compared by image ID).
 # See ../shared/ENVIRONMENT.md, "Two more 'remote' Docker hosts on one machine". Run as root.
 # Idempotent: what already runs is kept. Progress goes to stderr; stdout carries `export` lines:
 #   eval "$(bash scripts/test-hosts.sh)"
@@ -272,7 +273,13 @@ stop_sshd() {
 
 # ---- images ------------------------------------------------------------------------------------
 copy_images() {
-  local n img src dst missing main=${DOCKER_HOST:-the default engine}
+  local n img src dst missing main
+  # The main engine as scripts/test-env.sh chooses it: $DOCKER_HOST, else Docker's default when
+  # it answers, else test-env.sh's private one.
+  if [ -z "${DOCKER_HOST:-}" ] && ! docker info >/dev/null 2>&1; then
+    export DOCKER_HOST=unix:///tmp/aither-dockerd/docker.sock
+  fi
+  main=${DOCKER_HOST:-the default engine}
   for img in "${IMAGES[@]}"; do
     docker image inspect "$img" >/dev/null 2>&1 \
       || die "the main engine ($main) lacks $img: run scripts/test-env.sh first"
