@@ -167,6 +167,12 @@ def recover(json_out: JsonOpt = False) -> None:
     progress = CliProgress(out)
     with switch_lock(engine.engine_id, engine.namespace, on_wait=progress.note):
         done = recover_switches(engine, progress)
+    from aitherctl.adapters.host_memory import remembered_hosts
+
+    if remembered_hosts():
+        from aitherctl.ops.hosts import recover_other_hosts
+
+        done += recover_other_hosts(progress)
     if json_out:
         out.data(
             {

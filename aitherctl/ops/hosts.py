@@ -28,12 +28,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.host_memory import remember_hosts, remembered_hosts
+from aitherctl.adapters.host_memory import (
+    remember_hosts,
+    remembered_hosts,
+    remembered_profile,
+)
 from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.plan import Action, Plan
@@ -51,6 +55,7 @@ from aitherctl.ops.switch import Declined, Prepared, ensure_images, prepare
 from aitherctl.ops.transaction import (
     Interrupted,
     Progress,
+    Recovery,
     ServiceOutcome,
     SignalGuard,
     Transaction,
@@ -387,6 +392,9 @@ def switch_hosts(
     hosts = hosts_involved(profile)
     owned = engines is None
     engines = dict(engines) if engines is not None else connect_hosts(local, hosts)
+    # Every host this switch may touch is remembered before it starts, so that `recover`, `ps`
+    # and the next switch find a host left half-switched (a kill, a lost engine).
+    remember_hosts(remembered_profile() or "", hosts)
     try:
         recovered = _recover_all(engines, progress, lock_timeout_s)
         prepared = prepare_hosts(engines, profile, local_reader, catalog)
@@ -542,6 +550,30 @@ def find_on_other_hosts(service: str) -> tuple[DockerEngine, ManagedContainer] |
             + "; ".join(problems)
         )
     return None
+
+
+def recover_other_hosts(progress: Progress) -> list[Recovery]:
+    """`aitherctl recover` on every remembered host, each under its lock; a host that still
+    cannot be reached raises, naming it (what was recovered elsewhere is kept)."""
+    done: list[Recovery] = []
+    problems: list[str] = []
+    for name, host in sorted(remembered_hosts().items()):
+        try:
+            engine = DockerEngine.connect_host(name, host.docker, host.address)
+        except AitherError as exc:
+            problems.append(exc.message)
+            continue
+        try:
+            with switch_lock(engine.lock_id, engine.namespace, on_wait=progress.note):
+                for item in recover(engine, HostProgress(progress, name)):
+                    done.append(replace(item, profile=f"{item.profile} (host {name})"))
+        finally:
+            engine.close()
+    if problems:
+        raise DockerUnavailableError(
+            "; ".join(problems) + " — run `aitherctl recover` again once it answers"
+        )
+    return done
 
 
 def down_across(
