@@ -78,13 +78,13 @@ def main() -> None:
     for name, host in (("on-local", None), ("on-ssh", "a")):
         text = yaml.safe_dump(profile(name, port, host, endpoint), sort_keys=False)
         (folder / "profiles" / f"{name}.yaml").write_text(text)
-    (folder / "profiles" / "off.yaml").write_text("name: off\nservices: {}\n")
+    (folder / "profiles" / "idle.yaml").write_text("name: idle\nservices: {}\n")
     results: dict[str, dict[str, list[float]]] = {
         "local": {"on": [], "off": []}, "ssh": {"on": [], "off": []}}
     for _ in range(options.rounds):
         for label, name in (("local", "on-local"), ("ssh", "on-ssh")):
             results[label]["on"].append(timed(["profile", "switch", name, "--yes"], env))
-            results[label]["off"].append(timed(["profile", "switch", "off", "--yes"], env))
+            results[label]["off"].append(timed(["profile", "switch", "idle", "--yes"], env))
     medians = {
         label: {step: statistics.median(values) for step, values in steps.items()}
         for label, steps in results.items()
