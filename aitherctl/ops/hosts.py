@@ -526,18 +526,23 @@ def _execute(  # noqa: PLR0917
     return result
 
 
+def _remembered_engines(problems: list[str]) -> Iterator[tuple[str, DockerEngine]]:
+    """Each remembered host's engine in turn (the caller closes it); one that cannot be reached
+    is skipped, its reason added to `problems`."""
+    for name, host in sorted(remembered_hosts().items()):
+        try:
+            yield name, DockerEngine.connect_host(name, host.docker, host.address)
+        except AitherError as exc:
+            problems.append(exc.message)
+
+
 def find_on_other_hosts(service: str) -> tuple[DockerEngine, ManagedContainer] | None:
     """The container of `service` on one of the remembered hosts (for `logs`), or None. The
     engine is left open for the caller to read from."""
     from aitherctl.ops.state import observe
 
-    problems = []
-    for name, host in sorted(remembered_hosts().items()):
-        try:
-            engine = DockerEngine.connect_host(name, host.docker, host.address)
-        except AitherError as exc:
-            problems.append(exc.message)
-            continue
+    problems: list[str] = []
+    for _name, engine in _remembered_engines(problems):
         item = observe(engine).container(service)
         if item is not None:
             return engine, item
@@ -557,12 +562,7 @@ def recover_other_hosts(progress: Progress) -> list[Recovery]:
     cannot be reached raises, naming it (what was recovered elsewhere is kept)."""
     done: list[Recovery] = []
     problems: list[str] = []
-    for name, host in sorted(remembered_hosts().items()):
-        try:
-            engine = DockerEngine.connect_host(name, host.docker, host.address)
-        except AitherError as exc:
-            problems.append(exc.message)
-            continue
+    for name, engine in _remembered_engines(problems):
         try:
             with switch_lock(engine.lock_id, engine.namespace, on_wait=progress.note):
                 for item in recover(engine, HostProgress(progress, name)):
