@@ -55,3 +55,23 @@ def test_docker_config_folder_overrides_home(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"currentContext": "remote"}))
     assert local_socket({"DOCKER_CONFIG": str(folder)}, home=tmp_path) is None
+
+
+def test_a_missing_context_names_itself_and_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Docker config names a context that does not exist: the error says which one and how
+    to go back (it used to say "Docker context None does not exist")."""
+    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.errors import DockerUnavailableError
+
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "gone-box"}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    with pytest.raises(DockerUnavailableError) as caught:
+        DockerEngine.connect()
+    message = caught.value.message
+    assert "'gone-box' (from the Docker config) does not exist" in message
+    assert "docker context use default" in message
+    assert "None" not in message
