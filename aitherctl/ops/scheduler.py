@@ -241,11 +241,25 @@ class ServiceControl:
         self.inventory = inventory
         self.profile_name = profile_name
         self.upstream = upstream
+        self._profile: Profile | None = None
+        # Engines of the profile's other hosts, kept open between refreshes (over SSH a new
+        # connection costs a second or two); one that fails is dropped and reached again later.
+        self._remote: dict[str, DockerEngine] = {}
 
     def _catalog(self) -> Any:
         from aitherctl.adapters.profile_store import ProfileCatalog
 
         return ProfileCatalog()
+
+    def _loaded(self) -> Profile:
+        if self._profile is None:
+            self._profile = self._catalog().load(self.profile_name)
+        return self._profile
+
+    def close_blocking(self) -> None:
+        for engine in self._remote.values():
+            engine.close()
+        self._remote.clear()
 
     def _engine_for(
         self, service: str
@@ -253,7 +267,7 @@ class ServiceControl:
         """The engine `service` runs on (its profile `host:`), and that host's GPU readings."""
         from aitherctl.core.profile import LOCAL_HOST
 
-        profile = self._catalog().load(self.profile_name)
+        profile = self._loaded()
         svc = profile.services.get(service)
         if svc is None or svc.host == LOCAL_HOST:
             return self.connect(), self.inventory
@@ -295,28 +309,33 @@ class ServiceControl:
         from aitherctl.core.profile import LOCAL_HOST
         from aitherctl.ops.state import observe
 
-        profile = self._catalog().load(self.profile_name)
+        profile = self._loaded()
         running: set[str] = set()
         for host in profile.host_names or [LOCAL_HOST]:
-            try:
-                if host == LOCAL_HOST:
-                    engine = self.connect()
-                else:
-                    from aitherctl.adapters.docker_engine import DockerEngine
-
-                    spec = profile.hosts[host]
-                    engine = DockerEngine.connect_host(spec.name, spec.docker, spec.address)
-            except AitherError:
-                if host == LOCAL_HOST:
-                    raise
+            ours = {n for n, svc in profile.services.items() if svc.host == host}
+            if host == LOCAL_HOST:
+                engine = self.connect()
+                try:
+                    running |= {i.service for i in observe(engine).running} & ours
+                finally:
+                    engine.close()
                 continue
             try:
-                ours = {n for n, svc in profile.services.items() if svc.host == host}
-                names = {item.service for item in observe(engine).running}
-                running |= names & ours
-            finally:
-                engine.close()
+                engine = self._remote.get(host) or self._open_remote(profile, host)
+                running |= {i.service for i in observe(engine).running} & ours
+            except AitherError:
+                dropped = self._remote.pop(host, None)
+                if dropped is not None:
+                    dropped.close()
         return running
+
+    def _open_remote(self, profile: Profile, host: str) -> DockerEngine:
+        from aitherctl.adapters.docker_engine import DockerEngine
+
+        spec = profile.hosts[host]
+        engine = DockerEngine.connect_host(spec.name, spec.docker, spec.address)
+        self._remote[host] = engine
+        return engine
 
     def gpu_free_bytes(self) -> dict[int, int] | None:
         inventory = self.inventory()
@@ -863,6 +882,8 @@ class Scheduler:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        if self.control is not None:
+            await asyncio.to_thread(self.control.close_blocking)
 
 
 def pool_total(pool: Pool | None) -> int:
