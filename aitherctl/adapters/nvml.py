@@ -1,7 +1,11 @@
 """GPU readings through NVML (the `nvidia-ml-py` package, imported as `pynvml`).
 
 Every number here is what `nvidia-smi` shows:
-- memory: `nvmlDeviceGetMemoryInfo` (`nvidia-smi --query-gpu=memory.total,memory.used`)
+- memory: `nvmlDeviceGetMemoryInfo(h, version=nvmlMemory_v2)` (`nvidia-smi --query-gpu=
+  memory.total,memory.used,memory.reserved`). Version 1 (older drivers) counts the driver's and
+  firmware's reservation in `used`: on an idle H100 (driver 580) it says 480 MiB used where
+  nvidia-smi says 0 MiB used, 480 MiB reserved. Either way nothing counts it twice: the planner
+  reads `memory_held_bytes` (used + reserved).
 - utilisation: `nvmlDeviceGetUtilizationRates().gpu` (`utilization.gpu`, percent)
 - temperature: `nvmlDeviceGetTemperature(h, NVML_TEMPERATURE_GPU)` (`temperature.gpu`, °C)
 - power: `nvmlDeviceGetPowerUsage` in mW (`power.draw`), limit `nvmlDeviceGetEnforcedPowerLimit`
@@ -71,7 +75,7 @@ class NvmlReader:
 
     def _read_gpu(self, nvml: Any, index: int) -> GpuSnapshot:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        memory, reserved = _memory_info(nvml, handle)
 
         def optional(call: Any, *args: Any) -> Any:
             try:
@@ -98,6 +102,7 @@ class NvmlReader:
             uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
             memory_total_bytes=int(memory.total),
             memory_used_bytes=int(memory.used),
+            memory_reserved_bytes=reserved,
             utilization_pct=float(utilization.gpu) if utilization is not None else None,
             temperature_c=float(temperature) if temperature is not None else None,
             power_w=power_mw / 1000 if power_mw is not None else None,
@@ -111,6 +116,19 @@ class NvmlReader:
                 with contextlib.suppress(Exception):
                     self._nvml.nvmlShutdown()
             self._initialised = False
+
+
+def _memory_info(nvml: Any, handle: Any) -> tuple[Any, int]:
+    """Memory info v2 (used without the driver's reservation, the reservation apart) where the
+    driver and bindings have it, else v1 (reservation inside `used`, reported as 0 apart)."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            return memory, int(getattr(memory, "reserved", 0) or 0)
+        except Exception:  # NVML_ERROR_FUNCTION_NOT_FOUND / NOT_SUPPORTED before R510
+            pass
+    return nvml.nvmlDeviceGetMemoryInfo(handle), 0
 
 
 def _describe(exc: Exception) -> str:

@@ -29,13 +29,18 @@ def gpu(
 
         out.print(f"driver {inventory.driver_version}")
         table = Table(box=None, pad_edge=False)
-        for column in ("gpu", "name", "memory used", "util", "temp", "power", "processes"):
+        # The driver's own reservation (NVML v2, as nvidia-smi shows it): neither used nor free.
+        reserved = any(item.memory_reserved_bytes for item in inventory.gpus)
+        columns = ("gpu", "name", "memory used", *(["driver reserved"] if reserved else []),
+                   "util", "temp", "power", "processes")
+        for column in columns:
             table.add_column(column)
         for item in inventory.gpus:
             table.add_row(
                 str(item.index),
                 item.name,
                 f"{format_bytes(item.memory_used_bytes)} / {format_bytes(item.memory_total_bytes)}",
+                *([format_bytes(item.memory_reserved_bytes)] if reserved else []),
                 f"{item.utilization_pct:.0f}%" if item.utilization_pct is not None else "N/A",
                 f"{item.temperature_c:.0f}°C" if item.temperature_c is not None else "N/A",
                 f"{item.power_w:.0f} W" if item.power_w is not None else "N/A",

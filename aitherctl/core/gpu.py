@@ -20,16 +20,24 @@ class GpuSnapshot:
     name: str
     uuid: str
     memory_total_bytes: int
-    memory_used_bytes: int
+    memory_used_bytes: int  # as nvidia-smi's memory.used: what contexts allocated
     utilization_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
     power_limit_w: float | None = None
     processes: tuple[GpuProcess, ...] = ()
+    # Held by the NVIDIA driver and firmware (NVML's memory info v2, nvidia-smi memory.reserved):
+    # in no process, never allocatable. 0 where the reading lumps it into `memory_used_bytes`.
+    memory_reserved_bytes: int = 0
+
+    @property
+    def memory_held_bytes(self) -> int:
+        """What no new allocation can have: used plus what the driver reserves."""
+        return self.memory_used_bytes + self.memory_reserved_bytes
 
     @property
     def memory_free_bytes(self) -> int:
-        return self.memory_total_bytes - self.memory_used_bytes
+        return self.memory_total_bytes - self.memory_held_bytes
 
 
 @dataclass(frozen=True, slots=True)

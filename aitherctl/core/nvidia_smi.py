@@ -15,6 +15,12 @@ Where the formats come from (NVIDIA's own documentation, nvidia-smi(1) as shippe
   memory allocated by active contexts"), in MiB without units (same numbers as NVML's
   `nvmlDeviceGetMemoryInfo`); `utilization.gpu` (percent of the last sample period during which
   a kernel ran); `temperature.gpu` (°C); `power.draw` and `power.limit` (W).
+- `memory.reserved` ("Total memory reserved by the NVIDIA driver and firmware", MiB): newer
+  drivers leave it out of `memory.used` (an idle H100 on driver 580.159.04 prints 0 MiB used,
+  480 MiB reserved, checked on such a machine). A driver that does not know the field refuses
+  the whole query (`Field "memory.reserved" is not a valid field to query.`), so the snippet asks
+  again without it; its `memory.used` then includes the reservation, as NVML's v1 memory info.
+  The snippet marks which query answered (`RESERVED_MARK`).
 - compute apps: `gpu_uuid`, `pid`, `used_memory` (alias of `used_gpu_memory`, MiB; "Not
   available on Windows when running in WDDM mode"), `process_name`. `process_name` comes last
   because a process name is the one value that may itself contain ", ".
@@ -52,22 +58,33 @@ GPU_FIELDS: tuple[str, ...] = (
     "driver_version",
 )
 APP_FIELDS: tuple[str, ...] = ("gpu_uuid", "pid", "used_memory", "process_name")
+RESERVED_FIELD = "memory.reserved"
 CSV_FORMAT = "--format=csv,noheader,nounits"
 
 QUERY_GPUS: tuple[str, ...] = ("nvidia-smi", "--query-gpu=" + ",".join(GPU_FIELDS), CSV_FORMAT)
+QUERY_GPUS_RESERVED: tuple[str, ...] = (
+    "nvidia-smi",
+    "--query-gpu=" + ",".join((*GPU_FIELDS, RESERVED_FIELD)),
+    CSV_FORMAT,
+)
 QUERY_COMPUTE_APPS: tuple[str, ...] = (
     "nvidia-smi",
     "--query-compute-apps=" + ",".join(APP_FIELDS),
     CSV_FORMAT,
 )
 
-# A line between the two outputs that neither query prints (query lines always hold commas).
+# Lines no query prints (query lines always hold commas): between the two outputs, and before
+# GPU lines that end with memory.reserved.
 SEPARATOR = "#aitherctl:compute-apps"
+RESERVED_MARK = "#aitherctl:memory.reserved"
 
-# For `sh -c`: the GPU query (stop with its exit code if it fails), the separator, the compute
-# apps query. stderr joins stdout so an error message is read in order with the data.
+# For `sh -c`: the GPU query with memory.reserved, or without it where the driver refuses that
+# field (stop with the exit code if that fails too), the separator, the compute apps query.
+# stderr joins stdout so an error message is read in order with the data.
 SHELL_SNIPPET = (
-    f"{' '.join(QUERY_GPUS)} 2>&1 || exit $?; "
+    f"if gpus=$({' '.join(QUERY_GPUS_RESERVED)} 2>&1); then "
+    f"echo '{RESERVED_MARK}'; printf '%s\\n' \"$gpus\"; "
+    f"else {' '.join(QUERY_GPUS)} 2>&1 || exit $?; fi; "
     f"echo '{SEPARATOR}'; "
     f"{' '.join(QUERY_COMPUTE_APPS)} 2>&1"
 )
@@ -87,10 +104,13 @@ def parse_inventory(output: str, *, exit_code: int = 0) -> GpuInventory:
     if exit_code != 0:
         return GpuInventory(error=_describe_failure(apps_part, exit_code, what="compute apps"))
     gpu_lines = [line.strip() for line in gpu_part.splitlines() if line.strip()]
+    with_reserved = bool(gpu_lines) and gpu_lines[0] == RESERVED_MARK
+    if with_reserved:
+        gpu_lines = gpu_lines[1:]
     if not gpu_lines:
         return GpuInventory(error="nvidia-smi sees no GPU")
     try:
-        rows = [_gpu_row(line) for line in gpu_lines]
+        rows = [_gpu_row(line, with_reserved=with_reserved) for line in gpu_lines]
         processes = _processes(apps_part)
     except _Unreadable as exc:
         return GpuInventory(error=str(exc))
@@ -104,16 +124,19 @@ class _Unreadable(Exception):
     """A line that is not what the documented format promises; the message is the user's."""
 
 
-def _gpu_row(line: str) -> tuple[GpuSnapshot, str | None]:
+def _gpu_row(line: str, *, with_reserved: bool = False) -> tuple[GpuSnapshot, str | None]:
     """One `--query-gpu` line: the GPU (no processes yet) and the driver version it reports."""
     values = [value.strip() for value in line.split(",")]
-    fields = len(GPU_FIELDS)
+    reserved = ""
+    fields = len(GPU_FIELDS) + (1 if with_reserved else 0)
     if len(values) < fields:
         raise _Unreadable(f"nvidia-smi output not understood: {_one_line(line)!r}")
     if len(values) > fields:
         # A GPU name with a comma: index and uuid come before it, seven fields after it.
         extra = len(values) - fields
         values = [*values[:2], ", ".join(values[2 : 3 + extra]), *values[3 + extra :]]
+    if with_reserved:
+        reserved = values.pop()
     index, uuid, name, total, used, util, temp, power, limit, driver = values
     number = _required_int(index, "index", line)
     label = f"GPU {number} ({name})"
@@ -127,6 +150,7 @@ def _gpu_row(line: str) -> tuple[GpuSnapshot, str | None]:
         temperature_c=_optional_float(temp, "temperature.gpu", line),
         power_w=_optional_float(power, "power.draw", line),
         power_limit_w=_optional_float(limit, "power.limit", line),
+        memory_reserved_bytes=_reserved(reserved, line),
     )
     return gpu, None if _unknown(driver) else driver
 
@@ -177,6 +201,14 @@ def _optional_float(value: str, field: str, line: str) -> float | None:
         raise _Unreadable(
             f"nvidia-smi output not understood: {field} is {value!r} in {_one_line(line)!r}"
         ) from None
+
+
+def _reserved(value: str, line: str) -> int:
+    """memory.reserved in bytes; 0 when not asked or not given (then `used` includes it)."""
+    if not value:
+        return 0
+    mib = _optional_float(value, RESERVED_FIELD, line)
+    return round(mib * MIB) if mib is not None else 0
 
 
 def _memory(value: str, field: str, label: str, line: str) -> int:

@@ -9,7 +9,9 @@ Per GPU, what will be held must not exceed the GPU's total memory (NVML
 - memory held outside aitherctl: the larger of what NVML's process list attributes to processes
   that are not in aitherctl's containers (`nvidia-smi --query-compute-apps=pid,used_memory`) and
   the GPU's used memory minus what aitherctl's running services really use. The second term keeps
-  WSL2 and vGPU machines safe, where the process list is empty although memory is taken.
+  WSL2 and vGPU machines safe, where the process list is empty although memory is taken;
+- what the NVIDIA driver and firmware reserve (NVML memory info v2's `reserved`; older drivers
+  count it in `used`, so it lands in the term above instead).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class GpuBudget:
     others: tuple[GpuProcess, ...]  # processes aitherctl does not manage
     # used memory minus aitherctl's services' real use; counted when more than `others` add up
     unattributed_bytes: int = 0
+    # the NVIDIA driver's and firmware's own reservation (NVML memory info v2): in no process
+    driver_reserved_bytes: int = 0
 
     @property
     def services_bytes(self) -> int:
@@ -72,8 +76,9 @@ class GpuBudget:
 
     @property
     def others_bytes(self) -> int:
-        """Memory held outside aitherctl: max(NVML's foreign processes, used - aitherctl's)."""
-        return max(self.listed_others_bytes, self.unattributed_bytes)
+        """Memory held outside aitherctl: max(NVML's foreign processes, used - aitherctl's),
+        plus what the driver reserves."""
+        return max(self.listed_others_bytes, self.unattributed_bytes) + self.driver_reserved_bytes
 
     @property
     def needed_bytes(self) -> int:
@@ -168,6 +173,7 @@ def check_vram(
                 services=tuple(lines),
                 others=others,
                 unattributed_bytes=max(0, gpu.memory_used_bytes - ours),
+                driver_reserved_bytes=gpu.memory_reserved_bytes,
             )
         )
     return VramCheck(tuple(budgets), tuple(problems))
@@ -215,6 +221,12 @@ def describe_vram(check: VramCheck, *, only_failing: bool = False) -> list[str]:
             used = proc.used_bytes or 0
             lines.append(
                 f"  {label:<20} {format_bytes(used):>10}  {share(used)}  (not aitherctl's)"
+            )
+        if gpu.driver_reserved_bytes:
+            held = gpu.driver_reserved_bytes
+            lines.append(
+                f"  {'driver reserved':<20} {format_bytes(held):>10}  {share(held)}  (the NVIDIA "
+                "driver and firmware)"
             )
         extra = gpu.unattributed_bytes - gpu.listed_others_bytes
         if extra > 0:

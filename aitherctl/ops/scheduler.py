@@ -341,7 +341,7 @@ class ServiceControl:
         inventory = self.inventory()
         if not inventory.available:
             return None
-        return {gpu.index: gpu.memory_total_bytes - gpu.memory_used_bytes for gpu in inventory.gpus}
+        return {gpu.index: gpu.memory_free_bytes for gpu in inventory.gpus}
 
     async def http(self, backend: Backend, method: str, path: str, body: Any = None) -> Any:
         root = backend.candidate.base_url.removesuffix("/v1")

@@ -3,8 +3,10 @@
 Follows the NVML API reference (docs.nvidia.com/deploy/nvml-api) and nvidia-ml-py's bindings:
 `nvmlInit` must come first (else NVMLError_Uninitialized), handles come from
 `nvmlDeviceGetHandleByIndex` (NVMLError_InvalidArgument past the count), memory is a struct with
-`total/used/free` in bytes, utilisation a struct with `gpu/memory` in percent, power in milliwatts,
-temperature in °C, running processes a list of structs with `pid` (host PID) and `usedGpuMemory`
+`total/used/free` in bytes (v1, where `used` includes what the driver reserves) or, called with
+`version=nvmlMemory_v2` (nvmlDeviceGetMemoryInfo_v2, drivers since R510), `total/reserved/free/
+used` with `used` apart from `reserved` (`FakeGpu(reserved_bytes=...)` sets that reservation),
+utilisation a struct with `gpu/memory` in percent, power in milliwatts, temperature in °C, running processes a list of structs with `pid` (host PID) and `usedGpuMemory`
 in bytes (None when not available). Strings are `str`, as in nvidia-ml-py >= 11.515.
 Only what aitherctl calls is implemented; calling anything else fails loudly.
 """
@@ -44,6 +46,7 @@ class FakeGpu:
     temperature: int = 40
     power_mw: int = 30_000
     power_limit_mw: int = 450_000
+    reserved_bytes: int = 0  # the driver's and firmware's own (NVML memory info v2 `reserved`)
     processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, bytes)
 
 
@@ -53,6 +56,7 @@ class NvmlDouble:
 
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
     NVMLError = NVMLError
+    nvmlMemory_v2 = 0x02000028  # pynvml's constant: struct size | (2 << 24)
 
     def __init__(
         self, gpus: list[FakeGpu] | None = None, *, driver_loaded: bool = True,
@@ -104,10 +108,20 @@ class NvmlDouble:
         gpu = self._gpu(handle)
         return f"GPU-{self.gpus.index(gpu):08d}-0000-0000-0000-000000000000"
 
-    def nvmlDeviceGetMemoryInfo(self, handle: object) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(  # noqa: N802
+        self, handle: object, version: int | None = None
+    ) -> SimpleNamespace:
         gpu = self._gpu(handle)
         used = gpu.used_bytes or sum(b or 0 for _, b in gpu.processes)
-        return SimpleNamespace(total=gpu.total_bytes, used=used, free=gpu.total_bytes - used)
+        free = gpu.total_bytes - used - gpu.reserved_bytes
+        if not version:
+            return SimpleNamespace(total=gpu.total_bytes, used=used + gpu.reserved_bytes, free=free)
+        if version != self.nvmlMemory_v2:
+            raise NVMLError("Argument version mismatch")
+        return SimpleNamespace(
+            version=version, total=gpu.total_bytes, reserved=gpu.reserved_bytes, free=free,
+            used=used,
+        )
 
     def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:  # noqa: N802
         return SimpleNamespace(gpu=self._gpu(handle).utilization, memory=0)

@@ -22,6 +22,8 @@ from aitherctl.core.nvidia_smi import (
     MIB,
     QUERY_COMPUTE_APPS,
     QUERY_GPUS,
+    QUERY_GPUS_RESERVED,
+    RESERVED_MARK,
     SEPARATOR,
     SHELL_SNIPPET,
     parse_inventory,
@@ -56,6 +58,27 @@ def test_the_commands_are_the_documented_queries() -> None:
     )
     assert APP_FIELDS[-1] == "process_name"  # the one value that may hold ", " comes last
     assert len(GPU_FIELDS) == 10
+    assert QUERY_GPUS_RESERVED[1] == QUERY_GPUS[1] + ",memory.reserved"
+
+
+def test_the_drivers_reservation_is_apart_from_used_and_not_free() -> None:
+    gpus = "".join(
+        line + f", {reserved}\n"
+        for line, reserved in zip(GPUS.splitlines(), ("480", "[N/A]"), strict=True)
+    )
+    inventory = parse_inventory(output(f"{RESERVED_MARK}\n{gpus}"))
+    assert inventory.error is None
+    h100, rtx = inventory.gpus
+    assert (h100.memory_used_bytes, h100.memory_reserved_bytes) == (0, 480 * MIB)
+    assert h100.memory_free_bytes == (81559 - 480) * MIB
+    assert rtx.memory_reserved_bytes == 0  # [N/A]: unknown, used is all there is
+    assert inventory.driver_version == "550.54.15"
+
+
+def test_a_name_with_a_comma_and_the_reserved_column() -> None:
+    line = f"0, {H100}, Some, GPU, 1000, 10, 0, 30, 50, 100, 580.1, 20\n"
+    gpu = parse_inventory(output(f"{RESERVED_MARK}\n{line}", apps="")).gpus[0]
+    assert (gpu.name, gpu.memory_reserved_bytes) == ("Some, GPU", 20 * MIB)
 
 
 def test_two_gpus_with_their_memory_in_bytes_and_processes_by_uuid() -> None:
@@ -269,6 +292,18 @@ def test_the_snippet_runs_both_queries_in_a_shell(tmp_path: Path) -> None:
         "NVIDIA GeForce RTX 4090",
     ]
     assert [p.pid for p in inventory.gpus[1].processes] == [4242, 4343]
+    assert [gpu.memory_free_bytes // MIB for gpu in inventory.gpus] == [81079, 6057]
+
+
+def test_a_driver_without_memory_reserved_is_asked_again_without_it(tmp_path: Path) -> None:
+    done = run_snippet(tmp_path, NVIDIA_SMI_DOUBLE_OLD_DRIVER="1")
+    assert done.returncode == 0, done.stdout
+    assert RESERVED_MARK not in done.stdout
+    assert "not a valid field" not in done.stdout
+    inventory = parse_inventory(done.stdout, exit_code=done.returncode)
+    assert inventory.error is None
+    assert [gpu.memory_reserved_bytes for gpu in inventory.gpus] == [0, 0]
+    assert [gpu.memory_used_bytes // MIB for gpu in inventory.gpus] == [0, 18034]
 
 
 def test_the_snippet_stops_with_nvidia_smis_exit_code(tmp_path: Path) -> None:

@@ -159,3 +159,29 @@ def test_budgets_resolve_against_each_gpus_own_total() -> None:
         MemoryAmount.parse("1MiB"),
     )
     assert [gpu.services[0].bytes for gpu in check.gpus] == [12 * GIB, 24 * GIB]
+
+
+def test_the_drivers_reservation_is_shown_apart_and_counted() -> None:
+    """NVML v2: an idle 80 GB card with 480 MiB reserved by the driver says 0 used, like
+    nvidia-smi; the plan still counts the 480 MiB as taken and names it."""
+    gpu = FakeGpu(total_bytes=80 * GIB, used_bytes=0, reserved_bytes=480 * 1024**2)
+    reading = inventory(gpu).gpus[0]
+    assert (reading.memory_used_bytes, reading.memory_reserved_bytes) == (0, 480 * 1024**2)
+    assert reading.memory_free_bytes == 80 * GIB - 480 * 1024**2
+    room = 80 * GIB - 1 * GIB  # everything but the reserve: no longer fits
+    check = check_vram([claim("a", (0,), room)], inventory(gpu), MemoryAmount.parse("1GiB"))
+    assert not check.fits
+    assert check.gpus[0].missing_bytes == 480 * 1024**2
+    assert any(line.split()[:2] == ["driver", "reserved"] for line in describe_vram(check))
+
+
+def test_an_nvml_without_memory_info_v2_counts_the_reservation_in_used() -> None:
+    """Older pynvml (no nvmlMemory_v2): v1 lumps the reservation into used; nothing is lost."""
+
+    class OldBindings(NvmlDouble):
+        nvmlMemory_v2 = None  # type: ignore[assignment]
+
+    gpu = FakeGpu(total_bytes=24 * GIB, used_bytes=0, reserved_bytes=400 * 1024**2)
+    reading = NvmlReader(OldBindings([gpu])).read().gpus[0]
+    assert (reading.memory_used_bytes, reading.memory_reserved_bytes) == (400 * 1024**2, 0)
+    assert reading.memory_free_bytes == 24 * GIB - 400 * 1024**2
