@@ -6,9 +6,10 @@ Follows the NVML API reference (docs.nvidia.com/deploy/nvml-api) and nvidia-ml-p
 `total/used/free` in bytes (v1, where `used` includes what the driver reserves) or, called with
 `version=nvmlMemory_v2` (nvmlDeviceGetMemoryInfo_v2, drivers since R510), `total/reserved/free/
 used` with `used` apart from `reserved` (`FakeGpu(reserved_bytes=...)` sets that reservation),
-utilisation a struct with `gpu/memory` in percent, power in milliwatts, temperature in °C, running processes a list of structs with `pid` (host PID) and `usedGpuMemory`
-in bytes (None when not available). Strings are `str`, as in nvidia-ml-py >= 11.515.
-Only what aitherctl calls is implemented; calling anything else fails loudly.
+utilisation a struct with `gpu/memory` in percent, power in milliwatts, temperature in °C, running
+processes a list of structs with `pid` (host PID) and `usedGpuMemory` in bytes (None when not
+available). Strings are `str`, as in nvidia-ml-py >= 11.515. Only what aitherctl calls is
+implemented; calling anything else fails loudly.
 """
 
 from __future__ import annotations
