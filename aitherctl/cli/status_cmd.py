@@ -47,7 +47,9 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     from aitherctl.ops.monitor import build_collector
 
     output = Output(json_mode=json_output)
-    collector, _ = build_collector(use_gpu=not no_gpu, scrape_timeout_s=timeout)
+    collector, _ = build_collector(
+        use_gpu=not no_gpu, scrape_timeout_s=timeout, wait_for_remote_gpus=not watch
+    )
     if not watch:
         snapshot = collector.collect()
         if json_output:

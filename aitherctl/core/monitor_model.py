@@ -39,6 +39,12 @@ class GpuView:
     # Oldest first, one entry per refresh; the TUI draws these as sparklines.
     memory_used_history_bytes: tuple[int, ...] = ()
     utilization_history_pct: tuple[float, ...] = ()
+    host: str = "local"  # the profile's name for the machine it is in (`hosts:`)
+
+    @property
+    def label(self) -> str:
+        """`GPU 0` here, `node-a GPU 0` on another host."""
+        return f"GPU {self.index}" if self.host == "local" else f"{self.host} GPU {self.index}"
 
     @property
     def memory_used_ratio(self) -> float:
@@ -79,10 +85,17 @@ class ServiceView:
     scrape: ScrapeStatus = ScrapeStatus.SKIPPED
     scrape_error: str | None = None
     scrape_latency_s: float | None = None
+    host: str = "local"  # the profile's name for the Docker host it runs on
+    url: str | None = None  # where this machine reaches it (http://address:port)
 
     @property
     def over_budget(self) -> bool:
         return over_budget(self.vram_used_bytes, self.vram_budget_bytes)
+
+    @property
+    def key(self) -> str:
+        """Unique in a snapshot: the name here, `name@host` on another host."""
+        return self.name if self.host == "local" else f"{self.name}@{self.host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,7 @@ class UnmanagedProcess:
     gpu_index: int
     used_bytes: int | None
     container_id: str | None = None  # a container of someone else's, when it is one
+    host: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +215,19 @@ class SchedulerView:
 
 
 @dataclass(frozen=True, slots=True)
+class HostStatusView:
+    """Another Docker host of the profile: reached or not, and its GPUs read or why not."""
+
+    name: str
+    endpoint: str  # ssh://user@box, tcp://box:2376, a context name
+    engine: str | None  # "Docker 28.2.2"; None when unreachable
+    error: str | None  # why its engine could not be read
+    gpu_error: str | None = None  # why its GPUs could not be read (None: read, or no GPU use)
+    gpu_age_s: float | None = None  # how old the GPU reading is (taken every few seconds)
+    services: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class MonitorSnapshot:
     taken_at: datetime
     active_profile: str | None
@@ -215,9 +242,13 @@ class MonitorSnapshot:
     log: tuple[LogEntry, ...] = ()
     refresh_s: float | None = None  # how long gathering this snapshot took
     scheduler: SchedulerView | None = None  # None: not read (no scheduler source)
+    # The other Docker hosts the last multi-host switch used; their GPUs and services are in
+    # `gpus` and `services` with `host` set.
+    hosts: tuple[HostStatusView, ...] = ()
 
-    def service(self, name: str) -> ServiceView | None:
-        return next((svc for svc in self.services if svc.name == name), None)
+    def service(self, key: str) -> ServiceView | None:
+        """By `ServiceView.key`: the name here, `name@host` on another host."""
+        return next((svc for svc in self.services if svc.key == key), None)
 
 
 def _plain(value: Any) -> Any:

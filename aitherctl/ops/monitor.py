@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
+from aitherctl.adapters.scrape import ScrapeTarget
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.metrics import CounterReading, parse_timestamp, rate_per_s
 from aitherctl.core.monitor_model import (
     BudgetMark,
     GpuView,
+    HostStatusView,
     HostView,
     LogEntry,
     LogKind,
@@ -31,6 +33,7 @@ from aitherctl.core.monitor_model import (
     StackReading,
     UnmanagedProcess,
 )
+from aitherctl.ops.remote_hosts import RemoteHostsSource, RemoteReading
 
 
 class ContainerLike(Protocol):
@@ -83,6 +86,13 @@ class SchedulerSource(Protocol):
     def read(self) -> SchedulerView: ...
 
 
+class RemoteSource(Protocol):
+    """The other Docker hosts (`aitherctl.ops.remote_hosts.RemoteHostsSource`)."""
+
+    def read(self) -> Sequence[RemoteReading]: ...
+    def engine(self, host: str) -> Any | None: ...
+
+
 class ScrapeSource(Protocol):
     def scrape_all(self, targets: Iterable[Any]) -> dict[str, Any]: ...
 
@@ -90,6 +100,22 @@ class ScrapeSource(Protocol):
 class PidMapper(Protocol):
     def containers_of(self, pids: Iterable[int], init_pids: Any) -> dict[int, str]: ...
     def name_of(self, pid: int) -> str | None: ...
+
+
+def _key(host: str, service: str) -> str:
+    return service if host == "local" else f"{service}@{host}"
+
+
+@dataclass(frozen=True)
+class _HostPart:
+    """One Docker host's containers and GPUs at this refresh."""
+
+    host: str
+    stack: StackReading
+    containers: list[Any]
+    inventory: GpuInventory
+    owner: dict[int, str]  # GPU process PID → container id
+    url: Callable[[Any], str]  # container → where this machine reaches its port
 
 
 @dataclass
@@ -123,6 +149,7 @@ class MonitorCollector:
         host: HostSource,
         log_sources: Sequence[LogSource] = (),
         scheduler: SchedulerSource | None = None,
+        remote: RemoteSource | None = None,
         history_len: int = 120,
         log_len: int = 200,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -135,11 +162,12 @@ class MonitorCollector:
         self._host = host
         self._log_sources = tuple(log_sources)
         self._scheduler = scheduler
+        self._remote = remote
         self._history_len = history_len
         self._now = wall_clock
         self._monotonic = monotonic
-        self._memory_history: dict[int, deque[int]] = {}
-        self._util_history: dict[int, deque[float]] = {}
+        self._memory_history: dict[tuple[str, int], deque[int]] = {}
+        self._util_history: dict[tuple[str, int], deque[float]] = {}
         self._services: dict[str, _ServiceMemory] = {}
         self._log: deque[LogEntry] = deque(maxlen=log_len)
 
@@ -147,13 +175,15 @@ class MonitorCollector:
     def gpu_source(self) -> GpuSource | None:
         return self._gpus
 
+    @property
+    def remote_source(self) -> RemoteSource | None:
+        return self._remote
+
     def note(self, kind: LogKind, message: str) -> None:
         """Adds a line to the log pane (actions taken from the monitor)."""
         self._log.append(LogEntry(self._now(), kind, message))
 
     def collect(self) -> MonitorSnapshot:
-        from aitherctl.adapters.scrape import ScrapeTarget
-
         started = self._monotonic()
         now = self._now()
         stack = self._stack.read() if self._stack is not None else StackReading(
@@ -164,68 +194,118 @@ class MonitorCollector:
         )
         host = self._host.read()
         scheduler = self._scheduler.read() if self._scheduler is not None else None
+        remote = self._remote.read() if self._remote is not None else ()
         self._log.extend(stack.events)
+        for reading in remote:
+            self._log.extend(reading.stack.events)
+
         containers = [c for c in stack.containers if c.id]
+        # NVML's host PIDs → containers (through /proc here), then memory per container id.
+        gpu_pids = {proc.pid for gpu in inventory.gpus for proc in gpu.processes}
+        init_pids = {c.id: stack.init_pids.get(c.id) for c in containers}
+        owner = self._procs.containers_of(sorted(gpu_pids), init_pids) if gpu_pids else {}
+        parts = [
+            _HostPart("local", stack, containers, inventory, owner,
+                      lambda c: scrape_url(c.bind, c.port))
+        ]
+        views: list[HostStatusView] = []
+        for reading in remote:
+            remote_containers = [c for c in reading.stack.containers if c.id]
+            remote_owner = {pid: cid for cid, pids in reading.pids.items() for pid in pids}
+
+            def url(c: Any, reading: RemoteReading = reading) -> str:
+                from aitherctl.adapters.http_probe import probe_host
+
+                return scrape_url(probe_host(c.bind, reading.endpoint, reading.address), c.port)
+
+            gpus = reading.gpus if reading.gpus is not None else GpuInventory()
+            parts.append(
+                _HostPart(reading.name, reading.stack, remote_containers, gpus, remote_owner, url)
+            )
+            views.append(
+                HostStatusView(
+                    name=reading.name,
+                    endpoint=reading.endpoint,
+                    engine=reading.stack.engine,
+                    error=reading.stack.error,
+                    gpu_error=reading.gpus.error if reading.gpus is not None else None,
+                    gpu_age_s=reading.gpu_age_s,
+                    services=len(remote_containers),
+                )
+            )
+
         targets = [
-            ScrapeTarget(c.service, c.engine, scrape_url(c.bind, c.port))
-            for c in containers
+            ScrapeTarget(_key(part.host, c.service), c.engine, part.url(c))
+            for part in parts
+            for c in part.containers
             if c.state == "running" and c.port
         ]
         scrapes = self._scraper.scrape_all(targets) if self._scraper and targets else {}
 
-        # NVML's host PIDs → containers, then memory per container id.
-        gpu_pids = {proc.pid for gpu in inventory.gpus for proc in gpu.processes}
-        init_pids = {c.id: stack.init_pids.get(c.id) for c in containers}
-        owner = self._procs.containers_of(sorted(gpu_pids), init_pids) if gpu_pids else {}
-        used_by_container: dict[str, int] = {}
+        services: list[ServiceView] = []
+        gpus_views: list[GpuView] = []
         unmanaged: list[UnmanagedProcess] = []
-        managed_ids = {c.id for c in containers}
-        for gpu in inventory.gpus:
-            for proc in gpu.processes:
-                cid = owner.get(proc.pid)
-                if cid in managed_ids:
-                    assert cid is not None
-                    used_by_container[cid] = used_by_container.get(cid, 0) + (proc.used_bytes or 0)
-                else:
-                    unmanaged.append(
-                        UnmanagedProcess(
-                            proc.pid,
-                            proc.name or self._procs.name_of(proc.pid),
-                            gpu.index,
-                            proc.used_bytes,
-                            cid,
-                        )
-                    )
-
-        services = tuple(
-            self._service_view(
-                c,
-                stack=stack,
-                scrape=scrapes.get(c.service),
-                used_by_container=used_by_container,
-                gpus_readable=inventory.available,
-                now=now,
-            )
-            for c in sorted(containers, key=lambda item: item.service)
-        )
-        self._forget_gone({c.service for c in containers})
-        gpus = tuple(self._gpu_view(gpu, containers) for gpu in inventory.gpus)
+        for part in parts:
+            used_by_container = self._attribute(part, unmanaged)
+            services += [
+                self._service_view(
+                    c,
+                    stack=part.stack,
+                    scrape=scrapes.get(_key(part.host, c.service)),
+                    used_by_container=used_by_container,
+                    gpus_readable=part.inventory.available and bool(part.inventory.gpus),
+                    now=now,
+                    host=part.host,
+                    url=part.url(c) if c.port else None,
+                )
+                for c in sorted(part.containers, key=lambda item: item.service)
+            ]
+            gpus_views += [
+                self._gpu_view(gpu, part.containers, host=part.host) for gpu in part.inventory.gpus
+            ]
+        self._forget_gone({_key(part.host, c.service) for part in parts for c in part.containers})
         log = self._merged_log()
         return MonitorSnapshot(
             taken_at=now,
-            active_profile=stack.active_profile,
+            active_profile=stack.active_profile or self._remote_profile(remote),
             docker_engine=stack.engine,
             docker_error=stack.error,
             driver_version=inventory.driver_version,
             gpu_error=inventory.error,
-            gpus=gpus,
-            services=services,
+            gpus=tuple(gpus_views),
+            services=tuple(services),
             unmanaged=tuple(unmanaged),
             host=host,
             log=log,
             refresh_s=self._monotonic() - started,
             scheduler=scheduler,
+            hosts=tuple(views),
         )
+
+    def _attribute(self, part: _HostPart, unmanaged: list[UnmanagedProcess]) -> dict[str, int]:
+        """Memory per managed container id on that host; other processes go to `unmanaged`."""
+        used_by_container: dict[str, int] = {}
+        managed_ids = {c.id for c in part.containers}
+        for gpu in part.inventory.gpus:
+            for proc in gpu.processes:
+                cid = part.owner.get(proc.pid)
+                if cid in managed_ids:
+                    assert cid is not None
+                    used_by_container[cid] = used_by_container.get(cid, 0) + (proc.used_bytes or 0)
+                else:
+                    name = proc.name or (self._procs.name_of(proc.pid) if part.host == "local"
+                                         else None)
+                    unmanaged.append(
+                        UnmanagedProcess(proc.pid, name, gpu.index, proc.used_bytes, cid,
+                                         host=part.host)
+                    )
+        return used_by_container
+
+    @staticmethod
+    def _remote_profile(remote: Sequence[RemoteReading]) -> str | None:
+        """With nothing here, the profile the other hosts' containers say (one, else None)."""
+        names = {r.stack.active_profile for r in remote if r.stack.active_profile}
+        return names.pop() if len(names) == 1 else None
 
     def _service_view(
         self,
@@ -236,16 +316,19 @@ class MonitorCollector:
         used_by_container: dict[str, int],
         gpus_readable: bool,
         now: datetime,
+        host: str = "local",
+        url: str | None = None,
     ) -> ServiceView:
         name = container.service
-        memory = self._services.get(name)
+        key = _key(host, name)
+        memory = self._services.get(key)
         if memory is None:
-            memory = self._services[name] = _ServiceMemory(container.id, container.state)
+            memory = self._services[key] = _ServiceMemory(container.id, container.state)
         elif memory.container_id != container.id:
-            self.note(LogKind.RESTART, f"{name}: new container {container.id[:12]}")
+            self.note(LogKind.RESTART, f"{key}: new container {container.id[:12]}")
             memory.container_id, memory.tokens = container.id, None
         elif memory.state != container.state:
-            self.note(LogKind.RESTART, f"{name}: {memory.state} → {container.state}")
+            self.note(LogKind.RESTART, f"{key}: {memory.state} → {container.state}")
         memory.state = container.state
 
         metrics = scrape.metrics if scrape is not None else None
@@ -253,11 +336,11 @@ class MonitorCollector:
         if status != memory.scrape and status in (
             ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR
         ):
-            self.note(LogKind.PROBE, f"{name}: {status} ({scrape.error})")
+            self.note(LogKind.PROBE, f"{key}: {status} ({scrape.error})")
         elif memory.scrape in (ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR) and (
             status == ScrapeStatus.OK
         ):
-            self.note(LogKind.PROBE, f"{name}: answering again")
+            self.note(LogKind.PROBE, f"{key}: answering again")
         memory.scrape = status
 
         tokens_per_s = None
@@ -297,11 +380,15 @@ class MonitorCollector:
             scrape=status,
             scrape_error=scrape.error if scrape is not None else None,
             scrape_latency_s=scrape.latency_s if scrape is not None else None,
+            host=host,
+            url=url,
         )
 
-    def _gpu_view(self, gpu: Any, containers: Sequence[Any]) -> GpuView:
-        memory = self._memory_history.setdefault(gpu.index, deque(maxlen=self._history_len))
-        util = self._util_history.setdefault(gpu.index, deque(maxlen=self._history_len))
+    def _gpu_view(self, gpu: Any, containers: Sequence[Any], host: str = "local") -> GpuView:
+        memory = self._memory_history.setdefault(
+            (host, gpu.index), deque(maxlen=self._history_len)
+        )
+        util = self._util_history.setdefault((host, gpu.index), deque(maxlen=self._history_len))
         memory.append(gpu.memory_used_bytes)
         util.append(gpu.utilization_pct if gpu.utilization_pct is not None else 0.0)
         marks = tuple(
@@ -323,6 +410,7 @@ class MonitorCollector:
             budgets=marks,
             memory_used_history_bytes=tuple(memory),
             utilization_history_pct=tuple(util),
+            host=host,
         )
 
     def _forget_gone(self, present: set[str]) -> None:
@@ -349,8 +437,12 @@ def build_collector(
     scrape_timeout_s: float = 0.5,
     log_sources: Sequence[LogSource] = (),
     use_scheduler: bool = True,
+    wait_for_remote_gpus: bool = False,
 ) -> tuple[MonitorCollector, Any | None]:
-    """The collector wired to this machine, and the Docker source (for actions) if any."""
+    """The collector wired to this machine and the other hosts the last multi-host switch
+    used, and this machine's Docker source (for actions) if any. `wait_for_remote_gpus`: the
+    first reading waits for the other hosts' GPUs (one-shot `status`); the monitor shows them
+    from the next refresh instead of holding the first one up."""
     from aitherctl.adapters.nvml import NvmlReader
     from aitherctl.adapters.procs import HostReader, ProcessTable
     from aitherctl.adapters.scrape import Scraper
@@ -365,6 +457,11 @@ def build_collector(
         host=HostReader(),
         log_sources=log_sources,
         scheduler=scheduler_source(timeout_s=scrape_timeout_s) if use_scheduler else None,
+        remote=(
+            RemoteHostsSource(wait_for_gpus=wait_for_remote_gpus, read_gpus=use_gpu)
+            if use_docker
+            else None
+        ),
     )
     return collector, stack
 

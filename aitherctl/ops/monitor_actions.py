@@ -32,12 +32,19 @@ def _progress(note: Callable[[str], None]) -> Any:
 class StackActions:
     """`stack` is the monitor's `DockerStackSource`; `gpus` reads the inventory a plan needs."""
 
-    def __init__(self, stack: Any, gpus: Any | None = None) -> None:
+    def __init__(self, stack: Any, gpus: Any | None = None, remote: Any | None = None) -> None:
         self._stack = stack
         self._gpus = gpus
+        self._remote = remote  # the other hosts (`RemoteHostsSource`): their engines
         self._shown: dict[str, Any] = {}  # profile → the Prepared plan the user was shown
 
-    def _engine(self) -> Any:
+    def _engine(self, service: ServiceView | None = None) -> Any:
+        """The engine the service runs on: this machine's, or its host's."""
+        if service is not None and service.host != "local":
+            engine = self._remote.engine(service.host) if self._remote is not None else None
+            if engine is None:
+                raise DockerUnavailableError(f"host {service.host!r} is not reachable")
+            return engine
         engine = self._stack.engine
         if engine is None:
             raise DockerUnavailableError("the Docker engine is not reachable")
@@ -53,18 +60,18 @@ class StackActions:
         from aitherctl.ops.switch import restart
 
         self._container(service)
-        result = restart(self._engine(), service.name, _progress(lambda _line: None))
+        result = restart(self._engine(service), service.name, _progress(lambda _line: None))
         return f"restarted {service.name} in {result.seconds:.1f}s"
 
     def stop(self, service: ServiceView) -> str:
         from aitherctl.ops.switch import down
 
         self._container(service)
-        down(self._engine(), [service.name], _progress(lambda _line: None))
+        down(self._engine(service), [service.name], _progress(lambda _line: None))
         return f"stopped {service.name} (`aitherctl up {service.name}` starts it again)"
 
     def logs(self, service: ServiceView, lines: int) -> str:
-        text: str = self._engine().logs(self._container(service), tail=lines)
+        text: str = self._engine(service).logs(self._container(service), tail=lines)
         return text or "(no log lines)"
 
     def free_vram(self, service: ServiceView) -> str:
@@ -74,7 +81,9 @@ class StackActions:
         if service.port is None:
             raise RefusedError(f"{service.name} publishes no port")
         return free_vram(
-            service.engine, scrape_url(service.bind, service.port), service.loaded_models
+            service.engine,
+            service.url or scrape_url(service.bind, service.port),
+            service.loaded_models,
         )
 
     def profiles(self) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aitherctl.adapters.docker_listing import ContainerSource
@@ -91,8 +92,8 @@ class ServiceListing:
 
 def with_other_hosts(listing: ServiceListing) -> ServiceListing:
     """Add the services on the other hosts the last multi-host switch used (read in parallel;
-    a host that cannot be reached is named in `unreachable`). VRAM use is read here only: on
-    another host `ps` shows the budget."""
+    a host that cannot be reached is named in `unreachable`). VRAM use on another host is read
+    there (nvidia-smi in the image of one of its running GPU services)."""
     from dataclasses import replace
 
     from aitherctl.adapters.host_memory import remembered_hosts, remembered_profile
@@ -109,8 +110,13 @@ def with_other_hosts(listing: ServiceListing) -> ServiceListing:
             engine = DockerEngine.connect_host(name, host.docker, host.address)
         except AitherError as exc:
             return name, None, exc.message
+        def read_gpus(image: str) -> GpuInventory:
+            from aitherctl.adapters.remote_gpu import read_inventory
+
+            return read_inventory(engine.client, image)
+
         try:
-            return name, list_services(engine, None, None), None
+            return name, list_services(engine, None, None, read_in_image=read_gpus), None
         except AitherError as exc:
             return name, None, f"host {name!r}: {exc.message}"
         finally:
@@ -140,14 +146,21 @@ def list_services(
     engine: ContainerSource,
     catalog: ProfileCatalog | Callable[[], ProfileCatalog] | None,
     inventory: Callable[[], GpuInventory] | None = None,
+    *,
+    read_in_image: Callable[[str], GpuInventory] | None = None,
 ) -> ServiceListing:
     """Every container of aitherctl's in this namespace. GPUs are read (and container PIDs
-    listed) only when a GPU service runs, so a CPU-only machine pays nothing for NVML.
+    listed) only when a GPU service runs, so a CPU-only machine pays nothing for NVML. On
+    another host, `read_in_image` reads its GPUs in the image of one of its running GPU
+    services (nvidia-smi in a short-lived container there: nothing is pulled for `ps`).
     `engine` only needs to read: the CLI passes the light socket reader where it can
     (`aitherctl.adapters.docker_listing`)."""
     state = observe(engine, catalog)
     gpu_running = any(item.gpus for item in state.running)
     use: dict[str, dict[int, int]] = {}
+    images = sorted(item.image for item in state.running if item.gpus and item.image)
+    if images and read_in_image is not None:
+        inventory = partial(read_in_image, images[0])
     if gpu_running and inventory is not None:
         gpus = inventory()
         if gpus.available:

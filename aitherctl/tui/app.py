@@ -218,7 +218,7 @@ class MonitorApp(App[None]):
     def _show_services(self, snapshot: MonitorSnapshot) -> None:
         table = self._table
         ordered = sort_services(snapshot.services, self.sort_key)
-        rows = tuple((service.name, service_cells(service)) for service in ordered)
+        rows = tuple((service.key, service_cells(service)) for service in ordered)
         plain_rows = tuple((name, tuple(str(cell) for cell in cells)) for name, cells in rows)
         if plain_rows != self._rows:
             same_keys = self._rows is not None and [n for n, _ in plain_rows] == [
@@ -236,8 +236,8 @@ class MonitorApp(App[None]):
                 for name, cells in rows:
                     table.add_row(*cells, key=name)
                 names = [name for name, _ in rows]
-                if selected is not None and selected.name in names:
-                    table.move_cursor(row=names.index(selected.name), animate=False)
+                if selected is not None and selected.key in names:
+                    table.move_cursor(row=names.index(selected.key), animate=False)
             self._rows = plain_rows
         if snapshot.docker_error:
             title = f"Docker unavailable: {snapshot.docker_error}"
@@ -391,5 +391,9 @@ def build_monitor_app(
         scrape_timeout_s=min(scrape_timeout_s, interval_s * 0.75),
         log_sources=ledger_log_sources(),
     )
-    actions = StackActions(stack, collector.gpu_source) if stack is not None else None
+    actions = (
+        StackActions(stack, collector.gpu_source, remote=collector.remote_source)
+        if stack is not None
+        else None
+    )
     return MonitorApp(collector, interval_s=interval_s, actions=actions)

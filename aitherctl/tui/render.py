@@ -120,7 +120,7 @@ def vram_bar(gpu: GpuView, width: int = 50) -> Text:
 
 def gpu_lines(gpu: GpuView, width: int = 50) -> Group:
     head = Text()
-    head.append(f"GPU {gpu.index} ", style="bold")
+    head.append(f"{gpu.label} ", style="bold")
     head.append(f"{gpu.name}  ")
     head.append(f"{fmt_bytes(gpu.memory_used_bytes)} / {fmt_bytes(gpu.memory_total_bytes)}  ")
     head.append(f"util {fmt_pct(gpu.utilization_pct)}  ")
@@ -161,8 +161,11 @@ def service_cells(service: ServiceView) -> tuple[RenderableType, ...]:
     model = service.model or NA
     if service.loaded_models:
         model = ", ".join(service.loaded_models)
+    name = Text(service.name, style="bold")
+    if service.host != "local":
+        name.append(f"@{service.host}", style="cyan")
     return (
-        Text(service.name, style="bold"),
+        name,
         service.engine,
         Text(model, overflow="ellipsis", no_wrap=True),
         state_text(service),
@@ -209,8 +212,33 @@ def header_text(snapshot: MonitorSnapshot) -> Text:
         text.append("Docker unavailable", style="bold red")
     else:
         text.append(snapshot.docker_engine or "Docker")
+    for other in snapshot.hosts:
+        text.append("  │  ")
+        text.append(other.name, style="cyan")
+        if other.error:
+            text.append(" unreachable", style="bold red")
+        else:
+            text.append(f" {other.engine or 'Docker'}")
     text.append("  │  ")
     text.append(snapshot.taken_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
+    return text
+
+
+def hosts_text(snapshot: MonitorSnapshot) -> Text:
+    """One line per other host: reached or why not, and why its GPUs are not shown."""
+    text = Text()
+    for other in snapshot.hosts:
+        if text:
+            text.append("\n")
+        text.append(f"host {other.name}", style="bold cyan")
+        text.append(f" ({other.endpoint}): ")
+        if other.error:
+            text.append(other.error, style="red")
+            continue
+        services = f"{other.services} service{'s' if other.services != 1 else ''}"
+        text.append(f"{other.engine or 'Docker'}, {services}")
+        if other.gpu_error:
+            text.append(f"; GPU: {other.gpu_error}", style="yellow")
     return text
 
 
@@ -238,8 +266,11 @@ def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
     text = Text("Held outside aitherctl:", style="bold")
     for proc in snapshot.unmanaged:
         where = f" [container {proc.container_id[:12]}]" if proc.container_id else ""
+        gpu = f"GPU {proc.gpu_index}"
+        if proc.host != "local":
+            gpu = f"{proc.host} {gpu}"
         text.append(
-            f"\n GPU {proc.gpu_index}  {fmt_bytes(proc.used_bytes):>9}  "
+            f"\n {gpu}  {fmt_bytes(proc.used_bytes):>9}  "
             f"{proc.name or '?'} (pid {proc.pid}){where}"
         )
     return text
@@ -364,9 +395,13 @@ def status_renderable(snapshot: MonitorSnapshot) -> Group:
         parts.append(Text(f"GPU: {snapshot.gpu_error}", style="yellow"))
     for gpu in snapshot.gpus:
         parts.append(gpu_lines(gpu))
+    if snapshot.hosts:
+        parts.append(hosts_text(snapshot))
     parts.append(Text())
     if snapshot.docker_error:
         parts.append(Text(f"Docker: {snapshot.docker_error}", style="red"))
+        if any(svc.host != "local" for svc in snapshot.services):
+            parts.append(services_table(snapshot))
     elif snapshot.services:
         parts.append(services_table(snapshot))
     else:
@@ -389,17 +424,24 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
     if snapshot.gpu_error:
         lines.append(f"{stamp} gpu: {snapshot.gpu_error}")
     for gpu in snapshot.gpus:
+        where = "" if gpu.host == "local" else f"{gpu.host}:"
         lines.append(
-            f"{stamp} gpu{gpu.index} mem={fmt_bytes(gpu.memory_used_bytes)}"
+            f"{stamp} {where}gpu{gpu.index} mem={fmt_bytes(gpu.memory_used_bytes)}"
             f"/{fmt_bytes(gpu.memory_total_bytes)} util={fmt_pct(gpu.utilization_pct)} "
             f"temp={NA if gpu.temperature_c is None else f'{gpu.temperature_c:.0f}C'} "
             f"power={NA if gpu.power_w is None else f'{gpu.power_w:.0f}W'}"
         )
     if snapshot.docker_error:
         lines.append(f"{stamp} docker: {snapshot.docker_error}")
+    for other in snapshot.hosts:
+        lines.append(
+            f"{stamp} host {other.name} "
+            + (f"unreachable: {other.error}" if other.error else f"services={other.services}")
+            + (f" gpu: {other.gpu_error}" if other.gpu_error and not other.error else "")
+        )
     for svc in snapshot.services:
         lines.append(
-            f"{stamp} {svc.name} engine={svc.engine} state={svc.state}"
+            f"{stamp} {svc.key} engine={svc.engine} state={svc.state}"
             f"{'/' + svc.health if svc.health else ''} scrape={svc.scrape} "
             f"vram={fmt_bytes(svc.vram_used_bytes)}/{fmt_bytes(svc.vram_budget_bytes)} "
             f"queue={fmt_queue(svc)} tok/s={fmt_rate(svc.tokens_per_s)} "
@@ -407,7 +449,8 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
         )
     for proc in snapshot.unmanaged:
         lines.append(
-            f"{stamp} unmanaged gpu{proc.gpu_index} pid={proc.pid} name={proc.name or '?'} "
+            f"{stamp} unmanaged {'' if proc.host == 'local' else proc.host + ':'}"
+            f"gpu{proc.gpu_index} pid={proc.pid} name={proc.name or '?'} "
             f"mem={fmt_bytes(proc.used_bytes)}"
         )
     if snapshot.scheduler is not None:
