@@ -77,13 +77,20 @@ def _context_client(name: str) -> docker.DockerClient:
 
 def client_for(endpoint: str) -> docker.DockerClient:
     """A client for one engine: `ssh://user@box[:port]` through the system `ssh` (so
-    ~/.ssh/config, keys and agents apply, as with the docker CLI), `tcp://` with TLS when
-    certificates are in DOCKER_CERT_PATH or ~/.docker (ca.pem, cert.pem, key.pem), `unix://`,
-    or the name of a Docker context."""
+    ~/.ssh/config, keys and agents apply, as with the docker CLI; kept-alive connections over one
+    multiplexed SSH connection per host, ssh's own output captured: `adapters/ssh_transport.py`),
+    `tcp://` with TLS when certificates are in DOCKER_CERT_PATH or ~/.docker (ca.pem, cert.pem,
+    key.pem), `unix://`, or the name of a Docker context."""
     if endpoint.startswith("ssh://"):
+        from aitherctl.adapters.ssh_transport import docker_client
+
         try:
-            return docker.DockerClient(base_url=endpoint, use_ssh_client=True, timeout=60)
-        except docker.errors.DockerException as exc:
+            return docker_client(endpoint, timeout=60)
+        except (
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            ValueError,
+        ) as exc:
             raise DockerUnavailableError(f"cannot use {endpoint}: {_reason(exc)}") from None
     if endpoint.startswith("tcp://"):
         return docker.DockerClient(base_url=endpoint, tls=_tls_config(endpoint), timeout=60)
