@@ -232,6 +232,8 @@ class HostsTransaction:
         }
 
     def apply(self, profile: str) -> list[tuple[str, ServiceOutcome]]:
+        from aitherctl.adapters import decisions
+
         guard = SignalGuard(self.cancel, self.progress)
         with guard:
             try:
@@ -282,6 +284,8 @@ class HostsTransaction:
                     finish(txn.engine, txn.txn, txn.intent)
                 except AitherError as exc:
                     problems.append(f"host {name!r}: {exc.message}")
+                else:
+                    decisions.forget_finished(txn.txn)
             if problems:
                 raise AitherError(
                     f"switched to {profile}, but cleaning up failed ({'; '.join(problems)}); "
@@ -331,15 +335,23 @@ class HostsTransaction:
 
     def _commit_all(self) -> None:
         """Commit records on every host; if one cannot be written, the ones written are taken
-        back and the error rolls everything back."""
+        back and the error rolls everything back. With several hosts the decision is written on
+        this machine first (`aitherctl.adapters.decisions`), so a crash between two hosts'
+        records still finishes every part on `recover`."""
+        from aitherctl.adapters import decisions
         from aitherctl.ops.records import record_name
 
+        decided = None
+        if len(self.txns) > 1:
+            decided = decisions.decide_commit(t.txn for t in self.txns.values())
         written: list[Transaction] = []
         try:
             for txn in self.txns.values():
                 txn.write_commit()
                 written.append(txn)
         except AitherError:
+            if decided is not None:
+                decisions.forget(decided)
             for txn in written:
                 with contextlib.suppress(AitherError):
                     txn.engine.remove_record(record_name(txn.engine.namespace, txn.txn, "commit"))

@@ -791,11 +791,16 @@ def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
         if item.aside:
             intents.setdefault(item.name.rsplit(c.ASIDE_MARK, 1)[1], None)
     done = []
+    from aitherctl.adapters import decisions
+
     for txn, intent in intents.items():
         profile = intent.profile if intent else "?"
-        if txn in committed:
+        # A part of a switch across hosts whose commit this machine decided, although the crash
+        # came before this host's own commit record was written.
+        if txn in committed or decisions.committed(txn):
             progress.note(f"finishing an interrupted switch to {profile} (it had committed)")
             finish(engine, txn, intent)
+            decisions.forget_finished(txn)
             done.append(Recovery(txn, profile, "finished", "set-aside containers removed"))
             journal.record("recover", profile, f"finished the interrupted switch to {profile}")
         else:
