@@ -269,9 +269,12 @@ class SshConnection(urllib3.connection.HTTPConnection):
             )
         except OSError as exc:
             ours.close()
-            raise urllib3.exceptions.NewConnectionError(
-                self, f"cannot run {self.command[0]}: {exc.strerror or exc}"
-            ) from None
+            self.failure = (
+                f"no `{self.command[0]}` on PATH: install the OpenSSH client"
+                if isinstance(exc, FileNotFoundError)
+                else f"cannot run `{self.command[0]}`: {exc.strerror}"
+            )
+            raise urllib3.exceptions.NewConnectionError(self, self.failure) from None
         finally:
             theirs.close()
         sock = _ChannelSocket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=ours.detach())

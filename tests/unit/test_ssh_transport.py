@@ -152,3 +152,16 @@ def test_a_long_message_is_clipped_to_one_short_line() -> None:
     assert line is not None
     assert len(line) == 200
     assert line.endswith("…")
+
+
+def test_no_ssh_client_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitherctl.adapters.docker_engine import client_for
+    from aitherctl.errors import DockerUnavailableError
+
+    monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh there
+    with pytest.raises(DockerUnavailableError) as caught:
+        client_for("ssh://me@box.invalid")
+    assert caught.value.message == (
+        "cannot use ssh://me@box.invalid: no `ssh` on PATH: install the OpenSSH client"
+    )
