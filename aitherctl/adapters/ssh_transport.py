@@ -148,12 +148,24 @@ def control_path(endpoint: str) -> str | None:
 
 
 def _control_folders(state: str) -> list[str]:
-    folders = [os.path.join(os.path.abspath(state), "ssh")]
+    # Another user's state or runtime folder (root under `sudo` that keeps the user's
+    # environment) is not ours to put a socket in.
+    folders = []
+    state = os.path.abspath(state)
+    if not os.path.exists(state) or _owned(state):
+        folders.append(os.path.join(state, "ssh"))
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
+    if runtime and os.path.isabs(runtime) and _owned(runtime):
         folders.append(os.path.join(runtime, "aitherctl-ssh"))
     folders.append(f"/tmp/aitherctl-ssh-{os.geteuid()}")
     return folders
+
+
+def _owned(path: str) -> bool:
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def _private_folder(folder: str) -> bool:
