@@ -268,6 +268,7 @@ class SshConnection(urllib3.connection.HTTPConnection):
         self.failure: str | None = None
 
     def _new_conn(self) -> socket.socket:
+        self.failure = None  # urllib3 reconnects a closed connection object: a new ssh
         ours, theirs = socket.socketpair()
         try:
             self.process = subprocess.Popen(
