@@ -11,38 +11,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 
 import pytest
 
 from aitherctl.core.nvidia_smi import SHELL_SNIPPET, parse_inventory
 
 GIB = 1024**3
+from tests.gpu.conftest import HOLD_GIB
+
 MIB = 1024**2
-HOLD_GIB = 3
-
-
-@pytest.fixture
-def foreign_process() -> Iterator[subprocess.Popen[str]]:
-    pytest.importorskip("torch")
-    code = (
-        "import time, torch\n"
-        f"x = torch.empty({HOLD_GIB} * 1024**3, dtype=torch.uint8, device='cuda:0')\n"
-        "x.fill_(1); torch.cuda.synchronize(); print('holding', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.strip() == "holding", process.stderr.read() if process.stderr else line
-    time.sleep(1.0)
-    yield process
-    process.kill()
-    process.wait(timeout=30)
 
 
 def test_the_snippet_parses_to_what_nvml_reports(foreign_process: subprocess.Popen[str]) -> None:

@@ -14,14 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 GIB = 1024**3
-HOLD_GIB = 4
+from tests.gpu.conftest import HOLD_GIB
 
 
 def smi(query: str, kind: str = "gpu") -> list[list[str]]:
@@ -39,28 +37,6 @@ def aitherctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aitherctl", *args], capture_output=True, text=True, check=False
     )
-
-
-@pytest.fixture
-def foreign_process() -> Iterator[subprocess.Popen[str]]:
-    """A PyTorch process holding HOLD_GIB GiB on GPU 0 until the test ends."""
-    pytest.importorskip("torch")
-    code = (
-        "import sys, time, torch\n"
-        f"x = torch.empty({HOLD_GIB} * 1024**3, dtype=torch.uint8, device='cuda:0')\n"
-        "x.fill_(1); torch.cuda.synchronize(); print('holding', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.strip() == "holding", process.stderr.read() if process.stderr else line
-    time.sleep(1.0)  # NVML's process list catches up
-    yield process
-    process.kill()
-    process.wait(timeout=30)
 
 
 def test_gpu_json_matches_nvidia_smi() -> None:
