@@ -138,6 +138,20 @@ _REQUIREMENTS = re.compile(
     r"не менее|должен|включ)"
     r"|至少|必须|包括|包含|要求|每个|表格",
 )
+# A specialised field of knowledge (law, medicine, the sciences, economics, philosophy, history,
+# politics, computing theory): what FLASK annotates as "major" or "expert level knowledge".
+_FIELD = re.compile(
+    r"\b(legal|law(s|yer)?|court|statut|jurisd|liabil|constitution|regulat|medic|clinic|patient|"
+    r"diagnos|disease|symptom|therap|pharma|surg|genet|molecul|protein|neuro|quantum|physic|chemi|"
+    r"biolog|ecolog|evolution|thermodyn|econom|financ|invest|monetar|fiscal|inflation|accounting|"
+    r"philosoph|ethic|moral|epistem|metaphys|psycholog|cognit|sociolog|anthropolog|politic|"
+    r"geopolit|democra|histor|empire|colonial|algorithm|cryptograph|statistic|probabilit|"
+    r"hypothes|empiric|gesetz|jurist|medizin|wirtschaft|physik|chemie|psycholog|geschicht|"
+    r"juridi|médic|économ|physique|chimi|jurídic|económ|filosof|físic|químic|закон|юрид|медиц|"
+    r"эконом|философ|физи|хими|биолог|истори|полит|психолог)"
+    r"|法律|医学|醫學|经济|經濟|経済|哲学|哲學|物理|化学|化學|生物|历史|歷史|歴史|政治|心理|算法|伦理|"
+    r"量子|基因|법률|의학|경제|철학|물리|화학|생물|역사|정치|심리",
+)
 # Clause breaks: punctuation and joining words ("..., and also ...").
 _CLAUSE = re.compile(r"[,;:，；：]|\b(?:and|also|then|und|et|y|e|и)\b|并且|然后|以及")
 _LONG_WORD = re.compile(r"[^\W\d_]{10,}")
@@ -169,6 +183,8 @@ CUE_PHRASES: dict[str, str] = {
     "hypothetical": "a hypothetical scenario to reason through",
     "requirements": "requirements stated in the request",
     "long_words": "long, specialised words",
+    "word_length": "long words on average",
+    "field": "a specialised field (law, medicine, science, economics...)",
     "clauses": "several clauses in the request",
 }
 
@@ -233,6 +249,7 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     else:
         sample = text
     words = _count_words(text)
+    cjk_text = _CJK.search(sample) is not None
     if system:
         words += len(system.split()) // 4
 
@@ -311,10 +328,18 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     needs = _REQUIREMENTS.findall(low)
     if needs:
         cue("requirements", math.log1p(len(needs)))
-    request_words = _TOKEN.findall(request)
+    # Word lengths in the scripts that separate words (a run of Chinese characters is not a word).
+    spaced = _CJK.sub(" ", request) if cjk_text else request
+    request_words = _TOKEN.findall(spaced)
     if len(request_words) >= 5:
-        long_share = len(_LONG_WORD.findall(request)) / len(request_words)
+        long_share = len(_LONG_WORD.findall(spaced)) / len(request_words)
         cue("long_words", min(1.0, 4.0 * long_share))
+        mean_length = sum(map(len, request_words)) / len(request_words)
+        cue("word_length", max(-1.0, min(1.0, (mean_length - 4.5) / 2.0)))
+    fields = _FIELD.findall(low)
+    if fields:
+        match = _FIELD.search(low)
+        cue("field", math.log1p(len(fields)), seen(match, request, low) if match else "")
     cue("clauses", math.log1p(len(_CLAUSE.findall(low))))
     sample_low = sample.lower()
     match = _EXTRACT.search(sample_low)

@@ -80,6 +80,21 @@ EXPERTQA = "chaitanyamalaviya/ExpertQA"
 EXPERTQA_DIRECTED = "Directed question that has a single unambiguous answer"
 XQUAD = "google-deepmind/xquad"
 ROUTELLM = "lm-sys/RouteLLM"
+FLASK = "kaistAI/FLASK"
+FOLLOWBENCH = "YJiangcm/FollowBench"
+# FLASK's annotated difficulty level -> effort (LABELLING.md, third round).
+FLASK_TARGET = {
+    "simple lifestyle knowledge": 2.0, "advanced lifestyle knowledge": 3.0,
+    "formal education knowledge": 4.0, "major level knowledge": 5.5,
+    "expert level knowledge": 7.0,
+}
+# FLASK `task` values not read: our evaluation sets (WizardLM's test set holds Vicuna's questions),
+# the reserved sets and their copies, BIG-bench (canary).
+FLASK_SKIPPED = (
+    "Wizardlm", "Vicuna", "Gsm8k", "Prm800k", "Leetcode", "Agieval - math (amc + aime)", "Bbh",
+)
+FOLLOWBENCH_FILES = ("content", "example", "format", "mixed", "situation", "style")
+FOLLOWBENCH_SKIPPED = ("gsm_8k", "BBH_logical", "BBH_time", "vicuna")
 # MMLU subjects by the level their name gives (LABELLING.md); an optional source (--extra).
 MMLU_LEVELS = (("elementary_", 3.0), ("high_school_", 4.0), ("college_", 5.0),
                ("professional_", 6.0))
@@ -116,15 +131,44 @@ def _question_types(row: dict[str, object]) -> set[str]:
     return {k.strip() for k in kinds.split("|") if k.strip()}
 
 
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _flask_rows(reader: SourceReader) -> list[tuple[str, float]]:
+    rows = reader.jsonl(FLASK, "evaluation_set/flask_evaluation.jsonl")
+    return [
+        (str(r["instruction"]), FLASK_TARGET[str(r["difficulty"])]) for r in rows
+        if str(r["difficulty"]) in FLASK_TARGET
+        and str(r["task"]) not in FLASK_SKIPPED and not str(r["task"]).startswith("Bigbench")
+    ]
+
+
+def _followbench_rows(reader: SourceReader) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    for folder in ("data", "data_zh"):
+        for name in FOLLOWBENCH_FILES:
+            items = json.loads(reader.read(FOLLOWBENCH, f"{folder}/{name}_constraints.json"))
+            rows.extend(
+                (str(r["instruction"]), 3.0 + 0.6 * int(r["level"])) for r in items
+                if str(r.get("source")) not in FOLLOWBENCH_SKIPPED
+            )
+    return rows
+
+
 def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
                       extra: tuple[str, ...] = ()) -> list[Example]:
     """The training set: every source capped at `cap` items (a seeded sample); `extra` names
-    optional sources ("mmlu-levels") that the shipped weights do not use."""
+    optional sources ("mmlu-levels", "flask", "followbench") that the shipped weights may leave
+    out (RESULTS.md says which are in). A prompt that is also an evaluation prompt is dropped."""
     rng = random.Random(seed)
     out: list[Example] = []
+    held_out = {_norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
+    held_out |= {p[:60] for p in held_out}
 
     def add(source: str, rows: list[tuple[str, float]], limit: int = cap) -> None:
-        rows = [(p.strip(), t) for p, t in rows if p and p.strip()]
+        rows = [(p.strip(), t) for p, t in rows
+                if p and p.strip() and _norm(p) not in held_out and _norm(p)[:60] not in held_out]
         if len(rows) > limit:
             rows = rng.sample(rows, limit)
         out.extend(Example(p, t, source) for p, t in rows)
@@ -193,6 +237,10 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
                     table = csv.DictReader(io.StringIO(reader.read(ROUTELLM, path)))
                     rows.extend((str(r["prompt"]), target) for r in table)
             add(f"mmlu-{prefix.rstrip('_')}", rows, limit=cap // 3)
+    if "flask" in extra:
+        add("flask", _flask_rows(reader))
+    if "followbench" in extra:
+        add("followbench", _followbench_rows(reader))
     own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
     add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
     return out

@@ -31,7 +31,8 @@ from data import SourceReader, training_examples
 
 from aitherctl.core.effort_features import PromptFeatures, extract_features
 
-GENERAL = ("aitherctl-labelled", "personality-chat")
+GENERAL = ("aitherctl-labelled", "personality-chat", "flask", "followbench")
+EXTRA = ("flask", "followbench")  # the optional sources the shipped weights use (RESULTS.md)
 OUT = Path(__file__).resolve().parents[2] / "aitherctl" / "core" / "effort_weights.py"
 
 
@@ -153,7 +154,7 @@ def main() -> int:
     parser.add_argument("--source-root", type=Path, required=True)
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--min-df", type=int, default=3, help="drop terms seen in fewer prompts")
+    parser.add_argument("--min-df", type=int, default=5, help="drop terms seen in fewer prompts")
     parser.add_argument("--calibrate", choices=("spread", "least-squares", "cuts", ""),
                         default="spread",
                         help="how the output stretch is fitted on leave-one-source-out "
@@ -163,8 +164,10 @@ def main() -> int:
     parser.add_argument("--min-weight", type=float, default=0.02,
                         help="terms with a smaller weight are not shipped")
     parser.add_argument("--loso-sources", nargs="*", default=[])
-    parser.add_argument("--extra", nargs="*", default=[], choices=("mmlu-levels",),
-                        help="optional sources (sources.yaml) the shipped weights leave out")
+    parser.add_argument("--extra", nargs="*", default=list(EXTRA),
+                        choices=("mmlu-levels", "flask", "followbench"),
+                        help="optional sources of sources.yaml to read (default: those the "
+                             "shipped weights use)")
     parser.add_argument("--dump-unseen", type=Path,
                         help="write the leave-one-source-out predictions here (JSON lines)")
     parser.add_argument("--no-band-balance", action="store_true")
@@ -175,7 +178,7 @@ def main() -> int:
     parser.add_argument("--shift", type=float, default=0.0)
     parser.add_argument("--general", nargs="*", default=list(GENERAL),
                         help="the sources that --general-weight applies to")
-    parser.add_argument("--general-weight", type=float, default=3.0,
+    parser.add_argument("--general-weight", type=float, default=6.0,
                         help="extra weight of the general (non-maths) sources")
     args = parser.parse_args()
 

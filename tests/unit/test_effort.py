@@ -22,6 +22,7 @@ from aitherctl.core.effort import (
     score_effort,
     score_effort_heuristic,
 )
+from aitherctl.core.effort_features import extract_features
 from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
 DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
@@ -200,3 +201,28 @@ def test_the_model_graded_scorer_falls_back_to_the_learned_score_without_a_grade
     result = scorer.score(GERMAN_PROOF)
     assert result.score == score_effort(GERMAN_PROOF).score
     assert result.reasons[-1] == "classifier: no local model to grade; heuristic used"
+
+
+def test_a_run_of_chinese_characters_is_not_a_long_word() -> None:
+    # Chinese has no spaces: a sentence is one "token" of the word pattern, not a long word.
+    chinese = "请用简单的语言解释一下为什么天空在白天是蓝色的而不是别的颜色"
+    cues = dict(extract_features(chinese).cues)
+    assert "long_words" not in cues
+    assert "word_length" not in cues
+    mixed_prompt = "请解释 photosynthesis and chemiosmosis in chloroplasts 的过程"
+    mixed = dict(extract_features(mixed_prompt).cues)
+    assert mixed["long_words"] > 0
+
+
+@pytest.mark.parametrize(
+    ("prompt", "word"),
+    [
+        ("Which legal doctrines decide who pays for the repair?", "legal"),
+        ("Erkläre die Grundlagen der Thermodynamik.", "thermodyn"),
+        ("请解释量子纠缠。", "量子"),
+    ],
+)
+def test_a_specialised_field_is_a_cue_with_the_word_that_fired_it(prompt: str, word: str) -> None:
+    feats = extract_features(prompt)
+    assert "field" in dict(feats.cues)
+    assert dict(feats.examples)["field"].lower().startswith(word.lower())
