@@ -40,7 +40,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,3 +294,26 @@ def fresh_hosts(two_hosts: TwoHosts, namespace: str) -> Iterator[TwoHosts]:
     yield two_hosts
     ensure_up(two_hosts)
     cleanup_nodes(two_hosts, namespace)
+
+
+def stderr_until(
+    process: Any, done: Callable[[bytes], bool], timeout_s: float
+) -> bytes:
+    """What a running CLI process has written on stderr, read until `done(text so far)` holds
+    (fails after `timeout_s` seconds; stops early if the process closes stderr)."""
+    import os
+    import select
+    import time
+
+    assert process.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while not done(seen):
+        assert time.monotonic() < deadline, seen.decode()
+        ready, _, _ = select.select([process.stderr], [], [], 1.0)
+        if ready:
+            chunk = os.read(process.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen

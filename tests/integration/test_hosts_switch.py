@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from tests.integration.hosts_helpers import (
     engine_down,
     ensure_up,
     sshd_down,
+    stderr_until,
 )
 
 pytest_plugins = ["tests.integration.hosts_helpers"]
@@ -206,17 +205,9 @@ def test_an_engine_killed_mid_switch_is_named_and_recover_finishes_there(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
-    assert process.stderr is not None
-    seen = b""
-    deadline = time.monotonic() + 120
-    while b"two@b" not in seen or b"waiting" not in seen.split(b"two@b")[-1]:
-        assert time.monotonic() < deadline, seen.decode()
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        if ready:
-            chunk = os.read(process.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
+    seen = stderr_until(
+        process, lambda seen: b"two@b" in seen and b"waiting" in seen.split(b"two@b")[-1], 120
+    )
     with engine_down(hosts.b):
         _out, err = process.communicate(timeout=180)
         message = seen.decode() + err.decode()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from tests.integration.hosts_helpers import (
     engine_down,
     ensure_up,
     sshd_down,
+    stderr_until,
 )
 
 pytest_plugins = ["tests.integration.hosts_helpers"]
@@ -204,17 +204,7 @@ def test_an_engine_that_dies_mid_switch_is_one_line_and_no_ssh_noise(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
-    assert process.stderr is not None
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"waiting" not in seen:
-        assert time.monotonic() < deadline, seen.decode()
-        ready, _, _ = select.select([process.stderr], [], [], 1.0)
-        if ready:
-            chunk = os.read(process.stderr.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
+    seen = stderr_until(process, lambda seen: b"waiting" in seen, 60)
     with engine_down(hosts.a):
         _out, rest = process.communicate(timeout=120)
     message = seen.decode() + rest.decode()
