@@ -17,6 +17,7 @@ the image's `aither.test.context` label and compared before building.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,35 +53,47 @@ def context_hash(folder: Path) -> str:
 def ensure_image(client: Any, tag: str) -> str:
     """Builds `tag` from its folder unless an image with the same content hash is there.
     `client` is a docker SDK client (DockerEngine's `.client`); the base image must exist."""
+    return build_if_changed(client, tag, BUILD_FOLDERS[tag])
+
+
+def build_if_changed(
+    client: Any, tag: str, folder: Path, buildargs: dict[str, str] | None = None
+) -> str:
+    """Builds `tag` from `folder` (with `buildargs`) unless an image labelled with the same
+    folder hash and build arguments is there."""
     import docker.errors
 
-    folder = BUILD_FOLDERS[tag]
     wanted = context_hash(folder)
+    if buildargs:
+        wanted += ":" + ",".join(f"{k}={v}" for k, v in sorted(buildargs.items()))
     try:
         labels = client.images.get(tag).labels or {}
     except docker.errors.ImageNotFound:
         labels = {}
     if labels.get(CONTEXT_LABEL) != wanted:
         client.images.build(
-            path=str(folder), tag=tag, pull=False, rm=True, labels={CONTEXT_LABEL: wanted}
+            path=str(folder), tag=tag, pull=False, rm=True, buildargs=buildargs or {},
+            labels={CONTEXT_LABEL: wanted},
         )
     return tag
 
 
-def _image_fixture(tag: str) -> Any:
+def image_fixture(tag: str, ensure: Callable[[Any, str], str] = ensure_image) -> Any:
+    """A session fixture that builds `tag` (on the base image) with `ensure` and returns it."""
+
     @pytest.fixture(scope="session")
     def built(docker_engine: Any) -> str:
         from tests.conftest import _need_image
 
         _need_image(docker_engine, BASE_IMAGE)
-        return ensure_image(docker_engine.client, tag)
+        return ensure(docker_engine.client, tag)
 
     return built
 
 
-vllm_sleep_image = _image_fixture(VLLM_SLEEP_IMAGE)
-ollama_double_image = _image_fixture(OLLAMA_IMAGE)
-comfyui_double_image = _image_fixture(COMFYUI_IMAGE)
+vllm_sleep_image = image_fixture(VLLM_SLEEP_IMAGE)
+ollama_double_image = image_fixture(OLLAMA_IMAGE)
+comfyui_double_image = image_fixture(COMFYUI_IMAGE)
 
 
 # -- profile entries ------------------------------------------------------------------------

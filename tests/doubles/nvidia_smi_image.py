@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from tests.doubles.images import BASE_IMAGE, CONTEXT_LABEL, HERE, context_hash
+from tests.doubles.images import HERE, build_if_changed, image_fixture
 
 NVIDIA_SMI_IMAGE = "aither-test/nvidia-smi-double:latest"
 NVIDIA_SMI_NO_DRIVER_IMAGE = "aither-test/nvidia-smi-double:no-driver"
@@ -32,40 +30,12 @@ _FAILURES = {
 def ensure_nvidia_smi_image(client: Any, tag: str) -> str:
     """Builds `tag` unless an image with the same folder hash and failure mode is there.
     `client` is a docker SDK client; the base image must exist."""
-    import docker.errors
-
-    failure = _FAILURES[tag]
-    wanted = f"{context_hash(FOLDER)}:{failure}"
-    try:
-        labels = client.images.get(tag).labels or {}
-    except docker.errors.ImageNotFound:
-        labels = {}
-    if labels.get(CONTEXT_LABEL) != wanted:
-        client.images.build(
-            path=str(FOLDER),
-            tag=tag,
-            pull=False,
-            rm=True,
-            buildargs={"NVIDIA_SMI_DOUBLE_FAIL": failure},
-            labels={CONTEXT_LABEL: wanted},
-        )
-    return tag
+    return build_if_changed(client, tag, FOLDER, {"NVIDIA_SMI_DOUBLE_FAIL": _FAILURES[tag]})
 
 
-def _fixture(tag: str) -> Any:
-    @pytest.fixture(scope="session")
-    def built(docker_engine: Any) -> str:
-        from tests.conftest import _need_image
-
-        _need_image(docker_engine, BASE_IMAGE)
-        return ensure_nvidia_smi_image(docker_engine.client, tag)
-
-    return built
-
-
-nvidia_smi_image = _fixture(NVIDIA_SMI_IMAGE)
-nvidia_smi_no_driver_image = _fixture(NVIDIA_SMI_NO_DRIVER_IMAGE)
-nvidia_smi_hang_image = _fixture(NVIDIA_SMI_HANG_IMAGE)
+nvidia_smi_image = image_fixture(NVIDIA_SMI_IMAGE, ensure_nvidia_smi_image)
+nvidia_smi_no_driver_image = image_fixture(NVIDIA_SMI_NO_DRIVER_IMAGE, ensure_nvidia_smi_image)
+nvidia_smi_hang_image = image_fixture(NVIDIA_SMI_HANG_IMAGE, ensure_nvidia_smi_image)
 
 __all__ = [
     "NVIDIA_SMI_HANG_IMAGE",
