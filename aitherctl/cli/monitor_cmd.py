@@ -36,7 +36,12 @@ def monitor(
     app = build_monitor_app(
         interval_s=interval, use_gpu=not no_gpu, use_docker=not no_docker, scrape_timeout_s=timeout
     )
-    app.run()
+    try:
+        app.run()
+    finally:
+        close = getattr(app.source, "close", None)  # the other hosts' connections
+        if close is not None:
+            close()
 
 
 def register(app: typer.Typer) -> None:

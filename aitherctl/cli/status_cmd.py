@@ -52,6 +52,7 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     )
     if not watch:
         snapshot = collector.collect()
+        collector.close()
         if json_output:
             output.data(snapshot_to_dict(snapshot))
         else:
@@ -89,6 +90,8 @@ def status(  # noqa: PLR0917 - Typer passes options by position
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
+    finally:
+        collector.close()
 
 
 def register(app: typer.Typer) -> None:

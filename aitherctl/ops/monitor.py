@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
+from aitherctl.adapters.http_probe import probe_host
 from aitherctl.adapters.scrape import ScrapeTarget
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.metrics import CounterReading, parse_timestamp, rate_per_s
@@ -115,7 +116,12 @@ class _HostPart:
     containers: list[Any]
     inventory: GpuInventory
     owner: dict[int, str]  # GPU process PID → container id
-    url: Callable[[Any], str]  # container → where this machine reaches its port
+    endpoint: str | None = None  # another host's Docker endpoint and address (None: here)
+    address: str | None = None
+
+    def url(self, container: Any) -> str:
+        """Where this machine reaches the container's published port."""
+        return scrape_url(probe_host(container.bind, self.endpoint, self.address), container.port)
 
 
 @dataclass
@@ -179,6 +185,12 @@ class MonitorCollector:
     def remote_source(self) -> RemoteSource | None:
         return self._remote
 
+    def close(self) -> None:
+        """Lets go of the other hosts' connections (this machine's sources hold none open)."""
+        close = getattr(self._remote, "close", None)
+        if close is not None:
+            close()
+
     def note(self, kind: LogKind, message: str) -> None:
         """Adds a line to the log pane (actions taken from the monitor)."""
         self._log.append(LogEntry(self._now(), kind, message))
@@ -204,23 +216,15 @@ class MonitorCollector:
         gpu_pids = {proc.pid for gpu in inventory.gpus for proc in gpu.processes}
         init_pids = {c.id: stack.init_pids.get(c.id) for c in containers}
         owner = self._procs.containers_of(sorted(gpu_pids), init_pids) if gpu_pids else {}
-        parts = [
-            _HostPart("local", stack, containers, inventory, owner,
-                      lambda c: scrape_url(c.bind, c.port))
-        ]
+        parts = [_HostPart("local", stack, containers, inventory, owner)]
         views: list[HostStatusView] = []
         for reading in remote:
             remote_containers = [c for c in reading.stack.containers if c.id]
             remote_owner = {pid: cid for cid, pids in reading.pids.items() for pid in pids}
-
-            def url(c: Any, reading: RemoteReading = reading) -> str:
-                from aitherctl.adapters.http_probe import probe_host
-
-                return scrape_url(probe_host(c.bind, reading.endpoint, reading.address), c.port)
-
             gpus = reading.gpus if reading.gpus is not None else GpuInventory()
             parts.append(
-                _HostPart(reading.name, reading.stack, remote_containers, gpus, remote_owner, url)
+                _HostPart(reading.name, reading.stack, remote_containers, gpus, remote_owner,
+                          reading.endpoint, reading.address)
             )
             views.append(
                 HostStatusView(

@@ -32,6 +32,7 @@ from aitherctl.core.monitor_model import LogEntry, StackReading
 from aitherctl.core.profile import Host
 
 GpuReader = Callable[[Any, str], GpuInventory]  # (DockerEngine, image) → that host's GPUs
+_GpuReading = tuple[GpuInventory, dict[str, tuple[int, ...]]]  # GPUs, container id → host PIDs
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class _HostState:
         self.gpus: GpuInventory | None = None
         self.pids: dict[str, tuple[int, ...]] = {}
         self.read_at: float | None = None
-        self.pending: Future[tuple[GpuInventory, dict[str, tuple[int, ...]]]] | None = None
+        self.pending: Future[_GpuReading] | None = None
 
 
 class RemoteHostsSource:
@@ -96,7 +97,10 @@ class RemoteHostsSource:
         self._retry_s = retry_s
         self._monotonic = monotonic
         self._states: dict[str, _HostState] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        # container listings, and GPU readings (a container start each) apart from them, so a
+        # slow reading never holds up the next refresh's listings
+        self._listings: ThreadPoolExecutor | None = None
+        self._readings: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def engine(self, host: str) -> Any | None:
@@ -116,43 +120,36 @@ class RemoteHostsSource:
                         self._forget(name)
                     self._states[name] = _HostState(host, self._retry_s)
             states = [self._states[name] for name in sorted(hosts)]
+            if states and self._listings is None:
+                self._listings = ThreadPoolExecutor(8, thread_name_prefix="aither-hosts")
+                self._readings = ThreadPoolExecutor(4, thread_name_prefix="aither-hosts-gpu")
         if not states:
             return ()
-        pool = self._executor(len(states))
-        futures = [pool.submit(self._read_one, state) for state in states]
+        assert self._listings is not None
+        futures = [self._listings.submit(self._read_one, state) for state in states]
         return tuple(future.result() for future in futures)
 
     def close(self) -> None:
         with self._lock:
             for name in list(self._states):
                 self._forget(name)
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            for pool in (self._listings, self._readings):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+            self._listings = self._readings = None
 
     # ---- one host -------------------------------------------------------------------------
 
-    def _executor(self, hosts: int) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                # listings and GPU readings of every host at once
-                self._pool = ThreadPoolExecutor(
-                    max_workers=max(4, 2 * hosts), thread_name_prefix="aither-hosts"
-                )
-            return self._pool
-
     def _read_one(self, state: _HostState) -> RemoteReading:
         host = state.host
-        stack = state.stack.read()
-        stack = _tagged(stack, host.name)
+        stack = _tagged(state.stack.read(), host.name)
         engine = state.stack.engine
-        gpu_images = sorted(
-            {c.image for c in stack.containers if c.gpus and c.state == "running" and c.image}
-        )
-        if engine is None or not gpu_images or not self._read_gpus:
-            state.gpus, state.pids, state.read_at = None, {}, None
+        gpu_containers = [c for c in stack.containers if c.gpus and c.state == "running"]
+        images = sorted({c.image for c in gpu_containers if c.image})
+        if engine is None or not images or not self._read_gpus:
+            state.gpus, state.pids, state.read_at, state.pending = None, {}, None, None
         else:
-            self._refresh_gpus(state, engine, gpu_images[0], stack)
+            self._refresh_gpus(state, engine, images[0], [c.id for c in gpu_containers])
         age = self._monotonic() - state.read_at if state.read_at is not None else None
         return RemoteReading(
             name=host.name,
@@ -165,38 +162,34 @@ class RemoteHostsSource:
         )
 
     def _refresh_gpus(
-        self, state: _HostState, engine: Any, image: str, stack: StackReading
+        self, state: _HostState, engine: Any, image: str, container_ids: list[str]
     ) -> None:
-        pending = state.pending
-        if pending is not None and pending.done():
-            state.pending = None
-            try:
-                state.gpus, state.pids = pending.result()
-            except Exception as exc:  # the reader never raises; a bug must not stop the view
-                state.gpus, state.pids = GpuInventory(error=f"GPU reading failed: {exc}"), {}
-            state.read_at = self._monotonic()
+        """Takes a finished background reading; starts a new one when the last is stale (or,
+        with `wait_for_gpus`, takes it here and now)."""
+        if state.pending is not None and state.pending.done():
+            self._store(state, state.pending.result)
         stale = state.read_at is None or self._monotonic() - state.read_at >= self._gpu_every_s
-        if state.pending is None and stale:
-            running = [c.id for c in stack.containers if c.gpus and c.state == "running"]
-            pool = self._executor(1)
-            state.pending = pool.submit(self._take_gpu_reading, engine, image, running)
-            if self._wait:
-                self._refresh_after(state)
-
-    def _refresh_after(self, state: _HostState) -> None:
-        pending = state.pending
-        if pending is None:
+        if state.pending is not None or not stale:
             return
+        if self._wait:
+            self._store(state, lambda: self._take_gpu_reading(engine, image, container_ids))
+            return
+        assert self._readings is not None
+        state.pending = self._readings.submit(
+            self._take_gpu_reading, engine, image, container_ids
+        )
+
+    def _store(self, state: _HostState, take: Callable[[], _GpuReading]) -> None:
         try:
-            state.gpus, state.pids = pending.result()
-        except Exception as exc:
+            state.gpus, state.pids = take()
+        except Exception as exc:  # the reader never raises; a bug must not stop the view
             state.gpus, state.pids = GpuInventory(error=f"GPU reading failed: {exc}"), {}
         state.pending = None
         state.read_at = self._monotonic()
 
     def _take_gpu_reading(
         self, engine: Any, image: str, container_ids: list[str]
-    ) -> tuple[GpuInventory, dict[str, tuple[int, ...]]]:
+    ) -> _GpuReading:
         inventory = self._gpu_reader(engine, image)
         pids: dict[str, tuple[int, ...]] = {}
         if inventory.available:

@@ -5,6 +5,8 @@ both hosts, never finish it on one and roll it back on the other.
 The death is real: the switch runs in its own process, in which `DockerEngine.write_record` is
 wrapped so that the process calls `os._exit(137)` (what SIGKILL leaves: no handler, no cleanup)
 just before the second commit record is written. Nothing in aitherctl is told about it.
+A Docker error at the same point instead must roll both hosts back, with no decision left that
+a later `recover` could finish.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.integration.test_hosts_switch import containers, llama
 pytest_plugins = ["tests.integration.hosts_helpers"]
 pytestmark = pytest.mark.docker
 
-DIE_AT_SECOND_COMMIT = """
+FAULT_AT_SECOND_COMMIT = """
 import os, sys
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.ops.records import LABEL_KIND
@@ -38,8 +40,7 @@ def write_record(self, name, labels):
     if labels.get(LABEL_KIND) == "commit":
         commits.append(self.host)
         if len(commits) == 2:
-            print(f"dying before the commit record on {self.host}", flush=True)
-            os._exit(137)
+            {fault}
     return real(self, name, labels)
 
 DockerEngine.write_record = write_record
@@ -47,6 +48,13 @@ sys.argv = ["aitherctl", "profile", "switch", "after", "--yes"]
 from aitherctl.cli.fast_run import main
 main()
 """
+DIE = (
+    'print(f"dying before the commit record on {self.host}", flush=True); os._exit(137)'
+)
+REFUSE = (
+    "from aitherctl.errors import DockerError; "
+    'raise DockerError("creating the switch record: volume plugin refused")'
+)
 
 
 @pytest.fixture
@@ -60,9 +68,12 @@ def running_ids(node: Any, namespace: str) -> dict[str, str]:
             if status == "running"}
 
 
-def test_a_crash_between_two_hosts_commit_records_finishes_on_both(
+@pytest.fixture
+def before_after(
     write_profile: Callable[..., Path], hosts: TwoHosts, namespace: str
-) -> None:
+) -> Iterator[dict[str, str]]:
+    """`before` running (one llama.cpp per host) and `after` (both replaced) written; yields
+    the running containers' ids by name."""
     port_a, port_b = free_port(), free_port()
     declared = {"a": {"docker": hosts.a.url, "address": "127.0.0.1"},
                 "b": {"docker": hosts.b.url, "address": "127.0.0.1"}}
@@ -75,10 +86,25 @@ def test_a_crash_between_two_hosts_commit_records_finishes_on_both(
     })
     first = run_cli("profile", "switch", "before", "--yes")
     assert first.returncode == 0, first.stdout + first.stderr
-    before = {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)}
+    yield {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)}
+    run_cli("down", "--all", "--yes")
 
-    died = subprocess.run([sys.executable, "-c", DIE_AT_SECOND_COMMIT], capture_output=True,
-                          text=True, timeout=600, check=False)
+
+def switch_with_fault(fault: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", FAULT_AT_SECOND_COMMIT.replace("{fault}", fault)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def decisions_left() -> list[Path]:
+    return list((Path(os.environ["AITHER_STATE_DIR"]) / "decisions").glob("*.json"))
+
+
+def test_a_crash_between_two_hosts_commit_records_finishes_on_both(
+    before_after: dict[str, str], hosts: TwoHosts, namespace: str
+) -> None:
+    died = switch_with_fault(DIE)
     assert died.returncode == 137, died.stdout + died.stderr
     assert "dying before the commit record" in died.stdout
 
@@ -87,13 +113,27 @@ def test_a_crash_between_two_hosts_commit_records_finishes_on_both(
     after = {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)}
     # Both hosts run the new containers, none of the old ones, and nothing is left aside.
     assert set(after) == {f"aither-{namespace}-one", f"aither-{namespace}-two"}
-    assert not set(after.values()) & set(before.values())
+    assert not set(after.values()) & set(before_after.values())
     every = {**containers(hosts.a, namespace), **containers(hosts.b, namespace)}
     assert set(every) == set(after), f"left behind: {sorted(set(every) - set(after))}"
 
     listing = json.loads(run_cli("ps", "--json").stdout)
     assert {(row["service"], row["host"], row["profile"]) for row in listing["services"]} == {
         ("one", "a", "after"), ("two", "b", "after")}
-    state = Path(os.environ["AITHER_STATE_DIR"])
-    assert not list((state / "decisions").glob("*.json")), "the decision outlived the switch"
-    run_cli("down", "--all", "--yes")
+    assert not decisions_left(), "the decision outlived the switch"
+
+
+def test_a_docker_error_on_the_second_commit_record_rolls_back_both(
+    before_after: dict[str, str], hosts: TwoHosts, namespace: str
+) -> None:
+    failed = switch_with_fault(REFUSE)
+    assert failed.returncode != 0
+    assert "volume plugin refused" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    # Both hosts are back on the very containers they ran, with no decision left to finish them.
+    after = {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)}
+    assert after == before_after
+    assert not decisions_left()
+    recovered = run_cli("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)} == before_after
