@@ -1,20 +1,25 @@
-"""The learned effort scorer: a linear model over cheap prompt features, trained on public data.
+"""The learned effort scorer: boosted trees and word weights over cheap prompt features.
 
-Effort = BIAS + sum(cue weight x cue value) + (sum of term weights) / sqrt(number of terms),
-rounded and clamped to 1..10. Features: aitherctl/core/effort_features.py. Weights:
-aitherctl/core/effort_weights.py, rebuilt by scripts/effort/train.py from the pinned public sources
-in scripts/effort/sources.yaml with the labels of scripts/effort/LABELLING.md. Pure Python, no
-model download, no embeddings service; scoring one prompt takes well under a millisecond
+Effort = BIAS + the trees' part + (sum of term weights) / sqrt(number of terms), rounded and
+clamped to 1..10. The trees read the named cues of aitherctl/core/effort_features.py (maths
+notation, code, asks for a proof, a look-up question, the length...); the term weights read the
+words. Weights: aitherctl/core/effort_weights.py, rebuilt by scripts/effort/train.py from the pinned
+public sources in scripts/effort/sources.yaml with the labels of scripts/effort/LABELLING.md. Pure
+Python, no model download, no embeddings service; scoring one prompt takes well under a millisecond
 (bench/bench_effort.py).
 
-The reasons are the contributions that moved the score the most, in words a user can check: the
-named cues ("maths notation ($x^2$)", "asks for a proof (beweisen)") and the words whose learned
-weights pushed the score up or down.
+The reasons are the contributions that moved the score the most, in words a user can check. Each
+tree is walked from its root to a leaf; every step changes the prediction by the difference of the
+two nodes' values, and that change is put down to the cue the step tested. So a cue's contribution
+is the sum of its steps over all trees (Saabas' attribution), and the contributions plus BIAS add
+up to the score exactly: "+1.4 maths notation ($x^2$)", "-0.6 absent: code", "+0.9 length (412
+words)", and the words whose learned weights pushed the score up or down.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aitherctl.core.effort import MAX_EFFORT, MIN_EFFORT, EffortScore
@@ -22,12 +27,22 @@ from aitherctl.core.effort_features import CUE_PHRASES, PromptFeatures, extract_
 
 # A reason is shown when it moved the score by at least this much.
 _SHOWN = 0.25
+# A tree node: (cue index or -1 for a leaf, threshold, left child, right child, value).
+Node = tuple[int, float, int, int, float]
+Tree = Sequence[Node]
 
 
-def _weights() -> tuple[float, dict[str, float], dict[str, float]]:
+def tree_vector(cues: Mapping[str, float], words: int, names: Sequence[str]) -> list[float]:
+    """The trees' inputs, in the order of `names`: each cue's value (0 when it did not fire), and
+    "length", the log of the word count (one number instead of the linear model's buckets)."""
+    return [math.log1p(words) if n == "length" else cues.get(n, 0.0) for n in names]
+
+
+def _weights() -> tuple[float, tuple[str, ...], tuple[Tree, ...], dict[str, float]]:
     from aitherctl.core import effort_weights
 
-    return effort_weights.BIAS, effort_weights.CUE_WEIGHTS, effort_weights.TERM_WEIGHTS
+    w = effort_weights
+    return w.BIAS, w.CUE_NAMES, w.TREES, w.TERM_WEIGHTS
 
 
 def _term_label(term: str) -> str:
@@ -35,10 +50,11 @@ def _term_label(term: str) -> str:
     return f"{text}…" if kind == "p" else text
 
 
-def _cue_label(name: str, words: int) -> str:
-    if name.startswith("len"):
+def _cue_label(name: str, words: int, fired: bool) -> str:
+    if name == "length":
         return f"length ({words} word{'' if words == 1 else 's'})"
-    return CUE_PHRASES.get(name, name)
+    phrase = CUE_PHRASES.get(name, name)
+    return phrase if fired else f"absent: {phrase}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,33 +62,41 @@ class LearnedEffortScorer:
     """`EffortScorer` backed by the shipped weights (loaded on first use, then shared)."""
 
     bias: float
-    cue_weights: dict[str, float]
+    cue_names: tuple[str, ...]
+    trees: tuple[Tree, ...]
     term_weights: dict[str, float]
 
     @classmethod
     def shipped(cls) -> LearnedEffortScorer:
-        bias, cues, terms = _weights()
-        return cls(bias, cues, terms)
+        return cls(*_weights())
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore:
         feats = extract_features(prompt, system)
-        contributions: list[tuple[float, str]] = []
-        for name, value in feats.cues:
-            weight = self.cue_weights.get(name, 0.0)
-            if weight:
-                contributions.append((weight * value, name))
+        cues = dict(feats.cues)
+        x = tree_vector(cues, feats.words, self.cue_names)
+        moved = [0.0] * len(self.cue_names)
+        for tree in self.trees:
+            node = tree[0]
+            while node[0] >= 0:
+                step = tree[node[2] if x[node[0]] <= node[1] else node[3]]
+                moved[node[0]] += step[4] - node[4]
+                node = step
+        contributions = [
+            (value, name) for name, value in zip(self.cue_names, moved, strict=True) if value
+        ]
         term_parts = [
             (self.term_weights[t] * feats.term_scale, t)
             for t in feats.terms
             if t in self.term_weights
         ]
-        points = self.bias + sum(c for c, _ in contributions) + sum(c for c, _ in term_parts)
+        points = self.bias + sum(moved) + sum(c for c, _ in term_parts)
         score = max(MIN_EFFORT, min(MAX_EFFORT, math.floor(points + 0.5)))
-        return EffortScore(score, points, self._reasons(feats, contributions, term_parts))
+        return EffortScore(score, points, self._reasons(feats, cues, contributions, term_parts))
 
     def _reasons(
         self,
         feats: PromptFeatures,
+        cues: Mapping[str, float],
         contributions: list[tuple[float, str]],
         term_parts: list[tuple[float, str]],
     ) -> tuple[str, ...]:
@@ -80,7 +104,7 @@ class LearnedEffortScorer:
         reasons: list[tuple[float, str]] = []
         for value, name in contributions:
             if abs(value) >= _SHOWN:
-                label = _cue_label(name, feats.words)
+                label = _cue_label(name, feats.words, name == "length" or name in cues)
                 if name in examples:
                     label += f" ({examples[name]})"
                 reasons.append((value, label))

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from data import Example, SourceReader, evaluation_sets
+from data_fresh import fresh_evaluation_sets
 
 from aitherctl.core.effort import score_effort, score_effort_heuristic
 from aitherctl.core.effort_model import LearnedEffortScorer
@@ -56,6 +57,14 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     return cov / (vx * vy) if vx and vy else 0.0
 
 
+FRESH_MATHS = ("tal-scq5k-en", "tal-scq5k-zh", "mathodyssey", "scibench")
+
+
+def is_hard_maths(row: Example) -> bool:
+    """A hard maths or contest problem (LABELLING.md): none may land in 1-3."""
+    return row.source in ("aime24", "amc23") or (row.source in FRESH_MATHS and row.target >= 7)
+
+
 def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, object]:
     scores = [scorer(r.prompt) for r in rows]
     labels = [r.target for r in rows]
@@ -65,8 +74,7 @@ def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, obje
         name: sum(lo <= s <= hi for s in scores) / len(scores) for name, lo, hi in TIERS
     }
     hard_low = sum(
-        1 for s, r in zip(scores, rows, strict=True)
-        if r.source in ("aime24", "amc23") and band(s) == 0
+        1 for s, r in zip(scores, rows, strict=True) if is_hard_maths(r) and band(s) == 0
     )
     return {
         "n": len(rows),
@@ -94,7 +102,7 @@ def _scorer_from(path: Path) -> LearnedEffortScorer:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return LearnedEffortScorer(module.BIAS, module.CUE_WEIGHTS, module.TERM_WEIGHTS)
+    return LearnedEffortScorer(module.BIAS, module.CUE_NAMES, module.TREES, module.TERM_WEIGHTS)
 
 
 def main() -> int:
@@ -103,15 +111,22 @@ def main() -> int:
     parser.add_argument("--weights", type=Path,
                         help="a weights module written by train.py --out (default: the shipped)")
     parser.add_argument("--learned-only", action="store_true")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also the fresh external set of the fourth round (LABELLING.md: "
+                             "measured once, with the final model)")
     args = parser.parse_args()
-    sets = evaluation_sets(SourceReader(args.source_root))
+    reader = SourceReader(args.source_root)
+    sets = evaluation_sets(reader)
+    if args.fresh:
+        sets |= fresh_evaluation_sets(reader)
     learned = score_effort if args.weights is None else _scorer_from(args.weights).score
     scorers: dict[str, Callable[[str], int]] = {
         "heuristic": lambda p: score_effort_heuristic(p).score,
         "learned": lambda p: learned(p).score,
+        "always 5": lambda _: 5,
     }
     if args.learned_only:
-        del scorers["heuristic"]
+        del scorers["heuristic"], scorers["always 5"]
     print("| set / scorer | n | band agreement | within one band | Spearman | "
           "reflex / orchestrator / reasoning / frontier | hard maths in 1-3 |")
     print("|---|---|---|---|---|---|---|")

@@ -4,9 +4,11 @@
 
 `--source-root` holds one folder per repository of scripts/effort/sources.yaml, named
 `<owner>+<name>`, each either a bare git snapshot under `repo/` or a plain checkout; the pinned
-commit is read. Labels: scripts/effort/LABELLING.md. The model is a linear regression of the effort
-target on the features of aitherctl/core/effort_features.py, fitted with AdaGrad and L2 in pure
-Python, in two stages (named cues first, then lexical terms on what the cues left). Sources weigh
+commit is read. Labels: scripts/effort/LABELLING.md. The model has two stages over the features of
+aitherctl/core/effort_features.py: gradient-boosted regression trees on the named cues (and the
+prompt's length), then a linear model of the lexical terms on what the trees left, fitted with
+AdaGrad and L2 in pure Python. The trees need scikit-learn (scripts/effort/requirements.txt, pinned
+so the weights rebuild byte for byte); the shipped scorer walks them in pure Python. Sources weigh
 alike (square root of their size), the general ones (--general, --general-weight) more, and each
 band of targets (1-3, 4-6, 7-10) the same in total. The output stretch and shift are fitted on
 leave-one-source-out predictions (--calibrate spread: their mean and spread matched to the
@@ -22,6 +24,7 @@ import math
 import random
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,24 +32,82 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from data import SourceReader, training_examples
 
-from aitherctl.core.effort_features import PromptFeatures, extract_features
+from aitherctl.core.effort_features import CUE_PHRASES, PromptFeatures, extract_features
+from aitherctl.core.effort_model import tree_vector
 
 GENERAL = ("aitherctl-labelled", "personality-chat", "flask", "followbench")
 EXTRA = ("flask", "followbench")  # the optional sources the shipped weights use (RESULTS.md)
 OUT = Path(__file__).resolve().parents[2] / "aitherctl" / "core" / "effort_weights.py"
 
 
+TREES = 150  # boosting rounds; depth 3, learning rate 0.1 (fourth round: RESULTS.md)
+DEPTH = 3
+LEARNING_RATE = 0.1
+MIN_LEAF = 20
+# A tree node: (feature index or -1 for a leaf, threshold, left child, right child, value); a
+# sample goes left when its feature value is <= the threshold (scikit-learn's convention).
+Node = tuple[int, float, int, int, float]
+
+
+@dataclass
+class Model:
+    """init + the trees' leaves (already x learning rate) + term_bias + the terms' part."""
+
+    init: float
+    trees: list[list[Node]]
+    term_bias: float
+    term_w: dict[str, float]
+
+
+def tree_inputs(feats: PromptFeatures, names: list[str]) -> list[float]:
+    """The trees' input vector: each named cue's value (0 when absent) and the length."""
+    return tree_vector(dict(feats.cues), feats.words, names)
+
+
 def fit(
-    rows: list[tuple[PromptFeatures, float, float]],
+    rows: list[tuple[PromptFeatures, float, float]], names: list[str],
     *, epochs: int, lr: float, l2_cue: float, l2_term: float, seed: int,
-) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Two stages: the named cues alone first, then the terms on what the cues left unexplained
-    (cue weights frozen). The cues carry over to other languages and datasets; fitted jointly,
-    the terms would take their share (the weight of "asks for a proof" would go to "prove")."""
-    bias, cue_w, _ = _fit(rows, epochs=epochs, lr=lr, l2_cue=l2_cue, l2_term=l2_term, seed=seed,
-                          use_terms=False)
-    return _fit(rows, epochs=epochs, lr=lr, l2_cue=l2_cue, l2_term=l2_term, seed=seed,
-                use_terms=True, start=(bias, cue_w))
+) -> Model:
+    """Two stages: boosted trees on the named cues first, then the terms on what the trees left
+    unexplained. The cues carry over to other languages and datasets; fitted jointly, the terms
+    would take their share (the weight of "asks for a proof" would go to "prove"). The trees find
+    what a linear model cannot: that a long prompt means one thing with maths notation and another
+    without, that multiple-choice options matter only with an exam's length, and so on."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    xs = [tree_inputs(f, names) for f, _, _ in rows]
+    ys = [t for _, t, _ in rows]
+    ws = [w for _, _, w in rows]
+    boost = GradientBoostingRegressor(
+        loss="squared_error", n_estimators=TREES, max_depth=DEPTH, learning_rate=LEARNING_RATE,
+        subsample=0.8, min_samples_leaf=MIN_LEAF, random_state=seed,
+    )
+    boost.fit(xs, ys, sample_weight=ws)
+    trees: list[list[Node]] = []
+    for estimator in boost.estimators_[:, 0]:
+        t = estimator.tree_
+        trees.append([
+            (int(t.feature[i]) if t.children_left[i] >= 0 else -1, float(t.threshold[i]),
+             int(t.children_left[i]), int(t.children_right[i]),
+             LEARNING_RATE * float(t.value[i][0][0]))
+            for i in range(t.node_count)
+        ])
+    init = float(boost.init_.constant_[0][0])
+    model = Model(init, trees, 0.0, {})
+    left = [
+        (PromptFeatures((), f.terms, f.term_scale, f.words, ()), t - predict(model, f, names), w)
+        for f, t, w in rows
+    ]
+    term_bias, _, term_w = _fit(left, epochs=epochs, lr=lr, l2_cue=l2_cue, l2_term=l2_term,
+                                seed=seed, use_terms=True, start=(0.0, {}))
+    return Model(init, trees, term_bias, term_w)
+
+
+def leaf(tree: list[Node], x: list[float]) -> float:
+    node = tree[0]
+    while node[0] >= 0:
+        node = tree[node[2] if x[node[0]] <= node[1] else node[3]]
+    return node[4]
 
 
 def _fit(
@@ -88,10 +149,10 @@ def _fit(
     return bias, cue_w, term_w
 
 
-def predict(bias: float, cue_w: dict[str, float], term_w: dict[str, float],
-            feats: PromptFeatures) -> float:
-    pred = bias + sum(cue_w.get(n, 0.0) * v for n, v in feats.cues)
-    return pred + feats.term_scale * sum(term_w.get(t, 0.0) for t in feats.terms)
+def predict(model: Model, feats: PromptFeatures, names: list[str]) -> float:
+    x = tree_inputs(feats, names)
+    pred = model.init + sum(leaf(tree, x) for tree in model.trees) + model.term_bias
+    return pred + feats.term_scale * sum(model.term_w.get(t, 0.0) for t in feats.terms)
 
 
 def calibrate(preds: list[float], targets: list[float], weights: list[float]
@@ -210,6 +271,8 @@ def main() -> int:
         mean = sum(band_total.values()) / len(band_total)
         rows = [(f, t, w * mean / band_total[band(t)]) for f, t, w in rows]
     hyper = {"epochs": args.epochs, "lr": 0.05, "l2_cue": 1e-4, "l2_term": args.l2_term, "seed": 7}
+    # The trees' inputs: every named cue (the length buckets become one number, the length).
+    names = [*sorted(CUE_PHRASES), "length"]
 
     stretch, shift = args.stretch, args.shift
     if args.loso or args.calibrate:
@@ -221,10 +284,10 @@ def main() -> int:
         unseen = [0.0] * len(rows)
         for source in args.loso_sources or list(per_source):
             model = fit([r for r, e in zip(rows, examples, strict=True) if e.source != source],
-                        **hyper)
+                        names, **hyper)
             for i, e in enumerate(examples):
                 if e.source == source:
-                    unseen[i] = predict(*model, rows[i][0])
+                    unseen[i] = predict(model, rows[i][0], names)
         if args.dump_unseen:
             with args.dump_unseen.open("w", encoding="utf-8") as fh:
                 for i, e in enumerate(examples):
@@ -250,32 +313,51 @@ def main() -> int:
                   file=sys.stderr)
         print(f"unseen-source band agreement, all: {hits_all / total:.1%}", file=sys.stderr)
 
-    bias, cue_w, term_w = fit(rows, **hyper)
-    bias = stretch * bias + shift
-    terms = {t: round(stretch * w, 3) for t, w in term_w.items()
+    model = fit(rows, names, **hyper)
+    # The shipped form: each node's value x stretch; the scorer adds, per tree, the change from
+    # the root to the leaf it reaches (so each step is a cue's contribution, for --explain), and
+    # the roots, the trees' start, the terms' bias and the shift are folded into BIAS.
+    roots = sum(tree[0][4] for tree in model.trees)
+    bias = stretch * (model.init + roots + model.term_bias) + shift
+    trees = [[(f, thr, lo, hi, round(stretch * v, 4)) for f, thr, lo, hi, v in tree]
+             for tree in model.trees]
+    terms = {t: round(stretch * w, 3) for t, w in model.term_w.items()
              if abs(stretch * w) >= args.min_weight}
-    cues = {c: round(stretch * w, 3) for c, w in sorted(cue_w.items())}
-    write_weights(args.out, bias, cues, terms, per_source)
-    print(f"wrote {args.out}: {len(cues)} cues, {len(terms)} terms", file=sys.stderr)
+    write_weights(args.out, bias, names, trees, terms=terms, per_source=per_source)
+    print(f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, {len(terms)} terms",
+          file=sys.stderr)
     return 0
 
 
-def write_weights(out: Path, bias: float, cues: dict[str, float], terms: dict[str, float],
-                  per_source: Counter[str]) -> None:
+def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Node]], *,
+                  terms: dict[str, float], per_source: Counter[str]) -> None:
+    def node(n: Node) -> str:
+        f, thr, lo, hi, v = n
+        return f"({f}, {thr!r}, {lo}, {hi}, {v})" if f >= 0 else f"(-1, 0.0, -1, -1, {v})"
+
     lines = [
         '"""Weights of the learned effort scorer. Made by scripts/effort/train.py; do not edit.',
         "",
         "Sources (pinned in scripts/effort/sources.yaml), prompts per source:",
         *(f"  {name}: {count}" for name, count in sorted(per_source.items())),
+        "",
+        "TREES: boosted regression trees over CUE_NAMES; a node is (cue index or -1 for a leaf,",
+        "threshold, left, right, value); a prompt goes left when its cue value <= the threshold.",
         '"""',
+        "",
+        "# ruff: noqa: E501  (generated: one tree per line)",
         "",
         "from __future__ import annotations",
         "",
         f"BIAS = {bias:.4f}",
         "",
-        "CUE_WEIGHTS: dict[str, float] = {",
-        *(f"    {name!r}: {w},".replace("'", '"') for name, w in cues.items()),
-        "}",
+        "CUE_NAMES: tuple[str, ...] = (",
+        *(f'    "{name}",' for name in names),
+        ")",
+        "",
+        "TREES: tuple[tuple[tuple[int, float, int, int, float], ...], ...] = (",
+        *(f"    ({', '.join(node(n) for n in tree)},)," for tree in trees),
+        ")",
         "",
         "TERM_WEIGHTS: dict[str, float] = {",
         *(f"    {term!r}: {w}," for term, w in sorted(terms.items())),
