@@ -40,6 +40,10 @@ class SourceReader:
         }
 
     def read(self, repo: str, path: str) -> str:
+        return self.read_bytes(repo, path).decode("utf-8")
+
+    def read_bytes(self, repo: str, path: str) -> bytes:
+        """A file at the pinned commit, as bytes (some sources are compressed)."""
         commit = self.pins[repo]
         folder = self.root / repo.replace("/", "+")
         git_dir = folder / "repo"
@@ -48,8 +52,8 @@ class SourceReader:
                 ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
                 check=True, capture_output=True,
             )
-            return out.stdout.decode("utf-8")
-        return (folder / path).read_text(encoding="utf-8")
+            return out.stdout
+        return (folder / path).read_bytes()
 
     def list(self, repo: str, folder: str) -> list[str]:
         """The files under `folder` at the pinned commit."""

@@ -20,8 +20,7 @@ import tarfile
 from collections import defaultdict
 from typing import Any
 
-import yaml
-from data import SOURCES, Example, SourceReader, evaluation_sets, training_examples
+from data import Example, SourceReader, evaluation_sets, training_examples
 
 SEED = 2026
 SOURCE_CAP = 54  # per source, split evenly over its labels: `SOURCE_CAP // k` per label
@@ -58,26 +57,6 @@ CMMLU_LEVELS = (("elementary_", 3.0), ("high_school_", 4.0), ("college_", 5.0),
 D2C_LEVELS = {"easy": 4.0, "medium": 6.0}
 HUMANEVAL_PREFIX = "Complete the following Python function.\n\n"
 CLASSEVAL_PREFIX = "Complete the following Python class.\n\n"
-
-
-def fresh_pins() -> dict[str, str]:
-    """repo -> pinned commit of the `evaluate_fresh:` group of sources.yaml."""
-    group = yaml.safe_load(SOURCES.read_text(encoding="utf-8")).get("evaluate_fresh") or []
-    return {entry["repo"]: entry["commit"] for entry in group}
-
-
-def _read_bytes(reader: SourceReader, repo: str, path: str) -> bytes:
-    """A pinned file as bytes (the compressed sources), read as SourceReader.read reads text."""
-    commit = reader.pins.get(repo) or fresh_pins()[repo]
-    folder = reader.root / repo.replace("/", "+")
-    git_dir = folder / "repo"
-    if git_dir.is_dir():
-        out = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
-            check=True, capture_output=True,
-        )
-        return out.stdout
-    return (folder / path).read_bytes()
 
 
 def _options(question: str, options: list[tuple[str, str]]) -> str:
@@ -172,7 +151,7 @@ def _exams_target(grade: int) -> float:
 
 
 def _exams(reader: SourceReader) -> list[tuple[str, float]]:
-    raw = _read_bytes(reader, EXAMS, "data/exams/multilingual/test.jsonl.tar.gz")
+    raw = reader.read_bytes(EXAMS, "data/exams/multilingual/test.jsonl.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         member = tar.extractfile("test.jsonl")
         assert member is not None
@@ -212,7 +191,7 @@ def _codechef(reader: SourceReader) -> list[tuple[str, float]]:
 
 
 def _humaneval(reader: SourceReader) -> list[tuple[str, float]]:
-    text = gzip.decompress(_read_bytes(reader, HUMANEVAL, "data/HumanEval.jsonl.gz")).decode()
+    text = gzip.decompress(reader.read_bytes(HUMANEVAL, "data/HumanEval.jsonl.gz")).decode()
     return [(HUMANEVAL_PREFIX + json.loads(line)["prompt"], 4.0)
             for line in text.splitlines() if line.strip()]
 
