@@ -156,9 +156,6 @@ _FIELD = re.compile(
 _CLAUSE = re.compile(r"[,;:，；：]|\b(?:and|also|then|und|et|y|e|и)\b|并且|然后|以及")
 _LONG_WORD = re.compile(r"[^\W\d_]{10,}")
 
-# Length buckets in "words" (CJK characters count as 0.6 of a word, roughly their information).
-LENGTH_EDGES: tuple[int, ...] = (3, 8, 20, 50, 120, 300, 800)
-
 # The words `--explain` uses for each cue: (name, phrase).
 CUE_PHRASES: dict[str, str] = {
     "maths_notation": "maths notation",
@@ -193,18 +190,11 @@ CUE_PHRASES: dict[str, str] = {
 class PromptFeatures:
     """One prompt as the learned scorer sees it."""
 
-    cues: tuple[tuple[str, float], ...]  # (cue name, value); length buckets are "len<N" / "len>N"
+    cues: tuple[tuple[str, float], ...]  # (cue name, value) of the cues that fired
     terms: tuple[str, ...]  # unique lexical terms, "w:word", "p:prefi", "c:字", "c:汉字"
     term_scale: float  # 1/sqrt(len(terms)), the weight of each term
     words: int  # the prompt's length in words (CJK characters x 0.6)
     examples: tuple[tuple[str, str], ...]  # (cue name, a snippet that fired it) for --explain
-
-
-def _length_bucket(words: int) -> str:
-    for edge in LENGTH_EDGES:
-        if words <= edge:
-            return f"len<={edge}"
-    return f"len>{LENGTH_EDGES[-1]}"
 
 
 def _terms(text: str) -> list[str]:
@@ -253,7 +243,7 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     if system:
         words += len(system.split()) // 4
 
-    cues: list[tuple[str, float]] = [(_length_bucket(words), 1.0)]
+    cues: list[tuple[str, float]] = []
     examples: list[tuple[str, str]] = []
 
     def cue(name: str, value: float, example: str = "") -> None:

@@ -66,7 +66,7 @@ def tree_inputs(feats: PromptFeatures, names: list[str]) -> list[float]:
 
 def fit(
     rows: list[tuple[PromptFeatures, float, float]], names: list[str],
-    *, epochs: int, lr: float, l2_cue: float, l2_term: float, seed: int,
+    *, epochs: int, lr: float, l2_term: float, seed: int,
 ) -> Model:
     """Two stages: boosted trees on the named cues first, then the terms on what the trees left
     unexplained. The cues carry over to other languages and datasets; fitted jointly, the terms
@@ -98,8 +98,7 @@ def fit(
         (PromptFeatures((), f.terms, f.term_scale, f.words, ()), t - predict(model, f, names), w)
         for f, t, w in rows
     ]
-    term_bias, _, term_w = _fit(left, epochs=epochs, lr=lr, l2_cue=l2_cue, l2_term=l2_term,
-                                seed=seed, use_terms=True, start=(0.0, {}))
+    term_bias, term_w = _fit_terms(left, epochs=epochs, lr=lr, l2_term=l2_term, seed=seed)
     return Model(init, trees, term_bias, term_w)
 
 
@@ -110,43 +109,32 @@ def leaf(tree: list[Node], x: list[float]) -> float:
     return node[4]
 
 
-def _fit(
+def _fit_terms(
     rows: list[tuple[PromptFeatures, float, float]],
-    *, epochs: int, lr: float, l2_cue: float, l2_term: float, seed: int, use_terms: bool,
-    start: tuple[float, dict[str, float]] | None = None,
-) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Squared loss, per-example weight; AdaGrad on bias, cues (unless frozen) and terms."""
+    *, epochs: int, lr: float, l2_term: float, seed: int,
+) -> tuple[float, dict[str, float]]:
+    """The terms' stage: squared loss, per-example weight; AdaGrad and L2 on a bias and the term
+    weights (the rows' targets are what the trees left)."""
     rng = random.Random(seed)
-    bias = sum(t for _, t, _ in rows) / len(rows)
-    cue_w: dict[str, float] = {}
-    frozen = start is not None
-    if start is not None:
-        bias, cue_w = start[0], dict(start[1])
+    bias = 0.0
     term_w: dict[str, float] = {}
     g_bias = 1e-8
-    g_cue: dict[str, float] = {}
     g_term: dict[str, float] = {}
     order = list(range(len(rows)))
     for _ in range(epochs):
         rng.shuffle(order)
         for i in order:
             feats, target, weight = rows[i]
-            pred = bias + sum(cue_w.get(n, 0.0) * v for n, v in feats.cues)
-            pred += feats.term_scale * sum(term_w.get(t, 0.0) for t in feats.terms)
+            pred = bias + feats.term_scale * sum(term_w.get(t, 0.0) for t in feats.terms)
             err = (pred - target) * weight
             g_bias += err * err
             bias -= lr * err / math.sqrt(g_bias)
-            for name, value in () if frozen else feats.cues:
-                w = cue_w.get(name, 0.0)
-                grad = err * value + l2_cue * w
-                g_cue[name] = g_cue.get(name, 1e-8) + grad * grad
-                cue_w[name] = w - lr * grad / math.sqrt(g_cue[name])
-            for term in feats.terms if use_terms else ():
+            for term in feats.terms:
                 w = term_w.get(term, 0.0)
                 grad = err * feats.term_scale + l2_term * w
                 g_term[term] = g_term.get(term, 1e-8) + grad * grad
                 term_w[term] = w - lr * grad / math.sqrt(g_term[term])
-    return bias, cue_w, term_w
+    return bias, term_w
 
 
 def predict(model: Model, feats: PromptFeatures, names: list[str]) -> float:
@@ -270,7 +258,7 @@ def main() -> int:
             band_total[band(target)] += w
         mean = sum(band_total.values()) / len(band_total)
         rows = [(f, t, w * mean / band_total[band(t)]) for f, t, w in rows]
-    hyper = {"epochs": args.epochs, "lr": 0.05, "l2_cue": 1e-4, "l2_term": args.l2_term, "seed": 7}
+    hyper = {"epochs": args.epochs, "lr": 0.05, "l2_term": args.l2_term, "seed": 7}
     # The trees' inputs: every named cue (the length buckets become one number, the length).
     names = [*sorted(CUE_PHRASES), "length"]
 
