@@ -135,7 +135,7 @@ def _question_types(row: dict[str, object]) -> set[str]:
     return {k.strip() for k in kinds.split("|") if k.strip()}
 
 
-def _norm(text: str) -> str:
+def norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
@@ -167,12 +167,12 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     out (RESULTS.md says which are in). A prompt that is also an evaluation prompt is dropped."""
     rng = random.Random(seed)
     out: list[Example] = []
-    held_out = {_norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
+    held_out = {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
     held_out |= {p[:60] for p in held_out}
 
     def add(source: str, rows: list[tuple[str, float]], limit: int = cap) -> None:
         rows = [(p.strip(), t) for p, t in rows
-                if p and p.strip() and _norm(p) not in held_out and _norm(p)[:60] not in held_out]
+                if p and p.strip() and norm(p) not in held_out and norm(p)[:60] not in held_out]
         if len(rows) > limit:
             rows = rng.sample(rows, limit)
         out.extend(Example(p, t, source) for p, t in rows)

@@ -20,7 +20,7 @@ import tarfile
 from collections import defaultdict
 from typing import Any
 
-from data import Example, SourceReader, evaluation_sets, training_examples
+from data import Example, SourceReader, evaluation_sets, norm, training_examples
 
 SEED = 2026
 SOURCE_CAP = 54  # per source, split evenly over its labels: `SOURCE_CAP // k` per label
@@ -201,9 +201,6 @@ def _classeval(reader: SourceReader) -> list[tuple[str, float]]:
     return [(CLASSEVAL_PREFIX + str(r["skeleton"]), 5.0) for r in items]
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
 
 def _stratified(rows: list[tuple[str, float]], cap: int,
                 rng: random.Random) -> list[tuple[str, float]]:
@@ -219,14 +216,9 @@ def _stratified(rows: list[tuple[str, float]], cap: int,
     return out
 
 
-def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
-    """One entry per fresh source, plus "fresh (all)"; labels per LABELLING.md (fourth round).
-    A prompt equal to a training or existing evaluation prompt (normalised text, or its first 60
-    characters) is dropped, after the seeded sample."""
-    seen = {_norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
-    seen |= {_norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
-    seen |= {p[:60] for p in seen}
-    rng = random.Random(SEED)
+def _fresh_sources(reader: SourceReader) -> list[tuple[str, list[tuple[str, float]], int]]:
+    """Each fresh source's name, every labelled item it has (stripped, empty ones dropped) and
+    its cap in the evaluation sample."""
     loaders: list[tuple[str, list[tuple[str, float]], int]] = [
         *((name, _tal(reader, path), SOURCE_CAP) for name, path in TAL_FILES.items()),
         ("mathodyssey", _odyssey(reader), SOURCE_CAP),
@@ -239,11 +231,34 @@ def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
         ("humaneval", _humaneval(reader), SINGLE_LABEL_CAP),
         ("classeval", _classeval(reader), SINGLE_LABEL_CAP),
     ]
+    return [(name, [(p.strip(), t) for p, t in loaded if p and p.strip()], cap)
+            for name, loaded, cap in loaders]
+
+
+def fresh_training_examples(reader: SourceReader, cap: int) -> list[Example]:
+    """The fourth round's fresh sources as training data (fifth round on: that set has been
+    scored, so it is no longer unseen): at most `cap` items per source, stratified by label as
+    the evaluation sample was, a seeded sample of its own."""
+    held_out = {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
+    held_out |= {p[:60] for p in held_out}
+    rng = random.Random(SEED + 1)
+    return [Example(p, t, name) for name, rows, _ in _fresh_sources(reader)
+            for p, t in _stratified(rows, cap, rng)
+            if norm(p) not in held_out and norm(p)[:60] not in held_out]
+
+
+def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
+    """One entry per fresh source, plus "fresh (all)"; labels per LABELLING.md (fourth round).
+    A prompt equal to a training or existing evaluation prompt (normalised text, or its first 60
+    characters) is dropped, after the seeded sample."""
+    seen = {norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
+    seen |= {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
+    seen |= {p[:60] for p in seen}
+    rng = random.Random(SEED)
     out: dict[str, list[Example]] = {}
-    for name, loaded, cap in loaders:
-        rows = [(p.strip(), t) for p, t in loaded if p and p.strip()]
+    for name, rows, cap in _fresh_sources(reader):
         sample = _stratified(rows, cap, rng)
         out[name] = [Example(p, t, name) for p, t in sample
-                     if _norm(p) not in seen and _norm(p)[:60] not in seen]
+                     if norm(p) not in seen and norm(p)[:60] not in seen]
     out["fresh (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

@@ -21,7 +21,7 @@ import zipfile
 from collections import defaultdict
 from html.parser import HTMLParser
 
-from data import Example, SourceReader, evaluation_sets, training_examples
+from data import Example, SourceReader, evaluation_sets, norm, training_examples
 from data_fresh import fresh_evaluation_sets
 
 SEED = 2026
@@ -246,9 +246,6 @@ def _putnam(reader: SourceReader) -> list[tuple[str, float]]:
     return rows
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
 
 def _stratified(rows: list[tuple[str, float]], cap: int,
                 rng: random.Random) -> list[tuple[str, float]]:
@@ -274,9 +271,9 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     A prompt equal to a training prompt (the fourth round's fresh set included) or an existing
     evaluation prompt (normalised text, or its first 60 characters) is dropped, after the seeded
     sample."""
-    seen = {_norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
-    seen |= {_norm(e.prompt) for rows in fresh_evaluation_sets(reader).values() for e in rows}
-    seen |= {_norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
+    seen = {norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
+    seen |= {norm(e.prompt) for rows in fresh_evaluation_sets(reader).values() for e in rows}
+    seen |= {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
     seen |= {p[:60] for p in seen}
     rng = random.Random(SEED)
     loaders: list[tuple[str, list[tuple[str, float]], int]] = [
@@ -296,6 +293,6 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
         labels = {t for _, t in rows}
         sample = _stratified(rows, cap if len(labels) > 1 else SINGLE_LABEL_CAP, rng)
         out[name] = [Example(p, t, name) for p, t in sample
-                     if _norm(p) not in seen and _norm(p)[:60] not in seen]
+                     if norm(p) not in seen and norm(p)[:60] not in seen]
     out["fresh2 (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

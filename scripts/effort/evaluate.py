@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data import Example, SourceReader, evaluation_sets
-from data_fresh import fresh_evaluation_sets
+from data import Example, SourceReader, evaluation_sets, norm, training_examples
+from data_fresh import fresh_evaluation_sets, fresh_training_examples
+from data_fresh2 import fresh2_evaluation_sets, is_hard
 
 from aitherctl.core.effort import score_effort, score_effort_heuristic
 from aitherctl.core.effort_model import LearnedEffortScorer
@@ -62,7 +63,8 @@ FRESH_MATHS = ("tal-scq5k-en", "tal-scq5k-zh", "mathodyssey", "scibench")
 
 def is_hard_maths(row: Example) -> bool:
     """A hard maths or contest problem (LABELLING.md): none may land in 1-3."""
-    return row.source in ("aime24", "amc23") or (row.source in FRESH_MATHS and row.target >= 7)
+    return (row.source in ("aime24", "amc23") or (row.source in FRESH_MATHS and row.target >= 7)
+            or is_hard(row))
 
 
 def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, object]:
@@ -105,6 +107,21 @@ def _scorer_from(path: Path) -> LearnedEffortScorer:
     return LearnedEffortScorer(module.BIAS, module.CUE_NAMES, module.TREES, module.TERM_WEIGHTS)
 
 
+def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int
+            ) -> dict[str, list[Example]]:
+    """The sets without any prompt that train.py trains on (its normalised text or first 60
+    characters), the fourth round's sources read at train.py's cap included."""
+    seen = {norm(e.prompt) for e in training_examples(reader, cap=cap,
+                                                       extra=("flask", "followbench"))}
+    seen |= {norm(e.prompt) for e in fresh_training_examples(reader, cap=cap)}
+    seen |= {p[:60] for p in seen}
+    out = {name: [e for e in rows if norm(e.prompt) not in seen and norm(e.prompt)[:60] not in seen]
+           for name, rows in sets.items()}
+    dropped = sum(len(rows) for rows in sets.values()) - sum(len(rows) for rows in out.values())
+    print(f"duplicate guard against the training prompts: {dropped} dropped", file=sys.stderr)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-root", type=Path, required=True)
@@ -112,13 +129,20 @@ def main() -> int:
                         help="a weights module written by train.py --out (default: the shipped)")
     parser.add_argument("--learned-only", action="store_true")
     parser.add_argument("--fresh", action="store_true",
-                        help="also the fresh external set of the fourth round (LABELLING.md: "
+                        help="also the fresh external set of the fourth round (LABELLING.md; "
+                             "training data from the fifth round on, so no longer unseen)")
+    parser.add_argument("--fresh2", action="store_true",
+                        help="also the fresh external set of the fifth round (LABELLING.md: "
                              "measured once, with the final model)")
+    parser.add_argument("--cap", type=int, default=400,
+                        help="train.py's --cap, for the --fresh2 duplicate guard")
     args = parser.parse_args()
     reader = SourceReader(args.source_root)
     sets = evaluation_sets(reader)
     if args.fresh:
         sets |= fresh_evaluation_sets(reader)
+    if args.fresh2:
+        sets |= _unseen(fresh2_evaluation_sets(reader), reader, args.cap)
     learned = score_effort if args.weights is None else _scorer_from(args.weights).score
     scorers: dict[str, Callable[[str], int]] = {
         "heuristic": lambda p: score_effort_heuristic(p).score,

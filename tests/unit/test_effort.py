@@ -106,9 +106,16 @@ def test_small_talk_is_in_the_lowest_band(prompt: str) -> None:
 
 
 def test_a_long_passage_does_not_make_a_lookup_hard() -> None:
-    result = score_effort(PASSAGE)
-    assert _band(result.score) <= 1, result
-    assert _fired(result, "long pasted passage"), result.reasons
+    lookup = score_effort(PASSAGE)
+    assert _band(lookup.score) <= 1, lookup
+    # The same passage with substantial work asked of it scores higher: the passage's length is
+    # not what decides.
+    work = score_effort(
+        PASSAGE.rsplit("\n\n", 1)[0] + "\n\nUsing the text, write a detailed analysis of the "
+        "regional sales strategy and a forecast for the next four quarters, with the assumptions "
+        "behind each figure."
+    )
+    assert work.score > lookup.score, (lookup.reasons, work.reasons)
 
 
 def test_substantial_work_outranks_a_fact() -> None:
