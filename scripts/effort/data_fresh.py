@@ -59,7 +59,7 @@ HUMANEVAL_PREFIX = "Complete the following Python function.\n\n"
 CLASSEVAL_PREFIX = "Complete the following Python class.\n\n"
 
 
-def _options(question: str, options: list[tuple[str, str]]) -> str:
+def multiple_choice(question: str, options: list[tuple[str, str]]) -> str:
     return question.strip() + "\n" + "  ".join(f"{k}. {v.strip()}" for k, v in options)
 
 
@@ -73,7 +73,7 @@ def _tal(reader: SourceReader, path: str) -> list[tuple[str, float]]:
             continue
         opts = [(str(o[0]["aoVal"]), str(o[0]["content"]))
                 for o in r.get("answer_option_list") or [] if isinstance(o, list) and o]
-        rows.append((_options(str(r["problem"]), opts), TAL_TARGET[str(r["difficulty"])]))
+        rows.append((multiple_choice(str(r["problem"]), opts), TAL_TARGET[str(r["difficulty"])]))
     return rows
 
 
@@ -102,7 +102,7 @@ def _cmmlu(reader: SourceReader) -> list[tuple[str, float]]:
         if target is None:
             continue
         for r in csv.DictReader(io.StringIO(reader.read(CMMLU, path))):
-            rows.append((_options(r["Question"], [(k, r[k]) for k in "ABCD"]), target))
+            rows.append((multiple_choice(r["Question"], [(k, r[k]) for k in "ABCD"]), target))
     return rows
 
 
@@ -141,7 +141,7 @@ def _scienceqa(reader: SourceReader) -> list[tuple[str, float]]:
         choices = [str(c) for c in p.get("choices") or []]
         hint = str(p.get("hint") or "").strip()
         question = (hint + "\n" if hint else "") + str(p["question"])
-        rows.append((_options(question, list(zip(letters, choices, strict=False))),
+        rows.append((multiple_choice(question, list(zip(letters, choices, strict=False))),
                      _scienceqa_target(str(p["grade"]))))
     return rows
 
@@ -163,7 +163,7 @@ def _exams(reader: SourceReader) -> list[tuple[str, float]]:
         r = json.loads(line)
         q = r["question"]
         opts = [(str(c["label"]), str(c["text"])) for c in q["choices"]]
-        rows.append((_options(str(q["stem"]), opts), _exams_target(int(r["info"]["grade"]))))
+        rows.append((multiple_choice(str(q["stem"]), opts), _exams_target(int(r["info"]["grade"]))))
     return rows
 
 
@@ -201,8 +201,7 @@ def _classeval(reader: SourceReader) -> list[tuple[str, float]]:
     return [(CLASSEVAL_PREFIX + str(r["skeleton"]), 5.0) for r in items]
 
 
-
-def _stratified(rows: list[tuple[str, float]], cap: int,
+def stratified(rows: list[tuple[str, float]], cap: int,
                 rng: random.Random) -> list[tuple[str, float]]:
     """At most `cap // k` items per label (k labels), a seeded sample; order: by label."""
     by_label: dict[float, list[tuple[str, float]]] = defaultdict(list)
@@ -243,7 +242,7 @@ def fresh_training_examples(reader: SourceReader, cap: int) -> list[Example]:
     held_out |= {p[:60] for p in held_out}
     rng = random.Random(SEED + 1)
     return [Example(p, t, name) for name, rows, _ in _fresh_sources(reader)
-            for p, t in _stratified(rows, cap, rng)
+            for p, t in stratified(rows, cap, rng)
             if norm(p) not in held_out and norm(p)[:60] not in held_out]
 
 
@@ -257,7 +256,7 @@ def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     rng = random.Random(SEED)
     out: dict[str, list[Example]] = {}
     for name, rows, cap in _fresh_sources(reader):
-        sample = _stratified(rows, cap, rng)
+        sample = stratified(rows, cap, rng)
         out[name] = [Example(p, t, name) for p, t in sample
                      if norm(p) not in seen and norm(p)[:60] not in seen]
     out["fresh (all)"] = [e for rows in list(out.values()) for e in rows]

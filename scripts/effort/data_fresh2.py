@@ -18,11 +18,10 @@ import random
 import re
 import subprocess
 import zipfile
-from collections import defaultdict
 from html.parser import HTMLParser
 
 from data import Example, SourceReader, evaluation_sets, norm, training_examples
-from data_fresh import fresh_evaluation_sets
+from data_fresh import fresh_evaluation_sets, multiple_choice, stratified
 
 SEED = 2026
 SOURCE_CAP = 54  # per source, split evenly over its labels: `SOURCE_CAP // k` per label
@@ -82,10 +81,6 @@ OLYMMATH_TARGET = {"EASY": 9.0, "HARD": 10.0}
 PUTNAM_NAME = re.compile(r"putnam_\d{4}_[ab]([1-6])")
 
 
-def _options(question: str, options: list[tuple[str, str]]) -> str:
-    return question.strip() + "\n" + "  ".join(f"{k}. {v.strip()}" for k, v in options)
-
-
 def _alignbench(reader: SourceReader) -> list[tuple[str, float]]:
     rows: list[tuple[str, float]] = []
     for r in reader.jsonl(ALIGNBENCH, "data/data_v1.1_release.jsonl"):
@@ -121,7 +116,7 @@ def _tabmwp(reader: SourceReader) -> list[tuple[str, float]]:
     for p in problems.values():
         question = f"{p.get('table_title') or ''}\n{p['table']}\n\n{p['question']}".strip()
         if p.get("choices"):
-            question = _options(question, list(zip("ABCDEFGH", map(str, p["choices"]),
+            question = multiple_choice(question, list(zip("ABCDEFGH", map(str, p["choices"]),
                                                    strict=False)))
         rows.append((question, _tabmwp_target(int(p["grade"]))))
     return rows
@@ -138,7 +133,7 @@ def _m3ke(reader: SourceReader) -> list[tuple[str, float]]:
                 if line.strip():
                     r = json.loads(line)
                     opts = [(k, str(r[k])) for k in "ABCD"]
-                    rows.append((_options(str(r["question"]), opts), M3KE_TARGET[level]))
+                    rows.append((multiple_choice(str(r["question"]), opts), M3KE_TARGET[level]))
     return rows
 
 
@@ -246,21 +241,6 @@ def _putnam(reader: SourceReader) -> list[tuple[str, float]]:
     return rows
 
 
-
-def _stratified(rows: list[tuple[str, float]], cap: int,
-                rng: random.Random) -> list[tuple[str, float]]:
-    """At most `cap // k` items per label (k labels), a seeded sample; order: by label."""
-    by_label: dict[float, list[tuple[str, float]]] = defaultdict(list)
-    for row in rows:
-        by_label[row[1]].append(row)
-    per_label = cap // max(1, len(by_label))
-    out: list[tuple[str, float]] = []
-    for label in sorted(by_label):
-        group = by_label[label]
-        out.extend(rng.sample(group, per_label) if len(group) > per_label else group)
-    return out
-
-
 def is_hard(row: Example) -> bool:
     """A hard maths or contest problem of this set (LABELLING.md): none may land in 1-3."""
     return row.source in HARD_SOURCES and row.target >= 7
@@ -291,7 +271,7 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     for name, loaded, cap in loaders:
         rows = [(p.strip(), t) for p, t in loaded if p and p.strip()]
         labels = {t for _, t in rows}
-        sample = _stratified(rows, cap if len(labels) > 1 else SINGLE_LABEL_CAP, rng)
+        sample = stratified(rows, cap if len(labels) > 1 else SINGLE_LABEL_CAP, rng)
         out[name] = [Example(p, t, name) for p, t in sample
                      if norm(p) not in seen and norm(p)[:60] not in seen]
     out["fresh2 (all)"] = [e for rows in list(out.values()) for e in rows]
