@@ -12,7 +12,7 @@ import io
 import json
 import random
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +139,19 @@ def norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+class Seen:
+    """Prompts used elsewhere (LABELLING.md's duplicate rule): a prompt is one of them when its
+    normalised text, or the first 60 characters of it, equals one of theirs or their start."""
+
+    def __init__(self, prompts: Iterable[str]) -> None:
+        keys = {norm(p) for p in prompts}
+        self._keys = keys | {k[:60] for k in keys}
+
+    def __contains__(self, prompt: str) -> bool:
+        key = norm(prompt)
+        return key in self._keys or key[:60] in self._keys
+
+
 def _flask_rows(reader: SourceReader) -> list[tuple[str, float]]:
     rows = reader.jsonl(FLASK, "evaluation_set/flask_evaluation.jsonl")
     return [
@@ -167,12 +180,11 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     out (RESULTS.md says which are in). A prompt that is also an evaluation prompt is dropped."""
     rng = random.Random(seed)
     out: list[Example] = []
-    held_out = {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
-    held_out |= {p[:60] for p in held_out}
+    held_out = Seen(e.prompt for rows in evaluation_sets(reader).values() for e in rows)
 
     def add(source: str, rows: list[tuple[str, float]], limit: int = cap) -> None:
         rows = [(p.strip(), t) for p, t in rows
-                if p and p.strip() and norm(p) not in held_out and norm(p)[:60] not in held_out]
+                if p and p.strip() and p not in held_out]
         if len(rows) > limit:
             rows = rng.sample(rows, limit)
         out.extend(Example(p, t, source) for p, t in rows)

@@ -20,7 +20,7 @@ import tarfile
 from collections import defaultdict
 from typing import Any
 
-from data import Example, SourceReader, evaluation_sets, norm, training_examples
+from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 
 SEED = 2026
 SOURCE_CAP = 54  # per source, split evenly over its labels: `SOURCE_CAP // k` per label
@@ -202,7 +202,7 @@ def _classeval(reader: SourceReader) -> list[tuple[str, float]]:
 
 
 def stratified(rows: list[tuple[str, float]], cap: int,
-                rng: random.Random) -> list[tuple[str, float]]:
+               rng: random.Random) -> list[tuple[str, float]]:
     """At most `cap // k` items per label (k labels), a seeded sample; order: by label."""
     by_label: dict[float, list[tuple[str, float]]] = defaultdict(list)
     for row in rows:
@@ -238,26 +238,24 @@ def fresh_training_examples(reader: SourceReader, cap: int) -> list[Example]:
     """The fourth round's fresh sources as training data (fifth round on: that set has been
     scored, so it is no longer unseen): at most `cap` items per source, stratified by label as
     the evaluation sample was, a seeded sample of its own."""
-    held_out = {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
-    held_out |= {p[:60] for p in held_out}
+    held_out = Seen(e.prompt for rows in evaluation_sets(reader).values() for e in rows)
     rng = random.Random(SEED + 1)
     return [Example(p, t, name) for name, rows, _ in _fresh_sources(reader)
             for p, t in stratified(rows, cap, rng)
-            if norm(p) not in held_out and norm(p)[:60] not in held_out]
+            if p not in held_out]
 
 
 def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     """One entry per fresh source, plus "fresh (all)"; labels per LABELLING.md (fourth round).
     A prompt equal to a training or existing evaluation prompt (normalised text, or its first 60
     characters) is dropped, after the seeded sample."""
-    seen = {norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
-    seen |= {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
-    seen |= {p[:60] for p in seen}
+    seen = Seen([*(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
+                 *(e.prompt for rows in evaluation_sets(reader).values() for e in rows)])
     rng = random.Random(SEED)
     out: dict[str, list[Example]] = {}
     for name, rows, cap in _fresh_sources(reader):
         sample = stratified(rows, cap, rng)
         out[name] = [Example(p, t, name) for p, t in sample
-                     if norm(p) not in seen and norm(p)[:60] not in seen]
+                     if p not in seen]
     out["fresh (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

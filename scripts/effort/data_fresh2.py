@@ -20,7 +20,7 @@ import subprocess
 import zipfile
 from html.parser import HTMLParser
 
-from data import Example, SourceReader, evaluation_sets, norm, training_examples
+from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, multiple_choice, stratified
 
 SEED = 2026
@@ -251,10 +251,9 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     A prompt equal to a training prompt (the fourth round's fresh set included) or an existing
     evaluation prompt (normalised text, or its first 60 characters) is dropped, after the seeded
     sample."""
-    seen = {norm(e.prompt) for e in training_examples(reader, extra=("flask", "followbench"))}
-    seen |= {norm(e.prompt) for rows in fresh_evaluation_sets(reader).values() for e in rows}
-    seen |= {norm(e.prompt) for rows in evaluation_sets(reader).values() for e in rows}
-    seen |= {p[:60] for p in seen}
+    seen = Seen([*(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
+                 *(e.prompt for rows in fresh_evaluation_sets(reader).values() for e in rows),
+                 *(e.prompt for rows in evaluation_sets(reader).values() for e in rows)])
     rng = random.Random(SEED)
     loaders: list[tuple[str, list[tuple[str, float]], int]] = [
         ("alignbench", _alignbench(reader), SOURCE_CAP),
@@ -273,6 +272,6 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
         labels = {t for _, t in rows}
         sample = stratified(rows, cap if len(labels) > 1 else SINGLE_LABEL_CAP, rng)
         out[name] = [Example(p, t, name) for p, t in sample
-                     if norm(p) not in seen and norm(p)[:60] not in seen]
+                     if p not in seen]
     out["fresh2 (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data import Example, SourceReader, evaluation_sets, norm, training_examples
+from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, fresh_training_examples
 from data_fresh2 import fresh2_evaluation_sets, is_hard
 
@@ -111,12 +111,10 @@ def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int
             ) -> dict[str, list[Example]]:
     """The sets without any prompt that train.py trains on (its normalised text or first 60
     characters), the fourth round's sources read at train.py's cap included."""
-    seen = {norm(e.prompt) for e in training_examples(reader, cap=cap,
-                                                       extra=("flask", "followbench"))}
-    seen |= {norm(e.prompt) for e in fresh_training_examples(reader, cap=cap)}
-    seen |= {p[:60] for p in seen}
-    out = {name: [e for e in rows if norm(e.prompt) not in seen and norm(e.prompt)[:60] not in seen]
-           for name, rows in sets.items()}
+    seen = Seen([*(e.prompt for e in training_examples(reader, cap=cap,
+                                                       extra=("flask", "followbench"))),
+                 *(e.prompt for e in fresh_training_examples(reader, cap=cap))])
+    out = {name: [e for e in rows if e.prompt not in seen] for name, rows in sets.items()}
     dropped = sum(len(rows) for rows in sets.values()) - sum(len(rows) for rows in out.values())
     print(f"duplicate guard against the training prompts: {dropped} dropped", file=sys.stderr)
     return out
