@@ -1,8 +1,8 @@
 """Reads a running `aitherctl serve`'s `GET /status` for the monitor: plain HTTP, short timeout.
 
 The gateway answers `/status` from its one event loop with what its scheduler holds now:
-`{"profile", "backends": [...], "pools": [...], "events": [the last 20]}` (aitherctl/gateway/
-server.py `status`, aitherctl/ops/scheduler.py `snapshot`). The same as
+`{"profile", "backends": [...], "pools": [...], "events": [the last 20]}` (aitherctl/serve/
+app.py `status`, aitherctl/serve/scheduler.py `snapshot`). The same as
 `curl -s http://127.0.0.1:8150/status`. Standard library `http.client`, not httpx or aiohttp:
 `status` reads it once and exits, and the monitor asks once a refresh on loopback.
 
@@ -31,7 +31,7 @@ from aitherctl.core.monitor_model import (
 STATUS_PATH = "/status"
 # GET /status → (HTTP status, body); raises OSError (refused, reset, timeout) when none came.
 Fetch = Callable[[str, Mapping[str, str], float], tuple[int, bytes]]
-# (URL, profile) of a running `aitherctl serve`, or None (`aitherctl.ops.serve.find_gateway`).
+# (URL, profile) of a running `aitherctl serve`, or None (`aitherctl.serve.discovery.find_gateway`).
 Locate = Callable[[], tuple[str, str] | None]
 
 

@@ -111,7 +111,7 @@ def try_run(args: list[str]) -> int | None:
                 if key in options}
     profile = options.get("profile")
     if not options.get("direct"):
-        from aitherctl.ops.serve import find_gateway
+        from aitherctl.serve.discovery import find_gateway
 
         found = find_gateway()
         if found is not None and profile in (None, found[1]):

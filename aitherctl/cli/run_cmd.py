@@ -161,7 +161,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     out = Output(json_mode=json_output)
     text = _read_prompt(prompt, file)
     if not direct and not explain:
-        from aitherctl.ops.serve import find_gateway
+        from aitherctl.serve.discovery import find_gateway
 
         found = find_gateway()
         if found is not None and profile in (None, found[1]):

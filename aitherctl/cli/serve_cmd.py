@@ -13,7 +13,7 @@ from aitherctl.cli.output import Output
 
 if TYPE_CHECKING:
     from aitherctl.core.profile import Profile
-    from aitherctl.gateway.server import Gateway, Stack
+    from aitherctl.serve.app import Gateway, Stack
 
 
 def serve(
@@ -53,14 +53,14 @@ def serve(
     """
     import asyncio
 
-    from aitherctl.gateway.server import (
+    from aitherctl.serve.app import (
         ServeOptions,
         build_gateway,
         check_bind,
         load_keys,
         serve_forever,
     )
-    from aitherctl.ops.serve import serve_state_file
+    from aitherctl.serve.discovery import serve_state_file
 
     out = Output()
     keys = load_keys(keys_file, dict(os.environ))

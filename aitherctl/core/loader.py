@@ -499,14 +499,14 @@ def _convert_field(  # noqa: PLR0917
     if key == "gpu":
         return _convert_gpu(value, fail)
     if key == "idle_after":
-        from aitherctl.core.scheduling import parse_duration
+        from aitherctl.core.scheduling_terms import parse_duration
 
         try:
             return parse_duration(value)
         except ValueError as exc:
             raise fail(str(exc)) from None
     if key == "priority":
-        from aitherctl.core.scheduling import parse_rank
+        from aitherctl.core.scheduling_terms import parse_rank
 
         try:
             return parse_rank(value).name.lower()

@@ -475,7 +475,7 @@ def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
     import os
 
     from aitherctl.adapters.scheduler_status import SchedulerStatusReader
-    from aitherctl.ops.serve import find_gateway
+    from aitherctl.serve.discovery import find_gateway
 
     return SchedulerStatusReader(
         find_gateway, api_key=os.environ.get("AITHER_API_KEY"), timeout_s=timeout_s

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.doubles.chat_server import chat_double
-from tests.integration.serve_helpers import serving
+from tests.serve.docker.serve_helpers import serving
 
 openai = pytest.importorskip("openai")
 KEY = "sk-test-provider-key-0123456789"
@@ -29,7 +29,7 @@ KEY = "sk-test-provider-key-0123456789"
 
 @contextmanager
 def gateway(profile: str) -> Iterator[str]:
-    """A real `aitherctl serve` (tests/integration/serve_helpers.py) with the provider's key in
+    """A real `aitherctl serve` (tests/serve/docker/serve_helpers.py) with the provider's key in
     its environment."""
     with serving(profile, env={"CLOUD_KEY": KEY}) as served:
         yield served.url

@@ -21,8 +21,8 @@ import pytest
 from aitherctl.cli.runtime import gpu_inventory
 from aitherctl.core.loader import load_profile_text
 from aitherctl.core.routing import build_routing
-from aitherctl.ops.scheduler import Scheduler, ServiceControl
-from aitherctl.ops.serve import memory_pools
+from aitherctl.serve.scheduler import Scheduler, ServiceControl
+from aitherctl.serve.discovery import memory_pools
 
 GIB = 1024**3
 
@@ -91,7 +91,7 @@ services:
         pools = memory_pools(profile, inventory, ram_total=64 * GIB)
         scheduler = Scheduler(profile, build_routing(profile), control, pools, running=set())
         scheduler.backends["first"].limit = scheduler.backends["second"].limit = 1
-        from aitherctl.core.scheduling import Priority
+        from aitherctl.serve.model import Priority
 
         lease = await scheduler.acquire("first", Priority.NORMAL)
         scheduler.release(lease)

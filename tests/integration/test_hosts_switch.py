@@ -246,7 +246,7 @@ def test_a_host_that_cannot_be_reached_changes_nothing_anywhere(
 def test_serve_answers_from_both_hosts_and_falls_back_across_them(
     profile: Callable[..., Path], hosts: TwoHosts, namespace: str
 ) -> None:
-    from tests.integration.serve_helpers import serving
+    from tests.serve.docker.serve_helpers import serving
 
     port_a, port_b = free_port(), free_port()
     routing = {"tiers": {"all": {"effort": "1-10", "candidates": ["one", "two"]}}}

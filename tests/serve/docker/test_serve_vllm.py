@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import VLLM_IMAGE, _need_image, _unavailable, free_port
-from tests.integration.serve_helpers import curl, openai_client, serving
+from tests.serve.docker.serve_helpers import curl, openai_client, serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 CACHE = Path("/var/cache/aitherctl-test")

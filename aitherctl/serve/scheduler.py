@@ -8,7 +8,7 @@ its result is applied back on the loop.
 
 Per backend (a service of the profile, or an endpoint): a concurrency limit (`max_concurrency`,
 else the engine's: llama.cpp `--parallel`, vLLM `--max-num-seqs`), a bounded priority queue with
-ageing (`aitherctl.core.scheduling`), and a state:
+ageing (`aitherctl.serve.model`), and a state:
 
     ready ── evict ──▶ stopped | asleep | unloaded ── load ──▶ ready
                (stop the container; vLLM sleep mode; Ollama keep_alive 0 / ComfyUI /free)
@@ -34,29 +34,28 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from aitherctl.core.metrics import MetricsFormatError
-from aitherctl.core.scheduling import (
+from aitherctl.core.scheduling_terms import Rank, parse_rank
+from aitherctl.errors import AitherError
+from aitherctl.serve.model import (
     DEFAULT_MAX_QUEUE,
     EvictionChoice,
     Holder,
     Pool,
     Priority,
-    Rank,
     Waiter,
     WaitQueue,
     choose_victims,
     describe_missing,
-    parse_rank,
 )
-from aitherctl.errors import AitherError
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.adapters.upstream import Upstream
     from aitherctl.core.engines import EngineDriver
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.metrics import EngineMetrics
     from aitherctl.core.profile import Profile, Service
     from aitherctl.core.routing import Candidate, RoutingTable
+    from aitherctl.serve.upstream import Upstream
 
 DEFAULT_ENDPOINT_CONCURRENCY = 32
 DEFAULT_SERVICE_CONCURRENCY = 8  # an engine that decides at run time (vLLM without max-num-seqs)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.core.scheduling import (
+from aitherctl.core.scheduling_terms import Rank, parse_duration
+from aitherctl.serve.model import (
     AGING_S,
     Holder,
     Pool,
     Priority,
-    Rank,
     Waiter,
     WaitQueue,
     choose_victims,
-    parse_duration,
     parse_priority,
 )
 

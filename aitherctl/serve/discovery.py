@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
-    from aitherctl.core.scheduling import Pool
+    from aitherctl.serve.model import Pool
 
 SERVE_STATE = "serve-{port}.json"
 
@@ -62,7 +62,7 @@ def _pid_alive(pid: int) -> bool:
 def memory_pools(profile: Profile, inventory: GpuInventory, ram_total: int) -> dict[str, Pool]:
     """Each GPU (its total less the profile's `gpu.reserve`) and the host's RAM for CPU services
     (its total less `ram.reserve`, at most `ram.limit`)."""
-    from aitherctl.core.scheduling import Pool
+    from aitherctl.serve.model import Pool
 
     pools = {}
     for gpu in inventory.gpus:

@@ -1,5 +1,5 @@
 """One request through `aitherctl serve`: which backends may answer, in which order, and the
-answer passed back as it streams. The HTTP front-end (`aitherctl.gateway`) parses and writes; the
+answer passed back as it streams. The HTTP front-end (`aitherctl.serve.app`) parses and writes; the
 decisions are here, and they are `aitherctl run`'s: the same Router chooses the tier (`auto`
 scores the prompt's effort), applies the same skip rules, reserves the same worst case against
 the shared daily budget and writes one ledger row per request.
@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
-from aitherctl.core.scheduling import Priority
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
-from aitherctl.ops.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
+from aitherctl.serve.model import Priority
+from aitherctl.serve.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
 if TYPE_CHECKING:
     from aitherctl.adapters.ledger import LedgerRow
-    from aitherctl.adapters.upstream import Upstream, UpstreamResponse
     from aitherctl.ops.route import Router
+    from aitherctl.serve.upstream import Upstream, UpstreamResponse
 
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
@@ -358,7 +358,7 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
             if request.streaming:
                 headers["Accept"] = "text/event-stream"
-            from aitherctl.adapters.upstream import UpstreamError
+            from aitherctl.serve.upstream import UpstreamError
 
             timeout_s = route.tier.timeout_s if route.tier else 600.0
             try:
@@ -443,7 +443,7 @@ class Dispatcher:
         usage_added: bool,
         lease: Lease,
     ) -> Reply | None:
-        from aitherctl.adapters.upstream import UpstreamError
+        from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)
         for key, value in response.headers.items():

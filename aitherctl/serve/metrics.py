@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from aitherctl.ops.scheduler import BackendState, Metrics
+from aitherctl.serve.scheduler import BackendState, Metrics
 
 if TYPE_CHECKING:
-    from aitherctl.ops.scheduler import Scheduler
+    from aitherctl.serve.scheduler import Scheduler
 
 _LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,

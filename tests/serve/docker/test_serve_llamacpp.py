@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
-from tests.integration.serve_helpers import serving
+from tests.serve.docker.serve_helpers import serving
 
 pytestmark = pytest.mark.docker
 

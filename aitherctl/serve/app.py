@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from aitherctl.core.scheduling import Priority, parse_priority
 from aitherctl.errors import UsageError
-from aitherctl.gateway.metrics import PromMetrics
-from aitherctl.ops.gateway import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
-from aitherctl.ops.scheduler import REFRESH_S, EventLog, Scheduler
+from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
+from aitherctl.serve.metrics import PromMetrics
+from aitherctl.serve.model import Priority, parse_priority
+from aitherctl.serve.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.adapters.upstream import Upstream
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
-    from aitherctl.ops.scheduler import ServiceControl
+    from aitherctl.serve.scheduler import ServiceControl
+    from aitherctl.serve.upstream import Upstream
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8150
@@ -422,7 +422,7 @@ class Stack:
         """(the Docker control, the services running now); (None, None) without an engine.
         Blocking: call it in a worker thread once the loop runs."""
         from aitherctl.errors import AitherError
-        from aitherctl.ops.scheduler import ServiceControl
+        from aitherctl.serve.scheduler import ServiceControl
 
         control = ServiceControl(self.connect, self.inventory, profile.name, self.upstream)
         try:
@@ -440,7 +440,7 @@ class Stack:
         from aitherctl.adapters.ledger import Ledger
         from aitherctl.core.routing import build_routing
         from aitherctl.ops.route import Router
-        from aitherctl.ops.serve import memory_pools
+        from aitherctl.serve.discovery import memory_pools
 
         table = build_routing(profile)
         pools = memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
@@ -462,7 +462,7 @@ def build_gateway(
     keys: list[ApiKey],
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
-    from aitherctl.adapters.upstream import Upstream
+    from aitherctl.serve.upstream import Upstream
 
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)

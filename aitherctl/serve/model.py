@@ -1,17 +1,18 @@
 """The scheduler's pure decisions: request priorities, the bounded wait queue, memory pools and
 which idle services to evict. No I/O and no clock of its own: times come in as numbers.
 
-`aitherctl.ops.scheduler` owns the state and calls these from its one event loop.
+`aitherctl.serve.scheduler` owns the state and calls these from its one event loop.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from aitherctl.core.scheduling_terms import Rank
 
 # A waiting request gains one priority class per AGING_S seconds, so a `batch` request behind a
 # steady stream of `interactive` ones is served after at most 2 * AGING_S of waiting (it then
@@ -46,38 +47,6 @@ def parse_priority(value: Any, default: Priority = Priority.NORMAL) -> Priority:
         except KeyError:
             pass
     raise ValueError(f"priority {value!r} is not one of: {', '.join(PRIORITY_NAMES)}")
-
-
-class Rank(IntEnum):
-    """A service's eviction rank (`priority:` in a profile): low goes first."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-
-
-def parse_rank(value: Any) -> Rank:
-    if isinstance(value, str):
-        try:
-            return Rank[value.strip().upper()]
-        except KeyError:
-            pass
-    raise ValueError(f"{value!r} is not one of: low, normal, high")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """`15m`, `90s`, `1h`, `500ms` or a number of seconds → seconds (> 0)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match and float(match.group(1)) > 0:
-            return float(match.group(1)) * _SECONDS[match.group(2)]
-    raise ValueError(f"{value!r} is not a duration (write e.g. 15m, 90s or 1h)")
 
 
 # ---- the wait queue -------------------------------------------------------------------------

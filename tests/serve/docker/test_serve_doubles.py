@@ -30,7 +30,7 @@ from tests.doubles.images import (
     vllm_sleep_image,
     vllm_sleep_service,
 )
-from tests.integration.serve_helpers import Served, curl, openai_client, serving
+from tests.serve.docker.serve_helpers import Served, curl, openai_client, serving
 
 pytestmark = pytest.mark.docker
 
