@@ -71,15 +71,18 @@ def serve(
     def build() -> tuple[Gateway, Stack]:
         return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))
 
-    def active(current: str) -> Profile | None:
-        """The active profile, when a switch made it another than `current` (`--profile` pins
-        the one served)."""
+    def active(current: Profile) -> Profile | None:
+        """The active profile, when it is not `current`: a switch made another one active, or
+        the served profile's file was edited (`--profile` pins the one served)."""
+        from aitherctl.errors import AitherError
         from aitherctl.ops.route import observe_stack
 
         name, _stack, _problem = observe_stack(runtime.docker_reader)
-        if not name or name == current:
-            return None
-        return runtime.catalog().load(name)
+        try:
+            profile = runtime.catalog().load(name or current.name)
+        except AitherError:
+            return None  # a file being edited may not parse yet: keep serving what we have
+        return None if profile == current else profile
 
     def ready(url: str) -> None:
         auth = f", {len(keys)} API key(s)" if keys else ""

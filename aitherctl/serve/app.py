@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from aitherctl.errors import UsageError
+from aitherctl.errors import AitherError, UsageError
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
+    from aitherctl.core.routing import RoutingTable
+    from aitherctl.serve.model import Pool
     from aitherctl.serve.scheduler import ServiceControl
     from aitherctl.serve.upstream import Upstream
 
@@ -307,34 +309,36 @@ def check_bind(options: ServeOptions) -> None:
 async def _follow(
     gateway: Gateway,
     stack: Stack,
-    active: Callable[[str], Profile | None],
-    retired: list[Scheduler],
+    active: Callable[[Profile], Profile | None],
     *,
-    drain_s: float,
     on_change: Callable[[str], None],
 ) -> None:
-    """Serve the active profile: when a switch made another one active, build its scheduler
-    and send new requests there; the old one finishes what it has (its containers are the
-    switch's business) and stops."""
+    """Serve the active profile: when a switch made another one active (or the served one was
+    edited), the one scheduler adopts it (`Scheduler.adopt`: a service of both keeps its
+    requests in flight, its queue and its state; no second scheduler ever acts on a container)
+    and new requests are routed by the new profile."""
     while True:
         await asyncio.sleep(REFRESH_S)
+        scheduler = gateway.scheduler
         try:
-            profile = await asyncio.to_thread(active, gateway.scheduler.profile.name)
+            profile = await asyncio.to_thread(active, scheduler.profile)
         except Exception as exc:
-            gateway.scheduler.events.emit("follow_failed", None, str(exc))
+            scheduler.events.emit("follow_failed", None, str(exc))
             continue
-        if profile is None or profile.name == gateway.scheduler.profile.name:
+        if profile is None or profile == scheduler.profile:
             continue
-        control, running = await asyncio.to_thread(stack.running, profile)
-        old = gateway.scheduler
-        scheduler, dispatcher = stack.build(profile, control, running)
+        was = scheduler.profile.name
+        running = None
+        if scheduler.control is not None:
+            with contextlib.suppress(AitherError):
+                running = await scheduler.control.observe()
+        dispatcher = stack.adopt(scheduler, profile, running)
         gateway.replace(dispatcher, scheduler)
-        old.events.emit(
-            "profile_changed", None, f"now serving {profile.name} (was {old.profile.name})"
+        detail = f"now serving {profile.name}" + (
+            f" (was {was})" if was != profile.name else " (its file changed)"
         )
+        scheduler.events.emit("profile_changed", None, detail)
         on_change(profile.name)
-        retired.append(old)
-        asyncio.get_running_loop().create_task(old.close(drain_s))
 
 
 async def serve_forever(
@@ -342,11 +346,11 @@ async def serve_forever(
     options: ServeOptions,
     on_ready: Callable[[str], None],
     state_file: Path | None,
-    active: Callable[[str], Profile | None] | None = None,
+    active: Callable[[Profile], Profile | None] | None = None,
 ) -> int:
     """Build the scheduler on this loop, serve until SIGTERM or SIGINT, drain, and return the
-    exit code. `active(current)` (blocking) gives the active profile when it is no longer
-    `current`; None: serve the one built."""
+    exit code. `active(current)` (blocking) gives the active profile when it is not `current`
+    (another one, or the same one edited); None: serve the one built."""
     gateway, stack = build()
     scheduler, upstream = gateway.scheduler, stack.upstream
     stop = asyncio.Event()
@@ -371,7 +375,6 @@ async def serve_forever(
             "(another `aitherctl serve`? pass --port)"
         ) from None
     housekeeping = loop.create_task(gateway.housekeeping())
-    retired: list[Scheduler] = []
     url = f"http://{_url_host(options.host)}:{options.port}"
 
     def on_change(profile: str) -> None:
@@ -380,9 +383,7 @@ async def serve_forever(
 
     follower = None
     if active is not None:
-        follower = loop.create_task(_follow(
-            gateway, stack, active, retired, drain_s=options.drain_s, on_change=on_change
-        ))
+        follower = loop.create_task(_follow(gateway, stack, active, on_change=on_change))
     if state_file is not None:
         _write_state(state_file, url, scheduler.profile.name)
     on_ready(url)
@@ -395,7 +396,7 @@ async def serve_forever(
         scheduler.events.emit("draining", None, f"{scheduler.in_flight()} request(s) in flight")
         with contextlib.suppress(Exception):
             await site.stop()  # no new connections
-        await asyncio.gather(*(s.close(options.drain_s) for s in [*retired, scheduler]))
+        await scheduler.close(options.drain_s)
         housekeeping.cancel()
         with contextlib.suppress(BaseException):
             await housekeeping
@@ -424,7 +425,9 @@ class Stack:
         from aitherctl.errors import AitherError
         from aitherctl.serve.scheduler import ServiceControl
 
-        control = ServiceControl(self.connect, self.inventory, profile.name, self.upstream)
+        control = ServiceControl(
+            self.connect, self.inventory, profile.name, self.upstream, profile=profile
+        )
         try:
             return control, control.running_blocking()
         except AitherError:
@@ -433,25 +436,43 @@ class Stack:
     def build(
         self, profile: Profile, control: ServiceControl | None, running: set[str] | None
     ) -> tuple[Scheduler, Dispatcher]:
+        scheduler = Scheduler(
+            profile, build_routing_table(profile), control, self.pools(profile),
+            events=self.events, metrics=self.metrics, running=running,
+        )
+        return scheduler, self.dispatcher(scheduler)
+
+    def adopt(
+        self, scheduler: Scheduler, profile: Profile, running: set[str] | None
+    ) -> Dispatcher:
+        """The same scheduler, now serving `profile`; a dispatcher that routes by it."""
+        scheduler.adopt(profile, build_routing_table(profile), self.pools(profile), running)
+        return self.dispatcher(scheduler)
+
+    def pools(self, profile: Profile) -> dict[str, Pool]:
         import psutil
 
+        from aitherctl.serve.discovery import memory_pools
+
+        return memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
+
+    def dispatcher(self, scheduler: Scheduler) -> Dispatcher:
         from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
         from aitherctl.adapters.chat import HttpClients
         from aitherctl.adapters.ledger import Ledger
-        from aitherctl.core.routing import build_routing
         from aitherctl.ops.route import Router
-        from aitherctl.serve.discovery import memory_pools
 
-        table = build_routing(profile)
-        pools = memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
-        scheduler = Scheduler(profile, table, control, pools, events=self.events,
-                              metrics=self.metrics, running=running)
         clients = HttpClients()
-        router = Router(profile, table, clients=clients, probe=BackendProbe(clients),
-                        memory=FailureMemory(), ledger=Ledger())
-        dispatcher = Dispatcher(scheduler, router, self.upstream, observe=self.metrics.observe,
-                                count=self.metrics.count_outcome)
-        return scheduler, dispatcher
+        router = Router(scheduler.profile, scheduler.table, clients=clients,
+                        probe=BackendProbe(clients), memory=FailureMemory(), ledger=Ledger())
+        return Dispatcher(scheduler, router, self.upstream, observe=self.metrics.observe,
+                          count=self.metrics.count_outcome)
+
+
+def build_routing_table(profile: Profile) -> RoutingTable:
+    from aitherctl.core.routing import build_routing
+
+    return build_routing(profile)
 
 
 def build_gateway(

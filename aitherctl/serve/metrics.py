@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from aitherctl.serve.scheduler import BackendState, Metrics
+from aitherctl.serve.scheduler import Metrics
+from aitherctl.serve.states import BackendState
 
 if TYPE_CHECKING:
     from aitherctl.serve.scheduler import Scheduler

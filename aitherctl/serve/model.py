@@ -62,8 +62,10 @@ class Waiter:
     token: Any = None
 
     def rank(self, now: float) -> tuple[float, int]:
+        # Ageing stops at `interactive`: an interactive request that waited gains nothing over
+        # a batch one that waited 2 * AGING_S, so the older goes first (the starvation bound).
         aged = self.priority - math.floor(max(0.0, now - self.enqueued_at) / AGING_S)
-        return (max(aged, Priority.INTERACTIVE - 1), self.seq)
+        return (max(aged, Priority.INTERACTIVE), self.seq)
 
 
 @dataclass(slots=True)
@@ -201,6 +203,38 @@ def choose_victims(
         if not missing:
             return EvictionChoice(tuple(victims), {})
     return EvictionChoice((), missing)
+
+
+def gpu_aware(
+    pools: dict[str, Pool],
+    holders: Sequence[Holder],
+    outside: dict[str, int],
+    real_use: dict[str, dict[str, int]],
+) -> tuple[dict[str, Pool], list[Holder]]:
+    """The pools and holders as the switch's VRAM check counts them (aitherctl.core.vram): each
+    GPU pool less the memory held outside aitherctl (`outside`, driver reservation included),
+    and each service holding the larger of its budget and its real use (`real_use`: pool ->
+    service -> bytes)."""
+    adjusted = {
+        name: Pool(name, max(0, pool.capacity_bytes - outside[name]), pool.total_bytes)
+        if name in outside
+        else pool
+        for name, pool in pools.items()
+    }
+    counted = [
+        Holder(
+            h.name,
+            {
+                pool: max(amount, real_use.get(pool, {}).get(h.name, 0))
+                for pool, amount in h.claims.items()
+            },
+            h.evictable,
+            h.rank,
+            h.last_used,
+        )
+        for h in holders
+    ]
+    return adjusted, counted
 
 
 def describe_missing(missing: dict[str, int]) -> str:

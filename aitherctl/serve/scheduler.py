@@ -29,13 +29,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aitherctl.core.metrics import MetricsFormatError
 from aitherctl.core.scheduling_terms import Rank, parse_rank
-from aitherctl.errors import AitherError
+from aitherctl.errors import AitherError, RefusedError
 from aitherctl.serve.model import (
     DEFAULT_MAX_QUEUE,
     EvictionChoice,
@@ -46,6 +46,14 @@ from aitherctl.serve.model import (
     WaitQueue,
     choose_victims,
     describe_missing,
+    gpu_aware,
+)
+from aitherctl.serve.states import (
+    AWAY,
+    HOLDING,
+    BackendState,
+    InvalidTransition,
+    is_valid_transition,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +63,10 @@ if TYPE_CHECKING:
     from aitherctl.core.metrics import EngineMetrics
     from aitherctl.core.profile import Profile, Service
     from aitherctl.core.routing import Candidate, RoutingTable
+    from aitherctl.serve.effects import Cancel, Effects, GpuReading
     from aitherctl.serve.upstream import Upstream
+
+T = TypeVar("T")
 
 DEFAULT_ENDPOINT_CONCURRENCY = 32
 DEFAULT_SERVICE_CONCURRENCY = 8  # an engine that decides at run time (vLLM without max-num-seqs)
@@ -67,18 +78,9 @@ EVENTS_KEPT = 200
 # An engine that reports what it holds (ComfyUI's torch_vram_total) counts as released below
 # this: PyTorch keeps a few buffers and its CUDA context.
 RELEASED_BYTES = 512 * 1024**2
-
-
-class BackendState(StrEnum):
-    READY = "ready"
-    LOADING = "loading"
-    EVICTING = "evicting"
-    STOPPED = "stopped"  # no running container
-    ASLEEP = "asleep"  # vLLM sleep mode: the container runs, its GPU memory is free
-    UNLOADED = "unloaded"  # Ollama / ComfyUI released their models; the next request loads
-
-
-HOLDING = (BackendState.READY, BackendState.LOADING, BackendState.EVICTING)
+# Docker transactions (a load waits for the engine lock, pulls, waits for readiness: minutes)
+# run in their own threads, so the ledger and quick reads never queue behind them.
+DOCKER_THREADS = 8
 
 
 class SchedulerError(AitherError):
@@ -119,7 +121,11 @@ class Backend:
     claims: dict[str, int] = field(default_factory=dict)
     state: BackendState = BackendState.READY
     in_flight: int = 0
-    last_used: float = 0.0
+    last_used: float = 0.0  # set to the scheduler's clock when it first knows the backend
+    # Counts every change of state: an observation read before an `await` is applied only if
+    # the epoch it was read at is still the backend's (nothing changed it meanwhile).
+    epoch: int = 0
+    retired: bool = False  # no longer in the profile served: finishes its requests, takes none
     displaced: bool = False  # a resident service put away to make room: brought back when idle
     load_task: asyncio.Task[None] | None = None
     last_error: str | None = None
@@ -226,8 +232,11 @@ class Metrics:
 
 
 class ServiceControl:
-    """The I/O that loads and evicts services: Docker transactions (in worker threads) and the
-    engines' own sleep and release requests (over the shared upstream HTTP client)."""
+    """The real `Effects`: Docker transactions (in their own worker threads) and the engines'
+    own sleep and release requests (over the shared upstream HTTP client).
+
+    It holds the profile being served: a load starts exactly the spec the gateway routes to,
+    even when the profile's file was edited meanwhile (`adopt` moves it to a new one)."""
 
     def __init__(
         self,
@@ -235,30 +244,119 @@ class ServiceControl:
         inventory: Callable[[], GpuInventory],
         profile_name: str,
         upstream: Upstream,
+        profile: Profile | None = None,
     ) -> None:
         self.connect = connect
         self.inventory = inventory
         self.profile_name = profile_name
         self.upstream = upstream
-        self._profile: Profile | None = None
+        self._profile: Profile | None = profile
         # Engines of the profile's other hosts, kept open between refreshes (over SSH a new
         # connection costs a second or two); one that fails is dropped and reached again later.
         self._remote: dict[str, DockerEngine] = {}
+        self._docker = ThreadPoolExecutor(DOCKER_THREADS, thread_name_prefix="aither-docker")
+
+    def adopt(self, profile: Profile) -> None:
+        """Serve `profile` from now on (a followed switch, or the same profile edited)."""
+        self.profile_name = profile.name
+        self._profile = profile
 
     def _catalog(self) -> Any:
         from aitherctl.adapters.profile_store import ProfileCatalog
 
-        return ProfileCatalog()
+        return _PinnedCatalog(ProfileCatalog(), self._loaded())
 
     def _loaded(self) -> Profile:
         if self._profile is None:
-            self._profile = self._catalog().load(self.profile_name)
+            from aitherctl.adapters.profile_store import ProfileCatalog
+
+            self._profile = ProfileCatalog().load(self.profile_name)
         return self._profile
+
+    async def _in_docker_threads(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._docker, work)
+
+    # -- Effects ---------------------------------------------------------------------------
+
+    async def start(self, service: Service, cancel: Cancel) -> None:
+        event = cancel if isinstance(cancel, threading.Event) else threading.Event()
+        await self._in_docker_threads(lambda: self.start_blocking(service.name, event))
+
+    async def stop(self, service: Service) -> None:
+        await self._in_docker_threads(lambda: self.stop_blocking(service.name))
+
+    async def sleep(self, service: Service, base_url: str) -> None:
+        mode = _sleep_mode(service)
+        await self._call(base_url, mode.sleep.method, mode.sleep.path)
+
+    async def wake(self, service: Service, base_url: str) -> None:
+        mode = _sleep_mode(service)
+        await self._call(base_url, mode.wake.method, mode.wake.path)
+
+    async def release(self, service: Service, base_url: str) -> None:
+        from aitherctl.core.engines import driver_for
+
+        driver = driver_for(service.engine.value)
+        before = await self._reading(service, base_url, driver)
+        if before.requests_running or before.requests_waiting:
+            # Work that did not come through the gateway (a ComfyUI prompt): its memory is in
+            # use; the engine would free it only after that work.
+            raise ExternallyBusy(f"{service.name} is working on requests sent around the gateway")
+        models = [model.name for model in before.loaded_models]
+        for request in driver.release_memory(models) or ():
+            await self._call(base_url, request.method, request.path, request.json_body)
+        # Ollama answers `keep_alive: 0` and ComfyUI `/free` at once and release later: wait
+        # until the engine says so (its models gone, its memory given back).
+        held_models = set(models)
+        deadline = time.monotonic() + MEMORY_FREE_TIMEOUT_S
+        while True:
+            reading = await self._reading(service, base_url, driver)
+            held = held_models & {model.name for model in reading.loaded_models}
+            engine_bytes = reading.engine_vram_bytes or 0
+            if not held and engine_bytes <= RELEASED_BYTES:
+                return
+            if time.monotonic() >= deadline:
+                what = ", ".join(sorted(held)) or f"{engine_bytes / 1024**3:.2f} GiB"
+                raise LoadFailed(f"{service.name} still holds {what}")
+            await asyncio.sleep(0.2)
+
+    async def observe(self) -> set[str]:
+        return await self._in_docker_threads(self.running_blocking)
+
+    async def read_gpus(self) -> dict[int, GpuReading] | None:
+        return await self._in_docker_threads(self.gpu_readings_blocking)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_blocking)
+
+    # -- the blocking work -------------------------------------------------------------------
+
+    async def _call(self, base_url: str, method: str, path: str, body: Any = None) -> Any:
+        root = base_url.removesuffix("/v1")
+        return await self.upstream.call(method, root + path, body, timeout_s=120.0)
+
+    async def _reading(
+        self, service: Service, base_url: str, driver: EngineDriver
+    ) -> EngineMetrics:
+        """The engine's own account of itself, from the driver's JSON pages (Ollama `/api/ps`,
+        ComfyUI `/queue` and `/system_stats`), merged."""
+        from aitherctl.core.metrics import EngineMetrics
+
+        reading = EngineMetrics()
+        for page in driver.metrics:
+            if page.format != "json":
+                continue
+            try:
+                reading = reading.merged(page.parse(await self._call(base_url, "GET", page.path)))
+            except MetricsFormatError as exc:
+                raise LoadFailed(f"{service.name}{page.path}: {exc}") from None
+        return reading
 
     def close_blocking(self) -> None:
         for engine in self._remote.values():
             engine.close()
         self._remote.clear()
+        self._docker.shutdown(wait=False, cancel_futures=True)
 
     def _engine_for(
         self, service: str
@@ -336,15 +434,81 @@ class ServiceControl:
         self._remote[host] = engine
         return engine
 
-    def gpu_free_bytes(self) -> dict[int, int] | None:
+    def gpu_readings_blocking(self) -> dict[int, GpuReading] | None:
+        """This machine's GPUs counted as the switch's VRAM check counts them (core.vram):
+        memory outside aitherctl (the larger of NVML's foreign processes and used memory less
+        what aitherctl's running services really use) plus the driver's reservation, and each
+        running service's real use (NVML per-process memory of its container's PIDs)."""
+        from aitherctl.core.vram import GpuBudget, actual_use_by_service
+        from aitherctl.serve.effects import GpuReading
+
         inventory = self.inventory()
         if not inventory.available:
             return None
-        return {gpu.index: gpu.memory_free_bytes for gpu in inventory.gpus}
+        containers: tuple[Any, ...] = ()
+        try:
+            engine = self.connect()
+            try:
+                containers = tuple(engine.list_managed(with_pids=True))
+            finally:
+                engine.close()
+        except AitherError:
+            pass  # no engine: every used byte counts as outside aitherctl (the safe side)
+        running = [item for item in containers if item.running and not item.aside]
+        actual = actual_use_by_service(containers, inventory)
+        managed = {pid for item in containers for pid in item.pids}
+        readings = {}
+        for gpu in inventory.gpus:
+            ours = 0
+            use: dict[str, int] = {}
+            for item in running:
+                if gpu.index not in item.gpus:
+                    continue
+                real = actual.get(item.service, {}).get(gpu.index)
+                ours += real if real is not None else (item.budget_on(gpu.index) or 0)
+                if real is not None:
+                    use[item.service] = real
+            budget = GpuBudget(
+                index=gpu.index,
+                name=gpu.name,
+                total_bytes=gpu.memory_total_bytes,
+                reserve_bytes=0,
+                services=(),
+                others=tuple(p for p in gpu.processes if p.pid not in managed),
+                unattributed_bytes=max(0, gpu.memory_used_bytes - ours),
+                driver_reserved_bytes=gpu.memory_reserved_bytes,
+            )
+            readings[gpu.index] = GpuReading(
+                gpu.index, gpu.memory_total_bytes, gpu.memory_free_bytes, budget.others_bytes, use
+            )
+        return readings
 
-    async def http(self, backend: Backend, method: str, path: str, body: Any = None) -> Any:
-        root = backend.candidate.base_url.removesuffix("/v1")
-        return await self.upstream.call(method, root + path, body, timeout_s=120.0)
+
+def _sleep_mode(service: Service) -> Any:
+    from aitherctl.core.engines import driver_for
+
+    mode = driver_for(service.engine.value).sleep_mode(service)
+    if mode is None:
+        raise LoadFailed(f"{service.name}: its engine has no sleep mode")
+    return mode
+
+
+class _PinnedCatalog:
+    """The profile catalog, except that the profile being served is the one `serve` holds (not
+    the file as it is now): a load starts the spec the gateway routes to."""
+
+    def __init__(self, catalog: Any, profile: Profile) -> None:
+        self._catalog = catalog
+        self._profile = profile
+
+    def load(self, name: str) -> Profile:
+        if name == self._profile.name:
+            return self._profile
+        loaded: Profile = self._catalog.load(name)
+        return loaded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog, name)
 
 
 class _QuietProgress:
@@ -356,13 +520,16 @@ class _QuietProgress:
 
 
 class Scheduler:
-    """Owns every backend's state. Call its coroutines from the loop it runs on."""
+    """Owns every backend's state. Call its coroutines from the loop it runs on.
+
+    `control` performs the effects (`aitherctl.serve.effects.Effects`; None: nothing can be
+    started or stopped, every service is taken as running)."""
 
     def __init__(
         self,
         profile: Profile,
         table: RoutingTable,
-        control: ServiceControl | None,
+        control: Effects | None,
         pools: dict[str, Pool],
         *,
         events: EventLog | None = None,
@@ -378,20 +545,27 @@ class Scheduler:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.backends: dict[str, Backend] = {}
+        # Backends of a profile served before a followed switch that still have requests in
+        # flight: they finish there; nothing else is done to them.
+        self.retired: dict[str, Backend] = {}
         self._seq = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._build(running)
+        self.backends = self._build(profile, table, running)
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def _build(self, running: set[str] | None) -> None:
+    def _build(
+        self, profile: Profile, table: RoutingTable, running: set[str] | None
+    ) -> dict[str, Backend]:
         from aitherctl.core.engines import driver_for
         from aitherctl.core.routing import service_candidate
 
-        for name, candidate in self.table.backends.items():
-            service = self.profile.services.get(name) if candidate.origin == "service" else None
+        now = self.clock()
+        backends: dict[str, Backend] = {}
+        for name, candidate in table.backends.items():
+            service = profile.services.get(name) if candidate.origin == "service" else None
             if service is not None:
                 limit = service.max_concurrency or (
                     driver_for(service.engine.value).default_concurrency(service)
@@ -409,26 +583,73 @@ class Scheduler:
                 )
             backend = Backend(
                 name=name, candidate=candidate, service=service, limit=limit,
-                queue=WaitQueue(capacity), state=state,
+                queue=WaitQueue(capacity), state=state, last_used=now,
             )
             if service is not None:
                 backend.claims = self._claims(service)
                 # A resident service found stopped at start is brought back like a displaced one.
                 backend.displaced = state is BackendState.STOPPED and not service.on_demand
-            self.backends[name] = backend
+            backends[name] = backend
         # Services that hold memory but take no chat requests (ComfyUI) still count in pools.
-        for name, service in self.profile.services.items():
-            if name in self.backends:
+        for name, service in profile.services.items():
+            if name in backends:
                 continue
             state = BackendState.READY if running is None or name in running else (
                 BackendState.STOPPED
             )
             backend = Backend(
                 name=name, candidate=service_candidate(service), service=service, limit=0,
-                queue=WaitQueue(0), state=state, claims=self._claims(service),
+                queue=WaitQueue(0), state=state, claims=self._claims(service), last_used=now,
             )
             backend.displaced = state is BackendState.STOPPED and not service.on_demand
-            self.backends[name] = backend
+            backends[name] = backend
+        return backends
+
+    def adopt(
+        self,
+        profile: Profile,
+        table: RoutingTable,
+        pools: dict[str, Pool],
+        running: set[str] | None,
+    ) -> None:
+        """Serve `profile` from now on (a followed switch, or the served profile edited), in
+        this one schedule: a backend of both profiles keeps its state, its requests in flight,
+        its queue and its `last_used` (so no second scheduler ever acts on its container);
+        one that left the profile finishes what it has in flight and takes nothing new; one
+        that joined is known from now on."""
+        old = self.backends
+        self.profile, self.table, self.pools = profile, table, pools
+        fresh = self._build(profile, table, running)
+        for name, backend in fresh.items():
+            kept = old.pop(name, None) or self.retired.pop(name, None)
+            if kept is None:
+                continue
+            kept.candidate, kept.service, kept.limit = (
+                backend.candidate, backend.service, backend.limit
+            )
+            kept.claims = backend.claims
+            kept.retired = False
+            if kept.service is not None and kept.load_task is None and kept.idle:
+                # What the switch left running is the truth for a service nobody uses now.
+                if kept.state is BackendState.READY and backend.state is BackendState.STOPPED:
+                    self.set_state(kept, BackendState.READY, BackendState.STOPPED)
+                elif kept.state is BackendState.STOPPED and backend.state is BackendState.READY:
+                    self.set_state(kept, BackendState.STOPPED, BackendState.READY)
+                    kept.last_used = self.clock()
+                kept.displaced = backend.displaced
+            fresh[name] = kept
+        for name, backend in old.items():
+            backend.retired = True
+            backend.cancel.set()
+            self._fail_waiters(
+                backend, SchedulerError(f"{name} is not in profile {profile.name} any more")
+            )
+            if backend.in_flight:
+                self.retired[name] = backend
+        self.backends = fresh
+        if isinstance(self.control, ServiceControl):
+            self.control.adopt(profile)
+        self._changed.set()
 
     def _claims(self, service: Service) -> dict[str, int]:
         claims: dict[str, int] = {}
@@ -442,6 +663,23 @@ class Scheduler:
         if service.ram is not None and "ram" in self.pools:
             claims["ram"] = service.ram.resolve(pool_total(self.pools["ram"]) or 0)
         return claims
+
+    # -- the one way a state changes -------------------------------------------------------
+
+    def set_state(self, backend: Backend, expected: BackendState, new: BackendState) -> None:
+        """Move `backend` from `expected` to `new`, or raise InvalidTransition (the state is
+        not the one the caller decided from, or the table does not allow the change)."""
+        if backend.state is not expected:
+            raise InvalidTransition(
+                f"{backend.name}: expected {expected.value}, found {backend.state.value} "
+                f"(asked for {new.value})"
+            )
+        if not is_valid_transition(expected, new):
+            raise InvalidTransition(
+                f"{backend.name}: {expected.value} → {new.value} is not allowed"
+            )
+        backend.state = new
+        backend.epoch += 1
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -522,6 +760,8 @@ class Scheduler:
     def _release(self, backend: Backend) -> None:
         backend.in_flight -= 1
         backend.last_used = self.clock()
+        if backend.retired and not backend.in_flight:
+            self.retired.pop(backend.name, None)
         self._changed.set()
         self._pump(backend)
 
@@ -530,6 +770,8 @@ class Scheduler:
 
     def _pump(self, backend: Backend) -> None:
         """Hand free places to the best waiters, or start the load they wait for."""
+        if backend.retired:
+            return
         if backend.state is BackendState.READY:
             now = self.clock()
             while backend.in_flight < backend.limit and backend.queue:
@@ -544,9 +786,7 @@ class Scheduler:
                 if backend.loaded is not None and waiter.enqueued_at < backend.loaded[1]:
                     load_wait = backend.loaded[1] - max(waiter.enqueued_at, backend.loaded[0])
                 future.set_result(load_wait)
-        elif backend.queue and backend.state in (
-            BackendState.STOPPED, BackendState.ASLEEP, BackendState.UNLOADED
-        ) and backend.load_task is None:
+        elif backend.queue and backend.state in AWAY and backend.load_task is None:
             self._spawn_load(backend, reason="requested")
 
     def _fail_waiters(self, backend: Backend, error: SchedulerError) -> None:
@@ -572,10 +812,7 @@ class Scheduler:
             Holder(
                 name=b.name,
                 claims=b.claims,
-                evictable=(
-                    b.state is BackendState.READY and b.idle and not b.pinned
-                    and b.load_task is None and b.busy_until <= self.clock()
-                ),
+                evictable=self._evictable(b),
                 rank=b.rank,
                 last_used=b.last_used,
             )
@@ -583,52 +820,82 @@ class Scheduler:
             if b is not exclude and b.service is not None and b.claims and b.state in HOLDING
         ]
 
-    def plan_room(self, backend: Backend) -> EvictionChoice:
-        return choose_victims(backend.claims, self.holders(exclude=backend), self.pools)
+    def _evictable(self, backend: Backend) -> bool:
+        return (
+            backend.state is BackendState.READY and backend.idle and not backend.pinned
+            and backend.load_task is None and backend.busy_until <= self.clock()
+        )
+
+    def plan_room(
+        self, backend: Backend, gpus: dict[int, GpuReading] | None = None
+    ) -> EvictionChoice:
+        """Which idle services to free so that `backend` fits, counted as the switch counts:
+        with `gpus` read, each GPU pool is its total less the reserve less what aitherctl does
+        not control, and each service on it holds the larger of its budget and its real use."""
+        holders = self.holders(exclude=backend)
+        pools = self.pools
+        if gpus:
+            outside = {f"gpu:{index}": r.outside_bytes for index, r in gpus.items()}
+            real = {f"gpu:{index}": dict(r.real_use_bytes) for index, r in gpus.items()}
+            pools, holders = gpu_aware(pools, holders, outside, real)
+        return choose_victims(backend.claims, holders, pools)
+
+    async def _read_gpus(self, backend: Backend) -> dict[int, GpuReading] | None:
+        if self.control is None or not any(p.startswith("gpu:") for p in backend.claims):
+            return None
+        return await self.control.read_gpus()
 
     async def _load(self, backend: Backend, reason: str) -> None:
         before = backend.state
         started = self.clock()
-        backend.state = BackendState.LOADING
+        self.set_state(backend, before, BackendState.LOADING)
         backend.cancel = threading.Event()
         self.events.emit("loading", backend.name, f"{reason}; was {before.value}")
+        loaded = False
         try:
+            if before in (BackendState.ASLEEP, BackendState.UNLOADED) and not await self._alive(
+                backend
+            ):
+                # Its container died behind our back (OOM, `down`, a daemon restart): a wake
+                # would fail, a start is what it needs.
+                self.events.emit("gone", backend.name, "its container is no longer running")
+                before = BackendState.STOPPED
             await self._make_room(backend)
             await self._bring_up(backend, before)
-        except (AitherError, OSError) as exc:
-            message = exc.message if isinstance(exc, AitherError) else str(exc)
-            backend.state = before
+            loaded = True
+        except asyncio.CancelledError:
+            self._fail_waiters(backend, SchedulerError("the scheduler is shutting down"))
+            raise
+        except Exception as exc:  # any failure ends the load: never "loading" for ever
+            message = exc.message if isinstance(exc, AitherError) else f"{exc!r}"
             backend.last_error = message
-            backend.load_task = None
             self.metrics.count("load_failures", backend.name)
             self.events.emit("load_failed", backend.name, message)
             self._fail_waiters(
                 backend, LoadFailed(f"{backend.name} could not be loaded: {message}")
             )
-            self._changed.set()
-            return
-        except asyncio.CancelledError:
-            backend.state = before
+        finally:
             backend.load_task = None
-            self._fail_waiters(backend, SchedulerError("the scheduler is shutting down"))
-            raise
+            if not loaded and backend.state is BackendState.LOADING:
+                self.set_state(backend, BackendState.LOADING, before)
+            self._changed.set()
+        if not loaded:
+            return
         seconds = self.clock() - started
-        backend.state = BackendState.READY
+        self.set_state(backend, BackendState.LOADING, BackendState.READY)
         backend.displaced = False
         backend.last_error = None
-        backend.load_task = None
         backend.last_used = self.clock()
         self.metrics.count("loads", backend.name)
         self.metrics.observe("load_seconds", backend.name, seconds)
         backend.loaded = (started, self.clock())
         self.events.emit("loaded", backend.name, f"ready after {seconds:.2f}s")
-        self._changed.set()
         self._pump(backend)
 
     async def _make_room(self, backend: Backend) -> None:
         deadline = self.clock() + LOAD_WAIT_FOR_ROOM_S
         while True:
-            choice = self.plan_room(backend)
+            choice = self.plan_room(backend, await self._read_gpus(backend))
             if choice.fits_now:
                 return
             if choice.victims:
@@ -654,13 +921,12 @@ class Scheduler:
 
     async def _wait_gpu_free(self, backend: Backend) -> None:
         """After an eviction, until NVML shows the memory the load needs free on each GPU."""
-        if self.control is None or not any(p.startswith("gpu:") for p in backend.claims):
-            return
         deadline = self.clock() + MEMORY_FREE_TIMEOUT_S
         while True:
-            free = await asyncio.to_thread(self.control.gpu_free_bytes)
-            if free is None:
+            gpus = await self._read_gpus(backend)
+            if gpus is None:
                 return
+            free = {index: reading.free_bytes for index, reading in gpus.items()}
             short = {
                 pool: need - free.get(int(pool.split(":", 1)[1]), 0)
                 for pool, need in backend.claims.items()
@@ -675,23 +941,51 @@ class Scheduler:
                 )
             await asyncio.sleep(0.25)
 
+    async def _alive(self, backend: Backend) -> bool:
+        return self.control is None or backend.name in await self.control.observe()
+
     async def _bring_up(self, backend: Backend, before: BackendState) -> None:
+        """Wake, reload or start `backend`."""
         if self.control is None:
             raise LoadFailed("no Docker engine to start it with")
         service = backend.service
         assert service is not None
         if before is BackendState.ASLEEP:
-            from aitherctl.core.engines import driver_for
-
-            mode = driver_for(service.engine.value).sleep_mode(service)
-            assert mode is not None
-            await self.control.http(backend, mode.wake.method, mode.wake.path)
+            await self.control.wake(service, backend.candidate.base_url)
             self.metrics.count("wakes", backend.name)
             self.events.emit("woke", backend.name)
             return
         if before is BackendState.UNLOADED:
             return  # the engine loads the model with the request itself
-        await asyncio.to_thread(self.control.start_blocking, service.name, backend.cancel)
+        await self._start(backend, service)
+
+    async def _start(self, backend: Backend, service: Service) -> None:
+        """Start through the switch's transaction. When the switch refuses (its VRAM check
+        counts real use, memory outside aitherctl and the driver's reservation, which the pools
+        may not have seen), evict every idle service that shares a GPU with it and try once
+        more before failing."""
+        assert self.control is not None
+        try:
+            await self.control.start(service, backend.cancel)
+            return
+        except RefusedError as refusal:
+            pools = {p for p in backend.claims if p.startswith("gpu:")}
+            victims = sorted(
+                (
+                    b for b in self.backends.values()
+                    if b is not backend and b.service is not None and self._evictable(b)
+                    and pools & set(b.claims)
+                ),
+                key=lambda b: (b.rank, b.last_used, b.name),
+            )
+            if not victims:
+                raise
+            self.events.emit("refused", backend.name, f"{refusal.message}; evicting idle ones")
+            for victim in victims:
+                with contextlib.suppress(ExternallyBusy):
+                    await self._evict(victim, f"the switch refused {backend.name}")
+            await self._wait_gpu_free(backend)
+        await self.control.start(service, backend.cancel)
 
     async def _evict(self, backend: Backend, why: str) -> None:
         """Free `backend`'s memory the engine's cheapest way. It must be idle (checked again
@@ -704,83 +998,38 @@ class Scheduler:
         assert self.control is not None
         service = backend.service
         driver = driver_for(service.engine.value)
-        backend.state = BackendState.EVICTING
+        self.set_state(backend, BackendState.READY, BackendState.EVICTING)
         self.events.emit("evicting", backend.name, why)
         try:
-            mode = driver.sleep_mode(service)
-            if mode is not None:
-                await self.control.http(backend, mode.sleep.method, mode.sleep.path)
+            if driver.sleep_mode(service) is not None:
+                await self.control.sleep(service, backend.candidate.base_url)
                 after, verb = BackendState.ASLEEP, "slept"
                 self.metrics.count("sleeps", backend.name)
             elif driver.release_memory(()) is not None or driver.release_needs_models:
-                before = await self._reading(backend, driver)
-                if before.requests_running or before.requests_waiting:
-                    # Work that did not come through the gateway (a ComfyUI prompt): its memory
-                    # is in use; the engine would free it only after that work.
-                    raise ExternallyBusy(
-                        f"{backend.name} is working on requests sent around the gateway"
-                    )
-                models = [model.name for model in before.loaded_models]
-                for request in driver.release_memory(models) or ():
-                    await self.control.http(backend, request.method, request.path,
-                                            request.json_body)
-                # Ollama answers `keep_alive: 0` and ComfyUI `/free` at once and release later:
-                # wait until the engine says so (its models gone, its memory given back).
-                await self._wait_released(backend, driver, set(models))
+                await self.control.release(service, backend.candidate.base_url)
                 after, verb = BackendState.UNLOADED, "unloaded"
             else:
-                await asyncio.to_thread(self.control.stop_blocking, service.name)
+                await self.control.stop(service)
                 after, verb = BackendState.STOPPED, "stopped"
         except ExternallyBusy as exc:
-            backend.state = BackendState.READY
+            self.set_state(backend, BackendState.EVICTING, BackendState.READY)
             backend.busy_until = self.clock() + TICK_S
             self.events.emit("evict_deferred", backend.name, exc.message)
             raise
-        except (AitherError, OSError) as exc:
-            backend.state = BackendState.READY
+        except BaseException as exc:
+            self.set_state(backend, BackendState.EVICTING, BackendState.READY)
+            if not isinstance(exc, (AitherError, OSError)):
+                raise
             message = exc.message if isinstance(exc, AitherError) else str(exc)
             self.events.emit("evict_failed", backend.name, message)
             raise LoadFailed(f"could not free {backend.name}: {message}") from None
-        backend.state = after
+        self.set_state(backend, BackendState.EVICTING, after)
         backend.displaced = not service.on_demand
         self.metrics.count("evictions", backend.name)
         self.events.emit("evicted", backend.name, f"{verb} ({why})")
         self._changed.set()
         if backend.queue:  # a request arrived while it was being put away
             self._pump(backend)
-
-    async def _reading(self, backend: Backend, driver: EngineDriver) -> EngineMetrics:
-        """The engine's own account of itself, from the driver's JSON pages (Ollama `/api/ps`,
-        ComfyUI `/queue` and `/system_stats`), merged."""
-        from aitherctl.core.metrics import EngineMetrics
-
-        assert self.control is not None
-        reading = EngineMetrics()
-        for page in driver.metrics:
-            if page.format != "json":
-                continue
-            try:
-                reading = reading.merged(
-                    page.parse(await self.control.http(backend, "GET", page.path))
-                )
-            except MetricsFormatError as exc:
-                raise LoadFailed(f"{backend.name}{page.path}: {exc}") from None
-        return reading
-
-    async def _wait_released(
-        self, backend: Backend, driver: EngineDriver, models: set[str]
-    ) -> None:
-        deadline = self.clock() + MEMORY_FREE_TIMEOUT_S
-        while True:
-            reading = await self._reading(backend, driver)
-            held = models & {model.name for model in reading.loaded_models}
-            engine_bytes = reading.engine_vram_bytes or 0
-            if not held and engine_bytes <= RELEASED_BYTES:
-                return
-            if self.clock() >= deadline:
-                what = ", ".join(sorted(held)) or f"{engine_bytes / 1024**3:.2f} GiB"
-                raise LoadFailed(f"{backend.name} still holds {what}")
-            await asyncio.sleep(0.2)
 
     # -- the idle loop -------------------------------------------------------------------------
 
@@ -794,8 +1043,7 @@ class Scheduler:
                 await self._tick()
                 if self.clock() - last_refresh >= REFRESH_S and self.control is not None:
                     last_refresh = self.clock()
-                    running = await asyncio.to_thread(self.control.running_blocking)
-                    self._refresh(running)
+                    await self.reconcile()
             except AitherError as exc:
                 self.events.emit("housekeeping_failed", None, exc.message)
 
@@ -819,25 +1067,40 @@ class Scheduler:
         """Bring back displaced resident services that fit without evicting anything."""
         for backend in self.backends.values():
             if (
-                backend.displaced and backend.load_task is None
-                and backend.state in (BackendState.STOPPED, BackendState.ASLEEP,
-                                      BackendState.UNLOADED)
+                backend.displaced and backend.load_task is None and backend.state in AWAY
                 and self.plan_room(backend).fits_now
             ):
                 self._spawn_load(backend, reason="restoring the profile's resident set")
 
-    def _refresh(self, running: set[str]) -> None:
-        """Align with Docker: a service someone started or stopped by hand."""
-        for backend in self.backends.values():
-            if backend.service is None or backend.load_task is not None:
-                continue
-            if backend.state is BackendState.READY and backend.name not in running:
-                backend.state = BackendState.STOPPED
-                self.events.emit("gone", backend.name, "its container is no longer running")
-            elif backend.state is BackendState.STOPPED and backend.name in running:
-                backend.state = BackendState.READY
+    async def reconcile(self) -> None:
+        """Align with what Docker runs (someone ran `up` or `down`, a container died). The
+        list is read across an `await`: it is applied only to backends whose state did not
+        change since the read began."""
+        assert self.control is not None
+        epochs = {name: backend.epoch for name, backend in self.backends.items()}
+        running = await self.control.observe()
+        self.apply_observation(running, epochs)
+
+    def apply_observation(self, running: set[str], epochs: dict[str, int]) -> None:
+        for name, backend in self.backends.items():
+            if (
+                backend.service is None or backend.load_task is not None
+                or epochs.get(name) != backend.epoch
+            ):
+                continue  # changed meanwhile (or new): the reading says nothing about it now
+            alive = name in running
+            if backend.state is BackendState.READY and not alive:
+                self.set_state(backend, BackendState.READY, BackendState.STOPPED)
+                backend.displaced = not backend.service.on_demand
+                self.events.emit("gone", name, "its container is no longer running")
+            elif backend.state in (BackendState.ASLEEP, BackendState.UNLOADED) and not alive:
+                self.set_state(backend, backend.state, BackendState.STOPPED)
+                self.events.emit("gone", name, "its container is no longer running")
+            elif backend.state is BackendState.STOPPED and alive:
+                self.set_state(backend, BackendState.STOPPED, BackendState.READY)
                 backend.displaced = False
-                self.events.emit("found", backend.name, "its container runs again")
+                backend.last_used = self.clock()  # `idle_after` counts from now
+                self.events.emit("found", name, "its container runs again")
                 self._pump(backend)
 
     # -- status and shutdown ---------------------------------------------------------------------
@@ -862,7 +1125,7 @@ class Scheduler:
         return time.time() - (self.clock() - moment)
 
     def in_flight(self) -> int:
-        return sum(b.in_flight for b in self.backends.values())
+        return sum(b.in_flight for b in [*self.backends.values(), *self.retired.values()])
 
     async def close(self, drain_s: float) -> None:
         """Stop taking requests, wait up to `drain_s` for those in flight, cancel loads (their
@@ -882,7 +1145,7 @@ class Scheduler:
             with contextlib.suppress(BaseException):
                 await task
         if self.control is not None:
-            await asyncio.to_thread(self.control.close_blocking)
+            await self.control.close()
 
 
 def pool_total(pool: Pool | None) -> int:

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from aitherctl.cli.runtime import gpu_inventory
 from aitherctl.core.loader import load_profile_text
 from aitherctl.core.routing import build_routing
-from aitherctl.serve.scheduler import Scheduler, ServiceControl
+from aitherctl.errors import DockerUnavailableError
 from aitherctl.serve.discovery import memory_pools
+from aitherctl.serve.scheduler import Scheduler, ServiceControl
 
 GIB = 1024**3
 
@@ -40,12 +42,16 @@ def _holder(gib: float) -> subprocess.Popen[str]:
     return process
 
 
+def _no_engine() -> Any:
+    raise DockerUnavailableError("no Docker engine in this test: its services are processes")
+
+
 class ProcessControl(ServiceControl):
     """Start = a process holding the service's budget; stop = kill it (the memory is freed
     by the driver some time after the process ends, as with a container)."""
 
     def __init__(self, budgets: dict[str, float]) -> None:
-        super().__init__(lambda: None, gpu_inventory, "gpuswap", None)  # type: ignore[arg-type]
+        super().__init__(_no_engine, gpu_inventory, "gpuswap", None)  # type: ignore[arg-type]
         self.budgets = budgets
         self.processes: dict[str, subprocess.Popen[str]] = {}
         self.free_at_start: dict[str, int] = {}

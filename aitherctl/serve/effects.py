@@ -1,0 +1,67 @@
+"""What the scheduler does to the world, behind one small interface (pure: typing only).
+
+The scheduler decides; an `Effects` performs. `aitherctl.serve.scheduler.ServiceControl` is the
+real one (Docker transactions in their own thread pool, the engines' sleep and release requests
+over HTTP, NVML); tests drive the scheduler through its interleavings with a fake that records
+each call and returns when the test says so (tests/serve/unit/fake_effects.py), while each
+real effect keeps its own test against a real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aitherctl.core.profile import Service
+
+
+class Cancel(Protocol):
+    """Set when the load it belongs to is abandoned (`threading.Event`)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One GPU as the switch's VRAM check counts it (aitherctl.core.vram): what aitherctl does
+    not control (memory outside aitherctl plus the driver's reservation) and what each running
+    service really holds there (NVML per-process memory of its container's PIDs)."""
+
+    index: int
+    total_bytes: int
+    free_bytes: int
+    outside_bytes: int = 0
+    real_use_bytes: Mapping[str, int] = field(default_factory=dict)
+
+
+class Effects(Protocol):
+    """Each call performs one effect and returns when it is done; errors are `AitherError`s."""
+
+    async def start(self, service: Service, cancel: Cancel) -> None:
+        """`aitherctl up SERVICE` of exactly this spec: transaction, lock, readiness wait."""
+
+    async def stop(self, service: Service) -> None:
+        """`aitherctl down SERVICE`."""
+
+    async def sleep(self, service: Service, base_url: str) -> None:
+        """vLLM sleep mode: the container runs, its GPU memory is freed."""
+
+    async def wake(self, service: Service, base_url: str) -> None:
+        """vLLM `POST /wake_up`."""
+
+    async def release(self, service: Service, base_url: str) -> None:
+        """Ollama `keep_alive: 0` / ComfyUI `/free`, returning once the engine shows its memory
+        released. Raises `ExternallyBusy` when it works on requests sent around the gateway."""
+
+    async def observe(self) -> set[str]:
+        """The services of the profile whose container runs now (on every host)."""
+
+    async def read_gpus(self) -> dict[int, GpuReading] | None:
+        """This machine's GPUs now; None without NVML."""
+
+    async def close(self) -> None:
+        """Close connections and thread pools."""
