@@ -462,6 +462,7 @@ class Dispatcher:
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
         splitter = _SseSplitter(strip_usage=usage_added)
+        written = b"\n\n"  # the end of what the client has (to see where the last event began)
         try:
             async for chunk in response.chunks():
                 splitter.watch_done(chunk)
@@ -479,6 +480,13 @@ class Dispatcher:
                         await sink.write(_header_comments(headers))
                     result.backend = candidate
                 await sink.write(out)
+                written = written[-64:] + out
+                if b"[DONE]" in out[-16:] and not splitter.buffer and _ends_with_done(written):
+                    # The client has the whole answer: it is complete now, whatever happens
+                    # next (a client that leaves at `[DONE]` cancels us before the upstream
+                    # closes its end; that is not a cancelled request).
+                    _completed(result, candidate)
+                    return None
             tail = splitter.flush()
             if tail:
                 if not sink.started:
@@ -500,8 +508,7 @@ class Dispatcher:
             result.ttft_s = self.clock() - started
             if not sink.started:
                 await sink.start(200, headers)
-        result.backend, result.outcome = candidate, "ok"
-        result.attempts.append((candidate.name, "ok", None))
+        _completed(result, candidate)
         return None
 
     @staticmethod
@@ -691,6 +698,23 @@ def _usage_into(usage: dict[str, Any], result: Outcome) -> None:
         result.tokens_in = prompt_tokens
     if isinstance(completion, int):
         result.tokens_out = completion
+
+
+def _ends_with_done(written: bytes) -> bool:
+    """Whether the last complete SSE event in `written` is `data: [DONE]` (an event of its own:
+    the text `[DONE]` inside a model's answer is in a JSON string, never a line alone)."""
+    data = written.replace(b"\r\n", b"\n")
+    if not data.endswith(b"\n\n"):
+        return False
+    _head, sep, last = data[:-2].rpartition(b"\n\n")
+    if not sep:
+        return False  # the event's beginning is not in view
+    return last.strip() in (b"data: [DONE]", b"data:[DONE]")
+
+
+def _completed(result: Outcome, candidate: Candidate) -> None:
+    result.backend, result.outcome = candidate, "ok"
+    result.attempts.append((candidate.name, "ok", None))
 
 
 class _SseSplitter:
