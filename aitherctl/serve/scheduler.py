@@ -1090,8 +1090,9 @@ class Scheduler:
                 continue  # changed meanwhile (or new): the reading says nothing about it now
             alive = name in running
             if backend.state is BackendState.READY and not alive:
+                # Not brought back on its own (that would undo a hand-run `down`): the next
+                # request starts it.
                 self.set_state(backend, BackendState.READY, BackendState.STOPPED)
-                backend.displaced = not backend.service.on_demand
                 self.events.emit("gone", name, "its container is no longer running")
             elif backend.state in (BackendState.ASLEEP, BackendState.UNLOADED) and not alive:
                 self.set_state(backend, backend.state, BackendState.STOPPED)
