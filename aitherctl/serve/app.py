@@ -328,7 +328,11 @@ async def _follow(
         if profile is None or profile == scheduler.profile:
             continue
         was = scheduler.profile.name
+        from aitherctl.serve.scheduler import ServiceControl
+
         running = None
+        if isinstance(scheduler.control, ServiceControl):
+            scheduler.control.adopt(profile)  # its services are the ones to look for
         if scheduler.control is not None:
             with contextlib.suppress(AitherError):
                 running = await scheduler.control.observe()

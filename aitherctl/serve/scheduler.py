@@ -1061,14 +1061,23 @@ class Scheduler:
                 with contextlib.suppress(LoadFailed):
                     await self._evict(backend, f"idle for {service.idle_after_s:g}s")
                 backend.displaced = False  # put away by choice, not displaced
-        self._restore_residents()
+        await self._restore_residents()
 
-    def _restore_residents(self) -> None:
-        """Bring back displaced resident services that fit without evicting anything."""
-        for backend in self.backends.values():
+    async def _restore_residents(self) -> None:
+        """Bring back displaced resident services that fit without evicting anything (counted
+        as the load will count them: with the GPUs read once for all of them)."""
+        waiting = [
+            b for b in self.backends.values()
+            if b.displaced and b.load_task is None and b.state in AWAY
+        ]
+        gpus = None
+        on_gpus = any(pool.startswith("gpu:") for b in waiting for pool in b.claims)
+        if self.control is not None and on_gpus:
+            gpus = await self.control.read_gpus()
+        for backend in waiting:
             if (
                 backend.displaced and backend.load_task is None and backend.state in AWAY
-                and self.plan_room(backend).fits_now
+                and self.plan_room(backend, gpus).fits_now
             ):
                 self._spawn_load(backend, reason="restoring the profile's resident set")
 

@@ -508,3 +508,20 @@ async def test_shutdown_fails_the_waiters_of_a_load_it_cancels() -> None:
     with pytest.raises(SchedulerError, match="shutting down"):
         await asking
     assert sched.backends["chat"].state is STOPPED
+
+
+@run
+async def test_a_displaced_resident_comes_back_only_when_it_fits_as_the_switch_counts() -> None:
+    # `b` holds 20 GiB though its budget says 10: `a` (resident, stopped) does not fit beside it.
+    reading = GpuReading(0, 24 * GIB, 4 * GIB, real_use_bytes={"b": 20 * GIB})
+    effects = FakeEffects(running={"b"}, gpus={0: reading})
+    sched = scheduler(profile(_gpu_profile()), effects, Clock(), _gpu_pools())
+    assert sched.backends["a"].displaced
+    await sched._tick()
+    await settle()
+    assert effects.kinds("start", "stop") == []
+    effects.gpus = {0: GpuReading(0, 24 * GIB, 14 * GIB, real_use_bytes={"b": 10 * GIB})}
+    await sched._tick()
+    (await effects.next_call("start", "a")).succeed()
+    await settle()
+    assert sched.backends["a"].state is READY
