@@ -12,6 +12,9 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
+    from aitherctl.ops.services import ServiceListing
     from aitherctl.ops.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -192,7 +195,6 @@ def recover(json_out: JsonOpt = False) -> None:
 def ps(json_out: JsonOpt = False) -> None:
     """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
     against the budget, flagged when over), uptime."""
-    from aitherctl.core.units import format_bytes
     from aitherctl.ops.services import list_services, with_other_hosts
 
     out = Output(json_mode=json_out)
@@ -201,8 +203,6 @@ def ps(json_out: JsonOpt = False) -> None:
     if json_out:
         out.data(listing.to_json())
         return
-    from rich.table import Table
-
     out.print(f"profile: [bold]{listing.active_profile or 'none'}[/]   docker: {listing.endpoint}")
     for name, endpoint in listing.hosts:
         out.print(f"host {name}: {endpoint}", markup=False)
@@ -213,6 +213,16 @@ def ps(json_out: JsonOpt = False) -> None:
     if not listing.rows:
         out.print("no services running (start some with `aitherctl profile switch NAME`)")
         return
+    out.print(ps_table(listing))
+
+
+def ps_table(listing: ServiceListing) -> Table:
+    """`ps`'s table: one row per container, whatever its state (running, exited, created,
+    paused, restarting, removing, dead)."""
+    from rich.table import Table
+
+    from aitherctl.core.units import format_bytes
+
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
     columns = ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up")
@@ -237,7 +247,7 @@ def ps(json_out: JsonOpt = False) -> None:
             vram,
             _duration(row.uptime_s),
         )
-    out.print(table)
+    return table
 
 
 def _duration(seconds: float | None) -> str:

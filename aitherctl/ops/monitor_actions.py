@@ -9,10 +9,14 @@ executes the very plan the monitor showed (or refuses, saying the plan changed).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.core.monitor_model import ServiceView
 from aitherctl.errors import DockerUnavailableError, RefusedError
+
+if TYPE_CHECKING:
+    from aitherctl.core.plan import Plan
+    from aitherctl.core.vram import VramCheck
 
 
 def _progress(note: Callable[[str], None]) -> Any:
@@ -27,6 +31,22 @@ def _progress(note: Callable[[str], None]) -> Any:
             note(f"{service}: {status}" + (f" ({detail})" if detail else ""))
 
     return NoteProgress()
+
+
+def plan_text(profile: str, plan: Plan, vram: VramCheck) -> str:
+    """The monitor's plan dialog: one line per step (every `Action`, by its value), then the
+    VRAM arithmetic."""
+    from aitherctl.core.vram import describe_vram
+
+    lines = [f"Plan for {profile}:"]
+    for step in plan.steps:
+        lines.append(f"  {step.action.value:<9} {step.service}: {step.reason}")
+    if not plan.changes:
+        lines.append("  (nothing changes)")
+    described = describe_vram(vram)
+    if described:
+        lines += ["", "VRAM:", *(f"  {line}" for line in described)]
+    return "\n".join(lines)
 
 
 class StackActions:
@@ -104,19 +124,9 @@ class StackActions:
         return prepare(self._engine(), catalog.load(profile), self._inventory(), catalog=catalog)
 
     def plan(self, profile: str) -> str:
-        from aitherctl.core.vram import describe_vram
-
         prepared = self._prepare(profile)
         self._shown[profile] = prepared
-        lines = [f"Plan for {profile}:"]
-        for step in prepared.plan.steps:
-            lines.append(f"  {step.action:<9} {step.service}: {step.reason}")
-        if not prepared.plan.changes:
-            lines.append("  (nothing changes)")
-        vram = describe_vram(prepared.vram)
-        if vram:
-            lines += ["", "VRAM:", *(f"  {line}" for line in vram)]
-        return "\n".join(lines)
+        return plan_text(profile, prepared.plan, prepared.vram)
 
     def switch(self, profile: str, note: Callable[[str], None]) -> str:
         from aitherctl.adapters.profile_store import ProfileCatalog

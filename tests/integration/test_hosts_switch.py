@@ -269,3 +269,49 @@ def test_serve_answers_from_both_hosts_and_falls_back_across_them(
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-aither-backend"] == "two"
     cleanup_nodes(hosts, namespace)
+
+
+def web(port: int, host: str) -> dict[str, Any]:
+    """A real HTTP server that answers at once."""
+    return {
+        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
+        "args": ["python3", "-m", "http.server", str(port)], "health": {"path": "/"},
+    }
+
+
+def test_a_stopped_container_on_a_host_is_planned_as_resume_and_resumed(
+    profile: Callable[..., Path], hosts: TwoHosts, namespace: str
+) -> None:
+    """A node stopped one of the profile's containers (a reboot, an OOM kill): the plan says
+    `resume` on that host, table and JSON, and the switch starts that same container again."""
+    port_a, port_b = free_port(), free_port()
+    profile("pair", {"one": web(port_a, "a"), "two": web(port_b, "b")})
+    cli_ok("profile", "switch", "pair", "--yes")
+    was_b = containers(hosts.b, namespace)
+
+    def kill_two() -> None:
+        client = hosts.b.local_client()
+        try:
+            client.containers.get(f"aither-{namespace}-two").kill()
+        finally:
+            client.close()
+
+    kill_two()
+    table = cli_ok("profile", "switch", "pair", "--dry-run").stdout
+    rows = [line.split()[:3] for line in table.splitlines()[2:]]
+    assert rows == [["b", "resume", "two"], ["a", "keep", "one"]], table
+    planned = json.loads(cli_ok("profile", "switch", "pair", "--dry-run", "--json").stdout)
+    assert [(s["host"], s["service"], s["action"]) for s in planned["steps"]] == [
+        ("b", "two", "resume"), ("a", "one", "keep")]
+
+    switched = cli_ok("profile", "switch", "pair", "--yes")
+    assert "resume" in switched.stderr
+    assert containers(hosts.b, namespace) == was_b
+    kill_two()
+    report = json.loads(cli_ok("profile", "switch", "pair", "--yes", "--json").stdout)
+    assert [(s["host"], s["service"], s["action"]) for s in report["steps"]] == [
+        ("b", "two", "resume"), ("a", "one", "keep")]
+    assert [(s["host"], s["service"], s["ready"]) for s in report["services"]] == [
+        ("b", "two", True)]
+    assert containers(hosts.b, namespace) == was_b
+    assert httpx.get(f"http://127.0.0.1:{port_b}/", timeout=5).status_code == 200
