@@ -143,13 +143,6 @@ class DockerEngine:
         self._engine_id: str | None = None
 
     @property
-    def lock_id(self) -> str:
-        """What the switch lock is keyed on: the engine ID for this machine's engine; with the
-        endpoint for another host (engines cloned from one image, or sharing a machine, can
-        report one ID)."""
-        return self.engine_id if self.host == "local" else f"{self.engine_id}@{self.endpoint}"
-
-    @property
     def engine_id(self) -> str:
         """The engine's own ID (`docker info` → `ID`): the same however its endpoint is spelled.
         Falls back to the endpoint on engines that report none."""

@@ -162,13 +162,13 @@ def recover(json_out: JsonOpt = False) -> None:
     """Finish or undo a switch that was killed (kill -9, power cut): its record on the engine
     says what was set aside. `switch`, `up` and `down` do this first by themselves."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.lock import switch_lock
+    from aitherctl.ops.lock import engine_lock
     from aitherctl.ops.transaction import recover as recover_switches
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
     progress = CliProgress(out)
-    with switch_lock(engine.engine_id, engine.namespace, on_wait=progress.note):
+    with engine_lock(engine, on_wait=progress.note):
         done = recover_switches(engine, progress)
     from aitherctl.adapters.host_memory import remembered_hosts
 

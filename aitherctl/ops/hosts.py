@@ -50,7 +50,7 @@ from aitherctl.errors import (
     RefusedError,
     SwitchFailedError,
 )
-from aitherctl.ops.lock import switch_lock
+from aitherctl.ops.lock import engine_lock, engine_lock_key
 from aitherctl.ops.switch import Declined, Prepared, ensure_images, prepare
 from aitherctl.ops.transaction import (
     Interrupted,
@@ -408,7 +408,7 @@ def switch_hosts(
     # and the next switch find a host left half-switched (a kill, a lost engine).
     remember_hosts(remembered_profile() or "", hosts)
     try:
-        recovered = _recover_all(engines, progress, lock_timeout_s)
+        recovered = _recover_all(engines, progress, lock_timeout_s, cancel)
         prepared = prepare_hosts(engines, profile, local_reader, catalog)
         changed = False
         for _ in range(attempts):
@@ -460,25 +460,33 @@ class _NothingChanged:
 
 @contextlib.contextmanager
 def _all_locks(
-    engines: Mapping[str, DockerEngine], progress: Progress, timeout_s: float
+    engines: Mapping[str, DockerEngine],
+    progress: Progress,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
 ) -> Iterator[None]:
     """Every engine's switch lock, taken in the order of their keys (one lock per key)."""
     with contextlib.ExitStack() as stack:
-        keys = sorted({(engine.lock_id, engine.namespace) for engine in engines.values()})
-        for lock_id, namespace in keys:
+        by_key = {engine_lock_key(engine): engine for engine in engines.values()}
+        for key in sorted(by_key):
             stack.enter_context(
-                switch_lock(lock_id, namespace, timeout_s=timeout_s, on_wait=progress.note)
+                engine_lock(
+                    by_key[key], timeout_s=timeout_s, on_wait=progress.note, cancel=cancel
+                )
             )
         yield None
 
 
 def _recover_all(
-    engines: Mapping[str, DockerEngine], progress: Progress, lock_timeout_s: float
+    engines: Mapping[str, DockerEngine],
+    progress: Progress,
+    lock_timeout_s: float,
+    cancel: threading.Event | None = None,
 ) -> str:
     if not any(pending(engine) for engine in engines.values()):
         return ""
     done = []
-    with _all_locks(engines, progress, lock_timeout_s):
+    with _all_locks(engines, progress, lock_timeout_s, cancel):
         for name, engine in engines.items():
             if pending(engine):
                 for item in recover(engine, HostProgress(progress, name)):
@@ -500,7 +508,7 @@ def _execute(  # noqa: PLR0917
 ) -> HostsResult:
     started = time.monotonic()
     before = _NothingChanged()
-    with _all_locks(engines, progress, lock_timeout_s), before:
+    with _all_locks(engines, progress, lock_timeout_s, cancel), before:
         recovered = []
         for name, engine in engines.items():
             if pending(engine):
@@ -576,7 +584,7 @@ def recover_other_hosts(progress: Progress) -> list[Recovery]:
     problems: list[str] = []
     for name, engine in _remembered_engines(problems):
         try:
-            with switch_lock(engine.lock_id, engine.namespace, on_wait=progress.note):
+            with engine_lock(engine, on_wait=progress.note):
                 for item in recover(engine, HostProgress(progress, name)):
                     done.append(replace(item, profile=f"{item.profile} (host {name})"))
         finally:

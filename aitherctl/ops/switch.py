@@ -34,7 +34,7 @@ from aitherctl.core.vram import (
     describe_vram,
 )
 from aitherctl.errors import AitherError, NotFoundError, RefusedError
-from aitherctl.ops.lock import switch_lock
+from aitherctl.ops.lock import engine_lock
 from aitherctl.ops.state import StackState, gpu_memory, observe
 from aitherctl.ops.transaction import (
     Progress,
@@ -317,9 +317,7 @@ def execute(
     """Apply `prepared` under the engine's lock, if re-preparing under the lock (fresh GPU
     readings, fresh container list, after recovering an interrupted switch) gives the same plan.
     """
-    with switch_lock(
-        engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-    ):
+    with engine_lock(engine, timeout_s=lock_timeout_s, on_wait=progress.note, cancel=cancel):
         recovered = recover(engine, progress) if pending(engine) else []
         fresh = reprepare()
         if fresh.plan.signature() != prepared.plan.signature():
@@ -352,9 +350,7 @@ def run_change(
     state, not from its leftovers."""
     recovered = ""
     if pending(engine):
-        with switch_lock(
-            engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-        ):
+        with engine_lock(engine, timeout_s=lock_timeout_s, on_wait=progress.note, cancel=cancel):
             done = recover(engine, progress)
         recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in done)
     prepared = prepare_fn()
