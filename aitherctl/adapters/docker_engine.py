@@ -29,10 +29,10 @@ from aitherctl.adapters.docker_listing import (
     managed_from_inspect,
     pids_from_top,
 )
-from aitherctl.core import container as c
-from aitherctl.core.container import ContainerSpec, container_name
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
+from aitherctl.switching import container as c
+from aitherctl.switching.container import ContainerSpec, container_name
+from aitherctl.switching.stack import ManagedContainer
 
 T = TypeVar("T")
 STOP_TIMEOUT_S = 20

@@ -22,9 +22,9 @@ from aitherctl.errors import (
 
 if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
-    from aitherctl.ops.switch import Prepared
+    from aitherctl.switching.plan import Plan
+    from aitherctl.switching.switch import Prepared
 
 profile_app = typer.Typer(
     help="Declare GPU profiles and switch between them.", no_args_is_help=True
@@ -212,7 +212,7 @@ def validate(
 
 
 def _prepare(name: str) -> Prepared:
-    from aitherctl.ops.switch import prepare, prepare_offline
+    from aitherctl.switching.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
     profile = catalog.load(name)
@@ -299,12 +299,12 @@ def switch(
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
     from aitherctl.cli.render import plan_json, plan_table
-    from aitherctl.ops.switch import Declined, prepare, switch
+    from aitherctl.switching.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     profile = catalog.load(name)
-    from aitherctl.ops.hosts import multi_host
+    from aitherctl.switching.hosts import multi_host
 
     if multi_host(profile):
         _switch_hosts(out, catalog, profile.name, dry_run=dry_run, yes=yes,
@@ -384,16 +384,16 @@ def _switch_hosts(
     json_out: bool,
 ) -> None:
     """`profile switch` for a profile that spans hosts (or leaves one): one plan with a host
-    column, one transaction over every engine (aitherctl.ops.hosts)."""
+    column, one transaction over every engine (aitherctl.switching.hosts)."""
     from aitherctl.cli.render import plan_json, plan_table
-    from aitherctl.ops.hosts import (
+    from aitherctl.switching.hosts import (
         HostsPrepared,
         connect_hosts,
         hosts_involved,
         prepare_hosts,
         switch_hosts,
     )
-    from aitherctl.ops.switch import Declined
+    from aitherctl.switching.switch import Declined
 
     profile = catalog.load(name)
     engines = connect_hosts(runtime.docker, hosts_involved(profile))
@@ -510,8 +510,8 @@ def export(
 def service_urls(engine: object, plan: Plan) -> dict[str, str]:
     """Where each service that runs after `plan` answers, as its clients want the base URL."""
     from aitherctl.adapters.http_probe import probe_host
-    from aitherctl.core.container import ContainerSpec
     from aitherctl.ops.endpoints import base_url
+    from aitherctl.switching.container import ContainerSpec
 
     endpoint = getattr(engine, "endpoint", None)
     address = getattr(engine, "address", None)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from aitherctl.ops.services import ServiceListing
-    from aitherctl.ops.state import StackState
+    from aitherctl.switching.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
@@ -49,8 +49,8 @@ def up(
     """Start services of the active profile (on-demand ones too, when named), after the same
     VRAM, port and readiness checks as a switch; nothing else is stopped."""
     from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
-    from aitherctl.ops.state import observe
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.state import observe
+    from aitherctl.switching.switch import switch
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
@@ -72,7 +72,7 @@ def up(
         chosen = list(services) if services else sorted(catalog.load(name).resident)
     loaded = catalog.load(name)
     if any(svc.host != "local" for svc in loaded.services.values()):
-        from aitherctl.ops.hosts import up_across
+        from aitherctl.switching.hosts import up_across
 
         started, urls, seconds = up_across(
             runtime.docker, catalog, loaded, runtime.gpu_inventory, CliProgress(out), chosen
@@ -117,7 +117,7 @@ def down(
 ) -> None:
     """Stop and remove services' containers (name them, or pass --all)."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.switch import Declined, Prepared, prepare_down, run_change
+    from aitherctl.switching.switch import Declined, Prepared, prepare_down, run_change
 
     out = Output(json_mode=json_out)
     if not services and not all_services:
@@ -134,7 +134,7 @@ def down(
     from aitherctl.adapters.host_memory import remembered_hosts
 
     if remembered_hosts():
-        from aitherctl.ops.hosts import down_across
+        from aitherctl.switching.hosts import down_across
 
         try:
             stopped = down_across(runtime.docker, chosen, CliProgress(out), confirm=confirm)
@@ -162,8 +162,8 @@ def recover(json_out: JsonOpt = False) -> None:
     """Finish or undo a switch that was killed (kill -9, power cut): its record on the engine
     says what was set aside. `switch`, `up` and `down` do this first by themselves."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.lock import engine_lock
-    from aitherctl.ops.transaction import recover as recover_switches
+    from aitherctl.switching.lock import engine_lock
+    from aitherctl.switching.transaction import recover as recover_switches
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
@@ -173,7 +173,7 @@ def recover(json_out: JsonOpt = False) -> None:
     from aitherctl.adapters.host_memory import remembered_hosts
 
     if remembered_hosts():
-        from aitherctl.ops.hosts import recover_other_hosts
+        from aitherctl.switching.hosts import recover_other_hosts
 
         done += recover_other_hosts(progress)
     if json_out:
@@ -270,12 +270,12 @@ def logs(
     """Print a service's container log."""
     import sys
 
-    from aitherctl.ops.state import observe
+    from aitherctl.switching.state import observe
 
     engine = runtime.docker()
     item = observe(engine).container(service)
     if item is None:
-        from aitherctl.ops.hosts import find_on_other_hosts
+        from aitherctl.switching.hosts import find_on_other_hosts
 
         found = find_on_other_hosts(service)
         if found is not None:

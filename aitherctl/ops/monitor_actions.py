@@ -2,7 +2,7 @@
 
 Each method blocks (the TUI calls it from a worker after the user confirmed) and returns a line
 for the log pane, or raises an `AitherError` whose message the monitor shows. Restart, stop and
-switch go through `aitherctl.ops.switch`, the same transaction and lock as the CLI; a switch
+switch go through `aitherctl.switching.switch`, the same transaction and lock as the CLI; a switch
 executes the very plan the monitor showed (or refuses, saying the plan changed).
 """
 
@@ -15,13 +15,13 @@ from aitherctl.core.monitor_model import ServiceView
 from aitherctl.errors import DockerUnavailableError, RefusedError
 
 if TYPE_CHECKING:
-    from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
+    from aitherctl.switching.plan import Plan
 
 
 def _progress(note: Callable[[str], None]) -> Any:
-    """A `Progress` (aitherctl.ops.switch) that feeds the monitor's log pane."""
-    from aitherctl.ops.transaction import Progress
+    """A `Progress` (aitherctl.switching.switch) that feeds the monitor's log pane."""
+    from aitherctl.switching.transaction import Progress
 
     class NoteProgress(Progress):
         def note(self, message: str) -> None:
@@ -77,14 +77,14 @@ class StackActions:
         return service.container_id
 
     def restart(self, service: ServiceView) -> str:
-        from aitherctl.ops.switch import restart
+        from aitherctl.switching.switch import restart
 
         self._container(service)
         result = restart(self._engine(service), service.name, _progress(lambda _line: None))
         return f"restarted {service.name} in {result.seconds:.1f}s"
 
     def stop(self, service: ServiceView) -> str:
-        from aitherctl.ops.switch import down
+        from aitherctl.switching.switch import down
 
         self._container(service)
         down(self._engine(service), [service.name], _progress(lambda _line: None))
@@ -118,7 +118,7 @@ class StackActions:
 
     def _prepare(self, profile: str) -> Any:
         from aitherctl.adapters.profile_store import ProfileCatalog
-        from aitherctl.ops.switch import prepare
+        from aitherctl.switching.switch import prepare
 
         catalog = ProfileCatalog()
         return prepare(self._engine(), catalog.load(profile), self._inventory(), catalog=catalog)
@@ -130,7 +130,7 @@ class StackActions:
 
     def switch(self, profile: str, note: Callable[[str], None]) -> str:
         from aitherctl.adapters.profile_store import ProfileCatalog
-        from aitherctl.ops.switch import switch
+        from aitherctl.switching.switch import switch
 
         result = switch(
             self._engine(), ProfileCatalog(), profile, self._inventory(), _progress(note)

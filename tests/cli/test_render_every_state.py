@@ -16,12 +16,12 @@ from rich.console import Console
 from aitherctl.cli.render import plan_json, plan_table
 from aitherctl.cli.service_cmds import ps_table
 from aitherctl.core.engines import build_container
-from aitherctl.core.plan import Action, Plan, Step, compute_plan
 from aitherctl.core.profile import Engine, Health, Service
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.vram import VramCheck
 from aitherctl.ops.monitor_actions import plan_text
 from aitherctl.ops.services import ServiceListing, ServiceRow
+from aitherctl.switching.plan import Action, Plan, Step, compute_plan
+from aitherctl.switching.stack import ManagedContainer
 
 # Docker's container states (`docker inspect` → State.Status).
 DOCKER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")

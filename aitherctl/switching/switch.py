@@ -6,7 +6,7 @@ show it and ask. `execute` then takes the engine's switch lock, first recovers w
 killed switch left behind, re-prepares the same change with fresh GPU readings, and applies it
 only if it is still the plan that was shown (`PlanChangedError` otherwise: show it, ask again).
 The CLI, `up`/`down` and the monitor all go through here; the sequence itself is
-`aitherctl.ops.transaction`.
+`aitherctl.switching.transaction`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,8 @@ from dataclasses import dataclass, replace
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.ports import port_is_free
 from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.container import ContainerSpec
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.plan import Action, Plan, compute_plan, restart_plan, stop_plan
 from aitherctl.core.profile import Profile
-from aitherctl.core.specs import ProfileSpecs, build_specs
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.vram import (
     GpuClaim,
@@ -34,9 +30,13 @@ from aitherctl.core.vram import (
     describe_vram,
 )
 from aitherctl.errors import AitherError, NotFoundError, RefusedError
-from aitherctl.ops.lock import engine_lock
-from aitherctl.ops.state import StackState, gpu_memory, observe
-from aitherctl.ops.transaction import (
+from aitherctl.switching.container import ContainerSpec
+from aitherctl.switching.lock import engine_lock
+from aitherctl.switching.plan import Action, Plan, compute_plan, restart_plan, stop_plan
+from aitherctl.switching.specs import ProfileSpecs, build_specs
+from aitherctl.switching.stack import ManagedContainer
+from aitherctl.switching.state import StackState, gpu_memory, observe
+from aitherctl.switching.transaction import (
     Progress,
     ServiceOutcome,
     SwitchResult,

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from aitherctl.errors import BusyError
-from aitherctl.ops.lock import LockWaitCancelled, switch_lock
+from aitherctl.switching.lock import LockWaitCancelled, switch_lock
 
 
 def test_a_cancelled_wait_ends_with_nothing_changed() -> None:

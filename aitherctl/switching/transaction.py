@@ -36,21 +36,21 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.adapters import journal
 from aitherctl.adapters.http_probe import probe, probe_host
-from aitherctl.core import container as c
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines import allocates_gpu_at_start
-from aitherctl.core.plan import Action, Plan
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import AitherError, SwitchFailedError
-from aitherctl.ops.records import (
+from aitherctl.switching import container as c
+from aitherctl.switching import journal
+from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.switching.plan import Action, Plan
+from aitherctl.switching.records import (
     LABEL_INTENT,
     LABEL_KIND,
     is_switch_record,
     record_name,
     write_active,
 )
+from aitherctl.switching.stack import ManagedContainer
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
@@ -791,7 +791,7 @@ def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
         if item.aside:
             intents.setdefault(item.name.rsplit(c.ASIDE_MARK, 1)[1], None)
     done = []
-    from aitherctl.adapters import decisions
+    from aitherctl.switching import decisions
 
     for txn, intent in intents.items():
         profile = intent.profile if intent else "?"

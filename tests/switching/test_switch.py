@@ -7,10 +7,10 @@ a real llama.cpp server with SmolLM2; every switch goes through the real CLI pro
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import httpx

@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from aitherctl.adapters import journal
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.host_memory import (
     remember_hosts,
@@ -40,9 +39,7 @@ from aitherctl.adapters.host_memory import (
 )
 from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.plan import Action, Plan
 from aitherctl.core.profile import LOCAL_HOST, Host, Profile
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import (
     AitherError,
     DockerError,
@@ -50,9 +47,12 @@ from aitherctl.errors import (
     RefusedError,
     SwitchFailedError,
 )
-from aitherctl.ops.lock import engine_lock, engine_lock_key
-from aitherctl.ops.switch import Declined, Prepared, ensure_images, prepare
-from aitherctl.ops.transaction import (
+from aitherctl.switching import journal
+from aitherctl.switching.lock import engine_lock, engine_lock_key
+from aitherctl.switching.plan import Action, Plan
+from aitherctl.switching.stack import ManagedContainer
+from aitherctl.switching.switch import Declined, Prepared, ensure_images, prepare
+from aitherctl.switching.transaction import (
     Interrupted,
     Progress,
     Recovery,
@@ -232,7 +232,7 @@ class HostsTransaction:
         }
 
     def apply(self, profile: str) -> list[tuple[str, ServiceOutcome]]:
-        from aitherctl.adapters import decisions
+        from aitherctl.switching import decisions
 
         guard = SignalGuard(self.cancel, self.progress)
         with guard:
@@ -336,10 +336,10 @@ class HostsTransaction:
     def _commit_all(self) -> None:
         """Commit records on every host; if one cannot be written, the ones written are taken
         back and the error rolls everything back. With several hosts the decision is written on
-        this machine first (`aitherctl.adapters.decisions`), so a crash between two hosts'
+        this machine first (`aitherctl.switching.decisions`), so a crash between two hosts'
         records still finishes every part on `recover`."""
-        from aitherctl.adapters import decisions
-        from aitherctl.ops.records import record_name
+        from aitherctl.switching import decisions
+        from aitherctl.switching.records import record_name
 
         decided = None
         if len(self.txns) > 1:
@@ -559,7 +559,7 @@ def _remembered_engines(problems: list[str]) -> Iterator[tuple[str, DockerEngine
 def find_on_other_hosts(service: str) -> tuple[DockerEngine, ManagedContainer] | None:
     """The container of `service` on one of the remembered hosts (for `logs`), or None. The
     engine is left open for the caller to read from."""
-    from aitherctl.ops.state import observe
+    from aitherctl.switching.state import observe
 
     problems: list[str] = []
     for _name, engine in _remembered_engines(problems):
@@ -606,8 +606,8 @@ def down_across(
     """`down` on this machine and every remembered host: the named services wherever they
     run (every aitherctl container with None). An unknown name is an error only when no host
     has it."""
-    from aitherctl.ops.state import observe
-    from aitherctl.ops.switch import prepare_down, run_change
+    from aitherctl.switching.state import observe
+    from aitherctl.switching.switch import prepare_down, run_change
 
     engines = connect_hosts(local, remembered_hosts())
     try:
@@ -658,7 +658,7 @@ def up_across(  # noqa: PLR0917
     with that host's readings; nothing is stopped. Returns started, URLs and seconds."""
     from aitherctl.adapters.http_probe import probe_host
     from aitherctl.ops.endpoints import base_url
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.switch import switch
 
     chosen = list(services) if services else sorted(profile.resident)
     for name in chosen:
