@@ -179,7 +179,9 @@ class DockerEngine:
             raise DockerUnavailableError(f"host {host!r}: {exc.message}") from None
         except Exception as exc:
             raise DockerUnavailableError(
-                f"host {host!r}: cannot reach its Docker engine at {endpoint}: {_reason(exc)}"
+                f"host {host!r}: cannot reach its Docker engine at {endpoint}: {_reason(exc)}",
+                host=host,
+                changed=False,
             ) from None
         return cls(client, namespace, host=host, endpoint=endpoint, address=address)
 
@@ -192,9 +194,11 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise DockerError(f"{what}: {_explanation(exc)}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            where = "" if self.host == "local" else f"host {self.host!r}: "
+            remote = self.host != "local"
+            where = f"host {self.host!r}: " if remote else ""
             raise DockerUnavailableError(
-                f"{where}{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}"
+                f"{where}{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}",
+                host=self.host if remote else None,
             ) from None
 
     # ---- reading ----------------------------------------------------------------------------

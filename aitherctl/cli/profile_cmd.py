@@ -387,13 +387,12 @@ def _switch_hosts(
     column, one transaction over every engine (aitherctl.switching.hosts)."""
     from aitherctl.cli.render import plan_json, plan_table
     from aitherctl.switching.hosts import (
-        HostsPrepared,
         connect_hosts,
         hosts_involved,
         prepare_hosts,
         switch_hosts,
     )
-    from aitherctl.switching.switch import Declined
+    from aitherctl.switching.switch import Change, Declined
 
     profile = catalog.load(name)
     engines = connect_hosts(runtime.docker, hosts_involved(profile))
@@ -406,7 +405,7 @@ def _switch_hosts(
                 out.print(plan_table(prepared.plan, prepared.hosts))
             return
 
-        def confirm(prepared: HostsPrepared, changed: bool) -> bool:
+        def confirm(prepared: Change, changed: bool) -> bool:
             if changed:
                 out.warn("the plan changed while you were deciding; this is the new plan")
             if not json_out:
@@ -422,24 +421,24 @@ def _switch_hosts(
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None
         urls: dict[str, str] = {}
-        for host, part in result.prepared.parts.items():
+        for host, part in result.change.parts.items():
             for service, url in service_urls(engines[host], part.plan).items():
                 urls[service if host == "local" else f"{service}@{host}"] = url
         if json_out:
             out.data(
                 {
-                    **plan_json(result.plan, result.prepared.hosts),
+                    **plan_json(result.plan, result.change.hosts),
                     "switched": True,
                     "seconds": round(result.seconds, 2),
                     "services": [
                         {
                             "service": o.service,
-                            "host": host,
+                            "host": o.host,
                             "ready": o.ready,
                             "seconds": round(o.seconds, 2),
                             "detail": o.detail,
                         }
-                        for host, o in result.outcomes
+                        for o in result.outcomes
                     ],
                     "urls": urls,
                 }
@@ -447,7 +446,7 @@ def _switch_hosts(
             return
         if result.recovered:
             out.info(f"first {result.recovered} that had been interrupted")
-        if not result.prepared.changes:
+        if not result.change.changes:
             out.info(f"profile {profile.name} is already running; nothing to do")
         else:
             count = len(profile.host_names)
