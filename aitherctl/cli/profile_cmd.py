@@ -360,13 +360,16 @@ def switch(
             {
                 **plan_json(plan),
                 "switched": True,
+                "activated": result.activated,
                 "seconds": round(result.seconds, 2),
                 "services": services,
                 "urls": urls,
             }
         )
         return
-    if not plan.changes:
+    if result.activated:
+        out.info(f"profile {profile.name} is active; its services were already running")
+    elif not plan.changes:
         out.info(f"profile {profile.name} is already running; nothing to do")
     else:
         out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
@@ -429,6 +432,7 @@ def _switch_hosts(
                 {
                     **plan_json(result.plan, result.change.hosts),
                     "switched": True,
+                    "activated": result.activated,
                     "seconds": round(result.seconds, 2),
                     "services": [
                         {
@@ -446,7 +450,9 @@ def _switch_hosts(
             return
         if result.recovered:
             out.info(f"first {result.recovered} that had been interrupted")
-        if not result.change.changes:
+        if result.activated:
+            out.info(f"profile {profile.name} is active; its services were already running")
+        elif not result.change.changes:
             out.info(f"profile {profile.name} is already running; nothing to do")
         else:
             count = len(profile.host_names)

@@ -41,6 +41,7 @@ from aitherctl.switching import journal
 from aitherctl.switching.container import ContainerSpec
 from aitherctl.switching.lock import engine_lock, engine_lock_key
 from aitherctl.switching.plan import Action, Plan, compute_plan, restart_plan, stop_plan
+from aitherctl.switching.records import write_active
 from aitherctl.switching.specs import ProfileSpecs, build_specs
 from aitherctl.switching.stack import ManagedContainer
 from aitherctl.switching.state import StackState, gpu_memory, observe
@@ -63,6 +64,9 @@ class Prepared:
     state: StackState
     profile: Profile | None = None
     specs: ProfileSpecs | None = None
+    # A move to `profile` as a whole (not `up` of some services, `down` or a restart): once it
+    # is done, `profile` is the active one, even when nothing had to change.
+    whole_profile: bool = False
 
 
 # ---- preparing ----------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def prepare(
         untouched = [
             item for item in state.running if item.service not in wanted and not item.aside
         ]
-    return _checked(
+    checked = _checked(
         engine,
         plan,
         state,
@@ -115,6 +119,7 @@ def prepare(
         profile=profile,
         specs=specs,
     )
+    return replace(checked, whole_profile=only is None)
 
 
 def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
@@ -333,6 +338,9 @@ class SwitchResult:
     outcomes: list[ServiceOutcome] = field(default_factory=list)
     seconds: float = 0.0
     recovered: str | None = None  # what `recover` did first, if anything
+    # Nothing had to change, but the profile became the active one (its containers were
+    # those of another profile with the same services).
+    activated: bool = False
 
     @property
     def plan(self) -> Plan:
@@ -416,6 +424,7 @@ def execute(
                 raise PlanChangedError(fresh)
             result = SwitchResult(fresh.profile, fresh, recovered="; ".join(recovered) or None)
             if not fresh.changes:
+                result.activated = _activate(engines, fresh)
                 return result
             for name, part in fresh.parts.items():
                 try:
@@ -441,6 +450,25 @@ def execute(
     result.seconds = time.monotonic() - started
     _journal_switch(fresh, result.seconds)
     return result
+
+
+def _activate(engines: Mapping[str, DockerEngine], change: Change) -> bool:
+    """A move to a profile whose services already run, identical, in another profile's
+    containers: nothing restarts, and the profile becomes the active one (the record `ps`,
+    `run` and the monitor read). Returns whether it was not active before."""
+    activated = False
+    for name, part in change.parts.items():
+        if not part.whole_profile or part.state.active_profile == change.profile:
+            continue
+        if not part.plan.steps:
+            continue  # nothing of this profile runs on that engine
+        write_active(engines[name], change.profile, part.state.containers)
+        activated = True
+    if activated:
+        journal.record(
+            "switch", change.profile, f"{change.profile}: active (its services already ran)"
+        )
+    return activated
 
 
 def _journal_switch(change: Change, seconds: float) -> None:

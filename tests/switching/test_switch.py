@@ -250,3 +250,28 @@ def test_a_killed_container_is_planned_as_resume_and_the_switch_resumes_it(
         ("two", "resume"), ("one", "keep")]
     assert [(s["service"], s["ready"]) for s in document["services"]] == [("two", True)]
     assert running(engine) == before
+
+
+def test_a_profile_whose_services_already_run_becomes_the_active_one(
+    clean_namespace, write_profile, base_image
+) -> None:
+    """Two profiles with the same services: switching to the second restarts nothing and makes
+    it the active profile (`ps`, the monitor and `run` read it)."""
+    engine = clean_namespace
+    port = free_port()
+    write_profile("day", services={"web": web_service(port)})
+    write_profile("night", services={"web": web_service(port)})
+    assert run_cli("profile", "switch", "day", "--yes").returncode == 0
+    before = running(engine)
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "day"
+
+    switched = run_cli("profile", "switch", "night", "--yes")
+    assert switched.returncode == 0, switched.stderr
+    assert switched.stderr.splitlines()[-1] == (
+        "profile night is active; its services were already running")
+    assert running(engine) == before  # nothing restarted
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "night"
+    again = run_cli("profile", "switch", "night", "--yes", "--json")
+    assert json.loads(again.stdout)["activated"] is False
+    assert run_cli("profile", "switch", "night", "--yes").stderr.splitlines()[-1] == (
+        "profile night is already running; nothing to do")
