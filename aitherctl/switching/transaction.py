@@ -158,6 +158,39 @@ class Intent:
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class SignalCancel(threading.Event):
+    """A cancel event that SIGINT, SIGTERM and SIGHUP set, for a switch that runs in a worker
+    thread (the monitor's): `install` (from the main thread) puts the handlers in place,
+    `restore` puts the previous ones back. The transaction then rolls back as it does on a
+    signal in the main thread (`Interrupted`); `signum` says which signal came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+
+    def install(self) -> None:
+        for sig in HANDLED_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _signalled(cancel: threading.Event) -> int | None:
+    return cancel.signum if isinstance(cancel, SignalCancel) else None
+
+
 class SignalGuard:
     """While a switch runs in the main thread, SIGINT, SIGTERM and SIGHUP cancel it: the first
     one sets the cancel flag (readiness waits end within a second) and raises `Interrupted`.
@@ -525,6 +558,10 @@ class Transaction:
         with guard:
             try:
                 outcomes = self._begin_all()
+                signum = _signalled(self.cancel)
+                if signum is not None:  # a signal caught in the main thread for a worker
+                    guard.holding = True
+                    raise Interrupted(signum)
                 failed = [outcome for outcome in outcomes if not outcome.ready]
                 if failed:
                     guard.hold()
@@ -976,6 +1013,7 @@ __all__ = [
     "Recovery",
     "Rollback",
     "ServiceOutcome",
+    "SignalCancel",
     "SignalGuard",
     "Transaction",
     "lanes",
