@@ -30,11 +30,22 @@ class AitherError(Exception):
 
     exit_code: ExitCode = ExitCode.ERROR
 
-    def __init__(self, message: str, *, detail: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        host: str | None = None,
+        changed: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Extra lines (a VRAM table, a log tail) printed after the one-line message.
         self.detail = detail
+        # The profile's name for the Docker host the error happened on (None: this machine's,
+        # or no host at all), and whether anything was changed (None: not said).
+        self.host = host
+        self.changed = changed
 
 
 class ConfigError(AitherError):

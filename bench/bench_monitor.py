@@ -50,7 +50,7 @@ def free_port() -> int:
 def start_containers(namespace: str) -> list[Any]:
     import docker
 
-    from aitherctl.core import container as c
+    from aitherctl.switching import container as c
 
     client = docker.from_env()
     models = os.environ.get("AITHER_TEST_MODELS", "/var/cache/aitherctl-test/models")
@@ -91,7 +91,7 @@ class FakeStack:
     """Five llama.cpp-like servers on local ports serving the captured payloads."""
 
     def __init__(self) -> None:
-        from aitherctl.core.stack import ManagedContainer
+        from aitherctl.switching.stack import ManagedContainer
 
         fixtures = ROOT / "tests" / "fixtures" / "metrics"
         metrics = fixtures / "llamacpp_metrics_after.prom"

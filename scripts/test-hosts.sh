@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Two "remote" Docker hosts on this one machine, reached over SSH, for the multi-host tests:
-#   - node-a and node-b: private dockerd engines, each on its own bridge (aither-bra 172.41.0.1/24,
+#   - node-a and node-b: private dockerd engines, each with its own engine ID (a private mount
+#     namespace with its own /etc/docker, where dockerd keeps the key its ID comes from) and on
+#     its own bridge (aither-bra 172.41.0.1/24,
 #     aither-brb 172.42.0.1/24) so their containers' addresses never collide, with
 #     `--iptables=false` (published ports still work on 127.0.0.1), sockets
 #     /tmp/aither-node-{a,b}/docker.sock;
@@ -121,7 +123,14 @@ start_node() {
     rm -f "$dir/docker.pid" "$dir/docker.sock"
     forget_dead_containerd "$n"
     log "node-$n: starting dockerd on $sock"
-    nohup setsid dockerd -H "$sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+    # Its own engine ID, as a separate machine has: dockerd derives the ID from
+    # /etc/docker/key.json, so it runs in a private mount namespace where /etc/docker is the
+    # node's own folder (kept across restarts, like a machine's). `exec` keeps dockerd's pid the
+    # one `unshare` started, so the pid file names dockerd itself.
+    mkdir -p "$dir/etc-docker" /etc/docker
+    nohup setsid unshare -m --propagation private sh -c \
+      'mount --bind "$1/etc-docker" /etc/docker && shift && exec dockerd "$@"' sh "$dir" \
+      -H "$sock" --data-root "$dir/data" --exec-root "$dir/exec" \
       --pidfile "$dir/docker.pid" -b "$(node_bridge "$n")" --iptables=false \
       >>"$dir/dockerd.log" 2>&1 </dev/null &
   fi

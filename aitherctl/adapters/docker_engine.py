@@ -29,10 +29,10 @@ from aitherctl.adapters.docker_listing import (
     managed_from_inspect,
     pids_from_top,
 )
-from aitherctl.core import container as c
-from aitherctl.core.container import ContainerSpec, container_name
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
+from aitherctl.switching import container as c
+from aitherctl.switching.container import ContainerSpec, container_name
+from aitherctl.switching.stack import ManagedContainer
 
 T = TypeVar("T")
 STOP_TIMEOUT_S = 20
@@ -143,13 +143,6 @@ class DockerEngine:
         self._engine_id: str | None = None
 
     @property
-    def lock_id(self) -> str:
-        """What the switch lock is keyed on: the engine ID for this machine's engine; with the
-        endpoint for another host (engines cloned from one image, or sharing a machine, can
-        report one ID)."""
-        return self.engine_id if self.host == "local" else f"{self.engine_id}@{self.endpoint}"
-
-    @property
     def engine_id(self) -> str:
         """The engine's own ID (`docker info` → `ID`): the same however its endpoint is spelled.
         Falls back to the endpoint on engines that report none."""
@@ -186,7 +179,9 @@ class DockerEngine:
             raise DockerUnavailableError(f"host {host!r}: {exc.message}") from None
         except Exception as exc:
             raise DockerUnavailableError(
-                f"host {host!r}: cannot reach its Docker engine at {endpoint}: {_reason(exc)}"
+                f"host {host!r}: cannot reach its Docker engine at {endpoint}: {_reason(exc)}",
+                host=host,
+                changed=False,
             ) from None
         return cls(client, namespace, host=host, endpoint=endpoint, address=address)
 
@@ -199,9 +194,11 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise DockerError(f"{what}: {_explanation(exc)}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            where = "" if self.host == "local" else f"host {self.host!r}: "
+            remote = self.host != "local"
+            where = f"host {self.host!r}: " if remote else ""
             raise DockerUnavailableError(
-                f"{where}{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}"
+                f"{where}{what}: lost the Docker engine at {self.endpoint}: {_reason(exc)}",
+                host=self.host if remote else None,
             ) from None
 
     # ---- reading ----------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from aitherctl.core import container as c
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.errors import DockerError, DockerUnavailableError
+from aitherctl.switching import container as c
+from aitherctl.switching.stack import ManagedContainer
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT_S = 60.0  # as DockerEngine's SDK client

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from aitherctl.core.container import HttpCheck
+from aitherctl.switching.container import HttpCheck
 
 if TYPE_CHECKING:
     import httpx

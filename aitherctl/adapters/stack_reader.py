@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aitherctl.core import container as c
 from aitherctl.core.monitor_model import LogEntry, LogKind, StackReading
-from aitherctl.core.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError
+from aitherctl.switching import container as c
+from aitherctl.switching.stack import ManagedContainer, infer_active_profile
 
 _EVENT_WORDS = {
     "start": (LogKind.RESTART, "started"),

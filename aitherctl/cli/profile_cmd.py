@@ -22,9 +22,9 @@ from aitherctl.errors import (
 
 if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
-    from aitherctl.ops.switch import Prepared
+    from aitherctl.switching.plan import Plan
+    from aitherctl.switching.switch import Prepared
 
 profile_app = typer.Typer(
     help="Declare GPU profiles and switch between them.", no_args_is_help=True
@@ -212,7 +212,7 @@ def validate(
 
 
 def _prepare(name: str) -> Prepared:
-    from aitherctl.ops.switch import prepare, prepare_offline
+    from aitherctl.switching.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
     profile = catalog.load(name)
@@ -299,12 +299,12 @@ def switch(
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
     from aitherctl.cli.render import plan_json, plan_table
-    from aitherctl.ops.switch import Declined, prepare, switch
+    from aitherctl.switching.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     profile = catalog.load(name)
-    from aitherctl.ops.hosts import multi_host
+    from aitherctl.switching.hosts import multi_host
 
     if multi_host(profile):
         _switch_hosts(out, catalog, profile.name, dry_run=dry_run, yes=yes,
@@ -360,13 +360,16 @@ def switch(
             {
                 **plan_json(plan),
                 "switched": True,
+                "activated": result.activated,
                 "seconds": round(result.seconds, 2),
                 "services": services,
                 "urls": urls,
             }
         )
         return
-    if not plan.changes:
+    if result.activated:
+        out.info(f"profile {profile.name} is active; its services were already running")
+    elif not plan.changes:
         out.info(f"profile {profile.name} is already running; nothing to do")
     else:
         out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
@@ -384,16 +387,15 @@ def _switch_hosts(
     json_out: bool,
 ) -> None:
     """`profile switch` for a profile that spans hosts (or leaves one): one plan with a host
-    column, one transaction over every engine (aitherctl.ops.hosts)."""
+    column, one transaction over every engine (aitherctl.switching.hosts)."""
     from aitherctl.cli.render import plan_json, plan_table
-    from aitherctl.ops.hosts import (
-        HostsPrepared,
+    from aitherctl.switching.hosts import (
         connect_hosts,
         hosts_involved,
         prepare_hosts,
         switch_hosts,
     )
-    from aitherctl.ops.switch import Declined
+    from aitherctl.switching.switch import Change, Declined
 
     profile = catalog.load(name)
     engines = connect_hosts(runtime.docker, hosts_involved(profile))
@@ -406,7 +408,7 @@ def _switch_hosts(
                 out.print(plan_table(prepared.plan, prepared.hosts))
             return
 
-        def confirm(prepared: HostsPrepared, changed: bool) -> bool:
+        def confirm(prepared: Change, changed: bool) -> bool:
             if changed:
                 out.warn("the plan changed while you were deciding; this is the new plan")
             if not json_out:
@@ -422,24 +424,25 @@ def _switch_hosts(
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None
         urls: dict[str, str] = {}
-        for host, part in result.prepared.parts.items():
+        for host, part in result.change.parts.items():
             for service, url in service_urls(engines[host], part.plan).items():
                 urls[service if host == "local" else f"{service}@{host}"] = url
         if json_out:
             out.data(
                 {
-                    **plan_json(result.plan, result.prepared.hosts),
+                    **plan_json(result.plan, result.change.hosts),
                     "switched": True,
+                    "activated": result.activated,
                     "seconds": round(result.seconds, 2),
                     "services": [
                         {
                             "service": o.service,
-                            "host": host,
+                            "host": o.host,
                             "ready": o.ready,
                             "seconds": round(o.seconds, 2),
                             "detail": o.detail,
                         }
-                        for host, o in result.outcomes
+                        for o in result.outcomes
                     ],
                     "urls": urls,
                 }
@@ -447,7 +450,9 @@ def _switch_hosts(
             return
         if result.recovered:
             out.info(f"first {result.recovered} that had been interrupted")
-        if not result.prepared.changes:
+        if result.activated:
+            out.info(f"profile {profile.name} is active; its services were already running")
+        elif not result.change.changes:
             out.info(f"profile {profile.name} is already running; nothing to do")
         else:
             count = len(profile.host_names)
@@ -510,8 +515,8 @@ def export(
 def service_urls(engine: object, plan: Plan) -> dict[str, str]:
     """Where each service that runs after `plan` answers, as its clients want the base URL."""
     from aitherctl.adapters.http_probe import probe_host
-    from aitherctl.core.container import ContainerSpec
     from aitherctl.ops.endpoints import base_url
+    from aitherctl.switching.container import ContainerSpec
 
     endpoint = getattr(engine, "endpoint", None)
     address = getattr(engine, "address", None)

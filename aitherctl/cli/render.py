@@ -7,15 +7,22 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from aitherctl.core.plan import Action, Plan
 from aitherctl.core.units import format_bytes
+from aitherctl.switching.plan import Action, Plan
 
 ACTION_STYLE = {
     Action.KEEP: "dim",
     Action.RECREATE: "yellow",
     Action.STOP: "red",
     Action.START: "green",
+    Action.RESUME: "cyan",
+    Action.RESTART: "yellow",
 }
+
+
+def action_style(action: Action) -> str:
+    """Every action has a style; one added later renders plain rather than crash a command."""
+    return ACTION_STYLE.get(action, "")
 
 
 def plan_table(plan: Plan, hosts: Sequence[str] | None = None) -> Table:
@@ -32,7 +39,7 @@ def plan_table(plan: Plan, hosts: Sequence[str] | None = None) -> Table:
         vram = spec.vram_bytes if spec else (current.vram_bytes if current else None)
         table.add_row(
             *((hosts[index],) if hosts else ()),
-            Text(step.action.value, style=ACTION_STYLE[step.action]),
+            Text(step.action.value, style=action_style(step.action)),
             step.service,
             engine,
             str(port or ""),

@@ -12,7 +12,10 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
-    from aitherctl.ops.state import StackState
+    from rich.table import Table
+
+    from aitherctl.ops.services import ServiceListing
+    from aitherctl.switching.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
@@ -46,8 +49,8 @@ def up(
     """Start services of the active profile (on-demand ones too, when named), after the same
     VRAM, port and readiness checks as a switch; nothing else is stopped."""
     from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
-    from aitherctl.ops.state import observe
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.state import observe
+    from aitherctl.switching.switch import switch
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
@@ -69,7 +72,7 @@ def up(
         chosen = list(services) if services else sorted(catalog.load(name).resident)
     loaded = catalog.load(name)
     if any(svc.host != "local" for svc in loaded.services.values()):
-        from aitherctl.ops.hosts import up_across
+        from aitherctl.switching.hosts import up_across
 
         started, urls, seconds = up_across(
             runtime.docker, catalog, loaded, runtime.gpu_inventory, CliProgress(out), chosen
@@ -114,7 +117,7 @@ def down(
 ) -> None:
     """Stop and remove services' containers (name them, or pass --all)."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.switch import Declined, Prepared, prepare_down, run_change
+    from aitherctl.switching.switch import Declined, Prepared, prepare_down, run_change
 
     out = Output(json_mode=json_out)
     if not services and not all_services:
@@ -131,7 +134,7 @@ def down(
     from aitherctl.adapters.host_memory import remembered_hosts
 
     if remembered_hosts():
-        from aitherctl.ops.hosts import down_across
+        from aitherctl.switching.hosts import down_across
 
         try:
             stopped = down_across(runtime.docker, chosen, CliProgress(out), confirm=confirm)
@@ -159,18 +162,18 @@ def recover(json_out: JsonOpt = False) -> None:
     """Finish or undo a switch that was killed (kill -9, power cut): its record on the engine
     says what was set aside. `switch`, `up` and `down` do this first by themselves."""
     from aitherctl.cli.profile_cmd import CliProgress
-    from aitherctl.ops.lock import switch_lock
-    from aitherctl.ops.transaction import recover as recover_switches
+    from aitherctl.switching.lock import engine_lock
+    from aitherctl.switching.transaction import recover as recover_switches
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
     progress = CliProgress(out)
-    with switch_lock(engine.engine_id, engine.namespace, on_wait=progress.note):
+    with engine_lock(engine, on_wait=progress.note):
         done = recover_switches(engine, progress)
     from aitherctl.adapters.host_memory import remembered_hosts
 
     if remembered_hosts():
-        from aitherctl.ops.hosts import recover_other_hosts
+        from aitherctl.switching.hosts import recover_other_hosts
 
         done += recover_other_hosts(progress)
     if json_out:
@@ -192,7 +195,6 @@ def recover(json_out: JsonOpt = False) -> None:
 def ps(json_out: JsonOpt = False) -> None:
     """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
     against the budget, flagged when over), uptime."""
-    from aitherctl.core.units import format_bytes
     from aitherctl.ops.services import list_services, with_other_hosts
 
     out = Output(json_mode=json_out)
@@ -201,8 +203,6 @@ def ps(json_out: JsonOpt = False) -> None:
     if json_out:
         out.data(listing.to_json())
         return
-    from rich.table import Table
-
     out.print(f"profile: [bold]{listing.active_profile or 'none'}[/]   docker: {listing.endpoint}")
     for name, endpoint in listing.hosts:
         out.print(f"host {name}: {endpoint}", markup=False)
@@ -213,6 +213,16 @@ def ps(json_out: JsonOpt = False) -> None:
     if not listing.rows:
         out.print("no services running (start some with `aitherctl profile switch NAME`)")
         return
+    out.print(ps_table(listing))
+
+
+def ps_table(listing: ServiceListing) -> Table:
+    """`ps`'s table: one row per container, whatever its state (running, exited, created,
+    paused, restarting, removing, dead)."""
+    from rich.table import Table
+
+    from aitherctl.core.units import format_bytes
+
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
     columns = ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up")
@@ -237,7 +247,7 @@ def ps(json_out: JsonOpt = False) -> None:
             vram,
             _duration(row.uptime_s),
         )
-    out.print(table)
+    return table
 
 
 def _duration(seconds: float | None) -> str:
@@ -260,12 +270,12 @@ def logs(
     """Print a service's container log."""
     import sys
 
-    from aitherctl.ops.state import observe
+    from aitherctl.switching.state import observe
 
     engine = runtime.docker()
     item = observe(engine).container(service)
     if item is None:
-        from aitherctl.ops.hosts import find_on_other_hosts
+        from aitherctl.switching.hosts import find_on_other_hosts
 
         found = find_on_other_hosts(service)
         if found is not None:

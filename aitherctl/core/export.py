@@ -1,11 +1,11 @@
 """A profile as a Compose file or as Kubernetes manifests (`aitherctl profile export`).
 
 The containers are the ones `profile switch` runs: every service goes through `build_specs`
-(`core/specs.py`, which calls each engine driver through `build_container`), so the image,
+(`switching/specs.py`, which calls each engine driver through `build_container`), so the image,
 arguments, environment and volumes are the Docker path's own. What the Docker adapter adds when it
 creates a container (`adapters/docker_engine.py` `create`: an init process, host IPC for vLLM or a
 1 GiB /dev/shm otherwise, NVIDIA device requests) and the restart policy a switch sets
-(`ops/transaction.py` `restart_policy`) are written the same way here.
+(`switching/transaction.py` `restart_policy`) are written the same way here.
 
 GPU memory: export reads no GPU. `build_specs` needs each GPU's total only to turn a budget into
 bytes; vLLM's `--gpu-memory-utilization` for a percentage budget is the share itself (35% →
@@ -52,7 +52,12 @@ from typing import Any
 
 import yaml
 
-from aitherctl.core.container import (
+from aitherctl.core.engines import driver_for
+from aitherctl.core.profile import Profile, Service, Volume
+from aitherctl.core.redact import is_reference, is_secret_name
+from aitherctl.core.units import GIB, parse_size
+from aitherctl.errors import RefusedError, UsageError
+from aitherctl.switching.container import (
     LABEL_HASH,
     LABEL_MANAGED,
     LABEL_NAMESPACE,
@@ -60,12 +65,7 @@ from aitherctl.core.container import (
     ContainerSpec,
     container_name,
 )
-from aitherctl.core.engines import driver_for
-from aitherctl.core.profile import Profile, Service, Volume
-from aitherctl.core.redact import is_reference, is_secret_name
-from aitherctl.core.specs import ProfileSpecs, build_specs
-from aitherctl.core.units import GIB, parse_size
-from aitherctl.errors import RefusedError, UsageError
+from aitherctl.switching.specs import ProfileSpecs, build_specs
 
 FORMATS = ("compose", "k8s")
 ON_DEMAND_PROFILE = "on-demand"  # the Compose profile that holds on-demand services
@@ -159,7 +159,7 @@ def _spec(specs: ProfileSpecs, name: str) -> ContainerSpec:
 
 
 def restart_policy(gpus: Sequence[int]) -> str:
-    """The restart policy a switch gives a container (`ops/transaction.py` `restart_policy`;
+    """The restart policy a switch gives a container (`switching/transaction.py` `restart_policy`;
     tests/unit/test_export.py checks they agree): `no` for GPU services, which `up --restore`
     brings back one after another, `unless-stopped` for CPU ones."""
     return "no" if gpus else "unless-stopped"

@@ -143,7 +143,7 @@ class LogEntry:
 class StackReading:
     """The managed containers as the Docker engine lists them, or why it could not."""
 
-    containers: tuple[Any, ...] = ()  # aitherctl.core.stack.ManagedContainer or alike
+    containers: tuple[Any, ...] = ()  # aitherctl.switching.stack.ManagedContainer or alike
     active_profile: str | None = None
     engine: str | None = None  # "Docker 28.2.2"
     error: str | None = None

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.core.container import ContainerSpec
 from aitherctl.core.gpu import GpuInventory, GpuProcess
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.units import MemoryAmount, format_bytes
+from aitherctl.switching.container import ContainerSpec
+from aitherctl.switching.stack import ManagedContainer
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,8 @@ from aitherctl.ops.remote_hosts import RemoteHostsSource, RemoteReading
 
 
 class ContainerLike(Protocol):
-    """What the monitor reads of a managed container (`aitherctl.core.stack.ManagedContainer`)."""
+    """What the monitor reads of a managed container
+    (`aitherctl.switching.stack.ManagedContainer`)."""
 
     @property
     def id(self) -> str: ...
@@ -526,14 +527,14 @@ class LedgerLog:
 
 
 class SwitchJournalLog:
-    """Switches, rollbacks and `down`s from the switch journal (`aitherctl.adapters.journal`)."""
+    """Switches, rollbacks and `down`s from the switch journal (`aitherctl.switching.journal`)."""
 
     KINDS: ClassVar[dict[str, LogKind]] = {
         "switch": LogKind.SWITCH, "rollback": LogKind.SWITCH, "down": LogKind.ACTION,
     }
 
     def recent(self, limit: int) -> Sequence[LogEntry]:
-        from aitherctl.adapters import journal
+        from aitherctl.switching import journal
 
         return [
             LogEntry(datetime.fromtimestamp(entry.ts, UTC),

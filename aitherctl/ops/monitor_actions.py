@@ -2,22 +2,27 @@
 
 Each method blocks (the TUI calls it from a worker after the user confirmed) and returns a line
 for the log pane, or raises an `AitherError` whose message the monitor shows. Restart, stop and
-switch go through `aitherctl.ops.switch`, the same transaction and lock as the CLI; a switch
+switch go through `aitherctl.switching.switch`, the same transaction and lock as the CLI; a switch
 executes the very plan the monitor showed (or refuses, saying the plan changed).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.core.monitor_model import ServiceView
 from aitherctl.errors import DockerUnavailableError, RefusedError
 
+if TYPE_CHECKING:
+    from aitherctl.core.vram import VramCheck
+    from aitherctl.switching.plan import Plan
+
 
 def _progress(note: Callable[[str], None]) -> Any:
-    """A `Progress` (aitherctl.ops.switch) that feeds the monitor's log pane."""
-    from aitherctl.ops.transaction import Progress
+    """A `Progress` (aitherctl.switching.switch) that feeds the monitor's log pane."""
+    from aitherctl.switching.transaction import Progress
 
     class NoteProgress(Progress):
         def note(self, message: str) -> None:
@@ -27,6 +32,22 @@ def _progress(note: Callable[[str], None]) -> Any:
             note(f"{service}: {status}" + (f" ({detail})" if detail else ""))
 
     return NoteProgress()
+
+
+def plan_text(profile: str, plan: Plan, vram: VramCheck) -> str:
+    """The monitor's plan dialog: one line per step (every `Action`, by its value), then the
+    VRAM arithmetic."""
+    from aitherctl.core.vram import describe_vram
+
+    lines = [f"Plan for {profile}:"]
+    for step in plan.steps:
+        lines.append(f"  {step.action.value:<9} {step.service}: {step.reason}")
+    if not plan.changes:
+        lines.append("  (nothing changes)")
+    described = describe_vram(vram)
+    if described:
+        lines += ["", "VRAM:", *(f"  {line}" for line in described)]
+    return "\n".join(lines)
 
 
 class StackActions:
@@ -57,14 +78,14 @@ class StackActions:
         return service.container_id
 
     def restart(self, service: ServiceView) -> str:
-        from aitherctl.ops.switch import restart
+        from aitherctl.switching.switch import restart
 
         self._container(service)
         result = restart(self._engine(service), service.name, _progress(lambda _line: None))
         return f"restarted {service.name} in {result.seconds:.1f}s"
 
     def stop(self, service: ServiceView) -> str:
-        from aitherctl.ops.switch import down
+        from aitherctl.switching.switch import down
 
         self._container(service)
         down(self._engine(service), [service.name], _progress(lambda _line: None))
@@ -96,33 +117,87 @@ class StackActions:
 
         return self._gpus.read() if self._gpus is not None else GpuInventory(error="off")
 
-    def _prepare(self, profile: str) -> Any:
-        from aitherctl.adapters.profile_store import ProfileCatalog
-        from aitherctl.ops.switch import prepare
+    def _engines(self, profile: Any) -> dict[str, Any]:
+        """This machine's engine, and, for a profile that spans hosts (or a switch that left
+        services on one), every host's (the caller closes those)."""
+        from aitherctl.switching.hosts import connect_hosts, hosts_involved, multi_host
 
-        catalog = ProfileCatalog()
-        return prepare(self._engine(), catalog.load(profile), self._inventory(), catalog=catalog)
+        if not multi_host(profile):
+            return {"local": self._engine()}
+        return connect_hosts(self._engine, hosts_involved(profile))
+
+    def _prepare(self, engines: dict[str, Any], profile: Any, catalog: Any) -> Any:
+        from aitherctl.switching.hosts import prepare_hosts
+
+        return prepare_hosts(engines, profile, self._inventory, catalog)
+
+    def _close(self, engines: dict[str, Any]) -> None:
+        for name, engine in engines.items():
+            if name != "local":
+                engine.close()
 
     def plan(self, profile: str) -> str:
-        from aitherctl.core.vram import describe_vram
-
-        prepared = self._prepare(profile)
-        self._shown[profile] = prepared
-        lines = [f"Plan for {profile}:"]
-        for step in prepared.plan.steps:
-            lines.append(f"  {step.action:<9} {step.service}: {step.reason}")
-        if not prepared.plan.changes:
-            lines.append("  (nothing changes)")
-        vram = describe_vram(prepared.vram)
-        if vram:
-            lines += ["", "VRAM:", *(f"  {line}" for line in vram)]
-        return "\n".join(lines)
-
-    def switch(self, profile: str, note: Callable[[str], None]) -> str:
+        """The plan the dialog shows; `switch` executes this very plan."""
         from aitherctl.adapters.profile_store import ProfileCatalog
-        from aitherctl.ops.switch import switch
 
-        result = switch(
-            self._engine(), ProfileCatalog(), profile, self._inventory(), _progress(note)
-        )
+        catalog = ProfileCatalog()
+        loaded = catalog.load(profile)
+        engines = self._engines(loaded)
+        try:
+            change = self._prepare(engines, loaded, catalog)
+        finally:
+            self._close(engines)
+        self._shown[profile] = change
+        vram = [part.vram for part in change.parts.values()]
+        return plan_text(profile, change.plan, vram[0] if len(vram) == 1 else _no_vram())
+
+    def switch(
+        self, profile: str, note: Callable[[str], None], cancel: threading.Event | None = None
+    ) -> str:
+        """Execute the plan `plan` showed, under the locks, if it is still the plan (refused
+        otherwise, as the CLI does: press `p` again to see the new one). `cancel` (a
+        `SignalCancel` the monitor installed) rolls the switch back on a signal."""
+        from aitherctl.adapters.profile_store import ProfileCatalog
+        from aitherctl.errors import SwitchFailedError
+        from aitherctl.switching.switch import execute
+        from aitherctl.switching.transaction import Interrupted
+
+        shown = self._shown.pop(profile, None)
+        if shown is None:
+            raise RefusedError(f"no plan for {profile} was shown; press p to see it")
+        catalog = ProfileCatalog()
+        loaded = catalog.load(profile)
+        engines = self._engines(loaded)
+        several = list(engines) != ["local"]
+        if several:
+            from aitherctl.adapters.host_memory import remember_hosts, remembered_profile
+            from aitherctl.switching.hosts import hosts_involved
+
+            # As `profile switch` does: every host it may touch is remembered first.
+            remember_hosts(remembered_profile() or "", hosts_involved(loaded))
+        try:
+            result = execute(
+                engines,
+                shown,
+                lambda: self._prepare(engines, loaded, catalog),
+                _progress(note),
+                cancel=cancel,
+            )
+        except Interrupted as exc:
+            raise SwitchFailedError(f"{exc.name} during the switch: {exc.summary}") from None
+        finally:
+            self._close(engines)
+        if several:
+            used = {svc.host for svc in loaded.services.values()}
+            remember_hosts(loaded.name, {n: h for n, h in loaded.hosts.items() if n in used})
+        if result.activated:
+            return f"{profile} is active; its services were already running"
+        if not result.change.changes:
+            return f"{profile} is already running; nothing to do"
         return f"switched to {profile} in {result.seconds:.1f} s"
+
+
+def _no_vram() -> Any:
+    from aitherctl.core.vram import VramCheck
+
+    return VramCheck(())

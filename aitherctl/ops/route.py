@@ -86,7 +86,7 @@ class UnknownStack:
 
 
 class ObservedStack:
-    """Running services as Docker reports them (`aitherctl.ops.state.observe`).
+    """Running services as Docker reports them (`aitherctl.switching.state.observe`).
 
     Matched by service name, not by the container's profile label: a switch keeps a container
     whose spec did not change, and that container still carries the old profile's label.
@@ -103,7 +103,7 @@ def observe_stack(
     connect: Callable[[], ContainerSource],
 ) -> tuple[str | None, StackView, str | None]:
     """(active profile, running services, why Docker could not say)."""
-    from aitherctl.ops.state import observe
+    from aitherctl.switching.state import observe
 
     try:
         engine = connect()

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from aitherctl.adapters.docker_listing import ContainerSource
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.metrics import parse_timestamp
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.core.units import over_budget
 from aitherctl.core.vram import actual_use_by_service
-from aitherctl.ops.state import observe
+from aitherctl.switching.stack import ManagedContainer
+from aitherctl.switching.state import observe
 
 if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog

@@ -369,7 +369,7 @@ class ServiceControl:
         if svc is None or svc.host == LOCAL_HOST:
             return self.connect(), self.inventory
         from aitherctl.adapters.docker_engine import DockerEngine
-        from aitherctl.ops.hosts import host_inventory
+        from aitherctl.switching.hosts import host_inventory
 
         host = profile.hosts[svc.host]
         engine = DockerEngine.connect_host(host.name, host.docker, host.address)
@@ -379,7 +379,7 @@ class ServiceControl:
     def start_blocking(self, service: str, cancel: threading.Event) -> None:
         """`aitherctl up SERVICE`: the same plan, lock, transaction and readiness wait, on the
         host the service runs on."""
-        from aitherctl.ops.switch import switch
+        from aitherctl.switching.switch import switch
 
         engine, inventory = self._engine_for(service)
         try:
@@ -392,7 +392,7 @@ class ServiceControl:
 
     def stop_blocking(self, service: str) -> None:
         """`aitherctl down SERVICE`, through the same transaction."""
-        from aitherctl.ops.switch import down
+        from aitherctl.switching.switch import down
 
         engine, _inventory = self._engine_for(service)
         try:
@@ -404,7 +404,7 @@ class ServiceControl:
         """The services with a running (not set-aside) container now, on every host of the
         profile (a host that cannot be reached shows its services as not running)."""
         from aitherctl.core.profile import LOCAL_HOST
-        from aitherctl.ops.state import observe
+        from aitherctl.switching.state import observe
 
         profile = self._loaded()
         running: set[str] = set()

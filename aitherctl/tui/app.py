@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Group
 from rich.text import Text
@@ -36,6 +36,11 @@ from aitherctl.tui.render import (
 )
 from aitherctl.tui.screens import HELP, ConfirmScreen, PickScreen, TextScreen
 
+if TYPE_CHECKING:
+    import threading
+
+    from aitherctl.switching.transaction import SignalCancel
+
 LOG_LINES = 6
 SPARK_WIDTH = 60
 
@@ -54,7 +59,9 @@ class MonitorActions(Protocol):
     def free_vram(self, service: ServiceView) -> str: ...
     def profiles(self) -> list[str]: ...
     def plan(self, profile: str) -> str: ...
-    def switch(self, profile: str, note: Callable[[str], None]) -> str: ...
+    def switch(
+        self, profile: str, note: Callable[[str], None], cancel: threading.Event | None = None
+    ) -> str: ...
 
 
 class SnapshotReady(Message):
@@ -305,6 +312,10 @@ class MonitorApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="action")
     def _act(self, what: str, act: Callable[[], str]) -> None:
+        self._run_action(what, act)
+
+    def _run_action(self, what: str, act: Callable[[], str]) -> None:
+        """In a worker: run `act`, log and show its outcome, refresh."""
         try:
             outcome = act()
         except Exception as exc:  # shown, never fatal: the monitor keeps running
@@ -361,17 +372,33 @@ class MonitorApp(App[None]):
             return
 
         def answered(yes: bool | None) -> None:
+            # On the main thread: from here until the switch ends, SIGINT, SIGTERM and SIGHUP
+            # (the terminal closed) cancel it, and the worker rolls back as the CLI does.
             if yes:
-                self._act(
-                    f"switch to {profile}",
-                    lambda: actions.switch(
-                        profile, lambda line: self.source.note(LogKind.SWITCH, line)
-                    ),
-                )
+                from aitherctl.switching.transaction import SignalCancel
+
+                cancel = SignalCancel()
+                cancel.install()
+                self._switch(actions, profile, cancel)
 
         self.call_from_thread(
             self.push_screen, ConfirmScreen(f"Switch to {profile}?", plan), answered
         )
+
+
+    @work(thread=True, exit_on_error=False, group="action")
+    def _switch(self, actions: MonitorActions, profile: str, cancel: SignalCancel) -> None:
+        try:
+            self._run_action(
+                f"switch to {profile}",
+                lambda: actions.switch(
+                    profile, lambda line: self.source.note(LogKind.SWITCH, line), cancel
+                ),
+            )
+        finally:
+            self.call_from_thread(cancel.restore)
+            if cancel.signum is not None:  # rolled back; the signal still ends the monitor
+                self.call_from_thread(self.exit, None, 128 + cancel.signum)
 
 
 def build_monitor_app(

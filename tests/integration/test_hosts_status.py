@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port, run_cli
 from tests.integration.hosts_helpers import TwoHosts, engine_down, ensure_up
-from tests.integration.test_hosts_switch import llama
+from tests.switching.test_hosts_switch import llama
 
 pytest_plugins = ["tests.integration.hosts_helpers"]
 pytestmark = pytest.mark.docker

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from aitherctl.adapters.remote_gpu import read_inventory
-from aitherctl.core import container as c
 from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.profile import Host
 from aitherctl.ops.remote_hosts import RemoteHostsSource
+from aitherctl.switching import container as c
 from tests.doubles.images import BASE_IMAGE
 from tests.doubles.nvidia_smi_image import nvidia_smi_image
 

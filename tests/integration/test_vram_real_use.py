@@ -24,7 +24,7 @@ pytestmark = pytest.mark.docker
 @pytest.fixture
 def greedy(clean_namespace: Any, write_profile: Any, base_image: str) -> dict[str, Any]:
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.specs import build_specs
+    from aitherctl.switching.specs import build_specs
 
     port = free_port()
     write_profile("greedy", services={"llm": {

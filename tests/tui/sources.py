@@ -15,8 +15,8 @@ from aitherctl.adapters.procs import ProcessTable
 from aitherctl.adapters.scrape import ScrapeResult
 from aitherctl.core.metrics import EngineMetrics
 from aitherctl.core.monitor_model import HostView, SchedulerView, ScrapeStatus, StackReading
-from aitherctl.core.stack import ManagedContainer
 from aitherctl.ops.monitor import MonitorCollector, SchedulerSource
+from aitherctl.switching.stack import ManagedContainer
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
 FROZEN_AT = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)

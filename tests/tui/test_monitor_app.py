@@ -71,7 +71,13 @@ class RecordingActions:
     def plan(self, profile: str) -> str:
         return f"Plan for {profile}:\n  stop      chat: not in {profile}"
 
-    def switch(self, profile: str, note: Callable[[str], None]) -> str:
+    def switch(
+        self, profile: str, note: Callable[[str], None], cancel: object = None
+    ) -> str:
+        import signal
+
+        # The monitor installed its handler before the switch began: a signal cancels it.
+        assert signal.getsignal(signal.SIGHUP).__self__ is cancel  # type: ignore[union-attr]
         note("chat: stopping")
         self.calls.append(("switch", profile))
         return f"switched to {profile}"

@@ -7,7 +7,6 @@ from fractions import Fraction
 
 import pytest
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines import (
     EngineContainer,
     GpuShare,
@@ -27,6 +26,7 @@ from aitherctl.core.metrics import EngineMetrics
 from aitherctl.core.profile import Engine, Health, Service, Volume
 from aitherctl.core.units import GIB, MemoryAmount
 from aitherctl.errors import RefusedError
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 GPU = {0: 24 * GIB, 1: 24 * GIB}
 
@@ -354,7 +354,7 @@ def test_vllm_keeps_its_downloads_in_a_named_volume() -> None:
 
 def test_comfyui_reserve_counts_only_resident_neighbours() -> None:
     from aitherctl.core.profile import Profile
-    from aitherctl.core.specs import build_specs
+    from aitherctl.switching.specs import build_specs
 
     def gpu_service(name: str, engine: Engine, vram: str, **extra: object) -> Service:
         return service(name=name, engine=engine, model="m", gpus=(0,),

@@ -40,7 +40,7 @@ from aitherctl.core.loader import parse_profile, resolve_profile
 from aitherctl.core.profile import Engine, Profile
 from aitherctl.core.units import GIB
 from aitherctl.errors import NotFoundError, RefusedError, UsageError
-from aitherctl.ops.transaction import restart_policy
+from aitherctl.switching.transaction import restart_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"  # the newest schema kubernetes-validate 1.37.0 carries

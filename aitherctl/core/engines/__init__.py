@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from aitherctl.core.container import ContainerSpec, HttpCheck, Readiness
 from aitherctl.core.engines import comfyui, generic, llamacpp, ollama, vllm
 from aitherctl.core.engines.base import (
     EngineContainer,
@@ -28,6 +27,7 @@ from aitherctl.core.engines.base import (
 )
 from aitherctl.core.profile import Engine, Service
 from aitherctl.errors import RefusedError
+from aitherctl.switching.container import ContainerSpec, HttpCheck, Readiness
 
 __all__ = [
     "EngineContainer",

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.metrics import EngineMetrics
 from aitherctl.core.profile import Service, Volume
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 
 @dataclass(frozen=True, slots=True)

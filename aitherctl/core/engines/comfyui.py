@@ -55,7 +55,6 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines.base import (
     EngineContainer,
     GpuShare,
@@ -68,6 +67,7 @@ from aitherctl.core.metrics import EngineMetrics, MetricsFormatError, opt_int
 from aitherctl.core.profile import Service, Volume
 from aitherctl.core.units import MIB, decimal_text
 from aitherctl.errors import RefusedError
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 # `cu130-slim-v2-YYYYMMDD` is the dated tag the image's workflow pushes beside `cu130-slim-v2`.
 IMAGE = "yanwk/comfyui-boot:cu130-slim-v2-20260814"

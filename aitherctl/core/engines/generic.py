@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines.base import (
     EngineContainer,
     GpuShare,
@@ -17,6 +16,7 @@ from aitherctl.core.engines.base import (
     SleepMode,
 )
 from aitherctl.core.profile import Service
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 
 class GenericDriver:

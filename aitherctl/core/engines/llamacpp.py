@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines.base import (
     EngineContainer,
     GpuShare,
@@ -28,6 +27,7 @@ from aitherctl.core.engines.base import (
 )
 from aitherctl.core.metrics import EngineMetrics, MetricsFormatError, PrometheusSamples, as_int
 from aitherctl.core.profile import Service
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 # Build b11206 of llama.cpp's own images (their tag format: `server[-cuda]-b<build number>`).
 IMAGE_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11206"

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines.base import (
     EngineContainer,
     GpuShare,
@@ -36,6 +35,7 @@ from aitherctl.core.metrics import (
     parse_timestamp,
 )
 from aitherctl.core.profile import Service, Volume
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 # Pinned the same day as `latest` by public projects (2026-10-10).
 IMAGE = "ollama/ollama:0.40.2"

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines.base import (
     EngineContainer,
     GpuShare,
@@ -42,6 +41,7 @@ from aitherctl.core.engines.base import (
 from aitherctl.core.metrics import EngineMetrics, PrometheusSamples, as_int
 from aitherctl.core.profile import Service, Volume
 from aitherctl.core.units import decimal_text, floor_to
+from aitherctl.switching.container import ContainerSpec, HttpCheck
 
 # Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
 # `-cu129` variant exists for CUDA 12 drivers).

@@ -269,3 +269,85 @@ def test_serve_answers_from_both_hosts_and_falls_back_across_them(
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-aither-backend"] == "two"
     cleanup_nodes(hosts, namespace)
+
+
+def web(port: int, host: str) -> dict[str, Any]:
+    """A real HTTP server that answers at once."""
+    return {
+        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
+        "args": ["python3", "-m", "http.server", str(port)], "health": {"path": "/"},
+    }
+
+
+def test_a_stopped_container_on_a_host_is_planned_as_resume_and_resumed(
+    profile: Callable[..., Path], hosts: TwoHosts, namespace: str
+) -> None:
+    """A node stopped one of the profile's containers (a reboot, an OOM kill): the plan says
+    `resume` on that host, table and JSON, and the switch starts that same container again."""
+    port_a, port_b = free_port(), free_port()
+    profile("pair", {"one": web(port_a, "a"), "two": web(port_b, "b")})
+    cli_ok("profile", "switch", "pair", "--yes")
+    was_b = containers(hosts.b, namespace)
+
+    def kill_two() -> None:
+        client = hosts.b.local_client()
+        try:
+            client.containers.get(f"aither-{namespace}-two").kill()
+        finally:
+            client.close()
+
+    kill_two()
+    table = cli_ok("profile", "switch", "pair", "--dry-run").stdout
+    rows = [line.split()[:3] for line in table.splitlines()[2:]]
+    assert rows == [["a", "keep", "one"], ["b", "resume", "two"]], table
+    planned = json.loads(cli_ok("profile", "switch", "pair", "--dry-run", "--json").stdout)
+    assert [(s["host"], s["service"], s["action"]) for s in planned["steps"]] == [
+        ("a", "one", "keep"), ("b", "two", "resume")]
+
+    switched = cli_ok("profile", "switch", "pair", "--yes")
+    assert "resume" in switched.stderr
+    assert containers(hosts.b, namespace) == was_b
+    kill_two()
+    report = json.loads(cli_ok("profile", "switch", "pair", "--yes", "--json").stdout)
+    assert [(s["host"], s["service"], s["action"]) for s in report["steps"]] == [
+        ("a", "one", "keep"), ("b", "two", "resume")]
+    assert [(s["host"], s["service"], s["ready"]) for s in report["services"]] == [
+        ("b", "two", True)]
+    assert containers(hosts.b, namespace) == was_b
+    assert httpx.get(f"http://127.0.0.1:{port_b}/", timeout=5).status_code == 200
+
+
+def test_down_on_a_host_waits_for_the_switch_running_there_and_never_rolls_it_back(
+    profile: Callable[..., Path], hosts: TwoHosts, namespace: str
+) -> None:
+    """One lock per engine (issue 19): `down` of a service on node-b, while a switch waits there
+    for a slow service, waits for that switch instead of "recovering" (rolling back) it."""
+    ids = {node.local_client().info()["ID"] for node in hosts}
+    assert len(ids) == 2, "the test hosts must have engine IDs of their own (test-hosts.sh)"
+    port_a, port_b = free_port(), free_port()
+    profile("first", {"quick": web(port_a, "b")})
+    cli_ok("profile", "switch", "first", "--yes")
+    profile("second", {"quick": web(port_a, "b"), "slow": slow_ready(port_b, "b")})
+    switching = subprocess.Popen(
+        [sys.executable, "-m", "aitherctl", "profile", "switch", "second", "--yes"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    seen = stderr_until(
+        switching, lambda seen: b"slow@b" in seen and b"waiting" in seen.split(b"slow@b")[-1], 120
+    )
+    down = subprocess.Popen(
+        [sys.executable, "-m", "aitherctl", "down", "quick", "--yes"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    waited = stderr_until(down, lambda text: b"waiting for another switch" in text, 60)
+    _out, err = switching.communicate(timeout=180)
+    assert switching.returncode == 0, seen.decode() + err.decode()
+    _out, down_err = down.communicate(timeout=120)
+    said = (waited + down_err).decode()
+    assert down.returncode == 0, said
+    assert "rolling back" not in said, said
+    # The switch's new container survived; only `quick` is gone.
+    assert {name: status for name, (_, status) in containers(hosts.b, namespace).items()} == {
+        f"aither-{namespace}-slow": "running"}

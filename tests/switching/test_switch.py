@@ -7,10 +7,10 @@ a real llama.cpp server with SmolLM2; every switch goes through the real CLI pro
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import httpx
@@ -209,3 +209,69 @@ def test_switches_and_rollbacks_are_journaled_for_the_monitor(
     assert messages[0].startswith("ok: 1 started, 0 recreated, 0 stopped, 0 kept in ")
     assert messages[1].startswith("switch to nok failed (bad: not ready after 3s")
     assert messages[1].endswith("rolled back")
+
+
+def test_a_killed_container_is_planned_as_resume_and_the_switch_resumes_it(
+    clean_namespace, write_profile, base_image
+) -> None:
+    """After a reboot or an OOM kill the profile's container exists, stopped: `profile plan`
+    shows `resume` (table and JSON) and `profile switch` starts that very container again."""
+    engine = clean_namespace
+    ports = [free_port() for _ in range(2)]
+    write_profile("pair", services={"one": web_service(ports[0]), "two": web_service(ports[1])})
+    assert run_cli("profile", "switch", "pair", "--yes").returncode == 0
+    before = running(engine)
+
+    def kill_two() -> None:
+        engine.client.containers.get(running(engine)["two"]).kill()  # type: ignore[attr-defined]
+        assert set(running(engine)) == {"one"}
+
+    kill_two()
+    table = run_cli("profile", "plan", "pair")
+    assert table.returncode == 0, table.stderr
+    assert "Traceback" not in table.stderr
+    rows = [line.split()[:2] for line in table.stdout.splitlines()[2:]]
+    assert rows == [["resume", "two"], ["keep", "one"]]
+    planned = json.loads(run_cli("profile", "plan", "pair", "--json").stdout)
+    assert [(s["service"], s["action"]) for s in planned["steps"]] == [
+        ("two", "resume"), ("one", "keep")]
+
+    switched = run_cli("profile", "switch", "pair", "--yes")
+    assert switched.returncode == 0, switched.stderr
+    assert "resume" in switched.stderr  # the plan table, on stderr before the switch
+    assert running(engine) == before  # the very same container runs again
+    assert httpx.get(f"http://127.0.0.1:{ports[1]}/", timeout=5).status_code == 200
+
+    kill_two()
+    as_json = run_cli("profile", "switch", "pair", "--yes", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert [(s["service"], s["action"]) for s in document["steps"]] == [
+        ("two", "resume"), ("one", "keep")]
+    assert [(s["service"], s["ready"]) for s in document["services"]] == [("two", True)]
+    assert running(engine) == before
+
+
+def test_a_profile_whose_services_already_run_becomes_the_active_one(
+    clean_namespace, write_profile, base_image
+) -> None:
+    """Two profiles with the same services: switching to the second restarts nothing and makes
+    it the active profile (`ps`, the monitor and `run` read it)."""
+    engine = clean_namespace
+    port = free_port()
+    write_profile("day", services={"web": web_service(port)})
+    write_profile("night", services={"web": web_service(port)})
+    assert run_cli("profile", "switch", "day", "--yes").returncode == 0
+    before = running(engine)
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "day"
+
+    switched = run_cli("profile", "switch", "night", "--yes")
+    assert switched.returncode == 0, switched.stderr
+    assert switched.stderr.splitlines()[-1] == (
+        "profile night is active; its services were already running")
+    assert running(engine) == before  # nothing restarted
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "night"
+    again = run_cli("profile", "switch", "night", "--yes", "--json")
+    assert json.loads(again.stdout)["activated"] is False
+    assert run_cli("profile", "switch", "night", "--yes").stderr.splitlines()[-1] == (
+        "profile night is already running; nothing to do")

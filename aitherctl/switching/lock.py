@@ -5,6 +5,10 @@ The lock is keyed on the engine's ID (`docker info` → `ID`), not on how its en
 and it lives in the machine-wide folder (`aitherctl.adapters.paths.machine_dir`), so two users,
 or a user and `sudo`, take the same lock. The namespace (`AITHER_NAMESPACE`) is part of the key:
 stacks in different namespaces never touch each other's containers.
+
+`engine_lock` is the one way to take it: every caller (switch, `up`, `down`, `recover`, serve's
+on-demand loads, the monitor's actions, a switch across hosts) keys it the same way for the same
+engine, this machine's or another host's, so none of them can run `recover` under a live switch.
 """
 
 from __future__ import annotations
@@ -13,15 +17,47 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from aitherctl.adapters.paths import machine_dir
 from aitherctl.errors import BusyError
 
+if TYPE_CHECKING:
+    from aitherctl.adapters.docker_engine import DockerEngine
+
+POLL_S = 0.1
+
+
+class LockWaitCancelled(BusyError):
+    """The wait for another switch was cancelled (a signal, `serve` shutting down); nothing
+    was changed."""
+
 
 def lock_key(engine_id: str, namespace: str) -> str:
     return hashlib.sha256(f"{engine_id}|{namespace}".encode()).hexdigest()[:16]
+
+
+def engine_lock_key(engine: DockerEngine) -> str:
+    """The lock key of `engine`: its own ID (`docker info` → `ID`, the same however it is
+    reached: a socket, `ssh://user@host:port`, a context) and the namespace. Two engines that
+    report one ID (cloned machines) share a lock: they wait for each other, never run together."""
+    return lock_key(engine.engine_id, engine.namespace)
+
+
+def engine_lock(
+    engine: DockerEngine,
+    *,
+    timeout_s: float = 900.0,
+    on_wait: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> contextlib.AbstractContextManager[None]:
+    """The switch lock of `engine`; see `switch_lock`."""
+    return switch_lock(
+        engine.engine_id, engine.namespace, timeout_s=timeout_s, on_wait=on_wait, cancel=cancel
+    )
 
 
 @contextlib.contextmanager
@@ -31,8 +67,10 @@ def switch_lock(
     *,
     timeout_s: float = 900.0,
     on_wait: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[None]:
-    """Hold the lock for the engine `engine_id` and `namespace`; wait up to `timeout_s`."""
+    """Hold the lock for the engine `engine_id` and `namespace`; wait up to `timeout_s`, or
+    until `cancel` is set (LockWaitCancelled, within POLL_S)."""
     path = machine_dir() / f"switch-{lock_key(engine_id, namespace)}.lock"
     # 0666 so that whichever user creates it first, every other user can open it too.
     old_mask = os.umask(0)
@@ -42,6 +80,7 @@ def switch_lock(
         os.umask(old_mask)
     handle = os.fdopen(fd, "r+")
     try:
+        stop = cancel if cancel is not None else threading.Event()
         deadline = time.monotonic() + timeout_s
         told = False
         while True:
@@ -54,11 +93,15 @@ def switch_lock(
                     holder = handle.read().strip() or "another aitherctl"
                     on_wait(f"waiting for another switch to finish ({holder})")
                     told = True
+                if stop.is_set():
+                    raise LockWaitCancelled(
+                        "cancelled while waiting for another switch; nothing was changed"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise BusyError(
                         f"another switch is still running after {timeout_s:g}s; try again later"
                     ) from None
-                time.sleep(0.1)
+                stop.wait(POLL_S)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}, uid {os.getuid()}")

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import free_port, run_cli
 from tests.integration.hosts_helpers import TwoHosts, ensure_up
-from tests.integration.test_hosts_switch import containers, llama
+from tests.switching.test_hosts_switch import containers, llama
 
 pytest_plugins = ["tests.integration.hosts_helpers"]
 pytestmark = pytest.mark.docker
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.docker
 FAULT_AT_SECOND_COMMIT = """
 import os, sys
 from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.ops.records import LABEL_KIND
+from aitherctl.switching.records import LABEL_KIND
 
 real = DockerEngine.write_record
 commits = []

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from aitherctl.adapters.docker_listing import ContainerSource
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError
+from aitherctl.switching.stack import ManagedContainer, infer_active_profile
 
 if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
@@ -56,7 +56,7 @@ def observe(
     active = _recorded_active(engine, containers)
     hashes = None
     if active is None and catalog is not None and any(item.running for item in containers):
-        from aitherctl.core.specs import build_specs
+        from aitherctl.switching.specs import build_specs
 
         if callable(catalog):
             catalog = catalog()
@@ -84,7 +84,7 @@ def _recorded_active(
 ) -> str | None:
     """The profile the last switch recorded, while exactly its services still run: no profile
     needs to be parsed (`ps` and `run` ask this on every call)."""
-    from aitherctl.ops.records import active_from_records
+    from aitherctl.switching.records import active_from_records
 
     if not any(item.running for item in containers):
         return None

@@ -8,8 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aitherctl.core import container as c
-from aitherctl.core.stack import ManagedContainer
+from aitherctl.switching import container as c
+from aitherctl.switching.stack import ManagedContainer
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine

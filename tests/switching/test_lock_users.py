@@ -42,13 +42,13 @@ def test_root_and_another_user_choose_the_same_folder(monkeypatch: pytest.Monkey
 
 
 def test_a_lock_held_by_root_keeps_another_user_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aitherctl.ops.lock import switch_lock
+    from aitherctl.switching.lock import switch_lock
 
     monkeypatch.delenv("AITHER_MACHINE_DIR", raising=False)
     engine_id = f"test-{uuid.uuid4().hex}"
     code = (
         "from aitherctl.errors import BusyError\n"
-        "from aitherctl.ops.lock import switch_lock\n"
+        "from aitherctl.switching.lock import switch_lock\n"
         "try:\n"
         f"    with switch_lock({engine_id!r}, 'default', timeout_s=0.5):\n"
         "        print('got it')\n"

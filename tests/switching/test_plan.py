@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aitherctl.core.engines import build_container
-from aitherctl.core.plan import Action, compute_plan
 from aitherctl.core.profile import Engine, Health, Service
-from aitherctl.core.stack import ManagedContainer, infer_active_profile
+from aitherctl.switching.plan import Action, compute_plan
+from aitherctl.switching.stack import ManagedContainer, infer_active_profile
 
 
 def spec(name: str, port: int, model: str = "/m.gguf", **extra: object):  # type: ignore[no-untyped-def]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aitherctl.core.engines import build_container
-from aitherctl.core.plan import compute_plan
 from aitherctl.core.profile import Engine, Health, Service
 from aitherctl.core.units import GIB, MemoryAmount
-from aitherctl.ops.transaction import lanes, start_items
+from aitherctl.switching.plan import compute_plan
+from aitherctl.switching.transaction import lanes, start_items
 
 TOTALS = {0: 24 * GIB, 1: 24 * GIB}
 

@@ -6,25 +6,22 @@ show it and ask. `execute` then takes the engine's switch lock, first recovers w
 killed switch left behind, re-prepares the same change with fresh GPU readings, and applies it
 only if it is still the plan that was shown (`PlanChangedError` otherwise: show it, ask again).
 The CLI, `up`/`down` and the monitor all go through here; the sequence itself is
-`aitherctl.ops.transaction`.
+`aitherctl.switching.transaction`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.ports import port_is_free
 from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.container import ContainerSpec
 from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.plan import Action, Plan, compute_plan, restart_plan, stop_plan
-from aitherctl.core.profile import Profile
-from aitherctl.core.specs import ProfileSpecs, build_specs
-from aitherctl.core.stack import ManagedContainer
+from aitherctl.core.profile import LOCAL_HOST, Profile
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.vram import (
     GpuClaim,
@@ -33,14 +30,26 @@ from aitherctl.core.vram import (
     check_vram,
     describe_vram,
 )
-from aitherctl.errors import AitherError, NotFoundError, RefusedError
-from aitherctl.ops.lock import switch_lock
-from aitherctl.ops.state import StackState, gpu_memory, observe
-from aitherctl.ops.transaction import (
+from aitherctl.errors import (
+    AitherError,
+    DockerError,
+    DockerUnavailableError,
+    NotFoundError,
+    RefusedError,
+)
+from aitherctl.switching import journal
+from aitherctl.switching.container import ContainerSpec
+from aitherctl.switching.lock import engine_lock, engine_lock_key
+from aitherctl.switching.plan import Action, Plan, compute_plan, restart_plan, stop_plan
+from aitherctl.switching.records import write_active
+from aitherctl.switching.specs import ProfileSpecs, build_specs
+from aitherctl.switching.stack import ManagedContainer
+from aitherctl.switching.state import StackState, gpu_memory, observe
+from aitherctl.switching.transaction import (
     Progress,
     ServiceOutcome,
-    SwitchResult,
     Transaction,
+    host_progress,
     pending,
     recover,
 )
@@ -55,18 +64,9 @@ class Prepared:
     state: StackState
     profile: Profile | None = None
     specs: ProfileSpecs | None = None
-
-
-class PlanChangedError(RefusedError):
-    """Between the confirmation and the lock, the machine changed: the plan is not the one the
-    user saw. Nothing was changed; `fresh` is the new plan to show."""
-
-    def __init__(self, fresh: Prepared) -> None:
-        super().__init__(
-            "the plan changed since it was shown (another switch ran, or a container changed); "
-            "nothing was changed: review the new plan and confirm again"
-        )
-        self.fresh = fresh
+    # A move to `profile` as a whole (not `up` of some services, `down` or a restart): once it
+    # is done, `profile` is the active one, even when nothing had to change.
+    whole_profile: bool = False
 
 
 # ---- preparing ----------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def prepare(
         untouched = [
             item for item in state.running if item.service not in wanted and not item.aside
         ]
-    return _checked(
+    checked = _checked(
         engine,
         plan,
         state,
@@ -119,6 +119,7 @@ def prepare(
         profile=profile,
         specs=specs,
     )
+    return replace(checked, whole_profile=only is None)
 
 
 def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
@@ -305,34 +306,223 @@ def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
 # ---- executing ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change over one or several engines: a prepared part per engine, local first (the
+    profile's name for each host, `local` for this machine's engine)."""
+
+    profile: str
+    parts: dict[str, Prepared]
+
+    @property
+    def plan(self) -> Plan:
+        """Every part's steps in one plan (`hosts` gives each step's host)."""
+        return Plan(self.profile, tuple(s for p in self.parts.values() for s in p.plan.steps))
+
+    @property
+    def hosts(self) -> list[str]:
+        return [name for name, part in self.parts.items() for _ in part.plan.steps]
+
+    @property
+    def changes(self) -> bool:
+        return any(part.plan.changes for part in self.parts.values())
+
+    def signature(self) -> tuple[tuple[str, object], ...]:
+        return tuple((name, part.plan.signature()) for name, part in self.parts.items())
+
+
+@dataclass(slots=True)
+class SwitchResult:
+    profile: str
+    change: Change
+    outcomes: list[ServiceOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    recovered: str | None = None  # what `recover` did first, if anything
+    # Nothing had to change, but the profile became the active one (its containers were
+    # those of another profile with the same services).
+    activated: bool = False
+
+    @property
+    def plan(self) -> Plan:
+        return self.change.plan
+
+
+class PlanChangedError(RefusedError):
+    """Between the confirmation and the lock, the machine changed: the plan is not the one the
+    user saw. Nothing was changed; `fresh` is the new plan to show."""
+
+    def __init__(self, fresh: Change) -> None:
+        super().__init__(
+            "the plan changed since it was shown (another switch ran, or a container changed); "
+            "nothing was changed: review the new plan and confirm again",
+            changed=False,
+        )
+        self.fresh = fresh
+
+
+@contextlib.contextmanager
+def all_locks(
+    engines: Mapping[str, DockerEngine],
+    progress: Progress,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+) -> Iterator[None]:
+    """Every engine's switch lock, taken in the order of their keys (so two switches over the
+    same engines cannot deadlock), one lock per key."""
+    with contextlib.ExitStack() as stack:
+        by_key = {engine_lock_key(engine): engine for engine in engines.values()}
+        for key in sorted(by_key):
+            stack.enter_context(
+                engine_lock(by_key[key], timeout_s=timeout_s, on_wait=progress.note, cancel=cancel)
+            )
+        yield None
+
+
+def _recover_pending(engines: Mapping[str, DockerEngine], progress: Progress) -> list[str]:
+    """Under the locks: finish or undo what killed switches left on each engine."""
+    done = []
+    for name, engine in engines.items():
+        if pending(engine):
+            for item in recover(engine, host_progress(progress, name)):
+                where = "" if name == LOCAL_HOST else f" on host {name}"
+                done.append(f"{item.action} a switch to {item.profile}{where}")
+    return done
+
+
+@contextlib.contextmanager
+def _nothing_changed() -> Iterator[None]:
+    """Around the steps before the transaction: a Docker error there (an engine lost while its
+    records are read or its images checked) changed nothing, and the message says so."""
+    try:
+        yield
+    except (DockerUnavailableError, DockerError) as exc:
+        if exc.changed is None:
+            exc.message = f"{exc.message}; nothing was changed"
+            exc.args = (exc.message,)
+            exc.changed = False
+        raise
+
+
 def execute(
-    engine: DockerEngine,
-    prepared: Prepared,
-    reprepare: Callable[[], Prepared],
+    engines: Mapping[str, DockerEngine],
+    prepared: Change,
+    reprepare: Callable[[], Change],
     progress: Progress,
     *,
     lock_timeout_s: float = 900.0,
     cancel: threading.Event | None = None,
 ) -> SwitchResult:
-    """Apply `prepared` under the engine's lock, if re-preparing under the lock (fresh GPU
-    readings, fresh container list, after recovering an interrupted switch) gives the same plan.
-    """
-    with switch_lock(
-        engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-    ):
-        recovered = recover(engine, progress) if pending(engine) else []
-        fresh = reprepare()
-        if fresh.plan.signature() != prepared.plan.signature():
-            raise PlanChangedError(fresh)
-        if not fresh.plan.changes:
-            result = SwitchResult(fresh.plan.profile, fresh.plan)
-        else:
-            ensure_images(engine, fresh.plan, progress)
-            result = Transaction(engine, fresh.plan, progress, cancel).apply()
-            _forget_failures(engine, fresh.plan, result.outcomes)
+    """Apply `prepared` under every engine's lock, if re-preparing under the locks (fresh GPU
+    readings, fresh container lists, after recovering interrupted switches) gives the same
+    plan; `PlanChangedError` otherwise."""
+    started = time.monotonic()
+    with all_locks(engines, progress, lock_timeout_s, cancel):
+        with _nothing_changed():
+            recovered = _recover_pending(engines, progress)
+            fresh = reprepare()
+            if fresh.signature() != prepared.signature():
+                raise PlanChangedError(fresh)
+            result = SwitchResult(fresh.profile, fresh, recovered="; ".join(recovered) or None)
+            if not fresh.changes:
+                result.activated = _activate(engines, fresh)
+                return result
+            for name, part in fresh.parts.items():
+                try:
+                    ensure_images(engines[name], part.plan, host_progress(progress, name))
+                except AitherError as exc:
+                    if name == LOCAL_HOST:
+                        raise
+                    raise RefusedError(
+                        f"host {name!r}: {exc.message}", detail=exc.detail, host=name,
+                        changed=False,
+                    ) from None
+        transaction = Transaction(
+            fresh.profile,
+            {name: (engines[name], part.plan) for name, part in fresh.parts.items()},
+            progress,
+            cancel,
+        )
+        result.outcomes = transaction.apply()
+        for name, part in fresh.parts.items():
+            _forget_failures(
+                engines[name], part.plan, [o for o in result.outcomes if o.host == name]
+            )
+    result.seconds = time.monotonic() - started
+    _journal_switch(fresh, result.seconds)
+    return result
+
+
+def _activate(engines: Mapping[str, DockerEngine], change: Change) -> bool:
+    """A move to a profile whose services already run, identical, in another profile's
+    containers: nothing restarts, and the profile becomes the active one (the record `ps`,
+    `run` and the monitor read). Returns whether it was not active before."""
+    activated = False
+    for name, part in change.parts.items():
+        if not part.whole_profile or part.state.active_profile == change.profile:
+            continue
+        if not part.plan.steps:
+            continue  # nothing of this profile runs on that engine
+        write_active(engines[name], change.profile, part.state.containers)
+        activated = True
+    if activated:
+        journal.record(
+            "switch", change.profile, f"{change.profile}: active (its services already ran)"
+        )
+    return activated
+
+
+def _journal_switch(change: Change, seconds: float) -> None:
+    plan = change.plan
+    counts = {action: len(plan.of(action)) for action in Action}
+    hosts = f" on {len(change.parts)} hosts" if len(change.parts) > 1 else ""
+    resumed = f"{counts[Action.RESUME]} resumed, " if counts[Action.RESUME] else ""
+    journal.record(
+        "switch",
+        change.profile,
+        f"{change.profile}{hosts}: {counts[Action.START]} started, "
+        f"{counts[Action.RECREATE]} recreated, {resumed}"
+        f"{counts[Action.STOP]} stopped, {counts[Action.KEEP]} kept in {seconds:.1f}s",
+    )
+
+
+def run_switch(
+    engines: Mapping[str, DockerEngine],
+    prepare_fn: Callable[[], Change],
+    progress: Progress,
+    *,
+    confirm: Callable[[Change, bool], bool] | None = None,
+    lock_timeout_s: float = 900.0,
+    attempts: int = 3,
+    cancel: threading.Event | None = None,
+) -> SwitchResult:
+    """The one switch sequence, for one engine or many: recover what killed switches left (under
+    the locks), prepare, confirm (without the locks), execute; when the plan changed meanwhile,
+    confirm the new one (`confirm(change, changed=True)`). `confirm=None` accepts every plan.
+
+    An interrupted switch is recovered first, so the plan shown is the one from the restored
+    state, not from its leftovers."""
+    recovered: list[str] = []
+    if any(pending(engine) for engine in engines.values()):
+        with all_locks(engines, progress, lock_timeout_s, cancel), _nothing_changed():
+            recovered = _recover_pending(engines, progress)
+    prepared = prepare_fn()
+    changed = False
+    for _ in range(attempts):
+        if confirm is not None and prepared.changes and not confirm(prepared, changed):
+            raise Declined("not confirmed; nothing was changed", changed=False)
+        try:
+            result = execute(
+                engines, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s,
+                cancel=cancel,
+            )
+        except PlanChangedError as exc:
+            progress.note("the plan changed while waiting; here is the new one")
+            prepared, changed = exc.fresh, True
+            continue
         if recovered:
-            result.recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in recovered)
+            result.recovered = "; ".join(filter(None, ("; ".join(recovered), result.recovered)))
         return result
+    raise RefusedError("the plan kept changing under another switch; try again", changed=False)
 
 
 def run_change(
@@ -345,36 +535,26 @@ def run_change(
     attempts: int = 3,
     cancel: threading.Event | None = None,
 ) -> SwitchResult:
-    """Prepare, confirm (without the lock), execute; when the plan changed meanwhile, confirm
-    the new one (`confirm(prepared, changed=True)`). `confirm=None` accepts every plan.
+    """`run_switch` on one engine (this machine's, or one host's: `engine.host` names it)."""
+    name = engine.host
 
-    An interrupted switch is recovered first, so the plan shown is the one from the restored
-    state, not from its leftovers."""
-    recovered = ""
-    if pending(engine):
-        with switch_lock(
-            engine.engine_id, engine.namespace, timeout_s=lock_timeout_s, on_wait=progress.note
-        ):
-            done = recover(engine, progress)
-        recovered = "; ".join(f"{r.action} a switch to {r.profile}" for r in done)
-    prepared = prepare_fn()
-    changed = False
-    for _ in range(attempts):
-        if confirm is not None and prepared.plan.changes and not confirm(prepared, changed):
-            raise Declined("not confirmed; nothing was changed")
-        try:
-            result = execute(
-                engine, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s,
-                cancel=cancel,
-            )
-        except PlanChangedError as exc:
-            progress.note("the plan changed while waiting; here is the new one")
-            prepared, changed = exc.fresh, True
-            continue
-        if recovered:
-            result.recovered = "; ".join(filter(None, (recovered, result.recovered)))
-        return result
-    raise RefusedError("the plan kept changing under another switch; try again")
+    def prepare_one() -> Change:
+        part = prepare_fn()
+        return Change(part.plan.profile, {name: part})
+
+    def confirm_one(change: Change, changed: bool) -> bool:
+        assert confirm is not None
+        return confirm(change.parts[name], changed)
+
+    return run_switch(
+        {name: engine},
+        prepare_one,
+        progress,
+        confirm=None if confirm is None else confirm_one,
+        lock_timeout_s=lock_timeout_s,
+        attempts=attempts,
+        cancel=cancel,
+    )
 
 
 class Declined(AitherError):
@@ -459,6 +639,7 @@ def _forget_failures(
 
 
 __all__ = [
+    "Change",
     "Declined",
     "PlanChangedError",
     "Prepared",
@@ -474,5 +655,6 @@ __all__ = [
     "prepare_restart",
     "restart",
     "run_change",
+    "run_switch",
     "switch",
 ]

@@ -30,27 +30,28 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.adapters import journal
 from aitherctl.adapters.http_probe import probe, probe_host
-from aitherctl.core import container as c
-from aitherctl.core.container import ContainerSpec, HttpCheck
 from aitherctl.core.engines import allocates_gpu_at_start
-from aitherctl.core.plan import Action, Plan
-from aitherctl.core.stack import ManagedContainer
-from aitherctl.errors import AitherError, SwitchFailedError
-from aitherctl.ops.records import (
+from aitherctl.core.profile import LOCAL_HOST
+from aitherctl.errors import AitherError, DockerUnavailableError, SwitchFailedError
+from aitherctl.switching import container as c
+from aitherctl.switching import journal
+from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.switching.plan import Action, Plan
+from aitherctl.switching.records import (
     LABEL_INTENT,
     LABEL_KIND,
     is_switch_record,
     record_name,
     write_active,
 )
+from aitherctl.switching.stack import ManagedContainer
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
@@ -90,15 +91,16 @@ class ServiceOutcome:
     seconds: float
     detail: str
     log_tail: str = ""
+    host: str = LOCAL_HOST  # the profile's name for the engine it ran on
 
 
-@dataclass(slots=True)
-class SwitchResult:
-    profile: str
-    plan: Plan
-    outcomes: list[ServiceOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-    recovered: str | None = None  # what `recover` did first, if anything
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """What a rollback on one engine did; `engine_lost`: the engine stopped answering, so its
+    records stay there for `recover` to finish once it answers again."""
+
+    summary: str
+    engine_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,39 @@ class Intent:
 # ---- signals ----------------------------------------------------------------------------------
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class SignalCancel(threading.Event):
+    """A cancel event that SIGINT, SIGTERM and SIGHUP set, for a switch that runs in a worker
+    thread (the monitor's): `install` (from the main thread) puts the handlers in place,
+    `restore` puts the previous ones back. The transaction then rolls back as it does on a
+    signal in the main thread (`Interrupted`); `signum` says which signal came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+
+    def install(self) -> None:
+        for sig in HANDLED_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _signalled(cancel: threading.Event) -> int | None:
+    return cancel.signum if isinstance(cancel, SignalCancel) else None
 
 
 class SignalGuard:
@@ -304,18 +339,24 @@ def restart_policy(gpus: Sequence[int]) -> str:
 # ---- the transaction ---------------------------------------------------------------------------
 
 
-class Transaction:
+class EnginePart:
+    """One engine's share of a switch: its intent record, set-aside, starts and waits, commit
+    record and rollback. `Transaction` runs one or several of them as one switch."""
+
     def __init__(
         self,
         engine: DockerEngine,
         plan: Plan,
         progress: Progress,
         cancel: threading.Event | None = None,
+        *,
+        host: str = LOCAL_HOST,
     ) -> None:
-        """`cancel`: set from another thread (the scheduler shutting down) to end the readiness
-        waits; the transaction then rolls back as it does after a failed start."""
+        """`cancel`: set from another thread (a failure on another host, the scheduler shutting
+        down) to end the readiness waits; the transaction then rolls back."""
         self.engine = engine
         self.plan = plan
+        self.host = host
         self.progress = SafeProgress(progress)
         self.txn = uuid.uuid4().hex[:10]
         self.cancel = cancel if cancel is not None else threading.Event()
@@ -333,82 +374,6 @@ class Transaction:
             tuple(s.current.id for s in plan.of(Action.RESUME) if s.current),
             tuple(s.current.id for s in plan.of(Action.RESTART) if s.current),
         )
-
-    # -- apply --
-
-    def apply(self) -> SwitchResult:
-        started = time.monotonic()
-        result = SwitchResult(self.plan.profile, self.plan)
-        guard = SignalGuard(self.cancel, self.progress)
-        with guard:
-            try:
-                result.outcomes = self.begin()
-                failed = [outcome for outcome in result.outcomes if not outcome.ready]
-                if failed:
-                    first = failed[0]
-                    guard.hold()
-                    summary = self.rollback(guard)
-                    journal.record(
-                        "rollback",
-                        self.plan.profile,
-                        f"switch to {self.plan.profile} failed ({first.service}: "
-                        f"{first.detail}); rolled back",
-                    )
-                    detail = first.log_tail and (
-                        f"last lines of {first.service}'s log:\n{first.log_tail}"
-                    )
-                    raise SwitchFailedError(
-                        f"service {first.service!r} did not become ready: {first.detail}; "
-                        f"{summary}",
-                        detail=detail or None,
-                    )
-                # The point of no return: from the commit record on, signals no longer
-                # interrupt and `recover` finishes the switch rather than undo it.
-                guard.hold()
-                self.write_commit()
-            except Interrupted as exc:
-                guard.hold()
-                self.progress.note(f"{exc.name}: rolling back")
-                exc.summary = self.rollback(guard)
-                journal.record(
-                    "rollback", self.plan.profile, f"{exc.name} during switch: {exc.summary}"
-                )
-                raise
-            except SwitchFailedError:
-                raise
-            except AitherError as exc:
-                guard.hold()
-                self.cancel.set()
-                self.progress.note(f"failed: {exc.message}; rolling back")
-                summary = self.rollback(guard)
-                journal.record(
-                    "rollback", self.plan.profile, f"{exc.message}; {summary}"
-                )
-                raise SwitchFailedError(f"{exc.message}; {summary}", detail=exc.detail) from None
-            except Exception as exc:  # a bug must not leave the machine half-switched either
-                guard.hold()
-                self.cancel.set()
-                summary = self.rollback(guard)
-                raise SwitchFailedError(f"internal error ({exc!r}); {summary}") from exc
-            try:
-                finish(self.engine, self.txn, self.intent)
-            except AitherError as exc:
-                raise AitherError(
-                    f"switched to {self.plan.profile}, but cleaning up failed ({exc.message}); "
-                    "`aitherctl recover` finishes it"
-                ) from None
-        result.seconds = time.monotonic() - started
-        counts = {action: len(self.plan.of(action)) for action in Action}
-        resumed = f"{counts[Action.RESUME]} resumed, " if counts[Action.RESUME] else ""
-        journal.record(
-            "switch",
-            self.plan.profile,
-            f"{self.plan.profile}: {counts[Action.START]} started, "
-            f"{counts[Action.RECREATE]} recreated, {resumed}"
-            f"{counts[Action.STOP]} stopped, {counts[Action.KEEP]} kept "
-            f"in {result.seconds:.1f}s",
-        )
-        return result
 
     def begin(self) -> list[ServiceOutcome]:
         """Everything before the commit: record the intent, set aside, start and wait. Raises
@@ -462,7 +427,10 @@ class Transaction:
             for item in lane:
                 if self.cancel.is_set():
                     outcomes.append(
-                        ServiceOutcome(item.service, False, 0.0, "not started: switch cancelled")
+                        ServiceOutcome(
+                            item.service, False, 0.0, "not started: switch cancelled",
+                            host=self.host,
+                        )
                     )
                     continue
                 outcome = self._start_one(item)
@@ -495,7 +463,9 @@ class Transaction:
         began = time.monotonic()
 
         def outcome(ready: bool, detail: str, tail: str = "") -> ServiceOutcome:
-            return ServiceOutcome(item.service, ready, time.monotonic() - began, detail, tail)
+            return ServiceOutcome(
+                item.service, ready, time.monotonic() - began, detail, tail, self.host
+            )
 
         self.progress.service(item.service, "starting")
         try:
@@ -543,7 +513,7 @@ class Transaction:
         except AitherError:
             return ""
 
-    def rollback(self, guard: SignalGuard) -> str:
+    def rollback(self, guard: SignalGuard) -> Rollback:
         self.cancel.set()
         self.progress.note("rolling back")
         return rollback_containers(
@@ -554,6 +524,226 @@ class Transaction:
             self.created,
             should_stop_waiting=lambda: guard.during_rollback > 0,
         )
+
+
+class Transaction:
+    """One switch over any number of (engine, plan) parts, committed only when every part is
+    ready: each part sets aside, starts and waits in parallel (`EnginePart.begin`); then the
+    commit records are written (with several parts, after the decision is written on this
+    machine, `decisions`); a failure, a Docker error or a signal anywhere rolls every part back.
+    One engine is the case of one part."""
+
+    def __init__(
+        self,
+        profile: str,
+        parts: Mapping[str, tuple[DockerEngine, Plan]],
+        progress: Progress,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.profile = profile
+        self.progress = SafeProgress(progress)
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.parts = {
+            name: EnginePart(engine, plan, host_progress(progress, name), self.cancel, host=name)
+            for name, (engine, plan) in parts.items()
+            if plan.changes
+        }
+        self.several = len(parts) > 1 or any(name != LOCAL_HOST for name in parts)
+
+    def apply(self) -> list[ServiceOutcome]:
+        from aitherctl.switching import decisions
+
+        everywhere = " on every host" if self.several else ""
+        guard = SignalGuard(self.cancel, self.progress)
+        with guard:
+            try:
+                outcomes = self._begin_all()
+                signum = _signalled(self.cancel)
+                if signum is not None:  # a signal caught in the main thread for a worker
+                    guard.holding = True
+                    raise Interrupted(signum)
+                failed = [outcome for outcome in outcomes if not outcome.ready]
+                if failed:
+                    guard.hold()
+                    first = failed[0]
+                    summary = self._rollback(guard)
+                    where = "" if first.host == LOCAL_HOST else f" on host {first.host!r}"
+                    journal.record(
+                        "rollback", self.profile, f"switch to {self.profile} failed "
+                        f"({first.service}{where}: {first.detail}); "
+                        + (summary if self.several else "rolled back"),
+                    )
+                    detail = first.log_tail and (
+                        f"last lines of {first.service}'s log:\n{first.log_tail}"
+                    )
+                    raise SwitchFailedError(
+                        f"service {first.service!r}{where} did not become ready: "
+                        f"{first.detail}; {summary}",
+                        detail=detail or None,
+                    )
+                # The point of no return: from the commit record on, signals no longer
+                # interrupt and `recover` finishes the switch rather than undo it.
+                guard.hold()
+                self._commit_all()
+            except Interrupted as exc:
+                guard.hold()
+                self.progress.note(f"{exc.name}: rolling back{everywhere}")
+                exc.summary = self._rollback(guard)
+                journal.record(
+                    "rollback", self.profile, f"{exc.name} during switch: {exc.summary}"
+                )
+                raise
+            except SwitchFailedError:
+                raise
+            except AitherError as exc:
+                guard.hold()
+                self.cancel.set()
+                self.progress.note(f"failed: {exc.message}; rolling back{everywhere}")
+                summary = self._rollback(guard)
+                journal.record("rollback", self.profile, f"{exc.message}; {summary}")
+                raise SwitchFailedError(
+                    f"{exc.message}; {summary}", detail=exc.detail, host=exc.host
+                ) from None
+            except Exception as exc:  # a bug must not leave the machine half-switched either
+                guard.hold()
+                self.cancel.set()
+                summary = self._rollback(guard)
+                raise SwitchFailedError(f"internal error ({exc!r}); {summary}") from exc
+            problems = []
+            for name, part in self.parts.items():
+                try:
+                    finish(part.engine, part.txn, part.intent)
+                except AitherError as exc:
+                    problems.append(exc.message if not self.several else f"host {name!r}: "
+                                    f"{exc.message}")
+                else:
+                    decisions.forget_finished(part.txn)
+            if problems:
+                raise AitherError(
+                    f"switched to {self.profile}, but cleaning up failed "
+                    f"({'; '.join(problems)}); `aitherctl recover` finishes it"
+                )
+        return outcomes
+
+    def _begin_all(self) -> list[ServiceOutcome]:
+        """Every part at once; the first Docker error (with its host) is raised once all parts
+        have stopped (a failure on one host cancels the waits on the others)."""
+        if not self.parts:
+            return []
+        results: dict[str, list[ServiceOutcome]] = {}
+        errors: list[AitherError] = []
+
+        def run(name: str, part: EnginePart) -> None:
+            try:
+                results[name] = part.begin()
+            except AitherError as exc:
+                self.cancel.set()
+                if name != LOCAL_HOST and exc.host is None:
+                    exc.message = f"host {name!r}: {exc.message}"
+                    exc.args = (exc.message,)
+                    exc.host = name
+                errors.append(exc)
+            except BaseException:
+                self.cancel.set()
+                raise
+
+        if len(self.parts) == 1:  # in this thread: a signal interrupts the wait itself
+            [(name, part)] = self.parts.items()
+            run(name, part)
+        else:
+            with ThreadPoolExecutor(max_workers=len(self.parts)) as pool:
+                futures = [pool.submit(run, name, part) for name, part in self.parts.items()]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    self.cancel.set()  # the pool's exit waits for every part to stop
+                    raise
+        if errors:
+            raise errors[0]
+        outcomes = [outcome for items in results.values() for outcome in items]
+        # Failures first, so the message names the service that failed, not a cancelled one.
+        outcomes.sort(
+            key=lambda o: (
+                o.ready,
+                o.detail.startswith("not started"),
+                o.detail.startswith("cancelled"),
+            )
+        )
+        return outcomes
+
+    def _commit_all(self) -> None:
+        """Commit records on every engine; if one cannot be written, those written are taken
+        back and the error rolls everything back. With several parts the decision is written on
+        this machine first (`aitherctl.switching.decisions`), so a crash between two engines'
+        records still finishes every part on `recover`."""
+        from aitherctl.switching import decisions
+
+        decided = None
+        if len(self.parts) > 1:
+            decided = decisions.decide_commit(part.txn for part in self.parts.values())
+        written: list[EnginePart] = []
+        try:
+            for part in self.parts.values():
+                part.write_commit()
+                written.append(part)
+        except AitherError:
+            if decided is not None:
+                decisions.forget(decided)
+            for part in written:
+                with contextlib.suppress(AitherError):
+                    part.engine.remove_record(
+                        record_name(part.engine.namespace, part.txn, "commit")
+                    )
+            raise
+
+    def _rollback(self, guard: SignalGuard) -> str:
+        self.cancel.set()
+        if not self.parts:
+            return "rolled back (nothing had changed)"
+        done: dict[str, Rollback] = {}
+
+        def undo(name: str, part: EnginePart) -> None:
+            done[name] = part.rollback(guard)
+
+        if len(self.parts) == 1:
+            [(name, part)] = self.parts.items()
+            undo(name, part)
+        else:
+            with ThreadPoolExecutor(max_workers=len(self.parts)) as pool:
+                list(pool.map(lambda item: undo(*item), self.parts.items()))
+        if not self.several:
+            return done[LOCAL_HOST].summary
+        said = []
+        for name, rollback in done.items():
+            label = "this machine" if name == LOCAL_HOST else f"host {name!r}"
+            summary = rollback.summary
+            if rollback.engine_lost:
+                summary += (
+                    " — its switch record stays there; `aitherctl recover` (or the next switch) "
+                    "finishes the rollback once it is reachable"
+                )
+            said.append(f"{label}: {summary}")
+        return "; ".join(said)
+
+
+class HostProgress:
+    """Progress lines with the host named after each service on another host (`svc@box2`)."""
+
+    def __init__(self, inner: Progress, host: str) -> None:
+        self.inner = inner
+        self.suffix = "" if host == LOCAL_HOST else f"@{host}"
+        self.prefix = "" if host == LOCAL_HOST else f"host {host}: "
+
+    def note(self, message: str) -> None:
+        self.inner.note(self.prefix + message)
+
+    def service(self, service: str, status: str, detail: str = "") -> None:
+        self.inner.service(service + self.suffix, status, detail)
+
+
+def host_progress(progress: Progress, host: str) -> Progress:
+    return progress if host == LOCAL_HOST else HostProgress(progress, host)
 
 
 def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
@@ -602,21 +792,24 @@ def rollback_containers(
     *,
     wait: bool = True,
     should_stop_waiting: Callable[[], bool] = lambda: False,
-) -> str:
+) -> Rollback:
     """Undo a switch that did not commit. Best effort per container: each step is tried on its
     own and a failure is reported, not raised. Returns a summary for the error message."""
     problems: list[str] = []
+    lost = False
     try:
         containers = engine.list_managed()
     except AitherError as exc:
         containers = []
         problems.append(f"could not list containers ({exc.message})")
+        lost = True
     # 1. Remove what this switch created (its label finds one created just before a crash).
     doomed = set(created) | {item.id for item in containers if item.txn == txn}
     for container_id in doomed:
         try:
             engine.remove(container_id)
         except AitherError as exc:
+            lost = lost or isinstance(exc, DockerUnavailableError)
             problems.append(f"could not remove a new container {container_id[:12]} ({exc.message})")
     # 2. Containers it resumed were stopped before; those it restarted were running.
     if intent is not None:
@@ -627,6 +820,7 @@ def rollback_containers(
             try:
                 engine.start(container_id)
             except AitherError as exc:
+                lost = lost or isinstance(exc, DockerUnavailableError)
                 problems.append(f"could not start {container_id[:12]} again ({exc.message})")
     # 3. Rename every set-aside container back and start those that were running.
     entries: dict[str, AsideEntry] = {e.id: e for e in intent.aside} if intent else {}
@@ -649,6 +843,7 @@ def rollback_containers(
                 engine.start(entry.id)
             restored.append(entry)
         except AitherError as exc:
+            lost = lost or isinstance(exc, DockerUnavailableError)
             failed.append(f"{entry.service} ({exc.message})")
             progress.service(entry.service, "not restored", exc.message)
     if wait:
@@ -659,12 +854,11 @@ def rollback_containers(
         summary += "; could not restore: " + ", ".join(failed)
     if problems:
         summary += "; " + "; ".join(problems)
-    lost_engine = any("lost the Docker engine" in p for p in problems + failed)
-    if not lost_engine:
+    if not lost:
         for kind in ("txn", "commit"):
             with contextlib.suppress(AitherError):
                 engine.remove_record(record_name(engine.namespace, txn, kind))
-    return summary
+    return Rollback(summary, lost)
 
 
 def _wait_restored(
@@ -791,7 +985,7 @@ def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
         if item.aside:
             intents.setdefault(item.name.rsplit(c.ASIDE_MARK, 1)[1], None)
     done = []
-    from aitherctl.adapters import decisions
+    from aitherctl.switching import decisions
 
     for txn, intent in intents.items():
         profile = intent.profile if intent else "?"
@@ -805,19 +999,22 @@ def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
             journal.record("recover", profile, f"finished the interrupted switch to {profile}")
         else:
             progress.note(f"rolling back an interrupted switch to {profile}")
-            summary = rollback_containers(engine, txn, intent, progress)
+            summary = rollback_containers(engine, txn, intent, progress).summary
             done.append(Recovery(txn, profile, "rolled back", summary))
             journal.record("recover", profile, f"interrupted switch to {profile}: {summary}")
     return done
 
 
 __all__ = [
+    "EnginePart",
+    "HostProgress",
     "Interrupted",
     "Progress",
     "Recovery",
+    "Rollback",
     "ServiceOutcome",
+    "SignalCancel",
     "SignalGuard",
-    "SwitchResult",
     "Transaction",
     "lanes",
     "pending",

@@ -1,4 +1,4 @@
-"""The coordinator's commit decision of a switch across hosts (aitherctl.adapters.decisions)."""
+"""The coordinator's commit decision of a switch across hosts (aitherctl.switching.decisions)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters import decisions
+from aitherctl.switching import decisions
 
 
 @pytest.fixture(autouse=True)

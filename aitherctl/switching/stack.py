@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.core import container as c
-from aitherctl.core.container import HttpCheck
+from aitherctl.switching import container as c
+from aitherctl.switching.container import HttpCheck
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ def state(engine: Any) -> dict[str, tuple[str, str, str]]:
 
 def switch_records(engine: Any) -> dict[str, dict[str, str]]:
     """The records of unfinished switches (the active-profile record is not one)."""
-    from aitherctl.ops.records import is_switch_record
+    from aitherctl.switching.records import is_switch_record
 
     return {name: labels for name, labels in engine.records().items() if is_switch_record(labels)}
 
@@ -129,7 +129,7 @@ def assert_alpha_restored(alpha: dict[str, Any]) -> None:
 
 def switch_in_process(engine: Any, profile: str) -> Any:
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.switch import switch
 
     return switch(engine, ProfileCatalog(), profile, no_gpu, Recorder())
 
@@ -191,7 +191,7 @@ def test_a_real_engine_error_gpu_runtime_missing_restores_the_previous_set(
     from aitherctl.adapters.nvml import NvmlReader
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.errors import SwitchFailedError
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.switch import switch
     from tests.conftest import llama_service
     from tests.doubles.nvml_double import FakeGpu, NvmlDouble
 
@@ -299,9 +299,9 @@ def test_kill_9_mid_switch_then_the_next_command_restores_from_the_record(
 def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]) -> None:
     """The state a kill -9 between the commit record and the clean-up leaves: the new set
     runs, the replaced container is still set aside. Recovery finishes: it removes it."""
-    from aitherctl.core import container as c
-    from aitherctl.ops.records import LABEL_INTENT, LABEL_KIND, record_name
-    from aitherctl.ops.transaction import AsideEntry, Intent
+    from aitherctl.switching import container as c
+    from aitherctl.switching.records import LABEL_INTENT, LABEL_KIND, record_name
+    from aitherctl.switching.transaction import AsideEntry, Intent
 
     engine = alpha["engine"]
     old_id, old_name, _ = alpha["before"]["old"]
@@ -327,7 +327,7 @@ def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]
 
 def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.ops.switch import Declined, switch
+    from aitherctl.switching.switch import Declined, switch
 
     asked: list[bool] = []
     engine = alpha["engine"]
@@ -354,7 +354,7 @@ def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
 
 
 def test_the_lock_is_per_engine_however_its_address_is_spelled(alpha: dict[str, Any]) -> None:
-    from aitherctl.ops.lock import switch_lock
+    from aitherctl.switching.lock import switch_lock
 
     engine = alpha["engine"]
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -396,8 +396,8 @@ def test_gpu_services_never_restart_by_themselves_cpu_services_do(
     planner sees one 24 GiB GPU through the NVML contract double."""
     from aitherctl.adapters.nvml import NvmlReader
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.specs import build_specs
-    from aitherctl.ops.switch import switch
+    from aitherctl.switching.specs import build_specs
+    from aitherctl.switching.switch import switch
     from tests.conftest import BASE_IMAGE
     from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
@@ -531,7 +531,7 @@ def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
     (a container stopped by hand), the record no longer matches and the labels decide."""
     import json
 
-    from aitherctl.ops.records import active_from_records
+    from aitherctl.switching.records import active_from_records
 
     engine = alpha["engine"]
     assert active_from_records(engine.records(), engine.list_managed()) == "alpha"
@@ -549,7 +549,7 @@ def test_restart_goes_through_the_transaction_and_waits_until_it_answers(
 ) -> None:
     """The monitor's `r`: the same container is stopped and started again, and the call returns
     only once it answers; nothing else is touched."""
-    from aitherctl.ops.switch import restart
+    from aitherctl.switching.switch import restart
 
     engine = alpha["engine"]
     before = {item.service: item for item in engine.list_managed()}

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from aitherctl.core.container import ContainerSpec
-from aitherctl.core.stack import ManagedContainer
+from aitherctl.switching.container import ContainerSpec
+from aitherctl.switching.stack import ManagedContainer
 
 
 class Action(StrEnum):

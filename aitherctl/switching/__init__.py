@@ -1,0 +1,1 @@
+"""Switching: plan, lock, transaction, recover and hosts, for one host or many."""
