@@ -252,14 +252,39 @@ def vram_json(check: VramCheck) -> dict[str, object]:
     }
 
 
+GpuMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-memory",
+        metavar="SIZE",
+        help="GPU memory to assume: 24GiB for every GPU, or 0=24GiB,1=48GiB.",
+    ),
+]
+
+
+def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
+    """The plan on GPUs that are not there: the sizes given, nothing running, nothing else on
+    them ("would `dev` fit a 24 GB card?"), whatever this machine has."""
+    from aitherctl.core.export import parse_gpu_memory, require_totals
+    from aitherctl.core.gpu import assumed_inventory
+    from aitherctl.ops.switch import prepare_offline
+
+    profile = runtime.catalog().load(name)
+    indices = sorted({index for svc in profile.services.values() for index in svc.gpus})
+    totals = parse_gpu_memory(gpu_memory, indices)
+    require_totals(totals, indices)
+    return prepare_offline(profile, assumed_inventory(totals))
+
+
 @profile_app.command("plan")
-def plan(name: ProfileArg, json_out: JsonOpt = False) -> None:
-    """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything."""
+def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
+    """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
+    With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
     from aitherctl.cli.render import plan_json, plan_table
     from aitherctl.core.vram import describe_vram
 
     out = Output(json_mode=json_out)
-    prepared = _prepare(name)
+    prepared = _prepare(name) if gpu_memory is None else _prepare_assumed(name, gpu_memory)
     if json_out:
         out.data({**plan_json(prepared.plan), "vram": vram_json(prepared.vram)})
         return
@@ -478,6 +503,7 @@ def export(
         str | None,
         typer.Option(
             "--gpu-memory",
+            metavar="SIZE",
             help="GPU memory when a container depends on it (a budget in bytes, ComfyUI): "
             "24GiB for every GPU, or 0=24GiB,1=48GiB.",
         ),
