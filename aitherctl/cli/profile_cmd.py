@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.plan import Plan
     from aitherctl.core.vram import VramCheck
+    from aitherctl.ops.images import ImageStatus
     from aitherctl.ops.switch import Prepared
 
 profile_app = typer.Typer(
@@ -211,7 +212,10 @@ def validate(
         raise typer.Exit(int(ExitCode.INVALID_CONFIG))
 
 
-def _prepare(name: str) -> Prepared:
+def _prepare(name: str) -> tuple[Prepared, tuple[ImageStatus, ...] | None]:
+    """The plan, and whether its images are on the engine or can be pulled (None without an
+    engine to ask)."""
+    from aitherctl.ops.images import plan_images
     from aitherctl.ops.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
@@ -221,8 +225,9 @@ def _prepare(name: str) -> Prepared:
     except DockerUnavailableError as exc:
         # A new machine asks "would this profile fit my GPU?" before Docker is even set up.
         Output().warn(f"{exc.message}; planning as if nothing were running")
-        return prepare_offline(profile, runtime.gpu_inventory())
-    return prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+        return prepare_offline(profile, runtime.gpu_inventory()), None
+    prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+    return prepared, plan_images(engine, prepared.plan)
 
 
 def vram_json(check: VramCheck) -> dict[str, object]:
@@ -284,13 +289,44 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
     from aitherctl.core.vram import describe_vram
 
     out = Output(json_mode=json_out)
-    prepared = _prepare(name) if gpu_memory is None else _prepare_assumed(name, gpu_memory)
+    images: tuple[ImageStatus, ...] | None = None
+    if gpu_memory is None:
+        prepared, images = _prepare(name)
+    else:
+        prepared = _prepare_assumed(name, gpu_memory)
+    unusable = [status for status in images or () if not status.usable]
     if json_out:
-        out.data({**plan_json(prepared.plan), "vram": vram_json(prepared.vram)})
-        return
-    out.print(plan_table(prepared.plan))
-    for line in describe_vram(prepared.vram):
-        out.print(line, markup=False)
+        out.data(
+            {
+                **plan_json(prepared.plan),
+                "vram": vram_json(prepared.vram),
+                "images": None
+                if images is None
+                else [
+                    {
+                        "image": status.image,
+                        "present": status.present,
+                        "pullable": status.present or status.pull_refusal is None,
+                        "reason": status.pull_refusal,
+                    }
+                    for status in images
+                ],
+            }
+        )
+    else:
+        out.print(plan_table(prepared.plan))
+        for line in describe_vram(prepared.vram):
+            out.print(line, markup=False)
+        for status in images or ():
+            if status.usable and not status.present:
+                out.print(status.describe(), markup=False)
+    if unusable:
+        # A switch would refuse: say so as it would, and exit as it would.
+        out.error(
+            unusable[0].describe().replace(": the switch would refuse", "; a switch refuses it"),
+            "Build or load it (`docker load`), or give the service another `image`.",
+        )
+        raise typer.Exit(int(ExitCode.REFUSED))
 
 
 class CliProgress:

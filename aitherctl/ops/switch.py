@@ -34,6 +34,7 @@ from aitherctl.core.vram import (
     describe_vram,
 )
 from aitherctl.errors import AitherError, NotFoundError, RefusedError
+from aitherctl.ops.images import no_gpu_hint
 from aitherctl.ops.lock import switch_lock
 from aitherctl.ops.state import StackState, gpu_memory, observe
 from aitherctl.ops.transaction import (
@@ -84,7 +85,7 @@ def prepare(
 
     Raises RefusedError, with the reason and nothing changed, when it cannot work.
     """
-    _require_gpus(profile, inventory, only)
+    _require_gpus(profile, inventory, only, engine=engine, catalog=catalog)
     state = observe(engine, catalog, inventory, with_pids=inventory.available)
     specs = _specs(profile, inventory)
     if only is None:
@@ -112,9 +113,15 @@ def prepare(
 
 
 def _require_gpus(
-    profile: Profile, inventory: GpuInventory, only: Sequence[str] | None = None
+    profile: Profile,
+    inventory: GpuInventory,
+    only: Sequence[str] | None = None,
+    *,
+    engine: DockerEngine | None = None,
+    catalog: ProfileCatalog | None = None,
 ) -> None:
-    """RefusedError when services that need a GPU would start and NVML sees none."""
+    """RefusedError when services that need a GPU would start and NVML sees none; its hint
+    names a profile without GPU services whose images are on `engine` (or can be pulled)."""
     needs_gpu = (
         [name for name, svc in profile.resident.items() if svc.uses_gpu]
         if only is None
@@ -124,7 +131,7 @@ def _require_gpus(
         raise RefusedError(
             f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, "
             f"but {inventory.error}",
-            detail="CPU services still run: try `aitherctl profile switch cpu`.\n"
+            detail=no_gpu_hint(engine, catalog) + "\n"
             f"Its plan for a GPU of a given size: `aitherctl profile plan {profile.name} "
             "--gpu-memory 24GiB`.",
         )

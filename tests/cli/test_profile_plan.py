@@ -115,3 +115,87 @@ def test_plan_of_a_gpu_profile_without_gpu_or_docker_refuses_and_says_how_to_see
         "CPU services still run: try `aitherctl profile switch cpu`.",
         "Its plan for a GPU of a given size: `aitherctl profile plan dev --gpu-memory 24GiB`.",
     ]
+
+
+# ---- images: a plan says what a switch would refuse ---------------------------------------------
+
+UNREACHABLE = "127.0.0.1:1/aither-none:1"  # a registry nothing listens on: refused at once
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("columns", [80, 200])
+def test_plan_says_an_image_is_missing_and_cannot_be_pulled(
+    docker_engine, base_image, write_profile, monkeypatch, columns: int
+) -> None:
+    """It used to print the plan and exit 0; the switch then refused."""
+    from tests.conftest import free_port, web_service
+
+    port = free_port()
+    write_profile("lost", services={"web": {**web_service(port), "image": UNREACHABLE}})
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    result = invoke("profile", "plan", "lost", columns=columns)
+    assert result.exit_code == 5
+    assert result.stdout.splitlines() == [
+        "plan → lost",
+        "action  service  engine   port   gpu  vram  why",
+        f"start   web      generic  {port}  cpu  -     new",
+    ]
+    assert result.stderr.splitlines() == [
+        f"error: image {UNREACHABLE} is not on this engine and cannot be pulled (127.0.0.1:1 "
+        "cannot be reached: connection refused); a switch refuses it",
+        "Build or load it (`docker load`), or give the service another `image`.",
+    ]
+    data = json.loads(invoke("profile", "plan", "lost", "--json").stdout)
+    assert data["images"] == [
+        {
+            "image": UNREACHABLE,
+            "present": False,
+            "pullable": False,
+            "reason": "127.0.0.1:1 cannot be reached: connection refused",
+        }
+    ]
+    # An image that is there is not mentioned.
+    write_profile("here", services={"web": web_service(port)})
+    here = invoke("profile", "plan", "here")
+    assert here.exit_code == 0, here.stderr
+    assert here.stderr == ""
+    assert len(here.stdout.splitlines()) == 3
+    assert json.loads(invoke("profile", "plan", "here", "--json").stdout)["images"] == [
+        {"image": base_image, "present": True, "pullable": True, "reason": None}
+    ]
+
+
+def test_a_missing_image_that_can_be_pulled_is_one_line_of_the_plan() -> None:
+    from aitherctl.ops.images import ImageStatus
+
+    assert ImageStatus("a/b:1", present=True).describe() == ""
+    assert ImageStatus("a/b:1", present=False).describe() == (
+        "image a/b:1 is not on this engine; the switch pulls it first"
+    )
+    assert ImageStatus("a/b:1", False, "r.io cannot be reached: no such host").usable is False
+
+
+@pytest.mark.docker
+def test_no_gpu_hint_names_a_cpu_profile_whose_image_is_here(
+    docker_engine, base_image, write_profile, monkeypatch
+) -> None:
+    """The hint used to be `profile switch cpu` even where cpu's image cannot be pulled."""
+    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.core.specs import build_specs
+    from tests.conftest import free_port, web_service
+
+    cpu = build_specs(ProfileCatalog().load("cpu"), {}).resident["assistant"].image
+    if docker_engine.image_exists(cpu) or docker_engine.pull_refusal(cpu) is None:
+        pytest.skip(f"{cpu} is usable here: the built-in cpu is then the right hint")
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    result = invoke("profile", "plan", "dev")
+    assert result.exit_code == 5
+    assert result.stderr.splitlines()[1] == (
+        "No profile without a GPU has its image on this engine, and none can be pulled: `bash "
+        "scripts/quickstart.sh` builds a llama.cpp image and a `cpu-local` profile that uses it."
+    )
+    write_profile("cpu-mine", services={"web": web_service(free_port())})
+    result = invoke("profile", "plan", "dev")
+    assert result.stderr.splitlines()[1] == (
+        "CPU services still run: try `aitherctl profile switch cpu-mine`."
+    )
