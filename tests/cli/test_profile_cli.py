@@ -86,6 +86,7 @@ def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [
         f"{one}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)",
+        f"{one}:3: services 'a' and 'b' both use port 8001",
         f"{one}:4: env: TOKEN: ${{NOT_SET_ANYWHERE}} is not set "
         "(set it, or give a default: ${NOT_SET_ANYWHERE:-value})",
         f"{two}:2: unclosed '{{' (parsing stopped at line 3: expected ',' or '}}', but got "
@@ -94,7 +95,7 @@ def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
     assert "ok      dev  (" in result.stdout
     data = json.loads(invoke("profile", "validate", "--json").stdout)
     by_name = {row["name"]: row for row in data["results"]}
-    assert len(by_name["one"]["problems"]) == 2
+    assert len(by_name["one"]["problems"]) == 3
     assert by_name["dev"]["problems"] == []
     assert data["ok"] is False
 
