@@ -51,6 +51,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
     """List the profiles aitherctl knows (built-in and the user's)."""
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
+    active = _active_profile_name(catalog)
     rows = []
     for entry in catalog.entries():
         try:
@@ -72,6 +73,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
                 if profile
                 else [],
                 "error": error,
+                "active": entry.name == active,
             }
         )
     if json_out:
@@ -79,18 +81,57 @@ def list_profiles(json_out: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("profile", "source", "services", "description"):
-        table.add_column(column, overflow="fold")
+    cells = []
     for row in rows:
         services = ", ".join(row["services"])  # type: ignore[arg-type]
         if row["on_demand"]:
-            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"
+            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"  # type: ignore[arg-type]
         description = (row["error"] and f"[invalid] {row['error']}") or (row["description"] or "")
-        table.add_row(
-            str(row["name"]), str(row["source"]), services, str(description).split(". ")[0]
+        cells.append(
+            (
+                "*" if row["active"] else "",
+                str(row["name"]),
+                str(row["source"]),
+                services,
+                str(description).split(". ")[0],
+            )
         )
-    out.print(table)
+    # Names and sources whole; services wrap between names; the description is one line, cut
+    # with "…" to what is left of the terminal (the whole of it is `profile show NAME`'s).
+    def widest(index: int, header: str) -> int:
+        return max([len(header), *(len(cell[index]) for cell in cells)])
+
+    fixed = 1 + widest(1, "profile") + widest(2, "source") + 4 * 2
+    room = out.out.width - fixed
+    services_w = min(widest(3, "services"), max(len("services"), room - 30))
+    description_w = max(len("description"), room - services_w)
+    table = Table(box=None, pad_edge=False)
+    table.add_column(" ", no_wrap=True)
+    table.add_column("profile", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("services", max_width=services_w)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=description_w)
+    for cell in cells:
+        table.add_row(*cell)
+    out.print(table, soft_wrap=False)
+    if active is not None:
+        out.print(f"* active on this Docker engine: {active}", markup=False)
+
+
+def _active_profile_name(catalog: ProfileCatalog) -> str | None:
+    """The profile whose services run on the engine (None without an engine or a profile)."""
+    from aitherctl.ops.state import observe
+
+    try:
+        reader = runtime.docker_reader()
+    except AitherError:
+        return None
+    try:
+        return observe(reader, catalog).active_profile
+    except AitherError:
+        return None
+    finally:
+        reader.close()
 
 
 @profile_app.command("show")

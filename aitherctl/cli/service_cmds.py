@@ -18,7 +18,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 def _active_profile(state: StackState, override: str | None) -> str:
-    name = override or state.active_profile or os.environ.get("AITHER_GPU_PROFILE")
+    # After `down --all` nothing runs: the last profile a switch recorded is the one to bring up.
+    name = (
+        override
+        or state.active_profile
+        or os.environ.get("AITHER_GPU_PROFILE")
+        or state.last_profile
+    )
     if not name:
         raise UsageError(
             "no active profile: run `aitherctl profile switch NAME` or set AITHER_GPU_PROFILE"
@@ -41,10 +47,12 @@ def up(
             "service after another (what the systemd unit runs).",
         ),
     ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start services of the active profile (on-demand ones too, when named), after the same
-    VRAM, port and readiness checks as a switch; nothing else is stopped."""
+    VRAM, port and readiness checks as a switch; nothing else is stopped. After `down --all`,
+    the last active profile's."""
     from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
     from aitherctl.ops.state import observe
     from aitherctl.ops.switch import switch
@@ -82,7 +90,30 @@ def up(
                  else f"{', '.join(chosen or ['profile ' + name])} already up")
         print_urls(out, urls)
         return
-    result = switch(engine, catalog, name, runtime.gpu_inventory, CliProgress(out), only=chosen)
+    from aitherctl.cli.render import plan_table
+    from aitherctl.core.plan import Action
+    from aitherctl.ops.switch import Declined, Prepared
+
+    def confirm(prepared: Prepared, changed: bool) -> bool:
+        if changed:
+            out.warn("the plan changed while you were deciding; this is the new plan")
+        if not json_out:
+            out.err.print(plan_table(prepared.plan))
+        starting = sorted(s.service for s in prepared.plan.steps if s.action is not Action.KEEP)
+        return out.confirm(f"start {', '.join(starting)}?", assume_yes=yes or restore)
+
+    try:
+        result = switch(
+            engine,
+            catalog,
+            name,
+            runtime.gpu_inventory,
+            CliProgress(out),
+            only=chosen,
+            confirm=confirm,
+        )
+    except Declined:
+        raise typer.Exit(int(ExitCode.ERROR)) from None
     started = [o.service for o in result.outcomes if o.ready]
     urls = service_urls(engine, result.plan)
     if json_out:

@@ -43,7 +43,9 @@ def test_profile_list_json_shape() -> None:
     assert {"dev", "production", "creative", "cpu"} <= set(rows)
     assert rows["dev"]["on_demand"] == ["reasoning"]
     assert rows["cpu"]["source"] == "built-in"
-    assert set(rows["dev"]) == {"name", "path", "source", "description", "services", "on_demand", "error"}
+    assert set(rows["dev"]) == {
+        "name", "path", "source", "description", "services", "on_demand", "error", "active"
+    }
 
 
 def test_profile_show_json() -> None:
@@ -115,7 +117,9 @@ def test_switch_without_yes_and_without_terminal_is_refused(write_profile, monke
 
 
 @pytest.mark.docker
-def test_plan_refuses_over_budget_with_the_arithmetic(write_profile, monkeypatch, docker_engine) -> None:
+def test_plan_refuses_over_budget_with_the_arithmetic(
+    write_profile, monkeypatch, docker_engine, base_image
+) -> None:
     """The NVML contract double stands in for a 24 GiB GPU where another program holds 6 GiB."""
     monkeypatch.setattr(
         runtime, "nvml_module",
@@ -124,9 +128,9 @@ def test_plan_refuses_over_budget_with_the_arithmetic(write_profile, monkeypatch
     write_profile("tight", """
         gpu: {reserve: 2GiB}
         services:
-          big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB}
-          small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB}
-        """)
+          big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB, image: {base}}
+          small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB, image: {base}}
+        """.replace("{base}", base_image))  # images that are here: a missing one is refused too
     result = invoke("profile", "plan", "tight")
     assert result.exit_code == 5
     lines = result.stderr.strip().splitlines()
