@@ -28,6 +28,7 @@ from aitherctl.core.profile import (
     Volume,
     is_loopback,
 )
+from aitherctl.core.ram_budget import ram_problems
 from aitherctl.core.routing import check_routing_sections
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.yamlsrc import Located, parse_yaml
@@ -758,6 +759,15 @@ def build_profile(
         profile = _place_on_hosts(profile, services, problems)
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
+    for ram in ram_problems(profile):  # against `ram.limit`; the machine's memory is not read here
+        where = services[ram.service].fields.get("ram")
+        problems.items.append(
+            ConfigError(
+                ram.message,
+                source=where.source if where else services[ram.service].source,
+                line=where.line if where else ram.line,
+            )
+        )
     if set(built) == set(services):  # routing names services: check it once they all built
         with problems.check():
             check_routing_sections(profile, [layer.located for layer in chain])

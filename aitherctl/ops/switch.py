@@ -36,6 +36,7 @@ from aitherctl.core.vram import (
 from aitherctl.errors import AitherError, NotFoundError, RefusedError
 from aitherctl.ops.images import no_gpu_hint
 from aitherctl.ops.lock import switch_lock
+from aitherctl.ops.ram import refuse_impossible_ram
 from aitherctl.ops.state import StackState, gpu_memory, observe
 from aitherctl.ops.transaction import (
     Progress,
@@ -86,6 +87,7 @@ def prepare(
     Raises RefusedError, with the reason and nothing changed, when it cannot work.
     """
     _require_gpus(profile, inventory, only, engine=engine, catalog=catalog)
+    refuse_impossible_ram(profile)
     state = observe(engine, catalog, inventory, with_pids=inventory.available)
     specs = _specs(profile, inventory)
     if only is None:
