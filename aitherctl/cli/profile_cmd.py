@@ -177,39 +177,59 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    out.print(f"[bold]{profile.name}[/]  ({profile.source})")
+    # Lines wrap between words at the terminal's width (never mid-word, as a terminal would).
+    out.print(f"[bold]{profile.name}[/]  ({profile.source})", soft_wrap=False)
     if profile.extends:
         out.print(f"extends: {profile.extends}")
     if profile.description:
-        out.print(profile.description)
+        out.print(profile.description, soft_wrap=False, markup=False)
     out.print(f"GPU reserve: {profile.gpu_reserve}")
-    table = Table(box=None, pad_edge=False)
-    for column in ("service", "engine", "model", "port", "gpu", "vram", "role", "flags"):
-        table.add_column(column, overflow="fold")
+    rows: list[tuple[str, ...]] = []
     for svc, row in zip(profile.services.values(), services, strict=True):
         flags = ", ".join(
             f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on
         )
-        table.add_row(
-            svc.name,
-            svc.engine.value,
-            str(row["model"] or "-"),
-            str(svc.port),
-            svc.gpu_label,
-            str(svc.vram) if svc.vram else "-",
-            svc.role or "-",
-            flags,
+        rows.append(
+            (
+                svc.name,
+                svc.engine.value,
+                str(row["model"] or "-"),
+                str(svc.port),
+                svc.gpu_label,
+                str(svc.vram) if svc.vram else "-",
+                svc.role or "-",
+                flags,
+            )
         )
-    out.print(table)
+    columns = ("service", "engine", "model", "port", "gpu", "vram", "role", "flags")
+    widths = [
+        max([len(name), *(len(cells[i]) for cells in rows)]) for i, name in enumerate(columns)
+    ]
+    # Model names are never split: where the table with them is wider than the terminal, they
+    # go below it, one line each.
+    models_apart = sum(widths) + 2 * (len(columns) - 1) > out.out.width
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        if not (models_apart and column == "model"):
+            table.add_column(column, no_wrap=column not in ("flags", "role"))
+    for cells in rows:
+        table.add_row(*(cell for i, cell in enumerate(cells) if not (models_apart and i == 2)))
+    out.print(table, soft_wrap=False)
+    if models_apart:
+        width = max(len(cells[0]) for cells in rows)
+        for cells in rows:
+            out.print(f"  {cells[0]:<{width}}  model {cells[2]}", markup=False, soft_wrap=False)
     for svc in profile.services.values():
         for key, value in redact_env(svc.env).items():
-            out.print(f"  {svc.name}: env {key}={value}", markup=False)
+            out.print(f"  {svc.name}: env {key}={value}", markup=False, soft_wrap=False)
     for endpoint, spec in redact_mapping(profile.endpoints).items():
         if isinstance(spec, dict):
             where = spec.get("base_url", "?")
             key = f" (key from ${spec['api_key_env']})" if spec.get("api_key_env") else ""
             model = spec.get("model", "?")
-            out.print(f"  endpoint {endpoint}: {model} at {where}{key}", markup=False)
+            out.print(
+                f"  endpoint {endpoint}: {model} at {where}{key}", markup=False, soft_wrap=False
+            )
 
 
 @profile_app.command("validate")
