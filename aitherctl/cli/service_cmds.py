@@ -272,13 +272,10 @@ def ps(json_out: JsonOpt = False) -> None:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    # The same words as `status` and the monitor (1m22s, not 80s), so the two agree.
+    from aitherctl.core.units import format_duration
+
+    return format_duration(seconds, "-")
 
 
 def logs(

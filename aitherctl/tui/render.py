@@ -21,7 +21,7 @@ from aitherctl.core.monitor_model import (
     ScrapeStatus,
     ServiceView,
 )
-from aitherctl.core.units import format_bytes
+from aitherctl.core.units import format_bytes, format_duration
 
 NA = "N/A"
 BUDGET_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
@@ -50,19 +50,7 @@ def fmt_pct(value: float | None, digits: int = 0) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NA
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return format_duration(seconds, NA)
 
 
 def fmt_queue(service: ServiceView) -> str:
@@ -412,17 +400,28 @@ def status_renderable(snapshot: MonitorSnapshot) -> Group:
     return Group(*parts)
 
 
-def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
-    """`status --watch`: plain lines without colour or cursor movement, fit for logs."""
+def plain_lines(snapshot: MonitorSnapshot, said: dict[str, str] | None = None) -> list[str]:
+    """`status --watch`: plain lines without colour or cursor movement, fit for logs.
+
+    `said` (kept by the caller across readings) holds the errors already printed: an unchanged
+    error is not repeated every reading; a changed one is printed again, and one that went
+    away is followed by a line saying so (`gpu: ok again`)."""
     stamp = snapshot.taken_at.astimezone().strftime("%H:%M:%S")
     host = snapshot.host
+    current: dict[str, str] = {}
+
+    def error(kind: str, message: str, text: str | None = None) -> None:
+        current[kind] = message
+        if said is None or said.get(kind) != message:
+            lines.append(f"{stamp} {text or kind + ': ' + message}")
+
     lines = [
         f"{stamp} profile={snapshot.active_profile or 'none'} "
         f"cpu={fmt_pct(host.cpu_pct)} ram={fmt_bytes(host.ram_used_bytes)}"
         f"/{fmt_bytes(host.ram_total_bytes)} swap={fmt_bytes(host.swap_used_bytes)}"
     ]
     if snapshot.gpu_error:
-        lines.append(f"{stamp} gpu: {snapshot.gpu_error}")
+        error("gpu", snapshot.gpu_error)
     for gpu in snapshot.gpus:
         where = "" if gpu.host == "local" else f"{gpu.host}:"
         lines.append(
@@ -432,13 +431,18 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
             f"power={NA if gpu.power_w is None else f'{gpu.power_w:.0f}W'}"
         )
     if snapshot.docker_error:
-        lines.append(f"{stamp} docker: {snapshot.docker_error}")
+        error("docker", snapshot.docker_error)
     for other in snapshot.hosts:
-        lines.append(
-            f"{stamp} host {other.name} "
-            + (f"unreachable: {other.error}" if other.error else f"services={other.services}")
-            + (f" gpu: {other.gpu_error}" if other.gpu_error and not other.error else "")
-        )
+        if other.error:
+            error(
+                f"host {other.name}",
+                other.error,
+                f"host {other.name} unreachable: {other.error}",
+            )
+            continue
+        lines.append(f"{stamp} host {other.name} services={other.services}")
+        if other.gpu_error:
+            error(f"host {other.name} gpu", other.gpu_error)
     for svc in snapshot.services:
         lines.append(
             f"{stamp} {svc.key} engine={svc.engine} state={svc.state}"
@@ -454,5 +458,14 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
             f"mem={fmt_bytes(proc.used_bytes)}"
         )
     if snapshot.scheduler is not None:
-        lines += scheduler_lines(snapshot.scheduler, stamp)
+        view = snapshot.scheduler
+        if view.serving and view.error:
+            error(f"scheduler {view.url}", view.error)
+        else:
+            lines += scheduler_lines(view, stamp)
+    if said is not None:
+        for kind in [kind for kind in said if kind not in current]:
+            lines.append(f"{stamp} {kind}: ok again")
+        said.clear()
+        said.update(current)
     return lines
