@@ -246,7 +246,10 @@ def ps(json_out: JsonOpt = False) -> None:
         return
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
-    columns = ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up")
+    columns = (
+        "service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu", "ram",
+        "up",
+    )
     for column in ("host", *columns) if several else columns:
         table.add_column(column, overflow="fold")
     for row in listing.rows:
@@ -266,9 +269,21 @@ def ps(json_out: JsonOpt = False) -> None:
             f"{row.port}" if row.port else "-",
             ",".join(map(str, row.gpus)) or "cpu",
             vram,
+            "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
+            _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
             _duration(row.uptime_s),
         )
     out.print(table)
+
+
+def _ram_cell(used: int | None, budget: int | None, *, over: bool) -> str:
+    """Host RAM the container holds against its `ram:` budget, as `docker stats` counts it."""
+    from aitherctl.core.units import format_bytes
+
+    text = "-" if used is None else format_bytes(used)
+    if budget is not None:
+        text = f"{text} / {format_bytes(budget)}"
+    return f"[red]{text} over budget[/]" if over else text
 
 
 def _duration(seconds: float | None) -> str:

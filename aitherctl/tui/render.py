@@ -37,7 +37,8 @@ class SortKey(StrEnum):
 
 
 SERVICE_COLUMNS = (
-    "service", "engine", "model", "state", "port", "VRAM", "budget", "queue", "tok/s", "up",
+    "service", "engine", "model", "state", "port", "VRAM", "budget", "CPU", "RAM", "queue",
+    "tok/s", "up",
 )
 
 
@@ -160,10 +161,20 @@ def service_cells(service: ServiceView) -> tuple[RenderableType, ...]:
         NA if service.port is None else str(service.port),
         vram,
         fmt_bytes(service.vram_budget_bytes),
+        NA if service.cpu_pct is None else f"{service.cpu_pct:.1f}%",
+        ram_text(service),
         fmt_queue(service),
         fmt_rate(service.tokens_per_s),
         fmt_duration(service.uptime_s),
     )
+
+
+def ram_text(service: ServiceView) -> Text:
+    """Host RAM the container holds (as `docker stats`), against its `ram:` budget if any."""
+    text = fmt_bytes(service.ram_used_bytes)
+    if service.ram_budget_bytes is not None:
+        text += f" / {fmt_bytes(service.ram_budget_bytes)}"
+    return Text(text, style="bold red" if service.over_ram_budget else "")
 
 
 def sort_services(
@@ -337,19 +348,23 @@ def scheduler_headline(view: SchedulerView) -> Text:
     return text
 
 
-def scheduler_renderable(view: SchedulerView) -> Text | Group:
-    """The monitor's scheduler panel: a headline (URL, totals, pools), then the backends
-    beside the last events; one dim line when no `aitherctl serve` runs."""
+def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Text | Group:
+    """The monitor's scheduler panel: a headline (URL, totals, pools), the backends, then the
+    last events under their own heading (beside the table, each event read as that row's);
+    one dim line when no `aitherctl serve` runs."""
     if not view.serving:
         message = NO_SCHEDULER + (f" ({view.error})" if view.error else "")
         return Text(message, style="dim")
     if view.error:
         return scheduler_headline(view)
-    grid = Table.grid(expand=True, padding=(0, 2))
-    grid.add_column(no_wrap=True)  # the backends at their own width
-    grid.add_column(ratio=1, no_wrap=True)  # the events in the rest
-    grid.add_row(scheduler_backends_table(view), scheduler_events_text(view))
-    return Group(scheduler_headline(view), grid)
+    if not events:  # the monitor shows them in a panel of their own
+        return Group(scheduler_headline(view), scheduler_backends_table(view))
+    return Group(
+        scheduler_headline(view),
+        scheduler_backends_table(view),
+        Text("scheduler events", style="bold"),
+        scheduler_events_text(view),
+    )
 
 
 def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
@@ -448,6 +463,8 @@ def plain_lines(snapshot: MonitorSnapshot, said: dict[str, str] | None = None) -
             f"{stamp} {svc.key} engine={svc.engine} state={svc.state}"
             f"{'/' + svc.health if svc.health else ''} scrape={svc.scrape} "
             f"vram={fmt_bytes(svc.vram_used_bytes)}/{fmt_bytes(svc.vram_budget_bytes)} "
+            f"cpu={NA if svc.cpu_pct is None else f'{svc.cpu_pct:.1f}%'} "
+            f"ram={fmt_bytes(svc.ram_used_bytes)}/{fmt_bytes(svc.ram_budget_bytes)} "
             f"queue={fmt_queue(svc)} tok/s={fmt_rate(svc.tokens_per_s)} "
             f"up={fmt_duration(svc.uptime_s)}"
         )
