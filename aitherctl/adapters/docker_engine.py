@@ -269,6 +269,19 @@ class DockerEngine:
             raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
         return True
 
+    def pull_refusal(self, image: str) -> str | None:
+        """Why `image` could not be pulled, or None when its registry has it, asked without
+        pulling: `GET /distribution/NAME/json`, as `docker buildx imagetools inspect NAME` asks
+        (the registry's manifest; a machine without a registry fails at once on the name
+        lookup)."""
+        try:
+            self.client.api.inspect_distribution(image)  # type: ignore[no-untyped-call]
+        except docker.errors.APIError as exc:
+            return _pull_reason(_explanation(exc))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
+        return None
+
     def pull(self, image: str) -> None:
         repository, _, tag = (
             image.rpartition(":") if ":" in image.rsplit("/", maxsplit=1)[-1] else (image, "", "")
@@ -427,6 +440,18 @@ def _environment(spec: ContainerSpec) -> dict[str, str]:
             raise DockerError(f"service {spec.service!r} needs its API key in ${here}: set it")
         env[inside] = value
     return env
+
+
+def _pull_reason(text: str) -> str:
+    """The engine's answer, shortened to what a user acts on: `Get "https://ghcr.io/v2/": dial
+    tcp: lookup ghcr.io on 10.0.0.53:53: no such host` → `ghcr.io cannot be reached: no such
+    host`."""
+    import re
+
+    found = re.search(r'Get "https?://([^/"]+)/v2/[^"]*": (?:.*: )?([^:]+)$', text)
+    if found:
+        return f"{found[1]} cannot be reached: {found[2].strip()}"
+    return text
 
 
 def _explanation(exc: docker.errors.APIError) -> str:

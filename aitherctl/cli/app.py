@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": (
         "service_cmds",
         "Start services of the active profile (on-demand ones too, when named), after the same "
-        "VRAM, port and readiness checks as a switch; nothing else is stopped.",
+        "VRAM, port and readiness checks as a switch; nothing else is stopped. After `down "
+        "--all`, the last active profile's.",
     ),
     "down": (
         "service_cmds",
@@ -185,11 +186,55 @@ def _load(module_name: str) -> dict[str, Any]:
 def _lighten(command: Any) -> None:
     for param in command.params:
         _light_coercion(param)
+        _plain_metavar(param)
     # click builds `--help` on first use, from the context's help option names.
     build_help_option = command.get_help_option
     command.get_help_option = lambda ctx: _light_coercion(build_help_option(ctx))
     for sub in (getattr(command, "commands", None) or {}).values():
         _lighten(sub)
+
+
+# What a value is, as help shows it (`--port PORT`, `--interval SECONDS`), instead of typer's
+# types (`<int range>`, `<float range>`, `<str>`); any other option shows its name in capitals.
+_METAVARS = {
+    "port": "PORT",
+    "host": "HOST",
+    "interval": "SECONDS",
+    "timeout": "SECONDS",
+    "drain": "SECONDS",
+    "lock_timeout": "SECONDS",
+    "profile": "NAME",
+    "tier": "NAME",
+    "backend": "NAME",
+    "file": "FILE",
+    "keys_file": "FILE",
+    "output": "FILE",
+    "count": "N",
+    "tail": "N",
+    "max_tokens": "N",
+    "effort": "1-10",
+    "temperature": "0-2",
+    "system": "TEXT",
+    "since": "WHEN",
+}
+
+
+def _plain_metavar(param: Any) -> None:
+    """Arguments as `NAME` (typer writes `{name}` and `name <str>`), options' values by what
+    they are (`--port PORT`). Choices keep typer's list of them."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or getattr(descriptor, "is_choice", False):
+        return
+    if param.param_type_name == "argument":
+        name = (param.metavar or param.name or "").upper()
+        param.metavar = name
+        many = param.nargs != 1
+        shown = f"{name}..." if many else name
+        param._usage_display_name = lambda: shown if param.required else f"[{shown}]"
+        param._rich_display_name = lambda: shown
+        param.display_type_rich = lambda ctx: None  # noqa: ARG005 - typer's signature
+    elif param.metavar is None and not getattr(param, "is_flag", False):
+        param.metavar = _METAVARS.get(param.name, (param.name or "").upper())
 
 
 class _LightCoercion:

@@ -23,6 +23,7 @@ from aitherctl.errors import (
 if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.core.vram import VramCheck
+    from aitherctl.ops.images import ImageStatus
     from aitherctl.switching.plan import Plan
     from aitherctl.switching.switch import Prepared
 
@@ -50,6 +51,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
     """List the profiles aitherctl knows (built-in and the user's)."""
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
+    active = _active_profile_name(catalog)
     rows = []
     for entry in catalog.entries():
         try:
@@ -71,6 +73,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
                 if profile
                 else [],
                 "error": error,
+                "active": entry.name == active,
             }
         )
     if json_out:
@@ -78,18 +81,57 @@ def list_profiles(json_out: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("profile", "source", "services", "description"):
-        table.add_column(column, overflow="fold")
+    cells = []
     for row in rows:
         services = ", ".join(row["services"])  # type: ignore[arg-type]
         if row["on_demand"]:
-            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"
+            services += " (+ on demand: " + ", ".join(row["on_demand"]) + ")"  # type: ignore[arg-type]
         description = (row["error"] and f"[invalid] {row['error']}") or (row["description"] or "")
-        table.add_row(
-            str(row["name"]), str(row["source"]), services, str(description).split(". ")[0]
+        cells.append(
+            (
+                "*" if row["active"] else "",
+                str(row["name"]),
+                str(row["source"]),
+                services,
+                str(description).split(". ")[0],
+            )
         )
-    out.print(table)
+    # Names and sources whole; services wrap between names; the description is one line, cut
+    # with "…" to what is left of the terminal (the whole of it is `profile show NAME`'s).
+    def widest(index: int, header: str) -> int:
+        return max([len(header), *(len(cell[index]) for cell in cells)])
+
+    fixed = 1 + widest(1, "profile") + widest(2, "source") + 4 * 2
+    room = out.out.width - fixed
+    services_w = min(widest(3, "services"), max(len("services"), room - 30))
+    description_w = max(len("description"), room - services_w)
+    table = Table(box=None, pad_edge=False)
+    table.add_column(" ", no_wrap=True)
+    table.add_column("profile", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column("services", max_width=services_w)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=description_w)
+    for cell in cells:
+        table.add_row(*cell)
+    out.print(table, soft_wrap=False)
+    if active is not None:
+        out.print(f"* active on this Docker engine: {active}", markup=False)
+
+
+def _active_profile_name(catalog: ProfileCatalog) -> str | None:
+    """The profile whose services run on the engine (None without an engine or a profile)."""
+    from aitherctl.switching.state import observe
+
+    try:
+        reader = runtime.docker_reader()
+    except AitherError:
+        return None
+    try:
+        return observe(reader, catalog).active_profile
+    except AitherError:
+        return None
+    finally:
+        reader.close()
 
 
 @profile_app.command("show")
@@ -135,39 +177,59 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
         return
     from rich.table import Table
 
-    out.print(f"[bold]{profile.name}[/]  ({profile.source})")
+    # Lines wrap between words at the terminal's width (never mid-word, as a terminal would).
+    out.print(f"[bold]{profile.name}[/]  ({profile.source})", soft_wrap=False)
     if profile.extends:
         out.print(f"extends: {profile.extends}")
     if profile.description:
-        out.print(profile.description)
+        out.print(profile.description, soft_wrap=False, markup=False)
     out.print(f"GPU reserve: {profile.gpu_reserve}")
-    table = Table(box=None, pad_edge=False)
-    for column in ("service", "engine", "model", "port", "gpu", "vram", "role", "flags"):
-        table.add_column(column, overflow="fold")
+    rows: list[tuple[str, ...]] = []
     for svc, row in zip(profile.services.values(), services, strict=True):
         flags = ", ".join(
             f for f, on in (("pinned", svc.pinned), ("on demand", svc.on_demand)) if on
         )
-        table.add_row(
-            svc.name,
-            svc.engine.value,
-            str(row["model"] or "-"),
-            str(svc.port),
-            svc.gpu_label,
-            str(svc.vram) if svc.vram else "-",
-            svc.role or "-",
-            flags,
+        rows.append(
+            (
+                svc.name,
+                svc.engine.value,
+                str(row["model"] or "-"),
+                str(svc.port),
+                svc.gpu_label,
+                str(svc.vram) if svc.vram else "-",
+                svc.role or "-",
+                flags,
+            )
         )
-    out.print(table)
+    columns = ("service", "engine", "model", "port", "gpu", "vram", "role", "flags")
+    widths = [
+        max([len(name), *(len(cells[i]) for cells in rows)]) for i, name in enumerate(columns)
+    ]
+    # Model names are never split: where the table with them is wider than the terminal, they
+    # go below it, one line each.
+    models_apart = sum(widths) + 2 * (len(columns) - 1) > out.out.width
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        if not (models_apart and column == "model"):
+            table.add_column(column, no_wrap=column not in ("flags", "role"))
+    for cells in rows:
+        table.add_row(*(cell for i, cell in enumerate(cells) if not (models_apart and i == 2)))
+    out.print(table, soft_wrap=False)
+    if models_apart:
+        width = max(len(cells[0]) for cells in rows)
+        for cells in rows:
+            out.print(f"  {cells[0]:<{width}}  model {cells[2]}", markup=False, soft_wrap=False)
     for svc in profile.services.values():
         for key, value in redact_env(svc.env).items():
-            out.print(f"  {svc.name}: env {key}={value}", markup=False)
+            out.print(f"  {svc.name}: env {key}={value}", markup=False, soft_wrap=False)
     for endpoint, spec in redact_mapping(profile.endpoints).items():
         if isinstance(spec, dict):
             where = spec.get("base_url", "?")
             key = f" (key from ${spec['api_key_env']})" if spec.get("api_key_env") else ""
             model = spec.get("model", "?")
-            out.print(f"  endpoint {endpoint}: {model} at {where}{key}", markup=False)
+            out.print(
+                f"  endpoint {endpoint}: {model} at {where}{key}", markup=False, soft_wrap=False
+            )
 
 
 @profile_app.command("validate")
@@ -211,7 +273,10 @@ def validate(
         raise typer.Exit(int(ExitCode.INVALID_CONFIG))
 
 
-def _prepare(name: str) -> Prepared:
+def _prepare(name: str) -> tuple[Prepared, tuple[ImageStatus, ...] | None]:
+    """The plan, and whether its images are on the engine or can be pulled (None without an
+    engine to ask)."""
+    from aitherctl.ops.images import plan_images
     from aitherctl.switching.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
@@ -221,8 +286,9 @@ def _prepare(name: str) -> Prepared:
     except DockerUnavailableError as exc:
         # A new machine asks "would this profile fit my GPU?" before Docker is even set up.
         Output().warn(f"{exc.message}; planning as if nothing were running")
-        return prepare_offline(profile, runtime.gpu_inventory())
-    return prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+        return prepare_offline(profile, runtime.gpu_inventory()), None
+    prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+    return prepared, plan_images(engine, prepared.plan)
 
 
 def vram_json(check: VramCheck) -> dict[str, object]:
@@ -252,20 +318,76 @@ def vram_json(check: VramCheck) -> dict[str, object]:
     }
 
 
+GpuMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-memory",
+        metavar="SIZE",
+        help="GPU memory to assume: 24GiB for every GPU, or 0=24GiB,1=48GiB.",
+    ),
+]
+
+
+def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
+    """The plan on GPUs that are not there: the sizes given, nothing running, nothing else on
+    them ("would `dev` fit a 24 GB card?"), whatever this machine has."""
+    from aitherctl.core.export import parse_gpu_memory, require_totals
+    from aitherctl.core.gpu import assumed_inventory
+    from aitherctl.switching.switch import prepare_offline
+
+    profile = runtime.catalog().load(name)
+    indices = sorted({index for svc in profile.services.values() for index in svc.gpus})
+    totals = parse_gpu_memory(gpu_memory, indices)
+    require_totals(totals, indices)
+    return prepare_offline(profile, assumed_inventory(totals))
+
+
 @profile_app.command("plan")
-def plan(name: ProfileArg, json_out: JsonOpt = False) -> None:
-    """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything."""
+def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
+    """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
+    With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
     from aitherctl.cli.render import plan_json, plan_table
     from aitherctl.core.vram import describe_vram
 
     out = Output(json_mode=json_out)
-    prepared = _prepare(name)
+    images: tuple[ImageStatus, ...] | None = None
+    if gpu_memory is None:
+        prepared, images = _prepare(name)
+    else:
+        prepared = _prepare_assumed(name, gpu_memory)
+    unusable = [status for status in images or () if not status.usable]
     if json_out:
-        out.data({**plan_json(prepared.plan), "vram": vram_json(prepared.vram)})
-        return
-    out.print(plan_table(prepared.plan))
-    for line in describe_vram(prepared.vram):
-        out.print(line, markup=False)
+        out.data(
+            {
+                **plan_json(prepared.plan),
+                "vram": vram_json(prepared.vram),
+                "images": None
+                if images is None
+                else [
+                    {
+                        "image": status.image,
+                        "present": status.present,
+                        "pullable": status.present or status.pull_refusal is None,
+                        "reason": status.pull_refusal,
+                    }
+                    for status in images
+                ],
+            }
+        )
+    else:
+        out.print(plan_table(prepared.plan))
+        for line in describe_vram(prepared.vram):
+            out.print(line, markup=False)
+        for status in images or ():
+            if status.usable and not status.present:
+                out.print(status.describe(), markup=False)
+    if unusable:
+        # A switch would refuse: say so as it would, and exit as it would.
+        out.error(
+            unusable[0].describe().replace(": the switch would refuse", "; a switch refuses it"),
+            "Build or load it (`docker load`), or give the service another `image`.",
+        )
+        raise typer.Exit(int(ExitCode.REFUSED))
 
 
 class CliProgress:
@@ -483,6 +605,7 @@ def export(
         str | None,
         typer.Option(
             "--gpu-memory",
+            metavar="SIZE",
             help="GPU memory when a container depends on it (a budget in bytes, ComfyUI): "
             "24GiB for every GPU, or 0=24GiB,1=48GiB.",
         ),

@@ -30,7 +30,8 @@ def plan_table(plan: Plan, hosts: Sequence[str] | None = None) -> Table:
     table = Table(title=f"plan → {plan.profile}", title_justify="left", box=None, pad_edge=False)
     columns = ("action", "service", "engine", "port", "gpu", "vram", "why")
     for column in ("host", *columns) if hosts else columns:
-        table.add_column(column)
+        # Every column whole but the reason, which wraps between words in what is left.
+        table.add_column(column, no_wrap=column != "why", overflow="fold")
     for index, step in enumerate(plan.steps):
         spec, current = step.target, step.current
         engine = spec.engine.value if spec else (current.engine if current else "")

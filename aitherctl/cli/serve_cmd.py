@@ -67,6 +67,9 @@ def serve(
     options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys))
     check_bind(options)
     chosen = _profile(profile)
+    from aitherctl.ops.ram import refuse_impossible_ram
+
+    refuse_impossible_ram(chosen)
 
     def build() -> tuple[Gateway, Stack]:
         return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))

@@ -21,7 +21,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 def _active_profile(state: StackState, override: str | None) -> str:
-    name = override or state.active_profile or os.environ.get("AITHER_GPU_PROFILE")
+    # After `down --all` nothing runs: the last profile a switch recorded is the one to bring up.
+    name = (
+        override
+        or state.active_profile
+        or os.environ.get("AITHER_GPU_PROFILE")
+        or state.last_profile
+    )
     if not name:
         raise UsageError(
             "no active profile: run `aitherctl profile switch NAME` or set AITHER_GPU_PROFILE"
@@ -44,10 +50,12 @@ def up(
             "service after another (what the systemd unit runs).",
         ),
     ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start services of the active profile (on-demand ones too, when named), after the same
-    VRAM, port and readiness checks as a switch; nothing else is stopped."""
+    VRAM, port and readiness checks as a switch; nothing else is stopped. After `down --all`,
+    the last active profile's."""
     from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
     from aitherctl.switching.state import observe
     from aitherctl.switching.switch import switch
@@ -85,7 +93,30 @@ def up(
                  else f"{', '.join(chosen or ['profile ' + name])} already up")
         print_urls(out, urls)
         return
-    result = switch(engine, catalog, name, runtime.gpu_inventory, CliProgress(out), only=chosen)
+    from aitherctl.cli.render import plan_table
+    from aitherctl.switching.plan import Action
+    from aitherctl.switching.switch import Declined, Prepared
+
+    def confirm(prepared: Prepared, changed: bool) -> bool:
+        if changed:
+            out.warn("the plan changed while you were deciding; this is the new plan")
+        if not json_out:
+            out.err.print(plan_table(prepared.plan))
+        starting = sorted(s.service for s in prepared.plan.steps if s.action is not Action.KEEP)
+        return out.confirm(f"start {', '.join(starting)}?", assume_yes=yes or restore)
+
+    try:
+        result = switch(
+            engine,
+            catalog,
+            name,
+            runtime.gpu_inventory,
+            CliProgress(out),
+            only=chosen,
+            confirm=confirm,
+        )
+    except Declined:
+        raise typer.Exit(int(ExitCode.ERROR)) from None
     started = [o.service for o in result.outcomes if o.ready]
     urls = service_urls(engine, result.plan)
     if json_out:
@@ -225,7 +256,10 @@ def ps_table(listing: ServiceListing) -> Table:
 
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
-    columns = ("service", "engine", "model", "state", "health", "port", "gpu", "vram", "up")
+    columns = (
+        "service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu", "ram",
+        "up",
+    )
     for column in ("host", *columns) if several else columns:
         table.add_column(column, overflow="fold")
     for row in listing.rows:
@@ -245,19 +279,28 @@ def ps_table(listing: ServiceListing) -> Table:
             f"{row.port}" if row.port else "-",
             ",".join(map(str, row.gpus)) or "cpu",
             vram,
+            "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
+            _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
             _duration(row.uptime_s),
         )
     return table
 
 
+def _ram_cell(used: int | None, budget: int | None, *, over: bool) -> str:
+    """Host RAM the container holds against its `ram:` budget, as `docker stats` counts it."""
+    from aitherctl.core.units import format_bytes
+
+    text = "-" if used is None else format_bytes(used)
+    if budget is not None:
+        text = f"{text} / {format_bytes(budget)}"
+    return f"[red]{text} over budget[/]" if over else text
+
+
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    # The same words as `status` and the monitor (1m22s, not 80s), so the two agree.
+    from aitherctl.core.units import format_duration
+
+    return format_duration(seconds, "-")
 
 
 def logs(

@@ -64,6 +64,7 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     from aitherctl.tui.render import plain_lines
 
     done = 0
+    said: dict[str, str] = {}  # errors already printed: each is said once, until it changes
     try:
         while True:
             started = time.monotonic()
@@ -74,7 +75,7 @@ def status(  # noqa: PLR0917 - Typer passes options by position
                 output.out.file.write(json.dumps(snapshot_to_dict(snapshot), default=str) + "\n")
                 output.out.file.flush()
             else:
-                for line in plain_lines(snapshot):
+                for line in plain_lines(snapshot, said):
                     output.print(line, markup=False, highlight=False)
             done += 1
             if count is not None and done >= count:

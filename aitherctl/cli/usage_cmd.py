@@ -33,14 +33,20 @@ def _print_report(out: Output, report: UsageReport) -> None:
         f"{in_flight}",
         markup=False,
     )
-    local = "N/A" if report.local_share is None else f"{report.local_share:.0%}"
     out.print(
-        f"{report.period}: {report.requests} requests, ${report.spent_usd:.4f}, "
-        f"{local} answered locally",
+        f"{report.period}: {report.requests} requests, {report.answered} answered "
+        f"({report.answered_locally} locally), ${report.spent_usd:.4f}",
         markup=False,
     )
     if report.per_tier:
-        tiers = ", ".join(f"{name} {count}" for name, count in report.per_tier.items())
+        # A request that named its service or endpoint (`run --backend`, a model name through
+        # `serve`) has no tier: say so rather than "?".
+        named = report.per_tier.get("?", 0)
+        tiers = ", ".join(
+            f"{name} {count}" for name, count in report.per_tier.items() if name != "?"
+        )
+        if named:
+            tiers += ("; " if tiers else "") + f"{named} named a backend directly (no tier)"
         out.print(f"tiers: {tiers}", markup=False)
     if report.per_outcome:
         outcomes = ", ".join(f"{name} {count}" for name, count in report.per_outcome.items())
@@ -48,9 +54,14 @@ def _print_report(out: Output, report: UsageReport) -> None:
     if not report.backends:
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("BACKEND", "WHERE", "REQUESTS", "OK", "COST", "TTFT P50", "TTFT P95",
-                   "TOTAL P50", "TOTAL P95"):
-        table.add_column(column, justify="left" if column in ("BACKEND", "WHERE") else "right")
+    # Headers on one line each (a wrapped "TOTAL P50" left a lone "TOTAL" above the table).
+    for column in ("backend", "where", "requests", "ok", "cost", "ttft p50", "ttft p95",
+                   "time p50", "time p95"):
+        table.add_column(
+            column,
+            justify="left" if column in ("backend", "where") else "right",
+            no_wrap=column != "backend",
+        )
     for item in report.backends:
         where = "N/A" if item.local is None else ("local" if item.local else "cloud")
         table.add_row(
@@ -58,7 +69,12 @@ def _print_report(out: Output, report: UsageReport) -> None:
             _fmt_s(item.ttft_p50_s), _fmt_s(item.ttft_p95_s),
             _fmt_s(item.total_p50_s), _fmt_s(item.total_p95_s),
         )
-    out.print(table)
+    out.print(table, soft_wrap=False)
+    out.print(
+        "ttft: time to the first token; time: to the whole answer (answered requests)",
+        markup=False,
+        soft_wrap=False,
+    )
 
 
 def usage(

@@ -120,6 +120,13 @@ def parse_gpu_memory(text: str, indices: Sequence[int]) -> dict[int, int]:
     return totals
 
 
+def require_totals(gpu_memory: Mapping[int, int], indices: Sequence[int]) -> None:
+    """UsageError unless `--gpu-memory` gave a total for every GPU in `indices`."""
+    missing = [str(index) for index in indices if index not in gpu_memory]
+    if missing:
+        raise UsageError(f"--gpu-memory gives no total for GPU {','.join(missing)}")
+
+
 def export_specs(
     profile: Profile, gpu_memory: Mapping[int, int] | None = None
 ) -> dict[str, ContainerSpec]:
@@ -130,9 +137,7 @@ def export_specs(
     """
     indices = sorted({index for svc in profile.services.values() for index in svc.gpus})
     if gpu_memory is not None:
-        missing = [str(index) for index in indices if index not in gpu_memory]
-        if missing:
-            raise UsageError(f"--gpu-memory gives no total for GPU {','.join(missing)}")
+        require_totals(gpu_memory, indices)
         built = build_specs(profile, gpu_memory)
         return {name: _spec(built, name) for name in profile.services}
     first, second = (build_specs(profile, dict.fromkeys(indices, t)) for t in _PROBE_TOTALS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -54,3 +55,14 @@ class GpuInventory:
 
     def by_index(self, index: int) -> GpuSnapshot | None:
         return next((gpu for gpu in self.gpus if gpu.index == index), None)
+
+
+def assumed_inventory(totals: Mapping[int, int]) -> GpuInventory:
+    """GPUs that are not there: each index with its total memory, empty (nothing used, nothing
+    reserved by a driver), for `profile plan --gpu-memory` on a machine without them."""
+    return GpuInventory(
+        tuple(
+            GpuSnapshot(index, "assumed", f"assumed-{index}", total, 0)
+            for index, total in sorted(totals.items())
+        )
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,6 +28,7 @@ from aitherctl.core.profile import (
     Volume,
     is_loopback,
 )
+from aitherctl.core.ram_budget import ram_problems
 from aitherctl.core.routing import check_routing_sections
 from aitherctl.core.units import MemoryAmount
 from aitherctl.core.yamlsrc import Located, parse_yaml
@@ -112,6 +113,10 @@ class ConfigProblems(ConfigError):
 def problems_of(error: ConfigError) -> tuple[ConfigError, ...]:
     """Each mistake a `ConfigError` stands for (one, or all of a `ConfigProblems`)."""
     return error.problems if isinstance(error, ConfigProblems) else (error,)
+
+
+class _NotBuilt(Exception):
+    """A service with a mistake already reported (a bad field): not built."""
 
 
 class _Problems:
@@ -214,6 +219,9 @@ class _RawService:
     fields: dict[str, _Field]
     source: str
     line: int | None
+    # Keys written with a mistake (already reported): the service is not built, but its other
+    # fields are still checked, so one pass reports every mistake.
+    bad: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -308,7 +316,7 @@ def parse_profile(
     folder = base_dir if base_dir is not None else posixpath.dirname(source) or "."
     for svc_name, svc in services.items():
         with problems.check():
-            raw.services[svc_name] = _parse_service(doc, svc_name, svc, folder, env)
+            raw.services[svc_name] = _parse_service(doc, svc_name, svc, folder, env, problems)
 
     for section in ("routing", "endpoints", "budget", "ledger"):
         if section in data and data[section] is not None:
@@ -421,9 +429,16 @@ def _parse_hosts(doc: Located, hosts: Any) -> dict[str, Host]:
     return parsed
 
 
-def _parse_service(
-    doc: Located, svc_name: str, svc: Any, folder: str, env: Mapping[str, str]
+def _parse_service(  # noqa: PLR0917
+    doc: Located,
+    svc_name: str,
+    svc: Any,
+    folder: str,
+    env: Mapping[str, str],
+    found: _Problems,
 ) -> _RawService | None:
+    """The service's fields as written; a field's mistake goes to `found` and the field to
+    `bad`, and the other fields are kept for the checks across services."""
     where = ("services", svc_name)
     if not _NAME.match(svc_name):
         raise doc.error(
@@ -433,18 +448,20 @@ def _parse_service(
         return None
     if not isinstance(svc, dict):
         raise doc.error(f"service {svc_name!r} must be a mapping of settings", where)
-    problems = _Problems()
     fields = {}
+    bad = set()
     for key, value in svc.items():
-        with problems.check():
+        before = len(found.items)
+        with found.check():
             _check_keys(doc, {key: None}, where, SERVICE_KEYS, f"service {svc_name!r}")
             fields[key] = _Field(
                 _convert_field(doc, where, key, value, folder, env),
                 doc.source,
                 doc.line((*where, key)),
             )
-    problems.raise_any()
-    return _RawService(fields, doc.source, doc.line(where))
+        if len(found.items) > before:
+            bad.add(key)
+    return _RawService(fields, doc.source, doc.line(where), frozenset(bad))
 
 
 def _check_keys(
@@ -696,7 +713,12 @@ def build_profile(
                 continue
             if name in services:
                 base = services[name]
-                services[name] = _RawService({**base.fields, **svc.fields}, svc.source, svc.line)
+                services[name] = _RawService(
+                    {**base.fields, **svc.fields},
+                    svc.source,
+                    svc.line,
+                    (base.bad - set(svc.fields)) | svc.bad,
+                )
             else:
                 services[name] = svc
             for key, item in svc.fields.items():
@@ -714,7 +736,7 @@ def build_profile(
         problems.items.extend(layer.problems)
     built: dict[str, Service] = {}
     for name, svc in services.items():
-        with problems.check():
+        with problems.check(), suppress(_NotBuilt):
             built[name] = _build_service(name, svc, env)
     reserve_amount = MemoryAmount.parse(reserve.value if reserve else DEFAULT_RESERVE)
     profile = Profile(
@@ -737,7 +759,16 @@ def build_profile(
         profile = _place_on_hosts(profile, services, problems)
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
-    if not problems.items:  # routing names services: check it once they all built
+    for ram in ram_problems(profile):  # against `ram.limit`; the machine's memory is not read here
+        where = services[ram.service].fields.get("ram")
+        problems.items.append(
+            ConfigError(
+                ram.message,
+                source=where.source if where else services[ram.service].source,
+                line=where.line if where else ram.line,
+            )
+        )
+    if set(built) == set(services):  # routing names services: check it once they all built
         with problems.check():
             check_routing_sections(profile, [layer.located for layer in chain])
     problems.raise_any()
@@ -753,37 +784,56 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
         line = where.line if where else raw.line
         return ConfigError(f"service {name!r}: {message}", source=source, line=line)
 
-    if "engine" not in fields:
-        raise fail("missing `engine` (one of: " + ", ".join(e.value for e in Engine) + ")")
-    engine: Engine = fields["engine"]
-    if "port" not in fields:
-        raise fail("missing `port` (the host port it answers on)")
+    # Every mistake of the service in one pass, its `${VAR}`s included. A key written with a
+    # mistake (or misspelt: `prot`, reported with "did you mean 'port'?") is not also "missing".
+    problems = _Problems()
+    import difflib
+
+    covered = set(raw.bad) | {
+        match for key in raw.bad for match in difflib.get_close_matches(key, SERVICE_KEYS, n=1)
+    }
+    engine: Engine | None = fields.get("engine")
+    if engine is None and "engine" not in covered:
+        problems.items.append(
+            fail("missing `engine` (one of: " + ", ".join(e.value for e in Engine) + ")")
+        )
+    if "port" not in fields and "port" not in covered:
+        problems.items.append(fail("missing `port` (the host port it answers on)"))
     gpus: tuple[int, ...] = fields.get("gpu", ())
     vram: MemoryAmount | None = fields.get("vram")
-    if gpus and vram is None:
-        raise fail(f"runs on GPU {','.join(map(str, gpus))} but has no `vram` budget (e.g. 35%)")
-    if vram is not None and not gpus:
-        raise fail(
-            "has a `vram` budget but no `gpu` (add gpu: 0, or drop vram for a CPU service)", "vram"
+    if gpus and vram is None and "vram" not in covered:
+        problems.items.append(
+            fail(f"runs on GPU {','.join(map(str, gpus))} but has no `vram` budget (e.g. 35%)")
         )
-    if engine in (Engine.VLLM, Engine.LLAMACPP) and not fields.get("model"):
-        raise fail(f"engine {engine.value} needs a `model` to serve")
-    if engine is Engine.GENERIC and "image" not in fields:
-        raise fail("engine generic needs an `image`")
-    if engine is Engine.GENERIC and not fields.get("health", Health()).path:
-        raise fail("engine generic needs `health: {path: ...}` to know when it is ready")
+    if vram is not None and not gpus and "gpu" not in covered:
+        problems.items.append(
+            fail(
+                "has a `vram` budget but no `gpu` (add gpu: 0, or drop vram for a CPU service)",
+                "vram",
+            )
+        )
+    if engine in (Engine.VLLM, Engine.LLAMACPP) and not fields.get("model") and (
+        "model" not in covered
+    ):
+        problems.items.append(fail(f"engine {engine.value} needs a `model` to serve"))
+    if engine is Engine.GENERIC and "image" not in fields and "image" not in covered:
+        problems.items.append(fail("engine generic needs an `image`"))
+    if engine is Engine.GENERIC and not fields.get("health", Health()).path and (
+        "health" not in covered
+    ):
+        problems.items.append(
+            fail("engine generic needs `health: {path: ...}` to know when it is ready")
+        )
     for key in OLLAMA_ONLY:
-        if key in fields and engine is not Engine.OLLAMA:
-            raise fail(
-                f"`{key}` is an Ollama setting; this service's engine is {engine.value}", key
+        if key in fields and engine is not None and engine is not Engine.OLLAMA:
+            problems.items.append(
+                fail(f"`{key}` is an Ollama setting; this service's engine is {engine.value}", key)
             )
     image = fields.get("image")
-    if image is None:
+    if image is None and engine is not None:
         image = driver_for(engine).default_image(uses_gpu=bool(gpus))
-        assert image is not None  # every engine but generic has one; generic requires `image`
     env_items: tuple[_EnvItem, ...] = fields.get("env", ())
     env_source = raw.fields["env"].source if "env" in raw.fields else raw.source
-    problems = _Problems()
     service_env = []
     for item in env_items:
         with problems.check():
@@ -794,6 +844,10 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
                     f"env: {item.name}: {exc}", source=env_source, line=item.line
                 ) from None
     problems.raise_any()
+    if raw.bad:
+        raise _NotBuilt
+    assert engine is not None  # else a problem was raised above
+    assert image is not None
     return Service(
         name=name,
         engine=engine,
@@ -915,11 +969,15 @@ def _check_ports(
     def written_at(name: str) -> tuple[int, int]:
         return written.get((name, "port"), (-1, raw_services[name].line or 0))
 
-    names = sorted(profile.services, key=written_at)
+    # A service that did not build (another mistake) still has its port checked, as written.
+    places = {name: _place_of(profile, raw_services, name) for name in raw_services}
+    names = sorted((n for n, place in places.items() if place is not None), key=written_at)
     reported: set[str] = set()
     for index, later in enumerate(names):
         for earlier in names[:index]:
-            a, b = profile.services[earlier], profile.services[later]
+            a, b = places[earlier], places[later]
+            assert a is not None
+            assert b is not None
             if a.host != b.host:
                 continue  # two machines: one port number each
             if a.port != b.port or not binds_overlap(a.bind, b.bind) or later in reported:
@@ -937,6 +995,32 @@ def _check_ports(
             reported.add(later)
 
 
+@dataclass(frozen=True, slots=True)
+class _Place:
+    host: str
+    bind: str
+    port: int
+
+
+def _place_of(
+    profile: Profile, raw_services: dict[str, _RawService], name: str
+) -> _Place | None:
+    """Where a service listens: as built, or as written when it did not build (None when its
+    `port` is missing)."""
+    svc = profile.services.get(name)
+    if svc is not None:
+        return _Place(svc.host, svc.bind, svc.port)
+    fields = raw_services[name].fields
+    port = fields.get("port")
+    if port is None or not isinstance(port.value, int):
+        return None
+    bind = fields.get("bind")
+    host = fields.get("host")
+    return _Place(
+        host.value if host else LOCAL_HOST, bind.value if bind else "127.0.0.1", port.value
+    )
+
+
 def _check_shares(
     profile: Profile, raw_services: dict[str, _RawService], problems: _Problems
 ) -> None:
@@ -947,15 +1031,26 @@ def _check_shares(
         return item.source, item.line
 
     # Shares are checkable without the GPU; absolute budgets are checked by the planner.
+    # As built, or as written for a service that did not build (another mistake).
     shares: dict[tuple[str, int], list[tuple[str, float]]] = {}
-    for name, svc in profile.services.items():
-        if svc.vram is not None and svc.vram.fraction is not None:
-            for gpu in svc.gpus:
-                shares.setdefault((svc.host, gpu), []).append((name, svc.vram.fraction))
+    on_demand: set[str] = set()
+    for name, raw in raw_services.items():
+        svc = profile.services.get(name)
+        if svc is not None:
+            host, gpus, vram, demand = svc.host, svc.gpus, svc.vram, svc.on_demand
+        else:
+            values = {key: item.value for key, item in raw.fields.items()}
+            host, gpus = values.get("host", LOCAL_HOST), values.get("gpu", ())
+            vram, demand = values.get("vram"), values.get("on_demand", False)
+        if demand:
+            on_demand.add(name)
+        if isinstance(vram, MemoryAmount) and vram.fraction is not None:
+            for gpu in gpus:
+                shares.setdefault((host, gpu), []).append((name, vram.fraction))
     # On-demand services are counted only when running: the planner checks them at `up` time.
     reserve_share = profile.gpu_reserve.fraction or 0.0
     for (host, gpu), items in sorted(shares.items()):
-        resident = [(n, f) for n, f in items if not profile.services[n].on_demand]
+        resident = [(n, f) for n, f in items if n not in on_demand]
         total = sum(f for _, f in resident)
         if resident and total + reserve_share > 1.0 + 1e-9:
             last = resident[-1][0]

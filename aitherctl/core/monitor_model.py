@@ -87,10 +87,19 @@ class ServiceView:
     scrape_latency_s: float | None = None
     host: str = "local"  # the profile's name for the Docker host it runs on
     url: str | None = None  # where this machine reaches it (http://address:port)
+    # Its cgroup, as `docker stats` reads it (this machine's engine only): CPU in % of one core
+    # between two readings, memory less inactive page cache; and its profile's `ram:` budget.
+    cpu_pct: float | None = None
+    ram_used_bytes: int | None = None
+    ram_budget_bytes: int | None = None
 
     @property
     def over_budget(self) -> bool:
         return over_budget(self.vram_used_bytes, self.vram_budget_bytes)
+
+    @property
+    def over_ram_budget(self) -> bool:
+        return over_budget(self.ram_used_bytes, self.ram_budget_bytes)
 
     @property
     def key(self) -> str:
@@ -127,7 +136,9 @@ class LogKind(StrEnum):
     SWITCH = "switch"
     PROBE = "probe"  # a scrape or health probe failed
     RESTART = "restart"
-    FALLBACK = "fallback"  # routing fell back to another backend (the ledger)
+    FALLBACK = "fallback"  # routing fell back to another backend, and was answered (the ledger)
+    REFUSED = "refused"  # routing refused a request: the daily budget (the ledger)
+    FAILED = "failed"  # routing found no backend that answered (the ledger)
     ACTION = "action"  # something the user did from the monitor
     INFO = "info"
 

@@ -129,3 +129,20 @@ def over_budget(used_bytes: int | None, budget_bytes: int | None) -> bool:
     """Whether a service holds more than its budget (unknown use or no budget: no). `ps` and the
     monitor flag it; the planner counts such a service at what it holds."""
     return used_bytes is not None and budget_bytes is not None and used_bytes > budget_bytes
+
+
+def format_duration(seconds: float | None, unknown: str = "N/A") -> str:
+    """An uptime as `ps`, `status` and the monitor all show it: 45s, 1m22s, 3h05m, 2d4h."""
+    if seconds is None:
+        return unknown
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from aitherctl.core.loader import problems_of
 from aitherctl.errors import AitherError, ConfigError, ExitCode
+from aitherctl.ops.ram import machine_ram_problems
 
 if TYPE_CHECKING:
     from aitherctl.adapters.docker_engine import DockerEngine
@@ -77,7 +78,16 @@ def validate_profiles(catalog: ProfileCatalog, paths: Sequence[Path]) -> list[Pr
         except AitherError as exc:
             results.append(ProfileResult(path, path.stem, (exc.message,)))
         else:
-            results.append(ProfileResult(path, profile.name, (), profile))
+            # The file is sound; a `ram:` budget this machine's memory cannot hold is not.
+            ram = machine_ram_problems(profile)
+            where = profile.source
+            problems = tuple(
+                f"{where}:{problem.line}: {problem.message}"
+                if problem.line is not None
+                else f"{where}: {problem.message}"
+                for problem in ram
+            )
+            results.append(ProfileResult(path, profile.name, problems, profile))
     return results
 
 

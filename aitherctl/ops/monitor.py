@@ -131,6 +131,7 @@ class _ServiceMemory:
     state: str
     scrape: ScrapeStatus = ScrapeStatus.SKIPPED
     tokens: CounterReading | None = None
+    cgroup: Any = None  # the last CgroupReading, for CPU % between refreshes
 
 
 def scrape_url(bind: str | None, port: int) -> str:
@@ -161,7 +162,13 @@ class MonitorCollector:
         log_len: int = 200,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        cgroups: Any = None,
+        ram_budget: Callable[[str, str], int | None] | None = None,
     ) -> None:
+        # `cgroups` (adapters.cgroup_stats.CgroupStats) reads this machine's containers' CPU and
+        # memory; `ram_budget(profile, service)` gives a service's `ram:` budget in bytes.
+        self._cgroups = cgroups
+        self._ram_budget = ram_budget
         self._stack = stack
         self._gpus = gpus
         self._scraper = scraper
@@ -247,12 +254,13 @@ class MonitorCollector:
         ]
         scrapes = self._scraper.scrape_all(targets) if self._scraper and targets else {}
 
+        usage = self._cgroup_usage(containers)
         services: list[ServiceView] = []
         gpus_views: list[GpuView] = []
         unmanaged: list[UnmanagedProcess] = []
         for part in parts:
             used_by_container = self._attribute(part, unmanaged)
-            services += [
+            part_views = [
                 self._service_view(
                     c,
                     stack=part.stack,
@@ -265,6 +273,11 @@ class MonitorCollector:
                 )
                 for c in sorted(part.containers, key=lambda item: item.service)
             ]
+            if part.host == "local":
+                part_views = [
+                    self._with_usage(view, usage, part.containers) for view in part_views
+                ]
+            services += part_views
             gpus_views += [
                 self._gpu_view(gpu, part.containers, host=part.host) for gpu in part.inventory.gpus
             ]
@@ -389,6 +402,60 @@ class MonitorCollector:
             url=url,
         )
 
+    def _cgroup_usage(self, containers: Sequence[Any]) -> dict[str, tuple[float | None, int]]:
+        """CPU % and memory of this machine's running containers, by id. CPU % is between
+        this refresh and the last; on the first, between two readings 0.2 s apart (as
+        `docker stats --no-stream` takes two)."""
+        if self._cgroups is None:
+            return {}
+        from aitherctl.adapters.cgroup_stats import cpu_pct
+
+        running = [c for c in containers if c.state == "running"]
+        now = {c.id: self._cgroups.read(c.id) for c in running}
+        before = {
+            c.id: memory.cgroup
+            for c in running
+            if (memory := self._services.get(_key("local", c.service))) is not None
+            and memory.container_id == c.id
+            and memory.cgroup is not None
+        }
+        fresh = [cid for cid, reading in now.items() if reading is not None and cid not in before]
+        if fresh:
+            time.sleep(0.2)
+            for cid in fresh:
+                before[cid], now[cid] = now[cid], self._cgroups.read(cid)
+        found: dict[str, tuple[float | None, int]] = {}
+        for c in running:
+            reading = now.get(c.id)
+            if reading is None or reading.memory_bytes is None:
+                continue
+            memory = self._services.get(_key("local", c.service))
+            if memory is not None:
+                memory.cgroup = reading
+            previous = before.get(c.id)
+            found[c.id] = (
+                cpu_pct(previous, reading) if previous is not None else None,
+                reading.memory_bytes,
+            )
+        return found
+
+    def _with_usage(
+        self,
+        view: ServiceView,
+        usage: dict[str, tuple[float | None, int]],
+        containers: Sequence[Any],
+    ) -> ServiceView:
+        from dataclasses import replace
+
+        container = next((c for c in containers if c.id == view.container_id), None)
+        budget = (
+            self._ram_budget(container.profile, container.service)
+            if self._ram_budget is not None and container is not None
+            else None
+        )
+        cpu, memory = usage.get(view.container_id or "", (None, None))
+        return replace(view, cpu_pct=cpu, ram_used_bytes=memory, ram_budget_bytes=budget)
+
     def _gpu_view(self, gpu: Any, containers: Sequence[Any], host: str = "local") -> GpuView:
         memory = self._memory_history.setdefault(
             (host, gpu.index), deque(maxlen=self._history_len)
@@ -454,6 +521,11 @@ def build_collector(
     from aitherctl.adapters.stack_reader import DockerStackSource
 
     stack = DockerStackSource() if use_docker else None
+    cgroups = None
+    if stack is not None and _local_endpoint():
+        from aitherctl.adapters.cgroup_stats import CgroupStats
+
+        cgroups = CgroupStats()
     collector = MonitorCollector(
         stack=stack,
         gpus=NvmlReader(nvml_module) if use_gpu else None,
@@ -467,8 +539,43 @@ def build_collector(
             if use_docker
             else None
         ),
+        cgroups=cgroups,
+        ram_budget=_profile_ram_budgets(),
     )
     return collector, stack
+
+
+def _local_endpoint() -> bool:
+    """Whether the engine (DOCKER_HOST, else the context) runs on this machine."""
+    from aitherctl.adapters.docker_listing import describe_endpoint
+
+    endpoint = describe_endpoint()
+    return endpoint.startswith(("unix://", "npipe://")) or "socket" in endpoint
+
+
+def _profile_ram_budgets() -> Callable[[str, str], int | None]:
+    """`ram:` budgets from the profiles, each profile read once (a broken one gives none)."""
+    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.errors import AitherError
+    from aitherctl.ops.ram import machine_ram_bytes
+
+    loaded: dict[str, Any] = {}
+
+    def budget(profile: str, service: str) -> int | None:
+        if profile not in loaded:
+            try:
+                loaded[profile] = ProfileCatalog().load(profile, expand=False)
+            except AitherError:
+                loaded[profile] = None
+        svc = loaded[profile].services.get(service) if loaded[profile] else None
+        if svc is None or svc.ram is None:
+            return None
+        if svc.ram.bytes is not None:
+            return int(svc.ram.bytes)
+        machine = machine_ram_bytes()
+        return svc.ram.resolve(machine) if machine else None
+
+    return budget
 
 
 def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
@@ -484,10 +591,12 @@ def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
 
 
 class LedgerLog:
-    """Routing fallbacks and failures from the usage ledger (`aitherctl.adapters.ledger`).
+    """Routing fallbacks, refusals and failures from the usage ledger
+    (`aitherctl.adapters.ledger`).
 
-    A request that needed more than one attempt fell back to another backend; one whose outcome
-    is not `ok` failed or was refused by the budget. Read at most every `every_s` seconds.
+    A request answered after more than one attempt fell back to another backend; one whose
+    outcome is `budget` was refused by the daily budget; any other outcome failed. Read at
+    most every `every_s` seconds.
     """
 
     def __init__(
@@ -513,15 +622,23 @@ class LedgerLog:
             for row in self._ledger.rows_since(now - self._window_s):
                 if row.attempts <= 1 and row.outcome == "ok":
                     continue
-                what = "fell back" if row.outcome == "ok" else row.outcome
-                entries.append(
-                    LogEntry(
-                        datetime.fromtimestamp(row.ts, UTC),
-                        LogKind.FALLBACK,
-                        f"routing {what} after {row.attempts} attempt(s): "
-                        f"{row.backend or '?'} {row.model or ''}".rstrip(),
+                # A refusal is a refusal and a failure a failure: only an answer that came
+                # from another backend than the first is a fallback.
+                where = " ".join(filter(None, (row.backend, row.model)))
+                tried = f"{row.attempts} attempt{'' if row.attempts == 1 else 's'}"
+                if row.outcome == "ok":
+                    kind, message = LogKind.FALLBACK, f"answered by {where} after {tried}"
+                elif row.outcome == "budget":
+                    kind = LogKind.REFUSED
+                    message = "the daily budget forbids the request" + (
+                        f" ({where})" if where else ""
                     )
-                )
+                else:
+                    kind = LogKind.FAILED
+                    message = f"no backend answered after {tried} ({row.outcome})" + (
+                        f", last {where}" if where else ""
+                    )
+                entries.append(LogEntry(datetime.fromtimestamp(row.ts, UTC), kind, message))
             self._cached = entries
         return self._cached[-limit:]
 

@@ -109,6 +109,8 @@ class UsageReport:
     per_outcome: dict[str, int]
     local_share: float | None  # answered locally / answered
     backends: tuple[BackendUsage, ...]
+    answered: int = 0  # requests whose outcome is "ok"
+    answered_locally: int = 0  # of those, by a local service
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,8 @@ class UsageReport:
             "per_tier": self.per_tier,
             "per_outcome": self.per_outcome,
             "local_share": None if self.local_share is None else round(self.local_share, 4),
+            "answered": self.answered,
+            "answered_locally": self.answered_locally,
             "backends": [
                 {
                     "backend": b.backend,
@@ -201,4 +205,6 @@ def summarize_usage(
         per_outcome=dict(sorted(per_outcome.items())),
         local_share=local_share,
         backends=tuple(backends),
+        answered=len(answered),
+        answered_locally=sum(1 for r in answered if r.local),
     )

@@ -42,8 +42,10 @@ def write_active(
     name = active_record_name(engine.namespace)
     engine.remove_record(name)
     hashes = running_hashes(containers)
-    if profile == "-" or not hashes:
+    if profile == "-":
         return
+    # With nothing left running (`down --all`) the record still names the profile, with no
+    # hashes: `up` brings that profile back (`last_from_records`).
     engine.write_record(
         name,
         {
@@ -66,6 +68,14 @@ def active_from_records(
         except ValueError:
             return None
         if hashes == running_hashes(containers):
+            return labels.get(LABEL_ACTIVE_PROFILE) or None
+    return None
+
+
+def last_from_records(records: dict[str, dict[str, str]]) -> str | None:
+    """The profile the last commit recorded, whatever runs now (for `up` after `down --all`)."""
+    for labels in records.values():
+        if labels.get(LABEL_KIND) == "active":
             return labels.get(LABEL_ACTIVE_PROFILE) or None
     return None
 

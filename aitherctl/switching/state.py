@@ -75,8 +75,22 @@ def observe(
     if active is None:
         active = infer_active_profile(containers, hashes)
     present = [item for item in containers if not item.aside]
-    last = max(present, key=lambda item: item.created_at or "").profile if present else None
+    last = (
+        max(present, key=lambda item: item.created_at or "").profile
+        if present
+        else _recorded_last(engine)
+    )
     return StackState(engine.namespace, engine.endpoint, containers, active, active or last)
+
+
+def _recorded_last(engine: ContainerSource) -> str | None:
+    """With no container left (`down --all`), the profile the last switch recorded."""
+    from aitherctl.ops.records import last_from_records
+
+    try:
+        return last_from_records(engine.records())
+    except AitherError:
+        return None
 
 
 def _recorded_active(

@@ -37,6 +37,8 @@ from aitherctl.errors import (
     NotFoundError,
     RefusedError,
 )
+from aitherctl.ops.images import no_gpu_hint
+from aitherctl.ops.ram import refuse_impossible_ram
 from aitherctl.switching import journal
 from aitherctl.switching.container import ContainerSpec
 from aitherctl.switching.lock import engine_lock, engine_lock_key
@@ -84,17 +86,8 @@ def prepare(
 
     Raises RefusedError, with the reason and nothing changed, when it cannot work.
     """
-    needs_gpu = (
-        [name for name, svc in profile.resident.items() if svc.uses_gpu]
-        if only is None
-        else [name for name in only if profile.service(name).uses_gpu]
-    )
-    if needs_gpu and not inventory.available:
-        raise RefusedError(
-            f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, "
-            f"but {inventory.error}",
-            detail="CPU services still run: try `aitherctl profile switch cpu`.",
-        )
+    _require_gpus(profile, inventory, only, engine=engine, catalog=catalog)
+    refuse_impossible_ram(profile)
     state = observe(engine, catalog, inventory, with_pids=inventory.available)
     specs = _specs(profile, inventory)
     if only is None:
@@ -122,9 +115,36 @@ def prepare(
     return replace(checked, whole_profile=only is None)
 
 
+def _require_gpus(
+    profile: Profile,
+    inventory: GpuInventory,
+    only: Sequence[str] | None = None,
+    *,
+    engine: DockerEngine | None = None,
+    catalog: ProfileCatalog | None = None,
+) -> None:
+    """RefusedError when services that need a GPU would start and NVML sees none; its hint
+    names a profile without GPU services whose images are on `engine` (or can be pulled)."""
+    needs_gpu = (
+        [name for name, svc in profile.resident.items() if svc.uses_gpu]
+        if only is None
+        else [name for name in only if profile.service(name).uses_gpu]
+    )
+    if needs_gpu and not inventory.available:
+        raise RefusedError(
+            f"profile {profile.name!r} needs a GPU for {', '.join(needs_gpu)}, "
+            f"but {inventory.error}",
+            detail=no_gpu_hint(engine, catalog) + "\n"
+            f"Its plan for a GPU of a given size: `aitherctl profile plan {profile.name} "
+            "--gpu-memory 24GiB`.",
+        )
+
+
 def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
-    """The plan as if nothing ran, for a machine whose Docker engine is not reachable (yet):
-    every resident service starts; the VRAM check uses the GPUs as NVML sees them now."""
+    """The plan as if nothing ran, for a machine whose Docker engine is not reachable (yet), or
+    for GPUs assumed by `profile plan --gpu-memory`: every resident service starts; the VRAM
+    check uses `inventory` (NVML's GPUs, or the assumed ones)."""
+    _require_gpus(profile, inventory)
     state = StackState("-", "(no Docker engine)", (), None)
     specs = _specs(profile, inventory)
     plan = compute_plan(profile.name, [], specs.resident, specs.on_demand)

@@ -28,6 +28,7 @@ from aitherctl.tui.render import (
     gpu_lines,
     header_text,
     host_text,
+    scheduler_events_text,
     scheduler_renderable,
     service_cells,
     sort_services,
@@ -80,6 +81,10 @@ class MonitorApp(App[None]):
     .gpu { height: auto; margin-bottom: 1; }
     #services { height: 1fr; min-height: 5; }
     #scheduler { height: auto; max-height: 11; padding: 0 1; border-top: solid $primary; }
+    #scheduler-events {
+        height: auto; max-height: 7; padding: 0 1; border-top: solid $primary;
+        border-title-align: left;
+    }
     #bottom { height: auto; max-height: 9; }
     #unmanaged { width: 1fr; padding: 0 1; }
     #host { width: 46; padding: 0 1; border-left: solid $primary; }
@@ -123,6 +128,9 @@ class MonitorApp(App[None]):
         yield table
         # Shown once a snapshot carries a scheduler reading (`aitherctl serve`'s /status).
         yield Static("", id="scheduler")
+        # The scheduler's decisions, apart from the backend table (beside it, each event read
+        # as that row's).
+        yield Static("", id="scheduler-events")
         with Horizontal(id="bottom"):
             yield Static("", id="unmanaged")
             yield Static("", id="host")
@@ -136,6 +144,9 @@ class MonitorApp(App[None]):
         self._table: DataTable[object] = self.query_one("#services", DataTable)
         self._scheduler = self.query_one("#scheduler", Static)
         self._scheduler.display = False
+        self._scheduler_events = self.query_one("#scheduler-events", Static)
+        self._scheduler_events.border_title = "scheduler events"
+        self._scheduler_events.display = False
         self._unmanaged = self.query_one("#unmanaged", Static)
         self._host = self.query_one("#host", Static)
         self._log_pane = self.query_one("#log", Static)
@@ -194,10 +205,18 @@ class MonitorApp(App[None]):
         view = snapshot.scheduler
         if view is None:  # no scheduler source (tests, sources that leave it out)
             self._scheduler.display = False
+            self._scheduler_events.display = False
             return
         self._scheduler.display = True
         # Keyed without the latency, which changes every time while nothing shown does.
-        self._update(self._scheduler, scheduler_renderable(view), key=replace(view, latency_s=None))
+        self._update(
+            self._scheduler,
+            scheduler_renderable(view, events=False),
+            key=replace(view, latency_s=None),
+        )
+        self._scheduler_events.display = view.serving and not view.error
+        if self._scheduler_events.display:
+            self._update(self._scheduler_events, scheduler_events_text(view), key=view.events)
 
     def _show_gpus(self, snapshot: MonitorSnapshot) -> None:
         box = self._gpu_box

@@ -21,7 +21,7 @@ from aitherctl.core.monitor_model import (
     ScrapeStatus,
     ServiceView,
 )
-from aitherctl.core.units import format_bytes
+from aitherctl.core.units import format_bytes, format_duration
 
 NA = "N/A"
 BUDGET_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
@@ -37,7 +37,8 @@ class SortKey(StrEnum):
 
 
 SERVICE_COLUMNS = (
-    "service", "engine", "model", "state", "port", "VRAM", "budget", "queue", "tok/s", "up",
+    "service", "engine", "model", "state", "port", "VRAM", "budget", "CPU", "RAM", "queue",
+    "tok/s", "up",
 )
 
 
@@ -50,19 +51,7 @@ def fmt_pct(value: float | None, digits: int = 0) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NA
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return format_duration(seconds, NA)
 
 
 def fmt_queue(service: ServiceView) -> str:
@@ -172,10 +161,20 @@ def service_cells(service: ServiceView) -> tuple[RenderableType, ...]:
         NA if service.port is None else str(service.port),
         vram,
         fmt_bytes(service.vram_budget_bytes),
+        NA if service.cpu_pct is None else f"{service.cpu_pct:.1f}%",
+        ram_text(service),
         fmt_queue(service),
         fmt_rate(service.tokens_per_s),
         fmt_duration(service.uptime_s),
     )
+
+
+def ram_text(service: ServiceView) -> Text:
+    """Host RAM the container holds (as `docker stats`), against its `ram:` budget if any."""
+    text = fmt_bytes(service.ram_used_bytes)
+    if service.ram_budget_bytes is not None:
+        text += f" / {fmt_bytes(service.ram_budget_bytes)}"
+    return Text(text, style="bold red" if service.over_ram_budget else "")
 
 
 def sort_services(
@@ -349,19 +348,23 @@ def scheduler_headline(view: SchedulerView) -> Text:
     return text
 
 
-def scheduler_renderable(view: SchedulerView) -> Text | Group:
-    """The monitor's scheduler panel: a headline (URL, totals, pools), then the backends
-    beside the last events; one dim line when no `aitherctl serve` runs."""
+def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Text | Group:
+    """The monitor's scheduler panel: a headline (URL, totals, pools), the backends, then the
+    last events under their own heading (beside the table, each event read as that row's);
+    one dim line when no `aitherctl serve` runs."""
     if not view.serving:
         message = NO_SCHEDULER + (f" ({view.error})" if view.error else "")
         return Text(message, style="dim")
     if view.error:
         return scheduler_headline(view)
-    grid = Table.grid(expand=True, padding=(0, 2))
-    grid.add_column(no_wrap=True)  # the backends at their own width
-    grid.add_column(ratio=1, no_wrap=True)  # the events in the rest
-    grid.add_row(scheduler_backends_table(view), scheduler_events_text(view))
-    return Group(scheduler_headline(view), grid)
+    if not events:  # the monitor shows them in a panel of their own
+        return Group(scheduler_headline(view), scheduler_backends_table(view))
+    return Group(
+        scheduler_headline(view),
+        scheduler_backends_table(view),
+        Text("scheduler events", style="bold"),
+        scheduler_events_text(view),
+    )
 
 
 def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
@@ -412,17 +415,28 @@ def status_renderable(snapshot: MonitorSnapshot) -> Group:
     return Group(*parts)
 
 
-def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
-    """`status --watch`: plain lines without colour or cursor movement, fit for logs."""
+def plain_lines(snapshot: MonitorSnapshot, said: dict[str, str] | None = None) -> list[str]:
+    """`status --watch`: plain lines without colour or cursor movement, fit for logs.
+
+    `said` (kept by the caller across readings) holds the errors already printed: an unchanged
+    error is not repeated every reading; a changed one is printed again, and one that went
+    away is followed by a line saying so (`gpu: ok again`)."""
     stamp = snapshot.taken_at.astimezone().strftime("%H:%M:%S")
     host = snapshot.host
+    current: dict[str, str] = {}
+
+    def error(kind: str, message: str, text: str | None = None) -> None:
+        current[kind] = message
+        if said is None or said.get(kind) != message:
+            lines.append(f"{stamp} {text or kind + ': ' + message}")
+
     lines = [
         f"{stamp} profile={snapshot.active_profile or 'none'} "
         f"cpu={fmt_pct(host.cpu_pct)} ram={fmt_bytes(host.ram_used_bytes)}"
         f"/{fmt_bytes(host.ram_total_bytes)} swap={fmt_bytes(host.swap_used_bytes)}"
     ]
     if snapshot.gpu_error:
-        lines.append(f"{stamp} gpu: {snapshot.gpu_error}")
+        error("gpu", snapshot.gpu_error)
     for gpu in snapshot.gpus:
         where = "" if gpu.host == "local" else f"{gpu.host}:"
         lines.append(
@@ -432,18 +446,25 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
             f"power={NA if gpu.power_w is None else f'{gpu.power_w:.0f}W'}"
         )
     if snapshot.docker_error:
-        lines.append(f"{stamp} docker: {snapshot.docker_error}")
+        error("docker", snapshot.docker_error)
     for other in snapshot.hosts:
-        lines.append(
-            f"{stamp} host {other.name} "
-            + (f"unreachable: {other.error}" if other.error else f"services={other.services}")
-            + (f" gpu: {other.gpu_error}" if other.gpu_error and not other.error else "")
-        )
+        if other.error:
+            error(
+                f"host {other.name}",
+                other.error,
+                f"host {other.name} unreachable: {other.error}",
+            )
+            continue
+        lines.append(f"{stamp} host {other.name} services={other.services}")
+        if other.gpu_error:
+            error(f"host {other.name} gpu", other.gpu_error)
     for svc in snapshot.services:
         lines.append(
             f"{stamp} {svc.key} engine={svc.engine} state={svc.state}"
             f"{'/' + svc.health if svc.health else ''} scrape={svc.scrape} "
             f"vram={fmt_bytes(svc.vram_used_bytes)}/{fmt_bytes(svc.vram_budget_bytes)} "
+            f"cpu={NA if svc.cpu_pct is None else f'{svc.cpu_pct:.1f}%'} "
+            f"ram={fmt_bytes(svc.ram_used_bytes)}/{fmt_bytes(svc.ram_budget_bytes)} "
             f"queue={fmt_queue(svc)} tok/s={fmt_rate(svc.tokens_per_s)} "
             f"up={fmt_duration(svc.uptime_s)}"
         )
@@ -454,5 +475,14 @@ def plain_lines(snapshot: MonitorSnapshot) -> list[str]:
             f"mem={fmt_bytes(proc.used_bytes)}"
         )
     if snapshot.scheduler is not None:
-        lines += scheduler_lines(snapshot.scheduler, stamp)
+        view = snapshot.scheduler
+        if view.serving and view.error:
+            error(f"scheduler {view.url}", view.error)
+        else:
+            lines += scheduler_lines(view, stamp)
+    if said is not None:
+        for kind in [kind for kind in said if kind not in current]:
+            lines.append(f"{stamp} {kind}: ok again")
+        said.clear()
+        said.update(current)
     return lines

@@ -43,7 +43,9 @@ def test_profile_list_json_shape() -> None:
     assert {"dev", "production", "creative", "cpu"} <= set(rows)
     assert rows["dev"]["on_demand"] == ["reasoning"]
     assert rows["cpu"]["source"] == "built-in"
-    assert set(rows["dev"]) == {"name", "path", "source", "description", "services", "on_demand", "error"}
+    assert set(rows["dev"]) == {
+        "name", "path", "source", "description", "services", "on_demand", "error", "active"
+    }
 
 
 def test_profile_show_json() -> None:
@@ -86,6 +88,7 @@ def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [
         f"{one}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)",
+        f"{one}:3: services 'a' and 'b' both use port 8001",
         f"{one}:4: env: TOKEN: ${{NOT_SET_ANYWHERE}} is not set "
         "(set it, or give a default: ${NOT_SET_ANYWHERE:-value})",
         f"{two}:2: unclosed '{{' (parsing stopped at line 3: expected ',' or '}}', but got "
@@ -94,7 +97,7 @@ def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
     assert "ok      dev  (" in result.stdout
     data = json.loads(invoke("profile", "validate", "--json").stdout)
     by_name = {row["name"]: row for row in data["results"]}
-    assert len(by_name["one"]["problems"]) == 2
+    assert len(by_name["one"]["problems"]) == 3
     assert by_name["dev"]["problems"] == []
     assert data["ok"] is False
 
@@ -114,7 +117,9 @@ def test_switch_without_yes_and_without_terminal_is_refused(write_profile, monke
 
 
 @pytest.mark.docker
-def test_plan_refuses_over_budget_with_the_arithmetic(write_profile, monkeypatch, docker_engine) -> None:
+def test_plan_refuses_over_budget_with_the_arithmetic(
+    write_profile, monkeypatch, docker_engine, base_image
+) -> None:
     """The NVML contract double stands in for a 24 GiB GPU where another program holds 6 GiB."""
     monkeypatch.setattr(
         runtime, "nvml_module",
@@ -123,9 +128,9 @@ def test_plan_refuses_over_budget_with_the_arithmetic(write_profile, monkeypatch
     write_profile("tight", """
         gpu: {reserve: 2GiB}
         services:
-          big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB}
-          small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB}
-        """)
+          big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB, image: {base}}
+          small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB, image: {base}}
+        """.replace("{base}", base_image))  # images that are here: a missing one is refused too
     result = invoke("profile", "plan", "tight")
     assert result.exit_code == 5
     lines = result.stderr.strip().splitlines()

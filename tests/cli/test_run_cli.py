@@ -206,7 +206,7 @@ def test_usage_after_runs(routed: str) -> None:
     text = invoke("usage", "-p", routed, "--since", "7d")
     assert text.exit_code == 0
     assert text.stdout.splitlines()[0] == "today: $0.0000 of $2 daily budget (0%, profile routed)"
-    assert "last 7d: 3 requests, $0.0000, 100% answered locally" in text.stdout
+    assert "last 7d: 3 requests, 3 answered (3 locally), $0.0000" in text.stdout
 
 
 def test_usage_bad_since() -> None:

@@ -152,12 +152,13 @@ def test_ps_json_reads_the_engine_without_the_docker_sdk(
     assert listing["active_profile"] == "two"
     assert modules & NEVER_AT_START == set()
     assert "typer" not in modules  # `ps --json` skips the Typer app
-    # The Typer command prints the same document (uptime aside, which moves).
+    # The Typer command prints the same document (uptime, CPU and memory aside, which move).
     typer_out = run_cli("ps", "--json", env={"AITHER_NO_FAST_RUN": "1"})
     assert typer_out.returncode == 0, typer_out.stderr
 
     def steady(document: dict[str, object]) -> object:
-        rows = [{k: v for k, v in row.items() if k != "uptime_s"}
+        moving = ("uptime_s", "cpu_pct", "ram_used_bytes")
+        rows = [{k: v for k, v in row.items() if k not in moving}
                 for row in document["services"]]  # type: ignore[attr-defined]
         return {**document, "services": rows}
 

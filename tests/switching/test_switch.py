@@ -176,7 +176,7 @@ def test_up_and_down_touch_only_the_named_services(clean_namespace, two_profiles
     down = run_cli("down", "only-a", "--yes")
     assert down.returncode == 0, down.stderr
     assert set(running(engine)) == {"shared", "changed"}
-    up = run_cli("up", "only-a")
+    up = run_cli("up", "only-a", "--yes")
     assert up.returncode == 0, up.stderr
     after = running(engine)
     assert after["shared"] == before["shared"] and after["changed"] == before["changed"]

@@ -291,7 +291,7 @@ def test_kill_9_mid_switch_then_the_next_command_restores_from_the_record(
         assert result.returncode == 0, result.stderr
         assert "rolled back a switch to beta" in result.stderr
     else:
-        result = run_cli("up", "--profile", "alpha")
+        result = run_cli("up", "--profile", "alpha", "--yes")
         assert result.returncode == 0, result.stderr
     assert_alpha_restored(alpha)
 
@@ -513,7 +513,7 @@ def test_switch_and_up_print_where_each_service_answers(
     lines = [line.split() for line in result.stdout.splitlines()]
     assert ["llm", f"http://127.0.0.1:{llm}/v1"] in lines  # llama.cpp: the OpenAI base URL
     assert ["web", f"http://127.0.0.1:{web}"] in lines
-    again = run_cli("up", "--json")
+    again = run_cli("up", "--json", "--yes")
     assert again.returncode == 0, again.stderr
     assert f'"llm": "http://127.0.0.1:{llm}/v1"' in again.stdout
     chat = httpx.post(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,17 @@ async def test_the_panel_shows_queues_pools_and_the_last_events(tmp_path: Path) 
         assert "on demand" in lines[2]
         assert lines[3].split()[:6] == ["cloud", "ready", "0/32", "0", "of", "32"]
         assert "endpoint" in lines[3]
-        # The last six of the twenty events, newest last, beside the backends.
-        assert "21:48:01 queued    llm normal, 1 waiting" in lines[1]
-        assert "21:48:02 queued    llm interactive, 3 waiting" in lines[6]
-        assert "fell_back" not in plain(panel)  # the seventh from the end
+        # The last six of the twenty events, newest last, in a panel of their own below the
+        # backends (beside them, each event read as that row's).
+        assert len(lines) == 4
+        events_panel = app.query_one("#scheduler-events")
+        assert events_panel.display
+        assert events_panel.border_title == "scheduler events"
+        events = plain(events_panel).splitlines()
+        assert len(events) == 6
+        assert events[0].startswith("21:48:01 queued    llm normal, 1 waiting")
+        assert events[5].startswith("21:48:02 queued    llm interactive, 3 waiting")
+        assert "fell_back" not in plain(events_panel)  # the seventh from the end
 
 
 async def test_the_panel_follows_the_gateway_coming_and_going(tmp_path: Path) -> None:
@@ -82,11 +90,12 @@ async def test_the_panel_follows_the_gateway_coming_and_going(tmp_path: Path) ->
         app.request_refresh()
         await settle(app, pilot, refreshes=2)
         assert "0 in flight, 0 queued" in plain(panel)
-        assert plain(panel).count("served") == 4
+        assert plain(app.query_one("#scheduler-events")).count("served") == 4
         app.request_refresh()
         await settle(app, pilot, refreshes=3)
         assert plain(panel).strip() == NO_SCHEDULER
         assert panel.display
+        assert not app.query_one("#scheduler-events").display
         app.request_refresh()
         await settle(app, pilot, refreshes=4)
         assert plain(panel).strip() == (
@@ -100,3 +109,24 @@ async def test_without_a_scheduler_source_the_panel_is_not_drawn(tmp_path: Path)
     async with app.run_test(size=(130, 42)) as pilot:
         await settle(app, pilot)
         assert not app.query_one("#scheduler").display
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_status_shows_the_events_under_the_backends_not_beside_them(columns: int) -> None:
+    """`status` prints the panel too: each event on its own line under a heading, where they
+    used to sit beside the backend table, each read as that row's."""
+    from rich.console import Console
+
+    from aitherctl.tui.render import scheduler_renderable
+
+    console = Console(width=columns, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(scheduler_renderable(FixedScheduler.captured().view))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("backend")) - 1 :]
+    assert lines[1].split() == ["backend", "state", "busy", "queued", "int/nor/bat", "holds"]
+    assert lines[2].startswith("llm      ready  1/1   3 of 8   1/0/2        ram 512 MiB")
+    assert lines[3].startswith("cloud    ready  0/32  0 of 32  0/0/0        -")
+    assert lines[4] == "scheduler events"
+    assert len(lines) == 11
+    assert lines[5].startswith("21:48:01 queued    llm normal, 1 waiting")
+    assert lines[10].startswith("21:48:02 queued    llm interactive, 3 waiting")

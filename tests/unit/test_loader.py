@@ -353,10 +353,13 @@ def test_every_problem_in_a_file_is_reported(catalog, write_profile) -> None:
         f"{path}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)",
         f"{path}:3: service 'b': engine llamacpp needs a `model` to serve",
         f"{path}:4: unknown key 'prot' in service 'c' (did you mean 'port'?)",
+        # 'a' did not build, but its port is checked as written (issue 20: it used to show only
+        # once 'a' was fixed).
+        f"{path}:5: services 'a' and 'd' both use port 8001",
     ]
     assert caught.value.message == caught.value.problems[0].message
     assert caught.value.detail is not None
-    assert len(caught.value.detail.splitlines()) == 2
+    assert len(caught.value.detail.splitlines()) == 3
 
 
 def test_the_core_parses_text_without_files() -> None:

@@ -288,7 +288,7 @@ def _comfy_profile(write_profile: Callable[..., Any], comfy_port: int, chat_port
 
 def _start_comfy() -> None:
     """`aitherctl up comfy`, before serving: ComfyUI runs and holds its share of the pool."""
-    result = run_cli("up", "comfy", "--profile", "comfy-swap")
+    result = run_cli("up", "comfy", "--profile", "comfy-swap", "--yes")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
