@@ -86,11 +86,15 @@ def up(
             runtime.docker, catalog, loaded, runtime.gpu_inventory, CliProgress(out), chosen
         )
         if json_out:
-            out.data({"profile": name, "started": started, "seconds": round(seconds, 2),
-                      "urls": urls})
+            out.data(
+                {"profile": name, "started": started, "seconds": round(seconds, 2), "urls": urls}
+            )
             return
-        out.info(f"started {', '.join(started)} in {seconds:.1f}s" if started
-                 else f"{', '.join(chosen or ['profile ' + name])} already up")
+        out.info(
+            f"started {', '.join(started)} in {seconds:.1f}s"
+            if started
+            else f"{', '.join(chosen or ['profile ' + name])} already up"
+        )
         print_urls(out, urls)
         return
     from aitherctl.cli.render import plan_table
@@ -211,8 +215,7 @@ def recover(json_out: JsonOpt = False) -> None:
         out.data(
             {
                 "recovered": [
-                    {"profile": r.profile, "action": r.action, "summary": r.summary}
-                    for r in done
+                    {"profile": r.profile, "action": r.action, "summary": r.summary} for r in done
                 ]
             }
         )
@@ -257,11 +260,19 @@ def ps_table(listing: ServiceListing) -> Table:
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
     columns = (
-        "service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu", "ram",
+        "service",
+        "engine",
+        "model",
+        "state",
+        "health",
+        "port",
+        "gpu",
+        "vram",
+        "cpu",
+        "ram",
         "up",
     )
-    for column in ("host", *columns) if several else columns:
-        table.add_column(column, overflow="fold")
+    rows = []
     for row in listing.rows:
         healthy = row.health == "healthy"
         vram = format_bytes(row.vram_budget_bytes) if row.vram_budget_bytes else "-"
@@ -269,20 +280,42 @@ def ps_table(listing: ServiceListing) -> Table:
             vram = f"{format_bytes(row.vram_used_bytes)} / {vram}"
             if row.over_budget:
                 vram = f"[red]{vram} over budget[/]"
-        table.add_row(
-            *((row.host,) if several else ()),
-            row.service,
-            row.engine,
-            row.model or "-",
-            f"[green]{row.state}[/]" if row.state == "running" else f"[red]{row.state}[/]",
-            row.health if healthy else f"[yellow]{row.health}[/]",
-            f"{row.port}" if row.port else "-",
-            ",".join(map(str, row.gpus)) or "cpu",
-            vram,
-            "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
-            _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
-            _duration(row.uptime_s),
+        rows.append(
+            (
+                *((row.host,) if several else ()),
+                row.service,
+                row.engine,
+                row.model or "-",
+                f"[green]{row.state}[/]" if row.state == "running" else f"[red]{row.state}[/]",
+                row.health if healthy else f"[yellow]{row.health}[/]",
+                f"{row.port}" if row.port else "-",
+                ",".join(map(str, row.gpus)) or "cpu",
+                vram,
+                "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
+                _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
+                _duration(row.uptime_s),
+            )
         )
+    names = ("host", *columns) if several else columns
+    # A reading that no row has (no VRAM budget, no CPU or RAM figure, nothing up) is left out,
+    # so the columns that say something fit an 80-column terminal; names, states and numbers
+    # never break mid-word, a long model name is shortened with an ellipsis.
+    optional = {"vram", "cpu", "ram", "up"}
+    keep = [
+        index
+        for index, name in enumerate(names)
+        if name not in optional or any(cells[index] != "-" for cells in rows)
+    ]
+    for index in keep:
+        name = names[index]
+        if name in ("model", "host"):
+            table.add_column(name, overflow="ellipsis", min_width=8)
+        elif name in ("vram", "ram"):
+            table.add_column(name, overflow="fold", min_width=4)
+        else:
+            table.add_column(name, no_wrap=True)
+    for cells in rows:
+        table.add_row(*(cells[index] for index in keep))
     return table
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.profile_store import ProfileCatalog
 from aitherctl.switching.plan import Plan
-from aitherctl.core.specs import build_specs
+from aitherctl.switching.specs import build_specs
 from aitherctl.errors import AitherError
 
 

@@ -85,7 +85,7 @@ def observe(
 
 def _recorded_last(engine: ContainerSource) -> str | None:
     """With no container left (`down --all`), the profile the last switch recorded."""
-    from aitherctl.ops.records import last_from_records
+    from aitherctl.switching.records import last_from_records
 
     try:
         return last_from_records(engine.records())

@@ -10,8 +10,8 @@ from aitherctl.cli.app import app
 from aitherctl.cli.render import plan_table
 from aitherctl.core.loader import load_profile_text
 from aitherctl.switching.plan import compute_plan
-from aitherctl.core.specs import build_specs
-from aitherctl.core.stack import ManagedContainer
+from aitherctl.switching.specs import build_specs
+from aitherctl.switching.stack import ManagedContainer
 
 runner = CliRunner()
 

@@ -181,7 +181,7 @@ def test_no_gpu_hint_names_a_cpu_profile_whose_image_is_here(
 ) -> None:
     """The hint used to be `profile switch cpu` even where cpu's image cannot be pulled."""
     from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.specs import build_specs
+    from aitherctl.switching.specs import build_specs
     from tests.conftest import free_port, web_service
 
     cpu = build_specs(ProfileCatalog().load("cpu"), {}).resident["assistant"].image
