@@ -40,6 +40,9 @@ DEFAULT_PORT = 8150
 DEFAULT_DRAIN_S = 30.0
 MAX_BODY_BYTES = 32 * 1024 * 1024  # images in chat messages are base64
 PRIORITY_HEADER = "x-aither-priority"
+# `x-aither-max-tokens: profile`: no limit in the body means the profile's `routing.max_tokens`
+# for every backend (what `aitherctl run` sends without --max-tokens).
+MAX_TOKENS_HEADER = "x-aither-max-tokens"
 KEYS_ENV = "AITHER_API_KEYS"
 
 
@@ -261,6 +264,7 @@ class Gateway:
             request.path, body, priority, client,
             effort=int(effort) if effort else None,
             local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
+            profile_limit=request.headers.get(MAX_TOKENS_HEADER, "") == "profile",
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(gateway_request, sink)

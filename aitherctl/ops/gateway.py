@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aitherctl.core.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.core.scheduling import Priority
 from aitherctl.errors import AitherError, NotFoundError
@@ -67,6 +68,9 @@ class GatewayRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     effort: int | None = None  # forced (`run --effort`), for `auto`
     local_only: bool = False  # never leave the machine (`run --local-only`)
+    # Without a limit in the body, send `routing.max_tokens` to every backend (`run` asks this
+    # with `x-aither-max-tokens: profile`, as `run --direct` always sends it).
+    profile_limit: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -310,11 +314,9 @@ class Dispatcher:
         started: float,
     ) -> Reply | None:
         router = self.router
-        options = RunOptions(prompt=prompt_text(request.route, request.body)[0] or " ")
-        max_tokens = _int_or_none(request.body.get("max_tokens")) or _int_or_none(
-            request.body.get("max_completion_tokens")
-        ) or router.table.default_max_tokens
-        worst = router.worst_case(candidate, options, max_tokens)
+        wire, usage_added = self._upstream_body(request, candidate)
+        bound = request_bound(request.route, wire)
+        worst = bound.cost_usd(candidate.price)
         reservation: int | None = None
         if worst > 0:
             timeout = route.tier.timeout_s if route.tier else 60.0
@@ -352,7 +354,7 @@ class Dispatcher:
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
                 self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
-            body, usage_added = self._upstream_body(request, candidate)
+            body = json.dumps(wire).encode()
             headers = {"Content-Type": "application/json"}
             if candidate.api_key_env:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
@@ -398,27 +400,35 @@ class Dispatcher:
             if lease is not None:
                 self.scheduler.release(lease)
             if reservation is not None:
-                cost = self._cost(candidate, options, result, max_tokens) if (
+                cost = _cost(bound, candidate, result) if (
                     result.outcome in ("ok", "partial")
                 ) else (worst if billable else 0.0)
                 result.cost_usd += cost
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
-    def _cost(
-        self, candidate: Candidate, options: RunOptions, result: Outcome, max_tokens: int
-    ) -> float:
-        return self.router.cost(candidate, options, result.tokens_in, result.tokens_out,
-                                max_tokens)
-
-    def _upstream_body(self, request: GatewayRequest, candidate: Candidate) -> tuple[bytes, bool]:
+    def _upstream_body(
+        self, request: GatewayRequest, candidate: Candidate
+    ) -> tuple[dict[str, Any], bool]:
         """The client's body for this backend: its model name, no `priority`, the endpoint's
         max-tokens field and temperature rule, usage asked for when streaming (the ledger
-        needs it; the extra chunk is not passed on unless the client asked)."""
+        needs it; the extra chunk is not passed on unless the client asked). Without a limit
+        from the client, `routing.max_tokens` goes to a priced backend (its worst case must be
+        bounded) and, for `run`, to every backend (as `run --direct` sends it)."""
         body = dict(request.body)
         body.pop("priority", None)
         body["model"] = candidate.model
-        if candidate.max_tokens_field == "max_completion_tokens" and "max_tokens" in body:
+        field_name = (
+            candidate.max_tokens_field if request.route == "/v1/chat/completions" else "max_tokens"
+        )
+        if field_name == "max_completion_tokens" and "max_tokens" in body:
             body["max_completion_tokens"] = body.pop("max_tokens")
+        priced = candidate.price is not None and not candidate.price.is_free
+        if (
+            request.route != "/v1/embeddings"
+            and output_limit(body) is None
+            and (priced or request.profile_limit)
+        ):
+            body[field_name] = self.router.table.default_max_tokens
         if candidate.temperature == "omit":
             body.pop("temperature", None)
         elif not isinstance(candidate.temperature, str):
@@ -429,7 +439,7 @@ class Dispatcher:
             if not (isinstance(options, dict) and options.get("include_usage")):
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 usage_added = True
-        return json.dumps(body).encode(), usage_added
+        return body, usage_added
 
     async def _relay(  # noqa: PLR0917
         self,
@@ -665,6 +675,15 @@ def _header_comments(headers: dict[str, str]) -> bytes:
     stream begun by a keep-alive could not carry."""
     lines = [f": {key} {value}\n" for key, value in headers.items() if key.startswith("x-aither")]
     return ("".join(lines) + "\n").encode()
+
+
+def _cost(bound: RequestBound, candidate: Candidate, result: Outcome) -> float:
+    """From the server's usage; what it did not report counts at its bound (never undercount)."""
+    if candidate.price is None or candidate.price.is_free:
+        return 0.0
+    used_in = result.tokens_in if result.tokens_in is not None else bound.input_tokens
+    used_out = result.tokens_out if result.tokens_out is not None else bound.output_tokens
+    return candidate.price.cost_usd(used_in, used_out)
 
 
 def _int_or_none(value: Any) -> int | None:
