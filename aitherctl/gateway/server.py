@@ -24,6 +24,7 @@ from aiohttp import web
 
 from aitherctl.core.scheduling import Priority, parse_priority
 from aitherctl.errors import UsageError
+from aitherctl.gateway.access import AccessPolicy
 from aitherctl.gateway.metrics import PromMetrics
 from aitherctl.ops.gateway import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.ops.scheduler import REFRESH_S, EventLog, Scheduler
@@ -44,6 +45,12 @@ PRIORITY_HEADER = "x-aither-priority"
 # for every backend (what `aitherctl run` sends without --max-tokens).
 MAX_TOKENS_HEADER = "x-aither-max-tokens"
 KEYS_ENV = "AITHER_API_KEYS"
+CORS_MAX_AGE_S = 600
+# What a page allowed by `--allow-origin` may read of an answer besides the CORS-safe headers.
+_EXPOSED_HEADERS = ", ".join((
+    "x-aither-backend", "x-aither-tier", "x-aither-effort", "x-aither-queue-wait",
+    "x-aither-load-wait", "x-aither-price", "Retry-After",
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +135,13 @@ class Gateway:
         scheduler: Scheduler,
         metrics: PromMetrics,
         keys: list[ApiKey],
+        access: AccessPolicy | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
         self.metrics = metrics
         self.keys = keys
+        self.access = access or AccessPolicy()
         self.started = time.time()
 
     def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
@@ -151,7 +160,9 @@ class Gateway:
                 await task
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._auth])
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[self._guard, self._auth])
+        app.on_response_prepare.append(self._cors_headers)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.prometheus)
@@ -177,10 +188,48 @@ class Gateway:
         return found
 
     @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """A `Host` that does not name this machine (DNS rebinding) and an `Origin` that is
+        not allowed (a web page) are refused before anything runs; an allowed origin's CORS
+        preflight is answered here."""
+        if not self.access.host_allowed(request.headers.get("Host")):
+            return _json_reply(Reply(403, error_body(
+                f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
+                "with aitherctl serve --allow-host NAME)", "permission_error", "host_not_allowed",
+            )))
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.access.origin_allowed(origin):
+            return _json_reply(Reply(403, error_body(
+                f"requests from the web page at {origin} are not allowed (allow its origin "
+                "with aitherctl serve --allow-origin ORIGIN)", "permission_error",
+                "origin_not_allowed",
+            )))
+        if request.method == "OPTIONS" and origin is not None:
+            headers = {
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"),
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+            }
+            return web.Response(status=204, headers=headers)
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    async def _cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """An allowed page may read the answer (set on every response, streams included)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and self.access.origin_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+            response.headers.add("Vary", "Origin")
+
+    @web.middleware
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        if self.keys and request.path != "/health":
+        if self.keys and request.path != "/health" and request.method != "OPTIONS":
             key = self._key_for(request)
             if key is None:
                 return _json_reply(Reply(401, error_body(
@@ -236,6 +285,13 @@ class Gateway:
                 await response.write(_sse(event.to_json()))
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            # A browser sends text/plain and form bodies cross-site without asking (a "simple"
+            # request); JSON needs a preflight, which the Origin rule answers.
+            return _json_reply(Reply(415, error_body(
+                f"the body must be JSON sent as Content-Type: application/json (not "
+                f"{request.headers.get('Content-Type') or 'none'})", "invalid_request_error",
+            )))
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -298,6 +354,8 @@ class ServeOptions:
     port: int = DEFAULT_PORT
     drain_s: float = DEFAULT_DRAIN_S
     keys: tuple[ApiKey, ...] = ()
+    allow_hosts: tuple[str, ...] = ()  # --allow-host and $AITHER_ALLOWED_HOSTS
+    allow_origins: tuple[str, ...] = ()  # --allow-origin and $AITHER_ORIGINS
 
 
 def check_bind(options: ServeOptions) -> None:
@@ -464,6 +522,7 @@ def build_gateway(
     inventory: Callable[[], GpuInventory],
     *,
     keys: list[ApiKey],
+    access: AccessPolicy | None = None,
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
     from aitherctl.adapters.upstream import Upstream
@@ -471,7 +530,14 @@ def build_gateway(
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
-    return Gateway(dispatcher, scheduler, stack.metrics, keys), stack
+    return Gateway(dispatcher, scheduler, stack.metrics, keys, access), stack
+
+
+def machine_names() -> list[str]:
+    """This machine's host name (`Host` may name it; no DNS lookup at start)."""
+    import socket
+
+    return [socket.gethostname()]
 
 
 def _url_host(host: str) -> str:
