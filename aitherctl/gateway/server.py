@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8150
 DEFAULT_DRAIN_S = 30.0
+# What aiohttp may still wait for each connection once the drain is over and every handler has
+# been cancelled (its own default, 60 s, applied twice, outlasted systemd's TimeoutStopSec).
+SHUTDOWN_GRACE_S = 0.5
 MAX_BODY_BYTES = 32 * 1024 * 1024  # images in chat messages are base64
 PRIORITY_HEADER = "x-aither-priority"
 # `x-aither-max-tokens: profile`: no limit in the body means the profile's `routing.max_tokens`
@@ -143,10 +146,28 @@ class Gateway:
         self.keys = keys
         self.access = access or AccessPolicy()
         self.started = time.time()
+        self.closing = asyncio.Event()  # set at shutdown: /events streams end
+        self.retired: list[Dispatcher] = []  # dispatchers replaced by a followed switch
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
         """New requests go to `scheduler` from now on (one assignment, on the loop)."""
+        self.retired.append(self.dispatcher)
         self.dispatcher, self.scheduler = dispatcher, scheduler
+
+    async def cancel_requests(self, grace_s: float) -> None:
+        """Cancel the handlers still running (the drain is over): each closes its upstream
+        request and records its ledger row; wait at most `grace_s` for them."""
+        tasks = [task for task in self._handlers if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+
+    async def flush(self) -> None:
+        """Write every ledger row still pending, the retired dispatchers' too."""
+        for dispatcher in [*self.retired, self.dispatcher]:
+            await dispatcher.flush()
 
     async def housekeeping(self) -> None:
         """The current scheduler's idle loop, following it when it is replaced."""
@@ -194,6 +215,10 @@ class Gateway:
         """A `Host` that does not name this machine (DNS rebinding) and an `Origin` that is
         not allowed (a web page) are refused before anything runs; an allowed origin's CORS
         preflight is answered here."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         if not self.access.host_allowed(request.headers.get("Host")):
             return _json_reply(Reply(403, error_body(
                 f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
@@ -273,16 +298,26 @@ class Gateway:
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
         await response.prepare(request)
+        closing = asyncio.ensure_future(self.closing.wait())
         async with self.scheduler.events.subscribe() as queue:
-            for event in list(self.scheduler.events.recent):
-                await response.write(_sse(event.to_json()))
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                await response.write(_sse(event.to_json()))
+            try:
+                for event in list(self.scheduler.events.recent):
+                    await response.write(_sse(event.to_json()))
+                while not self.closing.is_set():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait(
+                        {getter, closing}, timeout=15.0, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        await response.write(_sse(getter.result().to_json()))
+                        continue
+                    getter.cancel()
+                    if not self.closing.is_set():
+                        await response.write(b": keep-alive\n\n")
+            finally:
+                closing.cancel()
+        await response.write_eof()  # shutdown: the stream ends, the client sees it end
+        return response
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":
@@ -420,7 +455,8 @@ async def serve_forever(
             stop.set()
 
         loop.add_signal_handler(sig, handler)
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None,
+                           shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
     try:
@@ -451,18 +487,24 @@ async def serve_forever(
     try:
         await stop.wait()
     finally:
+        # `--drain` is the whole budget: requests in flight get what is left of it, then are
+        # cancelled (each records its ledger row), and the ledger is written before exit.
+        deadline = loop.time() + options.drain_s
         if follower is not None:
             follower.cancel()
         scheduler = gateway.scheduler
         scheduler.events.emit("draining", None, f"{scheduler.in_flight()} request(s) in flight")
+        gateway.closing.set()
         with contextlib.suppress(Exception):
             await site.stop()  # no new connections
-        await asyncio.gather(*(s.close(options.drain_s) for s in [*retired, scheduler]))
+        await asyncio.gather(*(s.close(max(0.0, deadline - loop.time()))
+                               for s in [*retired, scheduler]))
         housekeeping.cancel()
         with contextlib.suppress(BaseException):
             await housekeeping
+        await gateway.cancel_requests(SHUTDOWN_GRACE_S)
         await runner.cleanup()
-        await gateway.dispatcher.flush()
+        await gateway.flush()
         await upstream.close()
         if state_file is not None:
             with contextlib.suppress(OSError):

@@ -8,12 +8,16 @@ The gateway runs as its own process; clients are the official `openai` client, c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from aitherctl.core.request_cost import request_bound
@@ -56,9 +60,10 @@ def _long_chat(index: int) -> list[dict[str, str]]:
             {
                 "role": "assistant",
                 "content": (
-                    "The towns grew around fords and later bridges; mills used the river's fall, and "
-                    "weekly markets drew farmers from the hills. Trade moved by barge downstream and by "
-                    "cart upstream, and tolls at the bridges paid for their upkeep."
+                    "The towns grew around fords and later bridges; mills used the river's "
+                    "fall, and weekly markets drew farmers from the hills. Trade moved by barge "
+                    "downstream and by cart upstream, and tolls at the bridges paid for their "
+                    "upkeep."
                 ),
             }
         )
@@ -141,3 +146,56 @@ def test_twelve_long_chats_without_max_tokens_to_a_priced_endpoint_stay_within_t
     assert 0 < spent <= CAP_USD
     usage = json.loads(run_cli("usage", "--json", "--profile", "metered").stdout)
     assert usage["budget"]["spent_today_usd"] == pytest.approx(spent, abs=1e-6)
+
+
+def test_drain_is_the_whole_shutdown_budget_with_an_events_client_and_a_long_stream(
+    llama_port: int, tmp_path: Path
+) -> None:
+    """`serve --drain 2` with an `/events` client connected and a stream that would run for
+    long: on SIGTERM the events stream ends, the stream is cut after the drain, its ledger row
+    is written, and the process exits 0 within a few seconds (aiohttp's own 60 s shutdown wait,
+    applied twice, used to keep it running past systemd's TimeoutStopSec)."""
+    del llama_port
+    events: list[str] = []
+    events_ended = threading.Event()
+    streamed = threading.Event()
+
+    def follow_events(url: str) -> None:
+        with httpx.stream("GET", url + "/events", timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:])["event"])
+        events_ended.set()
+
+    def long_stream(url: str) -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream(
+                "POST",
+                url + "/v1/chat/completions",
+                timeout=120,
+                json={
+                    "model": "a",
+                    "stream": True,
+                    "max_tokens": 900,
+                    "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "Count to one thousand."}],
+                },
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                if '"content"' in line:
+                    streamed.set()
+
+    with serving("solo", args=["--drain", "2"], expect_exit=None) as served:
+        threading.Thread(target=follow_events, args=(served.url,), daemon=True).start()
+        threading.Thread(target=long_stream, args=(served.url,), daemon=True).start()
+        assert streamed.wait(120), served.log_tail()
+        served.process.send_signal(signal.SIGTERM)
+        code = served.process.wait(timeout=20)  # drain 2 s; "a few seconds", generously
+        assert code == 0, served.log_tail()
+        assert events_ended.wait(5)
+        assert "draining" in events
+    rows = _ledger(tmp_path / "data")
+    assert [row["backend"] for row in rows] == ["a"]
+    assert rows[0]["ttft_s"] is not None
