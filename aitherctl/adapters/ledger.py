@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -189,6 +189,11 @@ class Ledger:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
             )
             try:
+                # WAL: a reader (`usage`, the monitor, a user's sqlite3 shell) never blocks a
+                # reservation's commit, as it did with the rollback journal ("database is
+                # locked" after the busy timeout). Kept in the file; a no-op once set.
+                with suppress(sqlite3.OperationalError):  # busy now: switched next time
+                    connection.execute("PRAGMA journal_mode=WAL")
                 connection.executescript(SCHEMA)
                 _add_later_columns(connection)
                 yield connection
@@ -206,11 +211,14 @@ class Ledger:
         if not self.path.exists():
             yield None
             return
+        # A reader of a WAL database may create its `-wal` and `-shm` files: owner-only too.
+        previous = os.umask(0o077)
         try:
             connection = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
             )
         except sqlite3.Error as exc:
+            os.umask(previous)
             raise AitherError(f"usage ledger {self.path}: {exc}") from None
         try:
             yield connection
@@ -218,6 +226,7 @@ class Ledger:
             raise AitherError(f"usage ledger {self.path}: {exc}") from None
         finally:
             connection.close()
+            os.umask(previous)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -96,7 +96,9 @@ class Upstream:
         return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,  # pass compressed bodies through as they are
+            # Requests ask for `identity` (`open` below); a server that compresses anyway is
+            # decoded here, so clients get plain JSON and the gateway can read `usage`.
+            auto_decompress=True,
             trust_env=False,
             skip_auto_headers=("User-Agent",),
         )
@@ -116,6 +118,7 @@ class Upstream:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        headers = {**headers, "Accept-Encoding": "identity"}
         try:
             try:
                 response = await asyncio.wait_for(

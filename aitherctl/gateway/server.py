@@ -63,22 +63,42 @@ class ApiKey:
     priority: Priority = Priority.NORMAL
 
 
-def parse_keys(text: str, source: str) -> list[ApiKey]:
-    """One key per line (or comma-separated in the environment): `SECRET [priority] [name]`.
-    Blank lines and `#` comments are skipped. Raises UsageError naming the line."""
+def parse_keys(text: str, source: str, *, env: bool = False) -> list[ApiKey]:
+    """A keys file: one key per line, `KEY [interactive|normal|batch] [NAME]`, blank lines and
+    `#` comments (a line of its own, or after a space) skipped. The environment variable: the
+    same entries separated by commas. Anything else is refused, naming the line (never the key):
+    a key with `#` or `,` in it used to be cut there silently."""
     keys = []
-    entries = [part for line in text.splitlines() for part in line.split(",")]
-    for number, entry in enumerate(entries, 1):
-        words = entry.split("#", 1)[0].split()
+    if env:
+        entries = list(enumerate(text.split(","), 1))
+        where = "entry"
+    else:
+        entries = list(enumerate(text.splitlines(), 1))
+        where = "line"
+    for number, entry in entries:
+        place = f"{source}: {where} {number}" if env else f"{source}:{number}"
+        words = entry.split()
+        for index, word in enumerate(words):
+            if word.startswith("#"):
+                words = words[:index]
+                break
         if not words:
             continue
+        if any("#" in word for word in words):
+            raise UsageError(f"{place}: '#' inside a word: put comments on their own line or "
+                             "after a space (a key may not contain '#')")
+        if not env and any("," in word for word in words):
+            raise UsageError(f"{place}: ',' in a keys file: one key per line (commas separate "
+                             f"keys only in ${KEYS_ENV})")
+        if len(words) > 3:
+            raise UsageError(f"{place}: {len(words)} words; expected KEY [priority] [NAME]")
         secret = words[0]
         if len(secret) < 16:
-            raise UsageError(f"{source}: entry {number}: an API key needs at least 16 characters")
+            raise UsageError(f"{place}: an API key needs at least 16 characters")
         try:
             priority = parse_priority(words[1] if len(words) > 1 else None)
         except ValueError as exc:
-            raise UsageError(f"{source}: entry {number}: {exc}") from None
+            raise UsageError(f"{place}: {exc}") from None
         name = words[2] if len(words) > 2 else f"key-{number}"
         keys.append(ApiKey(name, secret, priority))
     return keys
@@ -87,7 +107,7 @@ def parse_keys(text: str, source: str) -> list[ApiKey]:
 def load_keys(keys_file: Path | None, env: dict[str, str]) -> list[ApiKey]:
     keys = []
     if env.get(KEYS_ENV):
-        keys += parse_keys(env[KEYS_ENV], f"${KEYS_ENV}")
+        keys += parse_keys(env[KEYS_ENV], f"${KEYS_ENV}", env=True)
     if keys_file is not None:
         try:
             text = keys_file.read_text()

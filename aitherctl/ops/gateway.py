@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,9 +38,10 @@ KEEPALIVE_EVERY_S = 5.0
 CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
 LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
+# `content-encoding` too: the upstream client decodes what a server compressed anyway.
 _DROPPED_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
-    "proxy-connection", "te", "trailer", "upgrade",
+    "proxy-connection", "te", "trailer", "upgrade", "content-encoding",
 })
 ROUTES = {
     "/v1/chat/completions": "chat/completions",
@@ -712,6 +714,11 @@ def _usage_into(usage: dict[str, Any], result: Outcome) -> None:
         result.tokens_out = completion
 
 
+# The stream's end: a `data: [DONE]` line of its own (a line starts after a newline byte, which
+# JSON text never holds raw, so `[DONE]` inside the model's text never matches).
+_DONE_EVENT = re.compile(rb"\ndata: ?\[DONE\](?:\r?\n|$)")
+
+
 class _SseSplitter:
     """Passes an SSE stream through in the chunks it arrives in, reading (and, when the
     gateway added the request for it, dropping) the final usage-only event."""
@@ -720,13 +727,14 @@ class _SseSplitter:
         self.strip_usage = strip_usage
         self.buffer = b""
         self.usage: dict[str, Any] | None = None
-        self.done = False  # `data: [DONE]` went by
-        self._tail = b""
+        self.done = False  # the `data: [DONE]` event went by
+        self._tail = b"\n"  # the stream's start counts as a line start
 
     def watch_done(self, chunk: bytes) -> None:
+        if not self.done and b"[DONE]" in self._tail + chunk:
+            self.done = _DONE_EVENT.search(self._tail + chunk) is not None
         if not self.done:
-            self.done = b"[DONE]" in self._tail + chunk
-            self._tail = chunk[-8:]
+            self._tail = (self._tail + chunk)[-16:]
 
     def feed(self, chunk: bytes) -> bytes:
         if b'"usage"' not in chunk and not self.buffer:
