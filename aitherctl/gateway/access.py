@@ -16,6 +16,7 @@ Pure: the machine's names are passed in.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class AccessPolicy:
         """Does this `Host` header name this machine? (None: no header, not a browser.)"""
         if host_header is None:
             return True
+        return _host_allowed(self, host_header)
+
+    def _check_host(self, host_header: str) -> bool:
         name = host_name(host_header)
         if not name:
             return False
@@ -51,6 +55,12 @@ class AccessPolicy:
         if parts.scheme in ("http", "https") and (parts.hostname or "") in _LOOPBACK_NAMES:
             return True
         return any(fnmatch.fnmatchcase(normal, pattern) for pattern in self.origins)
+
+
+@functools.lru_cache(maxsize=256)
+def _host_allowed(policy: AccessPolicy, host_header: str) -> bool:
+    """Every request asks about the same few `Host` values: each is worked out once."""
+    return policy._check_host(host_header)
 
 
 def host_name(host_header: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -50,6 +51,15 @@ ROUTES = {
 }
 
 
+_ID_PREFIX = uuid.uuid4().hex[:8]  # this process's; the counter makes each id unique
+_ids = itertools.count(1)
+
+
+def _new_id() -> str:
+    """A unique id without a `uuid4` (an `os.urandom` call) per request."""
+    return f"{next(_ids):x}{_ID_PREFIX}"
+
+
 class Sink(Protocol):
     """Where the answer goes: the front-end's response to the client."""
 
@@ -67,7 +77,7 @@ class GatewayRequest:
     body: dict[str, Any]
     priority: Priority
     client: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    request_id: str = field(default_factory=lambda: _new_id()[:12])
     effort: int | None = None  # forced (`run --effort`), for `auto`
     local_only: bool = False  # never leave the machine (`run --local-only`)
     # Without a limit in the body, send `routing.max_tokens` to every backend (`run` asks this
@@ -102,7 +112,7 @@ class Outcome:
     all_full: bool = True  # every candidate was skipped for a full queue
     retry_after_s: int = 1
     # The budget reservations of this request's attempts; its ledger row replaces them.
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=_new_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +327,9 @@ class Dispatcher:
     ) -> Reply | None:
         router = self.router
         wire, usage_added = self._upstream_body(request, candidate)
-        bound = request_bound(request.route, wire)
+        priced = candidate.price is not None and not candidate.price.is_free
+        # Only a priced backend needs the bound (walking a long chat costs time on the loop).
+        bound = request_bound(request.route, wire) if priced else RequestBound(0, 0)
         worst = bound.cost_usd(candidate.price)
         reservation: int | None = None
         if worst > 0:
