@@ -743,10 +743,12 @@ class _SseSplitter:
         self._tail = b"\n"  # the stream's start counts as a line start
 
     def watch_done(self, chunk: bytes) -> None:
-        if not self.done and b"[DONE]" in self._tail + chunk:
-            self.done = _DONE_EVENT.search(self._tail + chunk) is not None
-        if not self.done:
-            self._tail = (self._tail + chunk)[-16:]
+        if self.done:
+            return
+        data = self._tail + chunk
+        if b"[DONE]" in data:
+            self.done = _DONE_EVENT.search(data) is not None
+        self._tail = data[-16:]
 
     def feed(self, chunk: bytes) -> bytes:
         if b'"usage"' not in chunk and not self.buffer:
