@@ -42,6 +42,13 @@ def _ledger(data_dir: Path) -> list[dict[str, Any]]:
         db.close()
 
 
+def _llama(port: int) -> dict[str, object]:
+    """SmolLM2 with 1,024 tokens of context in one slot (room for the history and an answer)."""
+    return llama_service(
+        port, ram="256MiB", args=["--ctx-size", "1024", "--threads", "1", "--parallel", "1"]
+    )
+
+
 def _long_chat(index: int) -> list[dict[str, str]]:
     """A chat with about 500 tokens of history (SmolLM2's tokenizer), as an editor sends it."""
     messages = [{"role": "system", "content": "You are a helpful assistant. Answer briefly."}]
@@ -78,9 +85,7 @@ def llama_port(
     """One resident llama.cpp service (`a`, 1,024 tokens of context) started by a switch."""
     del llama_image
     port = free_port()
-    write_profile(
-        "solo", services={"a": llama_service(port, ram="256MiB")}, routing={"max_tokens": LIMIT}
-    )
+    write_profile("solo", services={"a": _llama(port)}, routing={"max_tokens": LIMIT})
     result = run_cli("profile", "switch", "solo", "--yes")
     assert result.returncode == 0, result.stderr
     return port
@@ -96,7 +101,7 @@ def test_twelve_long_chats_without_max_tokens_to_a_priced_endpoint_stay_within_t
     and the day's spend stays within the cap."""
     write_profile(
         "metered",
-        services={"a": llama_service(llama_port, ram="256MiB")},
+        services={"a": _llama(llama_port)},
         endpoints={
             "paid": {
                 "base_url": f"http://127.0.0.1:{llama_port}/v1",
