@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -171,6 +171,7 @@ def _add_later_columns(db: sqlite3.Connection) -> None:
 class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or data_dir() / LEDGER_FILE
+        self._ready = False  # the schema and WAL mode are set (once per Ledger, not per batch)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -180,7 +181,8 @@ class Ledger:
         previous = os.umask(0o077)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not self.path.exists():
+            fresh = not self.path.exists()
+            if fresh:
                 fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
                 os.close(fd)
             elif self.path.stat().st_mode & 0o077:
@@ -189,8 +191,15 @@ class Ledger:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
             )
             try:
-                connection.executescript(SCHEMA)
-                _add_later_columns(connection)
+                if fresh or not self._ready:
+                    # WAL: a reader (`usage`, the monitor, a user's sqlite3 shell) never blocks
+                    # a reservation's commit, as it did with the rollback journal ("database is
+                    # locked" after the busy timeout). Kept in the file; a no-op once set.
+                    with suppress(sqlite3.OperationalError):  # busy now: switched next time
+                        connection.execute("PRAGMA journal_mode=WAL")
+                    connection.executescript(SCHEMA)
+                    _add_later_columns(connection)
+                    self._ready = True
                 yield connection
             except sqlite3.Error as exc:
                 raise AitherError(f"usage ledger {self.path}: {exc}") from None
@@ -206,11 +215,14 @@ class Ledger:
         if not self.path.exists():
             yield None
             return
+        # A reader of a WAL database may create its `-wal` and `-shm` files: owner-only too.
+        previous = os.umask(0o077)
         try:
             connection = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
             )
         except sqlite3.Error as exc:
+            os.umask(previous)
             raise AitherError(f"usage ledger {self.path}: {exc}") from None
         try:
             yield connection
@@ -218,6 +230,7 @@ class Ledger:
             raise AitherError(f"usage ledger {self.path}: {exc}") from None
         finally:
             connection.close()
+            os.umask(previous)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

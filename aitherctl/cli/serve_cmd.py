@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from aitherctl.serve.app import Gateway, Stack
 
 
-def serve(
+def serve(  # noqa: PLR0917 - Typer passes options by position
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (not loopback: API keys needed).")
     ] = "127.0.0.1",
@@ -39,6 +39,22 @@ def serve(
         float,
         typer.Option("--drain", min=0.0, help="On SIGTERM, seconds to let requests finish."),
     ] = 30.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another name clients reach this machine by (the Host header; repeatable; "
+            "also $AITHER_ALLOWED_HOSTS). IP addresses, localhost and the host name always work.",
+        ),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            help="A web page origin allowed to call the API, e.g. https://chat.example "
+            "(repeatable, * wildcards; also $AITHER_ORIGINS). Loopback origins always are.",
+        ),
+    ] = None,
 ) -> None:
     """Serve every model of the profile on one OpenAI-compatible endpoint that queues by
     priority, starts on-demand models and evicts idle ones (127.0.0.1:8150).
@@ -49,30 +65,43 @@ def serve(
     a service that is not running is started on the first request, evicting idle ones when
     memory is short. GET /v1/models, /health, /metrics (Prometheus), /events (a stream of the
     scheduler's decisions), /status. SIGTERM drains requests in flight, then exits; containers
-    stay as they are.
+    stay as they are. Bodies must be JSON (Content-Type: application/json); requests whose Host
+    does not name this machine, or from web pages of other origins, are refused (403).
     """
     import asyncio
 
+    from aitherctl.serve.access import (
+        ALLOWED_HOSTS_ENV,
+        ORIGINS_ENV,
+        access_policy,
+        split_list,
+    )
     from aitherctl.serve.app import (
         ServeOptions,
         build_gateway,
         check_bind,
         load_keys,
+        machine_names,
         serve_forever,
     )
     from aitherctl.serve.discovery import serve_state_file
 
     out = Output()
     keys = load_keys(keys_file, dict(os.environ))
-    options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys))
+    hosts = (*(allow_host or ()), *split_list(os.environ.get(ALLOWED_HOSTS_ENV)))
+    origins = (*(allow_origin or ()), *split_list(os.environ.get(ORIGINS_ENV)))
+    options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys),
+                           allow_hosts=hosts, allow_origins=origins)
     check_bind(options)
     chosen = _profile(profile)
     from aitherctl.ops.ram import refuse_impossible_ram
 
     refuse_impossible_ram(chosen)
+    access = access_policy(host, machine_names(), hosts, origins)
 
     def build() -> tuple[Gateway, Stack]:
-        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))
+        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys),
+                             access=access)
 
     def active(current: Profile) -> Profile | None:
         """The active profile, when it is not `current`: a switch made another one active, or

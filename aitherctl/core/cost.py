@@ -3,8 +3,9 @@
 Prices are the endpoint's own (`price: {input: 0.27, output: 1.10}` in USD per million tokens, as
 providers publish them). The cost of a finished request uses the token counts the server reports
 (`usage` of the final stream chunk, from `stream_options.include_usage`). Before sending, the check
-counts the request's worst case, an upper bound on the prompt's tokens plus `max_tokens` of output,
-so that spending stays under the cap even if the answer is as long as allowed.
+counts the request's worst case (core/request_cost.py: an upper bound on the tokens billed in and
+out, read from the body sent), so that spending stays under the cap even if the answer is as long
+as allowed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from typing import Any
 
 DEFAULT_DAILY_USD = 5.0
 DEFAULT_WARN_FRACTION = 0.8
-# Chat templates wrap each message in a few special tokens; 16 covers the templates of the
-# OpenAI, Llama, Qwen, Gemma and DeepSeek families with room to spare.
-TEMPLATE_TOKENS_PER_MESSAGE = 16
-TEMPLATE_TOKENS_PER_REQUEST = 16
 WARN_AT_HELP = "budget.warn_at must be a fraction (0.8) or a percentage (80%)"
 
 
@@ -55,17 +52,6 @@ def parse_price(value: Any) -> Price:
             raise ValueError(f"price {item!r} must be a number >= 0 (USD per million tokens)")
         numbers.append(float(item))
     return Price(numbers[0], numbers[1])
-
-
-def prompt_tokens_upper_bound(messages: list[str]) -> int:
-    """An upper bound on the prompt's tokens without a tokenizer: its UTF-8 bytes.
-
-    Byte-level BPE tokenizers (every family above) never emit more tokens than bytes, so the bound
-    holds for any model; it overestimates English text about fourfold, which only makes the budget
-    check stricter.
-    """
-    text_bytes = sum(len(message.encode("utf-8")) for message in messages)
-    return text_bytes + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_PER_REQUEST
 
 
 @dataclass(frozen=True, slots=True)

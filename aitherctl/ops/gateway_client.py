@@ -106,6 +106,8 @@ def run_via_gateway(
         headers["x-aither-effort"] = str(effort)
     if local_only:
         headers["x-aither-local-only"] = "1"
+    if max_tokens is None:  # the serving profile's routing.max_tokens, as `run --direct` sends
+        headers["x-aither-max-tokens"] = "profile"
     result = GatewayAnswer()
     try:
         response = post(url, "/v1/chat/completions", json.dumps(body).encode(), headers, 900.0)

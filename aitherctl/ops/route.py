@@ -31,9 +31,9 @@ from aitherctl.core.cost import (
     budget_warning,
     check_budget,
     parse_budget,
-    prompt_tokens_upper_bound,
 )
 from aitherctl.core.effort import EffortScore, EffortScorer, learned_scorer
+from aitherctl.core.request_cost import request_bound
 from aitherctl.core.routing import (
     Candidate,
     RouteContext,
@@ -70,6 +70,7 @@ RESERVATION_MIN_TTL_S = 600.0
 # that buffers, a cached answer) has no measurable rate.
 RATE_MIN_TOKENS = 8
 RATE_MIN_WINDOW_S = 0.2
+CHAT_ROUTE = "/v1/chat/completions"
 
 
 class StackView(Protocol):
@@ -374,10 +375,15 @@ class Router:
         return self.ledger.committed_since(self.day_start(), self.wall_clock()).total_usd
 
     def _prompt_bound(self, options: RunOptions) -> int:
-        texts = [options.prompt] + ([options.system] if options.system else [])
-        return prompt_tokens_upper_bound(texts)
+        """The request-cost model's input bound for the messages `run` sends."""
+        from aitherctl.adapters.chat import ChatRequest
+
+        messages = ChatRequest(prompt=options.prompt, system=options.system).messages()
+        return request_bound(CHAT_ROUTE, {"messages": messages}, 0).input_tokens
 
     def worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
+        """The request's worst case at the candidate's prices: the request-cost model's bound
+        on the messages `run` sends and the output limit it sends (`max_tokens`)."""
         if candidate.price is None or candidate.price.is_free:
             return 0.0
         return candidate.price.cost_usd(self._prompt_bound(options), max_tokens)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from aitherctl.errors import AitherError, UsageError
+from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -40,9 +41,21 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8150
 DEFAULT_DRAIN_S = 30.0
+# What aiohttp may still wait for each connection once the drain is over and every handler has
+# been cancelled (its own default, 60 s, applied twice, outlasted systemd's TimeoutStopSec).
+SHUTDOWN_GRACE_S = 0.5
 MAX_BODY_BYTES = 32 * 1024 * 1024  # images in chat messages are base64
 PRIORITY_HEADER = "x-aither-priority"
+# `x-aither-max-tokens: profile`: no limit in the body means the profile's `routing.max_tokens`
+# for every backend (what `aitherctl run` sends without --max-tokens).
+MAX_TOKENS_HEADER = "x-aither-max-tokens"
 KEYS_ENV = "AITHER_API_KEYS"
+CORS_MAX_AGE_S = 600
+# What a page allowed by `--allow-origin` may read of an answer besides the CORS-safe headers.
+_EXPOSED_HEADERS = ", ".join((
+    "x-aither-backend", "x-aither-tier", "x-aither-effort", "x-aither-queue-wait",
+    "x-aither-load-wait", "x-aither-price", "Retry-After",
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +65,42 @@ class ApiKey:
     priority: Priority = Priority.NORMAL
 
 
-def parse_keys(text: str, source: str) -> list[ApiKey]:
-    """One key per line (or comma-separated in the environment): `SECRET [priority] [name]`.
-    Blank lines and `#` comments are skipped. Raises UsageError naming the line."""
+def parse_keys(text: str, source: str, *, env: bool = False) -> list[ApiKey]:
+    """A keys file: one key per line, `KEY [interactive|normal|batch] [NAME]`, blank lines and
+    `#` comments (a line of its own, or after a space) skipped. The environment variable: the
+    same entries separated by commas. Anything else is refused, naming the line (never the key):
+    a key with `#` or `,` in it used to be cut there silently."""
     keys = []
-    entries = [part for line in text.splitlines() for part in line.split(",")]
-    for number, entry in enumerate(entries, 1):
-        words = entry.split("#", 1)[0].split()
+    if env:
+        entries = list(enumerate(text.split(","), 1))
+        where = "entry"
+    else:
+        entries = list(enumerate(text.splitlines(), 1))
+        where = "line"
+    for number, entry in entries:
+        place = f"{source}: {where} {number}" if env else f"{source}:{number}"
+        words = entry.split()
+        for index, word in enumerate(words):
+            if word.startswith("#"):
+                words = words[:index]
+                break
         if not words:
             continue
+        if any("#" in word for word in words):
+            raise UsageError(f"{place}: '#' inside a word: put comments on their own line or "
+                             "after a space (a key may not contain '#')")
+        if not env and any("," in word for word in words):
+            raise UsageError(f"{place}: ',' in a keys file: one key per line (commas separate "
+                             f"keys only in ${KEYS_ENV})")
+        if len(words) > 3:
+            raise UsageError(f"{place}: {len(words)} words; expected KEY [priority] [NAME]")
         secret = words[0]
         if len(secret) < 16:
-            raise UsageError(f"{source}: entry {number}: an API key needs at least 16 characters")
+            raise UsageError(f"{place}: an API key needs at least 16 characters")
         try:
             priority = parse_priority(words[1] if len(words) > 1 else None)
         except ValueError as exc:
-            raise UsageError(f"{source}: entry {number}: {exc}") from None
+            raise UsageError(f"{place}: {exc}") from None
         name = words[2] if len(words) > 2 else f"key-{number}"
         keys.append(ApiKey(name, secret, priority))
     return keys
@@ -76,7 +109,7 @@ def parse_keys(text: str, source: str) -> list[ApiKey]:
 def load_keys(keys_file: Path | None, env: dict[str, str]) -> list[ApiKey]:
     keys = []
     if env.get(KEYS_ENV):
-        keys += parse_keys(env[KEYS_ENV], f"${KEYS_ENV}")
+        keys += parse_keys(env[KEYS_ENV], f"${KEYS_ENV}", env=True)
     if keys_file is not None:
         try:
             text = keys_file.read_text()
@@ -127,16 +160,36 @@ class Gateway:
         scheduler: Scheduler,
         metrics: PromMetrics,
         keys: list[ApiKey],
+        access: AccessPolicy | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
         self.metrics = metrics
         self.keys = keys
+        self.access = access or AccessPolicy()
         self.started = time.time()
+        self.closing = asyncio.Event()  # set at shutdown: /events streams end
+        self.retired: list[Dispatcher] = []  # dispatchers replaced by a followed switch
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
         """New requests go to `scheduler` from now on (one assignment, on the loop)."""
+        self.retired.append(self.dispatcher)
         self.dispatcher, self.scheduler = dispatcher, scheduler
+
+    async def cancel_requests(self, grace_s: float) -> None:
+        """Cancel the handlers still running (the drain is over): each closes its upstream
+        request and records its ledger row; wait at most `grace_s` for them."""
+        tasks = [task for task in self._handlers if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+
+    async def flush(self) -> None:
+        """Write every ledger row still pending, the retired dispatchers' too."""
+        for dispatcher in [*self.retired, self.dispatcher]:
+            await dispatcher.flush()
 
     async def housekeeping(self) -> None:
         """The current scheduler's idle loop, following it when it is replaced."""
@@ -150,7 +203,9 @@ class Gateway:
                 await task
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._auth])
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[self._guard, self._auth])
+        app.on_response_prepare.append(self._cors_headers)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.prometheus)
@@ -176,10 +231,52 @@ class Gateway:
         return found
 
     @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        """A `Host` that does not name this machine (DNS rebinding) and an `Origin` that is
+        not allowed (a web page) are refused before anything runs; an allowed origin's CORS
+        preflight is answered here."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        if not self.access.host_allowed(request.headers.get("Host")):
+            return _json_reply(Reply(403, error_body(
+                f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
+                "with aitherctl serve --allow-host NAME)", "permission_error", "host_not_allowed",
+            )))
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.access.origin_allowed(origin):
+            return _json_reply(Reply(403, error_body(
+                f"requests from the web page at {origin} are not allowed (allow its origin "
+                "with aitherctl serve --allow-origin ORIGIN)", "permission_error",
+                "origin_not_allowed",
+            )))
+        if request.method == "OPTIONS" and origin is not None:
+            headers = {
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"),
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+            }
+            return web.Response(status=204, headers=headers)
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    async def _cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """An allowed page may read the answer (set on every response, streams included)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and self.access.origin_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+            response.headers.add("Vary", "Origin")
+
+    @web.middleware
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        if self.keys and request.path != "/health":
+        if self.keys and request.path != "/health" and request.method != "OPTIONS":
             key = self._key_for(request)
             if key is None:
                 return _json_reply(Reply(401, error_body(
@@ -223,18 +320,35 @@ class Gateway:
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
         await response.prepare(request)
+        closing = asyncio.ensure_future(self.closing.wait())
         async with self.scheduler.events.subscribe() as queue:
-            for event in list(self.scheduler.events.recent):
-                await response.write(_sse(event.to_json()))
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                await response.write(_sse(event.to_json()))
+            try:
+                for event in list(self.scheduler.events.recent):
+                    await response.write(_sse(event.to_json()))
+                while not self.closing.is_set():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait(
+                        {getter, closing}, timeout=15.0, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        await response.write(_sse(getter.result().to_json()))
+                        continue
+                    getter.cancel()
+                    if not self.closing.is_set():
+                        await response.write(b": keep-alive\n\n")
+            finally:
+                closing.cancel()
+        await response.write_eof()  # shutdown: the stream ends, the client sees it end
+        return response
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            # A browser sends text/plain and form bodies cross-site without asking (a "simple"
+            # request); JSON needs a preflight, which the Origin rule answers.
+            return _json_reply(Reply(415, error_body(
+                f"the body must be JSON sent as Content-Type: application/json (not "
+                f"{request.headers.get('Content-Type') or 'none'})", "invalid_request_error",
+            )))
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -263,6 +377,7 @@ class Gateway:
             request.path, body, priority, client,
             effort=int(effort) if effort else None,
             local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
+            profile_limit=request.headers.get(MAX_TOKENS_HEADER, "") == "profile",
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(gateway_request, sink)
@@ -296,6 +411,8 @@ class ServeOptions:
     port: int = DEFAULT_PORT
     drain_s: float = DEFAULT_DRAIN_S
     keys: tuple[ApiKey, ...] = ()
+    allow_hosts: tuple[str, ...] = ()  # --allow-host and $AITHER_ALLOWED_HOSTS
+    allow_origins: tuple[str, ...] = ()  # --allow-origin and $AITHER_ORIGINS
 
 
 def check_bind(options: ServeOptions) -> None:
@@ -366,7 +483,8 @@ async def serve_forever(
             stop.set()
 
         loop.add_signal_handler(sig, handler)
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None,
+                           shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
     try:
@@ -394,18 +512,23 @@ async def serve_forever(
     try:
         await stop.wait()
     finally:
+        # `--drain` is the whole budget: requests in flight get what is left of it, then are
+        # cancelled (each records its ledger row), and the ledger is written before exit.
+        deadline = loop.time() + options.drain_s
         if follower is not None:
             follower.cancel()
         scheduler = gateway.scheduler
         scheduler.events.emit("draining", None, f"{scheduler.in_flight()} request(s) in flight")
+        gateway.closing.set()
         with contextlib.suppress(Exception):
             await site.stop()  # no new connections
-        await scheduler.close(options.drain_s)
+        await scheduler.close(max(0.0, deadline - loop.time()))
         housekeeping.cancel()
         with contextlib.suppress(BaseException):
             await housekeeping
+        await gateway.cancel_requests(SHUTDOWN_GRACE_S)
         await runner.cleanup()
-        await gateway.dispatcher.flush()
+        await gateway.flush()
         await upstream.close()
         if state_file is not None:
             with contextlib.suppress(OSError):
@@ -485,6 +608,7 @@ def build_gateway(
     inventory: Callable[[], GpuInventory],
     *,
     keys: list[ApiKey],
+    access: AccessPolicy | None = None,
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
     from aitherctl.serve.upstream import Upstream
@@ -492,7 +616,14 @@ def build_gateway(
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
-    return Gateway(dispatcher, scheduler, stack.metrics, keys), stack
+    return Gateway(dispatcher, scheduler, stack.metrics, keys, access), stack
+
+
+def machine_names() -> list[str]:
+    """This machine's host name (`Host` may name it; no DNS lookup at start)."""
+    import socket
+
+    return [socket.gethostname()]
 
 
 def _url_host(host: str) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aitherctl.core.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
@@ -36,15 +39,25 @@ KEEPALIVE_EVERY_S = 5.0
 CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
 LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
+# `content-encoding` too: the upstream client decodes what a server compressed anyway.
 _DROPPED_HEADERS = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
-    "proxy-connection", "te", "trailer", "upgrade",
+    "proxy-connection", "te", "trailer", "upgrade", "content-encoding",
 })
 ROUTES = {
     "/v1/chat/completions": "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+
+
+_ID_PREFIX = uuid.uuid4().hex[:8]  # this process's; the counter makes each id unique
+_ids = itertools.count(1)
+
+
+def _new_id() -> str:
+    """A unique id without a `uuid4` (an `os.urandom` call) per request."""
+    return f"{next(_ids):x}{_ID_PREFIX}"
 
 
 class Sink(Protocol):
@@ -64,9 +77,12 @@ class GatewayRequest:
     body: dict[str, Any]
     priority: Priority
     client: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    request_id: str = field(default_factory=lambda: _new_id()[:12])
     effort: int | None = None  # forced (`run --effort`), for `auto`
     local_only: bool = False  # never leave the machine (`run --local-only`)
+    # Without a limit in the body, send `routing.max_tokens` to every backend (`run` asks this
+    # with `x-aither-max-tokens: profile`, as `run --direct` always sends it).
+    profile_limit: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -96,7 +112,7 @@ class Outcome:
     all_full: bool = True  # every candidate was skipped for a full queue
     retry_after_s: int = 1
     # The budget reservations of this request's attempts; its ledger row replaces them.
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=_new_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,11 +326,11 @@ class Dispatcher:
         started: float,
     ) -> Reply | None:
         router = self.router
-        options = RunOptions(prompt=prompt_text(request.route, request.body)[0] or " ")
-        max_tokens = _int_or_none(request.body.get("max_tokens")) or _int_or_none(
-            request.body.get("max_completion_tokens")
-        ) or router.table.default_max_tokens
-        worst = router.worst_case(candidate, options, max_tokens)
+        wire, usage_added = self._upstream_body(request, candidate)
+        priced = candidate.price is not None and not candidate.price.is_free
+        # Only a priced backend needs the bound (walking a long chat costs time on the loop).
+        bound = request_bound(request.route, wire) if priced else RequestBound(0, 0)
+        worst = bound.cost_usd(candidate.price)
         reservation: int | None = None
         if worst > 0:
             timeout = route.tier.timeout_s if route.tier else 60.0
@@ -352,7 +368,7 @@ class Dispatcher:
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
                 self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
-            body, usage_added = self._upstream_body(request, candidate)
+            body = json.dumps(wire).encode()
             headers = {"Content-Type": "application/json"}
             if candidate.api_key_env:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
@@ -398,27 +414,35 @@ class Dispatcher:
             if lease is not None:
                 self.scheduler.release(lease)
             if reservation is not None:
-                cost = self._cost(candidate, options, result, max_tokens) if (
+                cost = _cost(bound, candidate, result) if (
                     result.outcome in ("ok", "partial")
                 ) else (worst if billable else 0.0)
                 result.cost_usd += cost
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
-    def _cost(
-        self, candidate: Candidate, options: RunOptions, result: Outcome, max_tokens: int
-    ) -> float:
-        return self.router.cost(candidate, options, result.tokens_in, result.tokens_out,
-                                max_tokens)
-
-    def _upstream_body(self, request: GatewayRequest, candidate: Candidate) -> tuple[bytes, bool]:
+    def _upstream_body(
+        self, request: GatewayRequest, candidate: Candidate
+    ) -> tuple[dict[str, Any], bool]:
         """The client's body for this backend: its model name, no `priority`, the endpoint's
         max-tokens field and temperature rule, usage asked for when streaming (the ledger
-        needs it; the extra chunk is not passed on unless the client asked)."""
+        needs it; the extra chunk is not passed on unless the client asked). Without a limit
+        from the client, `routing.max_tokens` goes to a priced backend (its worst case must be
+        bounded) and, for `run`, to every backend (as `run --direct` sends it)."""
         body = dict(request.body)
         body.pop("priority", None)
         body["model"] = candidate.model
-        if candidate.max_tokens_field == "max_completion_tokens" and "max_tokens" in body:
+        field_name = (
+            candidate.max_tokens_field if request.route == "/v1/chat/completions" else "max_tokens"
+        )
+        if field_name == "max_completion_tokens" and "max_tokens" in body:
             body["max_completion_tokens"] = body.pop("max_tokens")
+        priced = candidate.price is not None and not candidate.price.is_free
+        if (
+            request.route != "/v1/embeddings"
+            and output_limit(body) is None
+            and (priced or request.profile_limit)
+        ):
+            body[field_name] = self.router.table.default_max_tokens
         if candidate.temperature == "omit":
             body.pop("temperature", None)
         elif not isinstance(candidate.temperature, str):
@@ -429,7 +453,7 @@ class Dispatcher:
             if not (isinstance(options, dict) and options.get("include_usage")):
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 usage_added = True
-        return json.dumps(body).encode(), usage_added
+        return body, usage_added
 
     async def _relay(  # noqa: PLR0917
         self,
@@ -462,7 +486,6 @@ class Dispatcher:
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
         splitter = _SseSplitter(strip_usage=usage_added)
-        written = b"\n\n"  # the end of what the client has (to see where the last event began)
         try:
             async for chunk in response.chunks():
                 splitter.watch_done(chunk)
@@ -480,8 +503,7 @@ class Dispatcher:
                         await sink.write(_header_comments(headers))
                     result.backend = candidate
                 await sink.write(out)
-                written = written[-64:] + out
-                if b"[DONE]" in out[-16:] and not splitter.buffer and _ends_with_done(written):
+                if splitter.done and not splitter.buffer:
                     # The client has the whole answer: it is complete now, whatever happens
                     # next (a client that leaves at `[DONE]` cancels us before the upstream
                     # closes its end; that is not a cancelled request).
@@ -674,6 +696,15 @@ def _header_comments(headers: dict[str, str]) -> bytes:
     return ("".join(lines) + "\n").encode()
 
 
+def _cost(bound: RequestBound, candidate: Candidate, result: Outcome) -> float:
+    """From the server's usage; what it did not report counts at its bound (never undercount)."""
+    if candidate.price is None or candidate.price.is_free:
+        return 0.0
+    used_in = result.tokens_in if result.tokens_in is not None else bound.input_tokens
+    used_out = result.tokens_out if result.tokens_out is not None else bound.output_tokens
+    return candidate.price.cost_usd(used_in, used_out)
+
+
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -700,21 +731,14 @@ def _usage_into(usage: dict[str, Any], result: Outcome) -> None:
         result.tokens_out = completion
 
 
-def _ends_with_done(written: bytes) -> bool:
-    """Whether the last complete SSE event in `written` is `data: [DONE]` (an event of its own:
-    the text `[DONE]` inside a model's answer is in a JSON string, never a line alone)."""
-    data = written.replace(b"\r\n", b"\n")
-    if not data.endswith(b"\n\n"):
-        return False
-    _head, sep, last = data[:-2].rpartition(b"\n\n")
-    if not sep:
-        return False  # the event's beginning is not in view
-    return last.strip() in (b"data: [DONE]", b"data:[DONE]")
-
-
 def _completed(result: Outcome, candidate: Candidate) -> None:
     result.backend, result.outcome = candidate, "ok"
     result.attempts.append((candidate.name, "ok", None))
+
+
+# The stream's end: a `data: [DONE]` line of its own (a line starts after a newline byte, which
+# JSON text never holds raw, so `[DONE]` inside the model's text never matches).
+_DONE_EVENT = re.compile(rb"\ndata: ?\[DONE\](?:\r?\n|$)")
 
 
 class _SseSplitter:
@@ -725,13 +749,16 @@ class _SseSplitter:
         self.strip_usage = strip_usage
         self.buffer = b""
         self.usage: dict[str, Any] | None = None
-        self.done = False  # `data: [DONE]` went by
-        self._tail = b""
+        self.done = False  # the `data: [DONE]` event went by
+        self._tail = b"\n"  # the stream's start counts as a line start
 
     def watch_done(self, chunk: bytes) -> None:
-        if not self.done:
-            self.done = b"[DONE]" in self._tail + chunk
-            self._tail = chunk[-8:]
+        if self.done:
+            return
+        data = self._tail + chunk
+        if b"[DONE]" in data:
+            self.done = _DONE_EVENT.search(data) is not None
+        self._tail = data[-16:]
 
     def feed(self, chunk: bytes) -> bytes:
         if b'"usage"' not in chunk and not self.buffer:

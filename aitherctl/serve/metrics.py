@@ -7,7 +7,7 @@ and backend state are read from the scheduler when the page is asked for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -56,6 +56,8 @@ class PromMetrics(Metrics):
                 ("load_seconds", "Time a load took (eviction included)"),
             )
         }
+        self._children: dict[tuple[str, str], Any] = {}
+        self._outcomes: dict[tuple[str, str, str], Any] = {}
         self.queue_depth = Gauge("aither_queue_depth", "Requests waiting, per backend",
                                  ["backend"], registry=r)
         self.in_flight = Gauge("aither_in_flight", "Requests being answered, per backend",
@@ -71,12 +73,26 @@ class PromMetrics(Metrics):
             counter.labels(backend=backend, **labels).inc()
 
     def count_outcome(self, name: str, backend: str, outcome: str) -> None:
-        self.count(name, backend, outcome=outcome)
+        key = (name, backend, outcome)
+        child = self._outcomes.get(key)
+        if child is None:
+            counter = self.counters.get(name)
+            if counter is None:
+                return
+            child = self._outcomes[key] = counter.labels(backend=backend, outcome=outcome)
+        child.inc()
 
     def observe(self, name: str, backend: str, seconds: float) -> None:
-        histogram = self.histograms.get(name)
-        if histogram is not None:
-            histogram.labels(backend=backend).observe(seconds)
+        # Each request observes three histograms: their labelled children are looked up once
+        # (prometheus_client's `labels` validates and hashes its arguments on every call).
+        key = (name, backend)
+        child = self._children.get(key)
+        if child is None:
+            histogram = self.histograms.get(name)
+            if histogram is None:
+                return
+            child = self._children[key] = histogram.labels(backend=backend)
+        child.observe(seconds)
 
     def render(self, scheduler: Scheduler) -> tuple[bytes, str]:
         for backend in scheduler.backends.values():

@@ -96,7 +96,9 @@ class Upstream:
         return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,  # pass compressed bodies through as they are
+            # Requests ask for `identity` (`open` below); a server that compresses anyway is
+            # decoded here, so clients get plain JSON and the gateway can read `usage`.
+            auto_decompress=True,
             trust_env=False,
             skip_auto_headers=("User-Agent",),
         )
@@ -116,12 +118,13 @@ class Upstream:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        headers = {**headers, "Accept-Encoding": "identity"}
         try:
             try:
-                response = await asyncio.wait_for(
-                    self.session.request(method, url, data=body, headers=headers,
-                                         timeout=timeout),
-                    connect_timeout_s + read_timeout_s,
+                # aiohttp's `sock_connect` and `sock_read` bound the wait for the answer's head
+                # (no `wait_for`: it made a task per request).
+                response = await self.session.request(
+                    method, url, data=body, headers=headers, timeout=timeout
                 )
             except aiohttp.ClientConnectorError:
                 raise
@@ -130,12 +133,10 @@ class Upstream:
                 # llama.cpp, closes one after every streamed answer): no answer began and the
                 # body did not get through, so sending it once more, on a new connection, is
                 # safe.
-                response = await asyncio.wait_for(
-                    self.fresh.request(method, url, data=body, headers=headers,
-                                         timeout=timeout),
-                    connect_timeout_s + read_timeout_s,
+                response = await self.fresh.request(
+                    method, url, data=body, headers=headers, timeout=timeout
                 )
-        except TimeoutError:
+        except (TimeoutError, aiohttp.SocketTimeoutError):
             raise UpstreamError("timeout", f"no answer from {url} in time") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("refused", f"cannot connect to {url}: {exc.os_error}") from None

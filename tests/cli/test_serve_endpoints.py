@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import run_cli
 from tests.doubles.chat_server import chat_double
 from tests.serve.docker.serve_helpers import serving
 
@@ -132,3 +133,40 @@ def test_the_daily_budget_refuses_with_402_and_the_provider_is_never_called(
     assert answer.status_code == 402
     assert "budget" in answer.json()["error"]["message"]
     assert cloud.state.requests == []
+
+
+def test_a_priced_endpoint_gets_the_profiles_output_limit_when_the_client_sets_none(
+    write_profile: Callable[..., Path],
+) -> None:
+    """The reservation is an upper bound only if the provider is told where to stop: without a
+    limit from the client, `routing.max_tokens` goes to a priced endpoint under the field it
+    accepts; a free one gets the body as the client sent it, and `run` through serve sends its
+    limit to every backend as `run --direct` does."""
+    with chat_double(api_key=KEY) as paid, chat_double(api_key=KEY) as free:
+        write_profile(
+            "limits", services={},
+            endpoints={
+                "paid": _endpoint(paid.root, price={"input": 1, "output": 1},
+                                  max_tokens_field="max_completion_tokens"),
+                "free": _endpoint(free.root),
+            },
+            routing={"max_tokens": 3, "tiers": {
+                "priced": {"effort": "1-5", "candidates": ["paid"]},
+                "local": {"effort": "6-10", "candidates": ["free"]},
+            }},
+        )
+        with gateway("limits") as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            for model in ("priced", "local"):
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "Hi"}])
+            client.chat.completions.create(
+                model="priced", max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
+            run = run_cli("run", "--tier", "local", "Hi", env={"CLOUD_KEY": KEY})
+            assert run.returncode == 0, run.stderr
+    assert paid.state.requests[0]["max_completion_tokens"] == 3
+    assert "max_tokens" not in paid.state.requests[0]
+    assert paid.state.requests[1]["max_completion_tokens"] == 5  # the client's own limit
+    assert "max_tokens" not in free.state.requests[0]
+    assert "max_completion_tokens" not in free.state.requests[0]
+    assert free.state.requests[1]["max_tokens"] == 3  # `run`, through serve

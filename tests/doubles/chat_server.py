@@ -25,13 +25,16 @@ tmc/langchaingo#1355. Other models accept either length field.
 It also plays the failures the router must survive, chosen per request by `mode`: `http500`,
 `http429`, `broken_after` (two chunks, then the connection drops), `garbage` (a non-JSON chunk
 first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`,
-`burst` (the whole answer in one write, as a buffering proxy delivers it). `delay_s` holds every
+`burst` (the whole answer in one write, as a buffering proxy delivers it), `complete` (a whole
+`chat.completion`, gzip-compressed with `compress` when the request accepts gzip, as the OpenAI
+API does: `Content-Encoding: gzip`). `delay_s` holds every
 answer that long before its first byte (a server busy generating). llama.cpp-style `/health` and
 `/metrics` (`llamacpp:requests_deferred`) are served too.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import threading
@@ -76,6 +79,9 @@ class DoubleState:
     health_status: int = 200
     include_usage_honoured: bool = True
     delay_s: float = 0.0  # wait this long before answering
+    # mode "complete": a whole (not streamed) chat.completion, gzip-compressed when this is set
+    # and the request accepts gzip (as OpenAI's API does for a client that asks).
+    compress: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -111,6 +117,26 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"object": "list", "data": [{"id": "double"}]}')
             else:
                 self._send(404, b'{"error": "not found"}')
+
+        def _complete(self, body: dict[str, Any]) -> None:
+            text = "".join(state.words)
+            answer = json.dumps({
+                "id": "chatcmpl-123", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": len(state.words),
+                          "total_tokens": 9 + len(state.words)},
+            }).encode()
+            accepted = self.headers.get("Accept-Encoding", "")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if state.compress and "gzip" in accepted:
+                answer = gzip.compress(answer)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
         def _chunk(self, payload: dict[str, Any] | str) -> None:
             data = payload if isinstance(payload, str) else json.dumps(payload)
@@ -148,6 +174,9 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 return
             if mode == "json":
                 self._send(200, b'{"id": "x", "choices": []}')
+                return
+            if mode == "complete":
+                self._complete(body)
                 return
             if mode == "silent":
                 state.stop.wait(30)

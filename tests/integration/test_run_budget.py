@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from aitherctl.adapters.ledger import Ledger
-from aitherctl.core.cost import prompt_tokens_upper_bound
+from aitherctl.core.request_cost import request_bound
 from aitherctl.ops.route import RunOptions
 from tests.doubles.chat_server import chat_double
 from tests.integration.routing_helpers import router_for
@@ -50,14 +50,16 @@ def _metered(root: str, *, cap: float = CAP_USD) -> dict[str, object]:
 
 
 def _worst_case_usd() -> float:
-    return (prompt_tokens_upper_bound([PROMPT]) + MAX_TOKENS) * PRICE / 1e6
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}
+    bound = request_bound("/v1/chat/completions", body)
+    return (bound.input_tokens + bound.output_tokens) * PRICE / 1e6
 
 
 def test_concurrent_runs_never_overshoot_the_daily_budget(
     write_profile: Callable[..., Path],
 ) -> None:
     # One request really costs (3 words + 8 + 5 tokens) x $0.001 = $0.016; its worst case is
-    # (13 bytes + 32 template + 16) x $0.001 = $0.061. Twelve at once would spend $0.19 of $0.1.
+    # (13 + 4 bytes + 32 template + 16) x $0.001 = $0.065. Twelve at once would spend $0.19 of $0.1.
     with chat_double(delay_s=4.0) as cloud:
         write_profile("metered", **_metered(cloud.root))
         env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}  # no engine needed

@@ -123,3 +123,30 @@ def test_forget_backend_drops_every_loopback_spelling_of_that_port() -> None:
 def test_forget_backend_without_a_memory_file_creates_none(tmp_path: Path) -> None:
     forget_backend("127.0.0.1", 8090)
     assert not (tmp_path / "state").exists()
+
+
+def test_an_open_reader_never_makes_a_reservation_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process reading the ledger (`usage`, a user's sqlite3 shell in a transaction)
+    while `serve` reserves: with the rollback journal the reservation's commit waited for the
+    reader and failed with "database is locked"; in WAL mode it goes through at once."""
+    import aitherctl.adapters.ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_S", 1.0)  # fail fast if it would block
+    path = tmp_path / "l.sqlite3"
+    ledger = Ledger(path)
+    ledger.record(_row(0.1))
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM requests").fetchone() == (1,)
+        granted = ledger.reserve("run-a", 0.2, 1.0, since_ts=DAY, now=DAY + 20, ttl_s=600)
+        assert granted.granted
+        ledger.record(_row(0.3), "run-a")
+        assert reader.execute("SELECT COUNT(*) FROM requests").fetchone() == (1,)  # its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT COUNT(*) FROM requests").fetchone() == (2,)
+    finally:
+        reader.close()
+    assert ledger.committed_since(DAY, DAY + 30).total_usd == pytest.approx(0.4)

@@ -11,7 +11,6 @@ from aitherctl.core.cost import (
     check_budget,
     parse_budget,
     parse_price,
-    prompt_tokens_upper_bound,
 )
 
 
@@ -29,11 +28,6 @@ def test_cost_per_million_tokens() -> None:
     assert price.cost_usd(1_000_000, 0) == pytest.approx(0.27)
     assert price.cost_usd(2000, 500) == pytest.approx((2000 * 0.27 + 500 * 1.10) / 1e6)
     assert Price(0, 0).is_free
-
-
-def test_prompt_bound_is_bytes_plus_template() -> None:
-    assert prompt_tokens_upper_bound(["hi"]) == 2 + 16 + 16
-    assert prompt_tokens_upper_bound(["héllo", "sys"]) == 6 + 3 + 32 + 16
 
 
 def test_parse_budget() -> None:
