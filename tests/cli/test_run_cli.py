@@ -8,6 +8,9 @@ made unreachable so the profile's endpoints and health probes alone decide.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +84,63 @@ def test_run_reads_stdin_and_file(routed: str, tmp_path: Path, double: RunningDo
     assert invoke("run", "-p", routed, "-f", str(prompt_file)).exit_code == 0
     sent = [body["messages"][-1]["content"] for body in double.state.requests]
     assert sent == ["from stdin", "from a file"]
+
+
+def test_run_sends_the_instruction_then_the_file(
+    routed: str, tmp_path: Path, double: RunningDouble
+) -> None:
+    patch = tmp_path / "change.patch"
+    patch.write_text("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n")
+    result = invoke("run", "-p", routed, "Summarise this diff", "-f", str(patch))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Hello from the double.\n"
+    (sent,) = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == "Summarise this diff\n\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
+
+
+def test_run_sends_the_instruction_then_piped_stdin(
+    routed: str, double: RunningDouble
+) -> None:
+    assert invoke("run", "-p", routed, "Review this", stdin="def f():\n    pass\n").exit_code == 0
+    assert invoke("run", "-p", routed, "Only this", stdin="").exit_code == 0
+    sent = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == ["Review this\n\ndef f():\n    pass\n", "Only this"]
+
+
+def test_run_prompt_errors_are_one_line(routed: str, tmp_path: Path) -> None:
+    missing = invoke("run", "-p", routed, "Summarise", "-f", str(tmp_path / "nope.patch"))
+    assert missing.exit_code == 2
+    nope = tmp_path / "nope.patch"
+    assert missing.stderr == f"error: cannot read {nope}: No such file or directory\n"
+    empty = invoke("run", "-p", routed, stdin="  \n")
+    assert empty.exit_code == 2
+    assert empty.stderr == "error: the prompt is empty\n"
+
+
+def test_console_script_sends_the_instruction_then_piped_stdin(
+    routed: str, double: RunningDouble
+) -> None:
+    """The console script's own fast path (not Typer), as a shell pipe runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "aitherctl", "run", "-p", routed, "Review this"],
+        input="x = 1\n", capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello from the double.\n"
+    (sent,) = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == "Review this\n\nx = 1\n"
+
+
+def test_run_help_says_how_the_prompt_is_built() -> None:
+    result = runner.invoke(app, ["run", "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert (
+        "The prompt is the instruction, then the text of -f FILE or of piped standard input, a "
+        "blank line between, as `llm` and `ollama run` combine them: `aitherctl run \"Summarise "
+        "this diff\" -f change.patch`, `git diff | aitherctl run \"Review this\"`."
+    ) in text
 
 
 def test_run_json_shape(routed: str) -> None:
