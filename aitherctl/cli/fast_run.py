@@ -143,8 +143,13 @@ def answer_via_gateway(
     except AitherError as exc:
         if wrote and not wrote[-1].endswith("\n"):
             sys.stdout.write("\n")
+        if json_output and exc.result is not None and exc.result.report is not None:
+            import json
+
+            document = {**exc.result.to_json(url), "error": exc.message}
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
         sys.stdout.flush()
-        sys.stderr.write(f"error: {exc.message}\n")
+        sys.stderr.write(f"error: {exc.message}\n" + (f"{exc.detail}\n" if exc.detail else ""))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stdout.flush()
@@ -154,11 +159,14 @@ def answer_via_gateway(
 
         sys.stdout.write(json.dumps(answer.to_json(url), indent=2) + "\n")
         sys.stdout.flush()
-        return 0
-    if not answer.answer.endswith("\n"):
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    sys.stderr.write(answer.status_line(url) + "\n")
+    else:
+        if not answer.answer.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        sys.stderr.write(answer.status_line(url) + "\n")
+    warning = (answer.report or {}).get("warning")
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     return 0
 
 

@@ -41,6 +41,7 @@ DEFAULT_DRAIN_S = 30.0
 MAX_BODY_BYTES = 32 * 1024 * 1024  # images in chat messages are base64
 PRIORITY_HEADER = "x-aither-priority"
 KEYS_ENV = "AITHER_API_KEYS"
+REPORT_HEADER = "x-aither-report"  # `aitherctl run` asks for its report (ops/gateway.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,9 @@ class Gateway:
             request.path, body, priority, client,
             effort=int(effort) if effort else None,
             local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
+            tier=request.headers.get("x-aither-tier") or None,
+            backend=request.headers.get("x-aither-backend") or None,
+            report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(gateway_request, sink)

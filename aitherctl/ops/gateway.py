@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.core.scheduling import Priority
 from aitherctl.errors import AitherError, NotFoundError
-from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
+from aitherctl.ops.route import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.ops.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
 if TYPE_CHECKING:
@@ -67,6 +67,12 @@ class GatewayRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     effort: int | None = None  # forced (`run --effort`), for `auto`
     local_only: bool = False  # never leave the machine (`run --local-only`)
+    # `aitherctl run`'s --tier and --backend, for `auto`: chosen by the same Router.choose as
+    # `run --direct` (same candidates, same errors).
+    tier: str | None = None
+    backend: str | None = None
+    # Send `run`'s report (REPORT_HEADER): the same document `run --direct --json` prints.
+    report: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -97,6 +103,8 @@ class Outcome:
     retry_after_s: int = 1
     # The budget reservations of this request's attempts; its ledger row replaces them.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Per index into `attempts`: (time to first text, time the attempt took), when sent.
+    timings: dict[int, tuple[float | None, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,7 @@ class Route:
     tier: Tier | None = None
     effort: int | None = None
     effort_reasons: tuple[str, ...] = ()
+    choice: Choice | None = None  # Router.choose's decision, for `auto`
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> bytes:
@@ -231,12 +240,14 @@ class Dispatcher:
             return Route(self._routable(tier.candidates), overflow=True, tier=tier)
         if model == "auto":
             prompt, system = prompt_text(request.route, request.body)
-            choice = self.router.choose(
-                RunOptions(prompt=prompt or " ", system=system, effort=request.effort)
-            )
+            choice = self.router.choose(RunOptions(
+                prompt=prompt or " ", system=system, effort=request.effort, tier=request.tier,
+                backend=request.backend,
+            ))
             return Route(
-                self._routable(choice.candidates), overflow=True, tier=choice.tier,
-                effort=choice.effort.score, effort_reasons=choice.effort.reasons,
+                self._routable(choice.candidates), overflow=request.backend is None,
+                tier=choice.tier, effort=choice.effort.score,
+                effort_reasons=choice.effort.reasons, choice=choice,
             )
         raise NotFoundError(
             f"unknown model {model!r}; this gateway serves: {', '.join(self.known_names())}"
@@ -267,9 +278,93 @@ class Dispatcher:
         reply: Reply | None = None
         try:
             reply = await self._try_candidates(request, route, sink, result, started)
+            if request.report and route.choice is not None:
+                reply = await self._send_report(request, route, result, started, sink, reply)
         finally:
             self._record(request, route, result, started, started_wall)
         return reply
+
+    async def _send_report(  # noqa: PLR0917
+        self,
+        request: GatewayRequest,
+        route: Route,
+        result: Outcome,
+        started: float,
+        sink: Sink,
+        reply: Reply | None,
+    ) -> Reply | None:
+        """`run`'s report: after a streamed answer an SSE comment (`: x-aither-report JSON`,
+        which other clients ignore); in an error reply, its `aither_report` field."""
+        report = await self.report(request, route, result, started)
+        if reply is not None:
+            try:
+                payload = json.loads(reply.body)
+            except ValueError:
+                return reply
+            if isinstance(payload, dict):
+                payload["aither_report"] = report
+                return Reply(reply.status, json.dumps(payload).encode(), reply.headers)
+            return reply
+        if sink.started:
+            await sink.write(b": x-aither-report " + json.dumps(report).encode() + b"\n\n")
+        return None
+
+    async def report(
+        self, request: GatewayRequest, route: Route, result: Outcome, started: float
+    ) -> dict[str, Any]:
+        """What `run --direct --json` prints (`RunResult.to_json()`, without the answer the
+        client already has), from this request's decisions, plus `error` when it failed."""
+        from aitherctl.core.cost import budget_warning
+        from aitherctl.core.run_report import (
+            BUDGET,
+            FAILED,
+            attempt_lines,
+            budget_message,
+            no_backend_message,
+            partial_message,
+        )
+        from aitherctl.ops.route import Attempt, RunResult
+
+        del request
+        router = self.router
+        choice = route.choice
+        assert choice is not None
+        models = {name: c.model for name, c in router.table.backends.items()}
+        timings = dict(result.timings)
+        attempts = tuple(
+            Attempt(name, models.get(name, "?"), what, why, *timings.get(index, (None, None)))
+            for index, (name, what, why) in enumerate(result.attempts)
+        )
+        committed = await asyncio.to_thread(
+            router.ledger.committed_since, router.day_start(), self.wall_clock()
+        )
+        spent = committed.spent_usd
+        backend = result.backend
+        run = RunResult(
+            profile=router.profile.name, effort=choice.effort, tier=choice.tier.name,
+            backend=backend.name if backend else None, model=backend.model if backend else None,
+            answer="", outcome=result.outcome, attempts=attempts,
+            tokens_in=result.tokens_in, tokens_out=result.tokens_out, ttft_s=result.ttft_s,
+            total_s=self.clock() - started, cost_usd=result.cost_usd,
+            spent_today_usd=spent, budget_daily_usd=router.budget.daily_usd,
+            warning=budget_warning(router.budget, spent) if spent else None,
+        )
+        data = run.to_json()
+        del data["answer"]
+        data["queue_wait_s"] = _round(result.queue_wait_s)
+        data["load_wait_s"] = _round(result.load_wait_s)
+        lines = attempt_lines((a.backend, a.model, a.outcome, a.reason) for a in attempts)
+        if result.outcome == "partial" and backend is not None:
+            reason = next((a.reason for a in attempts if a.outcome == "partial"), None) or ""
+            data["error"] = {"kind": FAILED, "detail": lines,
+                             "message": partial_message(backend.name, backend.model, reason)}
+        elif result.outcome == "budget" and all(a.outcome == "skipped" for a in attempts):
+            data["error"] = {"kind": BUDGET, "detail": lines, "message": budget_message(
+                choice.tier.name, spent, router.budget.daily_usd)}
+        elif result.outcome not in ("ok", "partial"):
+            data["error"] = {"kind": FAILED, "detail": lines,
+                             "message": no_backend_message(choice.tier.name, len(attempts))}
+        return data
 
     async def _try_candidates(
         self,
@@ -295,7 +390,13 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 continue
             result.all_full = False
-            answer = await self._attempt(request, route, candidate, sink, result, started)
+            began, count = self.clock(), len(result.attempts)
+            try:
+                answer = await self._attempt(request, route, candidate, sink, result, started)
+            finally:
+                if len(result.attempts) > count and result.attempts[-1][1] != "skipped":
+                    ttft = result.ttft_s - (began - started) if result.ttft_s is not None else None
+                    result.timings[len(result.attempts) - 1] = (ttft, self.clock() - began)
             if answer is not None or result.outcome in ("ok", "partial"):
                 return answer
         return await self._no_backend(request, route, sink, result)
@@ -486,7 +587,7 @@ class Dispatcher:
                 await sink.write(tail)
             if not splitter.done:
                 # A connection closed before `data: [DONE]` is a broken answer, not an end.
-                raise UpstreamError("bad_stream", "the stream ended without [DONE]")
+                raise UpstreamError("bad_stream", "stream ended without [DONE]")
         except UpstreamError as exc:
             if result.ttft_s is None:
                 result.attempts.append((candidate.name, "error", exc.message))
@@ -665,6 +766,10 @@ def _header_comments(headers: dict[str, str]) -> bytes:
     stream begun by a keep-alive could not carry."""
     lines = [f": {key} {value}\n" for key, value in headers.items() if key.startswith("x-aither")]
     return ("".join(lines) + "\n").encode()
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -42,6 +42,13 @@ from aitherctl.core.routing import (
     queue_skip_reason,
     static_skip_reason,
 )
+from aitherctl.core.run_report import (
+    attempt_lines,
+    budget_message,
+    no_backend_message,
+    partial_message,
+    tokens_per_s,
+)
 from aitherctl.errors import (
     AitherError,
     BackendFailedError,
@@ -65,11 +72,6 @@ REMEMBERED_FAILURES = frozenset({"refused", "timeout", "http_5xx", "http_429", "
 # A reservation whose run was killed stops counting after this long (or 10x the tier's
 # per-read timeout when that is longer): long enough for any answer of max_tokens to stream.
 RESERVATION_MIN_TTL_S = 600.0
-# Tokens per second is only reported over a real decoding window: at least this many tokens
-# after the first, spread over at least this long. A stream that arrives in one burst (a proxy
-# that buffers, a cached answer) has no measurable rate.
-RATE_MIN_TOKENS = 8
-RATE_MIN_WINDOW_S = 0.2
 
 
 class StackView(Protocol):
@@ -248,20 +250,12 @@ class RunResult:
                 "spent_today_usd": round(self.spent_today_usd, 6),
             },
             "warning": self.warning,
+            # Through `aitherctl serve` (aitherctl/ops/gateway_client.py): the gateway's URL and
+            # how long the request waited for its queue and for its model to load.
+            "via": None,
+            "queue_wait_s": None,
+            "load_wait_s": None,
         }
-
-
-def tokens_per_s(
-    tokens_out: int | None, first_s: float | None, last_s: float | None
-) -> float | None:
-    """(tokens_out - 1) / (last - first) when at least RATE_MIN_TOKENS tokens came after the
-    first over at least RATE_MIN_WINDOW_S; otherwise None."""
-    if tokens_out is None or first_s is None or last_s is None:
-        return None
-    window = last_s - first_s
-    if tokens_out - 1 < RATE_MIN_TOKENS or window < RATE_MIN_WINDOW_S:
-        return None
-    return (tokens_out - 1) / window
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -529,8 +523,7 @@ class Router:
                     exc.partial_text, None, None, exc.ttft_s, None,
                 )
                 error = BackendFailedError(
-                    f"{candidate.name} ({candidate.model}) failed after the answer had started: "
-                    f"{exc.message}; the partial answer is all there is",
+                    partial_message(candidate.name, candidate.model, exc.message),
                     detail=_attempt_lines(outcome.attempts),
                 )
                 error.result = outcome
@@ -562,15 +555,12 @@ class Router:
         failure: BackendFailedError | BudgetExceededError
         if outcome_name == "budget":
             failure = BudgetExceededError(
-                f"the daily budget forbids this request (tier {choice.tier.name}): "
-                f"${outcome.spent_today_usd:.4f} of ${self.budget.daily_usd:g} spent",
+                budget_message(choice.tier.name, outcome.spent_today_usd, self.budget.daily_usd),
                 detail=lines,
             )
         else:
             failure = BackendFailedError(
-                f"no backend answered (tier {choice.tier.name}, "
-                f"{len(outcome.attempts)} candidate(s))",
-                detail=lines,
+                no_backend_message(choice.tier.name, len(outcome.attempts)), detail=lines
             )
         failure.result = outcome
         raise failure
@@ -666,11 +656,7 @@ def _once(read: Callable[[], float]) -> Callable[[], float]:
 
 
 def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
-    lines = []
-    for attempt in attempts:
-        reason = f": {attempt.reason}" if attempt.reason else ""
-        lines.append(f"  {attempt.backend} ({attempt.model}) {attempt.outcome}{reason}")
-    return "\n".join(lines)
+    return attempt_lines((a.backend, a.model, a.outcome, a.reason) for a in attempts)
 
 
 @contextmanager

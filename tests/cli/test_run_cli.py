@@ -159,7 +159,9 @@ def test_run_json_shape(routed: str) -> None:
     assert set(data) == {
         "answer", "outcome", "profile", "effort", "tier", "backend", "model", "attempts",
         "tokens", "ttft_s", "total_s", "tokens_per_s", "cost_usd", "budget", "warning",
+        "via", "queue_wait_s", "load_wait_s",  # set through `serve`: the same shape both ways
     }
+    assert (data["via"], data["queue_wait_s"], data["load_wait_s"]) == (None, None, None)
 
 
 def test_explain_sends_nothing_and_says_why(
