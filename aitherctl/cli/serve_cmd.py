@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,13 +17,14 @@ if TYPE_CHECKING:
     from aitherctl.gateway.server import Gateway, Stack
 
 
-def serve(
+def serve(  # noqa: PLR0917 - Typer passes options by position
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (not loopback: API keys needed).")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
-    ] = 8150,
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port to listen on (default: 8150)."),
+    ] = None,
     profile: Annotated[
         str | None,
         typer.Option("--profile", "-p", help="Profile to serve (default: the active one)."),
@@ -39,6 +41,9 @@ def serve(
         float,
         typer.Option("--drain", min=0.0, help="On SIGTERM, seconds to let requests finish."),
     ] = 30.0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No line per request on standard error.")
+    ] = False,
 ) -> None:
     """Serve every model of the profile on one OpenAI-compatible endpoint that queues by
     priority, starts on-demand models and evicts idle ones (127.0.0.1:8150).
@@ -50,26 +55,38 @@ def serve(
     memory is short. GET /v1/models, /health, /metrics (Prometheus), /events (a stream of the
     scheduler's decisions), /status. SIGTERM drains requests in flight, then exits; containers
     stay as they are.
+
+    Each request writes one line on standard error (time, client, model → backend, status,
+    queue and load wait, tokens, duration; never the prompt or a key), and `serve` one line
+    when it stops. One `serve` per machine: a second refuses to start (exit 8) unless given
+    both another --port and another --profile.
     """
     import asyncio
 
+    from aitherctl.gateway.access_log import AccessLog, stderr_line
     from aitherctl.gateway.server import (
+        DEFAULT_PORT,
         ServeOptions,
         build_gateway,
         check_bind,
         load_keys,
         serve_forever,
     )
-    from aitherctl.ops.serve import serve_state_file
+    from aitherctl.ops.serve import refuse_second_serve, serve_state_file
 
     out = Output()
+    refuse_second_serve(port, profile)
+    port = port or DEFAULT_PORT
     keys = load_keys(keys_file, dict(os.environ))
     options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys))
     check_bind(options)
     chosen = _profile(profile)
 
+    access_log = AccessLog(None if quiet else stderr_line)
+
     def build() -> tuple[Gateway, Stack]:
-        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys))
+        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys),
+                             access_log=access_log)
 
     def active(current: str) -> Profile | None:
         """The active profile, when a switch made it another than `current` (`--profile` pins
@@ -81,13 +98,20 @@ def serve(
             return None
         return runtime.catalog().load(name)
 
+    served_at: list[tuple[str, float]] = []
+
     def ready(url: str) -> None:
         auth = f", {len(keys)} API key(s)" if keys else ""
+        served_at.append((url, time.monotonic()))
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
     code = asyncio.run(serve_forever(
         build, options, ready, serve_state_file(port), active=None if profile else active
     ))
+    if served_at:
+        url, began = served_at[0]
+        out.info(f"stopped serving on {url} after {time.monotonic() - began:.0f}s: "
+                 f"{access_log.summary()}")
     if code:
         raise typer.Exit(code)
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from aitherctl.core.scheduling import Priority, parse_priority
 from aitherctl.errors import UsageError
+from aitherctl.gateway.access_log import AccessLog
 from aitherctl.gateway.metrics import PromMetrics
 from aitherctl.ops.gateway import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.ops.scheduler import REFRESH_S, EventLog, Scheduler
@@ -126,12 +127,14 @@ class Gateway:
         scheduler: Scheduler,
         metrics: PromMetrics,
         keys: list[ApiKey],
+        access_log: AccessLog | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
         self.metrics = metrics
         self.keys = keys
         self.started = time.time()
+        self.access_log = access_log or AccessLog()
 
     def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
         """New requests go to `scheduler` from now on (one assignment, on the loop)."""
@@ -181,6 +184,9 @@ class Gateway:
         if self.keys and request.path != "/health":
             key = self._key_for(request)
             if key is None:
+                if request.method == "POST":
+                    self.access_log.request(request.remote, "-", "-", None, 401, None, None,
+                                            None, None, 0.0)
                 return _json_reply(Reply(401, error_body(
                     "a valid API key is required (Authorization: Bearer KEY)",
                     "authentication_error", "invalid_api_key",
@@ -234,6 +240,27 @@ class Gateway:
                 await response.write(_sse(event.to_json()))
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        """One request: answered, and its line written to the request log."""
+        started = time.perf_counter()
+        line: dict[str, Any] = {"client": "-", "model": "-", "status": 499, "outcome": None}
+        try:
+            response = await self._generate(request, line)
+            line["status"] = response.status
+            return response
+        finally:
+            outcome = line["outcome"]
+            self.access_log.request(
+                request.remote, line["client"], line["model"],
+                outcome.backend.name if outcome and outcome.backend else None,
+                line["status"],
+                outcome.queue_wait_s if outcome else None,
+                outcome.load_wait_s if outcome else None,
+                outcome.tokens_in if outcome else None,
+                outcome.tokens_out if outcome else None,
+                time.perf_counter() - started,
+            )
+
+    async def _generate(self, request: web.Request, line: dict[str, Any]) -> web.StreamResponse:
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -253,6 +280,9 @@ class Gateway:
             return _json_reply(Reply(400, error_body(str(exc), "invalid_request_error")))
         client = key.name if key else (request.headers.get("x-aither-client")
                                        or request.remote or "unknown")
+        model = body.get("model")
+        line["client"] = client
+        line["model"] = model if isinstance(model, str) and model else "auto"
         effort = request.headers.get("x-aither-effort")
         if effort is not None and not (effort.isdigit() and 1 <= int(effort) <= 10):
             return _json_reply(Reply(400, error_body(
@@ -267,7 +297,9 @@ class Gateway:
             report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
         )
         sink = _Sink(request)
-        reply = await self.dispatcher.handle(gateway_request, sink)
+        reply = await self.dispatcher.handle(
+            gateway_request, sink, lambda outcome: line.__setitem__("outcome", outcome)
+        )
         if reply is not None:
             if sink.response is not None:  # a keep-alive began the stream
                 await sink.write(b"data: " + reply.body + b"\n\n")
@@ -464,6 +496,7 @@ def build_gateway(
     inventory: Callable[[], GpuInventory],
     *,
     keys: list[ApiKey],
+    access_log: AccessLog | None = None,
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
     from aitherctl.adapters.upstream import Upstream
@@ -471,7 +504,7 @@ def build_gateway(
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
-    return Gateway(dispatcher, scheduler, stack.metrics, keys), stack
+    return Gateway(dispatcher, scheduler, stack.metrics, keys, access_log), stack
 
 
 def _url_host(host: str) -> str:

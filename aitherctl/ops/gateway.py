@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from aitherctl.adapters.upstream import Upstream, UpstreamResponse
     from aitherctl.ops.route import Router
 
+KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a missing API key
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
 CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
@@ -103,6 +105,7 @@ class Outcome:
     retry_after_s: int = 1
     # The budget reservations of this request's attempts; its ledger row replaces them.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    unsupported: int = 0  # attempts whose backend answered 501: it does not serve the route
     # Per index into `attempts`: (time to first text, time the attempt took), when sent.
     timings: dict[int, tuple[float | None, float]] = field(default_factory=dict)
 
@@ -203,9 +206,14 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
+            aither: dict[str, Any] = {"kind": "backend", "backend": backend, "state": state}
+            key_env = self.router.table.backends[backend].api_key_env
+            if key_env and key_env not in self._env_keys:
+                aither["state"] = "unavailable"
+                aither["reason"] = f"${key_env} is not set where `aitherctl serve` runs"
             entries.append({
                 "id": name, "object": "model", "created": created, "owned_by": "aitherctl",
-                "aither": {"kind": "backend", "backend": backend, "state": state},
+                "aither": aither,
             })
         for tier in self.router.table.tiers:
             if tier.name not in seen:
@@ -258,9 +266,15 @@ class Dispatcher:
 
     # -- handling ---------------------------------------------------------------------------------
 
-    async def handle(self, request: GatewayRequest, sink: Sink) -> Reply | None:
+    async def handle(
+        self,
+        request: GatewayRequest,
+        sink: Sink,
+        done: Callable[[Outcome], None] | None = None,
+    ) -> Reply | None:
         """Answer `request`: a Reply to send whole, or None when the answer was streamed into
-        `sink`."""
+        `sink`. `done` receives what happened (the request log's line), once the backends
+        were tried."""
         started, started_wall = self.clock(), self.wall_clock()
         try:
             if self.router.table.classifier == "model" and request.body.get("model") in (
@@ -282,6 +296,8 @@ class Dispatcher:
                 reply = await self._send_report(request, route, result, started, sink, reply)
         finally:
             self._record(request, route, result, started, started_wall)
+            if done is not None:
+                done(result)
         return reply
 
     async def _send_report(  # noqa: PLR0917
@@ -474,7 +490,11 @@ class Dispatcher:
             except UpstreamError as exc:
                 billable = exc.status is not None and exc.status < 400
                 result.attempts.append((candidate.name, "error", exc.message))
-                if candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
+                if exc.status == HTTPStatus.NOT_IMPLEMENTED:
+                    # It lacks this route (llama.cpp's embeddings without --embeddings): says
+                    # nothing about the backend's health.
+                    result.unsupported += 1
+                elif candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
                     await asyncio.to_thread(router.memory.remember, candidate, exc.message)
                 self.scheduler.events.emit("fell_back", candidate.name, exc.message,
                                            request.request_id)
@@ -626,6 +646,8 @@ class Dispatcher:
     async def _no_backend(
         self, request: GatewayRequest, route: Route, sink: Sink, result: Outcome
     ) -> Reply | None:
+        """The truest status for a request no backend answered: 402 (budget), 429 (queues
+        full), 401 (only API keys missing), 501 (no backend serves the route), else 503."""
         del route
         lines = "; ".join(f"{name} {what}" + (f": {why}" if why else "")
                           for name, what, why in result.attempts) or "no candidate"
@@ -636,6 +658,20 @@ class Dispatcher:
         elif result.all_full and result.attempts:
             status, kind, message = 429, "rate_limit_error", f"queue full ({lines})"
             result.outcome = "rejected"
+        elif result.attempts and all(
+            what == "skipped" and why is not None and why.endswith(KEY_NOT_SET)
+            for _name, what, why in result.attempts
+        ):
+            # Only keys missing where serve runs: a 401 (which clients do not retry), not a 503.
+            status, kind, message = 401, "authentication_error", f"no backend answered ({lines})"
+            result.outcome = "failed"
+        elif result.unsupported and result.unsupported == sum(
+            1 for _name, what, _why in result.attempts if what != "skipped"
+        ):
+            status, kind, message = 501, "not_implemented", (
+                f"no backend here serves {request.route} ({lines})"
+            )
+            result.outcome = "failed"
         else:
             status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
             result.outcome = "failed"
@@ -643,7 +679,6 @@ class Dispatcher:
             await sink.write(b"data: " + error_body(message, kind) + b"\n\n")
             return None
         headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
-        del request
         return Reply(status, error_body(message, kind), headers)
 
     def _context(self, local_only: bool) -> RouteContext:
