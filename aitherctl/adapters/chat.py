@@ -67,9 +67,11 @@ class ChatRequest:
     system: str | None = None
     max_tokens: int = 1024
     temperature: float | None = None
+    history: tuple[tuple[str, str], ...] = ()  # (role, text) of a chat's earlier turns
 
     def messages(self) -> list[dict[str, str]]:
         items = [{"role": "system", "content": self.system}] if self.system else []
+        items += [{"role": role, "content": text} for role, text in self.history]
         items.append({"role": "user", "content": self.prompt})
         return items
 

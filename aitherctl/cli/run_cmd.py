@@ -15,13 +15,7 @@ if TYPE_CHECKING:
     from aitherctl.ops.route import Choice, Verdict
 
 
-def _read_prompt(prompt: str | None, file: Path | None) -> str:
-    from aitherctl.cli.prompt_input import read_prompt
-
-    text = read_prompt(prompt, str(file) if file is not None else None)
-    if text is None:
-        raise UsageError('no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE')
-    return text
+NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
 
 
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
@@ -145,7 +139,8 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     The prompt is the instruction, then the text of -f FILE or of piped standard input, a
     blank line between, as `llm` and `ollama run` combine them: `aitherctl run "Summarise
     this diff" -f change.patch`, `git diff | aitherctl run "Review this"`. (In a `while read`
-    loop, give `< /dev/null` so that `run` does not read the loop's input.)
+    loop, give `< /dev/null` so that `run` does not read the loop's input.) With no prompt on
+    a terminal, `run` opens a chat as `aitherctl chat` does.
 
     The answer streams to stdout; one status line (effort, tier, backend, model, time to first
     token, tokens/s, cost) goes to stderr. When `aitherctl serve` runs for the same profile, the
@@ -153,8 +148,22 @@ def run(  # noqa: PLR0917 - Typer passes options by position
     gateway writes the ledger row); --direct bypasses it. Exit code 9 when no backend answered
     (or one failed mid-answer), 10 when the daily budget forbids the request.
     """
+    from aitherctl.cli.prompt_input import read_prompt
+
     out = Output(json_mode=json_output)
-    text = _read_prompt(prompt, file)
+    text = read_prompt(prompt, str(file) if file is not None else None)
+    if text is None:  # nothing given, on a terminal: a chat, as `ollama run` opens one
+        if explain or json_output:
+            raise UsageError(NO_PROMPT)
+        from aitherctl.cli.chat_cmd import open_chat
+
+        code = open_chat(None, {
+            "system": system, "max_tokens": max_tokens, "temperature": temperature,
+            "effort": effort, "tier": tier, "backend": backend, "local_only": local_only,
+        }, profile, direct)
+        if code:
+            raise typer.Exit(code)
+        return
     if not direct and not explain:
         from aitherctl.ops.serve import find_gateway
 

@@ -103,6 +103,7 @@ def run_via_gateway(
     tier: str | None = None,
     backend: str | None = None,
     local_only: bool = False,
+    history: tuple[tuple[str, str], ...] = (),
     clock: Callable[[], float] = time.perf_counter,
 ) -> GatewayAnswer:
     """Send `run`'s request (`model: auto`, its options as `x-aither-*` headers, so the gateway
@@ -111,8 +112,8 @@ def run_via_gateway(
     `result` is the answer so far (for --json)."""
     started = clock()
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+        {"role": role, "content": text} for role, text in history
+    ] + [{"role": "user", "content": prompt}]
     body: dict[str, Any] = {
         "model": "auto",
         "messages": messages,

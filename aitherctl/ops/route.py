@@ -160,6 +160,7 @@ class RunOptions:
     tier: str | None = None
     backend: str | None = None
     local_only: bool = False
+    history: tuple[tuple[str, str], ...] = ()  # `aitherctl chat`'s earlier turns: (role, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +370,7 @@ class Router:
 
     def _prompt_bound(self, options: RunOptions) -> int:
         texts = [options.prompt] + ([options.system] if options.system else [])
-        return prompt_tokens_upper_bound(texts)
+        return prompt_tokens_upper_bound(texts + [text for _role, text in options.history])
 
     def worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
         if candidate.price is None or candidate.price.is_free:
@@ -476,6 +477,7 @@ class Router:
         request = ChatRequest(
             prompt=options.prompt,
             system=options.system,
+            history=options.history,
             max_tokens=choice.max_tokens,
             temperature=options.temperature,
         )
