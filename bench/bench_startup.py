@@ -208,9 +208,8 @@ def main() -> None:
             "profile", "switch", "--help")
         groups["ps --json (3 services)"][f"aitherctl ({name})"] = lambda r=runner: r.wall(
             "ps", "--json")
-        direct = ("--direct",) if name == "after" else ()  # an older tree knows no gateway
-        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner, d=direct: (
-            r.first_byte("run", *d, PROMPT))
+        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner: (
+            r.first_byte("run", "--direct", PROMPT))
     groups["run first byte via serve"]["aitherctl (after)"] = lambda: trees["after"].first_byte(
         "run", PROMPT)
 

@@ -334,3 +334,26 @@ def test_validate_and_doctor_list_routing_mistakes_with_file_and_line(
     assert doctor.exit_code != 0
     for line in expected:
         assert line in doctor.stdout + doctor.stderr
+
+
+def test_chat_keeps_the_session_history(routed: str, double: RunningDouble) -> None:
+    result = invoke("chat", "-p", routed, "local", stdin="My name is Ada.\nWhat is my name?\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        ">>> Hello from the double.\n\n>>> Hello from the double.\n\n>>> \n"
+    )
+    assert result.stderr == "profile routed: Ctrl-C stops an answer, Ctrl-D or /bye leaves\n"
+    sent = [[m["content"] for m in body["messages"]] for body in double.state.requests]
+    assert sent == [
+        ["My name is Ada."],
+        ["My name is Ada.", "Hello from the double.", "What is my name?"],
+    ]
+
+
+def test_chat_with_an_unknown_model_is_one_line(routed: str) -> None:
+    result = invoke("chat", "-p", routed, "nope", stdin="")
+    assert result.exit_code == 4
+    assert result.stderr == (
+        "error: profile 'routed' has no tier, service or endpoint 'nope' (tiers: small, big; "
+        "services and endpoints: cloud, local)\n"
+    )
