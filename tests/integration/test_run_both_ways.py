@@ -271,3 +271,11 @@ def test_failures_say_the_same_both_ways(  # noqa: PLR0917
     assert list(docs["serve"]) == list(docs["direct"])
     assert docs["serve"]["error"] == docs["direct"]["error"]
     assert docs["serve"]["attempts"] == docs["direct"]["attempts"]
+    cut = {
+        way: json.loads(result.stdout)
+        for way, result in _both("-p", "failing", "--json", "--tier", "cut", "hi").items()
+    }
+    assert list(cut["serve"]) == list(cut["direct"])
+    for doc in cut.values():
+        assert (doc["outcome"], doc["answer"], doc["backend"]) == ("partial", "Hello from", "flaky")
+        assert doc["error"].startswith("flaky (m1) failed after the answer had started")
