@@ -357,3 +357,35 @@ def test_chat_with_an_unknown_model_is_one_line(routed: str) -> None:
         "error: profile 'routed' has no tier, service or endpoint 'nope' (tiers: small, big; "
         "services and endpoints: cloud, local)\n"
     )
+
+
+def test_a_shared_first_candidate_falls_back_along_the_scored_tier(
+    write_profile: Callable[..., Path], double: RunningDouble
+) -> None:
+    """Every tier starts with `first`, so `run` sends before the effort is scored; when `first`
+    fails, the fallbacks are still those of the tier the score picks."""
+    with chat_double(mode="http500") as broken, chat_double() as other:
+        write_profile(
+            "shared",
+            f"""
+            name: shared
+            services: {{}}
+            endpoints:
+              first: {{base_url: "{broken.root}/v1", model: m1}}
+              second: {{base_url: "{double.root}/v1", model: m2}}
+              third: {{base_url: "{other.root}/v1", model: m3}}
+            routing:
+              tiers:
+                small: {{effort: 1-5, candidates: [first, second]}}
+                big: {{effort: 6-10, candidates: [first, third]}}
+            """,
+        )
+        result = invoke("run", "-p", "shared", "--json", "hi")
+        assert not other.state.requests
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["tier"], data["backend"]) == ("small", "second")
+    assert data["effort"]["score"] == score_effort("hi").score
+    assert [(a["backend"], a["outcome"]) for a in data["attempts"]] == [
+        ("first", "error"), ("second", "ok")
+    ]
