@@ -29,6 +29,7 @@ class AitherError(Exception):
     """Base of every error a user may see. `str(err)` is the one-line message."""
 
     exit_code: ExitCode = ExitCode.ERROR
+    result: Any = None  # what a failed `run` has to show for itself (its --json document)
 
     def __init__(
         self,

@@ -67,9 +67,11 @@ class ChatRequest:
     system: str | None = None
     max_tokens: int = 1024
     temperature: float | None = None
+    history: tuple[tuple[str, str], ...] = ()  # (role, text) of a chat's earlier turns
 
     def messages(self) -> list[dict[str, str]]:
         items = [{"role": "system", "content": self.system}] if self.system else []
+        items += [{"role": role, "content": text} for role, text in self.history]
         items.append({"role": "user", "content": self.prompt})
         return items
 
@@ -252,8 +254,10 @@ def stream_chat(
     *,
     read_timeout_s: float,
     clock: Callable[[], float] = time.perf_counter,
+    on_sent: Callable[[], None] | None = None,
 ) -> ChatResult:
-    """Send the request and call `on_text` with each piece of the answer as it arrives."""
+    """Send the request and call `on_text` with each piece of the answer as it arrives;
+    `on_sent` once the request is on its way (work to do while the server thinks)."""
     url = candidate.base_url + "/chat/completions"
     state = _Stream(on_text, clock)
     if candidate.api_key_env and not key_may_travel(url, candidate):
@@ -264,14 +268,21 @@ def stream_chat(
             billable=False,
         )
     if is_local_plain(url):
-        _stream_local(candidate, request, url, state, read_timeout_s)
+        _stream_local(candidate, request, url, state, read_timeout_s, on_sent)
     else:
+        if on_sent is not None:
+            on_sent()
         _stream_httpx(clients, candidate, request, url, state, read_timeout_s)
     return state.result()
 
 
-def _stream_local(
-    candidate: Candidate, request: ChatRequest, url: str, state: _Stream, read_timeout_s: float
+def _stream_local(  # noqa: PLR0917
+    candidate: Candidate,
+    request: ChatRequest,
+    url: str,
+    state: _Stream,
+    read_timeout_s: float,
+    on_sent: Callable[[], None] | None = None,
 ) -> None:
     """The stream from a plain-http server on this machine, over the small socket client."""
     from aitherctl.adapters.loopback_http import connect_tcp, host_header
@@ -293,7 +304,7 @@ def _stream_local(
     try:
         answer = send(sock, "POST", host_header(host, port), parts.path or "/", body=body,
                       headers=headers,
-                      read_timeout_s=read_timeout_s)
+                      read_timeout_s=read_timeout_s, on_sent=on_sent)
     except TimeoutError:
         raise state.fail("timeout", f"no answer within {read_timeout_s:g}s") from None
     except (OSError, ValueError):

@@ -11,7 +11,7 @@ connection ConnectionRefusedError, anything else broken LoopbackError or another
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 
@@ -93,9 +93,11 @@ def request(
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     read_timeout_s: float | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> LoopbackResponse:
     """Send one request on a connected socket and read the answer's head. The socket is the
-    response's from then on (closed by `LoopbackResponse.close`, or here on failure)."""
+    response's from then on (closed by `LoopbackResponse.close`, or here on failure).
+    `on_sent` is called once the request is written, before waiting for the answer."""
     head = [f"{method} {path} HTTP/1.1", f"Host: {host_header}", "Connection: close"]
     if body or method == "POST":
         head.append(f"Content-Length: {len(body)}")
@@ -104,6 +106,8 @@ def request(
         if read_timeout_s is not None:
             sock.settimeout(read_timeout_s)
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        if on_sent is not None:
+            on_sent()
         return LoopbackResponse(sock)
     except BaseException:
         sock.close()

@@ -61,6 +61,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run_cmd",
         "Send a prompt to the right model: score its effort, pick the tier, fall back on failure.",
     ),
+    "chat": (
+        "chat_cmd",
+        "Chat with a model of the profile, as `ollama run` does: the session's history is sent "
+        "with each message, Ctrl-C stops an answer, Ctrl-D or /bye leaves.",
+    ),
     "serve": (
         "serve_cmd",
         "Serve every model of the profile on one OpenAI-compatible endpoint that queues by "

@@ -81,31 +81,22 @@ def parse(args: list[str]) -> dict[str, object] | None:
     return options
 
 
-def _prompt_text(prompt: str | None, file: str | None) -> str | None:
-    if prompt is not None and file is not None:
-        return None
-    if file is not None:
-        try:
-            with open(file, encoding="utf-8") as handle:
-                return handle.read()
-        except (OSError, UnicodeDecodeError):
-            return None  # Typer says what is wrong with the file
-    if prompt is not None and prompt != "-":
-        return prompt
-    if prompt == "-" or not sys.stdin.isatty():
-        return sys.stdin.read()
-    return None
-
-
 def try_run(args: list[str]) -> int | None:
     """Answer `run ARGS` (through a running gateway, else straight to the backends) and return
     the exit code, or None to leave it to Typer."""
     options = parse(args)
     if options is None:
         return None
-    text = _prompt_text(options.get("prompt"), options.get("file"))  # type: ignore[arg-type]
-    if text is None or not text.strip():
-        return None
+    from aitherctl.cli.prompt_input import read_prompt
+    from aitherctl.errors import AitherError, UsageError
+
+    try:
+        text = read_prompt(options.get("prompt"), options.get("file"))  # type: ignore[arg-type]
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return int(exc.exit_code)
+    if text is None:
+        return None  # nothing given on a terminal: Typer's command says what to do
     keywords: dict[str, object] = {key: options[key] for key in
                 ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
                 if key in options}
@@ -117,7 +108,6 @@ def try_run(args: list[str]) -> int | None:
         if found is not None and profile in (None, found[1]):
             return answer_via_gateway(found[0], text, bool(options.get("json")), keywords)
     from aitherctl.cli.run_exec import answer_direct
-    from aitherctl.errors import AitherError
 
     try:
         answer_direct(text, bool(options.get("json")), keywords,
@@ -153,8 +143,13 @@ def answer_via_gateway(
     except AitherError as exc:
         if wrote and not wrote[-1].endswith("\n"):
             sys.stdout.write("\n")
+        if json_output and exc.result is not None and exc.result.report is not None:
+            import json
+
+            document = {**exc.result.to_json(url), "error": exc.message}
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
         sys.stdout.flush()
-        sys.stderr.write(f"error: {exc.message}\n")
+        sys.stderr.write(f"error: {exc.message}\n" + (f"{exc.detail}\n" if exc.detail else ""))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stdout.flush()
@@ -164,11 +159,14 @@ def answer_via_gateway(
 
         sys.stdout.write(json.dumps(answer.to_json(url), indent=2) + "\n")
         sys.stdout.flush()
-        return 0
-    if not answer.answer.endswith("\n"):
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    sys.stderr.write(answer.status_line(url) + "\n")
+    else:
+        if not answer.answer.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        sys.stderr.write(answer.status_line(url) + "\n")
+    warning = (answer.report or {}).get("warning")
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     return 0
 
 

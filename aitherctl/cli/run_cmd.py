@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,27 +15,7 @@ if TYPE_CHECKING:
     from aitherctl.ops.route import Choice, Verdict
 
 
-def _read_prompt(prompt: str | None, file: Path | None) -> str:
-    if prompt is not None and file is not None:
-        raise UsageError("give the prompt as an argument or with -f FILE, not both")
-    if file is not None:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"{file} is not UTF-8 text") from None
-    elif prompt is not None and prompt != "-":
-        text = prompt
-    elif prompt == "-" or not sys.stdin.isatty():
-        text = sys.stdin.read()
-    else:
-        raise UsageError('no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE')
-    if not text.strip():
-        raise UsageError("the prompt is empty")
-    return text
-
-
+NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
 
 
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
@@ -108,10 +87,15 @@ def _print_explain(out: Output, data: dict[str, object]) -> None:
 def run(  # noqa: PLR0917 - Typer passes options by position
     prompt: Annotated[
         str | None,
-        typer.Argument(help="The prompt ('-' or nothing: read it from standard input)."),
+        typer.Argument(
+            help="The instruction. -f FILE or piped standard input is sent after it, a blank "
+            "line between ('-': read the instruction itself from standard input).",
+        ),
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="Read the prompt from this file.")
+        Path | None, typer.Option(
+            "--file", "-f", help="Send this file's text after the instruction (or alone)."
+        )
     ] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     max_tokens: Annotated[
@@ -152,14 +136,34 @@ def run(  # noqa: PLR0917 - Typer passes options by position
 ) -> None:
     """Send a prompt to the right model: score its effort, pick the tier, fall back on failure.
 
+    The prompt is the instruction, then the text of -f FILE or of piped standard input, a
+    blank line between, as `llm` and `ollama run` combine them: `aitherctl run "Summarise
+    this diff" -f change.patch`, `git diff | aitherctl run "Review this"`. (In a `while read`
+    loop, give `< /dev/null` so that `run` does not read the loop's input.) With no prompt on
+    a terminal, `run` opens a chat as `aitherctl chat` does.
+
     The answer streams to stdout; one status line (effort, tier, backend, model, time to first
     token, tokens/s, cost) goes to stderr. When `aitherctl serve` runs for the same profile, the
     request goes through it (on-demand services start, it queues with everyone else's, the
     gateway writes the ledger row); --direct bypasses it. Exit code 9 when no backend answered
     (or one failed mid-answer), 10 when the daily budget forbids the request.
     """
+    from aitherctl.cli.prompt_input import read_prompt
+
     out = Output(json_mode=json_output)
-    text = _read_prompt(prompt, file)
+    text = read_prompt(prompt, str(file) if file is not None else None)
+    if text is None:  # nothing given, on a terminal: a chat, as `ollama run` opens one
+        if explain or json_output:
+            raise UsageError(NO_PROMPT)
+        from aitherctl.cli.chat_cmd import open_chat
+
+        code = open_chat(None, {
+            "system": system, "max_tokens": max_tokens, "temperature": temperature,
+            "effort": effort, "tier": tier, "backend": backend, "local_only": local_only,
+        }, profile, direct)
+        if code:
+            raise typer.Exit(code)
+        return
     if not direct and not explain:
         from aitherctl.serve.discovery import find_gateway
 

@@ -17,17 +17,9 @@ if TYPE_CHECKING:
 
 def status_line(result: RunResult) -> str:
     """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`"""
-    parts = [f"effort {result.effort.score}", result.tier]
-    if result.backend:
-        parts.append(f"{result.backend} ({result.model})")
-    parts.append(f"ttft {result.ttft_s:.2f}s" if result.ttft_s is not None else "ttft N/A")
-    rate = result.tokens_per_s
-    parts.append(f"{rate:.0f} tok/s" if rate is not None else "tok/s N/A")
-    parts.append(f"${result.cost_usd:.4f}")
-    skipped = sum(1 for a in result.attempts if a.outcome != "ok")
-    if skipped:
-        parts.append(f"{skipped} skipped/failed before")
-    return " · ".join(parts)
+    from aitherctl.core.run_report import status_line as line
+
+    return line(result.to_json())
 
 
 def answer_direct(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,8 +22,9 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         str, typer.Option("--host", help="Address to listen on (not loopback: API keys needed).")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
-    ] = 8150,
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port to listen on (default: 8150)."),
+    ] = None,
     profile: Annotated[
         str | None,
         typer.Option("--profile", "-p", help="Profile to serve (default: the active one)."),
@@ -55,6 +57,9 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
             "(repeatable, * wildcards; also $AITHER_ORIGINS). Loopback origins always are.",
         ),
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No line per request on standard error.")
+    ] = False,
 ) -> None:
     """Serve every model of the profile on one OpenAI-compatible endpoint that queues by
     priority, starts on-demand models and evicts idle ones (127.0.0.1:8150).
@@ -67,6 +72,11 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
     scheduler's decisions), /status. SIGTERM drains requests in flight, then exits; containers
     stay as they are. Bodies must be JSON (Content-Type: application/json); requests whose Host
     does not name this machine, or from web pages of other origins, are refused (403).
+
+    Each request writes one line on standard error (time, client, model → backend, status,
+    queue and load wait, tokens, duration; never the prompt or a key), and `serve` one line
+    when it stops. One `serve` per machine: a second refuses to start (exit 8) unless given
+    both another --port and another --profile.
     """
     import asyncio
 
@@ -76,7 +86,9 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         access_policy,
         split_list,
     )
+    from aitherctl.serve.access_log import AccessLog, stderr_line
     from aitherctl.serve.app import (
+        DEFAULT_PORT,
         ServeOptions,
         build_gateway,
         check_bind,
@@ -84,9 +96,11 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         machine_names,
         serve_forever,
     )
-    from aitherctl.serve.discovery import serve_state_file
+    from aitherctl.serve.discovery import refuse_second_serve, serve_state_file
 
     out = Output()
+    refuse_second_serve(port, profile)
+    port = port or DEFAULT_PORT
     keys = load_keys(keys_file, dict(os.environ))
     hosts = (*(allow_host or ()), *split_list(os.environ.get(ALLOWED_HOSTS_ENV)))
     origins = (*(allow_origin or ()), *split_list(os.environ.get(ORIGINS_ENV)))
@@ -99,9 +113,11 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
     refuse_impossible_ram(chosen)
     access = access_policy(host, machine_names(), hosts, origins)
 
+    access_log = AccessLog(None if quiet else stderr_line)
+
     def build() -> tuple[Gateway, Stack]:
         return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys),
-                             access=access)
+                             access=access, access_log=access_log)
 
     def active(current: Profile) -> Profile | None:
         """The active profile, when it is not `current`: a switch made another one active, or
@@ -116,13 +132,20 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
             return None  # a file being edited may not parse yet: keep serving what we have
         return None if profile == current else profile
 
+    served_at: list[tuple[str, float]] = []
+
     def ready(url: str) -> None:
         auth = f", {len(keys)} API key(s)" if keys else ""
+        served_at.append((url, time.monotonic()))
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
     code = asyncio.run(serve_forever(
         build, options, ready, serve_state_file(port), active=None if profile else active
     ))
+    if served_at:
+        url, began = served_at[0]
+        out.info(f"stopped serving on {url} after {time.monotonic() - began:.0f}s: "
+                 f"{access_log.summary()}")
     if code:
         raise typer.Exit(code)
 

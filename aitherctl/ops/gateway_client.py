@@ -11,14 +11,24 @@ from collections.abc import Callable
 from typing import Any
 
 from aitherctl.adapters.loopback_http import LoopbackError, post
-from aitherctl.errors import AitherError, BackendFailedError, BudgetExceededError, NotFoundError
+from aitherctl.core.run_report import BUDGET, status_line, tokens_per_s
+from aitherctl.errors import (
+    AitherError,
+    BackendFailedError,
+    BudgetExceededError,
+    NotFoundError,
+    UsageError,
+)
+
+REPORT_HEADER = "x-aither-report"  # as aitherctl/serve/app.py reads it
 
 CLIENT_NAME = "aitherctl-run"
 
 
 class GatewayAnswer:
-    """What `run` prints about an answer the gateway gave. (A plain class: `dataclasses`
-    imports `inspect`, 20 ms of this path's start-up.)"""
+    """What `run` prints about an answer the gateway gave: the gateway's report (the document
+    `run --direct --json` prints) with the times this client measured itself. (A plain class:
+    `dataclasses` imports `inspect`, 20 ms of this path's start-up.)"""
 
     def __init__(self) -> None:
         self.answer = ""
@@ -36,39 +46,49 @@ class GatewayAnswer:
         self.load_wait_s: float | None = None
         self.outcome = "ok"
         self.extra: dict[str, Any] = {}
+        self.report: dict[str, Any] | None = None  # `x-aither-report`, without its `error`
 
     def status_line(self, gateway: str) -> str:
-        """`effort 5 · all · a (smollm2) · ttft 0.12s · $0.0000 · via http://...`"""
-        parts = [f"effort {self.effort}" if self.effort else "effort -", self.tier or "-"]
-        if self.backend:
-            parts.append(f"{self.backend} ({self.model})")
-        parts.append(f"ttft {self.ttft_s:.2f}s" if self.ttft_s is not None else "ttft N/A")
-        if self.load_wait_s:
-            parts.append(f"loaded in {self.load_wait_s:.1f}s")
-        parts.append(f"${self.cost_usd:.4f}")
-        parts.append(f"via {gateway}")
-        return " · ".join(parts)
+        """`effort 5 · all · a (smollm2) · ttft 0.12s · 104 tok/s · $0.0000 · via http://...`"""
+        return status_line(self.to_json(gateway))
 
     def to_json(self, gateway: str) -> dict[str, Any]:
+        """The keys and order of `run --direct --json` (`RunResult.to_json()`)."""
+        report = self.report or {}
+        effort = report.get("effort") or {"score": self.effort, "reasons": []}
         return {
             "answer": self.answer,
-            "outcome": self.outcome,
-            "via": gateway,
-            "effort": {"score": self.effort},
-            "tier": self.tier,
-            "backend": self.backend,
-            "model": self.model,
-            "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "outcome": report.get("outcome", self.outcome),
+            "profile": report.get("profile"),
+            "effort": effort,
+            "tier": report.get("tier", self.tier),
+            "backend": report.get("backend", self.backend),
+            "model": report.get("model", self.model),
+            "attempts": report.get("attempts", []),
+            "tokens": {
+                "in": _first(self.tokens_in, (report.get("tokens") or {}).get("in")),
+                "out": _first(self.tokens_out, (report.get("tokens") or {}).get("out")),
+            },
             "ttft_s": _round(self.ttft_s),
             "total_s": _round(self.total_s),
-            "queue_wait_s": self.queue_wait_s,
-            "load_wait_s": self.load_wait_s,
-            "cost_usd": round(self.cost_usd, 6),
+            "tokens_per_s": _round(
+                tokens_per_s(self.tokens_out, self.ttft_s, self.last_token_s), 1
+            ),
+            "cost_usd": round(float(report.get("cost_usd", self.cost_usd)), 6),
+            "budget": report.get("budget"),
+            "warning": report.get("warning"),
+            "via": gateway,
+            "queue_wait_s": _first(report.get("queue_wait_s"), self.queue_wait_s),
+            "load_wait_s": _first(report.get("load_wait_s"), self.load_wait_s),
         }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def run_via_gateway(
@@ -83,14 +103,19 @@ def run_via_gateway(
     tier: str | None = None,
     backend: str | None = None,
     local_only: bool = False,
+    history: tuple[tuple[str, str], ...] = (),
     clock: Callable[[], float] = time.perf_counter,
 ) -> GatewayAnswer:
+    """Send `run`'s request (`model: auto`, its options as `x-aither-*` headers, so the gateway
+    chooses with the same Router.choose as `run --direct`) and stream the answer to `on_text`.
+    Raises the error `run --direct` raises for the same failure, with the same message; its
+    `result` is the answer so far (for --json)."""
     started = clock()
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}
-    ]
+        {"role": role, "content": text} for role, text in history
+    ] + [{"role": "user", "content": prompt}]
     body: dict[str, Any] = {
-        "model": backend or tier or "auto",
+        "model": "auto",
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -101,21 +126,28 @@ def run_via_gateway(
     if temperature is not None:
         body["temperature"] = temperature
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
-               "x-aither-client": CLIENT_NAME}
+               "x-aither-client": CLIENT_NAME, REPORT_HEADER: "1"}
     if effort is not None:
         headers["x-aither-effort"] = str(effort)
     if local_only:
         headers["x-aither-local-only"] = "1"
     if max_tokens is None:  # the serving profile's routing.max_tokens, as `run --direct` sends
         headers["x-aither-max-tokens"] = "profile"
+    if tier is not None:
+        headers["x-aither-tier"] = tier
+    if backend is not None:
+        headers["x-aither-backend"] = backend
     result = GatewayAnswer()
     try:
         response = post(url, "/v1/chat/completions", json.dumps(body).encode(), headers, 900.0)
     except LoopbackError as exc:
         raise AitherError(f"the gateway at {url} did not answer: {exc}") from None
+    failure: dict[str, Any] | None = None
     try:
         if response.status != 200:
-            _raise_for(response.status, response.read())
+            payload = _error_payload(response.status, response.read())
+            result.total_s = clock() - started
+            _raise_for(response.status, payload, result)
         result.effort = effort
         for key, value in response.headers:
             if key.lower().startswith("x-aither-"):
@@ -130,16 +162,14 @@ def run_via_gateway(
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
-                break
+                continue  # the report comes after it
             try:
                 chunk = json.loads(data)
             except ValueError:
                 continue
             if "error" in chunk:
-                message = chunk["error"].get("message", str(chunk["error"]))
-                result.answer = "".join(pieces)
-                result.outcome = "partial" if pieces else "failed"
-                raise BackendFailedError(message)
+                failure = chunk
+                continue
             result.model = chunk.get("model", result.model)
             if isinstance(chunk.get("usage"), dict):
                 result.tokens_in = chunk["usage"].get("prompt_tokens")
@@ -165,6 +195,10 @@ def run_via_gateway(
         result.cost_usd = (
             result.tokens_in * float(price_in) + result.tokens_out * float(price_out)
         ) / 1e6
+    if failure is not None or "report_error" in result.extra:
+        # The report (read above, its `error` kept in `extra`) says what --direct would.
+        result.outcome = "partial" if result.answer else "failed"
+        _raise_for(200, failure or {"error": {"message": "the answer failed"}}, result)
     return result
 
 
@@ -181,6 +215,20 @@ def _apply_header(result: GatewayAnswer, key: str, value: str) -> None:
         result.load_wait_s = _float(value)
     elif key == "x-aither-price":
         result.extra["price"] = value
+    elif key == REPORT_HEADER:
+        _take_report(result, value)
+
+
+def _take_report(result: GatewayAnswer, text: str | dict[str, Any]) -> None:
+    try:
+        report = json.loads(text) if isinstance(text, str) else dict(text)
+    except ValueError:
+        return
+    if isinstance(report, dict):
+        error = report.pop("error", None)
+        if error is not None:
+            result.extra["report_error"] = error
+        result.report = report
 
 
 def _float(value: str | None) -> float | None:
@@ -190,13 +238,38 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def _raise_for(status: int, body: bytes) -> None:
+def _error_payload(status: int, body: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body[:300].decode("utf-8", "replace") or f"HTTP {status}"
-    if status == 404:
-        raise NotFoundError(message)
-    if status == 402:
-        raise BudgetExceededError(message)
-    raise BackendFailedError(f"the gateway answered {status}: {message}")
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        text = body[:300].decode("utf-8", "replace") or f"HTTP {status}"
+        payload = {"error": {"message": text}}
+    return payload
+
+
+def _raise_for(status: int, payload: dict[str, Any], result: GatewayAnswer) -> None:
+    """The error `run --direct` raises for the same failure: from the report's `error` when the
+    gateway sent one, else from the status."""
+    report = payload.get("aither_report")
+    if isinstance(report, dict):
+        _take_report(result, report)
+    error = result.extra.pop("report_error", None)
+    failure: AitherError
+    if isinstance(error, dict) and error.get("message"):
+        kind = BudgetExceededError if error.get("kind") == BUDGET else BackendFailedError
+        failure = kind(str(error["message"]), detail=error.get("detail") or None)
+    else:
+        raw = payload.get("error")
+        message = str(raw.get("message", raw)) if isinstance(raw, dict) else str(raw)
+        if status == 404:
+            failure = NotFoundError(message)
+        elif status == 400:
+            failure = UsageError(message)
+        elif status == 402:
+            failure = BudgetExceededError(message)
+        else:
+            failure = BackendFailedError(f"the gateway answered {status}: {message}")
+    failure.result = result
+    raise failure

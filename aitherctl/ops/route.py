@@ -42,6 +42,13 @@ from aitherctl.core.routing import (
     queue_skip_reason,
     static_skip_reason,
 )
+from aitherctl.core.run_report import (
+    attempt_lines,
+    budget_message,
+    no_backend_message,
+    partial_message,
+    tokens_per_s,
+)
 from aitherctl.errors import (
     AitherError,
     BackendFailedError,
@@ -159,6 +166,7 @@ class RunOptions:
     tier: str | None = None
     backend: str | None = None
     local_only: bool = False
+    history: tuple[tuple[str, str], ...] = ()  # `aitherctl chat`'s earlier turns: (role, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,20 +257,12 @@ class RunResult:
                 "spent_today_usd": round(self.spent_today_usd, 6),
             },
             "warning": self.warning,
+            # Through `aitherctl serve` (aitherctl/ops/gateway_client.py): the gateway's URL and
+            # how long the request waited for its queue and for its model to load.
+            "via": None,
+            "queue_wait_s": None,
+            "load_wait_s": None,
         }
-
-
-def tokens_per_s(
-    tokens_out: int | None, first_s: float | None, last_s: float | None
-) -> float | None:
-    """(tokens_out - 1) / (last - first) when at least RATE_MIN_TOKENS tokens came after the
-    first over at least RATE_MIN_WINDOW_S; otherwise None."""
-    if tokens_out is None or first_s is None or last_s is None:
-        return None
-    window = last_s - first_s
-    if tokens_out - 1 < RATE_MIN_TOKENS or window < RATE_MIN_WINDOW_S:
-        return None
-    return (tokens_out - 1) / window
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -320,11 +320,15 @@ class Router:
 
     # -- deciding ------------------------------------------------------------------------------
 
-    def choose(self, options: RunOptions) -> Choice:
+    def choose(self, options: RunOptions, scored: EffortScore | None = None) -> Choice:
+        """The tier and candidates for `options`; `scored`: the prompt's effort, when it was
+        scored already (`shared_first`)."""
         if options.effort is not None and not 1 <= options.effort <= 10:
             raise UsageError("--effort must be between 1 and 10")
         if options.effort is not None:
             effort = EffortScore(options.effort, float(options.effort), ("forced by --effort",))
+        elif scored is not None:
+            effort = scored
         else:
             effort = self.effort_scorer().score(options.prompt, options.system)
         tier = self.table.tier(options.tier) if options.tier else self.table.tier_for(effort.score)
@@ -344,6 +348,24 @@ class Router:
             candidates=candidates,
             max_tokens=max_tokens,
         )
+
+    def shared_first(self, options: RunOptions) -> Candidate | None:
+        """The candidate `run` tries first whatever the effort, when there is one: the first of
+        every tier, with the same per-read timeout in every tier and no queue threshold. Then the
+        prompt is sent before its effort is scored (the learned scorer's start-up, tens of
+        milliseconds, overlaps the server's prompt processing); the score still picks the tier,
+        its fallbacks and the ledger row. None when a choice is forced or a model grades."""
+        if options.effort is not None or options.tier or options.backend:
+            return None
+        tiers = self.table.tiers
+        if self.table.classifier == "model" or not tiers or not tiers[0].candidates:
+            return None
+        first = tiers[0].candidates[0]
+        for tier in tiers:
+            if (not tier.candidates or tier.candidates[0].name != first.name
+                    or tier.max_queue is not None or tier.timeout_s != tiers[0].timeout_s):
+                return None
+        return first
 
     def effort_scorer(self) -> EffortScorer:
         """The profile's `EffortScorer`: the learned scorer, or with `routing.classifier: model`
@@ -375,10 +397,13 @@ class Router:
         return self.ledger.committed_since(self.day_start(), self.wall_clock()).total_usd
 
     def _prompt_bound(self, options: RunOptions) -> int:
-        """The request-cost model's input bound for the messages `run` sends."""
+        """The request-cost model's input bound for the messages `run` sends (a chat's earlier
+        turns included)."""
         from aitherctl.adapters.chat import ChatRequest
 
-        messages = ChatRequest(prompt=options.prompt, system=options.system).messages()
+        messages = ChatRequest(
+            prompt=options.prompt, system=options.system, history=tuple(options.history)
+        ).messages()
         return request_bound(CHAT_ROUTE, {"messages": messages}, 0).input_tokens
 
     def worst_case(self, candidate: Candidate, options: RunOptions, max_tokens: int) -> float:
@@ -483,18 +508,47 @@ class Router:
 
         started = self.clock()
         started_wall = self.wall_clock()
-        choice = self.choose(options)
+        shared = self.shared_first(options)
+        scoring: _Scoring | None = None
+        if shared is None:
+            choice = self.choose(options)
+        else:
+            scoring = _Scoring(lambda: self.effort_scorer().score(options.prompt, options.system))
+            choice = Choice(  # until the score is in: the one candidate every tier starts with
+                profile=self.profile.name, effort=EffortScore(0, 0.0, ()), effort_forced=False,
+                tier=self.table.tiers[0], tier_forced=False, candidates=(shared,),
+                max_tokens=options.max_tokens or self.table.default_max_tokens,
+            )
+            if choice.max_tokens < 1:
+                raise UsageError("--max-tokens must be at least 1")
         ctx = self.context(choice, options)
+
+        def scored() -> Choice:
+            """The real choice, once the effort score is in."""
+            nonlocal choice, ctx, scoring
+            if scoring is not None:
+                choice = self.choose(options, scoring.result())
+                ctx = self.context(choice, options)
+                scoring = None
+            return choice
+
+        def candidates() -> Iterator[Candidate]:
+            yield from choice.candidates
+            if scoring is not None:  # the shared first candidate did not answer
+                tried = choice.candidates
+                yield from (c for c in scored().candidates if c not in tried)
+
         request = ChatRequest(
             prompt=options.prompt,
             system=options.system,
+            history=options.history,
             max_tokens=choice.max_tokens,
             temperature=options.temperature,
         )
         state = _Run()
         committed = _once(self._committed_today)
 
-        for candidate in choice.candidates:
+        for candidate in candidates():
             reason, by_budget = self._verdict(
                 candidate, choice, options, ctx, committed, record=True
             )
@@ -512,6 +566,7 @@ class Router:
                 result = stream_chat(
                     self.clients, candidate, request, on_text,
                     read_timeout_s=choice.tier.timeout_s,
+                    on_sent=scoring.start if scoring is not None else None,
                 )
             except ChatError as exc:
                 # Sent but no usage came back: charged its worst case (never undercount), unless
@@ -531,12 +586,11 @@ class Router:
                             exc.ttft_s, exc.elapsed_s)
                 )
                 outcome = self._finish(
-                    choice, options, state, candidate, started, started_wall, "partial",
+                    scored(), options, state, candidate, started, started_wall, "partial",
                     exc.partial_text, None, None, exc.ttft_s, None,
                 )
                 error = BackendFailedError(
-                    f"{candidate.name} ({candidate.model}) failed after the answer had started: "
-                    f"{exc.message}; the partial answer is all there is",
+                    partial_message(candidate.name, candidate.model, exc.message),
                     detail=_attempt_lines(outcome.attempts),
                 )
                 error.result = outcome
@@ -554,29 +608,26 @@ class Router:
                            choice.max_tokens),
             )
             return self._finish(
-                choice, options, state, candidate, started, started_wall, "ok", result.text,
+                scored(), options, state, candidate, started, started_wall, "ok", result.text,
                 result.tokens_in, result.tokens_out, result.ttft_s, result.last_token_s,
             )
 
         skipped_all = all(a.outcome == "skipped" for a in state.attempts)
         outcome_name = "budget" if state.budget_refused and skipped_all else "failed"
         outcome = self._finish(
-            choice, options, state, None, started, started_wall, outcome_name, "", None, None,
+            scored(), options, state, None, started, started_wall, outcome_name, "", None, None,
             None, None,
         )
         lines = _attempt_lines(outcome.attempts)
         failure: BackendFailedError | BudgetExceededError
         if outcome_name == "budget":
             failure = BudgetExceededError(
-                f"the daily budget forbids this request (tier {choice.tier.name}): "
-                f"${outcome.spent_today_usd:.4f} of ${self.budget.daily_usd:g} spent",
+                budget_message(choice.tier.name, outcome.spent_today_usd, self.budget.daily_usd),
                 detail=lines,
             )
         else:
             failure = BackendFailedError(
-                f"no backend answered (tier {choice.tier.name}, "
-                f"{len(outcome.attempts)} candidate(s))",
-                detail=lines,
+                no_backend_message(choice.tier.name, len(outcome.attempts)), detail=lines
             )
         failure.result = outcome
         raise failure
@@ -659,6 +710,40 @@ class Router:
         )
 
 
+class _Scoring:
+    """The effort score, computed in a thread once the prompt is on its way (`start`), or here
+    when asked for first."""
+
+    def __init__(self, score: Callable[[], EffortScore]) -> None:
+        self._score = score
+        self._value: EffortScore | None = None
+        self._error: BaseException | None = None
+        self._thread: Any = None
+
+    def start(self) -> None:
+        if self._thread is None and self._value is None:
+            import threading
+
+            self._thread = threading.Thread(target=self._run, name="effort-score", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._score()
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> EffortScore:
+        if self._thread is None:
+            self._run()
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 def _once(read: Callable[[], float]) -> Callable[[], float]:
     """`read`, called at most once."""
     cache: list[float] = []
@@ -672,11 +757,7 @@ def _once(read: Callable[[], float]) -> Callable[[], float]:
 
 
 def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
-    lines = []
-    for attempt in attempts:
-        reason = f": {attempt.reason}" if attempt.reason else ""
-        lines.append(f"  {attempt.backend} ({attempt.model}) {attempt.outcome}{reason}")
-    return "\n".join(lines)
+    return attempt_lines((a.backend, a.model, a.outcome, a.reason) for a in attempts)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.serve.access import AccessPolicy
+from aitherctl.serve.access_log import AccessLog
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -56,6 +57,7 @@ _EXPOSED_HEADERS = ", ".join((
     "x-aither-backend", "x-aither-tier", "x-aither-effort", "x-aither-queue-wait",
     "x-aither-load-wait", "x-aither-price", "Retry-After",
 ))
+REPORT_HEADER = "x-aither-report"  # `aitherctl run` asks for its report (serve/dispatcher.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ class Gateway:
         metrics: PromMetrics,
         keys: list[ApiKey],
         access: AccessPolicy | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
@@ -171,6 +174,7 @@ class Gateway:
         self.closing = asyncio.Event()  # set at shutdown: /events streams end
         self.retired: list[Dispatcher] = []  # dispatchers replaced by a followed switch
         self._handlers: set[asyncio.Task[Any]] = set()
+        self.access_log = access_log or AccessLog()
 
     def replace(self, dispatcher: Dispatcher, scheduler: Scheduler) -> None:
         """New requests go to `scheduler` from now on (one assignment, on the loop)."""
@@ -279,6 +283,9 @@ class Gateway:
         if self.keys and request.path != "/health" and request.method != "OPTIONS":
             key = self._key_for(request)
             if key is None:
+                if request.method == "POST":
+                    self.access_log.request(request.remote, "-", "-", None, 401, None, None,
+                                            None, None, 0.0)
                 return _json_reply(Reply(401, error_body(
                     "a valid API key is required (Authorization: Bearer KEY)",
                     "authentication_error", "invalid_api_key",
@@ -342,6 +349,27 @@ class Gateway:
         return response
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        """One request: answered, and its line written to the request log."""
+        started = time.perf_counter()
+        line: dict[str, Any] = {"client": "-", "model": "-", "status": 499, "outcome": None}
+        try:
+            response = await self._generate(request, line)
+            line["status"] = response.status
+            return response
+        finally:
+            outcome = line["outcome"]
+            self.access_log.request(
+                request.remote, line["client"], line["model"],
+                outcome.backend.name if outcome and outcome.backend else None,
+                line["status"],
+                outcome.queue_wait_s if outcome else None,
+                outcome.load_wait_s if outcome else None,
+                outcome.tokens_in if outcome else None,
+                outcome.tokens_out if outcome else None,
+                time.perf_counter() - started,
+            )
+
+    async def _generate(self, request: web.Request, line: dict[str, Any]) -> web.StreamResponse:
         if request.content_type != "application/json":
             # A browser sends text/plain and form bodies cross-site without asking (a "simple"
             # request); JSON needs a preflight, which the Origin rule answers.
@@ -368,6 +396,9 @@ class Gateway:
             return _json_reply(Reply(400, error_body(str(exc), "invalid_request_error")))
         client = key.name if key else (request.headers.get("x-aither-client")
                                        or request.remote or "unknown")
+        model = body.get("model")
+        line["client"] = client
+        line["model"] = model if isinstance(model, str) and model else "auto"
         effort = request.headers.get("x-aither-effort")
         if effort is not None and not (effort.isdigit() and 1 <= int(effort) <= 10):
             return _json_reply(Reply(400, error_body(
@@ -378,9 +409,14 @@ class Gateway:
             effort=int(effort) if effort else None,
             local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
             profile_limit=request.headers.get(MAX_TOKENS_HEADER, "") == "profile",
+            tier=request.headers.get("x-aither-tier") or None,
+            backend=request.headers.get("x-aither-backend") or None,
+            report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
         )
         sink = _Sink(request)
-        reply = await self.dispatcher.handle(gateway_request, sink)
+        reply = await self.dispatcher.handle(
+            gateway_request, sink, lambda outcome: line.__setitem__("outcome", outcome)
+        )
         if reply is not None:
             if sink.response is not None:  # a keep-alive began the stream
                 await sink.write(b"data: " + reply.body + b"\n\n")
@@ -609,6 +645,7 @@ def build_gateway(
     *,
     keys: list[ApiKey],
     access: AccessPolicy | None = None,
+    access_log: AccessLog | None = None,
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
     from aitherctl.serve.upstream import Upstream
@@ -616,7 +653,7 @@ def build_gateway(
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
-    return Gateway(dispatcher, scheduler, stack.metrics, keys, access), stack
+    return Gateway(dispatcher, scheduler, stack.metrics, keys, access, access_log), stack
 
 
 def machine_names() -> list[str]:

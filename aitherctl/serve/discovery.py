@@ -29,6 +29,16 @@ def find_gateway(
 ) -> tuple[str, str] | None:
     """(URL, profile) of a running `aitherctl serve` of this user, or None. Files left by a
     killed one (their PID is gone) are ignored. (Plain `os`: `run` calls this on every start.)"""
+    for url, profile, _pid in running_serves(pid_alive, folder):
+        return url, profile
+    return None
+
+
+def running_serves(
+    pid_alive: Callable[[int], bool] | None = None, folder: str | None = None
+) -> list[tuple[str, str, int]]:
+    """(URL, profile, PID) of each `aitherctl serve` of this user that runs, from the files
+    they write in the state folder (`serve_state_file`)."""
     alive = pid_alive or _pid_alive
     where = folder or state_dir_text()
     try:
@@ -36,7 +46,8 @@ def find_gateway(
             n for n in os.listdir(where) if n.startswith("serve-") and n.endswith(".json")
         )
     except OSError:
-        return None
+        return []
+    found = []
     for name in names:
         try:
             with open(os.path.join(where, name), encoding="utf-8") as handle:
@@ -44,9 +55,26 @@ def find_gateway(
             url, pid, profile = str(data["url"]), int(data["pid"]), str(data["profile"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if alive(pid):
-            return url, profile
-    return None
+        if pid != os.getpid() and alive(pid):
+            found.append((url, profile, pid))
+    return found
+
+
+def refuse_second_serve(port: int | None, profile: str | None) -> None:
+    """Raise BusyError when another `aitherctl serve` runs here: two schedulers would fight
+    over one machine's memory (each would evict the other's models). Allowed only when told
+    explicitly to serve another profile on another port."""
+    from aitherctl.errors import BusyError
+
+    for url, other_profile, pid in running_serves():
+        other_port = url.rsplit(":", 1)[-1]
+        if port is not None and str(port) != other_port and profile not in (None, other_profile):
+            continue
+        raise BusyError(
+            f"`aitherctl serve` already runs here (profile {other_profile} on {url}, pid {pid}): "
+            "two would fight over this machine's memory; stop it, or pass both --port and "
+            "--profile to serve another profile beside it"
+        )
 
 
 def _pid_alive(pid: int) -> bool:

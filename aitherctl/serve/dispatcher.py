@@ -20,12 +20,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aitherctl.core.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.errors import AitherError, NotFoundError
-from aitherctl.ops.route import REMEMBERED_FAILURES, RunOptions
+from aitherctl.ops.route import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.serve.model import Priority
 from aitherctl.serve.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from aitherctl.ops.route import Router
     from aitherctl.serve.upstream import Upstream, UpstreamResponse
 
+KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a missing API key
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
 CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
@@ -83,6 +85,12 @@ class GatewayRequest:
     # Without a limit in the body, send `routing.max_tokens` to every backend (`run` asks this
     # with `x-aither-max-tokens: profile`, as `run --direct` always sends it).
     profile_limit: bool = False
+    # `aitherctl run`'s --tier and --backend, for `auto`: chosen by the same Router.choose as
+    # `run --direct` (same candidates, same errors).
+    tier: str | None = None
+    backend: str | None = None
+    # Send `run`'s report (REPORT_HEADER): the same document `run --direct --json` prints.
+    report: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -113,6 +121,9 @@ class Outcome:
     retry_after_s: int = 1
     # The budget reservations of this request's attempts; its ledger row replaces them.
     run_id: str = field(default_factory=_new_id)
+    unsupported: int = 0  # attempts whose backend answered 501: it does not serve the route
+    # Per index into `attempts`: (time to first text, time the attempt took), when sent.
+    timings: dict[int, tuple[float | None, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,7 @@ class Route:
     tier: Tier | None = None
     effort: int | None = None
     effort_reasons: tuple[str, ...] = ()
+    choice: Choice | None = None  # Router.choose's decision, for `auto`
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> bytes:
@@ -210,9 +222,14 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
+            aither: dict[str, Any] = {"kind": "backend", "backend": backend, "state": state}
+            key_env = self.router.table.backends[backend].api_key_env
+            if key_env and key_env not in self._env_keys:
+                aither["state"] = "unavailable"
+                aither["reason"] = f"${key_env} is not set where `aitherctl serve` runs"
             entries.append({
                 "id": name, "object": "model", "created": created, "owned_by": "aitherctl",
-                "aither": {"kind": "backend", "backend": backend, "state": state},
+                "aither": aither,
             })
         for tier in self.router.table.tiers:
             if tier.name not in seen:
@@ -247,12 +264,14 @@ class Dispatcher:
             return Route(self._routable(tier.candidates), overflow=True, tier=tier)
         if model == "auto":
             prompt, system = prompt_text(request.route, request.body)
-            choice = self.router.choose(
-                RunOptions(prompt=prompt or " ", system=system, effort=request.effort)
-            )
+            choice = self.router.choose(RunOptions(
+                prompt=prompt or " ", system=system, effort=request.effort, tier=request.tier,
+                backend=request.backend,
+            ))
             return Route(
-                self._routable(choice.candidates), overflow=True, tier=choice.tier,
-                effort=choice.effort.score, effort_reasons=choice.effort.reasons,
+                self._routable(choice.candidates), overflow=request.backend is None,
+                tier=choice.tier, effort=choice.effort.score,
+                effort_reasons=choice.effort.reasons, choice=choice,
             )
         raise NotFoundError(
             f"unknown model {model!r}; this gateway serves: {', '.join(self.known_names())}"
@@ -263,9 +282,15 @@ class Dispatcher:
 
     # -- handling ---------------------------------------------------------------------------------
 
-    async def handle(self, request: GatewayRequest, sink: Sink) -> Reply | None:
+    async def handle(
+        self,
+        request: GatewayRequest,
+        sink: Sink,
+        done: Callable[[Outcome], None] | None = None,
+    ) -> Reply | None:
         """Answer `request`: a Reply to send whole, or None when the answer was streamed into
-        `sink`."""
+        `sink`. `done` receives what happened (the request log's line), once the backends
+        were tried."""
         started, started_wall = self.clock(), self.wall_clock()
         try:
             if self.router.table.classifier == "model" and request.body.get("model") in (
@@ -283,9 +308,95 @@ class Dispatcher:
         reply: Reply | None = None
         try:
             reply = await self._try_candidates(request, route, sink, result, started)
+            if request.report and route.choice is not None:
+                reply = await self._send_report(request, route, result, started, sink, reply)
         finally:
             self._record(request, route, result, started, started_wall)
+            if done is not None:
+                done(result)
         return reply
+
+    async def _send_report(  # noqa: PLR0917
+        self,
+        request: GatewayRequest,
+        route: Route,
+        result: Outcome,
+        started: float,
+        sink: Sink,
+        reply: Reply | None,
+    ) -> Reply | None:
+        """`run`'s report: after a streamed answer an SSE comment (`: x-aither-report JSON`,
+        which other clients ignore); in an error reply, its `aither_report` field."""
+        report = await self.report(request, route, result, started)
+        if reply is not None:
+            try:
+                payload = json.loads(reply.body)
+            except ValueError:
+                return reply
+            if isinstance(payload, dict):
+                payload["aither_report"] = report
+                return Reply(reply.status, json.dumps(payload).encode(), reply.headers)
+            return reply
+        if sink.started:
+            await sink.write(b": x-aither-report " + json.dumps(report).encode() + b"\n\n")
+        return None
+
+    async def report(
+        self, request: GatewayRequest, route: Route, result: Outcome, started: float
+    ) -> dict[str, Any]:
+        """What `run --direct --json` prints (`RunResult.to_json()`, without the answer the
+        client already has), from this request's decisions, plus `error` when it failed."""
+        from aitherctl.core.cost import budget_warning
+        from aitherctl.core.run_report import (
+            BUDGET,
+            FAILED,
+            attempt_lines,
+            budget_message,
+            no_backend_message,
+            partial_message,
+        )
+        from aitherctl.ops.route import Attempt, RunResult
+
+        del request
+        router = self.router
+        choice = route.choice
+        assert choice is not None
+        models = {name: c.model for name, c in router.table.backends.items()}
+        timings = dict(result.timings)
+        attempts = tuple(
+            Attempt(name, models.get(name, "?"), what, why, *timings.get(index, (None, None)))
+            for index, (name, what, why) in enumerate(result.attempts)
+        )
+        committed = await asyncio.to_thread(
+            router.ledger.committed_since, router.day_start(), self.wall_clock()
+        )
+        spent = committed.spent_usd
+        backend = result.backend
+        run = RunResult(
+            profile=router.profile.name, effort=choice.effort, tier=choice.tier.name,
+            backend=backend.name if backend else None, model=backend.model if backend else None,
+            answer="", outcome=result.outcome, attempts=attempts,
+            tokens_in=result.tokens_in, tokens_out=result.tokens_out, ttft_s=result.ttft_s,
+            total_s=self.clock() - started, cost_usd=result.cost_usd,
+            spent_today_usd=spent, budget_daily_usd=router.budget.daily_usd,
+            warning=budget_warning(router.budget, spent) if spent else None,
+        )
+        data = run.to_json()
+        del data["answer"]
+        data["queue_wait_s"] = _round(result.queue_wait_s)
+        data["load_wait_s"] = _round(result.load_wait_s)
+        lines = attempt_lines((a.backend, a.model, a.outcome, a.reason) for a in attempts)
+        if result.outcome == "partial" and backend is not None:
+            reason = next((a.reason for a in attempts if a.outcome == "partial"), None) or ""
+            data["error"] = {"kind": FAILED, "detail": lines,
+                             "message": partial_message(backend.name, backend.model, reason)}
+        elif result.outcome == "budget" and all(a.outcome == "skipped" for a in attempts):
+            data["error"] = {"kind": BUDGET, "detail": lines, "message": budget_message(
+                choice.tier.name, spent, router.budget.daily_usd)}
+        elif result.outcome not in ("ok", "partial"):
+            data["error"] = {"kind": FAILED, "detail": lines,
+                             "message": no_backend_message(choice.tier.name, len(attempts))}
+        return data
 
     async def _try_candidates(
         self,
@@ -311,7 +422,13 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 continue
             result.all_full = False
-            answer = await self._attempt(request, route, candidate, sink, result, started)
+            began, count = self.clock(), len(result.attempts)
+            try:
+                answer = await self._attempt(request, route, candidate, sink, result, started)
+            finally:
+                if len(result.attempts) > count and result.attempts[-1][1] != "skipped":
+                    ttft = result.ttft_s - (began - started) if result.ttft_s is not None else None
+                    result.timings[len(result.attempts) - 1] = (ttft, self.clock() - began)
             if answer is not None or result.outcome in ("ok", "partial"):
                 return answer
         return await self._no_backend(request, route, sink, result)
@@ -389,7 +506,11 @@ class Dispatcher:
             except UpstreamError as exc:
                 billable = exc.status is not None and exc.status < 400
                 result.attempts.append((candidate.name, "error", exc.message))
-                if candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
+                if exc.status == HTTPStatus.NOT_IMPLEMENTED:
+                    # It lacks this route (llama.cpp's embeddings without --embeddings): says
+                    # nothing about the backend's health.
+                    result.unsupported += 1
+                elif candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
                     await asyncio.to_thread(router.memory.remember, candidate, exc.message)
                 self.scheduler.events.emit("fell_back", candidate.name, exc.message,
                                            request.request_id)
@@ -516,7 +637,7 @@ class Dispatcher:
                 await sink.write(tail)
             if not splitter.done:
                 # A connection closed before `data: [DONE]` is a broken answer, not an end.
-                raise UpstreamError("bad_stream", "the stream ended without [DONE]")
+                raise UpstreamError("bad_stream", "stream ended without [DONE]")
         except UpstreamError as exc:
             if result.ttft_s is None:
                 result.attempts.append((candidate.name, "error", exc.message))
@@ -554,6 +675,8 @@ class Dispatcher:
     async def _no_backend(
         self, request: GatewayRequest, route: Route, sink: Sink, result: Outcome
     ) -> Reply | None:
+        """The truest status for a request no backend answered: 402 (budget), 429 (queues
+        full), 401 (only API keys missing), 501 (no backend serves the route), else 503."""
         del route
         lines = "; ".join(f"{name} {what}" + (f": {why}" if why else "")
                           for name, what, why in result.attempts) or "no candidate"
@@ -564,6 +687,20 @@ class Dispatcher:
         elif result.all_full and result.attempts:
             status, kind, message = 429, "rate_limit_error", f"queue full ({lines})"
             result.outcome = "rejected"
+        elif result.attempts and all(
+            what == "skipped" and why is not None and why.endswith(KEY_NOT_SET)
+            for _name, what, why in result.attempts
+        ):
+            # Only keys missing where serve runs: a 401 (which clients do not retry), not a 503.
+            status, kind, message = 401, "authentication_error", f"no backend answered ({lines})"
+            result.outcome = "failed"
+        elif result.unsupported and result.unsupported == sum(
+            1 for _name, what, _why in result.attempts if what != "skipped"
+        ):
+            status, kind, message = 501, "not_implemented", (
+                f"no backend here serves {request.route} ({lines})"
+            )
+            result.outcome = "failed"
         else:
             status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
             result.outcome = "failed"
@@ -571,7 +708,6 @@ class Dispatcher:
             await sink.write(b"data: " + error_body(message, kind) + b"\n\n")
             return None
         headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
-        del request
         return Reply(status, error_body(message, kind), headers)
 
     def _context(self, local_only: bool) -> RouteContext:
@@ -703,6 +839,10 @@ def _cost(bound: RequestBound, candidate: Candidate, result: Outcome) -> float:
     used_in = result.tokens_in if result.tokens_in is not None else bound.input_tokens
     used_out = result.tokens_out if result.tokens_out is not None else bound.output_tokens
     return candidate.price.cost_usd(used_in, used_out)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -8,6 +8,9 @@ made unreachable so the profile's endpoints and health probes alone decide.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +86,63 @@ def test_run_reads_stdin_and_file(routed: str, tmp_path: Path, double: RunningDo
     assert sent == ["from stdin", "from a file"]
 
 
+def test_run_sends_the_instruction_then_the_file(
+    routed: str, tmp_path: Path, double: RunningDouble
+) -> None:
+    patch = tmp_path / "change.patch"
+    patch.write_text("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n")
+    result = invoke("run", "-p", routed, "Summarise this diff", "-f", str(patch))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Hello from the double.\n"
+    (sent,) = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == "Summarise this diff\n\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
+
+
+def test_run_sends_the_instruction_then_piped_stdin(
+    routed: str, double: RunningDouble
+) -> None:
+    assert invoke("run", "-p", routed, "Review this", stdin="def f():\n    pass\n").exit_code == 0
+    assert invoke("run", "-p", routed, "Only this", stdin="").exit_code == 0
+    sent = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == ["Review this\n\ndef f():\n    pass\n", "Only this"]
+
+
+def test_run_prompt_errors_are_one_line(routed: str, tmp_path: Path) -> None:
+    missing = invoke("run", "-p", routed, "Summarise", "-f", str(tmp_path / "nope.patch"))
+    assert missing.exit_code == 2
+    nope = tmp_path / "nope.patch"
+    assert missing.stderr == f"error: cannot read {nope}: No such file or directory\n"
+    empty = invoke("run", "-p", routed, stdin="  \n")
+    assert empty.exit_code == 2
+    assert empty.stderr == "error: the prompt is empty\n"
+
+
+def test_console_script_sends_the_instruction_then_piped_stdin(
+    routed: str, double: RunningDouble
+) -> None:
+    """The console script's own fast path (not Typer), as a shell pipe runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "aitherctl", "run", "-p", routed, "Review this"],
+        input="x = 1\n", capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello from the double.\n"
+    (sent,) = [body["messages"][-1]["content"] for body in double.state.requests]
+    assert sent == "Review this\n\nx = 1\n"
+
+
+def test_run_help_says_how_the_prompt_is_built() -> None:
+    result = runner.invoke(app, ["run", "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert (
+        "The prompt is the instruction, then the text of -f FILE or of piped standard input, a "
+        "blank line between, as `llm` and `ollama run` combine them: `aitherctl run \"Summarise "
+        "this diff\" -f change.patch`, `git diff | aitherctl run \"Review this\"`."
+    ) in text
+
+
 def test_run_json_shape(routed: str) -> None:
     result = invoke("run", "-p", routed, "--json", "--max-tokens", "3", "--system", "terse", "hi")
     assert result.exit_code == 0, result.stderr
@@ -99,7 +159,9 @@ def test_run_json_shape(routed: str) -> None:
     assert set(data) == {
         "answer", "outcome", "profile", "effort", "tier", "backend", "model", "attempts",
         "tokens", "ttft_s", "total_s", "tokens_per_s", "cost_usd", "budget", "warning",
+        "via", "queue_wait_s", "load_wait_s",  # set through `serve`: the same shape both ways
     }
+    assert (data["via"], data["queue_wait_s"], data["load_wait_s"]) == (None, None, None)
 
 
 def test_explain_sends_nothing_and_says_why(
@@ -272,3 +334,58 @@ def test_validate_and_doctor_list_routing_mistakes_with_file_and_line(
     assert doctor.exit_code != 0
     for line in expected:
         assert line in doctor.stdout + doctor.stderr
+
+
+def test_chat_keeps_the_session_history(routed: str, double: RunningDouble) -> None:
+    result = invoke("chat", "-p", routed, "local", stdin="My name is Ada.\nWhat is my name?\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        ">>> Hello from the double.\n\n>>> Hello from the double.\n\n>>> \n"
+    )
+    assert result.stderr == "profile routed: Ctrl-C stops an answer, Ctrl-D or /bye leaves\n"
+    sent = [[m["content"] for m in body["messages"]] for body in double.state.requests]
+    assert sent == [
+        ["My name is Ada."],
+        ["My name is Ada.", "Hello from the double.", "What is my name?"],
+    ]
+
+
+def test_chat_with_an_unknown_model_is_one_line(routed: str) -> None:
+    result = invoke("chat", "-p", routed, "nope", stdin="")
+    assert result.exit_code == 4
+    assert result.stderr == (
+        "error: profile 'routed' has no tier, service or endpoint 'nope' (tiers: small, big; "
+        "services and endpoints: cloud, local)\n"
+    )
+
+
+def test_a_shared_first_candidate_falls_back_along_the_scored_tier(
+    write_profile: Callable[..., Path], double: RunningDouble
+) -> None:
+    """Every tier starts with `first`, so `run` sends before the effort is scored; when `first`
+    fails, the fallbacks are still those of the tier the score picks."""
+    with chat_double(mode="http500") as broken, chat_double() as other:
+        write_profile(
+            "shared",
+            f"""
+            name: shared
+            services: {{}}
+            endpoints:
+              first: {{base_url: "{broken.root}/v1", model: m1}}
+              second: {{base_url: "{double.root}/v1", model: m2}}
+              third: {{base_url: "{other.root}/v1", model: m3}}
+            routing:
+              tiers:
+                small: {{effort: 1-5, candidates: [first, second]}}
+                big: {{effort: 6-10, candidates: [first, third]}}
+            """,
+        )
+        result = invoke("run", "-p", "shared", "--json", "hi")
+        assert not other.state.requests
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["tier"], data["backend"]) == ("small", "second")
+    assert data["effort"]["score"] == score_effort("hi").score
+    assert [(a["backend"], a["outcome"]) for a in data["attempts"]] == [
+        ("first", "error"), ("second", "ok")
+    ]
