@@ -9,7 +9,7 @@ For a stopped llama.cpp service (SmolLM2, CPU, real Docker engine), per round:
            service (it is started by the request);
 - evict:   the same when the RAM pool has room for one service only, so the resident one must be
            stopped first.
-Overhead = gateway − own − warm (target: at most 0.5 s), and the same for evict.
+Overhead = gateway - own - warm (target: at most 0.5 s), and the same for evict.
 
     eval "$(bash scripts/test-env.sh)"; python bench/bench_ondemand.py [--rounds 5]
 """
@@ -156,7 +156,7 @@ def main() -> None:
         print(f"| {key} | {median[key]:.3f} | {', '.join(f'{v:.2f}' for v in values)} |")
     for key in ("gateway", "evict"):
         overhead = median[key] - median["own"] - median["warm"]
-        print(f"| overhead, {key} (− own − warm) | {overhead:.3f} | target ≤ 0.5 |")
+        print(f"| overhead, {key} (- own - warm) | {overhead:.3f} | target ≤ 0.5 |")
     print(json.dumps({k: round(v, 4) for k, v in median.items()}))
 
 

@@ -43,7 +43,6 @@ def _url_key(url: str) -> str | None:
     return loopback_key(parts.hostname, port)
 
 
-
 def queue_waiting_from_metrics(text: str, engine: str) -> float | None:
     """The engine's waiting-queue gauge from Prometheus text, summed over labels; None if absent."""
     wanted = QUEUE_METRICS.get(engine)
@@ -109,8 +108,10 @@ class FailureMemory:
         now = self.clock()
         # Drop entries older than a day so the file stays small.
         data = {
-            k: v for k, v in data.items()
-            if isinstance(v, dict) and isinstance(v.get("at"), int | float)
+            k: v
+            for k, v in data.items()
+            if isinstance(v, dict)
+            and isinstance(v.get("at"), int | float)
             and now - float(v["at"]) < 86400  # type: ignore[arg-type]
         }
         data[candidate.base_url] = {"at": now, "reason": reason}
@@ -158,8 +159,12 @@ class BackendProbe:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        return get(connect_tcp(host, port, self.timeout_s), host_header(host, port),
-                   target or "/", read_timeout_s=self.timeout_s)
+        return get(
+            connect_tcp(host, port, self.timeout_s),
+            host_header(host, port),
+            target or "/",
+            read_timeout_s=self.timeout_s,
+        )
 
     def health(self, candidate: Candidate) -> str | None:
         """None when healthy, else why not ("connection refused", "GET /health → 503")."""

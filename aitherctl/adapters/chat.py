@@ -192,8 +192,15 @@ class _Stream:
     def fail(
         self, kind: str, message: str, status: int | None = None, *, billable: bool = True
     ) -> ChatError:
-        return ChatError(kind, message, "".join(self.parts), self.ttft,
-                         self.clock() - self.started, status, billable=billable)
+        return ChatError(
+            kind,
+            message,
+            "".join(self.parts),
+            self.ttft,
+            self.clock() - self.started,
+            status,
+            billable=billable,
+        )
 
     def event(self, data: str) -> bool:
         """Handle one event's data; True once `[DONE]` came."""
@@ -296,15 +303,23 @@ def _stream_local(  # noqa: PLR0917
         sock = connect_tcp(host, port, candidate.connect_timeout_s)
     except TimeoutError:
         raise state.fail(
-            "timeout", f"connect timed out after {candidate.connect_timeout_s:g}s",
+            "timeout",
+            f"connect timed out after {candidate.connect_timeout_s:g}s",
             billable=False,
         ) from None
     except OSError:
         raise state.fail("refused", "connection refused", billable=False) from None
     try:
-        answer = send(sock, "POST", host_header(host, port), parts.path or "/", body=body,
-                      headers=headers,
-                      read_timeout_s=read_timeout_s, on_sent=on_sent)
+        answer = send(
+            sock,
+            "POST",
+            host_header(host, port),
+            parts.path or "/",
+            body=body,
+            headers=headers,
+            read_timeout_s=read_timeout_s,
+            on_sent=on_sent,
+        )
     except TimeoutError:
         raise state.fail("timeout", f"no answer within {read_timeout_s:g}s") from None
     except (OSError, ValueError):
@@ -314,8 +329,9 @@ def _stream_local(  # noqa: PLR0917
             code = answer.status
             detail = _detail_text(answer.read())
             kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
-            raise state.fail(kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code,
-                             billable=False)
+            raise state.fail(
+                kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code, billable=False
+            )
         content_type = answer.header("content-type") or ""
         if "text/event-stream" not in content_type:
             raise state.fail("bad_stream", f"not an event stream ({content_type or 'no type'})")
@@ -371,8 +387,12 @@ def _stream_httpx(  # noqa: PLR0917
     )
     try:
         with connect_sse(
-            clients.for_url(url), "POST", url, json=build_body(candidate, request),
-            headers=_headers(candidate, url), timeout=timeout,
+            clients.for_url(url),
+            "POST",
+            url,
+            json=build_body(candidate, request),
+            headers=_headers(candidate, url),
+            timeout=timeout,
         ) as source:
             response = source.response
             if response.status_code >= 400:
@@ -380,7 +400,9 @@ def _stream_httpx(  # noqa: PLR0917
                 code = response.status_code
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
                 raise state.fail(
-                    kind, f"HTTP {code}" + (f": {detail}" if detail else ""), code,
+                    kind,
+                    f"HTTP {code}" + (f": {detail}" if detail else ""),
+                    code,
                     billable=False,
                 )
             for event in source.iter_sse():
@@ -392,7 +414,8 @@ def _stream_httpx(  # noqa: PLR0917
         raise state.fail("bad_stream", f"not an event stream ({exc})") from None
     except httpx.ConnectTimeout:
         raise state.fail(
-            "timeout", f"connect timed out after {candidate.connect_timeout_s:g}s",
+            "timeout",
+            f"connect timed out after {candidate.connect_timeout_s:g}s",
             billable=False,
         ) from None
     except httpx.ConnectError:

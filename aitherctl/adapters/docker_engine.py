@@ -286,9 +286,7 @@ class DockerEngine:
         repository, _, tag = (
             image.rpartition(":") if ":" in image.rsplit("/", maxsplit=1)[-1] else (image, "", "")
         )
-        self.call(
-            f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest")
-        )
+        self.call(f"pulling {image}", lambda: self.client.api.pull(repository, tag=tag or "latest"))
 
     def logs(self, container_id: str, tail: int = 100) -> str:
         data = self.call(

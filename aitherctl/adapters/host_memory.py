@@ -53,5 +53,3 @@ def remember_hosts(profile: str, hosts: Mapping[str, Host]) -> None:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(body, indent=1) + "\n")
         temporary.replace(path)
-
-

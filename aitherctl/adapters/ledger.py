@@ -105,13 +105,33 @@ class LedgerRow:
 
 
 _COLUMNS = (
-    "ts", "profile", "effort", "tier", "backend", "model", "local", "tokens_in", "tokens_out",
-    "cost_usd", "ttft_s", "total_s", "outcome", "attempts", "prompt_sha256", "prompt",
-    "client", "priority", "queue_wait_s", "load_wait_s",
+    "ts",
+    "profile",
+    "effort",
+    "tier",
+    "backend",
+    "model",
+    "local",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "ttft_s",
+    "total_s",
+    "outcome",
+    "attempts",
+    "prompt_sha256",
+    "prompt",
+    "client",
+    "priority",
+    "queue_wait_s",
+    "load_wait_s",
 )
 # Added after the first release: a ledger written by an older version gets them on first write.
 _LATER_COLUMNS = {
-    "client": "TEXT", "priority": "TEXT", "queue_wait_s": "REAL", "load_wait_s": "REAL",
+    "client": "TEXT",
+    "priority": "TEXT",
+    "queue_wait_s": "REAL",
+    "load_wait_s": "REAL",
 }
 
 
@@ -187,9 +207,7 @@ class Ledger:
                 os.close(fd)
             elif self.path.stat().st_mode & 0o077:
                 os.chmod(self.path, 0o600)
-            connection = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None
-            )
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 if fresh or not self._ready:
                     # WAL: a reader (`usage`, the monitor, a user's sqlite3 shell) never blocks
@@ -308,8 +326,10 @@ class Ledger:
             db.executemany(
                 f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
                 [
-                    tuple(int(v) if isinstance(v, bool) else v
-                          for v in (getattr(row, c) for c in _COLUMNS))
+                    tuple(
+                        int(v) if isinstance(v, bool) else v
+                        for v in (getattr(row, c) for c in _COLUMNS)
+                    )
                     for row, _run_id in rows
                 ],
             )
@@ -324,9 +344,12 @@ class Ledger:
 
     def rows_since(self, since_ts: float) -> list[LedgerRow]:
         with self._read() as db:
-            if db is None or not db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-            ).fetchone():
+            if (
+                db is None
+                or not db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+                ).fetchone()
+            ):
                 return []
             present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
             columns = [c for c in _COLUMNS if c in present]  # an older ledger lacks some

@@ -113,9 +113,7 @@ def parse_event(item: Any) -> SchedulerEvent:
     )
 
 
-def parse_status(
-    document: Any, *, url: str, latency_s: float | None = None
-) -> SchedulerView:
+def parse_status(document: Any, *, url: str, latency_s: float | None = None) -> SchedulerView:
     """A `GET /status` document as a `SchedulerView`; `StatusFormatError` if it is not one."""
     if not isinstance(document, dict) or not isinstance(document.get("backends"), list):
         raise StatusFormatError("no `backends` list")
@@ -202,7 +200,8 @@ class SchedulerStatusReader:
         latency = self._clock() - started
         if status == 401:
             error = (
-                "API key refused ($AITHER_API_KEY)" if self._api_key
+                "API key refused ($AITHER_API_KEY)"
+                if self._api_key
                 else "needs an API key (set $AITHER_API_KEY)"
             )
             return SchedulerView(url=url, profile=profile, error=error, latency_s=latency)

@@ -20,9 +20,16 @@ if TYPE_CHECKING:
 
 # option -> (takes a value, the keyword of run_via_gateway / how it is used)
 VALUED = {
-    "--file": "file", "-f": "file", "--system": "system", "--max-tokens": "max_tokens",
-    "--temperature": "temperature", "--effort": "effort", "--tier": "tier",
-    "--backend": "backend", "--profile": "profile", "-p": "profile",
+    "--file": "file",
+    "-f": "file",
+    "--system": "system",
+    "--max-tokens": "max_tokens",
+    "--temperature": "temperature",
+    "--effort": "effort",
+    "--tier": "tier",
+    "--backend": "backend",
+    "--profile": "profile",
+    "-p": "profile",
 }
 FLAGS = {"--local-only": "local_only", "--json": "json", "--direct": "direct"}
 _INTS = {"max_tokens": (1, None), "effort": (1, 10)}
@@ -51,7 +58,7 @@ def parse(args: list[str]) -> dict[str, object] | None:
         elif arg in FLAGS and not sep:
             options[FLAGS[arg]] = True
         elif arg == "--":
-            rest = args[position + 1:]
+            rest = args[position + 1 :]
             if prompt is not None or len(rest) != 1:
                 return None
             prompt = rest[0]
@@ -97,9 +104,19 @@ def try_run(args: list[str]) -> int | None:
         return int(exc.exit_code)
     if text is None:
         return None  # nothing given on a terminal: Typer's command says what to do
-    keywords: dict[str, object] = {key: options[key] for key in
-                ("system", "max_tokens", "temperature", "effort", "tier", "backend", "local_only")
-                if key in options}
+    keywords: dict[str, object] = {
+        key: options[key]
+        for key in (
+            "system",
+            "max_tokens",
+            "temperature",
+            "effort",
+            "tier",
+            "backend",
+            "local_only",
+        )
+        if key in options
+    }
     profile = options.get("profile")
     if not options.get("direct"):
         from aitherctl.serve.discovery import find_gateway
@@ -110,8 +127,9 @@ def try_run(args: list[str]) -> int | None:
     from aitherctl.cli.run_exec import answer_direct
 
     try:
-        answer_direct(text, bool(options.get("json")), keywords,
-                      profile if isinstance(profile, str) else None)
+        answer_direct(
+            text, bool(options.get("json")), keywords, profile if isinstance(profile, str) else None
+        )
     except AitherError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"error: {exc.message}\n" + (f"{exc.detail}\n" if exc.detail else ""))

@@ -31,8 +31,16 @@ def gpu(
         table = Table(box=None, pad_edge=False)
         # The driver's own reservation (NVML v2, as nvidia-smi shows it): neither used nor free.
         reserved = any(item.memory_reserved_bytes for item in inventory.gpus)
-        columns = ("gpu", "name", "memory used", *(["driver reserved"] if reserved else []),
-                   "util", "temp", "power", "processes")
+        columns = (
+            "gpu",
+            "name",
+            "memory used",
+            *(["driver reserved"] if reserved else []),
+            "util",
+            "temp",
+            "power",
+            "processes",
+        )
         for column in columns:
             table.add_column(column)
         for item in inventory.gpus:

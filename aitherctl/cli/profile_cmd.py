@@ -96,6 +96,7 @@ def list_profiles(json_out: JsonOpt = False) -> None:
                 str(description).split(". ")[0],
             )
         )
+
     # Names and sources whole; services wrap between names; the description is one line, cut
     # with "…" to what is left of the terminal (the whole of it is `profile show NAME`'s).
     def widest(index: int, header: str) -> int:
@@ -429,8 +430,15 @@ def switch(
     from aitherctl.switching.hosts import multi_host
 
     if multi_host(profile):
-        _switch_hosts(out, catalog, profile.name, dry_run=dry_run, yes=yes,
-                      lock_timeout=lock_timeout, json_out=json_out)
+        _switch_hosts(
+            out,
+            catalog,
+            profile.name,
+            dry_run=dry_run,
+            yes=yes,
+            lock_timeout=lock_timeout,
+            json_out=json_out,
+        )
         return
     engine = runtime.docker()
     progress = CliProgress(out)
@@ -539,8 +547,13 @@ def _switch_hosts(
 
         try:
             result = switch_hosts(
-                runtime.docker, catalog, profile.name, runtime.gpu_inventory,
-                CliProgress(out), confirm=confirm, lock_timeout_s=lock_timeout,
+                runtime.docker,
+                catalog,
+                profile.name,
+                runtime.gpu_inventory,
+                CliProgress(out),
+                confirm=confirm,
+                lock_timeout_s=lock_timeout,
                 engines=engines,
             )
         except Declined:

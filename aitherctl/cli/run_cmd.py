@@ -93,9 +93,10 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         ),
     ] = None,
     file: Annotated[
-        Path | None, typer.Option(
+        Path | None,
+        typer.Option(
             "--file", "-f", help="Send this file's text after the instruction (or alone)."
-        )
+        ),
     ] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     max_tokens: Annotated[
@@ -157,10 +158,20 @@ def run(  # noqa: PLR0917 - Typer passes options by position
             raise UsageError(NO_PROMPT)
         from aitherctl.cli.chat_cmd import open_chat
 
-        code = open_chat(None, {
-            "system": system, "max_tokens": max_tokens, "temperature": temperature,
-            "effort": effort, "tier": tier, "backend": backend, "local_only": local_only,
-        }, profile, direct)
+        code = open_chat(
+            None,
+            {
+                "system": system,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "effort": effort,
+                "tier": tier,
+                "backend": backend,
+                "local_only": local_only,
+            },
+            profile,
+            direct,
+        )
         if code:
             raise typer.Exit(code)
         return
@@ -171,16 +182,33 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         if found is not None and profile in (None, found[1]):
             from aitherctl.cli.fast_run import answer_via_gateway
 
-            code = answer_via_gateway(found[0], text, json_output, {
-                "system": system, "max_tokens": max_tokens, "temperature": temperature,
-                "effort": effort, "tier": tier, "backend": backend, "local_only": local_only,
-            })
+            code = answer_via_gateway(
+                found[0],
+                text,
+                json_output,
+                {
+                    "system": system,
+                    "max_tokens": max_tokens,
+                    "temperature": temperature,
+                    "effort": effort,
+                    "tier": tier,
+                    "backend": backend,
+                    "local_only": local_only,
+                },
+            )
             if code:
                 raise typer.Exit(code)
             return
 
-    keywords = {"system": system, "max_tokens": max_tokens, "temperature": temperature,
-                "effort": effort, "tier": tier, "backend": backend, "local_only": local_only}
+    keywords = {
+        "system": system,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "effort": effort,
+        "tier": tier,
+        "backend": backend,
+        "local_only": local_only,
+    }
     if not explain:
         from aitherctl.cli.run_exec import answer_direct
 

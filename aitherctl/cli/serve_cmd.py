@@ -104,8 +104,14 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
     keys = load_keys(keys_file, dict(os.environ))
     hosts = (*(allow_host or ()), *split_list(os.environ.get(ALLOWED_HOSTS_ENV)))
     origins = (*(allow_origin or ()), *split_list(os.environ.get(ORIGINS_ENV)))
-    options = ServeOptions(host=host, port=port, drain_s=drain, keys=tuple(keys),
-                           allow_hosts=hosts, allow_origins=origins)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        drain_s=drain,
+        keys=tuple(keys),
+        allow_hosts=hosts,
+        allow_origins=origins,
+    )
     check_bind(options)
     chosen = _profile(profile)
     from aitherctl.ops.ram import refuse_impossible_ram
@@ -116,8 +122,14 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
     access_log = AccessLog(None if quiet else stderr_line)
 
     def build() -> tuple[Gateway, Stack]:
-        return build_gateway(chosen, runtime.docker, runtime.gpu_inventory, keys=list(keys),
-                             access=access, access_log=access_log)
+        return build_gateway(
+            chosen,
+            runtime.docker,
+            runtime.gpu_inventory,
+            keys=list(keys),
+            access=access,
+            access_log=access_log,
+        )
 
     def active(current: Profile) -> Profile | None:
         """The active profile, when it is not `current`: a switch made another one active, or
@@ -139,13 +151,17 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         served_at.append((url, time.monotonic()))
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
-    code = asyncio.run(serve_forever(
-        build, options, ready, serve_state_file(port), active=None if profile else active
-    ))
+    code = asyncio.run(
+        serve_forever(
+            build, options, ready, serve_state_file(port), active=None if profile else active
+        )
+    )
     if served_at:
         url, began = served_at[0]
-        out.info(f"stopped serving on {url} after {time.monotonic() - began:.0f}s: "
-                 f"{access_log.summary()}")
+        out.info(
+            f"stopped serving on {url} after {time.monotonic() - began:.0f}s: "
+            f"{access_log.summary()}"
+        )
     if code:
         raise typer.Exit(code)
 

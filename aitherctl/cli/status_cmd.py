@@ -21,7 +21,8 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     watch: Annotated[
         bool,
         typer.Option(
-            "--watch", "-w",
+            "--watch",
+            "-w",
             help="Print plain lines every --interval seconds (any terminal, fit for logs).",
         ),
     ] = False,

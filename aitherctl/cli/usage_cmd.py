@@ -26,7 +26,8 @@ def _print_report(out: Output, report: UsageReport) -> None:
     whose = f"profile {report.budget_profile}" if report.budget_profile else "default cap"
     in_flight = (
         f"; ${report.reserved_today_usd:.4f} reserved by requests in flight"
-        if report.reserved_today_usd else ""
+        if report.reserved_today_usd
+        else ""
     )
     out.print(
         f"today: ${report.spent_today_usd:.4f} of ${budget:g} daily budget ({share}{whose})"
@@ -55,8 +56,17 @@ def _print_report(out: Output, report: UsageReport) -> None:
         return
     table = Table(box=None, pad_edge=False)
     # Headers on one line each (a wrapped "TOTAL P50" left a lone "TOTAL" above the table).
-    for column in ("backend", "where", "requests", "ok", "cost", "ttft p50", "ttft p95",
-                   "time p50", "time p95"):
+    for column in (
+        "backend",
+        "where",
+        "requests",
+        "ok",
+        "cost",
+        "ttft p50",
+        "ttft p95",
+        "time p50",
+        "time p95",
+    ):
         table.add_column(
             column,
             justify="left" if column in ("backend", "where") else "right",
@@ -65,9 +75,15 @@ def _print_report(out: Output, report: UsageReport) -> None:
     for item in report.backends:
         where = "N/A" if item.local is None else ("local" if item.local else "cloud")
         table.add_row(
-            item.backend, where, str(item.requests), str(item.ok), f"${item.cost_usd:.4f}",
-            _fmt_s(item.ttft_p50_s), _fmt_s(item.ttft_p95_s),
-            _fmt_s(item.total_p50_s), _fmt_s(item.total_p95_s),
+            item.backend,
+            where,
+            str(item.requests),
+            str(item.ok),
+            f"${item.cost_usd:.4f}",
+            _fmt_s(item.ttft_p50_s),
+            _fmt_s(item.ttft_p95_s),
+            _fmt_s(item.total_p50_s),
+            _fmt_s(item.total_p95_s),
         )
     out.print(table, soft_wrap=False)
     out.print(
@@ -85,7 +101,8 @@ def usage(
     profile: Annotated[
         str | None,
         typer.Option(
-            "--profile", "-p",
+            "--profile",
+            "-p",
             help="Whose daily budget to compare with (default: as `run` picks it, the active "
             "profile, else $AITHER_GPU_PROFILE).",
         ),

@@ -113,7 +113,5 @@ def budget_warning(budget: Budget, spent_usd: float) -> str | None:
     if fraction >= 1:
         return f"daily budget spent: ${spent_usd:.4f} of ${budget.daily_usd:g}"
     if fraction >= budget.warn_fraction:
-        return (
-            f"{fraction:.0%} of today's budget spent (${spent_usd:.4f} of ${budget.daily_usd:g})"
-        )
+        return f"{fraction:.0%} of today's budget spent (${spent_usd:.4f} of ${budget.daily_usd:g})"
     return None

@@ -289,11 +289,15 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
 
     def seen(match: re.Match[str], original: str, lowered: str) -> str:
         """The matched words as the user wrote them (lower-casing rarely changes the length)."""
-        return original[match.start():match.end()] if len(original) == len(lowered) else match[0]
+        return original[match.start() : match.end()] if len(original) == len(lowered) else match[0]
 
     for name, pattern in (
-        ("proof", _PROOF), ("work", _WORK), ("analysis", _ANALYSIS), ("design", _DESIGN),
-        ("breadth", _BREADTH), ("small_output", _SMALL_OUTPUT),
+        ("proof", _PROOF),
+        ("work", _WORK),
+        ("analysis", _ANALYSIS),
+        ("design", _DESIGN),
+        ("breadth", _BREADTH),
+        ("small_output", _SMALL_OUTPUT),
     ):
         match = pattern.search(low)
         if match:

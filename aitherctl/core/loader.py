@@ -812,14 +812,18 @@ def _build_service(name: str, raw: _RawService, env: Mapping[str, str] | None) -
                 "vram",
             )
         )
-    if engine in (Engine.VLLM, Engine.LLAMACPP) and not fields.get("model") and (
-        "model" not in covered
+    if (
+        engine in (Engine.VLLM, Engine.LLAMACPP)
+        and not fields.get("model")
+        and ("model" not in covered)
     ):
         problems.items.append(fail(f"engine {engine.value} needs a `model` to serve"))
     if engine is Engine.GENERIC and "image" not in fields and "image" not in covered:
         problems.items.append(fail("engine generic needs an `image`"))
-    if engine is Engine.GENERIC and not fields.get("health", Health()).path and (
-        "health" not in covered
+    if (
+        engine is Engine.GENERIC
+        and not fields.get("health", Health()).path
+        and ("health" not in covered)
     ):
         problems.items.append(
             fail("engine generic needs `health: {path: ...}` to know when it is ready")
@@ -897,9 +901,7 @@ def _place_on_hosts(
     for name, svc in profile.services.items():
         raw = raw_services[name]
 
-        def fail(
-            message: str, key: str, raw: _RawService = raw, name: str = name
-        ) -> ConfigError:
+        def fail(message: str, key: str, raw: _RawService = raw, name: str = name) -> ConfigError:
             item = raw.fields.get(key)
             return ConfigError(
                 f"service {name!r}: {message}",
@@ -1002,9 +1004,7 @@ class _Place:
     port: int
 
 
-def _place_of(
-    profile: Profile, raw_services: dict[str, _RawService], name: str
-) -> _Place | None:
+def _place_of(profile: Profile, raw_services: dict[str, _RawService], name: str) -> _Place | None:
     """Where a service listens: as built, or as written when it did not build (None when its
     `port` is missing)."""
     svc = profile.services.get(name)

@@ -58,9 +58,7 @@ class PrometheusSamples:
         self._values: dict[str, list[float]] = {}
         # Only the wanted samples go through the parser: vLLM's page is mostly histogram buckets,
         # and this runs for every server on every refresh. A sample line starts with its name.
-        kept = "\n".join(
-            line for line in text.splitlines() if line.startswith(wanted)
-        )
+        kept = "\n".join(line for line in text.splitlines() if line.startswith(wanted))
         if not kept:  # nothing wanted: fine for a page without them, not for HTML or JSON
             for line in text.splitlines():
                 head = line.strip()[:1]

@@ -57,8 +57,16 @@ ENDPOINT_ENGINES = ("openai", "ollama", "llamacpp", "vllm")
 ROUTING_KEYS = {"classifier", "health_memory_s", "max_tokens", "tiers"}
 TIER_KEYS = {"effort", "candidates", "max_queue", "timeout_s"}
 ENDPOINT_KEYS = {
-    "base_url", "model", "api_key_env", "price", "engine", "local", "health", "timeout_s",
-    "max_tokens_field", "temperature",
+    "base_url",
+    "model",
+    "api_key_env",
+    "price",
+    "engine",
+    "local",
+    "health",
+    "timeout_s",
+    "max_tokens_field",
+    "temperature",
 }
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 # OpenAI's reasoning families (gpt-5*, o1/o3/o4*) answer 400 to `max_tokens` ("Unsupported
@@ -298,8 +306,9 @@ def endpoint_candidate(
         base_url += "/v1"  # Ollama's OpenAI-compatible API lives under /v1
     key_env = spec.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not re.match(r"^\w+$", key_env)):
-        raise fail("api_key_env must be the NAME of an environment variable (not the key)",
-                   "api_key_env")
+        raise fail(
+            "api_key_env must be the NAME of an environment variable (not the key)", "api_key_env"
+        )
     loopback = is_loopback_host(host)
     if key_env and parts.scheme == "http" and not loopback:
         raise fail(
@@ -333,8 +342,9 @@ def endpoint_candidate(
     )
     max_tokens_field = spec.get("max_tokens_field", field_default)
     if max_tokens_field not in MAX_TOKENS_FIELDS:
-        raise fail(f"max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}",
-                   "max_tokens_field")
+        raise fail(
+            f"max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}", "max_tokens_field"
+        )
     temperature: Any = spec.get("temperature", temperature_default)
     if isinstance(temperature, bool) or not (
         temperature in ("pass", "omit")
@@ -364,8 +374,10 @@ def _parse_effort(value: Any, where: str, path: YPath, fail: _Failer) -> tuple[i
     elif isinstance(value, str) and (match := _EFFORT_RANGE.match(value)):
         low = int(match.group(1))
         high = int(match.group(2) or low)
-    elif isinstance(value, list) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         low, high = value
     else:
@@ -381,10 +393,7 @@ def _default_tiers(profile: Profile, backends: Mapping[str, Candidate]) -> list[
     chat = [name for name, svc in profile.services.items() if svc.engine in CHAT_ENGINES]
     tiers = []
     for tier_name, (low, high) in DEFAULT_TIER_EFFORTS:
-        first = [
-            n for n in chat
-            if profile.services[n].role == tier_name or n == tier_name
-        ]
+        first = [n for n in chat if profile.services[n].role == tier_name or n == tier_name]
         ordered = first + [n for n in chat if n not in first]
         tiers.append(Tier(tier_name, low, high, tuple(backends[n] for n in ordered)))
     return tiers
@@ -404,8 +413,10 @@ def build_routing(profile: Profile, locate: Locate | None = None) -> RoutingTabl
         raise fail("`endpoints` must be a mapping from name to settings", ("endpoints",))
     for name, spec in endpoints.items():
         if name in backends:
-            raise fail(f"endpoints.{name}: a service has the same name; rename one of them",
-                       ("endpoints", name))
+            raise fail(
+                f"endpoints.{name}: a service has the same name; rename one of them",
+                ("endpoints", name),
+            )
         backends[name] = endpoint_candidate(str(name), spec, profile.source, fail.locate)
 
     section = profile.routing or {}
@@ -420,8 +431,10 @@ def build_routing(profile: Profile, locate: Locate | None = None) -> RoutingTabl
         raise fail("routing.classifier must be `heuristic` or `model`", ("routing", "classifier"))
     memory = section.get("health_memory_s", DEFAULT_HEALTH_MEMORY_S)
     if isinstance(memory, bool) or not isinstance(memory, int | float) or memory < 0:
-        raise fail("routing.health_memory_s must be a number of seconds >= 0",
-                   ("routing", "health_memory_s"))
+        raise fail(
+            "routing.health_memory_s must be a number of seconds >= 0",
+            ("routing", "health_memory_s"),
+        )
     max_tokens = section.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise fail("routing.max_tokens must be a whole number >= 1", ("routing", "max_tokens"))
@@ -479,8 +492,9 @@ def _budget_problem(budget: Any, locate: Locate) -> ConfigError | None:
     budget = budget or {}
     if not isinstance(budget, dict):
         source, line = locate(("budget",))
-        return ConfigError("`budget` must be a mapping (budget: {daily_usd: 5})", source=source,
-                           line=line)
+        return ConfigError(
+            "`budget` must be a mapping (budget: {daily_usd: 5})", source=source, line=line
+        )
     try:
         parse_budget(budget)
     except ValueError as exc:
@@ -499,8 +513,9 @@ def _parse_tiers(
     raw: Any, profile: Profile, backends: Mapping[str, Candidate], fail: _Failer
 ) -> list[Tier]:
     if not isinstance(raw, dict) or not raw:
-        raise fail("routing.tiers must map tier names to {effort, candidates}",
-                   ("routing", "tiers"))
+        raise fail(
+            "routing.tiers must map tier names to {effort, candidates}", ("routing", "tiers")
+        )
     tiers: list[Tier] = []
     covered: dict[int, str] = {}
     for name, spec in raw.items():
@@ -525,7 +540,11 @@ def _parse_tiers(
             raise fail(f"{where}.candidates must be a non-empty list", (*path, "candidates"))
         candidates = tuple(
             _resolve_candidate(
-                item, f"{where}.candidates", (*path, "candidates", index), profile, backends,
+                item,
+                f"{where}.candidates",
+                (*path, "candidates", index),
+                profile,
+                backends,
                 fail,
             )
             for index, item in enumerate(raw_candidates)
@@ -534,12 +553,12 @@ def _parse_tiers(
         if max_queue is not None and (
             isinstance(max_queue, bool) or not isinstance(max_queue, int | float) or max_queue < 0
         ):
-            raise fail(f"{where}.max_queue must be a number of waiting requests >= 0",
-                       (*path, "max_queue"))
+            raise fail(
+                f"{where}.max_queue must be a number of waiting requests >= 0", (*path, "max_queue")
+            )
         timeout = spec.get("timeout_s", DEFAULT_FIRST_TOKEN_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise fail(f"{where}.timeout_s must be a number of seconds > 0",
-                       (*path, "timeout_s"))
+            raise fail(f"{where}.timeout_s must be a number of seconds > 0", (*path, "timeout_s"))
         tiers.append(
             Tier(
                 name=str(name),
@@ -588,8 +607,7 @@ def _resolve_candidate(  # noqa: PLR0917
         if name in backends and not origin_ok:
             raise fail(f"{where}: {name!r} is not a {kind}", path)
     else:
-        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`",
-                   path)
+        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`", path)
     if name in profile.services and name not in backends:
         engine = profile.services[name].engine
         raise fail(f"{where}: service {name!r} is a {engine} service, not a chat model", path)

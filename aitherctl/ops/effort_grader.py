@@ -32,7 +32,8 @@ def pick_grader(table: RoutingTable, running: frozenset[str] | None) -> Candidat
     ctx = RouteContext(running=running, env_keys=frozenset(), local_only=True)
     return next(
         (
-            c for c in table.tiers[0].candidates
+            c
+            for c in table.tiers[0].candidates
             if static_skip_reason(c, ctx) is None and (c.price is None or c.price.is_free)
         ),
         None,
@@ -78,7 +79,10 @@ class ModelGradedScorer:
             )
         score = int(match.group(1))
         return EffortScore(
-            score, float(score),
-            (f"graded {score} by {self.grader.name} ({self.grader.model})",
-             f"built-in scorer would say {base.score}"),
+            score,
+            float(score),
+            (
+                f"graded {score} by {self.grader.name} ({self.grader.model})",
+                f"built-in scorer would say {base.score}",
+            ),
         )

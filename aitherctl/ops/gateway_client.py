@@ -111,9 +111,11 @@ def run_via_gateway(
     Raises the error `run --direct` raises for the same failure, with the same message; its
     `result` is the answer so far (for --json)."""
     started = clock()
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": role, "content": text} for role, text in history
-    ] + [{"role": "user", "content": prompt}]
+    messages = (
+        ([{"role": "system", "content": system}] if system else [])
+        + [{"role": role, "content": text} for role, text in history]
+        + [{"role": "user", "content": prompt}]
+    )
     body: dict[str, Any] = {
         "model": "auto",
         "messages": messages,
@@ -125,8 +127,12 @@ def run_via_gateway(
         body["max_tokens"] = max_tokens
     if temperature is not None:
         body["temperature"] = temperature
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
-               "x-aither-client": CLIENT_NAME, REPORT_HEADER: "1"}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+        "x-aither-client": CLIENT_NAME,
+        REPORT_HEADER: "1",
+    }
     if effort is not None:
         headers["x-aither-effort"] = str(effort)
     if local_only:

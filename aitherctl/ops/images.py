@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.profile_store import ProfileCatalog
+from aitherctl.errors import AitherError
 from aitherctl.switching.plan import Plan
 from aitherctl.switching.specs import build_specs
-from aitherctl.errors import AitherError
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,11 +206,15 @@ class MonitorCollector:
     def collect(self) -> MonitorSnapshot:
         started = self._monotonic()
         now = self._now()
-        stack = self._stack.read() if self._stack is not None else StackReading(
-            error="Docker is not used"
+        stack = (
+            self._stack.read()
+            if self._stack is not None
+            else StackReading(error="Docker is not used")
         )
-        inventory = self._gpus.read() if self._gpus is not None else GpuInventory(
-            error="GPU readings are off"
+        inventory = (
+            self._gpus.read()
+            if self._gpus is not None
+            else GpuInventory(error="GPU readings are off")
         )
         host = self._host.read()
         scheduler = self._scheduler.read() if self._scheduler is not None else None
@@ -231,8 +235,15 @@ class MonitorCollector:
             remote_owner = {pid: cid for cid, pids in reading.pids.items() for pid in pids}
             gpus = reading.gpus if reading.gpus is not None else GpuInventory()
             parts.append(
-                _HostPart(reading.name, reading.stack, remote_containers, gpus, remote_owner,
-                          reading.endpoint, reading.address)
+                _HostPart(
+                    reading.name,
+                    reading.stack,
+                    remote_containers,
+                    gpus,
+                    remote_owner,
+                    reading.endpoint,
+                    reading.address,
+                )
             )
             views.append(
                 HostStatusView(
@@ -274,9 +285,7 @@ class MonitorCollector:
                 for c in sorted(part.containers, key=lambda item: item.service)
             ]
             if part.host == "local":
-                part_views = [
-                    self._with_usage(view, usage, part.containers) for view in part_views
-                ]
+                part_views = [self._with_usage(view, usage, part.containers) for view in part_views]
             services += part_views
             gpus_views += [
                 self._gpu_view(gpu, part.containers, host=part.host) for gpu in part.inventory.gpus
@@ -311,11 +320,13 @@ class MonitorCollector:
                     assert cid is not None
                     used_by_container[cid] = used_by_container.get(cid, 0) + (proc.used_bytes or 0)
                 else:
-                    name = proc.name or (self._procs.name_of(proc.pid) if part.host == "local"
-                                         else None)
+                    name = proc.name or (
+                        self._procs.name_of(proc.pid) if part.host == "local" else None
+                    )
                     unmanaged.append(
-                        UnmanagedProcess(proc.pid, name, gpu.index, proc.used_bytes, cid,
-                                         host=part.host)
+                        UnmanagedProcess(
+                            proc.pid, name, gpu.index, proc.used_bytes, cid, host=part.host
+                        )
                     )
         return used_by_container
 
@@ -352,7 +363,9 @@ class MonitorCollector:
         metrics = scrape.metrics if scrape is not None else None
         status = scrape.status if scrape is not None else ScrapeStatus.SKIPPED
         if status != memory.scrape and status in (
-            ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR
+            ScrapeStatus.DOWN,
+            ScrapeStatus.TIMEOUT,
+            ScrapeStatus.ERROR,
         ):
             self.note(LogKind.PROBE, f"{key}: {status} ({scrape.error})")
         elif memory.scrape in (ScrapeStatus.DOWN, ScrapeStatus.TIMEOUT, ScrapeStatus.ERROR) and (
@@ -457,18 +470,14 @@ class MonitorCollector:
         return replace(view, cpu_pct=cpu, ram_used_bytes=memory, ram_budget_bytes=budget)
 
     def _gpu_view(self, gpu: Any, containers: Sequence[Any], host: str = "local") -> GpuView:
-        memory = self._memory_history.setdefault(
-            (host, gpu.index), deque(maxlen=self._history_len)
-        )
+        memory = self._memory_history.setdefault((host, gpu.index), deque(maxlen=self._history_len))
         util = self._util_history.setdefault((host, gpu.index), deque(maxlen=self._history_len))
         memory.append(gpu.memory_used_bytes)
         util.append(gpu.utilization_pct if gpu.utilization_pct is not None else 0.0)
         marks = tuple(
             BudgetMark(c.service, budget)
             for c in sorted(containers, key=lambda item: item.service)
-            if gpu.index in c.gpus
-            and c.state == "running"
-            and (budget := c.budget_on(gpu.index))
+            if gpu.index in c.gpus and c.state == "running" and (budget := c.budget_on(gpu.index))
         )
         return GpuView(
             index=gpu.index,
@@ -647,15 +656,20 @@ class SwitchJournalLog:
     """Switches, rollbacks and `down`s from the switch journal (`aitherctl.switching.journal`)."""
 
     KINDS: ClassVar[dict[str, LogKind]] = {
-        "switch": LogKind.SWITCH, "rollback": LogKind.SWITCH, "down": LogKind.ACTION,
+        "switch": LogKind.SWITCH,
+        "rollback": LogKind.SWITCH,
+        "down": LogKind.ACTION,
     }
 
     def recent(self, limit: int) -> Sequence[LogEntry]:
         from aitherctl.switching import journal
 
         return [
-            LogEntry(datetime.fromtimestamp(entry.ts, UTC),
-                     self.KINDS.get(entry.kind, LogKind.INFO), entry.message)
+            LogEntry(
+                datetime.fromtimestamp(entry.ts, UTC),
+                self.KINDS.get(entry.kind, LogKind.INFO),
+                entry.message,
+            )
             for entry in journal.recent(limit)
         ]
 

@@ -175,9 +175,7 @@ class RemoteHostsSource:
             self._store(state, lambda: self._take_gpu_reading(engine, image, container_ids))
             return
         assert self._readings is not None
-        state.pending = self._readings.submit(
-            self._take_gpu_reading, engine, image, container_ids
-        )
+        state.pending = self._readings.submit(self._take_gpu_reading, engine, image, container_ids)
 
     def _store(self, state: _HostState, take: Callable[[], _GpuReading]) -> None:
         try:
@@ -187,9 +185,7 @@ class RemoteHostsSource:
         state.pending = None
         state.read_at = self._monotonic()
 
-    def _take_gpu_reading(
-        self, engine: Any, image: str, container_ids: list[str]
-    ) -> _GpuReading:
+    def _take_gpu_reading(self, engine: Any, image: str, container_ids: list[str]) -> _GpuReading:
         inventory = self._gpu_reader(engine, image)
         pids: dict[str, tuple[int, ...]] = {}
         if inventory.available:

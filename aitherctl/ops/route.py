@@ -362,8 +362,12 @@ class Router:
             return None
         first = tiers[0].candidates[0]
         for tier in tiers:
-            if (not tier.candidates or tier.candidates[0].name != first.name
-                    or tier.max_queue is not None or tier.timeout_s != tiers[0].timeout_s):
+            if (
+                not tier.candidates
+                or tier.candidates[0].name != first.name
+                or tier.max_queue is not None
+                or tier.timeout_s != tiers[0].timeout_s
+            ):
                 return None
         return first
 
@@ -430,7 +434,10 @@ class Router:
             return reason, False
         if candidate.price is not None and not candidate.price.is_free:
             verdict = check_budget(
-                self.budget, committed(), candidate.price, self._prompt_bound(options),
+                self.budget,
+                committed(),
+                candidate.price,
+                self._prompt_bound(options),
                 choice.max_tokens,
             )
             if not verdict.allowed:
@@ -489,7 +496,8 @@ class Router:
         left = max(0.0, self.budget.daily_usd - answer.committed.total_usd)
         in_flight = (
             f", ${answer.committed.reserved_usd:.4f} of it reserved by requests in flight"
-            if answer.committed.reserved_usd else ""
+            if answer.committed.reserved_usd
+            else ""
         )
         return None, (
             f"budget: worst case ${worst:.4f} > ${left:.4f} left of "
@@ -515,8 +523,12 @@ class Router:
         else:
             scoring = _Scoring(lambda: self.effort_scorer().score(options.prompt, options.system))
             choice = Choice(  # until the score is in: the one candidate every tier starts with
-                profile=self.profile.name, effort=EffortScore(0, 0.0, ()), effort_forced=False,
-                tier=self.table.tiers[0], tier_forced=False, candidates=(shared,),
+                profile=self.profile.name,
+                effort=EffortScore(0, 0.0, ()),
+                effort_forced=False,
+                tier=self.table.tiers[0],
+                tier_forced=False,
+                candidates=(shared,),
                 max_tokens=options.max_tokens or self.table.default_max_tokens,
             )
             if choice.max_tokens < 1:
@@ -564,7 +576,10 @@ class Router:
                 continue
             try:
                 result = stream_chat(
-                    self.clients, candidate, request, on_text,
+                    self.clients,
+                    candidate,
+                    request,
+                    on_text,
                     read_timeout_s=choice.tier.timeout_s,
                     on_sent=scoring.start if scoring is not None else None,
                 )
@@ -576,18 +591,40 @@ class Router:
                     if exc.kind in REMEMBERED_FAILURES:
                         self.memory.remember(candidate, exc.message)
                     state.attempts.append(
-                        Attempt(candidate.name, candidate.model, "error", exc.message,
-                                exc.ttft_s, exc.elapsed_s)
+                        Attempt(
+                            candidate.name,
+                            candidate.model,
+                            "error",
+                            exc.message,
+                            exc.ttft_s,
+                            exc.elapsed_s,
+                        )
                     )
                     continue
                 # Text has arrived: stop here, report what came and from whom.
                 state.attempts.append(
-                    Attempt(candidate.name, candidate.model, "partial", exc.message,
-                            exc.ttft_s, exc.elapsed_s)
+                    Attempt(
+                        candidate.name,
+                        candidate.model,
+                        "partial",
+                        exc.message,
+                        exc.ttft_s,
+                        exc.elapsed_s,
+                    )
                 )
                 outcome = self._finish(
-                    scored(), options, state, candidate, started, started_wall, "partial",
-                    exc.partial_text, None, None, exc.ttft_s, None,
+                    scored(),
+                    options,
+                    state,
+                    candidate,
+                    started,
+                    started_wall,
+                    "partial",
+                    exc.partial_text,
+                    None,
+                    None,
+                    exc.ttft_s,
+                    None,
                 )
                 error = BackendFailedError(
                     partial_message(candidate.name, candidate.model, exc.message),
@@ -603,20 +640,42 @@ class Router:
                 Attempt(candidate.name, candidate.model, "ok", None, result.ttft_s, result.total_s)
             )
             self.settle(
-                state, reservation,
-                self.cost(candidate, options, result.tokens_in, result.tokens_out,
-                           choice.max_tokens),
+                state,
+                reservation,
+                self.cost(
+                    candidate, options, result.tokens_in, result.tokens_out, choice.max_tokens
+                ),
             )
             return self._finish(
-                scored(), options, state, candidate, started, started_wall, "ok", result.text,
-                result.tokens_in, result.tokens_out, result.ttft_s, result.last_token_s,
+                scored(),
+                options,
+                state,
+                candidate,
+                started,
+                started_wall,
+                "ok",
+                result.text,
+                result.tokens_in,
+                result.tokens_out,
+                result.ttft_s,
+                result.last_token_s,
             )
 
         skipped_all = all(a.outcome == "skipped" for a in state.attempts)
         outcome_name = "budget" if state.budget_refused and skipped_all else "failed"
         outcome = self._finish(
-            scored(), options, state, None, started, started_wall, outcome_name, "", None, None,
-            None, None,
+            scored(),
+            options,
+            state,
+            None,
+            started,
+            started_wall,
+            outcome_name,
+            "",
+            None,
+            None,
+            None,
+            None,
         )
         lines = _attempt_lines(outcome.attempts)
         failure: BackendFailedError | BudgetExceededError
@@ -667,7 +726,8 @@ class Router:
         total = self.clock() - started
         last = candidate or (
             next((c for c in choice.candidates if c.name == state.attempts[-1].backend), None)
-            if state.attempts else None
+            if state.attempts
+            else None
         )
         row = LedgerRow(
             ts=started_wall,

@@ -123,6 +123,7 @@ def with_other_hosts(listing: ServiceListing) -> ServiceListing:
             engine = DockerEngine.connect_host(name, host.docker, host.address)
         except AitherError as exc:
             return name, None, exc.message
+
         def read_gpus(image: str) -> GpuInventory:
             from aitherctl.adapters.remote_gpu import read_inventory
 

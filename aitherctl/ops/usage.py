@@ -124,7 +124,8 @@ class UsageReport:
                 "spent_today_usd": round(self.spent_today_usd, 6),
                 "reserved_usd": round(self.reserved_today_usd, 6),
                 "used_fraction": round(self.spent_today_usd / self.daily_budget_usd, 4)
-                if self.daily_budget_usd else None,
+                if self.daily_budget_usd
+                else None,
             },
             "per_tier": self.per_tier,
             "per_outcome": self.per_outcome,
@@ -171,9 +172,7 @@ def summarize_usage(
         if row.backend:
             by_backend.setdefault(row.backend, []).append(row)
     answered = [r for r in rows if r.outcome == "ok"]
-    local_share = (
-        sum(1 for r in answered if r.local) / len(answered) if answered else None
-    )
+    local_share = sum(1 for r in answered if r.local) / len(answered) if answered else None
     backends = []
     for name, items in sorted(by_backend.items(), key=lambda kv: -len(kv[1])):
         ok = [r for r in items if r.outcome == "ok"]

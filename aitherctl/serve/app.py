@@ -53,10 +53,17 @@ MAX_TOKENS_HEADER = "x-aither-max-tokens"
 KEYS_ENV = "AITHER_API_KEYS"
 CORS_MAX_AGE_S = 600
 # What a page allowed by `--allow-origin` may read of an answer besides the CORS-safe headers.
-_EXPOSED_HEADERS = ", ".join((
-    "x-aither-backend", "x-aither-tier", "x-aither-effort", "x-aither-queue-wait",
-    "x-aither-load-wait", "x-aither-price", "Retry-After",
-))
+_EXPOSED_HEADERS = ", ".join(
+    (
+        "x-aither-backend",
+        "x-aither-tier",
+        "x-aither-effort",
+        "x-aither-queue-wait",
+        "x-aither-load-wait",
+        "x-aither-price",
+        "Retry-After",
+    )
+)
 REPORT_HEADER = "x-aither-report"  # `aitherctl run` asks for its report (serve/dispatcher.py)
 
 
@@ -89,11 +96,15 @@ def parse_keys(text: str, source: str, *, env: bool = False) -> list[ApiKey]:
         if not words:
             continue
         if any("#" in word for word in words):
-            raise UsageError(f"{place}: '#' inside a word: put comments on their own line or "
-                             "after a space (a key may not contain '#')")
+            raise UsageError(
+                f"{place}: '#' inside a word: put comments on their own line or "
+                "after a space (a key may not contain '#')"
+            )
         if not env and any("," in word for word in words):
-            raise UsageError(f"{place}: ',' in a keys file: one key per line (commas separate "
-                             f"keys only in ${KEYS_ENV})")
+            raise UsageError(
+                f"{place}: ',' in a keys file: one key per line (commas separate "
+                f"keys only in ${KEYS_ENV})"
+            )
         if len(words) > 3:
             raise UsageError(f"{place}: {len(words)} words; expected KEY [priority] [NAME]")
         secret = words[0]
@@ -163,6 +174,7 @@ class Gateway:
         metrics: PromMetrics,
         keys: list[ApiKey],
         access: AccessPolicy | None = None,
+        *,
         access_log: AccessLog | None = None,
     ) -> None:
         self.dispatcher = dispatcher
@@ -207,8 +219,7 @@ class Gateway:
                 await task
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES,
-                              middlewares=[self._guard, self._auth])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard, self._auth])
         app.on_response_prepare.append(self._cors_headers)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
@@ -246,22 +257,36 @@ class Gateway:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         if not self.access.host_allowed(request.headers.get("Host")):
-            return _json_reply(Reply(403, error_body(
-                f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
-                "with aitherctl serve --allow-host NAME)", "permission_error", "host_not_allowed",
-            )))
+            return _json_reply(
+                Reply(
+                    403,
+                    error_body(
+                        f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
+                        "with aitherctl serve --allow-host NAME)",
+                        "permission_error",
+                        "host_not_allowed",
+                    ),
+                )
+            )
         origin = request.headers.get("Origin")
         if origin is not None and not self.access.origin_allowed(origin):
-            return _json_reply(Reply(403, error_body(
-                f"requests from the web page at {origin} are not allowed (allow its origin "
-                "with aitherctl serve --allow-origin ORIGIN)", "permission_error",
-                "origin_not_allowed",
-            )))
+            return _json_reply(
+                Reply(
+                    403,
+                    error_body(
+                        f"requests from the web page at {origin} are not allowed (allow its origin "
+                        "with aitherctl serve --allow-origin ORIGIN)",
+                        "permission_error",
+                        "origin_not_allowed",
+                    ),
+                )
+            )
         if request.method == "OPTIONS" and origin is not None:
             headers = {
                 "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
                 "Access-Control-Allow-Headers": request.headers.get(
-                    "Access-Control-Request-Headers", "Authorization, Content-Type"),
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"
+                ),
                 "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
             }
             return web.Response(status=204, headers=headers)
@@ -284,12 +309,19 @@ class Gateway:
             key = self._key_for(request)
             if key is None:
                 if request.method == "POST":
-                    self.access_log.request(request.remote, "-", "-", None, 401, None, None,
-                                            None, None, 0.0)
-                return _json_reply(Reply(401, error_body(
-                    "a valid API key is required (Authorization: Bearer KEY)",
-                    "authentication_error", "invalid_api_key",
-                )))
+                    self.access_log.request(
+                        request.remote, "-", "-", None, 401, None, None, None, None, 0.0
+                    )
+                return _json_reply(
+                    Reply(
+                        401,
+                        error_body(
+                            "a valid API key is required (Authorization: Bearer KEY)",
+                            "authentication_error",
+                            "invalid_api_key",
+                        ),
+                    )
+                )
             request["api_key"] = key
         result: web.StreamResponse = await handler(request)
         return result
@@ -298,12 +330,14 @@ class Gateway:
 
     async def health(self, request: web.Request) -> web.Response:
         del request
-        return web.json_response({
-            "status": "ok",
-            "profile": self.scheduler.profile.name,
-            "in_flight": self.scheduler.in_flight(),
-            "uptime_s": round(time.time() - self.started, 1),
-        })
+        return web.json_response(
+            {
+                "status": "ok",
+                "profile": self.scheduler.profile.name,
+                "in_flight": self.scheduler.in_flight(),
+                "uptime_s": round(time.time() - self.started, 1),
+            }
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         del request
@@ -359,7 +393,9 @@ class Gateway:
         finally:
             outcome = line["outcome"]
             self.access_log.request(
-                request.remote, line["client"], line["model"],
+                request.remote,
+                line["client"],
+                line["model"],
                 outcome.backend.name if outcome and outcome.backend else None,
                 line["status"],
                 outcome.queue_wait_s if outcome else None,
@@ -373,10 +409,16 @@ class Gateway:
         if request.content_type != "application/json":
             # A browser sends text/plain and form bodies cross-site without asking (a "simple"
             # request); JSON needs a preflight, which the Origin rule answers.
-            return _json_reply(Reply(415, error_body(
-                f"the body must be JSON sent as Content-Type: application/json (not "
-                f"{request.headers.get('Content-Type') or 'none'})", "invalid_request_error",
-            )))
+            return _json_reply(
+                Reply(
+                    415,
+                    error_body(
+                        f"the body must be JSON sent as Content-Type: application/json (not "
+                        f"{request.headers.get('Content-Type') or 'none'})",
+                        "invalid_request_error",
+                    ),
+                )
+            )
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -384,8 +426,9 @@ class Gateway:
                 Reply(400, error_body("the body is not JSON", "invalid_request_error"))
             )
         if not isinstance(body, dict):
-            return _json_reply(Reply(400, error_body("the body must be a JSON object",
-                                                      "invalid_request_error")))
+            return _json_reply(
+                Reply(400, error_body("the body must be a JSON object", "invalid_request_error"))
+            )
         key: ApiKey | None = request.get("api_key")
         try:
             priority = parse_priority(
@@ -394,18 +437,30 @@ class Gateway:
             )
         except ValueError as exc:
             return _json_reply(Reply(400, error_body(str(exc), "invalid_request_error")))
-        client = key.name if key else (request.headers.get("x-aither-client")
-                                       or request.remote or "unknown")
+        client = (
+            key.name
+            if key
+            else (request.headers.get("x-aither-client") or request.remote or "unknown")
+        )
         model = body.get("model")
         line["client"] = client
         line["model"] = model if isinstance(model, str) and model else "auto"
         effort = request.headers.get("x-aither-effort")
         if effort is not None and not (effort.isdigit() and 1 <= int(effort) <= 10):
-            return _json_reply(Reply(400, error_body(
-                "x-aither-effort must be a whole number from 1 to 10", "invalid_request_error"
-            )))
+            return _json_reply(
+                Reply(
+                    400,
+                    error_body(
+                        "x-aither-effort must be a whole number from 1 to 10",
+                        "invalid_request_error",
+                    ),
+                )
+            )
         gateway_request = GatewayRequest(
-            request.path, body, priority, client,
+            request.path,
+            body,
+            priority,
+            client,
             effort=int(effort) if effort else None,
             local_only=request.headers.get("x-aither-local-only", "") in ("1", "true"),
             profile_limit=request.headers.get(MAX_TOKENS_HEADER, "") == "profile",
@@ -514,13 +569,15 @@ async def serve_forever(
     loop = asyncio.get_running_loop()
     received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
+
         def handler(sig: int = sig) -> None:
             received.append(sig)
             stop.set()
 
         loop.add_signal_handler(sig, handler)
-    runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=SHUTDOWN_GRACE_S)
+    runner = web.AppRunner(
+        gateway.app(), handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, reuse_address=True, backlog=1024)
     try:
@@ -600,14 +657,17 @@ class Stack:
         self, profile: Profile, control: ServiceControl | None, running: set[str] | None
     ) -> tuple[Scheduler, Dispatcher]:
         scheduler = Scheduler(
-            profile, build_routing_table(profile), control, self.pools(profile),
-            events=self.events, metrics=self.metrics, running=running,
+            profile,
+            build_routing_table(profile),
+            control,
+            self.pools(profile),
+            events=self.events,
+            metrics=self.metrics,
+            running=running,
         )
         return scheduler, self.dispatcher(scheduler)
 
-    def adopt(
-        self, scheduler: Scheduler, profile: Profile, running: set[str] | None
-    ) -> Dispatcher:
+    def adopt(self, scheduler: Scheduler, profile: Profile, running: set[str] | None) -> Dispatcher:
         """The same scheduler, now serving `profile`; a dispatcher that routes by it."""
         scheduler.adopt(profile, build_routing_table(profile), self.pools(profile), running)
         return self.dispatcher(scheduler)
@@ -626,10 +686,21 @@ class Stack:
         from aitherctl.ops.route import Router
 
         clients = HttpClients()
-        router = Router(scheduler.profile, scheduler.table, clients=clients,
-                        probe=BackendProbe(clients), memory=FailureMemory(), ledger=Ledger())
-        return Dispatcher(scheduler, router, self.upstream, observe=self.metrics.observe,
-                          count=self.metrics.count_outcome)
+        router = Router(
+            scheduler.profile,
+            scheduler.table,
+            clients=clients,
+            probe=BackendProbe(clients),
+            memory=FailureMemory(),
+            ledger=Ledger(),
+        )
+        return Dispatcher(
+            scheduler,
+            router,
+            self.upstream,
+            observe=self.metrics.observe,
+            count=self.metrics.count_outcome,
+        )
 
 
 def build_routing_table(profile: Profile) -> RoutingTable:
@@ -653,7 +724,7 @@ def build_gateway(
     stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
-    return Gateway(dispatcher, scheduler, stack.metrics, keys, access, access_log), stack
+    return Gateway(dispatcher, scheduler, stack.metrics, keys, access, access_log=access_log), stack
 
 
 def machine_names() -> list[str]:

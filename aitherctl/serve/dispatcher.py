@@ -42,10 +42,21 @@ CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at mo
 LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
 # `content-encoding` too: the upstream client decodes what a server compressed anyway.
-_DROPPED_HEADERS = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "content-length", "server", "date",
-    "proxy-connection", "te", "trailer", "upgrade", "content-encoding",
-})
+_DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "server",
+        "date",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-encoding",
+    }
+)
 ROUTES = {
     "/v1/chat/completions": "chat/completions",
     "/v1/completions": "completions",
@@ -169,7 +180,8 @@ def _content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            part.get("text", "") for part in content
+            part.get("text", "")
+            for part in content
             if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
@@ -227,22 +239,36 @@ class Dispatcher:
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
                 aither["reason"] = f"${key_env} is not set where `aitherctl serve` runs"
-            entries.append({
-                "id": name, "object": "model", "created": created, "owned_by": "aitherctl",
-                "aither": aither,
-            })
+            entries.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "aitherctl",
+                    "aither": aither,
+                }
+            )
         for tier in self.router.table.tiers:
             if tier.name not in seen:
                 seen.add(tier.name)
-                entries.append({
-                    "id": tier.name, "object": "model", "created": created,
-                    "owned_by": "aitherctl",
-                    "aither": {"kind": "tier", "candidates": [c.name for c in tier.candidates]},
-                })
-        entries.append({
-            "id": "auto", "object": "model", "created": created, "owned_by": "aitherctl",
-            "aither": {"kind": "auto"},
-        })
+                entries.append(
+                    {
+                        "id": tier.name,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": "aitherctl",
+                        "aither": {"kind": "tier", "candidates": [c.name for c in tier.candidates]},
+                    }
+                )
+        entries.append(
+            {
+                "id": "auto",
+                "object": "model",
+                "created": created,
+                "owned_by": "aitherctl",
+                "aither": {"kind": "auto"},
+            }
+        )
         return entries
 
     def known_names(self) -> list[str]:
@@ -264,14 +290,22 @@ class Dispatcher:
             return Route(self._routable(tier.candidates), overflow=True, tier=tier)
         if model == "auto":
             prompt, system = prompt_text(request.route, request.body)
-            choice = self.router.choose(RunOptions(
-                prompt=prompt or " ", system=system, effort=request.effort, tier=request.tier,
-                backend=request.backend,
-            ))
+            choice = self.router.choose(
+                RunOptions(
+                    prompt=prompt or " ",
+                    system=system,
+                    effort=request.effort,
+                    tier=request.tier,
+                    backend=request.backend,
+                )
+            )
             return Route(
-                self._routable(choice.candidates), overflow=request.backend is None,
-                tier=choice.tier, effort=choice.effort.score,
-                effort_reasons=choice.effort.reasons, choice=choice,
+                self._routable(choice.candidates),
+                overflow=request.backend is None,
+                tier=choice.tier,
+                effort=choice.effort.score,
+                effort_reasons=choice.effort.reasons,
+                choice=choice,
             )
         raise NotFoundError(
             f"unknown model {model!r}; this gateway serves: {', '.join(self.known_names())}"
@@ -294,7 +328,9 @@ class Dispatcher:
         started, started_wall = self.clock(), self.wall_clock()
         try:
             if self.router.table.classifier == "model" and request.body.get("model") in (
-                None, "", "auto"
+                None,
+                "",
+                "auto",
             ):
                 # A local model grades the prompt (a blocking HTTP call): off the loop.
                 route = await asyncio.to_thread(self.resolve, request)
@@ -373,12 +409,21 @@ class Dispatcher:
         spent = committed.spent_usd
         backend = result.backend
         run = RunResult(
-            profile=router.profile.name, effort=choice.effort, tier=choice.tier.name,
-            backend=backend.name if backend else None, model=backend.model if backend else None,
-            answer="", outcome=result.outcome, attempts=attempts,
-            tokens_in=result.tokens_in, tokens_out=result.tokens_out, ttft_s=result.ttft_s,
-            total_s=self.clock() - started, cost_usd=result.cost_usd,
-            spent_today_usd=spent, budget_daily_usd=router.budget.daily_usd,
+            profile=router.profile.name,
+            effort=choice.effort,
+            tier=choice.tier.name,
+            backend=backend.name if backend else None,
+            model=backend.model if backend else None,
+            answer="",
+            outcome=result.outcome,
+            attempts=attempts,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            ttft_s=result.ttft_s,
+            total_s=self.clock() - started,
+            cost_usd=result.cost_usd,
+            spent_today_usd=spent,
+            budget_daily_usd=router.budget.daily_usd,
             warning=budget_warning(router.budget, spent) if spent else None,
         )
         data = run.to_json()
@@ -388,14 +433,23 @@ class Dispatcher:
         lines = attempt_lines((a.backend, a.model, a.outcome, a.reason) for a in attempts)
         if result.outcome == "partial" and backend is not None:
             reason = next((a.reason for a in attempts if a.outcome == "partial"), None) or ""
-            data["error"] = {"kind": FAILED, "detail": lines,
-                             "message": partial_message(backend.name, backend.model, reason)}
+            data["error"] = {
+                "kind": FAILED,
+                "detail": lines,
+                "message": partial_message(backend.name, backend.model, reason),
+            }
         elif result.outcome == "budget" and all(a.outcome == "skipped" for a in attempts):
-            data["error"] = {"kind": BUDGET, "detail": lines, "message": budget_message(
-                choice.tier.name, spent, router.budget.daily_usd)}
+            data["error"] = {
+                "kind": BUDGET,
+                "detail": lines,
+                "message": budget_message(choice.tier.name, spent, router.budget.daily_usd),
+            }
         elif result.outcome not in ("ok", "partial"):
-            data["error"] = {"kind": FAILED, "detail": lines,
-                             "message": no_backend_message(choice.tier.name, len(attempts))}
+            data["error"] = {
+                "kind": FAILED,
+                "detail": lines,
+                "message": no_backend_message(choice.tier.name, len(attempts)),
+            }
         return data
 
     async def _try_candidates(
@@ -409,13 +463,16 @@ class Dispatcher:
         ctx = self._context(request.local_only)
         for candidate in route.candidates:
             reason = static_skip_reason(candidate, ctx)
-            if reason is None and route.overflow and not self.scheduler.queue_has_room(
-                candidate.name, _int_or_none(route.tier.max_queue if route.tier else None)
+            if (
+                reason is None
+                and route.overflow
+                and not self.scheduler.queue_has_room(
+                    candidate.name, _int_or_none(route.tier.max_queue if route.tier else None)
+                )
             ):
                 reason = "queue full: overflowing to the next candidate"
                 result.attempts.append((candidate.name, "skipped", reason))
-                self.scheduler.events.emit("overflowed", candidate.name, reason,
-                                           request.request_id)
+                self.scheduler.events.emit("overflowed", candidate.name, reason, request.request_id)
                 continue
             if reason is not None:
                 result.all_full = False
@@ -478,8 +535,9 @@ class Dispatcher:
                 return None
             except (LoadFailed, SchedulerError) as exc:
                 result.attempts.append((candidate.name, "error", exc.message))
-                self.scheduler.events.emit("fell_back", candidate.name, exc.message,
-                                           request.request_id)
+                self.scheduler.events.emit(
+                    "fell_back", candidate.name, exc.message, request.request_id
+                )
                 return None
             result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
@@ -512,8 +570,9 @@ class Dispatcher:
                     result.unsupported += 1
                 elif candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
                     await asyncio.to_thread(router.memory.remember, candidate, exc.message)
-                self.scheduler.events.emit("fell_back", candidate.name, exc.message,
-                                           request.request_id)
+                self.scheduler.events.emit(
+                    "fell_back", candidate.name, exc.message, request.request_id
+                )
                 if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
                     # The request itself is wrong: another backend would refuse it too.
                     result.outcome = "failed"
@@ -524,8 +583,7 @@ class Dispatcher:
             reply = await self._relay(
                 request, route, candidate, response, sink, result, started, usage_added, lease
             )
-            self.scheduler.events.emit("served", candidate.name, result.outcome,
-                                       request.request_id)
+            self.scheduler.events.emit("served", candidate.name, result.outcome, request.request_id)
             return reply
         finally:
             if keepalive is not None:
@@ -535,9 +593,11 @@ class Dispatcher:
             if lease is not None:
                 self.scheduler.release(lease)
             if reservation is not None:
-                cost = _cost(bound, candidate, result) if (
-                    result.outcome in ("ok", "partial")
-                ) else (worst if billable else 0.0)
+                cost = (
+                    _cost(bound, candidate, result)
+                    if (result.outcome in ("ok", "partial"))
+                    else (worst if billable else 0.0)
+                )
                 result.cost_usd += cost
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
@@ -678,11 +738,18 @@ class Dispatcher:
         """The truest status for a request no backend answered: 402 (budget), 429 (queues
         full), 401 (only API keys missing), 501 (no backend serves the route), else 503."""
         del route
-        lines = "; ".join(f"{name} {what}" + (f": {why}" if why else "")
-                          for name, what, why in result.attempts) or "no candidate"
+        lines = (
+            "; ".join(
+                f"{name} {what}" + (f": {why}" if why else "")
+                for name, what, why in result.attempts
+            )
+            or "no candidate"
+        )
         if result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
-            status, kind, message = 402, "budget_exceeded", (
-                f"the daily budget forbids this request ({lines})"
+            status, kind, message = (
+                402,
+                "budget_exceeded",
+                (f"the daily budget forbids this request ({lines})"),
             )
         elif result.all_full and result.attempts:
             status, kind, message = 429, "rate_limit_error", f"queue full ({lines})"
@@ -697,8 +764,10 @@ class Dispatcher:
         elif result.unsupported and result.unsupported == sum(
             1 for _name, what, _why in result.attempts if what != "skipped"
         ):
-            status, kind, message = 501, "not_implemented", (
-                f"no backend here serves {request.route} ({lines})"
+            status, kind, message = (
+                501,
+                "not_implemented",
+                (f"no backend here serves {request.route} ({lines})"),
             )
             result.outcome = "failed"
         else:
@@ -715,11 +784,11 @@ class Dispatcher:
         starts them) and only endpoints' recent failures count (it knows its services')."""
         now = self.clock()
         if self._remembered is None or now - self._remembered[0] > CONTEXT_FRESH_S:
-            endpoints = [c for c in self.router.table.backends.values()
-                         if c.origin == "endpoint"]
+            endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
             remembered = (
                 dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
-                if endpoints else {}
+                if endpoints
+                else {}
             )
             self._remembered = (now, remembered)
         return RouteContext(
@@ -808,8 +877,9 @@ class _KeepAlive:
             if self.stopping.is_set():
                 return
             if not self.sink.started:
-                await self.sink.start(200, {"Content-Type": "text/event-stream",
-                                            "Cache-Control": "no-cache"})
+                await self.sink.start(
+                    200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                )
             await self.sink.write(b": waiting for a backend\n\n")
             delay = KEEPALIVE_EVERY_S
 

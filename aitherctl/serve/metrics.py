@@ -19,7 +19,21 @@ if TYPE_CHECKING:
     from aitherctl.serve.scheduler import Scheduler
 
 _LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 
 
@@ -28,26 +42,40 @@ class PromMetrics(Metrics):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.counters = {
-            "requests": Counter("aither_requests", "Requests answered, by backend and outcome",
-                                ["backend", "outcome"], registry=r),
-            "queued": Counter("aither_queued", "Requests that had to wait in a queue",
-                              ["backend"], registry=r),
-            "rejected": Counter("aither_rejected", "Requests refused for a full queue (429)",
-                                ["backend"], registry=r),
-            "loads": Counter("aither_loads", "Services loaded (started or woken)", ["backend"],
-                             registry=r),
-            "load_failures": Counter("aither_load_failures", "Loads that failed", ["backend"],
-                                     registry=r),
-            "evictions": Counter("aither_evictions", "Services evicted (stopped, slept, "
-                                 "unloaded)", ["backend"], registry=r),
-            "sleeps": Counter("aither_sleeps", "vLLM sleep-mode sleeps", ["backend"],
-                              registry=r),
-            "wakes": Counter("aither_wakes", "vLLM sleep-mode wake-ups", ["backend"],
-                             registry=r),
+            "requests": Counter(
+                "aither_requests",
+                "Requests answered, by backend and outcome",
+                ["backend", "outcome"],
+                registry=r,
+            ),
+            "queued": Counter(
+                "aither_queued", "Requests that had to wait in a queue", ["backend"], registry=r
+            ),
+            "rejected": Counter(
+                "aither_rejected",
+                "Requests refused for a full queue (429)",
+                ["backend"],
+                registry=r,
+            ),
+            "loads": Counter(
+                "aither_loads", "Services loaded (started or woken)", ["backend"], registry=r
+            ),
+            "load_failures": Counter(
+                "aither_load_failures", "Loads that failed", ["backend"], registry=r
+            ),
+            "evictions": Counter(
+                "aither_evictions",
+                "Services evicted (stopped, slept, unloaded)",
+                ["backend"],
+                registry=r,
+            ),
+            "sleeps": Counter("aither_sleeps", "vLLM sleep-mode sleeps", ["backend"], registry=r),
+            "wakes": Counter("aither_wakes", "vLLM sleep-mode wake-ups", ["backend"], registry=r),
         }
         self.histograms = {
-            name: Histogram(f"aither_{name}", help_text, ["backend"], registry=r,
-                            buckets=_LATENCY_BUCKETS)
+            name: Histogram(
+                f"aither_{name}", help_text, ["backend"], registry=r, buckets=_LATENCY_BUCKETS
+            )
             for name, help_text in (
                 ("ttft_seconds", "Time from the request to the first byte of the answer"),
                 ("request_seconds", "Time from the request to its end"),
@@ -58,14 +86,24 @@ class PromMetrics(Metrics):
         }
         self._children: dict[tuple[str, str], Any] = {}
         self._outcomes: dict[tuple[str, str, str], Any] = {}
-        self.queue_depth = Gauge("aither_queue_depth", "Requests waiting, per backend",
-                                 ["backend"], registry=r)
-        self.in_flight = Gauge("aither_in_flight", "Requests being answered, per backend",
-                               ["backend"], registry=r)
-        self.limit = Gauge("aither_concurrency_limit", "Requests a backend may work on at once",
-                           ["backend"], registry=r)
-        self.ready = Gauge("aither_backend_ready", "1 when the backend can take requests now",
-                           ["backend"], registry=r)
+        self.queue_depth = Gauge(
+            "aither_queue_depth", "Requests waiting, per backend", ["backend"], registry=r
+        )
+        self.in_flight = Gauge(
+            "aither_in_flight", "Requests being answered, per backend", ["backend"], registry=r
+        )
+        self.limit = Gauge(
+            "aither_concurrency_limit",
+            "Requests a backend may work on at once",
+            ["backend"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "aither_backend_ready",
+            "1 when the backend can take requests now",
+            ["backend"],
+            registry=r,
+        )
 
     def count(self, name: str, backend: str, **labels: str) -> None:
         counter = self.counters.get(name)

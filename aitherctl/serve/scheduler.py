@@ -95,9 +95,7 @@ class QueueFull(SchedulerError):
     kind = "queue_full"
 
     def __init__(self, backend: str, retry_after_s: int) -> None:
-        super().__init__(
-            f"{backend}: queue full ({retry_after_s}s suggested before retrying)"
-        )
+        super().__init__(f"{backend}: queue full ({retry_after_s}s suggested before retrying)")
         self.retry_after_s = retry_after_s
 
 
@@ -358,9 +356,7 @@ class ServiceControl:
         self._remote.clear()
         self._docker.shutdown(wait=False, cancel_futures=True)
 
-    def _engine_for(
-        self, service: str
-    ) -> tuple[DockerEngine, Callable[[], GpuInventory]]:
+    def _engine_for(self, service: str) -> tuple[DockerEngine, Callable[[], GpuInventory]]:
         """The engine `service` runs on (its profile `host:`), and that host's GPU readings."""
         from aitherctl.core.profile import LOCAL_HOST
 
@@ -384,8 +380,13 @@ class ServiceControl:
         engine, inventory = self._engine_for(service)
         try:
             switch(
-                engine, self._catalog(), self.profile_name, inventory, _QuietProgress(),
-                only=[service], cancel=cancel,
+                engine,
+                self._catalog(),
+                self.profile_name,
+                inventory,
+                _QuietProgress(),
+                only=[service],
+                cancel=cancel,
             )
         finally:
             engine.close()
@@ -578,12 +579,19 @@ class Scheduler:
                     else BackendState.STOPPED
                 )
             else:
-                limit, capacity, state = DEFAULT_ENDPOINT_CONCURRENCY, DEFAULT_MAX_QUEUE, (
-                    BackendState.READY
+                limit, capacity, state = (
+                    DEFAULT_ENDPOINT_CONCURRENCY,
+                    DEFAULT_MAX_QUEUE,
+                    (BackendState.READY),
                 )
             backend = Backend(
-                name=name, candidate=candidate, service=service, limit=limit,
-                queue=WaitQueue(capacity), state=state, last_used=now,
+                name=name,
+                candidate=candidate,
+                service=service,
+                limit=limit,
+                queue=WaitQueue(capacity),
+                state=state,
+                last_used=now,
             )
             if service is not None:
                 backend.claims = self._claims(service)
@@ -594,12 +602,18 @@ class Scheduler:
         for name, service in profile.services.items():
             if name in backends:
                 continue
-            state = BackendState.READY if running is None or name in running else (
-                BackendState.STOPPED
+            state = (
+                BackendState.READY if running is None or name in running else (BackendState.STOPPED)
             )
             backend = Backend(
-                name=name, candidate=service_candidate(service), service=service, limit=0,
-                queue=WaitQueue(0), state=state, claims=self._claims(service), last_used=now,
+                name=name,
+                candidate=service_candidate(service),
+                service=service,
+                limit=0,
+                queue=WaitQueue(0),
+                state=state,
+                claims=self._claims(service),
+                last_used=now,
             )
             backend.displaced = state is BackendState.STOPPED and not service.on_demand
             backends[name] = backend
@@ -625,7 +639,9 @@ class Scheduler:
             if kept is None:
                 continue
             kept.candidate, kept.service, kept.limit = (
-                backend.candidate, backend.service, backend.limit
+                backend.candidate,
+                backend.service,
+                backend.limit,
             )
             kept.claims = backend.claims
             kept.retired = False
@@ -700,8 +716,8 @@ class Scheduler:
         backend = self.backends[name]
         if self._free_now(backend):
             return True
-        bound = backend.queue.capacity if threshold is None else min(
-            threshold, backend.queue.capacity
+        bound = (
+            backend.queue.capacity if threshold is None else min(threshold, backend.queue.capacity)
         )
         return len(backend.queue) < bound
 
@@ -714,9 +730,7 @@ class Scheduler:
             return Lease(backend, 0.0, 0.0)
         return None
 
-    async def acquire(
-        self, name: str, priority: Priority, request_id: str | None = None
-    ) -> Lease:
+    async def acquire(self, name: str, priority: Priority, request_id: str | None = None) -> Lease:
         """Wait for a place in `name` (loading it first when it is not ready). Raises QueueFull
         at once when its queue is full, LoadFailed when it could not be loaded. Cancelling the
         caller (the client went away) gives its place up."""
@@ -734,8 +748,9 @@ class Scheduler:
         if not backend.queue.push(waiter):
             self.metrics.count("rejected", name)
             raise QueueFull(name, self._retry_after(backend))
-        self.events.emit("queued", name, f"{priority.label}, {len(backend.queue)} waiting",
-                         request_id)
+        self.events.emit(
+            "queued", name, f"{priority.label}, {len(backend.queue)} waiting", request_id
+        )
         self.metrics.count("queued", name)
         self._pump(backend)
         try:
@@ -822,8 +837,11 @@ class Scheduler:
 
     def _evictable(self, backend: Backend) -> bool:
         return (
-            backend.state is BackendState.READY and backend.idle and not backend.pinned
-            and backend.load_task is None and backend.busy_until <= self.clock()
+            backend.state is BackendState.READY
+            and backend.idle
+            and not backend.pinned
+            and backend.load_task is None
+            and backend.busy_until <= self.clock()
         )
 
     def plan_room(
@@ -901,9 +919,7 @@ class Scheduler:
             if choice.victims:
                 try:
                     for victim in choice.victims:
-                        await self._evict(
-                            self.backends[victim], f"to make room for {backend.name}"
-                        )
+                        await self._evict(self.backends[victim], f"to make room for {backend.name}")
                 except ExternallyBusy:
                     continue  # it is left out for a moment: choose again
                 await self._wait_gpu_free(backend)
@@ -972,8 +988,11 @@ class Scheduler:
             pools = {p for p in backend.claims if p.startswith("gpu:")}
             victims = sorted(
                 (
-                    b for b in self.backends.values()
-                    if b is not backend and b.service is not None and self._evictable(b)
+                    b
+                    for b in self.backends.values()
+                    if b is not backend
+                    and b.service is not None
+                    and self._evictable(b)
                     and pools & set(b.claims)
                 ),
                 key=lambda b: (b.rank, b.last_used, b.name),
@@ -1052,8 +1071,11 @@ class Scheduler:
         for backend in list(self.backends.values()):
             service = backend.service
             if (
-                service is None or service.idle_after_s is None or service.pinned
-                or backend.state is not BackendState.READY or not backend.idle
+                service is None
+                or service.idle_after_s is None
+                or service.pinned
+                or backend.state is not BackendState.READY
+                or not backend.idle
                 or backend.load_task is not None
             ):
                 continue
@@ -1067,7 +1089,8 @@ class Scheduler:
         """Bring back displaced resident services that fit without evicting anything (counted
         as the load will count them: with the GPUs read once for all of them)."""
         waiting = [
-            b for b in self.backends.values()
+            b
+            for b in self.backends.values()
             if b.displaced and b.load_task is None and b.state in AWAY
         ]
         gpus = None
@@ -1076,7 +1099,9 @@ class Scheduler:
             gpus = await self.control.read_gpus()
         for backend in waiting:
             if (
-                backend.displaced and backend.load_task is None and backend.state in AWAY
+                backend.displaced
+                and backend.load_task is None
+                and backend.state in AWAY
                 and self.plan_room(backend, gpus).fits_now
             ):
                 self._spawn_load(backend, reason="restoring the profile's resident set")
@@ -1093,7 +1118,8 @@ class Scheduler:
     def apply_observation(self, running: set[str], epochs: dict[str, int]) -> None:
         for name, backend in self.backends.items():
             if (
-                backend.service is None or backend.load_task is not None
+                backend.service is None
+                or backend.load_task is not None
                 or epochs.get(name) != backend.epoch
             ):
                 continue  # changed meanwhile (or new): the reading says nothing about it now
@@ -1124,8 +1150,7 @@ class Scheduler:
             "profile": self.profile.name,
             "backends": [b.snapshot(self._to_wall) for b in self.backends.values()],
             "pools": [
-                {"pool": name, "capacity_bytes": p.capacity_bytes,
-                 "used_bytes": used.get(name, 0)}
+                {"pool": name, "capacity_bytes": p.capacity_bytes, "used_bytes": used.get(name, 0)}
                 for name, p in self.pools.items()
             ],
         }

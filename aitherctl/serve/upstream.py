@@ -21,8 +21,9 @@ KEEPALIVE_S = 4.0
 
 
 class UpstreamError(AitherError):
-    def __init__(self, kind: str, message: str, status: int | None = None,
-                 body: bytes = b"") -> None:
+    def __init__(
+        self, kind: str, message: str, status: int | None = None, body: bytes = b""
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -86,10 +87,14 @@ class Upstream:
 
     def __init__(self) -> None:
         self.fresh = self._session(aiohttp.TCPConnector(limit=0, force_close=True))
-        self.session = self._session(aiohttp.TCPConnector(
-            limit=0, ttl_dns_cache=300, enable_cleanup_closed=True,
-            keepalive_timeout=KEEPALIVE_S,
-        ))
+        self.session = self._session(
+            aiohttp.TCPConnector(
+                limit=0,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=True,
+                keepalive_timeout=KEEPALIVE_S,
+            )
+        )
 
     @staticmethod
     def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:

@@ -308,8 +308,9 @@ def up_across(  # noqa: PLR0917
             engine = engines[host]
             share = profile.on_host(host)
 
-            def reader(host: str = host, engine: DockerEngine = engine,
-                       share: Profile = share) -> GpuInventory:
+            def reader(
+                host: str = host, engine: DockerEngine = engine, share: Profile = share
+            ) -> GpuInventory:
                 return host_inventory(host, engine, share, local_reader)
 
             result = switch(engine, catalog, profile.name, reader, progress, only=names)

@@ -53,7 +53,8 @@ def recent(limit: int = 50) -> Sequence[JournalEntry]:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             item = json.loads(line)
             entries.append(
-                JournalEntry(float(item["ts"]), str(item["kind"]), item.get("profile"),
-                             str(item["message"]))
+                JournalEntry(
+                    float(item["ts"]), str(item["kind"]), item.get("profile"), str(item["message"])
+                )
             )
     return entries

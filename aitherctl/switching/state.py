@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from aitherctl.adapters.profile_store import ProfileCatalog
 
 
-
 @dataclass(frozen=True, slots=True)
 class StackState:
     namespace: str
@@ -32,9 +31,7 @@ class StackState:
         return tuple(item for item in self.containers if item.running and not item.aside)
 
     def container(self, service: str) -> ManagedContainer | None:
-        matches = [
-            item for item in self.containers if item.service == service and not item.aside
-        ]
+        matches = [item for item in self.containers if item.service == service and not item.aside]
         matches.sort(key=lambda item: (not item.running, item.created_at or ""))
         return matches[0] if matches else None
 

@@ -453,7 +453,9 @@ def execute(
                     if name == LOCAL_HOST:
                         raise
                     raise RefusedError(
-                        f"host {name!r}: {exc.message}", detail=exc.detail, host=name,
+                        f"host {name!r}: {exc.message}",
+                        detail=exc.detail,
+                        host=name,
                         changed=False,
                     ) from None
         transaction = Transaction(
@@ -532,7 +534,11 @@ def run_switch(
             raise Declined("not confirmed; nothing was changed", changed=False)
         try:
             result = execute(
-                engines, prepared, prepare_fn, progress, lock_timeout_s=lock_timeout_s,
+                engines,
+                prepared,
+                prepare_fn,
+                progress,
+                lock_timeout_s=lock_timeout_s,
                 cancel=cancel,
             )
         except PlanChangedError as exc:
@@ -601,7 +607,11 @@ def switch(
         return prepare(engine, profile, inventory(), catalog=catalog, only=only)
 
     return run_change(
-        engine, prepare_fn, progress, confirm=confirm, lock_timeout_s=lock_timeout_s,
+        engine,
+        prepare_fn,
+        progress,
+        confirm=confirm,
+        lock_timeout_s=lock_timeout_s,
         cancel=cancel,
     )
 
@@ -636,9 +646,7 @@ def restart(
     )
 
 
-def _forget_failures(
-    engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]
-) -> None:
+def _forget_failures(engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]) -> None:
     """A service the switch reports ready is no longer remembered as failed by the router."""
     from aitherctl.adapters.backend_probe import forget_backend
     from aitherctl.adapters.http_probe import probe_host

@@ -152,7 +152,6 @@ class Intent:
         )
 
 
-
 # ---- signals ----------------------------------------------------------------------------------
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -428,7 +427,10 @@ class EnginePart:
                 if self.cancel.is_set():
                     outcomes.append(
                         ServiceOutcome(
-                            item.service, False, 0.0, "not started: switch cancelled",
+                            item.service,
+                            False,
+                            0.0,
+                            "not started: switch cancelled",
                             host=self.host,
                         )
                     )
@@ -569,7 +571,9 @@ class Transaction:
                     summary = self._rollback(guard)
                     where = "" if first.host == LOCAL_HOST else f" on host {first.host!r}"
                     journal.record(
-                        "rollback", self.profile, f"switch to {self.profile} failed "
+                        "rollback",
+                        self.profile,
+                        f"switch to {self.profile} failed "
                         f"({first.service}{where}: {first.detail}); "
                         + (summary if self.several else "rolled back"),
                     )
@@ -589,9 +593,7 @@ class Transaction:
                 guard.hold()
                 self.progress.note(f"{exc.name}: rolling back{everywhere}")
                 exc.summary = self._rollback(guard)
-                journal.record(
-                    "rollback", self.profile, f"{exc.name} during switch: {exc.summary}"
-                )
+                journal.record("rollback", self.profile, f"{exc.name} during switch: {exc.summary}")
                 raise
             except SwitchFailedError:
                 raise
@@ -614,8 +616,9 @@ class Transaction:
                 try:
                     finish(part.engine, part.txn, part.intent)
                 except AitherError as exc:
-                    problems.append(exc.message if not self.several else f"host {name!r}: "
-                                    f"{exc.message}")
+                    problems.append(
+                        exc.message if not self.several else f"host {name!r}: {exc.message}"
+                    )
                 else:
                     decisions.forget_finished(part.txn)
             if problems:

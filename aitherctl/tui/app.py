@@ -315,9 +315,7 @@ class MonitorApp(App[None]):
     def action_unload(self) -> None:
         self._confirm_then("free the VRAM of", lambda a, s: a.free_vram(s))
 
-    def _confirm_then(
-        self, verb: str, act: Callable[[MonitorActions, ServiceView], str]
-    ) -> None:
+    def _confirm_then(self, verb: str, act: Callable[[MonitorActions, ServiceView], str]) -> None:
         needed = self._needs(verb)
         if needed is None:
             return
@@ -403,7 +401,6 @@ class MonitorApp(App[None]):
         self.call_from_thread(
             self.push_screen, ConfirmScreen(f"Switch to {profile}?", plan), answered
         )
-
 
     @work(thread=True, exit_on_error=False, group="action")
     def _switch(self, actions: MonitorActions, profile: str, cancel: SignalCancel) -> None:

@@ -37,8 +37,18 @@ class SortKey(StrEnum):
 
 
 SERVICE_COLUMNS = (
-    "service", "engine", "model", "state", "port", "VRAM", "budget", "CPU", "RAM", "queue",
-    "tok/s", "up",
+    "service",
+    "engine",
+    "model",
+    "state",
+    "port",
+    "VRAM",
+    "budget",
+    "CPU",
+    "RAM",
+    "queue",
+    "tok/s",
+    "up",
 )
 
 
@@ -269,8 +279,7 @@ def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
         if proc.host != "local":
             gpu = f"{proc.host} {gpu}"
         text.append(
-            f"\n {gpu}  {fmt_bytes(proc.used_bytes):>9}  "
-            f"{proc.name or '?'} (pid {proc.pid}){where}"
+            f"\n {gpu}  {fmt_bytes(proc.used_bytes):>9}  {proc.name or '?'} (pid {proc.pid}){where}"
         )
     return text
 
@@ -278,17 +287,25 @@ def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
 NO_SCHEDULER = "no scheduler serving (aitherctl serve)"
 SCHEDULER_EVENT_LINES = 6
 SCHEDULER_STATE_STYLES = {
-    "ready": "green", "loading": "yellow", "evicting": "yellow", "stopped": "dim",
-    "asleep": "blue", "unloaded": "blue",
+    "ready": "green",
+    "loading": "yellow",
+    "evicting": "yellow",
+    "stopped": "dim",
+    "asleep": "blue",
+    "unloaded": "blue",
 }
 
 
 def _backend_note(backend: SchedulerBackendView) -> Text:
     notes = [
-        label for label, on in (
-            ("endpoint", backend.kind == "endpoint"), ("pinned", backend.pinned),
-            ("on demand", backend.on_demand), ("displaced", backend.displaced),
-        ) if on
+        label
+        for label, on in (
+            ("endpoint", backend.kind == "endpoint"),
+            ("pinned", backend.pinned),
+            ("on demand", backend.on_demand),
+            ("displaced", backend.displaced),
+        )
+        if on
     ]
     note = Text(", ".join(notes), style="dim")
     if backend.last_error:

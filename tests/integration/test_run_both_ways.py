@@ -171,18 +171,7 @@ def test_a_refusal_says_the_same_both_ways(
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize(
-    "way",
-    [
-        "direct",
-        pytest.param(
-            "serve",
-            marks=pytest.mark.xfail(
-                strict=True, reason="serve-edge's branch makes `run` send routing.max_tokens"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("way", ["direct", "serve"])
 def test_routing_max_tokens_bounds_the_answer(served: Served, way: str) -> None:
     del served
     result = _run(way, "--json", "--tier", "small", "Tell me a long story about a dragon.")
