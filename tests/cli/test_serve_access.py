@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.doubles.chat_server import RunningDouble, chat_double
-from tests.integration.serve_helpers import Served, curl, serving
+from tests.serve.docker.serve_helpers import Served, curl, serving
 
 openai = pytest.importorskip("openai")
 HI = {"model": "all", "messages": [{"role": "user", "content": "Hi"}]}

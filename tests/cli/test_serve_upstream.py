@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.doubles.chat_server import chat_double
-from tests.integration.serve_helpers import curl, serving
+from tests.serve.docker.serve_helpers import curl, serving
 
 HI = {"model": "all", "messages": [{"role": "user", "content": "Hi"}]}
 

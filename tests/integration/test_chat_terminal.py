@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
-from tests.integration.serve_helpers import serving
+from tests.serve.docker.serve_helpers import serving
 
 pytestmark = pytest.mark.docker
 

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
 from tests.doubles.chat_server import chat_double
-from tests.integration.serve_helpers import Served, serving
+from tests.serve.docker.serve_helpers import Served, serving
 
 MAX_TOKENS = 12  # routing.max_tokens: SmolLM2 says more than this to "Tell me a story."
 PRICE = 1000.0  # USD per million tokens: $0.001 a token

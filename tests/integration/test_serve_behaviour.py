@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
 from tests.doubles.chat_server import RunningDouble, chat_double
-from tests.integration.serve_helpers import Served, curl, openai_client, serving
+from tests.serve.docker.serve_helpers import Served, curl, openai_client, serving
 
 NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 SECRET = "s3cret-key-never-logged-0123"

@@ -22,7 +22,7 @@ import pytest
 
 from aitherctl.core.request_cost import request_bound
 from tests.conftest import free_port, llama_service, run_cli
-from tests.integration.serve_helpers import serving
+from tests.serve.docker.serve_helpers import serving
 
 pytestmark = pytest.mark.docker
 
