@@ -20,6 +20,10 @@ VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$CACHE"
+# One setup at a time on a machine: two runs at once (two worktrees' test runs) would each remove
+# and rebuild the vLLM venv under the other's feet.
+exec 9>"$CACHE/.setup.lock"
+flock 9
 log() { printf '[test-env] %s\n' "$*" >&2; }
 # AITHER_BUILD_LOG=FILE (the quickstart): everything the steps print (apt, cmake, compilers, pip,
 # docker build) goes to FILE, and only the progress lines, indented, to file descriptor 3.
