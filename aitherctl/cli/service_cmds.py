@@ -246,12 +246,22 @@ def ps(json_out: JsonOpt = False) -> None:
         return
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
-    columns = (
-        "service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu", "ram",
-        "up",
+    # VRAM only where a GPU service runs: on a CPU-only machine the column is all "-".
+    with_vram = any(row.gpus for row in listing.rows)
+    columns = tuple(
+        column
+        for column in (
+            "service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu", "ram",
+            "up",
+        )
+        if with_vram or column != "vram"
     )
+    # Names, states and numbers whole; what can be long (model, health, memory) wraps between
+    # words in the room left, so nothing is split mid-word at 80 columns.
     for column in ("host", *columns) if several else columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, no_wrap=column not in ("model", "health", "vram", "ram"), overflow="fold"
+        )
     for row in listing.rows:
         healthy = row.health == "healthy"
         vram = format_bytes(row.vram_budget_bytes) if row.vram_budget_bytes else "-"
@@ -268,7 +278,7 @@ def ps(json_out: JsonOpt = False) -> None:
             row.health if healthy else f"[yellow]{row.health}[/]",
             f"{row.port}" if row.port else "-",
             ",".join(map(str, row.gpus)) or "cpu",
-            vram,
+            *((vram,) if with_vram else ()),
             "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
             _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
             _duration(row.uptime_s),
