@@ -18,7 +18,7 @@ STAGE_LOG=$state/quickstart.log
 # shellcheck source=scripts/stages.sh
 . scripts/stages.sh
 
-stage 1 4 "installing aitherctl into .venv (about 30 s)"
+stage 1 4 "installing aitherctl into .venv (1-2 minutes)"
 [ -x .venv/bin/python ] || logged python3 -m venv .venv
 logged .venv/bin/python -m pip install --quiet .
 export PATH="$PWD/.venv/bin:$PATH"
@@ -29,8 +29,7 @@ upstream=$(aitherctl profile show cpu --json | .venv/bin/python -c \
   'import json,sys; print(json.load(sys.stdin)["services"][0]["image"])')
 if ! docker info >/dev/null 2>&1 || ! { docker image inspect "$upstream" >/dev/null 2>&1 \
      || docker pull "$upstream" >>"$STAGE_LOG" 2>&1; }; then
-  stage 2 4 "preparing Docker, a llama.cpp server image and the model (seconds when built" \
-"before; the first time 10-20 minutes on 2 cores, to compile llama.cpp)"
+  stage 2 4 "preparing Docker, a llama.cpp server image and the model (seconds once built; the first time 10-20 minutes on 2 cores, to compile llama.cpp)"
   env_file=$(mktemp)
   # test-env.sh's own stage lines come through (indented); its build output goes to the log.
   AITHER_SKIP_VLLM=1 AITHER_BUILD_LOG=$STAGE_LOG bash scripts/test-env.sh 3>&1 >"$env_file" \
@@ -59,7 +58,7 @@ else
   stage 2 4 "Docker and $upstream are here (nothing to build)"
 fi
 
-stage 3 4 "switching to profile $profile (about 10 s)"
+stage 3 4 "switching to profile $profile (about 20 s)"
 logged aitherctl profile switch "$profile" --yes
 stage 4 4 "aitherctl ps"
 aitherctl ps

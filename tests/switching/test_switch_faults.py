@@ -541,7 +541,14 @@ def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
     assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "alpha"
     down = run_cli("down", "--all", "--yes")
     assert down.returncode == 0, down.stderr
-    assert engine.records() == {}
+    # No switch record is left; the active record stays, with nothing running under it, so
+    # that `up` brings alpha back after `down --all` (issue 20).
+    (left,) = engine.records().values()
+    assert left["ai.aitherctl.record-kind"] == "active"
+    assert (left["ai.aitherctl.active-profile"], left["ai.aitherctl.active-hashes"]) == (
+        "alpha", "{}"
+    )
+    assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] is None
 
 
 def test_restart_goes_through_the_transaction_and_waits_until_it_answers(
