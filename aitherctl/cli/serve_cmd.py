@@ -58,8 +58,8 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
 
     Each request writes one line on standard error (time, client, model → backend, status,
     queue and load wait, tokens, duration; never the prompt or a key), and `serve` one line
-    when it stops. One `serve` per machine: a second refuses to start (exit 8) unless given
-    both another --port and another --profile.
+    when it stops. One `serve` per Docker engine ($DOCKER_HOST): a second refuses to
+    start (exit 8) unless given both another --port and another --profile.
     """
     import asyncio
 
