@@ -105,6 +105,11 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         served_at.append((url, time.monotonic()))
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
+    # The learned effort scorer (`model: auto`, and every `aitherctl run`) loads once, here,
+    # not on the loop when the first request is waiting for it.
+    from aitherctl.core.effort import learned_scorer
+
+    learned_scorer()
     code = asyncio.run(serve_forever(
         build, options, ready, serve_state_file(port), active=None if profile else active
     ))
