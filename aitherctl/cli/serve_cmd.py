@@ -75,8 +75,8 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
 
     Each request writes one line on standard error (time, client, model → backend, status,
     queue and load wait, tokens, duration; never the prompt or a key), and `serve` one line
-    when it stops. One `serve` per machine: a second refuses to start (exit 8) unless given
-    both another --port and another --profile.
+    when it stops. One `serve` per Docker engine ($DOCKER_HOST): a second refuses to
+    start (exit 8) unless given both another --port and another --profile.
     """
     import asyncio
 
@@ -151,6 +151,11 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         served_at.append((url, time.monotonic()))
         out.info(f"serving profile {chosen.name} on {url}/v1{auth} (Ctrl-C or SIGTERM to stop)")
 
+    # The learned effort scorer (`model: auto`, and every `aitherctl run`) loads once, here,
+    # not on the loop when the first request is waiting for it.
+    from aitherctl.core.effort import learned_scorer
+
+    learned_scorer()
     code = asyncio.run(
         serve_forever(
             build, options, ready, serve_state_file(port), active=None if profile else active

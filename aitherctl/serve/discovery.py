@@ -35,10 +35,13 @@ def find_gateway(
 
 
 def running_serves(
-    pid_alive: Callable[[int], bool] | None = None, folder: str | None = None
+    pid_alive: Callable[[int], bool] | None = None,
+    folder: str | None = None,
+    engine: str | None = None,
 ) -> list[tuple[str, str, int]]:
     """(URL, profile, PID) of each `aitherctl serve` of this user that runs, from the files
-    they write in the state folder (`serve_state_file`)."""
+    they write in the state folder (`serve_state_file`); with `engine`, only those serving that
+    Docker engine ($DOCKER_HOST as they saw it)."""
     alive = pid_alive or _pid_alive
     where = folder or state_dir_text()
     try:
@@ -53,7 +56,10 @@ def running_serves(
             with open(os.path.join(where, name), encoding="utf-8") as handle:
                 data = json.load(handle)
             url, pid, profile = str(data["url"]), int(data["pid"]), str(data["profile"])
-        except (OSError, ValueError, KeyError, TypeError):
+            other_engine = str(data.get("engine", ""))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if engine is not None and other_engine != engine:
             continue
         if pid != os.getpid() and alive(pid):
             found.append((url, profile, pid))
@@ -61,12 +67,13 @@ def running_serves(
 
 
 def refuse_second_serve(port: int | None, profile: str | None) -> None:
-    """Raise BusyError when another `aitherctl serve` runs here: two schedulers would fight
-    over one machine's memory (each would evict the other's models). Allowed only when told
-    explicitly to serve another profile on another port."""
+    """Raise BusyError when another `aitherctl serve` of this user runs for the same Docker
+    engine ($DOCKER_HOST): two schedulers would fight over one machine's memory (each would
+    evict the other's models). Allowed only when told explicitly to serve another profile on
+    another port."""
     from aitherctl.errors import BusyError
 
-    for url, other_profile, pid in running_serves():
+    for url, other_profile, pid in running_serves(engine=os.environ.get("DOCKER_HOST", "")):
         other_port = url.rsplit(":", 1)[-1]
         if port is not None and str(port) != other_port and profile not in (None, other_profile):
             continue

@@ -169,6 +169,10 @@ def test_a_second_serve_refuses_unless_told_another_port_and_profile(profiles: s
             assert (refused.returncode, refused.stdout, refused.stderr) == (8, "", expected), args
         with serving("other", port=int(other_port), env=NO_DOCKER) as beside:
             assert curl("GET", beside.url + "/health").status == 200
+        # Another Docker engine ($DOCKER_HOST) has its own memory: its serve may start.
+        other_engine = {"DOCKER_HOST": "unix:///nonexistent/another-engine.sock"}
+        with serving("front", env=other_engine) as elsewhere:
+            assert curl("GET", elsewhere.url + "/health").status == 200
 
 
 @pytest.mark.docker
