@@ -110,7 +110,10 @@ def test_twelve_long_chats_without_max_tokens_to_a_priced_endpoint_stay_within_t
                 "price": {"input": PRICE, "output": PRICE},
             }
         },
-        routing={"max_tokens": LIMIT, "tiers": {"all": {"effort": "1-10", "candidates": ["paid"]}}},
+        routing={
+            "max_tokens": LIMIT,
+            "tiers": {"all": {"effort": "1-10", "candidates": ["paid"], "timeout_s": 600}},
+        },
         budget={"daily_usd": CAP_USD},
     )
     with serving("metered") as served:
@@ -135,7 +138,7 @@ def test_twelve_long_chats_without_max_tokens_to_a_priced_endpoint_stay_within_t
 
         results = asyncio.run(everyone())
     statuses = sorted(status for status, _ in results)
-    assert set(statuses) <= {200, 402, 429}, results
+    assert set(statuses) <= {200, 402, 429}, [r for r in results if r[0] != 200]
     answered = [answer for status, answer in results if status == 200]
     assert answered, results
     for index, (status, answer) in enumerate(results):
