@@ -47,6 +47,7 @@ PROFILE_KEYS = {
     "budget",
     "ledger",
     "hosts",
+    "allow_unauthenticated_network",
 }
 GPU_KEYS = {"reserve"}
 RAM_KEYS = {"reserve", "limit"}
@@ -304,6 +305,15 @@ def parse_profile(
     with problems.check():
         if data.get("hosts") is not None:
             raw.sections["hosts"] = _parse_hosts(doc, data["hosts"])
+    with problems.check():
+        if "allow_unauthenticated_network" in data:
+            allowed = data["allow_unauthenticated_network"]
+            if not isinstance(allowed, bool):
+                raise doc.error(
+                    "`allow_unauthenticated_network` must be true or false",
+                    ("allow_unauthenticated_network",),
+                )
+            raw.sections["allow_unauthenticated_network"] = allowed
 
     services = data.get("services", {})
     if services is None:
@@ -754,9 +764,9 @@ def build_profile(
         ram_reserve=sections.get("ram", {}).get("reserve"),
         ram_limit=sections.get("ram", {}).get("limit"),
         hosts=sections.get("hosts", {}),
+        allow_unauthenticated_network=bool(sections.get("allow_unauthenticated_network", False)),
     )
-    if profile.hosts or any(svc.host != LOCAL_HOST for svc in built.values()):
-        profile = _place_on_hosts(profile, services, problems)
+    profile = _place_on_hosts(profile, services, problems)
     _check_ports(profile, services, written, problems)
     _check_shares(profile, services, problems)
     for ram in ram_problems(profile):  # against `ram.limit`; the machine's memory is not read here
@@ -893,8 +903,9 @@ def _place_on_hosts(
 ) -> Profile:
     """Check every `host:` names a declared host, and work out where this machine reaches each
     service on another host: its `bind` when that is a specific address, else the host's
-    `address`. A service is never open to a network without a key: one reached at an address
-    other than loopback must name `api_key_env`, and only engines that check a key can."""
+    `address`. A service is never open to a network without a key, here or on another host:
+    one bound or reached beyond loopback must name `api_key_env` (only engines that check a
+    key can), unless the profile says `allow_unauthenticated_network: true`."""
     from dataclasses import replace
 
     placed = dict(profile.services)
@@ -916,6 +927,18 @@ def _place_on_hosts(
                         f"engine {svc.engine.value} checks no API key; drop `api_key_env`",
                         "api_key_env",
                     )
+                if (
+                    not is_loopback(svc.bind)
+                    and not svc.api_key_env
+                    and not profile.allow_unauthenticated_network
+                ):
+                    raise fail(
+                        f"it would answer on the network at {svc.bind or '0.0.0.0'} without "
+                        "authentication: set `api_key_env` to the variable holding its API key, "
+                        "bind it to 127.0.0.1, or say `allow_unauthenticated_network: true` in "
+                        "the profile",
+                        "bind",
+                    )
                 continue
             host = profile.hosts.get(svc.host)
             if host is None:
@@ -935,7 +958,11 @@ def _place_on_hosts(
                 )
             else:
                 reach = host.address
-            if not is_loopback(reach) and not svc.api_key_env:
+            if (
+                not is_loopback(reach)
+                and not svc.api_key_env
+                and not profile.allow_unauthenticated_network
+            ):
                 raise fail(
                     f"it would answer on the network at {reach} without authentication: set "
                     "`api_key_env` to the variable holding its API key",

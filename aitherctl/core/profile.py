@@ -152,6 +152,18 @@ class Profile:
     endpoints: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     ledger: dict[str, Any] = field(default_factory=dict)
+    # `allow_unauthenticated_network: true`: services may answer beyond loopback without a key.
+    allow_unauthenticated_network: bool = False
+
+    @property
+    def open_services(self) -> list[str]:
+        """Services bound beyond loopback without an API key (only with
+        `allow_unauthenticated_network`): anyone on that network can use them."""
+        return sorted(
+            name
+            for name, svc in self.services.items()
+            if not svc.api_key_env and not is_loopback(svc.reach or svc.bind)
+        )
 
     @property
     def host_names(self) -> list[str]:

@@ -137,6 +137,7 @@ def run_doctor(
 
     profiles = [result.profile for result in results if result.profile is not None]
     checks.append(_ports(engine, profiles, port_is_free))
+    checks.append(_unauthenticated(profiles))
     return DoctorReport(tuple(checks), tuple(results))
 
 
@@ -155,6 +156,26 @@ def _nvidia_runtime(engine: DockerEngine, *, gpu_present: bool) -> Check:
         f"no nvidia runtime (runtimes: {', '.join(runtimes)}); install the NVIDIA "
         "Container Toolkit and run `nvidia-ctk runtime configure`"
         + (f" (CDI dirs: {cdi})" if cdi else ""),
+    )
+
+
+def _unauthenticated(profiles: Sequence[Profile]) -> Check:
+    """Services that answer beyond loopback without an API key: only a profile that says
+    `allow_unauthenticated_network: true` may have them, and anyone on that network can use
+    them."""
+    found = [
+        f"{profile.name}/{name} ({svc.reach or svc.bind or '0.0.0.0'}:{svc.port})"
+        for profile in profiles
+        for name, svc in sorted(profile.services.items())
+        if name in profile.open_services
+    ]
+    if not found:
+        return Check("network", "ok", "no service answers on the network without an API key")
+    return Check(
+        "network",
+        "warn",
+        "answer on the network without an API key (allow_unauthenticated_network): "
+        + ", ".join(found),
     )
 
 

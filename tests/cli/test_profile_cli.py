@@ -244,6 +244,7 @@ def test_doctor_lists_each_profile_problem_with_file_and_line_and_exits_3(
         services:
           a: {engine: ollama, port: 8001}
           b: {engine: ollama, port: 8001, bind: 0.0.0.0}
+        allow_unauthenticated_network: true
         """)
     result = invoke("doctor")
     assert result.exit_code == 3, result.output
@@ -256,3 +257,42 @@ def test_doctor_lists_each_profile_problem_with_file_and_line_and_exits_3(
     data = json.loads(invoke("doctor", "--json").stdout)
     assert data["problems"] == [f"{bad}:3: services 'a' and 'b' both use port 8001"]
     assert {check["name"]: check["status"] for check in data["checks"]}["profiles"] == "fail"
+
+
+def test_a_local_service_on_the_network_without_a_key_is_refused_and_doctor_lists_open_ones(
+    write_profile, monkeypatch, tmp_path
+) -> None:
+    """Never on a network without a key, on this machine too: `bind: 0.0.0.0` without
+    `api_key_env` is refused at load with file:line (validate, plan, switch), unless the profile
+    says `allow_unauthenticated_network: true`; doctor then names each such service."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    lan = write_profile("lan", """
+        services:
+          chat: {engine: llamacpp, model: /m.gguf, port: 8001, bind: 0.0.0.0}
+        """)
+    message = (
+        f"{lan}:2: service 'chat': it would answer on the network at 0.0.0.0 without "
+        "authentication: set `api_key_env` to the variable holding its API key, bind it to "
+        "127.0.0.1, or say `allow_unauthenticated_network: true` in the profile"
+    )
+    validated = invoke("profile", "validate", str(lan))
+    assert validated.exit_code == 3
+    assert validated.stderr.splitlines() == [message]
+    switched = invoke("profile", "switch", "lan", "--yes")
+    assert switched.exit_code == 3
+    assert switched.stderr.splitlines() == [f"error: {message}"]
+
+    write_profile("lan", """
+        services:
+          chat: {engine: llamacpp, model: /m.gguf, port: 8001, bind: 0.0.0.0}
+          near: {engine: llamacpp, model: /m.gguf, port: 8002}
+        allow_unauthenticated_network: true
+        """)
+    data = json.loads(invoke("doctor", "--json").stdout)
+    checks = {check["name"]: check for check in data["checks"]}
+    assert checks["network"] == {
+        "name": "network", "status": "warn",
+        "detail": "answer on the network without an API key (allow_unauthenticated_network): "
+        "lan/chat (0.0.0.0:8001)",
+    }

@@ -258,7 +258,7 @@ def test_a_mistake_in_a_merged_anchor_points_at_the_anchor(catalog, write_profil
 
 @pytest.mark.parametrize("order", ["wildcard first", "wildcard last"])
 def test_port_clash_is_found_whatever_the_order(catalog, write_profile, order) -> None:
-    wide = "wide: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 0.0.0.0}"
+    wide = "wide: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 0.0.0.0, api_key_env: K}"
     local = "local: {engine: llamacpp, model: /b.gguf, port: 8080}"
     first, second = (wide, local) if order == "wildcard first" else (local, wide)
     path = write_profile("clash", f"services:\n  {first}\n  {second}\n")
@@ -272,7 +272,7 @@ def test_different_addresses_may_share_a_port(catalog, write_profile) -> None:
     write_profile("lan", """
         services:
           a: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 127.0.0.1}
-          b: {engine: llamacpp, model: /b.gguf, port: 8080, bind: 192.168.1.20}
+          b: {engine: llamacpp, model: /b.gguf, port: 8080, bind: 192.168.1.20, api_key_env: K}
         """)
     assert set(catalog.load("lan").services) == {"a", "b"}
 
@@ -346,6 +346,7 @@ def test_every_problem_in_a_file_is_reported(catalog, write_profile) -> None:
           b: {engine: llamacpp, port: 8002}
           c: {engine: ollama, prot: 8003}
           d: {engine: ollama, port: 8001, bind: 0.0.0.0}
+        allow_unauthenticated_network: true
         """)
     with pytest.raises(ConfigProblems) as caught:
         catalog.load("many")

@@ -147,3 +147,44 @@ def test_gpu_budgets_add_up_per_host() -> None:
           b: {{engine: llamacpp, model: {MODEL}, port: 8081, gpu: 0, vram: 70%, host: box2}}
     """)
     assert "GPU 0 on host box2 budgets add up to 140%" in error.message
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "192.168.1.20", "::"])
+def test_a_local_service_on_the_network_without_a_key_is_refused_with_file_and_line(
+    bind: str,
+) -> None:
+    error = problem(f"""
+        name: two
+        services:
+          chat:
+            engine: llamacpp
+            model: {MODEL}
+            port: 8080
+            bind: "{bind}"
+    """)
+    assert error.message == (
+        f"two.yaml:8: service 'chat': it would answer on the network at {bind} without "
+        "authentication: set `api_key_env` to the variable holding its API key, bind it to "
+        "127.0.0.1, or say `allow_unauthenticated_network: true` in the profile"
+    )
+
+
+def test_a_local_network_service_with_a_key_or_explicitly_unauthenticated_loads() -> None:
+    keyed = load(f"""
+        services:
+          chat: {{engine: llamacpp, model: {MODEL}, port: 8080, bind: 0.0.0.0, api_key_env: K}}
+    """)
+    assert keyed.open_services == []
+    open_ = load(f"""
+        allow_unauthenticated_network: true
+        services:
+          chat: {{engine: llamacpp, model: {MODEL}, port: 8080, bind: 0.0.0.0}}
+          here: {{engine: llamacpp, model: {MODEL}, port: 8081}}
+    """)
+    assert open_.open_services == ["chat"]
+    wrong = problem("""
+        allow_unauthenticated_network: "yes"
+        services: {}
+    """)
+    assert wrong.message == (
+        "two.yaml:2: `allow_unauthenticated_network` must be true or false")
