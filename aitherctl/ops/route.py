@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aitherctl.adapters.static_embedding import learned_scorer
 from aitherctl.core.cost import (
     Budget,
     budget_warning,
@@ -33,7 +34,7 @@ from aitherctl.core.cost import (
     parse_budget,
     prompt_tokens_upper_bound,
 )
-from aitherctl.core.effort import EffortScore, EffortScorer, learned_scorer
+from aitherctl.core.effort import EffortScore, EffortScorer
 from aitherctl.core.routing import (
     Candidate,
     RouteContext,
