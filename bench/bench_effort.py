@@ -5,8 +5,8 @@
 Prompts: every prompt of tests/data/effort_labelled.yaml and effort_holdout.yaml (2 to ~400 words),
 plus three long ones (a 2,000-word pasted document with a question, a 6,000-word one, and a long
 maths problem), so the tail is measured too. Each prompt is scored `--rounds` times per scorer;
-reported: median and p95 per call, and the one-off cost of loading the learned weights (the first
-call in a fresh process). Target (issue 9): under 2 ms per prompt.
+reported: median and p95 per call, and the one-off cost of loading the learned weights and the
+embedding (the first call in a fresh process). Target (issues 9, 21): under 2 ms per prompt at p95.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def main() -> int:
     load = subprocess.run(
         [sys.executable, "-c",
          "import time; t = time.perf_counter(); "
-         "from aitherctl.core.effort import score_effort; score_effort('hi'); "
+         "from aitherctl.adapters.static_embedding import score_effort; score_effort('hi'); "
          "print(time.perf_counter() - t)"],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )
-    from aitherctl.core.effort import learned_scorer, score_effort_heuristic
+    from aitherctl.adapters.static_embedding import learned_scorer
+    from aitherctl.core.effort import score_effort_heuristic
 
     learned = learned_scorer()
     scorers = {"learned": learned.score, "heuristic": score_effort_heuristic}

@@ -44,7 +44,7 @@ PROMPT = "Name three colours of the rainbow."
 def effort_agreement(name: str) -> dict[str, Any]:
     import yaml
 
-    from aitherctl.core.effort import score_effort
+    from aitherctl.adapters.static_embedding import score_effort
     from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
     tiers = [name for name, _ in DEFAULT_TIER_EFFORTS]

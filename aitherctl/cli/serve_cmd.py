@@ -153,7 +153,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
 
     # The learned effort scorer (`model: auto`, and every `aitherctl run`) loads once, here,
     # not on the loop when the first request is waiting for it.
-    from aitherctl.core.effort import learned_scorer
+    from aitherctl.adapters.static_embedding import learned_scorer
 
     learned_scorer()
     code = asyncio.run(

@@ -13,18 +13,17 @@ labelled set in tests/data/effort_labelled.yaml showed to matter:
 
 That keyword heuristic is kept as `score_effort_heuristic` (and `HeuristicEffortScorer`): on
 prompts from public datasets that nobody here wrote it was barely better than chance (issue 9).
-`score_effort` now uses the learned scorer of aitherctl/core/effort_model.py, trained on public
-labelled data (scripts/effort/). Every scorer, including the model-graded one of
-`routing.classifier: model` (aitherctl/ops/effort_grader.py), implements `EffortScorer`.
+The default is the learned scorer of aitherctl/core/effort_model.py (a static embedding of what the
+prompt means plus named cues, trained on public labelled data, scripts/effort/); it is built from
+its shipped files by `learned_scorer()` in aitherctl/adapters/static_embedding.py. Every scorer,
+including the model-graded one of `routing.classifier: model` (aitherctl/ops/effort_grader.py),
+implements `EffortScorer`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from aitherctl.core.effort_model import LearnedEffortScorer
+from typing import Protocol
 
 MIN_EFFORT = 1
 MAX_EFFORT = 10
@@ -46,23 +45,6 @@ class EffortScorer(Protocol):
     depend on this, not on one implementation."""
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore: ...
-
-
-_LEARNED: list[LearnedEffortScorer] = []
-
-
-def learned_scorer() -> LearnedEffortScorer:
-    """The scorer built from the shipped weights, loaded once per process."""
-    if not _LEARNED:
-        from aitherctl.core.effort_model import LearnedEffortScorer
-
-        _LEARNED.append(LearnedEffortScorer.shipped())
-    return _LEARNED[0]
-
-
-def score_effort(prompt: str, system: str | None = None) -> EffortScore:
-    """Score `prompt` from 1 to 10 with the learned scorer (the default `EffortScorer`)."""
-    return learned_scorer().score(prompt, system)
 
 
 def __getattr__(name: str) -> object:

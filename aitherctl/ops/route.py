@@ -26,13 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aitherctl.adapters.static_embedding import learned_scorer
 from aitherctl.core.cost import (
     Budget,
     budget_warning,
     check_budget,
     parse_budget,
 )
-from aitherctl.core.effort import EffortScore, EffortScorer, learned_scorer
+from aitherctl.core.effort import EffortScore, EffortScorer
 from aitherctl.core.request_cost import request_bound
 from aitherctl.core.routing import (
     Candidate,

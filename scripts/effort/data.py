@@ -108,6 +108,15 @@ BELLE_TARGET = {
     "classification": 2.0, "closed qa": 2.0, "extract": 2.0, "math": 2.0, "rewrite": 3.0,
     "open qa": 3.0, "brainstorming": 4.0, "summarization": 4.0, "generation": 5.0, "code": 5.0,
 }
+# Sixth round (issue 21): summarising a given text is a short task on a passage, the reflex tier's
+# own work, as looking up, classifying and extracting are: 3, not 4 (BELLE and InstructionWild), in
+# the sixth round's pipeline (train_embedding.py; train.py keeps the shipped weights' 4).
+SUMMARY_TARGET = 3.0
+SRDD = "OpenBMB/ChatDev"
+SRDD_COMMIT_PATH = "SRDD/data/data_attribute_format.csv"
+# SRDD's descriptions say what the software does; the request asks for it to be built.
+SRDD_PREFIX = "Build this application: "
+SRDD_TARGET = 8.0
 # AGIEval exams (data/v1/<name>.jsonl) -> effort; math.jsonl (MATH) and aqua-rat are not read.
 AGIEVAL_TARGET = {
     "sat-en": 4.0, "sat-math": 4.0, "gaokao-biology": 5.0, "gaokao-chemistry": 5.0,
@@ -174,7 +183,8 @@ def _followbench_rows(reader: SourceReader) -> list[tuple[str, float]]:
 
 
 def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
-                      extra: tuple[str, ...] = ()) -> list[Example]:
+                      extra: tuple[str, ...] = (),
+                      summary_target: float | None = None) -> list[Example]:
     """The training set: every source capped at `cap` items (a seeded sample); `extra` names
     optional sources ("mmlu-levels", "flask", "followbench") that the shipped weights may leave
     out (RESULTS.md says which are in). A prompt that is also an evaluation prompt is dropped."""
@@ -223,7 +233,10 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     belle = [json.loads(line) for line in reader.read(BELLE, "eval/eval_set.json").splitlines()
              if line.strip()]
     add("belle-eval", [
-        (str(r["question"]), BELLE_TARGET[str(r["class"]).replace("\xa0", " ")]) for r in belle
+        (str(r["question"]),
+         summary_target if summary_target is not None and _belle_class(r) == "summarization"
+         else BELLE_TARGET[_belle_class(r)])
+        for r in belle
     ])
     for exam, target in AGIEVAL_TARGET.items():
         add(f"agieval-{exam}", [
@@ -260,6 +273,47 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     own = yaml.safe_load((REPO_ROOT / "tests/data/effort_labelled.yaml").read_text("utf-8"))
     add("aitherctl-labelled", [(r["prompt"], TIER_TARGET[r["tier"]]) for r in own])
     return out
+
+
+def round6_examples(reader: SourceReader, cap: int = 400, seed: int = 2027) -> list[Example]:
+    """Training data from the sixth round on (LABELLING.md): the fifth round's fresh sources (seen
+    and scored, so no longer unseen) at `cap` items each, stratified by label; the WizardLM test
+    set and AIME/AMC (the earlier external sets, development sets since the fourth round); SRDD's
+    software descriptions, as requests to build the application."""
+    import data_fresh2 as f2
+    from data_fresh import stratified
+
+    rng = random.Random(seed)
+    out: list[Example] = []
+    loaders = (
+        ("alignbench", f2._alignbench), ("hwu64", f2._hwu64),
+        ("instructionwild", _instructionwild), ("tabmwp", f2._tabmwp), ("m3ke", f2._m3ke),
+        ("exercism-python", f2._exercism), ("codejam", f2._codejam),
+        ("olymmath", f2._olymmath), ("putnambench", f2._putnam),
+    )
+    for name, load in loaders:
+        rows = [(p.strip(), t) for p, t in load(reader) if p and p.strip()]
+        out += [Example(p, t, name) for p, t in stratified(rows, cap, rng)]
+    sets = evaluation_sets(reader)
+    out += sets["wizardlm-testset"] + sets["contest-maths"]
+    table = csv.DictReader(io.StringIO(reader.read(SRDD, SRDD_COMMIT_PATH)))
+    srdd = [(SRDD_PREFIX + str(r["Description"]).strip(), SRDD_TARGET) for r in table]
+    out += [Example(p, t, "srdd") for p, t in rng.sample(srdd, min(cap, len(srdd)))]
+    return out
+
+
+def _instructionwild(reader: SourceReader) -> list[tuple[str, float]]:
+    """InstructionWild by its own `instruction_type` (data_fresh2's map), summaries at 3."""
+    import data_fresh2 as f2
+
+    target = {**f2.WILD_TARGET, "Summarization": SUMMARY_TARGET}
+    return [(str(r["instruction"]), target[str(r["instruction_type"])])
+            for r in reader.jsonl(f2.WILD, "data_v2/user_1.jsonl")
+            if str(r.get("instruction_type")) in target]
+
+
+def _belle_class(row: dict[str, object]) -> str:
+    return str(row["class"]).replace("\xa0", " ")
 
 
 def evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:

@@ -23,7 +23,8 @@ from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, fresh_training_examples
 from data_fresh2 import fresh2_evaluation_sets, is_hard
 
-from aitherctl.core.effort import score_effort, score_effort_heuristic
+from aitherctl.adapters.static_embedding import StaticEmbedding, score_effort
+from aitherctl.core.effort import score_effort_heuristic
 from aitherctl.core.effort_model import LearnedEffortScorer
 
 TIERS = (("reflex", 1, 3), ("orchestrator", 4, 6), ("reasoning", 7, 8), ("frontier", 9, 10))
@@ -104,7 +105,8 @@ def _scorer_from(path: Path) -> LearnedEffortScorer:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return LearnedEffortScorer(module.BIAS, module.CUE_NAMES, module.TREES, module.TERM_WEIGHTS)
+    embedding = StaticEmbedding.shipped() if hasattr(module, "HEAD") else None
+    return LearnedEffortScorer.from_module(module, embedding)
 
 
 def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int

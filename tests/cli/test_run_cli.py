@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from aitherctl.adapters.static_embedding import score_effort
 from aitherctl.cli import runtime
 from aitherctl.cli.app import app
-from aitherctl.core.effort import score_effort
 from aitherctl.errors import DockerUnavailableError
 from tests.doubles.chat_server import RunningDouble, chat_double
 

@@ -131,6 +131,9 @@ def test_plain_values_skip_pydantic_and_keep_typers_errors(tmp_path: Path) -> No
     explained = json.loads(out)
     assert (explained["max_tokens"], explained["effort"]["score"]) == (8, 3)
     assert modules & NEVER_AT_START == set()
+    # A forced effort scores nothing: neither the effort weights nor the embedding (numpy,
+    # tokenizers) are loaded.
+    assert modules & {"numpy", "tokenizers", "aitherctl.core.effort_weights"} == set()
 
 
 @pytest.mark.docker

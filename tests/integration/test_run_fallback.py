@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from aitherctl.adapters.ledger import Ledger
-from aitherctl.core.effort import score_effort
+from aitherctl.adapters.static_embedding import score_effort
 from aitherctl.errors import BackendFailedError, BudgetExceededError
 from aitherctl.ops.route import RunOptions
 from tests.doubles.chat_server import chat_double, closed_port

@@ -1,8 +1,10 @@
 """The effort score: what a user can check in `aitherctl run --explain`.
 
 The learned scorer (aitherctl/core/effort_model.py) is trained on public data
-(scripts/effort/sources.yaml); these tests hold it to bands, never to exact outputs. Its accuracy on
-data it never saw is measured by scripts/effort/evaluate.py, its speed by bench/bench_effort.py.
+(scripts/effort/sources.yaml); these tests hold it to bands, never to exact outputs: kinds of prompt
+(tests/data/effort_kinds.yaml, phrased here by hand and never trained on) land in their band. Its
+accuracy on data it never saw is measured by scripts/effort/train.py's development figure, its
+speed by bench/bench_effort.py.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aitherctl.adapters.static_embedding import learned_scorer, score_effort
 from aitherctl.core.effort import (
     MAX_EFFORT,
     MIN_EFFORT,
     EffortScore,
     EffortScorer,
     HeuristicEffortScorer,
-    learned_scorer,
-    score_effort,
     score_effort_heuristic,
 )
 from aitherctl.core.effort_features import extract_features
@@ -27,6 +28,7 @@ from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
 DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
 HOLDOUT = Path(__file__).parent.parent / "data" / "effort_holdout.yaml"
+KINDS = Path(__file__).parent.parent / "data" / "effort_kinds.yaml"
 TIERS = [name for name, _ in DEFAULT_TIER_EFFORTS]
 
 GERMAN_PROOF = "Beweisen Sie, dass es unendlich viele Primzahlen gibt."
@@ -91,13 +93,11 @@ def test_agreement_with_the_projects_labelled_sets() -> None:
 def test_a_proof_request_in_another_language_is_not_small_talk(prompt: str) -> None:
     result = score_effort(prompt)
     assert _band(result.score) >= 1, result
-    assert _fired(result, "asks for a proof"), result.reasons
 
 
-def test_a_hard_olympiad_problem_is_not_in_the_lowest_band() -> None:
+def test_a_hard_olympiad_problem_is_in_the_highest_band() -> None:
     result = score_effort(OLYMPIAD)
-    assert _band(result.score) >= 1, result
-    assert _fired(result, "maths notation"), result.reasons
+    assert _band(result.score) == 2, result
 
 
 @pytest.mark.parametrize("prompt", ["hi, how are you", "hi", "thanks, that worked"])
@@ -172,16 +172,60 @@ def test_an_expert_scenario_outranks_a_look_up() -> None:
 def test_a_short_contest_problem_is_not_a_look_up(prompt: str) -> None:
     result = score_effort(prompt)
     assert _band(result.score) >= 1, result
-    assert not _fired(result, "look-up"), result.reasons
 
 
-def test_reasons_say_what_moved_the_score() -> None:
+def test_reasons_say_what_moved_the_score_and_add_up_to_it() -> None:
     result = score_effort("Prove that the square root of 2 is irrational, step by step.")
     assert result.reasons[0].startswith("base ")
     moved = result.reasons[1:]
     assert moved
     assert all(reason[0] in "+-" for reason in moved), moved
     assert _fired(result, "asks for a proof")
+    # Each shown contribution is rounded and the small ones are left out: the shown ones add up
+    # to the score's points within what that leaves.
+    base = float(result.reasons[0].split()[1])
+    shown = sum(float(r.split()[0]) for r in moved)
+    assert abs(base + shown - result.points) < 1.5, result
+
+
+def _kinds() -> list[dict[str, object]]:
+    rows = yaml.safe_load(KINDS.read_text(encoding="utf-8"))
+    assert isinstance(rows, list)
+    return rows
+
+
+# Kinds the shipped (fifth round) model still misplaces, as the independent check of issue 21
+# found: the sixth round's embedding candidate (scripts/effort/train_embedding.py) did not beat
+# it on the development figure, so it was not shipped (RESULTS.md). Strict: a model that places them
+# right makes these fail, and the marks come off.
+MISPLACED_KINDS = {
+    "look up a fact in a given passage", "classify a given text",
+    "extract fields from a given text", "summarise a given text", "build an application",
+    "deep domain question",
+}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(k, marks=pytest.mark.xfail(strict=True, reason="issue 21: misplaced kind"))
+        if k["kind"] in MISPLACED_KINDS else k
+        for k in _kinds()
+    ],
+    ids=lambda k: str(k["kind"]),
+)
+def test_each_kind_of_prompt_lands_in_its_band(kind: dict[str, object]) -> None:
+    # Hand-phrased prompts of the kinds the independent check found misplaced (issue 21): short
+    # tasks on a given passage, hard real-user build and plan requests, maths by level, easy
+    # programming. Every prompt of a kind in its band, or (easy programming) not above it.
+    prompts = kind["prompts"]
+    assert isinstance(prompts, list)
+    want = kind["band"]
+    got = {p: score_effort(p).score for p in prompts}
+    if kind["kind"] == "easy programming problem":
+        assert all(_band(s) <= want for s in got.values()), got
+    else:
+        assert all(_band(s) == want for s in got.values()), got
 
 
 def test_bounds() -> None:

@@ -1,0 +1,75 @@
+"""The static embedding the sixth round's effort candidate reads
+(aitherctl/adapters/static_embedding.py) and the scorer's embedding head (effort_model.py).
+
+The shipped weights have no embedding head, so `wordllama` is a training requirement
+(scripts/effort/requirements.txt), not a runtime one: these tests run where it is installed and
+skip elsewhere. They use the real table shipped in its wheel, no double.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("wordllama") is None,
+    reason="wordllama not installed (pip install -r scripts/effort/requirements.txt)",
+)
+
+
+def test_similar_requests_are_closer_than_unrelated_ones() -> None:
+    import numpy as np
+
+    from aitherctl.adapters.static_embedding import DIM, StaticEmbedding
+
+    embedding = StaticEmbedding.shipped()
+    app = embedding.vector("Build me a web app where members book classes and pay by card.")
+    shop = embedding.vector("Create an online shop application with logins, a cart and payments.")
+    greeting = embedding.vector("good morning, how are you today?")
+    assert app.shape == (3 * DIM,)
+    # Each segment has length 1.
+    assert np.allclose([np.linalg.norm(app[i * DIM:(i + 1) * DIM]) for i in range(3)], 1.0,
+                       atol=1e-4)
+    assert float(app[:DIM] @ shop[:DIM]) > float(app[:DIM] @ greeting[:DIM])
+
+
+def test_a_very_long_prompt_is_read_by_its_head_and_tail() -> None:
+    from aitherctl.adapters.static_embedding import MAX_CHARS, StaticEmbedding
+
+    embedding = StaticEmbedding.shipped()
+    long = "The committee met. " * 2000 + "Which day?"
+    assert len(long) > MAX_CHARS
+    ids = embedding.token_ids(long)
+    # About 10,000 tokens in full; only MAX_CHARS characters are read, the question included.
+    assert len(ids) < 2000
+    assert ids[-3:] == embedding.token_ids("Which day?")[-3:]
+
+
+def test_a_head_scores_with_the_nearest_kinds_and_the_segments_in_the_reasons() -> None:
+    from aitherctl.adapters.static_embedding import DIM, StaticEmbedding
+    from aitherctl.core.effort_model import LearnedEffortScorer
+
+    embedding = StaticEmbedding.shipped()
+    passage = embedding.vector("According to the passage, when did the bridge open?")[:DIM]
+    app = embedding.vector("Build a complete application with users, payments and reports.")[:DIM]
+    # A head that reads only the opening words, in the direction of the build request: a
+    # build request scores higher than a look-up.
+    head = [0.0] * (3 * DIM)
+    head[DIM:2 * DIM] = [4.0 * float(v) for v in app - passage]
+    weights = SimpleNamespace(
+        BIAS=5.0, CUE_NAMES=("length",), TREES=(((-1, 0.0, -1, -1, 0.0),),), HEAD=tuple(head),
+        KINDS=(("a question on a given passage (xquad)", 2.0),
+               ("building a whole application (srdd)", 8.0)),
+        CENTROIDS=(tuple(float(v) for v in passage), tuple(float(v) for v in app)),
+        TERM_WEIGHTS={},
+    )
+    scorer = LearnedEffortScorer.from_module(weights, embedding)  # type: ignore[arg-type]
+    build = scorer.score("Build me an application for a gym with bookings and card payments.")
+    lookup = scorer.score("According to the text, on which day was the report circulated?")
+    assert build.score > lookup.score
+    assert build.reasons[1].startswith("nearest kinds of task: building a whole application")
+    assert lookup.reasons[1].startswith("nearest kinds of task: a question on a given passage")
+    assert any("what it asks, read as meaning" in r and "its opening words" in r
+               for r in build.reasons[2:]), build.reasons
