@@ -59,7 +59,9 @@ def test_concurrent_runs_never_overshoot_the_daily_budget(
     write_profile: Callable[..., Path],
 ) -> None:
     # One request really costs (3 words + 8 + 5 tokens) x $0.001 = $0.016; its worst case is
-    # (13 + 4 bytes + 32 template + 16) x $0.001 = $0.065. Twelve at once would spend $0.19 of $0.1.
+    # (13 + 4 bytes + 32 template + 16) x $0.001 = $0.065 (the request-cost model: the prompt
+    # and its role at a token a byte, the template, max_tokens). Twelve at once would spend $0.19
+    # of $0.1.
     with chat_double(delay_s=4.0) as cloud:
         write_profile("metered", **_metered(cloud.root))
         env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}  # no engine needed
@@ -94,7 +96,8 @@ def test_concurrent_runs_never_overshoot_the_daily_budget(
         data = json.loads(stdout)
         assert data["budget"]["spent_today_usd"] <= CAP_USD
         if code == 10:
-            assert "budget: worst case $0.0610" in data["attempts"][0]["reason"], stderr
+            worst = f"budget: worst case ${_worst_case_usd():.4f}"  # $0.0650
+            assert worst in data["attempts"][0]["reason"], stderr
 
     usage = subprocess.run(
         [sys.executable, "-m", "aitherctl", "usage", "--json", "--profile", "metered"],
