@@ -525,7 +525,7 @@ def run_switch(
     state, not from its leftovers."""
     recovered: list[str] = []
     if any(pending(engine) for engine in engines.values()):
-        with all_locks(engines, progress, lock_timeout_s, cancel), _nothing_changed():
+        with all_locks(engines, progress, lock_timeout_s, cancel):
             recovered = _recover_pending(engines, progress)
     prepared = prepare_fn()
     changed = False
