@@ -232,7 +232,7 @@ def failing(write_profile: Callable[..., Path]) -> Iterator[Served]:
             [
                 "error: the daily budget forbids this request (tier pricey): "
                 "$0.0000 of $0.01 spent",
-                "  paid (m2) skipped: budget: worst case $0.0534 > $0.0100 left of $0.01 today",
+                "  paid (m2) skipped: budget: worst case $0.0538 > $0.0100 left of $0.01 today",
             ],
         ),
         (
