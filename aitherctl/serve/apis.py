@@ -59,17 +59,20 @@ def known_not_served(engine: str, route: str) -> bool:
     return known is not None and route in PASSTHROUGH and route not in known
 
 
-def apis_of(engine: str) -> list[str]:
-    """The APIs a backend of `engine` takes, for `GET /v1/models` (chat always; the others
-    when known, or "maybe" for an engine whose routes are only learnt by asking)."""
+def apis_of(engine: str) -> tuple[list[str], list[str]]:
+    """For `GET /v1/models`: (the APIs a backend of `engine` takes, those it is asked for
+    without knowing: a generic service or an OpenAI-compatible endpoint, passed over when it
+    answers 404 or 501)."""
     known = _KNOWN.get(engine)
-    names = ["chat.completions"]
+    names, tried = ["chat.completions"], []
     for route, api in PASSTHROUGH.items():
         if route == COUNT_TOKENS:
             continue
-        if known is None or route in known:
+        if known is None:
+            tried.append(api.name)
+        elif route in known:
             names.append(api.name)
-    return names
+    return names, tried
 
 
 def unbounded_reason(route: str, body: dict[str, Any]) -> str | None:
@@ -201,3 +204,17 @@ def forwarded_headers(route: str, headers: Mapping[str, str]) -> dict[str, str]:
     if api is None:
         return {}
     return {name: headers[name] for name in api.forwarded_headers if name in headers}
+
+
+def stream_error(route: str, body: bytes) -> bytes:
+    """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
+    clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
+    would look merely short); OpenAI's raise on any event whose data has `error`."""
+    if route not in (MESSAGES, COUNT_TOKENS):
+        return b"data: " + body + b"\n\n"
+    try:
+        error = json.loads(body)["error"]
+        payload = {"type": "error", "error": {"type": error["type"], "message": error["message"]}}
+    except (ValueError, KeyError, TypeError):
+        payload = {"type": "error", "error": {"type": "api_error", "message": body.decode()}}
+    return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"

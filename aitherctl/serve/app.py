@@ -25,7 +25,7 @@ from aiohttp import web
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
-from aitherctl.serve.apis import forwarded_headers
+from aitherctl.serve.apis import forwarded_headers, stream_error
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -477,7 +477,7 @@ class Gateway:
         )
         if reply is not None:
             if sink.response is not None:  # a keep-alive began the stream
-                await sink.write(b"data: " + reply.body + b"\n\n")
+                await sink.write(stream_error(request.path, reply.body))
                 return sink.response
             return _json_reply(reply)
         assert sink.response is not None

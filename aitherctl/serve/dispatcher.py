@@ -33,6 +33,7 @@ from aitherctl.serve.apis import (
     apis_of,
     chat_usage,
     known_not_served,
+    stream_error,
     unbounded_reason,
 )
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
@@ -248,12 +249,15 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
+            apis, tried = apis_of(self.router.table.backends[backend].engine)
             aither: dict[str, Any] = {
                 "kind": "backend",
                 "backend": backend,
                 "state": state,
-                "apis": apis_of(self.router.table.backends[backend].engine),
+                "apis": apis,
             }
+            if tried:
+                aither["apis_tried"] = tried
             key_env = self.router.table.backends[backend].api_key_env
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
@@ -767,7 +771,7 @@ class Dispatcher:
             result.attempts.append((candidate.name, "partial", exc.message))
             result.backend, result.outcome = candidate, "partial"
             message = f"{candidate.name} failed after the answer had started: {exc.message}"
-            await sink.write(b"data: " + error_body(message, "upstream_error") + b"\n\n")
+            await sink.write(stream_error(request.route, error_body(message, "upstream_error")))
             return None
         if result.ttft_s is None:
             result.ttft_s = self.clock() - started
@@ -836,7 +840,7 @@ class Dispatcher:
             status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
             result.outcome = "failed"
         if sink.started:  # a keep-alive already began the stream: end it with the error
-            await sink.write(b"data: " + error_body(message, kind) + b"\n\n")
+            await sink.write(stream_error(request.route, error_body(message, kind)))
             return None
         headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
         return Reply(status, error_body(message, kind), headers)

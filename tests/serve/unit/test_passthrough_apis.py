@@ -7,13 +7,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from aitherctl.core.request_cost import (
     IMAGE_TOKENS_MAX,
     TOOLS_PREAMBLE_TOKENS,
     output_limit,
     request_bound,
 )
-from aitherctl.serve.apis import EventWatcher, apis_of, chat_usage, known_not_served
+from aitherctl.serve.apis import (
+    EventWatcher,
+    apis_of,
+    chat_usage,
+    known_not_served,
+    stream_error,
+)
+from aitherctl.serve.dispatcher import error_body
 
 HISTORY = "The quick brown fox jumps over the lazy dog. " * 40  # 1,800 bytes
 TOOL = {
@@ -154,9 +163,51 @@ def test_a_stream_cut_before_its_last_event_is_not_done() -> None:
 
 
 def test_models_list_the_apis_each_engine_takes() -> None:
-    assert apis_of("llamacpp") == ["chat.completions", "responses", "messages"]
-    assert apis_of("generic") == ["chat.completions", "responses", "messages"]  # asked, then
+    assert apis_of("llamacpp") == (["chat.completions", "responses", "messages"], [])
+    assert apis_of("ollama") == (["chat.completions", "responses", "messages"], [])
+    assert apis_of("generic") == (["chat.completions"], ["responses", "messages"])
     assert known_not_served("ollama", "/v1/messages/count_tokens")
     assert not known_not_served("llamacpp", "/v1/messages/count_tokens")
     assert not known_not_served("generic", "/v1/messages")
     assert not known_not_served("ollama", "/v1/chat/completions")
+
+
+def _anthropic_reads(stream: bytes) -> str:
+    """What the official `anthropic` client makes of a Messages stream with these bytes: the
+    text, or the error it raises."""
+    anthropic = pytest.importorskip("anthropic")
+    httpx = pytest.importorskip("httpx2")  # the HTTP library this client is built on
+
+    def answer(request: Any) -> Any:
+        del request
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+
+    client = anthropic.Anthropic(
+        base_url="http://serve.invalid",
+        api_key="k",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    try:
+        with client.messages.stream(
+            model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        ) as events:
+            return "".join(events.text_stream)
+    except anthropic.APIError as exc:
+        return f"error: {exc.message}"
+
+
+def test_an_error_that_ends_a_messages_stream_is_one_anthropics_client_raises() -> None:
+    start, delta = MESSAGES_STREAM.split(b"event: message_delta")[0].split(b"\n\n", 1)
+    block = (
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+    )
+    started = start + b"\n\n" + block + delta
+    failure = error_body("chat failed after the answer had started: reset", "upstream_error")
+    raised = _anthropic_reads(started + stream_error("/v1/messages", failure))
+    assert raised.startswith("error: ")
+    assert "chat failed after the answer had started: reset" in raised
+    # The chat form (a bare `data:` event) is skipped by it: the answer would look whole.
+    assert _anthropic_reads(started + b"data: " + failure + b"\n\n") == "message_stop usage"
+    assert stream_error("/v1/responses", failure) == b"data: " + failure + b"\n\n"
