@@ -31,7 +31,8 @@ class Api:
     name: str  # what `GET /v1/models` lists
     upstream: str  # the path under the backend's /v1 root
     limit_field: str | None  # the output limit's field (None: the route generates nothing)
-    end_event: bytes | None  # the SSE `event:` that ends a complete stream
+    # The SSE `event:` names that end a whole stream (the first is the usual one).
+    end_events: tuple[bytes, ...]
     # Request headers a client sends that the engine needs too.
     forwarded_headers: tuple[str, ...] = ()
 
@@ -39,9 +40,17 @@ class Api:
 _ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
 PASSTHROUGH: dict[str, Api] = {
-    RESPONSES: Api("responses", "responses", "max_output_tokens", b"response.completed"),
-    MESSAGES: Api("messages", "messages", "max_tokens", b"message_stop", _ANTHROPIC_HEADERS),
-    COUNT_TOKENS: Api("messages", "messages/count_tokens", None, None, _ANTHROPIC_HEADERS),
+    # A Responses stream ends in one of three terminal events: an answer cut at
+    # `max_output_tokens` is `response.incomplete`, a failure the engine reports whole
+    # `response.failed`; each is the stream's complete end, not a broken connection.
+    RESPONSES: Api(
+        "responses",
+        "responses",
+        "max_output_tokens",
+        (b"response.completed", b"response.incomplete", b"response.failed"),
+    ),
+    MESSAGES: Api("messages", "messages", "max_tokens", (b"message_stop",), _ANTHROPIC_HEADERS),
+    COUNT_TOKENS: Api("messages", "messages/count_tokens", None, (), _ANTHROPIC_HEADERS),
 }
 
 # The routes each engine is known to serve (checked above); an engine not listed here (generic
@@ -151,7 +160,7 @@ class EventWatcher:
     `watch_done`, `feed`, `flush`, `usage`, `done`, `buffer`)."""
 
     def __init__(self, route: str) -> None:
-        self.end = PASSTHROUGH[route].end_event or b""
+        self.ends = PASSTHROUGH[route].end_events
         self.buffer = b""  # always empty: nothing is held back from the client
         self.usage: dict[str, Any] | None = None
         self.done = False
@@ -170,7 +179,7 @@ class EventWatcher:
 
     def _read(self, event: bytes) -> None:
         name = _EVENT_LINE.search(event)
-        if name is not None and name.group(1) == self.end:
+        if name is not None and name.group(1) in self.ends:
             self.done = True
         if b'"usage"' not in event:
             return

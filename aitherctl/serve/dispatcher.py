@@ -760,9 +760,10 @@ class Dispatcher:
                     await sink.start(200, headers)
                 await sink.write(tail)
             if not splitter.done:
-                # A connection closed before `data: [DONE]` is a broken answer, not an end.
-                end = PASSTHROUGH[request.route].end_event if request.route in PASSTHROUGH else None
-                last = end.decode() if end else "[DONE]"
+                # A connection closed before the last event (`data: [DONE]` for chat) is a
+                # broken answer, not an end.
+                api = PASSTHROUGH.get(request.route)
+                last = api.end_events[0].decode() if api and api.end_events else "[DONE]"
                 raise UpstreamError("bad_stream", f"stream ended without {last}")
         except UpstreamError as exc:
             if result.ttft_s is None:

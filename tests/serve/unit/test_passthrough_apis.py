@@ -156,6 +156,14 @@ def test_a_responses_stream_ends_at_response_completed_with_its_usage() -> None:
         assert not any(done[:-1])
 
 
+def test_a_responses_stream_cut_at_max_output_tokens_ends_at_response_incomplete() -> None:
+    incomplete = RESPONSES_STREAM.replace(b"response.completed", b"response.incomplete")
+    watcher, out, done = _watch("/v1/responses", incomplete, 11)
+    assert out == incomplete
+    assert done[-1]
+    assert watcher.usage == {"prompt_tokens": 33, "completion_tokens": 3}
+
+
 def test_a_stream_cut_before_its_last_event_is_not_done() -> None:
     watcher, _out, done = _watch("/v1/messages", MESSAGES_STREAM[:-40], 9)
     assert not any(done)
