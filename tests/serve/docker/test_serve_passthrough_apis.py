@@ -151,3 +151,33 @@ def test_a_priced_messages_request_over_budget_is_refused_and_an_unserved_route_
     assert rows[1]["cost_usd"] == pytest.approx(
         (small.usage.input_tokens + (small.usage.cache_read_input_tokens or 0) + 3) * 1000 / 1e6
     )
+
+
+def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte(
+    llama_port: int, write_profile: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A tier whose first candidate is down (nothing listens on its port): the streamed Messages
+    request is answered whole by the next one, and its one ledger row counts both attempts."""
+    write_profile(
+        "fallback",
+        endpoints={
+            "dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "smollm2",
+                     "engine": "llamacpp"},
+            "live": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
+                     "engine": "llamacpp"},
+        },
+        routing={"tiers": {"all": {"effort": "1-10", "candidates": ["dead", "live"]}}},
+    )
+    with serving("fallback") as (url, _process):
+        claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        with claude.messages.with_streaming_response.create(
+            model="all", max_tokens=4, stream=True,
+            messages=[{"role": "user", "content": "Say hi."}],
+        ) as raw:
+            assert raw.headers["x-aither-backend"] == "live"
+            events = [event.type for event in raw.parse()]
+    assert events[0] == "message_start"
+    assert events[-1] == "message_stop"
+    rows = _ledger(tmp_path / "data")
+    assert [(r["backend"], r["outcome"], r["attempts"], r["tokens_out"]) for r in rows] == [
+        ("live", "ok", 2, 4)]
