@@ -592,8 +592,6 @@ class Dispatcher:
                     for name in api.forwarded_headers
                     if name in request.headers
                 )
-                if candidate.api_key_env and api.forwarded_headers:  # Anthropic's own header
-                    headers["x-api-key"] = self.env.get(candidate.api_key_env, "")
             from aitherctl.serve.upstream import UpstreamError
 
             timeout_s = route.tier.timeout_s if route.tier else 600.0
