@@ -59,7 +59,11 @@ def output_limit(body: Mapping[str, Any]) -> int | None:
     """The output limit the client set (`max_completion_tokens` or `max_tokens`), or None."""
     limits = [
         value
-        for value in (body.get("max_completion_tokens"), body.get("max_tokens"))
+        for value in (
+            body.get("max_completion_tokens"),
+            body.get("max_tokens"),
+            body.get("max_output_tokens"),  # the Responses API's
+        )
         if isinstance(value, int) and not isinstance(value, bool) and value > 0
     ]
     return max(limits) if limits else None
@@ -67,12 +71,16 @@ def output_limit(body: Mapping[str, Any]) -> int | None:
 
 def request_bound(route: str, body: Mapping[str, Any], limit: int | None = None) -> RequestBound:
     """The bound for `body` sent to `route` (`/v1/chat/completions`, `/v1/completions`,
-    `/v1/embeddings`). `limit`: the output limit sent; None reads it from the body (a request
-    without one is bounded by nothing: its output bound is then 0 and the caller must send one)."""
+    `/v1/embeddings`, `/v1/responses`, `/v1/messages`, `/v1/messages/count_tokens`). `limit`:
+    the output limit sent; None reads it from the body (a request without one is bounded by
+    nothing: its output bound is then 0 and the caller must send one)."""
     if limit is None:
         limit = output_limit(body) or 0
     if route == "/v1/embeddings":
         return RequestBound(_prompt_tokens(body.get("input")) + TEMPLATE_TOKENS_PER_REQUEST, 0)
+    if route in ("/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
+        output = 0 if route == "/v1/messages/count_tokens" else limit
+        return RequestBound(_items_bound(route, body), output)
     answers = max(_count(body.get("n")), _count(body.get("best_of")))
     if route == "/v1/completions":
         prompt = body.get("prompt")
@@ -102,6 +110,34 @@ def request_bound(route: str, body: Mapping[str, Any], limit: int | None = None)
     return RequestBound(tokens, output)
 
 
+# Top-level fields of a Responses or Messages request rendered into the prompt besides its
+# input items (`text` holds the Responses API's output schema).
+_ITEM_PROMPT_FIELDS = ("instructions", "system", "tools", "tool_choice", "text")
+
+
+def _items_bound(route: str, body: Mapping[str, Any]) -> int:
+    """The input bound of a Responses (`input`: a string or a list of items) or Messages
+    (`messages`, content blocks) body: every item as a chat message, plus the instructions,
+    the tool definitions and the output schema. (A Messages request's extended thinking budget
+    lies within its `max_tokens`.)"""
+    tokens = TEMPLATE_TOKENS_PER_REQUEST
+    items = body.get("input") if route == "/v1/responses" else body.get("messages")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    for item in items if isinstance(items, list) else []:
+        tokens += TEMPLATE_TOKENS_PER_MESSAGE + _message_tokens(item)
+    for field in _ITEM_PROMPT_FIELDS:
+        value = body.get(field)
+        if field == "system" and isinstance(value, list):  # text blocks, maybe images
+            tokens += TEMPLATE_TOKENS_PER_MESSAGE + sum(_part_tokens(part) for part in value)
+        else:
+            tokens += _bytes(value)
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        tokens += TOOLS_PREAMBLE_TOKENS + TEMPLATE_TOKENS_PER_TOOL * len(tools)
+    return tokens
+
+
 def _message_tokens(message: Any) -> int:
     """Every field of a message (role, name, content, tool calls, tool call id, ...), images
     at their bound and everything else at its bytes."""
@@ -119,6 +155,10 @@ def _message_tokens(message: Any) -> int:
 def _part_tokens(part: Any) -> int:
     if isinstance(part, Mapping) and part.get("type") in _IMAGE_PART_TYPES:
         return IMAGE_TOKENS_MAX + TEMPLATE_TOKENS_PER_PART
+    if isinstance(part, Mapping) and isinstance(part.get("content"), list):
+        # A block holding blocks (a Messages `tool_result` with images): each at its bound.
+        rest = _bytes({key: value for key, value in part.items() if key != "content"})
+        return rest + TEMPLATE_TOKENS_PER_PART + sum(_part_tokens(p) for p in part["content"])
     return _bytes(part) + TEMPLATE_TOKENS_PER_PART
 
 

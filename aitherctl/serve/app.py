@@ -25,6 +25,7 @@ from aiohttp import web
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
+from aitherctl.serve.apis import forwarded_headers, stream_error
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -316,7 +317,8 @@ class Gateway:
                     Reply(
                         401,
                         error_body(
-                            "a valid API key is required (Authorization: Bearer KEY)",
+                            "a valid API key is required (Authorization: Bearer KEY or "
+                            "x-api-key: KEY)",
                             "authentication_error",
                             "invalid_api_key",
                         ),
@@ -467,6 +469,7 @@ class Gateway:
             tier=request.headers.get("x-aither-tier") or None,
             backend=request.headers.get("x-aither-backend") or None,
             report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
+            headers=forwarded_headers(request.path, request.headers),
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(
@@ -474,7 +477,7 @@ class Gateway:
         )
         if reply is not None:
             if sink.response is not None:  # a keep-alive began the stream
-                await sink.write(b"data: " + reply.body + b"\n\n")
+                await sink.write(stream_error(request.path, reply.body))
                 return sink.response
             return _json_reply(reply)
         assert sink.response is not None

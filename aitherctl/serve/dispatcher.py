@@ -27,6 +27,16 @@ from aitherctl.core.request_cost import RequestBound, output_limit, request_boun
 from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.ops.route import REMEMBERED_FAILURES, Choice, RunOptions
+from aitherctl.serve.apis import (
+    PASSTHROUGH,
+    EventWatcher,
+    apis_of,
+    chat_usage,
+    known_not_served,
+    stream_error,
+    unbounded_reason,
+)
+from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
 from aitherctl.serve.model import Priority
 from aitherctl.serve.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
@@ -61,6 +71,7 @@ ROUTES = {
     "/v1/chat/completions": "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
+    **{route: api.upstream for route, api in PASSTHROUGH.items()},
 }
 
 
@@ -102,6 +113,8 @@ class GatewayRequest:
     backend: str | None = None
     # Send `run`'s report (REPORT_HEADER): the same document `run --direct --json` prints.
     report: bool = False
+    # The client's headers an API needs passed on (`anthropic-version`), lower-case names.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def streaming(self) -> bool:
@@ -157,6 +170,8 @@ def error_body(message: str, kind: str, code: str | None = None) -> bytes:
 
 def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
     """(the request's last user text, its system text) for the effort score."""
+    if route in PASSTHROUGH:
+        return passthrough_prompt_text(route, body)
     if route == "/v1/completions":
         prompt = body.get("prompt", "")
         return (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))), None
@@ -234,7 +249,15 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
-            aither: dict[str, Any] = {"kind": "backend", "backend": backend, "state": state}
+            apis, tried = apis_of(self.router.table.backends[backend].engine)
+            aither: dict[str, Any] = {
+                "kind": "backend",
+                "backend": backend,
+                "state": state,
+                "apis": apis,
+            }
+            if tried:
+                aither["apis_tried"] = tried
             key_env = self.router.table.backends[backend].api_key_env
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
@@ -474,6 +497,14 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 self.scheduler.events.emit("overflowed", candidate.name, reason, request.request_id)
                 continue
+            if reason is None and known_not_served(candidate.engine, request.route):
+                # Not translated (a later step): a backend without the API is passed over.
+                result.all_full = False
+                result.unsupported += 1
+                result.attempts.append(
+                    (candidate.name, "unsupported", f"{candidate.engine} does not serve it")
+                )
+                continue
             if reason is not None:
                 result.all_full = False
                 result.attempts.append((candidate.name, "skipped", reason))
@@ -504,6 +535,11 @@ class Dispatcher:
         priced = candidate.price is not None and not candidate.price.is_free
         # Only a priced backend needs the bound (walking a long chat costs time on the loop).
         bound = request_bound(request.route, wire) if priced else RequestBound(0, 0)
+        unbounded = unbounded_reason(request.route, wire) if priced else None
+        if unbounded is not None:
+            result.attempts.append((candidate.name, "skipped", unbounded))
+            result.outcome = "budget"
+            return None
         worst = bound.cost_usd(candidate.price)
         reservation: int | None = None
         if worst > 0:
@@ -549,6 +585,13 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
             if request.streaming:
                 headers["Accept"] = "text/event-stream"
+            api = PASSTHROUGH.get(request.route)
+            if api is not None:
+                headers.update(
+                    (name, request.headers[name])
+                    for name in api.forwarded_headers
+                    if name in request.headers
+                )
             from aitherctl.serve.upstream import UpstreamError
 
             timeout_s = route.tier.timeout_s if route.tier else 600.0
@@ -563,17 +606,26 @@ class Dispatcher:
                 )
             except UpstreamError as exc:
                 billable = exc.status is not None and exc.status < 400
+                unsupported = False
                 result.attempts.append((candidate.name, "error", exc.message))
-                if exc.status == HTTPStatus.NOT_IMPLEMENTED:
+                if exc.status == HTTPStatus.NOT_IMPLEMENTED or (
+                    exc.status == HTTPStatus.NOT_FOUND and request.route in PASSTHROUGH
+                ):
                     # It lacks this route (llama.cpp's embeddings without --embeddings): says
                     # nothing about the backend's health.
                     result.unsupported += 1
+                    unsupported = True
                 elif candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
                     await asyncio.to_thread(router.memory.remember, candidate, exc.message)
                 self.scheduler.events.emit(
                     "fell_back", candidate.name, exc.message, request.request_id
                 )
-                if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                if (
+                    exc.status is not None
+                    and 400 <= exc.status < 500
+                    and exc.status != 429
+                    and not unsupported
+                ):
                     # The request itself is wrong: another backend would refuse it too.
                     result.outcome = "failed"
                     return Reply(exc.status, exc.body or error_body(exc.message, "upstream"))
@@ -612,14 +664,20 @@ class Dispatcher:
         body = dict(request.body)
         body.pop("priority", None)
         body["model"] = candidate.model
+        api = PASSTHROUGH.get(request.route)
         field_name = (
-            candidate.max_tokens_field if request.route == "/v1/chat/completions" else "max_tokens"
+            candidate.max_tokens_field
+            if request.route == "/v1/chat/completions"
+            else (api.limit_field or "")
+            if api is not None
+            else "max_tokens"
         )
         if field_name == "max_completion_tokens" and "max_tokens" in body:
             body["max_completion_tokens"] = body.pop("max_tokens")
         priced = candidate.price is not None and not candidate.price.is_free
         if (
             request.route != "/v1/embeddings"
+            and field_name
             and output_limit(body) is None
             and (priced or request.profile_limit)
         ):
@@ -629,7 +687,7 @@ class Dispatcher:
         elif not isinstance(candidate.temperature, str):
             body["temperature"] = candidate.temperature
         usage_added = False
-        if request.streaming:
+        if request.streaming and api is None:  # the other APIs report usage in their events
             options = body.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
                 body["stream_options"] = {**(options or {}), "include_usage": True}
@@ -666,7 +724,11 @@ class Dispatcher:
             _read_usage(data, result)
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
-        splitter = _SseSplitter(strip_usage=usage_added)
+        splitter: _SseSplitter | EventWatcher = (
+            EventWatcher(request.route)
+            if request.route in PASSTHROUGH
+            else _SseSplitter(strip_usage=usage_added)
+        )
         try:
             async for chunk in response.chunks():
                 splitter.watch_done(chunk)
@@ -696,8 +758,11 @@ class Dispatcher:
                     await sink.start(200, headers)
                 await sink.write(tail)
             if not splitter.done:
-                # A connection closed before `data: [DONE]` is a broken answer, not an end.
-                raise UpstreamError("bad_stream", "stream ended without [DONE]")
+                # A connection closed before the last event (`data: [DONE]` for chat) is a
+                # broken answer, not an end.
+                api = PASSTHROUGH.get(request.route)
+                last = api.end_events[0].decode() if api and api.end_events else "[DONE]"
+                raise UpstreamError("bad_stream", f"stream ended without {last}")
         except UpstreamError as exc:
             if result.ttft_s is None:
                 result.attempts.append((candidate.name, "error", exc.message))
@@ -705,7 +770,7 @@ class Dispatcher:
             result.attempts.append((candidate.name, "partial", exc.message))
             result.backend, result.outcome = candidate, "partial"
             message = f"{candidate.name} failed after the answer had started: {exc.message}"
-            await sink.write(b"data: " + error_body(message, "upstream_error") + b"\n\n")
+            await sink.write(stream_error(request.route, error_body(message, "upstream_error")))
             return None
         if result.ttft_s is None:
             result.ttft_s = self.clock() - started
@@ -774,7 +839,7 @@ class Dispatcher:
             status, kind, message = 503, "service_unavailable", f"no backend answered ({lines})"
             result.outcome = "failed"
         if sink.started:  # a keep-alive already began the stream: end it with the error
-            await sink.write(b"data: " + error_body(message, kind) + b"\n\n")
+            await sink.write(stream_error(request.route, error_body(message, kind)))
             return None
         headers = {"Retry-After": str(result.retry_after_s)} if status == 429 else {}
         return Reply(status, error_body(message, kind), headers)
@@ -933,6 +998,7 @@ def _read_usage(data: bytes, result: Outcome) -> None:
 
 
 def _usage_into(usage: dict[str, Any], result: Outcome) -> None:
+    usage = chat_usage(usage)  # Responses' and Messages' field names, too
     prompt_tokens = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens")
     if isinstance(prompt_tokens, int):

@@ -110,6 +110,25 @@ def test_vllm_cpu_behind_the_gateway(
         (entry,) = [m for m in curl("GET", served.v1 + "/models").json()["data"]
                     if m["id"] == "smol"]
         assert entry["aither"]["state"] == "ready"
+        assert entry["aither"]["apis"] == ["chat.completions", "responses", "messages"]
+
+        # The Responses and Messages APIs, passed through to vLLM's own (official clients).
+        responses = client.responses.create(model="smol", input="Say hello.",
+                                            max_output_tokens=8)
+        assert responses.output_text.strip()
+        events = list(client.responses.create(model="smol", input="Say hello.",
+                                              max_output_tokens=8, stream=True))
+        assert events[-1].type == "response.completed"
+        anthropic = pytest.importorskip("anthropic")
+        claude = anthropic.Anthropic(base_url=served.url, api_key="unused", max_retries=0,
+                                     timeout=120)
+        message = claude.messages.create(model="smol", max_tokens=8, messages=ASK)
+        assert message.content[0].text.strip()
+        with claude.messages.stream(model="smol", max_tokens=8, messages=ASK) as streamed:
+            assert "".join(streamed.text_stream).strip()
+            final = streamed.get_final_message()
+        assert final.usage.output_tokens > 0
+        assert claude.messages.count_tokens(model="smol", messages=ASK).input_tokens > 0
     print(f"vLLM CPU on-demand start through the gateway: {load_s:.1f}s to a full answer")
     running = {item.service for item in engine.list_managed() if item.running}
     assert running == {"smol"}  # serve's exit leaves the container as it is

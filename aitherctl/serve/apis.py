@@ -1,0 +1,229 @@
+"""The client APIs `serve` passes through besides chat completions: OpenAI's Responses API
+(`POST /v1/responses`) and Anthropic's Messages API (`POST /v1/messages`, `POST
+/v1/messages/count_tokens`). Passed through unchanged to an engine that serves the API itself
+(no translation: a backend without the route is skipped, and a request no backend can take is a
+501); what differs per API is read here: which engines serve it, the output-limit field, the
+usage fields, and the event that ends a stream.
+
+Checked against the real servers: llama.cpp's server answers all three routes (Responses
+streams `event: response.*` ending in `response.completed`, whose `response.usage` has
+`input_tokens`/`output_tokens`; Messages streams `message_start` (usage with `input_tokens`,
+prompt-cache hits in `cache_read_input_tokens`) ... `message_delta` (usage `output_tokens`) ...
+`message_stop`); vLLM 0.32 registers all three; Ollama documents /v1/responses and /v1/messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RESPONSES = "/v1/responses"
+MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
+CHAT = "/v1/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    name: str  # what `GET /v1/models` lists
+    upstream: str  # the path under the backend's /v1 root
+    limit_field: str | None  # the output limit's field (None: the route generates nothing)
+    # The SSE `event:` names that end a whole stream (the first is the usual one).
+    end_events: tuple[bytes, ...]
+    # Request headers a client sends that the engine needs too.
+    forwarded_headers: tuple[str, ...] = ()
+
+
+_ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+PASSTHROUGH: dict[str, Api] = {
+    # A Responses stream ends in one of three terminal events: an answer cut at
+    # `max_output_tokens` is `response.incomplete`, a failure the engine reports whole
+    # `response.failed`; each is the stream's complete end, not a broken connection.
+    RESPONSES: Api(
+        "responses",
+        "responses",
+        "max_output_tokens",
+        (b"response.completed", b"response.incomplete", b"response.failed"),
+    ),
+    MESSAGES: Api("messages", "messages", "max_tokens", (b"message_stop",), _ANTHROPIC_HEADERS),
+    COUNT_TOKENS: Api("messages", "messages/count_tokens", None, (), _ANTHROPIC_HEADERS),
+}
+
+# The routes each engine is known to serve (checked above); an engine not listed here (generic
+# services, OpenAI-compatible endpoints) is tried, and a 404 or 501 from it skips it.
+_KNOWN: dict[str, frozenset[str]] = {
+    "llamacpp": frozenset({RESPONSES, MESSAGES, COUNT_TOKENS}),
+    "vllm": frozenset({RESPONSES, MESSAGES, COUNT_TOKENS}),
+    "ollama": frozenset({RESPONSES, MESSAGES}),
+}
+
+
+def known_not_served(engine: str, route: str) -> bool:
+    """True when `engine` is known not to serve the pass-through `route`."""
+    known = _KNOWN.get(engine)
+    return known is not None and route in PASSTHROUGH and route not in known
+
+
+def apis_of(engine: str) -> tuple[list[str], list[str]]:
+    """For `GET /v1/models`: (the APIs a backend of `engine` takes, those it is asked for
+    without knowing: a generic service or an OpenAI-compatible endpoint, passed over when it
+    answers 404 or 501)."""
+    known = _KNOWN.get(engine)
+    names, tried = ["chat.completions"], []
+    for route, api in PASSTHROUGH.items():
+        if route == COUNT_TOKENS:
+            continue
+        if known is None:
+            tried.append(api.name)
+        elif route in known:
+            names.append(api.name)
+    return names, tried
+
+
+def unbounded_reason(route: str, body: dict[str, Any]) -> str | None:
+    """Why the cost of this body cannot be bounded from what is sent (a Responses request that
+    continues a conversation stored at the provider), or None."""
+    if route == RESPONSES:
+        for field_name in ("previous_response_id", "conversation", "prompt"):
+            if body.get(field_name):
+                return (
+                    f"`{field_name}` brings input stored at the provider, which no upper bound "
+                    "can be read for"
+                )
+    return None
+
+
+def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A Responses or Messages `usage` in chat's field names. Messages counts prompt-cache
+    hits and writes apart from `input_tokens`; all of them are input."""
+    if "prompt_tokens" in usage or ("input_tokens" not in usage and "output_tokens" not in usage):
+        return usage
+    out: dict[str, Any] = {}
+    parts = [
+        usage.get(key)
+        for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    ]
+    counted = [p for p in parts if isinstance(p, int) and not isinstance(p, bool)]
+    if isinstance(usage.get("input_tokens"), int):
+        out["prompt_tokens"] = sum(counted)
+    if isinstance(usage.get("output_tokens"), int):
+        out["completion_tokens"] = usage["output_tokens"]
+    return out
+
+
+def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
+    """(the last user text, the system text) of a Responses or Messages body."""
+    if route == RESPONSES:
+        instructions = body.get("instructions")
+        system = instructions if isinstance(instructions, str) else None
+        value = body.get("input")
+        if isinstance(value, str):
+            return value, system
+        user = ""
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, dict) and item.get("role") == "user":
+                user = _text(item.get("content"))
+            elif isinstance(item, dict) and item.get("role") in ("system", "developer"):
+                system = system or _text(item.get("content"))
+        return user, system
+    system_value = body.get("system")
+    system = _text(system_value) if system_value else None
+    user = ""
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") == "user":
+            user = _text(message.get("content"))
+    return user, system
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
+        )
+    return ""
+
+
+_EVENT_LINE = re.compile(rb"^event: ?(\S+)\r?$", re.MULTILINE)
+
+
+class EventWatcher:
+    """Passes a Responses or Messages event stream through unchanged, reading the usage it
+    reports and whether the API's last event went by (the same interface as chat's splitter:
+    `watch_done`, `feed`, `flush`, `usage`, `done`, `buffer`)."""
+
+    def __init__(self, route: str) -> None:
+        self.ends = PASSTHROUGH[route].end_events
+        self.buffer = b""  # always empty: nothing is held back from the client
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self._pending = b""  # the unfinished event, read when it is complete
+
+    def watch_done(self, chunk: bytes) -> None:
+        del chunk  # `feed` reads the events whole
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        head, sep, self._pending = data.rpartition(b"\n\n")
+        if sep:
+            for event in head.split(b"\n\n"):
+                self._read(event)
+        return chunk
+
+    def _read(self, event: bytes) -> None:
+        name = _EVENT_LINE.search(event)
+        if name is not None and name.group(1) in self.ends:
+            self.done = True
+        if b'"usage"' not in event:
+            return
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                payload = json.loads(line[5:])
+            except ValueError:
+                return
+            if not isinstance(payload, dict):
+                return
+            holder = payload.get("response") or payload.get("message") or payload
+            usage = holder.get("usage") if isinstance(holder, dict) else None
+            if not isinstance(usage, dict):
+                usage = payload.get("usage")
+            if isinstance(usage, dict):
+                merged = chat_usage(usage)
+                self.usage = {**(self.usage or {}), **merged}
+
+    def flush(self) -> bytes:
+        if self._pending.strip():
+            self._read(self._pending)
+        self._pending = b""
+        return b""
+
+
+def forwarded_headers(route: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers that go on to the engine with a request on `route`."""
+    api = PASSTHROUGH.get(route)
+    if api is None:
+        return {}
+    return {name: headers[name] for name in api.forwarded_headers if name in headers}
+
+
+def stream_error(route: str, body: bytes) -> bytes:
+    """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
+    clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
+    would look merely short); OpenAI's raise on any event whose data has `error`."""
+    if route not in (MESSAGES, COUNT_TOKENS):
+        return b"data: " + body + b"\n\n"
+    try:
+        error = json.loads(body)["error"]
+        payload = {"type": "error", "error": {"type": error["type"], "message": error["message"]}}
+    except (ValueError, KeyError, TypeError):
+        payload = {"type": "error", "error": {"type": "api_error", "message": body.decode()}}
+    return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"

@@ -1,0 +1,183 @@
+"""OpenAI's Responses API and Anthropic's Messages API through `aitherctl serve`, passed through
+to a real llama.cpp server (SmolLM2 on the CPU), as Codex CLI and Claude Code reach it: the
+official `openai` and `anthropic` clients, never only our own code."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, llama_service, run_cli, web_service
+from tests.serve.docker.serve_helpers import serving
+
+pytestmark = pytest.mark.docker
+
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+
+SECRET = "s3cret-key-for-passthrough-0123"
+
+
+def _ledger(data_dir: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(data_dir / "ledger.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def llama_port(
+    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path]
+) -> int:
+    """Profile `apis`: one llama.cpp service `chat`, in tier `all`; running."""
+    del llama_image
+    port = free_port()
+    write_profile(
+        "apis",
+        services={"chat": llama_service(port)},
+        routing={"max_tokens": 8, "tiers": {"all": {"effort": "1-10", "candidates": ["chat"]}}},
+    )
+    result = run_cli("profile", "switch", "apis", "--yes")
+    assert result.returncode == 0, result.stderr
+    return port
+
+
+def test_responses_and_messages_pass_through_with_usage_in_the_ledger(
+    llama_port: int, tmp_path: Path
+) -> None:
+    with serving("apis", env={"AITHER_API_KEYS": f"{SECRET} interactive coder"}) as (url, _p):
+        client = openai.OpenAI(base_url=url + "/v1", api_key=SECRET, max_retries=0, timeout=120)
+        raw = client.responses.with_raw_response.create(
+            model="chat", input="Say hi.", max_output_tokens=5
+        )
+        assert raw.headers["x-aither-backend"] == "chat"
+        response = raw.parse()
+        assert response.status == "completed"
+        assert response.output_text
+        assert response.usage.output_tokens == 5
+        events = list(client.responses.create(
+            model="all", input="Say hi.", max_output_tokens=3, stream=True
+        ))
+        assert events[-1].type == "response.completed"
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        streamed_usage = events[-1].response.usage
+
+        claude = anthropic.Anthropic(base_url=url, api_key=SECRET, max_retries=0, timeout=120)
+        message = claude.messages.create(
+            model="chat", max_tokens=5, system="Be brief.",
+            messages=[{"role": "user", "content": "Say hi."}],
+        )
+        assert message.type == "message"
+        assert message.content[0].text
+        assert message.usage.output_tokens == 5
+        with claude.messages.stream(
+            model="auto", max_tokens=4, messages=[{"role": "user", "content": "Say hi."}]
+        ) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text
+        assert final.stop_reason == "max_tokens"
+        counted = claude.messages.count_tokens(
+            model="chat", messages=[{"role": "user", "content": "Say hi."}]
+        )
+        assert counted.input_tokens > 0
+
+        models = {m.id: m for m in client.models.list()}
+        assert models["chat"].model_extra["aither"]["apis"] == [
+            "chat.completions", "responses", "messages"]
+    rows = _ledger(tmp_path / "data")
+    assert [(r["backend"], r["outcome"], r["client"]) for r in rows] == [
+        ("chat", "ok", "coder")] * 5
+    cache = lambda u: u.cache_read_input_tokens or 0  # noqa: E731 - llama.cpp's prompt cache
+    assert [(r["tokens_in"], r["tokens_out"]) for r in rows] == [
+        (response.usage.input_tokens, 5),
+        (streamed_usage.input_tokens, 3),
+        (message.usage.input_tokens + cache(message.usage), 5),
+        (final.usage.input_tokens + cache(final.usage), 4),
+        (None, None),  # count_tokens answers a count, not a usage: nothing was generated
+    ]
+    assert SECRET not in str(rows)
+
+
+def test_a_priced_messages_request_over_budget_is_refused_and_an_unserved_route_is_a_501(
+    llama_port: int, write_profile: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A priced endpoint (the same real llama.cpp server at $1,000 a million tokens) and a
+    budget that cannot pay for a 1,000-token answer: 402, nothing sent, a `budget` row. A
+    route that no backend serves (a generic web server answers 501 to a POST; an Ollama
+    endpoint is known not to serve count_tokens): a 501 that says so."""
+    write_profile(
+        "metered",
+        services={"web": {**web_service(free_port()), "on_demand": True}},
+        endpoints={
+            "paid": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
+                     "engine": "llamacpp", "price": {"input": 1000, "output": 1000}},
+            "olla": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
+                     "engine": "ollama"},
+        },
+        routing={"max_tokens": 8},
+        budget={"daily_usd": 0.5},
+    )
+    with serving("metered") as (url, _process):
+        claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            claude.messages.create(model="paid", max_tokens=1000,
+                                   messages=[{"role": "user", "content": "Say hi."}])
+        assert refused.value.status_code == 402
+        assert "daily budget" in str(refused.value)
+        small = claude.messages.create(model="paid", max_tokens=3,
+                                       messages=[{"role": "user", "content": "Say hi."}])
+        assert small.usage.output_tokens == 3
+
+        with pytest.raises(anthropic.APIStatusError) as unserved:
+            claude.messages.create(model="web", max_tokens=3,
+                                   messages=[{"role": "user", "content": "Say hi."}])
+        assert unserved.value.status_code == 501
+        assert "no backend here serves /v1/messages" in str(unserved.value)
+        with pytest.raises(anthropic.APIStatusError) as known:
+            claude.messages.count_tokens(model="olla",
+                                         messages=[{"role": "user", "content": "Say hi."}])
+        assert known.value.status_code == 501
+        assert "ollama does not serve it" in str(known.value)
+    rows = _ledger(tmp_path / "data")
+    assert [(r["backend"], r["outcome"]) for r in rows][:2] == [("paid", "budget"), ("paid", "ok")]
+    assert rows[0]["cost_usd"] == 0
+    assert rows[1]["cost_usd"] == pytest.approx(
+        (small.usage.input_tokens + (small.usage.cache_read_input_tokens or 0) + 3) * 1000 / 1e6
+    )
+
+
+def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte(
+    llama_port: int, write_profile: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A tier whose first candidate is down (nothing listens on its port): the streamed Messages
+    request is answered whole by the next one, and its one ledger row counts both attempts."""
+    write_profile(
+        "fallback",
+        endpoints={
+            "dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "smollm2",
+                     "engine": "llamacpp"},
+            "live": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
+                     "engine": "llamacpp"},
+        },
+        routing={"tiers": {"all": {"effort": "1-10", "candidates": ["dead", "live"]}}},
+    )
+    with serving("fallback") as (url, _process):
+        claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        with claude.messages.with_streaming_response.create(
+            model="all", max_tokens=4, stream=True,
+            messages=[{"role": "user", "content": "Say hi."}],
+        ) as raw:
+            assert raw.headers["x-aither-backend"] == "live"
+            events = [event.type for event in raw.parse()]
+    assert events[0] == "message_start"
+    assert events[-1] == "message_stop"
+    rows = _ledger(tmp_path / "data")
+    assert [(r["backend"], r["outcome"], r["attempts"], r["tokens_out"]) for r in rows] == [
+        ("live", "ok", 2, 4)]
