@@ -262,8 +262,8 @@ class Gateway:
                 Reply(
                     403,
                     error_body(
-                        f"Host {request.headers.get('Host')!r} does not name this machine (allow it "
-                        "with aitherctl serve --allow-host NAME)",
+                        f"Host {request.headers.get('Host')!r} does not name this machine "
+                        "(allow it with aitherctl serve --allow-host NAME)",
                         "permission_error",
                         "host_not_allowed",
                     ),
