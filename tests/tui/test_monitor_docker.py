@@ -17,6 +17,7 @@ from aitherctl.adapters.stack_reader import DockerStackSource
 from aitherctl.core.monitor_model import ScrapeStatus
 from aitherctl.ops.monitor import MonitorCollector
 from aitherctl.tui.app import MonitorApp
+from aitherctl.tui.render import SERVICE_COLUMNS
 from tests.conftest import free_port, llama_service, run_cli
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
@@ -113,13 +114,14 @@ async def test_monitor_app_on_a_real_service(llm: dict[str, Any]) -> None:
                 break
             await pilot.pause(0.05)
         table = app.query_one("#services")
-        row = [str(cell) for cell in table.get_row_at(0)]
-        assert row[0] == "llm"
-        assert row[1] == "llamacpp"
-        assert row[3] == "running"
-        assert row[5] == "1.5 GiB"
-        assert row[6] == "N/A"
-        assert row[7] == "0/0"
+        cells = [str(cell) for cell in table.get_row_at(0)]
+        row = dict(zip(SERVICE_COLUMNS, cells, strict=True))
+        assert row["service"] == "llm"
+        assert row["engine"] == "llamacpp"
+        assert row["state"] == "running"
+        assert row["VRAM"] == "1.5 GiB"
+        assert row["budget"] == "N/A"
+        assert row["queue"] == "0/0"
         await pilot.press("q")
 
 
