@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from aitherctl.serve.upstream import Upstream, UpstreamResponse
 
 KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a missing API key
+UPSTREAM_CLOSE_WAIT_S = 1.0  # after the answer's end event, the server's close is waited this long
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
 CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
@@ -751,6 +752,10 @@ class Dispatcher:
                     # next (a client that leaves at `[DONE]` cancels us before the upstream
                     # closes its end; that is not a cancelled request).
                     _completed(result, candidate)
+                    # The server sends its last bytes and finishes the request right after
+                    # this event: wait (briefly) for it to close, so the backend is not slept or
+                    # evicted while its own count still holds this request.
+                    await _until_closed(response, UPSTREAM_CLOSE_WAIT_S)
                     return None
             tail = splitter.flush()
             if tail:
@@ -952,6 +957,19 @@ class _KeepAlive:
         self.stopping.set()
         with contextlib.suppress(Exception):
             await self.task
+
+
+async def _until_closed(response: UpstreamResponse, within_s: float) -> None:
+    """Read what is left of an answer the client already has whole, until the server closes it
+    or `within_s` passes (whichever first; a read error ends it too)."""
+    from aitherctl.serve.upstream import UpstreamError
+
+    async def rest() -> None:
+        async for _chunk in response.chunks():
+            pass
+
+    with contextlib.suppress(TimeoutError, UpstreamError):
+        await asyncio.wait_for(rest(), within_s)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
