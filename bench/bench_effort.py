@@ -52,11 +52,17 @@ def main() -> int:
     args = parser.parse_args()
 
     load = subprocess.run(
-        [sys.executable, "-c",
-         "import time; t = time.perf_counter(); "
-         "from aitherctl.adapters.static_embedding import score_effort; score_effort('hi'); "
-         "print(time.perf_counter() - t)"],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import time; t = time.perf_counter(); "
+            "from aitherctl.adapters.static_embedding import score_effort; score_effort('hi'); "
+            "print(time.perf_counter() - t)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     from aitherctl.adapters.static_embedding import learned_scorer
     from aitherctl.core.effort import score_effort_heuristic

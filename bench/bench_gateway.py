@@ -73,8 +73,13 @@ STACK_VENV = CACHE / "stack-venv"
 # dependencies the index holds, November 2026).
 LITELLM_REQUIREMENTS = ("litellm[proxy]==1.106.2",)
 STACK_REQUIREMENTS = (
-    "aiohttp==3.14.5", "httpx==0.28.1", "uvicorn[standard]==0.54.0", "httptools==0.9.0",
-    "uvloop==0.23.0", "starlette==1.10.0", "psutil==7.2.2",
+    "aiohttp==3.14.5",
+    "httpx==0.28.1",
+    "uvicorn[standard]==0.54.0",
+    "httptools==0.9.0",
+    "uvloop==0.23.0",
+    "starlette==1.10.0",
+    "psutil==7.2.2",
 )
 LLAMA_IMAGE = "aither-test/llamacpp:latest"
 MODELS_DIR = os.environ.get("AITHER_TEST_MODELS", "/var/cache/aitherctl-test/models")
@@ -85,6 +90,7 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 # ---- virtualenvs ---------------------------------------------------------------------------
+
 
 def ensure_venv(path: Path, requirements: tuple[str, ...]) -> Path:
     """A virtualenv at `path` with exactly these pins (a marker file remembers them)."""
@@ -102,6 +108,7 @@ def ensure_venv(path: Path, requirements: tuple[str, ...]) -> Path:
 
 
 # ---- processes -----------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -147,8 +154,9 @@ class Server:
 def spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Server:
     log = workdir / f"{name}.log"
     handle = log.open("wb")
-    proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                            cwd=workdir, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+    )
     return Server(name, proc, log)
 
 
@@ -163,21 +171,47 @@ def start_llama(threads: int, parallel: int) -> tuple[str, str]:
     name = f"aither-bench-gw-{uuid.uuid4().hex[:8]}"
     ctx = max(2048, parallel * 512)  # 512 tokens per slot: the prompt and 16 tokens fit
     argv = [
-        "docker", "run", "-d", "--rm", "--name", name, "--label", "ai.aitherctl.bench=true",
-        "-p", "127.0.0.1::8080", "-v", f"{MODELS_DIR}:/models:ro", LLAMA_IMAGE,
-        "-m", f"/models/{MODEL_FILE}", "--host", "0.0.0.0", "--port", "8080",
-        "--alias", "smollm2", "--ctx-size", str(ctx), "--parallel", str(parallel),
+        "docker",
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "--label",
+        "ai.aitherctl.bench=true",
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        f"{MODELS_DIR}:/models:ro",
+        LLAMA_IMAGE,
+        "-m",
+        f"/models/{MODEL_FILE}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--alias",
+        "smollm2",
+        "--ctx-size",
+        str(ctx),
+        "--parallel",
+        str(parallel),
         # cpp-httplib gives each connection a thread for as long as it is kept alive, and three
         # clients (direct, gateway, LiteLLM) each keep up to `parallel` connections open.
-        "--threads", str(threads), "--threads-http", str(parallel * 4 + 8),
+        "--threads",
+        str(threads),
+        "--threads-http",
+        str(parallel * 4 + 8),
     ]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run(["docker", "port", name, "8080/tcp"], check=True, capture_output=True,
-                         text=True).stdout.split()[0]
+    out = subprocess.run(
+        ["docker", "port", name, "8080/tcp"], check=True, capture_output=True, text=True
+    ).stdout.split()[0]
     return name, f"http://{out}"
 
 
 # ---- load generation -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -188,10 +222,15 @@ class Sample:
 
 
 def chat_body(model: str, max_tokens: int = MAX_TOKENS) -> bytes:
-    return json.dumps({
-        "model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": True,
-        "max_tokens": max_tokens, "temperature": 0,
-    }).encode()
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+    ).encode()
 
 
 def _carries_token(line: bytes) -> bool:
@@ -228,9 +267,11 @@ async def stream_once(session: Any, url: str, body: bytes) -> Sample:
     return Sample(ttft, total, True)
 
 
-async def run_clients(session: Any, url: str, body: bytes, clients: int,
-                      per_client: int) -> list[Sample]:
+async def run_clients(
+    session: Any, url: str, body: bytes, clients: int, per_client: int
+) -> list[Sample]:
     """`clients` concurrent clients, each sending `per_client` requests one after another."""
+
     async def client() -> list[Sample]:
         return [await stream_once(session, url, body) for _ in range(per_client)]
 
@@ -250,8 +291,15 @@ class Throughput:
         return self.completed / self.elapsed_s if self.elapsed_s else math.nan
 
 
-async def run_for(session: Any, url: str, body: bytes, clients: int, seconds: float, *,
-                  during: Callable[[], Awaitable[None]] | None = None) -> Throughput:
+async def run_for(
+    session: Any,
+    url: str,
+    body: bytes,
+    clients: int,
+    seconds: float,
+    *,
+    during: Callable[[], Awaitable[None]] | None = None,
+) -> Throughput:
     """A closed loop: `clients` clients send back to back for `seconds`; completed streams."""
     result = Throughput()
     deadline = time.perf_counter() + seconds
@@ -276,16 +324,20 @@ async def run_for(session: Any, url: str, body: bytes, clients: int, seconds: fl
     return result
 
 
-def new_session(limit: int = 256, headers: dict[str, str] | None = None,
-                force_close: bool = False) -> Any:
+def new_session(
+    limit: int = 256, headers: dict[str, str] | None = None, force_close: bool = False
+) -> Any:
     import aiohttp
 
     return aiohttp.ClientSession(
         headers=headers,
         # llama.cpp (cpp-httplib) closes idle keep-alive connections after 5 s; a client that
         # reuses one later gets ServerDisconnectedError, so idle ones are dropped sooner.
-        connector=(aiohttp.TCPConnector(limit=limit, force_close=True) if force_close
-                   else aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0)),
+        connector=(
+            aiohttp.TCPConnector(limit=limit, force_close=True)
+            if force_close
+            else aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0)
+        ),
         timeout=aiohttp.ClientTimeout(total=300),
         auto_decompress=False,
     )
@@ -324,6 +376,7 @@ def loop_name() -> str:
 
 
 # ---- the benchmark -------------------------------------------------------------------------
+
 
 @dataclass
 class Target:
@@ -377,12 +430,13 @@ class Plan:
     rps_clients: tuple[int, ...] = (32, 64)
 
 
-async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
-                  gateway: str) -> Results:
+async def measure(targets: list[Target], plan: Plan, upstreams: list[str], gateway: str) -> Results:
     results = Results()
-    sessions = {(t.name, up): new_session(headers=t.headers,
-                                          force_close=up in t.fresh_connections)
-                for t in targets for up in upstreams}
+    sessions = {
+        (t.name, up): new_session(headers=t.headers, force_close=up in t.fresh_connections)
+        for t in targets
+        for up in upstreams
+    }
     names = [t.name for t in targets]
     by_name = {t.name: t for t in targets}
 
@@ -393,28 +447,40 @@ async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
         # Warm-up: connections open, LiteLLM's first-request imports done, llama.cpp's slots used.
         for t in targets:
             for up in upstreams:
-                await run_clients(sessions[t.name, up], t.chat_url(up),
-                                  chat_body(t.models[up]), plan.many, 1)
+                await run_clients(
+                    sessions[t.name, up], t.chat_url(up), chat_body(t.models[up]), plan.many, 1
+                )
         if gw and gw.pid:
             results.rss["idle_after_warmup_bytes"] = process_rss(gw.pid)
         for r in range(plan.rounds):
             order = rotated(names, r)
             print(f"round {r + 1}/{plan.rounds}: {' → '.join(order)}", file=sys.stderr)
             for up in upstreams:
-                one, many = ((plan.llama_one, plan.llama_many) if up == "llama"
-                             else (plan.fast_one, plan.fast_many))
+                one, many = (
+                    (plan.llama_one, plan.llama_many)
+                    if up == "llama"
+                    else (plan.fast_one, plan.fast_many)
+                )
                 for name in order:
                     t = by_name[name]
                     body = chat_body(t.models[up])
-                    results.add(name, up, 1,
-                                await run_clients(sessions[name, up], t.chat_url(up), body, 1,
-                                                  one))
+                    results.add(
+                        name,
+                        up,
+                        1,
+                        await run_clients(sessions[name, up], t.chat_url(up), body, 1, one),
+                    )
                 for name in order:
                     t = by_name[name]
                     body = chat_body(t.models[up])
-                    results.add(name, up, plan.many,
-                                await run_clients(sessions[name, up], t.chat_url(up), body,
-                                                  plan.many, many))
+                    results.add(
+                        name,
+                        up,
+                        plan.many,
+                        await run_clients(
+                            sessions[name, up], t.chat_url(up), body, plan.many, many
+                        ),
+                    )
             if "fast" in upstreams:
                 for clients in plan.rps_clients:
                     for name in order:
@@ -422,9 +488,14 @@ async def measure(targets: list[Target], plan: Plan, upstreams: list[str],
                         during = None
                         if name == gateway and t.pid and clients == max(plan.rps_clients):
                             during = _rss_sampler(t.pid, results)
-                        got = await run_for(sessions[name, "fast"], t.chat_url("fast"),
-                                            chat_body(t.models["fast"]),
-                                            clients, plan.seconds, during=during)
+                        got = await run_for(
+                            sessions[name, "fast"],
+                            t.chat_url("fast"),
+                            chat_body(t.models["fast"]),
+                            clients,
+                            plan.seconds,
+                            during=during,
+                        )
                         results.throughput.setdefault((name, clients), []).append(got)
         if gw and gw.pid:
             await asyncio.sleep(1.0)
@@ -440,13 +511,15 @@ def _rss_sampler(pid: int, results: Results) -> Callable[[], Awaitable[None]]:
         while True:
             rss = process_rss(pid)
             results.rss["peak_under_load_bytes"] = max(
-                results.rss.get("peak_under_load_bytes", 0), rss)
+                results.rss.get("peak_under_load_bytes", 0), rss
+            )
             await asyncio.sleep(0.05)
 
     return sample
 
 
 # ---- report --------------------------------------------------------------------------------
+
 
 def _ms(value: float) -> str:
     return "—" if math.isnan(value) else f"{value * 1000:.1f}"
@@ -460,10 +533,14 @@ def summarise(results: Results, names: list[str], gateway: str) -> dict[str, Any
     rows = []
     for (target, up, clients), samples in sorted(results.latency.items()):
         direct = results.latency.get(("direct", up, clients), [])
-        row: dict[str, Any] = {"target": target, "upstream": up, "clients": clients,
-                               "requests": len(samples),
-                               "failed": sum(not s.ok for s in samples),
-                               "errors": _count(s.error for s in samples if not s.ok)}
+        row: dict[str, Any] = {
+            "target": target,
+            "upstream": up,
+            "clients": clients,
+            "requests": len(samples),
+            "failed": sum(not s.ok for s in samples),
+            "errors": _count(s.error for s in samples if not s.ok),
+        }
         for metric in ("ttft", "total"):
             for q, label in ((0.5, "p50"), (0.95, "p95")):
                 mine = percentile([getattr(s, f"{metric}_s") for s in samples if s.ok], q)
@@ -475,11 +552,16 @@ def summarise(results: Results, names: list[str], gateway: str) -> dict[str, Any
     for (target, clients), runs in sorted(results.throughput.items()):
         completed = sum(r.completed for r in runs)
         elapsed = sum(r.elapsed_s for r in runs)
-        rps.append({"target": target, "clients": clients, "rps": completed / elapsed,
-                    "rps_per_round": [round(r.rps, 1) for r in runs],
-                    "failed": sum(r.failed for r in runs),
-                    "errors": _count(e for r in runs for e, n in r.errors.items()
-                                     for _ in range(n))})
+        rps.append(
+            {
+                "target": target,
+                "clients": clients,
+                "rps": completed / elapsed,
+                "rps_per_round": [round(r.rps, 1) for r in runs],
+                "failed": sum(r.failed for r in runs),
+                "errors": _count(e for r in runs for e, n in r.errors.items() for _ in range(n)),
+            }
+        )
     order = {n: i for i, n in enumerate(names)}
     rows.sort(key=lambda r: (r["upstream"] != "llama", r["clients"], order.get(r["target"], 9)))
     rps.sort(key=lambda r: (r["clients"], order.get(r["target"], 9)))
@@ -494,10 +576,13 @@ def _count(values: Any) -> dict[str, int]:
 
 
 def render(summary: dict[str, Any], header: list[str]) -> str:
-    out = [*header, "",
-           "| upstream | clients | target | n | TTFT p50 | TTFT p95 | total p50 | total p95 "
-           "| TTFT p50 overhead | TTFT p95 overhead | total p50 overhead | total p95 overhead |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        *header,
+        "",
+        "| upstream | clients | target | n | TTFT p50 | TTFT p95 | total p50 | total p95 "
+        "| TTFT p50 overhead | TTFT p95 overhead | total p50 overhead | total p95 overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["latency"]:
         failed = f" ({r['failed']} failed: {_reasons(r['errors'])})" if r["failed"] else ""
         out.append(
@@ -505,20 +590,24 @@ def render(summary: dict[str, Any], header: list[str]) -> str:
             f"| {_ms(r['ttft_p50_s'])} | {_ms(r['ttft_p95_s'])} | {_ms(r['total_p50_s'])} "
             f"| {_ms(r['total_p95_s'])} | {_delta(r['ttft_p50_overhead_s'])} "
             f"| {_delta(r['ttft_p95_overhead_s'])} | {_delta(r['total_p50_overhead_s'])} "
-            f"| {_delta(r['total_p95_overhead_s'])} |")
+            f"| {_delta(r['total_p95_overhead_s'])} |"
+        )
     out += ["", "(milliseconds; overhead = target − direct at the same percentile)", ""]
     if summary["throughput"]:
         out += ["| fast upstream | clients | req/s | per round | failed |", "|---|---|---|---|---|"]
         for r in summary["throughput"]:
             per_round = ", ".join(f"{v:.0f}" for v in r["rps_per_round"])
             failed = f"{r['failed']} ({_reasons(r['errors'])})" if r["failed"] else "0"
-            out.append(f"| {r['target']} | {r['clients']} | {r['rps']:.0f} | {per_round} "
-                       f"| {failed} |")
+            out.append(
+                f"| {r['target']} | {r['clients']} | {r['rps']:.0f} | {per_round} | {failed} |"
+            )
         out.append("")
     rss = summary["gateway_rss"]
     if rss:
-        parts = [f"{k.removesuffix('_bytes').replace('_', ' ')} {v / 2**20:.1f} MiB"
-                 for k, v in rss.items()]
+        parts = [
+            f"{k.removesuffix('_bytes').replace('_', ' ')} {v / 2**20:.1f} MiB"
+            for k, v in rss.items()
+        ]
         out.append(f"{summary['gateway']} RSS: " + "; ".join(parts))
     verdict = targets_verdict(summary)
     if verdict:
@@ -543,11 +632,18 @@ def targets_verdict(summary: dict[str, Any]) -> list[str]:
         lite_one = rows.get(("litellm", up, 1))
         lite_many = rows.get(("litellm", up, many["clients"]))
         checks = [
-            ("p50 TTFT overhead at 1 client ≤ 2 ms", one["ttft_p50_overhead_s"], 0.002,
-             lite_one["ttft_p50_overhead_s"] if lite_one else None),
-            (f"p95 TTFT overhead at {many['clients']} clients ≤ 10 ms",
-             many["ttft_p95_overhead_s"], 0.010,
-             lite_many["ttft_p95_overhead_s"] if lite_many else None),
+            (
+                "p50 TTFT overhead at 1 client ≤ 2 ms",
+                one["ttft_p50_overhead_s"],
+                0.002,
+                lite_one["ttft_p50_overhead_s"] if lite_one else None,
+            ),
+            (
+                f"p95 TTFT overhead at {many['clients']} clients ≤ 10 ms",
+                many["ttft_p95_overhead_s"],
+                0.010,
+                lite_many["ttft_p95_overhead_s"] if lite_many else None,
+            ),
         ]
         for label, value, limit, lite in checks:
             ok = not math.isnan(value) and value <= limit and not (one["failed"] or many["failed"])
@@ -557,20 +653,24 @@ def targets_verdict(summary: dict[str, Any]) -> list[str]:
                 text += f" ({failed} requests failed)"
             if lite is not None:
                 half = not math.isnan(value) and value < lite / 2
-                text += (f"; LiteLLM {_delta(lite)} ms, under half: "
-                         f"{'✓' if half else '✗'}")
+                text += f"; LiteLLM {_delta(lite)} ms, under half: {'✓' if half else '✗'}"
             lines.append(text)
     return lines
 
 
 # ---- main ----------------------------------------------------------------------------------
 
-def write_profile(folder: Path, llama_url: str | None, fast_url: str | None,
-                  health_memory_s: float | None = None) -> None:
+
+def write_profile(
+    folder: Path, llama_url: str | None, fast_url: str | None, health_memory_s: float | None = None
+) -> None:
     endpoints = {}
     if llama_url:
-        endpoints["llama"] = {"base_url": f"{llama_url}/v1", "model": "smollm2",
-                              "engine": "llamacpp"}
+        endpoints["llama"] = {
+            "base_url": f"{llama_url}/v1",
+            "model": "smollm2",
+            "engine": "llamacpp",
+        }
     if fast_url:
         endpoints["fast"] = {"base_url": f"{fast_url}/v1", "model": "fast", "engine": "openai"}
     first = next(iter(endpoints))
@@ -590,19 +690,27 @@ def write_litellm_config(path: Path, llama_url: str | None, fast_url: str | None
     models = []
     for name, url, model in (("llama", llama_url, "smollm2"), ("fast", fast_url, "fast")):
         if url:
-            models.append({"model_name": name, "litellm_params": {
-                "model": f"openai/{model}", "api_base": f"{url}/v1", "api_key": "none"}})
+            models.append(
+                {
+                    "model_name": name,
+                    "litellm_params": {
+                        "model": f"openai/{model}",
+                        "api_base": f"{url}/v1",
+                        "api_key": "none",
+                    },
+                }
+            )
     config = {"model_list": models, "litellm_settings": {"telemetry": False}}
     path.write_text(json.dumps(config, indent=2))
 
 
-def gateway_argv(kind: str, port: int, llama_url: str | None, fast_url: str | None,
-                 stack_python: Path) -> list[str]:
+def gateway_argv(
+    kind: str, port: int, llama_url: str | None, fast_url: str | None, stack_python: Path
+) -> list[str]:
     if kind == "aitherctl":
         exe = ROOT / ".venv" / "bin" / "aitherctl"
         program = str(exe) if exe.exists() else (shutil.which("aitherctl") or "aitherctl")
-        return [program, "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--profile", "bench"]
+        return [program, "serve", "--host", "127.0.0.1", "--port", str(port), "--profile", "bench"]
     variant = kind.removeprefix("proto-")
     # The prototype runs on the interpreter `aitherctl serve` would use (the project's .venv,
     # no uvloop) unless the variant needs the stack virtualenv's packages.
@@ -614,8 +722,15 @@ def gateway_argv(kind: str, port: int, llama_url: str | None, fast_url: str | No
         routes += ["--route", f"llama=smollm2@{llama_url}/v1"]
     if fast_url:
         routes += ["--route", f"fast=fast@{fast_url}/v1"]
-    return [str(python), str(BENCH / "bench_http_stack.py"), "--serve", variant,
-            "--port", str(port), *routes]
+    return [
+        str(python),
+        str(BENCH / "bench_http_stack.py"),
+        "--serve",
+        variant,
+        "--port",
+        str(port),
+        *routes,
+    ]
 
 
 @contextlib.contextmanager
@@ -638,23 +753,41 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
             upstreams.append("llama")
         if "fast" in args.upstreams:
             port = free_port()
-            servers.append(spawn("fast-upstream", [
-                str(stack_python), str(BENCH / "fast_upstream.py"), "--port", str(port),
-                "--tokens", str(MAX_TOKENS)], work))
+            servers.append(
+                spawn(
+                    "fast-upstream",
+                    [
+                        str(stack_python),
+                        str(BENCH / "fast_upstream.py"),
+                        "--port",
+                        str(port),
+                        "--tokens",
+                        str(MAX_TOKENS),
+                    ],
+                    work,
+                )
+            )
             fast_url = f"http://127.0.0.1:{port}"
             wait_http(fast_url + "/health", 30, servers[-1].proc)
             upstreams.append("fast")
         direct = {up: f"{url}/v1" for up, url in (("llama", llama_url), ("fast", fast_url)) if url}
-        targets = [Target("direct", direct, {"llama": "smollm2", "fast": "fast"},
-                          fresh_connections=("llama",))]
+        targets = [
+            Target(
+                "direct", direct, {"llama": "smollm2", "fast": "fast"}, fresh_connections=("llama",)
+            )
+        ]
 
         profiles, state = work / "profiles", work / "state"
         profiles.mkdir()
         write_profile(profiles, llama_url, fast_url, args.health_memory_s)
-        env = {**os.environ, "AITHER_PROFILE_DIR": str(profiles),
-               "AITHER_STATE_DIR": str(state), "AITHER_DATA_DIR": str(work / "data"),
-               "AITHER_MACHINE_DIR": str(work / "machine"),
-               "AITHER_NAMESPACE": f"benchgw{uuid.uuid4().hex[:6]}"}
+        env = {
+            **os.environ,
+            "AITHER_PROFILE_DIR": str(profiles),
+            "AITHER_STATE_DIR": str(state),
+            "AITHER_DATA_DIR": str(work / "data"),
+            "AITHER_MACHINE_DIR": str(work / "machine"),
+            "AITHER_NAMESPACE": f"benchgw{uuid.uuid4().hex[:6]}",
+        }
         for kind in [args.gateway, *args.also]:
             name = "gateway" if kind == args.gateway else kind
             port = free_port()
@@ -667,8 +800,14 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
                 print(tail(gw.log), file=sys.stderr)
                 raise
             via = f"http://127.0.0.1:{port}/v1"
-            targets.append(Target(name, dict.fromkeys(upstreams, via),
-                                  {"llama": "llama", "fast": "fast"}, gw.proc.pid))
+            targets.append(
+                Target(
+                    name,
+                    dict.fromkeys(upstreams, via),
+                    {"llama": "llama", "fast": "fast"},
+                    gw.proc.pid,
+                )
+            )
             shown = [Path(a).name if a.startswith("/") else a for a in argv]
             header.append(f"- {name}: `{' '.join(shown)}` (ready in {took:.2f} s)")
         if litellm_python:
@@ -676,11 +815,27 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
             write_litellm_config(cfg, llama_url, fast_url)
             lport = free_port()
             key = f"sk-bench-{uuid.uuid4().hex}"  # LiteLLM refuses to start without one
-            lenv = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                    "LITELLM_MASTER_KEY": key,
-                    "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
-            lite = spawn("litellm", [str(litellm_python.parent / "litellm"), "--config", str(cfg),
-                                     "--host", "127.0.0.1", "--port", str(lport)], work, lenv)
+            lenv = {
+                **os.environ,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_MASTER_KEY": key,
+                "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False",
+            }
+            lite = spawn(
+                "litellm",
+                [
+                    str(litellm_python.parent / "litellm"),
+                    "--config",
+                    str(cfg),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(lport),
+                ],
+                work,
+                lenv,
+            )
             servers.append(lite)
             try:
                 took = wait_http(f"http://127.0.0.1:{lport}/health/liveliness", 180, lite.proc)
@@ -688,28 +843,44 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[str], l
                 print(tail(lite.log), file=sys.stderr)
                 raise
             via = f"http://127.0.0.1:{lport}/v1"
-            targets.append(Target("litellm", dict.fromkeys(upstreams, via),
-                                  {"llama": "llama", "fast": "fast"}, lite.proc.pid,
-                                  {"authorization": f"Bearer {key}"}))
-            header.append(f"- litellm: `litellm --config …` {LITELLM_REQUIREMENTS[0]} "
-                          f"(ready in {took:.2f} s)")
+            targets.append(
+                Target(
+                    "litellm",
+                    dict.fromkeys(upstreams, via),
+                    {"llama": "llama", "fast": "fast"},
+                    lite.proc.pid,
+                    {"authorization": f"Bearer {key}"},
+                )
+            )
+            header.append(
+                f"- litellm: `litellm --config …` {LITELLM_REQUIREMENTS[0]} (ready in {took:.2f} s)"
+            )
         if container:
-            header.append(f"- llama: {LLAMA_IMAGE} {MODEL_FILE}, --parallel {args.parallel}, "
-                          f"--threads {args.llama_threads}")
+            header.append(
+                f"- llama: {LLAMA_IMAGE} {MODEL_FILE}, --parallel {args.parallel}, "
+                f"--threads {args.llama_threads}"
+            )
         if fast_url:
             header.append(f"- fast: bench/fast_upstream.py, {MAX_TOKENS} tokens back to back")
         yield targets, upstreams, header
     finally:
         for server in servers:
             if server.proc.poll() is not None:  # it died during the run: say how
-                print(f"{server.name} exited with {server.proc.returncode} during the run; "
-                      f"its log ({server.log}):\n{tail(server.log)}", file=sys.stderr)
+                print(
+                    f"{server.name} exited with {server.proc.returncode} during the run; "
+                    f"its log ({server.log}):\n{tail(server.log)}",
+                    file=sys.stderr,
+                )
                 args.keep_logs = True
         for server in reversed(servers):
             server.stop()
         if container:
-            subprocess.run(["docker", "rm", "-f", container], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                ["docker", "rm", "-f", container],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         if args.keep_logs:
             print(f"logs kept in {work}", file=sys.stderr)
         else:
@@ -720,17 +891,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 short rounds")
-    parser.add_argument("--gateway", default="aitherctl",
-                        help="aitherctl (default) or proto-<variant> from bench_http_stack.py")
-    parser.add_argument("--also", default="",
-                        help="more proxies in the same run, e.g. proto-aiohttp (comma-separated)")
+    parser.add_argument(
+        "--gateway",
+        default="aitherctl",
+        help="aitherctl (default) or proto-<variant> from bench_http_stack.py",
+    )
+    parser.add_argument(
+        "--also",
+        default="",
+        help="more proxies in the same run, e.g. proto-aiohttp (comma-separated)",
+    )
     parser.add_argument("--upstreams", default="llama,fast")
     parser.add_argument("--llama-url", help="an existing llama.cpp server instead of a container")
     parser.add_argument("--llama-threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=32, help="llama.cpp slots")
     parser.add_argument("--no-litellm", action="store_true")
-    parser.add_argument("--health-memory-s", type=float,
-                        help="routing.health_memory_s in the gateway's profile (default: unset)")
+    parser.add_argument(
+        "--health-memory-s",
+        type=float,
+        help="routing.health_memory_s in the gateway's profile (default: unset)",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--setup", action="store_true", help="create the virtualenvs and exit")
@@ -741,10 +921,13 @@ def main() -> None:
         ensure_venv(STACK_VENV, STACK_REQUIREMENTS)
         ensure_venv(LITELLM_VENV, LITELLM_REQUIREMENTS)
         return
-    plan = (Plan(rounds=2, llama_one=5, llama_many=1, fast_one=20, fast_many=2, seconds=1.5)
-            if args.quick else
-            Plan(rounds=args.rounds, llama_one=20, llama_many=2, fast_one=50, fast_many=5,
-                 seconds=3.0))
+    plan = (
+        Plan(rounds=2, llama_one=5, llama_many=1, fast_one=20, fast_many=2, seconds=1.5)
+        if args.quick
+        else Plan(
+            rounds=args.rounds, llama_one=20, llama_many=2, fast_one=50, fast_many=5, seconds=3.0
+        )
+    )
     with stack(args) as (targets, upstreams, header):
         load_before = os.getloadavg()
         results = run_loop(measure(targets, plan, upstreams, "gateway"))
@@ -752,9 +935,12 @@ def main() -> None:
     names = [t.name for t in targets]
     summary = summarise(results, names, "gateway")
     summary["plan"] = plan.__dict__
-    head = [f"## bench_gateway.py — {time.strftime('%Y-%m-%d %H:%M')}, {plan.rounds} rounds, "
-            f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} → {load_after[0]:.2f}",
-            f"- client: aiohttp on {loop_name()}, python {sys.version.split()[0]}", *header]
+    head = [
+        f"## bench_gateway.py — {time.strftime('%Y-%m-%d %H:%M')}, {plan.rounds} rounds, "
+        f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} → {load_after[0]:.2f}",
+        f"- client: aiohttp on {loop_name()}, python {sys.version.split()[0]}",
+        *header,
+    ]
     print(render(summary, head))
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2, default=str))

@@ -41,7 +41,10 @@ BASE_IMAGE = "aither-test/base:bookworm"
 
 def profile(name: str, port: int, host: str | None, endpoint: str) -> dict[str, object]:
     service: dict[str, object] = {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none",
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
         "args": ["python3", "-m", "http.server", str(port)],
         "health": {"path": "/", "timeout": 60},
     }
@@ -55,8 +58,12 @@ def profile(name: str, port: int, host: str | None, endpoint: str) -> dict[str, 
 def timed(args: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "aitherctl", *args], env=env, capture_output=True, text=True,
-        check=False, cwd=cwd,
+        [sys.executable, "-m", "aitherctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
     )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
@@ -100,7 +107,9 @@ def stop_master(endpoint: str, env: dict[str, str]) -> None:
     if path:
         subprocess.run(
             ["ssh", "-o", f"ControlPath={path}", "-O", "exit", SshTarget.parse(endpoint).host],
-            capture_output=True, check=False, timeout=10,
+            capture_output=True,
+            check=False,
+            timeout=10,
         )
 
 
@@ -157,14 +166,19 @@ def main() -> None:
         label: {step: statistics.median(values) for step, values in steps.items()}
         for label, steps in times.items()
     }
-    print(f"{'':12}{'switch on':>11}{'switch off':>11}{'ssh on':>8}{'ssh off':>8}"
-          f"   (median of {options.rounds}: seconds, ssh processes started)")
+    print(
+        f"{'':12}{'switch on':>11}{'switch off':>11}{'ssh on':>8}{'ssh off':>8}"
+        f"   (median of {options.rounds}: seconds, ssh processes started)"
+    )
     for label in variants:
         on, off = medians[label]["on"], medians[label]["off"]
         ssh_on = statistics.median(spawns[label]["on"])
         ssh_off = statistics.median(spawns[label]["off"])
-        extra = (f"   {on - medians['local']['on']:+.2f} / {off - medians['local']['off']:+.2f}"
-                 if label != "local" else "")
+        extra = (
+            f"   {on - medians['local']['on']:+.2f} / {off - medians['local']['off']:+.2f}"
+            if label != "local"
+            else ""
+        )
         print(f"{label:12}{on:>11.2f}{off:>11.2f}{ssh_on:>8g}{ssh_off:>8g}{extra}")
     if options.json:
         options.json.write_text(

@@ -36,8 +36,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = ("aiohttp", "aiohttp-uvloop", "uvicorn-asgi-httpx", "uvicorn-starlette-httpx",
-            "uvicorn-asgi-aiohttp")
+VARIANTS = (
+    "aiohttp",
+    "aiohttp-uvloop",
+    "uvicorn-asgi-httpx",
+    "uvicorn-starlette-httpx",
+    "uvicorn-asgi-aiohttp",
+)
 
 
 def parse_routes(values: list[str]) -> dict[str, tuple[str, str]]:
@@ -63,6 +68,7 @@ def pick(routes: dict[str, tuple[str, str]], body: bytes) -> tuple[str, str, byt
 
 # ---- (a) aiohttp server + aiohttp client ---------------------------------------------------
 
+
 async def post_upstream(session: Any, url: str, body: bytes) -> Any:
     """POST on the pool, once more on a fresh connection if a pooled one was dead.
 
@@ -87,12 +93,17 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
         if chosen is None:
             return web.json_response({"error": "unknown model"}, status=404)
         name, base, body = chosen
-        upstream = await post_upstream(request.app["session"],
-                                       base + request.path.removeprefix("/v1"), body)
+        upstream = await post_upstream(
+            request.app["session"], base + request.path.removeprefix("/v1"), body
+        )
         async with upstream:
-            response = web.StreamResponse(status=upstream.status, headers={
-                "content-type": upstream.headers.get("content-type", "application/json"),
-                "x-aither-backend": name})
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={
+                    "content-type": upstream.headers.get("content-type", "application/json"),
+                    "x-aither-backend": name,
+                },
+            )
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
@@ -104,8 +115,10 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
 
     async def client(app: web.Application) -> Any:
         app["session"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0), auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
         yield
         await app["session"].close()
 
@@ -118,6 +131,7 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
 
 # ---- (b) uvicorn + raw ASGI (+ httpx or aiohttp client) ------------------------------------
 
+
 def asgi_httpx(routes: dict[str, tuple[str, str]]) -> Any:
     import httpx
 
@@ -128,8 +142,14 @@ def asgi_httpx(routes: dict[str, tuple[str, str]]) -> Any:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    state["client"] = httpx.AsyncClient(timeout=None, limits=httpx.Limits(
-                        max_connections=None, max_keepalive_connections=512, keepalive_expiry=4.0))
+                    state["client"] = httpx.AsyncClient(
+                        timeout=None,
+                        limits=httpx.Limits(
+                            max_connections=None,
+                            max_keepalive_connections=512,
+                            keepalive_expiry=4.0,
+                        ),
+                    )
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await state["client"].aclose()
@@ -144,14 +164,27 @@ def asgi_httpx(routes: dict[str, tuple[str, str]]) -> Any:
             return
         name, base, body = chosen
         client = state["client"]
-        request = client.build_request("POST", base + scope["path"].removeprefix("/v1"),
-                                       content=body, headers={"content-type": "application/json"})
+        request = client.build_request(
+            "POST",
+            base + scope["path"].removeprefix("/v1"),
+            content=body,
+            headers={"content-type": "application/json"},
+        )
         upstream = await client.send(request, stream=True)
         try:
-            await send({"type": "http.response.start", "status": upstream.status_code,
-                        "headers": [(b"content-type", upstream.headers.get(
-                            "content-type", "application/json").encode()),
-                            (b"x-aither-backend", name.encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status_code,
+                    "headers": [
+                        (
+                            b"content-type",
+                            upstream.headers.get("content-type", "application/json").encode(),
+                        ),
+                        (b"x-aither-backend", name.encode()),
+                    ],
+                }
+            )
             async for chunk in upstream.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -174,7 +207,8 @@ def asgi_aiohttp(routes: dict[str, tuple[str, str]]) -> Any:
                     state["client"] = aiohttp.ClientSession(
                         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
                         auto_decompress=False,
-                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                    )
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await state["client"].close()
@@ -188,13 +222,23 @@ def asgi_aiohttp(routes: dict[str, tuple[str, str]]) -> Any:
             await _asgi_json(send, 404, b'{"error":"unknown model"}')
             return
         name, base, body = chosen
-        upstream = await post_upstream(state["client"], base + scope["path"].removeprefix("/v1"),
-                                       body)
+        upstream = await post_upstream(
+            state["client"], base + scope["path"].removeprefix("/v1"), body
+        )
         async with upstream:
-            await send({"type": "http.response.start", "status": upstream.status,
-                        "headers": [(b"content-type", upstream.headers.get(
-                            "content-type", "application/json").encode()),
-                            (b"x-aither-backend", name.encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status,
+                    "headers": [
+                        (
+                            b"content-type",
+                            upstream.headers.get("content-type", "application/json").encode(),
+                        ),
+                        (b"x-aither-backend", name.encode()),
+                    ],
+                }
+            )
             async for chunk in upstream.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -219,9 +263,15 @@ def starlette_httpx(routes: dict[str, tuple[str, str]]) -> Any:
             return JSONResponse({"error": "unknown model"}, status_code=404)
         name, base, body = chosen
         client = state["client"]
-        upstream = await client.send(client.build_request(
-            "POST", base + request.url.path.removeprefix("/v1"), content=body,
-            headers={"content-type": "application/json"}), stream=True)
+        upstream = await client.send(
+            client.build_request(
+                "POST",
+                base + request.url.path.removeprefix("/v1"),
+                content=body,
+                headers={"content-type": "application/json"},
+            ),
+            stream=True,
+        )
 
         async def relay() -> Any:
             try:
@@ -230,22 +280,31 @@ def starlette_httpx(routes: dict[str, tuple[str, str]]) -> Any:
             finally:
                 await upstream.aclose()
 
-        return StreamingResponse(relay(), status_code=upstream.status_code, headers={
-            "x-aither-backend": name}, media_type=upstream.headers.get("content-type"))
+        return StreamingResponse(
+            relay(),
+            status_code=upstream.status_code,
+            headers={"x-aither-backend": name},
+            media_type=upstream.headers.get("content-type"),
+        )
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
-        state["client"] = httpx.AsyncClient(timeout=None, limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=512, keepalive_expiry=4.0))
+        state["client"] = httpx.AsyncClient(
+            timeout=None,
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=512, keepalive_expiry=4.0
+            ),
+        )
         yield
         await state["client"].aclose()
 
-    return Starlette(routes=[Route("/health", health), Route("/v1/{tail:path}", proxy,
-                                                            methods=["POST"])],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/health", health), Route("/v1/{tail:path}", proxy, methods=["POST"])],
+        lifespan=lifespan,
+    )
 
 
 async def _asgi_body(receive: Any) -> bytes:
@@ -258,8 +317,13 @@ async def _asgi_body(receive: Any) -> bytes:
 
 
 async def _asgi_json(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -277,13 +341,25 @@ def serve(variant: str, port: int, routes: dict[str, tuple[str, str]]) -> None:
         return
     import uvicorn
 
-    app = {"uvicorn-asgi-httpx": asgi_httpx, "uvicorn-starlette-httpx": starlette_httpx,
-           "uvicorn-asgi-aiohttp": asgi_aiohttp}[variant](routes)
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                lifespan="on", log_level="warning", access_log=False)
+    app = {
+        "uvicorn-asgi-httpx": asgi_httpx,
+        "uvicorn-starlette-httpx": starlette_httpx,
+        "uvicorn-asgi-aiohttp": asgi_aiohttp,
+    }[variant](routes)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 # ---- the comparison ------------------------------------------------------------------------
+
 
 def compare(args: argparse.Namespace) -> None:
     import bench_gateway as bg
@@ -294,29 +370,65 @@ def compare(args: argparse.Namespace) -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
         up_port = bg.free_port()
-        servers.append(bg.spawn("fast-upstream", [
-            str(stack_python), str(Path(__file__).with_name("fast_upstream.py")),
-            "--port", str(up_port), "--tokens", str(bg.MAX_TOKENS)], work))
+        servers.append(
+            bg.spawn(
+                "fast-upstream",
+                [
+                    str(stack_python),
+                    str(Path(__file__).with_name("fast_upstream.py")),
+                    "--port",
+                    str(up_port),
+                    "--tokens",
+                    str(bg.MAX_TOKENS),
+                ],
+                work,
+            )
+        )
         fast = f"http://127.0.0.1:{up_port}"
         bg.wait_http(fast + "/health", 30, servers[-1].proc)
         targets = [bg.Target("direct", {"fast": f"{fast}/v1"}, {"fast": "fast"})]
         for variant in variants:
             port = bg.free_port()
-            server = bg.spawn(variant, [str(stack_python), __file__, "--serve", variant,
-                                        "--port", str(port), "--route", f"fast=fast@{fast}/v1"],
-                              work)
+            server = bg.spawn(
+                variant,
+                [
+                    str(stack_python),
+                    __file__,
+                    "--serve",
+                    variant,
+                    "--port",
+                    str(port),
+                    "--route",
+                    f"fast=fast@{fast}/v1",
+                ],
+                work,
+            )
             servers.append(server)
             try:
                 bg.wait_http(f"http://127.0.0.1:{port}/health", 30, server.proc)
             except SystemExit:
                 print(bg.tail(server.log), file=sys.stderr)
                 raise
-            targets.append(bg.Target(variant, {"fast": f"http://127.0.0.1:{port}/v1"},
-                                     {"fast": "fast"}, server.proc.pid))
-        plan = (bg.Plan(rounds=2, llama_one=0, llama_many=0, fast_one=30, fast_many=3,
-                        seconds=1.5) if args.quick else
-                bg.Plan(rounds=args.rounds, llama_one=0, llama_many=0, fast_one=100,
-                        fast_many=8, seconds=3.0))
+            targets.append(
+                bg.Target(
+                    variant,
+                    {"fast": f"http://127.0.0.1:{port}/v1"},
+                    {"fast": "fast"},
+                    server.proc.pid,
+                )
+            )
+        plan = (
+            bg.Plan(rounds=2, llama_one=0, llama_many=0, fast_one=30, fast_many=3, seconds=1.5)
+            if args.quick
+            else bg.Plan(
+                rounds=args.rounds,
+                llama_one=0,
+                llama_many=0,
+                fast_one=100,
+                fast_many=8,
+                seconds=3.0,
+            )
+        )
         load_before = os.getloadavg()
         results = bg.run_loop(bg.measure(targets, plan, ["fast"], gateway=""))
         load_after = os.getloadavg()
@@ -328,27 +440,45 @@ def compare(args: argparse.Namespace) -> None:
 
         shutil.rmtree(work, ignore_errors=True)
     summary = bg.summarise(results, [t.name for t in targets], "")
-    print(render(summary, rss, plan, load_before=load_before[0], load_after=load_after[0],
-                 loop=bg.loop_name()))
+    print(
+        render(
+            summary,
+            rss,
+            plan,
+            load_before=load_before[0],
+            load_after=load_after[0],
+            loop=bg.loop_name(),
+        )
+    )
     if args.json_out:
         summary["rss_bytes"] = rss
         args.json_out.write_text(json.dumps(summary, indent=2, default=str))
 
 
-def render(summary: dict[str, Any], rss: dict[str, int], plan: Any, *, load_before: float,
-           load_after: float, loop: str) -> str:
+def render(
+    summary: dict[str, Any],
+    rss: dict[str, int],
+    plan: Any,
+    *,
+    load_before: float,
+    load_after: float,
+    loop: str,
+) -> str:
     import bench_gateway as bg
 
     lat = {(r["target"], r["clients"]): r for r in summary["latency"]}
     rps = {(r["target"], r["clients"]): r["rps"] for r in summary["throughput"]}
     names = list(dict.fromkeys(r["target"] for r in summary["latency"]))
-    out = [f"## bench_http_stack.py — {time.strftime('%Y-%m-%d %H:%M')}, {plan.rounds} rounds, "
-           f"{os.cpu_count()} CPUs, load {load_before:.2f} → {load_after:.2f}, "
-           f"client aiohttp on {loop}", "",
-           "| proxy | TTFT p50, 1 client | p95, 1 | TTFT p50, 32 clients | p95, 32 "
-           "| overhead p50, 1 | p95, 1 | overhead p50, 32 | p95, 32 | req/s 32 | req/s 64 "
-           "| RSS after |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"## bench_http_stack.py — {time.strftime('%Y-%m-%d %H:%M')}, {plan.rounds} rounds, "
+        f"{os.cpu_count()} CPUs, load {load_before:.2f} → {load_after:.2f}, "
+        f"client aiohttp on {loop}",
+        "",
+        "| proxy | TTFT p50, 1 client | p95, 1 | TTFT p50, 32 clients | p95, 32 "
+        "| overhead p50, 1 | p95, 1 | overhead p50, 32 | p95, 32 | req/s 32 | req/s 64 "
+        "| RSS after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         one, many = lat.get((name, 1)), lat.get((name, plan.many))
         if not one or not many:
@@ -361,11 +491,16 @@ def render(summary: dict[str, Any], rss: dict[str, int], plan: Any, *, load_befo
             f"| {bg._delta(many['ttft_p50_overhead_s'])} "
             f"| {bg._delta(many['ttft_p95_overhead_s'])} "
             f"| {rps.get((name, 32), float('nan')):.0f} | {rps.get((name, 64), float('nan')):.0f} "
-            f"| {mem} |")
+            f"| {mem} |"
+        )
     failed = sum(r["failed"] for r in summary["latency"]) + sum(
-        r["failed"] for r in summary["throughput"])
-    out += ["", f"(milliseconds; overhead = proxy minus direct at the same percentile; "
-                f"{failed} failed requests)"]
+        r["failed"] for r in summary["throughput"]
+    )
+    out += [
+        "",
+        f"(milliseconds; overhead = proxy minus direct at the same percentile; "
+        f"{failed} failed requests)",
+    ]
     return "\n".join(out)
 
 

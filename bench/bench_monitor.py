@@ -58,16 +58,36 @@ def start_containers(namespace: str) -> list[Any]:
     for number in range(SERVICES):
         port = free_port()
         labels = {
-            c.LABEL_MANAGED: "true", c.LABEL_NAMESPACE: namespace, c.LABEL_PROFILE: "bench",
-            c.LABEL_SERVICE: f"llm{number}", c.LABEL_ENGINE: "llamacpp", c.LABEL_PORT: str(port),
-            c.LABEL_BIND: "127.0.0.1", c.LABEL_MODEL: MODEL, c.LABEL_GPUS: "none",
+            c.LABEL_MANAGED: "true",
+            c.LABEL_NAMESPACE: namespace,
+            c.LABEL_PROFILE: "bench",
+            c.LABEL_SERVICE: f"llm{number}",
+            c.LABEL_ENGINE: "llamacpp",
+            c.LABEL_PORT: str(port),
+            c.LABEL_BIND: "127.0.0.1",
+            c.LABEL_MODEL: MODEL,
+            c.LABEL_GPUS: "none",
         }
         started.append(
             client.containers.run(
                 IMAGE,
-                ["-m", f"/models/{MODEL}", "--host", "0.0.0.0", "--port", "8080", "--metrics",
-                 "--slots", "-c", "512", "-t", "1"],
-                name=f"aither-bench-{namespace}-{number}", detach=True, labels=labels,
+                [
+                    "-m",
+                    f"/models/{MODEL}",
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    "8080",
+                    "--metrics",
+                    "--slots",
+                    "-c",
+                    "512",
+                    "-t",
+                    "1",
+                ],
+                name=f"aither-bench-{namespace}-{number}",
+                detach=True,
+                labels=labels,
                 ports={"8080/tcp": ("127.0.0.1", port)},
                 volumes={models: {"bind": "/models", "mode": "ro"}},
             )
@@ -116,15 +136,32 @@ class FakeStack:
             server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers.append(server)
-            containers.append(ManagedContainer(
-                id=f"{number:064x}", name=f"llm{number}", service=f"llm{number}", profile="bench",
-                spec_hash="", state="running", image=IMAGE, engine="llamacpp", model=MODEL,
-                served_model=None, port=server.server_address[1], bind="127.0.0.1", gpus=(),
-                vram_bytes=None, role=None, pinned=False, on_demand=False, health_checks=(),
-                started_at="2025-01-01T00:00:00Z",
-            ))
-        self.reading = StackReading(containers=tuple(containers), active_profile="bench",
-                                    engine="fake")
+            containers.append(
+                ManagedContainer(
+                    id=f"{number:064x}",
+                    name=f"llm{number}",
+                    service=f"llm{number}",
+                    profile="bench",
+                    spec_hash="",
+                    state="running",
+                    image=IMAGE,
+                    engine="llamacpp",
+                    model=MODEL,
+                    served_model=None,
+                    port=server.server_address[1],
+                    bind="127.0.0.1",
+                    gpus=(),
+                    vram_bytes=None,
+                    role=None,
+                    pinned=False,
+                    on_demand=False,
+                    health_checks=(),
+                    started_at="2025-01-01T00:00:00Z",
+                )
+            )
+        self.reading = StackReading(
+            containers=tuple(containers), active_profile="bench", engine="fake"
+        )
 
     def read(self) -> StackReading:
         return self.reading
@@ -161,7 +198,10 @@ def main() -> None:
         stack = DockerStackSource(lambda: DockerEngine.connect(namespace))
         mode = "five real llama.cpp containers on Docker"
     collector = MonitorCollector(
-        stack=stack, gpus=None, scraper=Scraper(timeout_s=0.5), procs=ProcessTable(),
+        stack=stack,
+        gpus=None,
+        scraper=Scraper(timeout_s=0.5),
+        procs=ProcessTable(),
         host=HostReader(),
     )
     try:

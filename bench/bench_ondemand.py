@@ -48,20 +48,36 @@ def free_port() -> int:
 
 def service(port: int, **extra: object) -> dict[str, object]:
     return {
-        "engine": "llamacpp", "image": IMAGE, "model": f"/models/{MODEL}", "served_name": "smol",
-        "port": port, "gpu": "none", "args": ARGS, "ram": "256MiB",
-        "volumes": {MODELS: "/models:ro"}, "health": {"timeout": 120}, **extra,
+        "engine": "llamacpp",
+        "image": IMAGE,
+        "model": f"/models/{MODEL}",
+        "served_name": "smol",
+        "port": port,
+        "gpu": "none",
+        "args": ARGS,
+        "ram": "256MiB",
+        "volumes": {MODELS: "/models:ro"},
+        "health": {"timeout": 120},
+        **extra,
     }
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aitherctl", *args], env=env,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "aitherctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def first_token(url: str, model: str | None) -> float:
-    body: dict[str, object] = {"stream": True, "max_tokens": 4,
-                               "messages": [{"role": "user", "content": "Say hi."}]}
+    body: dict[str, object] = {
+        "stream": True,
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Say hi."}],
+    }
     if model:
         body["model"] = model
     started = time.perf_counter()
@@ -80,7 +96,8 @@ def own_start_to_ready() -> float:
     client = docker.from_env()
     port = free_port()
     container = client.containers.create(
-        IMAGE, ["-m", f"/models/{MODEL}", "--host", "0.0.0.0", "--port", "8080", *ARGS],
+        IMAGE,
+        ["-m", f"/models/{MODEL}", "--host", "0.0.0.0", "--port", "8080", *ARGS],
         ports={"8080/tcp": ("127.0.0.1", port)},
         volumes={MODELS: {"bind": "/models", "mode": "ro"}},
     )
@@ -101,7 +118,10 @@ def serving(env: dict[str, str], profile: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", profile],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -121,16 +141,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     rounds = parser.parse_args().rounds
     folder = Path(tempfile.mkdtemp(prefix="aither-bench-ondemand-"))
-    env = {**os.environ, "AITHER_PROFILE_DIR": str(folder / "profiles"),
-           "AITHER_STATE_DIR": str(folder / "state"), "AITHER_DATA_DIR": str(folder / "data"),
-           "AITHER_NAMESPACE": "bench" + uuid.uuid4().hex[:6]}
+    env = {
+        **os.environ,
+        "AITHER_PROFILE_DIR": str(folder / "profiles"),
+        "AITHER_STATE_DIR": str(folder / "state"),
+        "AITHER_DATA_DIR": str(folder / "data"),
+        "AITHER_NAMESPACE": "bench" + uuid.uuid4().hex[:6],
+    }
     (folder / "profiles").mkdir()
     ports = {"resident": free_port(), "ondemand": free_port()}
     for name, limit in (("roomy", "1GiB"), ("tight", "300MiB")):
         document = {
-            "name": name, "ram": {"limit": limit},
-            "services": {"resident": service(ports["resident"]),
-                         "ondemand": service(ports["ondemand"], on_demand=True)},
+            "name": name,
+            "ram": {"limit": limit},
+            "services": {
+                "resident": service(ports["resident"]),
+                "ondemand": service(ports["ondemand"], on_demand=True),
+            },
         }
         (folder / "profiles" / f"{name}.yaml").write_text(yaml.safe_dump(document))
     results: dict[str, list[float]] = {"own": [], "warm": [], "gateway": [], "evict": []}

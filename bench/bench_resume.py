@@ -38,8 +38,13 @@ def free_port() -> int:
 
 
 def cli(*args: str) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", "aitherctl", *args], capture_output=True,
-                          text=True, check=False, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "aitherctl", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     if done.returncode != 0:
         raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
     return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
@@ -60,11 +65,18 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     folder = Path(tempfile.mkdtemp(prefix="aither-bench-"))
     namespace = "bench" + uuid.uuid4().hex[:6]
-    os.environ.update(AITHER_PROFILE_DIR=str(folder), AITHER_STATE_DIR=str(folder / "state"),
-                      AITHER_NAMESPACE=namespace)
+    os.environ.update(
+        AITHER_PROFILE_DIR=str(folder),
+        AITHER_STATE_DIR=str(folder / "state"),
+        AITHER_NAMESPACE=namespace,
+    )
     service = {
-        "engine": "llamacpp", "image": "aither-test/llamacpp:latest", "model": f"/models/{MODEL}",
-        "port": free_port(), "gpu": "none", "args": ["--ctx-size", "1024", "--threads", "1"],
+        "engine": "llamacpp",
+        "image": "aither-test/llamacpp:latest",
+        "model": f"/models/{MODEL}",
+        "port": free_port(),
+        "gpu": "none",
+        "args": ["--ctx-size", "1024", "--threads", "1"],
         "volumes": {MODELS: "/models:ro"},
     }
     (folder / "llm.yaml").write_text(yaml.safe_dump({"services": {"llm": service}}))
@@ -81,13 +93,17 @@ def main() -> None:
             times[action].append((wall, ready))
     finally:
         cli("down", "--all", "--yes")
-    for action, label in (("resume", "resume the stopped container"),
-                          ("start", "create a new container     ")):
+    for action, label in (
+        ("resume", "resume the stopped container"),
+        ("start", "create a new container     "),
+    ):
         walls = [w for w, _ in times[action]]
         readies = [r for _, r in times[action]]
-        print(f"{label}: start-to-ready median {statistics.median(readies):.2f}s "
-              f"{[round(r, 2) for r in readies]}; switch wall median "
-              f"{statistics.median(walls):.2f}s {[round(w, 2) for w in walls]}")
+        print(
+            f"{label}: start-to-ready median {statistics.median(readies):.2f}s "
+            f"{[round(r, 2) for r in readies]}; switch wall median "
+            f"{statistics.median(walls):.2f}s {[round(w, 2) for w in walls]}"
+        )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,21 @@ def start_llama() -> tuple[Any, str]:
     name = f"aither-bench-{uuid.uuid4().hex[:8]}"
     container = client.containers.run(
         LLAMA_IMAGE,
-        ["-m", f"/models/{MODEL_FILE}", "--host", "0.0.0.0", "--port", "8080", "--metrics",
-         "--alias", "smollm2", "--ctx-size", "2048", "--threads", "2"],
+        [
+            "-m",
+            f"/models/{MODEL_FILE}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+            "--metrics",
+            "--alias",
+            "smollm2",
+            "--ctx-size",
+            "2048",
+            "--threads",
+            "2",
+        ],
         name=name,
         detach=True,
         labels={"ai.aitherctl.bench": "true"},
@@ -121,9 +134,10 @@ def direct_once(url: str, model: str, max_tokens: int) -> tuple[float, float]:
     # Built like the router's own client for local servers (no TLS context), so the difference
     # measures the routing work, not the client's construction.
     plain = httpx.HTTPTransport(verify=False)
-    with httpx.Client(transport=plain) as client, connect_sse(
-        client, "POST", url + "/v1/chat/completions", json=body, timeout=60
-    ) as source:
+    with (
+        httpx.Client(transport=plain) as client,
+        connect_sse(client, "POST", url + "/v1/chat/completions", json=body, timeout=60) as source,
+    ):
         for event in source.iter_sse():
             if event.data == "[DONE]":
                 break
@@ -156,9 +170,22 @@ def routed_once(profile_name: str, max_tokens: int) -> tuple[float, float]:
 def command_once(profile_name: str, max_tokens: int) -> tuple[float, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "run", "--profile", profile_name, "--max-tokens",
-         str(max_tokens), "--temperature", "0", PROMPT],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "aitherctl",
+            "run",
+            "--profile",
+            profile_name,
+            "--max-tokens",
+            str(max_tokens),
+            "--temperature",
+            "0",
+            PROMPT,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
     )
     assert process.stdout is not None
     process.stdout.read(1)
@@ -197,8 +224,11 @@ def main() -> None:
         else:
             wait_ready(url)
         work = Path(tempfile.mkdtemp(prefix="aither-bench-"))
-        for key, sub in (("AITHER_PROFILE_DIR", "profiles"), ("AITHER_DATA_DIR", "data"),
-                         ("AITHER_STATE_DIR", "state")):
+        for key, sub in (
+            ("AITHER_PROFILE_DIR", "profiles"),
+            ("AITHER_DATA_DIR", "data"),
+            ("AITHER_STATE_DIR", "state"),
+        ):
             os.environ[key] = str(work / sub)
         (work / "profiles").mkdir(parents=True)
         (work / "profiles/bench.yaml").write_text(

@@ -63,15 +63,21 @@ def profile_text(ports: list[int]) -> str:
     llama, web1, web2 = ports
     services: dict[str, Any] = {
         "assistant": {
-            "image": "aither-test/llamacpp:latest", "model": f"/models/{MODEL}", "port": llama,
+            "image": "aither-test/llamacpp:latest",
+            "model": f"/models/{MODEL}",
+            "port": llama,
             "args": ["--ctx-size", "1024", "--threads", "1"],
-            "volumes": {MODELS: "/models:ro"}, "health": {"timeout": 120},
+            "volumes": {MODELS: "/models:ro"},
+            "health": {"timeout": 120},
         },
     }
     for name, port in (("web1", web1), ("web2", web2)):
         services[name] = {
-            "engine": "generic", "image": "aither-test/base:bookworm", "port": port,
-            "gpu": "none", "args": ["python3", "-m", "http.server", str(port)],
+            "engine": "generic",
+            "image": "aither-test/base:bookworm",
+            "port": port,
+            "gpu": "none",
+            "args": ["python3", "-m", "http.server", str(port)],
             "health": {"path": "/", "timeout": 30},
         }
     document = {"name": "mine", "extends": "cpu", "services": services}
@@ -94,8 +100,12 @@ class Runner:
     def first_byte(self, *args: str) -> float:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [*self.argv0, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
+            [*self.argv0, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
         )
         assert process.stdout is not None
         first = process.stdout.read(1)
@@ -108,8 +118,13 @@ class Runner:
 
     def check(self, *args: str) -> str:
         done = subprocess.run(
-            [*self.argv0, *args], capture_output=True, text=True, env=self.env, cwd=self.cwd,
-            stdin=subprocess.DEVNULL, check=False,
+            [*self.argv0, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
         if done.returncode != 0:
             raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
@@ -118,8 +133,9 @@ class Runner:
 
 def wall(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          check=False)
+    done = subprocess.run(
+        argv, capture_output=True, env=env, cwd=cwd, stdin=subprocess.DEVNULL, check=False
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-400:]!r}")
@@ -128,15 +144,30 @@ def wall(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def curl_first_content(url: str, env: dict[str, str], cwd: Path) -> float:
     """Spawn `curl -N` streaming a chat completion; seconds to the first chunk with content."""
-    body = json.dumps({
-        "model": "smollm2", "messages": [{"role": "user", "content": PROMPT}],
-        "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0,
-    })
+    body = json.dumps(
+        {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+        }
+    )
     started = time.perf_counter()
     process = subprocess.Popen(
-        ["curl", "-sN", "-H", "Content-Type: application/json", "-d", body,
-         f"{url}/v1/chat/completions"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd,
+        [
+            "curl",
+            "-sN",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            f"{url}/v1/chat/completions",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
     )
     assert process.stdout is not None
     elapsed = None
@@ -171,9 +202,12 @@ def main() -> None:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env.update(
         AITHER_NAMESPACE="bench-startup-" + uuid.uuid4().hex[:6],
-        AITHER_PROFILE_DIR=str(work / "profiles"), AITHER_STATE_DIR=str(work / "state"),
-        AITHER_DATA_DIR=str(work / "data"), AITHER_MACHINE_DIR=str(work / "machine"),
-        PYTHONPYCACHEPREFIX=str(work / "pycache"), NO_COLOR="1",
+        AITHER_PROFILE_DIR=str(work / "profiles"),
+        AITHER_STATE_DIR=str(work / "state"),
+        AITHER_DATA_DIR=str(work / "data"),
+        AITHER_MACHINE_DIR=str(work / "machine"),
+        PYTHONPYCACHEPREFIX=str(work / "pycache"),
+        NO_COLOR="1",
     )
     env.pop("AITHER_GPU_PROFILE", None)
     (work / "profiles").mkdir()
@@ -197,21 +231,27 @@ def main() -> None:
         "ps --json (3 services)": {
             "docker ps --format json": lambda: wall([docker, "ps", "--format", "json"], env, work)
         },
-        "run first byte": {"curl (straight to llama.cpp)": lambda: curl_first_content(
-            llama_url, env, work)},
-        "run first byte via serve": {"curl (to aitherctl serve)": lambda: curl_first_content(
-            gateway_url, env, work)},
+        "run first byte": {
+            "curl (straight to llama.cpp)": lambda: curl_first_content(llama_url, env, work)
+        },
+        "run first byte via serve": {
+            "curl (to aitherctl serve)": lambda: curl_first_content(gateway_url, env, work)
+        },
     }
     for name, runner in trees.items():
         groups["--version"][f"aitherctl ({name})"] = lambda r=runner: r.wall("--version")
         groups["profile switch --help"][f"aitherctl ({name})"] = lambda r=runner: r.wall(
-            "profile", "switch", "--help")
+            "profile", "switch", "--help"
+        )
         groups["ps --json (3 services)"][f"aitherctl ({name})"] = lambda r=runner: r.wall(
-            "ps", "--json")
-        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner: (
-            r.first_byte("run", "--direct", PROMPT))
+            "ps", "--json"
+        )
+        groups["run first byte"][f"aitherctl ({name})"] = lambda r=runner: r.first_byte(
+            "run", "--direct", PROMPT
+        )
     groups["run first byte via serve"]["aitherctl (after)"] = lambda: trees["after"].first_byte(
-        "run", PROMPT)
+        "run", PROMPT
+    )
 
     if args.only:
         groups = {name: members for name, members in groups.items() if args.only in name}
@@ -221,14 +261,18 @@ def main() -> None:
     try:
         after.check("profile", "switch", "mine", "--yes")
         listing = json.loads(after.check("ps", "--json"))
-        states = sorted((row["service"], row["state"], row["health"])
-                        for row in listing["services"])
+        states = sorted(
+            (row["service"], row["state"], row["health"]) for row in listing["services"]
+        )
         expected = [(name, "running", "healthy") for name in ("assistant", "web1", "web2")]
         if states != expected:
             raise SystemExit(f"services not up: {states}")
         gateway = subprocess.Popen(
             [*after.argv0, "serve", "--port", str(gateway_port), "--profile", "mine"],
-            env=after.env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=after.env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(300):
             try:
@@ -254,12 +298,24 @@ def main() -> None:
         if "gateway" in locals():
             gateway.terminate()
             gateway.wait(timeout=60)
-        subprocess.run([*after.argv0, "down", "--all", "--yes"], env=after.env, cwd=work,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*after.argv0, "down", "--all", "--yes"],
+            env=after.env,
+            cwd=work,
+            capture_output=True,
+            check=False,
+        )
         left = subprocess.run(
-            [docker, "ps", "-aq", "--filter",
-             f"label=ai.aitherctl.namespace={env['AITHER_NAMESPACE']}"],
-            capture_output=True, text=True, check=False,
+            [
+                docker,
+                "ps",
+                "-aq",
+                "--filter",
+                f"label=ai.aitherctl.namespace={env['AITHER_NAMESPACE']}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         if left:
             subprocess.run([docker, "rm", "-f", *left], capture_output=True, check=False)
@@ -271,17 +327,20 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1_5_15_before": [round(x, 2) for x in load_before],
         "load_average_1_5_15_after": [round(x, 2) for x in load_after],
-        "median_ms": {group: {m: ms(v) for m, v in members.items()}
-                      for group, members in samples.items()},
+        "median_ms": {
+            group: {m: ms(v) for m, v in members.items()} for group, members in samples.items()
+        },
         "median_paired_difference_ms": {},
     }
     for group, members in samples.items():
         baseline_name = next(iter(members))
         baseline = members[baseline_name]
         summary["median_paired_difference_ms"][group] = {
-            f"{member} - {baseline_name}": ms([a - b for a, b in zip(values, baseline,
-                                                                     strict=True)])
-            for member, values in members.items() if member != baseline_name
+            f"{member} - {baseline_name}": ms(
+                [a - b for a, b in zip(values, baseline, strict=True)]
+            )
+            for member, values in members.items()
+            if member != baseline_name
         }
     text = json.dumps(summary, indent=2)
     print(text)

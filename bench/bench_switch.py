@@ -35,15 +35,24 @@ def free_port() -> int:
 
 def service(port: int, ctx: int) -> dict[str, object]:
     return {
-        "engine": "llamacpp", "image": "aither-test/llamacpp:latest", "model": f"/models/{MODEL}",
-        "port": port, "gpu": "none", "args": ["--ctx-size", str(ctx), "--threads", "1"],
+        "engine": "llamacpp",
+        "image": "aither-test/llamacpp:latest",
+        "model": f"/models/{MODEL}",
+        "port": port,
+        "gpu": "none",
+        "args": ["--ctx-size", str(ctx), "--threads", "1"],
         "volumes": {MODELS: "/models:ro"},
     }
 
 
 def cli(*args: str) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", "aitherctl", *args], capture_output=True,
-                          text=True, check=False, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "aitherctl", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     if done.returncode != 0:
         raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
     return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
@@ -54,12 +63,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     rounds = parser.parse_args().rounds
     folder = Path(tempfile.mkdtemp(prefix="aither-bench-"))
-    os.environ.update(AITHER_PROFILE_DIR=str(folder), AITHER_STATE_DIR=str(folder / "state"),
-                      AITHER_NAMESPACE="bench" + uuid.uuid4().hex[:6])
+    os.environ.update(
+        AITHER_PROFILE_DIR=str(folder),
+        AITHER_STATE_DIR=str(folder / "state"),
+        AITHER_NAMESPACE="bench" + uuid.uuid4().hex[:6],
+    )
     ports = [free_port() for _ in range(3)]
     for name, ctx in (("one", 1024), ("two", 1536)):
-        services = {"a": service(ports[0], 1024), "b": service(ports[1], 1024),
-                    "c": service(ports[2], ctx)}
+        services = {
+            "a": service(ports[0], 1024),
+            "b": service(ports[1], 1024),
+            "c": service(ports[2], ctx),
+        }
         (folder / f"{name}.yaml").write_text(yaml.safe_dump({"services": services}))
 
     smart, full, ready = [], [], {}
@@ -86,17 +101,25 @@ def main() -> None:
                 cli("profile", "switch", target, "--yes", "--json")
     finally:
         cli("down", "--all", "--yes")
-    print(f"switch, one of three changed (aitherctl): median {statistics.median(smart):.2f}s "
-          f"over {len(smart)} runs {[round(x, 2) for x in smart]}")
-    print(f"stop all three + start all three:          median {statistics.median(full):.2f}s "
-          f"over {len(full)} runs {[round(x, 2) for x in full]}")
+    print(
+        f"switch, one of three changed (aitherctl): median {statistics.median(smart):.2f}s "
+        f"over {len(smart)} runs {[round(x, 2) for x in smart]}"
+    )
+    print(
+        f"stop all three + start all three:          median {statistics.median(full):.2f}s "
+        f"over {len(full)} runs {[round(x, 2) for x in full]}"
+    )
     ratio = statistics.median(full) / statistics.median(smart)
     print(f"ratio (full restart / aitherctl switch): {ratio:.2f}x")
-    print("switch overhead beyond the changed service's start-to-ready: median "
-          f"{statistics.median(overhead):.2f}s {[round(x, 2) for x in overhead]} "
-          "(target <= 0.5s)")
+    print(
+        "switch overhead beyond the changed service's start-to-ready: median "
+        f"{statistics.median(overhead):.2f}s {[round(x, 2) for x in overhead]} "
+        "(target <= 0.5s)"
+    )
     for name, times in sorted(ready.items()):
-        print(f"  service {name}: ready in median {statistics.median(times):.2f}s ({len(times)} starts)")
+        print(
+            f"  service {name}: ready in median {statistics.median(times):.2f}s ({len(times)} starts)"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ class Upstream:
         self._stream_cache: dict[tuple[str, str, int, bool], list[bytes]] = {}
         self._plain_cache: dict[tuple[str, str, int], bytes] = {}
         self.health = _response(200, b'{"status":"ok"}')
-        models = {"object": "list", "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": "bench"}]}
+        models = {
+            "object": "list",
+            "data": [{"id": model, "object": "model", "created": 0, "owned_by": "bench"}],
+        }
         self.models = _response(200, json.dumps(models).encode())
 
     def stream_events(self, kind: str, model: str, n: int, usage: bool) -> list[bytes]:
@@ -83,13 +85,24 @@ class Upstream:
                 delta: dict[str, Any] = {"role": "assistant"} if i == 0 else {}
                 if not last:
                     delta["content"] = "tok" if i else " tok"
-                choice: dict[str, Any] = {"index": 0, "delta": delta,
-                                          "finish_reason": "length" if last else None}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": "length" if last else None,
+                }
                 obj = {**base, "object": "chat.completion.chunk", "choices": [choice]}
             else:
-                obj = {**base, "object": "text_completion", "choices": [
-                    {"index": 0, "text": "" if last else " tok",
-                     "finish_reason": "length" if last else None}]}
+                obj = {
+                    **base,
+                    "object": "text_completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": "" if last else " tok",
+                            "finish_reason": "length" if last else None,
+                        }
+                    ],
+                }
             if last and usage:
                 obj["usage"] = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}
             data = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -104,13 +117,28 @@ class Upstream:
             usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}
             if kind == "chat":
                 obj: dict[str, Any] = {
-                    "id": "cmpl-bench", "object": "chat.completion", "created": 0, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "length"}], "usage": usage}
+                    "id": "cmpl-bench",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "length",
+                        }
+                    ],
+                    "usage": usage,
+                }
             else:
-                obj = {"id": "cmpl-bench", "object": "text_completion", "created": 0,
-                       "model": model, "choices": [
-                           {"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}
+                obj = {
+                    "id": "cmpl-bench",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "length"}],
+                    "usage": usage,
+                }
             cached = self._plain_cache[key] = _response(200, json.dumps(obj).encode())
         return cached
 
@@ -153,8 +181,8 @@ class Connection(asyncio.Protocol):
                     self.close_after = True
             if len(self.buffer) < end + 4 + length:
                 return
-            body = bytes(self.buffer[end + 4:end + 4 + length])
-            del self.buffer[:end + 4 + length]
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
             self._answer(method, path.split("?", 1)[0], body)
             if self.close_after and not self.busy and self.transport is not None:
                 self.transport.close()
@@ -182,9 +210,15 @@ class Connection(asyncio.Protocol):
         if path.endswith("/embeddings"):
             inputs = payload.get("input", "")
             count = len(inputs) if isinstance(inputs, list) else 1
-            obj = {"object": "list", "model": model, "data": [
-                {"object": "embedding", "index": i, "embedding": [0.125] * 8}
-                for i in range(count)], "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+            obj = {
+                "object": "list",
+                "model": model,
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.125] * 8}
+                    for i in range(count)
+                ],
+                "usage": {"prompt_tokens": 8, "total_tokens": 8},
+            }
             self.transport.write(_response(200, json.dumps(obj).encode()))
             return
         if path.endswith("/chat/completions"):

@@ -87,8 +87,9 @@ class StaticEmbedding:
             raise EmbeddingUnavailableError(
                 f"unexpected embedding table in {table_path}: {entry['dtype']} {entry['shape']}"
             )
-        table = np.memmap(table_path, dtype=np.float16, mode="r", offset=8 + header_len,
-                          shape=(_TABLE_ROWS, DIM))
+        table = np.memmap(
+            table_path, dtype=np.float16, mode="r", offset=8 + header_len, shape=(_TABLE_ROWS, DIM)
+        )
         return cls(table, Tokenizer.from_file(str(tokenizer_path)))
 
     def token_ids(self, text: str) -> list[int]:

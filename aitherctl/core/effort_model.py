@@ -95,12 +95,22 @@ class LearnedEffortScorer:
         """The scorer of a weights module written by scripts/effort/train.py; `embedding` is read
         only when the module has an embedding head (HEAD)."""
         if not hasattr(weights, "HEAD"):
-            return cls(weights.BIAS, weights.CUE_NAMES, weights.TREES, None, (), None, None,
-                       weights.TERM_WEIGHTS)
+            return cls(
+                weights.BIAS,
+                weights.CUE_NAMES,
+                weights.TREES,
+                None,
+                (),
+                None,
+                None,
+                weights.TERM_WEIGHTS,
+            )
         import numpy as np
 
         return cls(
-            weights.BIAS, weights.CUE_NAMES, weights.TREES,
+            weights.BIAS,
+            weights.CUE_NAMES,
+            weights.TREES,
             np.asarray(weights.HEAD, dtype=np.float32),
             tuple(Kind(d, e) for d, e in weights.KINDS),
             np.asarray(weights.CENTROIDS, dtype=np.float32),
@@ -125,7 +135,7 @@ class LearnedEffortScorer:
             vector = self.embedding.vector(prompt)
             dim = len(vector) // len(SEGMENT_PHRASES)
             parts = [
-                float(vector[i * dim:(i + 1) * dim] @ self.head[i * dim:(i + 1) * dim])
+                float(vector[i * dim : (i + 1) * dim] @ self.head[i * dim : (i + 1) * dim])
                 for i in range(len(SEGMENT_PHRASES))
             ]
             nearest = (self._nearest(vector[:dim]),)
@@ -155,11 +165,15 @@ class LearnedEffortScorer:
                 shown = ", ".join(f"'{_term_label(t)}'" for _, t in part[:4])
                 reasons.append((total, f"wording that {word} it: {shown}"))
         reasons.sort(key=lambda r: -abs(r[0]))
-        return EffortScore(score, points, (
-            f"base {self.bias:.1f} (learned from public data, scripts/effort/sources.yaml)",
-            *nearest,
-            *(f"{value:+.1f} {label}" for value, label in reasons),
-        ))
+        return EffortScore(
+            score,
+            points,
+            (
+                f"base {self.bias:.1f} (learned from public data, scripts/effort/sources.yaml)",
+                *nearest,
+                *(f"{value:+.1f} {label}" for value, label in reasons),
+            ),
+        )
 
     def _nearest(self, whole: NDArray[np.float32]) -> str:
         assert self.centroids is not None

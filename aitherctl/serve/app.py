@@ -748,8 +748,16 @@ def _url_host(host: str) -> str:
 def _write_state(path: Path, url: str, profile: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "profile": profile,
-                               "engine": os.environ.get("DOCKER_HOST", "")}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "url": url,
+                "pid": os.getpid(),
+                "profile": profile,
+                "engine": os.environ.get("DOCKER_HOST", ""),
+            }
+        )
+    )
     tmp.replace(path)
 
 

@@ -25,15 +25,15 @@ class NVMLError(Exception):
     pass
 
 
-class NVMLError_Uninitialized(NVMLError):  # noqa: N801 - pynvml's own names
+class NVMLError_Uninitialized(NVMLError):
     pass
 
 
-class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
+class NVMLError_InvalidArgument(NVMLError):
     pass
 
 
-class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
+class NVMLError_DriverNotLoaded(NVMLError):
     def __str__(self) -> str:
         return "Driver Not Loaded"
 
@@ -78,38 +78,38 @@ class NvmlDouble:
         assert isinstance(handle, FakeGpu), "not a handle from nvmlDeviceGetHandleByIndex"
         return handle
 
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         self.init_calls += 1
         if not self.driver_loaded:
             raise NVMLError_DriverNotLoaded()
         self.initialised += 1
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self._need_init()
         self.initialised -= 1
 
-    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self) -> str:
         self._need_init()
         return self.driver_version
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         self._need_init()
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
         self._need_init()
         if not 0 <= index < len(self.gpus):
             raise NVMLError_InvalidArgument("Invalid Argument")
         return self.gpus[index]
 
-    def nvmlDeviceGetName(self, handle: object) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, handle: object) -> str:
         return self._gpu(handle).name
 
-    def nvmlDeviceGetUUID(self, handle: object) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, handle: object) -> str:
         gpu = self._gpu(handle)
         return f"GPU-{self.gpus.index(gpu):08d}-0000-0000-0000-000000000000"
 
-    def nvmlDeviceGetMemoryInfo(  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(
         self, handle: object, version: int | None = None
     ) -> SimpleNamespace:
         gpu = self._gpu(handle)
@@ -124,23 +124,23 @@ class NvmlDouble:
             used=used,
         )
 
-    def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:
         return SimpleNamespace(gpu=self._gpu(handle).utilization, memory=0)
 
-    def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
         assert sensor == NVML_TEMPERATURE_GPU
         return self._gpu(handle).temperature
 
-    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
         return self._gpu(handle).power_mw
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:
         return self._gpu(handle).power_limit_mw
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[SimpleNamespace]:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[SimpleNamespace]:
         gpu = self._gpu(handle)
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpu.processes]
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: object) -> list[SimpleNamespace]:  # noqa: N802
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: object) -> list[SimpleNamespace]:
         self._gpu(handle)
         return []
