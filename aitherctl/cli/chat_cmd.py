@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aitherctl.cli import runtime
+from aitherctl.cli.run_cmd import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
 from aitherctl.errors import AitherError, NotFoundError
 
 if TYPE_CHECKING:
@@ -31,21 +32,13 @@ def chat(  # noqa: PLR0917 - Typer passes options by position
         str | None,
         typer.Argument(help="A tier, service or endpoint of the profile (default: by effort)."),
     ] = None,
-    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
-    ] = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
     local_only: Annotated[
         bool, typer.Option("--local-only", help="Never send a message off this machine.")
     ] = False,
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
-    ] = None,
+    profile: ProfileOpt = None,
     direct: Annotated[
         bool,
         typer.Option(

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
 
 
+# Options `run` and `chat` share (one declaration, the same help in both).
+SystemOpt = Annotated[str | None, typer.Option("--system", help="A system prompt.")]
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
+]
+TemperatureOpt = Annotated[
+    float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
+]
+
+
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
     return {
         "profile": choice.profile,
@@ -98,14 +113,9 @@ def run(  # noqa: PLR0917 - Typer passes options by position
             "--file", "-f", help="Send this file's text after the instruction (or alone)."
         ),
     ] = None,
-    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
-    ] = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
     effort: Annotated[
         int | None, typer.Option("--effort", min=1, max=10, help="Force the effort score (1-10).")
     ] = None,
@@ -120,10 +130,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
         bool,
         typer.Option("--explain", help="Show the effort, tier and candidates; send nothing."),
     ] = False,
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
-    ] = None,
+    profile: ProfileOpt = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of streaming.")
     ] = False,
