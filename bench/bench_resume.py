@@ -14,12 +14,9 @@ Prints each way's service start-to-ready time (as the switch reports it) and wal
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,27 +24,8 @@ from pathlib import Path
 
 import yaml
 
-MODELS = os.environ.get("AITHER_TEST_MODELS", "/var/cache/aitherctl-test/models")
-MODEL = os.environ.get("AITHER_TEST_MODEL_FILE", "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(*args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-m", "aitherctl", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+# The same command runner, model and port helper as the switch benchmark.
+from bench_switch import MODEL, MODELS, cli, free_port
 
 
 def timed_switch() -> tuple[float, float, str]:
