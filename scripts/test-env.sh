@@ -22,6 +22,8 @@ MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$CACHE"
 # One setup at a time on a machine: two runs at once (two worktrees' test runs) would each remove
 # and rebuild the vLLM venv under the other's feet.
+# (Anything started in the background below closes descriptor 9 (`9>&-`): a daemon that inherited
+# it would hold the lock for its whole life and every later run would wait forever.)
 exec 9>"$CACHE/.setup.lock"
 flock 9
 log() { printf '[test-env] %s\n' "$*" >&2; }
@@ -57,7 +59,7 @@ if ! docker info >/dev/null 2>&1; then
       rm -f "$SOCK_DIR/docker.pid" "$SOCK_DIR/docker.sock"
       log "starting a private Docker engine on $DOCKER_HOST (a few seconds)"
       nohup setsid dockerd --host "$DOCKER_HOST" --data-root "$CACHE/dockerd-data" \
-        --pidfile "$SOCK_DIR/docker.pid" >"$SOCK_DIR/dockerd.log" 2>&1 < /dev/null &
+        --pidfile "$SOCK_DIR/docker.pid" >"$SOCK_DIR/dockerd.log" 2>&1 < /dev/null 9>&- &
     fi
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
     docker info >/dev/null 2>&1 || { log "dockerd did not start; see $SOCK_DIR/dockerd.log"; tail -20 "$SOCK_DIR/dockerd.log" >&2; exit 1; }
