@@ -19,6 +19,7 @@ import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,25 @@ def docker_engine(namespace: str) -> Iterator[object]:
     yield engine
     _empty(engine)
     engine.close()
+
+
+def sdk_of(engine: Any) -> Any:
+    """The Docker SDK's client for `engine`, for a test's own set-up (kill, exec, build an image,
+    read stats): aitherctl drives a local unix socket with its own small client
+    (adapters/docker_socket_api.py), which has only the calls aitherctl makes."""
+    from aitherctl.adapters.docker_socket_api import SocketClient
+
+    if not isinstance(engine.client, SocketClient):
+        return engine.client
+    path = engine.client.api.socket_path
+    if path not in _SDK_CLIENTS:
+        import docker
+
+        _SDK_CLIENTS[path] = docker.DockerClient(base_url=f"unix://{path}", timeout=60)
+    return _SDK_CLIENTS[path]
+
+
+_SDK_CLIENTS: dict[str, Any] = {}
 
 
 def _empty(engine: object) -> None:

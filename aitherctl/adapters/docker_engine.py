@@ -12,27 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import docker.tls
-import requests.exceptions
-from docker.context import ContextAPI
-from docker.types import DeviceRequest
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aitherctl.adapters.docker_listing import (
     connection_reason as _reason,
 )
 from aitherctl.adapters.docker_listing import (
+    local_socket,
     managed_from_inspect,
     pids_from_top,
 )
+from aitherctl.adapters.docker_socket_api import EngineAPIError, EngineNotFound, SocketClient
 from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
 from aitherctl.switching import container as c
 from aitherctl.switching.container import ContainerSpec, container_name
 from aitherctl.switching.stack import ManagedContainer
+
+if TYPE_CHECKING:
+    import docker
+    import docker.tls
 
 T = TypeVar("T")
 STOP_TIMEOUT_S = 20
@@ -48,7 +48,14 @@ def describe_endpoint() -> str:
     return "the local Docker socket"
 
 
-def _client() -> docker.DockerClient:
+def _client() -> Any:
+    """The engine's client: the small socket client (adapters/docker_socket_api.py) for a local
+    unix socket, which is how almost every workstation reaches its engine; the SDK otherwise."""
+    path = local_socket()
+    if path is not None:
+        return SocketClient(path)
+    import docker
+
     host = os.environ.get("DOCKER_HOST")
     if host:
         if host.startswith("ssh://"):
@@ -61,6 +68,9 @@ def _client() -> docker.DockerClient:
 
 
 def _context_client(name: str) -> docker.DockerClient:
+    import docker
+    from docker.context import ContextAPI
+
     context = ContextAPI.get_context(name)
     if context is None:
         where = "DOCKER_CONTEXT" if os.environ.get("DOCKER_CONTEXT") else "the Docker config"
@@ -81,6 +91,9 @@ def client_for(endpoint: str) -> docker.DockerClient:
     multiplexed SSH connection per host, ssh's own output captured: `adapters/ssh_transport.py`),
     `tcp://` with TLS when certificates are in DOCKER_CERT_PATH or ~/.docker (ca.pem, cert.pem,
     key.pem), `unix://`, or the name of a Docker context."""
+    import docker
+    import requests.exceptions
+
     if endpoint.startswith("ssh://"):
         from aitherctl.adapters.ssh_transport import docker_client
 
@@ -104,6 +117,8 @@ def _tls_config(endpoint: str) -> docker.tls.TLSConfig | bool:
     when they are there or DOCKER_TLS_VERIFY is set (port 2376 is the TLS port)."""
     from pathlib import Path
 
+    import docker.tls
+
     folder = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
     ca, cert, key = (folder / name for name in ("ca.pem", "cert.pem", "key.pem"))
     wanted = bool(os.environ.get("DOCKER_TLS_VERIFY")) or endpoint.endswith(":2376")
@@ -126,7 +141,7 @@ class DockerEngine:
 
     def __init__(
         self,
-        client: docker.DockerClient,
+        client: Any,
         namespace: str = "default",
         *,
         host: str = "local",
@@ -189,11 +204,14 @@ class DockerEngine:
         """Run one SDK call; its errors become aitherctl's (`what` names it in the message)."""
         try:
             return action()
-        except docker.errors.NotFound as exc:
-            raise NotFoundError(f"{what}: {_explanation(exc)}") from None
-        except docker.errors.APIError as exc:
-            raise DockerError(f"{what}: {_explanation(exc)}") from None
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except Exception as exc:
+            kind = _kind(exc)
+            if kind is None:
+                raise
+            if kind == "not found":
+                raise NotFoundError(f"{what}: {_explanation(exc)}") from None
+            if kind == "refused":
+                raise DockerError(f"{what}: {_explanation(exc)}") from None
             remote = self.host != "local"
             where = f"host {self.host!r}: " if remote else ""
             raise DockerUnavailableError(
@@ -260,13 +278,9 @@ class DockerEngine:
 
     def image_exists(self, image: str) -> bool:
         try:
-            self.client.api.inspect_image(image)  # type: ignore[no-untyped-call]
-        except docker.errors.ImageNotFound:
+            self.call(f"checking image {image}", lambda: self.client.api.inspect_image(image))
+        except NotFoundError:
             return False
-        except docker.errors.APIError as exc:
-            raise DockerError(f"checking image {image}: {_explanation(exc)}") from None
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
         return True
 
     def pull_refusal(self, image: str) -> str | None:
@@ -275,11 +289,14 @@ class DockerEngine:
         (the registry's manifest; a machine without a registry fails at once on the name
         lookup)."""
         try:
-            self.client.api.inspect_distribution(image)  # type: ignore[no-untyped-call]
-        except docker.errors.APIError as exc:
-            return _pull_reason(_explanation(exc))
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
+            self.client.api.inspect_distribution(image)
+        except Exception as exc:
+            kind = _kind(exc)
+            if kind in ("not found", "refused"):
+                return _pull_reason(_explanation(exc))
+            if kind == "lost":
+                raise DockerUnavailableError(f"lost the Docker engine: {_reason(exc)}") from None
+            raise
         return None
 
     def pull(self, image: str) -> None:
@@ -293,7 +310,7 @@ class DockerEngine:
             "reading logs",
             lambda: self.client.api.logs(container_id, stdout=True, stderr=True, tail=tail),
         )
-        return data.decode("utf-8", "replace")
+        return str(data.decode("utf-8", "replace"))
 
     def follow_logs(self, container_id: str, tail: int = 100) -> Iterator[str]:
         stream = self.call(
@@ -326,10 +343,8 @@ class DockerEngine:
         host_config = self.client.api.create_host_config(
             port_bindings={spec.container_port: (spec.bind, spec.host_port)},
             binds=binds or None,
-            device_requests=[
-                DeviceRequest(
-                    device_ids=[str(index) for index in spec.gpus], capabilities=[["gpu"]]
-                )
+            device_requests=[  # the SDK's DeviceRequest keywords; both clients take them
+                {"device_ids": [str(index) for index in spec.gpus], "capabilities": [["gpu"]]}
             ]
             if spec.gpus
             else None,
@@ -363,7 +378,7 @@ class DockerEngine:
             "setting the restart policy",
             lambda: self.client.api.update_container(
                 container_id,
-                restart_policy={"Name": policy},  # type: ignore[arg-type]
+                restart_policy={"Name": policy},
             ),
         )
 
@@ -452,7 +467,30 @@ def _pull_reason(text: str) -> str:
     return text
 
 
-def _explanation(exc: docker.errors.APIError) -> str:
+def _kind(exc: BaseException) -> str | None:
+    """What a client's exception means: `not found` (HTTP 404), `refused` (the engine answered
+    with an error), `lost` (no answer: the connection failed), or None (not the client's: a
+    bug, raised as it is). The SDK's exceptions are only looked at when the SDK is in use."""
+    if isinstance(exc, EngineNotFound):
+        return "not found"
+    if isinstance(exc, EngineAPIError):
+        return "refused"
+    if "docker" in sys.modules:
+        import docker.errors
+        import requests.exceptions
+
+        if isinstance(exc, docker.errors.NotFound):
+            return "not found"
+        if isinstance(exc, docker.errors.APIError):
+            return "refused"
+        if isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException):
+            return "lost"
+    if isinstance(exc, OSError | ValueError):  # the socket client: refused, reset, timed out
+        return "lost"
+    return None
+
+
+def _explanation(exc: Any) -> str:
     explanation = exc.explanation
     if isinstance(explanation, bytes):
         explanation = explanation.decode("utf-8", "replace")

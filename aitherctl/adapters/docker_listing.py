@@ -104,6 +104,7 @@ def managed_from_inspect(attrs: Mapping[str, Any], pids: tuple[int, ...] = ()) -
         started_at=state.get("StartedAt") if status == "running" else None,
         exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
         pids=pids,
+        restart_policy=((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name"),
     )
 
 

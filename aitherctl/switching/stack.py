@@ -36,6 +36,7 @@ class ManagedContainer:
     pids: tuple[int, ...] = ()  # host PIDs of its processes, when known
     txn: str | None = None  # the switch that created it
     gpu_vram: tuple[tuple[int, int], ...] = ()  # the budget on each GPU
+    restart_policy: str | None = None  # Docker's restart policy, when read from `inspect`
 
     @property
     def running(self) -> bool:

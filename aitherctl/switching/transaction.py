@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 15
 RESTORE_TIMEOUT_S = 300.0
-POLL_S = 0.25
+POLL_S = 0.1  # a readiness probe is a millisecond; a ready server is seen within 0.1 s
 PROBE_TIMEOUT_S = 1.0  # a readiness probe never delays a cancel by more than this
 DEFAULT_READY_TIMEOUT_S = 300.0
 
@@ -774,9 +774,10 @@ def finish(engine: DockerEngine, txn: str, intent: Intent | None) -> None:
         with contextlib.suppress(AitherError):  # a hint for readers, never worth failing for
             write_active(engine, intent.profile, containers)
     for item in containers:
-        if item.aside or not item.running:
+        if item.aside or not item.running or item.restart_policy == restart_policy(item.gpus):
             continue
-        # Every running service, kept ones included (older aitherctl set `unless-stopped`).
+        # Every running service whose policy differs, kept ones included (older aitherctl set
+        # `unless-stopped`); a container created by this switch already has its own.
         with contextlib.suppress(AitherError):
             engine.set_restart_policy(item.id, restart_policy(item.gpus))
     for kind in ("txn", "commit"):

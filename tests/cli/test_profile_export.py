@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from aitherctl.cli.app import app
 from aitherctl.core.engines import build_container
 from aitherctl.core.units import GIB
+from tests.conftest import sdk_of
 
 runner = CliRunner()
 
@@ -144,7 +145,7 @@ def test_exported_compose_service_runs_and_its_healthcheck_turns_healthy(
     (mount,) = entry["volumes"]
     check = entry["healthcheck"]
     second = 1_000_000_000
-    client = docker_engine.client
+    client = sdk_of(docker_engine)
     container = client.containers.run(
         entry["image"],
         command=[plain(arg) for arg in entry["command"]],

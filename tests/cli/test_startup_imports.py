@@ -37,8 +37,13 @@ report, *args = sys.argv[1:]
 sys.argv = ["aitherctl", *args]
 code = 0
 try:
-    from aitherctl.cli.fast_run import main  # the console script's entry point
-    main()
+    from aitherctl.cli import fast_run  # the console script's entry point
+
+    def exit_normally(code):  # instead of os._exit, so that this probe writes its report
+        raise SystemExit(code)
+
+    fast_run.exit_now = exit_normally
+    fast_run.main()
 except SystemExit as exc:
     code = exc.code
 with open(report, "w") as out:
@@ -269,3 +274,25 @@ def test_fast_run_parses_what_it_can_and_leaves_the_rest_to_typer(
     from aitherctl.cli.fast_run import parse
 
     assert parse(args) == expected
+
+
+def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: Path) -> None:
+    """`exit_now` skips the interpreter's teardown, not what a normal exit does for the user:
+    atexit functions run, piped output arrives whole, the exit code is the command's."""
+    mark = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(mark)!r}, 'w').write('yes'))\n"
+        "sys.argv = ['aitherctl', 'profile', 'show', 'no-such-profile']\n"
+        "sys.stdout.write('x' * 100000)\n"  # still in the buffer when the command ends
+        "from aitherctl.cli.fast_run import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT,
+        stdin=subprocess.DEVNULL, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "no-such-profile" in done.stderr
+    assert done.stdout == "x" * 100000
+    assert mark.read_text() == "yes"

@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import sdk_of
+
 HERE = Path(__file__).resolve().parent
 BASE_IMAGE = "aither-test/base:bookworm"
 CONTEXT_LABEL = "aither.test.context"
@@ -86,7 +88,7 @@ def image_fixture(tag: str, ensure: Callable[[Any, str], str] = ensure_image) ->
         from tests.conftest import _need_image
 
         _need_image(docker_engine, BASE_IMAGE)
-        return ensure(docker_engine.client, tag)
+        return ensure(sdk_of(docker_engine), tag)
 
     return built
 

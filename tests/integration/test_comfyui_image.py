@@ -23,7 +23,7 @@ from aitherctl.adapters.http_probe import probe
 from aitherctl.core.engines import build_container
 from aitherctl.core.engines.comfyui import USER_DATA
 from aitherctl.core.profile import Engine, Service
-from tests.conftest import BASE_IMAGE, _need_image, free_port
+from tests.conftest import BASE_IMAGE, _need_image, free_port, sdk_of
 
 pytestmark = pytest.mark.docker
 
@@ -37,13 +37,13 @@ def comfy_image(clean_namespace: Any) -> Iterator[Any]:
     afterwards (volumes that were there before are left alone)."""
     engine = clean_namespace
     _need_image(engine, BASE_IMAGE)
-    engine.client.images.build(path=str(DOUBLE), tag=IMAGE, pull=False, rm=True)
+    sdk_of(engine).images.build(path=str(DOUBLE), tag=IMAGE, pull=False, rm=True)
     names = {volume.host for volume in USER_DATA}
-    before = {v.name for v in engine.client.volumes.list() if v.name in names}
+    before = {v.name for v in sdk_of(engine).volumes.list() if v.name in names}
     yield engine
     for item in engine.list_managed():
         engine.remove(item.id)
-    for volume in engine.client.volumes.list():
+    for volume in sdk_of(engine).volumes.list():
         if volume.name in names - before:
             volume.remove(force=True)
 
@@ -79,7 +79,7 @@ def test_comfyui_starts_through_its_image_and_keeps_user_data(comfy_image: Any) 
     assert engine.inspect(first)["Config"]["Cmd"] == ["bash", "/runner-scripts/entrypoint.sh"]
 
     workflow = "/root/ComfyUI/user/default/workflows/mine.json"
-    container = engine.client.containers.get(first)
+    container = sdk_of(engine).containers.get(first)
     code, _ = container.exec_run(
         ["bash", "-c", f"mkdir -p $(dirname {workflow}) && echo '{{}}' > {workflow} && "
          "echo x > /root/ComfyUI/custom_nodes/node.py && echo y > /root/ComfyUI/output/a.png"]
@@ -91,7 +91,7 @@ def test_comfyui_starts_through_its_image_and_keeps_user_data(comfy_image: Any) 
 
     engine.remove(first)  # a recreate: the container goes, named volumes stay
     second = start(engine, service)
-    container = engine.client.containers.get(second)
+    container = sdk_of(engine).containers.get(second)
     code, out = container.exec_run(
         ["cat", workflow, "/root/ComfyUI/custom_nodes/node.py", "/root/ComfyUI/output/a.png"]
     )

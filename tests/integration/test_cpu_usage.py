@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import free_port, llama_service, run_cli
+from tests.conftest import free_port, llama_service, run_cli, sdk_of
 
 pytestmark = pytest.mark.docker
 
@@ -24,7 +24,7 @@ def llm(clean_namespace, write_profile, llama_image):  # type: ignore[no-untyped
 
 def docker_stats_memory(engine, container_id: str) -> int:  # type: ignore[no-untyped-def]
     """What `docker stats` shows as MEM USAGE: usage less inactive file cache."""
-    stats = engine.client.api.stats(container_id, stream=False)
+    stats = sdk_of(engine).api.stats(container_id, stream=False)
     memory = stats["memory_stats"]
     inactive = memory["stats"].get("total_inactive_file", memory["stats"].get("inactive_file", 0))
     return int(memory["usage"]) - int(inactive)

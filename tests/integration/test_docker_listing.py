@@ -21,15 +21,26 @@ def reader(namespace: str) -> SocketReader:
 
 @pytest.mark.docker
 def test_socket_reader_sees_what_the_sdk_sees(
-    clean_namespace, namespace: str, write_profile, base_image: str  # type: ignore[no-untyped-def]
+    clean_namespace,
+    namespace: str,
+    write_profile,
+    base_image: str,  # type: ignore[no-untyped-def]
 ) -> None:
     write_profile("two", services={"a": web_service(free_port()), "b": web_service(free_port())})
     assert run_cli("profile", "switch", "two", "--yes").returncode == 0
     stopped = next(c for c in clean_namespace.list_managed() if c.service == "b")
     clean_namespace.stop(stopped.id)  # an exited container: its exit code, no start time
     light = reader(namespace)
+    import docker
+
+    from aitherctl.adapters.docker_engine import DockerEngine
+
+    # The SDK itself (DockerEngine drives a local socket without it): the reference reading.
+    through_sdk = DockerEngine(
+        docker.DockerClient(base_url=f"unix://{light.socket_path}", timeout=60), namespace
+    )
     try:
-        sdk = sorted(clean_namespace.list_managed(with_pids=True), key=lambda c: c.id)
+        sdk = sorted(through_sdk.list_managed(with_pids=True), key=lambda c: c.id)
         ours = sorted(light.list_managed(with_pids=True), key=lambda c: c.id)
         assert ours == sdk
         states = {c.service: (c.state, c.started_at is not None, c.exit_code) for c in ours}
@@ -38,10 +49,11 @@ def test_socket_reader_sees_what_the_sdk_sees(
         assert states["b"][2] is not None
         running = next(c for c in ours if c.service == "a")
         assert running.pids
-        assert light.pids(running.id) == clean_namespace.pids(running.id)
+        assert light.pids(running.id) == through_sdk.pids(running.id)
         assert (light.namespace, light.endpoint) == (namespace, clean_namespace.endpoint)
     finally:
         light.close()
+        through_sdk.close()
 
 
 def test_a_missing_socket_is_the_same_one_line_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from aitherctl.adapters.remote_gpu import PROBE_KIND, PROBE_LABEL, read_inventory
 from aitherctl.core.gpu import GpuProcess
 from aitherctl.core.nvidia_smi import MIB
-from tests.conftest import free_port
+from tests.conftest import free_port, sdk_of
 from tests.doubles.nvidia_smi_image import (
     nvidia_smi_hang_image,
     nvidia_smi_image,
@@ -38,7 +38,7 @@ def probes(client: Any) -> set[str]:
 def client(docker_engine: Any) -> Any:
     """The engine's docker SDK client; checks that the test leaves no probe container behind
     (other sessions' probes may come and go meanwhile: only new ones that stay count)."""
-    sdk = docker_engine.client
+    sdk = sdk_of(docker_engine)
     before = probes(sdk)
     yield sdk
     assert probes(sdk) <= before, "a GPU probe container was left on the engine"

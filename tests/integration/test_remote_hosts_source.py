@@ -23,6 +23,7 @@ from aitherctl.core.gpu import GpuInventory
 from aitherctl.core.profile import Host
 from aitherctl.ops.remote_hosts import RemoteHostsSource
 from aitherctl.switching import container as c
+from tests.conftest import sdk_of
 from tests.doubles.images import BASE_IMAGE
 from tests.doubles.nvidia_smi_image import nvidia_smi_image
 
@@ -46,7 +47,7 @@ def gpu_container(docker_engine: Any, namespace: str) -> Iterator[str]:
         c.LABEL_PROFILE: "two-boxes", c.LABEL_ENGINE: "vllm", c.LABEL_GPUS: "0",
         c.LABEL_PORT: "18000",
     }
-    made = docker_engine.client.containers.run(
+    made = sdk_of(docker_engine).containers.run(
         BASE_IMAGE, ["sleep", "600"], labels=labels, detach=True,
         name=f"aither-{namespace}-chat-gpu",
     )

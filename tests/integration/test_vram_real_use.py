@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import BASE_IMAGE, free_port
+from tests.conftest import BASE_IMAGE, free_port, sdk_of
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
 pytestmark = pytest.mark.docker
@@ -32,7 +32,7 @@ def greedy(clean_namespace: Any, write_profile: Any, base_image: str) -> dict[st
     }})
     spec = build_specs(ProfileCatalog().load("greedy"), {0: 24 * GIB}).resident["llm"]
     engine = clean_namespace
-    client = engine.client.api
+    client = sdk_of(engine).api
     created = client.create_container(
         image=BASE_IMAGE,
         command=["python3", "-m", "http.server", "8080"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, llama_service, run_cli, web_service
+from tests.conftest import free_port, llama_service, run_cli, sdk_of, web_service
 
 pytestmark = pytest.mark.docker
 
@@ -223,7 +223,7 @@ def test_a_killed_container_is_planned_as_resume_and_the_switch_resumes_it(
     before = running(engine)
 
     def kill_two() -> None:
-        engine.client.containers.get(running(engine)["two"]).kill()  # type: ignore[attr-defined]
+        sdk_of(engine).containers.get(running(engine)["two"]).kill()  # type: ignore[attr-defined]
         assert set(running(engine)) == {"one"}
 
     kill_two()

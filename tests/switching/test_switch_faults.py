@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, run_cli, web_service
+from tests.conftest import free_port, run_cli, sdk_of, web_service
 
 pytestmark = pytest.mark.docker
 
@@ -412,7 +412,7 @@ def test_gpu_services_never_restart_by_themselves_cpu_services_do(
         "extra": web_service(ports["new"]),
     })
     spec = build_specs(ProfileCatalog().load("with-gpu"), {0: 24 * GIB}).resident["llm"]
-    client = engine.client.api
+    client = sdk_of(engine).api
     old_style = client.create_container(
         image=BASE_IMAGE,
         command=["python3", "-m", "http.server", "8080"],

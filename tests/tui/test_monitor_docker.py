@@ -18,7 +18,7 @@ from aitherctl.core.monitor_model import ScrapeStatus
 from aitherctl.ops.monitor import MonitorCollector
 from aitherctl.tui.app import MonitorApp
 from aitherctl.tui.render import SERVICE_COLUMNS
-from tests.conftest import free_port, llama_service, run_cli
+from tests.conftest import free_port, llama_service, run_cli, sdk_of
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
@@ -39,10 +39,10 @@ def llm(clean_namespace: Any, write_profile: Any, llama_image: str) -> dict[str,
     assert switched.returncode == 0, switched.stderr
     engine = clean_namespace
     container = next(item for item in engine.list_managed() if item.service == "llm")
-    init_pid = engine.client.api.inspect_container(container.id)["State"]["Pid"]
+    init_pid = sdk_of(engine).api.inspect_container(container.id)["State"]["Pid"]
     # A second process in the container that is not its init (as vLLM's GPU process is not).
-    exec_id = engine.client.api.exec_create(container.id, ["sleep", "60"])["Id"]
-    engine.client.api.exec_start(exec_id, detach=True)
+    exec_id = sdk_of(engine).api.exec_create(container.id, ["sleep", "60"])["Id"]
+    sdk_of(engine).api.exec_start(exec_id, detach=True)
     child = None
     for _ in range(50):
         child = next((pid for pid in engine.pids(container.id) if pid != init_pid), None)
@@ -146,7 +146,7 @@ def test_a_restart_shows_in_the_log_and_resets_uptime(llm: dict[str, Any]) -> No
     assert before is not None
     assert before.uptime_s is not None
     time.sleep(1.5)
-    llm["engine"].client.api.restart(llm["id"], timeout=2)
+    sdk_of(llm["engine"]).api.restart(llm["id"], timeout=2)
     time.sleep(1.1)
     after = collector.collect()
     messages = [entry.message for entry in after.log if entry.kind is LogKind.RESTART]

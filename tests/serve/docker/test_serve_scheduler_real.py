@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, llama_service, run_cli
+from tests.conftest import free_port, llama_service, run_cli, sdk_of
 from tests.serve.docker.serve_helpers import serving
 
 pytestmark = pytest.mark.docker
@@ -70,7 +70,7 @@ def test_a_container_killed_behind_the_schedulers_back_is_noticed_and_started_ag
         assert _chat(served.url, "chat").choices[0].message.content
         served.wait_state("chat", "ready")
         (item,) = [i for i in clean_namespace.list_managed() if i.service == "chat"]
-        clean_namespace.client.api.kill(item.id)  # an OOM kill, as far as serve can tell
+        sdk_of(clean_namespace).api.kill(item.id)  # an OOM kill, as far as serve can tell
         served.wait_state("chat", "stopped", timeout_s=30)
         assert "gone" in [e["event"] for e in served.events() if e["backend"] == "chat"]
         assert _chat(served.url, "chat").choices[0].message.content
