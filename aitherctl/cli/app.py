@@ -248,8 +248,9 @@ class _LightCoercion:
     pydantic costs more than the rest of start-up, so the plain values skip it: `None` (what
     typer itself returns for it, `()` for a repeatable one), a `str` given for a `str` parameter
     (typer's adapter is `str(value)` then), and plain decimal digits for an `int` or `float`
-    parameter that are within its min/max. Every other value (a bad one included, so its error
-    message is typer's) goes through typer's own coercion, unchanged."""
+    parameter that are within its min/max, and a value that already has the parameter's type
+    (`bool`, `int`, `float`: a default) within them. Every other value (a bad one included, so
+    its error message is typer's) goes through typer's own coercion, unchanged."""
 
     __slots__ = ("_real", "_typer_param")
 
@@ -262,11 +263,11 @@ class _LightCoercion:
         if value is None:
             return () if param.multiple or param.nargs == -1 else None
         info = descriptor.parameter_info
-        if (
-            isinstance(value, str)
-            and info.parser is None
-            and not (param.multiple or param.nargs == -1)
-        ):
+        kind = descriptor.annotation
+        single = info.parser is None and not (param.multiple or param.nargs == -1)
+        if single and type(value) is kind and kind in (bool, int, float) and _within(value, info):
+            return value  # already the parameter's type: a default such as 900.0
+        if isinstance(value, str) and single:
             if descriptor.annotation is str:
                 return value
             number = _plain_number(value, descriptor.annotation)
@@ -282,6 +283,17 @@ class _LightCoercion:
 
             self._real = build_runtime_param(descriptor)
         return self._real.coerce(value, param=param, ctx=ctx)
+
+
+def _within(value: Any, info: Any) -> bool:
+    """Whether typer's own coercion would return `value` unchanged (min/max, not clamped)."""
+    if isinstance(value, bool):
+        return True
+    return (
+        not info.clamp
+        and (info.min is None or value >= info.min)
+        and (info.max is None or value <= info.max)
+    )
 
 
 def _plain_number(text: str, kind: Any) -> int | float | None:

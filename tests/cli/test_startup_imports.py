@@ -296,3 +296,14 @@ def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: P
     assert "no-such-profile" in done.stderr
     assert done.stdout == "x" * 100000
     assert mark.read_text() == "yes"
+
+
+def test_a_default_of_the_parameters_own_type_skips_pydantic(tmp_path: Path) -> None:
+    """`profile switch`'s `--lock-timeout` defaults to the float 900.0 (not a string): typer
+    coerces defaults too, and that alone imported pydantic (0.1-0.2 s of every switch)."""
+    modules, _, _ = imported(tmp_path, "profile", "switch", "no-such-profile", "--yes", "--json")
+    assert "aitherctl.cli.profile_cmd" in modules
+    assert "pydantic" not in modules
+    modules, code, _ = imported(tmp_path, "profile", "switch", "x", "--lock-timeout", "nope")
+    assert code == 2  # a bad value still gets typer's own message
+    assert "pydantic" in modules
