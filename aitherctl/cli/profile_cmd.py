@@ -347,7 +347,8 @@ def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
 def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
     """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
     With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
-    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.render import plan_table
     from aitherctl.core.vram import describe_vram
 
     out = Output(json_mode=json_out)
@@ -421,7 +422,7 @@ def switch(
 ) -> None:
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
-    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.cli.plan_json import plan_json
     from aitherctl.switching.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
@@ -449,6 +450,8 @@ def switch(
                 {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
             )
         else:
+            from aitherctl.cli.render import plan_table
+
             out.print(plan_table(prepared.plan))
         return
 
@@ -457,6 +460,8 @@ def switch(
         if changed:
             out.warn("the plan changed while you were deciding; this is the new plan")
         if not json_out:
+            from aitherctl.cli.render import plan_table
+
             out.err.print(plan_table(prepared.plan))
         return out.confirm(f"switch to {profile.name}?", assume_yes=yes)
 
@@ -518,7 +523,8 @@ def _switch_hosts(
 ) -> None:
     """`profile switch` for a profile that spans hosts (or leaves one): one plan with a host
     column, one transaction over every engine (aitherctl.switching.hosts)."""
-    from aitherctl.cli.render import plan_json, plan_table
+    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.render import plan_table
     from aitherctl.switching.hosts import (
         connect_hosts,
         hosts_involved,

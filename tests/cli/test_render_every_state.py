@@ -13,7 +13,8 @@ import json
 import pytest
 from rich.console import Console
 
-from aitherctl.cli.render import plan_json, plan_table
+from aitherctl.cli.plan_json import plan_json
+from aitherctl.cli.render import plan_table
 from aitherctl.cli.service_cmds import ps_table
 from aitherctl.core.engines import build_container
 from aitherctl.core.profile import Engine, Health, Service
