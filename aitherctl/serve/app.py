@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from aitherctl.core.gpu import GpuInventory
     from aitherctl.core.profile import Profile
     from aitherctl.core.routing import RoutingTable
+    from aitherctl.serve.control import ServiceControl
     from aitherctl.serve.model import Pool
-    from aitherctl.serve.scheduler import ServiceControl
     from aitherctl.serve.upstream import Upstream
 
 DEFAULT_HOST = "127.0.0.1"
@@ -539,12 +539,9 @@ async def _follow(
         if profile is None or profile == scheduler.profile:
             continue
         was = scheduler.profile.name
-        from aitherctl.serve.scheduler import ServiceControl
-
         running = None
-        if isinstance(scheduler.control, ServiceControl):
-            scheduler.control.adopt(profile)  # its services are the ones to look for
         if scheduler.control is not None:
+            scheduler.control.adopt(profile)  # its services are the ones to look for
             with contextlib.suppress(AitherError):
                 running = await scheduler.control.observe()
         dispatcher = stack.adopt(scheduler, profile, running)
@@ -646,7 +643,7 @@ class Stack:
         """(the Docker control, the services running now); (None, None) without an engine.
         Blocking: call it in a worker thread once the loop runs."""
         from aitherctl.errors import AitherError
-        from aitherctl.serve.scheduler import ServiceControl
+        from aitherctl.serve.control import ServiceControl
 
         control = ServiceControl(
             self.connect, self.inventory, profile.name, self.upstream, profile=profile

@@ -37,8 +37,9 @@ from aitherctl.serve.apis import (
     unbounded_reason,
 )
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
+from aitherctl.serve.errors import LoadFailed, QueueFull, SchedulerError
 from aitherctl.serve.model import Priority
-from aitherctl.serve.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
+from aitherctl.serve.scheduler import Lease, Scheduler
 
 if TYPE_CHECKING:
     from aitherctl.adapters.ledger import LedgerRow

@@ -1,6 +1,6 @@
 """What the scheduler does to the world, behind one small interface (pure: typing only).
 
-The scheduler decides; an `Effects` performs. `aitherctl.serve.scheduler.ServiceControl` is the
+The scheduler decides; an `Effects` performs. `aitherctl.serve.control.ServiceControl` is the
 real one (Docker transactions in their own thread pool, the engines' sleep and release requests
 over HTTP, NVML); tests drive the scheduler through its interleavings with a fake that records
 each call and returns when the test says so (tests/serve/unit/fake_effects.py), while each
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from aitherctl.core.profile import Service
+    from aitherctl.core.profile import Profile, Service
+
+MEMORY_FREE_TIMEOUT_S = 60.0  # after an eviction, how long the GPU may take to show it free
 
 
 class Cancel(Protocol):
@@ -62,6 +64,10 @@ class Effects(Protocol):
 
     async def read_gpus(self) -> dict[int, GpuReading] | None:
         """This machine's GPUs now; None without NVML."""
+
+    def adopt(self, profile: Profile) -> None:
+        """Serve `profile` from now on: later loads start its specs (the file may have been
+        edited, or the active profile changed under `serve --follow`)."""
 
     async def close(self) -> None:
         """Close connections and thread pools."""

@@ -114,5 +114,8 @@ class FakeEffects:
         result: dict[int, GpuReading] | None = await self._call("read_gpus", None)
         return result
 
+    def adopt(self, profile: Any) -> None:
+        self.adopted = profile
+
     async def close(self) -> None:
         await self._call("close", None)

@@ -11,8 +11,8 @@ import pytest
 from aitherctl.core.routing import build_routing
 from aitherctl.errors import RefusedError, SwitchFailedError
 from aitherctl.serve.effects import GpuReading
+from aitherctl.serve.errors import LoadFailed, SchedulerError
 from aitherctl.serve.model import Pool, Priority
-from aitherctl.serve.scheduler import LoadFailed, SchedulerError
 from aitherctl.serve.states import BackendState, InvalidTransition
 from tests.serve.unit.fake_effects import FakeEffects
 from tests.serve.unit.scenario import (

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aitherctl.errors import DockerUnavailableError
-from aitherctl.serve.scheduler import ServiceControl, _PinnedCatalog
+from aitherctl.serve.control import ServiceControl, _PinnedCatalog
 from tests.serve.unit.scenario import llama, profile, run
 
 
