@@ -12,7 +12,7 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from aitherctl.ops.route import Choice, Verdict
+    from aitherctl.routing.router import Choice, Verdict
 
 
 NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
@@ -221,7 +221,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
 
         answer_direct(text, json_output, keywords, profile)
         return
-    from aitherctl.ops.route import RunOptions, open_router, resolve_profile
+    from aitherctl.routing.router import RunOptions, open_router, resolve_profile
 
     chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker_reader)
     with open_router(chosen, stack) as router:

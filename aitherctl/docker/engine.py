@@ -16,19 +16,19 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aitherctl.adapters.docker_listing import (
+from aitherctl.docker.listing import (
     connection_reason as _reason,
 )
-from aitherctl.adapters.docker_listing import (
+from aitherctl.docker.listing import (
     local_socket,
     managed_from_inspect,
     pids_from_top,
 )
-from aitherctl.adapters.docker_socket_api import EngineAPIError, EngineNotFound, SocketClient
+from aitherctl.docker.socket_api import EngineAPIError, EngineNotFound, SocketClient
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines import container as c
+from aitherctl.engines.container import ContainerSpec, container_name
 from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
-from aitherctl.switching import container as c
-from aitherctl.switching.container import ContainerSpec, container_name
-from aitherctl.switching.stack import ManagedContainer
 
 if TYPE_CHECKING:
     import docker
@@ -49,7 +49,7 @@ def describe_endpoint() -> str:
 
 
 def _client() -> Any:
-    """The engine's client: the small socket client (adapters/docker_socket_api.py) for a local
+    """The engine's client: the small socket client (docker/socket_api.py) for a local
     unix socket, which is how almost every workstation reaches its engine; the SDK otherwise."""
     path = local_socket()
     if path is not None:
@@ -88,14 +88,14 @@ def _context_client(name: str) -> docker.DockerClient:
 def client_for(endpoint: str) -> docker.DockerClient:
     """A client for one engine: `ssh://user@box[:port]` through the system `ssh` (so
     ~/.ssh/config, keys and agents apply, as with the docker CLI; kept-alive connections over one
-    multiplexed SSH connection per host, ssh's own output captured: `adapters/ssh_transport.py`),
+    multiplexed SSH connection per host, ssh's own output captured: `docker/ssh_transport.py`),
     `tcp://` with TLS when certificates are in DOCKER_CERT_PATH or ~/.docker (ca.pem, cert.pem,
     key.pem), `unix://`, or the name of a Docker context."""
     import docker
     import requests.exceptions
 
     if endpoint.startswith("ssh://"):
-        from aitherctl.adapters.ssh_transport import docker_client
+        from aitherctl.docker.ssh_transport import docker_client
 
         try:
             return docker_client(endpoint, timeout=60)

@@ -1,5 +1,5 @@
 """What aitherctl runs, read from the Docker Engine API over the engine's unix socket with a small
-socket client (adapters/loopback_http.py), without the Docker SDK (importing it, with requests,
+socket client (loopback_http.py), without the Docker SDK (importing it, with requests,
 urllib3 and ssl, costs more than the reading; so would httpx, or http.client with its ssl and
 email imports, for these few GETs).
 
@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines import container as c
 from aitherctl.errors import DockerError, DockerUnavailableError
-from aitherctl.switching import container as c
-from aitherctl.switching.stack import ManagedContainer
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT_S = 60.0  # as DockerEngine's SDK client
@@ -135,7 +135,7 @@ class SocketReader:
         """One GET on its own connection (a unix socket connects in microseconds, and separate
         connections let the inspections run in parallel threads), with the small socket client
         (`http.client` would import ssl and email: more than the reading costs)."""
-        from aitherctl.adapters.loopback_http import connect_unix, get
+        from aitherctl.loopback_http import connect_unix, get
 
         return get(connect_unix(self.socket_path, TIMEOUT_S), "docker", path)
 

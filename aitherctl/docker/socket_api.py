@@ -4,7 +4,7 @@
 context) through the SDK. Importing the SDK costs more than a whole switch's calls (docker,
 requests, urllib3, paramiko: about 0.4 s), and each SDK call adds a few milliseconds of requests'
 machinery; a unix socket connects in microseconds, so every call here is one request on its own
-connection (`Connection: close`, adapters/loopback_http.py), which also makes the client safe to use
+connection (`Connection: close`, loopback_http.py), which also makes the client safe to use
 from many threads at once.
 
 `SocketAPI` has the names, arguments and results of the SDK's `APIClient` methods that
@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from aitherctl.adapters.loopback_http import LoopbackResponse, connect_unix, request
+from aitherctl.loopback_http import LoopbackResponse, connect_unix, request
 
 TIMEOUT_S = 60.0  # as the SDK client's
 PULL_TIMEOUT_S = 600.0  # between two progress lines of a pull

@@ -133,7 +133,7 @@ def control_path(endpoint: str) -> str | None:
     is off or no folder qualifies."""
     if not multiplexing_wanted():
         return None
-    from aitherctl.adapters.paths import state_dir_text
+    from aitherctl.paths import state_dir_text
 
     state = state_dir_text()
     name = hashlib.sha256(f"{state}\0{endpoint}".encode()).hexdigest()[:_NAME_LENGTH]

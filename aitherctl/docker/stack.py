@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.switching import container as c
-from aitherctl.switching.container import HttpCheck
+from aitherctl.engines import container as c
+from aitherctl.engines.container import HttpCheck
 
 
 @dataclass(frozen=True, slots=True)

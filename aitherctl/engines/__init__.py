@@ -6,9 +6,9 @@ and their parsers, the queue gauge the router reads, how to free memory, whether
 memory as it starts, its concurrency. `EngineDriver` (`base.py`) is the contract.
 
 Adding an engine (SGLang, TGI):
-1. write `core/engines/sglang.py` with a class that satisfies `EngineDriver` and `DRIVER = ...`;
+1. write `engines/sglang.py` with a class that satisfies `EngineDriver` and `DRIVER = ...`;
 2. add `sglang.DRIVER` to `_BUILT_IN` below;
-3. add `SGLANG = "sglang"` to `Engine` (`core/profile.py`), the names profiles may use.
+3. add `SGLANG = "sglang"` to `Engine` (`profiles/profile.py`), the names profiles may use.
 Nothing else changes: the container builder, the readiness probe, the scraper, the router's queue
 check and `free VRAM` all ask the driver.
 """
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from aitherctl.core.engines import comfyui, generic, llamacpp, ollama, vllm
-from aitherctl.core.engines.base import (
+from aitherctl.engines import comfyui, generic, llamacpp, ollama, vllm
+from aitherctl.engines.base import (
     EngineContainer,
     EngineDriver,
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
 )
-from aitherctl.core.profile import Engine, Service
+from aitherctl.engines.container import ContainerSpec, HttpCheck, Readiness
 from aitherctl.errors import RefusedError
-from aitherctl.switching.container import ContainerSpec, HttpCheck, Readiness
+from aitherctl.profiles.profile import Engine, Service
 
 __all__ = [
     "EngineContainer",

@@ -2,8 +2,8 @@
 
 A driver says what to run (image, command, environment, volumes), how to tell the server is ready,
 where it publishes its load and how to read it, and how to ask it to give back GPU memory. It does
-no I/O: the Docker adapter, `adapters/http_probe.py`, `adapters/scrape.py` and
-`adapters/unload.py` perform what it describes.
+no I/O: the Docker adapter, `switching/readiness.py`, `monitor/scrape.py` and
+`monitor/unload.py` perform what it describes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from aitherctl.core.metrics import EngineMetrics
-from aitherctl.core.profile import Service, Volume
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics
+from aitherctl.profiles.profile import Service, Volume
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class SleepMode:
 
 class EngineDriver(Protocol):
     """Everything aitherctl knows about one engine. One module per engine implements it; the
-    registry in `aitherctl.core.engines` looks drivers up by the profile's `engine:` value."""
+    registry in `aitherctl.engines` looks drivers up by the profile's `engine:` value."""
 
     @property
     def engine(self) -> str:

@@ -55,7 +55,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from aitherctl.core.engines.base import (
+from aitherctl.engines.base import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -63,11 +63,11 @@ from aitherctl.core.engines.base import (
     SleepMode,
     unless_mounted,
 )
-from aitherctl.core.metrics import EngineMetrics, MetricsFormatError, opt_int
-from aitherctl.core.profile import Service, Volume
-from aitherctl.core.units import MIB, decimal_text
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, opt_int
 from aitherctl.errors import RefusedError
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.profiles.profile import Service, Volume
+from aitherctl.units import MIB, decimal_text
 
 # `cu130-slim-v2-YYYYMMDD` is the dated tag the image's workflow pushes beside `cu130-slim-v2`.
 IMAGE = "yanwk/comfyui-boot:cu130-slim-v2-20260814"

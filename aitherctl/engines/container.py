@@ -1,6 +1,6 @@
 """A service as the container to run: image, arguments, ports, GPUs, and how to tell it is ready.
 
-Engines (`aitherctl.core.engines`) build these from a `Service`; the Docker adapter turns them into
+Engines (`aitherctl.engines`) build these from a `Service`; the Docker adapter turns them into
 API calls. The spec hash covers everything that, if changed, needs a new container, so a switch
 keeps a container whose hash is unchanged and recreates one whose hash differs.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from aitherctl.core.profile import Engine, Volume
+from aitherctl.profiles.profile import Engine, Volume
 
 LABEL_PREFIX = "ai.aitherctl."
 LABEL_MANAGED = LABEL_PREFIX + "managed"

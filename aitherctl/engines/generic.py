@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aitherctl.core.engines.base import (
+from aitherctl.engines.base import (
     EngineContainer,
     GpuShare,
     HttpRequest,
     MetricsEndpoint,
     SleepMode,
 )
-from aitherctl.core.profile import Service
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.profiles.profile import Service
 
 
 class GenericDriver:

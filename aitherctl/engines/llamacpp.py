@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aitherctl.core.engines.base import (
+from aitherctl.engines.base import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -25,9 +25,9 @@ from aitherctl.core.engines.base import (
     flag_value,
     has_flag,
 )
-from aitherctl.core.metrics import EngineMetrics, MetricsFormatError, PrometheusSamples, as_int
-from aitherctl.core.profile import Service
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, PrometheusSamples, as_int
+from aitherctl.profiles.profile import Service
 
 # Build b11206 of llama.cpp's own images (their tag format: `server[-cuda]-b<build number>`).
 IMAGE_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11206"

@@ -1,8 +1,8 @@
 """What an inference server says about its own load: the reading and the tools to parse it.
 
 Pure: text or decoded JSON in, an `EngineMetrics` out. Each engine's pages, metric names and
-parsers live in its driver (`aitherctl.core.engines.<engine>`); the HTTP side is
-`aitherctl.adapters.scrape`. This module holds what they share: the reading, Prometheus text
+parsers live in its driver (`aitherctl.engines.<engine>`); the HTTP side is
+`aitherctl.monitor.scrape`. This module holds what they share: the reading, Prometheus text
 sampling, Go timestamps and counter rates.
 """
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aitherctl.core.engines.base import (
+from aitherctl.engines.base import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -27,15 +27,15 @@ from aitherctl.core.engines.base import (
     SleepMode,
     unless_mounted,
 )
-from aitherctl.core.metrics import (
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import (
     EngineMetrics,
     LoadedModel,
     MetricsFormatError,
     opt_int,
     parse_timestamp,
 )
-from aitherctl.core.profile import Service, Volume
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.profiles.profile import Service, Volume
 
 # Pinned the same day as `latest` by public projects (2026-10-10).
 IMAGE = "ollama/ollama:0.40.2"

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
-from aitherctl.core.engines.base import (
+from aitherctl.engines.base import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -38,10 +38,10 @@ from aitherctl.core.engines.base import (
     has_flag,
     unless_mounted,
 )
-from aitherctl.core.metrics import EngineMetrics, PrometheusSamples, as_int
-from aitherctl.core.profile import Service, Volume
-from aitherctl.core.units import decimal_text, floor_to
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics, PrometheusSamples, as_int
+from aitherctl.profiles.profile import Service, Volume
+from aitherctl.units import decimal_text, floor_to
 
 # Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
 # `-cu129` variant exists for CUDA 12 drivers).

@@ -1,7 +1,7 @@
 """GPU readings from `nvidia-smi`'s CSV queries: the command lines, and a parser to `GpuInventory`.
 
 Used where NVML cannot be called in-process: a GPU on another Docker host, read by running
-`nvidia-smi` in a short-lived container there (`aitherctl.adapters.remote_gpu`). Pure: no I/O.
+`nvidia-smi` in a short-lived container there (`aitherctl.gpu.remote`). Pure: no I/O.
 
 Where the formats come from (NVIDIA's own documentation, nvidia-smi(1) as shipped with driver
 580.65.06, https://manpages.ubuntu.com/manpages/noble/man1/nvidia-smi.1.html, and the text of
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from aitherctl.core.gpu import GpuInventory, GpuProcess, GpuSnapshot
+from aitherctl.gpu.model import GpuInventory, GpuProcess, GpuSnapshot
 
 MIB = 1024 * 1024
 

@@ -22,7 +22,7 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from aitherctl.core.gpu import GpuInventory, GpuProcess, GpuSnapshot
+from aitherctl.gpu.model import GpuInventory, GpuProcess, GpuSnapshot
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,7 @@
 
 NVML only sees the GPUs of the machine aitherctl runs on. For a service on a remote engine
 (`ssh://`, `tcp://`) the VRAM check needs that host's numbers, so this runs
-`aitherctl.core.nvidia_smi.SHELL_SNIPPET` (`nvidia-smi --query-gpu=... --format=csv,noheader,
+`aitherctl.gpu.nvidia_smi.SHELL_SNIPPET` (`nvidia-smi --query-gpu=... --format=csv,noheader,
 nounits`, then `--query-compute-apps=...`) in a container on that engine and parses the output.
 
 The container requests every GPU with the capabilities `[["gpu", "utility"]]` (a device
@@ -26,9 +26,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.adapters.docker_listing import connection_reason
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.nvidia_smi import SHELL_SNIPPET, parse_inventory
+from aitherctl.docker.listing import connection_reason
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.gpu.nvidia_smi import SHELL_SNIPPET, parse_inventory
 
 if TYPE_CHECKING:
     import docker

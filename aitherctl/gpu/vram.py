@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.core.gpu import GpuInventory, GpuProcess
-from aitherctl.core.units import MemoryAmount, format_bytes
-from aitherctl.switching.container import ContainerSpec
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.container import ContainerSpec
+from aitherctl.gpu.model import GpuInventory, GpuProcess
+from aitherctl.units import MemoryAmount, format_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.core.monitor_model import ServiceView
 from aitherctl.errors import DockerUnavailableError, RefusedError
+from aitherctl.monitor.model import ServiceView
 
 if TYPE_CHECKING:
-    from aitherctl.core.vram import VramCheck
+    from aitherctl.gpu.vram import VramCheck
     from aitherctl.switching.plan import Plan
 
 
@@ -37,7 +37,7 @@ def _progress(note: Callable[[str], None]) -> Any:
 def plan_text(profile: str, plan: Plan, vram: VramCheck) -> str:
     """The monitor's plan dialog: one line per step (every `Action`, by its value), then the
     VRAM arithmetic."""
-    from aitherctl.core.vram import describe_vram
+    from aitherctl.gpu.vram import describe_vram
 
     lines = [f"Plan for {profile}:"]
     for step in plan.steps:
@@ -96,8 +96,8 @@ class StackActions:
         return text or "(no log lines)"
 
     def free_vram(self, service: ServiceView) -> str:
-        from aitherctl.adapters.unload import free_vram
-        from aitherctl.ops.monitor import scrape_url
+        from aitherctl.monitor.collect import scrape_url
+        from aitherctl.monitor.unload import free_vram
 
         if service.port is None:
             raise RefusedError(f"{service.name} publishes no port")
@@ -108,12 +108,12 @@ class StackActions:
         )
 
     def profiles(self) -> list[str]:
-        from aitherctl.adapters.profile_store import ProfileCatalog
+        from aitherctl.profiles.catalog import ProfileCatalog
 
         return sorted(ProfileCatalog().names())
 
     def _inventory(self) -> Any:
-        from aitherctl.core.gpu import GpuInventory
+        from aitherctl.gpu.model import GpuInventory
 
         return self._gpus.read() if self._gpus is not None else GpuInventory(error="off")
 
@@ -138,7 +138,7 @@ class StackActions:
 
     def plan(self, profile: str) -> str:
         """The plan the dialog shows; `switch` executes this very plan."""
-        from aitherctl.adapters.profile_store import ProfileCatalog
+        from aitherctl.profiles.catalog import ProfileCatalog
 
         catalog = ProfileCatalog()
         loaded = catalog.load(profile)
@@ -157,8 +157,8 @@ class StackActions:
         """Execute the plan `plan` showed, under the locks, if it is still the plan (refused
         otherwise, as the CLI does: press `p` again to see the new one). `cancel` (a
         `SignalCancel` the monitor installed) rolls the switch back on a signal."""
-        from aitherctl.adapters.profile_store import ProfileCatalog
         from aitherctl.errors import SwitchFailedError
+        from aitherctl.profiles.catalog import ProfileCatalog
         from aitherctl.switching.switch import execute
         from aitherctl.switching.transaction import Interrupted
 
@@ -170,8 +170,8 @@ class StackActions:
         engines = self._engines(loaded)
         several = list(engines) != ["local"]
         if several:
-            from aitherctl.adapters.host_memory import remember_hosts, remembered_profile
             from aitherctl.switching.hosts import hosts_involved
+            from aitherctl.switching.remembered_hosts import remember_hosts, remembered_profile
 
             # As `profile switch` does: every host it may touch is remembered first.
             remember_hosts(remembered_profile() or "", hosts_involved(loaded))
@@ -198,6 +198,6 @@ class StackActions:
 
 
 def _no_vram() -> Any:
-    from aitherctl.core.vram import VramCheck
+    from aitherctl.gpu.vram import VramCheck
 
     return VramCheck(())

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from aitherctl.adapters.http_probe import probe_host
-from aitherctl.adapters.scrape import ScrapeTarget
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.metrics import CounterReading, parse_timestamp, rate_per_s
-from aitherctl.core.monitor_model import (
+from aitherctl.engines.metrics import CounterReading, parse_timestamp, rate_per_s
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.monitor.model import (
     BudgetMark,
     GpuView,
     HostStatusView,
@@ -34,12 +32,14 @@ from aitherctl.core.monitor_model import (
     StackReading,
     UnmanagedProcess,
 )
-from aitherctl.ops.remote_hosts import RemoteHostsSource, RemoteReading
+from aitherctl.monitor.other_hosts import RemoteHostsSource, RemoteReading
+from aitherctl.monitor.scrape import ScrapeTarget
+from aitherctl.switching.readiness import probe_host
 
 
 class ContainerLike(Protocol):
     """What the monitor reads of a managed container
-    (`aitherctl.switching.stack.ManagedContainer`)."""
+    (`aitherctl.docker.stack.ManagedContainer`)."""
 
     @property
     def id(self) -> str: ...
@@ -89,7 +89,7 @@ class SchedulerSource(Protocol):
 
 
 class RemoteSource(Protocol):
-    """The other Docker hosts (`aitherctl.ops.remote_hosts.RemoteHostsSource`)."""
+    """The other Docker hosts (`aitherctl.monitor.other_hosts.RemoteHostsSource`)."""
 
     def read(self) -> Sequence[RemoteReading]: ...
     def engine(self, host: str) -> Any | None: ...
@@ -421,7 +421,7 @@ class MonitorCollector:
         `docker stats --no-stream` takes two)."""
         if self._cgroups is None:
             return {}
-        from aitherctl.adapters.cgroup_stats import cpu_pct
+        from aitherctl.monitor.cgroup_stats import cpu_pct
 
         running = [c for c in containers if c.state == "running"]
         now = {c.id: self._cgroups.read(c.id) for c in running}
@@ -524,15 +524,15 @@ def build_collector(
     used, and this machine's Docker source (for actions) if any. `wait_for_remote_gpus`: the
     first reading waits for the other hosts' GPUs (one-shot `status`); the monitor shows them
     from the next refresh instead of holding the first one up."""
-    from aitherctl.adapters.nvml import NvmlReader
-    from aitherctl.adapters.procs import HostReader, ProcessTable
-    from aitherctl.adapters.scrape import Scraper
-    from aitherctl.adapters.stack_reader import DockerStackSource
+    from aitherctl.gpu.nvml import NvmlReader
+    from aitherctl.monitor.procs import HostReader, ProcessTable
+    from aitherctl.monitor.scrape import Scraper
+    from aitherctl.monitor.stack_reader import DockerStackSource
 
     stack = DockerStackSource() if use_docker else None
     cgroups = None
     if stack is not None and _local_endpoint():
-        from aitherctl.adapters.cgroup_stats import CgroupStats
+        from aitherctl.monitor.cgroup_stats import CgroupStats
 
         cgroups = CgroupStats()
     collector = MonitorCollector(
@@ -556,7 +556,7 @@ def build_collector(
 
 def _local_endpoint() -> bool:
     """Whether the engine (DOCKER_HOST, else the context) runs on this machine."""
-    from aitherctl.adapters.docker_listing import describe_endpoint
+    from aitherctl.docker.listing import describe_endpoint
 
     endpoint = describe_endpoint()
     return endpoint.startswith(("unix://", "npipe://")) or "socket" in endpoint
@@ -564,9 +564,9 @@ def _local_endpoint() -> bool:
 
 def _profile_ram_budgets() -> Callable[[str, str], int | None]:
     """`ram:` budgets from the profiles, each profile read once (a broken one gives none)."""
-    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.errors import AitherError
-    from aitherctl.ops.ram import machine_ram_bytes
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.machine_ram import machine_ram_bytes
 
     loaded: dict[str, Any] = {}
 
@@ -591,7 +591,7 @@ def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
     """The `aitherctl serve` of this user (its state file), read with `$AITHER_API_KEY`."""
     import os
 
-    from aitherctl.adapters.scheduler_status import SchedulerStatusReader
+    from aitherctl.monitor.serve_status import SchedulerStatusReader
     from aitherctl.serve.discovery import find_gateway
 
     return SchedulerStatusReader(
@@ -601,7 +601,7 @@ def scheduler_source(*, timeout_s: float = 0.5) -> SchedulerSource:
 
 class LedgerLog:
     """Routing fallbacks, refusals and failures from the usage ledger
-    (`aitherctl.adapters.ledger`).
+    (`aitherctl.routing.ledger`).
 
     A request answered after more than one attempt fell back to another backend; one whose
     outcome is `budget` was refused by the daily budget; any other outcome failed. Read at
@@ -678,7 +678,7 @@ def ledger_log_sources() -> list[LogSource]:
     """The ledger as a log source when the routing layer is installed; none otherwise."""
     sources: list[LogSource] = [SwitchJournalLog()]
     try:
-        from aitherctl.adapters.ledger import Ledger
+        from aitherctl.routing.ledger import Ledger
     except ImportError:
         return sources
     return [*sources, LedgerLog(Ledger())]

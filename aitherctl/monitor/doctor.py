@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from aitherctl.core.loader import problems_of
 from aitherctl.errors import AitherError, ConfigError, ExitCode
-from aitherctl.ops.ram import machine_ram_problems
+from aitherctl.profiles.loader import problems_of
+from aitherctl.profiles.machine_ram import machine_ram_problems
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.gpu import GpuInventory
-    from aitherctl.core.profile import Profile
+    from aitherctl.docker.engine import DockerEngine
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.profile import Profile
 
 Status = Literal["ok", "warn", "fail"]
 

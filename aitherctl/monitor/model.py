@@ -1,6 +1,6 @@
 """The monitor's view of the workstation at one moment: what `monitor` draws and `status` prints.
 
-One immutable `MonitorSnapshot` per refresh, built by `aitherctl.ops.monitor`. The TUI renders
+One immutable `MonitorSnapshot` per refresh, built by `aitherctl.monitor.collect`. The TUI renders
 it, `status` renders it with Rich, and `status --json` writes `snapshot_to_dict(snapshot)`.
 `None` means unknown; "N/A" appears only when rendering.
 """
@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from aitherctl.core.units import over_budget
+from aitherctl.units import over_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ class LogEntry:
 class StackReading:
     """The managed containers as the Docker engine lists them, or why it could not."""
 
-    containers: tuple[Any, ...] = ()  # aitherctl.switching.stack.ManagedContainer or alike
+    containers: tuple[Any, ...] = ()  # aitherctl.docker.stack.ManagedContainer or alike
     active_profile: str | None = None
     engine: str | None = None  # "Docker 28.2.2"
     error: str | None = None

@@ -1,11 +1,11 @@
 """The other Docker hosts in the monitor and `status`: their containers, GPUs and errors.
 
-The hosts are those the last multi-host switch remembered (`aitherctl.adapters.host_memory`),
+The hosts are those the last multi-host switch remembered (`aitherctl.switching.remembered_hosts`),
 read again at every refresh so a switch made meanwhile shows up. For each host:
 - its managed containers, through the same `DockerStackSource` as this machine's (one listing,
   inspects only for what changed, events since the last refresh), over that host's endpoint;
 - its GPUs, read where they are: `nvidia-smi` in a short-lived container on that host
-  (`aitherctl.adapters.remote_gpu`), in the image of one of the GPU services running there, so
+  (`aitherctl.gpu.remote`), in the image of one of the GPU services running there, so
   nothing is ever pulled for a reading. The reading is taken in the background at most every
   `gpu_every_s` seconds (a container start over SSH costs about a second); the monitor shows
   the last one meanwhile. With no GPU service running there, nothing is read and the host
@@ -27,9 +27,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.monitor_model import LogEntry, StackReading
-from aitherctl.core.profile import Host
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.monitor.model import LogEntry, StackReading
+from aitherctl.profiles.profile import Host
 
 GpuReader = Callable[[Any, str], GpuInventory]  # (DockerEngine, image) → that host's GPUs
 _GpuReading = tuple[GpuInventory, dict[str, tuple[int, ...]]]  # GPUs, container id → host PIDs
@@ -49,15 +49,15 @@ class RemoteReading:
 
 
 def _read_remote_gpus(engine: Any, image: str) -> GpuInventory:
-    from aitherctl.adapters.remote_gpu import read_inventory
+    from aitherctl.gpu.remote import read_inventory
 
     return read_inventory(engine.client, image)
 
 
 class _HostState:
     def __init__(self, host: Host, retry_s: float) -> None:
-        from aitherctl.adapters.docker_engine import DockerEngine
-        from aitherctl.adapters.stack_reader import DockerStackSource
+        from aitherctl.docker.engine import DockerEngine
+        from aitherctl.monitor.stack_reader import DockerStackSource
 
         self.host = host
         self.stack = DockerStackSource(
@@ -86,7 +86,7 @@ class RemoteHostsSource:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if hosts is None:
-            from aitherctl.adapters.host_memory import remembered_hosts
+            from aitherctl.switching.remembered_hosts import remembered_hosts
 
             hosts = remembered_hosts
         self._hosts = hosts

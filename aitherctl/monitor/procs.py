@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from aitherctl.core.monitor_model import HostView
+from aitherctl.monitor.model import HostView
 
 _CONTAINER_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 _MAX_ANCESTORS = 64

@@ -4,7 +4,7 @@ One refresh asks every running service at once (a thread per service) and waits 
 `deadline_s` in all: a server that does not answer in time reads as `timeout`, a refused
 connection as `down`, and the refresh goes on without them. A service whose previous scrape is
 still hanging is not asked again until that one ends, so a stuck server costs one thread, not one
-per refresh. Each engine's pages and parsers come from its driver (`aitherctl.core.engines`).
+per refresh. Each engine's pages and parsers come from its driver (`aitherctl.engines`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aitherctl.core.engines import MetricsEndpoint, driver_for
-from aitherctl.core.metrics import EngineMetrics, MetricsFormatError
-from aitherctl.core.monitor_model import ScrapeStatus
+from aitherctl.engines import MetricsEndpoint, driver_for
+from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError
+from aitherctl.monitor.model import ScrapeStatus
 
 if TYPE_CHECKING:
     import httpx

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from aitherctl.core.monitor_model import (
+from aitherctl.monitor.model import (
     SchedulerBackendView,
     SchedulerEvent,
     SchedulerPoolView,

@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.adapters.docker_listing import ContainerSource
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.metrics import parse_timestamp
-from aitherctl.core.units import over_budget
-from aitherctl.core.vram import actual_use_by_service
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.listing import ContainerSource
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.metrics import parse_timestamp
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.gpu.vram import actual_use_by_service
 from aitherctl.switching.state import observe
+from aitherctl.units import over_budget
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +109,12 @@ def with_other_hosts(listing: ServiceListing) -> ServiceListing:
     there (nvidia-smi in the image of one of its running GPU services)."""
     from dataclasses import replace
 
-    from aitherctl.adapters.host_memory import remembered_hosts, remembered_profile
+    from aitherctl.switching.remembered_hosts import remembered_hosts, remembered_profile
 
     hosts = remembered_hosts()
     if not hosts:
         return listing
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
     from aitherctl.errors import AitherError
 
     def read(name: str) -> tuple[str, ServiceListing | None, str | None]:
@@ -125,7 +125,7 @@ def with_other_hosts(listing: ServiceListing) -> ServiceListing:
             return name, None, exc.message
 
         def read_gpus(image: str) -> GpuInventory:
-            from aitherctl.adapters.remote_gpu import read_inventory
+            from aitherctl.gpu.remote import read_inventory
 
             return read_inventory(engine.client, image)
 
@@ -168,7 +168,7 @@ def list_services(
     another host, `read_in_image` reads its GPUs in the image of one of its running GPU
     services (nvidia-smi in a short-lived container there: nothing is pulled for `ps`).
     `engine` only needs to read: the CLI passes the light socket reader where it can
-    (`aitherctl.adapters.docker_listing`)."""
+    (`aitherctl.docker.listing`)."""
     state = observe(engine, catalog)
     gpu_running = any(item.gpus for item in state.running)
     use: dict[str, dict[int, int]] = {}
@@ -239,7 +239,7 @@ def container_usage(
     (`docker stats --no-stream` takes two readings too); empty for an engine elsewhere."""
     if not running or not is_local_engine(engine):
         return {}
-    from aitherctl.adapters.cgroup_stats import CgroupStats
+    from aitherctl.monitor.cgroup_stats import CgroupStats
 
     return CgroupStats().sample([item.id for item in running])
 
@@ -273,7 +273,7 @@ def ram_budgets(
             budgets[item.id] = svc.ram.bytes
             continue
         if machine is None:
-            from aitherctl.ops.ram import machine_ram_bytes
+            from aitherctl.profiles.machine_ram import machine_ram_bytes
 
             machine = machine_ram_bytes() or 0
         if machine:
@@ -292,7 +292,7 @@ def probe_health(
 ) -> dict[str, str]:
     """Probe every running service at once, `timeout_s` each (the standard library's
     http.client: `ps` starts faster without importing httpx)."""
-    from aitherctl.adapters.http_probe import probe_host, probe_plain
+    from aitherctl.switching.readiness import probe_host, probe_plain
 
     running = [item for item in containers if item.running and item.port]
     if not running:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aitherctl.core.monitor_model import LogEntry, LogKind, StackReading
+from aitherctl.docker.stack import ManagedContainer, infer_active_profile
+from aitherctl.engines import container as c
 from aitherctl.errors import AitherError
-from aitherctl.switching import container as c
-from aitherctl.switching.stack import ManagedContainer, infer_active_profile
+from aitherctl.monitor.model import LogEntry, LogKind, StackReading
 
 _EVENT_WORDS = {
     "start": (LogKind.RESTART, "started"),
@@ -40,7 +40,7 @@ class DockerStackSource:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if connect is None:
-            from aitherctl.adapters.docker_engine import DockerEngine
+            from aitherctl.docker.engine import DockerEngine
 
             connect = DockerEngine.connect
         self._connect = connect

@@ -1,7 +1,7 @@
 """Profiles from text: parse one file, check every field, resolve `extends`, expand `${VAR}`.
 
 Pure: the text, the name of its source and the environment come in as arguments; finding and
-reading files is `aitherctl.adapters.profile_store`'s job. Every mistake becomes a `ConfigError`
+reading files is `aitherctl.profiles.catalog`'s job. Every mistake becomes a `ConfigError`
 line naming the file and line: an unknown key, a wrong type, a budget over 100% of a GPU, two
 services on one port, an unknown or circular `extends`, a `${VAR}` that is not set. A file with
 several mistakes raises `ConfigProblems`, which lists each of them.
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from aitherctl.core.engines import driver_for
-from aitherctl.core.profile import (
+from aitherctl.engines import driver_for
+from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.profile import (
     LOCAL_HOST,
     Engine,
     Health,
@@ -28,12 +29,11 @@ from aitherctl.core.profile import (
     Volume,
     is_loopback,
 )
-from aitherctl.core.ram_budget import ram_problems
-from aitherctl.core.routing import check_routing_sections
-from aitherctl.core.units import MemoryAmount
-from aitherctl.core.yamlsrc import Located, parse_yaml
-from aitherctl.core.yamlsrc import Path as YPath
-from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.ram_budget import ram_problems
+from aitherctl.routing.table import check_routing_sections
+from aitherctl.units import MemoryAmount
+from aitherctl.yamlsrc import Located, parse_yaml
+from aitherctl.yamlsrc import Path as YPath
 
 PROFILE_KEYS = {
     "name",
@@ -85,7 +85,7 @@ OLLAMA_ONLY = ("keep_alive", "max_loaded_models", "num_parallel")
 DEFAULT_RESERVE = "5%"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
-# A service without `image` gets its engine driver's pinned default (aitherctl.core.engines).
+# A service without `image` gets its engine driver's pinned default (aitherctl.engines).
 
 EXTENSION_PREFIX = "x-"  # top-level keys for the user's own use, e.g. anchors: `x-vllm: &vllm`
 
@@ -526,14 +526,14 @@ def _convert_field(  # noqa: PLR0917
     if key == "gpu":
         return _convert_gpu(value, fail)
     if key == "idle_after":
-        from aitherctl.core.scheduling_terms import parse_duration
+        from aitherctl.profiles.scheduling_terms import parse_duration
 
         try:
             return parse_duration(value)
         except ValueError as exc:
             raise fail(str(exc)) from None
     if key == "priority":
-        from aitherctl.core.scheduling_terms import parse_rank
+        from aitherctl.profiles.scheduling_terms import parse_rank
 
         try:
             return parse_rank(value).name.lower()

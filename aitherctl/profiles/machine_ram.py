@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from aitherctl.core.profile import Profile
-from aitherctl.core.ram_budget import RamProblem, ram_problems
 from aitherctl.errors import RefusedError
+from aitherctl.profiles.profile import Profile
+from aitherctl.profiles.ram_budget import RamProblem, ram_problems
 
 
 def machine_ram_bytes() -> int | None:

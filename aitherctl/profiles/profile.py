@@ -1,7 +1,7 @@
 """What a profile declares, after loading, `extends` resolution and validation.
 
 These are the objects the planner, the reconciler, `ps` and the routing layer read. They are built
-only by `aitherctl.core.loader`, which checks every field and reports file:line on a mistake.
+only by `aitherctl.profiles.loader`, which checks every field and reports file:line on a mistake.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from aitherctl.core.units import MemoryAmount
+from aitherctl.units import MemoryAmount
 
 
 class Engine(StrEnum):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aitherctl.core.profile import LOCAL_HOST, Profile
-from aitherctl.core.units import MemoryAmount, format_bytes
+from aitherctl.profiles.profile import LOCAL_HOST, Profile
+from aitherctl.units import MemoryAmount, format_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """OpenAI chat completions with SSE streaming: over httpx (with `httpx-sse` parsing the stream)
-for remote endpoints, over a plain socket (adapters/loopback_http.py) for plain-http servers on
+for remote endpoints, over a plain socket (loopback_http.py) for plain-http servers on
 this machine, so a `run` that only talks to local servers does not import httpx (20-40 ms).
 
 One protocol for every backend: vLLM and llama.cpp (`POST /v1/chat/completions`), cloud endpoints
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.core.profile import is_loopback as is_loopback_host
-from aitherctl.core.routing import Candidate
+from aitherctl.profiles.profile import is_loopback as is_loopback_host
+from aitherctl.routing.table import Candidate
 
 if TYPE_CHECKING:
     import httpx
@@ -292,8 +292,8 @@ def _stream_local(  # noqa: PLR0917
     on_sent: Callable[[], None] | None = None,
 ) -> None:
     """The stream from a plain-http server on this machine, over the small socket client."""
-    from aitherctl.adapters.loopback_http import connect_tcp, host_header
-    from aitherctl.adapters.loopback_http import request as send
+    from aitherctl.loopback_http import connect_tcp, host_header
+    from aitherctl.loopback_http import request as send
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

@@ -3,7 +3,7 @@
 Prices are the endpoint's own (`price: {input: 0.27, output: 1.10}` in USD per million tokens, as
 providers publish them). The cost of a finished request uses the token counts the server reports
 (`usage` of the final stream chunk, from `stream_options.include_usage`). Before sending, the check
-counts the request's worst case (core/request_cost.py: an upper bound on the tokens billed in and
+counts the request's worst case (routing/request_cost.py: an upper bound on the tokens billed in and
 out, read from the body sent), so that spending stays under the cap even if the answer is as long
 as allowed.
 """

@@ -13,10 +13,10 @@ labelled set in tests/data/effort_labelled.yaml showed to matter:
 
 That keyword heuristic is kept as `score_effort_heuristic` (and `HeuristicEffortScorer`): on
 prompts from public datasets that nobody here wrote it was barely better than chance (issue 9).
-The default is the learned scorer of aitherctl/core/effort_model.py (a static embedding of what the
+The default is the learned scorer of routing/effort_model.py (a static embedding of what the
 prompt means plus named cues, trained on public labelled data, scripts/effort/); it is built from
-its shipped files by `learned_scorer()` in aitherctl/adapters/static_embedding.py. Every scorer,
-including the model-graded one of `routing.classifier: model` (aitherctl/ops/effort_grader.py),
+its shipped files by `learned_scorer()` in aitherctl/routing/static_embedding.py. Every scorer,
+including the model-graded one of `routing.classifier: model` (aitherctl/routing/grader.py),
 implements `EffortScorer`.
 """
 
@@ -48,11 +48,11 @@ class EffortScorer(Protocol):
 
 
 def __getattr__(name: str) -> object:
-    """The keyword heuristic lives in aitherctl/core/effort_heuristic.py, imported only when
+    """The keyword heuristic lives in aitherctl/routing/effort_heuristic.py, imported only when
     asked for: its regular expressions cost `run` start-up time, and the learned scorer that
     `run` uses does not need them."""
     if name in ("score_effort_heuristic", "HeuristicEffortScorer"):
-        from aitherctl.core import effort_heuristic
+        from aitherctl.routing import effort_heuristic
 
         return getattr(effort_heuristic, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,7 +84,7 @@ _ANALYSIS = re.compile(
     r"justify|assess|analysier|vergleich|bewert|analys|compar|évalu|analiz|valuta|анализ|сравн)"
     r"|分析|比较|比較|评价|評価|분석|비교",
 )
-# Borrowed from the keyword heuristic (aitherctl/core/effort.py), whose English signals held up on
+# Borrowed from the keyword heuristic (routing/effort.py), whose English signals held up on
 # general requests: design and diagnosis, breadth or stakes, a small output.
 _DESIGN = re.compile(
     r"\b(design|architect\w*|trade-?offs?|scal(e|able|ability)|root cause|diagnos\w+|deadlocks?|"

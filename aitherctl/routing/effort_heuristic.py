@@ -1,5 +1,5 @@
 """The keyword heuristic effort scorer (`score_effort_heuristic`), kept for comparison and as a
-fallback (aitherctl/core/effort.py says why the learned scorer replaced it). Its own module so
+fallback (aitherctl/routing/effort.py says why the learned scorer replaced it). Its own module so
 that `run`, which scores with the learned scorer, never compiles these expressions.
 """
 
@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from aitherctl.core.effort import FRONTIER_FLOOR, MAX_EFFORT, MIN_EFFORT, EffortScore
+from aitherctl.routing.effort import FRONTIER_FLOOR, MAX_EFFORT, MIN_EFFORT, EffortScore
 
 # Graded reasoning markers: (points, pattern, label). The strongest matching group counts in full,
 # each further group adds a little (several kinds of reasoning in one request is harder still).

@@ -2,15 +2,15 @@
 
 Effort = BIAS + the trees' part + HEAD . embedding, rounded and clamped to 1..10.
 
-- The embedding (aitherctl/adapters/static_embedding.py) is three mean token vectors of WordLlama's
+- The embedding (aitherctl/routing/static_embedding.py) is three mean token vectors of WordLlama's
   static table: the whole prompt, its opening and its closing. It carries what a request asks for
   ("summarise this paragraph", "build me an app with logins and payments", "find the remainder")
   whatever words it uses, which the word weights of the earlier rounds could not.
-- The trees read the named cues of aitherctl/core/effort_features.py (maths notation, code, asks
+- The trees read the named cues of aitherctl/routing/effort_features.py (maths notation, code, asks
   for a proof, a look-up question, the length...): boosted regression trees, walked in pure Python.
 - HEAD is a ridge regression on the embedding, fitted on what the trees left.
 
-Weights: aitherctl/core/effort_weights.py, rebuilt by scripts/effort/train.py from the pinned public
+Weights: routing/effort_weights.py, rebuilt by scripts/effort/train.py from the pinned public
 sources in scripts/effort/sources.yaml with the labels of scripts/effort/LABELLING.md.
 
 The reasons (`--explain`) are contributions that add up to the score, in words a user can check:
@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from aitherctl.core.effort import MAX_EFFORT, MIN_EFFORT, EffortScore
-from aitherctl.core.effort_features import CUE_PHRASES, extract_features
+from aitherctl.routing.effort import MAX_EFFORT, MIN_EFFORT, EffortScore
+from aitherctl.routing.effort_features import CUE_PHRASES, extract_features
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -1,6 +1,6 @@
 """`aitherctl run` through a running `aitherctl serve`: one streamed request to the gateway, so
 on-demand services start, requests queue with everyone else's and the gateway writes the ledger
-row. A plain socket to loopback (`adapters/loopback_http.py`): nothing heavier is imported.
+row. A plain socket to loopback (`loopback_http.py`): nothing heavier is imported.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aitherctl.adapters.loopback_http import LoopbackError, post
-from aitherctl.core.run_report import BUDGET, status_line, tokens_per_s
 from aitherctl.errors import (
     AitherError,
     BackendFailedError,
@@ -19,6 +17,8 @@ from aitherctl.errors import (
     NotFoundError,
     UsageError,
 )
+from aitherctl.loopback_http import LoopbackError, post
+from aitherctl.routing.run_report import BUDGET, status_line, tokens_per_s
 
 REPORT_HEADER = "x-aither-report"  # as aitherctl/serve/app.py reads it
 

@@ -1,6 +1,6 @@
 """`routing.classifier: model`: a free local model grades the prompt's effort.
 
-An `EffortScorer` like the learned one (aitherctl/core/effort.py), so the router and the scheduler
+An `EffortScorer` like the learned one (routing/effort.py), so the router and the scheduler
 can take either. The grader is the first candidate of the lowest tier that is local, running and
 free (a priced grader would spend outside the budget's reservations); it gets one short, greedy
 request and CLASSIFIER_TIMEOUT_S to answer. On any failure the fallback scorer's score stands, with
@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aitherctl.core.effort import EffortScore, EffortScorer
-from aitherctl.core.routing import Candidate, RouteContext, RoutingTable, static_skip_reason
+from aitherctl.routing.effort import EffortScore, EffortScorer
+from aitherctl.routing.table import Candidate, RouteContext, RoutingTable, static_skip_reason
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.chat import HttpClients
+    from aitherctl.routing.chat import HttpClients
 
 CLASSIFIER_TIMEOUT_S = 3.0
 CLASSIFIER_PROMPT = (
@@ -54,7 +54,7 @@ class ModelGradedScorer:
     timeout_s: float = CLASSIFIER_TIMEOUT_S
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore:
-        from aitherctl.adapters.chat import ChatError, ChatRequest, stream_chat
+        from aitherctl.routing.chat import ChatError, ChatRequest, stream_chat
 
         # The reasons keep the words "heuristic used" for the built-in scorer (now learned), as
         # `routing.classifier: heuristic` names it.

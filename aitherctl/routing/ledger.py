@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from aitherctl.adapters.paths import data_dir
 from aitherctl.errors import AitherError
+from aitherctl.paths import data_dir
 
 LEDGER_FILE = "ledger.sqlite3"
 SCHEMA = """

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aitherctl.adapters.chat import HttpClients, is_local_plain
-from aitherctl.adapters.paths import state_dir
-from aitherctl.core.routing import QUEUE_METRICS, Candidate, loopback_key
+from aitherctl.paths import state_dir
+from aitherctl.routing.chat import HttpClients, is_local_plain
+from aitherctl.routing.table import QUEUE_METRICS, Candidate, loopback_key
 
 DEFAULT_PROBE_TIMEOUT_S = 0.5
 FAILURES_FILE = "backend-failures.json"
@@ -154,7 +154,7 @@ class BackendProbe:
     def _get_local(self, url: str) -> tuple[int, bytes]:
         """A GET to a plain-http server on this machine over the small socket client (no httpx
         for a `run` that only talks to local servers)."""
-        from aitherctl.adapters.loopback_http import connect_tcp, get, host_header
+        from aitherctl.loopback_http import connect_tcp, get, host_header
 
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aitherctl.core.cost import Price
+from aitherctl.routing.cost import Price
 
 # Chat templates wrap each message in a few special tokens; 16 covers the templates of the
 # OpenAI, Llama, Qwen, Gemma and DeepSeek families with room to spare.

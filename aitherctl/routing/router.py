@@ -26,30 +26,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.adapters.static_embedding import learned_scorer
-from aitherctl.core.cost import (
-    Budget,
-    budget_warning,
-    check_budget,
-    parse_budget,
-)
-from aitherctl.core.effort import EffortScore, EffortScorer
-from aitherctl.core.request_cost import request_bound
-from aitherctl.core.routing import (
-    Candidate,
-    RouteContext,
-    RoutingTable,
-    Tier,
-    queue_skip_reason,
-    static_skip_reason,
-)
-from aitherctl.core.run_report import (
-    attempt_lines,
-    budget_message,
-    no_backend_message,
-    partial_message,
-    tokens_per_s,
-)
 from aitherctl.errors import (
     AitherError,
     BackendFailedError,
@@ -57,14 +33,38 @@ from aitherctl.errors import (
     ConfigError,
     UsageError,
 )
+from aitherctl.routing.cost import (
+    Budget,
+    budget_warning,
+    check_budget,
+    parse_budget,
+)
+from aitherctl.routing.effort import EffortScore, EffortScorer
+from aitherctl.routing.request_cost import request_bound
+from aitherctl.routing.run_report import (
+    attempt_lines,
+    budget_message,
+    no_backend_message,
+    partial_message,
+    tokens_per_s,
+)
+from aitherctl.routing.static_embedding import learned_scorer
+from aitherctl.routing.table import (
+    Candidate,
+    RouteContext,
+    RoutingTable,
+    Tier,
+    queue_skip_reason,
+    static_skip_reason,
+)
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-    from aitherctl.adapters.chat import HttpClients
-    from aitherctl.adapters.docker_listing import ContainerSource
-    from aitherctl.adapters.ledger import Ledger
-    from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.profile import Profile
+    from aitherctl.docker.listing import ContainerSource
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.profile import Profile
+    from aitherctl.routing.chat import HttpClients
+    from aitherctl.routing.ledger import Ledger
+    from aitherctl.routing.probes import BackendProbe, FailureMemory
 
 
 # Failures that say something about the backend, not about this request: remembered so the next
@@ -122,7 +122,7 @@ def observe_stack(
             engine.close()
     except AitherError as exc:
         return None, UnknownStack(), exc.message
-    from aitherctl.adapters.host_memory import remembered_hosts, remembered_profile
+    from aitherctl.switching.remembered_hosts import remembered_hosts, remembered_profile
 
     if remembered_hosts():
         # Services also run on other hosts: their health probes say what answers (reading
@@ -258,7 +258,7 @@ class RunResult:
                 "spent_today_usd": round(self.spent_today_usd, 6),
             },
             "warning": self.warning,
-            # Through `aitherctl serve` (aitherctl/ops/gateway_client.py): the gateway's URL and
+            # Through `aitherctl serve` (aitherctl/routing/gateway_client.py): the gateway's URL and
             # how long the request waited for its queue and for its model to load.
             "via": None,
             "queue_wait_s": None,
@@ -374,10 +374,10 @@ class Router:
 
     def effort_scorer(self) -> EffortScorer:
         """The profile's `EffortScorer`: the learned scorer, or with `routing.classifier: model`
-        a free local model grading the prompt (aitherctl/ops/effort_grader.py)."""
+        a free local model grading the prompt (aitherctl/routing/grader.py)."""
         if self.table.classifier != "model":
             return learned_scorer()
-        from aitherctl.ops.effort_grader import ModelGradedScorer, pick_grader
+        from aitherctl.routing.grader import ModelGradedScorer, pick_grader
 
         grader = pick_grader(self.table, self.stack.running_services(self.profile.name))
         return ModelGradedScorer(self.clients, grader, fallback=learned_scorer())
@@ -393,7 +393,7 @@ class Router:
         )
 
     def day_start(self) -> float:
-        from aitherctl.adapters.ledger import start_of_local_day
+        from aitherctl.routing.ledger import start_of_local_day
 
         return start_of_local_day(self.wall_clock())
 
@@ -404,7 +404,7 @@ class Router:
     def _prompt_bound(self, options: RunOptions) -> int:
         """The request-cost model's input bound for the messages `run` sends (a chat's earlier
         turns included)."""
-        from aitherctl.adapters.chat import ChatRequest
+        from aitherctl.routing.chat import ChatRequest
 
         messages = ChatRequest(
             prompt=options.prompt, system=options.system, history=tuple(options.history)
@@ -513,7 +513,7 @@ class Router:
     def run(self, options: RunOptions, on_text: Callable[[str], None]) -> RunResult:
         """Send the prompt; `on_text` receives the answer as it streams. Raises BackendFailedError
         (every candidate failed, or one failed mid-answer) or BudgetExceededError."""
-        from aitherctl.adapters.chat import ChatError, ChatRequest, stream_chat
+        from aitherctl.routing.chat import ChatError, ChatRequest, stream_chat
 
         started = self.clock()
         started_wall = self.wall_clock()
@@ -722,7 +722,7 @@ class Router:
         ttft_s: float | None,
         last_token_s: float | None,
     ) -> RunResult:
-        from aitherctl.adapters.ledger import LedgerRow, prompt_hash
+        from aitherctl.routing.ledger import LedgerRow, prompt_hash
 
         total = self.clock() - started
         last = candidate or (
@@ -825,10 +825,10 @@ def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
 def open_router(profile: Profile, stack: StackView | None = None) -> Iterator[Router]:
     """A Router with real adapters: keep-alive httpx clients shared by probes and requests,
     the failure memory in the user's state folder, the ledger in the user's data folder."""
-    from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-    from aitherctl.adapters.chat import HttpClients
-    from aitherctl.adapters.ledger import Ledger
-    from aitherctl.core.routing import build_routing
+    from aitherctl.routing.chat import HttpClients
+    from aitherctl.routing.ledger import Ledger
+    from aitherctl.routing.probes import BackendProbe, FailureMemory
+    from aitherctl.routing.table import build_routing
 
     table = build_routing(profile)
     clients = HttpClients()

@@ -1,6 +1,6 @@
 """What `aitherctl run` reports about an answer, whichever way it went (straight to the backends
 or through `aitherctl serve`): the status line, the decoding rate and the failure messages are
-built here once, from the same JSON document (`RunResult.to_json()` in aitherctl/ops/route.py;
+built here once, from the same JSON document (`RunResult.to_json()` in aitherctl/routing/router.py;
 through the gateway, its `x-aither-report`). Plain functions: `run`'s fast path imports this.
 """
 

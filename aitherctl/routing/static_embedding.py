@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.core.effort import EffortScore
+from aitherctl.routing.effort import EffortScore
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    from aitherctl.core.effort_model import LearnedEffortScorer
+    from aitherctl.routing.effort_model import LearnedEffortScorer
 
 SEGMENT_TOKENS = 32
 DIM = 256
@@ -124,8 +124,8 @@ def learned_scorer() -> LearnedEffortScorer:
     """The default `EffortScorer`: the shipped weights over the shipped embedding, loaded on the
     first prompt that must be scored and then shared by the process (`serve` keeps it)."""
     if not _LEARNED:
-        from aitherctl.core import effort_weights
-        from aitherctl.core.effort_model import LearnedEffortScorer
+        from aitherctl.routing import effort_weights
+        from aitherctl.routing.effort_model import LearnedEffortScorer
 
         embedding = None
         if hasattr(effort_weights, "HEAD"):

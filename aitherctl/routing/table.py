@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.core.cost import Price, parse_budget, parse_price
-from aitherctl.core.engines import health_paths, queue_metrics
-from aitherctl.core.profile import Engine, Profile, Service
-from aitherctl.core.profile import is_loopback as is_loopback_host
+from aitherctl.engines import health_paths, queue_metrics
 from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.profile import Engine, Profile, Service
+from aitherctl.profiles.profile import is_loopback as is_loopback_host
+from aitherctl.routing.cost import Price, parse_budget, parse_price
 
 if TYPE_CHECKING:
-    from aitherctl.core.yamlsrc import Located
+    from aitherctl.yamlsrc import Located
 
 YPath = tuple[str | int, ...]
 # Where a path of the profile's YAML was written: (file, line or None).
@@ -79,7 +79,7 @@ MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 # endpoint says otherwise.
 _REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
 # Per engine, the Prometheus gauge of requests waiting for a slot and the GET that says a server
-# can take requests: each engine's driver (aitherctl.core.engines) says.
+# can take requests: each engine's driver (aitherctl.engines) says.
 QUEUE_METRICS: dict[str, str] = queue_metrics()
 _HEALTH_PATHS: dict[str, str] = health_paths()
 # Stands in for a broken endpoint while the tiers that name it are checked.
@@ -483,7 +483,9 @@ def check_routing_sections(profile: Profile, layers: Sequence[Located]) -> None:
     if len(problems) == 1:
         raise problems[0]
     if problems:
-        from aitherctl.core.loader import ConfigProblems  # the caller's module: no cycle at load
+        from aitherctl.profiles.loader import (
+            ConfigProblems,  # the caller's module: no cycle at load
+        )
 
         raise ConfigProblems(problems)
 

@@ -13,9 +13,9 @@ from aitherctl.errors import AitherError, UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aitherctl.adapters.docker_listing import ContainerSource
-    from aitherctl.adapters.ledger import LedgerRow
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.docker.listing import ContainerSource
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.routing.ledger import LedgerRow
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
 _UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -23,7 +23,7 @@ _UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_since(value: str | None, now: float) -> tuple[float, str]:
     """`today` (default: since local midnight), `24h`, `7d`, `30m`, `2w`, or a date `2026-11-01`."""
-    from aitherctl.adapters.ledger import start_of_local_day
+    from aitherctl.routing.ledger import start_of_local_day
 
     if value is None or value.strip().lower() == "today":
         return start_of_local_day(now), "today"
@@ -63,11 +63,11 @@ def select_budget(
     catalog: ProfileCatalog,
     connect: Callable[[], ContainerSource],
 ) -> BudgetCap:
-    """The cap by `run`'s own rule (`aitherctl.ops.route.select_profile_name`): `--profile`, else
+    """The cap by `run`'s own rule (`routing.router.select_profile_name`): `--profile`, else
     the active profile, else $AITHER_GPU_PROFILE; that profile's `budget.daily_usd` (default $5).
     Docker is asked for the active profile only when no --profile is given."""
-    from aitherctl.core.cost import DEFAULT_DAILY_USD, parse_budget
-    from aitherctl.ops.route import observe_stack, select_profile_name
+    from aitherctl.routing.cost import DEFAULT_DAILY_USD, parse_budget
+    from aitherctl.routing.router import observe_stack, select_profile_name
 
     active = None if explicit else observe_stack(connect)[0]
     name = select_profile_name(explicit, active)

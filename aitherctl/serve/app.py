@@ -32,10 +32,10 @@ from aitherctl.serve.model import Priority, parse_priority
 from aitherctl.serve.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.core.gpu import GpuInventory
-    from aitherctl.core.profile import Profile
-    from aitherctl.core.routing import RoutingTable
+    from aitherctl.docker.engine import DockerEngine
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.profile import Profile
+    from aitherctl.routing.table import RoutingTable
     from aitherctl.serve.model import Pool
     from aitherctl.serve.scheduler import ServiceControl
     from aitherctl.serve.upstream import Upstream
@@ -683,10 +683,10 @@ class Stack:
         return memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
 
     def dispatcher(self, scheduler: Scheduler) -> Dispatcher:
-        from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-        from aitherctl.adapters.chat import HttpClients
-        from aitherctl.adapters.ledger import Ledger
-        from aitherctl.ops.route import Router
+        from aitherctl.routing.chat import HttpClients
+        from aitherctl.routing.ledger import Ledger
+        from aitherctl.routing.probes import BackendProbe, FailureMemory
+        from aitherctl.routing.router import Router
 
         clients = HttpClients()
         router = Router(
@@ -707,7 +707,7 @@ class Stack:
 
 
 def build_routing_table(profile: Profile) -> RoutingTable:
-    from aitherctl.core.routing import build_routing
+    from aitherctl.routing.table import build_routing
 
     return build_routing(profile)
 

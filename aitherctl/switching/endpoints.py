@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from aitherctl.adapters.http_probe import netloc
-from aitherctl.core.engines import client_path
+from aitherctl.engines import client_path
+from aitherctl.switching.readiness import netloc
 
 
 def base_url(engine: str, host: str, port: int) -> str:

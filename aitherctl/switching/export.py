@@ -3,7 +3,7 @@
 The containers are the ones `profile switch` runs: every service goes through `build_specs`
 (`switching/specs.py`, which calls each engine driver through `build_container`), so the image,
 arguments, environment and volumes are the Docker path's own. What the Docker adapter adds when it
-creates a container (`adapters/docker_engine.py` `create`: an init process, host IPC for vLLM or a
+creates a container (`docker/engine.py` `create`: an init process, host IPC for vLLM or a
 1 GiB /dev/shm otherwise, NVIDIA device requests) and the restart policy a switch sets
 (`switching/transaction.py` `restart_policy`) are written the same way here.
 
@@ -52,12 +52,8 @@ from typing import Any
 
 import yaml
 
-from aitherctl.core.engines import driver_for
-from aitherctl.core.profile import Profile, Service, Volume
-from aitherctl.core.redact import is_reference, is_secret_name
-from aitherctl.core.units import GIB, parse_size
-from aitherctl.errors import RefusedError, UsageError
-from aitherctl.switching.container import (
+from aitherctl.engines import driver_for
+from aitherctl.engines.container import (
     LABEL_HASH,
     LABEL_MANAGED,
     LABEL_NAMESPACE,
@@ -65,7 +61,11 @@ from aitherctl.switching.container import (
     ContainerSpec,
     container_name,
 )
+from aitherctl.errors import RefusedError, UsageError
+from aitherctl.profiles.profile import Profile, Service, Volume
+from aitherctl.profiles.redact import is_reference, is_secret_name
 from aitherctl.switching.specs import ProfileSpecs, build_specs
+from aitherctl.units import GIB, parse_size
 
 FORMATS = ("compose", "k8s")
 ON_DEMAND_PROFILE = "on-demand"  # the Compose profile that holds on-demand services

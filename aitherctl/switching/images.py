@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.profile_store import ProfileCatalog
+from aitherctl.docker.engine import DockerEngine
 from aitherctl.errors import AitherError
+from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.switching.plan import Plan
 from aitherctl.switching.specs import build_specs
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from aitherctl.switching.container import HttpCheck
+from aitherctl.engines.container import HttpCheck
 
 if TYPE_CHECKING:
     import httpx
@@ -42,7 +42,7 @@ def probe_host(bind: str, docker_endpoint: str | None = None, address: str | Non
     (`tcp://host:2376`, `ssh://user@host`) that is the engine's host, or the profile host's
     `address` when it gives one (a specific bind other than loopback is used as it is)."""
     if address:
-        from aitherctl.core.profile import is_loopback
+        from aitherctl.profiles.profile import is_loopback
 
         specific = bind not in ("0.0.0.0", "::", "") and not is_loopback(bind)
         return bind if specific else address
@@ -104,8 +104,8 @@ def probe_plain(
     host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
 ) -> ProbeResult:
     """The checks over a plain socket, one connection per request (plain http only: the small
-    client of adapters/loopback_http.py, without http.client's ssl and email imports)."""
-    from aitherctl.adapters.loopback_http import connect_tcp, get, host_header
+    client of loopback_http.py, without http.client's ssl and email imports)."""
+    from aitherctl.loopback_http import connect_tcp, get, host_header
 
     def fetch(path: str) -> tuple[int, bytes]:
         try:

@@ -8,14 +8,14 @@ import contextlib
 import json
 from collections.abc import Mapping
 
-from aitherctl.core.profile import Host
+from aitherctl.profiles.profile import Host
 
 HOSTS_FILE = "hosts.json"
 
 
 def remembered_hosts() -> dict[str, Host]:
     """The other hosts the last multi-host switch left services on (none when unreadable)."""
-    from aitherctl.adapters.paths import state_dir
+    from aitherctl.paths import state_dir
 
     try:
         data = json.loads((state_dir() / HOSTS_FILE).read_text())
@@ -28,7 +28,7 @@ def remembered_hosts() -> dict[str, Host]:
 
 
 def remembered_profile() -> str | None:
-    from aitherctl.adapters.paths import state_dir
+    from aitherctl.paths import state_dir
 
     try:
         return str(json.loads((state_dir() / HOSTS_FILE).read_text())["profile"])
@@ -37,7 +37,7 @@ def remembered_profile() -> str | None:
 
 
 def remember_hosts(profile: str, hosts: Mapping[str, Host]) -> None:
-    from aitherctl.adapters.paths import state_dir
+    from aitherctl.paths import state_dir
 
     folder = state_dir()
     with contextlib.suppress(OSError):

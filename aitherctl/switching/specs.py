@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aitherctl.core.engines import build_container
-from aitherctl.core.profile import Profile
-from aitherctl.switching.container import ContainerSpec
+from aitherctl.engines import build_container
+from aitherctl.engines.container import ContainerSpec
+from aitherctl.profiles.profile import Profile
 
 
 @dataclass(frozen=True, slots=True)

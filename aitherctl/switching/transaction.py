@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.adapters.http_probe import probe, probe_host
-from aitherctl.core.engines import allocates_gpu_at_start
-from aitherctl.core.profile import LOCAL_HOST
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines import allocates_gpu_at_start
+from aitherctl.engines import container as c
+from aitherctl.engines.container import ContainerSpec, HttpCheck
 from aitherctl.errors import AitherError, DockerUnavailableError, SwitchFailedError
-from aitherctl.switching import container as c
+from aitherctl.profiles.profile import LOCAL_HOST
 from aitherctl.switching import journal
-from aitherctl.switching.container import ContainerSpec, HttpCheck
 from aitherctl.switching.plan import Action, Plan
+from aitherctl.switching.readiness import probe, probe_host
 from aitherctl.switching.records import (
     LABEL_INTENT,
     LABEL_KIND,
@@ -51,10 +52,9 @@ from aitherctl.switching.records import (
     record_name,
     write_active,
 )
-from aitherctl.switching.stack import ManagedContainer
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
 LOG_TAIL_LINES = 15
 RESTORE_TIMEOUT_S = 300.0

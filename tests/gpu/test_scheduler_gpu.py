@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from aitherctl.cli.runtime import gpu_inventory
-from aitherctl.core.loader import load_profile_text
-from aitherctl.core.routing import build_routing
 from aitherctl.errors import DockerUnavailableError
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.routing.table import build_routing
 from aitherctl.serve.discovery import memory_pools
 from aitherctl.serve.scheduler import Scheduler, ServiceControl
 
