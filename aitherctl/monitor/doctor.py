@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from aitherctl.errors import AitherError, ConfigError, ExitCode
-from aitherctl.profiles.loader import problems_of
+from aitherctl.profiles.problems import problems_of
 from aitherctl.profiles.machine_ram import machine_ram_problems
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Where profiles live: the built-in folder, the user's folder, and reading their files.
 
-The parsing and checking is `aitherctl.profiles.loader` (pure: text in, `Profile` out); this adapter
+The parsing and checking is `aitherctl.profiles.parse` and `.loader` (pure: text in, `Profile` out); this adapter
 finds the files, reads them, and hands the core the user's environment for `${VAR}` references.
 
 - built-in: `aitherctl/builtin_profiles` when installed, `profiles/` in a source checkout.
@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aitherctl.errors import ConfigError, NotFoundError
-from aitherctl.profiles.loader import RawProfile, did_you_mean, parse_profile, resolve_profile
+from aitherctl.profiles.loader import resolve_profile
+from aitherctl.profiles.parse import parse_profile
+from aitherctl.profiles.problems import did_you_mean
+from aitherctl.profiles.schema import RawProfile
 from aitherctl.profiles.profile import Profile
 
 PROFILE_SUFFIXES = (".yaml", ".yml")

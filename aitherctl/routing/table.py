@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from aitherctl.engines import health_paths, queue_metrics
 from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.problems import ConfigProblems
 from aitherctl.profiles.profile import Engine, Profile, Service
 from aitherctl.profiles.profile import is_loopback as is_loopback_host
 from aitherctl.routing.cost import Price, parse_budget, parse_price
@@ -458,7 +459,7 @@ def check_routing_sections(profile: Profile, layers: Sequence[Located]) -> None:
     """Load-time check of `routing:`, `endpoints:` and `budget:` with file:line, so `profile
     validate` and `doctor` find what `run` would trip over. `layers`: the `extends` chain's
     parsed files, root first. Every endpoint and the budget are checked on their own; the tiers
-    once the endpoints they name are sound. Several mistakes raise the loader's ConfigProblems."""
+    once the endpoints they name are sound. Several mistakes raise ConfigProblems."""
     locate = located_in(layers, profile.source)
     problems: list[ConfigError] = []
     endpoints = profile.endpoints or {}
@@ -483,10 +484,6 @@ def check_routing_sections(profile: Profile, layers: Sequence[Located]) -> None:
     if len(problems) == 1:
         raise problems[0]
     if problems:
-        from aitherctl.profiles.loader import (
-            ConfigProblems,  # the caller's module: no cycle at load
-        )
-
         raise ConfigProblems(problems)
 
 

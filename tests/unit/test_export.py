@@ -28,7 +28,8 @@ import yaml
 
 from aitherctl.engines import build_container, driver_for
 from aitherctl.errors import NotFoundError, RefusedError, UsageError
-from aitherctl.profiles.loader import parse_profile, resolve_profile
+from aitherctl.profiles.loader import resolve_profile
+from aitherctl.profiles.parse import parse_profile
 from aitherctl.profiles.profile import Engine, Profile
 from aitherctl.switching.export import (
     GPU_RESOURCE,

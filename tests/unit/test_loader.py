@@ -8,7 +8,8 @@ import pytest
 
 from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.catalog import ProfileCatalog, builtin_profile_dir
-from aitherctl.profiles.loader import ConfigProblems, load_profile_text
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.problems import ConfigProblems
 from aitherctl.profiles.profile import Engine
 from aitherctl.units import GIB
 
