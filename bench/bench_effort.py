@@ -64,7 +64,7 @@ def main() -> int:
         text=True,
         cwd=ROOT,
     )
-    from aitherctl.routing.effort import score_effort_heuristic
+    from aitherctl.routing.effort_heuristic import score_effort_heuristic
     from aitherctl.routing.static_embedding import learned_scorer
 
     learned = learned_scorer()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aitherctl.cli import runtime
-from aitherctl.cli.run_cmd import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
+from aitherctl.cli.prompt_options import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
 from aitherctl.errors import AitherError, NotFoundError
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
+from aitherctl.cli.prompt_options import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
 from aitherctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -16,21 +17,6 @@ if TYPE_CHECKING:
 
 
 NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
-
-
-# Options `run` and `chat` share (one declaration, the same help in both).
-SystemOpt = Annotated[str | None, typer.Option("--system", help="A system prompt.")]
-MaxTokensOpt = Annotated[
-    int | None,
-    typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
-]
-TemperatureOpt = Annotated[
-    float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
-]
-ProfileOpt = Annotated[
-    str | None,
-    typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
-]
 
 
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:

@@ -11,7 +11,8 @@ labelled set in tests/data/effort_labelled.yaml showed to matter:
 - structure counts: numbered steps, several questions, code blocks and stack traces;
 - the dampener only bites on short prompts, so "what is X ... in depth" is not pulled down.
 
-That keyword heuristic is kept as `score_effort_heuristic` (and `HeuristicEffortScorer`): on
+That keyword heuristic is kept as `score_effort_heuristic` (and `HeuristicEffortScorer`, both in
+routing/effort_heuristic.py, which `run` never imports: its regular expressions cost start-up): on
 prompts from public datasets that nobody here wrote it was barely better than chance (issue 9).
 The default is the learned scorer of routing/effort_model.py (a static embedding of what the
 prompt means plus named cues, trained on public labelled data, scripts/effort/); it is built from
@@ -46,13 +47,3 @@ class EffortScorer(Protocol):
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore: ...
 
-
-def __getattr__(name: str) -> object:
-    """The keyword heuristic lives in aitherctl/routing/effort_heuristic.py, imported only when
-    asked for: its regular expressions cost `run` start-up time, and the learned scorer that
-    `run` uses does not need them."""
-    if name in ("score_effort_heuristic", "HeuristicEffortScorer"):
-        from aitherctl.routing import effort_heuristic
-
-        return getattr(effort_heuristic, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,8 +84,8 @@ _ANALYSIS = re.compile(
     r"justify|assess|analysier|vergleich|bewert|analys|compar|évalu|analiz|valuta|анализ|сравн)"
     r"|分析|比较|比較|评价|評価|분석|비교",
 )
-# Borrowed from the keyword heuristic (routing/effort.py), whose English signals held up on
-# general requests: design and diagnosis, breadth or stakes, a small output.
+# Borrowed from the keyword heuristic (routing/effort_heuristic.py), whose English signals held
+# up on general requests: design and diagnosis, breadth or stakes, a small output.
 _DESIGN = re.compile(
     r"\b(design|architect\w*|trade-?offs?|scal(e|able|ability)|root cause|diagnos\w+|deadlocks?|"
     r"race condition|threat model|consisten(cy|t)|fault[- ]toleran\w+|bottleneck|migrat\w+|"

@@ -23,7 +23,7 @@ from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, fresh_training_examples
 from data_fresh2 import fresh2_evaluation_sets, is_hard
 
-from aitherctl.routing.effort import score_effort_heuristic
+from aitherctl.routing.effort_heuristic import score_effort_heuristic
 from aitherctl.routing.effort_model import LearnedEffortScorer
 from aitherctl.routing.static_embedding import StaticEmbedding, score_effort
 

@@ -19,10 +19,9 @@ from aitherctl.routing.effort import (
     MIN_EFFORT,
     EffortScore,
     EffortScorer,
-    HeuristicEffortScorer,
-    score_effort_heuristic,
 )
 from aitherctl.routing.effort_features import extract_features
+from aitherctl.routing.effort_heuristic import HeuristicEffortScorer, score_effort_heuristic
 from aitherctl.routing.static_embedding import learned_scorer, score_effort
 from aitherctl.routing.table import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
