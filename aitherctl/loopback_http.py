@@ -19,11 +19,18 @@ class LoopbackError(OSError):
     """The server could not be reached or broke the HTTP exchange."""
 
 
+class ClosedBeforeAnswer(LoopbackError):
+    """The server closed the connection before its status line (`http.client`'s
+    RemoteDisconnected)."""
+
+
 class LoopbackResponse:
     def __init__(self, sock: socket.socket) -> None:
         self._file = sock.makefile("rb")
         self._sock = sock
         status_line = self._file.readline(65537)
+        if not status_line:
+            raise ClosedBeforeAnswer("the server closed the connection without answering")
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
             raise LoopbackError(f"not an HTTP answer: {status_line[:80]!r}")

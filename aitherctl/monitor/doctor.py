@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from aitherctl.errors import AitherError, ConfigError, ExitCode
-from aitherctl.profiles.problems import problems_of
 from aitherctl.profiles.machine_ram import machine_ram_problems
+from aitherctl.profiles.problems import problems_of
 
 if TYPE_CHECKING:
     from aitherctl.docker.engine import DockerEngine

@@ -3,8 +3,8 @@
 The gateway answers `/status` from its one event loop with what its scheduler holds now:
 `{"profile", "backends": [...], "pools": [...], "events": [the last 20]}` (aitherctl/serve/
 app.py `status`, aitherctl/serve/scheduler.py `snapshot`). The same as
-`curl -s http://127.0.0.1:8150/status`. Standard library `http.client`, not httpx or aiohttp:
-`status` reads it once and exits, and the monitor asks once a refresh on loopback.
+`curl -s http://127.0.0.1:8150/status`. The small socket client (aitherctl/loopback_http.py), not
+httpx or aiohttp: `status` reads it once and exits, and the monitor asks once a refresh on loopback.
 
 `SchedulerStatusReader.read()` never raises: a gateway that is not answering, too slow, asks for
 an API key or sends something unreadable gives a `SchedulerView` with `error` set.
@@ -12,7 +12,6 @@ an API key or sends something unreadable gives a `SchedulerView` with `error` se
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from aitherctl.loopback_http import ClosedBeforeAnswer, connect_tcp, host_header, request
 from aitherctl.monitor.model import (
     SchedulerBackendView,
     SchedulerEvent,
@@ -133,17 +133,17 @@ def parse_status(document: Any, *, url: str, latency_s: float | None = None) -> 
 
 
 def fetch_plain(url: str, headers: Mapping[str, str], timeout_s: float) -> tuple[int, bytes]:
-    """GET `url` with `http.client` (no proxy: the gateway is local)."""
+    """GET `url` over the small socket client (no proxy: the gateway is local)."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise OSError(f"not an http:// URL: {url}")
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+    host, port = parts.hostname, parts.port or 80
+    sock = connect_tcp(host, port, timeout_s)
+    answer = request(sock, "GET", host_header(host, port), parts.path or "/", headers=dict(headers))
     try:
-        connection.request("GET", parts.path or "/", headers=dict(headers))
-        response = connection.getresponse()
-        return response.status, response.read()
+        return answer.status, answer.read()
     finally:
-        connection.close()
+        answer.close()
 
 
 def _why(exc: BaseException, timeout_s: float) -> str:
@@ -151,7 +151,7 @@ def _why(exc: BaseException, timeout_s: float) -> str:
         return f"no answer within {timeout_s:g} s"
     if isinstance(exc, ConnectionRefusedError):
         return "not answering (connection refused)"
-    if isinstance(exc, ConnectionResetError | http.client.RemoteDisconnected):
+    if isinstance(exc, ConnectionResetError | ClosedBeforeAnswer):
         return "connection reset"
     return str(exc) or type(exc).__name__
 

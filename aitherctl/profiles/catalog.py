@@ -1,7 +1,8 @@
 """Where profiles live: the built-in folder, the user's folder, and reading their files.
 
-The parsing and checking is `aitherctl.profiles.parse` and `.loader` (pure: text in, `Profile` out); this adapter
-finds the files, reads them, and hands the core the user's environment for `${VAR}` references.
+The parsing and checking is `profiles.parse` and `profiles.loader` (pure: text in, `Profile`
+out); this adapter finds the files, reads them, and hands the loader the user's environment for
+`${VAR}` references.
 
 - built-in: `aitherctl/builtin_profiles` when installed, `profiles/` in a source checkout.
 - user: `--profile-dir` / `AITHER_PROFILE_DIR`, else the platform's user config folder
@@ -20,8 +21,8 @@ from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.loader import resolve_profile
 from aitherctl.profiles.parse import parse_profile
 from aitherctl.profiles.problems import did_you_mean
-from aitherctl.profiles.schema import RawProfile
 from aitherctl.profiles.profile import Profile
+from aitherctl.profiles.schema import RawProfile
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 

@@ -46,4 +46,3 @@ class EffortScorer(Protocol):
     depend on this, not on one implementation."""
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore: ...
-

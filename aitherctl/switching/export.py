@@ -5,7 +5,7 @@ The containers are the ones `profile switch` runs: every service goes through `b
 arguments, environment and volumes are the Docker path's own. What the Docker adapter adds when it
 creates a container (`docker/engine.py` `create`: an init process, host IPC for vLLM or a
 1 GiB /dev/shm otherwise, NVIDIA device requests) and the restart policy a switch sets
-(`switching/transaction.py` `restart_policy`) are written the same way here.
+(`switching/specs.py` `restart_policy`, the one both use) are written the same way here.
 
 GPU memory: export reads no GPU. `build_specs` needs each GPU's total only to turn a budget into
 bytes; vLLM's `--gpu-memory-utilization` for a percentage budget is the share itself (35% →
@@ -64,7 +64,7 @@ from aitherctl.engines.container import (
 from aitherctl.errors import RefusedError, UsageError
 from aitherctl.profiles.profile import Profile, Service, Volume
 from aitherctl.profiles.redact import is_reference, is_secret_name
-from aitherctl.switching.specs import ProfileSpecs, build_specs
+from aitherctl.switching.specs import ProfileSpecs, build_specs, restart_policy
 from aitherctl.units import GIB, parse_size
 
 FORMATS = ("compose", "k8s")
@@ -161,13 +161,6 @@ def _spec(specs: ProfileSpecs, name: str) -> ContainerSpec:
     spec = specs.get(name)
     assert spec is not None
     return spec
-
-
-def restart_policy(gpus: Sequence[int]) -> str:
-    """The restart policy a switch gives a container (`switching/transaction.py` `restart_policy`;
-    tests/unit/test_export.py checks they agree): `no` for GPU services, which `up --restore`
-    brings back one after another, `unless-stopped` for CPU ones."""
-    return "no" if gpus else "unless-stopped"
 
 
 def health_check(spec: ContainerSpec, service: Service) -> tuple[str, int] | None:

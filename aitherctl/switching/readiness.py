@@ -1,8 +1,9 @@
 """Readiness and health probes over HTTP: the engine's own endpoints, short timeouts.
 
-One set of rules (`run_checks`), two ways to fetch: through an `httpx.Client` (the switch, which
-has one open anyway) or with the standard library's `http.client` (`probe_plain`: `ps` probes
-every service once and exits, and importing httpx would cost it more than all its probes).
+One set of rules (`run_checks`), two ways to fetch: through an `httpx.Client` (`ReadinessProbe`,
+which a switch keeps open while it waits for its services) or over the small socket client of
+aitherctl/loopback_http.py (`probe_plain`: `ps` probes every service once and exits, and importing
+httpx would cost it more than all its probes). httpx stays inside this module.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def probe_host(bind: str, docker_endpoint: str | None = None, address: str | Non
     (`tcp://host:2376`, `ssh://user@host`) that is the engine's host, or the profile host's
     `address` when it gives one (a specific bind other than loopback is used as it is)."""
     if address:
+        from aitherctl.profiles.checks import WILDCARD_BINDS
         from aitherctl.profiles.profile import is_loopback
 
-        specific = bind not in ("0.0.0.0", "::", "") and not is_loopback(bind)
+        specific = bind not in WILDCARD_BINDS and not is_loopback(bind)
         return bind if specific else address
     if docker_endpoint and docker_endpoint.startswith(("tcp://", "ssh://", "http://", "https://")):
         host = urlparse(docker_endpoint).hostname
@@ -98,6 +100,26 @@ def probe(
         return answer.status_code, answer.content
 
     return run_checks(fetch, checks)
+
+
+class ReadinessProbe:
+    """One kept-alive `httpx.Client` for the probes of a wait (`with ReadinessProbe() as p:`)."""
+
+    def __init__(self) -> None:
+        import httpx
+
+        self._client = httpx.Client()
+
+    def __enter__(self) -> ReadinessProbe:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._client.close()
+
+    def check(
+        self, host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
+    ) -> ProbeResult:
+        return probe(self._client, host, port, checks, timeout_s)
 
 
 def probe_plain(

@@ -36,6 +36,7 @@ from aitherctl.gpu.vram import (
     describe_vram,
 )
 from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.profiles.checks import binds_overlap
 from aitherctl.profiles.machine_ram import refuse_impossible_ram
 from aitherctl.profiles.profile import LOCAL_HOST, Profile
 from aitherctl.switching import journal
@@ -269,7 +270,7 @@ def _check_ports(
     seen: list[tuple[str, int, str]] = list(staying)
     for bind, port, service in wanted:
         for other_bind, other_port, other in seen:
-            if other_port == port and _binds_overlap(bind, other_bind):
+            if other_port == port and binds_overlap(bind, other_bind):
                 raise RefusedError(
                     f"port {port} is wanted by both {other!r} and {service!r}; give one of "
                     "them another `port`"
@@ -288,7 +289,7 @@ def _check_ports(
         holders = [
             name
             for (ip, p), name in taken.items()
-            if p == port and _binds_overlap(bind, ip) and name not in ours
+            if p == port and binds_overlap(bind, ip) and name not in ours
         ]
         if holders:
             raise RefusedError(
@@ -301,11 +302,6 @@ def _check_ports(
                 f"{bind}; stop what holds it (`ss -ltnp 'sport = :{port}'`) "
                 "or change the service's `port`"
             )
-
-
-def _binds_overlap(first: str, second: str) -> bool:
-    wildcard = ("0.0.0.0", "::", "")
-    return first == second or first in wildcard or second in wildcard
 
 
 def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:

@@ -40,7 +40,7 @@ from aitherctl.switching.export import (
     to_compose,
     to_kubernetes,
 )
-from aitherctl.switching.transaction import restart_policy
+from aitherctl.switching.specs import restart_policy
 from aitherctl.units import GIB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -438,8 +438,7 @@ def test_compose_healthcheck_script() -> None:
     )
 
 
-def test_restart_policy_is_the_switchs() -> None:
-    from aitherctl.switching.export import restart_policy as exported
-
-    for gpus in ((), (0,), (0, 1)):
-        assert exported(gpus) == restart_policy(gpus)
+def test_docker_restarts_cpu_services_only() -> None:
+    """The one restart policy, which the switch sets and the export writes: a GPU service waits
+    for `up --restore` after a reboot, a CPU one comes back by itself."""
+    assert [restart_policy(gpus) for gpus in ((), (0,), (0, 1))] == ["unless-stopped", "no", "no"]

@@ -131,3 +131,54 @@ def test_the_core_scan_catches_each_kind_of_access() -> None:
         assert found, code
         assert expected in found[0], (code, found)
     assert model_io_uses("import re\nfrom pathlib import PurePosixPath\n", "ok.py") == []
+
+
+# HTTP clients, one per place (pyproject.toml's "aiohttp only inside serve" and "Serve talks to
+# backends through aiohttp" contracts hold the rest): no fourth stack. `requests` and `urllib3`
+# are the Docker SDK's transport: met only where the SDK is driven (its exceptions, its SSH
+# connection classes), nowhere else.
+NO_HTTP_STACK = ("http.client", "urllib.request")
+REQUESTS_ONLY_IN = ("docker/", "gpu/remote.py")
+
+
+def imported_modules(source: str, filename: str) -> list[tuple[int, str]]:
+    """(line, module) of every import in `source`, inside functions too."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found += [(node.lineno, node.module)]
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def http_stack_offences(source: str, filename: str) -> list[str]:
+    def offends(module: str) -> bool:
+        if module in NO_HTTP_STACK or module.startswith(tuple(f"{m}." for m in NO_HTTP_STACK)):
+            return True
+        sdk = module.partition(".")[0] in ("requests", "urllib3")
+        return sdk and not filename.startswith(REQUESTS_ONLY_IN)
+
+    found = imported_modules(source, filename)
+    return [f"{filename}:{line}: {module}" for line, module in found if offends(module)]
+
+
+def test_no_fourth_http_stack() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = str(path.relative_to(PACKAGE))
+        offenders += http_stack_offences(path.read_text(), name)
+    assert offenders == []
+
+
+def test_the_http_stack_scan_can_fail() -> None:
+    assert http_stack_offences("def f():\n    import http.client\n", "monitor/x.py") == [
+        "monitor/x.py:2: http.client"
+    ]
+    assert http_stack_offences("from http import client\n", "a.py") == ["a.py:1: http.client"]
+    assert http_stack_offences("import requests.exceptions\n", "routing/x.py") != []
+    assert http_stack_offences("import requests.exceptions\n", "docker/engine.py") == []
+    assert http_stack_offences("from http import HTTPStatus\n", "serve/x.py") == []
