@@ -77,7 +77,7 @@ class SleepMode:
 
 class EngineDriver(Protocol):
     """Everything aitherctl knows about one engine. One module per engine implements it; the
-    registry in `aitherctl.engines` looks drivers up by the profile's `engine:` value."""
+    registry in `aitherctl.engines.registry` looks drivers up by the profile's `engine:` value."""
 
     @property
     def engine(self) -> str:

@@ -1,6 +1,6 @@
 """A service as the container to run: image, arguments, ports, GPUs, and how to tell it is ready.
 
-Engines (`aitherctl.engines`) build these from a `Service`; the Docker adapter turns them into
+Engines (`engines/registry.py`) build these from a `Service`; the Docker adapter turns them into
 API calls. The spec hash covers everything that, if changed, needs a new container, so a switch
 keeps a container whose hash is unchanged and recreates one whose hash differs.
 """

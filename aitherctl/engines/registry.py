@@ -1,4 +1,5 @@
-"""One driver per engine, and the one function that turns a service into its container.
+"""The registry: one driver per engine, and the one function that turns a service into its
+container.
 
 Each engine's knowledge sits in its module (`vllm.py`, `ollama.py`, `comfyui.py`, `llamacpp.py`,
 `generic.py`): default image, command, environment, volumes, readiness, health path, metrics pages
@@ -7,7 +8,7 @@ memory as it starts, its concurrency. `EngineDriver` (`base.py`) is the contract
 
 Adding an engine (SGLang, TGI):
 1. write `engines/sglang.py` with a class that satisfies `EngineDriver` and `DRIVER = ...`;
-2. add `sglang.DRIVER` to `_BUILT_IN` below;
+2. add `sglang.DRIVER` to `_BUILT_IN` below (this is engines/registry.py);
 3. add `SGLANG = "sglang"` to `Engine` (`profiles/profile.py`), the names profiles may use.
 Nothing else changes: the container builder, the readiness probe, the scraper, the router's queue
 check and `free VRAM` all ask the driver.

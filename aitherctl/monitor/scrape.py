@@ -17,8 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aitherctl.engines import MetricsEndpoint, driver_for
 from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError
+from aitherctl.engines.registry import MetricsEndpoint, driver_for
 from aitherctl.monitor.model import ScrapeStatus
 
 if TYPE_CHECKING:

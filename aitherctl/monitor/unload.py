@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aitherctl.engines import MetricsEndpoint, driver_for
 from aitherctl.engines.metrics import MetricsFormatError
+from aitherctl.engines.registry import MetricsEndpoint, driver_for
 from aitherctl.errors import AitherError, RefusedError
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
-from aitherctl.engines import driver_for
+from aitherctl.engines.registry import driver_for
 from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.checks import check_ports, check_shares, place_on_hosts
 from aitherctl.profiles.expand import expand_references

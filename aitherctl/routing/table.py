@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.engines import health_paths, queue_metrics
+from aitherctl.engines.registry import health_paths, queue_metrics
 from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.problems import ConfigProblems
 from aitherctl.profiles.profile import Engine, Profile, Service

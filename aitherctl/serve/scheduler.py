@@ -58,8 +58,8 @@ from aitherctl.serve.states import (
 
 if TYPE_CHECKING:
     from aitherctl.docker.engine import DockerEngine
-    from aitherctl.engines import EngineDriver
     from aitherctl.engines.metrics import EngineMetrics
+    from aitherctl.engines.registry import EngineDriver
     from aitherctl.gpu.model import GpuInventory
     from aitherctl.profiles.profile import Profile, Service
     from aitherctl.routing.table import Candidate, RoutingTable
@@ -292,7 +292,7 @@ class ServiceControl:
         await self._call(base_url, mode.wake.method, mode.wake.path)
 
     async def release(self, service: Service, base_url: str) -> None:
-        from aitherctl.engines import driver_for
+        from aitherctl.engines.registry import driver_for
 
         driver = driver_for(service.engine.value)
         before = await self._reading(service, base_url, driver)
@@ -486,7 +486,7 @@ class ServiceControl:
 
 
 def _sleep_mode(service: Service) -> Any:
-    from aitherctl.engines import driver_for
+    from aitherctl.engines.registry import driver_for
 
     mode = driver_for(service.engine.value).sleep_mode(service)
     if mode is None:
@@ -560,7 +560,7 @@ class Scheduler:
     def _build(
         self, profile: Profile, table: RoutingTable, running: set[str] | None
     ) -> dict[str, Backend]:
-        from aitherctl.engines import driver_for
+        from aitherctl.engines.registry import driver_for
         from aitherctl.routing.table import service_candidate
 
         now = self.clock()
@@ -1011,7 +1011,7 @@ class Scheduler:
         here, on the loop, at the moment of deciding)."""
         if not (backend.state is BackendState.READY and backend.idle and not backend.pinned):
             raise ExternallyBusy(f"{backend.name} became busy; not evicted")
-        from aitherctl.engines import driver_for
+        from aitherctl.engines.registry import driver_for
 
         assert backend.service is not None
         assert self.control is not None

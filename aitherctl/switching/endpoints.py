@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from aitherctl.engines import client_path
+from aitherctl.engines.registry import client_path
 from aitherctl.switching.readiness import netloc
 
 

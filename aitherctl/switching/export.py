@@ -52,7 +52,6 @@ from typing import Any
 
 import yaml
 
-from aitherctl.engines import driver_for
 from aitherctl.engines.container import (
     LABEL_HASH,
     LABEL_MANAGED,
@@ -61,6 +60,7 @@ from aitherctl.engines.container import (
     ContainerSpec,
     container_name,
 )
+from aitherctl.engines.registry import driver_for
 from aitherctl.errors import RefusedError, UsageError
 from aitherctl.profiles.profile import Profile, Service, Volume
 from aitherctl.profiles.redact import is_reference, is_secret_name

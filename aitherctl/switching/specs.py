@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.engines import build_container
 from aitherctl.engines.container import ContainerSpec
+from aitherctl.engines.registry import build_container
 from aitherctl.profiles.profile import Profile
 
 

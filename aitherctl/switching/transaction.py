@@ -37,9 +37,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aitherctl.docker.stack import ManagedContainer
-from aitherctl.engines import allocates_gpu_at_start
 from aitherctl.engines import container as c
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.registry import allocates_gpu_at_start
 from aitherctl.errors import AitherError, DockerUnavailableError, SwitchFailedError
 from aitherctl.profiles.profile import LOCAL_HOST
 from aitherctl.switching import journal

@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from aitherctl.cli.app import app
-from aitherctl.engines import build_container
+from aitherctl.engines.registry import build_container
 from aitherctl.units import GIB
 from tests.conftest import sdk_of
 

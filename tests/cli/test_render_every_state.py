@@ -16,7 +16,7 @@ from rich.console import Console
 from aitherctl.cli.render import plan_json, plan_table
 from aitherctl.cli.service_cmds import ps_table
 from aitherctl.docker.stack import ManagedContainer
-from aitherctl.engines import build_container
+from aitherctl.engines.registry import build_container
 from aitherctl.gpu.vram import VramCheck
 from aitherctl.monitor.actions import plan_text
 from aitherctl.monitor.services import ServiceListing, ServiceRow

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aitherctl.engines import build_container
 from aitherctl.engines.comfyui import USER_DATA
+from aitherctl.engines.registry import build_container
 from aitherctl.profiles.profile import Engine, Service
 from aitherctl.switching.readiness import probe
 from tests.conftest import BASE_IMAGE, _need_image, free_port, sdk_of

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from aitherctl.engines import build_container
+from aitherctl.engines.registry import build_container
 from aitherctl.engines.vllm import parse_vllm_metrics
 from aitherctl.monitor.unload import free_vram
 from aitherctl.profiles.loader import load_profile_text

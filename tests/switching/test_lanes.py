@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aitherctl.engines import build_container
+from aitherctl.engines.registry import build_container
 from aitherctl.profiles.profile import Engine, Health, Service
 from aitherctl.switching.plan import compute_plan
 from aitherctl.switching.transaction import lanes, start_items

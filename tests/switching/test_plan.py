@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aitherctl.docker.stack import ManagedContainer, infer_active_profile
-from aitherctl.engines import build_container
+from aitherctl.engines.registry import build_container
 from aitherctl.profiles.profile import Engine, Health, Service
 from aitherctl.switching.plan import Action, compute_plan
 

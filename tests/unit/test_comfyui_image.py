@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.engines import build_container, driver_for
 from aitherctl.engines.comfyui import IMAGE
 from aitherctl.engines.container import ContainerSpec
+from aitherctl.engines.registry import build_container, driver_for
 from aitherctl.profiles.profile import Engine, Service, Volume
 from aitherctl.units import GIB, MemoryAmount
 from tests.doubles import comfyui_image

@@ -7,7 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from aitherctl.engines import (
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics
+from aitherctl.engines.registry import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -22,8 +24,6 @@ from aitherctl.engines import (
     release_requests,
     unregister,
 )
-from aitherctl.engines.container import ContainerSpec, HttpCheck
-from aitherctl.engines.metrics import EngineMetrics
 from aitherctl.errors import RefusedError
 from aitherctl.profiles.profile import Engine, Health, Service, Volume
 from aitherctl.units import GIB, MemoryAmount

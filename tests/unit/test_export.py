@@ -26,7 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from aitherctl.engines import build_container, driver_for
+from aitherctl.engines.registry import build_container, driver_for
 from aitherctl.errors import NotFoundError, RefusedError, UsageError
 from aitherctl.profiles.loader import resolve_profile
 from aitherctl.profiles.parse import parse_profile

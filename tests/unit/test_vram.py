@@ -145,7 +145,7 @@ def test_kept_service_counts_at_max_of_budget_and_real_use() -> None:
 
 def test_budgets_resolve_against_each_gpus_own_total() -> None:
     """A 50% budget over a 24 GiB and a 48 GiB card is 12 GiB on one and 24 GiB on the other."""
-    from aitherctl.engines import build_container
+    from aitherctl.engines.registry import build_container
     from aitherctl.profiles.profile import Engine, Health, Service
 
     service = Service(
