@@ -103,11 +103,11 @@ class BackendFailedError(AitherError):
     (`result.answer` then holds the partial text). `result` is the run's record, if any."""
 
     exit_code = ExitCode.BACKEND_FAILED
-    result: Any = None  # aitherctl.ops.route.RunResult
+    result: Any = None  # aitherctl.routing.router.RunResult
 
 
 class BudgetExceededError(AitherError):
     """Routing: the daily budget forbids every candidate that was left."""
 
     exit_code = ExitCode.BUDGET_EXCEEDED
-    result: Any = None  # aitherctl.ops.route.RunResult
+    result: Any = None  # aitherctl.routing.router.RunResult

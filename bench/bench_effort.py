@@ -56,7 +56,7 @@ def main() -> int:
             sys.executable,
             "-c",
             "import time; t = time.perf_counter(); "
-            "from aitherctl.adapters.static_embedding import score_effort; score_effort('hi'); "
+            "from aitherctl.routing.static_embedding import score_effort; score_effort('hi'); "
             "print(time.perf_counter() - t)",
         ],
         check=True,
@@ -64,8 +64,8 @@ def main() -> int:
         text=True,
         cwd=ROOT,
     )
-    from aitherctl.adapters.static_embedding import learned_scorer
-    from aitherctl.core.effort import score_effort_heuristic
+    from aitherctl.routing.effort_heuristic import score_effort_heuristic
+    from aitherctl.routing.static_embedding import learned_scorer
 
     learned = learned_scorer()
     scorers = {"learned": learned.score, "heuristic": score_effort_heuristic}

@@ -95,7 +95,7 @@ def spawned(log: Path) -> int:
 
 def stop_master(endpoint: str, env: dict[str, str]) -> None:
     """`ssh -O exit` on the master aitherctl keeps for `endpoint` under `env`'s state folder."""
-    from aitherctl.adapters.ssh_transport import SshTarget, control_path
+    from aitherctl.docker.ssh_transport import SshTarget, control_path
 
     saved = dict(os.environ)
     os.environ.update(env)

@@ -30,10 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aitherctl.adapters.procs import HostReader, ProcessTable  # noqa: E402
-from aitherctl.adapters.scrape import Scraper  # noqa: E402
-from aitherctl.core.monitor_model import StackReading  # noqa: E402
-from aitherctl.ops.monitor import MonitorCollector  # noqa: E402
+from aitherctl.monitor.collect import MonitorCollector  # noqa: E402
+from aitherctl.monitor.model import StackReading  # noqa: E402
+from aitherctl.monitor.procs import HostReader, ProcessTable  # noqa: E402
+from aitherctl.monitor.scrape import Scraper  # noqa: E402
 from aitherctl.tui.app import MonitorApp  # noqa: E402
 
 SERVICES = 5
@@ -50,7 +50,7 @@ def free_port() -> int:
 def start_containers(namespace: str) -> list[Any]:
     import docker
 
-    from aitherctl.switching import container as c
+    from aitherctl.engines import container as c
 
     client = docker.from_env()
     models = os.environ.get("AITHER_TEST_MODELS", "/var/cache/aitherctl-test/models")
@@ -111,7 +111,7 @@ class FakeStack:
     """Five llama.cpp-like servers on local ports serving the captured payloads."""
 
     def __init__(self) -> None:
-        from aitherctl.switching.stack import ManagedContainer
+        from aitherctl.docker.stack import ManagedContainer
 
         fixtures = ROOT / "tests" / "fixtures" / "metrics"
         metrics = fixtures / "llamacpp_metrics_after.prom"
@@ -190,8 +190,8 @@ def main() -> None:
         stack: Any = FakeStack()
         mode = "five local fake llama.cpp servers"
     else:
-        from aitherctl.adapters.docker_engine import DockerEngine
-        from aitherctl.adapters.stack_reader import DockerStackSource
+        from aitherctl.docker.engine import DockerEngine
+        from aitherctl.monitor.stack_reader import DockerStackSource
 
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
         containers = start_containers(namespace)

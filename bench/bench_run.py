@@ -44,8 +44,8 @@ PROMPT = "Name three colours of the rainbow."
 def effort_agreement(name: str) -> dict[str, Any]:
     import yaml
 
-    from aitherctl.adapters.static_embedding import score_effort
-    from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
+    from aitherctl.routing.static_embedding import score_effort
+    from aitherctl.routing.table import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
     tiers = [name for name, _ in DEFAULT_TIER_EFFORTS]
     rows = yaml.safe_load((ROOT / "tests/data" / name).read_text(encoding="utf-8"))
@@ -150,8 +150,8 @@ def direct_once(url: str, model: str, max_tokens: int) -> tuple[float, float]:
 
 
 def routed_once(profile_name: str, max_tokens: int) -> tuple[float, float]:
-    from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.ops.route import RunOptions, open_router
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.routing.router import RunOptions, open_router
 
     started = time.perf_counter()
     first: list[float] = []

@@ -97,7 +97,7 @@ def write_profile(profile_dir: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def docker_engine(namespace: str) -> Iterator[object]:
     """A DockerEngine on the real engine, in this session's namespace; cleans up at the end."""
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
     from aitherctl.errors import DockerUnavailableError
 
     try:
@@ -113,8 +113,8 @@ def docker_engine(namespace: str) -> Iterator[object]:
 def sdk_of(engine: Any) -> Any:
     """The Docker SDK's client for `engine`, for a test's own set-up (kill, exec, build an image,
     read stats): aitherctl drives a local unix socket with its own small client
-    (adapters/docker_socket_api.py), which has only the calls aitherctl makes."""
-    from aitherctl.adapters.docker_socket_api import SocketClient
+    (docker/socket_api.py), which has only the calls aitherctl makes."""
+    from aitherctl.docker.socket_api import SocketClient
 
     if not isinstance(engine.client, SocketClient):
         return engine.client

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aitherctl.cli import runtime
-from aitherctl.cli.run_cmd import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
+from aitherctl.cli.prompt_options import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
 from aitherctl.errors import AitherError, NotFoundError
 
 if TYPE_CHECKING:
-    from aitherctl.core.routing import RoutingTable
+    from aitherctl.routing.table import RoutingTable
 
 PROMPT = ">>> "
 LEAVE = ("/bye", "/exit", "/quit")
@@ -135,7 +135,7 @@ def pick(table: RoutingTable, model: str | None) -> dict[str, str]:
 def _sender(
     model: str | None, options: dict[str, Any], profile: str | None, direct: bool
 ) -> Iterator[tuple[Send, str]]:
-    from aitherctl.core.routing import build_routing
+    from aitherctl.routing.table import build_routing
 
     if not direct:
         from aitherctl.serve.discovery import find_gateway
@@ -148,13 +148,13 @@ def _sender(
             def via_gateway(
                 text: str, history: tuple[tuple[str, str], ...], on_text: Callable[[str], None]
             ) -> None:
-                from aitherctl.ops.gateway_client import run_via_gateway
+                from aitherctl.routing.gateway_client import run_via_gateway
 
                 run_via_gateway(url, text, on_text, history=history, **{**options, **chosen})
 
             yield via_gateway, f"profile {served} via {url}"
             return
-    from aitherctl.ops.route import RunOptions, open_router, resolve_profile
+    from aitherctl.routing.router import RunOptions, open_router, resolve_profile
 
     profile_found, stack = resolve_profile(profile, runtime.catalog(), runtime.docker_reader)
     with open_router(profile_found, stack) as router:

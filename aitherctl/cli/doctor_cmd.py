@@ -1,4 +1,4 @@
-"""`aitherctl doctor`: is this machine ready to run profiles? The checks: `aitherctl.ops.doctor`."""
+"""`aitherctl doctor`: is this machine ready to run profiles? Checks: `aitherctl.monitor.doctor`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def doctor(
     """Check Docker, the NVIDIA container runtime, GPUs, profiles and their ports.
     Each profile mistake is one line `file:line: message`. Exit 3 when a profile is wrong,
     1 when another check fails (warnings do not fail)."""
-    from aitherctl.adapters.ports import port_is_free
-    from aitherctl.ops.doctor import run_doctor
+    from aitherctl.monitor.doctor import run_doctor
+    from aitherctl.switching.ports import port_is_free
 
     out = Output(json_mode=json_out)
     report = run_doctor(runtime.docker, runtime.gpu_inventory(), runtime.catalog(), port_is_free)

@@ -146,7 +146,7 @@ def answer_via_gateway(
     """Stream the answer to stdout and the status line (or the JSON) as `run` does; the exit
     code. Shared by this fast path and the Typer command."""
     from aitherctl.errors import AitherError
-    from aitherctl.ops.gateway_client import run_via_gateway
+    from aitherctl.routing.gateway_client import run_via_gateway
 
     wrote: list[str] = []
 
@@ -195,7 +195,7 @@ def ps_json() -> int:
 
     from aitherctl.cli import runtime
     from aitherctl.errors import AitherError
-    from aitherctl.ops.services import list_services, with_other_hosts
+    from aitherctl.monitor.services import list_services, with_other_hosts
 
     try:
         listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)

@@ -16,7 +16,7 @@ def gpu(
 ) -> None:
     """GPUs, memory, utilisation, temperature, power and processes, as NVML reports them
     (the same numbers as `nvidia-smi`). Exit 5 when there is no usable NVIDIA GPU."""
-    from aitherctl.core.units import format_bytes
+    from aitherctl.units import format_bytes
 
     out = Output(json_mode=json_out)
     inventory = runtime.gpu_inventory()

@@ -21,9 +21,9 @@ from aitherctl.errors import (
 )
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.vram import VramCheck
-    from aitherctl.ops.images import ImageStatus
+    from aitherctl.gpu.vram import VramCheck
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.switching.images import ImageStatus
     from aitherctl.switching.plan import Plan
     from aitherctl.switching.switch import Prepared
 
@@ -139,7 +139,7 @@ def _active_profile_name(catalog: ProfileCatalog) -> str | None:
 def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
     """Show a profile after `extends` is resolved. Secrets are never printed: `${VAR}` references
     are shown as written, and values whose name looks secret (TOKEN, KEY, PASSWORD, ...) hidden."""
-    from aitherctl.core.redact import redact_args, redact_env, redact_mapping, redact_url
+    from aitherctl.profiles.redact import redact_args, redact_env, redact_mapping, redact_url
 
     out = Output(json_mode=json_out)
     profile = runtime.catalog().load(name, expand=False)
@@ -242,7 +242,7 @@ def validate(
 ) -> None:
     """Check profiles: YAML, keys, types, budgets, ports, `extends`, `${VAR}`, routing, endpoints
     and budget. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
-    from aitherctl.ops.doctor import validate_profiles
+    from aitherctl.monitor.doctor import validate_profiles
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
@@ -277,7 +277,7 @@ def validate(
 def _prepare(name: str) -> tuple[Prepared, tuple[ImageStatus, ...] | None]:
     """The plan, and whether its images are on the engine or can be pulled (None without an
     engine to ask)."""
-    from aitherctl.ops.images import plan_images
+    from aitherctl.switching.images import plan_images
     from aitherctl.switching.switch import prepare, prepare_offline
 
     catalog = runtime.catalog()
@@ -332,8 +332,8 @@ GpuMemoryOpt = Annotated[
 def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
     """The plan on GPUs that are not there: the sizes given, nothing running, nothing else on
     them ("would `dev` fit a 24 GB card?"), whatever this machine has."""
-    from aitherctl.core.export import parse_gpu_memory, require_totals
-    from aitherctl.core.gpu import assumed_inventory
+    from aitherctl.gpu.model import assumed_inventory
+    from aitherctl.switching.export import parse_gpu_memory, require_totals
     from aitherctl.switching.switch import prepare_offline
 
     profile = runtime.catalog().load(name)
@@ -349,7 +349,7 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
     With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
     from aitherctl.cli.plan_json import plan_json
     from aitherctl.cli.render import plan_table
-    from aitherctl.core.vram import describe_vram
+    from aitherctl.gpu.vram import describe_vram
 
     out = Output(json_mode=json_out)
     images: tuple[ImageStatus, ...] | None = None
@@ -632,7 +632,7 @@ def export(
 ) -> None:
     """Write profile NAME as a Compose file or as Kubernetes manifests, with the containers a
     switch runs (same images, arguments, environment, volumes). Warnings go to stderr."""
-    from aitherctl.core.export import export_profile, parse_gpu_memory
+    from aitherctl.switching.export import export_profile, parse_gpu_memory
 
     out = Output()
     # As written: `${VAR}` references stay references (Compose reads them; Kubernetes gets them
@@ -656,9 +656,9 @@ def export(
 
 def service_urls(engine: object, plan: Plan) -> dict[str, str]:
     """Where each service that runs after `plan` answers, as its clients want the base URL."""
-    from aitherctl.adapters.http_probe import probe_host
-    from aitherctl.ops.endpoints import base_url
-    from aitherctl.switching.container import ContainerSpec
+    from aitherctl.engines.container import ContainerSpec
+    from aitherctl.switching.endpoints import base_url
+    from aitherctl.switching.readiness import probe_host
 
     endpoint = getattr(engine, "endpoint", None)
     address = getattr(engine, "address", None)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from aitherctl.core.units import format_bytes
 from aitherctl.switching.plan import Action, Plan
+from aitherctl.units import format_bytes
 
 ACTION_STYLE = {
     Action.KEEP: "dim",

@@ -9,28 +9,14 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
+from aitherctl.cli.prompt_options import MaxTokensOpt, ProfileOpt, SystemOpt, TemperatureOpt
 from aitherctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from aitherctl.ops.route import Choice, Verdict
+    from aitherctl.routing.router import Choice, Verdict
 
 
 NO_PROMPT = 'no prompt: aitherctl run "PROMPT", or pipe it on stdin, or -f FILE'
-
-
-# Options `run` and `chat` share (one declaration, the same help in both).
-SystemOpt = Annotated[str | None, typer.Option("--system", help="A system prompt.")]
-MaxTokensOpt = Annotated[
-    int | None,
-    typer.Option("--max-tokens", min=1, help="Longest answer (default: routing.max_tokens)."),
-]
-TemperatureOpt = Annotated[
-    float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
-]
-ProfileOpt = Annotated[
-    str | None,
-    typer.Option("--profile", "-p", help="Profile to route with (default: the active one)."),
-]
 
 
 def explain_data(choice: Choice, verdicts: list[Verdict]) -> dict[str, object]:
@@ -221,7 +207,7 @@ def run(  # noqa: PLR0917 - Typer passes options by position
 
         answer_direct(text, json_output, keywords, profile)
         return
-    from aitherctl.ops.route import RunOptions, open_router, resolve_profile
+    from aitherctl.routing.router import RunOptions, open_router, resolve_profile
 
     chosen, stack = resolve_profile(profile, runtime.catalog(), runtime.docker_reader)
     with open_router(chosen, stack) as router:

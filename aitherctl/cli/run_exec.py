@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from aitherctl.cli.output import Output
 
 if TYPE_CHECKING:
-    from aitherctl.ops.route import RunResult
+    from aitherctl.routing.router import RunResult
 
 
 def status_line(result: RunResult) -> str:
     """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`"""
-    from aitherctl.core.run_report import status_line as line
+    from aitherctl.routing.run_report import status_line as line
 
     return line(result.to_json())
 
@@ -29,7 +29,7 @@ def answer_direct(
     prints it and exits with its code)."""
     from aitherctl.cli import runtime
     from aitherctl.errors import BackendFailedError, BudgetExceededError
-    from aitherctl.ops.route import RunOptions, open_router, resolve_profile
+    from aitherctl.routing.router import RunOptions, open_router, resolve_profile
 
     out = Output(json_mode=json_output)
     run_options = RunOptions(prompt=text, **options)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.adapters.docker_listing import ContainerSource
-    from aitherctl.adapters.profile_store import ProfileCatalog
-    from aitherctl.core.gpu import GpuInventory
+    from aitherctl.docker.engine import DockerEngine
+    from aitherctl.docker.listing import ContainerSource
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.catalog import ProfileCatalog
 
 
 def catalog() -> ProfileCatalog:
     # Loading profiles pulls in YAML and every engine driver: only for the commands that do.
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
 
     return ProfileCatalog()
 
 
 def docker() -> DockerEngine:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
     return DockerEngine.connect()
 
@@ -27,14 +27,14 @@ def docker() -> DockerEngine:
 def docker_reader() -> ContainerSource:
     """What runs on the engine, for commands that only read it (`ps`, `run`): over the local
     socket without the Docker SDK where the engine is one, else through `docker()`'s SDK."""
-    from aitherctl.adapters.docker_listing import open_socket_reader
+    from aitherctl.docker.listing import open_socket_reader
 
     return open_socket_reader() or docker()
 
 
 def gpu_inventory() -> GpuInventory:
     """NVML's view of the GPUs (an empty inventory with `error` set when there is none)."""
-    from aitherctl.adapters.nvml import NvmlReader
+    from aitherctl.gpu.nvml import NvmlReader
 
     reader = NvmlReader(nvml_module)
     try:

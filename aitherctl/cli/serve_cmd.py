@@ -13,7 +13,7 @@ from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
 
 if TYPE_CHECKING:
-    from aitherctl.core.profile import Profile
+    from aitherctl.profiles.profile import Profile
     from aitherctl.serve.app import Gateway, Stack
 
 
@@ -114,7 +114,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
     )
     check_bind(options)
     chosen = _profile(profile)
-    from aitherctl.ops.ram import refuse_impossible_ram
+    from aitherctl.profiles.machine_ram import refuse_impossible_ram
 
     refuse_impossible_ram(chosen)
     access = access_policy(host, machine_names(), hosts, origins)
@@ -135,7 +135,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
         """The active profile, when it is not `current`: a switch made another one active, or
         the served profile's file was edited (`--profile` pins the one served)."""
         from aitherctl.errors import AitherError
-        from aitherctl.ops.route import observe_stack
+        from aitherctl.routing.router import observe_stack
 
         name, _stack, _problem = observe_stack(runtime.docker_reader)
         try:
@@ -153,7 +153,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
 
     # The learned effort scorer (`model: auto`, and every `aitherctl run`) loads once, here,
     # not on the loop when the first request is waiting for it.
-    from aitherctl.adapters.static_embedding import learned_scorer
+    from aitherctl.routing.static_embedding import learned_scorer
 
     learned_scorer()
     code = asyncio.run(
@@ -172,7 +172,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
 
 
 def _profile(explicit: str | None) -> Profile:
-    from aitherctl.ops.route import resolve_profile
+    from aitherctl.routing.router import resolve_profile
 
     chosen, _stack = resolve_profile(explicit, runtime.catalog(), runtime.docker_reader)
     return chosen

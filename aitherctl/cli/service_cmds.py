@@ -14,7 +14,7 @@ from aitherctl.errors import ExitCode, NotFoundError, UsageError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from aitherctl.ops.services import ServiceListing
+    from aitherctl.monitor.services import ServiceListing
     from aitherctl.switching.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -166,7 +166,7 @@ def down(
         names = sorted({step.service for step in prepared.plan.steps})
         return out.confirm(f"stop {', '.join(names)}?", assume_yes=yes)
 
-    from aitherctl.adapters.host_memory import remembered_hosts
+    from aitherctl.switching.remembered_hosts import remembered_hosts
 
     if remembered_hosts():
         from aitherctl.switching.hosts import down_across
@@ -205,7 +205,7 @@ def recover(json_out: JsonOpt = False) -> None:
     progress = CliProgress(out)
     with engine_lock(engine, on_wait=progress.note):
         done = recover_switches(engine, progress)
-    from aitherctl.adapters.host_memory import remembered_hosts
+    from aitherctl.switching.remembered_hosts import remembered_hosts
 
     if remembered_hosts():
         from aitherctl.switching.hosts import recover_other_hosts
@@ -229,7 +229,7 @@ def recover(json_out: JsonOpt = False) -> None:
 def ps(json_out: JsonOpt = False) -> None:
     """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
     against the budget, flagged when over), uptime."""
-    from aitherctl.ops.services import list_services, with_other_hosts
+    from aitherctl.monitor.services import list_services, with_other_hosts
 
     out = Output(json_mode=json_out)
     listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
@@ -255,7 +255,7 @@ def ps_table(listing: ServiceListing) -> Table:
     paused, restarting, removing, dead)."""
     from rich.table import Table
 
-    from aitherctl.core.units import format_bytes
+    from aitherctl.units import format_bytes
 
     table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
@@ -321,7 +321,7 @@ def ps_table(listing: ServiceListing) -> Table:
 
 def _ram_cell(used: int | None, budget: int | None, *, over: bool) -> str:
     """Host RAM the container holds against its `ram:` budget, as `docker stats` counts it."""
-    from aitherctl.core.units import format_bytes
+    from aitherctl.units import format_bytes
 
     text = "-" if used is None else format_bytes(used)
     if budget is not None:
@@ -331,7 +331,7 @@ def _ram_cell(used: int | None, budget: int | None, *, over: bool) -> str:
 
 def _duration(seconds: float | None) -> str:
     # The same words as `status` and the monitor (1m22s, not 80s), so the two agree.
-    from aitherctl.core.units import format_duration
+    from aitherctl.units import format_duration
 
     return format_duration(seconds, "-")
 

@@ -44,8 +44,8 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     Exit code 0 even when Docker or the GPU cannot be read: that is part of the status shown
     (`docker_error`, `gpu_error` in --json).
     """
-    from aitherctl.core.monitor_model import snapshot_to_dict
-    from aitherctl.ops.monitor import build_collector
+    from aitherctl.monitor.collect import build_collector
+    from aitherctl.monitor.model import snapshot_to_dict
 
     output = Output(json_mode=json_output)
     collector, _ = build_collector(

@@ -11,7 +11,7 @@ from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
 
 if TYPE_CHECKING:
-    from aitherctl.ops.usage import UsageReport
+    from aitherctl.routing.usage import UsageReport
 
 
 def _fmt_s(value: float | None) -> str:
@@ -111,8 +111,8 @@ def usage(
 ) -> None:
     """Spending against the daily budget, requests per tier and backend, the share answered
     locally, and p50/p95 latency per backend, from the ledger `aitherctl run` keeps."""
-    from aitherctl.adapters.ledger import Ledger, start_of_local_day
-    from aitherctl.ops.usage import parse_since, select_budget, summarize_usage
+    from aitherctl.routing.ledger import Ledger, start_of_local_day
+    from aitherctl.routing.usage import parse_since, select_budget, summarize_usage
 
     out = Output(json_mode=json_output)
     now = time.time()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from aitherctl.errors import AitherError, UsageError
+from aitherctl.profiles.profile import is_loopback
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
 from aitherctl.serve.apis import forwarded_headers, stream_error
@@ -32,10 +32,10 @@ from aitherctl.serve.model import Priority, parse_priority
 from aitherctl.serve.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.core.gpu import GpuInventory
-    from aitherctl.core.profile import Profile
-    from aitherctl.core.routing import RoutingTable
+    from aitherctl.docker.engine import DockerEngine
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.profile import Profile
+    from aitherctl.routing.table import RoutingTable
     from aitherctl.serve.control import ServiceControl
     from aitherctl.serve.model import Pool
     from aitherctl.serve.upstream import Upstream
@@ -131,15 +131,6 @@ def load_keys(keys_file: Path | None, env: dict[str, str]) -> list[ApiKey]:
             raise UsageError(f"cannot read the API keys file {keys_file}: {exc.strerror}") from None
         keys += parse_keys(text, str(keys_file))
     return keys
-
-
-def is_loopback_bind(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Sink:
@@ -510,7 +501,7 @@ class ServeOptions:
 
 
 def check_bind(options: ServeOptions) -> None:
-    if not options.keys and not is_loopback_bind(options.host):
+    if not options.keys and not is_loopback(options.host):
         raise UsageError(
             f"serving on {options.host} (not loopback) needs API keys: set ${KEYS_ENV} or pass "
             "--keys-file (one key of 16+ characters per line)"
@@ -680,10 +671,10 @@ class Stack:
         return memory_pools(profile, self.inventory(), psutil.virtual_memory().total)
 
     def dispatcher(self, scheduler: Scheduler) -> Dispatcher:
-        from aitherctl.adapters.backend_probe import BackendProbe, FailureMemory
-        from aitherctl.adapters.chat import HttpClients
-        from aitherctl.adapters.ledger import Ledger
-        from aitherctl.ops.route import Router
+        from aitherctl.routing.chat import HttpClients
+        from aitherctl.routing.ledger import Ledger
+        from aitherctl.routing.probes import BackendProbe, FailureMemory
+        from aitherctl.routing.router import Router
 
         clients = HttpClients()
         router = Router(
@@ -704,7 +695,7 @@ class Stack:
 
 
 def build_routing_table(profile: Profile) -> RoutingTable:
-    from aitherctl.core.routing import build_routing
+    from aitherctl.routing.table import build_routing
 
     return build_routing(profile)
 

@@ -11,17 +11,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aitherctl.core.metrics import MetricsFormatError
+from aitherctl.engines.metrics import MetricsFormatError
 from aitherctl.errors import AitherError
 from aitherctl.serve.effects import MEMORY_FREE_TIMEOUT_S
 from aitherctl.serve.errors import ExternallyBusy, LoadFailed
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
-    from aitherctl.core.engines import EngineDriver
-    from aitherctl.core.gpu import GpuInventory
-    from aitherctl.core.metrics import EngineMetrics
-    from aitherctl.core.profile import Profile, Service
+    from aitherctl.docker.engine import DockerEngine
+    from aitherctl.engines.registry import EngineDriver
+    from aitherctl.engines.metrics import EngineMetrics
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.profile import Profile, Service
     from aitherctl.serve.effects import Cancel, GpuReading
     from aitherctl.serve.upstream import Upstream
 
@@ -66,13 +66,13 @@ class ServiceControl:
         self._profile = profile
 
     def _catalog(self) -> Any:
-        from aitherctl.adapters.profile_store import ProfileCatalog
+        from aitherctl.profiles.catalog import ProfileCatalog
 
         return _PinnedCatalog(ProfileCatalog(), self._loaded())
 
     def _loaded(self) -> Profile:
         if self._profile is None:
-            from aitherctl.adapters.profile_store import ProfileCatalog
+            from aitherctl.profiles.catalog import ProfileCatalog
 
             self._profile = ProfileCatalog().load(self.profile_name)
         return self._profile
@@ -98,7 +98,7 @@ class ServiceControl:
         await self._call(base_url, mode.wake.method, mode.wake.path)
 
     async def release(self, service: Service, base_url: str) -> None:
-        from aitherctl.core.engines import driver_for
+        from aitherctl.engines.registry import driver_for
 
         driver = driver_for(service.engine.value)
         before = await self._reading(service, base_url, driver)
@@ -144,7 +144,7 @@ class ServiceControl:
     ) -> EngineMetrics:
         """The engine's own account of itself, from the driver's JSON pages (Ollama `/api/ps`,
         ComfyUI `/queue` and `/system_stats`), merged."""
-        from aitherctl.core.metrics import EngineMetrics
+        from aitherctl.engines.metrics import EngineMetrics
 
         reading = EngineMetrics()
         for page in driver.metrics:
@@ -164,13 +164,13 @@ class ServiceControl:
 
     def _engine_for(self, service: str) -> tuple[DockerEngine, Callable[[], GpuInventory]]:
         """The engine `service` runs on (its profile `host:`), and that host's GPU readings."""
-        from aitherctl.core.profile import LOCAL_HOST
+        from aitherctl.profiles.profile import LOCAL_HOST
 
         profile = self._loaded()
         svc = profile.services.get(service)
         if svc is None or svc.host == LOCAL_HOST:
             return self.connect(), self.inventory
-        from aitherctl.adapters.docker_engine import DockerEngine
+        from aitherctl.docker.engine import DockerEngine
         from aitherctl.switching.hosts import host_inventory
 
         host = profile.hosts[svc.host]
@@ -210,7 +210,7 @@ class ServiceControl:
     def running_blocking(self) -> set[str]:
         """The services with a running (not set-aside) container now, on every host of the
         profile (a host that cannot be reached shows its services as not running)."""
-        from aitherctl.core.profile import LOCAL_HOST
+        from aitherctl.profiles.profile import LOCAL_HOST
         from aitherctl.switching.state import observe
 
         profile = self._loaded()
@@ -234,7 +234,7 @@ class ServiceControl:
         return running
 
     def _open_remote(self, profile: Profile, host: str) -> DockerEngine:
-        from aitherctl.adapters.docker_engine import DockerEngine
+        from aitherctl.docker.engine import DockerEngine
 
         spec = profile.hosts[host]
         engine = DockerEngine.connect_host(spec.name, spec.docker, spec.address)
@@ -246,7 +246,7 @@ class ServiceControl:
         memory outside aitherctl (the larger of NVML's foreign processes and used memory less
         what aitherctl's running services really use) plus the driver's reservation, and each
         running service's real use (NVML per-process memory of its container's PIDs)."""
-        from aitherctl.core.vram import GpuBudget, actual_use_by_service
+        from aitherctl.gpu.vram import GpuBudget, actual_use_by_service
         from aitherctl.serve.effects import GpuReading
 
         inventory = self.inventory()
@@ -292,7 +292,7 @@ class ServiceControl:
 
 
 def _sleep_mode(service: Service) -> Any:
-    from aitherctl.core.engines import driver_for
+    from aitherctl.engines.registry import driver_for
 
     mode = driver_for(service.engine.value).sleep_mode(service)
     if mode is None:

@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aitherctl.adapters.paths import state_dir, state_dir_text
+from aitherctl.paths import state_dir, state_dir_text
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from aitherctl.core.gpu import GpuInventory
-    from aitherctl.core.profile import Profile
+    from aitherctl.gpu.model import GpuInventory
+    from aitherctl.profiles.profile import Profile
     from aitherctl.serve.model import Pool
 
 SERVE_STATE = "serve-{port}.json"

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.core.request_cost import RequestBound, output_limit, request_bound
-from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.errors import AitherError, NotFoundError
-from aitherctl.ops.route import REMEMBERED_FAILURES, Choice, RunOptions
+from aitherctl.routing.request_cost import RequestBound, output_limit, request_bound
+from aitherctl.routing.router import REMEMBERED_FAILURES, Choice, RunOptions
+from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.serve.apis import (
     PASSTHROUGH,
     EventWatcher,
@@ -42,8 +42,8 @@ from aitherctl.serve.model import Priority
 from aitherctl.serve.scheduler import Lease, Scheduler
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.ledger import LedgerRow
-    from aitherctl.ops.route import Router
+    from aitherctl.routing.ledger import LedgerRow
+    from aitherctl.routing.router import Router
     from aitherctl.serve.upstream import Upstream, UpstreamResponse
 
 KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a missing API key
@@ -407,8 +407,9 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """What `run --direct --json` prints (`RunResult.to_json()`, without the answer the
         client already has), from this request's decisions, plus `error` when it failed."""
-        from aitherctl.core.cost import budget_warning
-        from aitherctl.core.run_report import (
+        from aitherctl.routing.cost import budget_warning
+        from aitherctl.routing.router import Attempt, RunResult
+        from aitherctl.routing.run_report import (
             BUDGET,
             FAILED,
             attempt_lines,
@@ -416,7 +417,6 @@ class Dispatcher:
             no_backend_message,
             partial_message,
         )
-        from aitherctl.ops.route import Attempt, RunResult
 
         del request
         router = self.router
@@ -878,7 +878,7 @@ class Dispatcher:
         started_wall: float,
     ) -> None:
         """One ledger row per request, written off the loop (and even when the client left)."""
-        from aitherctl.adapters.ledger import LedgerRow, prompt_hash
+        from aitherctl.routing.ledger import LedgerRow, prompt_hash
 
         prompt, system = prompt_text(request.route, request.body)
         if result.outcome not in ("ok", "partial", "budget", "rejected") and not result.attempts:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from aitherctl.core.profile import Profile, Service
+    from aitherctl.profiles.profile import Profile, Service
 
 MEMORY_FREE_TIMEOUT_S = 60.0  # after an eviction, how long the GPU may take to show it free
 
@@ -29,7 +29,7 @@ class Cancel(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GpuReading:
-    """One GPU as the switch's VRAM check counts it (aitherctl.core.vram): what aitherctl does
+    """One GPU as the switch's VRAM check counts it (aitherctl.gpu.vram): what aitherctl does
     not control (memory outside aitherctl plus the driver's reservation) and what each running
     service really holds there (NVML per-process memory of its container's PIDs)."""
 

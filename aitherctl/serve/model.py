@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from aitherctl.core.scheduling_terms import Rank
+from aitherctl.profiles.scheduling_terms import Rank
 
 # A waiting request gains one priority class per AGING_S seconds, so a `batch` request behind a
 # steady stream of `interactive` ones is served after at most 2 * AGING_S of waiting (it then
@@ -211,7 +211,7 @@ def gpu_aware(
     outside: dict[str, int],
     real_use: dict[str, dict[str, int]],
 ) -> tuple[dict[str, Pool], list[Holder]]:
-    """The pools and holders as the switch's VRAM check counts them (aitherctl.core.vram): each
+    """The pools and holders as the switch's VRAM check counts them (aitherctl.gpu.vram): each
     GPU pool less the memory held outside aitherctl (`outside`, driver reservation included),
     and each service holding the larger of its budget and its real use (`real_use`: pool ->
     service -> bytes)."""

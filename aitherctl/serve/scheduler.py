@@ -32,8 +32,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aitherctl.core.scheduling_terms import Rank, parse_rank
 from aitherctl.errors import AitherError, RefusedError
+from aitherctl.profiles.scheduling_terms import Rank, parse_rank
 from aitherctl.serve.effects import MEMORY_FREE_TIMEOUT_S
 from aitherctl.serve.errors import ExternallyBusy, LoadFailed, QueueFull, SchedulerError
 from aitherctl.serve.model import (
@@ -57,8 +57,8 @@ from aitherctl.serve.states import (
 )
 
 if TYPE_CHECKING:
-    from aitherctl.core.profile import Profile, Service
-    from aitherctl.core.routing import Candidate, RoutingTable
+    from aitherctl.profiles.profile import Profile, Service
+    from aitherctl.routing.table import Candidate, RoutingTable
     from aitherctl.serve.effects import Effects, GpuReading
 
 DEFAULT_ENDPOINT_CONCURRENCY = 32
@@ -231,8 +231,8 @@ class Scheduler:
     def _build(
         self, profile: Profile, table: RoutingTable, running: set[str] | None
     ) -> dict[str, Backend]:
-        from aitherctl.core.engines import driver_for
-        from aitherctl.core.routing import service_candidate
+        from aitherctl.engines.registry import driver_for
+        from aitherctl.routing.table import service_candidate
 
         now = self.clock()
         backends: dict[str, Backend] = {}
@@ -682,7 +682,7 @@ class Scheduler:
         here, on the loop, at the moment of deciding)."""
         if not (backend.state is BackendState.READY and backend.idle and not backend.pinned):
             raise ExternallyBusy(f"{backend.name} became busy; not evicted")
-        from aitherctl.core.engines import driver_for
+        from aitherctl.engines.registry import driver_for
 
         assert backend.service is not None
         assert self.control is not None

@@ -25,7 +25,7 @@ FOLDER = "decisions"
 
 
 def _folder() -> Path:
-    from aitherctl.adapters.paths import state_dir
+    from aitherctl.paths import state_dir
 
     return state_dir() / FOLDER
 

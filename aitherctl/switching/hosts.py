@@ -7,7 +7,7 @@ multi-host switch left services on (remembered in the state folder, `hosts.json`
 one-machine profile stops what ran on the other box.
 
 - Planning is per host, with that host's own GPU readings (NVML here; `nvidia-smi` in a
-  short-lived container on the other engine, `aitherctl.adapters.remote_gpu`), so the VRAM
+  short-lived container on the other engine, `aitherctl.gpu.remote`), so the VRAM
   arithmetic is per host and GPU. Every engine is reached before anything changes; one that cannot
   be is named, and nothing changes anywhere.
 - Execution is the one switch sequence (`aitherctl.switching.switch.run_switch`) over every
@@ -30,19 +30,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.host_memory import (
+from aitherctl.docker.engine import DockerEngine
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.errors import AitherError, DockerUnavailableError, RefusedError
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.profiles.profile import LOCAL_HOST, Host, Profile
+from aitherctl.switching.lock import engine_lock
+from aitherctl.switching.plan import Action
+from aitherctl.switching.remembered_hosts import (
     remember_hosts,
     remembered_hosts,
     remembered_profile,
 )
-from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.profile import LOCAL_HOST, Host, Profile
-from aitherctl.errors import AitherError, DockerUnavailableError, RefusedError
-from aitherctl.switching.lock import engine_lock
-from aitherctl.switching.plan import Action
-from aitherctl.switching.stack import ManagedContainer
 from aitherctl.switching.switch import (
     Change,
     Prepared,
@@ -103,7 +103,7 @@ def host_inventory(
     images = sorted({svc.image for svc in profile.services.values() if svc.uses_gpu})
     if not images:
         return GpuInventory(error=f"no GPU reading taken on host {name!r} (no GPU service there)")
-    from aitherctl.adapters.remote_gpu import read_inventory
+    from aitherctl.gpu.remote import read_inventory
 
     image = images[0]
     if not engine.image_exists(image):
@@ -288,8 +288,8 @@ def up_across(  # noqa: PLR0917
 ) -> tuple[list[str], dict[str, str], float]:
     """`up` for a profile on several hosts: each host's named (default: resident) services,
     with that host's readings; nothing is stopped. Returns started, URLs and seconds."""
-    from aitherctl.adapters.http_probe import probe_host
-    from aitherctl.ops.endpoints import base_url
+    from aitherctl.switching.endpoints import base_url
+    from aitherctl.switching.readiness import probe_host
     from aitherctl.switching.switch import switch
 
     chosen = list(services) if services else sorted(profile.resident)

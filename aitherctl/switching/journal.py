@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aitherctl.adapters.paths import state_dir
+from aitherctl.paths import state_dir
 
 KEEP_LINES = 500
 

@@ -2,7 +2,7 @@
 
 The lock is keyed on the engine's ID (`docker info` → `ID`), not on how its endpoint was spelled
 (`unix:///var/run/docker.sock`, the default context and `DOCKER_HOST=` all reach one engine),
-and it lives in the machine-wide folder (`aitherctl.adapters.paths.machine_dir`), so two users,
+and it lives in the machine-wide folder (`aitherctl.paths.machine_dir`), so two users,
 or a user and `sudo`, take the same lock. The namespace (`AITHER_NAMESPACE`) is part of the key:
 stacks in different namespaces never touch each other's containers.
 
@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from aitherctl.adapters.paths import machine_dir
 from aitherctl.errors import BusyError
+from aitherctl.paths import machine_dir
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
 POLL_S = 0.1
 

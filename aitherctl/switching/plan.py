@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from aitherctl.switching.container import ContainerSpec
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.container import ContainerSpec
 
 
 class Action(StrEnum):

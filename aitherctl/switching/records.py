@@ -8,11 +8,11 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aitherctl.switching import container as c
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines import container as c
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
 LABEL_KIND = c.LABEL_PREFIX + "record-kind"  # "txn", "commit" or "active"
 LABEL_INTENT = c.LABEL_PREFIX + "intent"

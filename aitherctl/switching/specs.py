@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aitherctl.core.engines import build_container
-from aitherctl.core.profile import Profile
-from aitherctl.switching.container import ContainerSpec
+from aitherctl.engines.container import ContainerSpec
+from aitherctl.engines.registry import build_container
+from aitherctl.profiles.profile import Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +31,12 @@ def build_specs(profile: Profile, gpu_memory: Mapping[int, int]) -> ProfileSpecs
 
 def gpu_services(profile: Profile) -> list[str]:
     return [name for name, svc in profile.services.items() if svc.uses_gpu]
+
+
+def restart_policy(gpus: Sequence[int]) -> str:
+    """The restart policy a switch gives a container, and an export writes. GPU services: `no`.
+    After a reboot or a daemon restart Docker would start every `unless-stopped` (and,
+    moby#47846, `on-failure`) container at once, the race the one-after-another start avoids;
+    `aitherctl up --restore` brings them back in order instead. CPU services allocate no GPU
+    memory and may come back by themselves."""
+    return "no" if gpus else "unless-stopped"

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aitherctl.adapters.docker_listing import ContainerSource
-from aitherctl.core.gpu import GpuInventory
+from aitherctl.docker.listing import ContainerSource
+from aitherctl.docker.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError
-from aitherctl.switching.stack import ManagedContainer, infer_active_profile
+from aitherctl.gpu.model import GpuInventory
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,19 +17,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.ports import port_is_free
-from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.profile import LOCAL_HOST, Profile
-from aitherctl.core.units import MemoryAmount
-from aitherctl.core.vram import (
-    GpuClaim,
-    VramCheck,
-    actual_use_by_service,
-    check_vram,
-    describe_vram,
-)
+from aitherctl.docker.engine import DockerEngine
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.container import ContainerSpec
 from aitherctl.errors import (
     AitherError,
     DockerError,
@@ -37,15 +27,25 @@ from aitherctl.errors import (
     NotFoundError,
     RefusedError,
 )
-from aitherctl.ops.images import no_gpu_hint
-from aitherctl.ops.ram import refuse_impossible_ram
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.gpu.vram import (
+    GpuClaim,
+    VramCheck,
+    actual_use_by_service,
+    check_vram,
+    describe_vram,
+)
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.profiles.checks import binds_overlap
+from aitherctl.profiles.machine_ram import refuse_impossible_ram
+from aitherctl.profiles.profile import LOCAL_HOST, Profile
 from aitherctl.switching import journal
-from aitherctl.switching.container import ContainerSpec
+from aitherctl.switching.images import no_gpu_hint
 from aitherctl.switching.lock import engine_lock, engine_lock_key
 from aitherctl.switching.plan import Action, Plan, compute_plan, restart_plan, stop_plan
+from aitherctl.switching.ports import port_is_free
 from aitherctl.switching.records import write_active
 from aitherctl.switching.specs import ProfileSpecs, build_specs
-from aitherctl.switching.stack import ManagedContainer
 from aitherctl.switching.state import StackState, gpu_memory, observe
 from aitherctl.switching.transaction import (
     Progress,
@@ -55,6 +55,7 @@ from aitherctl.switching.transaction import (
     pending,
     recover,
 )
+from aitherctl.units import MemoryAmount
 
 InventoryReader = Callable[[], GpuInventory]
 
@@ -269,7 +270,7 @@ def _check_ports(
     seen: list[tuple[str, int, str]] = list(staying)
     for bind, port, service in wanted:
         for other_bind, other_port, other in seen:
-            if other_port == port and _binds_overlap(bind, other_bind):
+            if other_port == port and binds_overlap(bind, other_bind):
                 raise RefusedError(
                     f"port {port} is wanted by both {other!r} and {service!r}; give one of "
                     "them another `port`"
@@ -288,7 +289,7 @@ def _check_ports(
         holders = [
             name
             for (ip, p), name in taken.items()
-            if p == port and _binds_overlap(bind, ip) and name not in ours
+            if p == port and binds_overlap(bind, ip) and name not in ours
         ]
         if holders:
             raise RefusedError(
@@ -301,11 +302,6 @@ def _check_ports(
                 f"{bind}; stop what holds it (`ss -ltnp 'sport = :{port}'`) "
                 "or change the service's `port`"
             )
-
-
-def _binds_overlap(first: str, second: str) -> bool:
-    wildcard = ("0.0.0.0", "::", "")
-    return first == second or first in wildcard or second in wildcard
 
 
 def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
@@ -648,8 +644,8 @@ def restart(
 
 def _forget_failures(engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]) -> None:
     """A service the switch reports ready is no longer remembered as failed by the router."""
-    from aitherctl.adapters.backend_probe import forget_backend
-    from aitherctl.adapters.http_probe import probe_host
+    from aitherctl.routing.probes import forget_backend
+    from aitherctl.switching.readiness import probe_host
 
     ready = {outcome.service for outcome in outcomes if outcome.ready}
     for step in plan.steps:

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aitherctl.adapters.http_probe import probe, probe_host
-from aitherctl.core.engines import allocates_gpu_at_start
-from aitherctl.core.profile import LOCAL_HOST
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines import container as c
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.registry import allocates_gpu_at_start
 from aitherctl.errors import AitherError, DockerUnavailableError, SwitchFailedError
-from aitherctl.switching import container as c
+from aitherctl.profiles.profile import LOCAL_HOST
 from aitherctl.switching import journal
-from aitherctl.switching.container import ContainerSpec, HttpCheck
 from aitherctl.switching.plan import Action, Plan
+from aitherctl.switching.readiness import ReadinessProbe, probe_host
 from aitherctl.switching.records import (
     LABEL_INTENT,
     LABEL_KIND,
@@ -51,10 +52,10 @@ from aitherctl.switching.records import (
     record_name,
     write_active,
 )
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.switching.specs import restart_policy
 
 if TYPE_CHECKING:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
 LOG_TAIL_LINES = 15
 RESTORE_TIMEOUT_S = 300.0
@@ -325,14 +326,6 @@ def lanes(items: Sequence[StartItem]) -> list[list[StartItem]]:
         gpus.update(item.gpus)
         lane.append(item)
     return [lane for _, lane in gpu_lanes] + cpu_lanes
-
-
-def restart_policy(gpus: Sequence[int]) -> str:
-    """GPU services: `no`. After a reboot or a daemon restart Docker would start every
-    `unless-stopped` (and, moby#47846, `on-failure`) container at once, the race the
-    one-after-another start avoids; `aitherctl up --restore` brings them back in order instead.
-    CPU services allocate no GPU memory and may come back by themselves."""
-    return "no" if gpus else "unless-stopped"
 
 
 # ---- the transaction ---------------------------------------------------------------------------
@@ -923,11 +916,9 @@ def wait_until_ready(
 ) -> Wait:
     """Wait until the container's readiness probe answers, it exits, `stop()` says so, or the
     deadline passes. Probes time out after a second, so a stop is seen within about one."""
-    import httpx
-
     host = probe_host(bind, engine.endpoint, engine.address)
     detail = "no answer yet"
-    with httpx.Client() as client:
+    with ReadinessProbe() as readiness:
         while True:
             if stop():
                 return Wait("stopped", detail)
@@ -937,7 +928,7 @@ def wait_until_ready(
                 return Wait("error", exc.message)
             if current.state in ("exited", "dead"):
                 return Wait("exited", f"container exited with code {current.exit_code}")
-            result = probe(client, host, port, checks, timeout_s=PROBE_TIMEOUT_S)
+            result = readiness.check(host, port, checks, timeout_s=PROBE_TIMEOUT_S)
             if result.ok:
                 return Wait("ready", "ready")
             if result.detail != detail:

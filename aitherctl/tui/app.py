@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
-from aitherctl.core.monitor_model import LogKind, MonitorSnapshot, ServiceView
+from aitherctl.monitor.model import LogKind, MonitorSnapshot, ServiceView
 from aitherctl.tui.render import (
     SERVICE_COLUMNS,
     SortKey,
@@ -425,8 +425,8 @@ def build_monitor_app(
     scrape_timeout_s: float = 0.5,
 ) -> MonitorApp:
     """The app on this machine's real sources (the CLI's factory; tests build theirs)."""
-    from aitherctl.ops.monitor import build_collector, ledger_log_sources
-    from aitherctl.ops.monitor_actions import StackActions
+    from aitherctl.monitor.actions import StackActions
+    from aitherctl.monitor.collect import build_collector, ledger_log_sources
 
     collector, stack = build_collector(
         use_docker=use_docker,

@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from aitherctl.core.monitor_model import (
+from aitherctl.monitor.model import (
     GpuView,
     HostView,
     MonitorSnapshot,
@@ -21,7 +21,7 @@ from aitherctl.core.monitor_model import (
     ScrapeStatus,
     ServiceView,
 )
-from aitherctl.core.units import format_bytes, format_duration
+from aitherctl.units import format_bytes, format_duration
 
 NA = "N/A"
 BUDGET_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")

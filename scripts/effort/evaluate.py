@@ -23,9 +23,9 @@ from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, fresh_training_examples
 from data_fresh2 import fresh2_evaluation_sets, is_hard
 
-from aitherctl.adapters.static_embedding import StaticEmbedding, score_effort
-from aitherctl.core.effort import score_effort_heuristic
-from aitherctl.core.effort_model import LearnedEffortScorer
+from aitherctl.routing.effort_heuristic import score_effort_heuristic
+from aitherctl.routing.effort_model import LearnedEffortScorer
+from aitherctl.routing.static_embedding import StaticEmbedding, score_effort
 
 TIERS = (("reflex", 1, 3), ("orchestrator", 4, 6), ("reasoning", 7, 8), ("frontier", 9, 10))
 

@@ -1,11 +1,11 @@
-"""Rebuild aitherctl/core/effort_weights.py, the learned effort scorer's weights.
+"""Rebuild aitherctl/routing/effort_weights.py, the learned effort scorer's weights.
 
     python scripts/effort/train.py --source-root /path/to/snapshots   # the shipped weights
 
 `--source-root` holds one folder per repository of scripts/effort/sources.yaml, named
 `<owner>+<name>`, each either a bare git snapshot under `repo/` or a plain checkout; the pinned
 commit is read. Labels: scripts/effort/LABELLING.md. The model has two stages over the features of
-aitherctl/core/effort_features.py: gradient-boosted regression trees on the named cues (and the
+aitherctl/routing/effort_features.py: gradient-boosted regression trees on the named cues (and the
 prompt's length), then a linear model of the lexical terms on what the trees left, fitted with
 AdaGrad and L2 in pure Python. The trees need scikit-learn (scripts/effort/requirements.txt, pinned
 so the weights rebuild byte for byte); the shipped scorer walks them in pure Python. Sources weigh
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data import SourceReader, training_examples
 from data_fresh import fresh_training_examples
 
-from aitherctl.core.effort_features import CUE_PHRASES, PromptFeatures, extract_features
-from aitherctl.core.effort_model import tree_vector
+from aitherctl.routing.effort_features import CUE_PHRASES, PromptFeatures, extract_features
+from aitherctl.routing.effort_model import tree_vector
 
 GENERAL = ("aitherctl-labelled", "personality-chat", "flask", "followbench", "clinc150")
 # The optional sources the shipped weights use (RESULTS.md); "fresh4" is the fourth round's fresh

@@ -5,15 +5,15 @@
 Not the shipped weights: on the development figure (RESULTS.md, sixth round) it did not beat the
 fifth round's model, which scripts/effort/train.py still rebuilds. The module it writes loads with
 `LearnedEffortScorer.from_module` (evaluate.py --weights), and would ship by writing it to
-aitherctl/core/effort_weights.py, with `wordllama` moved from the training requirements to the
+aitherctl/routing/effort_weights.py, with `wordllama` moved from the training requirements to the
 runtime dependencies.
 
 `--source-root` holds one folder per repository of scripts/effort/sources.yaml, named
 `<owner>+<name>`, each either a bare git snapshot under `repo/` or a plain checkout; the pinned
 commit is read. Labels: scripts/effort/LABELLING.md. The model (sixth round, issue 21) has two
-stages: gradient-boosted regression trees on the named cues of aitherctl/core/effort_features.py
+stages: gradient-boosted regression trees on the named cues of aitherctl/routing/effort_features.py
 (and the prompt's length), then a ridge regression on the static embedding of
-aitherctl/adapters/static_embedding.py (what the prompt means: the whole text, its opening and its
+aitherctl/routing/static_embedding.py (what the prompt means: the whole text, its opening and its
 closing) fitted on what the trees left. The trees need scikit-learn, the ridge numpy
 (scripts/effort/requirements.txt, pinned so the weights rebuild byte for byte); the shipped scorer
 walks the trees in pure Python and takes one dot product.
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data import SUMMARY_TARGET, Example, SourceReader, round6_examples, training_examples
 from data_fresh import fresh_training_examples
 
-from aitherctl.adapters.static_embedding import StaticEmbedding
-from aitherctl.core.effort_features import CUE_PHRASES, extract_features
-from aitherctl.core.effort_model import tree_vector
+from aitherctl.routing.effort_features import CUE_PHRASES, extract_features
+from aitherctl.routing.effort_model import tree_vector
+from aitherctl.routing.static_embedding import StaticEmbedding
 
 if TYPE_CHECKING:
     import numpy as np

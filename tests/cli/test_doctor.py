@@ -1,4 +1,4 @@
-"""`aitherctl doctor` on the real Docker engine: its checks after the move to ops/doctor.py."""
+"""`aitherctl doctor` on the real Docker engine: its checks after the move to monitor/doctor.py."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from aitherctl.cli.app import app
 from aitherctl.cli.render import plan_table
-from aitherctl.core.loader import load_profile_text
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.profiles.loader import load_profile_text
 from aitherctl.switching.plan import compute_plan
 from aitherctl.switching.specs import build_specs
-from aitherctl.switching.stack import ManagedContainer
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from aitherctl.cli import runtime
 from aitherctl.cli.app import app
-from aitherctl.core.units import GIB
+from aitherctl.units import GIB
 from tests.doubles.nvml_double import FakeGpu, NvmlDouble
 
 runner = CliRunner()

@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from aitherctl.cli.app import app
-from aitherctl.core.engines import build_container
-from aitherctl.core.units import GIB
+from aitherctl.engines.registry import build_container
+from aitherctl.units import GIB
 from tests.conftest import sdk_of
 
 runner = CliRunner()
@@ -66,7 +66,7 @@ def test_a_container_that_needs_the_gpu_total_is_refused_then_built_with_it() ->
     result = invoke("profile", "export", "creative", "-f", "compose", "--gpu-memory", "24GiB")
     assert result.exit_code == 0, result.output
     exported = yaml.safe_load(result.stdout)["services"]["comfyui"]["environment"]["CLI_ARGS"]
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
 
     creative = ProfileCatalog().load("creative", expand=False)
     spec = build_container(
@@ -119,7 +119,7 @@ def test_export_help_imports_only_its_own_command(tmp_path: Path) -> None:
     assert out.startswith("Usage: aitherctl profile export")
     assert command_modules(modules) == {"aitherctl.cli.profile_cmd"}
     assert modules & NOT_FOR_HELP == set()
-    assert "aitherctl.core.export" not in modules
+    assert "aitherctl.switching.export" not in modules
 
 
 @pytest.mark.docker

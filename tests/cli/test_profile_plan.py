@@ -166,7 +166,7 @@ def test_plan_says_an_image_is_missing_and_cannot_be_pulled(
 
 
 def test_a_missing_image_that_can_be_pulled_is_one_line_of_the_plan() -> None:
-    from aitherctl.ops.images import ImageStatus
+    from aitherctl.switching.images import ImageStatus
 
     assert ImageStatus("a/b:1", present=True).describe() == ""
     assert ImageStatus("a/b:1", present=False).describe() == (
@@ -180,7 +180,7 @@ def test_no_gpu_hint_names_a_cpu_profile_whose_image_is_here(
     docker_engine, base_image, write_profile, monkeypatch
 ) -> None:
     """The hint used to be `profile switch cpu` even where cpu's image cannot be pulled."""
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.specs import build_specs
     from tests.conftest import free_port, web_service
 

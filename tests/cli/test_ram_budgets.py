@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from aitherctl.cli import runtime
 from aitherctl.cli.app import app
-from aitherctl.core.units import format_bytes
+from aitherctl.units import format_bytes
 from tests.doubles.nvml_double import NvmlDouble
 
 runner = CliRunner()

@@ -16,13 +16,13 @@ from rich.console import Console
 from aitherctl.cli.plan_json import plan_json
 from aitherctl.cli.render import plan_table
 from aitherctl.cli.service_cmds import ps_table
-from aitherctl.core.engines import build_container
-from aitherctl.core.profile import Engine, Health, Service
-from aitherctl.core.vram import VramCheck
-from aitherctl.ops.monitor_actions import plan_text
-from aitherctl.ops.services import ServiceListing, ServiceRow
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.registry import build_container
+from aitherctl.gpu.vram import VramCheck
+from aitherctl.monitor.actions import plan_text
+from aitherctl.monitor.services import ServiceListing, ServiceRow
+from aitherctl.profiles.profile import Engine, Health, Service
 from aitherctl.switching.plan import Action, Plan, Step, compute_plan
-from aitherctl.switching.stack import ManagedContainer
 
 # Docker's container states (`docker inspect` → State.Status).
 DOCKER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aitherctl.adapters.static_embedding import score_effort
 from aitherctl.cli import runtime
 from aitherctl.cli.app import app
 from aitherctl.errors import DockerUnavailableError
+from aitherctl.routing.static_embedding import score_effort
 from tests.doubles.chat_server import RunningDouble, chat_double
 
 runner = CliRunner()

@@ -138,7 +138,7 @@ def test_plain_values_skip_pydantic_and_keep_typers_errors(tmp_path: Path) -> No
     assert modules & NEVER_AT_START == set()
     # A forced effort scores nothing: neither the effort weights nor the embedding (numpy,
     # tokenizers) are loaded.
-    assert modules & {"numpy", "tokenizers", "aitherctl.core.effort_weights"} == set()
+    assert modules & {"numpy", "tokenizers", "aitherctl.routing.effort_weights"} == set()
 
 
 @pytest.mark.docker
@@ -196,7 +196,7 @@ def test_run_explain_learns_what_runs_without_the_docker_sdk(
 # What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
 # the email package), no httpx, no profile loader, no Rich.
 NOT_FOR_RUN_VIA_GATEWAY = NOT_FOR_HELP | {
-    "typer", "click", "http", "rich", "aitherctl.cli.app", "aitherctl.ops.route",
+    "typer", "click", "http", "rich", "aitherctl.cli.app", "aitherctl.routing.router",
 }
 
 
@@ -235,7 +235,7 @@ def test_run_through_a_gateway_skips_typer_and_everything_heavy(
             time.sleep(0.1)
         modules, code, _out = imported(tmp_path, "run", "--max-tokens", "4", "hi")
         assert code == 9  # the gateway answered 503: no backend answered
-        assert "aitherctl.ops.gateway_client" in modules
+        assert "aitherctl.routing.gateway_client" in modules
         assert modules & NOT_FOR_RUN_VIA_GATEWAY == set()
         # --explain and --direct are Typer's: they still work the usual way.
         modules, code, _out = imported(tmp_path, "run", "--explain", "--json", "hi")

@@ -35,7 +35,7 @@ def test_watch_says_an_unchanged_error_once(  # type: ignore[no-untyped-def]
 
 
 def test_a_changed_or_cleared_error_is_said_again() -> None:
-    from aitherctl.core.monitor_model import HostView, MonitorSnapshot
+    from aitherctl.monitor.model import HostView, MonitorSnapshot
     from aitherctl.tui.render import plain_lines
 
     def reading(docker_error: str | None) -> MonitorSnapshot:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.adapters.ledger import LedgerRow
 from aitherctl.cli.output import Output
 from aitherctl.cli.usage_cmd import _print_report
-from aitherctl.ops.usage import summarize_usage
+from aitherctl.routing.ledger import LedgerRow
+from aitherctl.routing.usage import summarize_usage
 
 
 def row(tier: str | None, backend: str, local: bool, outcome: str = "ok") -> LedgerRow:

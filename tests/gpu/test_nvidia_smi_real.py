@@ -1,6 +1,6 @@
 """On a real NVIDIA machine: the remote GPU reader's nvidia-smi parser against the driver.
 
-`aitherctl.adapters.remote_gpu` runs `aitherctl.core.nvidia_smi.SHELL_SNIPPET` in a container on
+`aitherctl.gpu.remote` runs `aitherctl.gpu.nvidia_smi.SHELL_SNIPPET` in a container on
 another Docker host and parses its output. No Docker engine is needed to check the part that
 depends on the driver: the very same snippet runs here under `sh -c`, and what the parser makes
 of it must agree with what NVML reports in-process (the reading used for local services), with
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from aitherctl.core.nvidia_smi import SHELL_SNIPPET, parse_inventory
+from aitherctl.gpu.nvidia_smi import SHELL_SNIPPET, parse_inventory
 
 GIB = 1024**3
 from tests.gpu.conftest import HOLD_GIB
@@ -25,7 +25,7 @@ MIB = 1024**2
 def test_the_snippet_parses_to_what_nvml_reports(foreign_process: subprocess.Popen[str]) -> None:
     if shutil.which("nvidia-smi") is None:
         pytest.skip("nvidia-smi is not installed")
-    from aitherctl.adapters.nvml import NvmlReader
+    from aitherctl.gpu.nvml import NvmlReader
 
     run = subprocess.run(
         ["sh", "-c", SHELL_SNIPPET], capture_output=True, text=True, timeout=60, check=False

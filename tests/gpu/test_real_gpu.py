@@ -69,9 +69,9 @@ def test_compute_apps_match_nvidia_smi(foreign_process: subprocess.Popen[str]) -
 def test_planner_counts_a_foreign_process_and_refuses_what_no_longer_fits(
     foreign_process: subprocess.Popen[str], tmp_path: Path
 ) -> None:
-    from aitherctl.adapters.nvml import NvmlReader
-    from aitherctl.core.units import MemoryAmount
-    from aitherctl.core.vram import GpuClaim, check_vram, describe_vram
+    from aitherctl.gpu.nvml import NvmlReader
+    from aitherctl.gpu.vram import GpuClaim, check_vram, describe_vram
+    from aitherctl.units import MemoryAmount
 
     reader = NvmlReader()
     inventory = reader.read()
@@ -111,7 +111,7 @@ def test_planner_counts_a_foreign_process_and_refuses_what_no_longer_fits(
 def test_monitor_gpu_panel_renders_the_real_readings(tmp_path: Path) -> None:
     import asyncio
 
-    from aitherctl.adapters.nvml import NvmlReader
+    from aitherctl.gpu.nvml import NvmlReader
     from aitherctl.tui.app import build_monitor_app
 
     reader = NvmlReader()

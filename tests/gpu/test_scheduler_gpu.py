@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 
 from aitherctl.cli.runtime import gpu_inventory
-from aitherctl.core.loader import load_profile_text
-from aitherctl.core.routing import build_routing
 from aitherctl.errors import DockerUnavailableError
 from aitherctl.serve.control import ServiceControl
 from aitherctl.serve.discovery import memory_pools

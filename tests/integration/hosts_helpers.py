@@ -50,8 +50,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test-hosts.sh"
 LLAMA_IMAGE = "aither-test/llamacpp:latest"
 BASE_IMAGE = "aither-test/base:bookworm"
-LABEL_MANAGED = "ai.aitherctl.managed"  # aitherctl.switching.container.LABEL_MANAGED
-LABEL_NAMESPACE = "ai.aitherctl.namespace"  # aitherctl.switching.container.LABEL_NAMESPACE
+LABEL_MANAGED = "ai.aitherctl.managed"  # aitherctl.engines.container.LABEL_MANAGED
+LABEL_NAMESPACE = "ai.aitherctl.namespace"  # aitherctl.engines.container.LABEL_NAMESPACE
 SCRIPT_TIMEOUT_S = 180.0  # a TERM stop waits for the engine's containers (15 s shutdown timeout)
 CLIENT_TIMEOUT_S = 30
 

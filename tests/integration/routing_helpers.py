@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.profile import Profile
-from aitherctl.ops.route import Router, StackView, open_router
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.profiles.profile import Profile
+from aitherctl.routing.router import Router, StackView, open_router
 
 
 def write_profile(folder: Path, name: str, text: str) -> Path:

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aitherctl.adapters.http_probe import probe
-from aitherctl.core.engines import build_container
-from aitherctl.core.engines.comfyui import USER_DATA
-from aitherctl.core.profile import Engine, Service
+from aitherctl.engines.comfyui import USER_DATA
+from aitherctl.engines.registry import build_container
+from aitherctl.profiles.profile import Engine, Service
+from aitherctl.switching.readiness import probe
 from tests.conftest import BASE_IMAGE, _need_image, free_port, sdk_of
 
 pytestmark = pytest.mark.docker

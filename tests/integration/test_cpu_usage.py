@@ -65,7 +65,7 @@ def test_ps_status_and_the_monitor_show_cpu_and_ram_against_the_budget(  # type:
     line = next(line for line in watch.splitlines() if " llm engine=llamacpp" in line)
     assert re.search(r" cpu=\d+\.\d% ram=\d+(\.\d)? MiB/1\.0 GiB ", line), line
 
-    from aitherctl.ops.monitor import build_collector
+    from aitherctl.monitor.collect import build_collector
 
     collector, _ = build_collector(use_gpu=False, use_scheduler=False)
     try:

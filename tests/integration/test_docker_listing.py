@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.docker_listing import SocketReader, local_socket, open_socket_reader
+from aitherctl.docker.listing import SocketReader, local_socket, open_socket_reader
 from aitherctl.errors import DockerUnavailableError
 from tests.conftest import free_port, run_cli, web_service
 
@@ -33,7 +33,7 @@ def test_socket_reader_sees_what_the_sdk_sees(
     light = reader(namespace)
     import docker
 
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
     # The SDK itself (DockerEngine drives a local socket without it): the reference reading.
     through_sdk = DockerEngine(

@@ -1,4 +1,4 @@
-"""The local engine's client (adapters/docker_socket_api.py) against the Docker SDK, on the real
+"""The local engine's client (docker/socket_api.py) against the Docker SDK, on the real
 engine: a container created through each from the same spec is configured the same way, logs,
 events, records and errors read back the same, and a local command never imports the SDK."""
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from aitherctl.adapters.docker_engine import DockerEngine
-from aitherctl.adapters.docker_listing import local_socket
-from aitherctl.adapters.docker_socket_api import SocketClient
-from aitherctl.core.profile import Engine, Volume
+from aitherctl.docker.engine import DockerEngine
+from aitherctl.docker.listing import local_socket
+from aitherctl.docker.socket_api import SocketClient
+from aitherctl.engines.container import ContainerSpec, HttpCheck, Readiness
 from aitherctl.errors import DockerError, DockerUnavailableError, NotFoundError
-from aitherctl.switching.container import ContainerSpec, HttpCheck, Readiness
+from aitherctl.profiles.profile import Engine, Volume
 from tests.conftest import BASE_IMAGE, free_port
 
 pytestmark = pytest.mark.docker
@@ -193,7 +193,7 @@ def test_a_local_command_never_imports_the_docker_sdk(clean_namespace: Any) -> N
     is driven without it."""
     code = (
         "import sys\n"
-        "from aitherctl.adapters.docker_engine import DockerEngine\n"
+        "from aitherctl.docker.engine import DockerEngine\n"
         "engine = DockerEngine.connect()\n"
         "engine.list_managed(); engine.records(); engine.info()\n"
         "print(sorted(m for m in ('docker', 'requests', 'paramiko') if m in sys.modules))\n"

@@ -19,12 +19,12 @@ import httpx
 import pytest
 import yaml
 
-from aitherctl.adapters.http_probe import probe
-from aitherctl.adapters.unload import free_vram
-from aitherctl.core.engines import build_container
-from aitherctl.core.engines.vllm import parse_vllm_metrics
-from aitherctl.core.loader import load_profile_text
-from aitherctl.core.profile import Service
+from aitherctl.engines.registry import build_container
+from aitherctl.engines.vllm import parse_vllm_metrics
+from aitherctl.monitor.unload import free_vram
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.profile import Service
+from aitherctl.switching.readiness import probe
 from tests.conftest import free_port
 from tests.doubles.images import (
     comfyui_double_image,

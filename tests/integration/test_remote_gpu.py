@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from aitherctl.adapters.remote_gpu import PROBE_KIND, PROBE_LABEL, read_inventory
-from aitherctl.core.gpu import GpuProcess
-from aitherctl.core.nvidia_smi import MIB
+from aitherctl.gpu.model import GpuProcess
+from aitherctl.gpu.nvidia_smi import MIB
+from aitherctl.gpu.remote import PROBE_KIND, PROBE_LABEL, read_inventory
 from tests.conftest import free_port, sdk_of
 from tests.doubles.nvidia_smi_image import (
     nvidia_smi_hang_image,
@@ -158,6 +158,6 @@ def test_what_an_engine_that_refuses_the_probe_says(explanation: str, error: str
     """The lines for Docker's refusals (texts as Docker and the toolkit print them)."""
     import docker.errors
 
-    from aitherctl.adapters.remote_gpu import _refusal
+    from aitherctl.gpu.remote import _refusal
 
     assert _refusal(docker.errors.APIError("500", explanation=explanation), "scratch-app") == error

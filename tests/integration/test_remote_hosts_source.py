@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from aitherctl.adapters.remote_gpu import read_inventory
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.profile import Host
-from aitherctl.ops.remote_hosts import RemoteHostsSource
-from aitherctl.switching import container as c
+from aitherctl.engines import container as c
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.gpu.remote import read_inventory
+from aitherctl.monitor.other_hosts import RemoteHostsSource
+from aitherctl.profiles.profile import Host
 from tests.conftest import sdk_of
 from tests.doubles.images import BASE_IMAGE
 from tests.doubles.nvidia_smi_image import nvidia_smi_image

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.ledger import Ledger
-from aitherctl.core.request_cost import request_bound
-from aitherctl.ops.route import RunOptions
+from aitherctl.routing.ledger import Ledger
+from aitherctl.routing.request_cost import request_bound
+from aitherctl.routing.router import RunOptions
 from tests.doubles.chat_server import chat_double
 from tests.integration.routing_helpers import router_for
 

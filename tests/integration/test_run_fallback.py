@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.ledger import Ledger
-from aitherctl.adapters.static_embedding import score_effort
 from aitherctl.errors import BackendFailedError, BudgetExceededError
-from aitherctl.ops.route import RunOptions
+from aitherctl.routing.ledger import Ledger
+from aitherctl.routing.router import RunOptions
+from aitherctl.routing.static_embedding import score_effort
 from tests.doubles.chat_server import chat_double, closed_port
 from tests.integration.routing_helpers import FixedStack, router_for
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.backend_probe import FailureMemory, forget_backend
-from aitherctl.adapters.ledger import Ledger, LedgerRow
-from aitherctl.core.routing import Candidate
+from aitherctl.routing.ledger import Ledger, LedgerRow
+from aitherctl.routing.probes import FailureMemory, forget_backend
+from aitherctl.routing.table import Candidate
 
 DAY = 1_000_000.0  # "today" starts here in these tests
 
@@ -131,7 +131,7 @@ def test_an_open_reader_never_makes_a_reservation_fail(
     """Another process reading the ledger (`usage`, a user's sqlite3 shell in a transaction)
     while `serve` reserves: with the rollback journal the reservation's commit waited for the
     reader and failed with "database is locked"; in WAL mode it goes through at once."""
-    import aitherctl.adapters.ledger as ledger_module
+    import aitherctl.routing.ledger as ledger_module
 
     monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_S", 1.0)  # fail fast if it would block
     path = tmp_path / "l.sqlite3"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.chat import ChatError, ChatRequest, HttpClients, build_body, stream_chat
-from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.routing import Candidate, build_routing, endpoint_candidate
-from aitherctl.ops.route import RunOptions, tokens_per_s
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.routing.chat import ChatError, ChatRequest, HttpClients, build_body, stream_chat
+from aitherctl.routing.router import RunOptions, tokens_per_s
+from aitherctl.routing.table import Candidate, build_routing, endpoint_candidate
 from tests.doubles.chat_server import chat_double, closed_port
 from tests.integration.routing_helpers import router_for
 

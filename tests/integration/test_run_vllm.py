@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aitherctl.adapters.backend_probe import queue_waiting_from_metrics
-from aitherctl.ops.route import RunOptions
+from aitherctl.routing.probes import queue_waiting_from_metrics
+from aitherctl.routing.router import RunOptions
 from tests.conftest import MODELS_DIR, VLLM_IMAGE
 from tests.doubles.chat_server import chat_double
 from tests.integration.routing_helpers import router_for

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.scrape import Scraper, ScrapeTarget
-from aitherctl.core.monitor_model import ScrapeStatus
+from aitherctl.monitor.model import ScrapeStatus
+from aitherctl.monitor.scrape import Scraper, ScrapeTarget
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "metrics"
 Routes = dict[str, tuple[int, bytes]]

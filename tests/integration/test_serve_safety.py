@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aitherctl.core.request_cost import request_bound
+from aitherctl.routing.request_cost import request_bound
 from tests.conftest import free_port, llama_service, run_cli
 from tests.serve.docker.serve_helpers import serving
 

@@ -1,4 +1,4 @@
-"""Docker over SSH (aitherctl/adapters/ssh_transport.py) against the real test hosts: node-a and
+"""Docker over SSH (aitherctl/docker/ssh_transport.py) against the real test hosts: node-a and
 node-b, private engines behind a real sshd on loopback (scripts/test-hosts.sh), reached through
 the real `ssh` client and ~/.ssh/config.
 
@@ -109,7 +109,7 @@ def profile(write_profile: Callable[..., Path], hosts: TwoHosts) -> Callable[...
 
 def master_pid(endpoint: str) -> int | None:
     """The PID of the master connection aitherctl keeps for `endpoint` (`ssh -O check`)."""
-    from aitherctl.adapters.ssh_transport import SshTarget, control_path
+    from aitherctl.docker.ssh_transport import SshTarget, control_path
 
     path = control_path(endpoint)
     assert path is not None
@@ -223,7 +223,7 @@ def test_an_engine_that_dies_mid_switch_is_one_line_and_no_ssh_noise(
 def test_a_dead_engine_behind_ssh_is_named_as_such(hosts: TwoHosts) -> None:
     import requests
 
-    from aitherctl.adapters.docker_engine import DockerEngine, client_for
+    from aitherctl.docker.engine import DockerEngine, client_for
     from aitherctl.errors import DockerUnavailableError
 
     client = client_for(hosts.b.url)
@@ -248,8 +248,8 @@ def test_a_dead_engine_behind_ssh_is_named_as_such(hosts: TwoHosts) -> None:
 def test_threads_share_a_clients_connections_and_logs_follow(
     hosts: TwoHosts, namespace: str, ssh_spawns: Callable[[], list[str]]
 ) -> None:
-    from aitherctl.adapters.docker_engine import client_for
-    from aitherctl.adapters.ssh_transport import POOL_SIZE
+    from aitherctl.docker.engine import client_for
+    from aitherctl.docker.ssh_transport import POOL_SIZE
 
     client = client_for(hosts.b.url)
     try:

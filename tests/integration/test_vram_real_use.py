@@ -23,7 +23,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def greedy(clean_namespace: Any, write_profile: Any, base_image: str) -> dict[str, Any]:
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.specs import build_specs
 
     port = free_port()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.docker
 
 FAULT_AT_SECOND_COMMIT = """
 import os, sys
-from aitherctl.adapters.docker_engine import DockerEngine
+from aitherctl.docker.engine import DockerEngine
 from aitherctl.switching.records import LABEL_KIND
 
 real = DockerEngine.write_record

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from aitherctl.core.engines import build_container
-from aitherctl.core.profile import Engine, Health, Service
-from aitherctl.core.units import GIB, MemoryAmount
+from aitherctl.engines.registry import build_container
+from aitherctl.profiles.profile import Engine, Health, Service
 from aitherctl.switching.plan import compute_plan
 from aitherctl.switching.transaction import lanes, start_items
+from aitherctl.units import GIB, MemoryAmount
 
 TOTALS = {0: 24 * GIB, 1: 24 * GIB}
 

@@ -32,11 +32,11 @@ def as_nobody(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_root_and_another_user_choose_the_same_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aitherctl.adapters.paths import machine_dir
+    from aitherctl.paths import machine_dir
 
     monkeypatch.delenv("AITHER_MACHINE_DIR", raising=False)
     mine = machine_dir()
-    theirs = as_nobody("from aitherctl.adapters.paths import machine_dir; print(machine_dir())")
+    theirs = as_nobody("from aitherctl.paths import machine_dir; print(machine_dir())")
     assert theirs.returncode == 0, theirs.stderr
     assert theirs.stdout.strip() == str(mine)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from aitherctl.core.engines import build_container
-from aitherctl.core.profile import Engine, Health, Service
+from aitherctl.docker.stack import ManagedContainer, infer_active_profile
+from aitherctl.engines.registry import build_container
+from aitherctl.profiles.profile import Engine, Health, Service
 from aitherctl.switching.plan import Action, compute_plan
-from aitherctl.switching.stack import ManagedContainer, infer_active_profile
 
 
 def spec(name: str, port: int, model: str = "/m.gguf", **extra: object):  # type: ignore[no-untyped-def]

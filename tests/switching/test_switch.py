@@ -197,7 +197,7 @@ def test_docker_unreachable_is_one_clear_line(tmp_path: Path) -> None:
 def test_switches_and_rollbacks_are_journaled_for_the_monitor(
     clean_namespace, write_profile, base_image
 ) -> None:
-    from aitherctl.ops.monitor import SwitchJournalLog
+    from aitherctl.monitor.collect import SwitchJournalLog
 
     ports = [free_port() for _ in range(2)]
     write_profile("ok", services={"web": web_service(ports[0])})

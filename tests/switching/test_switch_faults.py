@@ -64,7 +64,7 @@ class Recorder:
 
 
 def no_gpu() -> Any:
-    from aitherctl.core.gpu import GpuInventory
+    from aitherctl.gpu.model import GpuInventory
 
     return GpuInventory(error="no NVIDIA driver (test machine)")
 
@@ -128,7 +128,7 @@ def assert_alpha_restored(alpha: dict[str, Any]) -> None:
 
 
 def switch_in_process(engine: Any, profile: str) -> Any:
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.switch import switch
 
     return switch(engine, ProfileCatalog(), profile, no_gpu, Recorder())
@@ -188,9 +188,9 @@ def test_a_real_engine_error_gpu_runtime_missing_restores_the_previous_set(
 ) -> None:
     """A GPU service on an engine without the NVIDIA runtime: Docker refuses at `start` (no
     injection). The planner passes (NVML contract double with one 24 GiB GPU)."""
-    from aitherctl.adapters.nvml import NvmlReader
-    from aitherctl.adapters.profile_store import ProfileCatalog
     from aitherctl.errors import SwitchFailedError
+    from aitherctl.gpu.nvml import NvmlReader
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.switch import switch
     from tests.conftest import llama_service
     from tests.doubles.nvml_double import FakeGpu, NvmlDouble
@@ -299,7 +299,7 @@ def test_kill_9_mid_switch_then_the_next_command_restores_from_the_record(
 def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]) -> None:
     """The state a kill -9 between the commit record and the clean-up leaves: the new set
     runs, the replaced container is still set aside. Recovery finishes: it removes it."""
-    from aitherctl.switching import container as c
+    from aitherctl.engines import container as c
     from aitherctl.switching.records import LABEL_INTENT, LABEL_KIND, record_name
     from aitherctl.switching.transaction import AsideEntry, Intent
 
@@ -326,7 +326,7 @@ def test_recover_finishes_a_switch_killed_after_its_commit(alpha: dict[str, Any]
 
 
 def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.switch import Declined, switch
 
     asked: list[bool] = []
@@ -394,8 +394,8 @@ def test_gpu_services_never_restart_by_themselves_cpu_services_do(
     that an older aitherctl left at `unless-stopped` included) and CPU services `unless-stopped`.
     The GPU service is a real container labelled as a switch labels one (no GPU runs here); the
     planner sees one 24 GiB GPU through the NVML contract double."""
-    from aitherctl.adapters.nvml import NvmlReader
-    from aitherctl.adapters.profile_store import ProfileCatalog
+    from aitherctl.gpu.nvml import NvmlReader
+    from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.specs import build_specs
     from aitherctl.switching.switch import switch
     from tests.conftest import BASE_IMAGE

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aitherctl.adapters.nvml import NvmlReader
-from aitherctl.adapters.procs import ProcessTable
-from aitherctl.adapters.scrape import ScrapeResult
-from aitherctl.core.metrics import EngineMetrics
-from aitherctl.core.monitor_model import HostView, SchedulerView, ScrapeStatus, StackReading
-from aitherctl.ops.monitor import MonitorCollector, SchedulerSource
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.metrics import EngineMetrics
+from aitherctl.gpu.nvml import NvmlReader
+from aitherctl.monitor.collect import MonitorCollector, SchedulerSource
+from aitherctl.monitor.model import HostView, SchedulerView, ScrapeStatus, StackReading
+from aitherctl.monitor.procs import ProcessTable
+from aitherctl.monitor.scrape import ScrapeResult
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 
 FROZEN_AT = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -163,7 +163,7 @@ class FixedScheduler:
 
     @classmethod
     def captured(cls, name: str = "busy") -> FixedScheduler:
-        from aitherctl.adapters.scheduler_status import parse_status
+        from aitherctl.monitor.serve_status import parse_status
 
         return cls(parse_status(scheduler_fixture(name), url="http://127.0.0.1:8150",
                                 latency_s=0.002))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.core.monitor_model import LogKind, MonitorSnapshot, ServiceView
+from aitherctl.monitor.model import LogKind, MonitorSnapshot, ServiceView
 from aitherctl.tui.app import MonitorApp
 from aitherctl.tui.screens import ConfirmScreen, PickScreen, TextScreen
 from tests.tui.sources import fixed_collector

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from aitherctl.adapters.nvml import NvmlReader
-from aitherctl.adapters.procs import HostReader, ProcessTable
-from aitherctl.adapters.scrape import Scraper
-from aitherctl.adapters.stack_reader import DockerStackSource
-from aitherctl.core.monitor_model import ScrapeStatus
-from aitherctl.ops.monitor import MonitorCollector
+from aitherctl.gpu.nvml import NvmlReader
+from aitherctl.monitor.collect import MonitorCollector
+from aitherctl.monitor.model import ScrapeStatus
+from aitherctl.monitor.procs import HostReader, ProcessTable
+from aitherctl.monitor.scrape import Scraper
+from aitherctl.monitor.stack_reader import DockerStackSource
 from aitherctl.tui.app import MonitorApp
 from aitherctl.tui.render import SERVICE_COLUMNS
 from tests.conftest import free_port, llama_service, run_cli, sdk_of
@@ -54,7 +54,7 @@ def llm(clean_namespace: Any, write_profile: Any, llama_image: str) -> dict[str,
 
 
 def collector_for(llm: dict[str, Any]) -> MonitorCollector:
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
 
     engine = llm["engine"]
     nvml = NvmlDouble([
@@ -139,7 +139,7 @@ def test_status_json_on_a_real_service(llm: dict[str, Any], tmp_path: Path) -> N
 
 
 def test_a_restart_shows_in_the_log_and_resets_uptime(llm: dict[str, Any]) -> None:
-    from aitherctl.core.monitor_model import LogKind
+    from aitherctl.monitor.model import LogKind
 
     collector = collector_for(llm)
     before = collector.collect().service("llm")

@@ -2,9 +2,9 @@
 shown with their host, reached at that host's address, their VRAM read from that host's GPUs;
 a host that cannot be reached is named while the others still show.
 
-The other host's reading is what `aitherctl.ops.remote_hosts.RemoteHostsSource` returns: its
+The other host's reading is what `aitherctl.monitor.other_hosts.RemoteHostsSource` returns: its
 stack as `DockerStackSource` reads it, its GPUs as the nvidia-smi parser makes of the CSV the
-remote probe prints (`aitherctl.core.nvidia_smi`), and its GPU containers' host PIDs.
+remote probe prints (`aitherctl.gpu.nvidia_smi`), and its GPU containers' host PIDs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 
 from rich.console import Console
 
-from aitherctl.adapters.scrape import ScrapeResult
-from aitherctl.core.gpu import GpuInventory
-from aitherctl.core.metrics import EngineMetrics
-from aitherctl.core.monitor_model import ScrapeStatus, StackReading
-from aitherctl.core.nvidia_smi import RESERVED_MARK, SEPARATOR, parse_inventory
-from aitherctl.ops.monitor import MonitorCollector
-from aitherctl.ops.remote_hosts import RemoteReading
+from aitherctl.engines.metrics import EngineMetrics
+from aitherctl.gpu.model import GpuInventory
+from aitherctl.gpu.nvidia_smi import RESERVED_MARK, SEPARATOR, parse_inventory
+from aitherctl.monitor.collect import MonitorCollector
+from aitherctl.monitor.model import ScrapeStatus, StackReading
+from aitherctl.monitor.other_hosts import RemoteReading
+from aitherctl.monitor.scrape import ScrapeResult
 from aitherctl.tui.render import plain_lines, status_renderable
 from tests.tui.sources import container, fixed_collector, fixed_scrapes
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aitherctl.core.monitor_model import SchedulerView
-from aitherctl.ops.monitor import build_collector, scheduler_source
+from aitherctl.monitor.collect import build_collector, scheduler_source
+from aitherctl.monitor.model import SchedulerView
 from aitherctl.tui.app import build_monitor_app
 from tests.conftest import free_port, llama_service
 

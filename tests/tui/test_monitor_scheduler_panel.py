@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.core.monitor_model import SchedulerView
+from aitherctl.monitor.model import SchedulerView
 from aitherctl.tui.app import MonitorApp
 from aitherctl.tui.render import NO_SCHEDULER
 from tests.tui.sources import FixedScheduler, fixed_collector

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aitherctl.core.monitor_model import SchedulerView
+from aitherctl.monitor.model import SchedulerView
 from aitherctl.tui.app import MonitorApp
 from tests.tui.sources import FixedScheduler, fixed_collector
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from aitherctl.errors import RefusedError, SwitchFailedError
-from aitherctl.ops.monitor_actions import StackActions
+from aitherctl.monitor.actions import StackActions
 from aitherctl.switching.transaction import SignalCancel
 from tests.conftest import BASE_IMAGE, free_port, run_cli, web_service
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aitherctl.adapters.scheduler_status import (
+from aitherctl.monitor.model import SchedulerView, snapshot_to_dict
+from aitherctl.monitor.serve_status import (
     SchedulerStatusReader,
     StatusFormatError,
     parse_status,
 )
-from aitherctl.core.monitor_model import SchedulerView, snapshot_to_dict
 from tests.conftest import free_port
 from tests.tui.sources import fixed_collector, scheduler_fixture
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.core.engines import build_container, driver_for
-from aitherctl.core.engines.comfyui import IMAGE
-from aitherctl.core.profile import Engine, Service, Volume
-from aitherctl.core.units import GIB, MemoryAmount
-from aitherctl.switching.container import ContainerSpec
+from aitherctl.engines.comfyui import IMAGE
+from aitherctl.engines.container import ContainerSpec
+from aitherctl.engines.registry import build_container, driver_for
+from aitherctl.profiles.profile import Engine, Service, Volume
+from aitherctl.units import GIB, MemoryAmount
 from tests.doubles import comfyui_image
 from tests.doubles.comfyui_image import ImageContractError, Started
 

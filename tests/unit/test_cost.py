@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.core.cost import (
+from aitherctl.routing.cost import (
     Budget,
     Price,
     budget_warning,

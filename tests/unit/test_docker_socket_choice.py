@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.docker_listing import DEFAULT_SOCKET, local_socket
+from aitherctl.docker.listing import DEFAULT_SOCKET, local_socket
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_a_missing_context_names_itself_and_where_it_came_from(
 ) -> None:
     """The Docker config names a context that does not exist: the error says which one and how
     to go back (it used to say "Docker context None does not exist")."""
-    from aitherctl.adapters.docker_engine import DockerEngine
+    from aitherctl.docker.engine import DockerEngine
     from aitherctl.errors import DockerUnavailableError
 
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "gone-box"}))

@@ -1,6 +1,6 @@
 """The effort score: what a user can check in `aitherctl run --explain`.
 
-The learned scorer (aitherctl/core/effort_model.py) is trained on public data
+The learned scorer (aitherctl/routing/effort_model.py) is trained on public data
 (scripts/effort/sources.yaml); these tests hold it to bands, never to exact outputs: kinds of prompt
 (tests/data/effort_kinds.yaml, phrased here by hand and never trained on) land in their band. Its
 accuracy on data it never saw is measured by scripts/effort/train.py's development figure, its
@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aitherctl.adapters.static_embedding import learned_scorer, score_effort
-from aitherctl.core.effort import (
+from aitherctl.routing.effort import (
     MAX_EFFORT,
     MIN_EFFORT,
     EffortScore,
     EffortScorer,
-    HeuristicEffortScorer,
-    score_effort_heuristic,
 )
-from aitherctl.core.effort_features import extract_features
-from aitherctl.core.routing import DEFAULT_TIER_EFFORTS, tier_for_effort_default
+from aitherctl.routing.effort_features import extract_features
+from aitherctl.routing.effort_heuristic import HeuristicEffortScorer, score_effort_heuristic
+from aitherctl.routing.static_embedding import learned_scorer, score_effort
+from aitherctl.routing.table import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
 DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
 HOLDOUT = Path(__file__).parent.parent / "data" / "effort_holdout.yaml"
@@ -262,7 +261,7 @@ def test_the_model_graded_scorer_falls_back_to_the_learned_score_without_a_grade
     # `routing.classifier: model` with no free local model: no request is sent, the learned score
     # stands and the reason says so (the HTTP path is tested against a real llama.cpp server in
     # tests/integration/test_run_fallback.py).
-    from aitherctl.ops.effort_grader import ModelGradedScorer
+    from aitherctl.routing.grader import ModelGradedScorer
 
     scorer: EffortScorer = ModelGradedScorer(
         clients=None,  # type: ignore[arg-type]  # never used without a grader

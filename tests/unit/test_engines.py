@@ -7,7 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from aitherctl.core.engines import (
+from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.metrics import EngineMetrics
+from aitherctl.engines.registry import (
     EngineContainer,
     GpuShare,
     HttpRequest,
@@ -22,11 +24,9 @@ from aitherctl.core.engines import (
     release_requests,
     unregister,
 )
-from aitherctl.core.metrics import EngineMetrics
-from aitherctl.core.profile import Engine, Health, Service, Volume
-from aitherctl.core.units import GIB, MemoryAmount
 from aitherctl.errors import RefusedError
-from aitherctl.switching.container import ContainerSpec, HttpCheck
+from aitherctl.profiles.profile import Engine, Health, Service, Volume
+from aitherctl.units import GIB, MemoryAmount
 
 GPU = {0: 24 * GIB, 1: 24 * GIB}
 
@@ -325,7 +325,7 @@ def sglang() -> Iterator[ThrowawayDriver]:
 
 
 def test_a_new_engine_is_one_driver_and_one_registration(sglang: ThrowawayDriver) -> None:
-    from aitherctl.adapters.scrape import endpoints_of
+    from aitherctl.monitor.scrape import endpoints_of
 
     svc = service(engine="sglang", image="lmsysorg/sglang:v0.5.0", model="org/m", gpus=(0,),
                   vram=MemoryAmount.parse("50%"))
@@ -353,7 +353,7 @@ def test_vllm_keeps_its_downloads_in_a_named_volume() -> None:
 
 
 def test_comfyui_reserve_counts_only_resident_neighbours() -> None:
-    from aitherctl.core.profile import Profile
+    from aitherctl.profiles.profile import Profile
     from aitherctl.switching.specs import build_specs
 
     def gpu_service(name: str, engine: Engine, vram: str, **extra: object) -> Service:

@@ -1,4 +1,4 @@
-"""`core/export.py`: the built-in profiles and a multi-GPU one as Compose files and Kubernetes
+"""`switching/export.py`: the built-in profiles and a multi-GPU one as Compose files and Kubernetes
 manifests.
 
 No Kubernetes API server can run on this machine, so the manifests are checked offline: every
@@ -26,8 +26,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from aitherctl.core.engines import build_container, driver_for
-from aitherctl.core.export import (
+from aitherctl.engines.registry import build_container, driver_for
+from aitherctl.errors import NotFoundError, RefusedError, UsageError
+from aitherctl.profiles.loader import resolve_profile
+from aitherctl.profiles.parse import parse_profile
+from aitherctl.profiles.profile import Engine, Profile
+from aitherctl.switching.export import (
     GPU_RESOURCE,
     ON_DEMAND_PROFILE,
     compose_healthcheck_script,
@@ -36,11 +40,8 @@ from aitherctl.core.export import (
     to_compose,
     to_kubernetes,
 )
-from aitherctl.core.loader import parse_profile, resolve_profile
-from aitherctl.core.profile import Engine, Profile
-from aitherctl.core.units import GIB
-from aitherctl.errors import NotFoundError, RefusedError, UsageError
-from aitherctl.switching.transaction import restart_policy
+from aitherctl.switching.specs import restart_policy
+from aitherctl.units import GIB
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"  # the newest schema kubernetes-validate 1.37.0 carries
@@ -437,8 +438,7 @@ def test_compose_healthcheck_script() -> None:
     )
 
 
-def test_restart_policy_is_the_switchs() -> None:
-    from aitherctl.core.export import restart_policy as exported
-
-    for gpus in ((), (0,), (0, 1)):
-        assert exported(gpus) == restart_policy(gpus)
+def test_docker_restarts_cpu_services_only() -> None:
+    """The one restart policy, which the switch sets and the export writes: a GPU service waits
+    for `up --restore` after a reboot, a CPU one comes back by itself."""
+    assert [restart_policy(gpus) for gpus in ((), (0,), (0, 1))] == ["unless-stopped", "no", "no"]

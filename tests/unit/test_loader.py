@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.profile_store import ProfileCatalog, builtin_profile_dir
-from aitherctl.core.loader import ConfigProblems, load_profile_text
-from aitherctl.core.profile import Engine
-from aitherctl.core.units import GIB
 from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.catalog import ProfileCatalog, builtin_profile_dir
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.problems import ConfigProblems
+from aitherctl.profiles.profile import Engine
+from aitherctl.units import GIB
 
 
 @pytest.fixture
@@ -379,7 +380,7 @@ def test_the_core_parses_text_without_files() -> None:
 
 def test_merge_key_precedence_and_loops() -> None:
     """YAML 1.1 merge: keys written beside `<<` win, then earlier mappings in a `<<` list."""
-    from aitherctl.core.yamlsrc import parse_yaml
+    from aitherctl.yamlsrc import parse_yaml
 
     doc = parse_yaml(
         "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n", "m.yaml"

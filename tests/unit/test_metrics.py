@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.core.engines.comfyui import parse_comfyui_queue, parse_comfyui_system_stats
-from aitherctl.core.engines.llamacpp import parse_llamacpp_metrics, parse_llamacpp_slots
-from aitherctl.core.engines.ollama import parse_ollama_ps
-from aitherctl.core.engines.vllm import parse_vllm_metrics
-from aitherctl.core.metrics import (
+from aitherctl.engines.comfyui import parse_comfyui_queue, parse_comfyui_system_stats
+from aitherctl.engines.llamacpp import parse_llamacpp_metrics, parse_llamacpp_slots
+from aitherctl.engines.metrics import (
     CounterReading,
     EngineMetrics,
     MetricsFormatError,
     parse_timestamp,
     rate_per_s,
 )
+from aitherctl.engines.ollama import parse_ollama_ps
+from aitherctl.engines.vllm import parse_vllm_metrics
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "metrics"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from aitherctl.adapters.nvml import NvmlReader
-from aitherctl.adapters.procs import ProcessTable
-from aitherctl.core.monitor_model import StackReading
-from aitherctl.ops.monitor import MonitorCollector
+from aitherctl.gpu.nvml import NvmlReader
+from aitherctl.monitor.collect import MonitorCollector
+from aitherctl.monitor.model import StackReading
+from aitherctl.monitor.procs import ProcessTable
 from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
 from tests.tui.sources import FROZEN_AT, FixedHost, FixedStack, container
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aitherctl.adapters.ledger import LedgerRow
-from aitherctl.core.monitor_model import LogKind
-from aitherctl.ops.monitor import LedgerLog
+from aitherctl.monitor.collect import LedgerLog
+from aitherctl.monitor.model import LogKind
+from aitherctl.routing.ledger import LedgerRow
 
 
 def row(outcome: str, attempts: int, backend: str | None, model: str | None = None) -> LedgerRow:

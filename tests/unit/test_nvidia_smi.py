@@ -1,4 +1,4 @@
-"""The nvidia-smi CSV parser (`aitherctl.core.nvidia_smi`) on the documented output format.
+"""The nvidia-smi CSV parser (`aitherctl.gpu.nvidia_smi`) on the documented output format.
 
 The sample lines follow nvidia-smi(1) and `--help-query-gpu` / `--help-query-compute-apps` (see
 the module's docstring): one line per GPU, values in the order asked, ", " between them, no units
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.core.gpu import GpuProcess
-from aitherctl.core.nvidia_smi import (
+from aitherctl.gpu.model import GpuProcess
+from aitherctl.gpu.nvidia_smi import (
     APP_FIELDS,
     GPU_FIELDS,
     MIB,

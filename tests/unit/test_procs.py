@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aitherctl.adapters.procs import HostReader, ProcessTable
+from aitherctl.monitor.procs import HostReader, ProcessTable
 
 CID_A = "a" * 12 + "0123456789abcdef" * 3 + "0123"
 CID_B = "b" * 64

@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 
-from aitherctl.core.loader import ConfigProblems, load_profile_text
-from aitherctl.core.routing import service_candidate
 from aitherctl.errors import ConfigError
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.problems import ConfigProblems
+from aitherctl.routing.table import service_candidate
 
 MODEL = "/models/m.gguf"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.core.redact import (
+from aitherctl.profiles.redact import (
     MASK,
     is_secret_name,
     redact_args,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from aitherctl.core.cost import Price
-from aitherctl.core.request_cost import (
+from aitherctl.routing.cost import Price
+from aitherctl.routing.request_cost import (
     IMAGE_TOKENS_MAX,
     RequestBound,
     output_limit,

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from aitherctl.adapters.profile_store import ProfileCatalog
-from aitherctl.core.profile import Engine, Profile, Service
-from aitherctl.core.routing import (
+from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.profiles.profile import Engine, Profile, Service
+from aitherctl.routing.table import (
     RouteContext,
     Tier,
     build_routing,
@@ -20,8 +21,7 @@ from aitherctl.core.routing import (
     static_skip_reason,
     tier_for_effort_default,
 )
-from aitherctl.core.units import MemoryAmount
-from aitherctl.errors import ConfigError, NotFoundError
+from aitherctl.units import MemoryAmount
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aitherctl.ops.services import uptime_s
-from aitherctl.switching.stack import ManagedContainer
+from aitherctl.docker.stack import ManagedContainer
+from aitherctl.monitor.services import uptime_s
 
 NOW = datetime(2026, 11, 23, 20, 12, 40, tzinfo=UTC)
 

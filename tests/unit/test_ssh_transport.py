@@ -1,4 +1,4 @@
-"""The pure parts of the SSH transport (aitherctl/adapters/ssh_transport.py): the ssh command
+"""The pure parts of the SSH transport (aitherctl/docker/ssh_transport.py): the ssh command
 line, where the control socket goes, and the one line made from what ssh wrote. The stderr
 samples are what OpenSSH 9.2 and docker CLI 27's `docker system dial-stdio` print here (run by
 hand against scripts/test-hosts.sh's sshd and a stopped engine)."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aitherctl.adapters.ssh_transport import (
+from aitherctl.docker.ssh_transport import (
     CONTROL_PERSIST_S,
     SshTarget,
     control_path,
@@ -155,7 +155,7 @@ def test_a_long_message_is_clipped_to_one_short_line() -> None:
 
 
 def test_no_ssh_client_is_said_plainly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aitherctl.adapters.docker_engine import client_for
+    from aitherctl.docker.engine import client_for
     from aitherctl.errors import DockerUnavailableError
 
     monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))

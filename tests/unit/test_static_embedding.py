@@ -1,5 +1,5 @@
 """The static embedding the sixth round's effort candidate reads
-(aitherctl/adapters/static_embedding.py) and the scorer's embedding head (effort_model.py).
+(aitherctl/routing/static_embedding.py) and the scorer's embedding head (effort_model.py).
 
 The shipped weights have no embedding head, so `wordllama` is a training requirement
 (scripts/effort/requirements.txt), not a runtime one: these tests run where it is installed and
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 def test_similar_requests_are_closer_than_unrelated_ones() -> None:
     import numpy as np
 
-    from aitherctl.adapters.static_embedding import DIM, StaticEmbedding
+    from aitherctl.routing.static_embedding import DIM, StaticEmbedding
 
     embedding = StaticEmbedding.shipped()
     app = embedding.vector("Build me a web app where members book classes and pay by card.")
@@ -36,7 +36,7 @@ def test_similar_requests_are_closer_than_unrelated_ones() -> None:
 
 
 def test_a_very_long_prompt_is_read_by_its_head_and_tail() -> None:
-    from aitherctl.adapters.static_embedding import MAX_CHARS, StaticEmbedding
+    from aitherctl.routing.static_embedding import MAX_CHARS, StaticEmbedding
 
     embedding = StaticEmbedding.shipped()
     long = "The committee met. " * 2000 + "Which day?"
@@ -48,8 +48,8 @@ def test_a_very_long_prompt_is_read_by_its_head_and_tail() -> None:
 
 
 def test_a_head_scores_with_the_nearest_kinds_and_the_segments_in_the_reasons() -> None:
-    from aitherctl.adapters.static_embedding import DIM, StaticEmbedding
-    from aitherctl.core.effort_model import LearnedEffortScorer
+    from aitherctl.routing.effort_model import LearnedEffortScorer
+    from aitherctl.routing.static_embedding import DIM, StaticEmbedding
 
     embedding = StaticEmbedding.shipped()
     passage = embedding.vector("According to the passage, when did the bridge open?")[:DIM]

@@ -1,12 +1,12 @@
-"""`free VRAM`: the driver says what to send, adapters/unload.py sends it (to contract doubles of
+"""`free VRAM`: the driver says what to send, monitor/unload.py sends it (to contract doubles of
 Ollama and ComfyUI, tests/doubles/ollama_server.py, which follows Ollama's docs/api.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from aitherctl.adapters.unload import free_vram
 from aitherctl.errors import RefusedError
+from aitherctl.monitor.unload import free_vram
 from tests.doubles.ollama_server import GIB, ollama_double
 
 

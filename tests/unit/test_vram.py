@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from aitherctl.adapters.nvml import NvmlReader
-from aitherctl.core.units import GIB, MemoryAmount
-from aitherctl.core.vram import GpuClaim, check_vram, describe_vram
+from aitherctl.gpu.nvml import NvmlReader
+from aitherctl.gpu.vram import GpuClaim, check_vram, describe_vram
+from aitherctl.units import GIB, MemoryAmount
 from tests.doubles.nvml_double import FakeGpu, NvmlDouble
 
 
@@ -145,8 +145,8 @@ def test_kept_service_counts_at_max_of_budget_and_real_use() -> None:
 
 def test_budgets_resolve_against_each_gpus_own_total() -> None:
     """A 50% budget over a 24 GiB and a 48 GiB card is 12 GiB on one and 24 GiB on the other."""
-    from aitherctl.core.engines import build_container
-    from aitherctl.core.profile import Engine, Health, Service
+    from aitherctl.engines.registry import build_container
+    from aitherctl.profiles.profile import Engine, Health, Service
 
     service = Service(
         name="tp", engine=Engine.VLLM, image="img", port=8000, model="m", health=Health(),

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from aitherctl.core.loader import load_profile_text
-from aitherctl.core.profile import Profile
-from aitherctl.core.routing import build_routing
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.profile import Profile
+from aitherctl.routing.table import build_routing
 from aitherctl.serve.model import Pool
 from aitherctl.serve.scheduler import Scheduler
 from tests.serve.unit.fake_effects import FakeEffects

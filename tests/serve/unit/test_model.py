@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.core.scheduling_terms import Rank, parse_duration
+from aitherctl.profiles.scheduling_terms import Rank, parse_duration
 from aitherctl.serve.model import (
     AGING_S,
     Holder,

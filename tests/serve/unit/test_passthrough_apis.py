@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aitherctl.core.request_cost import (
+from aitherctl.routing.request_cost import (
     IMAGE_TOKENS_MAX,
     TOOLS_PREAMBLE_TOKENS,
     output_limit,

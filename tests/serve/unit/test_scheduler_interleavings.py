@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from aitherctl.core.routing import build_routing
 from aitherctl.errors import RefusedError, SwitchFailedError
+from aitherctl.routing.table import build_routing
 from aitherctl.serve.effects import GpuReading
 from aitherctl.serve.errors import LoadFailed, SchedulerError
 from aitherctl.serve.model import Pool, Priority

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from aitherctl.core.routing import build_routing
+from aitherctl.routing.table import build_routing
 from aitherctl.serve.dispatcher import Dispatcher, GatewayRequest, Outcome, Route
 from aitherctl.serve.model import Priority
 from aitherctl.serve.scheduler import Lease
