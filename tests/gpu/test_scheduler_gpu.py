@@ -21,6 +21,8 @@ import pytest
 
 from aitherctl.cli.runtime import gpu_inventory
 from aitherctl.errors import DockerUnavailableError
+from aitherctl.profiles.loader import load_profile_text
+from aitherctl.routing.table import build_routing
 from aitherctl.serve.control import ServiceControl
 from aitherctl.serve.discovery import memory_pools
 from aitherctl.serve.scheduler import Scheduler
