@@ -16,7 +16,7 @@
 # See ../shared/ENVIRONMENT.md, "Two more 'remote' Docker hosts on one machine". Run as root.
 # Idempotent: what already runs is kept. Progress goes to stderr; stdout carries `export` lines:
 #   eval "$(bash scripts/test-hosts.sh)"
-# Subcommands (used by tests/integration/hosts_helpers.py to take a host down and back up):
+# Subcommands (used by tests/hosts_helpers.py to take a host down and back up):
 #   up (default)             everything above, then print the exports
 #   env                      print the exports only
 #   start-node a|b           start that node's dockerd (and its bridge) unless it answers

@@ -1,7 +1,7 @@
 """`aitherctl profile export NAME --format compose|k8s`: what a user and a script see (data on
 stdout or in --output, warnings on stderr, exit codes), and the exported healthcheck run for real.
 
-The documents themselves are checked in tests/unit/test_export.py (Kubernetes schemas offline
+The documents themselves are checked in tests/switching/test_export.py (Kubernetes schemas offline
 with kubernetes-validate, the Compose spec's JSON schema from check-jsonschema: this machine's
 Docker has no compose plugin for `docker compose config`). No Kubernetes API server can run here.
 """

@@ -71,7 +71,7 @@ def test_run_streams_answer_and_one_status_line(routed: str) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Hello from the double.\n"
     (line,) = result.stderr.strip().splitlines()
-    effort = score_effort("hello").score  # the heuristic's own score (tests/unit/test_effort.py)
+    effort = score_effort("hello").score  # the scorer's own (tests/routing/unit/test_effort.py)
     assert effort <= 5
     assert line.startswith(f"effort {effort} · small · local (smol) · ttft ")
     assert line.endswith("$0.0000")

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, run_cli
-from tests.integration.hosts_helpers import TwoHosts, ensure_up
+from tests.hosts_helpers import TwoHosts, ensure_up
 from tests.switching.test_hosts_switch import containers, llama
 
-pytest_plugins = ["tests.integration.hosts_helpers"]
+pytest_plugins = ["tests.hosts_helpers"]
 pytestmark = pytest.mark.docker
 
 FAULT_AT_SECOND_COMMIT = """

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL_FILE, MODELS_DIR, free_port, run_cli
-from tests.integration.hosts_helpers import (
+from tests.hosts_helpers import (
     TwoHosts,
     cleanup_nodes,
     engine_down,
@@ -32,7 +32,7 @@ from tests.integration.hosts_helpers import (
     stderr_until,
 )
 
-pytest_plugins = ["tests.integration.hosts_helpers"]
+pytest_plugins = ["tests.hosts_helpers"]
 pytestmark = pytest.mark.docker
 
 LLAMA_IMAGE = "aither-test/llamacpp:latest"

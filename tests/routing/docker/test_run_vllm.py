@@ -22,7 +22,7 @@ from aitherctl.routing.probes import queue_waiting_from_metrics
 from aitherctl.routing.router import RunOptions
 from tests.conftest import MODELS_DIR, VLLM_IMAGE
 from tests.doubles.chat_server import chat_double
-from tests.integration.routing_helpers import router_for
+from tests.routing.docker.routing_helpers import router_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 

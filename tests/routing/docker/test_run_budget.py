@@ -22,7 +22,7 @@ from aitherctl.routing.ledger import Ledger
 from aitherctl.routing.request_cost import request_bound
 from aitherctl.routing.router import RunOptions
 from tests.doubles.chat_server import chat_double
-from tests.integration.routing_helpers import router_for
+from tests.routing.docker.routing_helpers import router_for
 
 PROCESSES = 12
 CAP_USD = 0.1

@@ -23,7 +23,7 @@ from aitherctl.routing.table import (
 )
 from aitherctl.units import MemoryAmount
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _profile(

@@ -4,7 +4,7 @@ The sample lines follow nvidia-smi(1) and `--help-query-gpu` / `--help-query-com
 the module's docstring): one line per GPU, values in the order asked, ", " between them, no units
 with `nounits`, memory in MiB, `[N/A]` / `[Not Supported]` where a device gives no value.
 No line here was captured from a real GPU (none is reachable from this project's test machines);
-the same format runs end to end in tests/integration/test_remote_gpu.py through the contract
+the same format runs end to end in tests/gpu_model/docker/test_remote_gpu.py through the contract
 double tests/doubles/nvidia_smi_double/nvidia-smi.
 """
 
@@ -36,7 +36,7 @@ GPUS = (
     f"1, {RTX}, NVIDIA GeForce RTX 4090, 24564, 18034, 87, 64, 312.55, 450.00, 550.54.15\n"
 )
 APPS = f"{RTX}, 4242, 12288, /usr/bin/python3\n{RTX}, 4343, 5120, /app/llama-server\n"
-DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "nvidia_smi_double" / "nvidia-smi"
+DOUBLE = Path(__file__).resolve().parents[2] / "doubles" / "nvidia_smi_double" / "nvidia-smi"
 
 
 def output(gpus: str = GPUS, apps: str = APPS) -> str:

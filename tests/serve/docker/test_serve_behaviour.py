@@ -2,7 +2,7 @@
 one at shutdown, an honest model list, the truest status for a request it cannot serve, and one
 `serve` per machine.
 
-`serve` runs as its own process (tests/integration/serve_helpers.py) and is spoken to with the
+`serve` runs as its own process (tests/serve/docker/serve_helpers.py) and is spoken to with the
 official `openai` client and curl. Its backends are the chat contract double
 (tests/doubles/chat_server.py) and, for the route a backend lacks, a real llama.cpp server.
 """

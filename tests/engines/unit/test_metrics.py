@@ -20,7 +20,7 @@ from aitherctl.engines.metrics import (
 from aitherctl.engines.ollama import parse_ollama_ps
 from aitherctl.engines.vllm import parse_vllm_metrics
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "metrics"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "metrics"
 
 
 def fixture_text(name: str) -> str:

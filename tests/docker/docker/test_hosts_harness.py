@@ -1,4 +1,4 @@
-"""The two SSH test hosts themselves (scripts/test-hosts.sh, tests/integration/hosts_helpers.py):
+"""The two SSH test hosts themselves (scripts/test-hosts.sh, tests/hosts_helpers.py):
 both answer over SSH with the Docker CLI and SDK, hold the test images, are separate engines on
 separate bridges, and can be taken down and brought back (engine and SSH server), which the
 multi-host tests rely on. These take node-a's engine and the SSH server down for a moment: do not
@@ -17,7 +17,7 @@ import docker.errors
 import pytest
 import requests
 
-from tests.integration.hosts_helpers import (
+from tests.hosts_helpers import (
     BASE_IMAGE,
     LABEL_MANAGED,
     LABEL_NAMESPACE,
@@ -28,7 +28,7 @@ from tests.integration.hosts_helpers import (
     sshd_down,
 )
 
-pytest_plugins = ["tests.integration.hosts_helpers"]
+pytest_plugins = ["tests.hosts_helpers"]
 
 pytestmark = pytest.mark.docker
 

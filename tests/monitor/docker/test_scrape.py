@@ -14,7 +14,7 @@ import pytest
 from aitherctl.monitor.model import ScrapeStatus
 from aitherctl.monitor.scrape import Scraper, ScrapeTarget
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "metrics"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "metrics"
 Routes = dict[str, tuple[int, bytes]]
 
 

@@ -21,9 +21,9 @@ from aitherctl.routing.chat import ChatError, ChatRequest, HttpClients, build_bo
 from aitherctl.routing.router import RunOptions, tokens_per_s
 from aitherctl.routing.table import Candidate, build_routing, endpoint_candidate
 from tests.doubles.chat_server import chat_double, closed_port
-from tests.integration.routing_helpers import router_for
+from tests.routing.docker.routing_helpers import router_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

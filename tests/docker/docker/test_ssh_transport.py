@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, run_cli
-from tests.integration.hosts_helpers import (
+from tests.hosts_helpers import (
     BASE_IMAGE,
     LABEL_MANAGED,
     LABEL_NAMESPACE,
@@ -41,7 +41,7 @@ from tests.integration.hosts_helpers import (
     stderr_until,
 )
 
-pytest_plugins = ["tests.integration.hosts_helpers"]
+pytest_plugins = ["tests.hosts_helpers"]
 pytestmark = pytest.mark.docker
 
 # What ssh or the far side's `docker system dial-stdio` write when a connection fails; none of it

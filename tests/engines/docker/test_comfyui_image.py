@@ -27,7 +27,7 @@ from tests.conftest import BASE_IMAGE, _need_image, free_port, sdk_of
 
 pytestmark = pytest.mark.docker
 
-DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "comfyui_image_build"
+DOUBLE = Path(__file__).resolve().parents[2] / "doubles" / "comfyui_image_build"
 IMAGE = "aither-test/comfyui-double:latest"
 
 

@@ -25,9 +25,9 @@ from aitherctl.routing.effort_heuristic import HeuristicEffortScorer, score_effo
 from aitherctl.routing.static_embedding import learned_scorer, score_effort
 from aitherctl.routing.table import DEFAULT_TIER_EFFORTS, tier_for_effort_default
 
-DATA = Path(__file__).parent.parent / "data" / "effort_labelled.yaml"
-HOLDOUT = Path(__file__).parent.parent / "data" / "effort_holdout.yaml"
-KINDS = Path(__file__).parent.parent / "data" / "effort_kinds.yaml"
+DATA = Path(__file__).parents[2] / "data" / "effort_labelled.yaml"
+HOLDOUT = Path(__file__).parents[2] / "data" / "effort_holdout.yaml"
+KINDS = Path(__file__).parents[2] / "data" / "effort_kinds.yaml"
 TIERS = [name for name, _ in DEFAULT_TIER_EFFORTS]
 
 GERMAN_PROOF = "Beweisen Sie, dass es unendlich viele Primzahlen gibt."
@@ -260,7 +260,7 @@ def test_the_keyword_heuristic_is_kept_for_comparison() -> None:
 def test_the_model_graded_scorer_falls_back_to_the_learned_score_without_a_grader() -> None:
     # `routing.classifier: model` with no free local model: no request is sent, the learned score
     # stands and the reason says so (the HTTP path is tested against a real llama.cpp server in
-    # tests/integration/test_run_fallback.py).
+    # tests/routing/docker/test_run_fallback.py).
     from aitherctl.routing.grader import ModelGradedScorer
 
     scorer: EffortScorer = ModelGradedScorer(

@@ -19,7 +19,7 @@ from aitherctl.routing.ledger import Ledger
 from aitherctl.routing.router import RunOptions
 from aitherctl.routing.static_embedding import score_effort
 from tests.doubles.chat_server import chat_double, closed_port
-from tests.integration.routing_helpers import FixedStack, router_for
+from tests.routing.docker.routing_helpers import FixedStack, router_for
 
 
 @pytest.fixture(autouse=True)

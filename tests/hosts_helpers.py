@@ -12,7 +12,7 @@ as a remote host is: sshd on 127.0.0.1:2222 forces each node's key to run
 
 Use from a test module:
 
-    pytest_plugins = ["tests.integration.hosts_helpers"]   # the fixtures below
+    pytest_plugins = ["tests.hosts_helpers"]   # the fixtures below
 
     def test_something(two_hosts: TwoHosts) -> None:
         client = two_hosts.a.ssh_client()                   # the Docker SDK over SSH
@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "test-hosts.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "test-hosts.sh"
 LLAMA_IMAGE = "aither-test/llamacpp:latest"
 BASE_IMAGE = "aither-test/base:bookworm"
 LABEL_MANAGED = "ai.aitherctl.managed"  # aitherctl.engines.container.LABEL_MANAGED
