@@ -18,8 +18,8 @@ from aitherctl.serve.errors import ExternallyBusy, LoadFailed
 
 if TYPE_CHECKING:
     from aitherctl.docker.engine import DockerEngine
-    from aitherctl.engines.registry import EngineDriver
     from aitherctl.engines.metrics import EngineMetrics
+    from aitherctl.engines.registry import EngineDriver
     from aitherctl.gpu.model import GpuInventory
     from aitherctl.profiles.profile import Profile, Service
     from aitherctl.serve.effects import Cancel, GpuReading
