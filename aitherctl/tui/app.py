@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -194,7 +194,7 @@ class MonitorApp(App[None]):
             log.append(entry.message)
         self._update(self._log_pane, log or Text("No events yet.", style="dim"))
 
-    def _update(self, widget: Static, content: Text | Group, key: object = None) -> None:
+    def _update(self, widget: Static, content: RenderableType, key: object = None) -> None:
         """Redraws only what changed: most readings are the same from one second to the next."""
         signature = key if key is not None else content
         if self._drawn.get(id(widget)) != signature:
