@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aitherctl.adapters.docker_engine import DockerEngine
 from aitherctl.adapters.profile_store import ProfileCatalog
+from aitherctl.core.vram import NO_GPU_HINT
 from aitherctl.errors import AitherError
 from aitherctl.switching.plan import Plan
 from aitherctl.switching.specs import build_specs
@@ -77,7 +78,7 @@ def cpu_profile_here(engine: DockerEngine, catalog: ProfileCatalog) -> str | Non
 def no_gpu_hint(engine: DockerEngine | None, catalog: ProfileCatalog | None) -> str:
     """What to run instead when a profile needs a GPU that is not there."""
     if engine is None or catalog is None:
-        return "CPU services still run: try `aitherctl profile switch cpu`."
+        return NO_GPU_HINT
     name = cpu_profile_here(engine, catalog)
     if name is not None:
         return f"CPU services still run: try `aitherctl profile switch {name}`."
