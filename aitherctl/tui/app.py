@@ -28,7 +28,8 @@ from aitherctl.tui.render import (
     gpu_lines,
     header_text,
     host_text,
-    scheduler_events_text,
+    no_gpu_text,
+    scheduler_events,
     scheduler_renderable,
     service_cells,
     sort_services,
@@ -216,7 +217,7 @@ class MonitorApp(App[None]):
         )
         self._scheduler_events.display = view.serving and not view.error
         if self._scheduler_events.display:
-            self._update(self._scheduler_events, scheduler_events_text(view), key=view.events)
+            self._update(self._scheduler_events, scheduler_events(view), key=view.events)
 
     def _show_gpus(self, snapshot: MonitorSnapshot) -> None:
         box = self._gpu_box
@@ -227,8 +228,7 @@ class MonitorApp(App[None]):
             self._gpu_count = count
         panels = list(box.query(".gpu").results(Static))
         if not snapshot.gpus:
-            reason = snapshot.gpu_error or "no GPU"
-            self._update(panels[0], Text(f"No NVIDIA GPU readings: {reason}", style="yellow"))
+            self._update(panels[0], no_gpu_text(snapshot))
             return
         for panel, gpu in zip(panels, snapshot.gpus, strict=False):
             history = Text()

@@ -314,6 +314,11 @@ def host_text(host: HostView) -> Text:
     return text
 
 
+def no_gpu_text(snapshot: MonitorSnapshot) -> Text:
+    """Why there is no GPU panel, in `status` and the monitor alike."""
+    return Text(f"GPU: {snapshot.gpu_error or 'no NVIDIA GPU found'}", style="yellow")
+
+
 def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
     if snapshot.gpu_error:
         return Text("GPU processes: unknown (no GPU readings)", style="dim")
@@ -393,19 +398,6 @@ def scheduler_backends_table(view: SchedulerView) -> Table:
     return table
 
 
-def scheduler_events_text(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> Text:
-    """The last scheduler decisions, newest last, as the log pane shows its lines."""
-    text = Text(no_wrap=True, overflow="ellipsis")
-    for event in view.events[-lines:]:
-        if text:
-            text.append("\n")
-        text.append(event.at.astimezone().strftime("%H:%M:%S "), style="dim")
-        text.append(f"{event.event:<9} ", style="bold")
-        text.append(f"{event.backend or '-'} ", style="cyan")
-        text.append(event.detail)
-    return text or Text("no scheduler events yet", style="dim")
-
-
 def scheduler_headline_pieces(view: SchedulerView) -> list[Text]:
     title = Text()
     title.append("scheduler ", style="bold")
@@ -433,8 +425,16 @@ def scheduler_headline(view: SchedulerView) -> Packed:
     return Packed(scheduler_headline_pieces(view))
 
 
+def scheduler_events(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> RenderableType:
+    """The last scheduler decisions, newest last, in `status` and in the monitor's panel."""
+    if not view.events:
+        return Text("no scheduler events yet", style="dim")
+    return scheduler_events_table(view, lines)
+
+
 def scheduler_events_table(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> Table:
-    """`status`'s form of the last events: the detail wraps between words under itself."""
+    """One row per event: time, event, backend, and the detail, which wraps between words
+    under itself on a narrow terminal."""
     table = Table(box=None, pad_edge=False, show_header=False, expand=False)
     table.add_column("at", no_wrap=True, style="dim")
     table.add_column("event", no_wrap=True, style="bold")
@@ -467,9 +467,7 @@ def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Rendera
         scheduler_headline(view),
         *table,
         Text("scheduler events", style="bold"),
-        scheduler_events_table(view)
-        if view.events
-        else Text("no scheduler events yet", style="dim"),
+        scheduler_events(view),
     )
 
 
@@ -580,8 +578,8 @@ class ServicesTable:
 def status_renderable(snapshot: MonitorSnapshot) -> Group:
     """The one-shot summary `aitherctl status` prints."""
     parts: list[RenderableType] = [Packed(header_pieces(snapshot), HEADER_SEPARATOR), Text()]
-    if snapshot.gpu_error:
-        parts.append(Text(f"GPU: {snapshot.gpu_error}", style="yellow"))
+    if snapshot.gpu_error or not snapshot.gpus:
+        parts.append(no_gpu_text(snapshot))
     for gpu in snapshot.gpus:
         parts.append(gpu_lines(gpu))
     if snapshot.hosts:

@@ -251,6 +251,13 @@ STATES: dict[str, MonitorSnapshot] = {
     "no GPU, CPU services with ram budgets": no_gpu(
         active_profile="cpu-local", services=CPU_SERVICES
     ),
+    "no NVML, a CPU service and a stopped one": snapshot(
+        gpus=(),
+        gpu_error="nvidia-ml-py is not installed",
+        driver_version=None,
+        unmanaged=(),
+        services=(CPU_SERVICES[0], EXITED),
+    ),
     "running, starting and exited": snapshot(services=(*GPU_SERVICES, STARTING, EXITED)),
     "gpu readings missing (no temperature, power or utilisation)": snapshot(
         gpus=(

@@ -69,8 +69,9 @@ async def test_the_panel_shows_queues_pools_and_the_last_events(tmp_path: Path) 
         assert events_panel.border_title == "scheduler events"
         events = plain(events_panel).splitlines()
         assert len(events) == 6
-        assert events[0].startswith("21:48:01 queued    llm normal, 1 waiting")
-        assert events[5].startswith("21:48:02 queued    llm interactive, 3 waiting")
+        # The same columns as `status` prints them.
+        assert events[0].rstrip() == "21:48:01  queued   llm  normal, 1 waiting"
+        assert events[5].rstrip() == "21:48:02  queued   llm  interactive, 3 waiting"
         assert "fell_back" not in plain(events_panel)  # the seventh from the end
 
 
