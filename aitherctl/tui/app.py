@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from aitherctl.core.monitor_model import LogKind, MonitorSnapshot, ServiceView
 from aitherctl.tui.render import (
+    NA,
     SERVICE_COLUMNS,
     SortKey,
     gpu_lines,
@@ -238,7 +239,9 @@ class MonitorApp(App[None]):
                 style="cyan",
             )
             history.append("  util ", style="dim")
-            history.append(sparkline(gpu.utilization_history_pct, 30, 100.0), style="green")
+            utilization = sparkline(gpu.utilization_history_pct, 30, 100.0)
+            # Never read (not supported on this board): N/A, as in the line above and status.
+            history.append(utilization or NA, style="green" if utilization else "")
             self._update(panel, Group(gpu_lines(gpu), history), key=gpu)
 
     def _show_services(self, snapshot: MonitorSnapshot) -> None:

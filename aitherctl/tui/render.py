@@ -77,14 +77,19 @@ def fmt_rate(value: float | None) -> str:
     return NA if value is None else f"{value:.1f}"
 
 
-def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
-    """The last `width` values as block characters, scaled to `top` (default: their maximum)."""
+def sparkline(values: Sequence[float | None], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to `top` (default: their maximum);
+    an unknown value (None) is a blank, not the lowest block."""
     tail = list(values)[-width:]
-    if not tail:
+    known = [value for value in tail if value is not None]
+    if not known:
         return ""
-    ceiling = top if top else max(tail) or 1.0
+    ceiling = top if top else max(known) or 1.0
     steps = len(SPARK) - 1
-    return "".join(SPARK[max(0, min(steps, round(value / ceiling * steps)))] for value in tail)
+    return "".join(
+        " " if value is None else SPARK[max(0, min(steps, round(value / ceiling * steps)))]
+        for value in tail
+    )
 
 
 class Packed:

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
+from aitherctl.adapters.nvml import NvmlReader
 from aitherctl.core.monitor_model import LogKind, MonitorSnapshot
+from aitherctl.ops.monitor import MonitorCollector
 from aitherctl.tui.app import MonitorApp
-from aitherctl.tui.render import SERVICE_COLUMNS, status_renderable
+from aitherctl.tui.render import SERVICE_COLUMNS, sparkline, status_renderable
 from tests.cli.status_states import STATES
+from tests.doubles.nvml_double import GIB, FakeGpu, NvmlDouble
+from tests.tui.sources import fixed_collector
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +125,41 @@ async def test_the_monitor_shows_what_status_shows(state: str) -> None:
     assert scheduler == monitor["scheduler"]
     assert status[-2] == monitor["unmanaged"]
     assert status[-1] == monitor["host"]
+
+
+async def test_a_gpu_without_utilisation_temperature_or_power_is_na_in_both(
+    tmp_path: Path,
+) -> None:
+    """A board whose NVML answers NOT_SUPPORTED for utilisation, temperature and power: status
+    and the monitor's GPU line say N/A, and the monitor's utilisation history says N/A too
+    (it drew 0%, `▁`, for readings NVML never gave)."""
+    base = fixed_collector(tmp_path)
+    double = NvmlDouble(
+        [FakeGpu(utilization=None, temperature=None, power_mw=None, used_bytes=8 * GIB)],
+        driver_version="550.54.15",
+    )
+    collector = MonitorCollector(
+        stack=base._stack,
+        gpus=NvmlReader(double),
+        scraper=base._scraper,
+        procs=base._procs,
+        host=base._host,
+        wall_clock=base._now,
+    )
+    status = plain(status_renderable(collector.collect()))
+    assert status[2] == ("GPU 0 NVIDIA RTX 4090  8.0 GiB / 24.0 GiB  util N/A  temp N/A  power N/A")
+    app = MonitorApp(collector, interval_s=0.05)
+    async with app.run_test(size=(220, 60)) as pilot:
+        for _ in range(200):
+            if app.refreshes >= 3:
+                break
+            await pilot.pause(0.02)
+        panel = plain(app.query_one(".gpu").content)
+    assert panel[0] == status[2]
+    assert panel[3].split()[0] == "VRAM"
+    assert panel[3].endswith("  util N/A")
+
+
+def test_an_unknown_utilisation_is_a_gap_in_the_sparkline() -> None:
+    assert sparkline([50.0, None, 100.0], 3, 100.0) == "▅ █"
+    assert sparkline([None, None], 3, 100.0) == ""
