@@ -539,8 +539,16 @@ def services_table(
 ) -> Table:
     """The services, one row each, with the columns that fit `width` (None: every column,
     as the monitor shows them)."""
+    return services_layout(snapshot, key, width)[0]
+
+
+def services_layout(
+    snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME, width: int | None = None
+) -> tuple[Table, list[str]]:
+    """The services table for `width`, and the columns with readings it left out."""
     cells = [service_cells(service) for service in sort_services(snapshot.services, key)]
-    chosen = fit_service_columns([[str(cell) for cell in row] for row in cells], width)
+    rows = [[str(cell) for cell in row] for row in cells]
+    chosen = fit_service_columns(rows, width)
     table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
     keep = [SERVICE_COLUMNS.index(name) for name in chosen]
     for name in chosen:
@@ -550,7 +558,12 @@ def services_table(
             table.add_column(name, no_wrap=True)
     for row in cells:
         table.add_row(*(row[index] for index in keep))
-    return table
+    left_out = [
+        name
+        for index, name in enumerate(SERVICE_COLUMNS)
+        if name not in chosen and any(row[index] != NA for row in rows)
+    ]
+    return table, left_out
 
 
 class ServicesTable:
@@ -562,14 +575,8 @@ class ServicesTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        yield services_table(self.snapshot, width=width)
-        rows = [[str(cell) for cell in service_cells(svc)] for svc in self.snapshot.services]
-        chosen = fit_service_columns(rows, width)
-        left_out = [
-            name
-            for index, name in enumerate(SERVICE_COLUMNS)
-            if name not in chosen and any(row[index] != NA for row in rows)
-        ]
+        table, left_out = services_layout(self.snapshot, width=width)
+        yield table
         if left_out:
             yield Packed(
                 [
