@@ -382,25 +382,55 @@ def scheduler_errors(view: SchedulerView) -> Text | None:
     return text
 
 
-def scheduler_backends_table(view: SchedulerView) -> Table:
-    """Per backend: state, requests in flight of its limit, and who waits (by priority)."""
-    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for column in ("backend", "state", "busy", "queued", "int/nor/bat", "holds"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    table.add_column("", no_wrap=True, overflow="ellipsis")
+BACKEND_COLUMNS = ("backend", "state", "busy", "queued", "int/nor/bat", "holds", "")
+BACKEND_DROP_ORDER = ("int/nor/bat", "holds", "")  # on a narrow terminal, least needed first
+
+
+def scheduler_backends_table(view: SchedulerView, width: int | None = None) -> Table:
+    """Per backend: state, requests in flight of its limit, and who waits (by priority);
+    at `width`, without the columns of `BACKEND_DROP_ORDER` it takes to fit (None: all)."""
+    rows: list[tuple[RenderableType, ...]] = []
     for backend in view.backends:
         queue_max = "" if backend.max_queue is None else f" of {backend.max_queue}"
         holds = " ".join(f"{pool} {format_bytes(amount)}" for pool, amount in backend.claims_bytes)
-        table.add_row(
-            Text(backend.name, style="bold"),
-            Text(backend.state, style=SCHEDULER_STATE_STYLES.get(backend.state, "")),
-            f"{backend.in_flight}/{backend.limit}",
-            Text(f"{backend.queued}{queue_max}", style="bold yellow" if backend.queued else ""),
-            f"{backend.queued_interactive}/{backend.queued_normal}/{backend.queued_batch}",
-            holds or "-",
-            _backend_note(backend),
+        rows.append(
+            (
+                Text(backend.name, style="bold"),
+                Text(backend.state, style=SCHEDULER_STATE_STYLES.get(backend.state, "")),
+                f"{backend.in_flight}/{backend.limit}",
+                Text(f"{backend.queued}{queue_max}", style="bold yellow" if backend.queued else ""),
+                f"{backend.queued_interactive}/{backend.queued_normal}/{backend.queued_batch}",
+                holds or "-",
+                _backend_note(backend),
+            )
         )
+    widths = [
+        max([cell_len(name), *(cell_len(str(row[index])) for row in rows)])
+        for index, name in enumerate(BACKEND_COLUMNS)
+    ]
+    chosen = list(BACKEND_COLUMNS)
+    for name in BACKEND_DROP_ORDER:
+        shown = [widths[BACKEND_COLUMNS.index(column)] for column in chosen]
+        if width is None or sum(shown) + COLUMN_GAP * (len(shown) - 1) <= width:
+            break
+        chosen.remove(name)
+    keep = [BACKEND_COLUMNS.index(name) for name in chosen]
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    for name in chosen:
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[index] for index in keep))
     return table
+
+
+class SchedulerBackends:
+    """The backend table laid out for the width it is printed at."""
+
+    def __init__(self, view: SchedulerView) -> None:
+        self.view = view
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield scheduler_backends_table(self.view, options.max_width)
 
 
 def scheduler_headline_pieces(view: SchedulerView) -> list[Text]:
@@ -465,7 +495,7 @@ def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Rendera
     if view.error:
         return scheduler_headline(view)
     errors = scheduler_errors(view)
-    table = (scheduler_backends_table(view), *((errors,) if errors else ()))
+    table = (SchedulerBackends(view), *((errors,) if errors else ()))
     if not events:  # the monitor shows them in a panel of their own
         return Group(scheduler_headline(view), *table)
     return Group(
@@ -496,6 +526,8 @@ def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
 # way, so that what is shown is whole.
 OPTIONAL_COLUMNS = frozenset({"port", "VRAM", "budget", "CPU", "RAM", "queue", "tok/s", "up"})
 NARROW_DROP_ORDER = ("up", "tok/s", "port", "engine", "queue", "CPU", "budget")
+# Narrower still (under 80 columns): the model column shrinks to its least, then these go too.
+LAST_DROP_ORDER = ("RAM", "VRAM")
 MODEL_MIN_WIDTH = 8  # the model column is the one that shrinks, ending in `…`
 MODEL_WANTED_WIDTH = 16  # but a column gives way before it is shrunk below this
 COLUMN_GAP = 2
@@ -505,7 +537,8 @@ def fit_service_columns(rows: Sequence[Sequence[str]], width: int | None) -> lis
     """The columns of `SERVICE_COLUMNS` that `status` shows at `width` (None: all of them).
 
     All of them when they fit; else first those in which some row has a reading, then, while
-    still too wide, without the columns of `NARROW_DROP_ORDER` one after another."""
+    still too wide, without the columns of `NARROW_DROP_ORDER` one after another; then with
+    the model column at its least, without those of `LAST_DROP_ORDER`."""
     names = list(SERVICE_COLUMNS)
     widths = {
         name: max([cell_len(name), *(cell_len(row[index]) for row in rows)])
@@ -527,6 +560,12 @@ def fit_service_columns(rows: Sequence[Sequence[str]], width: int | None) -> lis
         if name not in OPTIONAL_COLUMNS or any(row[index] != NA for row in rows)
     ]
     for name in NARROW_DROP_ORDER:
+        if fits(chosen):
+            return chosen
+        if name in chosen:
+            chosen.remove(name)
+    widths["model"] = min(widths["model"], MODEL_MIN_WIDTH)
+    for name in LAST_DROP_ORDER:
         if fits(chosen):
             break
         if name in chosen:
