@@ -87,5 +87,6 @@ class Output:
             raise UsageError(
                 f"{question.rstrip('?')}: standard input is not a terminal, pass --yes"
             )
-        answer = self.err.input(f"{question} [y/N] ").strip().lower()
+        # markup=False: Rich would take `[y/N]` for a style tag and print nothing of it.
+        answer = self.err.input(f"{question} [y/N] ", markup=False).strip().lower()
         return answer in ("y", "yes")

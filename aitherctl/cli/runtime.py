@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aitherctl.docker.engine import DockerEngine
@@ -45,3 +45,16 @@ def gpu_inventory() -> GpuInventory:
 
 # Tests put a contract double of pynvml here; None means the real `pynvml`.
 nvml_module: object | None = None
+
+
+def monitor_collector(*, use_gpu: bool, scrape_timeout_s: float, wait_for_remote_gpus: bool) -> Any:
+    """What `status` reads each time: this machine's collector (`ops.monitor.build_collector`);
+    tests put one on fixed readings here."""
+    from aitherctl.monitor.collect import build_collector
+
+    collector, _ = build_collector(
+        use_gpu=use_gpu,
+        scrape_timeout_s=scrape_timeout_s,
+        wait_for_remote_gpus=wait_for_remote_gpus,
+    )
+    return collector

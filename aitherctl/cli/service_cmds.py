@@ -79,12 +79,41 @@ def up(
         name = _active_profile(state, profile)
         chosen = list(services) if services else sorted(catalog.load(name).resident)
     loaded = catalog.load(name)
+    from aitherctl.cli.render import plan_table
+    from aitherctl.switching.plan import Action, Plan
+    from aitherctl.switching.switch import Change, Declined, Prepared
+
+    def ask(plan: Plan, hosts: list[str] | None, changed: bool) -> bool:
+        """The plan on stderr, then `start A, B?` (`--yes`, or a refusal without a terminal)."""
+        if changed:
+            out.warn("the plan changed while you were deciding; this is the new plan")
+        if not json_out:
+            out.err.print(plan_table(plan, hosts))
+        starting = sorted(
+            step.service + ("" if not hosts or hosts[index] == "local" else f"@{hosts[index]}")
+            for index, step in enumerate(plan.steps)
+            if step.action is not Action.KEEP
+        )
+        return out.confirm(f"start {', '.join(starting)}?", assume_yes=yes or restore)
+
     if any(svc.host != "local" for svc in loaded.services.values()):
         from aitherctl.switching.hosts import up_across
 
-        started, urls, seconds = up_across(
-            runtime.docker, catalog, loaded, runtime.gpu_inventory, CliProgress(out), chosen
-        )
+        def confirm_across(change: Change, changed: bool) -> bool:
+            return ask(change.plan, change.hosts, changed)
+
+        try:
+            started, urls, seconds = up_across(
+                runtime.docker,
+                catalog,
+                loaded,
+                runtime.gpu_inventory,
+                CliProgress(out),
+                chosen,
+                confirm=confirm_across,
+            )
+        except Declined:
+            raise typer.Exit(int(ExitCode.ERROR)) from None
         if json_out:
             out.data(
                 {"profile": name, "started": started, "seconds": round(seconds, 2), "urls": urls}
@@ -97,17 +126,9 @@ def up(
         )
         print_urls(out, urls)
         return
-    from aitherctl.cli.render import plan_table
-    from aitherctl.switching.plan import Action
-    from aitherctl.switching.switch import Declined, Prepared
 
     def confirm(prepared: Prepared, changed: bool) -> bool:
-        if changed:
-            out.warn("the plan changed while you were deciding; this is the new plan")
-        if not json_out:
-            out.err.print(plan_table(prepared.plan))
-        starting = sorted(s.service for s in prepared.plan.steps if s.action is not Action.KEEP)
-        return out.confirm(f"start {', '.join(starting)}?", assume_yes=yes or restore)
+        return ask(prepared.plan, None, changed)
 
     try:
         result = switch(

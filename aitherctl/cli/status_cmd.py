@@ -44,11 +44,11 @@ def status(  # noqa: PLR0917 - Typer passes options by position
     Exit code 0 even when Docker or the GPU cannot be read: that is part of the status shown
     (`docker_error`, `gpu_error` in --json).
     """
-    from aitherctl.monitor.collect import build_collector
+    from aitherctl.cli import runtime
     from aitherctl.monitor.model import snapshot_to_dict
 
     output = Output(json_mode=json_output)
-    collector, _ = build_collector(
+    collector = runtime.monitor_collector(
         use_gpu=not no_gpu, scrape_timeout_s=timeout, wait_for_remote_gpus=not watch
     )
     if not watch:
@@ -59,7 +59,9 @@ def status(  # noqa: PLR0917 - Typer passes options by position
         else:
             from aitherctl.tui.render import status_renderable
 
-            output.print(status_renderable(snapshot))
+            # Laid out for the terminal's width here (never left to the terminal to wrap
+            # mid-word, as the console's soft wrapping would).
+            output.print(status_renderable(snapshot), soft_wrap=False)
         return
 
     from aitherctl.tui.render import plain_lines

@@ -103,6 +103,15 @@ class VramCheck:
         return not self.problems and all(gpu.fits for gpu in self.gpus)
 
 
+# Without an engine to look at, no profile whose images are here can be named: say how to find
+# one rather than name one (the built-in `cpu` needs an image that may not be pullable here).
+NO_GPU_HINT = (
+    "CPU services still can: `aitherctl profile plan NAME` says whether a profile's images are "
+    "on the Docker engine (`bash scripts/quickstart.sh` builds an image and a `cpu-local` "
+    "profile that uses it)."
+)
+
+
 def check_vram(
     services: Sequence[GpuClaim],
     inventory: GpuInventory,
@@ -111,6 +120,7 @@ def check_vram(
     *,
     actual_use: ActualUse | None = None,
     running: Sequence[GpuClaim] = (),
+    no_gpu_hint: str | None = None,
 ) -> VramCheck:
     """Check `services` (what will run after the change) against the GPUs in `inventory`.
 
@@ -118,7 +128,8 @@ def check_vram(
     budgets, not as "other processes"); `actual_use` is what each running service really holds
     per GPU; `running` are aitherctl's services running now, whose real use (or, when NVML cannot
     attribute it, their budget) is subtracted from the GPU's used memory to find what is held
-    outside aitherctl.
+    outside aitherctl. `no_gpu_hint` says what to run instead when there is no GPU (the caller
+    knows which profiles' images are on the engine: `aitherctl.switching.images.no_gpu_hint`).
     """
     gpu_services = [spec for spec in services if spec.gpus]
     if not gpu_services:
@@ -128,8 +139,8 @@ def check_vram(
         return VramCheck(
             (),
             (
-                f"GPU services ({names}) cannot run: {inventory.error}. CPU services still can "
-                "(e.g. `aitherctl profile switch cpu`).",
+                f"GPU services ({names}) cannot run: {inventory.error}. "
+                + (no_gpu_hint or NO_GPU_HINT),
             ),
         )
     managed = set(managed_pids)

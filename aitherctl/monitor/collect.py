@@ -181,7 +181,7 @@ class MonitorCollector:
         self._now = wall_clock
         self._monotonic = monotonic
         self._memory_history: dict[tuple[str, int], deque[int]] = {}
-        self._util_history: dict[tuple[str, int], deque[float]] = {}
+        self._util_history: dict[tuple[str, int], deque[float | None]] = {}
         self._services: dict[str, _ServiceMemory] = {}
         self._log: deque[LogEntry] = deque(maxlen=log_len)
 
@@ -473,7 +473,7 @@ class MonitorCollector:
         memory = self._memory_history.setdefault((host, gpu.index), deque(maxlen=self._history_len))
         util = self._util_history.setdefault((host, gpu.index), deque(maxlen=self._history_len))
         memory.append(gpu.memory_used_bytes)
-        util.append(gpu.utilization_pct if gpu.utilization_pct is not None else 0.0)
+        util.append(gpu.utilization_pct)
         marks = tuple(
             BudgetMark(c.service, budget)
             for c in sorted(containers, key=lambda item: item.service)

@@ -36,9 +36,10 @@ class GpuView:
     power_w: float | None
     power_limit_w: float | None
     budgets: tuple[BudgetMark, ...] = ()
-    # Oldest first, one entry per refresh; the TUI draws these as sparklines.
+    # Oldest first, one entry per refresh; the TUI draws these as sparklines. None: NVML gave
+    # no utilisation that time (not supported on the board), drawn as a gap, not as 0%.
     memory_used_history_bytes: tuple[int, ...] = ()
-    utilization_history_pct: tuple[float, ...] = ()
+    utilization_history_pct: tuple[float | None, ...] = ()
     host: str = "local"  # the profile's name for the machine it is in (`hosts:`)
 
     @property

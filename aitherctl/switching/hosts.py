@@ -285,12 +285,16 @@ def up_across(  # noqa: PLR0917
     local_reader: Callable[[], GpuInventory],
     progress: Progress,
     services: Sequence[str] | None,
+    *,
+    confirm: Callable[[Change, bool], bool] | None = None,
+    lock_timeout_s: float = 900.0,
 ) -> tuple[list[str], dict[str, str], float]:
     """`up` for a profile on several hosts: each host's named (default: resident) services,
-    with that host's readings; nothing is stopped. Returns started, URLs and seconds."""
-    from aitherctl.switching.endpoints import base_url
+    with that host's readings; nothing is stopped. One plan over every host, confirmed as a
+    whole (`confirm(change, changed)`, as `switch_hosts`), then one transaction. Returns
+    started, URLs and seconds."""
     from aitherctl.switching.readiness import probe_host
-    from aitherctl.switching.switch import switch
+    from aitherctl.switching.endpoints import base_url
 
     chosen = list(services) if services else sorted(profile.resident)
     for name in chosen:
@@ -300,24 +304,34 @@ def up_across(  # noqa: PLR0917
         by_host.setdefault(profile.services[name].host, []).append(name)
     hosts = {n: h for n, h in profile.hosts.items() if n in by_host}
     engines = connect_hosts(local, hosts)
-    started_at = time.monotonic()
-    started: list[str] = []
-    urls: dict[str, str] = {}
-    try:
+    used = {name: engines[name] for name in engines if name in by_host}
+
+    def prepare_up() -> Change:
+        parts: dict[str, Prepared] = {}
         for host, names in by_host.items():
-            engine = engines[host]
             share = profile.on_host(host)
+            try:
+                inventory = host_inventory(host, used[host], share, local_reader)
+                parts[host] = prepare(used[host], share, inventory, catalog=catalog, only=names)
+            except RefusedError as exc:
+                if host == LOCAL_HOST:
+                    raise
+                raise RefusedError(
+                    f"host {host!r}: {exc.message}", detail=exc.detail, host=host, changed=False
+                ) from None
+        return Change(profile.name, parts)
 
-            def reader(
-                host: str = host, engine: DockerEngine = engine, share: Profile = share
-            ) -> GpuInventory:
-                return host_inventory(host, engine, share, local_reader)
-
-            result = switch(engine, catalog, profile.name, reader, progress, only=names)
-            started += [o.service for o in result.outcomes if o.ready]
+    started_at = time.monotonic()
+    try:
+        result = run_switch(
+            used, prepare_up, progress, confirm=confirm, lock_timeout_s=lock_timeout_s
+        )
+        started = [o.service for o in result.outcomes if o.ready]
+        urls: dict[str, str] = {}
+        for host, names in by_host.items():
             for name in names:
                 svc = profile.services[name]
-                where = probe_host(svc.bind, engine.endpoint, engine.address)
+                where = probe_host(svc.bind, used[host].endpoint, used[host].address)
                 urls[name] = base_url(svc.engine.value, where, svc.port)
         remember_hosts(profile.name, {**remembered_hosts(), **hosts})
         return started, urls, time.monotonic() - started_at

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aitherctl.docker.engine import DockerEngine
+from aitherctl.profiles.catalog import ProfileCatalog
+from aitherctl.gpu.vram import NO_GPU_HINT
 from aitherctl.errors import AitherError
 from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.switching.plan import Plan
@@ -77,7 +79,7 @@ def cpu_profile_here(engine: DockerEngine, catalog: ProfileCatalog) -> str | Non
 def no_gpu_hint(engine: DockerEngine | None, catalog: ProfileCatalog | None) -> str:
     """What to run instead when a profile needs a GPU that is not there."""
     if engine is None or catalog is None:
-        return "CPU services still run: try `aitherctl profile switch cpu`."
+        return NO_GPU_HINT
     name = cpu_profile_here(engine, catalog)
     if name is not None:
         return f"CPU services still run: try `aitherctl profile switch {name}`."

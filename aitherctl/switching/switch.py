@@ -112,6 +112,7 @@ def prepare(
         untouched=untouched,
         profile=profile,
         specs=specs,
+        catalog=catalog,
     )
     return replace(checked, whole_profile=only is None)
 
@@ -175,6 +176,7 @@ def _checked(
     untouched: Sequence[ManagedContainer] = (),
     profile: Profile | None = None,
     specs: ProfileSpecs | None = None,
+    catalog: ProfileCatalog | None = None,
 ) -> Prepared:
     running = [item for item in state.running if not item.aside]
     claims = [GpuClaim.of(item) for item in plan.after] + [GpuClaim.of(c) for c in untouched]
@@ -186,6 +188,8 @@ def _checked(
         managed_pids,
         actual_use=actual_use_by_service(state.containers, inventory),
         running=[GpuClaim.of(item) for item in running],
+        # Looked for (every profile's images) only when there is no GPU to plan for.
+        no_gpu_hint=None if inventory.available else no_gpu_hint(engine, catalog),
     )
     _refuse_unless_it_fits(plan.profile, vram)
     _check_ports(engine, plan, untouched)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -23,12 +23,14 @@ from textual.widgets import DataTable, Footer, Static
 
 from aitherctl.monitor.model import LogKind, MonitorSnapshot, ServiceView
 from aitherctl.tui.render import (
+    NA,
     SERVICE_COLUMNS,
     SortKey,
     gpu_lines,
     header_text,
     host_text,
-    scheduler_events_text,
+    no_gpu_text,
+    scheduler_events,
     scheduler_renderable,
     service_cells,
     sort_services,
@@ -194,7 +196,7 @@ class MonitorApp(App[None]):
             log.append(entry.message)
         self._update(self._log_pane, log or Text("No events yet.", style="dim"))
 
-    def _update(self, widget: Static, content: Text | Group, key: object = None) -> None:
+    def _update(self, widget: Static, content: RenderableType, key: object = None) -> None:
         """Redraws only what changed: most readings are the same from one second to the next."""
         signature = key if key is not None else content
         if self._drawn.get(id(widget)) != signature:
@@ -216,7 +218,7 @@ class MonitorApp(App[None]):
         )
         self._scheduler_events.display = view.serving and not view.error
         if self._scheduler_events.display:
-            self._update(self._scheduler_events, scheduler_events_text(view), key=view.events)
+            self._update(self._scheduler_events, scheduler_events(view), key=view.events)
 
     def _show_gpus(self, snapshot: MonitorSnapshot) -> None:
         box = self._gpu_box
@@ -227,8 +229,7 @@ class MonitorApp(App[None]):
             self._gpu_count = count
         panels = list(box.query(".gpu").results(Static))
         if not snapshot.gpus:
-            reason = snapshot.gpu_error or "no GPU"
-            self._update(panels[0], Text(f"No NVIDIA GPU readings: {reason}", style="yellow"))
+            self._update(panels[0], no_gpu_text(snapshot))
             return
         for panel, gpu in zip(panels, snapshot.gpus, strict=False):
             history = Text()
@@ -238,7 +239,9 @@ class MonitorApp(App[None]):
                 style="cyan",
             )
             history.append("  util ", style="dim")
-            history.append(sparkline(gpu.utilization_history_pct, 30, 100.0), style="green")
+            utilization = sparkline(gpu.utilization_history_pct, 30, 100.0)
+            # Never read (not supported on this board): N/A, as in the line above and status.
+            history.append(utilization or NA, style="green" if utilization else "")
             self._update(panel, Group(gpu_lines(gpu), history), key=gpu)
 
     def _show_services(self, snapshot: MonitorSnapshot) -> None:

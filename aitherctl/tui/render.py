@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -76,14 +77,48 @@ def fmt_rate(value: float | None) -> str:
     return NA if value is None else f"{value:.1f}"
 
 
-def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
-    """The last `width` values as block characters, scaled to `top` (default: their maximum)."""
+def sparkline(values: Sequence[float | None], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to `top` (default: their maximum);
+    an unknown value (None) is a blank, not the lowest block."""
     tail = list(values)[-width:]
-    if not tail:
+    known = [value for value in tail if value is not None]
+    if not known:
         return ""
-    ceiling = top if top else max(tail) or 1.0
+    ceiling = top if top else max(known) or 1.0
     steps = len(SPARK) - 1
-    return "".join(SPARK[max(0, min(steps, round(value / ceiling * steps)))] for value in tail)
+    return "".join(
+        " " if value is None else SPARK[max(0, min(steps, round(value / ceiling * steps)))]
+        for value in tail
+    )
+
+
+class Packed:
+    """Pieces laid end to end with `separator`, a new line started before a piece that would
+    not fit the width: readings are never split between lines (`temp 67°C` stays whole), and a
+    line never ends in a separator. A piece wider than the whole width wraps between its words."""
+
+    def __init__(self, pieces: Sequence[Text], separator: str = "  ") -> None:
+        self.pieces = [piece for piece in pieces if piece]
+        self.separator = separator
+
+    def lines(self, width: int) -> list[Text]:
+        lines: list[Text] = []
+        line = Text()
+        for piece in self.pieces:
+            if line and line.cell_len + cell_len(self.separator) + piece.cell_len > width:
+                lines.append(line)
+                line = Text()
+            if line:
+                line.append(self.separator)
+            line.append_text(piece)
+        return [*lines, line]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        text = Text("\n").join(self.lines(options.max_width))
+        yield from console.render(text, options.update(no_wrap=False, overflow="fold"))
+
+    def __str__(self) -> str:
+        return self.separator.join(piece.plain for piece in self.pieces)
 
 
 def vram_bar(gpu: GpuView, width: int = 50) -> Text:
@@ -117,25 +152,35 @@ def vram_bar(gpu: GpuView, width: int = 50) -> Text:
     return bar
 
 
-def gpu_lines(gpu: GpuView, width: int = 50) -> Group:
-    head = Text()
-    head.append(f"{gpu.label} ", style="bold")
-    head.append(f"{gpu.name}  ")
-    head.append(f"{fmt_bytes(gpu.memory_used_bytes)} / {fmt_bytes(gpu.memory_total_bytes)}  ")
-    head.append(f"util {fmt_pct(gpu.utilization_pct)}  ")
+def gpu_head(gpu: GpuView) -> Packed:
+    """`GPU 0 NVIDIA GeForce RTX 4090  19.7 GiB / 24.0 GiB  util 63%  temp 67°C  power 287 W`,
+    each reading kept whole on a narrow terminal."""
+    title = Text()
+    title.append(gpu.label, style="bold")
+    title.append(f" {gpu.name}")
     temp = NA if gpu.temperature_c is None else f"{gpu.temperature_c:.0f}°C"
     power = NA if gpu.power_w is None else f"{gpu.power_w:.0f} W"
     if gpu.power_w is not None and gpu.power_limit_w:
         power += f" / {gpu.power_limit_w:.0f} W"
-    head.append(f"temp {temp}  power {power}")
-    legend = Text()
+    readings = (
+        f"{fmt_bytes(gpu.memory_used_bytes)} / {fmt_bytes(gpu.memory_total_bytes)}",
+        f"util {fmt_pct(gpu.utilization_pct)}",
+        f"temp {temp}",
+        f"power {power}",
+    )
+    return Packed([title, *map(Text, readings)])
+
+
+def gpu_lines(gpu: GpuView, width: int = 50) -> Group:
+    legend: list[Text] = []
     for number, mark in enumerate(gpu.budgets):
         colour = BUDGET_COLOURS[number % len(BUDGET_COLOURS)]
-        legend.append("■ ", style=colour)
-        legend.append(f"{mark.service} {fmt_bytes(mark.budget_bytes)}  ")
+        piece = Text("■ ", style=colour)
+        piece.append(f"{mark.service} {fmt_bytes(mark.budget_bytes)}")
+        legend.append(piece)
     if not gpu.budgets:
-        legend.append("no budgets on this GPU", style="dim")
-    return Group(head, vram_bar(gpu, width), legend)
+        legend.append(Text("no budgets on this GPU", style="dim"))
+    return Group(gpu_head(gpu), vram_bar(gpu, width), Packed(legend))
 
 
 def state_text(service: ServiceView) -> Text:
@@ -205,32 +250,39 @@ def sort_services(
     return sorted(services, key=value, reverse=reverse)
 
 
-def header_text(snapshot: MonitorSnapshot) -> Text:
-    text = Text()
-    text.append("aitherctl ", style="bold")
-    text.append("profile ")
-    text.append(snapshot.active_profile or "none", style="bold cyan")
-    text.append("  │  ")
+def header_pieces(snapshot: MonitorSnapshot) -> list[Text]:
+    """Profile, GPUs, each Docker engine and the time: the parts of the header line."""
+    profile = Text()
+    profile.append("aitherctl ", style="bold")
+    profile.append("profile ")
+    profile.append(snapshot.active_profile or "none", style="bold cyan")
     if snapshot.gpus:
-        text.append(f"{len(snapshot.gpus)} GPU{'s' if len(snapshot.gpus) > 1 else ''}")
-        text.append(f", driver {snapshot.driver_version or NA}")
+        plural = "s" if len(snapshot.gpus) > 1 else ""
+        gpus = Text(f"{len(snapshot.gpus)} GPU{plural}, driver {snapshot.driver_version or NA}")
     else:
-        text.append("no GPU", style="yellow")
-    text.append("  │  ")
+        gpus = Text("no GPU", style="yellow")
     if snapshot.docker_error:
-        text.append("Docker unavailable", style="bold red")
+        docker = Text("Docker unavailable", style="bold red")
     else:
-        text.append(snapshot.docker_engine or "Docker")
+        docker = Text(snapshot.docker_engine or "Docker")
+    pieces = [profile, gpus, docker]
     for other in snapshot.hosts:
-        text.append("  │  ")
-        text.append(other.name, style="cyan")
+        host = Text(other.name, style="cyan")
         if other.error:
-            text.append(" unreachable", style="bold red")
+            host.append(" unreachable", style="bold red")
         else:
-            text.append(f" {other.engine or 'Docker'}")
-    text.append("  │  ")
-    text.append(snapshot.taken_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
-    return text
+            host.append(f" {other.engine or 'Docker'}")
+        pieces.append(host)
+    pieces.append(Text(snapshot.taken_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")))
+    return pieces
+
+
+HEADER_SEPARATOR = "  │  "
+
+
+def header_text(snapshot: MonitorSnapshot) -> Text:
+    """The monitor's one-line header."""
+    return Text(HEADER_SEPARATOR).join(header_pieces(snapshot))
 
 
 def hosts_text(snapshot: MonitorSnapshot) -> Text:
@@ -265,6 +317,11 @@ def host_text(host: HostView) -> Text:
     text.append("\nswap ", style="bold")
     text.append(f"{fmt_bytes(host.swap_used_bytes)} / {fmt_bytes(host.swap_total_bytes)}")
     return text
+
+
+def no_gpu_text(snapshot: MonitorSnapshot) -> Text:
+    """Why there is no GPU panel, in `status` and the monitor alike."""
+    return Text(f"GPU: {snapshot.gpu_error or 'no NVIDIA GPU found'}", style="yellow")
 
 
 def unmanaged_text(snapshot: MonitorSnapshot) -> Text:
@@ -307,65 +364,128 @@ def _backend_note(backend: SchedulerBackendView) -> Text:
         )
         if on
     ]
-    note = Text(", ".join(notes), style="dim")
-    if backend.last_error:
-        note.append(("  " if notes else "") + backend.last_error, style="red")
-    return note
+    return Text(", ".join(notes), style="dim")
 
 
-def scheduler_backends_table(view: SchedulerView) -> Table:
-    """Per backend: state, requests in flight of its limit, and who waits (by priority)."""
-    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for column in ("backend", "state", "busy", "queued", "int/nor/bat", "holds", ""):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+def scheduler_errors(view: SchedulerView) -> Text | None:
+    """Each backend's last error on lines of its own under the table (in a column of the
+    table, a long one wrapped in a sliver of the width)."""
+    errors = [backend for backend in view.backends if backend.last_error]
+    if not errors:
+        return None
+    text = Text()
+    for backend in errors:
+        if text:
+            text.append("\n")
+        text.append(f"{backend.name}: ", style="bold")
+        text.append(backend.last_error or "", style="red")
+    return text
+
+
+BACKEND_COLUMNS = ("backend", "state", "busy", "queued", "int/nor/bat", "holds", "")
+BACKEND_DROP_ORDER = ("int/nor/bat", "holds", "")  # on a narrow terminal, least needed first
+
+
+def scheduler_backends_table(view: SchedulerView, width: int | None = None) -> Table:
+    """Per backend: state, requests in flight of its limit, and who waits (by priority);
+    at `width`, without the columns of `BACKEND_DROP_ORDER` it takes to fit (None: all)."""
+    rows: list[tuple[RenderableType, ...]] = []
     for backend in view.backends:
         queue_max = "" if backend.max_queue is None else f" of {backend.max_queue}"
         holds = " ".join(f"{pool} {format_bytes(amount)}" for pool, amount in backend.claims_bytes)
+        rows.append(
+            (
+                Text(backend.name, style="bold"),
+                Text(backend.state, style=SCHEDULER_STATE_STYLES.get(backend.state, "")),
+                f"{backend.in_flight}/{backend.limit}",
+                Text(f"{backend.queued}{queue_max}", style="bold yellow" if backend.queued else ""),
+                f"{backend.queued_interactive}/{backend.queued_normal}/{backend.queued_batch}",
+                holds or "-",
+                _backend_note(backend),
+            )
+        )
+    widths = [
+        max([cell_len(name), *(cell_len(str(row[index])) for row in rows)])
+        for index, name in enumerate(BACKEND_COLUMNS)
+    ]
+    chosen = list(BACKEND_COLUMNS)
+    for name in BACKEND_DROP_ORDER:
+        shown = [widths[BACKEND_COLUMNS.index(column)] for column in chosen]
+        if width is None or sum(shown) + COLUMN_GAP * (len(shown) - 1) <= width:
+            break
+        chosen.remove(name)
+    keep = [BACKEND_COLUMNS.index(name) for name in chosen]
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    for name in chosen:
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[index] for index in keep))
+    return table
+
+
+class SchedulerBackends:
+    """The backend table laid out for the width it is printed at."""
+
+    def __init__(self, view: SchedulerView) -> None:
+        self.view = view
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield scheduler_backends_table(self.view, options.max_width)
+
+
+def scheduler_headline_pieces(view: SchedulerView) -> list[Text]:
+    title = Text()
+    title.append("scheduler ", style="bold")
+    title.append(view.url or "")
+    pieces = [title]
+    if view.profile:
+        profile = Text("profile ")
+        profile.append(view.profile, style="bold cyan")
+        pieces.append(profile)
+    if view.error:
+        pieces.append(Text(view.error, style="bold yellow"))
+        return pieces
+    in_flight = sum(backend.in_flight for backend in view.backends)
+    queued = sum(backend.queued for backend in view.backends)
+    pieces.append(Text(f"{in_flight} in flight, {queued} queued"))
+    for pool in view.pools:
+        piece = Text(f"{pool.name} ", style="bold")
+        piece.append(f"{format_bytes(pool.used_bytes)} / {fmt_bytes(pool.capacity_bytes)}")
+        pieces.append(piece)
+    return pieces
+
+
+def scheduler_headline(view: SchedulerView) -> Packed:
+    """URL, profile, totals and pools, each kept whole on a narrow terminal."""
+    return Packed(scheduler_headline_pieces(view))
+
+
+def scheduler_events(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> RenderableType:
+    """The last scheduler decisions, newest last, in `status` and in the monitor's panel."""
+    if not view.events:
+        return Text("no scheduler events yet", style="dim")
+    return scheduler_events_table(view, lines)
+
+
+def scheduler_events_table(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> Table:
+    """One row per event: time, event, backend, and the detail, which wraps between words
+    under itself on a narrow terminal."""
+    table = Table(box=None, pad_edge=False, show_header=False, expand=False)
+    table.add_column("at", no_wrap=True, style="dim")
+    table.add_column("event", no_wrap=True, style="bold")
+    table.add_column("backend", no_wrap=True, style="cyan")
+    table.add_column("detail", overflow="fold")
+    for event in view.events[-lines:]:
         table.add_row(
-            Text(backend.name, style="bold"),
-            Text(backend.state, style=SCHEDULER_STATE_STYLES.get(backend.state, "")),
-            f"{backend.in_flight}/{backend.limit}",
-            Text(f"{backend.queued}{queue_max}", style="bold yellow" if backend.queued else ""),
-            f"{backend.queued_interactive}/{backend.queued_normal}/{backend.queued_batch}",
-            holds or "-",
-            _backend_note(backend),
+            event.at.astimezone().strftime("%H:%M:%S"),
+            event.event,
+            event.backend or "-",
+            event.detail,
         )
     return table
 
 
-def scheduler_events_text(view: SchedulerView, lines: int = SCHEDULER_EVENT_LINES) -> Text:
-    """The last scheduler decisions, newest last, as the log pane shows its lines."""
-    text = Text(no_wrap=True, overflow="ellipsis")
-    for event in view.events[-lines:]:
-        if text:
-            text.append("\n")
-        text.append(event.at.astimezone().strftime("%H:%M:%S "), style="dim")
-        text.append(f"{event.event:<9} ", style="bold")
-        text.append(f"{event.backend or '-'} ", style="cyan")
-        text.append(event.detail)
-    return text or Text("no scheduler events yet", style="dim")
-
-
-def scheduler_headline(view: SchedulerView) -> Text:
-    text = Text()
-    text.append("scheduler ", style="bold")
-    text.append(view.url or "")
-    if view.profile:
-        text.append("  profile ")
-        text.append(view.profile, style="bold cyan")
-    if view.error:
-        text.append(f"  {view.error}", style="bold yellow")
-        return text
-    in_flight = sum(backend.in_flight for backend in view.backends)
-    queued = sum(backend.queued for backend in view.backends)
-    text.append(f"  {in_flight} in flight, {queued} queued")
-    for pool in view.pools:
-        text.append(f"  {pool.name} ", style="bold")
-        text.append(f"{format_bytes(pool.used_bytes)} / {fmt_bytes(pool.capacity_bytes)}")
-    return text
-
-
-def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Text | Group:
+def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> RenderableType:
     """The monitor's scheduler panel: a headline (URL, totals, pools), the backends, then the
     last events under their own heading (beside the table, each event read as that row's);
     one dim line when no `aitherctl serve` runs."""
@@ -374,13 +494,15 @@ def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Text | 
         return Text(message, style="dim")
     if view.error:
         return scheduler_headline(view)
+    errors = scheduler_errors(view)
+    table = (SchedulerBackends(view), *((errors,) if errors else ()))
     if not events:  # the monitor shows them in a panel of their own
-        return Group(scheduler_headline(view), scheduler_backends_table(view))
+        return Group(scheduler_headline(view), *table)
     return Group(
         scheduler_headline(view),
-        scheduler_backends_table(view),
+        *table,
         Text("scheduler events", style="bold"),
-        scheduler_events_text(view),
+        scheduler_events(view),
     )
 
 
@@ -399,20 +521,116 @@ def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
     ]
 
 
-def services_table(snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME) -> Table:
+# Readings a service may lack (a column of them all N/A is left out where space is short),
+# and the order in which the rest give way on a narrow terminal, least needed first: `ps`'s
+# way, so that what is shown is whole.
+OPTIONAL_COLUMNS = frozenset({"port", "VRAM", "budget", "CPU", "RAM", "queue", "tok/s", "up"})
+NARROW_DROP_ORDER = ("up", "tok/s", "port", "engine", "queue", "CPU", "budget")
+# Narrower still (under 80 columns): the model column shrinks to its least, then these go too.
+LAST_DROP_ORDER = ("RAM", "VRAM")
+MODEL_MIN_WIDTH = 8  # the model column is the one that shrinks, ending in `…`
+MODEL_WANTED_WIDTH = 16  # but a column gives way before it is shrunk below this
+COLUMN_GAP = 2
+
+
+def fit_service_columns(rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
+    """The columns of `SERVICE_COLUMNS` that `status` shows at `width` (None: all of them).
+
+    All of them when they fit; else first those in which some row has a reading, then, while
+    still too wide, without the columns of `NARROW_DROP_ORDER` one after another; then with
+    the model column at its least, without those of `LAST_DROP_ORDER`."""
+    names = list(SERVICE_COLUMNS)
+    widths = {
+        name: max([cell_len(name), *(cell_len(row[index]) for row in rows)])
+        for index, name in enumerate(names)
+    }
+    widths["model"] = min(widths["model"], MODEL_WANTED_WIDTH)
+
+    def fits(chosen: list[str]) -> bool:
+        return (
+            width is None
+            or sum(widths[name] for name in chosen) + COLUMN_GAP * (len(chosen) - 1) <= width
+        )
+
+    if fits(names):
+        return names
+    chosen = [
+        name
+        for index, name in enumerate(names)
+        if name not in OPTIONAL_COLUMNS or any(row[index] != NA for row in rows)
+    ]
+    for name in NARROW_DROP_ORDER:
+        if fits(chosen):
+            return chosen
+        if name in chosen:
+            chosen.remove(name)
+    widths["model"] = min(widths["model"], MODEL_MIN_WIDTH)
+    for name in LAST_DROP_ORDER:
+        if fits(chosen):
+            break
+        if name in chosen:
+            chosen.remove(name)
+    return chosen
+
+
+def services_table(
+    snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME, width: int | None = None
+) -> Table:
+    """The services, one row each, with the columns that fit `width` (None: every column,
+    as the monitor shows them)."""
+    return services_layout(snapshot, key, width)[0]
+
+
+def services_layout(
+    snapshot: MonitorSnapshot, key: SortKey = SortKey.NAME, width: int | None = None
+) -> tuple[Table, list[str]]:
+    """The services table for `width`, and the columns with readings it left out."""
+    cells = [service_cells(service) for service in sort_services(snapshot.services, key)]
+    rows = [[str(cell) for cell in row] for row in cells]
+    chosen = fit_service_columns(rows, width)
     table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
-    for column in SERVICE_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for service in sort_services(snapshot.services, key):
-        table.add_row(*service_cells(service))
-    return table
+    keep = [SERVICE_COLUMNS.index(name) for name in chosen]
+    for name in chosen:
+        if name == "model":
+            table.add_column(name, overflow="ellipsis", min_width=MODEL_MIN_WIDTH)
+        else:
+            table.add_column(name, no_wrap=True)
+    for row in cells:
+        table.add_row(*(row[index] for index in keep))
+    left_out = [
+        name
+        for index, name in enumerate(SERVICE_COLUMNS)
+        if name not in chosen and any(row[index] != NA for row in rows)
+    ]
+    return table, left_out
+
+
+class ServicesTable:
+    """`status`'s services table, laid out for the width it is printed at; the columns left
+    out for want of space are named under it."""
+
+    def __init__(self, snapshot: MonitorSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        table, left_out = services_layout(self.snapshot, width=width)
+        yield table
+        if left_out:
+            yield Packed(
+                [
+                    Text(f"not shown at {width} columns: {', '.join(left_out)}", style="dim"),
+                    Text("(status --json has every reading)", style="dim"),
+                ],
+                separator=" ",
+            )
 
 
 def status_renderable(snapshot: MonitorSnapshot) -> Group:
     """The one-shot summary `aitherctl status` prints."""
-    parts: list[RenderableType] = [header_text(snapshot), Text()]
-    if snapshot.gpu_error:
-        parts.append(Text(f"GPU: {snapshot.gpu_error}", style="yellow"))
+    parts: list[RenderableType] = [Packed(header_pieces(snapshot), HEADER_SEPARATOR), Text()]
+    if snapshot.gpu_error or not snapshot.gpus:
+        parts.append(no_gpu_text(snapshot))
     for gpu in snapshot.gpus:
         parts.append(gpu_lines(gpu))
     if snapshot.hosts:
@@ -421,9 +639,9 @@ def status_renderable(snapshot: MonitorSnapshot) -> Group:
     if snapshot.docker_error:
         parts.append(Text(f"Docker: {snapshot.docker_error}", style="red"))
         if any(svc.host != "local" for svc in snapshot.services):
-            parts.append(services_table(snapshot))
+            parts.append(ServicesTable(snapshot))
     elif snapshot.services:
-        parts.append(services_table(snapshot))
+        parts.append(ServicesTable(snapshot))
     else:
         parts.append(Text("No aitherctl services are running.", style="dim"))
     if snapshot.scheduler is not None:

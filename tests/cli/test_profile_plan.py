@@ -112,7 +112,11 @@ def test_plan_of_a_gpu_profile_without_gpu_or_docker_refuses_and_says_how_to_see
     assert lines[1:] == [
         "error: profile 'dev' needs a GPU for orchestrator, coding, vision, embeddings, but no "
         "NVIDIA driver (Driver Not Loaded)",
-        "CPU services still run: try `aitherctl profile switch cpu`.",
+        # Without an engine no profile whose images are here can be named (the built-in cpu's
+        # image may not be pullable): how to find one instead.
+        "CPU services still can: `aitherctl profile plan NAME` says whether a profile's images "
+        "are on the Docker engine (`bash scripts/quickstart.sh` builds an image and a "
+        "`cpu-local` profile that uses it).",
         "Its plan for a GPU of a given size: `aitherctl profile plan dev --gpu-memory 24GiB`.",
     ]
 

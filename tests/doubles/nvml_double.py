@@ -33,6 +33,14 @@ class NVMLError_InvalidArgument(NVMLError):
     pass
 
 
+class NVMLError_NotSupported(NVMLError):
+    """NVML_ERROR_NOT_SUPPORTED: the board has no such sensor (utilisation, temperature or
+    power on some boards and vGPUs)."""
+
+    def __str__(self) -> str:
+        return "Not Supported"
+
+
 class NVMLError_DriverNotLoaded(NVMLError):
     def __str__(self) -> str:
         return "Driver Not Loaded"
@@ -43,12 +51,19 @@ class FakeGpu:
     name: str = "NVIDIA RTX 4090"
     total_bytes: int = 24 * GIB
     used_bytes: int = 0
-    utilization: int = 0
-    temperature: int = 40
-    power_mw: int = 30_000
+    # None: that reading raises NVMLError_NotSupported, as on a board without the sensor.
+    utilization: int | None = 0
+    temperature: int | None = 40
+    power_mw: int | None = 30_000
     power_limit_mw: int = 450_000
     reserved_bytes: int = 0  # the driver's and firmware's own (NVML memory info v2 `reserved`)
     processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, bytes)
+
+
+def _supported(value: int | None) -> int:
+    if value is None:
+        raise NVMLError_NotSupported
+    return value
 
 
 class NvmlDouble:
@@ -60,7 +75,10 @@ class NvmlDouble:
     nvmlMemory_v2 = 0x02000028  # pynvml's constant: struct size | (2 << 24)
 
     def __init__(
-        self, gpus: list[FakeGpu] | None = None, *, driver_loaded: bool = True,
+        self,
+        gpus: list[FakeGpu] | None = None,
+        *,
+        driver_loaded: bool = True,
         driver_version: str = "550.54.15",
     ) -> None:
         self.gpus = gpus if gpus is not None else [FakeGpu()]
@@ -120,19 +138,22 @@ class NvmlDouble:
         if version != self.nvmlMemory_v2:
             raise NVMLError("Argument version mismatch")
         return SimpleNamespace(
-            version=version, total=gpu.total_bytes, reserved=gpu.reserved_bytes, free=free,
+            version=version,
+            total=gpu.total_bytes,
+            reserved=gpu.reserved_bytes,
+            free=free,
             used=used,
         )
 
     def nvmlDeviceGetUtilizationRates(self, handle: object) -> SimpleNamespace:
-        return SimpleNamespace(gpu=self._gpu(handle).utilization, memory=0)
+        return SimpleNamespace(gpu=_supported(self._gpu(handle).utilization), memory=0)
 
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
         assert sensor == NVML_TEMPERATURE_GPU
-        return self._gpu(handle).temperature
+        return _supported(self._gpu(handle).temperature)
 
     def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
-        return self._gpu(handle).power_mw
+        return _supported(self._gpu(handle).power_mw)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:
         return self._gpu(handle).power_limit_mw

@@ -351,3 +351,52 @@ def test_down_on_a_host_waits_for_the_switch_running_there_and_never_rolls_it_ba
     # The switch's new container survived; only `quick` is gone.
     assert {name: status for name, (_, status) in containers(hosts.b, namespace).items()} == {
         f"aither-{namespace}-slow": "running"}
+
+
+def test_up_across_hosts_shows_the_plan_and_asks_as_single_host_up_does(
+    profile: Callable[..., Path], hosts: TwoHosts, namespace: str
+) -> None:
+    """`up` on a profile that spans hosts used to start everything without a word; now the plan
+    with its host column, then `start …?` on a terminal, `--yes`, and the same refusal as
+    single-host `up` when standard input is not a terminal. Nothing starts before a yes."""
+    from tests.integration.test_chat_terminal import Terminal
+
+    port_a, port_b = free_port(), free_port()
+    profile("pair", {"one": web(port_a, "a"), "two": web(port_b, "b")})
+
+    refused = run_cli("up", "--profile", "pair")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = refused.stderr.splitlines()
+    assert lines[-1] == "error: start one@a, two@b: standard input is not a terminal, pass --yes"
+    assert lines[0] == "plan → pair"
+    assert lines[1].split() == ["host", "action", "service", "engine", "port", "gpu", "vram", "why"]
+    assert [line.split()[:5] for line in lines[2:4]] == [
+        ["a", "start", "one", "generic", str(port_a)],
+        ["b", "start", "two", "generic", str(port_b)],
+    ]
+    assert containers(hosts.a, namespace) == containers(hosts.b, namespace) == {}
+
+    terminal = Terminal(["up", "--profile", "pair"])
+    try:
+        shown = terminal.expect("start one@a, two@b? [y/N] ", timeout_s=60)
+        assert "plan → pair" in shown
+        terminal.type("n\n")
+        assert terminal.wait() == 1
+    finally:
+        terminal.close()
+    assert containers(hosts.a, namespace) == containers(hosts.b, namespace) == {}
+
+    up = run_cli("up", "--profile", "pair", "--yes")
+    assert up.returncode == 0, up.stderr
+    assert "plan → pair" in up.stderr
+    assert up.stderr.splitlines()[-1].startswith("started one, two in ")
+    assert up.stdout.splitlines() == [
+        f"  one  http://127.0.0.1:{port_a}",
+        f"  two  http://127.0.0.1:{port_b}",
+    ]
+    assert answers_http(port_a)
+    assert answers_http(port_b)
+
+
+def answers_http(port: int) -> bool:
+    return httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200

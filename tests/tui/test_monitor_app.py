@@ -187,7 +187,7 @@ async def test_without_gpu_and_without_docker(tmp_path: Path) -> None:
     app = MonitorApp(fixed_collector(tmp_path, with_gpu=False, with_docker=False), interval_s=10)
     async with app.run_test(size=(130, 40)) as pilot:
         await settle(app, pilot)
-        assert "No NVIDIA GPU readings: no NVIDIA driver" in plain(app.query_one(".gpu"))
+        assert "GPU: no NVIDIA driver" in plain(app.query_one(".gpu"))
         assert "Docker unavailable" in plain(app.query_one("#header"))
         assert app.query_one("#services").row_count == 0
         assert "RAM" in plain(app.query_one("#host"))

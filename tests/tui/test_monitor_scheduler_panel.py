@@ -69,8 +69,9 @@ async def test_the_panel_shows_queues_pools_and_the_last_events(tmp_path: Path) 
         assert events_panel.border_title == "scheduler events"
         events = plain(events_panel).splitlines()
         assert len(events) == 6
-        assert events[0].startswith("21:48:01 queued    llm normal, 1 waiting")
-        assert events[5].startswith("21:48:02 queued    llm interactive, 3 waiting")
+        # The same columns as `status` prints them.
+        assert events[0].rstrip() == "21:48:01  queued   llm  normal, 1 waiting"
+        assert events[5].rstrip() == "21:48:02  queued   llm  interactive, 3 waiting"
         assert "fell_back" not in plain(events_panel)  # the seventh from the end
 
 
@@ -123,10 +124,14 @@ def test_status_shows_the_events_under_the_backends_not_beside_them(columns: int
     console.print(scheduler_renderable(FixedScheduler.captured().view))
     lines = [line.rstrip() for line in console.export_text().splitlines()]
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("backend")) - 1 :]
+    # At 80 columns the headline's pool moves whole to a second line.
+    assert lines[0] == ("ram 512 MiB / 2.0 GiB" if columns == 80 else
+                        "scheduler http://127.0.0.1:8150  profile schedcap  1 in flight, "
+                        "3 queued  ram 512 MiB / 2.0 GiB")
     assert lines[1].split() == ["backend", "state", "busy", "queued", "int/nor/bat", "holds"]
     assert lines[2].startswith("llm      ready  1/1   3 of 8   1/0/2        ram 512 MiB")
     assert lines[3].startswith("cloud    ready  0/32  0 of 32  0/0/0        -")
     assert lines[4] == "scheduler events"
     assert len(lines) == 11
-    assert lines[5].startswith("21:48:01 queued    llm normal, 1 waiting")
-    assert lines[10].startswith("21:48:02 queued    llm interactive, 3 waiting")
+    assert lines[5] == "21:48:01  queued   llm  normal, 1 waiting"
+    assert lines[10] == "21:48:02  queued   llm  interactive, 3 waiting"

@@ -67,6 +67,29 @@ def test_no_driver_refuses_gpu_services_only() -> None:
     assert check.problems[0].startswith("GPU services (g) cannot run: no NVIDIA driver")
 
 
+def test_without_a_gpu_the_hint_names_no_profile_it_cannot_vouch_for() -> None:
+    """It used to suggest `profile switch cpu`, whose image cannot be pulled where no registry
+    is reachable: the caller, which can look at the engine's images, gives the hint."""
+    none = inventory(driver_loaded=False)
+    reserve = MemoryAmount.parse("5%")
+    check = check_vram([claim("g", (0,), GIB)], none, reserve)
+    assert check.problems == (
+        "GPU services (g) cannot run: no NVIDIA driver (Driver Not Loaded). CPU services still "
+        "can: `aitherctl profile plan NAME` says whether a profile's images are on the Docker "
+        "engine (`bash scripts/quickstart.sh` builds an image and a `cpu-local` profile that "
+        "uses it).",
+    )
+    hinted = check_vram(
+        [claim("g", (0,), GIB)],
+        none,
+        reserve,
+        no_gpu_hint="CPU services still run: try `aitherctl profile switch cpu-local`.",
+    )
+    assert hinted.problems[0].endswith(
+        "(Driver Not Loaded). CPU services still run: try `aitherctl profile switch cpu-local`."
+    )
+
+
 def test_missing_gpu_index() -> None:
     check = check_vram([claim("g", (1,), GIB)], inventory(FakeGpu()), MemoryAmount.parse("5%"))
     assert check.problems == ("GPU 1 does not exist (this machine has GPU 0); needed by g",)
