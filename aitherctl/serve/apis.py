@@ -62,6 +62,16 @@ _KNOWN: dict[str, frozenset[str]] = {
 }
 
 
+def translated(engine: str, route: str) -> bool:
+    """True when a Responses or Messages request goes to a backend of `engine` as chat
+    completions (`aitherctl.serve.translate`): every engine not known to serve the API itself
+    (a generic service, an OpenAI-compatible or cloud endpoint speaks chat completions)."""
+    if route not in (RESPONSES, MESSAGES):
+        return False
+    known = _KNOWN.get(engine)
+    return known is None or route not in known
+
+
 def known_not_served(engine: str, route: str) -> bool:
     """True when `engine` is known not to serve the pass-through `route`."""
     known = _KNOWN.get(engine)
@@ -69,19 +79,16 @@ def known_not_served(engine: str, route: str) -> bool:
 
 
 def apis_of(engine: str) -> tuple[list[str], list[str]]:
-    """For `GET /v1/models`: (the APIs a backend of `engine` takes, those it is asked for
-    without knowing: a generic service or an OpenAI-compatible endpoint, passed over when it
-    answers 404 or 501)."""
-    known = _KNOWN.get(engine)
-    names, tried = ["chat.completions"], []
+    """For `GET /v1/models`: (the APIs a backend of `engine` takes, those of them it takes
+    translated to chat completions because the engine does not serve them itself)."""
+    names, via_chat = ["chat.completions"], []
     for route, api in PASSTHROUGH.items():
         if route == COUNT_TOKENS:
             continue
-        if known is None:
-            tried.append(api.name)
-        elif route in known:
-            names.append(api.name)
-    return names, tried
+        names.append(api.name)
+        if translated(engine, route):
+            via_chat.append(api.name)
+    return names, via_chat
 
 
 def unbounded_reason(route: str, body: dict[str, Any]) -> str | None:

@@ -34,6 +34,7 @@ from aitherctl.serve.apis import (
     chat_usage,
     known_not_served,
     stream_error,
+    translated,
     unbounded_reason,
 )
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
@@ -68,8 +69,9 @@ _DROPPED_HEADERS = frozenset(
         "content-encoding",
     }
 )
+CHAT = "/v1/chat/completions"
 ROUTES = {
-    "/v1/chat/completions": "chat/completions",
+    CHAT: "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     **{route: api.upstream for route, api in PASSTHROUGH.items()},
@@ -149,6 +151,9 @@ class Outcome:
     unsupported: int = 0  # attempts whose backend answered 501: it does not serve the route
     # Per index into `attempts`: (time to first text, time the attempt took), when sent.
     timings: dict[int, tuple[float | None, float]] = field(default_factory=dict)
+    # Why a backend that speaks only chat completions could not take the request (a field
+    # with no translation): a 400 when no backend answered.
+    untranslatable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,15 +255,15 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
-            apis, tried = apis_of(self.router.table.backends[backend].engine)
+            apis, via_chat = apis_of(self.router.table.backends[backend].engine)
             aither: dict[str, Any] = {
                 "kind": "backend",
                 "backend": backend,
                 "state": state,
                 "apis": apis,
             }
-            if tried:
-                aither["apis_tried"] = tried
+            if via_chat:
+                aither["apis_translated"] = via_chat
             key_env = self.router.table.backends[backend].api_key_env
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
@@ -499,7 +504,7 @@ class Dispatcher:
                 self.scheduler.events.emit("overflowed", candidate.name, reason, request.request_id)
                 continue
             if reason is None and known_not_served(candidate.engine, request.route):
-                # Not translated (a later step): a backend without the API is passed over.
+                # count_tokens has no chat completions form: an engine without it is passed over.
                 result.all_full = False
                 result.unsupported += 1
                 result.attempts.append(
@@ -531,12 +536,21 @@ class Dispatcher:
         result: Outcome,
         started: float,
     ) -> Reply | None:
+        from aitherctl.serve.translate import Untranslatable
+
         router = self.router
-        wire, usage_added = self._upstream_body(request, candidate)
+        via_chat = translated(candidate.engine, request.route)
+        sent_route = CHAT if via_chat else request.route
+        try:
+            wire, usage_added = self._upstream_body(request, candidate, via_chat)
+        except Untranslatable as exc:
+            result.untranslatable = f"{candidate.name} speaks only chat completions: {exc.message}"
+            result.attempts.append((candidate.name, "skipped", exc.message))
+            return None
         priced = candidate.price is not None and not candidate.price.is_free
         # Only a priced backend needs the bound (walking a long chat costs time on the loop).
-        bound = request_bound(request.route, wire) if priced else RequestBound(0, 0)
-        unbounded = unbounded_reason(request.route, wire) if priced else None
+        bound = request_bound(sent_route, wire) if priced else RequestBound(0, 0)
+        unbounded = unbounded_reason(sent_route, wire) if priced else None
         if unbounded is not None:
             result.attempts.append((candidate.name, "skipped", unbounded))
             result.outcome = "budget"
@@ -586,7 +600,7 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
             if request.streaming:
                 headers["Accept"] = "text/event-stream"
-            api = PASSTHROUGH.get(request.route)
+            api = None if via_chat else PASSTHROUGH.get(request.route)
             if api is not None:
                 headers.update(
                     (name, request.headers[name])
@@ -599,7 +613,7 @@ class Dispatcher:
             try:
                 billable = True
                 response = await self.upstream.open(
-                    candidate.base_url + "/" + ROUTES[request.route],
+                    candidate.base_url + "/" + ROUTES[sent_route],
                     body,
                     headers,
                     connect_timeout_s=candidate.connect_timeout_s,
@@ -611,7 +625,7 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "error", exc.message))
                 if exc.status == HTTPStatus.NOT_IMPLEMENTED or (
                     exc.status == HTTPStatus.NOT_FOUND and request.route in PASSTHROUGH
-                ):
+                ):  # (a translated request too: a backend without chat completions)
                     # It lacks this route (llama.cpp's embeddings without --embeddings): says
                     # nothing about the backend's health.
                     result.unsupported += 1
@@ -634,7 +648,16 @@ class Dispatcher:
             if keepalive is not None:
                 await keepalive.stop()
             reply = await self._relay(
-                request, route, candidate, response, sink, result, started, usage_added, lease
+                request,
+                route,
+                candidate,
+                response,
+                sink,
+                result,
+                started,
+                usage_added,
+                lease,
+                via_chat,
             )
             self.scheduler.events.emit("served", candidate.name, result.outcome, request.request_id)
             return reply
@@ -655,20 +678,28 @@ class Dispatcher:
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
     def _upstream_body(
-        self, request: GatewayRequest, candidate: Candidate
+        self, request: GatewayRequest, candidate: Candidate, via_chat: bool = False
     ) -> tuple[dict[str, Any], bool]:
         """The client's body for this backend: its model name, no `priority`, the endpoint's
         max-tokens field and temperature rule, usage asked for when streaming (the ledger
         needs it; the extra chunk is not passed on unless the client asked). Without a limit
         from the client, `routing.max_tokens` goes to a priced backend (its worst case must be
-        bounded) and, for `run`, to every backend (as `run --direct` sends it)."""
-        body = dict(request.body)
+        bounded) and, for `run`, to every backend (as `run --direct` sends it). `via_chat`: a
+        Responses or Messages body translated to chat completions (raises `Untranslatable`)."""
+        if via_chat:
+            from aitherctl.serve.translate import to_chat
+
+            body = to_chat(request.route, request.body)
+            route = CHAT
+        else:
+            body = dict(request.body)
+            route = request.route
         body.pop("priority", None)
         body["model"] = candidate.model
-        api = PASSTHROUGH.get(request.route)
+        api = PASSTHROUGH.get(route)
         field_name = (
             candidate.max_tokens_field
-            if request.route == "/v1/chat/completions"
+            if route == CHAT
             else (api.limit_field or "")
             if api is not None
             else "max_tokens"
@@ -706,7 +737,9 @@ class Dispatcher:
         started: float,
         usage_added: bool,
         lease: Lease,
+        via_chat: bool = False,
     ) -> Reply | None:
+        from aitherctl.serve.translate import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)
@@ -719,17 +752,26 @@ class Dispatcher:
             except UpstreamError as exc:
                 result.attempts.append((candidate.name, "error", exc.message))
                 return None
+            if via_chat:
+                _read_usage(data, result)
+                try:
+                    data = from_chat(request.route, data, request.body)
+                except BadAnswer as exc:
+                    result.attempts.append((candidate.name, "error", str(exc)))
+                    return None
             result.ttft_s = self.clock() - started
             result.backend, result.outcome = candidate, "ok"
             result.attempts.append((candidate.name, "ok", None))
             _read_usage(data, result)
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
-        splitter: _SseSplitter | EventWatcher = (
-            EventWatcher(request.route)
-            if request.route in PASSTHROUGH
-            else _SseSplitter(strip_usage=usage_added)
-        )
+        splitter: _SseSplitter | EventWatcher | ChatStreamTranslator
+        if via_chat:
+            splitter = ChatStreamTranslator(request.route, request.body)
+        elif request.route in PASSTHROUGH:
+            splitter = EventWatcher(request.route)
+        else:
+            splitter = _SseSplitter(strip_usage=usage_added)
         try:
             async for chunk in response.chunks():
                 splitter.watch_done(chunk)
@@ -815,7 +857,12 @@ class Dispatcher:
             )
             or "no candidate"
         )
-        if result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
+        if result.untranslatable is not None and all(
+            a[1] in ("skipped", "unsupported") for a in result.attempts
+        ):
+            status, kind, message = 400, "invalid_request_error", result.untranslatable
+            result.outcome = "failed"
+        elif result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
             status, kind, message = (
                 402,
                 "budget_exceeded",

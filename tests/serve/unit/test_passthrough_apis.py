@@ -173,7 +173,11 @@ def test_a_stream_cut_before_its_last_event_is_not_done() -> None:
 def test_models_list_the_apis_each_engine_takes() -> None:
     assert apis_of("llamacpp") == (["chat.completions", "responses", "messages"], [])
     assert apis_of("ollama") == (["chat.completions", "responses", "messages"], [])
-    assert apis_of("generic") == (["chat.completions"], ["responses", "messages"])
+    assert apis_of("generic") == (
+        ["chat.completions", "responses", "messages"],
+        ["responses", "messages"],
+    )
+    assert apis_of("openai") == apis_of("generic")
     assert known_not_served("ollama", "/v1/messages/count_tokens")
     assert not known_not_served("llamacpp", "/v1/messages/count_tokens")
     assert not known_not_served("generic", "/v1/messages")
