@@ -24,6 +24,7 @@ RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 CHAT = "/v1/chat/completions"
+OLLAMA_ROUTES = ("/api/chat", "/api/generate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ def translated(engine: str, route: str) -> bool:
     """True when a Responses or Messages request goes to a backend of `engine` as chat
     completions (`aitherctl.serve.translate`): every engine not known to serve the API itself
     (a generic service, an OpenAI-compatible or cloud endpoint speaks chat completions)."""
+    if route in OLLAMA_ROUTES:
+        return True  # Ollama's API goes to every engine as chat completions
     if route not in (RESPONSES, MESSAGES):
         return False
     known = _KNOWN.get(engine)
@@ -226,6 +229,12 @@ def stream_error(route: str, body: bytes) -> bytes:
     """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
     clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
     would look merely short); OpenAI's raise on any event whose data has `error`."""
+    if route in OLLAMA_ROUTES:  # Ollama's NDJSON: a line with `error`
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body.decode()
+        return json.dumps({"error": message}).encode() + b"\n"
     if route not in (MESSAGES, COUNT_TOKENS):
         return b"data: " + body + b"\n\n"
     try:

@@ -39,6 +39,8 @@ from aitherctl.serve.apis import (
 )
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
 from aitherctl.serve.model import Priority
+from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
+from aitherctl.serve.ollama_api import is_streaming
 from aitherctl.serve.scheduler import Lease, LoadFailed, QueueFull, Scheduler, SchedulerError
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ ROUTES = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     **{route: api.upstream for route, api in PASSTHROUGH.items()},
+    **dict.fromkeys(OLLAMA_ROUTES, "chat/completions"),
 }
 
 
@@ -121,7 +124,7 @@ class GatewayRequest:
 
     @property
     def streaming(self) -> bool:
-        return bool(self.body.get("stream")) and self.route != "/v1/embeddings"
+        return is_streaming(self.route, self.body) and self.route != "/v1/embeddings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,9 @@ def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
     """(the request's last user text, its system text) for the effort score."""
     if route in PASSTHROUGH:
         return passthrough_prompt_text(route, body)
+    if route == "/api/generate":
+        system = body.get("system")
+        return str(body.get("prompt") or ""), (system if isinstance(system, str) else None)
     if route == "/v1/completions":
         prompt = body.get("prompt", "")
         return (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))), None
@@ -574,7 +580,9 @@ class Dispatcher:
             try:
                 if lease is None:
                     # It must wait (a queue, a load): a streaming client hears from us meanwhile.
-                    keepalive = _KeepAlive(sink) if request.streaming else None
+                    # (Not for Ollama's NDJSON, which has no comment lines.)
+                    waits = request.streaming and request.route not in OLLAMA_ROUTES
+                    keepalive = _KeepAlive(sink) if waits else None
                     lease = await self.scheduler.acquire(
                         candidate.name, request.priority, request.request_id
                     )
@@ -687,9 +695,12 @@ class Dispatcher:
         bounded) and, for `run`, to every backend (as `run --direct` sends it). `via_chat`: a
         Responses or Messages body translated to chat completions (raises `Untranslatable`)."""
         if via_chat:
-            from aitherctl.serve.translate import to_chat
+            from aitherctl.serve import ollama_api, translate
 
-            body = to_chat(request.route, request.body)
+            if request.route in OLLAMA_ROUTES:
+                body = ollama_api.to_chat(request.route, request.body)
+            else:
+                body = translate.to_chat(request.route, request.body)
             route = CHAT
         else:
             body = dict(request.body)
@@ -739,6 +750,7 @@ class Dispatcher:
         lease: Lease,
         via_chat: bool = False,
     ) -> Reply | None:
+        from aitherctl.serve import ollama_api
         from aitherctl.serve.translate import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
@@ -746,6 +758,13 @@ class Dispatcher:
         for key, value in response.headers.items():
             if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith("x-aither"):
                 headers.setdefault(key, value)
+        ollama = request.route in OLLAMA_ROUTES
+        if ollama:
+            for key in [k for k in headers if k.lower() == "content-type"]:
+                del headers[key]
+            headers["Content-Type"] = (
+                "application/x-ndjson" if request.streaming else "application/json"
+            )
         if not request.streaming:
             try:
                 data = await response.read()
@@ -755,7 +774,11 @@ class Dispatcher:
             if via_chat:
                 _read_usage(data, result)
                 try:
-                    data = from_chat(request.route, data, request.body)
+                    if ollama:
+                        elapsed_ns = int((self.clock() - started) * 1e9)
+                        data = ollama_api.from_chat(request.route, data, request.body, elapsed_ns)
+                    else:
+                        data = from_chat(request.route, data, request.body)
                 except BadAnswer as exc:
                     result.attempts.append((candidate.name, "error", str(exc)))
                     return None
@@ -766,7 +789,9 @@ class Dispatcher:
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
         splitter: _SseSplitter | EventWatcher | ChatStreamTranslator
-        if via_chat:
+        if ollama:
+            splitter = ollama_api.OllamaStream(request.route, request.body)
+        elif via_chat:
             splitter = ChatStreamTranslator(request.route, request.body)
         elif request.route in PASSTHROUGH:
             splitter = EventWatcher(request.route)
