@@ -25,7 +25,7 @@ from aiohttp import web
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
-from aitherctl.serve.apis import forwarded_headers, stream_error
+from aitherctl.serve.apis import TRANSCRIPTIONS, FormFile, forwarded_headers, stream_error
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
@@ -462,8 +462,53 @@ class Gateway:
                 time.perf_counter() - started,
             )
 
+    async def _read_form(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], tuple[FormFile, ...]] | web.Response:
+        """A transcription's `multipart/form-data` body: its text fields (a repeated one as a
+        list) and its files. (A browser may send a form cross-site without asking; the Origin
+        rule refuses it before this runs.)"""
+        if request.content_type != "multipart/form-data":
+            return _json_reply(
+                Reply(
+                    415,
+                    error_body(
+                        "a transcription is sent as Content-Type: multipart/form-data (not "
+                        f"{request.headers.get('Content-Type') or 'none'})",
+                        "invalid_request_error",
+                    ),
+                )
+            )
+        fields: dict[str, Any] = {}
+        files: list[FormFile] = []
+        for name, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                content_type = value.content_type or "application/octet-stream"
+                files.append(FormFile(name, value.filename, content_type, value.file.read()))
+            elif name in fields:
+                previous = fields[name]
+                fields[name] = (
+                    [*previous, value] if isinstance(previous, list) else [previous, value]
+                )
+            else:
+                fields[name] = str(value)
+        problem = None
+        if not files:
+            problem = "a transcription needs its audio as a `file` part"
+        elif str(fields.get("stream", "false")).lower() == "true":
+            problem = "`stream`: serve passes a transcription back whole; leave `stream` out"
+        if problem is not None:
+            return _json_reply(Reply(400, error_body(problem, "invalid_request_error")))
+        return fields, tuple(files)
+
     async def _generate(self, request: web.Request, line: dict[str, Any]) -> web.StreamResponse:
-        if request.content_type != "application/json":
+        files: tuple[FormFile, ...] = ()
+        if request.path == TRANSCRIPTIONS:
+            form = await self._read_form(request)
+            if isinstance(form, web.Response):
+                return form
+            body, files = form
+        elif request.content_type != "application/json":
             # A browser sends text/plain and form bodies cross-site without asking (a "simple"
             # request); JSON needs a preflight, which the Origin rule answers.
             return _json_reply(
@@ -476,12 +521,13 @@ class Gateway:
                     ),
                 )
             )
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return _json_reply(
-                Reply(400, error_body("the body is not JSON", "invalid_request_error"))
-            )
+        else:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                return _json_reply(
+                    Reply(400, error_body("the body is not JSON", "invalid_request_error"))
+                )
         if not isinstance(body, dict):
             return _json_reply(
                 Reply(400, error_body("the body must be a JSON object", "invalid_request_error"))
@@ -529,6 +575,7 @@ class Gateway:
             backend=request.headers.get("x-aither-backend") or None,
             report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
             headers=forwarded_headers(request.path, request.headers),
+            files=files,
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(

@@ -28,8 +28,11 @@ from aitherctl.core.routing import Candidate, RouteContext, Tier, static_skip_re
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.ops.route import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.serve.apis import (
+    EXTRA,
     PASSTHROUGH,
+    TRANSCRIPTIONS,
     EventWatcher,
+    FormFile,
     apis_of,
     chat_usage,
     known_not_served,
@@ -78,6 +81,7 @@ ROUTES = {
     "/v1/embeddings": "embeddings",
     **{route: api.upstream for route, api in PASSTHROUGH.items()},
     **dict.fromkeys(OLLAMA_ROUTES, "chat/completions"),
+    **{route: route.removeprefix("/v1/") for route in EXTRA},
 }
 
 
@@ -121,10 +125,16 @@ class GatewayRequest:
     report: bool = False
     # The client's headers an API needs passed on (`anthropic-version`), lower-case names.
     headers: dict[str, str] = field(default_factory=dict)
+    # The file parts of a multipart request (a transcription's audio); `body` holds its fields.
+    files: tuple[FormFile, ...] = ()
 
     @property
     def streaming(self) -> bool:
-        return is_streaming(self.route, self.body) and self.route != "/v1/embeddings"
+        return (
+            is_streaming(self.route, self.body)
+            and self.route != "/v1/embeddings"
+            and self.route not in EXTRA
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,15 +271,20 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
-            apis, via_chat = apis_of(self.router.table.backends[backend].engine)
+            service = self.router.profile.services.get(backend)
+            apis = apis_of(
+                self.router.table.backends[backend].engine, service.args if service else ()
+            )
             aither: dict[str, Any] = {
                 "kind": "backend",
                 "backend": backend,
                 "state": state,
-                "apis": apis,
+                "apis": apis.apis,
             }
-            if via_chat:
-                aither["apis_translated"] = via_chat
+            if apis.translated:
+                aither["apis_translated"] = apis.translated
+            if apis.tried:
+                aither["apis_tried"] = apis.tried
             key_env = self.router.table.backends[backend].api_key_env
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
@@ -602,8 +617,13 @@ class Dispatcher:
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
                 self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
-            body = json.dumps(wire).encode()
-            headers = {"Content-Type": "application/json"}
+            if request.route == TRANSCRIPTIONS:
+                from aitherctl.serve.apis import encode_multipart
+
+                body, content_type = encode_multipart(wire, request.files)
+            else:
+                body, content_type = json.dumps(wire).encode(), "application/json"
+            headers = {"Content-Type": content_type}
             if candidate.api_key_env:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
             if request.streaming:
@@ -632,7 +652,8 @@ class Dispatcher:
                 unsupported = False
                 result.attempts.append((candidate.name, "error", exc.message))
                 if exc.status == HTTPStatus.NOT_IMPLEMENTED or (
-                    exc.status == HTTPStatus.NOT_FOUND and request.route in PASSTHROUGH
+                    exc.status == HTTPStatus.NOT_FOUND
+                    and (request.route in PASSTHROUGH or request.route in EXTRA)
                 ):  # (a translated request too: a backend without chat completions)
                     # It lacks this route (llama.cpp's embeddings without --embeddings): says
                     # nothing about the backend's health.
@@ -708,6 +729,8 @@ class Dispatcher:
         body.pop("priority", None)
         body["model"] = candidate.model
         api = PASSTHROUGH.get(route)
+        if route in EXTRA:  # nothing generated: no output limit, no sampling rule
+            return body, False
         field_name = (
             candidate.max_tokens_field
             if route == CHAT

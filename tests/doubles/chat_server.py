@@ -22,6 +22,9 @@ OpenAI API reference, Create chat completion (`max_tokens` "deprecated in favor 
 in teilomillet/gollm#33, griptape-ai/ComfyUI-Griptape#312, diffbot/code-gpt-docs#445 and
 tmc/langchaingo#1355. Other models accept either length field.
 
+`POST /v1/audio/transcriptions` (OpenAI's "Create transcription": multipart form, `model` and
+`file`) answers `{"text": ...}` with the double's words and records the fields it received.
+
 It also plays the failures the router must survive, chosen per request by `mode`: `http500`,
 `http429`, `broken_after` (two chunks, then the connection drops), `garbage` (a non-JSON chunk
 first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`,
@@ -46,6 +49,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -178,9 +183,38 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(f"data: {data}\n\n".encode())
             self.wfile.flush()
 
+        def _transcribe(self, raw: bytes) -> None:
+            """OpenAI's "Create transcription": a multipart form with `model` and the audio as
+            `file`; answers `{"text": ...}` (JSON, the default `response_format`)."""
+            message = BytesParser(policy=default).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+            )
+            fields: dict[str, Any] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                payload = part.get_payload(decode=True) or b""
+                if part.get_filename():
+                    fields[name] = {"filename": part.get_filename(), "bytes": len(payload),
+                                    "content_type": part.get_content_type()}
+                elif name in fields:  # a repeated field: all its values
+                    previous = fields[name]
+                    fields[name] = [*(previous if isinstance(previous, list) else [previous]),
+                                    payload.decode()]
+                else:
+                    fields[name] = payload.decode()
+            state.requests.append(fields)
+            if "file" not in fields:
+                self._send(400, b'{"error": {"message": "file is required"}}')
+                return
+            self._send(200, json.dumps({"text": " ".join(state.words).strip()}).encode())
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if self.path == "/v1/audio/transcriptions":
+                self._transcribe(raw)
+                return
+            body = json.loads(raw or b"{}")
             state.requests.append(body)
             state.headers.append({k.lower(): v for k, v in self.headers.items()})
             if self.path != "/v1/chat/completions":

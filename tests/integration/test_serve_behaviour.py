@@ -124,6 +124,7 @@ def test_models_says_which_need_a_key_and_refusals_get_the_truest_status(profile
             "state": "unavailable",
             "apis": ["chat.completions", "responses", "messages"],
             "apis_translated": ["responses", "messages"],
+            "apis_tried": ["rerank", "score", "audio.transcriptions"],
             "reason": "$SERVE_TEST_UNSET_KEY is not set where `aitherctl serve` runs",
         }
         assert models["local"]["state"] == "ready"
