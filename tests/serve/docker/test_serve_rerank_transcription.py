@@ -79,7 +79,7 @@ def test_rerank_reaches_a_llamacpp_started_with_reranking_and_the_rest_get_its_r
         assert plain.status_code == 501
         assert "Start it with `--reranking`" in plain.text
     rows = _ledger(tmp_path / "data")
-    assert [(r["backend"], r["outcome"]) for r in rows][0] == ("ranker", "ok")
+    assert (rows[0]["backend"], rows[0]["outcome"]) == ("ranker", "ok")
     assert rows[0]["tokens_in"] == ranked["usage"]["prompt_tokens"]
 
 

@@ -19,9 +19,9 @@ from aitherctl.serve.apis import (
     EventWatcher,
     FormFile,
     ModelApis,
-    encode_multipart,
     apis_of,
     chat_usage,
+    encode_multipart,
     known_not_served,
     stream_error,
 )
