@@ -774,7 +774,7 @@ class Dispatcher:
         via_chat: bool = False,
     ) -> Reply | None:
         from aitherctl.serve import ollama_api
-        from aitherctl.serve.translate import BadAnswer, ChatStreamTranslator, from_chat
+        from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)

@@ -22,7 +22,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aitherctl.serve.translate import BadAnswer, ChatStreamTranslator, Untranslatable
+from aitherctl.serve.translate import Untranslatable
+from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator
 
 CHAT = "/api/chat"
 GENERATE = "/api/generate"

@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from aitherctl.serve.translate import (
-    ChatStreamTranslator,
-    Untranslatable,
-    from_chat,
-    messages_to_chat,
-    responses_to_chat,
-)
+from aitherctl.serve.translate import Untranslatable, messages_to_chat, responses_to_chat
+from aitherctl.serve.translate_answers import ChatStreamTranslator, from_chat
 
 FUNCTION = {"type": "object", "properties": {"city": {"type": "string"}}}
 
