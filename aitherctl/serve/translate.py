@@ -44,7 +44,7 @@ class Untranslatable(Exception):
 _RESPONSES_FIELDS = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
     "max_output_tokens", "temperature", "top_p", "stream", "text", "reasoning", "truncation",
-    "priority",
+    "include", "priority",
     # hints that do not change the answer (see the module's docstring)
     "store", "prompt_cache_key", "safety_identifier", "user", "stream_options",
 })  # fmt: skip
@@ -100,8 +100,17 @@ def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             if name == "effort":
                 if setting is not None:
                     chat["reasoning_effort"] = setting
+            elif name == "summary" and setting in (None, "auto"):
+                # `auto`: a summary when the model gives one; chat completions gives none.
+                continue
             elif setting is not None:
-                raise Untranslatable(f"reasoning.{name}")
+                raise Untranslatable(f"reasoning.{name}", "only `auto` or none")
+    for index, what in enumerate(body.get("include") or []):
+        # A translated answer has no reasoning items: including their encrypted content adds
+        # nothing (what Codex CLI asks). Any other output (logprobs, hosted tools' results) is
+        # refused.
+        if what != "reasoning.encrypted_content":
+            raise Untranslatable(f"include[{index}]", f"`{what}`")
     if body.get("truncation") not in (None, "disabled"):
         raise Untranslatable("truncation", "only `disabled`")
     return chat
@@ -189,6 +198,10 @@ def _responses_text(text: Any) -> dict[str, Any]:
         raise Untranslatable("text")
     out: dict[str, Any] = {}
     for name, setting in text.items():
+        if name == "verbosity":
+            if setting is not None:
+                out["verbosity"] = setting  # chat completions' own field of the same meaning
+            continue
         if name != "format":
             raise Untranslatable(f"text.{name}")
         kind = setting.get("type") if isinstance(setting, dict) else None

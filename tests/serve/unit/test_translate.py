@@ -34,8 +34,12 @@ def test_a_responses_conversation_becomes_chat_messages_with_tools() -> None:
             "tools": [{"type": "function", "name": "weather", "parameters": FUNCTION}],
             "tool_choice": {"type": "function", "name": "weather"},
             "max_output_tokens": 30,
-            "text": {"format": {"type": "json_schema", "name": "w", "schema": FUNCTION}},
-            "reasoning": {"effort": "low"},
+            "text": {
+                "format": {"type": "json_schema", "name": "w", "schema": FUNCTION},
+                "verbosity": "low",
+            },
+            "reasoning": {"effort": "low", "summary": "auto"},
+            "include": ["reasoning.encrypted_content"],
             "store": False,
             "stream": True,
         }
@@ -52,6 +56,8 @@ def test_a_responses_conversation_becomes_chat_messages_with_tools() -> None:
     assert chat["max_tokens"] == 30
     assert chat["response_format"]["json_schema"]["schema"] == FUNCTION
     assert chat["reasoning_effort"] == "low"
+    assert chat["verbosity"] == "low"
+    assert "include" not in chat
     assert chat["stream"] is True
 
 
@@ -100,9 +106,10 @@ def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> Non
         ("r", {"input": "x", "previous_response_id": "r1"}, "previous_response_id"),
         ("r", {"input": "x", "background": True}, "background"),
         ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
-        ("r", {"input": "x", "reasoning": {"summary": "auto"}}, "reasoning.summary"),
-        ("r", {"input": "x", "include": ["reasoning.encrypted_content"]}, "include"),
-        ("r", {"input": "x", "text": {"verbosity": "low"}}, "text.verbosity"),
+        ("r", {"input": "x", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
+        ("r", {"input": "x", "include": ["message.output_text.logprobs"]}, "include[0]"),
+        ("r", {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
+         "tools[0].type"),
         ("r", {"input": [{"role": "user", "content": [{"type": "input_file"}]}]},
          "input[0].content[0].type"),
         ("m", {"messages": [], "thinking": {"type": "enabled", "budget_tokens": 9}}, "thinking"),
