@@ -98,6 +98,21 @@ def translated(engine: str, route: str) -> bool:
     return known is None or route not in known
 
 
+def not_served_reason(engine: str, route: str, args: tuple[str, ...] | None) -> str | None:
+    """Why a backend of `engine` is known not to serve `route`, or None. `args`: a service's
+    command-line arguments (None for an endpoint, whose server's flags are not known here)."""
+    if known_not_served(engine, route):
+        return f"{engine} does not serve it"
+    if (
+        engine == "llamacpp"
+        and route == RERANK
+        and args is not None
+        and not any(flag in args for flag in LLAMACPP_RERANK_FLAGS)
+    ):
+        return "a llama.cpp service reranks only when started with --reranking"
+    return None
+
+
 def known_not_served(engine: str, route: str) -> bool:
     """True when `engine` is known not to serve the pass-through `route`."""
     if route in EXTRA:

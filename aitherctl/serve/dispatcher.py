@@ -35,7 +35,7 @@ from aitherctl.serve.apis import (
     FormFile,
     apis_of,
     chat_usage,
-    known_not_served,
+    not_served_reason,
     stream_error,
     translated,
     unbounded_reason,
@@ -524,13 +524,17 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 self.scheduler.events.emit("overflowed", candidate.name, reason, request.request_id)
                 continue
-            if reason is None and known_not_served(candidate.engine, request.route):
-                # count_tokens has no chat completions form: an engine without it is passed over.
+            unserved = (
+                not_served_reason(candidate.engine, request.route, self._args(candidate))
+                if reason is None
+                else None
+            )
+            if unserved is not None:
+                # Passed over, never started for it (count_tokens has no chat completions form;
+                # rerank and score need an engine, and a llama.cpp its flag, that serve them).
                 result.all_full = False
                 result.unsupported += 1
-                result.attempts.append(
-                    (candidate.name, "unsupported", f"{candidate.engine} does not serve it")
-                )
+                result.attempts.append((candidate.name, "unsupported", unserved))
                 continue
             if reason is not None:
                 result.all_full = False
@@ -547,6 +551,13 @@ class Dispatcher:
             if answer is not None or result.outcome in ("ok", "partial"):
                 return answer
         return await self._no_backend(request, route, sink, result)
+
+    def _args(self, candidate: Candidate) -> tuple[str, ...] | None:
+        """A service's command-line arguments; None for an endpoint."""
+        if candidate.origin != "service":
+            return None
+        service = self.router.profile.services.get(candidate.name)
+        return service.args if service is not None else None
 
     async def _attempt(  # noqa: PLR0917 - one request's life, in order
         self,

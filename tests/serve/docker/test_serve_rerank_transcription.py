@@ -73,11 +73,15 @@ def test_rerank_reaches_a_llamacpp_started_with_reranking_and_the_rest_get_its_r
             client.audio.transcriptions.create(model="ranker", file=("a.wav", WAV))
         assert unheard.value.status_code == 501
         assert "The current model does not support audio input." in str(unheard.value)
-        # A service without --reranking: its own 501, not a start-and-fail loop.
+        # A service started without --reranking is known not to rerank: a 501 that says why,
+        # and the on-demand service is not started for it.
         plain = httpx.post(served.v1 + "/rerank", trust_env=False, timeout=120,
                            json={"model": "chat", "query": "q", "documents": ["a"]})
         assert plain.status_code == 501
-        assert "Start it with `--reranking`" in plain.text
+        assert plain.json()["error"]["message"] == (
+            "no backend here serves /v1/rerank (chat unsupported: a llama.cpp service reranks "
+            "only when started with --reranking)")
+        assert served.backend("chat")["state"] == "stopped"
     rows = _ledger(tmp_path / "data")
     assert (rows[0]["backend"], rows[0]["outcome"]) == ("ranker", "ok")
     assert rows[0]["tokens_in"] == ranked["usage"]["prompt_tokens"]
