@@ -74,7 +74,11 @@ def to_chat(route: str, body: dict[str, Any]) -> dict[str, Any]:
         raise Untranslatable("think")
     chat: dict[str, Any] = {"model": model_name(body.get("model"))}
     if route == CHAT:
-        chat["messages"] = _messages(body.get("messages") or [])
+        if not body.get("messages"):
+            raise Untranslatable(
+                "messages", "no messages loads or unloads a model, which `serve` decides"
+            )
+        chat["messages"] = _messages(body.get("messages"))
         if body.get("tools"):
             chat["tools"] = body["tools"]
     else:

@@ -11,6 +11,7 @@ from aitherctl.serve.ollama_api import OllamaStream, from_chat, is_streaming, mo
 from aitherctl.serve.translate import Untranslatable
 
 PNG = "iVBORw0KGgo="
+HI = [{"role": "user", "content": "hi"}]
 
 
 def test_a_chat_body_becomes_chat_completions_with_its_options() -> None:
@@ -55,8 +56,9 @@ def test_a_generate_body_is_a_system_and_a_user_message() -> None:
 @pytest.mark.parametrize(
     ("route", "body", "field"),
     [
-        ("/api/chat", {"messages": [], "options": {"top_k": 5}}, "options.top_k"),
-        ("/api/chat", {"messages": [], "think": True}, "think"),
+        ("/api/chat", {"messages": HI, "options": {"top_k": 5}}, "options.top_k"),
+        ("/api/chat", {"messages": HI, "think": True}, "think"),
+        ("/api/chat", {"messages": []}, "messages"),
         ("/api/chat", {"messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),
         ("/api/generate", {"prompt": ""}, "prompt"),
         ("/api/generate", {"prompt": "x", "raw": True}, "raw"),
