@@ -225,3 +225,35 @@ def test_what_chat_completions_cannot_express_is_refused_with_a_400_naming_the_f
             assert "`thinking` cannot be translated to chat completions" in str(thinking.value)
             assert "cloud speaks only chat completions" in str(thinking.value)
         assert double.state.requests == []  # nothing was sent half-translated
+
+
+def test_a_translated_stream_falls_back_before_its_first_byte_and_never_after(
+    write_profile: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A tier of two chat-only endpoints (contract doubles): the first answers 500, so the
+    streamed Messages request is answered whole by the second; then the second's stream breaks
+    after two words: the client has text already, so the answer ends with Anthropic's `error`
+    event (the client raises) and the row says `partial`, with no second try."""
+    with chat_double(mode="http500") as dead, chat_double() as live:
+        write_profile(
+            "pair",
+            endpoints={
+                "dead": {"base_url": dead.root + "/v1", "model": "m"},
+                "live": {"base_url": live.root + "/v1", "model": "m"},
+            },
+            routing={"tiers": {"all": {"effort": "1-10", "candidates": ["dead", "live"]}}},
+        )
+        with serving("pair") as (url, _process):
+            claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0, timeout=60)
+            with claude.messages.stream(model="all", max_tokens=20, messages=SAY_HI) as stream:
+                text = "".join(stream.text_stream)
+            assert text == "Hello from the double."
+            live.state.mode = "broken_after"
+            with pytest.raises(anthropic.APIStatusError) as broken, claude.messages.stream(
+                model="all", max_tokens=20, messages=SAY_HI
+            ) as stream:
+                list(stream.text_stream)
+            assert "live failed after the answer had started" in str(broken.value)
+    rows = _ledger(tmp_path / "data")
+    assert [(r["backend"], r["outcome"], r["attempts"]) for r in rows] == [
+        ("live", "ok", 2), ("live", "partial", 2)]
