@@ -139,7 +139,8 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
         write_profile(
             "cloud",
             endpoints={"cloud": {"base_url": double.root + "/v1", "model": "gpt-4.1",
-                                 "api_key_env": "CLOUD_KEY"}},
+                                 "api_key_env": "CLOUD_KEY", "price": {"input": 2, "output": 8}}},
+            budget={"daily_usd": 5},
         )
         with serving("cloud", env={"CLOUD_KEY": "cloud-key"}) as (url, _process):
             client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
@@ -197,6 +198,8 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
     assert sent[2]["tool_choice"] == "required"
     rows = _ledger(tmp_path / "data")
     assert [(r["outcome"], r["tokens_in"], r["tokens_out"]) for r in rows] == [("ok", 21, 7)] * 4
+    # Priced from chat's usage ($2 / $8 a million tokens), not from the reservation's bound.
+    assert [r["cost_usd"] for r in rows] == [pytest.approx((21 * 2 + 7 * 8) / 1e6)] * 4
 
 
 def test_what_chat_completions_cannot_express_is_refused_with_a_400_naming_the_field(
