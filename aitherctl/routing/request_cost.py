@@ -78,6 +78,8 @@ def request_bound(route: str, body: Mapping[str, Any], limit: int | None = None)
         limit = output_limit(body) or 0
     if route == "/v1/embeddings":
         return RequestBound(_prompt_tokens(body.get("input")) + TEMPLATE_TOKENS_PER_REQUEST, 0)
+    if route in ("/v1/rerank", "/v1/score"):
+        return RequestBound(_pairs_tokens(body), 0)
     if route in ("/v1/responses", "/v1/messages", "/v1/messages/count_tokens"):
         output = 0 if route == "/v1/messages/count_tokens" else limit
         return RequestBound(_items_bound(route, body), output)
@@ -113,6 +115,26 @@ def request_bound(route: str, body: Mapping[str, Any], limit: int | None = None)
 # Top-level fields of a Responses or Messages request rendered into the prompt besides its
 # input items (`text` holds the Responses API's output schema).
 _ITEM_PROMPT_FIELDS = ("instructions", "system", "tools", "tool_choice", "text")
+
+
+def _pairs_tokens(body: Mapping[str, Any]) -> int:
+    """Rerank (`query` with each of `documents`) and score (`text_1` with `text_2`, one to many
+    or pair by pair): each pair is read as one prompt, so the query counts once per document."""
+    if "query" in body:
+        documents = body.get("documents")
+        documents = documents if isinstance(documents, list) else [documents]
+        query = _bytes(body.get("query"))
+        return TEMPLATE_TOKENS_PER_REQUEST + sum(
+            query + _bytes(document) + TEMPLATE_TOKENS_PER_MESSAGE for document in documents
+        )
+    first, second = body.get("text_1"), body.get("text_2")
+    pairs = max(
+        len(first) if isinstance(first, list) else 1,
+        len(second) if isinstance(second, list) else 1,
+    )
+    return TEMPLATE_TOKENS_PER_REQUEST + pairs * (
+        _bytes(first) + _bytes(second) + TEMPLATE_TOKENS_PER_MESSAGE
+    )
 
 
 def _items_bound(route: str, body: Mapping[str, Any]) -> int:

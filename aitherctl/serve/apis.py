@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 CHAT = "/v1/chat/completions"
+OLLAMA_ROUTES = ("/api/chat", "/api/generate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,31 +64,100 @@ _KNOWN: dict[str, frozenset[str]] = {
 }
 
 
+RERANK = "/v1/rerank"
+SCORE = "/v1/score"
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
+# Routes that some engines serve, depending on how they run (a reranking model, an audio model),
+# passed through unchanged: what `GET /v1/models` calls each.
+EXTRA: dict[str, str] = {
+    RERANK: "rerank",
+    SCORE: "score",
+    TRANSCRIPTIONS: "audio.transcriptions",
+}
+# Checked against the real llama.cpp server here: `/v1/rerank` only when started with
+# `--reranking` (else 501 "This server does not support reranking. Start it with
+# `--reranking`"), `/v1/score` not at all (404), `/v1/audio/transcriptions` only with an audio
+# model (else 501 "The current model does not support audio input."). Ollama's API has none
+# of the three. vLLM registers all three; each answers only for a model of that kind.
+_EXTRA_NOT_SERVED: dict[str, frozenset[str]] = {
+    "llamacpp": frozenset({SCORE}),
+    "ollama": frozenset(EXTRA),
+}
+LLAMACPP_RERANK_FLAGS = ("--reranking", "--rerank")
+
+
+def translated(engine: str, route: str) -> bool:
+    """True when a Responses or Messages request goes to a backend of `engine` as chat
+    completions (`aitherctl.serve.translate`): every engine not known to serve the API itself
+    (a generic service, an OpenAI-compatible or cloud endpoint speaks chat completions)."""
+    if route in OLLAMA_ROUTES:
+        return True  # Ollama's API goes to every engine as chat completions
+    if route not in (RESPONSES, MESSAGES):
+        return False
+    known = _KNOWN.get(engine)
+    return known is None or route not in known
+
+
+def not_served_reason(engine: str, route: str, args: tuple[str, ...] | None) -> str | None:
+    """Why a backend of `engine` is known not to serve `route`, or None. `args`: a service's
+    command-line arguments (None for an endpoint, whose server's flags are not known here)."""
+    if known_not_served(engine, route):
+        return f"{engine} does not serve it"
+    if (
+        engine == "llamacpp"
+        and route == RERANK
+        and args is not None
+        and not any(flag in args for flag in LLAMACPP_RERANK_FLAGS)
+    ):
+        return "a llama.cpp service reranks only when started with --reranking"
+    return None
+
+
 def known_not_served(engine: str, route: str) -> bool:
     """True when `engine` is known not to serve the pass-through `route`."""
+    if route in EXTRA:
+        return route in _EXTRA_NOT_SERVED.get(engine, frozenset())
     known = _KNOWN.get(engine)
     return known is not None and route in PASSTHROUGH and route not in known
 
 
-def apis_of(engine: str) -> tuple[list[str], list[str]]:
-    """For `GET /v1/models`: (the APIs a backend of `engine` takes, those it is asked for
-    without knowing: a generic service or an OpenAI-compatible endpoint, passed over when it
-    answers 404 or 501)."""
-    known = _KNOWN.get(engine)
-    names, tried = ["chat.completions"], []
+@dataclass(frozen=True, slots=True)
+class ModelApis:
+    """For `GET /v1/models`: the APIs a backend takes (`apis`), those of them through chat
+    completions (`translated`), and those it is asked for without knowing whether it serves
+    them (`tried`: passed over when it answers 404 or 501)."""
+
+    apis: list[str]
+    translated: list[str]
+    tried: list[str]
+
+
+def apis_of(engine: str, args: tuple[str, ...] = ()) -> ModelApis:
+    """The APIs of a backend of `engine` (a service's `args` say whether llama.cpp reranks)."""
+    names, via_chat, tried = ["chat.completions"], [], []
     for route, api in PASSTHROUGH.items():
         if route == COUNT_TOKENS:
             continue
-        if known is None:
-            tried.append(api.name)
-        elif route in known:
-            names.append(api.name)
-    return names, tried
+        names.append(api.name)
+        if translated(engine, route):
+            via_chat.append(api.name)
+    for route, name in EXTRA.items():
+        if known_not_served(engine, route):
+            continue
+        if engine == "llamacpp" and route == RERANK:
+            if any(flag in args for flag in LLAMACPP_RERANK_FLAGS):
+                names.append(name)
+            continue
+        tried.append(name)
+    return ModelApis(names, via_chat, tried)
 
 
 def unbounded_reason(route: str, body: dict[str, Any]) -> str | None:
     """Why the cost of this body cannot be bounded from what is sent (a Responses request that
-    continues a conversation stored at the provider), or None."""
+    continues a conversation stored at the provider, audio whose length is not read), or
+    None."""
+    if route == TRANSCRIPTIONS:
+        return "the cost of transcribing audio has no upper bound that serve can read"
     if route == RESPONSES:
         for field_name in ("previous_response_id", "conversation", "prompt"):
             if body.get(field_name):
@@ -219,6 +290,12 @@ def stream_error(route: str, body: bytes) -> bytes:
     """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
     clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
     would look merely short); OpenAI's raise on any event whose data has `error`."""
+    if route in OLLAMA_ROUTES:  # Ollama's NDJSON: a line with `error`
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body.decode()
+        return json.dumps({"error": message}).encode() + b"\n"
     if route not in (MESSAGES, COUNT_TOKENS):
         return b"data: " + body + b"\n\n"
     try:
@@ -227,3 +304,37 @@ def stream_error(route: str, body: bytes) -> bytes:
     except (ValueError, KeyError, TypeError):
         payload = {"type": "error", "error": {"type": "api_error", "message": body.decode()}}
     return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class FormFile:
+    """A file part of a multipart request (the audio of a transcription)."""
+
+    name: str  # the form field's
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+def encode_multipart(fields: dict[str, Any], files: tuple[FormFile, ...]) -> tuple[bytes, str]:
+    """(the body, its Content-Type) of a `multipart/form-data` request (RFC 7578) holding
+    `fields` as text parts and `files` as file parts."""
+    boundary = "aither-" + uuid.uuid4().hex
+    out = bytearray()
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:  # a repeated field
+            text = item if isinstance(item, str) else json.dumps(item)
+            out += f"--{boundary}\r\nContent-Disposition: form-data; ".encode()
+            out += f'name="{_quote(name)}"\r\n\r\n'.encode() + text.encode() + b"\r\n"
+    for part in files:
+        out += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.name)}"; '
+            f'filename="{_quote(part.filename)}"\r\nContent-Type: {part.content_type}\r\n\r\n'
+        ).encode()
+        out += part.data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")

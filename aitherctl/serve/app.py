@@ -25,10 +25,11 @@ from aitherctl.errors import AitherError, UsageError
 from aitherctl.profiles.profile import is_loopback
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
-from aitherctl.serve.apis import forwarded_headers, stream_error
+from aitherctl.serve.apis import TRANSCRIPTIONS, FormFile, forwarded_headers, stream_error
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
+from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
 from aitherctl.serve.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ class _Sink:
 
     async def start(self, status: int, headers: dict[str, str]) -> None:
         response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = "text/event-stream"
+        ndjson = headers.get("Content-Type") == "application/x-ndjson"  # Ollama's stream
+        response.content_type = "application/x-ndjson" if ndjson else "text/event-stream"
         response.headers["Cache-Control"] = "no-cache"
         self.response = response
         await response.prepare(self.request)
@@ -220,6 +222,12 @@ class Gateway:
         app.router.add_get("/status", self.status)
         for path in ROUTES:
             app.router.add_post(path, self.generate)
+        # Ollama's API besides /api/chat and /api/generate (aitherctl/serve/ollama_api.py).
+        app.router.add_get("/", self.ollama_root)
+        app.router.add_get("/api/version", self.ollama_version)
+        app.router.add_get("/api/tags", self.ollama_tags)
+        app.router.add_get("/api/ps", self.ollama_ps)
+        app.router.add_post("/api/show", self.ollama_show)
         return app
 
     # -- keys ----------------------------------------------------------------------------------
@@ -336,6 +344,53 @@ class Gateway:
         del request
         return web.json_response({"object": "list", "data": self.dispatcher.models()})
 
+    def _ollama_models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models`' entries, each backend's engine added (Ollama's `details`)."""
+        backends = self.dispatcher.router.table.backends
+        entries = []
+        for entry in self.dispatcher.models():
+            aither = dict(entry["aither"])
+            backend = backends.get(str(aither.get("backend")))
+            if backend is not None:
+                aither["engine"] = backend.engine
+            entries.append({**entry, "aither": aither})
+        return entries
+
+    async def ollama_root(self, request: web.Request) -> web.Response:
+        del request
+        return web.Response(text="Ollama is running")  # what Ollama's clients probe for
+
+    async def ollama_version(self, request: web.Request) -> web.Response:
+        from aitherctl.serve.ollama_api import API_VERSION
+
+        del request
+        return web.json_response({"version": API_VERSION})
+
+    async def ollama_tags(self, request: web.Request) -> web.Response:
+        from aitherctl.serve.ollama_api import tags
+
+        del request
+        return web.json_response(tags(self._ollama_models()))
+
+    async def ollama_ps(self, request: web.Request) -> web.Response:
+        from aitherctl.serve.ollama_api import ps
+
+        del request
+        return web.json_response(ps(self._ollama_models()))
+
+    async def ollama_show(self, request: web.Request) -> web.Response:
+        from aitherctl.serve.ollama_api import model_name, show
+
+        try:
+            body = json.loads(await request.read())
+            name = model_name(body.get("model") or body.get("name"))
+        except (ValueError, AttributeError):
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        entry = next((e for e in self._ollama_models() if e["id"] == name), None)
+        if entry is None:
+            return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        return web.json_response(show(entry))
+
     async def status(self, request: web.Request) -> web.Response:
         del request
         snapshot = self.scheduler.snapshot()
@@ -398,8 +453,53 @@ class Gateway:
                 time.perf_counter() - started,
             )
 
+    async def _read_form(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], tuple[FormFile, ...]] | web.Response:
+        """A transcription's `multipart/form-data` body: its text fields (a repeated one as a
+        list) and its files. (A browser may send a form cross-site without asking; the Origin
+        rule refuses it before this runs.)"""
+        if request.content_type != "multipart/form-data":
+            return _json_reply(
+                Reply(
+                    415,
+                    error_body(
+                        "a transcription is sent as Content-Type: multipart/form-data (not "
+                        f"{request.headers.get('Content-Type') or 'none'})",
+                        "invalid_request_error",
+                    ),
+                )
+            )
+        fields: dict[str, Any] = {}
+        files: list[FormFile] = []
+        for name, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                content_type = value.content_type or "application/octet-stream"
+                files.append(FormFile(name, value.filename, content_type, value.file.read()))
+            elif name in fields:
+                previous = fields[name]
+                fields[name] = (
+                    [*previous, value] if isinstance(previous, list) else [previous, value]
+                )
+            else:
+                fields[name] = str(value)
+        problem = None
+        if not files:
+            problem = "a transcription needs its audio as a `file` part"
+        elif str(fields.get("stream", "false")).lower() == "true":
+            problem = "`stream`: serve passes a transcription back whole; leave `stream` out"
+        if problem is not None:
+            return _json_reply(Reply(400, error_body(problem, "invalid_request_error")))
+        return fields, tuple(files)
+
     async def _generate(self, request: web.Request, line: dict[str, Any]) -> web.StreamResponse:
-        if request.content_type != "application/json":
+        files: tuple[FormFile, ...] = ()
+        if request.path == TRANSCRIPTIONS:
+            form = await self._read_form(request)
+            if isinstance(form, web.Response):
+                return form
+            body, files = form
+        elif request.content_type != "application/json":
             # A browser sends text/plain and form bodies cross-site without asking (a "simple"
             # request); JSON needs a preflight, which the Origin rule answers.
             return _json_reply(
@@ -412,16 +512,21 @@ class Gateway:
                     ),
                 )
             )
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return _json_reply(
-                Reply(400, error_body("the body is not JSON", "invalid_request_error"))
-            )
+        else:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                return _json_reply(
+                    Reply(400, error_body("the body is not JSON", "invalid_request_error"))
+                )
         if not isinstance(body, dict):
             return _json_reply(
                 Reply(400, error_body("the body must be a JSON object", "invalid_request_error"))
             )
+        if request.path in OLLAMA_ROUTES:
+            from aitherctl.serve.ollama_api import model_name
+
+            body["model"] = model_name(body.get("model"))
         key: ApiKey | None = request.get("api_key")
         try:
             priority = parse_priority(
@@ -461,6 +566,7 @@ class Gateway:
             backend=request.headers.get("x-aither-backend") or None,
             report=request.headers.get(REPORT_HEADER, "") in ("1", "true"),
             headers=forwarded_headers(request.path, request.headers),
+            files=files,
         )
         sink = _Sink(request)
         reply = await self.dispatcher.handle(
@@ -470,6 +576,8 @@ class Gateway:
             if sink.response is not None:  # a keep-alive began the stream
                 await sink.write(stream_error(request.path, reply.body))
                 return sink.response
+            if request.path in OLLAMA_ROUTES and reply.status >= 400:  # {"error": "message"}
+                reply = Reply(reply.status, stream_error(request.path, reply.body), reply.headers)
             return _json_reply(reply)
         assert sink.response is not None
         await sink.response.write_eof()

@@ -28,17 +28,23 @@ from aitherctl.routing.request_cost import RequestBound, output_limit, request_b
 from aitherctl.routing.router import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_reason
 from aitherctl.serve.apis import (
+    EXTRA,
     PASSTHROUGH,
+    TRANSCRIPTIONS,
     EventWatcher,
+    FormFile,
     apis_of,
     chat_usage,
-    known_not_served,
+    not_served_reason,
     stream_error,
+    translated,
     unbounded_reason,
 )
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
 from aitherctl.serve.errors import LoadFailed, QueueFull, SchedulerError
 from aitherctl.serve.model import Priority
+from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
+from aitherctl.serve.ollama_api import is_streaming
 from aitherctl.serve.scheduler import Lease, Scheduler
 
 if TYPE_CHECKING:
@@ -69,11 +75,14 @@ _DROPPED_HEADERS = frozenset(
         "content-encoding",
     }
 )
+CHAT = "/v1/chat/completions"
 ROUTES = {
-    "/v1/chat/completions": "chat/completions",
+    CHAT: "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     **{route: api.upstream for route, api in PASSTHROUGH.items()},
+    **dict.fromkeys(OLLAMA_ROUTES, "chat/completions"),
+    **{route: route.removeprefix("/v1/") for route in EXTRA},
 }
 
 
@@ -117,10 +126,16 @@ class GatewayRequest:
     report: bool = False
     # The client's headers an API needs passed on (`anthropic-version`), lower-case names.
     headers: dict[str, str] = field(default_factory=dict)
+    # The file parts of a multipart request (a transcription's audio); `body` holds its fields.
+    files: tuple[FormFile, ...] = ()
 
     @property
     def streaming(self) -> bool:
-        return bool(self.body.get("stream")) and self.route != "/v1/embeddings"
+        return (
+            is_streaming(self.route, self.body)
+            and self.route != "/v1/embeddings"
+            and self.route not in EXTRA
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,9 @@ class Outcome:
     unsupported: int = 0  # attempts whose backend answered 501: it does not serve the route
     # Per index into `attempts`: (time to first text, time the attempt took), when sent.
     timings: dict[int, tuple[float | None, float]] = field(default_factory=dict)
+    # Why a backend that speaks only chat completions could not take the request (a field
+    # with no translation): a 400 when no backend answered.
+    untranslatable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +192,9 @@ def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
     """(the request's last user text, its system text) for the effort score."""
     if route in PASSTHROUGH:
         return passthrough_prompt_text(route, body)
+    if route == "/api/generate":
+        system = body.get("system")
+        return str(body.get("prompt") or ""), (system if isinstance(system, str) else None)
     if route == "/v1/completions":
         prompt = body.get("prompt", "")
         return (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))), None
@@ -251,15 +272,20 @@ class Dispatcher:
                 continue
             seen.add(name)
             state = self.scheduler.backends[backend].state.value
-            apis, tried = apis_of(self.router.table.backends[backend].engine)
+            service = self.router.profile.services.get(backend)
+            apis = apis_of(
+                self.router.table.backends[backend].engine, service.args if service else ()
+            )
             aither: dict[str, Any] = {
                 "kind": "backend",
                 "backend": backend,
                 "state": state,
-                "apis": apis,
+                "apis": apis.apis,
             }
-            if tried:
-                aither["apis_tried"] = tried
+            if apis.translated:
+                aither["apis_translated"] = apis.translated
+            if apis.tried:
+                aither["apis_tried"] = apis.tried
             key_env = self.router.table.backends[backend].api_key_env
             if key_env and key_env not in self._env_keys:
                 aither["state"] = "unavailable"
@@ -499,13 +525,17 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 self.scheduler.events.emit("overflowed", candidate.name, reason, request.request_id)
                 continue
-            if reason is None and known_not_served(candidate.engine, request.route):
-                # Not translated (a later step): a backend without the API is passed over.
+            unserved = (
+                not_served_reason(candidate.engine, request.route, self._args(candidate))
+                if reason is None
+                else None
+            )
+            if unserved is not None:
+                # Passed over, never started for it (count_tokens has no chat completions form;
+                # rerank and score need an engine, and a llama.cpp its flag, that serve them).
                 result.all_full = False
                 result.unsupported += 1
-                result.attempts.append(
-                    (candidate.name, "unsupported", f"{candidate.engine} does not serve it")
-                )
+                result.attempts.append((candidate.name, "unsupported", unserved))
                 continue
             if reason is not None:
                 result.all_full = False
@@ -523,6 +553,13 @@ class Dispatcher:
                 return answer
         return await self._no_backend(request, route, sink, result)
 
+    def _args(self, candidate: Candidate) -> tuple[str, ...] | None:
+        """A service's command-line arguments; None for an endpoint."""
+        if candidate.origin != "service":
+            return None
+        service = self.router.profile.services.get(candidate.name)
+        return service.args if service is not None else None
+
     async def _attempt(  # noqa: PLR0917 - one request's life, in order
         self,
         request: GatewayRequest,
@@ -532,12 +569,21 @@ class Dispatcher:
         result: Outcome,
         started: float,
     ) -> Reply | None:
+        from aitherctl.serve.translate import Untranslatable
+
         router = self.router
-        wire, usage_added = self._upstream_body(request, candidate)
+        via_chat = translated(candidate.engine, request.route)
+        sent_route = CHAT if via_chat else request.route
+        try:
+            wire, usage_added = self._upstream_body(request, candidate, via_chat)
+        except Untranslatable as exc:
+            result.untranslatable = f"{candidate.name} speaks only chat completions: {exc.message}"
+            result.attempts.append((candidate.name, "skipped", exc.message))
+            return None
         priced = candidate.price is not None and not candidate.price.is_free
         # Only a priced backend needs the bound (walking a long chat costs time on the loop).
-        bound = request_bound(request.route, wire) if priced else RequestBound(0, 0)
-        unbounded = unbounded_reason(request.route, wire) if priced else None
+        bound = request_bound(sent_route, wire) if priced else RequestBound(0, 0)
+        unbounded = unbounded_reason(sent_route, wire) if priced else None
         if unbounded is not None:
             result.attempts.append((candidate.name, "skipped", unbounded))
             result.outcome = "budget"
@@ -561,7 +607,9 @@ class Dispatcher:
             try:
                 if lease is None:
                     # It must wait (a queue, a load): a streaming client hears from us meanwhile.
-                    keepalive = _KeepAlive(sink) if request.streaming else None
+                    # (Not for Ollama's NDJSON, which has no comment lines.)
+                    waits = request.streaming and request.route not in OLLAMA_ROUTES
+                    keepalive = _KeepAlive(sink) if waits else None
                     lease = await self.scheduler.acquire(
                         candidate.name, request.priority, request.request_id
                     )
@@ -581,13 +629,18 @@ class Dispatcher:
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
                 self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
-            body = json.dumps(wire).encode()
-            headers = {"Content-Type": "application/json"}
+            if request.route == TRANSCRIPTIONS:
+                from aitherctl.serve.apis import encode_multipart
+
+                body, content_type = encode_multipart(wire, request.files)
+            else:
+                body, content_type = json.dumps(wire).encode(), "application/json"
+            headers = {"Content-Type": content_type}
             if candidate.api_key_env:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
             if request.streaming:
                 headers["Accept"] = "text/event-stream"
-            api = PASSTHROUGH.get(request.route)
+            api = None if via_chat else PASSTHROUGH.get(request.route)
             if api is not None:
                 headers.update(
                     (name, request.headers[name])
@@ -600,7 +653,7 @@ class Dispatcher:
             try:
                 billable = True
                 response = await self.upstream.open(
-                    candidate.base_url + "/" + ROUTES[request.route],
+                    candidate.base_url + "/" + ROUTES[sent_route],
                     body,
                     headers,
                     connect_timeout_s=candidate.connect_timeout_s,
@@ -611,8 +664,9 @@ class Dispatcher:
                 unsupported = False
                 result.attempts.append((candidate.name, "error", exc.message))
                 if exc.status == HTTPStatus.NOT_IMPLEMENTED or (
-                    exc.status == HTTPStatus.NOT_FOUND and request.route in PASSTHROUGH
-                ):
+                    exc.status == HTTPStatus.NOT_FOUND
+                    and (request.route in PASSTHROUGH or request.route in EXTRA)
+                ):  # (a translated request too: a backend without chat completions)
                     # It lacks this route (llama.cpp's embeddings without --embeddings): says
                     # nothing about the backend's health.
                     result.unsupported += 1
@@ -635,7 +689,16 @@ class Dispatcher:
             if keepalive is not None:
                 await keepalive.stop()
             reply = await self._relay(
-                request, route, candidate, response, sink, result, started, usage_added, lease
+                request,
+                route,
+                candidate,
+                response,
+                sink,
+                result,
+                started,
+                usage_added,
+                lease,
+                via_chat,
             )
             self.scheduler.events.emit("served", candidate.name, result.outcome, request.request_id)
             return reply
@@ -656,20 +719,33 @@ class Dispatcher:
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
     def _upstream_body(
-        self, request: GatewayRequest, candidate: Candidate
+        self, request: GatewayRequest, candidate: Candidate, via_chat: bool = False
     ) -> tuple[dict[str, Any], bool]:
         """The client's body for this backend: its model name, no `priority`, the endpoint's
         max-tokens field and temperature rule, usage asked for when streaming (the ledger
         needs it; the extra chunk is not passed on unless the client asked). Without a limit
         from the client, `routing.max_tokens` goes to a priced backend (its worst case must be
-        bounded) and, for `run`, to every backend (as `run --direct` sends it)."""
-        body = dict(request.body)
+        bounded) and, for `run`, to every backend (as `run --direct` sends it). `via_chat`: a
+        Responses or Messages body translated to chat completions (raises `Untranslatable`)."""
+        if via_chat:
+            from aitherctl.serve import ollama_api, translate
+
+            if request.route in OLLAMA_ROUTES:
+                body = ollama_api.to_chat(request.route, request.body)
+            else:
+                body = translate.to_chat(request.route, request.body)
+            route = CHAT
+        else:
+            body = dict(request.body)
+            route = request.route
         body.pop("priority", None)
         body["model"] = candidate.model
-        api = PASSTHROUGH.get(request.route)
+        api = PASSTHROUGH.get(route)
+        if route in EXTRA:  # nothing generated: no output limit, no sampling rule
+            return body, False
         field_name = (
             candidate.max_tokens_field
-            if request.route == "/v1/chat/completions"
+            if route == CHAT
             else (api.limit_field or "")
             if api is not None
             else "max_tokens"
@@ -707,30 +783,55 @@ class Dispatcher:
         started: float,
         usage_added: bool,
         lease: Lease,
+        via_chat: bool = False,
     ) -> Reply | None:
+        from aitherctl.serve import ollama_api
+        from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)
         for key, value in response.headers.items():
             if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith("x-aither"):
                 headers.setdefault(key, value)
+        ollama = request.route in OLLAMA_ROUTES
+        if ollama:
+            for key in [k for k in headers if k.lower() == "content-type"]:
+                del headers[key]
+            headers["Content-Type"] = (
+                "application/x-ndjson" if request.streaming else "application/json"
+            )
         if not request.streaming:
             try:
                 data = await response.read()
             except UpstreamError as exc:
                 result.attempts.append((candidate.name, "error", exc.message))
                 return None
+            if via_chat:
+                _read_usage(data, result)
+                try:
+                    if ollama:
+                        elapsed_ns = int((self.clock() - started) * 1e9)
+                        data = ollama_api.from_chat(request.route, data, request.body, elapsed_ns)
+                    else:
+                        data = from_chat(request.route, data, request.body)
+                except BadAnswer as exc:
+                    result.attempts.append((candidate.name, "error", str(exc)))
+                    return None
             result.ttft_s = self.clock() - started
             result.backend, result.outcome = candidate, "ok"
             result.attempts.append((candidate.name, "ok", None))
             _read_usage(data, result)
             self.observe("ttft_seconds", candidate.name, result.ttft_s)
             return Reply(response.status, data, headers)
-        splitter: _SseSplitter | EventWatcher = (
-            EventWatcher(request.route)
-            if request.route in PASSTHROUGH
-            else _SseSplitter(strip_usage=usage_added)
-        )
+        splitter: _SseSplitter | EventWatcher | ChatStreamTranslator
+        if ollama:
+            splitter = ollama_api.OllamaStream(request.route, request.body)
+        elif via_chat:
+            splitter = ChatStreamTranslator(request.route, request.body)
+        elif request.route in PASSTHROUGH:
+            splitter = EventWatcher(request.route)
+        else:
+            splitter = _SseSplitter(strip_usage=usage_added)
         try:
             async for chunk in response.chunks():
                 splitter.watch_done(chunk)
@@ -816,7 +917,12 @@ class Dispatcher:
             )
             or "no candidate"
         )
-        if result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
+        if result.untranslatable is not None and all(
+            a[1] in ("skipped", "unsupported") for a in result.attempts
+        ):
+            status, kind, message = 400, "invalid_request_error", result.untranslatable
+            result.outcome = "failed"
+        elif result.outcome == "budget" and all(a[1] == "skipped" for a in result.attempts):
             status, kind, message = (
                 402,
                 "budget_exceeded",

@@ -293,8 +293,8 @@ def up_across(  # noqa: PLR0917
     with that host's readings; nothing is stopped. One plan over every host, confirmed as a
     whole (`confirm(change, changed)`, as `switch_hosts`), then one transaction. Returns
     started, URLs and seconds."""
-    from aitherctl.switching.readiness import probe_host
     from aitherctl.switching.endpoints import base_url
+    from aitherctl.switching.readiness import probe_host
 
     chosen = list(services) if services else sorted(profile.resident)
     for name in chosen:

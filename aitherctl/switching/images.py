@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aitherctl.docker.engine import DockerEngine
-from aitherctl.profiles.catalog import ProfileCatalog
-from aitherctl.gpu.vram import NO_GPU_HINT
 from aitherctl.errors import AitherError
+from aitherctl.gpu.vram import NO_GPU_HINT
 from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.switching.plan import Plan
 from aitherctl.switching.specs import build_specs

@@ -22,10 +22,17 @@ OpenAI API reference, Create chat completion (`max_tokens` "deprecated in favor 
 in teilomillet/gollm#33, griptape-ai/ComfyUI-Griptape#312, diffbot/code-gpt-docs#445 and
 tmc/langchaingo#1355. Other models accept either length field.
 
+`POST /v1/audio/transcriptions` (OpenAI's "Create transcription": multipart form, `model` and
+`file`) answers `{"text": ...}` with the double's words and records the fields it received.
+
 It also plays the failures the router must survive, chosen per request by `mode`: `http500`,
 `http429`, `broken_after` (two chunks, then the connection drops), `garbage` (a non-JSON chunk
 first), `json` (200 but not an event stream), `silent` (accepts and never answers), `no_done`,
-`burst` (the whole answer in one write, as a buffering proxy delivers it), `complete` (a whole
+`burst` (the whole answer in one write, as a buffering proxy delivers it), `tool_call` (the
+model calls the request's first tool with `TOOL_ARGUMENTS`, streamed or whole as the request
+asks, in the reference's shape: `message.tool_calls[]` / `delta.tool_calls[]` with `index`, `id`,
+`type: "function"`, `function.name` in the first delta and `function.arguments` in pieces, then
+`finish_reason: "tool_calls"`), `complete` (a whole
 `chat.completion`, gzip-compressed with `compress` when the request accepts gzip, as the OpenAI
 API does: `Content-Encoding: gzip`). `delay_s` holds every
 answer that long before its first byte (a server busy generating). llama.cpp-style `/health` and
@@ -42,9 +49,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+TOOL_ARGUMENTS = '{"city": "Paris"}'
 _REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
 
 
@@ -138,14 +148,73 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(answer)
 
+        def _tool_call(self, body: dict[str, Any]) -> None:
+            name = body["tools"][0]["function"]["name"]
+            usage = {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
+            base = {"id": "chatcmpl-7", "created": int(time.time()), "model": body.get("model")}
+            if not body.get("stream"):
+                call = {"id": "call_7", "type": "function",
+                        "function": {"name": name, "arguments": TOOL_ARGUMENTS}}
+                answer = {**base, "object": "chat.completion", "usage": usage, "choices": [{
+                    "index": 0, "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+                self._send(200, json.dumps(answer).encode())
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            base["object"] = "chat.completion.chunk"
+            first = {"index": 0, "id": "call_7", "type": "function",
+                     "function": {"name": name, "arguments": ""}}
+            self._chunk({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
+                "role": "assistant", "content": None, "tool_calls": [first]}}]})
+            for piece in (TOOL_ARGUMENTS[:9], TOOL_ARGUMENTS[9:]):
+                self._chunk({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
+                    "tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}]})
+            self._chunk({**base, "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self._chunk({**base, "choices": [], "usage": usage})
+            self._chunk("[DONE]")
+
         def _chunk(self, payload: dict[str, Any] | str) -> None:
             data = payload if isinstance(payload, str) else json.dumps(payload)
             self.wfile.write(f"data: {data}\n\n".encode())
             self.wfile.flush()
 
+        def _transcribe(self, raw: bytes) -> None:
+            """OpenAI's "Create transcription": a multipart form with `model` and the audio as
+            `file`; answers `{"text": ...}` (JSON, the default `response_format`)."""
+            message = BytesParser(policy=default).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+            )
+            fields: dict[str, Any] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                payload = part.get_payload(decode=True) or b""
+                if part.get_filename():
+                    fields[name] = {"filename": part.get_filename(), "bytes": len(payload),
+                                    "content_type": part.get_content_type()}
+                elif name in fields:  # a repeated field: all its values
+                    previous = fields[name]
+                    fields[name] = [*(previous if isinstance(previous, list) else [previous]),
+                                    payload.decode()]
+                else:
+                    fields[name] = payload.decode()
+            state.requests.append(fields)
+            if "file" not in fields:
+                self._send(400, b'{"error": {"message": "file is required"}}')
+                return
+            self._send(200, json.dumps({"text": " ".join(state.words).strip()}).encode())
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if self.path == "/v1/audio/transcriptions":
+                self._transcribe(raw)
+                return
+            body = json.loads(raw or b"{}")
             state.requests.append(body)
             state.headers.append({k.lower(): v for k, v in self.headers.items()})
             if self.path != "/v1/chat/completions":
@@ -177,6 +246,9 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 return
             if mode == "complete":
                 self._complete(body)
+                return
+            if mode == "tool_call":
+                self._tool_call(body)
                 return
             if mode == "silent":
                 state.stop.wait(30)

@@ -16,8 +16,8 @@ import pytest
 from rich.console import Console
 
 from aitherctl.gpu.nvml import NvmlReader
-from aitherctl.monitor.model import LogKind, MonitorSnapshot
 from aitherctl.monitor.collect import MonitorCollector
+from aitherctl.monitor.model import LogKind, MonitorSnapshot
 from aitherctl.tui.app import MonitorApp
 from aitherctl.tui.render import SERVICE_COLUMNS, sparkline, status_renderable
 from tests.cli.status_states import STATES

@@ -122,8 +122,9 @@ def test_models_says_which_need_a_key_and_refusals_get_the_truest_status(profile
             "kind": "backend",
             "backend": "cloud",
             "state": "unavailable",
-            "apis": ["chat.completions"],
-            "apis_tried": ["responses", "messages"],
+            "apis": ["chat.completions", "responses", "messages"],
+            "apis_translated": ["responses", "messages"],
+            "apis_tried": ["rerank", "score", "audio.transcriptions"],
             "reason": "$SERVE_TEST_UNSET_KEY is not set where `aitherctl serve` runs",
         }
         assert models["local"]["state"] == "ready"

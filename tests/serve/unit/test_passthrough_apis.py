@@ -17,8 +17,11 @@ from aitherctl.routing.request_cost import (
 )
 from aitherctl.serve.apis import (
     EventWatcher,
+    FormFile,
+    ModelApis,
     apis_of,
     chat_usage,
+    encode_multipart,
     known_not_served,
     stream_error,
 )
@@ -171,9 +174,18 @@ def test_a_stream_cut_before_its_last_event_is_not_done() -> None:
 
 
 def test_models_list_the_apis_each_engine_takes() -> None:
-    assert apis_of("llamacpp") == (["chat.completions", "responses", "messages"], [])
-    assert apis_of("ollama") == (["chat.completions", "responses", "messages"], [])
-    assert apis_of("generic") == (["chat.completions"], ["responses", "messages"])
+    chat_apis = ["chat.completions", "responses", "messages"]
+    assert apis_of("llamacpp") == ModelApis(chat_apis, [], ["audio.transcriptions"])
+    assert apis_of("llamacpp", ("--reranking",)).apis == [*chat_apis, "rerank"]
+    assert apis_of("vllm").tried == ["rerank", "score", "audio.transcriptions"]
+    assert apis_of("ollama") == ModelApis(chat_apis, [], [])
+    assert apis_of("generic") == ModelApis(
+        chat_apis, ["responses", "messages"], ["rerank", "score", "audio.transcriptions"]
+    )
+    assert apis_of("openai") == apis_of("generic")
+    assert known_not_served("llamacpp", "/v1/score")
+    assert known_not_served("ollama", "/v1/rerank")
+    assert not known_not_served("llamacpp", "/v1/rerank")
     assert known_not_served("ollama", "/v1/messages/count_tokens")
     assert not known_not_served("llamacpp", "/v1/messages/count_tokens")
     assert not known_not_served("generic", "/v1/messages")
@@ -219,3 +231,30 @@ def test_an_error_that_ends_a_messages_stream_is_one_anthropics_client_raises() 
     # The chat form (a bare `data:` event) is skipped by it: the answer would look whole.
     assert _anthropic_reads(started + b"data: " + failure + b"\n\n") == "message_stop usage"
     assert stream_error("/v1/responses", failure) == b"data: " + failure + b"\n\n"
+
+
+def test_a_rerank_counts_the_query_once_per_document_and_generates_nothing() -> None:
+    one = request_bound("/v1/rerank", {"query": HISTORY, "documents": ["a"]})
+    three = request_bound("/v1/rerank", {"query": HISTORY, "documents": ["a", "b", "c"]})
+    assert one.output_tokens == three.output_tokens == 0
+    assert three.input_tokens - one.input_tokens >= 2 * len(HISTORY)
+    score = request_bound("/v1/score", {"text_1": HISTORY, "text_2": ["a", "b"]})
+    assert score.input_tokens >= 2 * len(HISTORY)
+
+
+def test_a_form_is_encoded_with_each_field_and_file_as_its_own_part() -> None:
+    body, content_type = encode_multipart(
+        {"model": "m", "timestamp_granularities[]": ["word", "segment"]},
+        (FormFile("file", 'a"b.wav', "audio/wav", b"RIFF"),),
+    )
+    boundary = content_type.removeprefix("multipart/form-data; boundary=").encode()
+    parts = body.split(b"--" + boundary)
+    assert parts[0] == b""
+    assert parts[-1] == b"--\r\n"
+    assert parts[1:-1] == [
+        b'\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n',
+        b'\r\nContent-Disposition: form-data; name="timestamp_granularities[]"\r\n\r\nword\r\n',
+        b'\r\nContent-Disposition: form-data; name="timestamp_granularities[]"\r\n\r\nsegment\r\n',
+        b'\r\nContent-Disposition: form-data; name="file"; filename="a\\"b.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nRIFF\r\n",
+    ]

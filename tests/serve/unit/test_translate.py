@@ -1,0 +1,236 @@
+"""Responses and Messages requests as chat completions and chat answers back as each API's own
+(pure): what is translated, what is refused by name, and a chat stream (as the real llama.cpp
+server and OpenAI's reference send it) read in pieces of any size."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aitherctl.serve.translate import Untranslatable, messages_to_chat, responses_to_chat
+from aitherctl.serve.translate_answers import ChatStreamTranslator, from_chat
+
+FUNCTION = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def test_a_responses_conversation_becomes_chat_messages_with_tools() -> None:
+    chat = responses_to_chat(
+        {
+            "model": "m",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "developer", "content": "Use tools."},
+                {"role": "user", "content": [
+                    {"type": "input_text", "text": "Weather? "},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AA"},
+                ]},
+                {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "weather", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"type": "function_call_output", "call_id": "c2", "output": "rain"},
+            ],
+            "tools": [{"type": "function", "name": "weather", "parameters": FUNCTION}],
+            "tool_choice": {"type": "function", "name": "weather"},
+            "max_output_tokens": 30,
+            "text": {
+                "format": {"type": "json_schema", "name": "w", "schema": FUNCTION},
+                "verbosity": "low",
+            },
+            "reasoning": {"effort": "low", "summary": "auto"},
+            "include": ["reasoning.encrypted_content"],
+            "store": False,
+            "stream": True,
+        }
+    )
+    assert [m["role"] for m in chat["messages"]] == [
+        "system", "system", "user", "assistant", "tool", "tool"]
+    assert chat["messages"][2]["content"][1] == {
+        "type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+    assert [c["id"] for c in chat["messages"][3]["tool_calls"]] == ["c1", "c2"]
+    assert chat["messages"][5] == {"role": "tool", "tool_call_id": "c2", "content": "rain"}
+    assert chat["tools"] == [
+        {"type": "function", "function": {"name": "weather", "parameters": FUNCTION}}]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
+    assert chat["max_tokens"] == 30
+    assert chat["response_format"]["json_schema"]["schema"] == FUNCTION
+    assert chat["reasoning_effort"] == "low"
+    assert chat["verbosity"] == "low"
+    assert "include" not in chat
+    assert chat["stream"] is True
+
+
+def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> None:
+    chat = messages_to_chat(
+        {
+            "model": "m",
+            "max_tokens": 20,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {}}],
+            "stop_sequences": ["END"],
+            "tools": [{"name": "weather", "input_schema": FUNCTION}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "metadata": {"user_id": "u1"},
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Looking."},
+                    {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "P"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": "x", "is_error": True},
+                    {"type": "text", "text": "Thanks."},
+                ]},
+            ],
+        }
+    )
+    assert chat["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [{"id": "t1", "type": "function",
+         "function": {"name": "weather", "arguments": '{"city": "P"}'}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "t2", "content": "Error: x"},
+        {"role": "user", "content": "Thanks."},
+    ]
+    assert chat["tool_choice"] == "required"
+    assert chat["parallel_tool_calls"] is False
+    assert (chat["stop"], chat["user"], chat["max_tokens"]) == (["END"], "u1", 20)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("r", {"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ("r", {"input": "x", "previous_response_id": "r1"}, "previous_response_id"),
+        ("r", {"input": "x", "background": True}, "background"),
+        ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ("r", {"input": "x", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
+        ("r", {"input": "x", "include": ["message.output_text.logprobs"]}, "include[0]"),
+        ("r", {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
+         "tools[0].type"),
+        ("r", {"input": [{"role": "user", "content": [{"type": "input_file"}]}]},
+         "input[0].content[0].type"),
+        ("m", {"messages": [], "thinking": {"type": "enabled", "budget_tokens": 9}}, "thinking"),
+        ("m", {"messages": [], "top_k": 5}, "top_k"),
+        ("m", {"messages": [], "tools": [{"type": "web_search_20250305", "name": "s"}]},
+         "tools[0].type"),
+        ("m", {"messages": [{"role": "user", "content": [{"type": "document"}]}]},
+         "messages[0].content[0].type"),
+        ("m", {"messages": [{"role": "user", "content": [{"type": "tool_result",
+                "tool_use_id": "t", "content": [{"type": "image"}]}]}]},
+         "messages[0].content[0].content[0]"),
+    ],
+)
+def test_what_chat_cannot_express_is_refused_by_name(
+    route: str, body: dict[str, Any], field: str
+) -> None:
+    translate = responses_to_chat if route == "r" else messages_to_chat
+    with pytest.raises(Untranslatable) as refused:
+        translate({"model": "m", **body})
+    assert refused.value.field == field
+    assert f"`{field}` cannot be translated to chat completions" in refused.value.message
+
+
+WHOLE_TOOL_CALL = json.dumps({
+    "id": "x", "object": "chat.completion", "model": "m",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "Let me look.", "tool_calls": [{"id": "call_1",
+        "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}]}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+}).encode()
+
+
+def test_a_whole_chat_answer_reads_as_a_message_and_as_a_response() -> None:
+    message = json.loads(from_chat("/v1/messages", WHOLE_TOOL_CALL, {"model": "alias"}))
+    assert message["model"] == "alias"
+    assert message["content"] == [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
+    ]
+    assert (message["stop_reason"], message["usage"]) == (
+        "tool_use", {"input_tokens": 12, "output_tokens": 9})
+    response = json.loads(from_chat("/v1/responses", WHOLE_TOOL_CALL, {"model": "alias"}))
+    assert [item["type"] for item in response["output"]] == ["message", "function_call"]
+    assert response["output"][0]["content"][0]["text"] == "Let me look."
+    assert response["output"][1]["call_id"] == "call_1"
+    assert response["status"] == "completed"
+    assert response["usage"]["total_tokens"] == 21
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    payload = {"object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+CHAT_STREAM = (
+    _chunk({"role": "assistant", "content": None})
+    + _chunk({"content": "Hel"})
+    + _chunk({"content": "lo"})
+    + _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                              "function": {"name": "weather", "arguments": ""}}]})
+    + _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]})
+    + _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]})
+    + _chunk({}, "tool_calls")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":9}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+def _events(route: str, size: int) -> tuple[ChatStreamTranslator, list[dict[str, Any]]]:
+    translator = ChatStreamTranslator(route, {"model": "alias"})
+    out = b""
+    for start in range(0, len(CHAT_STREAM), size):
+        out += translator.feed(CHAT_STREAM[start : start + size])
+    out += translator.flush()
+    events = []
+    for event in out.split(b"\n\n"):
+        if event:
+            name, data = event.split(b"\n")
+            assert name == b"event: " + json.loads(data[6:])["type"].encode()
+            events.append(json.loads(data[6:]))
+    return translator, events
+
+
+@pytest.mark.parametrize("size", [1, 13, len(CHAT_STREAM)])
+def test_a_chat_stream_reads_as_messages_events(size: int) -> None:
+    translator, events = _events("/v1/messages", size)
+    assert [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
+        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
+        "message_delta", "message_stop",
+    ]
+    assert events[5]["content_block"] == {
+        "type": "tool_use", "id": "call_1", "name": "weather", "input": {}}
+    assert "".join(e["delta"].get("partial_json", "") for e in events[6:8]) == '{"city":"Paris"}'
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2]["usage"] == {"input_tokens": 12, "output_tokens": 9}
+    assert translator.done
+    assert translator.usage == {"prompt_tokens": 12, "completion_tokens": 9}
+
+
+@pytest.mark.parametrize("size", [1, 13, len(CHAT_STREAM)])
+def test_a_chat_stream_reads_as_responses_events(size: int) -> None:
+    translator, events = _events("/v1/responses", size)
+    kinds = [e["type"] for e in events]
+    assert kinds[:4] == [
+        "response.created", "response.in_progress",
+        "response.output_item.added", "response.content_part.added"]
+    assert kinds[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    completed = events[-1]["response"]
+    assert [item["type"] for item in completed["output"]] == ["message", "function_call"]
+    assert completed["output"][0]["content"][0]["text"] == "Hello"
+    assert completed["output"][1]["arguments"] == '{"city":"Paris"}'
+    assert completed["usage"]["input_tokens"] == 12
+    assert translator.done
+
+
+def test_a_chat_stream_cut_before_done_is_not_done() -> None:
+    translator = ChatStreamTranslator("/v1/messages", {})
+    translator.feed(CHAT_STREAM[: CHAT_STREAM.index(b"data: [DONE]")])
+    translator.flush()
+    assert not translator.done
