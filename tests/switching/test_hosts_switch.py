@@ -359,7 +359,7 @@ def test_up_across_hosts_shows_the_plan_and_asks_as_single_host_up_does(
     """`up` on a profile that spans hosts used to start everything without a word; now the plan
     with its host column, then `start …?` on a terminal, `--yes`, and the same refusal as
     single-host `up` when standard input is not a terminal. Nothing starts before a yes."""
-    from tests.integration.test_chat_terminal import Terminal
+    from tests.routing.docker.test_chat_terminal import Terminal
 
     port_a, port_b = free_port(), free_port()
     profile("pair", {"one": web(port_a, "a"), "two": web(port_b, "b")})
