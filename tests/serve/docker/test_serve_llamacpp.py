@@ -292,18 +292,39 @@ def test_a_full_queue_answers_429_and_a_tier_overflows_to_the_next_candidate(
         waiting.join(timeout=120)
 
 
-def test_a_client_that_disconnects_frees_the_servers_slot(trio: dict[str, int]) -> None:
+COUNT = [{"role": "user", "content": "Count to ten thousand."}]
+# One long streamed answer per API serve speaks (llama.cpp's `ignore_eos` keeps it generating);
+# each is left as soon as its first event arrives.
+LONG_STREAMS = {
+    "/v1/chat/completions": {"max_tokens": 2000, "ignore_eos": True, "messages": COUNT},
+    "/v1/messages": {"max_tokens": 2000, "ignore_eos": True, "messages": COUNT},
+    "/v1/responses": {"max_output_tokens": 2000, "ignore_eos": True,
+                      "input": COUNT[0]["content"]},
+    "/api/chat": {"options": {"num_predict": 2000}, "messages": COUNT},
+}
+
+
+@pytest.mark.parametrize("route", list(LONG_STREAMS))
+def test_a_client_that_disconnects_frees_the_servers_slot(
+    trio: dict[str, int], route: str
+) -> None:
     with serving("trio") as (url, _process):
-        body = {"model": "a", "stream": True, "max_tokens": 2000, "ignore_eos": True,
-                "messages": [{"role": "user", "content": "Count to ten thousand."}]}
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as resp:
-            for line in resp.iter_lines():
-                if line.startswith("data:"):
-                    break  # the answer has started: now leave
+        body = {"model": "a", "stream": True, **LONG_STREAMS[route]}
 
         def slots_idle() -> bool:
             slots = httpx.get(f"http://127.0.0.1:{trio['a']}/slots", timeout=5).json()
             return not any(slot.get("is_processing") for slot in slots)
+
+        with httpx.stream("POST", url + route, json=body, timeout=60) as resp:
+            assert resp.status_code == 200, resp.read()
+            # Read until the server is generating (its first event may come before the slot
+            # takes the task), then leave: the answer has hundreds of tokens still to come.
+            generating = False
+            for line in resp.iter_lines():
+                if line.startswith(("data:", "{")) and not slots_idle():
+                    generating = True
+                    break
+            assert generating, "the stream ended before llama.cpp was seen generating"
 
         _wait_for(slots_idle, 5, "llama.cpp's slot to be released")
         _wait_for(lambda: all(b["in_flight"] == 0 for b in _status(url)["backends"]), 5,
