@@ -347,9 +347,10 @@ def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
 def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
     """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
     With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
-    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.plan_json import fits_json, plan_json
     from aitherctl.cli.render import plan_table
     from aitherctl.gpu.vram import describe_vram
+    from aitherctl.models.check import short_context_warnings
 
     out = Output(json_mode=json_out)
     images: tuple[ImageStatus, ...] | None = None
@@ -358,11 +359,14 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
     else:
         prepared = _prepare_assumed(name, gpu_memory)
     unusable = [status for status in images or () if not status.usable]
+    for warning in short_context_warnings(prepared.fits):
+        out.warn(warning)
     if json_out:
         out.data(
             {
                 **plan_json(prepared.plan),
                 "vram": vram_json(prepared.vram),
+                "models": fits_json(prepared.fits),
                 "images": None
                 if images is None
                 else [
@@ -380,6 +384,12 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
         out.print(plan_table(prepared.plan))
         for line in describe_vram(prepared.vram):
             out.print(line, markup=False)
+        if prepared.fits:
+            out.print("Models (an upper bound, before any download):", markup=False)
+        for fit in prepared.fits:
+            out.print(f"  {fit.service:<20} {fit.summary()}", markup=False)
+            if fit.estimate is not None:
+                out.print(f"    {fit.estimate.describe()}", markup=False)
         for status in images or ():
             if status.usable and not status.present:
                 out.print(status.describe(), markup=False)
@@ -423,6 +433,7 @@ def switch(
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
     from aitherctl.cli.plan_json import plan_json
+    from aitherctl.models.check import short_context_warnings
     from aitherctl.switching.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
@@ -445,6 +456,8 @@ def switch(
     progress = CliProgress(out)
     if dry_run:
         prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+        for warning in short_context_warnings(prepared.fits):
+            out.warn(warning)
         if json_out:
             out.data(
                 {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
@@ -459,6 +472,9 @@ def switch(
         # The lock is not held here: another switch may run while the user reads.
         if changed:
             out.warn("the plan changed while you were deciding; this is the new plan")
+        else:
+            for warning in short_context_warnings(prepared.fits):
+                out.warn(warning)
         if not json_out:
             from aitherctl.cli.render import plan_table
 

@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from aitherctl.engines.vllm import HF_CACHE
 from aitherctl.models.gguf import MetadataError, parse_gguf_header
 from aitherctl.models.shape import (
     ModelShape,
@@ -26,7 +27,7 @@ from aitherctl.models.shape import (
     shape_from_gguf,
     shape_from_hf,
 )
-from aitherctl.profiles.profile import LOCAL_HOST, Service
+from aitherctl.profiles.profile import LOCAL_HOST, Service, Volume
 
 HF_HUB_IN_CONTAINER = "/root/.cache/huggingface/hub"  # vLLM's image: HF_HOME unset, root user
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header
@@ -107,23 +108,28 @@ def hf_snapshot(repo_folder: Path) -> Path | None:
         revision = ref.read_text(encoding="utf-8").strip()
         if (repo_folder / "snapshots" / revision).is_dir():
             return repo_folder / "snapshots" / revision
+    if not repo_folder.is_dir():
+        return None
     snapshots = sorted((repo_folder / "snapshots").glob("*"))
     return snapshots[0] if len(snapshots) == 1 else None
 
 
-def host_path(service: Service, container_path: str) -> Path | None:
+def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...] = ()) -> Path:
     """Where `container_path` is on this machine through the service's bind mounts (the deepest
-    mount that holds it), or None (a named volume, another host, no mount)."""
+    mount that holds it). `ModelNotHere` when it is not on this machine: a named volume, another
+    host, no mount."""
     if service.host != LOCAL_HOST:
-        return None
+        raise ModelNotHere(f"on host {service.host!r}, not read from here")
     best = None
-    for volume in service.volumes:
+    for volume in (*service.volumes, *defaults):  # the service's own mounts win
         target = volume.container.rstrip("/") or "/"
         inside = container_path == target or container_path.startswith(target.rstrip("/") + "/")
         if inside and (best is None or len(target) > len(best.container)):
             best = volume
-    if best is None or not best.host.startswith("/"):
-        return None
+    if best is None:
+        raise ModelNotHere(f"{container_path} is in no folder mounted from this machine")
+    if not best.host.startswith("/"):
+        raise ModelNotHere(f"in Docker volume {best.host!r}, not read from here")
     relative = posixpath.relpath(container_path, best.container)
     return Path(best.host) / relative if relative != "." else Path(best.host)
 
@@ -136,20 +142,16 @@ def read_model_shape(service: Service) -> ModelShape:
         raise ModelNotHere("the service names no model")
     if model.startswith("/"):
         path = host_path(service, model)
-        if path is None:
-            raise ModelNotHere(f"{model} is not in a folder mounted from this machine")
         if path.is_file():
             return read_gguf(path)
         if path.is_dir():
             return read_hf_folder(path)
-        raise ModelNotHere(f"{path} does not exist")
+        raise ModelNotHere(f"no {model} yet")
     if service.engine.value != "vllm" or model.count("/") != 1:
         raise ModelNotHere(f"{model} is not a file path")
     repo = f"{HF_HUB_IN_CONTAINER}/models--{model.replace('/', '--')}"
-    folder = host_path(service, repo)
-    if folder is None:
-        raise ModelNotHere("the Hugging Face cache is a Docker volume, not read from here")
-    snapshot = hf_snapshot(folder)
+    # vLLM's driver mounts its cache volume unless the service mounts that folder itself.
+    snapshot = hf_snapshot(host_path(service, repo, (HF_CACHE,)))
     if snapshot is None:
-        raise ModelNotHere(f"{model} is not in {folder.parent}")
+        raise ModelNotHere("not in the Hugging Face cache yet")
     return read_hf_folder(snapshot)

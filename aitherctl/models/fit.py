@@ -246,9 +246,9 @@ class ServiceFit:
         if self.verdict is FitVerdict.TOO_SMALL:
             return text + ": cannot hold the weights"
         if self.verdict is FitVerdict.SHORT_CONTEXT:
+            would = f"{self.fitting_tokens:,} would" if self.fitting_tokens else "none would"
             return (
-                f"{text}: the KV cache at {self.estimate.kv_tokens:,} tokens does not fit; "
-                f"{self.fitting_tokens:,} would"
+                f"{text}: the KV cache at {self.estimate.kv_tokens:,} tokens does not fit; {would}"
             )
         return text
 

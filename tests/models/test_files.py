@@ -106,9 +106,11 @@ def test_index_alone_gives_the_size_before_the_shards_are_there(tmp_path: Path) 
 
 
 def test_models_that_cannot_be_read_here() -> None:
-    with pytest.raises(ModelNotHere, match="the Hugging Face cache is a Docker volume"):
+    with pytest.raises(
+        ModelNotHere, match="in Docker volume 'aither-hf-cache', not read from here"
+    ):
         read_model_shape(service(Engine.VLLM, "Qwen/Qwen2.5-14B"))
-    with pytest.raises(ModelNotHere, match="not in a folder mounted from this machine"):
+    with pytest.raises(ModelNotHere, match="in Docker volume 'models', not read from here"):
         read_model_shape(service(Engine.LLAMACPP, "/models/x.gguf", Volume("models", "/models")))
 
 
