@@ -228,7 +228,12 @@ def _models(profiles: Sequence[Profile], gpu_totals: Mapping[int, int] | None) -
         return Check(
             "models",
             "fail",
-            f"{len(too_small)} services' budgets cannot hold their model ({counts})",
+            (
+                "1 service's budget cannot hold its model"
+                if len(too_small) == 1
+                else f"{len(too_small)} services' budgets cannot hold their models"
+            )
+            + f" ({counts})",
             tuple(too_small + short),
         )
     if short:

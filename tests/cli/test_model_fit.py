@@ -29,7 +29,7 @@ def no_gpu_no_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def smol(write_profile, no_gpu_no_docker):  # type: ignore[no-untyped-def]
+def smol(write_profile):  # type: ignore[no-untyped-def]
     if not (Path(MODELS_DIR) / MODEL_FILE).is_file():
         _unavailable(f"{MODELS_DIR}/{MODEL_FILE} (scripts/test-env.sh)")
 
@@ -62,7 +62,9 @@ METHOD = (
 
 
 @pytest.mark.parametrize("columns", [80, 200])
-def test_plan_says_what_the_model_needs_beside_its_budget(smol, columns: int) -> None:
+def test_plan_says_what_the_model_needs_beside_its_budget(
+    no_gpu_no_docker, smol, columns: int
+) -> None:
     smol("4GiB")
     result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", columns=columns)
     assert result.exit_code == 0, result.output
@@ -74,7 +76,7 @@ def test_plan_says_what_the_model_needs_beside_its_budget(smol, columns: int) ->
     assert result.stderr == ""
 
 
-def test_plan_json_gives_the_parts(smol) -> None:
+def test_plan_json_gives_the_parts(no_gpu_no_docker, smol) -> None:
     smol("4GiB")
     result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", "--json")
     assert result.exit_code == 0, result.output
@@ -100,7 +102,9 @@ def test_plan_json_gives_the_parts(smol) -> None:
     }
 
 
-def test_a_budget_that_cannot_hold_the_weights_is_refused_with_file_and_line(smol) -> None:
+def test_a_budget_that_cannot_hold_the_weights_is_refused_with_file_and_line(
+    no_gpu_no_docker, smol
+) -> None:
     path = smol("64MiB")
     expected = (
         f"{path}:2: service 'lm': its budget of 64 MiB cannot hold its model's weights alone "
@@ -115,7 +119,9 @@ def test_a_budget_that_cannot_hold_the_weights_is_refused_with_file_and_line(smo
     assert validate.stderr.splitlines() == [expected]
 
 
-def test_a_budget_short_of_the_kv_cache_warns_with_the_context_that_fits(smol) -> None:
+def test_a_budget_short_of_the_kv_cache_warns_with_the_context_that_fits(
+    no_gpu_no_docker, smol
+) -> None:
     smol("1200MiB", "[-c, '8192']")
     result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", columns=200)
     assert result.exit_code == 0, result.output
@@ -146,3 +152,67 @@ def test_a_model_not_downloaded_is_never_refused(write_profile, no_gpu_no_docker
     assert result.stdout.splitlines()[-1] == (
         "  lm                   size unknown until downloaded (no /models/none.gguf yet)"
     )
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_a_cpu_service_shows_its_need_without_a_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
+    if not (Path(MODELS_DIR) / MODEL_FILE).is_file():
+        _unavailable(f"{MODELS_DIR}/{MODEL_FILE} (scripts/test-env.sh)")
+    write_profile(
+        "cpu",
+        services={"lm": {
+            "engine": "llamacpp", "model": f"/models/{MODEL_FILE}", "port": 18001,
+            "gpu": "none", "args": ["-c", "2048"], "volumes": {MODELS_DIR: "/models:ro"},
+        }},
+    )  # fmt: skip
+    result = invoke("profile", "plan", "cpu", columns=columns)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "Models (an upper bound, before any download):",
+        f"  lm                   {NEED}, no GPU budget",
+        METHOD,
+    ]
+
+
+@pytest.fixture
+def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.doubles.nvml_double import FakeGpu
+
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble([FakeGpu(total_bytes=24 * 1024**3)]))
+
+
+@pytest.mark.docker
+def test_switch_and_up_refuse_before_anything_changes(
+    clean_namespace, smol, one_gpu, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    path = smol("1%")  # 1% of 24 GiB: 246 MiB... holds 92 MiB of weights
+    assert invoke("profile", "switch", "smol", "--dry-run").exit_code == 0
+    path = smol("0.2%")  # 49 MiB: it does not
+    expected = (
+        f"error: {path}:2: service 'lm': its budget of 49 MiB cannot hold its model's weights "
+        "alone (92 MiB, Q4_1, exact from the file): raise `vram` or use a smaller model or "
+        "quantisation"
+    )
+    monkeypatch.setenv("AITHER_GPU_PROFILE", "smol")  # what `up` brings services up from
+    for command in (["profile", "switch", "smol", "--yes"], ["up", "lm", "--yes"]):
+        result = invoke(*command, columns=80)
+        assert result.exit_code == 5, result.output
+        assert result.stderr.splitlines()[0] == expected
+    assert clean_namespace.list_managed() == []
+
+
+@pytest.mark.docker
+def test_doctor_lists_a_service_whose_budget_cannot_hold_its_model(
+    docker_engine, smol, one_gpu
+) -> None:  # type: ignore[no-untyped-def]
+    path = smol("0.2%")
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    models = next(c for c in data["checks"] if c["name"] == "models")
+    assert models["status"] == "fail"
+    assert models["detail"].startswith("1 service's budget cannot hold its model (1 estimated, ")
+    assert data["problems"] == [
+        f"{path}:2: service 'lm': its budget of 49 MiB cannot hold its model's weights alone "
+        "(92 MiB, Q4_1, exact from the file): raise `vram` or use a smaller model or quantisation"
+    ]
