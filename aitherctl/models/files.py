@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aitherctl.engines.vllm import HF_CACHE
-from aitherctl.models.gguf import MetadataError, parse_gguf_header
+from aitherctl.models.gguf import GgufHeader, MetadataError, parse_gguf_header
 from aitherctl.models.shape import (
     ModelShape,
     SafetensorsTensors,
@@ -37,13 +39,38 @@ class ModelNotHere(MetadataError):
     """The model's files are not readable on this machine (yet)."""
 
 
-def read_gguf(path: Path) -> ModelShape:
+def _gguf_header(path: Path) -> GgufHeader:
     try:
         with path.open("rb") as handle:
-            header = parse_gguf_header(handle.read, str(path))
+            return parse_gguf_header(handle.read, str(path))
     except OSError as exc:
         raise MetadataError(f"{path}: {exc.strerror or exc}") from None
-    return shape_from_gguf(header, str(path))
+
+
+# llama.cpp's split files: PREFIX-00001-of-00003.gguf (`llama_split_path`, src/llama.cpp); the
+# first holds the metadata and `split.count`, each its own tensors.
+_SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def read_gguf(path: Path) -> ModelShape:
+    """A GGUF file's shape; for a split model (its first file), every file's tensors."""
+    header = _gguf_header(path)
+    count = header.metadata.get("split.count")
+    shape = shape_from_gguf(header, str(path))
+    if not isinstance(count, int) or count <= 1:
+        return shape
+    match = _SPLIT.match(path.name)
+    if match is None:
+        raise MetadataError(f"{path}: split into {count} files, but not named PREFIX-00001-of-N")
+    weights = parameters = 0
+    for index in range(1, count + 1):
+        part = path.with_name(f"{match['prefix']}-{index:05d}-of-{count:05d}.gguf")
+        if not part.is_file():
+            raise ModelNotHere(f"no {part.name} yet")
+        tensors = (header if part == path else _gguf_header(part)).tensors
+        weights += sum(tensor.nbytes for tensor in tensors)
+        parameters += sum(tensor.elements for tensor in tensors)
+    return replace(shape, weights_bytes=weights, parameters=parameters)
 
 
 def _read_json(path: Path) -> Any:

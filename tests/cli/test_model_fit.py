@@ -119,11 +119,12 @@ def test_a_budget_that_cannot_hold_the_weights_is_refused_with_file_and_line(
     assert validate.stderr.splitlines() == [expected]
 
 
+@pytest.mark.parametrize("columns", [80, 200])
 def test_a_budget_short_of_the_kv_cache_warns_with_the_context_that_fits(
-    no_gpu_no_docker, smol
+    no_gpu_no_docker, smol, columns: int
 ) -> None:
     smol("1200MiB", "[-c, '8192']")
-    result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", columns=200)
+    result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", columns=columns)
     assert result.exit_code == 0, result.output
     # 1,200 MiB holds the weights but not 1 GiB of overhead plus 180 MiB of KV at 8,192 cells.
     room = 1200 * 1024**2 - 1024**3 - 96_576_768

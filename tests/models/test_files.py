@@ -124,3 +124,20 @@ def test_a_cut_short_or_wrong_file_says_which(tmp_path: Path, gguf: Path) -> Non
     shutil.copy(HF / "config.json", wrong)
     with pytest.raises(MetadataError, match=r"wrong.gguf: not a GGUF file"):
         read_gguf(wrong)
+
+
+def test_a_split_gguf_counts_every_file_and_waits_for_the_missing_ones(tmp_path: Path) -> None:
+    from tests.models.gguf_writer import gguf_header
+
+    arch = {
+        "general.architecture": "llama", "llama.block_count": 2, "llama.attention.head_count": 4,
+        "llama.embedding_length": 64, "split.count": 2,
+    }  # fmt: skip
+    first = tmp_path / "m-00001-of-00002.gguf"
+    first.write_bytes(gguf_header(arch, [("a", (64, 64), 0)]))  # F32: 16,384 bytes
+    with pytest.raises(ModelNotHere, match=r"no m-00002-of-00002\.gguf yet"):
+        read_gguf(first)
+    (tmp_path / "m-00002-of-00002.gguf").write_bytes(
+        gguf_header({"split.count": 2}, [("b", (64, 128), 1)])  # F16: 16,384 bytes
+    )
+    assert read_gguf(first).weights_bytes == 64 * 64 * 4 + 64 * 128 * 2

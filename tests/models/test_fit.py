@@ -163,3 +163,22 @@ def iter_reader(data: bytes):  # type: ignore[no-untyped-def]
         return chunk
 
     return read
+
+
+def test_short_context_warnings_name_the_engine_flag() -> None:
+    from aitherctl.models.check import short_context_warnings
+
+    estimate = estimate_fit("vllm", hf(LLAMA_31_8B, LLAMA_31_8B_BYTES), ["--max-model-len", "8192"])
+    short = judge_fit("chat", estimate, 17 * GIB + 512 * MIB)
+    assert short_context_warnings([short]) == [
+        "service 'chat': its budget of 17.5 GiB holds the weights but not the KV cache at 8,192 "
+        "tokens; --max-model-len 4432 would fit"
+    ]
+    # 15.5 GiB: the weights (14.96 GiB) fit, but not even the overhead beside them
+    none = judge_fit("chat", estimate, 15 * GIB + 512 * MIB)
+    assert none.fitting_tokens == 0
+    assert none.summary().endswith("the KV cache at 8,192 tokens does not fit; none would")
+    assert short_context_warnings([none]) == [
+        "service 'chat': its budget of 15.5 GiB holds the weights but not the KV cache at 8,192 "
+        "tokens; no context fits beside the engine's overhead (about 2.0 GiB)"
+    ]
