@@ -241,13 +241,17 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check profiles: YAML, keys, types, budgets, ports, `extends`, `${VAR}`, routing, endpoints
-    and budget. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
+    and budget, and that each GPU budget can hold its model's weights where the model is on this
+    machine. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
     from aitherctl.monitor.doctor import validate_profiles
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     paths = list(files) if files else [entry.path for entry in catalog.entries()]
-    results = validate_profiles(catalog, paths)
+    # A `vram: 30%` budget is checked against the model when this machine's GPUs are known.
+    inventory = runtime.gpu_inventory()
+    totals = {gpu.index: gpu.memory_total_bytes for gpu in inventory.gpus}
+    results = validate_profiles(catalog, paths, gpu_totals=totals if inventory.available else None)
     if json_out:
         out.data(
             {

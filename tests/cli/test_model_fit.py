@@ -217,3 +217,13 @@ def test_doctor_lists_a_service_whose_budget_cannot_hold_its_model(
         f"{path}:2: service 'lm': its budget of 49 MiB cannot hold its model's weights alone "
         "(92 MiB, Q4_1, exact from the file): raise `vram` or use a smaller model or quantisation"
     ]
+
+
+def test_validate_checks_a_share_against_this_machines_gpu(smol, one_gpu) -> None:  # type: ignore[no-untyped-def]
+    path = smol("0.2%")
+    result = invoke("profile", "validate", str(path))
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        f"{path}:2: service 'lm': its budget of 49 MiB cannot hold its model's weights alone "
+        "(92 MiB, Q4_1, exact from the file): raise `vram` or use a smaller model or quantisation"
+    ]
