@@ -56,6 +56,12 @@ LLAMACPP_CACHE_TYPES = {
 CTX_FLAGS = ("-c", "--ctx-size")
 PARALLEL_FLAGS = ("-np", "--parallel")
 LLAMACPP_DEFAULT_SLOTS = 4  # llama-server: `--parallel` auto gives 4 slots over one shared cache
+# Without --ctx-size, llama.cpp's `--fit` (on by default: common/common.cpp
+# `common_init_result`, common.h `fit_params`, `fit_params_target` 1 GiB, `fit_params_min_ctx`
+# 4096) shrinks the context to leave 1 GiB of each device free: the full context is the bound.
+FIT_FLAGS = ("-fit", "--fit")
+FIT_OFF = ("off", "0", "false", "disabled")
+FIT_NOTE = "the model's full context: llama.cpp's --fit may shrink it to the GPU's free memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class FitEstimate:
     kv_dtype: str
     overhead_bytes: int
     gpus: int = 1  # tensor-parallel ranks the weights and KV are split over
+    kv_note: str = ""  # how the engine may change the context it was given
 
     @property
     def needed_bytes(self) -> int:
@@ -107,9 +114,10 @@ class FitEstimate:
             else f" x {self.kv_sequences}"
         )
         split = f", split over {self.gpus} GPUs" if self.gpus > 1 else ""
+        note = f"; {self.kv_note}" if self.kv_note else ""
         return (
             f"weights {format_bytes(self.weights_bytes)} ({self.weights_method}) + {kv} "
-            f"({self.kv_dtype}) + overhead about {format_bytes(self.overhead_bytes)}{split}"
+            f"({self.kv_dtype}) + overhead about {format_bytes(self.overhead_bytes)}{split}{note}"
         )
 
 
@@ -121,8 +129,11 @@ class EstimateError(ValueError):
 def estimate_llamacpp(shape: ModelShape, args: Sequence[str]) -> FitEstimate:
     ctx_text = flag_value(args, *CTX_FLAGS)
     ctx = int(ctx_text) if ctx_text and ctx_text.isdigit() else 0
+    note = ""
     if ctx == 0:
         ctx = shape.context_length or 4096
+        if ctx_text is None and flag_value(args, *FIT_FLAGS) not in FIT_OFF:
+            note = FIT_NOTE
     cells = -(-ctx // LLAMACPP_CELL_PAD) * LLAMACPP_CELL_PAD
     type_k = (flag_value(args, "-ctk", "--cache-type-k") or "f16").lower()
     type_v = (flag_value(args, "-ctv", "--cache-type-v") or "f16").lower()
@@ -149,6 +160,7 @@ def estimate_llamacpp(shape: ModelShape, args: Sequence[str]) -> FitEstimate:
         kv_bytes_per_token=per_token,
         kv_dtype=type_k if type_k == type_v else f"K {type_k}, V {type_v}",
         overhead_bytes=LLAMACPP_OVERHEAD_BYTES,
+        kv_note=note,
     )
 
 

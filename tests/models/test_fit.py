@@ -147,7 +147,12 @@ def test_llamacpp_kv_is_ctx_size_shared_by_slots() -> None:
     quantised = estimate_fit("llamacpp", shape, ["-c", "8192", "-ctk", "q8_0", "-ctv", "q8_0"])
     assert quantised.kv_bytes == 8192 * 32 * 8 * 128 * 2 * 34 // 32 == 544 * MIB
     # --ctx-size 0 or none: the model's context_length; padded up to 256 cells
-    assert estimate_fit("llamacpp", shape, []).kv_tokens == 131072
+    full = estimate_fit("llamacpp", shape, [])
+    assert full.kv_tokens == 131072
+    assert full.describe().endswith(
+        "; the model's full context: llama.cpp's --fit may shrink it to the GPU's free memory"
+    )
+    assert not estimate_fit("llamacpp", shape, ["--fit", "off"]).kv_note
     assert estimate_fit("llamacpp", shape, ["--ctx-size=1000"]).kv_tokens == 1024
     with pytest.raises(EstimateError, match="cache type 'q3_x'"):
         estimate_fit("llamacpp", shape, ["-ctk", "q3_x"])
