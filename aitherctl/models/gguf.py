@@ -68,6 +68,7 @@ _STRING, _ARRAY = 8, 9
 # not needed for a size estimate and would cost memory.
 _KEEP_ARRAY = 64
 _MAX_STRING = 1 << 24  # a corrupt length must not make us allocate gigabytes
+_U64 = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +113,54 @@ class GgufHeader:
 
 
 class _Reader:
+    """Reads ahead in chunks: a header is tens of thousands of small fields (the vocabulary),
+    and one `read` call each would take a tenth of a second."""
+
+    _CHUNK = 1 << 20
+
     def __init__(self, read: Callable[[int], bytes], source: str) -> None:
         self._read = read
+        self._buffer = b""
+        self._position = 0
         self.source = source
 
+    def _fill(self, size: int) -> None:
+        if self._position + size <= len(self._buffer):
+            return
+        pending = [self._buffer[self._position :]]
+        have = len(pending[0])
+        while have < size:
+            data = self._read(max(size - have, self._CHUNK))
+            if not data:
+                raise MetadataError(
+                    f"{self.source}: GGUF header is cut short (a partial download?)"
+                )
+            pending.append(data)
+            have += len(data)
+        self._buffer = b"".join(pending)
+        self._position = 0
+
     def take(self, size: int) -> bytes:
-        data = self._read(size)
-        if len(data) != size:
-            raise MetadataError(f"{self.source}: GGUF header is cut short (a partial download?)")
+        self._fill(size)
+        data = self._buffer[self._position : self._position + size]
+        self._position += size
         return data
 
     def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+        width = struct.calcsize(fmt)
+        self._fill(width)
+        value = struct.unpack_from(fmt, self._buffer, self._position)[0]
+        self._position += width
+        return value
 
-    def string(self) -> str:
-        size = self.unpack("<Q")
+    def _length(self) -> int:
+        size: int = self.unpack("<Q")
         if size > _MAX_STRING:
             raise MetadataError(f"{self.source}: GGUF string of {size} bytes: not a GGUF file?")
-        return self.take(size).decode("utf-8", errors="replace")
+        return size
+
+    def string(self) -> str:
+        return self.take(self._length()).decode("utf-8", errors="replace")
 
     def value(self, kind: int) -> Any:
         if kind in _SCALARS:
@@ -138,22 +169,52 @@ class _Reader:
             return self.string()
         if kind == _ARRAY:
             item_kind, count = self.unpack("<I"), self.unpack("<Q")
-            if item_kind in _SCALARS:
-                # Fixed size: skip a long one in one read.
-                width = struct.calcsize(_SCALARS[item_kind])
-                if count > _KEEP_ARRAY:
-                    self.skip(width * count)
-                    return None
-                return [self.value(item_kind) for _ in range(count)]
+            if count > _KEEP_ARRAY and item_kind in _SCALARS:
+                self.skip(struct.calcsize(_SCALARS[item_kind]) * count)  # fixed size
+                return None
+            if count > _KEEP_ARRAY and item_kind == _STRING:
+                self._skip_strings(count)  # the vocabulary, the merges: not decoded
+                return None
             items = [self.value(item_kind) for _ in range(count)]
             return items if count <= _KEEP_ARRAY else None
         raise MetadataError(f"{self.source}: unknown GGUF value type {kind}: not a GGUF file?")
 
+    def _skip_strings(self, count: int) -> None:
+        """Past `count` strings (u64 length, bytes), in one tight loop over the buffer."""
+        unpack = _U64.unpack_from
+        while count:
+            buffer, position, end = self._buffer, self._position, len(self._buffer)
+            while count and position + 8 <= end:
+                (size,) = unpack(buffer, position)
+                if position + 8 + size > end:
+                    break
+                position += 8 + size
+                count -= 1
+            self._position = position
+            if count:  # the next string crosses the buffer's end: read on
+                self._fill(8 + self._peek_length())
+
+    def _peek_length(self) -> int:
+        self._fill(8)
+        (size,) = _U64.unpack_from(self._buffer, self._position)
+        if size > _MAX_STRING:
+            raise MetadataError(f"{self.source}: GGUF string of {size} bytes: not a GGUF file?")
+        return int(size)
+
     def skip(self, size: int) -> None:
+        available = len(self._buffer) - self._position
+        if size <= available:
+            self._position += size
+            return
+        size -= available
+        self._buffer, self._position = b"", 0
         while size > 0:
-            step = min(size, 1 << 20)
-            self.take(step)
-            size -= step
+            data = self._read(min(size, self._CHUNK))
+            if not data:
+                raise MetadataError(
+                    f"{self.source}: GGUF header is cut short (a partial download?)"
+                )
+            size -= len(data)
 
 
 def parse_gguf_header(read: Callable[[int], bytes], source: str = "GGUF file") -> GgufHeader:
