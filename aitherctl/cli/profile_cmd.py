@@ -436,7 +436,7 @@ def switch(
 ) -> None:
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
-    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.plan_json import fits_json, plan_json
     from aitherctl.models.check import short_context_warnings
     from aitherctl.switching.switch import Declined, prepare, switch
 
@@ -464,7 +464,12 @@ def switch(
             out.warn(warning)
         if json_out:
             out.data(
-                {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
+                {
+                    **plan_json(prepared.plan),
+                    "dry_run": True,
+                    "vram": vram_json(prepared.vram),
+                    "models": fits_json(prepared.fits),
+                }
             )
         else:
             from aitherctl.cli.render import plan_table

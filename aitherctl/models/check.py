@@ -43,6 +43,11 @@ def fit_service(service: Service, budget_bytes: int | None) -> ServiceFit | None
             service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
             reason=f"size unknown: {exc}",
         )  # fmt: skip
+    except (OSError, ValueError) as exc:  # an unreadable cache folder, a refs file not UTF-8
+        return ServiceFit(
+            service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
+            reason=f"size unknown: {service.model}: {exc}",
+        )  # fmt: skip
     try:
         estimate = estimate_fit(
             service.engine.value, shape, service.args, gpus=max(1, len(service.gpus))

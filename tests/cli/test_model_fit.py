@@ -186,8 +186,11 @@ def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_switch_and_up_refuse_before_anything_changes(
     clean_namespace, smol, one_gpu, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    path = smol("1%")  # 1% of 24 GiB: 246 MiB... holds 92 MiB of weights
-    assert invoke("profile", "switch", "smol", "--dry-run").exit_code == 0
+    path = smol("1%")  # 1% of 24 GiB (245 MiB) holds the 92 MiB of weights
+    dry = invoke("profile", "switch", "smol", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    [model] = json.loads(dry.stdout)["models"]
+    assert (model["verdict"], model["budget_bytes"]) == ("short-context", 24 * 1024**3 // 100)
     path = smol("0.2%")  # 49 MiB: it does not
     expected = (
         f"error: {path}:2: service 'lm': its budget of 49 MiB cannot hold its model's weights "
