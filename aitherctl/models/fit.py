@@ -172,8 +172,11 @@ def _vllm_dtype(shape: ModelShape, flag: str | None) -> str:
         return wanted
     if wanted == "float":
         return "float32"
-    # auto: the config's dtype, float32 downcast to 16 bits (`_resolve_auto_dtype`)
-    return "bfloat16" if shape.weights_dtype in ("float32", "float64") else shape.weights_dtype
+    # auto: the config's dtype, float32 downcast to 16 bits (`_resolve_auto_dtype`); a GGUF
+    # file's quantisation is no activation dtype: 16 bits too.
+    if shape.weights_dtype in ("float32", "float64") or shape.weights_dtype not in DTYPE_BYTES:
+        return "bfloat16"
+    return shape.weights_dtype
 
 
 def estimate_vllm(shape: ModelShape, args: Sequence[str], gpus: int = 1) -> FitEstimate:

@@ -187,3 +187,10 @@ def test_short_context_warnings_name_the_engine_flag() -> None:
         "service 'chat': its budget of 15.5 GiB holds the weights but not the KV cache at 8,192 "
         "tokens; no context fits beside the engine's overhead (about 2.0 GiB)"
     ]
+
+
+def test_vllm_on_a_gguf_file_keeps_its_quantised_weights() -> None:
+    shape = shape_from_gguf(parse_gguf_header(iter_reader(llama_8b_gguf()), "m"), "m")
+    estimate = estimate_fit("vllm", shape, ["--max-model-len", "8192"])
+    assert estimate.weights_bytes == shape.weights_bytes
+    assert (estimate.kv_dtype, estimate.kv_bytes) == ("bfloat16", 1 * GIB)
