@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aitherctl.models.fit import ServiceFit
 from aitherctl.switching.plan import Plan
 
 
@@ -28,3 +29,31 @@ def plan_json(plan: Plan, hosts: Sequence[str] | None = None) -> dict[str, objec
             for index, step in enumerate(plan.steps)
         ],
     }
+
+
+def fits_json(fits: Sequence[ServiceFit]) -> list[dict[str, object]]:
+    """Each service's model estimate (aitherctl.models.fit): bytes, per GPU where split."""
+    rows: list[dict[str, object]] = []
+    for fit in fits:
+        estimate = fit.estimate
+        rows.append(
+            {
+                "service": fit.service,
+                "verdict": fit.verdict.value,
+                "needed_bytes": estimate.needed_per_gpu_bytes if estimate else None,
+                "budget_bytes": fit.budget_bytes,
+                "weights_bytes": estimate.weights_bytes if estimate else None,
+                "weights_method": estimate.weights_method if estimate else None,
+                "kv_cache_bytes": estimate.kv_bytes if estimate else None,
+                "kv_cache_tokens": estimate.kv_tokens if estimate else None,
+                "kv_cache_sequences": estimate.kv_sequences if estimate else None,
+                "kv_cache_dtype": estimate.kv_dtype if estimate else None,
+                "overhead_bytes": estimate.overhead_bytes if estimate else None,
+                "gpus": estimate.gpus if estimate else None,
+                "fitting_tokens": fit.fitting_tokens,
+                "source": fit.source,
+                "summary": fit.summary(),
+                "method": estimate.describe() if estimate else None,
+            }
+        )
+    return rows

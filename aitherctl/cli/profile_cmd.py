@@ -241,13 +241,17 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check profiles: YAML, keys, types, budgets, ports, `extends`, `${VAR}`, routing, endpoints
-    and budget. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
+    and budget, and that each GPU budget can hold its model's weights where the model is on this
+    machine. Each problem is one line `file:line: message` on stderr; exit 3 if any."""
     from aitherctl.monitor.doctor import validate_profiles
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
     paths = list(files) if files else [entry.path for entry in catalog.entries()]
-    results = validate_profiles(catalog, paths)
+    # A `vram: 30%` budget is checked against the model when this machine's GPUs are known.
+    inventory = runtime.gpu_inventory()
+    totals = {gpu.index: gpu.memory_total_bytes for gpu in inventory.gpus}
+    results = validate_profiles(catalog, paths, gpu_totals=totals if inventory.available else None)
     if json_out:
         out.data(
             {
@@ -347,9 +351,10 @@ def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
 def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
     """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
     With --gpu-memory, plan for GPUs of that size on an empty machine, without needing one."""
-    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.plan_json import fits_json, plan_json
     from aitherctl.cli.render import plan_table
     from aitherctl.gpu.vram import describe_vram
+    from aitherctl.models.check import short_context_warnings
 
     out = Output(json_mode=json_out)
     images: tuple[ImageStatus, ...] | None = None
@@ -358,11 +363,14 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
     else:
         prepared = _prepare_assumed(name, gpu_memory)
     unusable = [status for status in images or () if not status.usable]
+    for warning in short_context_warnings(prepared.fits):
+        out.warn(warning)
     if json_out:
         out.data(
             {
                 **plan_json(prepared.plan),
                 "vram": vram_json(prepared.vram),
+                "models": fits_json(prepared.fits),
                 "images": None
                 if images is None
                 else [
@@ -380,6 +388,12 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
         out.print(plan_table(prepared.plan))
         for line in describe_vram(prepared.vram):
             out.print(line, markup=False)
+        if prepared.fits:
+            out.print("Models (an upper bound, before any download):", markup=False)
+        for fit in prepared.fits:
+            out.print(f"  {fit.service:<20} {fit.summary()}", markup=False)
+            if fit.estimate is not None:
+                out.print(f"    {fit.estimate.describe()}", markup=False)
         for status in images or ():
             if status.usable and not status.present:
                 out.print(status.describe(), markup=False)
@@ -422,7 +436,8 @@ def switch(
 ) -> None:
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
-    from aitherctl.cli.plan_json import plan_json
+    from aitherctl.cli.plan_json import fits_json, plan_json
+    from aitherctl.models.check import short_context_warnings
     from aitherctl.switching.switch import Declined, prepare, switch
 
     out = Output(json_mode=json_out)
@@ -445,9 +460,16 @@ def switch(
     progress = CliProgress(out)
     if dry_run:
         prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
+        for warning in short_context_warnings(prepared.fits):
+            out.warn(warning)
         if json_out:
             out.data(
-                {**plan_json(prepared.plan), "dry_run": True, "vram": vram_json(prepared.vram)}
+                {
+                    **plan_json(prepared.plan),
+                    "dry_run": True,
+                    "vram": vram_json(prepared.vram),
+                    "models": fits_json(prepared.fits),
+                }
             )
         else:
             from aitherctl.cli.render import plan_table
@@ -459,6 +481,9 @@ def switch(
         # The lock is not held here: another switch may run while the user reads.
         if changed:
             out.warn("the plan changed while you were deciding; this is the new plan")
+        else:
+            for warning in short_context_warnings(prepared.fits):
+                out.warn(warning)
         if not json_out:
             from aitherctl.cli.render import plan_table
 

@@ -234,7 +234,10 @@ class DockerEngine:
         )
         result = []
         for item in found:
-            attrs = self.inspect(item["Id"])
+            try:
+                attrs = self.inspect(item["Id"])
+            except NotFoundError:
+                continue  # removed since the listing (another switch's rollback or commit)
             result.append(self._to_managed(attrs, with_pids=with_pids))
         return result
 

@@ -9,12 +9,14 @@ routing, endpoints, budget), as the loader finds them at load time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from aitherctl.errors import AitherError, ConfigError, ExitCode
+from aitherctl.models.check import profile_fits, short_context_warnings, too_small_problems
+from aitherctl.models.fit import FitVerdict
 from aitherctl.profiles.machine_ram import machine_ram_problems
 from aitherctl.profiles.problems import problems_of
 
@@ -64,9 +66,16 @@ class DoctorReport:
         return ExitCode.OK if self.ok else ExitCode.ERROR
 
 
-def validate_profiles(catalog: ProfileCatalog, paths: Sequence[Path]) -> list[ProfileResult]:
+def validate_profiles(
+    catalog: ProfileCatalog,
+    paths: Sequence[Path],
+    *,
+    models: bool = True,
+    gpu_totals: Mapping[int, int] | None = None,
+) -> list[ProfileResult]:
     """Load each file as a switch would (`extends` resolved, `${VAR}` expanded) and list every
-    mistake in it."""
+    mistake in it; with `models`, a GPU budget that cannot hold its model's weights is one
+    (absolute budgets, and shares of the GPUs in `gpu_totals`)."""
     results = []
     for path in paths:
         try:
@@ -87,6 +96,8 @@ def validate_profiles(catalog: ProfileCatalog, paths: Sequence[Path]) -> list[Pr
                 else f"{where}: {problem.message}"
                 for problem in ram
             )
+            if models:
+                problems += tuple(too_small_problems(profile, profile_fits(profile, gpu_totals)))
             results.append(ProfileResult(path, profile.name, problems, profile))
     return results
 
@@ -119,7 +130,7 @@ def run_doctor(
     if engine is not None:
         checks.append(_nvidia_runtime(engine, gpu_present=inventory.available))
 
-    results = validate_profiles(catalog, [entry.path for entry in catalog.entries()])
+    results = validate_profiles(catalog, [entry.path for entry in catalog.entries()], models=False)
     bad = [result for result in results if not result.ok]
     if bad:
         problems = tuple(problem for result in bad for problem in result.problems)
@@ -138,6 +149,8 @@ def run_doctor(
     profiles = [result.profile for result in results if result.profile is not None]
     checks.append(_ports(engine, profiles, port_is_free))
     checks.append(_unauthenticated(profiles))
+    totals = {gpu.index: gpu.memory_total_bytes for gpu in inventory.gpus}
+    checks.append(_models(profiles, totals if inventory.available else None))
     return DoctorReport(tuple(checks), tuple(results))
 
 
@@ -196,3 +209,35 @@ def _ports(
     if taken:
         return Check("ports", "warn", "in use by other programs: " + ", ".join(sorted(set(taken))))
     return Check("ports", "ok", "every profile's ports are free or aitherctl's")
+
+
+def _models(profiles: Sequence[Profile], gpu_totals: Mapping[int, int] | None) -> Check:
+    """Services whose budget cannot hold their model's weights (fail), or not its KV cache at
+    the configured context (warn), from the model files on this machine."""
+    too_small: list[str] = []
+    short: list[str] = []
+    estimated = unknown = 0
+    for profile in profiles:
+        fits = profile_fits(profile, gpu_totals)
+        estimated += sum(1 for fit in fits if fit.estimate is not None)
+        unknown += sum(1 for fit in fits if fit.verdict is FitVerdict.UNKNOWN)
+        too_small += too_small_problems(profile, fits)
+        short += [f"{profile.name}/{line}" for line in short_context_warnings(fits)]
+    counts = f"{estimated} estimated, {unknown} unknown until downloaded"
+    if too_small:
+        return Check(
+            "models",
+            "fail",
+            (
+                "1 service's budget cannot hold its model"
+                if len(too_small) == 1
+                else f"{len(too_small)} services' budgets cannot hold their models"
+            )
+            + f" ({counts})",
+            tuple(too_small + short),
+        )
+    if short:
+        return Check("models", "warn", f"KV cache short of the context ({counts})", tuple(short))
+    if not estimated:
+        return Check("models", "ok", f"no model's size is known here yet ({counts})")
+    return Check("models", "ok", f"every budget holds its model ({counts})")

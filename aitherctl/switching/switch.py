@@ -35,6 +35,8 @@ from aitherctl.gpu.vram import (
     check_vram,
     describe_vram,
 )
+from aitherctl.models.check import fit_services, refuse_too_small
+from aitherctl.models.fit import ServiceFit
 from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.profiles.checks import binds_overlap
 from aitherctl.profiles.machine_ram import refuse_impossible_ram
@@ -70,6 +72,8 @@ class Prepared:
     # A move to `profile` as a whole (not `up` of some services, `down` or a restart): once it
     # is done, `profile` is the active one, even when nothing had to change.
     whole_profile: bool = False
+    # Each started service's model against its budget (aitherctl.models), before any download.
+    fits: tuple[ServiceFit, ...] = ()
 
 
 # ---- preparing ----------------------------------------------------------------------------------
@@ -91,6 +95,7 @@ def prepare(
     refuse_impossible_ram(profile)
     state = observe(engine, catalog, inventory, with_pids=inventory.available)
     specs = _specs(profile, inventory)
+    fits = _fits(profile, specs, only)
     if only is None:
         plan = compute_plan(profile.name, state.containers, specs.resident, specs.on_demand)
         untouched: list[ManagedContainer] = []
@@ -114,7 +119,26 @@ def prepare(
         specs=specs,
         catalog=catalog,
     )
-    return replace(checked, whole_profile=only is None)
+    return replace(checked, whole_profile=only is None, fits=fits)
+
+
+def _fits(
+    profile: Profile, specs: ProfileSpecs, only: Sequence[str] | None = None
+) -> tuple[ServiceFit, ...]:
+    """Each service's model against its budget (the smallest over its GPUs); RefusedError, with
+    the service's file and line, for a budget that cannot hold the weights alone."""
+    names = list(only) if only is not None else list(profile.services)
+    services = [profile.services[name] for name in names if specs.get(name) is not None]
+    budgets: dict[str, int | None] = {}
+    for svc in services:
+        spec = specs.get(svc.name)
+        assert spec is not None
+        values = [spec.budget_on(gpu) for gpu in spec.gpus]
+        known = [value for value in values if value is not None]
+        budgets[svc.name] = min(known) if known else None
+    fits = fit_services(services, budgets)
+    refuse_too_small(profile, fits)
+    return fits
 
 
 def _require_gpus(
@@ -149,11 +173,12 @@ def prepare_offline(profile: Profile, inventory: GpuInventory) -> Prepared:
     _require_gpus(profile, inventory)
     state = StackState("-", "(no Docker engine)", (), None)
     specs = _specs(profile, inventory)
+    fits = _fits(profile, specs)
     plan = compute_plan(profile.name, [], specs.resident, specs.on_demand)
     claims = [GpuClaim.of(item) for item in plan.after]
     vram = check_vram(claims, inventory, profile.gpu_reserve)
     _refuse_unless_it_fits(plan.profile, vram)
-    return Prepared(plan, vram, state, profile, specs)
+    return Prepared(plan, vram, state, profile, specs, fits=fits)
 
 
 def _specs(profile: Profile, inventory: GpuInventory) -> ProfileSpecs:

@@ -38,6 +38,12 @@ DEV_24 = [
     "  vision                  2.9 GiB  12.0%",
     "  reserve                 2.4 GiB  10.0%",
     "  needed                 19.2 GiB  of 24.0 GiB: fits, 4.8 GiB spare",
+    "Models (an upper bound, before any download):",
+    "  orchestrator         size unknown until downloaded (not in the Hugging Face cache yet)",
+    "  reasoning            size unknown until downloaded (not in the Hugging Face cache yet)",
+    "  coding               size unknown until downloaded (not in the Hugging Face cache yet)",
+    "  vision               size unknown until downloaded (not in the Hugging Face cache yet)",
+    "  embeddings           size unknown until downloaded (not in the Hugging Face cache yet)",
 ]
 
 
@@ -95,9 +101,12 @@ def test_plan_on_an_assumed_gpu_too_small_gives_the_arithmetic(
     ]
     fits = invoke("profile", "plan", "big", "--gpu-memory", "24GiB", columns=80)
     assert fits.exit_code == 0
-    assert fits.stdout.splitlines()[-1] == (
-        "  needed                 16.0 GiB  of 24.0 GiB: fits, 8.0 GiB spare"
-    )
+    assert fits.stdout.splitlines()[-3:] == [
+        "  needed                 16.0 GiB  of 24.0 GiB: fits, 8.0 GiB spare",
+        "Models (an upper bound, before any download):",
+        "  lm                   size unknown until downloaded (in Docker volume "
+        "'aither-hf-cache', not read from here)",
+    ]
 
 
 def test_plan_of_a_gpu_profile_without_gpu_or_docker_refuses_and_says_how_to_see_it(
