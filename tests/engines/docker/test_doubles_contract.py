@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -205,10 +206,23 @@ def test_vllm_double_needs_dev_mode_and_sleep_mode(vllm_sleep_image: str, run: A
     assert hazards(state) == {"sleep_without_sleep_mode": 1}
 
 
+def until(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 # -- Ollama -------------------------------------------------------------------------------------
 def test_ollama_double_loads_unloads_and_expires(ollama_double_image: str, run: Any) -> None:
     port = free_port()
-    service = service_from("ollama", ollama_service(port, keep_alive="1s"))
+    # Each token 0.3 s: the request below is still in flight when the unload is asked for,
+    # however loaded the machine is.
+    service = service_from(
+        "ollama",
+        ollama_service(port, keep_alive="1s", env={"OLLAMA_DOUBLE_TOKEN_DELAY_S": "0.3"}),
+    )
     base = run(service)
     http = httpx.Client(base_url=base, trust_env=False, timeout=10)
     assert http.get("/api/ps").json() == {"models": []}
@@ -225,10 +239,10 @@ def test_ollama_double_loads_unloads_and_expires(ollama_double_image: str, run: 
             "/api/generate", json={"model": "smollm2:135m", "prompt": "hi", "stream": False}
         )
     )
-    time.sleep(0.05)
+    until(lambda: double_state(port)["in_flight"] == 1, "the request to be in flight")
     assert free_vram("ollama", base) == "asked ollama to unload smollm2:135m"
     assert [m["name"] for m in http.get("/api/ps").json()["models"]] == ["smollm2:135m"]
-    thread.join(5)
+    thread.join(30)
     deadline = time.monotonic() + 3
     while http.get("/api/ps").json()["models"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -250,17 +264,18 @@ def test_ollama_double_loads_unloads_and_expires(ollama_double_image: str, run: 
 # -- ComfyUI ------------------------------------------------------------------------------------
 def test_comfyui_double_frees_between_prompts(comfyui_double_image: str, run: Any) -> None:
     port = free_port()
-    base = run(service_from("comfy", comfyui_service(port)))
+    # A 3 s prompt: still running when the free is asked for, however loaded the machine is.
+    base = run(service_from("comfy", comfyui_service(port, env={"COMFY_DOUBLE_PROMPT_S": "3"})))
     http = httpx.Client(base_url=base, trust_env=False, timeout=10)
     http.post("/prompt", json={"prompt": {"1": {"class_type": "KSampler"}}})
-    time.sleep(0.2)
+    until(lambda: len(http.get("/queue").json()["queue_running"]) == 1, "the prompt to run")
     queue = http.get("/queue").json()
     assert len(queue["queue_running"]) == 1
     assert queue["queue_pending"] == []
     assert double_state(port)["memory_bytes"] == 2 * 1024**3
     assert free_vram("comfyui", base) == "asked comfyui to unload its models and free memory"
     assert double_state(port)["memory_bytes"] == 2 * 1024**3  # the prompt still runs
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 15
     while double_state(port)["memory_bytes"] and time.monotonic() < deadline:
         time.sleep(0.05)
     state = double_state(port)
