@@ -266,3 +266,15 @@ def curl(
 
 
 __all__ = ["CurlReply", "Served", "curl", "openai_client", "serve_command", "serving"]
+
+
+def ledger_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the request ledger `serve` wrote in `data_dir`, oldest first."""
+    import sqlite3
+
+    db = sqlite3.connect(data_dir / "ledger.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
+    finally:
+        db.close()

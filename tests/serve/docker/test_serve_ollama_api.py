@@ -4,7 +4,6 @@ editor plugin or a chat UI that speaks only Ollama does), in front of a real lla
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from tests.conftest import free_port, llama_service
 from tests.doubles.chat_server import TOOL_ARGUMENTS, chat_double
-from tests.serve.docker.serve_helpers import serving
+from tests.serve.docker.serve_helpers import ledger_rows, serving
 
 ollama = pytest.importorskip("ollama")
 
@@ -33,15 +32,6 @@ def _status(url: str) -> dict[str, Any]:
 
 def _state(url: str, backend: str) -> str:
     return next(b["state"] for b in _status(url)["backends"] if b["backend"] == backend)
-
-
-def _ledger(data_dir: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(data_dir / "ledger.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        db.close()
 
 
 @pytest.mark.docker
@@ -108,7 +98,7 @@ def test_an_ollama_client_chats_and_generates_through_serve_starting_the_service
         version = httpx.get(served.url + "/api/version", trust_env=False,
                             headers={"Authorization": f"Bearer {SECRET}"})
         assert version.json() == {"version": "0.12.0"}
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     # The four answers, then the refused request (nothing sent: no tokens); the unknown model
     # was never routed.
     assert [(r["backend"], r["outcome"], r["client"], r["priority"]) for r in rows] == [

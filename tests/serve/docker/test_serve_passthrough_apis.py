@@ -4,15 +4,13 @@ official `openai` and `anthropic` clients, never only our own code."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli, web_service
-from tests.serve.docker.serve_helpers import serving
+from tests.serve.docker.serve_helpers import ledger_rows, serving
 
 pytestmark = pytest.mark.docker
 
@@ -20,15 +18,6 @@ openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
 SECRET = "s3cret-key-for-passthrough-0123"
-
-
-def _ledger(data_dir: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(data_dir / "ledger.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        db.close()
 
 
 @pytest.fixture
@@ -48,7 +37,7 @@ def llama_port(
     return port
 
 
-def test_responses_and_messages_pass_through_with_usage_in_the_ledger(
+def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
     llama_port: int, tmp_path: Path
 ) -> None:
     with serving("apis", env={"AITHER_API_KEYS": f"{SECRET} interactive coder"}) as (url, _p):
@@ -92,7 +81,7 @@ def test_responses_and_messages_pass_through_with_usage_in_the_ledger(
         models = {m.id: m for m in client.models.list()}
         assert models["chat"].model_extra["aither"]["apis"] == [
             "chat.completions", "responses", "messages"]
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["client"]) for r in rows] == [
         ("chat", "ok", "coder")] * 5
     cache = lambda u: u.cache_read_input_tokens or 0  # noqa: E731 - llama.cpp's prompt cache
@@ -146,7 +135,7 @@ def test_a_priced_messages_request_over_budget_is_refused_and_an_unserved_route_
                                          messages=[{"role": "user", "content": "Say hi."}])
         assert known.value.status_code == 501
         assert "ollama does not serve it" in str(known.value)
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"]) for r in rows][:2] == [("paid", "budget"), ("paid", "ok")]
     assert rows[0]["cost_usd"] == 0
     assert rows[1]["cost_usd"] == pytest.approx(
@@ -182,6 +171,6 @@ def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte
             events = [event.type for event in raw.parse()]
     assert events[0] == "message_start"
     assert events[-1] == "message_stop"
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["attempts"], r["tokens_out"]) for r in rows] == [
         ("live", "ok", 2, 4)]

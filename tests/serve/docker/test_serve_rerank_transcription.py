@@ -6,30 +6,19 @@ transcription with the official `openai` client to the cloud endpoint's contract
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
 from tests.doubles.chat_server import chat_double
-from tests.serve.docker.serve_helpers import serving
+from tests.serve.docker.serve_helpers import ledger_rows, serving
 
 openai = pytest.importorskip("openai")
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(28)  # a (silent, empty) WAV header
-
-
-def _ledger(data_dir: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(data_dir / "ledger.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        db.close()
 
 
 @pytest.mark.docker
@@ -82,7 +71,7 @@ def test_rerank_reaches_a_llamacpp_started_with_reranking_and_the_rest_get_its_r
             "no backend here serves /v1/rerank (chat unsupported: a llama.cpp service reranks "
             "only when started with --reranking)")
         assert served.backend("chat")["state"] == "stopped"
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert (rows[0]["backend"], rows[0]["outcome"]) == ("ranker", "ok")
     assert rows[0]["tokens_in"] == ranked["usage"]["prompt_tokens"]
 
@@ -115,5 +104,5 @@ def test_a_transcription_goes_to_an_endpoint_as_the_same_form_and_a_priced_one_i
         "timestamp_granularities[]": ["word", "segment"],
         "file": {"filename": "speech.wav", "bytes": len(WAV), "content_type": "audio/wav"},
     }]
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"]) for r in rows] == [("whisper", "ok"), ("paid", "budget")]

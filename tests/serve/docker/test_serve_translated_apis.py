@@ -8,16 +8,14 @@ helpers included (they rebuild the answer from the events and fail on an inconsi
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli
 from tests.doubles.chat_server import TOOL_ARGUMENTS, chat_double
-from tests.serve.docker.serve_helpers import serving
+from tests.serve.docker.serve_helpers import ledger_rows, serving
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -37,17 +35,8 @@ RESPONSES_TOOL = {
 }
 
 
-def _ledger(data_dir: Path) -> list[dict[str, Any]]:
-    db = sqlite3.connect(data_dir / "ledger.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in db.execute("SELECT * FROM requests ORDER BY id")]
-    finally:
-        db.close()
-
-
 @pytest.mark.docker
-def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usage_in_the_ledger(
+def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usage_in_theledger_rows(
     clean_namespace: object, llama_image: str, write_profile: Callable[..., Path], tmp_path: Path
 ) -> None:
     del llama_image
@@ -121,7 +110,7 @@ def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usag
         models = {m.id: m.model_extra["aither"] for m in client.models.list()}
         assert models["plain"]["apis"] == ["chat.completions", "responses", "messages"]
         assert models["plain"]["apis_translated"] == ["responses", "messages"]
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"]) for r in rows] == [("plain", "ok")] * 4
     assert [(r["tokens_in"], r["tokens_out"]) for r in rows] == [
         (response.usage.input_tokens, 5),
@@ -196,7 +185,7 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
     assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "tool"]
     assert sent[1]["messages"][2] == {"role": "tool", "tool_call_id": "c0", "content": "no city"}
     assert sent[2]["tool_choice"] == "required"
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["outcome"], r["tokens_in"], r["tokens_out"]) for r in rows] == [("ok", 21, 7)] * 4
     # Priced from chat's usage ($2 / $8 a million tokens), not from the reservation's bound.
     assert [r["cost_usd"] for r in rows] == [pytest.approx((21 * 2 + 7 * 8) / 1e6)] * 4
@@ -257,6 +246,6 @@ def test_a_translated_stream_falls_back_before_its_first_byte_and_never_after(
             ) as stream:
                 list(stream.text_stream)
             assert "live failed after the answer had started" in str(broken.value)
-    rows = _ledger(tmp_path / "data")
+    rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["attempts"]) for r in rows] == [
         ("live", "ok", 2), ("live", "partial", 2)]
