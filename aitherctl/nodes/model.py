@@ -82,23 +82,68 @@ class NodeState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """What an instance's label at the provider says: which machine and profile made it."""
+    """What an instance's label at the provider says: which machine made it, for which profile
+    and node, and the id of this machine's record of it (so an instance whose id never reached
+    the record, because of a crash right after the create call, still finds its record).
+    No secret goes in a label: the provider shows it to anyone with the account."""
 
     machine: str
     profile: str
     node: str
+    record: str
 
     def text(self) -> str:
-        return f"{LABEL_PREFIX}/{self.machine}/{self.profile}/{self.node}"
+        return f"{LABEL_PREFIX}/{self.machine}/{self.profile}/{self.node}/{self.record}"
 
     @classmethod
     def parse(cls, text: str | None) -> Label | None:
         if not text:
             return None
         parts = text.split("/")
-        if len(parts) != 4 or parts[0] != LABEL_PREFIX or not all(parts[1:]):
+        if len(parts) != 5 or parts[0] != LABEL_PREFIX or not all(parts[1:]):
             return None
-        return cls(parts[1], parts[2], parts[3])
+        return cls(parts[1], parts[2], parts[3], parts[4])
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """This machine's record of one instance it asked for, written before the create call
+    (`state` CREATING, no `instance_id`) and again after each change. Times are Unix seconds."""
+
+    id: str
+    node: str
+    profile: str
+    machine: str
+    provider: str
+    state: NodeState
+    created_at: float  # when the intent was recorded
+    instance_id: str | None = None
+    offer_id: str | None = None
+    price_per_hour_usd: float | None = None
+    started_at: float | None = None  # when the provider had it (billing starts)
+    ended_at: float | None = None  # when it was destroyed or found gone
+    url: str | None = None  # the engine's address, once published
+    adopted: bool = False  # found at the provider without a record, then kept
+
+    @property
+    def label(self) -> Label:
+        return Label(self.machine, self.profile, self.node, self.id)
+
+    @property
+    def live(self) -> bool:
+        """Still (possibly) paying: anything but destroyed or gone."""
+        return self.state is not NodeState.GONE
+
+    def cost_usd(self, now: float) -> float:
+        """GPU time and storage at the offer's price, from when the provider had it until it
+        ended (or `now`)."""
+        if self.price_per_hour_usd is None or self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else now
+        return cost_usd(self.price_per_hour_usd, end - self.started_at)
+
+    def age_s(self, now: float) -> float:
+        return max(now - self.created_at, 0.0)
 
 
 def cost_usd(price_per_hour_usd: float, seconds: float) -> float:

@@ -131,6 +131,10 @@ class VastState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_id: int = 7_000_001
     timers: list[threading.Timer] = field(default_factory=list)
+    # Set when an instance has been created; while `hold_create` is set and not released, the
+    # answer to the create call waits (a test kills the caller between the two).
+    created: threading.Event = field(default_factory=threading.Event)
+    hold_create: threading.Event | None = None
 
     def charges_usd(self, now: float | None = None) -> float:
         """What the account has been charged: every instance, per second at its `dph_total`."""
@@ -239,6 +243,10 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
             segments = [s for s in path.split("/") if s]
             with state.lock:
                 status, answer = self.route(method, segments, query, body)
+            if isinstance(answer, dict) and answer.get("new_contract") is not None:
+                state.created.set()
+                if state.hold_create is not None:
+                    state.hold_create.wait(timeout=120)
             self.answer(status, answer)
 
         def route(
@@ -342,11 +350,20 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller killed while its request was answered (the kill -9 tests): a broken pipe,
+        # not a failure of the double; socketserver would print it on stderr.
+        del request, client_address
+
+
 @contextmanager
 def serve_vast(state: VastState) -> Iterator[str]:
     """Run the double on a free loopback port; yields its base URL (for `VAST_URL`). At the
     end every container it started is removed."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server = _QuietServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
