@@ -56,6 +56,15 @@ def _survey(
     )
 
 
+def _accrue(records: NodeRecords) -> None:
+    """Nodes' cost so far into the usage ledger (the daily cap counts it with API spend)."""
+    from aitherctl.nodes.operations import accrue
+    from aitherctl.routing.ledger import Ledger
+
+    if records.all():
+        accrue(records, Ledger(), clock=now)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "N/A"
@@ -129,7 +138,9 @@ def nodes(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     from aitherctl.nodes.records import NodeRecords
 
     out = Output(json_mode=json_out)
-    found = _survey(NodeRecords())
+    records = NodeRecords()
+    found = _survey(records)
+    _accrue(records)
     if json_out:
         out.data(
             {
@@ -153,8 +164,9 @@ def create(
 ) -> None:
     """Rent the cheapest offer that matches the node and start its engine there (paid by the
     second until it is destroyed)."""
-    from aitherctl.nodes.operations import create_node
+    from aitherctl.nodes.operations import accrue, create_node, spent_today_usd
     from aitherctl.nodes.records import NodeRecords, machine_name
+    from aitherctl.routing.ledger import Ledger
 
     out = Output(json_mode=json_out)
     profile = runtime.catalog().load(profile_name)
@@ -168,8 +180,17 @@ def create(
         assume_yes=yes,
     ):
         raise typer.Exit(1)
+    records, ledger = NodeRecords(), Ledger()
+    accrue(records, ledger, clock=now)  # the cap counts every node up to now
     record = create_node(
-        provider(), NodeRecords(), profile=profile.name, node=node, machine=machine_name()
+        provider(),
+        records,
+        profile=profile.name,
+        node=node,
+        machine=machine_name(),
+        cloud=profile.cloud,
+        spent_today_usd=spent_today_usd(ledger, clock=now),
+        clock=now,
     )
     if json_out:
         out.data({"record": record.id, "instance_id": record.instance_id, "state": record.state})
@@ -217,12 +238,13 @@ def destroy_cmd(
     if not out.confirm(f"Destroy {names}?", assume_yes=yes):
         raise typer.Exit(1)
     for view in chosen:
-        record = destroy(source, records, view)
+        record = destroy(source, records, view, clock=now)
         out.print(
             f"destroyed {view.name} ({view.instance_id or 'never created'}): "
             f"${record.cost_usd(now()):.4f} in all",
             markup=False,
         )
+    _accrue(records)
 
 
 @nodes_app.command("recover")
@@ -265,11 +287,12 @@ def recover(
                 )
             keep = not out.confirm(f"Destroy {what}? (no: adopt it)", assume_yes=False)
         if keep:
-            adopt(source, records, view)
+            adopt(source, records, view, clock=now)
             out.print(f"adopted {what}", markup=False)
         else:
-            destroy(source, records, view)
+            destroy(source, records, view, clock=now)
             out.print(f"destroyed {what}", markup=False)
+    _accrue(records)
 
 
 def register(app: typer.Typer) -> None:

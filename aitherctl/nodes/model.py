@@ -124,6 +124,7 @@ class NodeRecord:
     ended_at: float | None = None  # when it was destroyed or found gone
     url: str | None = None  # the engine's address, once published
     adopted: bool = False  # found at the provider without a record, then kept
+    accrued_until: float | None = None  # its cost is in the usage ledger up to this time
 
     @property
     def label(self) -> Label:
@@ -141,6 +142,14 @@ class NodeRecord:
             return 0.0
         end = self.ended_at if self.ended_at is not None else now
         return cost_usd(self.price_per_hour_usd, end - self.started_at)
+
+    def unaccrued(self, now: float) -> tuple[float, float] | None:
+        """The span (from, to) whose cost is not in the ledger yet, or None."""
+        if self.price_per_hour_usd is None or self.started_at is None:
+            return None
+        start = self.accrued_until if self.accrued_until is not None else self.started_at
+        end = self.ended_at if self.ended_at is not None else now
+        return (start, end) if end > start else None
 
     def age_s(self, now: float) -> float:
         return max(now - self.created_at, 0.0)

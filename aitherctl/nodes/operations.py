@@ -14,9 +14,10 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aitherctl.engines.registry import driver_for
-from aitherctl.errors import NotFoundError, RefusedError
+from aitherctl.errors import BudgetExceededError, NotFoundError, RefusedError
 from aitherctl.nodes.model import Label, NodeRecord, NodeState, cost_usd
 from aitherctl.nodes.provider import (
     CreateRequest,
@@ -28,7 +29,10 @@ from aitherctl.nodes.provider import (
     ProviderFailure,
 )
 from aitherctl.nodes.records import NodeRecords
-from aitherctl.profiles.profile import Node, Service
+from aitherctl.profiles.profile import CloudBudget, Node, Service
+
+if TYPE_CHECKING:
+    from aitherctl.routing.ledger import Ledger
 
 Clock = Callable[[], float]
 # A record still `creating` this long after its intent, with no instance at the provider, was
@@ -74,10 +78,25 @@ def create_node(
     profile: str,
     node: Node,
     machine: str,
+    cloud: CloudBudget | None,
+    spent_today_usd: float,
     clock: Clock = time.time,
 ) -> NodeRecord:
     """Rent the cheapest offer that matches `node` and start its engine there. The record is
-    written before the create call (intent) and again with the instance's id."""
+    written before the create call (intent) and again with the instance's id.
+
+    Refused without a `cloud:` budget, and once today's spend (API requests and nodes, from
+    the ledger) has reached its daily cap."""
+    if cloud is None:
+        raise RefusedError(
+            f"node {node.name!r}: the profile has no `cloud:` budget, so no node is created "
+            "(add e.g. cloud: {daily_cap: 5.00})"
+        )
+    if spent_today_usd >= cloud.daily_cap_usd:
+        raise BudgetExceededError(
+            f"node {node.name!r}: today's spend ${spent_today_usd:.4f} has reached the cloud "
+            f"cap ${cloud.daily_cap_usd:.2f}: no node is created until tomorrow"
+        )
     offers = provider.search_offers(
         OfferQuery(
             gpu_name=node.gpu,
@@ -314,6 +333,53 @@ def adopt(
             adopted=True,
         )
     )
+
+
+def accrue(records: NodeRecords, ledger: Ledger, *, clock: Clock = time.time) -> float:
+    """Write each node's cost since its last accrual into the usage ledger (one row per node,
+    outcome `node`, `total_s` the seconds billed), so the daily cap counts nodes and API spend
+    together; returns the amount written. The row goes in before the record moves on: a crash
+    between the two counts those seconds twice (an upper bound), never not at all."""
+    from aitherctl.routing.ledger import NODE_OUTCOME, LedgerRow
+
+    now = clock()
+    written = 0.0
+    for record in records.all():
+        span = record.unaccrued(now)
+        if span is None or record.price_per_hour_usd is None:
+            continue
+        start, end = span
+        amount = cost_usd(record.price_per_hour_usd, end - start)
+        ledger.record(
+            LedgerRow(
+                ts=now,
+                profile=record.profile,
+                effort=None,
+                tier=None,
+                backend=record.node,
+                model=None,
+                local=False,
+                tokens_in=None,
+                tokens_out=None,
+                cost_usd=amount,
+                ttft_s=None,
+                total_s=end - start,
+                outcome=NODE_OUTCOME,
+                attempts=0,
+                prompt_sha256=None,
+                client=f"node {record.instance_id or record.id}",
+            )
+        )
+        records.update(record, accrued_until=end)
+        written += amount
+    return written
+
+
+def spent_today_usd(ledger: Ledger, *, clock: Clock = time.time) -> float:
+    from aitherctl.routing.ledger import start_of_local_day
+
+    now = clock()
+    return ledger.committed_since(start_of_local_day(now), now).total_usd
 
 
 def provider_for(name: str) -> Provider:

@@ -216,3 +216,40 @@ def test_kill_9_and_a_lost_record_then_recover_destroys_or_adopts(
     assert invoke("nodes", "recover").stdout == (
         "nothing to recover: every instance of this machine has its record\n"
     )
+
+
+def test_create_is_refused_at_the_daily_cap_and_nothing_is_rented(
+    vast_url: str, vast_state: VastState, write_profile
+) -> None:  # type: ignore[no-untyped-def]
+    import time as clock
+
+    from aitherctl.routing.ledger import Ledger, LedgerRow
+
+    write_profile("dev", PROFILE.replace("daily_cap: 5", "daily_cap: 0.01"))
+    Ledger().record(
+        LedgerRow(
+            ts=clock.time(),
+            profile="dev",
+            effort=9,
+            tier="frontier",
+            backend="deepseek",
+            model="m",
+            local=False,
+            tokens_in=10,
+            tokens_out=10,
+            cost_usd=0.02,
+            ttft_s=None,
+            total_s=None,
+            outcome="ok",
+            attempts=1,
+            prompt_sha256=None,
+        )
+    )
+    refused = invoke("nodes", "create", "reasoning", "--profile", "dev", "--yes")
+    assert (refused.exit_code, refused.stderr) == (
+        10,
+        "error: node 'reasoning': today's spend $0.0200 has reached the cloud cap $0.01: no node "
+        "is created until tomorrow\n",
+    )
+    assert vast_state.instances == {}
+    assert NodeRecords().all() == []

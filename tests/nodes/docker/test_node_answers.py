@@ -11,15 +11,19 @@ import httpx
 import pytest
 
 from aitherctl.nodes.model import NodeState
-from aitherctl.nodes.operations import create_node, destroy, survey
+from aitherctl.nodes.operations import accrue, create_node, destroy, survey
 from aitherctl.nodes.records import NodeRecords
 from aitherctl.nodes.vast import VastProvider
 from aitherctl.profiles.loader import load_profile_text
+from aitherctl.profiles.profile import CloudBudget
+from aitherctl.routing.ledger import Ledger
 from tests.conftest import MODEL_FILE, MODELS_DIR, sdk_of
 from tests.doubles.vast_api import VastState, serve_vast
 from tests.nodes.conftest import standard_offers
 
 pytestmark = pytest.mark.docker
+
+BUDGET = {"cloud": CloudBudget(daily_cap_usd=5.0), "spent_today_usd": 0.0}
 
 PROFILE = f"""
 services: {{}}
@@ -52,7 +56,7 @@ def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
     records = NodeRecords(tmp_path / "nodes")
     with serve_vast(state) as url, httpx.Client(timeout=30) as client:
         vast = VastProvider(client, url, state.api_key)
-        record = create_node(vast, records, profile="dev", node=node, machine="box")
+        record = create_node(vast, records, profile="dev", node=node, machine="box", **BUDGET)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             [view] = survey(vast, records, machine="box").views
@@ -92,6 +96,11 @@ def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
             for c in docker.containers.list(all=True, filters={"label": "vast.double"})
             if c.labels.get("ai.aitherctl.namespace") == namespace
         ] == []
-        # The double's charges and the record's cost agree to within a second's price.
+        # The ledger's spend (accrued per second from the offer's price) and the double's own
+        # charges agree to within one second's price.
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        accrue(records, ledger)
         charged = state.charges_usd()
-        assert abs(charged - gone.cost_usd(time.time())) <= (gone.price_per_hour_usd or 0) / 3600
+        in_ledger = ledger.spent_since(0)
+        assert in_ledger > 0
+        assert abs(charged - in_ledger) <= (gone.price_per_hour_usd or 0) / 3600

@@ -5,6 +5,7 @@ provider's own list by label (against the Vast.ai contract double)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from aitherctl.nodes.provider import CreateRequest, ProviderError, ProviderFailu
 from aitherctl.nodes.records import NodeRecords
 from aitherctl.nodes.vast import VastProvider
 from aitherctl.profiles.loader import load_profile_text
-from aitherctl.profiles.profile import Node
+from aitherctl.profiles.profile import CloudBudget, Node
 from tests.doubles.vast_api import VastState
+
+BUDGET = {"cloud": CloudBudget(daily_cap_usd=5.0), "spent_today_usd": 0.0}
 
 PROFILE = """
 services: {}
@@ -68,7 +71,9 @@ def test_the_intent_is_recorded_before_the_create_call_and_the_instance_id_after
     spy = RecordsSeenAtCreate(vast._client, vast._base, vast._api_key)
     spy.seen, spy.records = [], records  # type: ignore[attr-defined]
     clock = Clock()
-    record = create_node(spy, records, profile="dev", node=node, machine="box", clock=clock)
+    record = create_node(
+        spy, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
     assert spy.seen == [[(NodeState.CREATING, None)]]
     assert (record.state, record.offer_id) == (NodeState.BOOTING, "101")
     assert record.price_per_hour_usd == pytest.approx(0.15 + 0.10 * 16 / 720)
@@ -92,7 +97,7 @@ def test_no_offer_under_the_ceiling_refuses_and_records_nothing(
     for offer in vast_state.offers.values():
         offer.dph_base = 0.5
     with pytest.raises(RefusedError) as caught:
-        create_node(vast, records, profile="dev", node=node, machine="box")
+        create_node(vast, records, profile="dev", node=node, machine="box", **BUDGET)
     assert caught.value.message == (
         "node 'reasoning': no vast offer of RTX 3090 at most $0.200/h (raise "
         "max_price_per_hour or try later)"
@@ -106,7 +111,7 @@ def test_a_refused_create_closes_its_record_and_an_unanswered_one_keeps_it_open(
     clock = Clock()
     vast_state.credit = 0
     with pytest.raises(ProviderError) as refused:
-        create_node(vast, records, profile="dev", node=node, machine="box", clock=clock)
+        create_node(vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock)
     assert refused.value.kind is ProviderFailure.REFUSED
     assert [r.state for r in records.all()] == [NodeState.GONE]
 
@@ -119,7 +124,7 @@ def test_a_refused_create_closes_its_record_and_an_unanswered_one_keeps_it_open(
     lost = NoAnswer(vast._client, vast._base, vast._api_key)
     clock.now += 1
     with pytest.raises(ProviderError):
-        create_node(lost, records, profile="dev", node=node, machine="box", clock=clock)
+        create_node(lost, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock)
     open_record = records.all()[-1]
     assert (open_record.state, open_record.instance_id) == (NodeState.CREATING, None)
     # The next survey finds the instance by the record id in its label.
@@ -136,8 +141,12 @@ def test_an_instance_without_a_record_is_unknown_until_destroyed_or_adopted(
 ) -> None:
     clock = Clock()
     node = replace(node, max_price_per_hour_usd=0.30)  # two offers of a 3090 under it
-    first = create_node(vast, records, profile="dev", node=node, machine="box", clock=clock)
-    second = create_node(vast, records, profile="dev", node=node, machine="box", clock=clock)
+    first = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
+    second = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
     records.forget(first)
     records.forget(second)
     # Another machine's instance and a stranger's are not ours.
@@ -162,7 +171,9 @@ def test_a_record_whose_instance_is_gone_is_closed_and_an_old_intent_never_creat
     vast: VastProvider, node: Node, records: NodeRecords, vast_state: VastState
 ) -> None:
     clock = Clock()
-    made = create_node(vast, records, profile="dev", node=node, machine="box", clock=clock)
+    made = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
     vast.destroy(made.instance_id or "")  # destroyed behind aitherctl's back
     clock.now += 3600
     found = survey(vast, records, machine="box", clock=clock, include_gone=True)
@@ -179,8 +190,73 @@ def test_cost_so_far_is_the_offers_price_per_second(
     vast: VastProvider, node: Node, records: NodeRecords
 ) -> None:
     clock = Clock()
-    made = create_node(vast, records, profile="dev", node=node, machine="box", clock=clock)
+    made = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
     clock.now += 90
     [view] = survey(vast, records, machine="box", clock=clock).views
     assert view.age_s == 90
     assert view.cost_usd == pytest.approx((made.price_per_hour_usd or 0) * 90 / 3600)
+
+
+def test_node_time_accrues_into_the_ledger_once_and_the_cap_refuses_a_create(
+    vast: VastProvider, node: Node, records: NodeRecords, tmp_path: Path
+) -> None:
+    from aitherctl.errors import BudgetExceededError
+    from aitherctl.nodes.operations import accrue, spent_today_usd
+    from aitherctl.routing.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    clock = Clock()
+    clock.now = datetime(2027, 1, 15, 12).timestamp()  # local noon: the day started hours ago
+    made = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
+    price = made.price_per_hour_usd or 0
+    clock.now += 1800
+    assert accrue(records, ledger, clock=clock) == pytest.approx(price / 2)
+    assert accrue(records, ledger, clock=clock) == 0  # nothing new: nothing written twice
+    clock.now += 600
+    [view] = survey(vast, records, machine="box", clock=clock).views
+    destroy(vast, records, view, clock=clock)
+    clock.now += 3600  # after its end nothing more accrues
+    assert accrue(records, ledger, clock=clock) == pytest.approx(price * 600 / 3600)
+    rows = ledger.rows_since(0)
+    assert [(r.backend, r.outcome, r.local, round(r.total_s or 0)) for r in rows] == [
+        ("reasoning", "node", False, 1800),
+        ("reasoning", "node", False, 600),
+    ]
+    spent = spent_today_usd(ledger, clock=clock)
+    assert spent == pytest.approx(price * 2400 / 3600)
+
+    # At the cap no node is created, and nothing is recorded or rented.
+    cap = CloudBudget(daily_cap_usd=spent)
+    with pytest.raises(BudgetExceededError) as caught:
+        create_node(
+            vast,
+            records,
+            profile="dev",
+            node=node,
+            machine="box",
+            cloud=cap,
+            spent_today_usd=spent,
+            clock=clock,
+        )
+    assert caught.value.message == (
+        f"node 'reasoning': today's spend ${spent:.4f} has reached the cloud cap "
+        f"${spent:.2f}: no node is created until tomorrow"
+    )
+    with pytest.raises(RefusedError) as no_budget:
+        create_node(
+            vast,
+            records,
+            profile="dev",
+            node=node,
+            machine="box",
+            cloud=None,
+            spent_today_usd=0.0,
+            clock=clock,
+        )
+    assert "no `cloud:` budget" in no_budget.value.message
+    assert len(records.all()) == 1
+    assert vast.list_instances() == []
