@@ -233,6 +233,11 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
             out.print(
                 f"  endpoint {endpoint}: {model} at {where}{key}", markup=False, soft_wrap=False
             )
+    if profile.nodes:
+        from aitherctl.nodes.model import describe_nodes
+
+        for line in describe_nodes(list(profile.nodes.values()), profile.cloud):
+            out.print(line, markup=False, soft_wrap=False)
 
 
 @profile_app.command("validate")

@@ -257,3 +257,21 @@ def test_plan_shows_the_cloud_nodes_and_the_budget(
         ("orch", "always_on", 8080),
     ]
     assert nodes["cloud"] == {"daily_cap_usd": 5.0, "warn_share": 0.8, "hard_stop": True}
+
+
+def test_show_lists_the_nodes_too(write_profile) -> None:  # type: ignore[no-untyped-def]
+    write_profile("withnodes", NODES_PROFILE)
+    result = invoke("profile", "show", "withnodes", columns=80)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-8:] == [
+        "Cloud nodes (rented; a switch does not create them):",
+        "  reasoning: vast RTX 3090 ≥24.0 GiB, at most $0.200/h",
+        "    vllm casperhansen/deepseek-r1-distill-qwen-14b-awq",
+        "    on demand: wakes at effort 7 or 3 waiting, destroyed after 15 min idle",
+        "  orch: vast RTX 4090, at most $0.300/h",
+        "    llamacpp /m/orch.gguf",
+        "    always on (replaced when it dies)",
+        "  budget: $5.00 a day, warning at 80% ($4.00), hard stop",
+    ]
+    shown = json.loads(invoke("profile", "show", "withnodes", "--json").stdout)
+    assert [n["name"] for n in shown["nodes"]["nodes"]] == ["reasoning", "orch"]
