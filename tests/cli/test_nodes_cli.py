@@ -253,3 +253,48 @@ def test_create_is_refused_at_the_daily_cap_and_nothing_is_rented(
     )
     assert vast_state.instances == {}
     assert NodeRecords().all() == []
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_every_node_state_renders(columns: int, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from aitherctl.cli.nodes_cmd import _print_views
+    from aitherctl.cli.output import Output
+    from aitherctl.nodes.model import NodeRecord, NodeState
+    from aitherctl.nodes.operations import NodeView, Survey
+    from aitherctl.nodes.provider import Instance, InstanceStatus
+
+    now = 1_000_000.0
+
+    def record(state: NodeState, index: int) -> NodeRecord:
+        return NodeRecord(
+            id=f"r{index}", node=f"n-{state.value}", profile="dev", machine="box",
+            provider="vast", state=state, created_at=now - 3725, instance_id=f"70{index}",
+            price_per_hour_usd=0.2, started_at=now - 3600,
+            ended_at=now - 1800 if state is NodeState.GONE else None,
+        )
+
+    views = [
+        NodeView(record(state, i), None, now)
+        for i, state in enumerate(NodeState)
+        if state is not NodeState.UNKNOWN
+    ]
+    stranger = Instance("799", "aitherctl/box/dev/lost/r9", InstanceStatus.RUNNING, 0.3, now - 60)
+    views.append(NodeView(None, stranger, now))
+    monkeypatch.setenv("COLUMNS", str(columns))
+    _print_views(Output(), Survey(tuple(views), provider_error="vast GET /x: HTTP 503 (down)"))
+    captured = capsys.readouterr()
+    assert [line.rstrip() for line in captured.out.splitlines()] == [
+        "node          state       instance     $/h  age        cost  profile",
+        "n-creating    creating    700       $0.200  1h 02m  $0.2000  dev",
+        "n-booting     booting     701       $0.200  1h 02m  $0.2000  dev",
+        "n-running     running     702       $0.200  1h 02m  $0.2000  dev",
+        "n-destroying  destroying  703       $0.200  1h 02m  $0.2000  dev",
+        "n-gone        gone        704       $0.200  1h 02m  $0.1000  dev",
+        "lost          unknown     799       $0.300  1m 00s  $0.0050  -",
+    ]
+    err = " ".join(captured.err.split())
+    assert err == (
+        "warning: could not ask the provider (vast GET /x: HTTP 503 (down)): showing the records "
+        "only warning: 1 instance with this machine's label but no record here (a crash?): still "
+        "paying; `aitherctl nodes recover` destroys or adopts it"
+    )
