@@ -267,9 +267,16 @@ def test_every_node_state_renders(columns: int, monkeypatch, capsys) -> None:  #
 
     def record(state: NodeState, index: int) -> NodeRecord:
         return NodeRecord(
-            id=f"r{index}", node=f"n-{state.value}", profile="dev", machine="box",
-            provider="vast", state=state, created_at=now - 3725, instance_id=f"70{index}",
-            price_per_hour_usd=0.2, started_at=now - 3600,
+            id=f"r{index}",
+            node=f"n-{state.value}",
+            profile="dev",
+            machine="box",
+            provider="vast",
+            state=state,
+            created_at=now - 3725,
+            instance_id=f"70{index}",
+            price_per_hour_usd=0.2,
+            started_at=now - 3600,
             ended_at=now - 1800 if state is NodeState.GONE else None,
         )
 
