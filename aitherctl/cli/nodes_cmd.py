@@ -128,6 +128,25 @@ def _print_views(out: Output, found: Survey) -> None:
         )
 
 
+def warn_unknown_nodes(out: Output) -> None:
+    """For `aitherctl recover`: one warning line per kind of trouble with rented nodes (an
+    instance with this machine's label and no record, or a provider that cannot be asked while
+    records are open); nothing when this machine never rented one."""
+    from aitherctl.nodes.records import NodeRecords
+
+    records = NodeRecords()
+    found = _survey(records)
+    if found.provider_error and any(record.live for record in records.all()):
+        out.warn(f"rented nodes: could not ask the provider ({found.provider_error})")
+    if found.unknown:
+        count = len(found.unknown)
+        out.warn(
+            f"{count} rented instance{'s' if count > 1 else ''} with this machine's label but no "
+            "record here: still paying; `aitherctl nodes recover` destroys or adopts "
+            f"{'them' if count > 1 else 'it'}"
+        )
+
+
 @nodes_app.callback()
 def nodes(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the nodes this machine rented, from its records and the provider's own list (by

@@ -305,3 +305,17 @@ def test_every_node_state_renders(columns: int, monkeypatch, capsys) -> None:  #
         "only warning: 1 instance with this machine's label but no record here (a crash?): still "
         "paying; `aitherctl nodes recover` destroys or adopts it"
     )
+
+
+def test_recover_names_an_unknown_instance_even_without_docker(
+    vast_url: str, vast_state: VastState, dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert invoke("nodes", "create", "reasoning", "--profile", "dev", "--yes").exit_code == 0
+    NodeRecords().forget(NodeRecords().all()[0])
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    result = invoke("recover")
+    assert result.exit_code == 7  # no Docker engine: switches cannot be recovered
+    assert result.stderr.splitlines()[0] == (
+        "warning: 1 rented instance with this machine's label but no record here: still paying; "
+        "`aitherctl nodes recover` destroys or adopts it"
+    )
