@@ -4,7 +4,7 @@ instance carries at the provider, and each instance's state and cost so far."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aitherctl.profiles.profile import CloudBudget, Node, NodeMode
@@ -125,6 +125,9 @@ class NodeRecord:
     url: str | None = None  # the engine's address, once published
     adopted: bool = False  # found at the provider without a record, then kept
     accrued_until: float | None = None  # its cost is in the usage ledger up to this time
+    # The key its engine requires (generated at create, given to the engine in its environment,
+    # never in a label or a log; None for an engine aitherctl cannot give one, or adopted).
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def label(self) -> Label:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aitherctl.engines.registry import driver_for
+from aitherctl.engines.registry import KEY_VARIABLES, driver_for
 from aitherctl.errors import BudgetExceededError, NotFoundError, RefusedError
 from aitherctl.nodes.model import Label, NodeRecord, NodeState, cost_usd
 from aitherctl.nodes.provider import (
@@ -57,16 +57,24 @@ def node_service(node: Node) -> Service:
     )
 
 
-def create_request(node: Node, offer_id: str, label: Label) -> CreateRequest:
+def create_request(
+    node: Node, offer_id: str, label: Label, api_key: str | None = None
+) -> CreateRequest:
+    """The instance to ask for: the engine driver's command, and the key the engine requires
+    in the variable it reads (vLLM `VLLM_API_KEY`, llama.cpp `LLAMA_API_KEY`): in the
+    environment, not the arguments, and never in the label."""
     driver = driver_for(node.engine)
     engine = driver.container(node_service(node), node.port, ())
+    key_env: tuple[tuple[str, str], ...] = ()
+    if api_key is not None and node.engine in KEY_VARIABLES:
+        key_env = ((KEY_VARIABLES[node.engine], api_key),)
     return CreateRequest(
         offer_id=offer_id,
         image=node.image,
         args=engine.command,
         port=node.port,
         label=label.text(),
-        env=(*engine.env, *node.env),
+        env=(*engine.env, *node.env, *key_env),
         disk_gb=node.disk_gb,
     )
 
@@ -124,10 +132,11 @@ def create_node(
             created_at=clock(),
             offer_id=offer.id,
             price_per_hour_usd=offer.price_per_hour_usd,
+            api_key=secrets.token_urlsafe(32) if node.engine in KEY_VARIABLES else None,
         )
     )
     try:
-        instance_id = provider.create(create_request(node, offer.id, record.label))
+        instance_id = provider.create(create_request(node, offer.id, record.label, record.api_key))
     except ProviderError as exc:
         if exc.kind is not ProviderFailure.UNREACHABLE:
             # The provider answered no: nothing was rented.

@@ -47,7 +47,9 @@ class NodeRecords:
         data["state"] = record.state.value
         text = json.dumps(data, sort_keys=True, indent=1)
         temporary = self.folder / f".{record.id}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        # 0600: a record holds the key the node's engine requires.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -74,13 +74,17 @@ def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
             except httpx.TransportError:
                 pass
             time.sleep(0.2)  # polling a condition, not synchronising on time
+        chat = {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 8,
+        }
+        # The engine requires the key aitherctl generated for this node.
+        assert client.post(base + "/v1/chat/completions", json=chat).status_code == 401
         answer = client.post(
             base + "/v1/chat/completions",
-            json={
-                "model": "smollm2",
-                "messages": [{"role": "user", "content": "Say hello."}],
-                "max_tokens": 8,
-            },
+            json=chat,
+            headers={"Authorization": f"Bearer {record.api_key}"},
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"]["content"]

@@ -260,3 +260,26 @@ def test_node_time_accrues_into_the_ledger_once_and_the_cap_refuses_a_create(
     assert "no `cloud:` budget" in no_budget.value.message
     assert len(records.all()) == 1
     assert vast.list_instances() == []
+
+
+def test_the_engine_requires_a_generated_key_kept_out_of_labels(
+    vast: VastProvider, node: Node, records: NodeRecords, vast_state: VastState
+) -> None:
+    made = create_node(vast, records, profile="dev", node=node, machine="box", **BUDGET)
+    assert made.api_key is not None
+    assert len(made.api_key) >= 40
+    [(_method, _path, body)] = [r for r in vast_state.requests if r[0] == "PUT"]
+    assert body["env"]["LLAMA_API_KEY"] == made.api_key  # llama-server's --api-key variable
+    assert made.api_key not in body["label"]
+    assert made.api_key not in " ".join(body["args"])
+    assert made.api_key not in repr(made)
+    assert records.path(made.id).stat().st_mode & 0o777 == 0o600
+    another = create_node(
+        vast,
+        records,
+        profile="dev",
+        node=replace(node, max_price_per_hour_usd=0.3),
+        machine="box",
+        **BUDGET,
+    )
+    assert another.api_key != made.api_key
