@@ -201,14 +201,21 @@ def create(
         raise typer.Exit(1)
     records, ledger = NodeRecords(), Ledger()
     accrue(records, ledger, clock=now)  # the cap counts every node up to now
+    spent = spent_today_usd(ledger, clock=now)
+    cloud = profile.cloud
+    if cloud is not None and cloud.warn_at_usd <= spent < cloud.daily_cap_usd:
+        out.warn(
+            f"today's spend ${spent:.4f} is past {cloud.warn_share:.0%} of the cloud cap "
+            f"${cloud.daily_cap_usd:.2f}"
+        )
     record = create_node(
         provider(),
         records,
         profile=profile.name,
         node=node,
         machine=machine_name(),
-        cloud=profile.cloud,
-        spent_today_usd=spent_today_usd(ledger, clock=now),
+        cloud=cloud,
+        spent_today_usd=spent,
         clock=now,
     )
     if json_out:

@@ -244,6 +244,10 @@ def survey(
         found = ours.get(record.id) or (
             by_instance.get(record.instance_id) if record.instance_id else None
         )
+        if not record.live and found is not None:
+            # Closed here, yet the provider lists it (a list that lagged, a destroy that did
+            # not happen): it is paying, so it is live again (the gap is billed: an upper bound).
+            record = records.update(record, state=NodeState.BOOTING, ended_at=None)  # noqa: PLW2901
         if record.live:
             record = _reconcile(records, record, found, now)  # noqa: PLW2901
         if record.live or include_gone:

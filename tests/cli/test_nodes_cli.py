@@ -219,16 +219,20 @@ def test_kill_9_and_a_lost_record_then_recover_destroys_or_adopts(
 
 
 def test_create_is_refused_at_the_daily_cap_and_nothing_is_rented(
-    vast_url: str, vast_state: VastState, write_profile
+    vast_url: str, vast_state: VastState, write_profile, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     import time as clock
 
+    from aitherctl.cli import nodes_cmd
     from aitherctl.routing.ledger import Ledger, LedgerRow
+
+    moment = clock.time()
+    monkeypatch.setattr(nodes_cmd, "now", lambda: moment)  # a node's cost is exactly 0 here
 
     write_profile("dev", PROFILE.replace("daily_cap: 5", "daily_cap: 0.01"))
     Ledger().record(
         LedgerRow(
-            ts=clock.time(),
+            ts=moment,
             profile="dev",
             effort=9,
             tier="frontier",
@@ -245,6 +249,14 @@ def test_create_is_refused_at_the_daily_cap_and_nothing_is_rented(
             prompt_sha256=None,
         )
     )
+    write_profile("warned", PROFILE.replace("daily_cap: 5", "daily_cap: 0.024"))
+    warned = invoke("nodes", "create", "reasoning", "--profile", "warned", "--yes")
+    assert warned.exit_code == 0, warned.output
+    assert warned.stderr == ("warning: today's spend $0.0200 is past 80% of the cloud cap $0.02\n")
+    assert invoke("nodes", "destroy", "--all", "--yes").exit_code == 0
+    [closed] = NodeRecords().all()
+    NodeRecords().forget(closed)
+    vast_state.destroyed.clear()
     refused = invoke("nodes", "create", "reasoning", "--profile", "dev", "--yes")
     assert (refused.exit_code, refused.stderr) == (
         10,

@@ -283,3 +283,21 @@ def test_the_engine_requires_a_generated_key_kept_out_of_labels(
         **BUDGET,
     )
     assert another.api_key != made.api_key
+
+
+def test_a_closed_record_whose_instance_the_provider_still_lists_is_live_again(
+    vast: VastProvider, node: Node, records: NodeRecords
+) -> None:
+    clock = Clock()
+    made = create_node(
+        vast, records, profile="dev", node=node, machine="box", **BUDGET, clock=clock
+    )
+    records.update(made, state=NodeState.GONE, ended_at=clock.now)  # e.g. a list that lagged
+    clock.now += 60
+    [view] = survey(vast, records, machine="box", clock=clock).views
+    assert view.record is not None
+    assert (view.state, view.record.ended_at, view.instance_id) == (
+        NodeState.BOOTING,
+        None,
+        made.instance_id,
+    )
