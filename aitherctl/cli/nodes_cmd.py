@@ -13,7 +13,7 @@ import typer
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
-from aitherctl.errors import NotFoundError, UsageError
+from aitherctl.errors import AitherError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from aitherctl.nodes.operations import NodeView, Survey
@@ -253,7 +253,7 @@ def destroy_cmd(
     source = provider()
     found = _survey(records, source)
     if found.provider_error:
-        raise NotFoundError(f"cannot destroy: {found.provider_error}")
+        raise AitherError(f"cannot destroy: {found.provider_error}")
     chosen = [v for v in found.views if all_nodes or _matches(v, target or "")]
     if not chosen:
         if all_nodes:
@@ -296,7 +296,7 @@ def recover(
     source = provider()
     found = _survey(records, source)
     if found.provider_error:
-        raise NotFoundError(f"cannot recover: {found.provider_error}")
+        raise AitherError(f"cannot recover: {found.provider_error}")
     if not found.unknown:
         out.print("nothing to recover: every instance of this machine has its record", markup=False)
         return

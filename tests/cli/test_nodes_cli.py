@@ -143,6 +143,13 @@ def test_the_provider_down_is_said_and_the_records_still_listed(
         "warning: could not ask the provider (vast GET /api/v1/instances/: HTTP 503 "
         "(unavailable: maintenance)): showing the records only\n"
     )
+    refused = invoke("nodes", "destroy", "--all", "--yes")
+    assert (refused.exit_code, refused.stderr) == (
+        1,
+        "error: cannot destroy: vast GET /api/v1/instances/: HTTP 503 (unavailable: "
+        "maintenance)\n",
+    )
+    assert [r.state.value for r in NodeRecords().all()] == ["booting"]  # nothing half-changed
 
 
 def _create_in_a_process_and_kill_it(vast_state: VastState, tmp_path: Path) -> None:
