@@ -88,6 +88,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "events.",
     ),
     "profile": ("profile_cmd", "Declare GPU profiles and switch between them."),
+    "nodes": (
+        "nodes_cmd",
+        "Rented GPU nodes: list them (state, price per hour, age, cost so far), create, "
+        "destroy, and recover the ones a crash left unknown.",
+    ),
 }
 
 
