@@ -43,7 +43,13 @@ def answer_direct(
             stream.flush()
             wrote.append(piece)
 
-    with open_router(chosen, stack) as router:
+    if chosen.nodes:  # rented nodes that run: their addresses, from this machine's records
+        from aitherctl.nodes.records import running_addresses
+
+        nodes = running_addresses(chosen.name)
+    else:
+        nodes = {}
+    with open_router(chosen, stack, nodes=nodes) as router:
         try:
             result = router.run(run_options, on_text)
         except (BackendFailedError, BudgetExceededError) as exc:

@@ -276,8 +276,11 @@ def _reconcile(
         changes["state"] = NodeState.BOOTING
     if record.state is not NodeState.DESTROYING:
         url = instance.url(_port_of(instance))
-        if instance.status is InstanceStatus.RUNNING and url and record.url != url:
-            changes["url"] = url
+        if instance.status is InstanceStatus.RUNNING and url:
+            if record.url != url:
+                changes["url"] = url
+            if record.state is not NodeState.RUNNING:
+                changes["state"] = NodeState.RUNNING  # the provider runs it, published
     return records.update(record, **changes) if changes else record
 
 

@@ -91,3 +91,17 @@ def _read(path: Path) -> NodeRecord | None:
         return NodeRecord(**data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
+
+
+def running_addresses(
+    profile: str, records: NodeRecords | None = None
+) -> dict[str, tuple[str, str | None]]:
+    """Each of `profile`'s nodes that this machine last saw running (`aitherctl nodes` learns
+    the address from the provider): node -> (its engine's root URL, the key it requires). Read
+    from the records alone, with no call to the provider, so `run` pays nothing for it; a node
+    destroyed behind the records' back fails its request and the tier moves on."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for record in (records or NodeRecords()).all():  # oldest first: the newest wins
+        if record.profile == profile and record.state is NodeState.RUNNING and record.url:
+            found[record.node] = (record.url, record.api_key)
+    return found

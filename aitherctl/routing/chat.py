@@ -141,10 +141,11 @@ def key_may_travel(url: str, candidate: Candidate | None = None) -> bool:
 
 def _headers(candidate: Candidate, url: str) -> dict[str, str]:
     headers = {"Accept": "text/event-stream"}
-    if candidate.api_key_env:
+    key = candidate.api_key
+    if key is None and candidate.api_key_env:
         key = os.environ.get(candidate.api_key_env, "")
-        if key and key_may_travel(url, candidate):
-            headers["Authorization"] = f"Bearer {key}"
+    if key and key_may_travel(url, candidate):
+        headers["Authorization"] = f"Bearer {key}"
     return headers
 
 

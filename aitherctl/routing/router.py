@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -822,15 +822,23 @@ def _attempt_lines(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
 
 
 @contextmanager
-def open_router(profile: Profile, stack: StackView | None = None) -> Iterator[Router]:
+def open_router(
+    profile: Profile,
+    stack: StackView | None = None,
+    *,
+    nodes: Mapping[str, tuple[str, str | None]] | None = None,
+) -> Iterator[Router]:
     """A Router with real adapters: keep-alive httpx clients shared by probes and requests,
-    the failure memory in the user's state folder, the ledger in the user's data folder."""
+    the failure memory in the user's state folder, the ledger in the user's data folder.
+    `nodes`: the rented nodes that run (node -> (root URL, key); `nodes.records`)."""
     from aitherctl.routing.chat import HttpClients
     from aitherctl.routing.ledger import Ledger
     from aitherctl.routing.probes import BackendProbe, FailureMemory
-    from aitherctl.routing.table import build_routing
+    from aitherctl.routing.table import build_routing, with_node_addresses
 
     table = build_routing(profile)
+    if nodes:
+        table = with_node_addresses(table, nodes)
     clients = HttpClients()
     try:
         yield Router(

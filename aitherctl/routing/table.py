@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -119,6 +119,9 @@ class Candidate:
     # A service on one of the profile's own hosts: its key may go over plain http on the
     # network the user put it on (engines serve no TLS; README "Several hosts" says the cost).
     key_over_http: bool = False
+    # The key itself, for a backend whose key aitherctl made (a rented node's, from its record
+    # on this machine): never shown, never compared.
+    api_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def queue_metric(self) -> str | None:
@@ -268,6 +271,34 @@ def node_candidate(node: Node) -> Candidate:
         local=False,  # the request leaves the machine for the marketplace's host
         on_demand=node.mode is NodeMode.ON_DEMAND,
     )
+
+
+def with_node_addresses(
+    table: RoutingTable, addresses: Mapping[str, tuple[str, str | None]]
+) -> RoutingTable:
+    """`table` with each rented node that runs (`addresses`: node -> (its engine's root URL,
+    the key it requires)) as a candidate with that address, in every tier that names it. Its
+    key goes over plain http, as the README says of nodes (engines serve no TLS)."""
+    changed: dict[str, Candidate] = {}
+    for name, (url, key) in addresses.items():
+        candidate = table.backends.get(name)
+        if candidate is None or candidate.origin != "node":
+            continue
+        root = url.rstrip("/")
+        changed[name] = replace(
+            candidate,
+            base_url=root + "/v1",
+            health_url=root + _HEALTH_PATHS.get(candidate.engine, "/v1/models"),
+            api_key=key,
+            key_over_http=True,
+        )
+    if not changed:
+        return table
+    tiers = tuple(
+        replace(tier, candidates=tuple(changed.get(c.name, c) for c in tier.candidates))
+        for tier in table.tiers
+    )
+    return replace(table, tiers=tiers, backends={**table.backends, **changed})
 
 
 def _check_url(value: Any) -> str | None:

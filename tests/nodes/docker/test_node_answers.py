@@ -108,3 +108,64 @@ def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
         in_ledger = ledger.spent_since(0)
         assert in_ledger > 0
         assert abs(charged - in_ledger) <= (gone.price_per_hour_usd or 0) / 3600
+
+
+def test_run_answers_through_a_running_node_with_its_key(
+    docker_engine: object,
+    llama_image: str,
+    namespace: str,
+    profile_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tier that names a node: skipped while no instance runs, then, once `aitherctl nodes`
+    has seen it running, `run` streams the answer from it (the engine refuses requests without
+    the key aitherctl generated, so the answer proves the key went with the request)."""
+    from tests.conftest import run_cli
+
+    docker = sdk_of(docker_engine)
+    state = VastState(
+        offers=standard_offers(),
+        boot_delay_s=1.0,
+        docker=docker,
+        models_dir=MODELS_DIR,
+        namespace=namespace,
+    )
+    tiers = """
+cloud: {daily_cap: 5.00}
+routing:
+  tiers:
+    heavy: {effort: 1-10, candidates: [{node: reasoning}]}
+"""
+    (profile_dir / "dev.yaml").write_text(PROFILE.lstrip() + tiers)
+    with serve_vast(state) as url:
+        monkeypatch.setenv("VAST_URL", url)
+        monkeypatch.setenv("VAST_API_KEY", state.api_key)
+        before = run_cli("run", "--direct", "-p", "dev", "--max-tokens", "8", "Say hello.")
+        assert before.returncode != 0
+        assert "cloud node has no running instance" in before.stderr
+        created = run_cli("nodes", "create", "reasoning", "-p", "dev", "--yes")
+        assert created.returncode == 0, created.stderr
+        deadline = time.monotonic() + 120
+        answered = None
+        while time.monotonic() < deadline:
+            listing = run_cli("nodes", "--json")  # the survey learns the running node's address
+            assert listing.returncode == 0, listing.stderr
+            if '"state": "running"' in listing.stdout:
+                answered = run_cli(
+                    "run", "--direct", "-p", "dev", "--max-tokens", "8", "Say hello."
+                )
+                if answered.returncode == 0:
+                    break  # else its engine is still loading the model: ask again
+            time.sleep(0.5)  # polling a condition (the double's boot, the model's load)
+        assert answered is not None, "the node never ran"
+        assert answered.returncode == 0, answered.stderr
+        assert answered.stdout.strip()
+        status = answered.stderr.strip().splitlines()[-1]
+        assert "heavy · reasoning (smollm2)" in status, status
+        destroyed = run_cli("nodes", "destroy", "--all", "--yes")
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert [
+            c
+            for c in docker.containers.list(all=True, filters={"label": "vast.double"})
+            if c.labels.get("ai.aitherctl.namespace") == namespace
+        ] == []
