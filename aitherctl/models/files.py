@@ -141,12 +141,11 @@ def hf_snapshot(repo_folder: Path) -> Path | None:
     return snapshots[0] if len(snapshots) == 1 else None
 
 
-def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...] = ()) -> Path:
-    """Where `container_path` is on this machine through the service's bind mounts (the deepest
-    mount that holds it). `ModelNotHere` when it is not on this machine: a named volume, another
-    host, no mount."""
-    if service.host != LOCAL_HOST:
-        raise ModelNotHere(f"on host {service.host!r}, not read from here")
+def mount_of(
+    service: Service, container_path: str, defaults: tuple[Volume, ...] = ()
+) -> tuple[Volume, str] | None:
+    """The deepest of the service's mounts (then `defaults`) that holds `container_path`, and
+    the path relative to it ("." for the mount itself); None when none does."""
     best = None
     for volume in (*service.volumes, *defaults):  # the service's own mounts win
         target = volume.container.rstrip("/") or "/"
@@ -154,10 +153,22 @@ def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...
         if inside and (best is None or len(target) > len(best.container)):
             best = volume
     if best is None:
+        return None
+    return best, posixpath.relpath(container_path, best.container)
+
+
+def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...] = ()) -> Path:
+    """Where `container_path` is on this machine through the service's bind mounts (the deepest
+    mount that holds it). `ModelNotHere` when it is not on this machine: a named volume, another
+    host, no mount."""
+    if service.host != LOCAL_HOST:
+        raise ModelNotHere(f"on host {service.host!r}, not read from here")
+    found = mount_of(service, container_path, defaults)
+    if found is None:
         raise ModelNotHere(f"{container_path} is in no folder mounted from this machine")
+    best, relative = found
     if not best.host.startswith("/"):
         raise ModelNotHere(f"in Docker volume {best.host!r}, not read from here")
-    relative = posixpath.relpath(container_path, best.container)
     return Path(best.host) / relative if relative != "." else Path(best.host)
 
 

@@ -53,6 +53,7 @@ SERVICE_KEYS = {
     "priority",
     "host",
     "api_key_env",
+    "source",
 }
 HOST_KEYS = {"docker", "address"}
 HEALTH_KEYS = {"path", "timeout"}

@@ -1,0 +1,132 @@
+"""What `pull` downloads, where to, and what it says while it does: plain data, no I/O.
+
+A target is one service's model: a Hugging Face repository (vLLM's `model`, downloaded whole
+into the cache layout `models--ORG--NAME/{blobs,snapshots/COMMIT,refs}` that vLLM reads) or one
+GGUF file of a repository (a llama.cpp service's `source: ORG/NAME:FILE`, written to the path
+its `model` names). `destination` is that place on this machine: the repository's cache folder,
+or the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aitherctl.units import format_bytes, format_duration
+
+
+class PullKind(StrEnum):
+    HF_CACHE = "hf-cache"  # a whole repository, in huggingface_hub's cache layout
+    FILE = "file"  # one file, at a path
+
+
+@dataclass(frozen=True, slots=True)
+class PullTarget:
+    service: str
+    engine: str
+    repo: str
+    revision: str
+    kind: PullKind
+    destination: str  # the cache folder `.../models--ORG--NAME`, or the file's path
+    filename: str | None = None  # FILE: the file in the repository
+    present: bool = False  # already on disk: nothing to download
+
+
+@dataclass(frozen=True, slots=True)
+class NotPullable:
+    """A service `pull` cannot download for, and why (one line a user can act on)."""
+
+    service: str
+    reason: str
+    missing: bool = True  # False: an engine whose models aitherctl does not manage (yet)
+
+
+def parse_source(text: str) -> tuple[str, str]:
+    """`ORG/NAME:FILE` → (repository, file); the profile loader has checked the form."""
+    repo, _, filename = text.partition(":")
+    return repo, filename
+
+
+def hf_cache_folder_name(repo: str) -> str:
+    """huggingface_hub's `repo_folder_name`: `models--ORG--NAME`."""
+    return "models--" + repo.replace("/", "--")
+
+
+class PullPhase(StrEnum):
+    PRESENT = "present"  # the model is already there
+    START = "start"  # a file's transfer begins (`resumed_from_bytes` when it continues one)
+    PROGRESS = "progress"
+    DONE = "done"  # a file is complete and in place
+    RETRY = "retry"  # a transfer broke; it continues from where it stopped
+
+
+@dataclass(frozen=True, slots=True)
+class PullEvent:
+    """One step of a pull: `--json` writes each as a line, the terminal renders them."""
+
+    phase: PullPhase
+    service: str
+    file: str | None = None
+    done_bytes: int = 0
+    total_bytes: int | None = None
+    rate_bytes_per_s: float | None = None
+    eta_s: float | None = None
+    resumed_from_bytes: int = 0
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    service: str
+    repo: str
+    destination: str
+    downloaded_bytes: int  # this run's transfer, not counting what an earlier run left
+    files: int
+    already_present: bool
+
+
+def progress_line(event: PullEvent) -> str:
+    """One line per file: `service  file  done / total  rate  ETA`."""
+    name = f"{event.service}  {event.file or ''}".rstrip()
+    if event.phase is PullPhase.PRESENT:
+        return f"{name}: already downloaded ({event.note})" if event.note else f"{name}: present"
+    total = format_bytes(event.total_bytes) if event.total_bytes is not None else "?"
+    if event.phase is PullPhase.START:
+        resumed = (
+            f", continuing from {format_bytes(event.resumed_from_bytes)}"
+            if event.resumed_from_bytes
+            else ""
+        )
+        return f"{name}  {total}{resumed}"
+    if event.phase is PullPhase.RETRY:
+        return f"{name}  {event.note}; continuing from {format_bytes(event.done_bytes)}"
+    rate = (
+        f"{format_bytes(int(event.rate_bytes_per_s))}/s"
+        if event.rate_bytes_per_s is not None
+        else "-"
+    )
+    if event.phase is PullPhase.DONE:
+        return f"{name}  {total} done  {rate}"
+    eta = format_duration(event.eta_s, unknown="?") if event.eta_s is not None else "?"
+    return f"{name}  {format_bytes(event.done_bytes)} / {total}  {rate}  ETA {eta}"
+
+
+class RateMeter:
+    """Bytes per second over the transfer so far (`now` from the caller's clock)."""
+
+    def __init__(self, start_s: float) -> None:
+        self.start_s = start_s
+        self.bytes = 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+
+    def rate(self, now_s: float) -> float | None:
+        elapsed = now_s - self.start_s
+        return self.bytes / elapsed if elapsed > 0 and self.bytes else None
+
+    def eta(self, now_s: float, remaining_bytes: int | None) -> float | None:
+        rate = self.rate(now_s)
+        if rate is None or remaining_bytes is None:
+            return None
+        return remaining_bytes / rate
