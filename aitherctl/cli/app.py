@@ -88,6 +88,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "events.",
     ),
     "profile": ("profile_cmd", "Declare GPU profiles and switch between them."),
+    "models": (
+        "models_cmd",
+        "The models on this machine that the profiles point at (and the others beside them).",
+    ),
     "pull": (
         "models_cmd",
         "Download the models a profile's services need into the places their engines read (the "

@@ -1,5 +1,6 @@
-"""`aitherctl pull`: the models a profile's services need, downloaded before any switch.
-The operation: `aitherctl.models.pull`."""
+"""`aitherctl pull`: the models a profile's services need, downloaded before any switch
+(`aitherctl.models.pull`); `aitherctl models` and `models rm`: what is on this machine
+(`aitherctl.models.inventory`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
+    from aitherctl.models.local_model import ModelListing
     from aitherctl.models.pull_model import PullEvent
     from aitherctl.profiles.catalog import ProfileCatalog
 
@@ -167,5 +171,127 @@ def pull(
         raise RefusedError(f"no model could be pulled for {names_text} (see above)")
 
 
+models_app = typer.Typer(
+    help="The models on this machine that the profiles point at (and the others beside them).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def _listing() -> ModelListing:
+    """Every profile's models, with whether the services that use them run now."""
+    from aitherctl.errors import AitherError, NotFoundError
+    from aitherctl.models.inventory import list_models, running_services
+
+    catalog = runtime.catalog()
+    profiles = []
+    notes = []
+    for name in catalog.names():
+        try:
+            profiles.append(catalog.load(name, expand=False))
+        except AitherError:
+            notes.append(f"profile {name}: not readable (see `aitherctl profile validate`)")
+    engines: list[Any] = []
+    running: set[tuple[str, str]] | None
+    try:
+        engines.append(runtime.docker())
+        running = running_services(engines[0].list_managed())
+    except AitherError as exc:
+        running = None
+        notes.append(f"whether services run is unknown: {exc.message}")
+
+    def volume_folder(volume: str) -> str | None:
+        if not engines:
+            raise UsageError("the Docker engine cannot be reached")
+        try:
+            return str(engines[0].volume_folder(volume, create=False))
+        except NotFoundError:
+            return None
+
+    listing = list_models(profiles, volume_folder, running)
+    from dataclasses import replace
+
+    return replace(listing, notes=(*notes, *listing.notes))
+
+
+def models_table(listing: ModelListing) -> Table:
+    """One row per model: name, engine, size on disk, state, the services that use it."""
+    from rich.table import Table
+
+    from aitherctl.units import format_bytes
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "engine", "size", "state", "used by"):
+        table.add_column(column, no_wrap=column in ("engine", "size", "state"), overflow="fold")
+    for model in listing.models:
+        used = ", ".join(use.label for use in model.used_by) or "-"
+        table.add_row(
+            model.name, model.engine, format_bytes(model.size_bytes), model.state.value, used
+        )
+    return table
+
+
+def _listing_json(listing: ModelListing) -> dict[str, Any]:
+    return {
+        "models": [
+            {"name": m.name, "engine": m.engine, "kind": m.kind.value, "path": m.path,
+             "size_bytes": m.size_bytes, "state": m.state.value,
+             "used_by": [{"profile": u.profile, "service": u.service, "running": u.running}
+                         for u in m.used_by]}
+            for m in listing.models
+        ],
+        "notes": list(listing.notes),
+    }  # fmt: skip
+
+
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """The models on this machine that the profiles point at (and the others beside them):
+    engine, size on disk, state, and the profiles' services that use them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    out = Output(json_mode=json_out)
+    listing = _listing()
+    if json_out:
+        out.data(_listing_json(listing))
+        return
+    for note in listing.notes:
+        out.warn(note)
+    if not listing.models:
+        out.info("no models on this machine yet: `aitherctl pull PROFILE` downloads them")
+        return
+    out.print(models_table(listing))
+
+
+@models_app.command("rm")
+def remove(
+    name: Annotated[str, typer.Argument(help="The model: its name as listed, or its path.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Delete a model's files (refused while a running service uses it)."""
+    from aitherctl.models.inventory import find_model, removal_refusal, remove_model
+    from aitherctl.units import format_bytes
+
+    out = Output(json_mode=json_out)
+    model = find_model(_listing(), name)
+    refusal = removal_refusal(model)
+    if refusal is not None:
+        raise RefusedError(refusal)
+    if not out.confirm(
+        f"delete {model.name} ({format_bytes(model.size_bytes)}, {model.path})?", assume_yes=yes
+    ):
+        raise typer.Exit(1)
+    remove_model(model)
+    if json_out:
+        out.data({"removed": model.name, "path": model.path, "size_bytes": model.size_bytes})
+    else:
+        out.print(f"removed {model.name}: {format_bytes(model.size_bytes)} freed", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("pull")(pull)
+    app.add_typer(models_app, name="models")

@@ -26,9 +26,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aitherctl.engines.vllm import HF_CACHE
 from aitherctl.errors import AitherError, RefusedError
-from aitherctl.models.files import HF_HUB_IN_CONTAINER, hf_snapshot, mount_of
+from aitherctl.models.files import (
+    HF_HUB_IN_CONTAINER,
+    ModelNotHere,
+    hf_cache_present,
+    model_place,
+)
 from aitherctl.models.hub import FileMeta, HubClient, HubUnreachableError
 from aitherctl.models.pull_model import (
     NotPullable,
@@ -48,7 +52,6 @@ RETRIES = 3  # a broken transfer continues from where it stopped this many times
 PROGRESS_EVERY_S = 1.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-VolumeFolder = Callable[[str], str]  # named volume → its folder on this machine
 FreeBytes = Callable[[Path], int]  # free bytes of the file system holding a folder
 Emit = Callable[[PullEvent], None]
 
@@ -58,44 +61,8 @@ def free_disk_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _place(service: Service, container_path: str, volume_folder: VolumeFolder) -> str:
-    """Where `container_path` of `service` is on this machine; `NotPullable`'s reason when it
-    is nowhere this machine can write."""
-    defaults = (HF_CACHE,) if service.engine.value == "vllm" else ()
-    found = mount_of(service, container_path, defaults)
-    if found is None:
-        raise _Unplaceable(
-            f"{container_path} is in no folder or volume the service mounts: add one under "
-            "`volumes:` so the model outlives the container"
-        )
-    volume, relative = found
-    base = volume.host
-    if not base.startswith("/"):
-        try:
-            base = volume_folder(volume.host)
-        except AitherError as exc:
-            raise _Unplaceable(f"Docker volume {volume.host!r}: {exc.message}") from None
-        if not os.access(base, os.W_OK):
-            raise _Unplaceable(
-                f"Docker volume {volume.host!r} ({base}) cannot be written from here: mount a "
-                "folder of this machine instead"
-            )
-    return base if relative == "." else f"{base.rstrip('/')}/{relative}"
-
-
-class _Unplaceable(Exception):
-    pass
-
-
-def hf_cache_present(folder: Path) -> bool:
-    """A snapshot huggingface_hub would use, and no transfer left unfinished."""
-    if hf_snapshot(folder) is None:
-        return False
-    return not any((folder / "blobs").glob("*.incomplete"))
-
-
 def pull_targets(
-    profile: Profile, names: Sequence[str] | None, volume_folder: VolumeFolder
+    profile: Profile, names: Sequence[str] | None, volume_folder: Callable[[str], str]
 ) -> list[PullTarget | NotPullable]:
     """What to download for each named service (all of the profile's when `names` is None)."""
     chosen = [profile.service(name) for name in names] if names else profile.services.values()
@@ -105,7 +72,7 @@ def pull_targets(
     return targets
 
 
-def _target(service: Service, volume_folder: VolumeFolder) -> PullTarget | NotPullable:
+def _target(service: Service, volume_folder: Callable[[str], str]) -> PullTarget | NotPullable:
     engine = service.engine.value
     model = service.model or ""
     if engine not in ("vllm", "llamacpp"):
@@ -121,13 +88,13 @@ def _target(service: Service, volume_folder: VolumeFolder) -> PullTarget | NotPu
             if model.count("/") != 1:
                 return NotPullable(service.name, f"{model!r} is not a Hub id ORG/NAME")
             container = f"{HF_HUB_IN_CONTAINER}/{hf_cache_folder_name(model)}"
-            folder = _place(service, container, volume_folder)
+            folder = model_place(service, container, volume_folder)
             return PullTarget(
                 service.name, engine, model, "main", PullKind.HF_CACHE, folder,
                 present=hf_cache_present(Path(folder)),
             )  # fmt: skip
         if service.source is None:
-            path = _place(service, model, volume_folder) if model.startswith("/") else ""
+            path = model_place(service, model, volume_folder) if model.startswith("/") else ""
             if path and Path(path).exists():
                 return PullTarget(
                     service.name, engine, "", "main", PullKind.FILE, path, present=True
@@ -144,12 +111,12 @@ def _target(service: Service, volume_folder: VolumeFolder) -> PullTarget | NotPu
                 "download it from: add one, or put the file there",
             )
         repo, filename = parse_source(service.source)
-        path = _place(service, model, volume_folder)
+        path = model_place(service, model, volume_folder)
         return PullTarget(
             service.name, engine, repo, "main", PullKind.FILE, path, filename=filename,
             present=Path(path).is_file(),
         )  # fmt: skip
-    except _Unplaceable as exc:
+    except ModelNotHere as exc:
         return NotPullable(service.name, str(exc))
 
 
