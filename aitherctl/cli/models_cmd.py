@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -66,7 +67,9 @@ class _Progress:
             return
         if self.out.quiet:
             return
-        line = progress_line(event)
+        # Only the live line is rewritten in place: it must not wrap.
+        live = self.terminal and event.phase is PullPhase.PROGRESS
+        line = progress_line(event, shutil.get_terminal_size().columns if live else None)
         if event.phase is PullPhase.PROGRESS:
             if self.terminal:
                 sys.stderr.write(f"\r{line}\x1b[K")

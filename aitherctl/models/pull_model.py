@@ -85,9 +85,21 @@ class PullResult:
     already_present: bool
 
 
-def progress_line(event: PullEvent) -> str:
-    """One line per file: `service  file  done / total  rate  ETA`."""
-    name = f"{event.service}  {event.file or ''}".rstrip()
+def progress_line(event: PullEvent, width: int | None = None) -> str:
+    """One line per file: `service  file  done / total  rate  ETA`. With `width` (a terminal's,
+    where the line is rewritten in place and must not wrap) the file name gives way first,
+    keeping its end: `…00002-of-00004.safetensors`."""
+    line = _line(event, event.file or "")
+    if width is None or len(line) < width or not event.file:
+        return line
+    room = len(event.file) - (len(line) - (width - 1)) - 1
+    if room < 8:
+        return line[: width - 2] + "…"
+    return _line(event, "…" + event.file[-room:])
+
+
+def _line(event: PullEvent, file: str) -> str:
+    name = f"{event.service}  {file}".rstrip()
     if event.phase is PullPhase.PRESENT:
         return f"{name}: already downloaded ({event.note})" if event.note else f"{name}: present"
     total = format_bytes(event.total_bytes) if event.total_bytes is not None else "?"
