@@ -19,10 +19,11 @@ drops it on a redirect to another host), and never appears in a message.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from aitherctl.errors import AitherError, NotFoundError, RefusedError
@@ -186,6 +187,18 @@ class HubClient:
             size=int(size_text) if size_text and size_text.isdigit() else None,
             location=urljoin(url, location) if response.is_redirect and location else url,
         )
+
+    def read_json(self, repo: str, revision: str, filename: str, limit: int = 16 << 20) -> Any:
+        """A small JSON file of the repository (an index), read whole; None when it is not
+        JSON or larger than `limit`."""
+        meta = self.file_meta(repo, revision, filename)
+        if meta.size is not None and meta.size > limit:
+            return None
+        data = b"".join(self.stream(meta, 0, f"{repo}/{filename}"))
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
 
     def stream(self, meta: FileMeta, start: int, label: str) -> Iterator[bytes]:
         """The file's bytes from offset `start` (a Range request when `start` > 0).

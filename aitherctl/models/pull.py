@@ -1,7 +1,8 @@
 """`aitherctl pull`: download the models a profile's services need, into the very places their
 engines read, before anything is switched.
 
-- vLLM (`model: ORG/NAME`): the whole repository into huggingface_hub's cache layout under the
+- vLLM (`model: ORG/NAME`): the repository's files vLLM loads (`pull_model.vllm_files`: one
+  weights format, not `original/`) into huggingface_hub's cache layout under the
   folder the service mounts at `/root/.cache/huggingface` (its own bind mount, or the named
   volume `aither-hf-cache`): `hub/models--ORG--NAME/blobs/ETAG`, `snapshots/COMMIT/FILE` a
   relative link to the blob, `refs/main` the commit. This is what vLLM (through
@@ -35,6 +36,7 @@ from aitherctl.models.files import (
 )
 from aitherctl.models.hub import FileMeta, HubClient, HubUnreachableError
 from aitherctl.models.pull_model import (
+    SAFETENSORS_INDEX,
     NotPullable,
     PullEvent,
     PullKind,
@@ -44,6 +46,7 @@ from aitherctl.models.pull_model import (
     RateMeter,
     hf_cache_folder_name,
     parse_source,
+    vllm_files,
 )
 from aitherctl.profiles.profile import LOCAL_HOST, Profile, Service
 from aitherctl.units import format_bytes
@@ -145,6 +148,13 @@ def _transfers(target: PullTarget, hub: HubClient) -> list[_Transfer]:
         names = [target.filename]
     else:
         names = [name for name, _ in hub.listing(target.repo, target.revision).files]
+        shards = None
+        if SAFETENSORS_INDEX in names:
+            index = hub.read_json(target.repo, target.revision, SAFETENSORS_INDEX)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if isinstance(weight_map, dict):
+                shards = {str(shard) for shard in weight_map.values()}
+        names = vllm_files(names, shards)
     transfers = []
     for name in names:
         meta = hub.file_meta(target.repo, target.revision, name)

@@ -9,6 +9,7 @@ or the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,6 +51,36 @@ def parse_source(text: str) -> tuple[str, str]:
 def hf_cache_folder_name(repo: str) -> str:
     """huggingface_hub's `repo_folder_name`: `models--ORG--NAME`."""
     return "models--" + repo.replace("/", "--")
+
+
+# What vLLM loads of a repository (`model_loader/default_loader.py` `_prepare_weights`, load
+# format auto; `weight_utils.py` `download_weights_from_hf`): the weights of the first of these
+# formats the repository has, only the shards its `model.safetensors.index.json` names when it
+# has one (a repository may also hold a consolidated copy), nothing under `original/` (its
+# default ignore pattern); config, tokenizer and template files come with the model.
+VLLM_WEIGHT_FORMATS = (".safetensors", ".bin", ".pt")
+WEIGHT_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".onnx_data", ".h5", ".msgpack",
+    ".ot", ".tflite", ".ckpt", ".npz", ".mlmodel", ".mlpackage", ".nemo",
+)  # fmt: skip
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def vllm_files(names: Sequence[str], index_shards: set[str] | None = None) -> list[str]:
+    """The files of a repository vLLM needs (see above), in the listing's order."""
+    kept = [name for name in names if not name.startswith("original/")]
+    weights_format = next(
+        (fmt for fmt in VLLM_WEIGHT_FORMATS if any(n.endswith(fmt) for n in kept)), None
+    )
+    chosen = []
+    for name in kept:
+        if not name.endswith(WEIGHT_SUFFIXES):
+            chosen.append(name)
+        elif weights_format is not None and name.endswith(weights_format):
+            if weights_format == ".safetensors" and index_shards and name not in index_shards:
+                continue
+            chosen.append(name)
+    return chosen
 
 
 class PullPhase(StrEnum):

@@ -287,3 +287,31 @@ def test_a_wrong_source_is_one_line_with_its_place(write_profile, line: str, exp
     result = runner.invoke(app, ["profile", "validate", str(path)])
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [f"{path}:2: {expected}"]
+
+
+def test_a_slow_link_shows_progress_with_its_rate_and_eta(
+    tmp_path, write_profile, monkeypatch
+) -> None:
+    need(GGUF)
+    models = tmp_path / "models"
+    _gguf_profile(write_profile, models)
+    state = hub_state()
+    state.rate_bytes_per_s = 24 * 1024 * 1024  # about 4 s for the 94 MiB file
+    with serve_hub(state) as endpoint:
+        result = _pull(endpoint, "tiny", "--json", monkeypatch=monkeypatch)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress, "a transfer of several seconds reports its progress"
+    size = GGUF.stat().st_size
+    done = [e["done_bytes"] for e in progress]
+    assert done == sorted(done)
+    assert all(0 < d < size for d in done)
+    for event in progress:
+        assert event["total_bytes"] == size
+        # The link's pace bounds the measured rate (one 256 KiB chunk of slack).
+        assert 0 < event["rate_bytes_per_s"] <= state.rate_bytes_per_s * 1.1
+        assert event["eta_s"] == pytest.approx(
+            (size - event["done_bytes"]) / event["rate_bytes_per_s"]
+        )
+    assert [e["event"] for e in events if e["event"] != "progress"] == ["start", "done", "result"]

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from aitherctl.models.pull_model import PullEvent, PullPhase, RateMeter, progress_line
+from aitherctl.models.pull_model import (
+    PullEvent,
+    PullPhase,
+    RateMeter,
+    progress_line,
+    vllm_files,
+)
 
 MIB = 1024**2
 FILE = "model-00002-of-00004.safetensors"
@@ -78,3 +84,26 @@ def test_the_rate_and_eta_come_from_the_bytes_and_the_clock() -> None:
     assert meter.rate(102.0) == 25 * MIB
     assert meter.eta(102.0, 100 * MIB) == 4.0
     assert meter.eta(102.0, None) is None
+
+
+def test_vllm_gets_one_weights_format_and_only_the_shards_its_index_names() -> None:
+    """As vLLM's default loader picks them (`*.safetensors`, else `*.bin`, else `*.pt`; the
+    index's shards; nothing under `original/`), with every config and tokenizer file."""
+    listing = [
+        ".gitattributes", "LICENSE", "README.md", "config.json", "generation_config.json",
+        "consolidated.safetensors", "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+        "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model",
+        "pytorch_model.bin", "onnx/model.onnx", "model.gguf", "tokenizer.json",
+        "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    ]  # fmt: skip
+    shards = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+    assert vllm_files(listing, shards) == [
+        ".gitattributes", "LICENSE", "README.md", "config.json", "generation_config.json",
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "chat_template.jinja",
+    ]  # fmt: skip
+    old = ["config.json", "pytorch_model.bin", "training_args.bin", "tf_model.h5", "vocab.txt"]
+    assert vllm_files(old) == ["config.json", "pytorch_model.bin", "training_args.bin", "vocab.txt"]
+    assert vllm_files(["config.json", "model.pt"]) == ["config.json", "model.pt"]
