@@ -27,7 +27,15 @@ def action_style(action: Action) -> str:
 
 def plan_table(plan: Plan, hosts: Sequence[str] | None = None) -> Table:
     """The plan, one row per step; `hosts` (one per step) adds a host column."""
-    table = Table(title=f"plan → {plan.profile}", title_justify="left", box=None, pad_edge=False)
+    table = Table(
+        title=f"plan → {plan.profile}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        # A profile with no services (only endpoints, or none yet) and nothing of it running.
+        caption=None if plan.steps else "nothing to start, keep or stop",
+        caption_justify="left",
+    )
     columns = ("action", "service", "engine", "port", "gpu", "vram", "why")
     for column in ("host", *columns) if hosts else columns:
         # Every column whole but the reason, which wraps between words in what is left.

@@ -32,6 +32,7 @@ from aitherctl.models.shape import (
     shape_from_gguf,
     shape_from_hf,
 )
+from aitherctl.models.shape_cache import cached_shape
 from aitherctl.profiles.profile import LOCAL_HOST, Service, Volume
 
 HF_HUB_IN_CONTAINER = "/root/.cache/huggingface/hub"  # vLLM's image: HF_HOME unset, root user
@@ -56,16 +57,22 @@ _SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf
 
 
 def read_gguf(path: Path) -> ModelShape:
-    """A GGUF file's shape; for a split model (its first file), every file's tensors."""
+    """A GGUF file's shape; for a split model (its first file), every file's tensors. Kept in
+    the shape cache while the files are unchanged (walking the header costs tens of ms)."""
+    return cached_shape(path, _read_gguf)
+
+
+def _read_gguf(path: Path) -> tuple[ModelShape, list[Path]]:
     header = _gguf_header(path)
     count = header.metadata.get("split.count")
     shape = shape_from_gguf(header, str(path))
     if not isinstance(count, int) or count <= 1:
-        return shape
+        return shape, [path]
     match = _SPLIT.match(path.name)
     if match is None:
         raise MetadataError(f"{path}: split into {count} files, but not named PREFIX-00001-of-N")
     weights = parameters = 0
+    parts = []
     for index in range(1, count + 1):
         part = path.with_name(f"{match['prefix']}-{index:05d}-of-{count:05d}.gguf")
         if not part.is_file():
@@ -73,7 +80,8 @@ def read_gguf(path: Path) -> ModelShape:
         tensors = (header if part == path else _gguf_header(part)).tensors
         weights += sum(tensor.nbytes for tensor in tensors)
         parameters += sum(tensor.elements for tensor in tensors)
-    return replace(shape, weights_bytes=weights, parameters=parameters)
+        parts.append(part)
+    return replace(shape, weights_bytes=weights, parameters=parameters), parts
 
 
 def _read_json(path: Path) -> Any:

@@ -215,8 +215,12 @@ def _checked(
         managed_pids,
         actual_use=actual_use_by_service(state.containers, inventory),
         running=[GpuClaim.of(item) for item in running],
-        # Looked for (every profile's images) only when there is no GPU to plan for.
-        no_gpu_hint=None if inventory.available else no_gpu_hint(engine, catalog),
+        # Looked for (every profile's images) only when GPU services have no GPU to run on.
+        no_gpu_hint=(
+            no_gpu_hint(engine, catalog)
+            if not inventory.available and any(claim.gpus for claim in claims)
+            else None
+        ),
     )
     _refuse_unless_it_fits(plan.profile, vram)
     _check_ports(engine, plan, untouched)

@@ -154,3 +154,13 @@ def test_a_stopped_container_is_planned_as_resume_and_rendered(width: int) -> No
         "unchanged,",
         "exited",
     ]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_empty_plan_says_so(width: int) -> None:
+    """A profile with no services (endpoints only, or a new file) and nothing of it running: the
+    table says there is nothing to do instead of showing its headers alone."""
+    text = _render(plan_table(Plan("empty", ())), width)
+    assert text.splitlines()[0].rstrip() == "plan → empty"
+    assert text.splitlines()[-1].rstrip() == "nothing to start, keep or stop"
+    assert "nothing to start" not in _render(plan_table(_every_step()), width)

@@ -141,3 +141,57 @@ def test_a_split_gguf_counts_every_file_and_waits_for_the_missing_ones(tmp_path:
         gguf_header({"split.count": 2}, [("b", (64, 128), 1)])  # F16: 16,384 bytes
     )
     assert read_gguf(first).weights_bytes == 64 * 64 * 4 + 64 * 128 * 2
+
+
+def _small_gguf(path: Path, context: int) -> None:
+    from tests.models.test_fit import llama_8b_gguf
+
+    path.write_bytes(llama_8b_gguf(context))
+
+
+def test_a_gguf_read_once_is_not_walked_again_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A switch reads each model while planning and again while checking, and every switch
+    does: the shape cache (here and in the state folder) answers while the file is unchanged,
+    and a file replaced under the same name (a new quantisation downloaded) is read again."""
+    import aitherctl.models.files as files
+    import aitherctl.models.shape_cache as shape_cache
+
+    model = tmp_path / "m.gguf"
+    _small_gguf(model, 8192)
+    walked: list[str] = []
+    real = files._gguf_header
+
+    def counted(path: Path) -> object:
+        walked.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(files, "_gguf_header", counted)
+    assert read_gguf(model).context_length == 8192
+    assert read_gguf(model).context_length == 8192
+    assert walked == ["m.gguf"]
+    shape_cache._memory.clear()  # another process: the state folder's copy answers
+    assert read_gguf(model).context_length == 8192
+    assert walked == ["m.gguf"]
+    assert (tmp_path / "state" / "cache" / "model-shapes.json").is_file()
+
+    _small_gguf(model, 4096)  # same name and size, new contents
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1_000_000))
+    assert read_gguf(model).context_length == 4096
+    assert walked == ["m.gguf", "m.gguf"]
+
+
+def test_an_unreadable_shape_cache_is_ignored(tmp_path: Path) -> None:
+    import aitherctl.models.shape_cache as shape_cache
+
+    cache = tmp_path / "state" / "cache" / "model-shapes.json"
+    cache.parent.mkdir(parents=True)
+    model = tmp_path / "m.gguf"
+    _small_gguf(model, 2048)
+    key = str(model.resolve())
+    for text in ("{not json", "[]", json.dumps({key: {"files": "x", "shape": {}}})):
+        cache.write_text(text)
+        shape_cache._memory.clear()
+        assert read_gguf(model).context_length == 2048
+    assert key in json.loads(cache.read_text())  # rewritten whole
