@@ -9,6 +9,8 @@ engines read, before anything is switched.
   huggingface_hub) finds without a download.
 - llama.cpp (`source: ORG/NAME:FILE`): that file, at the path `model` names, through the
   service's mounts.
+- Ollama (`model: NAME[:TAG]`): through the running Ollama server's own `POST /api/pull`, into
+  its models volume (`ollama_pull.py`); Ollama resumes and checks its own disk.
 
 A transfer writes `NAME.incomplete` beside its final place and continues it with `Range` on the
 next try (a broken connection is retried from where it stopped, three times; Ctrl-C leaves the
@@ -35,6 +37,7 @@ from aitherctl.models.files import (
     model_place,
 )
 from aitherctl.models.hub import FileMeta, HubClient, HubUnreachableError
+from aitherctl.models.ollama_pull import ollama_models, ollama_pull, ollama_tag
 from aitherctl.models.pull_model import (
     SAFETENSORS_INDEX,
     NotPullable,
@@ -78,7 +81,17 @@ def pull_targets(
 def _target(service: Service, volume_folder: Callable[[str], str]) -> PullTarget | NotPullable:
     engine = service.engine.value
     model = service.model or ""
-    if engine not in ("vllm", "llamacpp"):
+    if engine == "ollama" and service.host == LOCAL_HOST:
+        if not model:
+            return NotPullable(service.name, "it names no `model` to pull", missing=False)
+        address = service.reach or service.bind
+        if address in ("0.0.0.0", "::", ""):
+            address = "127.0.0.1"
+        host = f"[{address}]" if ":" in address else address
+        return PullTarget(
+            service.name, engine, model, "", PullKind.OLLAMA, f"http://{host}:{service.port}"
+        )
+    if engine not in ("vllm", "llamacpp", "ollama"):
         return NotPullable(
             service.name, f"{engine}: its models are not pulled by aitherctl yet", missing=False
         )
@@ -298,7 +311,18 @@ def pull(
     disk space checked for all of them before the first byte is downloaded."""
     planned: list[tuple[PullTarget, list[_Transfer]]] = []
     results: list[PullResult] = []
+    ollama: list[PullTarget] = []
     for target in targets:
+        if target.kind is PullKind.OLLAMA:
+            have = ollama_models(hub.client, target.destination, target.service)
+            if ollama_tag(target.repo) in have:
+                emit(PullEvent(PullPhase.PRESENT, target.service, note=f"Ollama has {target.repo}"))
+                results.append(
+                    PullResult(target.service, target.repo, target.destination, 0, 0, True)
+                )
+            else:
+                ollama.append(target)
+            continue
         if target.present:
             emit(PullEvent(PullPhase.PRESENT, target.service, note=target.destination))
             results.append(PullResult(target.service, target.repo, target.destination, 0, 0, True))
@@ -313,5 +337,13 @@ def pull(
             PullResult(
                 target.service, target.repo, target.destination, downloaded, len(transfers), False
             )
+        )
+    for target in ollama:
+        layers = ollama_pull(
+            hub.client, target.destination, target.service, target.repo,
+            emit=emit, clock=clock, progress_every_s=PROGRESS_EVERY_S,
+        )  # fmt: skip
+        results.append(
+            PullResult(target.service, target.repo, target.destination, layers, 0, False)
         )
     return results

@@ -19,6 +19,7 @@ from aitherctl.units import format_bytes, format_duration
 class PullKind(StrEnum):
     HF_CACHE = "hf-cache"  # a whole repository, in huggingface_hub's cache layout
     FILE = "file"  # one file, at a path
+    OLLAMA = "ollama"  # a model an Ollama server pulls into its own volume (`destination`: URL)
 
 
 @dataclass(frozen=True, slots=True)

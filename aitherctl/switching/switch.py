@@ -377,7 +377,7 @@ def ensure_models(
     llama.cpp `source:`); with HF_HUB_OFFLINE=1 none is."""
     from aitherctl.models.hub import HubClient
     from aitherctl.models.pull import pull, pull_targets
-    from aitherctl.models.pull_model import PullPhase, PullTarget, progress_line
+    from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
 
     if policy is None or part.profile is None or _hub_offline():
         return
@@ -385,7 +385,12 @@ def ensure_models(
     if not names:
         return
     found = pull_targets(part.profile, names, engine.volume_folder)
-    missing = [t for t in found if isinstance(t, PullTarget) and not t.present]
+    # An Ollama server pulls its own models, and it is not running yet: not here.
+    missing = [
+        t
+        for t in found
+        if isinstance(t, PullTarget) and not t.present and t.kind is not PullKind.OLLAMA
+    ]
     if not missing:
         return
     if not policy.pull:

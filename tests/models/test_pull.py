@@ -256,7 +256,7 @@ def test_a_service_pull_cannot_serve_says_why_and_fails(
         "services:\n"
         f"  local: {{engine: llamacpp, model: /models/x.gguf, port: 18092,"
         f" volumes: {{{tmp_path}/m: /models}}}}\n"
-        "  chat: {engine: ollama, port: 18093}\n",
+        "  images: {engine: comfyui, port: 18093}\n",
     )
     with serve_hub(HubState()) as endpoint:
         result = _pull(endpoint, "mixed", monkeypatch=monkeypatch)
@@ -264,8 +264,8 @@ def test_a_service_pull_cannot_serve_says_why_and_fails(
     assert result.stderr == (
         "warning: service 'local': not pulled: its model /models/x.gguf is a path and no "
         "`source: ORG/NAME:FILE` says where to download it from: add one, or put the file there\n"
-        "warning: service 'chat': not pulled: ollama: its models are not pulled by aitherctl "
-        "yet\n"
+        "warning: service 'images': not pulled: comfyui: its models are not pulled by "
+        "aitherctl yet\n"
         "error: no model could be pulled for 'local' (see above)\n"
     )
 
