@@ -354,6 +354,9 @@ def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
             ) from None
 
 
+SWITCH_PROGRESS_EVERY_S = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPolicy:
     """Whether a switch downloads the missing models of the services it starts (`aitherctl
@@ -401,9 +404,15 @@ def ensure_models(
             changed=False,
         )
 
+    last_progress = [time.monotonic()]
+
     def note(event: PullEvent) -> None:
-        if event.phase is not PullPhase.PROGRESS:
-            progress.note(progress_line(event))
+        # A line per file as it starts and ends, and its progress every 10 s in between.
+        if event.phase is PullPhase.PROGRESS:
+            if time.monotonic() - last_progress[0] < SWITCH_PROGRESS_EVERY_S:
+                return
+            last_progress[0] = time.monotonic()
+        progress.note(progress_line(event))
 
     hub = HubClient.open()
     try:

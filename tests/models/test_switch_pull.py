@@ -66,3 +66,26 @@ def test_switch_pulls_a_missing_model_first_and_a_failed_pull_changes_nothing(
         assert answer.status_code == 200, answer.text
     finally:
         run_cli("down", "--all", "--yes")
+
+
+def test_offline_the_switch_asks_no_hub_and_leaves_the_model_to_the_engine(
+    clean_namespace, write_profile, llama_image, tmp_path
+) -> None:
+    """HF_HUB_OFFLINE=1 (huggingface_hub's variable): no download and no `--no-pull` refusal;
+    the engine meets the missing file itself, and the switch rolls back as before."""
+    del llama_image
+    service = llama_service(free_port(), source=f"{GGUF_REPO}:{MODEL_FILE}")
+    service["volumes"] = {str(tmp_path / "models"): "/models:ro"}
+    service["health"] = {"timeout": 60}
+    write_profile("offline", services={"assistant": service})
+    state = hub_state()
+    try:
+        with serve_hub(state) as endpoint:
+            env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "1"}
+            result = run_cli("profile", "switch", "offline", "--yes", "--no-pull", env=env)
+        assert result.returncode == 6, result.stderr
+        assert state.requests == []
+        assert "is not downloaded" not in result.stderr
+        assert _running(clean_namespace) == {}
+    finally:
+        run_cli("down", "--all", "--yes")
