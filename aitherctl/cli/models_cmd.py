@@ -211,7 +211,14 @@ def _listing() -> ModelListing:
         except NotFoundError:
             return None
 
-    listing = list_models(profiles, volume_folder, running)
+    import httpx
+
+    from aitherctl.models.ollama_pull import ollama_sizes
+
+    with httpx.Client(timeout=10.0) as client:
+        listing = list_models(
+            profiles, volume_folder, running, lambda base: ollama_sizes(client, base)
+        )
     from dataclasses import replace
 
     return replace(listing, notes=(*notes, *listing.notes))
@@ -275,7 +282,8 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Delete a model's files (refused while a running service uses it)."""
+    """Delete a model's files (refused while a running service uses it); an Ollama model
+    through its server."""
     from aitherctl.models.inventory import find_model, removal_refusal, remove_model
     from aitherctl.units import format_bytes
 
@@ -288,7 +296,12 @@ def remove(
         f"delete {model.name} ({format_bytes(model.size_bytes)}, {model.path})?", assume_yes=yes
     ):
         raise typer.Exit(1)
-    remove_model(model)
+    import httpx
+
+    from aitherctl.models.ollama_pull import ollama_delete
+
+    with httpx.Client(timeout=30.0) as client:
+        remove_model(model, lambda base, name: ollama_delete(client, base, name))
     if json_out:
         out.data({"removed": model.name, "path": model.path, "size_bytes": model.size_bytes})
     else:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aitherctl.docker.stack import ManagedContainer
-from aitherctl.errors import NotFoundError, RefusedError, UsageError
+from aitherctl.errors import AitherError, NotFoundError, RefusedError, UsageError
 from aitherctl.models.files import HF_HUB_IN_CONTAINER, ModelNotHere, VolumeMissing, model_place
 from aitherctl.models.local_model import (
     LocalModel,
@@ -26,6 +26,7 @@ from aitherctl.models.local_model import (
     ServiceUse,
     repo_from_folder,
 )
+from aitherctl.models.ollama_pull import ollama_base, ollama_tag
 from aitherctl.models.pull_model import hf_cache_folder_name
 from aitherctl.profiles.profile import LOCAL_HOST, Profile
 
@@ -55,8 +56,59 @@ def list_models(
     profiles: Iterable[Profile],
     volume_folder: Callable[[str], str | None],
     running: set[tuple[str, str]] | None,
+    ollama_sizes: Callable[[str], dict[str, int]] | None = None,
 ) -> ModelListing:
-    """Every model found; `running`: the (profile, service) pairs running now (None: unknown)."""
+    """Every model found; `running`: the (profile, service) pairs running now (None: unknown);
+    `ollama_sizes`: an Ollama server's models (`GET /api/tags`), asked of each profile's."""
+    profiles = list(profiles)
+    listing = _files_listing(profiles, volume_folder, running)
+    if ollama_sizes is None:
+        return listing
+    ollama, notes = _ollama_models(profiles, running, ollama_sizes)
+    return ModelListing((*listing.models, *ollama), (*listing.notes, *notes))
+
+
+def _ollama_models(
+    profiles: Iterable[Profile],
+    running: set[tuple[str, str]] | None,
+    ollama_sizes: Callable[[str], dict[str, int]],
+) -> tuple[list[LocalModel], list[str]]:
+    """The models on the disk of every Ollama server of a profile here that answers, and who
+    uses them."""
+    users: dict[tuple[str, str], list[ServiceUse]] = {}
+    servers: dict[str, bool] = {}  # URL → whether one of its services runs now
+    for profile in profiles:
+        for service in profile.services.values():
+            if service.engine.value != "ollama" or service.host != LOCAL_HOST:
+                continue
+            base = ollama_base(service)
+            is_running = None if running is None else (profile.name, service.name) in running
+            servers[base] = servers.get(base, False) or bool(is_running)
+            if service.model:
+                use = ServiceUse(profile.name, service.name, is_running)
+                users.setdefault((base, ollama_tag(service.model)), []).append(use)
+    found: list[LocalModel] = []
+    notes: list[str] = []
+    for base, runs in sorted(servers.items()):
+        try:
+            sizes = ollama_sizes(base)
+        except AitherError as exc:
+            if runs:  # one that is not running is expected to be silent
+                notes.append(f"{exc.message}: its models are not listed")
+            continue
+        for name, size in sorted(sizes.items()):
+            found.append(LocalModel(
+                name, "ollama", ModelKind.OLLAMA, base, size, ModelState.COMPLETE,
+                tuple(users.get((base, name), ())),
+            ))  # fmt: skip
+    return found, notes
+
+
+def _files_listing(
+    profiles: Iterable[Profile],
+    volume_folder: Callable[[str], str | None],
+    running: set[tuple[str, str]] | None,
+) -> ModelListing:
     uses: dict[str, list[ServiceUse]] = {}
     hubs: set[Path] = set()
     gguf_folders: set[Path] = set()
@@ -140,11 +192,18 @@ def removal_refusal(model: LocalModel) -> str | None:
     return None
 
 
-def remove_model(model: LocalModel) -> None:
-    """Delete the model's files (a cache folder whole; a GGUF file and its partial download)."""
+def remove_model(
+    model: LocalModel, ollama_delete: Callable[[str, str], None] | None = None
+) -> None:
+    """Delete the model's files (a cache folder whole; a GGUF file and its partial download;
+    an Ollama model through its server's `DELETE /api/delete`)."""
     refusal = removal_refusal(model)
     if refusal is not None:
         raise RefusedError(refusal)
+    if model.kind is ModelKind.OLLAMA:
+        assert ollama_delete is not None
+        ollama_delete(model.path, model.name)
+        return
     path = Path(model.path)
     if model.kind is ModelKind.HF_CACHE:
         shutil.rmtree(path)

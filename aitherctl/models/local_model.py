@@ -9,6 +9,7 @@ from enum import StrEnum
 class ModelKind(StrEnum):
     HF_CACHE = "hf-cache"  # a repository in huggingface_hub's cache layout (vLLM reads it)
     GGUF = "gguf"  # one GGUF file (llama.cpp reads it)
+    OLLAMA = "ollama"  # a model on an Ollama server's disk (`path`: the server's URL)
 
 
 class ModelState(StrEnum):
@@ -29,8 +30,8 @@ class ServiceUse:
 
 @dataclass(frozen=True, slots=True)
 class LocalModel:
-    name: str  # ORG/NAME for a cache folder, the file name for a GGUF file
-    engine: str  # the engine that reads it: vllm (a cache folder) or llamacpp (a GGUF file)
+    name: str  # ORG/NAME for a cache folder, the file name for a GGUF file, Ollama's NAME:TAG
+    engine: str  # the engine that reads it: vllm, llamacpp or ollama
     kind: ModelKind
     path: str  # on this machine
     size_bytes: int  # on disk, `.incomplete` parts included

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.models.pull_model import PullEvent, PullPhase, RateMeter
+from aitherctl.profiles.profile import Service
 
 if TYPE_CHECKING:
     import httpx
@@ -21,6 +22,45 @@ if TYPE_CHECKING:
 
 def ollama_tag(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
+
+
+def ollama_base(service: Service) -> str:
+    """Where this machine reaches the service's Ollama server."""
+    address = service.reach or service.bind
+    if address in ("0.0.0.0", "::", ""):
+        address = "127.0.0.1"
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{service.port}"
+
+
+def ollama_sizes(client: httpx.Client, base: str) -> dict[str, int]:
+    """`GET /api/tags`: each model on the server's disk and its size (`AitherError` when the
+    server does not answer)."""
+    import httpx
+
+    try:
+        response = client.get(f"{base}/api/tags", timeout=10.0)
+        response.raise_for_status()
+        return {
+            ollama_tag(str(item["name"])): int(item.get("size") or 0)
+            for item in response.json().get("models", [])
+        }
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AitherError(f"Ollama does not answer at {base} ({type(exc).__name__})") from None
+
+
+def ollama_delete(client: httpx.Client, base: str, model: str) -> None:
+    """`DELETE /api/delete` `{"model"}`: 200, or 404 when the server has no such model."""
+    import httpx
+
+    try:
+        response = client.request("DELETE", f"{base}/api/delete", json={"model": model})
+    except httpx.HTTPError as exc:
+        raise AitherError(f"Ollama does not answer at {base} ({type(exc).__name__})") from None
+    if response.status_code == 404:
+        raise NotFoundError(f"Ollama at {base} has no model {model}")
+    if response.status_code >= 400:
+        raise AitherError(f"Ollama at {base} refused to delete {model}: {response.text.strip()}")
 
 
 def ollama_models(client: httpx.Client, base: str, service: str) -> set[str]:

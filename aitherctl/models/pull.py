@@ -37,7 +37,7 @@ from aitherctl.models.files import (
     model_place,
 )
 from aitherctl.models.hub import FileMeta, HubClient, HubUnreachableError
-from aitherctl.models.ollama_pull import ollama_models, ollama_pull, ollama_tag
+from aitherctl.models.ollama_pull import ollama_base, ollama_models, ollama_pull, ollama_tag
 from aitherctl.models.pull_model import (
     SAFETENSORS_INDEX,
     NotPullable,
@@ -84,13 +84,7 @@ def _target(service: Service, volume_folder: Callable[[str], str]) -> PullTarget
     if engine == "ollama" and service.host == LOCAL_HOST:
         if not model:
             return NotPullable(service.name, "it names no `model` to pull", missing=False)
-        address = service.reach or service.bind
-        if address in ("0.0.0.0", "::", ""):
-            address = "127.0.0.1"
-        host = f"[{address}]" if ":" in address else address
-        return PullTarget(
-            service.name, engine, model, "", PullKind.OLLAMA, f"http://{host}:{service.port}"
-        )
+        return PullTarget(service.name, engine, model, "", PullKind.OLLAMA, ollama_base(service))
     if engine not in ("vllm", "llamacpp", "ollama"):
         return NotPullable(
             service.name, f"{engine}: its models are not pulled by aitherctl yet", missing=False

@@ -12,9 +12,10 @@ a model that does not exist answers 404 `{"error": "model 'NAME' not found"}`.
 `{"status": "pulling <digest>", "digest", "total", "completed"}` per layer as it grows, then
 `verifying sha256 digest`, `writing manifest`, `success`; a model the registry does not have
 ends the stream with `{"error": "pull model manifest: file does not exist"}` (status 200: the
-headers were already sent). `NAME` is `NAME:latest`. ComfyUI's `POST /free` (server.py: a JSON body
-with `unload_models` / `free_memory`, answered 200 with an empty body) is served on the same
-double when `comfyui=True`.
+headers were already sent); `DELETE /api/delete` (`{"model"}`) answers 200, or 404 with
+`{"error": "model 'NAME' not found"}`. `NAME` is `NAME:latest`. ComfyUI's `POST /free`
+(server.py: a JSON body with `unload_models` / `free_memory`, answered 200 with an empty body)
+is served on the same double when `comfyui=True`.
 """
 
 from __future__ import annotations
@@ -118,6 +119,18 @@ def _handler(state: OllamaState) -> type[BaseHTTPRequestHandler]:
                 self.answer(200, None)
             else:
                 self.answer(404, {"error": "not found"})
+
+        def do_DELETE(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"null")
+            state.requests.append(("DELETE", self.path, body))
+            name = _tag(str(body.get("model") or body.get("name") or ""))
+            if self.path != "/api/delete":
+                self.answer(404, {"error": "not found"})
+            elif state.on_disk.pop(name, None) is None:
+                self.answer(404, {"error": f"model '{name}' not found"})
+            else:
+                self.answer(200, None)
 
         def pull(self, name: str) -> None:
             self.send_response(200)

@@ -3,6 +3,7 @@ double, checked against the official `ollama` client first)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import ollama
@@ -77,4 +78,36 @@ def test_an_ollama_server_that_does_not_run_is_one_line(write_profile) -> None:
     assert result.stderr == (
         f"error: service 'chat': Ollama does not answer at http://127.0.0.1:{port} "
         "(ConnectError): start it (`aitherctl up chat`); Ollama downloads through its own server\n"
+    )
+
+
+def test_models_lists_an_ollama_servers_models_and_rm_deletes_through_it(
+    write_profile, monkeypatch, tmp_path
+) -> None:
+    """The server answers on the service's port (no container of it runs: `used by` says so)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    port = free_port()
+    _profile(write_profile, port, "llama3.2:1b")
+    on_disk = {"llama3.2:1b": SIZE, "qwen3:8b": 5_225_387_520}
+    with ollama_double({}, on_disk=on_disk, port=port) as (url, state):
+        listed = runner.invoke(app, ["models", "--json"])
+        removed = runner.invoke(app, ["models", "rm", "qwen3:8b", "--yes"])
+        missing = runner.invoke(app, ["models", "rm", "qwen3:8b", "--yes"])
+    assert listed.exit_code == 0, listed.output
+    models = json.loads(listed.stdout)["models"]
+    running = models[0]["used_by"][0]["running"]  # False with a Docker engine, None without
+    assert models == [
+        {"name": "llama3.2:1b", "engine": "ollama", "kind": "ollama", "path": url,
+         "size_bytes": SIZE, "state": "complete",
+         "used_by": [{"profile": "local", "service": "chat", "running": running}]},
+        {"name": "qwen3:8b", "engine": "ollama", "kind": "ollama", "path": url,
+         "size_bytes": 5_225_387_520, "state": "complete", "used_by": []},
+    ]  # fmt: skip
+    assert removed.exit_code == 0, removed.output
+    assert removed.stdout == "removed qwen3:8b: 4.9 GiB freed\n"
+    assert ("DELETE", "/api/delete", {"model": "qwen3:8b"}) in state.requests
+    assert state.on_disk == {"llama3.2:1b": SIZE}
+    assert missing.exit_code == 4
+    assert missing.stderr == (
+        "error: no model 'qwen3:8b' on this machine (there are: llama3.2:1b)\n"
     )
