@@ -98,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Hugging Face cache for vLLM, a llama.cpp service's `source:` file at its `model` path), "
         "with progress, resuming an interrupted download. HF_TOKEN is sent for gated models.",
     ),
+    "nodes": (
+        "nodes_cmd",
+        "Rented GPU nodes: list them (state, price per hour, age, cost so far), create, "
+        "destroy, and recover the ones a crash left unknown.",
+    ),
 }
 
 

@@ -23,6 +23,7 @@ from aitherctl.errors import (
 if TYPE_CHECKING:
     from aitherctl.gpu.vram import VramCheck
     from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.profile import Profile
     from aitherctl.switching.images import ImageStatus
     from aitherctl.switching.plan import Plan
     from aitherctl.switching.switch import Prepared
@@ -172,6 +173,7 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
         "services": services,
         "routing": redact_mapping(profile.routing),
         "endpoints": redact_mapping(profile.endpoints),
+        "nodes": nodes_json(profile),
     }
     if json_out:
         out.data(data)
@@ -231,6 +233,11 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
             out.print(
                 f"  endpoint {endpoint}: {model} at {where}{key}", markup=False, soft_wrap=False
             )
+    if profile.nodes:
+        from aitherctl.nodes.model import describe_nodes
+
+        for line in describe_nodes(list(profile.nodes.values()), profile.cloud):
+            out.print(line, markup=False, soft_wrap=False)
 
 
 @profile_app.command("validate")
@@ -294,6 +301,41 @@ def _prepare(name: str) -> tuple[Prepared, tuple[ImageStatus, ...] | None]:
         return prepare_offline(profile, runtime.gpu_inventory()), None
     prepared = prepare(engine, profile, runtime.gpu_inventory(), catalog=catalog)
     return prepared, plan_images(engine, prepared.plan)
+
+
+def nodes_json(profile: Profile | None) -> dict[str, object]:
+    """The profile's rented nodes and the `cloud:` budget, for `plan --json` and `show --json`."""
+    if profile is None:
+        return {"nodes": [], "cloud": None}
+    cloud = profile.cloud
+    return {
+        "nodes": [
+            {
+                "name": node.name,
+                "provider": node.provider,
+                "gpu": node.gpu,
+                "num_gpus": node.num_gpus,
+                "vram_bytes": node.vram.bytes if node.vram else None,
+                "max_price_per_hour_usd": node.max_price_per_hour_usd,
+                "disk_gb": node.disk_gb,
+                "engine": node.engine.value,
+                "image": node.image,
+                "model": node.model,
+                "port": node.port,
+                "mode": node.mode.value,
+                "wake_on": {"effort": node.wake_on.effort, "queue_depth": node.wake_on.queue_depth},
+                "idle_after_s": node.idle_after_s,
+            }
+            for node in profile.nodes.values()
+        ],
+        "cloud": None
+        if cloud is None
+        else {
+            "daily_cap_usd": cloud.daily_cap_usd,
+            "warn_share": cloud.warn_share,
+            "hard_stop": cloud.hard_stop,
+        },
+    }
 
 
 def vram_json(check: VramCheck) -> dict[str, object]:
@@ -371,6 +413,7 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
                 **plan_json(prepared.plan),
                 "vram": vram_json(prepared.vram),
                 "models": fits_json(prepared.fits),
+                "nodes": nodes_json(prepared.profile),
                 "images": None
                 if images is None
                 else [
@@ -397,6 +440,13 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
         for status in images or ():
             if status.usable and not status.present:
                 out.print(status.describe(), markup=False)
+        if prepared.profile is not None and prepared.profile.nodes:
+            from aitherctl.nodes.model import describe_nodes
+
+            for line in describe_nodes(
+                list(prepared.profile.nodes.values()), prepared.profile.cloud
+            ):
+                out.print(line, markup=False, soft_wrap=False)
     if unusable:
         # A switch would refuse: say so as it would, and exit as it would.
         out.error(

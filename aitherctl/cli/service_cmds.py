@@ -222,6 +222,11 @@ def recover(json_out: JsonOpt = False) -> None:
     from aitherctl.switching.transaction import recover as recover_switches
 
     out = Output(json_mode=json_out)
+    # Rented nodes first: a paid instance nobody knows about must be named even when Docker
+    # is down (`aitherctl nodes recover` destroys or adopts it).
+    from aitherctl.cli.nodes_cmd import warn_unknown_nodes
+
+    warn_unknown_nodes(out)
     engine = runtime.docker()
     progress = CliProgress(out)
     with engine_lock(engine, on_wait=progress.note):

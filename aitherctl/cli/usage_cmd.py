@@ -52,6 +52,12 @@ def _print_report(out: Output, report: UsageReport) -> None:
     if report.per_outcome:
         outcomes = ", ".join(f"{name} {count}" for name, count in report.per_outcome.items())
         out.print(f"outcomes: {outcomes}", markup=False)
+    if report.nodes:
+        spent = ", ".join(
+            f"{name} {seconds / 3600:.2f} h ${cost:.4f}"
+            for name, (seconds, cost) in report.nodes.items()
+        )
+        out.print(f"rented nodes: {spent}", markup=False)
     if not report.backends:
         return
     table = Table(box=None, pad_edge=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 from aitherctl.engines.registry import driver_for
@@ -22,7 +23,7 @@ from aitherctl.profiles.checks import check_ports, check_shares, place_on_hosts
 from aitherctl.profiles.expand import expand_references
 from aitherctl.profiles.parse import parse_profile
 from aitherctl.profiles.problems import NotBuilt, Problems
-from aitherctl.profiles.profile import LOCAL_HOST, Engine, Health, Profile, Service
+from aitherctl.profiles.profile import LOCAL_HOST, Engine, Health, Node, Profile, Service
 from aitherctl.profiles.ram_budget import ram_problems
 from aitherctl.profiles.schema import (
     DEFAULT_RESERVE,
@@ -120,7 +121,9 @@ def build_profile(
         if layer.reserve is not None:
             reserve = layer.reserve
         for section, value in layer.sections.items():
-            if section in ("endpoints", "hosts") and isinstance(sections.get(section), dict):
+            if section in ("endpoints", "hosts", "nodes") and isinstance(
+                sections.get(section), dict
+            ):
                 sections[section] = {**sections[section], **value}
             else:
                 sections[section] = value
@@ -149,6 +152,8 @@ def build_profile(
         ram_limit=sections.get("ram", {}).get("limit"),
         hosts=sections.get("hosts", {}),
         allow_unauthenticated_network=bool(sections.get("allow_unauthenticated_network", False)),
+        nodes=_build_nodes(sections.get("nodes", {}), raw.source, env, problems),
+        cloud=sections.get("cloud"),
     )
     profile = place_on_hosts(profile, services, problems)
     check_ports(profile, services, written, problems)
@@ -167,6 +172,48 @@ def build_profile(
             check_routing_sections(profile, [layer.located for layer in chain])
     problems.raise_any()
     return profile
+
+
+def _build_nodes(
+    nodes: dict[str, Node | None],
+    source: str,
+    env: Mapping[str, str] | None,
+    problems: Problems,
+) -> dict[str, Node]:
+    """The merged `nodes:` with each engine's default image and port, and `${VAR}`s expanded."""
+    built: dict[str, Node] = {}
+    for name, node in nodes.items():
+        if node is None:  # `name: null` removed a parent's node
+            continue
+        driver = driver_for(node.engine)
+        image = node.image or driver.default_image(uses_gpu=True) or ""
+        port = node.port or driver.default_port or 0
+        with problems.check():
+            if not image:
+                raise ConfigError(
+                    f"node {name!r}: engine {node.engine.value} needs an `image`",
+                    source=node.source or source,
+                    line=node.line,
+                )
+            if not port:
+                raise ConfigError(
+                    f"node {name!r}: engine {node.engine.value} needs a `port` (the one its "
+                    "server listens on in the container)",
+                    source=node.source or source,
+                    line=node.line,
+                )
+            node_env = []
+            for key, value in node.env:
+                try:
+                    node_env.append((key, expand_references(value, env)))
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"node {name!r}: env: {key}: {exc}",
+                        source=node.source or source,
+                        line=node.line,
+                    ) from None
+            built[name] = replace(node, image=image, port=port, env=tuple(node_env))
+    return built
 
 
 def _build_service(name: str, raw: RawService, env: Mapping[str, str] | None) -> Service:

@@ -104,6 +104,17 @@ def parse_profile(
                 )
             raw.sections["allow_unauthenticated_network"] = allowed
 
+    with problems.check():
+        if data.get("nodes") is not None:
+            from aitherctl.profiles.nodes_section import parse_nodes
+
+            raw.sections["nodes"] = parse_nodes(doc, data["nodes"], problems)
+    with problems.check():
+        if data.get("cloud") is not None:
+            from aitherctl.profiles.nodes_section import parse_cloud
+
+            raw.sections["cloud"] = parse_cloud(doc, data["cloud"])
+
     services = data.get("services", {})
     if services is None:
         services = {}

@@ -137,6 +137,80 @@ class Service:
         return ",".join(str(index) for index in self.gpus) if self.gpus else "cpu"
 
 
+class NodeMode(StrEnum):
+    """How a rented node lives: kept running (and replaced when it dies) or created on demand
+    and destroyed after its idle time."""
+
+    ALWAYS_ON = "always_on"
+    ON_DEMAND = "on_demand"
+
+
+@dataclass(frozen=True, slots=True)
+class WakeOn:
+    """When `serve` creates an on-demand node: a request's effort at least `effort`, or at
+    least `queue_depth` requests waiting locally. None: that trigger is off."""
+
+    effort: int | None = None
+    queue_depth: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A GPU rented from a marketplace (`nodes:`): the offer it wants and what it runs there.
+
+    `gpu`: the GPU model as the provider names it (`RTX 3090`); `vram`: at least this much GPU
+    memory; `max_price_per_hour_usd`: the ceiling for the offer's whole hourly price (GPU time
+    and storage); `port`: the engine's port inside the node's container; `idle_after_s`: how
+    long an on-demand node may sit idle before it is destroyed (a stopped instance still pays
+    for its storage)."""
+
+    name: str
+    provider: str
+    gpu: str
+    max_price_per_hour_usd: float
+    engine: Engine
+    image: str
+    port: int
+    vram: MemoryAmount | None = None
+    num_gpus: int = 1
+    disk_gb: float = 16.0
+    model: str | None = None
+    served_name: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    mode: NodeMode = NodeMode.ON_DEMAND
+    wake_on: WakeOn = field(default_factory=WakeOn)
+    idle_after_s: float | None = None
+    role: str | None = None
+    source: str = ""  # the file it was declared in, for messages
+    line: int | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The name clients ask for: `served_name`, else the model id, else the node's name."""
+        if self.served_name:
+            return self.served_name
+        if self.model and not self.model.startswith("/"):
+            return self.model
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class CloudBudget:
+    """The machine's money for rented nodes (`cloud:`): at most `daily_cap_usd` a day (nodes
+    and API spend together), a warning at `warn_share` of it, and with `hard_stop` no node is
+    created and every running node is destroyed at the cap."""
+
+    daily_cap_usd: float
+    warn_share: float = 0.8
+    hard_stop: bool = True
+    line: int | None = None
+
+    @property
+    def warn_at_usd(self) -> float:
+        return self.daily_cap_usd * self.warn_share
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     name: str
@@ -157,6 +231,9 @@ class Profile:
     ledger: dict[str, Any] = field(default_factory=dict)
     # `allow_unauthenticated_network: true`: services may answer beyond loopback without a key.
     allow_unauthenticated_network: bool = False
+    # Rented GPUs (`nodes:`) and the money they may spend (`cloud:`; None: no node may be made).
+    nodes: dict[str, Node] = field(default_factory=dict)
+    cloud: CloudBudget | None = None
 
     @property
     def open_services(self) -> list[str]:

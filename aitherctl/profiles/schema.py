@@ -23,6 +23,8 @@ PROFILE_KEYS = {
     "ledger",
     "hosts",
     "allow_unauthenticated_network",
+    "nodes",
+    "cloud",
 }
 GPU_KEYS = {"reserve"}
 RAM_KEYS = {"reserve", "limit"}

@@ -30,6 +30,9 @@ from aitherctl.errors import AitherError
 from aitherctl.paths import data_dir
 
 LEDGER_FILE = "ledger.sqlite3"
+# A rented node's cost (aitherctl.nodes.operations.accrue): a `requests` row with this outcome,
+# `backend` the node, `total_s` the seconds billed; it counts in the money, not as a request.
+NODE_OUTCOME = "node"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from aitherctl.engines.registry import health_paths, queue_metrics
 from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.problems import ConfigProblems
-from aitherctl.profiles.profile import Engine, Profile, Service
+from aitherctl.profiles.profile import Engine, Node, NodeMode, Profile, Service
 from aitherctl.profiles.profile import is_loopback as is_loopback_host
 from aitherctl.routing.cost import Price, parse_budget, parse_price
 
@@ -101,7 +101,7 @@ class Candidate:
     """One backend a tier may send to: a service of the profile or a declared endpoint."""
 
     name: str
-    origin: str  # "service" or "endpoint"
+    origin: str  # "service", "endpoint" or "node" (a rented GPU of `nodes:`)
     engine: str  # vllm, llamacpp, ollama, generic, openai
     base_url: str  # the OpenAI-compatible root, ending in /v1
     model: str  # the name sent as `model`
@@ -253,6 +253,20 @@ def service_candidate(service: Service) -> Candidate:
         on_demand=service.on_demand,
         health_url=root + health,
         metrics_url=metrics,
+    )
+
+
+def node_candidate(node: Node) -> Candidate:
+    """A rented node: its address is known only once an instance of it runs, so until then it
+    is a candidate with no URL, which the router skips ("no running instance")."""
+    return Candidate(
+        name=node.name,
+        origin="node",
+        engine=str(node.engine),
+        base_url="",
+        model=node.model_name,
+        local=False,  # the request leaves the machine for the marketplace's host
+        on_demand=node.mode is NodeMode.ON_DEMAND,
     )
 
 
@@ -419,6 +433,15 @@ def build_routing(profile: Profile, locate: Locate | None = None) -> RoutingTabl
                 ("endpoints", name),
             )
         backends[name] = endpoint_candidate(str(name), spec, profile.source, fail.locate)
+    for name, node in profile.nodes.items():
+        if node.engine not in CHAT_ENGINES:
+            continue
+        if name in backends:
+            raise fail(
+                f"nodes.{name}: a service or endpoint has the same name; rename one of them",
+                ("nodes", name),
+            )
+        backends[name] = node_candidate(node)
 
     section = profile.routing or {}
     if not isinstance(section, dict):
@@ -600,19 +623,24 @@ def _resolve_candidate(  # noqa: PLR0917
         name = item
     elif isinstance(item, dict) and len(item) == 1:
         ((kind, name),) = item.items()
-        if kind not in ("service", "endpoint") or not isinstance(name, str):
-            raise fail(f"{where}: write `service: NAME` or `endpoint: NAME`", path)
-        origin_ok = (kind == "service") == (name in profile.services)
-        if name in backends and not origin_ok:
+        if kind not in ("service", "endpoint", "node") or not isinstance(name, str):
+            raise fail(f"{where}: write `service: NAME`, `endpoint: NAME` or `node: NAME`", path)
+        if name in backends and backends[name].origin != kind:
             raise fail(f"{where}: {name!r} is not a {kind}", path)
     else:
-        raise fail(f"{where}: each candidate is a name, `service: NAME` or `endpoint: NAME`", path)
+        raise fail(
+            f"{where}: each candidate is a name, `service: NAME`, `endpoint: NAME` or `node: NAME`",
+            path,
+        )
     if name in profile.services and name not in backends:
         engine = profile.services[name].engine
         raise fail(f"{where}: service {name!r} is a {engine} service, not a chat model", path)
+    if name in profile.nodes and name not in backends:
+        engine = profile.nodes[name].engine
+        raise fail(f"{where}: node {name!r} is a {engine} node, not a chat model", path)
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none"
-        raise fail(f"{where}: no service or endpoint {name!r} (known: {known})", path)
+        raise fail(f"{where}: no service, endpoint or node {name!r} (known: {known})", path)
     return backends[name]
 
 
@@ -650,6 +678,8 @@ def static_skip_reason(candidate: Candidate, ctx: RouteContext) -> str | None:
                 f"e.g. `aitherctl up {candidate.name}`)"
             )
         return "service not running in the active profile"
+    if candidate.origin == "node" and not candidate.base_url:
+        return "cloud node has no running instance"
     if ctx.local_only and not candidate.local:
         return "--local-only: endpoint leaves the machine"
     if candidate.api_key_env and candidate.api_key_env not in ctx.env_keys:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,9 @@ class UsageReport:
     backends: tuple[BackendUsage, ...]
     answered: int = 0  # requests whose outcome is "ok"
     answered_locally: int = 0  # of those, by a local service
+    # Rented nodes (aitherctl.nodes): node -> (seconds billed, USD) in the period; their rows
+    # (outcome `node`) count in the money, not in the requests.
+    nodes: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +135,10 @@ class UsageReport:
             "local_share": None if self.local_share is None else round(self.local_share, 4),
             "answered": self.answered,
             "answered_locally": self.answered_locally,
+            "nodes": [
+                {"node": name, "seconds": round(seconds, 3), "cost_usd": round(cost, 6)}
+                for name, (seconds, cost) in self.nodes.items()
+            ],
             "backends": [
                 {
                     "backend": b.backend,
@@ -166,6 +173,14 @@ def summarize_usage(
     per_tier: dict[str, int] = {}
     per_outcome: dict[str, int] = {}
     by_backend: dict[str, list[LedgerRow]] = {}
+    from aitherctl.routing.ledger import NODE_OUTCOME
+
+    nodes: dict[str, tuple[float, float]] = {}
+    money = sum(r.cost_usd for r in rows)
+    for row in (r for r in rows if r.outcome == NODE_OUTCOME):
+        seconds, cost = nodes.get(row.backend or "?", (0.0, 0.0))
+        nodes[row.backend or "?"] = (seconds + (row.total_s or 0.0), cost + row.cost_usd)
+    rows = [r for r in rows if r.outcome != NODE_OUTCOME]
     for row in rows:
         per_tier[row.tier or "?"] = per_tier.get(row.tier or "?", 0) + 1
         per_outcome[row.outcome] = per_outcome.get(row.outcome, 0) + 1
@@ -195,7 +210,7 @@ def summarize_usage(
         period=period,
         since_ts=since_ts,
         requests=len(rows),
-        spent_usd=sum(r.cost_usd for r in rows),
+        spent_usd=money,
         spent_today_usd=spent_today_usd,
         daily_budget_usd=daily_budget_usd,
         budget_profile=budget_profile,
@@ -206,4 +221,5 @@ def summarize_usage(
         backends=tuple(backends),
         answered=len(answered),
         answered_locally=sum(1 for r in answered if r.local),
+        nodes=dict(sorted(nodes.items())),
     )

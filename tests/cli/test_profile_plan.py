@@ -212,3 +212,66 @@ def test_no_gpu_hint_names_a_cpu_profile_whose_image_is_here(
     assert result.stderr.splitlines()[1] == (
         "CPU services still run: try `aitherctl profile switch cpu-mine`."
     )
+
+
+NODES_PROFILE = """
+services:
+  a: {engine: vllm, model: m, port: 18001, gpu: 0, vram: 50%}
+nodes:
+  reasoning:
+    provider: vast
+    gpu: RTX 3090
+    vram: 24GiB
+    max_price_per_hour: 0.2
+    engine: vllm
+    model: casperhansen/deepseek-r1-distill-qwen-14b-awq
+    wake_on: {effort: 7, queue_depth: 3}
+    idle_after: 15m
+  orch: {provider: vast, gpu: RTX 4090, max_price_per_hour: 0.3, engine: llamacpp,
+         model: /m/orch.gguf, always_on: true}
+cloud: {daily_cap: 5, warn_at: 80%}
+"""
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_plan_shows_the_cloud_nodes_and_the_budget(
+    no_gpu_no_docker, write_profile, columns: int
+) -> None:
+    write_profile("withnodes", NODES_PROFILE)
+    result = invoke("profile", "plan", "withnodes", "--gpu-memory", "24GiB", columns=columns)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-8:] == [
+        "Cloud nodes (rented; a switch does not create them):",
+        "  reasoning: vast RTX 3090 ≥24.0 GiB, at most $0.200/h",
+        "    vllm casperhansen/deepseek-r1-distill-qwen-14b-awq",
+        "    on demand: wakes at effort 7 or 3 waiting, destroyed after 15 min idle",
+        "  orch: vast RTX 4090, at most $0.300/h",
+        "    llamacpp /m/orch.gguf",
+        "    always on (replaced when it dies)",
+        "  budget: $5.00 a day, warning at 80% ($4.00), hard stop",
+    ]
+    as_json = invoke("profile", "plan", "withnodes", "--gpu-memory", "24GiB", "--json")
+    nodes = json.loads(as_json.stdout)["nodes"]
+    assert [(n["name"], n["mode"], n["port"]) for n in nodes["nodes"]] == [
+        ("reasoning", "on_demand", 8000),
+        ("orch", "always_on", 8080),
+    ]
+    assert nodes["cloud"] == {"daily_cap_usd": 5.0, "warn_share": 0.8, "hard_stop": True}
+
+
+def test_show_lists_the_nodes_too(write_profile) -> None:  # type: ignore[no-untyped-def]
+    write_profile("withnodes", NODES_PROFILE)
+    result = invoke("profile", "show", "withnodes", columns=80)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-8:] == [
+        "Cloud nodes (rented; a switch does not create them):",
+        "  reasoning: vast RTX 3090 ≥24.0 GiB, at most $0.200/h",
+        "    vllm casperhansen/deepseek-r1-distill-qwen-14b-awq",
+        "    on demand: wakes at effort 7 or 3 waiting, destroyed after 15 min idle",
+        "  orch: vast RTX 4090, at most $0.300/h",
+        "    llamacpp /m/orch.gguf",
+        "    always on (replaced when it dies)",
+        "  budget: $5.00 a day, warning at 80% ($4.00), hard stop",
+    ]
+    shown = json.loads(invoke("profile", "show", "withnodes", "--json").stdout)
+    assert [n["name"] for n in shown["nodes"]["nodes"]] == ["reasoning", "orch"]

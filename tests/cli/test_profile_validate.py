@@ -55,5 +55,6 @@ def test_validate_reports_routing_mistakes_together_with_a_port_clash(write_prof
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [
         f"{path}:3: services 'a' and 'b' both use port 11434",
-        f"{path}:6: routing.tiers.all.candidates: no service or endpoint 'nope' (known: a, b)",
+        f"{path}:6: routing.tiers.all.candidates: no service, endpoint or node 'nope' "
+        "(known: a, b)",
     ]

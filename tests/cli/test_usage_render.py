@@ -51,3 +51,30 @@ def test_usage_report_reads_plainly(columns: int, monkeypatch, capsys) -> None: 
     ]
     data = REPORT.to_json()
     assert (data["answered"], data["answered_locally"]) == (4, 3)
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_rented_nodes_count_in_the_money_not_as_requests(columns: int, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    node_row = LedgerRow(
+        ts=2.0, profile="p", effort=None, tier=None, backend="reasoning", model=None,
+        local=False, tokens_in=None, tokens_out=None, cost_usd=0.1015, ttft_s=None,
+        total_s=2400.0, outcome="node", attempts=0, prompt_sha256=None,
+    )
+    report = summarize_usage(
+        [row("hard", "deepseek", local=False), node_row],
+        period="today", since_ts=0.0, spent_today_usd=0.1035, daily_budget_usd=5,
+        budget_profile="p",
+    )
+    monkeypatch.setenv("COLUMNS", str(columns))
+    _print_report(Output(), report)
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[:5] == [
+        "today: $0.1035 of $5 daily budget (2%, profile p)",
+        "today: 1 requests, 1 answered (0 locally), $0.1035",
+        "tiers: hard 1",
+        "outcomes: ok 1",
+        "rented nodes: reasoning 0.67 h $0.1015",
+    ]
+    assert report.to_json()["nodes"] == [
+        {"node": "reasoning", "seconds": 2400.0, "cost_usd": 0.1015}
+    ]

@@ -122,7 +122,7 @@ def test_explicit_tiers_and_endpoints() -> None:
                     "b": {"effort": "6-10", "candidates": ["fast"]}}}, {},
          "effort 6 is already in tier 'a'"),
         ({"tiers": {"a": {"effort": "1-10", "candidates": ["nope"]}}}, {},
-         "no service or endpoint 'nope'"),
+         "no service, endpoint or node 'nope'"),
         ({"tiers": {"a": {"effort": "0-10", "candidates": ["fast"]}}}, {}, "within 1-10"),
         ({"tierz": {}}, {}, "unknown keys ['tierz']"),
         ({}, {"x": {"base_url": "ftp://x", "model": "m"}}, "must start with http:// or https://"),
@@ -326,7 +326,7 @@ def _load_text(tmp_path: Path, name: str, body: str) -> ConfigError:
          11, "effort 6 is already in tier 'a'"),
         ("routing:\n  tiers:\n    a:\n      effort: 1-10\n      candidates:\n        - fast\n"
          "        - nope\n",
-         14, "no service or endpoint 'nope'"),
+         14, "no service, endpoint or node 'nope'"),
         ("endpoints:\n  x:\n    base_url: 'htp://api.example.test/v1'\n    model: m\n",
          10, "must start with http:// or https://"),
         ("endpoints:\n  x:\n    base_url: 'https://api.example.test:99999/v1'\n    model: m\n",
