@@ -88,6 +88,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "events.",
     ),
     "profile": ("profile_cmd", "Declare GPU profiles and switch between them."),
+    "models": (
+        "models_cmd",
+        "The models on this machine that the profiles point at (and the others beside them).",
+    ),
+    "pull": (
+        "models_cmd",
+        "Download the models a profile's services need into the places their engines read (the "
+        "Hugging Face cache for vLLM, a llama.cpp service's `source:` file at its `model` path), "
+        "with progress, resuming an interrupted download. HF_TOKEN is sent for gated models.",
+    ),
     "nodes": (
         "nodes_cmd",
         "Rented GPU nodes: list them (state, price per hour, age, cost so far), create, "

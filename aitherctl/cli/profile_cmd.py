@@ -473,7 +473,7 @@ class CliProgress:
 
 
 @profile_app.command("switch")
-def switch(
+def switch(  # noqa: PLR0917 - Typer passes options by keyword; click counts them
     name: ProfileArg,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
@@ -482,13 +482,21 @@ def switch(
     lock_timeout: Annotated[
         float, typer.Option("--lock-timeout", help="Seconds to wait for another switch.")
     ] = 900.0,
+    no_pull: Annotated[
+        bool,
+        typer.Option(
+            "--no-pull",
+            help="Refuse when a service's model is not downloaded, instead of downloading it "
+            "first (`aitherctl pull`).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Move the machine to profile NAME: check VRAM and ports, touch only what differs, wait until
     every service answers, and roll back if anything fails (or on Ctrl-C, SIGTERM, SIGHUP)."""
     from aitherctl.cli.plan_json import fits_json, plan_json
     from aitherctl.models.check import short_context_warnings
-    from aitherctl.switching.switch import Declined, prepare, switch
+    from aitherctl.switching.switch import Declined, ModelPolicy, prepare, switch
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
@@ -549,6 +557,7 @@ def switch(
             progress,
             lock_timeout_s=lock_timeout,
             confirm=confirm,
+            models=ModelPolicy(pull=not no_pull),
         )
     except Declined:
         raise typer.Exit(int(ExitCode.ERROR)) from None

@@ -438,6 +438,20 @@ class DockerEngine:
                 lambda: self.client.api.remove_volume(name, force=True),
             )
 
+    # ---- named volumes that hold models ----------------------------------------------------
+
+    def volume_folder(self, name: str, *, create: bool = True) -> str:
+        """The folder on the engine's machine that holds the named volume `name`
+        (`docker volume inspect` → `Mountpoint`). `create`: made empty when missing, as the
+        first `docker run -v name:/path` would make it; else `NotFoundError`."""
+        if create:
+            info = self.call(
+                f"creating volume {name}", lambda: self.client.api.create_volume(name=name)
+            )
+        else:
+            info = self.call(f"volume {name}", lambda: self.client.api.inspect_volume(name))
+        return str(info["Mountpoint"])
+
     def rename(self, container_id: str, name: str) -> None:
         self.call("renaming a container", lambda: self.client.api.rename(container_id, name))
 

@@ -13,14 +13,17 @@ until the model is downloaded, which is never a reason to refuse.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aitherctl.engines.vllm import HF_CACHE
+from aitherctl.errors import AitherError
 from aitherctl.models.gguf import GgufHeader, MetadataError, parse_gguf_header
 from aitherctl.models.shape import (
     ModelShape,
@@ -149,12 +152,11 @@ def hf_snapshot(repo_folder: Path) -> Path | None:
     return snapshots[0] if len(snapshots) == 1 else None
 
 
-def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...] = ()) -> Path:
-    """Where `container_path` is on this machine through the service's bind mounts (the deepest
-    mount that holds it). `ModelNotHere` when it is not on this machine: a named volume, another
-    host, no mount."""
-    if service.host != LOCAL_HOST:
-        raise ModelNotHere(f"on host {service.host!r}, not read from here")
+def mount_of(
+    service: Service, container_path: str, defaults: tuple[Volume, ...] = ()
+) -> tuple[Volume, str] | None:
+    """The deepest of the service's mounts (then `defaults`) that holds `container_path`, and
+    the path relative to it ("." for the mount itself); None when none does."""
     best = None
     for volume in (*service.volumes, *defaults):  # the service's own mounts win
         target = volume.container.rstrip("/") or "/"
@@ -162,10 +164,22 @@ def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...
         if inside and (best is None or len(target) > len(best.container)):
             best = volume
     if best is None:
+        return None
+    return best, posixpath.relpath(container_path, best.container)
+
+
+def host_path(service: Service, container_path: str, defaults: tuple[Volume, ...] = ()) -> Path:
+    """Where `container_path` is on this machine through the service's bind mounts (the deepest
+    mount that holds it). `ModelNotHere` when it is not on this machine: a named volume, another
+    host, no mount."""
+    if service.host != LOCAL_HOST:
+        raise ModelNotHere(f"on host {service.host!r}, not read from here")
+    found = mount_of(service, container_path, defaults)
+    if found is None:
         raise ModelNotHere(f"{container_path} is in no folder mounted from this machine")
+    best, relative = found
     if not best.host.startswith("/"):
         raise ModelNotHere(f"in Docker volume {best.host!r}, not read from here")
-    relative = posixpath.relpath(container_path, best.container)
     return Path(best.host) / relative if relative != "." else Path(best.host)
 
 
@@ -190,3 +204,50 @@ def read_model_shape(service: Service) -> ModelShape:
     if snapshot is None:
         raise ModelNotHere("not in the Hugging Face cache yet")
     return read_hf_folder(snapshot)
+
+
+class VolumeMissing(ModelNotHere):
+    """The named volume does not exist yet: it holds nothing."""
+
+
+def model_place(
+    service: Service,
+    container_path: str,
+    volume_folder: Callable[[str], str | None],
+    *,
+    writable: bool = True,
+) -> str:
+    """Where `container_path` of `service` is on this machine, through its bind mounts or a
+    named volume's folder (`volume_folder`: `docker volume inspect` → `Mountpoint`, None when
+    the volume does not exist; vLLM's cache volume when the service mounts no folder there).
+    `ModelNotHere` says why not."""
+    defaults = (HF_CACHE,) if service.engine.value == "vllm" else ()
+    found = mount_of(service, container_path, defaults)
+    if found is None:
+        raise ModelNotHere(
+            f"{container_path} is in no folder or volume the service mounts: add one under "
+            "`volumes:` so the model outlives the container"
+        )
+    volume, relative = found
+    base = volume.host
+    if not base.startswith("/"):
+        try:
+            folder = volume_folder(volume.host)
+        except AitherError as exc:
+            raise ModelNotHere(f"Docker volume {volume.host!r}: {exc.message}") from None
+        if folder is None:
+            raise VolumeMissing(f"Docker volume {volume.host!r} does not exist yet")
+        base = folder
+        if writable and not os.access(base, os.W_OK):
+            raise ModelNotHere(
+                f"Docker volume {volume.host!r} ({base}) cannot be written from here: mount a "
+                "folder of this machine instead"
+            )
+    return base if relative == "." else f"{base.rstrip('/')}/{relative}"
+
+
+def hf_cache_present(folder: Path) -> bool:
+    """A snapshot huggingface_hub would use, and no transfer left unfinished."""
+    if hf_snapshot(folder) is None:
+        return False
+    return not any((folder / "blobs").glob("*.incomplete"))

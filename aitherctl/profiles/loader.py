@@ -274,6 +274,27 @@ def _build_service(name: str, raw: RawService, env: Mapping[str, str] | None) ->
             problems.items.append(
                 fail(f"`{key}` is an Ollama setting; this service's engine is {engine.value}", key)
             )
+    if "source" in fields and engine is not None and engine is not Engine.LLAMACPP:
+        problems.items.append(
+            fail(
+                "`source` names the GGUF file a llama.cpp service downloads; "
+                f"this service's engine is {engine.value}"
+                + (
+                    " (its `model`, the Hub id, is what `pull` downloads)"
+                    if engine is Engine.VLLM
+                    else ""
+                ),
+                "source",
+            )
+        )
+    if (
+        "source" in fields
+        and engine is Engine.LLAMACPP
+        and not str(fields.get("model") or "").startswith("/")
+    ):
+        problems.items.append(
+            fail("`source` needs `model`: the path inside the container the file goes to", "source")
+        )
     image = fields.get("image")
     if image is None and engine is not None:
         image = driver_for(engine).default_image(uses_gpu=bool(gpus))
@@ -321,5 +342,6 @@ def _build_service(name: str, raw: RawService, env: Mapping[str, str] | None) ->
         priority=fields.get("priority", "normal"),
         host=fields.get("host", LOCAL_HOST),
         api_key_env=fields.get("api_key_env"),
+        source=fields.get("source"),
         line=raw.line,
     )

@@ -31,6 +31,10 @@ from aitherctl.units import MemoryAmount
 from aitherctl.yamlsrc import Located, parse_yaml
 from aitherctl.yamlsrc import Path as YPath
 
+# `source:` names a file in a Hugging Face repository: ORG/NAME:FILE (the Hub's id rules: letters,
+# digits, `-_.`; the file may sit in a folder of the repository).
+_SOURCE = re.compile(r"[\w.-]+/[\w.-]+:[\w.\-/]+\.gguf")
+
 
 def parse_profile(
     text: str,
@@ -303,6 +307,13 @@ def _convert_field(  # noqa: PLR0917
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise fail("must be the NAME of an environment variable that holds the key")
         return value
+    if key == "source":
+        if not isinstance(value, str) or not _SOURCE.fullmatch(value.strip()):
+            raise fail(
+                f"must be ORG/NAME:FILE, the Hugging Face repository and the file in it to "
+                f"download (e.g. bartowski/Qwen3-8B-GGUF:Qwen3-8B-Q4_K_M.gguf), not {value!r}"
+            )
+        return value.strip()
     if key in ("image", "model", "role", "served_name", "keep_alive", "bind"):
         if not isinstance(value, str) or not value.strip():
             raise fail(f"must be text, not {value!r}")

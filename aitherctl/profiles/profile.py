@@ -114,6 +114,9 @@ class Service:
     # Where this machine reaches it (an address on its host); None: the local rule
     # (loopback for a wildcard bind, else the bind).
     reach: str | None = None
+    # Where `pull` downloads a llama.cpp model file from: `ORG/NAME:FILE` on the Hugging Face
+    # Hub (vLLM's `model` is the Hub id itself).
+    source: str | None = None
     line: int | None = None  # where the service is declared, for messages
 
     @property

@@ -55,6 +55,7 @@ SERVICE_KEYS = {
     "priority",
     "host",
     "api_key_env",
+    "source",
 }
 HOST_KEYS = {"docker", "address"}
 HEALTH_KEYS = {"path", "timeout"}

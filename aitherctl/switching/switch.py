@@ -12,6 +12,7 @@ The CLI, `up`/`down` and the monitor all go through here; the sequence itself is
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from aitherctl.gpu.vram import (
 )
 from aitherctl.models.check import fit_services, refuse_too_small
 from aitherctl.models.fit import ServiceFit
+from aitherctl.models.pull_model import PullEvent
 from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.profiles.checks import binds_overlap
 from aitherctl.profiles.machine_ram import refuse_impossible_ram
@@ -352,6 +354,80 @@ def ensure_images(engine: DockerEngine, plan: Plan, progress: Progress) -> None:
             ) from None
 
 
+SWITCH_PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    """Whether a switch downloads the missing models of the services it starts (`aitherctl
+    pull`'s operation) before anything stops, or refuses (`--no-pull`). `emit` receives the
+    download's events (default: a note per file)."""
+
+    pull: bool = True
+    emit: Callable[[PullEvent], None] | None = None
+
+
+def _hub_offline() -> bool:
+    # huggingface_hub's variable: nothing asks the Hub, the engines are left to find their models.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure_models(
+    engine: DockerEngine, part: Prepared, progress: Progress, policy: ModelPolicy | None
+) -> None:
+    """Download the missing models of the services `part` starts, before anything stops, so a
+    failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub id, a
+    llama.cpp `source:`); with HF_HUB_OFFLINE=1 none is."""
+    from aitherctl.models.hub import HubClient
+    from aitherctl.models.pull import pull, pull_targets
+    from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
+
+    if policy is None or part.profile is None or _hub_offline():
+        return
+    names = sorted({spec.service for spec in part.plan.to_start})
+    if not names:
+        return
+    found = pull_targets(part.profile, names, engine.volume_folder)
+    # An Ollama server pulls its own models, and it is not running yet: not here.
+    missing = [
+        t
+        for t in found
+        if isinstance(t, PullTarget) and not t.present and t.kind is not PullKind.OLLAMA
+    ]
+    if not missing:
+        return
+    if not policy.pull:
+        which = ", ".join(f"{t.service!r} ({t.repo})" for t in missing)
+        raise RefusedError(
+            f"the model of service {which} is not downloaded: run `aitherctl pull "
+            f"{part.profile.name}` first, or switch without --no-pull",
+            changed=False,
+        )
+
+    last_progress = [time.monotonic()]
+
+    def note(event: PullEvent) -> None:
+        # A line per file as it starts and ends, and its progress every 10 s in between.
+        if event.phase is PullPhase.PROGRESS:
+            if time.monotonic() - last_progress[0] < SWITCH_PROGRESS_EVERY_S:
+                return
+            last_progress[0] = time.monotonic()
+        progress.note(progress_line(event))
+
+    hub = HubClient.open()
+    try:
+        progress.note("downloading " + ", ".join(f"{t.repo} ({t.service})" for t in missing))
+        pull(missing, hub, policy.emit or note)
+    except AitherError as exc:
+        raise RefusedError(
+            f"downloading the model failed: {exc.message}; nothing was changed",
+            detail=exc.detail,
+            changed=False,
+        ) from None
+    finally:
+        hub.close()
+
+
 # ---- executing ----------------------------------------------------------------------------------
 
 
@@ -460,10 +536,12 @@ def execute(
     *,
     lock_timeout_s: float = 900.0,
     cancel: threading.Event | None = None,
+    models: ModelPolicy | None = None,
 ) -> SwitchResult:
     """Apply `prepared` under every engine's lock, if re-preparing under the locks (fresh GPU
     readings, fresh container lists, after recovering interrupted switches) gives the same
-    plan; `PlanChangedError` otherwise."""
+    plan; `PlanChangedError` otherwise. With `models`, missing models are downloaded after the
+    images and before anything stops (this machine's services)."""
     started = time.monotonic()
     with all_locks(engines, progress, lock_timeout_s, cancel):
         with _nothing_changed():
@@ -487,6 +565,8 @@ def execute(
                         host=name,
                         changed=False,
                     ) from None
+            if LOCAL_HOST in fresh.parts:
+                ensure_models(engines[LOCAL_HOST], fresh.parts[LOCAL_HOST], progress, models)
         transaction = Transaction(
             fresh.profile,
             {name: (engines[name], part.plan) for name, part in fresh.parts.items()},
@@ -545,6 +625,7 @@ def run_switch(
     lock_timeout_s: float = 900.0,
     attempts: int = 3,
     cancel: threading.Event | None = None,
+    models: ModelPolicy | None = None,
 ) -> SwitchResult:
     """The one switch sequence, for one engine or many: recover what killed switches left (under
     the locks), prepare, confirm (without the locks), execute; when the plan changed meanwhile,
@@ -569,6 +650,7 @@ def run_switch(
                 progress,
                 lock_timeout_s=lock_timeout_s,
                 cancel=cancel,
+                models=models,
             )
         except PlanChangedError as exc:
             progress.note("the plan changed while waiting; here is the new one")
@@ -589,6 +671,7 @@ def run_change(
     lock_timeout_s: float = 900.0,
     attempts: int = 3,
     cancel: threading.Event | None = None,
+    models: ModelPolicy | None = None,
 ) -> SwitchResult:
     """`run_switch` on one engine (this machine's, or one host's: `engine.host` names it)."""
     name = engine.host
@@ -609,6 +692,7 @@ def run_change(
         lock_timeout_s=lock_timeout_s,
         attempts=attempts,
         cancel=cancel,
+        models=models,
     )
 
 
@@ -627,9 +711,11 @@ def switch(
     lock_timeout_s: float = 900.0,
     confirm: Callable[[Prepared, bool], bool] | None = None,
     cancel: threading.Event | None = None,
+    models: ModelPolicy | None = None,
 ) -> SwitchResult:
     """Move to `profile_name` (or bring up `only` those services). GPU readings are taken again
-    under the lock; `inventory` is called for each reading."""
+    under the lock; `inventory` is called for each reading. `models`: download missing models
+    first (None: leave them to the engines)."""
     profile = catalog.load(profile_name)
 
     def prepare_fn() -> Prepared:
@@ -642,6 +728,7 @@ def switch(
         confirm=confirm,
         lock_timeout_s=lock_timeout_s,
         cancel=cancel,
+        models=models,
     )
 
 

@@ -1,0 +1,57 @@
+"""The models on this machine, as `aitherctl models` lists them: plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ModelKind(StrEnum):
+    HF_CACHE = "hf-cache"  # a repository in huggingface_hub's cache layout (vLLM reads it)
+    GGUF = "gguf"  # one GGUF file (llama.cpp reads it)
+    OLLAMA = "ollama"  # a model on an Ollama server's disk (`path`: the server's URL)
+
+
+class ModelState(StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # a download left `.incomplete` files: `aitherctl pull` continues it
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUse:
+    profile: str
+    service: str
+    running: bool | None  # None: the Docker engine could not be asked
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile}/{self.service}" + (" (running)" if self.running else "")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    name: str  # ORG/NAME for a cache folder, the file name for a GGUF file, Ollama's NAME:TAG
+    engine: str  # the engine that reads it: vllm, llamacpp or ollama
+    kind: ModelKind
+    path: str  # on this machine
+    size_bytes: int  # on disk, `.incomplete` parts included
+    state: ModelState
+    used_by: tuple[ServiceUse, ...] = ()
+
+    @property
+    def running_users(self) -> tuple[ServiceUse, ...]:
+        return tuple(use for use in self.used_by if use.running)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelListing:
+    models: tuple[LocalModel, ...]
+    notes: tuple[str, ...] = ()  # what could not be looked at, one line each
+
+
+def repo_from_folder(folder_name: str) -> str | None:
+    """`models--ORG--NAME` → `ORG/NAME` (huggingface_hub's `repo_folder_name`, reversed)."""
+    if not folder_name.startswith("models--"):
+        return None
+    parts = folder_name.removeprefix("models--").split("--", 1)
+    return "/".join(parts) if all(parts) else None
