@@ -30,11 +30,13 @@ from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_r
 from aitherctl.serve.apis import (
     EXTRA,
     PASSTHROUGH,
+    RESPONSES,
     TRANSCRIPTIONS,
     EventWatcher,
     FormFile,
     apis_of,
     chat_usage,
+    incomplete_answer,
     not_served_reason,
     stream_error,
     translated,
@@ -699,6 +701,7 @@ class Dispatcher:
                 usage_added,
                 lease,
                 via_chat,
+                wire,
             )
             self.scheduler.events.emit("served", candidate.name, result.outcome, request.request_id)
             return reply
@@ -784,12 +787,16 @@ class Dispatcher:
         usage_added: bool,
         lease: Lease,
         via_chat: bool = False,
+        wire: dict[str, Any] | None = None,
     ) -> Reply | None:
+        """`wire`: the body sent (its output limit)."""
         from aitherctl.serve import ollama_api
         from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)
+        sent = wire.get("max_output_tokens") if wire is not None else None
+        limit = sent if isinstance(sent, int) and not isinstance(sent, bool) else None
         for key, value in response.headers.items():
             if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith("x-aither"):
                 headers.setdefault(key, value)
@@ -806,6 +813,8 @@ class Dispatcher:
             except UpstreamError as exc:
                 result.attempts.append((candidate.name, "error", exc.message))
                 return None
+            if request.route == RESPONSES and not via_chat:
+                data = incomplete_answer(data, limit)
             if via_chat:
                 _read_usage(data, result)
                 try:
@@ -829,7 +838,7 @@ class Dispatcher:
         elif via_chat:
             splitter = ChatStreamTranslator(request.route, request.body)
         elif request.route in PASSTHROUGH:
-            splitter = EventWatcher(request.route)
+            splitter = EventWatcher(request.route, limit)
         else:
             splitter = _SseSplitter(strip_usage=usage_added)
         try:

@@ -47,13 +47,16 @@ def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
         )
         assert raw.headers["x-aither-backend"] == "chat"
         response = raw.parse()
-        assert response.status == "completed"
+        # Cut at the limit: llama.cpp itself says `completed` here; serve says what happened.
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "max_output_tokens"
         assert response.output_text
         assert response.usage.output_tokens == 5
         events = list(client.responses.create(
             model="all", input="Say hi.", max_output_tokens=3, stream=True, temperature=0
         ))
-        assert events[-1].type == "response.completed"
+        assert events[-1].type == "response.incomplete"
+        assert events[-1].response.incomplete_details.reason == "max_output_tokens"
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta")
         streamed_usage = events[-1].response.usage
 
