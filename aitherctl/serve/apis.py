@@ -26,6 +26,7 @@ MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 CHAT = "/v1/chat/completions"
 OLLAMA_ROUTES = ("/api/chat", "/api/generate")
+OLLAMA_EMBED_ROUTES = ("/api/embed", "/api/embeddings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +339,7 @@ def stream_error(route: str, body: bytes) -> bytes:
     """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
     clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
     would look merely short); OpenAI's raise on any event whose data has `error`."""
-    if route in OLLAMA_ROUTES:  # Ollama's NDJSON: a line with `error`
+    if route in OLLAMA_ROUTES or route in OLLAMA_EMBED_ROUTES:  # Ollama's: a line with `error`
         try:
             message = json.loads(body)["error"]["message"]
         except (ValueError, KeyError, TypeError):
