@@ -380,6 +380,11 @@ class OllamaStream(ChatStreamTranslator):
     def _error(self, error: dict[str, Any]) -> bytes:
         return error_line(str(error.get("message") or "the backend failed"))
 
+    def _reasoning_delta(self, text: str) -> bytes:
+        # Ollama sends `message.thinking` only when asked (`think`, which serve refuses).
+        del text
+        return b""
+
     def _text_delta(self, text: str) -> bytes:
         return self._line(self._piece(text))
 

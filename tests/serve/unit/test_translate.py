@@ -234,3 +234,103 @@ def test_a_chat_stream_cut_before_done_is_not_done() -> None:
     translator.feed(CHAT_STREAM[: CHAT_STREAM.index(b"data: [DONE]")])
     translator.flush()
     assert not translator.done
+
+
+# llama.cpp and vLLM send a reasoning model's thinking as `reasoning_content` in chat deltas
+# (vLLM's newer name: `reasoning`), before the answer's `content`.
+REASONING_STREAM = (
+    _chunk({"role": "assistant", "content": None})
+    + _chunk({"reasoning_content": "The user greets."})
+    + _chunk({"reasoning_content": " Greet back."})
+    + _chunk({"content": "Hello"})
+    + _chunk({"content": "!"})
+    + _chunk({}, "stop")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+def _mock_http_client(stream: bytes, content_type: str = "text/event-stream") -> Any:
+    """An HTTP client (the one the official clients are built on) whose every answer is
+    `stream`: what translate_answers wrote, read by the official client's own parser."""
+    httpx = pytest.importorskip("httpx2")
+
+    def answer(request: Any) -> Any:
+        del request
+        return httpx.Response(200, headers={"content-type": content_type}, content=stream)
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
+
+
+def _translated(route: str, stream: bytes, size: int) -> bytes:
+    translator = ChatStreamTranslator(route, {"model": "alias"})
+    out = b""
+    for start in range(0, len(stream), size):
+        out += translator.feed(stream[start : start + size])
+    return out + translator.flush()
+
+
+@pytest.mark.parametrize("size", [1, 17, len(REASONING_STREAM)])
+def test_reasoning_in_a_chat_stream_is_a_thinking_block_for_anthropics_client(size: int) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(
+        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        http_client=_mock_http_client(_translated("/v1/messages", REASONING_STREAM, size)),
+    )
+    with client.messages.stream(
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello!"
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "The user greets. Greet back."
+    assert final.content[1].text == "Hello!"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("size", [1, 17, len(REASONING_STREAM)])
+def test_reasoning_in_a_chat_stream_is_a_reasoning_item_for_openais_client(size: int) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(
+        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        http_client=_mock_http_client(_translated("/v1/responses", REASONING_STREAM, size)),
+    )
+    events = list(client.responses.create(model="m", input="hi", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+    assert deltas == ["The user greets.", " Greet back."]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "The user greets. Greet back."
+    assert final.output_text == "Hello!"
+
+
+def test_reasoning_in_a_whole_chat_answer_is_read_by_both_clients() -> None:
+    whole = json.dumps({
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }).encode()
+    anthropic = pytest.importorskip("anthropic")
+    openai = pytest.importorskip("openai")
+    claude = anthropic.Anthropic(
+        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        http_client=_mock_http_client(
+            from_chat("/v1/messages", whole, {"model": "m"}), "application/json"),
+    )
+    message = claude.messages.create(
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None))
+            for b in message.content] == [("thinking", "Greet back."), ("text", "Hello!")]
+    gpt = openai.OpenAI(
+        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        http_client=_mock_http_client(
+            from_chat("/v1/responses", whole, {"model": "m"}), "application/json"),
+    )
+    response = gpt.responses.create(model="m", input="hi")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == "Greet back."
+    assert response.output_text == "Hello!"
