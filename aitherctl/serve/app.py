@@ -442,6 +442,10 @@ class Gateway:
             return response
         finally:
             outcome = line["outcome"]
+            if line["status"] == 499 and outcome is not None and outcome.outcome == "ok":
+                # The client left after the answer's last event (the handler was cancelled
+                # while the backend closed its side): it has the whole answer.
+                line["status"] = 200
             self.access_log.request(
                 request.remote,
                 line["client"],
@@ -582,7 +586,11 @@ class Gateway:
                 reply = Reply(reply.status, stream_error(request.path, reply.body), reply.headers)
             return _json_reply(reply)
         assert sink.response is not None
-        await sink.response.write_eof()
+        # A client may leave as soon as it has read the API's last event, before the chunked
+        # body's end: its answer is whole (aiohttp would log a traceback per request, on the
+        # loop, and the request log would say 499).
+        with contextlib.suppress(ConnectionResetError):  # aiohttp's ClientConnectionResetError
+            await sink.response.write_eof()
         return sink.response
 
 
