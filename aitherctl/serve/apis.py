@@ -288,7 +288,7 @@ class EventWatcher:
             if isinstance(usage, dict):
                 merged = chat_usage(usage)
                 self.usage = {**(self.usage or {}), **merged}
-            if ended and self._limit is not None and incomplete_response(holder, self._limit):
+            if ended and self._limit is not None and _ends_incomplete(payload, holder, self._limit):
                 payload["type"] = "response.incomplete"
                 text = json.dumps(payload, ensure_ascii=False)
                 return f"event: response.incomplete\ndata: {text}".encode()
@@ -298,6 +298,20 @@ class EventWatcher:
         rest, self._pending, self.buffer = self._pending, b"", b""
         event = self._read(rest) if rest.strip() else rest
         return b"" if self._limit is None else event
+
+
+def _ends_incomplete(event: dict[str, Any], response: Any, limit: int) -> bool:
+    """Should this last event be `response.incomplete`? When `incomplete_response` marks it,
+    and when the engine said `incomplete` in a `response.completed` event (vLLM 0.32, checked:
+    `status: "incomplete"`, `incomplete_details.reason: "max_output_tokens"`, event
+    `response.completed`)."""
+    if incomplete_response(response, limit):
+        return True
+    return (
+        isinstance(response, dict)
+        and response.get("status") == "incomplete"
+        and event.get("type") == "response.completed"
+    )
 
 
 def incomplete_response(response: Any, limit: int) -> bool:

@@ -196,6 +196,21 @@ def test_a_native_responses_stream_that_reached_max_output_tokens_ends_incomplet
         assert watcher.usage == {"prompt_tokens": 33, "completion_tokens": 3}
 
 
+def test_vllms_incomplete_response_in_a_completed_event_ends_as_response_incomplete() -> None:
+    """vLLM 0.32's own /v1/responses says `incomplete` in the response but names the last
+    event `response.completed` (checked on the real server, max_output_tokens 3)."""
+    vllm = RESPONSES_STREAM.replace(
+        b'"status":"completed"',
+        b'"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}',
+    )
+    for size in (1, len(vllm)):
+        _watcher, out, done = _watch("/v1/responses", vllm, size, limit=3)
+        name, last = _events(out)[-1]
+        assert (name, last["type"]) == ("response.incomplete", "response.incomplete")
+        assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+        assert done[-1]
+
+
 def test_a_native_responses_answer_under_its_limit_stays_completed_byte_for_byte() -> None:
     for size in (1, 7, len(RESPONSES_STREAM)):
         _watcher, out, done = _watch("/v1/responses", RESPONSES_STREAM, size, limit=4)
