@@ -69,3 +69,15 @@ def test_reasoning_content_reaches_anthropic_as_thinking_and_openai_as_reasoning
         assert last.output[0].content[0].text.strip()
         answer = client.responses.create(model="via-chat", input="Say hi.", max_output_tokens=6)
         assert answer.output[0].type == "reasoning"
+
+        # The next turn gives the thinking back (as Claude Code and Codex CLI do): it goes to
+        # the engine as the assistant turn's reasoning_content, which its template renders.
+        again = [{"role": "user", "content": "Again."}]
+        turn = [block.model_dump(exclude_none=True) for block in whole.content]
+        second = claude.messages.create(model="via-chat", max_tokens=4, messages=[
+            *HI, {"role": "assistant", "content": turn}, *again])
+        assert second.content[0].type == "thinking"
+        items = [item.model_dump(exclude_none=True) for item in answer.output]
+        follow = client.responses.create(model="via-chat", max_output_tokens=4,
+                                         input=[*HI, *items, *again])
+        assert follow.output[0].type == "reasoning"

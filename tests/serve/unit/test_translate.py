@@ -105,7 +105,7 @@ def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> Non
         ("r", {"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ("r", {"input": "x", "previous_response_id": "r1"}, "previous_response_id"),
         ("r", {"input": "x", "background": True}, "background"),
-        ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0]"),  # no text
         ("r", {"input": "x", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
         ("r", {"input": "x", "include": ["message.output_text.logprobs"]}, "include[0]"),
         ("r", {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
@@ -334,3 +334,46 @@ def test_reasoning_in_a_whole_chat_answer_is_read_by_both_clients() -> None:
     assert [item.type for item in response.output] == ["reasoning", "message"]
     assert response.output[0].content[0].text == "Greet back."
     assert response.output_text == "Hello!"
+
+
+def test_reasoning_given_back_on_the_next_turn_is_the_assistant_turns_reasoning_content() -> None:
+    """Claude Code sends the thinking blocks and Codex CLI the reasoning items of an answer
+    back with the next turn; they were a 400 (once serve gave them, every next turn failed)."""
+    answer = json.loads(from_chat("/v1/responses", json.dumps({
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
+            "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "weather", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }).encode(), {"model": "m"}))
+    chat = responses_to_chat({"model": "m", "input": [
+        {"role": "user", "content": "Weather?"}, *answer["output"],
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+    ]})
+    assert chat["messages"][1] == {
+        "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
+        "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "weather", "arguments": "{}"}}]}
+    assert chat["messages"][2]["role"] == "tool"
+    only = responses_to_chat({"model": "m", "input": [
+        {"role": "user", "content": "Hi"},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "Hmm."}]},
+    ]})
+    assert only["messages"][1] == {"role": "assistant", "content": "", "reasoning_content": "Hmm."}
+    with pytest.raises(Untranslatable) as encrypted:
+        responses_to_chat({"model": "m", "input": [
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"}]})
+    assert encrypted.value.field == "input[0]"
+
+    message = json.loads(from_chat("/v1/messages", json.dumps({
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
+    }).encode(), {"model": "m"}))
+    chat = messages_to_chat({"model": "m", "max_tokens": 9, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": "Again"},
+    ]})
+    assert chat["messages"][1] == {
+        "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}
