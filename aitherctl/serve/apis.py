@@ -26,6 +26,7 @@ MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 CHAT = "/v1/chat/completions"
 OLLAMA_ROUTES = ("/api/chat", "/api/generate")
+OLLAMA_EMBED_ROUTES = ("/api/embed", "/api/embeddings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +229,24 @@ _EVENT_LINE = re.compile(rb"^event: ?(\S+)\r?$", re.MULTILINE)
 class EventWatcher:
     """Passes a Responses or Messages event stream through unchanged, reading the usage it
     reports and whether the API's last event went by (the same interface as chat's splitter:
-    `watch_done`, `feed`, `flush`, `usage`, `done`, `buffer`)."""
+    `watch_done`, `feed`, `flush`, `usage`, `done`, `buffer`).
 
-    def __init__(self, route: str) -> None:
+    `limit`: the `max_output_tokens` a Responses request was sent with. The llama.cpp server
+    ends an answer cut at that limit with `response.completed` and `status: "completed"`
+    (checked on the real server: 5 of 5 tokens, no `incomplete_details`), which tells a client
+    such as Codex CLI that the answer is whole. With a limit, events go out whole (a piece of
+    one waits for its end) and the last one, when its usage reached the limit, is passed on as
+    the API defines it:
+    `response.incomplete`, `status: "incomplete"`, `incomplete_details.reason:
+    "max_output_tokens"` (`incomplete_response`)."""
+
+    def __init__(self, route: str, limit: int | None = None) -> None:
         self.ends = PASSTHROUGH[route].end_events
-        self.buffer = b""  # always empty: nothing is held back from the client
+        self.buffer = b""  # what is held back from the client (with a limit: a piece of an event)
         self.usage: dict[str, Any] | None = None
         self.done = False
         self._pending = b""  # the unfinished event, read when it is complete
+        self._limit = limit if route == RESPONSES and isinstance(limit, int) else None
 
     def watch_done(self, chunk: bytes) -> None:
         del chunk  # `feed` reads the events whole
@@ -243,26 +254,33 @@ class EventWatcher:
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
         head, sep, self._pending = data.rpartition(b"\n\n")
-        if sep:
-            for event in head.split(b"\n\n"):
-                self._read(event)
-        return chunk
+        if self._limit is None:
+            if sep:
+                for event in head.split(b"\n\n"):
+                    self._read(event)
+            return chunk
+        # The last event may need rewriting: only whole events go out.
+        self.buffer = self._pending
+        if not sep:
+            return b""
+        return b"".join(self._read(event) + b"\n\n" for event in head.split(b"\n\n"))
 
-    def _read(self, event: bytes) -> None:
+    def _read(self, event: bytes) -> bytes:
         name = _EVENT_LINE.search(event)
-        if name is not None and name.group(1) in self.ends:
+        ended = name is not None and name.group(1) in self.ends
+        if ended:
             self.done = True
         if b'"usage"' not in event:
-            return
+            return event
         for line in event.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue
             try:
                 payload = json.loads(line[5:])
             except ValueError:
-                return
+                return event
             if not isinstance(payload, dict):
-                return
+                return event
             holder = payload.get("response") or payload.get("message") or payload
             usage = holder.get("usage") if isinstance(holder, dict) else None
             if not isinstance(usage, dict):
@@ -270,12 +288,57 @@ class EventWatcher:
             if isinstance(usage, dict):
                 merged = chat_usage(usage)
                 self.usage = {**(self.usage or {}), **merged}
+            if ended and self._limit is not None and _ends_incomplete(payload, holder, self._limit):
+                payload["type"] = "response.incomplete"
+                text = json.dumps(payload, ensure_ascii=False)
+                return f"event: response.incomplete\ndata: {text}".encode()
+        return event
 
     def flush(self) -> bytes:
-        if self._pending.strip():
-            self._read(self._pending)
-        self._pending = b""
-        return b""
+        rest, self._pending, self.buffer = self._pending, b"", b""
+        event = self._read(rest) if rest.strip() else rest
+        return b"" if self._limit is None else event
+
+
+def _ends_incomplete(event: dict[str, Any], response: Any, limit: int) -> bool:
+    """Should this last event be `response.incomplete`? When `incomplete_response` marks it,
+    and when the engine said `incomplete` in a `response.completed` event (vLLM 0.32, checked:
+    `status: "incomplete"`, `incomplete_details.reason: "max_output_tokens"`, event
+    `response.completed`)."""
+    if incomplete_response(response, limit):
+        return True
+    return (
+        isinstance(response, dict)
+        and response.get("status") == "incomplete"
+        and event.get("type") == "response.completed"
+    )
+
+
+def incomplete_response(response: Any, limit: int) -> bool:
+    """Mark a Responses answer `incomplete` (in place) when the engine said `completed` but
+    its output reached `limit`, the `max_output_tokens` it was sent; True when it did."""
+    if not isinstance(response, dict) or response.get("status") != "completed":
+        return False
+    usage = response.get("usage")
+    tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
+    if not isinstance(tokens, int) or tokens < limit:
+        return False
+    response["status"] = "incomplete"
+    response["incomplete_details"] = {"reason": "max_output_tokens"}
+    return True
+
+
+def incomplete_answer(data: bytes, limit: int | None) -> bytes:
+    """A whole Responses answer (`incomplete_response`'s rule), re-encoded only when marked."""
+    if limit is None or b'"completed"' not in data:
+        return data
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return data
+    if not incomplete_response(answer, limit):
+        return data
+    return json.dumps(answer, ensure_ascii=False).encode()
 
 
 def forwarded_headers(route: str, headers: Mapping[str, str]) -> dict[str, str]:
@@ -290,7 +353,7 @@ def stream_error(route: str, body: bytes) -> bytes:
     """An error (`error_body`'s JSON) as the event that ends a stream on `route`: Anthropic's
     clients read only a named `event: error` (a bare `data:` event is skipped, and the answer
     would look merely short); OpenAI's raise on any event whose data has `error`."""
-    if route in OLLAMA_ROUTES:  # Ollama's NDJSON: a line with `error`
+    if route in OLLAMA_ROUTES or route in OLLAMA_EMBED_ROUTES:  # Ollama's: a line with `error`
         try:
             message = json.loads(body)["error"]["message"]
         except (ValueError, KeyError, TypeError):

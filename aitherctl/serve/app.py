@@ -29,7 +29,8 @@ from aitherctl.serve.apis import TRANSCRIPTIONS, FormFile, forwarded_headers, st
 from aitherctl.serve.dispatcher import ROUTES, Dispatcher, GatewayRequest, Reply, error_body
 from aitherctl.serve.metrics import PromMetrics
 from aitherctl.serve.model import Priority, parse_priority
-from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
+from aitherctl.serve.ollama_api import EMBED_ROUTES as OLLAMA_EMBED_ROUTES
+from aitherctl.serve.ollama_api import ROUTES as OLLAMA_CHAT_ROUTES
 from aitherctl.serve.scheduler import REFRESH_S, EventLog, Scheduler
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ DEFAULT_DRAIN_S = 30.0
 # What aiohttp may still wait for each connection once the drain is over and every handler has
 # been cancelled (its own default, 60 s, applied twice, outlasted systemd's TimeoutStopSec).
 SHUTDOWN_GRACE_S = 0.5
+OLLAMA_ROUTES = (*OLLAMA_CHAT_ROUTES, *OLLAMA_EMBED_ROUTES)
 MAX_BODY_BYTES = 32 * 1024 * 1024  # images in chat messages are base64
 PRIORITY_HEADER = "x-aither-priority"
 # `x-aither-max-tokens: profile`: no limit in the body means the profile's `routing.max_tokens`
@@ -440,6 +442,10 @@ class Gateway:
             return response
         finally:
             outcome = line["outcome"]
+            if line["status"] == 499 and outcome is not None and outcome.outcome == "ok":
+                # The client left after the answer's last event (the handler was cancelled
+                # while the backend closed its side): it has the whole answer.
+                line["status"] = 200
             self.access_log.request(
                 request.remote,
                 line["client"],
@@ -580,7 +586,11 @@ class Gateway:
                 reply = Reply(reply.status, stream_error(request.path, reply.body), reply.headers)
             return _json_reply(reply)
         assert sink.response is not None
-        await sink.response.write_eof()
+        # A client may leave as soon as it has read the API's last event, before the chunked
+        # body's end: its answer is whole (aiohttp would log a traceback per request, on the
+        # loop, and the request log would say 499).
+        with contextlib.suppress(ConnectionResetError):  # aiohttp's ClientConnectionResetError
+            await sink.response.write_eof()
         return sink.response
 
 

@@ -30,11 +30,13 @@ from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_r
 from aitherctl.serve.apis import (
     EXTRA,
     PASSTHROUGH,
+    RESPONSES,
     TRANSCRIPTIONS,
     EventWatcher,
     FormFile,
     apis_of,
     chat_usage,
+    incomplete_answer,
     not_served_reason,
     stream_error,
     translated,
@@ -43,6 +45,7 @@ from aitherctl.serve.apis import (
 from aitherctl.serve.apis import prompt_text as passthrough_prompt_text
 from aitherctl.serve.errors import LoadFailed, QueueFull, SchedulerError
 from aitherctl.serve.model import Priority
+from aitherctl.serve.ollama_api import EMBED_ROUTES as OLLAMA_EMBED_ROUTES
 from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
 from aitherctl.serve.ollama_api import is_streaming
 from aitherctl.serve.scheduler import Lease, Scheduler
@@ -76,12 +79,14 @@ _DROPPED_HEADERS = frozenset(
     }
 )
 CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
 ROUTES = {
     CHAT: "chat/completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
     **{route: api.upstream for route, api in PASSTHROUGH.items()},
     **dict.fromkeys(OLLAMA_ROUTES, "chat/completions"),
+    **dict.fromkeys(OLLAMA_EMBED_ROUTES, "embeddings"),
     **{route: route.removeprefix("/v1/") for route in EXTRA},
 }
 
@@ -135,6 +140,7 @@ class GatewayRequest:
             is_streaming(self.route, self.body)
             and self.route != "/v1/embeddings"
             and self.route not in EXTRA
+            and self.route not in OLLAMA_EMBED_ROUTES
         )
 
 
@@ -198,8 +204,8 @@ def prompt_text(route: str, body: dict[str, Any]) -> tuple[str, str | None]:
     if route == "/v1/completions":
         prompt = body.get("prompt", "")
         return (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))), None
-    if route == "/v1/embeddings":
-        value = body.get("input", "")
+    if route in (EMBEDDINGS, *OLLAMA_EMBED_ROUTES):
+        value = body.get("input", body.get("prompt", ""))
         return (value if isinstance(value, str) else ""), None
     user, system = "", None
     for message in body.get("messages") or []:
@@ -572,8 +578,16 @@ class Dispatcher:
         from aitherctl.serve.translate import Untranslatable
 
         router = self.router
+        if request.route in OLLAMA_ROUTES:
+            from aitherctl.serve.ollama_api import load_request
+
+            what = load_request(request.route, request.body)
+            if what is not None:
+                return await self._load_only(request, route, candidate, result, what)
         via_chat = translated(candidate.engine, request.route)
         sent_route = CHAT if via_chat else request.route
+        if request.route in OLLAMA_EMBED_ROUTES:
+            sent_route = EMBEDDINGS
         try:
             wire, usage_added = self._upstream_body(request, candidate, via_chat)
         except Untranslatable as exc:
@@ -699,6 +713,7 @@ class Dispatcher:
                 usage_added,
                 lease,
                 via_chat,
+                wire,
             )
             self.scheduler.events.emit("served", candidate.name, result.outcome, request.request_id)
             return reply
@@ -718,6 +733,44 @@ class Dispatcher:
                 result.cost_usd += cost
                 await _quietly(asyncio.to_thread(router.ledger.settle, reservation, cost))
 
+    async def _load_only(
+        self,
+        request: GatewayRequest,
+        route: Route,
+        candidate: Candidate,
+        result: Outcome,
+        what: str,
+    ) -> Reply | None:
+        """Ollama's load request: the backend is brought up through the scheduler as for any
+        request (queued by priority, started on demand), and the answer says it is loaded.
+        An unload is answered at once: the scheduler decides what stays loaded."""
+        from aitherctl.serve.ollama_api import load_answer
+
+        if what == "load":
+            lease = self.scheduler.try_acquire(candidate.name)
+            try:
+                if lease is None:
+                    lease = await self.scheduler.acquire(
+                        candidate.name, request.priority, request.request_id
+                    )
+            except QueueFull as exc:
+                result.attempts.append((candidate.name, "queue_full", exc.message))
+                result.retry_after_s = exc.retry_after_s
+                result.all_full = not route.overflow
+                return None
+            except (LoadFailed, SchedulerError) as exc:
+                result.attempts.append((candidate.name, "error", exc.message))
+                return None
+            result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
+            self.scheduler.release(lease)
+        result.all_full = False
+        _completed(result, candidate)
+        return Reply(
+            200,
+            load_answer(request.route, request.body, what),
+            {"Content-Type": "application/json", "x-aither-backend": candidate.name},
+        )
+
     def _upstream_body(
         self, request: GatewayRequest, candidate: Candidate, via_chat: bool = False
     ) -> tuple[dict[str, Any], bool]:
@@ -727,6 +780,12 @@ class Dispatcher:
         from the client, `routing.max_tokens` goes to a priced backend (its worst case must be
         bounded) and, for `run`, to every backend (as `run --direct` sends it). `via_chat`: a
         Responses or Messages body translated to chat completions (raises `Untranslatable`)."""
+        if request.route in OLLAMA_EMBED_ROUTES:
+            from aitherctl.serve.ollama_api import to_embeddings
+
+            body = to_embeddings(request.route, request.body)
+            body["model"] = candidate.model
+            return body, False
         if via_chat:
             from aitherctl.serve import ollama_api, translate
 
@@ -784,17 +843,21 @@ class Dispatcher:
         usage_added: bool,
         lease: Lease,
         via_chat: bool = False,
+        wire: dict[str, Any] | None = None,
     ) -> Reply | None:
+        """`wire`: the body sent (its output limit)."""
         from aitherctl.serve import ollama_api
         from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator, from_chat
         from aitherctl.serve.upstream import UpstreamError
 
         headers = Dispatcher._answer_headers(route, candidate, lease)
+        sent = wire.get("max_output_tokens") if wire is not None else None
+        limit = sent if isinstance(sent, int) and not isinstance(sent, bool) else None
         for key, value in response.headers.items():
             if key.lower() not in _DROPPED_HEADERS and not key.lower().startswith("x-aither"):
                 headers.setdefault(key, value)
         ollama = request.route in OLLAMA_ROUTES
-        if ollama:
+        if ollama or request.route in OLLAMA_EMBED_ROUTES:
             for key in [k for k in headers if k.lower() == "content-type"]:
                 del headers[key]
             headers["Content-Type"] = (
@@ -806,6 +869,16 @@ class Dispatcher:
             except UpstreamError as exc:
                 result.attempts.append((candidate.name, "error", exc.message))
                 return None
+            if request.route == RESPONSES and not via_chat:
+                data = incomplete_answer(data, limit)
+            if request.route in OLLAMA_EMBED_ROUTES:
+                _read_usage(data, result)
+                try:
+                    elapsed_ns = int((self.clock() - started) * 1e9)
+                    data = ollama_api.from_embeddings(request.route, data, request.body, elapsed_ns)
+                except BadAnswer as exc:
+                    result.attempts.append((candidate.name, "error", str(exc)))
+                    return None
             if via_chat:
                 _read_usage(data, result)
                 try:
@@ -829,7 +902,7 @@ class Dispatcher:
         elif via_chat:
             splitter = ChatStreamTranslator(request.route, request.body)
         elif request.route in PASSTHROUGH:
-            splitter = EventWatcher(request.route)
+            splitter = EventWatcher(request.route, limit)
         else:
             splitter = _SseSplitter(strip_usage=usage_added)
         try:

@@ -12,7 +12,12 @@ a tool call is `message.tool_calls[].function` with `name` and `arguments` as an
 error is `{"error": "message"}`. Options are read into chat fields (`num_predict` is the output
 limit); one with no chat completions equivalent is refused by name (400), never dropped.
 `keep_alive` is a hint about Ollama's own memory and is not used: `serve`'s scheduler decides
-what stays loaded.
+what stays loaded. A request with nothing to answer (`/api/generate` without a prompt,
+`/api/chat` without messages) is Ollama's way to load a model (`keep_alive: 0`: to unload it):
+a load goes through the scheduler like any request (the service is started if it is not
+running) and is answered as Ollama answers it (`done: true`, `done_reason: "load"`); an unload
+is answered (`done_reason: "unload"`) without putting the service away, which `idle_after` and
+the memory pools decide for every client at once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from aitherctl.serve.translate_answers import BadAnswer, ChatStreamTranslator
 CHAT = "/api/chat"
 GENERATE = "/api/generate"
 ROUTES = (CHAT, GENERATE)
+EMBED = "/api/embed"
+EMBEDDINGS = "/api/embeddings"  # the older form: one `prompt`, one `embedding`
+EMBED_ROUTES = (EMBED, EMBEDDINGS)
 # The Ollama API version whose fields this follows (what `GET /api/version` answers: clients
 # compare it against the version that introduced a feature).
 API_VERSION = "0.12.0"
@@ -62,6 +70,37 @@ def model_name(name: Any) -> Any:
     if isinstance(name, str) and name.endswith(":latest"):
         return name[: -len(":latest")]
     return name
+
+
+_ZERO = frozenset({"0", "0s", "0m", "0h", "0ms"})
+
+
+def load_request(route: str, body: dict[str, Any]) -> str | None:
+    """ "load" or "unload" when the body asks only that (Ollama's docs/api.md, "Load a model" and
+    "Unload a model": an empty prompt or no messages; `keep_alive: 0` unloads), else None."""
+    if route not in ROUTES:
+        return None
+    asked = body.get("messages") if route == CHAT else body.get("prompt")
+    if asked:
+        return None
+    keep_alive = body.get("keep_alive")
+    if isinstance(keep_alive, bool):
+        return "load"
+    # A number of seconds or a Go duration ("0", "0s", "0m").
+    unload = keep_alive == 0 or (isinstance(keep_alive, str) and keep_alive.strip() in _ZERO)
+    return "unload" if unload else "load"
+
+
+def load_answer(route: str, body: dict[str, Any], what: str) -> bytes:
+    """Ollama's answer to a load or unload request: one JSON object, `done: true`."""
+    answer: dict[str, Any] = {"model": body.get("model"), "created_at": _now()}
+    if route == CHAT:
+        answer["message"] = {"role": "assistant", "content": ""}
+    else:
+        answer["response"] = ""
+    answer["done_reason"] = what
+    answer["done"] = True
+    return json.dumps(answer).encode()
 
 
 def to_chat(route: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +231,54 @@ def _user(text: str, images: Any, where: str) -> dict[str, Any]:
     return {"role": "user", "content": parts}
 
 
+_EMBED_FIELDS = frozenset({"model", "input", "truncate", "options", "keep_alive", "dimensions",
+                           "priority"})  # fmt: skip
+_EMBEDDINGS_FIELDS = frozenset({"model", "prompt", "options", "keep_alive", "priority"})
+
+
+def to_embeddings(route: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI embeddings body (`POST /v1/embeddings`) for an `/api/embed` or
+    `/api/embeddings` body. `truncate` is left to the engine (llama.cpp refuses an input longer
+    than its context, as Ollama does with `truncate: false`); an option is refused by name."""
+    allowed = _EMBED_FIELDS if route == EMBED else _EMBEDDINGS_FIELDS
+    for name in body:
+        if name not in allowed:
+            raise Untranslatable(name)
+    if body.get("options"):
+        options = body["options"]
+        name = next(iter(options)) if isinstance(options, dict) else ""
+        raise Untranslatable(f"options.{name}" if name else "options")
+    value = body.get("input") if route == EMBED else body.get("prompt")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        what = "input" if route == EMBED else "prompt"
+        raise Untranslatable(what, "text, or a list of texts, to embed")
+    out: dict[str, Any] = {"model": model_name(body.get("model")), "input": value}
+    if body.get("dimensions") is not None:
+        out["dimensions"] = body["dimensions"]
+    return out
+
+
+def from_embeddings(route: str, data: bytes, request: dict[str, Any], elapsed_ns: int) -> bytes:
+    """An OpenAI embeddings answer (`data[].embedding` by `index`, `usage.prompt_tokens`) as
+    Ollama's: `embeddings` (and `prompt_eval_count`) for /api/embed, `embedding` for
+    /api/embeddings."""
+    try:
+        answer = json.loads(data)
+        items = sorted(answer["data"], key=lambda item: item.get("index", 0))
+        vectors = [item["embedding"] for item in items]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadAnswer("the backend's embeddings answer has no data") from exc
+    if route == EMBEDDINGS:
+        return json.dumps({"embedding": vectors[0] if vectors else []}).encode()
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    return json.dumps({
+        "model": request.get("model"), "embeddings": vectors, "total_duration": elapsed_ns,
+        "load_duration": 0, "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+    }).encode()  # fmt: skip
+
+
 # ---- answers ------------------------------------------------------------------------------------
 
 
@@ -292,6 +379,11 @@ class OllamaStream(ChatStreamTranslator):
 
     def _error(self, error: dict[str, Any]) -> bytes:
         return error_line(str(error.get("message") or "the backend failed"))
+
+    def _reasoning_delta(self, text: str) -> bytes:
+        # Ollama sends `message.thinking` only when asked (`think`, which serve refuses).
+        del text
+        return b""
 
     def _text_delta(self, text: str) -> bytes:
         return self._line(self._piece(text))

@@ -79,6 +79,9 @@ def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             _responses_item(item, f"input[{index}]", messages)
     else:
         raise Untranslatable("input", "it must be text or a list of items")
+    for message in messages:
+        if _thought_only(message):  # reasoning with no answer after it
+            message["content"] = ""
     chat["messages"] = messages
     if body.get("tools"):
         chat["tools"] = [_responses_tool(t, f"tools[{i}]") for i, t in enumerate(body["tools"])]
@@ -125,7 +128,22 @@ def _responses_item(item: Any, where: str, messages: list[dict[str, Any]]) -> No
         if role not in ("user", "assistant", "system", "developer"):
             raise Untranslatable(f"{where}.role")
         content = _responses_content(item.get("content"), f"{where}.content", role)
+        last = messages[-1] if messages else None
+        if role == "assistant" and last is not None and _thought_only(last):
+            last["content"] = content  # the reasoning before this answer is its turn's
+            return
         messages.append({"role": "system" if role == "developer" else role, "content": content})
+    elif kind == "reasoning":
+        # A reasoning item this gateway gave back (an engine's `reasoning_content`) comes back
+        # with the conversation's next turn: it is the assistant turn's `reasoning_content`.
+        text = "".join(
+            str(part.get("text", ""))
+            for part in item.get("content") or []
+            if isinstance(part, dict) and part.get("type") == "reasoning_text"
+        )
+        if not text:
+            raise Untranslatable(where, "a reasoning item without its text (encrypted only)")
+        messages.append({"role": "assistant", "content": None, "reasoning_content": text})
     elif kind == "function_call":
         call = {
             "id": item.get("call_id"),
@@ -148,6 +166,16 @@ def _responses_item(item: Any, where: str, messages: list[dict[str, Any]]) -> No
         messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
     else:
         raise Untranslatable(f"{where}.type", f"`{kind}` items")
+
+
+def _thought_only(message: dict[str, Any]) -> bool:
+    """An assistant turn that so far holds only reasoning (a Responses reasoning item)."""
+    return (
+        message.get("role") == "assistant"
+        and "reasoning_content" in message
+        and message.get("content") is None
+        and not message.get("tool_calls")
+    )
 
 
 def _responses_content(content: Any, where: str, role: str) -> Any:
@@ -278,6 +306,7 @@ def _messages_message(message: Any, where: str, messages: list[dict[str, Any]]) 
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    thoughts: list[str] = []
     for index, block in enumerate(content):
         at = f"{where}.content[{index}]"
         kind = block.get("type") if isinstance(block, dict) else None
@@ -296,6 +325,9 @@ def _messages_message(message: Any, where: str, messages: list[dict[str, Any]]) 
                     },
                 }
             )
+        elif kind == "thinking" and role == "assistant":
+            # A thinking block this gateway gave back (an engine's `reasoning_content`).
+            thoughts.append(str(block.get("thinking", "")))
         elif kind == "tool_result" and role == "user":
             results.append(
                 {
@@ -313,7 +345,11 @@ def _messages_message(message: Any, where: str, messages: list[dict[str, Any]]) 
         out: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             out["tool_calls"] = calls
-        if text or calls:
+        if any(thoughts):
+            out["reasoning_content"] = "".join(thoughts)
+            if not text and not calls:
+                out["content"] = ""
+        if text or calls or any(thoughts):
             messages.append(out)
     elif parts:
         texts_only = all(p["type"] == "text" for p in parts)

@@ -31,6 +31,7 @@ def from_chat(route: str, data: bytes, request: dict[str, Any]) -> bytes:
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise BadAnswer("the backend's chat answer has no choices") from exc
     text = message.get("content") or ""
+    thought = reasoning_of(message)
     calls = [
         (c.get("id") or _id("call"), c["function"].get("name"), c["function"].get("arguments"))
         for c in message.get("tool_calls") or []
@@ -42,6 +43,8 @@ def from_chat(route: str, data: bytes, request: dict[str, Any]) -> bytes:
     model = request.get("model") or chat.get("model")
     if route == RESPONSES:
         output: list[dict[str, Any]] = []
+        if thought:
+            output.append(_reasoning_item(_id("rs"), thought, "completed"))
         if text or not calls:
             output.append(_message_item(_id("msg"), text, "completed"))
         output.extend(
@@ -52,6 +55,8 @@ def from_chat(route: str, data: bytes, request: dict[str, Any]) -> bytes:
         _finish_response(answer, finish, tokens_in, tokens_out)
         return json.dumps(answer).encode()
     content: list[dict[str, Any]] = []
+    if thought:
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     if text:
         content.append({"type": "text", "text": text})
     for call_id, name, arguments in calls:
@@ -69,6 +74,28 @@ def from_chat(route: str, data: bytes, request: dict[str, Any]) -> bytes:
         usage={"input_tokens": tokens_in, "output_tokens": tokens_out},
     )
     return json.dumps(message_out).encode()
+
+
+def reasoning_of(part: dict[str, Any]) -> str:
+    """The reasoning text of a chat message or delta: llama.cpp's and vLLM's
+    `reasoning_content` (vLLM's newer name: `reasoning`), else ""."""
+    for name in ("reasoning_content", "reasoning"):
+        value = part.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    """A Responses `reasoning` output item holding the engine's reasoning as `reasoning_text`
+    (no summary: the engine wrote none)."""
+    return {
+        "type": "reasoning",
+        "id": item_id,
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}] if status else [],
+        "status": status or "in_progress",
+    }
 
 
 def _id(prefix: str) -> str:
@@ -189,6 +216,12 @@ class ChatStreamTranslator:
         self._calls: dict[int, list[Any]] = {}
         self._next_index = 0
         self._text_index = 0
+        # The reasoning (thinking) block or item: open, its index, id and text; closed ones.
+        self._thought_open = False
+        self._thought = ""
+        self._thought_index = 0
+        self._thought_id = ""
+        self._thoughts: list[tuple[int, str, str]] = []
         self._sequence = 0
         self._id = _id("msg" if route == MESSAGES else "resp")
         self._item_id = ""
@@ -237,6 +270,9 @@ class ChatStreamTranslator:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            thought = reasoning_of(delta)
+            if thought:
+                out.append(self._reasoning_delta(thought))
             if delta.get("content"):
                 out.append(self._text_delta(delta["content"]))
             for call in delta.get("tool_calls") or []:
@@ -313,8 +349,66 @@ class ChatStreamTranslator:
             )
         )
 
+    def _reasoning_delta(self, text: str) -> bytes:
+        """A piece of the engine's reasoning: a Messages `thinking` block (`thinking_delta`), a
+        Responses `reasoning` item (`response.reasoning_text.delta`)."""
+        out = b""
+        if not self._thought_open:
+            if self._text_open:
+                out += self._close_text()
+            self._thought_open = True
+            self._thought = ""
+            self._thought_id = _id("rs")
+            self._thought_index = self._next_index
+            self._next_index += 1
+            if self.route == MESSAGES:
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                out += self._emit(
+                    "content_block_start", {"index": self._thought_index, "content_block": block}
+                )
+            else:
+                item = _reasoning_item(self._thought_id, "", "")
+                out += self._emit(
+                    "response.output_item.added",
+                    {"output_index": self._thought_index, "item": item},
+                )
+        self._thought += text
+        if self.route == MESSAGES:
+            delta = {"type": "thinking_delta", "thinking": text}
+            return out + self._emit(
+                "content_block_delta", {"index": self._thought_index, "delta": delta}
+            )
+        return out + self._emit(
+            "response.reasoning_text.delta",
+            {
+                "item_id": self._thought_id,
+                "output_index": self._thought_index,
+                "content_index": 0,
+                "delta": text,
+            },
+        )
+
+    def _close_reasoning(self) -> bytes:
+        if not self._thought_open:
+            return b""
+        self._thought_open = False
+        self._thoughts.append((self._thought_index, self._thought_id, self._thought))
+        if self.route == MESSAGES:
+            return self._emit("content_block_stop", {"index": self._thought_index})
+        where = {"item_id": self._thought_id, "output_index": self._thought_index}
+        return self._emit(
+            "response.reasoning_text.done", {**where, "content_index": 0, "text": self._thought}
+        ) + self._emit(
+            "response.output_item.done",
+            {
+                "output_index": self._thought_index,
+                "item": _reasoning_item(self._thought_id, self._thought, "completed"),
+            },
+        )
+
     def _text_delta(self, text: str) -> bytes:
-        out = b"" if self._text_open else self._open_text()
+        out = self._close_reasoning()
+        out += b"" if self._text_open else self._open_text()
         self._text += text
         if self.route == MESSAGES:
             return out + self._emit(
@@ -338,6 +432,7 @@ class ChatStreamTranslator:
         function = call.get("function") or {}
         arguments = function.get("arguments") or ""
         if number not in self._calls:
+            out += self._close_reasoning()
             if self._text_open:
                 out += self._close_text()
             for other in self._calls.values():
@@ -389,6 +484,7 @@ class ChatStreamTranslator:
     def _end(self) -> bytes:
         out = b"" if self._started else self._start()
         self._started = True
+        out += self._close_reasoning()
         if not self._text_open and not self._texts and not self._calls and self.route == RESPONSES:
             out += self._open_text()  # an empty answer is still one message item
         if self._text_open:
@@ -416,6 +512,8 @@ class ChatStreamTranslator:
                 + self._emit("message_stop", {})
             )
         output: list[dict[str, Any] | None] = [None] * self._next_index
+        for index, item_id, text in self._thoughts:
+            output[index] = _reasoning_item(item_id, text, "completed")
         for index, item_id, text in self._texts:
             output[index] = _message_item(item_id, text, "completed")
         for entry in self._calls.values():

@@ -4,13 +4,15 @@ official `openai` and `anthropic` clients, never only our own code."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port, llama_service, run_cli, web_service
-from tests.serve.docker.serve_helpers import ledger_rows, serving
+from tests.serve.docker.serve_helpers import Served, ledger_rows, serving
 
 pytestmark = pytest.mark.docker
 
@@ -47,13 +49,16 @@ def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
         )
         assert raw.headers["x-aither-backend"] == "chat"
         response = raw.parse()
-        assert response.status == "completed"
+        # Cut at the limit: llama.cpp itself says `completed` here; serve says what happened.
+        assert response.status == "incomplete"
+        assert response.incomplete_details.reason == "max_output_tokens"
         assert response.output_text
         assert response.usage.output_tokens == 5
         events = list(client.responses.create(
             model="all", input="Say hi.", max_output_tokens=3, stream=True, temperature=0
         ))
-        assert events[-1].type == "response.completed"
+        assert events[-1].type == "response.incomplete"
+        assert events[-1].response.incomplete_details.reason == "max_output_tokens"
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta")
         streamed_usage = events[-1].response.usage
 
@@ -174,3 +179,52 @@ def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte
     rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["attempts"], r["tokens_out"]) for r in rows] == [
         ("live", "ok", 2, 4)]
+
+
+def _access_lines(served: Served, count: int, timeout_s: float = 30.0) -> list[str]:
+    """serve's request-log lines, once `count` of them are written (each when its handler
+    ends, which for a stream is after the backend closed its side)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [line for line in served.log().splitlines() if " → " in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_a_client_that_leaves_at_the_last_event_got_a_whole_answer_and_no_traceback(
+    llama_port: int, tmp_path: Path
+) -> None:
+    """A client may close its connection as soon as it reads the API's last event (a script,
+    bench_apis.py); the answer was whole. It used to end in `Cannot write to closing
+    transport`, a traceback in serve's log per request and a 499 in its request log."""
+    del llama_port
+    ends = {
+        "/v1/messages": b"event: message_stop",
+        "/v1/responses": b"event: response.incomplete",
+        "/v1/chat/completions": b"data: [DONE]",
+    }
+    bodies = {
+        "/v1/messages": {"max_tokens": 3, "messages": [{"role": "user", "content": "Hi."}]},
+        "/v1/responses": {"max_output_tokens": 3, "input": "Hi."},
+        "/v1/chat/completions": {"max_tokens": 3, "messages": [{"role": "user", "content": "Hi."}]},
+    }
+    with serving("apis", env={"AITHER_API_KEYS": f"{SECRET} interactive coder"}) as served:
+        with httpx.Client(trust_env=False, timeout=120,
+                          headers={"Authorization": f"Bearer {SECRET}"}) as client:
+            for path, body in bodies.items():
+                with client.stream("POST", served.url + path,
+                                   json={"model": "chat", "stream": True, **body}) as answer:
+                    assert answer.status_code == 200
+                    for line in answer.iter_lines():
+                        if line.encode().startswith(ends[path]):
+                            break  # leave now: the connection closes with the body unread
+                    else:
+                        raise AssertionError(f"{path}: no {ends[path]!r}")
+        lines = _access_lines(served, 3)
+        log = served.log()
+    assert [line.split(" → ")[1].split()[1] for line in lines] == ["200", "200", "200"], log
+    assert "Traceback" not in log
+    assert "Error handling request" not in log
+    rows = ledger_rows(tmp_path / "data")
+    assert [(r["backend"], r["outcome"], r["tokens_out"]) for r in rows] == [("chat", "ok", 3)] * 3

@@ -4,10 +4,21 @@ tool calls and their answers, the NDJSON stream, and what is refused by name."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from aitherctl.serve.ollama_api import OllamaStream, from_chat, is_streaming, model_name, to_chat
+from aitherctl.serve.ollama_api import (
+    OllamaStream,
+    from_chat,
+    from_embeddings,
+    is_streaming,
+    load_answer,
+    load_request,
+    model_name,
+    to_chat,
+    to_embeddings,
+)
 from aitherctl.serve.translate import Untranslatable
 
 PNG = "iVBORw0KGgo="
@@ -108,3 +119,55 @@ def test_a_chat_stream_reads_as_ndjson_lines_with_the_tool_call_whole() -> None:
                                                                    "arguments": {"a": 1}}}]
         assert (lines[2]["eval_count"], lines[2]["prompt_eval_count"]) == (6, 4)
         assert reader.done
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "what"),
+    [
+        ("/api/generate", {"model": "m"}, "load"),
+        ("/api/generate", {"model": "m", "prompt": ""}, "load"),
+        ("/api/generate", {"model": "m", "keep_alive": 0}, "unload"),
+        ("/api/generate", {"model": "m", "keep_alive": "0s"}, "unload"),
+        ("/api/generate", {"model": "m", "keep_alive": "5m"}, "load"),
+        ("/api/chat", {"model": "m", "messages": []}, "load"),
+        ("/api/chat", {"model": "m"}, "load"),
+        ("/api/chat", {"model": "m", "messages": [], "keep_alive": 0}, "unload"),
+        ("/api/generate", {"model": "m", "prompt": "hi", "keep_alive": 0}, None),
+        ("/api/chat", {"model": "m", "messages": HI}, None),
+    ],
+)
+def test_a_request_with_nothing_to_answer_is_a_load_or_an_unload(
+    route: str, body: dict[str, Any], what: str | None
+) -> None:
+    assert load_request(route, body) == what
+
+
+def test_load_and_unload_are_answered_as_ollama_answers_them() -> None:
+    generate = json.loads(load_answer("/api/generate", {"model": "m"}, "load"))
+    assert {k: generate[k] for k in ("model", "response", "done", "done_reason")} == {
+        "model": "m", "response": "", "done": True, "done_reason": "load"}
+    chat = json.loads(load_answer("/api/chat", {"model": "m"}, "unload"))
+    assert chat["message"] == {"role": "assistant", "content": ""}
+    assert (chat["done"], chat["done_reason"]) == (True, "unload")
+
+
+def test_embed_bodies_become_openai_embeddings_and_the_answers_ollama_s() -> None:
+    assert to_embeddings("/api/embed", {"model": "m:latest", "input": "a"}) == {
+        "model": "m", "input": ["a"]}
+    assert to_embeddings("/api/embeddings", {"model": "m", "prompt": "a"})["input"] == ["a"]
+    for body, field in (
+        ({"model": "m", "input": "a", "options": {"num_ctx": 8}}, "options.num_ctx"),
+        ({"model": "m", "input": []}, "input"),
+        ({"model": "m", "input": "a", "images": []}, "images"),
+    ):
+        with pytest.raises(Untranslatable) as refused:
+            to_embeddings("/api/embed", body)
+        assert refused.value.field == field
+    answer = json.dumps({
+        "data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": [0.25]}],
+        "usage": {"prompt_tokens": 7},
+    }).encode()
+    embed = json.loads(from_embeddings("/api/embed", answer, {"model": "m"}, 5))
+    assert embed == {"model": "m", "embeddings": [[0.25], [0.5]], "total_duration": 5,
+                     "load_duration": 0, "prompt_eval_count": 7}
+    assert json.loads(from_embeddings("/api/embeddings", answer, {}, 5)) == {"embedding": [0.25]}

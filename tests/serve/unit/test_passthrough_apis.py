@@ -22,6 +22,7 @@ from aitherctl.serve.apis import (
     apis_of,
     chat_usage,
     encode_multipart,
+    incomplete_answer,
     known_not_served,
     stream_error,
 )
@@ -132,13 +133,15 @@ RESPONSES_STREAM = (
 )
 
 
-def _watch(route: str, stream: bytes, size: int) -> tuple[EventWatcher, bytes, list[bool]]:
-    watcher = EventWatcher(route)
+def _watch(
+    route: str, stream: bytes, size: int, limit: int | None = None
+) -> tuple[EventWatcher, bytes, list[bool]]:
+    watcher = EventWatcher(route, limit)
     out, done = b"", []
     for start in range(0, len(stream), size):
         out += watcher.feed(stream[start : start + size])
         done.append(watcher.done)
-    return watcher, out, done
+    return watcher, out + watcher.flush(), done
 
 
 def test_a_messages_stream_passes_unchanged_its_usage_is_read_and_it_ends_at_message_stop() -> None:
@@ -165,6 +168,60 @@ def test_a_responses_stream_cut_at_max_output_tokens_ends_at_response_incomplete
     assert out == incomplete
     assert done[-1]
     assert watcher.usage == {"prompt_tokens": 33, "completion_tokens": 3}
+
+
+def _events(stream: bytes) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for event in stream.strip().split(b"\n\n"):
+        name, data = event.split(b"\n")
+        out.append((name.removeprefix(b"event: ").decode(), json.loads(data[5:])))
+    return out
+
+
+def test_a_native_responses_stream_that_reached_max_output_tokens_ends_incomplete() -> None:
+    """llama.cpp's own /v1/responses ends an answer cut at the limit with `response.completed`
+    and `status: "completed"` (RESPONSES_STREAM's last event, as the real server sends it)."""
+    for size in (1, 5, 64, len(RESPONSES_STREAM)):
+        watcher, out, done = _watch("/v1/responses", RESPONSES_STREAM, size, limit=3)
+        events = _events(out)
+        assert events[0] == _events(RESPONSES_STREAM)[0]  # the text, named as it was
+        name, last = events[-1]
+        assert name == "response.incomplete"
+        assert last["type"] == "response.incomplete"
+        assert last["response"]["status"] == "incomplete"
+        assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+        assert last["response"]["usage"]["output_tokens"] == 3
+        assert done[-1]
+        assert not any(done[:-1])
+        assert watcher.usage == {"prompt_tokens": 33, "completion_tokens": 3}
+
+
+def test_vllms_incomplete_response_in_a_completed_event_ends_as_response_incomplete() -> None:
+    """vLLM 0.32's own /v1/responses says `incomplete` in the response but names the last
+    event `response.completed` (checked on the real server, max_output_tokens 3)."""
+    vllm = RESPONSES_STREAM.replace(
+        b'"status":"completed"',
+        b'"status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}',
+    )
+    for size in (1, len(vllm)):
+        _watcher, out, done = _watch("/v1/responses", vllm, size, limit=3)
+        name, last = _events(out)[-1]
+        assert (name, last["type"]) == ("response.incomplete", "response.incomplete")
+        assert last["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+        assert done[-1]
+
+
+def test_a_native_responses_answer_under_its_limit_stays_completed_byte_for_byte() -> None:
+    for size in (1, 7, len(RESPONSES_STREAM)):
+        _watcher, out, done = _watch("/v1/responses", RESPONSES_STREAM, size, limit=4)
+        assert out == RESPONSES_STREAM
+        assert done[-1]
+    whole = json.dumps({"status": "completed", "usage": {"output_tokens": 3}}).encode()
+    assert incomplete_answer(whole, 4) == whole
+    assert incomplete_answer(whole, None) == whole
+    cut = json.loads(incomplete_answer(whole, 3))
+    assert cut["status"] == "incomplete"
+    assert cut["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def test_a_stream_cut_before_its_last_event_is_not_done() -> None:

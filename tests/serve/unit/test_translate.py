@@ -105,7 +105,7 @@ def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> Non
         ("r", {"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ("r", {"input": "x", "previous_response_id": "r1"}, "previous_response_id"),
         ("r", {"input": "x", "background": True}, "background"),
-        ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0]"),  # no text
         ("r", {"input": "x", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
         ("r", {"input": "x", "include": ["message.output_text.logprobs"]}, "include[0]"),
         ("r", {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
@@ -234,3 +234,146 @@ def test_a_chat_stream_cut_before_done_is_not_done() -> None:
     translator.feed(CHAT_STREAM[: CHAT_STREAM.index(b"data: [DONE]")])
     translator.flush()
     assert not translator.done
+
+
+# llama.cpp and vLLM send a reasoning model's thinking as `reasoning_content` in chat deltas
+# (vLLM's newer name: `reasoning`), before the answer's `content`.
+REASONING_STREAM = (
+    _chunk({"role": "assistant", "content": None})
+    + _chunk({"reasoning_content": "The user greets."})
+    + _chunk({"reasoning_content": " Greet back."})
+    + _chunk({"content": "Hello"})
+    + _chunk({"content": "!"})
+    + _chunk({}, "stop")
+    + b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}\n\n'
+    + b"data: [DONE]\n\n"
+)
+
+
+def _mock_http_client(stream: bytes, content_type: str = "text/event-stream") -> Any:
+    """An HTTP client (the one the official clients are built on) whose every answer is
+    `stream`: what translate_answers wrote, read by the official client's own parser."""
+    httpx = pytest.importorskip("httpx2")
+
+    def answer(request: Any) -> Any:
+        del request
+        return httpx.Response(200, headers={"content-type": content_type}, content=stream)
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
+
+
+def _translated(route: str, stream: bytes, size: int) -> bytes:
+    translator = ChatStreamTranslator(route, {"model": "alias"})
+    out = b""
+    for start in range(0, len(stream), size):
+        out += translator.feed(stream[start : start + size])
+    return out + translator.flush()
+
+
+@pytest.mark.parametrize("size", [1, 17, len(REASONING_STREAM)])
+def test_reasoning_in_a_chat_stream_is_a_thinking_block_for_anthropics_client(size: int) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(
+        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        http_client=_mock_http_client(_translated("/v1/messages", REASONING_STREAM, size)),
+    )
+    with client.messages.stream(
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello!"
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "The user greets. Greet back."
+    assert final.content[1].text == "Hello!"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("size", [1, 17, len(REASONING_STREAM)])
+def test_reasoning_in_a_chat_stream_is_a_reasoning_item_for_openais_client(size: int) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(
+        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        http_client=_mock_http_client(_translated("/v1/responses", REASONING_STREAM, size)),
+    )
+    events = list(client.responses.create(model="m", input="hi", stream=True))
+    deltas = [e.delta for e in events if e.type == "response.reasoning_text.delta"]
+    assert deltas == ["The user greets.", " Greet back."]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "The user greets. Greet back."
+    assert final.output_text == "Hello!"
+
+
+def test_reasoning_in_a_whole_chat_answer_is_read_by_both_clients() -> None:
+    whole = json.dumps({
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }).encode()
+    anthropic = pytest.importorskip("anthropic")
+    openai = pytest.importorskip("openai")
+    claude = anthropic.Anthropic(
+        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        http_client=_mock_http_client(
+            from_chat("/v1/messages", whole, {"model": "m"}), "application/json"),
+    )
+    message = claude.messages.create(
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None))
+            for b in message.content] == [("thinking", "Greet back."), ("text", "Hello!")]
+    gpt = openai.OpenAI(
+        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        http_client=_mock_http_client(
+            from_chat("/v1/responses", whole, {"model": "m"}), "application/json"),
+    )
+    response = gpt.responses.create(model="m", input="hi")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text == "Greet back."
+    assert response.output_text == "Hello!"
+
+
+def test_reasoning_given_back_on_the_next_turn_is_the_assistant_turns_reasoning_content() -> None:
+    """Claude Code sends the thinking blocks and Codex CLI the reasoning items of an answer
+    back with the next turn; they were a 400 (once serve gave them, every next turn failed)."""
+    answer = json.loads(from_chat("/v1/responses", json.dumps({
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
+            "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "weather", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+    }).encode(), {"model": "m"}))
+    chat = responses_to_chat({"model": "m", "input": [
+        {"role": "user", "content": "Weather?"}, *answer["output"],
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+    ]})
+    assert chat["messages"][1] == {
+        "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
+        "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "weather", "arguments": "{}"}}]}
+    assert chat["messages"][2]["role"] == "tool"
+    only = responses_to_chat({"model": "m", "input": [
+        {"role": "user", "content": "Hi"},
+        {"type": "reasoning", "id": "rs_1", "summary": [],
+         "content": [{"type": "reasoning_text", "text": "Hmm."}]},
+    ]})
+    assert only["messages"][1] == {"role": "assistant", "content": "", "reasoning_content": "Hmm."}
+    with pytest.raises(Untranslatable) as encrypted:
+        responses_to_chat({"model": "m", "input": [
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"}]})
+    assert encrypted.value.field == "input[0]"
+
+    message = json.loads(from_chat("/v1/messages", json.dumps({
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
+    }).encode(), {"model": "m"}))
+    chat = messages_to_chat({"model": "m", "max_tokens": 9, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": "Again"},
+    ]})
+    assert chat["messages"][1] == {
+        "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}
