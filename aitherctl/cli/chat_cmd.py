@@ -62,6 +62,12 @@ def chat(  # noqa: PLR0917 - Typer passes options by position
 def open_chat(model: str | None, options: dict[str, Any], profile: str | None, direct: bool) -> int:
     """Run the chat until Ctrl-D or /bye; the exit code. `options` are `run`'s (system,
     max_tokens, temperature, local_only, and effort, tier, backend when `run` forced them)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started from a script in the background (SIGINT ignored, and kept so across exec):
+        # this chat says Ctrl-C stops an answer, so it does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with _sender(model, options, profile, direct) as (send, where):
         sys.stderr.write(f"{where}: Ctrl-C stops an answer, Ctrl-D or /bye leaves\n")
         sys.stderr.flush()

@@ -114,6 +114,7 @@ def up(
             )
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None
+        started = sorted(started)  # not in the order they happened to finish
         if json_out:
             out.data(
                 {"profile": name, "started": started, "seconds": round(seconds, 2), "urls": urls}
@@ -142,7 +143,7 @@ def up(
         )
     except Declined:
         raise typer.Exit(int(ExitCode.ERROR)) from None
-    started = [o.service for o in result.outcomes if o.ready]
+    started = sorted(o.service for o in result.outcomes if o.ready)  # not in finishing order
     urls = service_urls(engine, result.plan)
     if json_out:
         out.data(

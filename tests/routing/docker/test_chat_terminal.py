@@ -35,9 +35,12 @@ TIMEOUT_S = 120.0
 class Terminal:
     """`python -m aitherctl ARGS` on the slave side of a new pseudo-terminal."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, sigint: Any = signal.SIG_DFL) -> None:
         pid, fd = pty.fork()
         if pid == 0:  # the child: the pty is its controlling terminal and standard streams
+            # A user's shell starts it with Ctrl-C's default action (pytest may have been started
+            # in the background by a script, where SIGINT is ignored and exec keeps it ignored).
+            signal.signal(signal.SIGINT, sigint)
             os.execv(sys.executable, [sys.executable, "-m", "aitherctl", *args])
         self.pid, self.fd = pid, fd
         self.seen = ""
@@ -88,8 +91,8 @@ class Terminal:
 
 
 @contextlib.contextmanager
-def terminal(*args: str) -> Iterator[Terminal]:
-    term = Terminal(list(args))
+def terminal(*args: str, sigint: Any = signal.SIG_DFL) -> Iterator[Terminal]:
+    term = Terminal(list(args), sigint=sigint)
     try:
         yield term
     finally:
@@ -161,6 +164,17 @@ def _session(term: Terminal, data_dir: Path) -> None:
 
 def test_run_without_a_prompt_on_a_terminal_chats(chatty: str, tmp_path: Path) -> None:
     with terminal("run", "--direct", "-p", chatty, "--max-tokens", "400") as term:
+        _session(term, tmp_path / "data")
+
+
+def test_ctrl_c_stops_an_answer_even_when_started_with_sigint_ignored(
+    chatty: str, tmp_path: Path
+) -> None:
+    """A script that starts the chat in the background leaves SIGINT ignored, and exec keeps it
+    so: the chat says Ctrl-C stops an answer, so it still does."""
+    with terminal(
+        "run", "--direct", "-p", chatty, "--max-tokens", "400", sigint=signal.SIG_IGN
+    ) as term:
         _session(term, tmp_path / "data")
 
 
