@@ -31,32 +31,63 @@ QWEN = "QwenLM/Qwen2.5-Math"
 
 # The T0 paper's task clusters (Sanh et al. 2021, figure 2) for the datasets in this mixture.
 T0_CLUSTER = {
-    "adversarial_qa": "extractive-qa", "quoref": "extractive-qa", "ropes": "extractive-qa",
+    "adversarial_qa": "extractive-qa",
+    "quoref": "extractive-qa",
+    "ropes": "extractive-qa",
     "duorc": "extractive-qa",
-    "amazon_polarity": "sentiment", "app_reviews": "sentiment", "imdb": "sentiment",
-    "rotten_tomatoes": "sentiment", "yelp_review_full": "sentiment",
-    "ag_news": "topic", "dbpedia_14": "topic", "trec": "topic",
-    "glue_mrpc": "paraphrase", "glue_qqp": "paraphrase", "paws": "paraphrase",
-    "commonsense_qa": "multiple-choice-qa", "cosmos_qa": "multiple-choice-qa",
-    "dream": "multiple-choice-qa", "qasc": "multiple-choice-qa", "quarel": "multiple-choice-qa",
-    "quartz": "multiple-choice-qa", "sciq": "multiple-choice-qa",
-    "social_i_qa": "multiple-choice-qa", "wiki_hop": "multiple-choice-qa",
+    "amazon_polarity": "sentiment",
+    "app_reviews": "sentiment",
+    "imdb": "sentiment",
+    "rotten_tomatoes": "sentiment",
+    "yelp_review_full": "sentiment",
+    "ag_news": "topic",
+    "dbpedia_14": "topic",
+    "trec": "topic",
+    "glue_mrpc": "paraphrase",
+    "glue_qqp": "paraphrase",
+    "paws": "paraphrase",
+    "commonsense_qa": "multiple-choice-qa",
+    "cosmos_qa": "multiple-choice-qa",
+    "dream": "multiple-choice-qa",
+    "qasc": "multiple-choice-qa",
+    "quarel": "multiple-choice-qa",
+    "quartz": "multiple-choice-qa",
+    "sciq": "multiple-choice-qa",
+    "social_i_qa": "multiple-choice-qa",
+    "wiki_hop": "multiple-choice-qa",
     "wiqa": "multiple-choice-qa",
-    "kilt_tasks_hotpotqa": "closed-book-qa", "wiki_qa": "closed-book-qa",
-    "common_gen": "structure-to-text", "wiki_bio": "structure-to-text",
-    "cnn_dailymail": "summarisation", "gigaword": "summarisation", "multi_news": "summarisation",
-    "samsum": "summarisation", "xsum": "summarisation",
+    "kilt_tasks_hotpotqa": "closed-book-qa",
+    "wiki_qa": "closed-book-qa",
+    "common_gen": "structure-to-text",
+    "wiki_bio": "structure-to-text",
+    "cnn_dailymail": "summarisation",
+    "gigaword": "summarisation",
+    "multi_news": "summarisation",
+    "samsum": "summarisation",
+    "xsum": "summarisation",
 }
 T0_TARGET = {
-    "extractive-qa": 2.0, "sentiment": 2.0, "topic": 2.0, "paraphrase": 2.0,
-    "multiple-choice-qa": 3.0, "closed-book-qa": 3.0, "structure-to-text": 3.0,
+    "extractive-qa": 2.0,
+    "sentiment": 2.0,
+    "topic": 2.0,
+    "paraphrase": 2.0,
+    "multiple-choice-qa": 3.0,
+    "closed-book-qa": 3.0,
+    "structure-to-text": 3.0,
     "summarisation": 3.0,
 }
 # Templates that turn the task around into writing a new, longer text from a short one (a story
 # from a summary, an article from a title): not a short task on a given text, so not read.
-T0_REVERSED = ("generate_story", "spice_up_story", "write_an_article", "reverse_writing",
-               "expand_reverse_task", "build_story_around_qa", "Write_a_dialogue_that_match",
-               "generate_review")
+T0_REVERSED = (
+    "generate_story",
+    "spice_up_story",
+    "write_an_article",
+    "reverse_writing",
+    "expand_reverse_task",
+    "build_story_around_qa",
+    "Write_a_dialogue_that_match",
+    "generate_review",
+)
 T0_PER_CLUSTER = 100
 
 
@@ -108,30 +139,47 @@ def heldout7_sets(reader: SourceReader, seed: int = 2030) -> dict[str, list[Exam
 
     pubmed = json.loads(reader.read(PUBMEDQA, "data/ori_pqal.json"))
     pubmedqa = [
-        Example("\n".join(str(c) for c in r["CONTEXTS"]) + "\n\n" + str(r["QUESTION"]), 2.0,
-                "pubmedqa")
+        Example(
+            "\n".join(str(c) for c in r["CONTEXTS"]) + "\n\n" + str(r["QUESTION"]), 2.0, "pubmedqa"
+        )
         for _, r in sorted(pubmed.items())
     ]
-    seeds = [json.loads(line) for line in reader.read(SELF_INSTRUCT, "data/seed_tasks.jsonl")
-             .splitlines() if line.strip()]
+    seeds = [
+        json.loads(line)
+        for line in reader.read(SELF_INSTRUCT, "data/seed_tasks.jsonl").splitlines()
+        if line.strip()
+    ]
     classify = [
-        Example((str(r["instruction"]).strip() + "\n\n"
-                 + str(r["instances"][0]["input"]).strip()).strip(), 2.0, "self-instruct-classify")
-        for r in seeds if r["is_classification"]
+        Example(
+            (
+                str(r["instruction"]).strip() + "\n\n" + str(r["instances"][0]["input"]).strip()
+            ).strip(),
+            2.0,
+            "self-instruct-classify",
+        )
+        for r in seeds
+        if r["is_classification"]
     ]
     mmlu: dict[float, list[Example]] = defaultdict(list)
     for r in reader.jsonl(QWEN, "evaluation/data/mmlu_stem/test.jsonl"):
         level = _mmlu_level(str(r["type"]))
         if level is not None:
-            mmlu[level].append(Example(_with_options(str(r["question"]), r["choices"]), level,
-                                       "mmlu-stem"))
+            mmlu[level].append(
+                Example(_with_options(str(r["question"]), r["choices"]), level, "mmlu-stem")
+            )
     mmlu_rows = [e for level in sorted(mmlu) for e in sample(mmlu[level], 20)]
     theorems = json.loads(reader.read(THEOREMQA, "theoremqa_test.json"))
-    theoremqa = [Example(str(r["Question"]), 7.0, "theoremqa") for r in theorems
-                 if not r.get("Picture")]
+    theoremqa = [
+        Example(str(r["Question"]), 7.0, "theoremqa") for r in theorems if not r.get("Picture")
+    ]
     devbench = [
-        Example("Implement the software that this product requirements document describes.\n\n"
-                + reader.read(DEVBENCH, p).strip(), 8.0, "devbench") for p in DEVBENCH_PRDS
+        Example(
+            "Implement the software that this product requirements document describes.\n\n"
+            + reader.read(DEVBENCH, p).strip(),
+            8.0,
+            "devbench",
+        )
+        for p in DEVBENCH_PRDS
     ]
     sets = {
         "pubmedqa": sample(pubmedqa),
