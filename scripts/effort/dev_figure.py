@@ -19,8 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from evaluate import spearman  # noqa: E402
+from evaluate import spearman
 
 
 def band(score: float) -> int:
@@ -52,6 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("unseen", type=Path)
     parser.add_argument("--sources-of", type=Path)
+    parser.add_argument("--committed-on", type=Path,
+                        help="train_embedding.py's --cache: also score the prompts of the sources "
+                             "the committed weights never saw with the committed weights")
     args = parser.parse_args()
     rows = [json.loads(x) for x in args.unseen.read_text("utf-8").splitlines() if x.strip()]
     by_source: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -67,6 +71,16 @@ def main() -> int:
         print(line(f"the committed model's {len(old & set(by_source))}",
                    [r for r in rows if r["source"] in old]))
         print(line("the others", [r for r in rows if r["source"] not in old]))
+        if args.committed_on:
+            import pickle
+
+            from aitherctl.routing.static_embedding import score_effort
+
+            with args.committed_on.open("rb") as fh:
+                examples = pickle.load(fh)[0]
+            fresh = [{"source": e.source, "target": e.target, "pred": score_effort(e.prompt).score}
+                     for e in examples if e.source not in old]
+            print(line("the others, committed weights (never saw them)", fresh))
     print()
     print("| source | n | agreement | Spearman with its label |")
     print("|---|---|---|---|")

@@ -130,6 +130,7 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
     columns). The trees find what a linear model cannot (a long prompt means one thing with
     maths notation and another without); the embedding says what kind of request it is, the
     words what the embedding's average blurs."""
+    import numpy as np
     import scipy.sparse as sp
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import Ridge
@@ -150,12 +151,25 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
         ])
     init = float(boost.init_.constant_[0][0])
     left = y - boost.predict(x_tree)
-    features = sp.hstack([x_terms, sp.csr_matrix(x_emb)]).tocsr()
-    ridge = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
-    ridge.fit(features, left, sample_weight=w)
-    n_terms = x_terms.shape[1]
-    return Model(init, trees, float(ridge.intercept_), ridge.coef_[n_terms:], ridge.coef_[:n_terms],
-                 boost)
+    if x_terms.shape[1] and not SEQUENTIAL[0]:
+        features = sp.hstack([x_terms, sp.csr_matrix(x_emb)]).tocsr()
+        ridge = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
+        ridge.fit(features, left, sample_weight=w)
+        n_terms = x_terms.shape[1]
+        return Model(init, trees, float(ridge.intercept_), ridge.coef_[n_terms:],
+                     ridge.coef_[:n_terms], boost)
+    # The embedding first (a dense solve, seconds instead of the joint sparse solve's minutes),
+    # then the words, if any, on what the embedding left (a sparse solve over the words alone).
+    ridge = Ridge(alpha=alpha, solver="cholesky")
+    ridge.fit(x_emb, left, sample_weight=w)
+    head_bias = float(ridge.intercept_)
+    term_w = np.zeros(x_terms.shape[1])
+    if x_terms.shape[1]:
+        words = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
+        words.fit(x_terms, left - ridge.predict(x_emb), sample_weight=w)
+        head_bias += float(words.intercept_)
+        term_w = words.coef_
+    return Model(init, trees, head_bias, ridge.coef_, term_w, boost)
 
 
 def predict(model: Model, x_tree: NDArray[np.float64], x_emb: NDArray[np.float64],
@@ -225,6 +239,7 @@ def balance_bands(targets: list[float], weights: list[float]) -> list[float]:
     return [w * mean / band_total[band(t)] for t, w in zip(targets, weights, strict=True)]
 
 
+SEQUENTIAL = [False]  # --sequential: the embedding's ridge, then the words' on what it left
 KIND_MIN = 10  # prompts a (source, label) group needs to be a kind of task
 KIND_TOP = 5  # the nearest kinds the prior averages over
 KIND_TEMPERATURE = 0.05  # the softmax's temperature over their cosine similarities
@@ -308,11 +323,15 @@ def main() -> int:
     parser.add_argument("--kind-prior", action="store_true",
                         help="give the trees the nearest kinds of task's effort as one more input "
                              "(seventh round)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="fit the embedding's ridge first, then the words' on what it left "
+                             "(instead of one joint sparse solve, which takes minutes per fit)")
     parser.add_argument("--cache", type=Path,
                         help="keep the prompts' features here (a pickle), for a later run")
     args = parser.parse_args()
 
     reader = SourceReader(args.source_root)
+    SEQUENTIAL[0] = args.sequential
     names = [*sorted(CUE_PHRASES), "length"]
     embedding = StaticEmbedding.shipped()
     if args.cache and args.cache.is_file():
