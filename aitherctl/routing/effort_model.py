@@ -89,6 +89,8 @@ class LearnedEffortScorer:
     centroids: NDArray[np.float32] | None  # one row per kind
     embedding: Embedding | None
     term_weights: Mapping[str, float]  # words' weights (fitted with the head), may be empty
+    kind_top: int = 0  # > 0: the trees read "kind_prior", the effort of this many nearest kinds
+    kind_temperature: float = 1.0
 
     @classmethod
     def from_module(cls, weights: ModuleType, embedding: Embedding | None) -> LearnedEffortScorer:
@@ -116,11 +118,20 @@ class LearnedEffortScorer:
             np.asarray(weights.CENTROIDS, dtype=np.float32),
             embedding,
             getattr(weights, "TERM_WEIGHTS", {}),
+            getattr(weights, "KIND_TOP", 0),
+            getattr(weights, "KIND_TEMPERATURE", 1.0),
         )
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore:
         feats = extract_features(prompt, system)
         cues = dict(feats.cues)
+        vector = None
+        prior = ""
+        if self.embedding is not None and self.head is not None:
+            vector = self.embedding.vector(prompt)
+            if self.kind_top:
+                dim = len(vector) // len(SEGMENT_PHRASES)
+                cues["kind_prior"], prior = self._kind_prior(vector[:dim])
         x = tree_vector(cues, feats.words, self.cue_names)
         moved = [0.0] * len(self.cue_names)
         for tree in self.trees:
@@ -131,8 +142,7 @@ class LearnedEffortScorer:
                 node = step
         parts: list[float] = []
         nearest: tuple[str, ...] = ()
-        if self.embedding is not None and self.head is not None:
-            vector = self.embedding.vector(prompt)
+        if vector is not None and self.head is not None:
             dim = len(vector) // len(SEGMENT_PHRASES)
             parts = [
                 float(vector[i * dim : (i + 1) * dim] @ self.head[i * dim : (i + 1) * dim])
@@ -150,6 +160,9 @@ class LearnedEffortScorer:
         examples = dict(feats.examples)
         for name, value in zip(self.cue_names, moved, strict=True):
             if abs(value) >= _SHOWN:
+                if name == "kind_prior":
+                    reasons.append((value, prior))
+                    continue
                 label = _cue_label(name, feats.words, name == "length" or name in cues)
                 if name in examples:
                     label += f" ({examples[name]})"
@@ -174,6 +187,20 @@ class LearnedEffortScorer:
                 *(f"{value:+.1f} {label}" for value, label in reasons),
             ),
         )
+
+    def _kind_prior(self, whole: NDArray[np.float32]) -> tuple[float, str]:
+        """The effort of the kind_top nearest kinds of task (a softmax of their similarity), and
+        how --explain says it."""
+        assert self.centroids is not None
+        similarity = [float(s) for s in self.centroids @ whole]
+        order = sorted(range(len(self.kinds)), key=lambda i: -similarity[i])[: self.kind_top]
+        weights = [
+            math.exp((similarity[i] - similarity[order[0]]) / self.kind_temperature) for i in order
+        ]
+        prior = sum(w * self.kinds[i].effort for w, i in zip(weights, order, strict=True)) / sum(
+            weights
+        )
+        return prior, f"the nearest kinds of task, whose effort is ~{prior:.1f}"
 
     def _nearest(self, whole: NDArray[np.float32]) -> str:
         assert self.centroids is not None

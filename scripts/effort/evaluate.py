@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from data import Example, Seen, SourceReader, evaluation_sets, training_examples
 from data_fresh import fresh_evaluation_sets, fresh_training_examples
 from data_fresh2 import fresh2_evaluation_sets, is_hard
+from data_round7 import heldout7_sets
 
 from aitherctl.routing.effort_heuristic import score_effort_heuristic
 from aitherctl.routing.effort_model import LearnedEffortScorer
@@ -134,10 +135,15 @@ def main() -> int:
     parser.add_argument("--fresh2", action="store_true",
                         help="also the fresh external set of the fifth round (LABELLING.md: "
                              "measured once, with the final model)")
+    parser.add_argument("--heldout7", action="store_true",
+                        help="only the seventh round's held-out check (LABELLING.md), with the "
+                             "summary per band; the duplicate guard covers every training source")
     parser.add_argument("--cap", type=int, default=400,
                         help="train.py's --cap, for the --fresh2 duplicate guard")
     args = parser.parse_args()
     reader = SourceReader(args.source_root)
+    if args.heldout7:
+        return heldout7(reader, args.weights, args.cap)
     sets = evaluation_sets(reader)
     if args.fresh:
         sets |= fresh_evaluation_sets(reader)
@@ -157,6 +163,61 @@ def main() -> int:
     for set_name, rows in sets.items():
         for scorer_name, scorer in scorers.items():
             print(_line(f"{set_name} / {scorer_name}", measure(rows, scorer)))
+    return 0
+
+
+def summary(rows: list[Example], scores: list[int]) -> str:
+    """Band agreement, Cohen's kappa, recall per band, within one band, hard (7-10) in 1-3."""
+    truth = [band(r.target) for r in rows]
+    got = [band(s) for s in scores]
+    n = len(rows)
+    agree = sum(t == g for t, g in zip(truth, got, strict=True)) / n
+    chance = sum(truth.count(b) * got.count(b) for b in range(3)) / n / n
+    kappa = (agree - chance) / (1 - chance) if chance < 1 else 0.0
+    recall = [
+        sum(t == g == b for t, g in zip(truth, got, strict=True)) / max(1, truth.count(b))
+        for b in range(3)
+    ]
+    near = sum(abs(t - g) <= 1 for t, g in zip(truth, got, strict=True)) / n
+    hard = [g for t, g in zip(truth, got, strict=True) if t == 2]
+    return (f"{agree:.1%} | {kappa:+.2f} | {' / '.join(f'{r:.0%}' for r in recall)} | "
+            f"{near:.1%} | {sum(g == 0 for g in hard)} of {len(hard)}")
+
+
+def heldout7(reader: SourceReader, weights: Path | None, cap: int) -> int:
+    """The seventh round's held-out check: the committed weights, the candidate (--weights), the
+    heuristic and "always 5", per set and pooled."""
+    from data_round7 import t0_examples
+    from train_embedding import load_examples
+
+    sets = heldout7_sets(reader)
+    seen = Seen([e.prompt for e in load_examples(reader, cap, ("flask", "followbench", "fresh4",
+                                                                "round6"))]
+                + [e.prompt for e in t0_examples(reader)])
+    kept = {name: [e for e in rows if e.prompt not in seen] for name, rows in sets.items()}
+    dropped = sum(len(r) for r in sets.values()) - sum(len(r) for r in kept.values())
+    print(f"duplicate guard against every training prompt: {dropped} dropped", file=sys.stderr)
+    scorers: dict[str, Callable[[str], int]] = {
+        "committed": lambda p: score_effort(p).score,
+        "heuristic": lambda p: score_effort_heuristic(p).score,
+        "always 5": lambda _: 5,
+    }
+    if weights is not None:
+        candidate = _scorer_from(weights)
+        scorers["candidate"] = lambda p: candidate.score(p).score
+    print("| set / scorer | n | band agreement | kappa | recall 1-3 / 4-6 / 7-10 | "
+          "within one band | hard (7-10) in 1-3 | Spearman | mean score per label |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rows in kept.items():
+        for scorer_name, scorer in scorers.items():
+            scores = [scorer(r.prompt) for r in rows]
+            labels = [r.target for r in rows]
+            rho = spearman(scores, labels) if len(set(labels)) > 1 else None
+            per_label = {t: [s for s, r in zip(scores, rows, strict=True) if r.target == t]
+                         for t in sorted(set(labels))}
+            means = ", ".join(f"{t:g}: {sum(v) / len(v):.1f}" for t, v in per_label.items())
+            print(f"| {name} / {scorer_name} | {len(rows)} | {summary(rows, scores)} | "
+                  f"{'n/a' if rho is None else f'{rho:+.2f}'} | {means} |")
     return 0
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from data import SUMMARY_TARGET, Example, SourceReader, round6_examples, training_examples
 from data_fresh import fresh_training_examples
+from data_round7 import t0_examples
 
 from aitherctl.routing.effort_features import CUE_PHRASES, extract_features
 from aitherctl.routing.effort_model import tree_vector
@@ -55,7 +57,7 @@ GENERAL = ("aitherctl-labelled", "personality-chat", "flask", "followbench", "cl
 # The optional sources the shipped weights use (RESULTS.md): "fresh4" is the fourth round's fresh
 # evaluation set's sources (training data from the fifth round on), "round6" the fifth round's
 # fresh set, the WizardLM test set, AIME/AMC and SRDD (training data from the sixth round on).
-EXTRA = ("flask", "followbench", "fresh4", "round6")
+EXTRA = ("flask", "followbench", "fresh4", "round6", "t0")
 
 TREES = 150  # boosting rounds; depth 3, learning rate 0.1 (fourth round: RESULTS.md)
 DEPTH = 3
@@ -105,6 +107,7 @@ KIND = {
     "agieval-gaokao-physics": "entrance exam questions (Chinese)",
     "agieval-gaokao-history": "entrance exam questions (Chinese)",
     "agieval-gaokao-geography": "entrance exam questions (Chinese)",
+    "t0": "a short task on a given text (classify, extract, summarise)",
 }
 
 
@@ -127,6 +130,7 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
     columns). The trees find what a linear model cannot (a long prompt means one thing with
     maths notation and another without); the embedding says what kind of request it is, the
     words what the embedding's average blurs."""
+    import numpy as np
     import scipy.sparse as sp
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import Ridge
@@ -147,12 +151,25 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
         ])
     init = float(boost.init_.constant_[0][0])
     left = y - boost.predict(x_tree)
-    features = sp.hstack([x_terms, sp.csr_matrix(x_emb)]).tocsr()
-    ridge = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
-    ridge.fit(features, left, sample_weight=w)
-    n_terms = x_terms.shape[1]
-    return Model(init, trees, float(ridge.intercept_), ridge.coef_[n_terms:], ridge.coef_[:n_terms],
-                 boost)
+    if x_terms.shape[1] and not SEQUENTIAL[0]:
+        features = sp.hstack([x_terms, sp.csr_matrix(x_emb)]).tocsr()
+        ridge = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
+        ridge.fit(features, left, sample_weight=w)
+        n_terms = x_terms.shape[1]
+        return Model(init, trees, float(ridge.intercept_), ridge.coef_[n_terms:],
+                     ridge.coef_[:n_terms], boost)
+    # The embedding first (a dense solve, seconds instead of the joint sparse solve's minutes),
+    # then the words, if any, on what the embedding left (a sparse solve over the words alone).
+    ridge = Ridge(alpha=alpha, solver="cholesky")
+    ridge.fit(x_emb, left, sample_weight=w)
+    head_bias = float(ridge.intercept_)
+    term_w = np.zeros(x_terms.shape[1])
+    if x_terms.shape[1]:
+        words = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
+        words.fit(x_terms, left - ridge.predict(x_emb), sample_weight=w)
+        head_bias += float(words.intercept_)
+        term_w = words.coef_
+    return Model(init, trees, head_bias, ridge.coef_, term_w, boost)
 
 
 def predict(model: Model, x_tree: NDArray[np.float64], x_emb: NDArray[np.float64],
@@ -222,12 +239,60 @@ def balance_bands(targets: list[float], weights: list[float]) -> list[float]:
     return [w * mean / band_total[band(t)] for t, w in zip(targets, weights, strict=True)]
 
 
+SEQUENTIAL = [False]  # --sequential: the embedding's ridge, then the words' on what it left
+KIND_MIN = 10  # prompts a (source, label) group needs to be a kind of task
+KIND_TOP = 5  # the nearest kinds the prior averages over
+KIND_TEMPERATURE = 0.05  # the softmax's temperature over their cosine similarities
+
+
+def kind_groups(whole: NDArray[np.float64], y: NDArray[np.float64], sources: NDArray[Any]
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[str]]:
+    """The kinds of task: each (source, label) with at least KIND_MIN prompts, as the unit mean of
+    its prompts' whole-text embeddings, its label and its source."""
+    import numpy as np
+
+    centroids: list[NDArray[np.float64]] = []
+    efforts: list[float] = []
+    group_sources: list[str] = []
+    for source in sorted(set(sources.tolist())):
+        for label in sorted(set(y[sources == source].tolist())):
+            rows = whole[(sources == source) & (y == label)]
+            if len(rows) < KIND_MIN:
+                continue
+            mean = rows.mean(axis=0)
+            centroids.append(mean / np.linalg.norm(mean))
+            efforts.append(float(label))
+            group_sources.append(source)
+    return np.array(centroids), np.array(efforts), group_sources
+
+
+def kind_prior(whole: NDArray[np.float64], centroids: NDArray[np.float64],
+               efforts: NDArray[np.float64], group_sources: list[str], *,
+               exclude: NDArray[Any] | None = None) -> NDArray[np.float64]:
+    """The effort of the KIND_TOP nearest kinds of task, weighted by a softmax of their cosine
+    similarity. `exclude`: each row's own source, whose kinds it may not use (a training prompt
+    must see its prior as a prompt from an unseen source would)."""
+    import numpy as np
+
+    sims = whole @ centroids.T
+    if exclude is not None:
+        owner = np.array(group_sources)
+        sims = np.where(exclude[:, None] == owner[None, :], -np.inf, sims)
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :KIND_TOP]
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    weights = np.exp((top_sims - top_sims[:, :1]) / KIND_TEMPERATURE)
+    out: NDArray[np.float64] = (weights * efforts[top]).sum(axis=1) / weights.sum(axis=1)
+    return out
+
+
 def load_examples(reader: SourceReader, cap: int, extra: tuple[str, ...]) -> list[Example]:
     examples = training_examples(reader, cap=cap, extra=extra, summary_target=SUMMARY_TARGET)
     if "fresh4" in extra:
         examples += fresh_training_examples(reader, cap=cap)
     if "round6" in extra:
         examples += round6_examples(reader, cap=cap)
+    if "t0" in extra:
+        examples += t0_examples(reader)
     return examples
 
 
@@ -244,7 +309,7 @@ def main() -> int:
     parser.add_argument("--no-embedding", action="store_true",
                         help="no embedding head, the words only (the fifth round's kind of model)")
     parser.add_argument("--extra", nargs="*", default=list(EXTRA),
-                        choices=("mmlu-levels", "flask", "followbench", "fresh4", "round6"),
+                        choices=("mmlu-levels", "flask", "followbench", "fresh4", "round6", "t0"),
                         help="optional sources of sources.yaml to read (default: those the "
                              "shipped weights use)")
     parser.add_argument("--loso-sources", nargs="*", default=[],
@@ -255,21 +320,39 @@ def main() -> int:
                         help="the sources that --general-weight applies to")
     parser.add_argument("--general-weight", type=float, default=6.0,
                         help="extra weight of the general (non-maths) sources")
+    parser.add_argument("--kind-prior", action="store_true",
+                        help="give the trees the nearest kinds of task's effort as one more input "
+                             "(seventh round)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="fit the embedding's ridge first, then the words' on what it left "
+                             "(instead of one joint sparse solve, which takes minutes per fit)")
+    parser.add_argument("--cache", type=Path,
+                        help="keep the prompts' features here (a pickle), for a later run")
     args = parser.parse_args()
 
     reader = SourceReader(args.source_root)
-    examples = load_examples(reader, args.cap, tuple(args.extra))
-    per_source = Counter(e.source for e in examples)
-    print(f"{len(examples)} training prompts: {dict(per_source)}", file=sys.stderr)
+    SEQUENTIAL[0] = args.sequential
     names = [*sorted(CUE_PHRASES), "length"]
     embedding = StaticEmbedding.shipped()
-    x_tree = np.array([
-        tree_vector(dict(f.cues), f.words, names)
-        for f in (extract_features(e.prompt) for e in examples)
-    ])
-    vectors = np.array([embedding.vector(e.prompt) for e in examples], dtype=np.float64)
+    if args.cache and args.cache.is_file():
+        with args.cache.open("rb") as fh:
+            examples, x_tree, vectors, x_terms, vocab = pickle.load(fh)
+    else:
+        examples = load_examples(reader, args.cap, tuple(args.extra))
+        x_tree = np.array([
+            tree_vector(dict(f.cues), f.words, names)
+            for f in (extract_features(e.prompt) for e in examples)
+        ])
+        vectors = np.array([embedding.vector(e.prompt) for e in examples], dtype=np.float64)
+        x_terms, vocab = terms_matrix(examples, MIN_DF)
+        if args.cache:
+            with args.cache.open("wb") as fh:
+                pickle.dump((examples, x_tree, vectors, x_terms, vocab), fh)
+    per_source = Counter(e.source for e in examples)
+    print(f"{len(examples)} training prompts: {dict(per_source)}", file=sys.stderr)
     x_emb = np.zeros((len(examples), 0)) if args.no_embedding else vectors
-    x_terms, vocab = terms_matrix(examples, MIN_DF if not args.no_terms else len(examples) + 1)
+    if args.no_terms:
+        x_terms, vocab = x_terms[:, :0], []
     y = np.array([e.target for e in examples])
     sources = np.array([e.source for e in examples])
     # Each source weighs the same in total, whatever its size after the cap; general requests
@@ -286,12 +369,20 @@ def main() -> int:
     # Leave one source out: the model's prediction for each dataset when it has never seen that
     # dataset. Its band agreement is the development figure for generalisation, and the output
     # stretch is fitted on these predictions (on data it has not seen, the model is too timid).
+    dim = vectors.shape[1] // 3
+    whole = vectors[:, :dim]
+    if args.kind_prior:
+        names.append("kind_prior")
     unseen = np.zeros(len(examples))
     for source in args.loso_sources or sorted(per_source):
         out = sources == source
-        model = fit(x_tree[~out], x_emb[~out], x_terms[~out], y[~out], w[~out], alpha=args.alpha,
+        x_fold = x_tree
+        if args.kind_prior:
+            groups = kind_groups(whole[~out], y[~out], sources[~out])
+            x_fold = np.hstack([x_tree, kind_prior(whole, *groups, exclude=sources)[:, None]])
+        model = fit(x_fold[~out], x_emb[~out], x_terms[~out], y[~out], w[~out], alpha=args.alpha,
                     seed=7)
-        unseen[out] = predict(model, x_tree[out], x_emb[out], x_terms[out])
+        unseen[out] = predict(model, x_fold[out], x_emb[out], x_terms[out])
     stretch, shift = match_spread(unseen, y, calib_w)
     print(f"calibrated (spread): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
     if args.dump_unseen:
@@ -301,6 +392,14 @@ def main() -> int:
                                      "pred": stretch * unseen[i] + shift}) + "\n")
     report(examples, [stretch * p + shift for p in unseen], args.loso_sources or sorted(per_source))
 
+    kinds: list[tuple[str, float, list[float]]] = []
+    if args.kind_prior:
+        centroids, efforts, group_sources = kind_groups(whole, y, sources)
+        centroids = np.round(centroids, 4)  # as shipped, so the trees see what the scorer will
+        x_tree = np.hstack([x_tree, kind_prior(whole, centroids, efforts, group_sources,
+                                               exclude=sources)[:, None]])
+        kinds = [(f"{KIND.get(g, g)} ({g})", float(e), [round(float(v), 4) for v in c])
+                 for g, e, c in zip(group_sources, efforts, centroids, strict=True)]
     model = fit(x_tree, x_emb, x_terms, y, w, alpha=args.alpha, seed=7)
     # The shipped form: each node's value x stretch; the scorer adds, per tree, the change from
     # the root to the leaf it reaches (so each step is a cue's contribution, for --explain), and
@@ -312,9 +411,7 @@ def main() -> int:
     head = [round(stretch * float(v), 5) for v in model.head]
     terms = {t: round(stretch * float(v), 3) for t, v in zip(vocab, model.term_w, strict=True)
              if abs(stretch * v) >= MIN_WEIGHT}
-    dim = vectors.shape[1] // 3
-    kinds: list[tuple[str, float, list[float]]] = []
-    for source in sorted(per_source):
+    for source in [] if args.kind_prior else sorted(per_source):
         rows = vectors[sources == source][:, :dim].mean(axis=0)
         centroid = rows / np.linalg.norm(rows)
         kinds.append((f"{KIND.get(source, source)} ({source})",
@@ -366,7 +463,8 @@ def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Nod
         "TREES: boosted regression trees over CUE_NAMES; a node is (cue index or -1 for a leaf,",
         "threshold, left, right, value); a prompt goes left when its cue value <= the threshold.",
         "HEAD: the weights of the static embedding (whole text, opening, closing: 3 x 256).",
-        "KINDS / CENTROIDS: each training source's description, mean effort and mean embedding.",
+        "KINDS / CENTROIDS: the kinds of task (a training source, or a source's label when the",
+        "trees read kind_prior: the effort of the KIND_TOP nearest), their effort, mean embedding.",
         "TERM_WEIGHTS: the words' weights (w:word, p:five-letter prefix, c: CJK characters).",
         "TABLE_CHECKSUM: the embedding table these weights were fitted on (its first rows' sum).",
         '"""',
@@ -377,6 +475,8 @@ def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Nod
         "",
         f"BIAS = {bias:.4f}",
         f"TABLE_CHECKSUM = {checksum!r}",
+        *([f"KIND_TOP = {KIND_TOP}", f"KIND_TEMPERATURE = {KIND_TEMPERATURE}"]
+          if "kind_prior" in names else []),
         "",
         "CUE_NAMES: tuple[str, ...] = (",
         *(f'    "{name}",' for name in names),

@@ -296,3 +296,41 @@ def test_a_specialised_field_is_a_cue_with_the_word_that_fired_it(prompt: str, w
     feats = extract_features(prompt)
     assert "field" in dict(feats.cues)
     assert dict(feats.examples)["field"].lower().startswith(word.lower())
+
+
+class _TwoWordEmbedding:
+    """A two-dimension stand-in for the static embedding (three segments, each of length 1):
+    "summarise" points one way, anything else the other. Drives the kind-prior path of
+    LearnedEffortScorer, which the shipped weights do not use yet (RESULTS.md, seventh round)."""
+
+    def vector(self, text: str) -> object:
+        import numpy as np
+
+        whole = [1.0, 0.0] if "summarise" in text else [0.0, 1.0]
+        return np.array(whole * 3, dtype=np.float32)
+
+
+def test_the_nearest_kinds_of_task_move_the_score_and_say_so() -> None:
+    from types import SimpleNamespace
+
+    from aitherctl.routing.effort_model import LearnedEffortScorer
+
+    # One tree on kind_prior: a prompt nearest the easy kind goes left (-2), else right (+2).
+    weights = SimpleNamespace(
+        BIAS=5.0,
+        CUE_NAMES=("kind_prior", "length"),
+        TREES=(((0, 4.0, 1, 2, 0.0), (-1, 0.0, -1, -1, -2.0), (-1, 0.0, -1, -1, 2.0)),),
+        HEAD=(0.0,) * 6,
+        KINDS=(("a summary of a given text (t0)", 2.0), ("building an application (srdd)", 8.0)),
+        CENTROIDS=((1.0, 0.0), (0.0, 1.0)),
+        KIND_TOP=2,
+        KIND_TEMPERATURE=0.05,
+        TERM_WEIGHTS={},
+    )
+    scorer = LearnedEffortScorer.from_module(weights, _TwoWordEmbedding())  # type: ignore[arg-type]
+    easy = scorer.score("please summarise this paragraph")
+    hard = scorer.score("build me a shop with logins and payments")
+    assert (easy.score, hard.score) == (3, 7)
+    assert "-2.0 the nearest kinds of task, whose effort is ~2.0" in easy.reasons
+    assert "+2.0 the nearest kinds of task, whose effort is ~8.0" in hard.reasons
+    assert easy.reasons[1].startswith("nearest kinds of task: a summary of a given text (t0)")
