@@ -206,3 +206,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
         capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False,
     )
+
+
+@pytest.fixture
+def vast_state():  # type: ignore[no-untyped-def]
+    """The Vast.ai contract double's state (tests/doubles/vast_api.py): three offers, no boot
+    delay."""
+    from tests.doubles.vast_api import VastState, standard_offers
+
+    return VastState(offers=standard_offers(), boot_delay_s=0.0)
+
+
+@pytest.fixture
+def vast_url(vast_state, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The double served on loopback, with VAST_URL and VAST_API_KEY pointing the CLI at it."""
+    from tests.doubles.vast_api import serve_vast
+
+    with serve_vast(vast_state) as url:
+        monkeypatch.setenv("VAST_URL", url)
+        monkeypatch.setenv("VAST_API_KEY", vast_state.api_key)
+        yield url

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ from typer.testing import CliRunner
 
 from aitherctl.cli.app import app
 from aitherctl.nodes.records import NodeRecords, machine_name
-from tests.doubles.vast_api import VastState, serve_vast
-from tests.nodes.conftest import standard_offers
+from tests.doubles.vast_api import VastState
 
 runner = CliRunner()
 
@@ -41,19 +39,6 @@ cloud: {daily_cap: 5}
 
 def invoke(*args: str, columns: int = 200):  # type: ignore[no-untyped-def]
     return runner.invoke(app, list(args), env={"COLUMNS": str(columns)})
-
-
-@pytest.fixture
-def vast_state() -> VastState:
-    return VastState(offers=standard_offers(), boot_delay_s=0.0)
-
-
-@pytest.fixture
-def vast_url(vast_state: VastState, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with serve_vast(vast_state) as url:
-        monkeypatch.setenv("VAST_URL", url)
-        monkeypatch.setenv("VAST_API_KEY", vast_state.api_key)
-        yield url
 
 
 @pytest.fixture

@@ -377,3 +377,12 @@ def serve_vast(state: VastState) -> Iterator[str]:
                 timer.join()
         for inst in [*state.instances.values(), *state.destroyed]:
             _remove(state, inst)
+
+
+def standard_offers() -> dict[int, VastOffer]:
+    """Three asks, as the articles price them: a 3090 at about $0.15/h, a 4090 at $0.20/h."""
+    return {
+        101: VastOffer(101, "RTX 3090", dph_base=0.15, gpu_ram_mb=24_576),
+        102: VastOffer(102, "RTX 3090", dph_base=0.22, gpu_ram_mb=24_576),
+        201: VastOffer(201, "RTX 4090", dph_base=0.20, gpu_ram_mb=24_564),
+    }

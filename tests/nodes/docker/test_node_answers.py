@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,17 +42,23 @@ nodes:
 """
 
 
-def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
-    docker_engine: object, llama_image: str, namespace: str, tmp_path: Path
-) -> None:
-    docker = sdk_of(docker_engine)
-    state = VastState(
+def real_node_double(docker: Any, namespace: str) -> VastState:
+    """The Vast double that starts a real llama.cpp container (SmolLM2) per instance, after a
+    1 s boot delay, in this test session's namespace."""
+    return VastState(
         offers=standard_offers(),
         boot_delay_s=1.0,
         docker=docker,
         models_dir=MODELS_DIR,
         namespace=namespace,
     )
+
+
+def test_a_created_node_answers_a_chat_and_destroy_removes_its_container(
+    docker_engine: object, llama_image: str, namespace: str, tmp_path: Path
+) -> None:
+    docker = sdk_of(docker_engine)
+    state = real_node_double(docker, namespace)
     node = load_profile_text(PROFILE.lstrip(), "dev.yaml", env={}).nodes["reasoning"]
     records = NodeRecords(tmp_path / "nodes")
     with serve_vast(state) as url, httpx.Client(timeout=30) as client:
@@ -123,13 +130,7 @@ def test_run_answers_through_a_running_node_with_its_key(
     from tests.conftest import run_cli
 
     docker = sdk_of(docker_engine)
-    state = VastState(
-        offers=standard_offers(),
-        boot_delay_s=1.0,
-        docker=docker,
-        models_dir=MODELS_DIR,
-        namespace=namespace,
-    )
+    state = real_node_double(docker, namespace)
     tiers = """
 cloud: {daily_cap: 5.00}
 routing:
