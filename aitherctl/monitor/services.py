@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aitherctl.docker.listing import ContainerSource
 from aitherctl.docker.stack import ManagedContainer
@@ -20,6 +20,9 @@ from aitherctl.units import over_budget
 
 if TYPE_CHECKING:
     from aitherctl.profiles.catalog import ProfileCatalog
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,14 @@ def list_services(
     `engine` only needs to read: the CLI passes the light socket reader where it can
     (`aitherctl.docker.listing`)."""
     state = observe(engine, catalog)
+    visible = sorted(
+        (item for item in state.containers if not item.aside), key=lambda item: item.service
+    )
+    # CPU use is two cgroup readings 0.2 s apart: the GPUs, the health probes and the profiles'
+    # RAM budgets are read meanwhile.
+    usage = _in_background(
+        lambda: container_usage(engine, [item for item in visible if item.running])
+    )
     gpu_running = any(item.gpus for item in state.running)
     use: dict[str, dict[int, int]] = {}
     images = sorted(item.image for item in state.running if item.gpus and item.image)
@@ -182,12 +193,9 @@ def list_services(
                 item if not item.running else _with_pids(engine, item) for item in state.containers
             ]
             use = actual_use_by_service(with_pids, gpus)
-    visible = sorted(
-        (item for item in state.containers if not item.aside), key=lambda item: item.service
-    )
     health = probe_health(engine, visible)
-    usage = container_usage(engine, [item for item in visible if item.running])
     budgets = ram_budgets(catalog, visible)
+    cpu_and_ram = usage()
     rows = []
     for item in visible:
         per_gpu = use.get(item.service)
@@ -215,8 +223,8 @@ def list_services(
                 container_id=item.id[:12],
                 image=item.image,
                 uptime_s=uptime_s(item),
-                cpu_pct=usage.get(item.id, (None, None))[0],
-                ram_used_bytes=usage.get(item.id, (None, None))[1],
+                cpu_pct=cpu_and_ram.get(item.id, (None, None))[0],
+                ram_used_bytes=cpu_and_ram.get(item.id, (None, None))[1],
                 ram_budget_bytes=budgets.get(item.id),
             )
         )
@@ -224,6 +232,32 @@ def list_services(
     return ServiceListing(
         state.active_profile, state.namespace, state.endpoint, tuple(rows), pending
     )
+
+
+def _in_background(call: Callable[[], _T]) -> Callable[[], _T]:
+    """Start `call` in a thread; the returned function waits for its result (or raises its
+    error) in the caller's thread."""
+    import threading
+
+    box: list[_T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # raised in the caller's thread by result()
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="cpu-sample", daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return box[0]
+
+    return result
 
 
 def is_local_engine(engine: ContainerSource) -> bool:
