@@ -9,6 +9,7 @@ speed by bench/bench_effort.py.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,11 @@ class _TwoWordEmbedding:
         return np.array(whole * 3, dtype=np.float32)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("numpy") is None,
+    reason="numpy not installed (pip install -r scripts/effort/requirements.txt): the kind prior "
+    "is a candidate's, not the shipped weights', so numpy is a training requirement",
+)
 def test_the_nearest_kinds_of_task_move_the_score_and_say_so() -> None:
     from types import SimpleNamespace
 
