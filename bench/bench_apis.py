@@ -159,6 +159,33 @@ def render(
     return "\n".join(lines)
 
 
+
+def bench_profile(work: Path, llama_url: str, written_by: str, namespace: str) -> dict[str, str]:
+    """A `bench` profile in `work` with one llama.cpp server as two endpoints, `native` (its own
+    Responses and Messages routes) and `translated` (chat completions only), and the environment
+    of a `serve` that uses it, with its own state, data, machine folders and namespace."""
+    profiles = work / "profiles"
+    profiles.mkdir()
+    endpoint = {"base_url": f"{llama_url}/v1", "model": "smollm2"}
+    profile = {
+        "name": "bench",
+        "description": f"{written_by}: one llama.cpp, native and translated",
+        "services": {},
+        "endpoints": {
+            "native": {**endpoint, "engine": "llamacpp"},
+            "translated": {**endpoint, "engine": "openai"},
+        },
+    }
+    (profiles / "bench.yaml").write_text(json.dumps(profile, indent=2))  # JSON is YAML
+    return {
+        **os.environ,
+        "AITHER_PROFILE_DIR": str(profiles),
+        "AITHER_STATE_DIR": str(work / "state"),
+        "AITHER_DATA_DIR": str(work / "data"),
+        "AITHER_MACHINE_DIR": str(work / "machine"),
+        "AITHER_NAMESPACE": f"{namespace}{uuid.uuid4().hex[:6]}",
+    }
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 5 requests")
@@ -173,27 +200,7 @@ def main() -> None:
     gateway = None
     try:
         wait_http(llama_url + "/health", 180)
-        profiles = work / "profiles"
-        profiles.mkdir()
-        endpoint = {"base_url": f"{llama_url}/v1", "model": "smollm2"}
-        profile = {
-            "name": "bench",
-            "description": "bench/bench_apis.py: one llama.cpp, native and translated",
-            "services": {},
-            "endpoints": {
-                "native": {**endpoint, "engine": "llamacpp"},
-                "translated": {**endpoint, "engine": "openai"},
-            },
-        }
-        (profiles / "bench.yaml").write_text(json.dumps(profile, indent=2))  # JSON is YAML
-        env = {
-            **os.environ,
-            "AITHER_PROFILE_DIR": str(profiles),
-            "AITHER_STATE_DIR": str(work / "state"),
-            "AITHER_DATA_DIR": str(work / "data"),
-            "AITHER_MACHINE_DIR": str(work / "machine"),
-            "AITHER_NAMESPACE": f"benchapi{uuid.uuid4().hex[:6]}",
-        }
+        env = bench_profile(work, llama_url, "bench/bench_apis.py", "benchapi")
         exe = ROOT / ".venv" / "bin" / "aitherctl"
         program = str(exe) if exe.exists() else "aitherctl"
         port = free_port()

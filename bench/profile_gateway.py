@@ -32,12 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_apis import bench_profile  # the sibling module, found through sys.path
 from bench_gateway import (  # the sibling module, found through sys.path
     JSON_HEADERS,
     MAX_TOKENS,
@@ -168,27 +168,7 @@ def main() -> None:
     gateway = None
     try:
         wait_http(llama_url + "/health", 180)
-        profiles = work / "profiles"
-        profiles.mkdir()
-        endpoint = {"base_url": f"{llama_url}/v1", "model": "smollm2"}
-        profile = {
-            "name": "bench",
-            "description": "bench/profile_gateway.py: one llama.cpp, native and translated",
-            "services": {},
-            "endpoints": {
-                "native": {**endpoint, "engine": "llamacpp"},
-                "translated": {**endpoint, "engine": "openai"},
-            },
-        }
-        (profiles / "bench.yaml").write_text(json.dumps(profile, indent=2))  # JSON is YAML
-        env = {
-            **os.environ,
-            "AITHER_PROFILE_DIR": str(profiles),
-            "AITHER_STATE_DIR": str(work / "state"),
-            "AITHER_DATA_DIR": str(work / "data"),
-            "AITHER_MACHINE_DIR": str(work / "machine"),
-            "AITHER_NAMESPACE": f"benchprof{uuid.uuid4().hex[:6]}",
-        }
+        env = bench_profile(work, llama_url, "bench/profile_gateway.py", "benchprof")
         python = ROOT / ".venv" / "bin" / "python"
         port = free_port()
         serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--profile", "bench"]
