@@ -18,23 +18,11 @@ from typer.testing import CliRunner
 from aitherctl.cli.app import app
 from aitherctl.nodes.records import NodeRecords, machine_name
 from tests.doubles.vast_api import VastState
+from tests.nodes.conftest import NODE_PROFILE
 
 runner = CliRunner()
 
-PROFILE = """
-services: {}
-nodes:
-  reasoning:
-    provider: vast
-    gpu: RTX 3090
-    vram: 24GiB
-    max_price_per_hour: 0.20
-    engine: llamacpp
-    image: aither-test/llamacpp:latest
-    model: /models/smol.gguf
-    port: 8080
-cloud: {daily_cap: 5}
-"""
+PROFILE = NODE_PROFILE + "cloud: {daily_cap: 5}\n"
 
 
 def invoke(*args: str, columns: int = 200):  # type: ignore[no-untyped-def]

@@ -10,7 +10,22 @@ import pytest
 from aitherctl.nodes.vast import VastProvider
 from tests.doubles.vast_api import VastState, standard_offers
 
-__all__ = ["standard_offers"]
+__all__ = ["NODE_PROFILE", "standard_offers"]
+
+# One node on the Vast double, as a profile the unit and CLI tests load.
+NODE_PROFILE = """
+services: {}
+nodes:
+  reasoning:
+    provider: vast
+    gpu: RTX 3090
+    vram: 24GiB
+    max_price_per_hour: 0.20
+    engine: llamacpp
+    image: aither-test/llamacpp:latest
+    model: /models/smol.gguf
+    port: 8080
+"""
 
 
 @pytest.fixture

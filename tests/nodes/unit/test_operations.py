@@ -19,22 +19,11 @@ from aitherctl.nodes.vast import VastProvider
 from aitherctl.profiles.loader import load_profile_text
 from aitherctl.profiles.profile import CloudBudget, Node
 from tests.doubles.vast_api import VastState
+from tests.nodes.conftest import NODE_PROFILE
 
 BUDGET = {"cloud": CloudBudget(daily_cap_usd=5.0), "spent_today_usd": 0.0}
 
-PROFILE = """
-services: {}
-nodes:
-  reasoning:
-    provider: vast
-    gpu: RTX 3090
-    vram: 24GiB
-    max_price_per_hour: 0.20
-    engine: llamacpp
-    image: aither-test/llamacpp:latest
-    model: /models/smol.gguf
-    port: 8080
-"""
+PROFILE = NODE_PROFILE
 
 
 @pytest.fixture
