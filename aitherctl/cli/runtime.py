@@ -12,10 +12,12 @@ if TYPE_CHECKING:
 
 
 def catalog() -> ProfileCatalog:
-    # Loading profiles pulls in YAML and every engine driver: only for the commands that do.
+    """The user's profiles, with the memo of those loaded before (profiles/memo.py): a load
+    whose files did not change imports neither YAML nor the checks."""
     from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.memo import default_memo
 
-    return ProfileCatalog()
+    return ProfileCatalog(memo=default_memo())
 
 
 def docker() -> DockerEngine:

@@ -64,6 +64,7 @@ from aitherctl.engines.base import (
     unless_mounted,
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.facts import BUILT_IN
 from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, opt_int
 from aitherctl.errors import RefusedError
 from aitherctl.profiles.profile import Service, Volume
@@ -131,9 +132,7 @@ class ComfyUiDriver:
     engine = "comfyui"
     default_port = IMAGE_PORT
     default_timeout_s = 300.0
-    health_path = "/system_stats"
-    client_path = ""
-    queue_metric = None
+    health_path, client_path, queue_metric = BUILT_IN["comfyui"]
     metrics = (
         MetricsEndpoint("/queue", "json", parse_comfyui_queue),
         MetricsEndpoint("/system_stats", "json", parse_comfyui_system_stats),

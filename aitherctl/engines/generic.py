@@ -16,6 +16,7 @@ from aitherctl.engines.base import (
     SleepMode,
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.facts import BUILT_IN
 from aitherctl.profiles.profile import Service
 
 
@@ -24,9 +25,7 @@ class GenericDriver:
     default_port = None  # the container listens on the host port unless container_port says
     default_timeout_s = 120.0
     # What the router asks of an OpenAI-compatible server; a container names its own readiness.
-    health_path = "/v1/models"
-    client_path = ""
-    queue_metric = None
+    health_path, client_path, queue_metric = BUILT_IN["generic"]
     metrics: tuple[MetricsEndpoint, ...] = ()
     release_needs_models = False
 

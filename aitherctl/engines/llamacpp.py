@@ -26,6 +26,7 @@ from aitherctl.engines.base import (
     has_flag,
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.facts import BUILT_IN
 from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, PrometheusSamples, as_int
 from aitherctl.profiles.profile import Service
 
@@ -69,9 +70,7 @@ class LlamaCppDriver:
     engine = "llamacpp"
     default_port = 8080
     default_timeout_s = 300.0
-    health_path = "/health"
-    client_path = "/v1"
-    queue_metric = "llamacpp:requests_deferred"
+    health_path, client_path, queue_metric = BUILT_IN["llamacpp"]
     metrics = (
         MetricsEndpoint("/metrics", "prometheus", parse_llamacpp_metrics),
         # /slots tells the same busy count: asked only when /metrics is off.

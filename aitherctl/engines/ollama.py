@@ -28,6 +28,7 @@ from aitherctl.engines.base import (
     unless_mounted,
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.facts import BUILT_IN
 from aitherctl.engines.metrics import (
     EngineMetrics,
     LoadedModel,
@@ -65,9 +66,7 @@ class OllamaDriver:
     engine = "ollama"
     default_port = 11434
     default_timeout_s = 120.0
-    health_path = "/api/version"
-    client_path = ""
-    queue_metric = None
+    health_path, client_path, queue_metric = BUILT_IN["ollama"]
     metrics = (MetricsEndpoint("/api/ps", "json", parse_ollama_ps),)
     release_needs_models = True
 

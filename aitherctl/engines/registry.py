@@ -7,9 +7,11 @@ and their parsers, the queue gauge the router reads, how to free memory, whether
 memory as it starts, its concurrency. `EngineDriver` (`base.py`) is the contract.
 
 Adding an engine (SGLang, TGI):
-1. write `engines/sglang.py` with a class that satisfies `EngineDriver` and `DRIVER = ...`;
-2. add `sglang.DRIVER` to `_BUILT_IN` below (this is engines/registry.py);
-3. add `SGLANG = "sglang"` to `Engine` (`profiles/profile.py`), the names profiles may use.
+1. add its health path, API root and queue gauge to `engines/facts.py` (the router reads them
+   there without loading any driver);
+2. write `engines/sglang.py` with a class that satisfies `EngineDriver` and `DRIVER = ...`;
+3. add `sglang.DRIVER` to `_BUILT_IN` below (this is engines/registry.py);
+4. add `SGLANG = "sglang"` to `Engine` (`profiles/profile.py`), the names profiles may use.
 Nothing else changes: the container builder, the readiness probe, the scraper, the router's queue
 check and `free VRAM` all ask the driver.
 """

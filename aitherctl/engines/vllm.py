@@ -39,6 +39,7 @@ from aitherctl.engines.base import (
     unless_mounted,
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
+from aitherctl.engines.facts import BUILT_IN
 from aitherctl.engines.metrics import EngineMetrics, PrometheusSamples, as_int
 from aitherctl.profiles.profile import Service, Volume
 from aitherctl.units import decimal_text, floor_to
@@ -89,9 +90,7 @@ class VllmDriver:
     engine = "vllm"
     default_port = 8000
     default_timeout_s = 900.0  # a first start may download and compile a large model
-    health_path = "/health"
-    client_path = "/v1"
-    queue_metric = "vllm:num_requests_waiting"
+    health_path, client_path, queue_metric = BUILT_IN["vllm"]
     metrics = (MetricsEndpoint("/metrics", "prometheus", parse_vllm_metrics),)
     release_needs_models = False
 

@@ -16,13 +16,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aitherctl.errors import ConfigError, NotFoundError
-from aitherctl.profiles.loader import resolve_profile
-from aitherctl.profiles.parse import parse_profile
-from aitherctl.profiles.problems import did_you_mean
-from aitherctl.profiles.profile import Profile
-from aitherctl.profiles.schema import RawProfile
+
+if TYPE_CHECKING:
+    from aitherctl.profiles.memo import ProfileMemo
+    from aitherctl.profiles.profile import Profile
+    from aitherctl.profiles.schema import RawProfile
 
 PROFILE_SUFFIXES = (".yaml", ".yml")
 
@@ -82,10 +83,12 @@ class ProfileCatalog:
         user_dir: Path | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        memo: ProfileMemo | None = None,
     ) -> None:
         self.builtin_dir = builtin_dir if builtin_dir is not None else builtin_profile_dir()
         self.user_dir = user_dir if user_dir is not None else user_profile_dir(environ)
         self._environ = environ
+        self.memo = memo  # profiles loaded before (profiles/memo.py), or None to always parse
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -127,6 +130,8 @@ class ProfileCatalog:
             )
             candidates = [p for p in candidates[:index] if p.resolve() != resolved]
         if not candidates:
+            from aitherctl.profiles.problems import did_you_mean
+
             names = self.names()
             known = ", ".join(names) or "none"
             raise NotFoundError(
@@ -136,11 +141,14 @@ class ProfileCatalog:
 
     def read(self, path: Path) -> RawProfile:
         """One file, parsed and checked field by field (before `extends`)."""
+        return self._read(path, self.environ, [])
+
+    def _read(self, path: Path, env: Mapping[str, str], files: list[str]) -> RawProfile:
+        from aitherctl.profiles.parse import parse_profile
+
+        files.append(os.fspath(path))
         return parse_profile(
-            read_profile_text(path),
-            str(path),
-            base_dir=str(path.resolve().parent),
-            env=self.environ,
+            read_profile_text(path), str(path), base_dir=str(path.resolve().parent), env=env
         )
 
     def load(self, name_or_path: str, *, expand: bool = True) -> Profile:
@@ -148,13 +156,41 @@ class ProfileCatalog:
 
         `expand=False` keeps `${VAR}` references in `env:` as written (what `profile show`
         prints); otherwise they are expanded from `environ`, and a missing one is an error.
+        With a memo, a profile loaded before is taken from it while none of its files, folders
+        and environment variables changed.
         """
-        if name_or_path.endswith(PROFILE_SUFFIXES) or os.sep in name_or_path:
-            return self.load_file(Path(name_or_path), expand=expand)
-        return self.load_file(self.find(name_or_path), expand=expand)
+        is_path = name_or_path.endswith(PROFILE_SUFFIXES) or os.sep in name_or_path
+        if self.memo is None:
+            return self._load(name_or_path, is_path, expand, self.environ, [])
+        from aitherctl.profiles.memo import RecordingEnv, folders_of
+
+        folders = folders_of(self.builtin_dir, self.user_dir)
+        key = (os.path.abspath(name_or_path) if is_path else name_or_path, expand, *folders)
+        found = self.memo.get(key, folders, self.environ)
+        if found is not None:
+            return found
+        env = RecordingEnv(self.environ)
+        files: list[str] = []
+        profile = self._load(name_or_path, is_path, expand, env, files)
+        self.memo.put(key, folders, files, env, profile)
+        return profile
 
     def load_file(self, path: Path, *, expand: bool = True) -> Profile:
-        def lookup(name: str, below: str | None) -> RawProfile:
-            return self.read(self.find(name, below=Path(below) if below else None))
+        return self._load(os.fspath(path), True, expand, self.environ, [])
 
-        return resolve_profile(self.read(path), lookup, env=dict(self.environ) if expand else None)
+    def _load(
+        self,
+        name_or_path: str,
+        is_path: bool,
+        expand: bool,
+        env: Mapping[str, str],
+        files: list[str],
+    ) -> Profile:
+        from aitherctl.profiles.loader import resolve_profile
+
+        path = Path(name_or_path) if is_path else self.find(name_or_path)
+
+        def lookup(name: str, below: str | None) -> RawProfile:
+            return self._read(self.find(name, below=Path(below) if below else None), env, files)
+
+        return resolve_profile(self._read(path, env, files), lookup, env=env if expand else None)

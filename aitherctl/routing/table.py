@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aitherctl.engines.registry import health_paths, queue_metrics
+from aitherctl.engines.facts import health_paths, queue_metrics
 from aitherctl.errors import ConfigError, NotFoundError
 from aitherctl.profiles.problems import ConfigProblems
 from aitherctl.profiles.profile import Engine, Node, NodeMode, Profile, Service
@@ -80,7 +80,7 @@ MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 # endpoint says otherwise.
 _REASONING_MODEL = re.compile(r"^(gpt-5|o[134])([.\-].*)?$")
 # Per engine, the Prometheus gauge of requests waiting for a slot and the GET that says a server
-# can take requests: each engine's driver (aitherctl.engines) says.
+# can take requests: aitherctl.engines.facts, which each engine's driver reads too.
 QUEUE_METRICS: dict[str, str] = queue_metrics()
 _HEALTH_PATHS: dict[str, str] = health_paths()
 # Stands in for a broken endpoint while the tiers that name it are checked.

@@ -141,6 +141,28 @@ def test_plain_values_skip_pydantic_and_keep_typers_errors(tmp_path: Path) -> No
     assert modules & {"numpy", "tokenizers", "aitherctl.routing.effort_weights"} == set()
 
 
+def test_a_profile_loaded_before_costs_no_yaml_parser(tmp_path: Path) -> None:
+    """Once a profile is in the memo (profiles/memo.py), `run` loads it without importing the
+    YAML parser, the schema, the checks or any engine driver. The memo is written here as a
+    command run minutes after the last edit writes it (a fresh file is never memoised)."""
+    import time
+
+    from aitherctl.cli import runtime
+    from aitherctl.profiles.catalog import ProfileCatalog
+
+    memo = runtime.catalog().memo
+    assert memo is not None
+    memo.clock = lambda: time.time() + 60
+    ProfileCatalog(memo=memo).load("cpu")
+    args = ("run", "--explain", "--json", "--profile", "cpu", "--effort", "3", "hi")
+    modules, code, out = imported(tmp_path, *args)
+    assert code == 0, out
+    assert json.loads(out)["profile"] == "cpu"
+    loader = {"yaml", "aitherctl.profiles.loader", "aitherctl.profiles.schema",
+              "aitherctl.profiles.checks", "aitherctl.engines.registry"}
+    assert modules & loader == set()
+
+
 @pytest.mark.docker
 def test_ps_json_reads_the_engine_without_the_docker_sdk(
     tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]

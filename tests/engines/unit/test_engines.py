@@ -368,3 +368,16 @@ def test_comfyui_reserve_counts_only_resident_neighbours() -> None:
     profile = Profile("p", "", services, MemoryAmount.parse("5%"), "p.yaml")
     specs = build_specs(profile, GPU)
     assert dict(specs.resident["comfy"].env)["CLI_ARGS"] == "--reserve-vram 6"
+
+
+def test_every_engine_a_profile_may_name_has_its_client_facts() -> None:
+    """The router reads health paths, API roots and queue gauges from engines/facts.py without
+    loading the drivers; each driver answers the same, and no engine is missing there."""
+    from aitherctl.engines.facts import BUILT_IN
+    from aitherctl.engines.registry import driver_for
+    from aitherctl.profiles.profile import Engine
+
+    assert set(BUILT_IN) == {engine.value for engine in Engine}
+    for engine in Engine:
+        driver = driver_for(engine)
+        assert (driver.health_path, driver.client_path, driver.queue_metric) == BUILT_IN[engine]
