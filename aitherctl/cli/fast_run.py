@@ -209,8 +209,8 @@ def ps_json() -> int:
 
 
 def main() -> None:
-    """The console script: `run` through a running gateway and `ps --json` here, everything
-    else in Typer. AITHER_NO_FAST_RUN=1 sends everything to Typer."""
+    """The console script: `run`, `ps --json` and `--version` here, everything else in Typer.
+    AITHER_NO_FAST_RUN=1 sends everything to Typer."""
     # As in aitherctl.cli.app.main: httpx's own command-line tool (click, pygments, rich) is
     # not imported with httpx.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
@@ -221,6 +221,11 @@ def main() -> None:
             code = try_run(args[1:])
         elif args == ["ps", "--json"]:
             code = ps_json()
+        elif args == ["--version"]:  # scripts check it; Typer would print the same line
+            from aitherctl import __version__
+
+            sys.stdout.write(f"aitherctl {__version__}\n")
+            code = 0
         if code is not None:
             exit_now(code)
     from aitherctl.cli.app import main as typer_main

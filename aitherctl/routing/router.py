@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aitherctl.errors import (
     AitherError,
@@ -48,7 +48,6 @@ from aitherctl.routing.run_report import (
     partial_message,
     tokens_per_s,
 )
-from aitherctl.routing.static_embedding import learned_scorer
 from aitherctl.routing.table import (
     Candidate,
     RouteContext,
@@ -375,6 +374,10 @@ class Router:
     def effort_scorer(self) -> EffortScorer:
         """The profile's `EffortScorer`: the learned scorer, or with `routing.classifier: model`
         a free local model grading the prompt (aitherctl/routing/grader.py)."""
+        # The scorer's loader (and its weights) only when a prompt is scored: not for --effort,
+        # --tier or --backend, and for a shared first candidate after the prompt is sent.
+        from aitherctl.routing.static_embedding import learned_scorer
+
         if self.table.classifier != "model":
             return learned_scorer()
         from aitherctl.routing.grader import ModelGradedScorer, pick_grader
@@ -832,7 +835,6 @@ def open_router(
     the failure memory in the user's state folder, the ledger in the user's data folder.
     `nodes`: the rented nodes that run (node -> (root URL, key); `nodes.records`)."""
     from aitherctl.routing.chat import HttpClients
-    from aitherctl.routing.ledger import Ledger
     from aitherctl.routing.probes import BackendProbe, FailureMemory
     from aitherctl.routing.table import build_routing, with_node_addresses
 
@@ -847,8 +849,24 @@ def open_router(
             clients=clients,
             probe=BackendProbe(clients),
             memory=FailureMemory(),
-            ledger=Ledger(),
+            ledger=cast("Ledger", _LedgerOnFirstUse()),
             stack=stack,
         )
     finally:
         clients.close()
+
+
+class _LedgerOnFirstUse:
+    """The user's ledger, imported and opened when first used. A free local answer is first
+    written to it after its first byte, so SQLite and the ledger's module stay off the way to
+    that byte; a priced candidate's reservation opens it before sending, as always."""
+
+    def __init__(self) -> None:
+        self._ledger: Ledger | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._ledger is None:
+            from aitherctl.routing.ledger import Ledger
+
+            self._ledger = Ledger()
+        return getattr(self._ledger, name)

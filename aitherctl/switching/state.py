@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from aitherctl.docker.listing import ContainerSource
 from aitherctl.docker.stack import ManagedContainer, infer_active_profile
 from aitherctl.errors import AitherError
-from aitherctl.gpu.model import GpuInventory
 
 if TYPE_CHECKING:
+    from aitherctl.gpu.model import GpuInventory
     from aitherctl.profiles.catalog import ProfileCatalog
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from aitherctl import __version__
 from aitherctl.cli.app import COMMANDS, AitherGroup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,17 @@ def test_version_and_root_help_import_no_command_and_nothing_heavy(
         # Every command is still listed, with its summary.
         assert [line.split()[0] for line in out.split("Commands:")[1].strip().splitlines()] == \
             list(COMMANDS)
+
+
+def test_version_skips_typer_and_prints_what_typer_prints(tmp_path: Path) -> None:
+    modules, code, out = imported(tmp_path, "--version")
+    assert (code, out) == (0, f"aitherctl {__version__}\n")
+    assert "typer" not in modules
+    typer_out = subprocess.run(
+        [sys.executable, "-m", "aitherctl", "--version"], capture_output=True, text=True,
+        check=False, env={**os.environ, "AITHER_NO_FAST_RUN": "1"}, cwd=ROOT, timeout=60,
+    )
+    assert (typer_out.returncode, typer_out.stdout) == (0, out)
 
 
 @pytest.mark.parametrize(
