@@ -6,12 +6,19 @@ Memory: the cgroup's usage less its inactive page cache (v1 `memory.usage_in_byt
 `cpu.stat` `usage_usec`); a percentage needs two readings, as `docker stats` takes two: 100%
 is one core busy. Reading files takes microseconds where the Docker stats API answers after a
 second; only a local engine's containers are there to read (None otherwise).
+
+The first of the two readings may be the previous command's (`ReadingsFile`): a `ps` run a few
+seconds after another, as `watch` or a script's loop runs it, reports the CPU use since that one
+without waiting for a window of its own (as `top` reports the use since its last refresh).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,7 @@ class CgroupStats:
     ) -> None:
         self._root = Path(root)
         self._clock = clock
+        self.latest: dict[str, CgroupReading] = {}  # the last reading of each container sampled
 
     def _text(self, path: Path) -> str | None:
         try:
@@ -76,20 +84,100 @@ class CgroupStats:
         return None
 
     def sample(
-        self, container_ids: Sequence[str], window_s: float = 0.2
+        self,
+        container_ids: Sequence[str],
+        window_s: float = 0.2,
+        *,
+        earlier: Mapping[str, CgroupReading] | None = None,
+        max_age_s: float = 10.0,
     ) -> dict[str, tuple[float | None, int | None]]:
-        """Each container's CPU % over `window_s` and its memory, from two readings."""
+        """Each container's CPU % and its memory, from two readings `window_s` apart; or, when
+        `earlier` holds a reading of each container taken between `window_s` and `max_age_s`
+        ago, from that one and one taken now, without waiting. `latest` keeps the last reading
+        of each container (what the next command may start from)."""
         first = {cid: self.read(cid) for cid in container_ids}
-        if not any(first.values()):
+        self.latest = {cid: reading for cid, reading in first.items() if reading is not None}
+        if not self.latest:
             return {}
+        earlier = earlier or {}
+        prior = {
+            cid: _stands_in(earlier.get(cid), now, window_s, max_age_s)
+            for cid, now in self.latest.items()
+        }
+        if all(before is not None for before in prior.values()):
+            return {
+                cid: (cpu_pct(before, self.latest[cid]), self.latest[cid].memory_bytes)
+                for cid, before in prior.items()
+                if before is not None
+            }
         time.sleep(window_s)
         found: dict[str, tuple[float | None, int | None]] = {}
         for cid, before in first.items():
             after = self.read(cid)
             if before is None or after is None:
                 continue
+            self.latest[cid] = after
             found[cid] = (cpu_pct(before, after), after.memory_bytes)
         return found
+
+
+def _stands_in(
+    before: CgroupReading | None, now: CgroupReading, window_s: float, max_age_s: float
+) -> CgroupReading | None:
+    """`before` if it can be the first of two readings with `now`: old enough for a fair window,
+    recent enough to say the current use, and of the same cgroup (CPU time never goes back but
+    starts again from zero when a container restarts)."""
+    if before is None or before.cpu_ns is None or now.cpu_ns is None:
+        return None
+    if not window_s <= now.at_s - before.at_s <= max_age_s or now.cpu_ns < before.cpu_ns:
+        return None
+    return before
+
+
+class ReadingsFile:
+    """The last readings, kept for the next command (`<state>/cache/cgroup-readings.json`):
+    monotonic-clock times, valid within one boot of this machine (its boot id is kept)."""
+
+    def __init__(self, path: str, boot_id_file: str = "/proc/sys/kernel/random/boot_id") -> None:
+        self.path = path
+        self._boot_id_file = boot_id_file
+
+    def _boot(self) -> str:
+        try:
+            with open(self._boot_id_file, encoding="ascii") as handle:
+                return handle.read().strip()
+        except OSError:
+            return ""
+
+    def load(self) -> dict[str, CgroupReading]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            if document.get("boot") != self._boot() or not document["boot"]:
+                return {}
+            return {
+                str(cid): CgroupReading(None, int(cpu_ns), float(at_s))
+                for cid, (cpu_ns, at_s) in document["readings"].items()
+            }
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return {}
+
+    def save(self, readings: Mapping[str, CgroupReading]) -> None:
+        document = {
+            "boot": self._boot(),
+            "readings": {
+                cid: [r.cpu_ns, r.at_s] for cid, r in readings.items() if r.cpu_ns is not None
+            },
+        }
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+            os.replace(temporary, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 def cpu_pct(before: CgroupReading, after: CgroupReading) -> float | None:
@@ -99,4 +187,4 @@ def cpu_pct(before: CgroupReading, after: CgroupReading) -> float | None:
     return max(0.0, (after.cpu_ns - before.cpu_ns) / ((after.at_s - before.at_s) * 1e9) * 100)
 
 
-__all__ = ["CgroupReading", "CgroupStats", "cpu_pct"]
+__all__ = ["CgroupReading", "CgroupStats", "ReadingsFile", "cpu_pct"]

@@ -270,12 +270,20 @@ def container_usage(
     engine: ContainerSource, running: list[ManagedContainer]
 ) -> dict[str, tuple[float | None, int | None]]:
     """CPU % and memory of each running container, by id, from its cgroup over a 0.2 s window
-    (`docker stats --no-stream` takes two readings too); empty for an engine elsewhere."""
+    (`docker stats --no-stream` takes two readings too), or since the previous command's
+    readings when those are 0.2-10 s old; empty for an engine elsewhere."""
     if not running or not is_local_engine(engine):
         return {}
-    from aitherctl.monitor.cgroup_stats import CgroupStats
+    import os
 
-    return CgroupStats().sample([item.id for item in running])
+    from aitherctl.monitor.cgroup_stats import CgroupStats, ReadingsFile
+    from aitherctl.paths import state_dir_text
+
+    kept = ReadingsFile(os.path.join(state_dir_text(), "cache", "cgroup-readings.json"))
+    stats = CgroupStats()
+    usage = stats.sample([item.id for item in running], earlier=kept.load())
+    kept.save(stats.latest)
+    return usage
 
 
 def ram_budgets(
