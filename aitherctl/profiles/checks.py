@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aitherctl.errors import ConfigError
 from aitherctl.profiles.problems import Problems
 from aitherctl.profiles.profile import LOCAL_HOST, Engine, Profile, is_loopback
-from aitherctl.profiles.schema import RawService
 from aitherctl.units import MemoryAmount
+
+if TYPE_CHECKING:
+    from aitherctl.profiles.schema import RawService
 
 # Engines whose server checks an API key of its own (the driver passes it in the environment).
 KEYED_ENGINES = (Engine.VLLM, Engine.LLAMACPP, Engine.GENERIC)
