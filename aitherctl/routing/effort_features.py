@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cache
 from itertools import pairwise
 
 HEAD_CHARS = 2000
@@ -35,8 +36,23 @@ SHORT_PROOF_WORDS = 20
 COUNT_CHARS = 8000
 
 _TOKEN = re.compile(r"[^\W\d_]+", re.UNICODE)
-# CJK ideographs, kana and hangul: scripts written without spaces between words.
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# CJK ideographs, kana and hangul: scripts written without spaces between words. Compiling this
+# class builds a 64K-entry bitmap (6 ms, a third of this module's start-up), so it is compiled the
+# first time a text has a character at or above its lowest one (never for most prompts).
+_CJK_PATTERN = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_CJK_LOWEST = "\u3040"
+
+
+@cache
+def _cjk() -> re.Pattern[str]:
+    return re.compile(_CJK_PATTERN)
+
+
+def _may_be_cjk(text: str) -> bool:
+    """False when no character of `text` can be CJK (a C-speed scan, no regex)."""
+    return bool(text) and max(text) >= _CJK_LOWEST
+
+
 _LATEX = re.compile(
     r"\\(frac|dfrac|int|iint|sum|prod|sqrt|lim|infty|binom|cdot|times|le|leq|ge|geq|neq|equiv|pmod|"
     r"mod|angle|triangle|pi|alpha|beta|gamma|delta|theta|lambda|sigma|omega|mathbb|mathrm|mathcal|"
@@ -199,9 +215,10 @@ class PromptFeatures:
 
 def _terms(text: str) -> list[str]:
     terms: set[str] = set()
+    cjk = _cjk() if _may_be_cjk(text) else None
     for token in _TOKEN.findall(text):
-        if _CJK.search(token):
-            chars = [c for c in token if _CJK.match(c)]
+        if cjk is not None and cjk.search(token):
+            chars = [c for c in token if cjk.match(c)]
             terms.update("c:" + c for c in chars)
             terms.update("c:" + a + b for a, b in pairwise(chars))
             continue
@@ -219,8 +236,11 @@ def _count_words(text: str) -> int:
     COUNT_CHARS (a 40,000-character paste is "more than 800 words" either way, and counting all of
     it would take most of the time budget)."""
     head = text[:COUNT_CHARS]
-    cjk = len(_CJK.findall(head))
-    count = len(_TOKEN.findall(_CJK.sub(" ", head))) + 0.6 * cjk
+    if _may_be_cjk(head):
+        cjk = len(_cjk().findall(head))
+        count = len(_TOKEN.findall(_cjk().sub(" ", head))) + 0.6 * cjk
+    else:
+        count = len(_TOKEN.findall(head))
     if len(text) > COUNT_CHARS:
         count *= len(text) / COUNT_CHARS
     return round(count)
@@ -239,7 +259,7 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     else:
         sample = text
     words = _count_words(text)
-    cjk_text = _CJK.search(sample) is not None
+    cjk_text = _may_be_cjk(sample) and _cjk().search(sample) is not None
     if system:
         words += len(system.split()) // 4
 
@@ -323,7 +343,7 @@ def extract_features(prompt: str, system: str | None = None) -> PromptFeatures:
     if needs:
         cue("requirements", math.log1p(len(needs)))
     # Word lengths in the scripts that separate words (a run of Chinese characters is not a word).
-    spaced = _CJK.sub(" ", request) if cjk_text else request
+    spaced = _cjk().sub(" ", request) if cjk_text else request
     request_words = _TOKEN.findall(spaced)
     if len(request_words) >= 5:
         long_share = len(_LONG_WORD.findall(spaced)) / len(request_words)

@@ -340,3 +340,26 @@ def test_the_nearest_kinds_of_task_move_the_score_and_say_so() -> None:
     assert "-2.0 the nearest kinds of task, whose effort is ~2.0" in easy.reasons
     assert "+2.0 the nearest kinds of task, whose effort is ~8.0" in hard.reasons
     assert easy.reasons[1].startswith("nearest kinds of task: a summary of a given text (t0)")
+
+
+def test_the_cjk_class_is_compiled_only_for_a_text_that_may_hold_cjk() -> None:
+    """Compiling the CJK character class is a third of the features' start-up: a prompt in Latin
+    script (accents, dashes and curly quotes included) never compiles it; a Chinese one does, and
+    its characters become terms."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from aitherctl.routing import effort_features as f\n"
+        "f.extract_features('Résumé — “quotes”, naïve café: how many?')\n"
+        "print(f._cjk.cache_info().currsize)\n"
+        "terms = f.extract_features('证明这个定理').terms\n"
+        "print(' '.join(t for t in terms if t.startswith('c:')))\n"
+        "print(f._cjk.cache_info().currsize)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, terms, after = done.stdout.splitlines()
+    assert (before, after) == ("0", "1")
+    assert {"c:证", "c:证明", "c:定理"} <= set(terms.split())
