@@ -118,8 +118,10 @@ class ProfileMemo:
 
         try:
             with open(self.path, "rb") as handle:
+                if not _private(os.fstat(handle.fileno())):
+                    return {}
                 entries = pickle.load(handle)
-        except Exception:
+        except Exception:  # a cache: missing, truncated, from other code: a miss
             return {}
         return entries if isinstance(entries, dict) else {}
 
@@ -179,6 +181,14 @@ class ProfileMemo:
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+
+
+def _private(st: os.stat_result) -> bool:
+    """Whether only this user could have written the memo: a pickle runs code as it loads, so
+    one another user could write (a shared AITHER_STATE_DIR) is ignored, as ssh ignores a
+    config file others may write."""
+    getuid = getattr(os, "getuid", None)
+    return (getuid is None or st.st_uid == getuid()) and not st.st_mode & 0o022
 
 
 def default_memo() -> ProfileMemo:

@@ -167,3 +167,12 @@ def test_a_profile_given_by_path_is_memoised_by_its_absolute_path(
     assert catalog(folder, memo_file).load("./mine.yaml").name == "mine"
     assert catalog(folder, memo_file).load(str(folder / "mine.yaml")).name == "mine"
     assert parses.count("mine.yaml") == 1
+
+
+def test_a_memo_others_could_write_is_ignored(setup: tuple[Path, Path], parses: list[str]) -> None:
+    """Unpickling runs code: a memo file that is group- or world-writable is not read."""
+    folder, memo_file = setup
+    catalog(folder, memo_file).load("mine")
+    memo_file.chmod(0o666)
+    catalog(folder, memo_file).load("mine")
+    assert parses.count("mine.yaml") == 2
