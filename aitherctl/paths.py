@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import TYPE_CHECKING
+
+# Not `typing.TYPE_CHECKING`: importing typing costs `run` through serve a few ms (mypy reads
+# any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +55,7 @@ MACHINE_DIRS = ("/run/lock/aitherctl", "/tmp/aitherctl-machine")
 
 def machine_dir() -> Path:
     """A folder every user of this machine shares (created on first use, mode 1777)."""
+    import contextlib
     from pathlib import Path
 
     override = os.environ.get("AITHER_MACHINE_DIR")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from aitherctl.paths import state_dir, state_dir_text
 
+# Not `typing.TYPE_CHECKING`: importing typing costs `run` through serve a few ms (mypy reads
+# any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
