@@ -8,6 +8,7 @@ never a length of time."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,76 @@ def test_a_request_that_names_a_stopped_node_waits_for_it_and_gets_its_answer(
             kinds = [e["event"] for e in served.events() if e["backend"] == "reasoning"]
             assert kinds[:4] == ["queued", "loading", "node_created", "loaded"]
             assert len(state.instances) == 1
+
+
+def test_at_the_daily_cap_serve_destroys_its_node_and_creates_none(
+    docker_engine: object,
+    llama_image: str,
+    namespace: str,
+    profile_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """An always-on node ($0.152/h with its storage) under a $0.0005 daily cap: about 12 s of
+    it. The warning at 80%, then the hard stop: destroyed, and not created again (not even
+    for a request that names it); the ledger's spend within one second's price of the
+    double's own charges."""
+    state = _double(docker_engine, namespace)
+    profile = {
+        "services": {},
+        "nodes": {"orch": _node(always_on=True)},
+        "cloud": {"daily_cap": 0.0005, "warn_at": "80%"},
+    }
+    (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
+    with serve_vast(state) as vast_url:
+        env = {"VAST_URL": vast_url, "VAST_API_KEY": state.api_key}
+        with serving("dev", env=env) as served:
+
+            def kinds() -> list[str]:
+                return [e["event"] for e in served.events()]
+
+            _wait(lambda: "budget_cap" in kinds(), "the cap", timeout_s=300)
+            _wait(lambda: state.instances == {}, "the hard stop's destroy", timeout_s=60)
+            served.wait_state("orch", "stopped", timeout_s=60)
+            assert kinds().index("budget_warning") < kinds().index("budget_cap")
+            refused = _chat(served.url, model="orch")
+            assert refused.status_code == 503, refused.text
+            log = served.log()
+        creates = [r for r in state.requests if r[0] == "PUT"]
+        assert len(creates) == 1
+        # (the spend is read once a second: its digits depend on when the tick came)
+        assert re.search(r"warning: cloud spend today \$0\.000\d+ is \d+% of the \$0\.00 cap", log)
+        assert re.search(r"cap reached: cloud spend today \$0\.000\d+ is \d+% of the", log)
+        [record] = NodeRecords(tmp_path / "state" / "nodes").all()
+        price = record.price_per_hour_usd or 0.0
+        spent = Ledger(tmp_path / "data" / "ledger.sqlite3").spent_since(0)
+        assert abs(spent - state.charges_usd()) <= price / 3600
+
+
+def test_kill_9_of_serve_right_after_a_create_then_nodes_finds_and_destroys_it(
+    vast_url: str, vast_state: VastState, profile_dir: Path
+) -> None:
+    """The first promise with a real serve: killed with SIGKILL once the provider created
+    its always-on node's instance and before the answer reached it (its record holds the
+    intent only), `aitherctl nodes destroy --all` finds the instance by its label."""
+    import signal
+    import threading
+
+    from tests.conftest import run_cli
+
+    profile = {"services": {}, "nodes": {"orch": _node(always_on=True)}, "cloud": {"daily_cap": 5}}
+    (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
+    vast_state.hold_create = threading.Event()
+    try:
+        with serving("dev", expect_exit=None) as served:
+            assert vast_state.created.wait(timeout=120), served.log_tail()
+            served.process.send_signal(signal.SIGKILL)
+            assert served.process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        vast_state.hold_create.set()
+    [record] = NodeRecords().all()
+    assert (record.state.value, record.instance_id) == ("creating", None)
+    assert len(vast_state.instances) == 1  # paid for, and its creator is dead
+    gone = run_cli("nodes", "destroy", "--all", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert vast_state.instances == {}
+    assert [r.state.value for r in NodeRecords().all()] == ["gone"]
