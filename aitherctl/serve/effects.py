@@ -84,6 +84,15 @@ class NodeAddress:
     price_per_hour_usd: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Today's spend (local day): everything in the ledger (API requests and nodes) plus each
+    node's seconds not accrued yet, and each node's own share of it, by node name."""
+
+    today_usd: float
+    by_node_usd: Mapping[str, float] = field(default_factory=dict)
+
+
 class NodeEffects(Protocol):
     """What the scheduler does to rented nodes (`aitherctl.serve.node_control.NodeControl` is
     the real one: the provider's calls in worker threads, this machine's records, the ledger).
@@ -100,9 +109,8 @@ class NodeEffects(Protocol):
         """The profile's nodes whose instance runs now (records reconciled with the
         provider's own list), by node name."""
 
-    async def spend_today(self) -> float:
-        """Today's spend in USD (API requests and nodes, each node's cost accrued into the
-        ledger up to now)."""
+    async def spend_today(self) -> Spend:
+        """Today's spend (API requests and nodes, each node's cost accrued up to now)."""
 
     def adopt(self, profile: Profile) -> None:
         """Create the nodes of `profile` from now on (a followed switch, or an edit)."""

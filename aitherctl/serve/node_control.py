@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aitherctl.nodes.records import NodeRecords
     from aitherctl.profiles.profile import Node, Profile
     from aitherctl.routing.ledger import Ledger
-    from aitherctl.serve.effects import Cancel, NodeAddress
+    from aitherctl.serve.effects import Cancel, NodeAddress, Spend
 
 T = TypeVar("T")
 
@@ -97,7 +97,7 @@ class NodeControl:
     async def observe_nodes(self) -> dict[str, NodeAddress]:
         return await self._in_threads(self.observe_blocking)
 
-    async def spend_today(self) -> float:
+    async def spend_today(self) -> Spend:
         return await self._in_threads(self.spend_blocking)
 
     async def close(self) -> None:
@@ -127,7 +127,7 @@ class NodeControl:
         from aitherctl.nodes.operations import create_node
 
         provider = self.provider(node.provider)
-        spent = self.spend_blocking()
+        spent = self.spend_blocking().today_usd
         with self._lock:
             record = create_node(
                 provider,
@@ -200,12 +200,16 @@ class NodeControl:
                 survey(provider, self.records, machine=self.machine, clock=self.clock)
         return self.known_blocking()
 
-    def spend_blocking(self) -> float:
+    def spend_blocking(self) -> Spend:
         """Today's spend: the ledger (API requests, nodes' accrued cost) plus each node's
-        seconds not accrued yet. Rows are written once a node's span reaches ACCRUE_EVERY_S."""
+        seconds not accrued yet (rows are written once a node's span reaches ACCRUE_EVERY_S);
+        and each of the profile's nodes' cost today, from the records."""
         from aitherctl.nodes.operations import accrue, spent_today_usd
+        from aitherctl.routing.ledger import start_of_local_day
+        from aitherctl.serve.effects import Spend
 
         now = self.clock()
+        day = start_of_local_day(now)
         with self._lock:
             records = self.records.all()
             spans = [(r, r.unaccrued(now)) for r in records]
@@ -220,7 +224,14 @@ class NodeControl:
                 for r, span in spans
                 if span is not None
             )
-            return spent_today_usd(self.ledger, clock=lambda: now) + pending
+            by_node: dict[str, float] = {}
+            for record, _ in spans:
+                if record.profile == self.profile.name:
+                    by_node[record.node] = by_node.get(record.node, 0.0) + record.cost_since(
+                        day, now
+                    )
+            total = spent_today_usd(self.ledger, clock=lambda: now) + pending
+            return Spend(total, by_node)
 
 
 def _pause(cancel: Cancel, deadline: float, node: str) -> None:

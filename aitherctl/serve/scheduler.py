@@ -59,7 +59,7 @@ from aitherctl.serve.states import (
 if TYPE_CHECKING:
     from aitherctl.profiles.profile import Node, Profile, Service
     from aitherctl.routing.table import Candidate, RoutingTable
-    from aitherctl.serve.effects import Effects, GpuReading, NodeAddress, NodeEffects
+    from aitherctl.serve.effects import Effects, GpuReading, NodeAddress, NodeEffects, Spend
 
 DEFAULT_ENDPOINT_CONCURRENCY = 32
 DEFAULT_SERVICE_CONCURRENCY = 8  # an engine that decides at run time (vLLM without max-num-seqs)
@@ -97,6 +97,7 @@ class Backend:
     # A rented node (`nodes:`): loading creates an instance, evicting destroys it.
     node: Node | None = None
     address: NodeAddress | None = None  # its instance's engine, once it answers
+    spent_today_usd: float | None = None  # a node's cost today (all its instances)
     next_try: float = 0.0  # after a failed create: not created again before this (clock)
 
     @property
@@ -111,7 +112,7 @@ class Backend:
     def rank(self) -> Rank:
         return parse_rank(self.service.priority) if self.service else Rank.NORMAL
 
-    def snapshot(self, to_wall: Callable[[float], float]) -> dict[str, Any]:
+    def snapshot(self, to_wall: Callable[[float], float], now: float = 0.0) -> dict[str, Any]:
         return {
             "backend": self.name,
             "kind": "service" if self.service else ("node" if self.node else "endpoint"),
@@ -127,19 +128,29 @@ class Backend:
             "last_used_ts": round(to_wall(self.last_used), 3) if self.last_used else None,
             "claims_bytes": dict(self.claims),
             "last_error": self.last_error,
-            **(self._node_snapshot() if self.node is not None else {}),
+            **(self._node_snapshot(now) if self.node is not None else {}),
         }
 
-    def _node_snapshot(self) -> dict[str, Any]:
+    def _node_snapshot(self, now: float) -> dict[str, Any]:
+        """A node's money and time: its instance's whole hourly price, what it cost today,
+        and how long it may stay idle before it is destroyed (None: busy, not running, or
+        never idle-destroyed)."""
         from aitherctl.profiles.profile import NodeMode
 
         assert self.node is not None
+        idle_left = None
+        if (
+            self.node.mode is NodeMode.ON_DEMAND
+            and self.node.idle_after_s is not None
+            and self.state is BackendState.READY
+            and self.idle
+        ):
+            idle_left = round(max(0.0, self.node.idle_after_s - (now - self.last_used)), 1)
         return {
             "mode": self.node.mode.value,
             "price_per_hour_usd": self.address.price_per_hour_usd if self.address else None,
-            "idle_after_s": self.node.idle_after_s
-            if self.node.mode is NodeMode.ON_DEMAND
-            else None,
+            "spent_today_usd": self.spent_today_usd,
+            "idle_left_s": idle_left,
         }
 
 
@@ -809,7 +820,10 @@ class Scheduler:
         if not nodes or self.nodes is None:
             return
         if self.profile.cloud is not None:
-            await self._apply_spend(await self.nodes.spend_today(), nodes)
+            spend = await self.nodes.spend_today()
+            for backend in nodes:
+                backend.spent_today_usd = spend.by_node_usd.get(backend.name, 0.0)
+            await self._apply_spend(spend, nodes)
         now = self.clock()
         for backend in nodes:
             node = backend.node
@@ -833,9 +847,10 @@ class Scheduler:
             ):
                 self._spawn_load(backend, reason="always on")
 
-    async def _apply_spend(self, spent: float, nodes: list[Backend]) -> None:
+    async def _apply_spend(self, spend: Spend, nodes: list[Backend]) -> None:
         cloud = self.profile.cloud
         assert cloud is not None
+        spent = spend.today_usd
         self.spent_today_usd = spent
         share = spent / cloud.daily_cap_usd if cloud.daily_cap_usd else 1.0
         cap = cloud.daily_cap_usd
@@ -1066,9 +1081,22 @@ class Scheduler:
         for holder in self.holders():
             for pool, amount in holder.claims.items():
                 used[pool] = used.get(pool, 0) + amount
+        now = self.clock()
+        cloud = self.profile.cloud
         return {
             "profile": self.profile.name,
-            "backends": [b.snapshot(self._to_wall) for b in self.backends.values()],
+            "backends": [b.snapshot(self._to_wall, now) for b in self.backends.values()],
+            **(
+                {
+                    "cloud": {
+                        "spent_today_usd": self.spent_today_usd,
+                        "daily_cap_usd": cloud.daily_cap_usd,
+                        "cap_reached": self.cap_reached,
+                    }
+                }
+                if cloud is not None and self.profile.nodes
+                else {}
+            ),
             "pools": [
                 {"pool": name, "capacity_bytes": p.capacity_bytes, "used_bytes": used.get(name, 0)}
                 for name, p in self.pools.items()

@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from aitherctl.serve.effects import Cancel, GpuReading, NodeAddress
+from aitherctl.serve.effects import Cancel, GpuReading, NodeAddress, Spend
 
 
 @dataclass(eq=False)
@@ -57,6 +57,7 @@ class FakeEffects:
     ) -> None:
         self.nodes_running: dict[str, NodeAddress] = {}
         self.spent_usd = 0.0
+        self.spent_by_node: dict[str, float] = {}
         self.running = set(running or ())
         self.instant = set(instant)
         self.gpus = gpus
@@ -109,7 +110,7 @@ class FakeEffects:
         if call.kind == "observe_nodes":
             return dict(self.nodes_running)
         if call.kind == "spend_today":
-            return self.spent_usd
+            return Spend(self.spent_usd, dict(self.spent_by_node))
         return None
 
     async def start(self, service: Any, cancel: Cancel) -> None:
@@ -154,8 +155,8 @@ class FakeEffects:
         result: dict[str, NodeAddress] = await self._call("observe_nodes", None)
         return result
 
-    async def spend_today(self) -> float:
-        result: float = await self._call("spend_today", None)
+    async def spend_today(self) -> Spend:
+        result: Spend = await self._call("spend_today", None)
         return result
 
 

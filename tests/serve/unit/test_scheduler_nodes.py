@@ -306,3 +306,38 @@ async def test_at_the_cap_every_node_is_destroyed_and_none_is_created() -> None:
     ]
     assert any(line.startswith("cap reached: ") for line in log)
     sched.release(lease)
+
+
+# ---- what /status says of a node (ps, status and the monitor render it) ----------------------
+
+
+@run
+async def test_status_gives_each_node_its_price_spend_today_and_idle_time_left() -> None:
+    effects = FakeEffects()
+    clock = Clock()
+    sched = scheduler(
+        node_profile({"big": node(idle_after="15m"), "off": node()}),
+        effects,
+        clock,
+        nodes_running={"big": address("r1", price=0.15222)},
+    )
+    effects.spent_usd = 0.02
+    effects.spent_by_node = {"big": 0.0123}
+    clock.advance(146)
+    await sched._tick()
+    snapshot = sched.snapshot()
+    big, off = snapshot["backends"]
+    assert (big["kind"], big["state"], big["mode"]) == ("node", "ready", "on_demand")
+    assert big["price_per_hour_usd"] == 0.15222
+    assert big["spent_today_usd"] == 0.0123
+    assert big["idle_left_s"] == 900 - 146
+    assert (off["state"], off["price_per_hour_usd"], off["idle_left_s"]) == ("stopped", None, None)
+    assert snapshot["cloud"] == {
+        "spent_today_usd": 0.02,
+        "daily_cap_usd": 5.0,
+        "cap_reached": False,
+    }
+    lease = sched.try_acquire("big")
+    assert sched.snapshot()["backends"][0]["idle_left_s"] is None  # busy: not counting down
+    assert lease is not None
+    sched.release(lease)
