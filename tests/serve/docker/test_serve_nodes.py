@@ -127,6 +127,49 @@ def test_effort_wakes_a_node_while_the_local_tier_answers_then_serve_routes_to_i
         assert abs(spent - state.charges_usd()) <= price / 3600
 
 
+def test_the_provider_down_the_node_is_not_created_and_the_local_tier_answers(
+    docker_engine: object,
+    llama_image: str,
+    namespace: str,
+    profile_dir: Path,
+) -> None:
+    state = _double(docker_engine, namespace)
+    state.down = True  # every route answers 503
+    profile = {
+        "services": {"local": llama_service(free_port())},
+        "nodes": {"reasoning": _node(wake_on={"effort": 7})},
+        "cloud": {"daily_cap": 5.0},
+        "routing": {
+            "tiers": {
+                "heavy": {
+                    "effort": "1-10",
+                    "candidates": [{"node": "reasoning"}, {"service": "local"}],
+                },
+            }
+        },
+    }
+    (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
+    with serve_vast(state) as vast_url:
+        env = {"VAST_URL": vast_url, "VAST_API_KEY": state.api_key}
+        with serving("dev", env=env) as served:
+            answer = _chat(served.url, effort=9)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-aither-backend"] == "local"
+
+            def failed() -> list[dict[str, Any]]:
+                return [e for e in served.events() if e["event"] == "load_failed"]
+
+            _wait(failed, "the failed create", timeout_s=60)
+            assert failed()[0]["backend"] == "reasoning"
+            assert "503" in failed()[0]["detail"]
+            assert served.backend("reasoning")["state"] == "stopped"
+            # Tried again at once by the next heavy request? No: not before NODE_RETRY_S.
+            again = _chat(served.url, effort=9)
+            assert again.headers["x-aither-backend"] == "local"
+            assert [e["event"] for e in served.events()].count("node_waking") == 1
+    assert state.instances == {}
+
+
 def test_a_request_that_names_a_stopped_node_waits_for_it_and_gets_its_answer(
     docker_engine: object,
     llama_image: str,
