@@ -139,36 +139,44 @@ class NodeControl:
                 spent_today_usd=spent,
                 clock=self.clock,
             )
+        deadline = time.monotonic() + NODE_BOOT_TIMEOUT_S  # for both waits together
         try:
-            record = self._wait_published(provider, record, cancel)
-            self._wait_engine(node, record, cancel)
+            record = self._wait_published(provider, record, cancel, deadline)
+            self._wait_engine(node, record, cancel, deadline)
         except BaseException:
             # Not kept: a node that did not come up is not paid for any longer.
             self._destroy_record(provider, record)
             raise
         return _address(record)
 
-    def _wait_published(self, provider: Provider, record: NodeRecord, cancel: Cancel) -> NodeRecord:
+    def _wait_published(
+        self, provider: Provider, record: NodeRecord, cancel: Cancel, deadline: float
+    ) -> NodeRecord:
         """Until the provider runs the instance and publishes its engine's port."""
         from aitherctl.nodes.model import NodeState
         from aitherctl.nodes.operations import refresh
+        from aitherctl.nodes.provider import ProviderError, ProviderFailure
 
-        deadline = time.monotonic() + NODE_BOOT_TIMEOUT_S
         while True:
-            with self._lock:
-                record = refresh(provider, self.records, record, clock=self.clock)
+            try:
+                with self._lock:
+                    record = refresh(provider, self.records, record, clock=self.clock)
+            except ProviderError as exc:
+                if exc.kind not in (ProviderFailure.UNREACHABLE, ProviderFailure.RATE_LIMITED):
+                    raise
+                _pause(cancel, deadline, record.node)  # a passing failure: ask again
+                continue
             if record.state is NodeState.RUNNING and record.url:
                 return record
             if record.state is NodeState.GONE:
                 raise LoadFailed(f"node {record.node}: the provider no longer has its instance")
             _pause(cancel, deadline, record.node)
 
-    def _wait_engine(self, node: Node, record: NodeRecord, cancel: Cancel) -> None:
+    def _wait_engine(self, node: Node, record: NodeRecord, cancel: Cancel, deadline: float) -> None:
         """Until the engine answers its health path (the model loaded)."""
         from aitherctl.nodes.operations import engine_answers
 
         assert record.url is not None
-        deadline = time.monotonic() + NODE_BOOT_TIMEOUT_S
         while not engine_answers(node, record.url, record.api_key):
             _pause(cancel, deadline, node.name)
 
