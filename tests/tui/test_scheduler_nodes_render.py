@@ -6,6 +6,7 @@ tests/serve/unit/test_scheduler_nodes.py checks the scheduler writes these field
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +93,21 @@ def test_watch_lines_carry_each_node_s_money_and_time() -> None:
         "12:00:00 scheduler orchestrator state=ready busy=2/8 queued=0 int/nor/bat=0/0/0 "
         "node: $0.200/h, $0.4000 today",
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_monitor_s_scheduler_panel_lists_each_node(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    from aitherctl.tui.app import MonitorApp
+    from tests.tui.sources import FixedScheduler, fixed_collector
+    from tests.tui.test_monitor_app import plain, settle
+
+    del anyio_backend
+    view = parse_status(DOCUMENT, url="http://127.0.0.1:8150")
+    app = MonitorApp(fixed_collector(tmp_path, scheduler=FixedScheduler(view)), interval_s=10)
+    async with app.run_test(size=(120, 48)) as pilot:
+        await settle(app, pilot)
+        lines = [line.rstrip() for line in plain(app.query_one("#scheduler")).splitlines()]
+    assert lines[-5:] == PANEL.splitlines()[-5:]
