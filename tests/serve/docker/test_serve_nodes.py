@@ -9,6 +9,7 @@ never a length of time."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,13 @@ def _chat(url: str, effort: int | None = None, model: str = "auto") -> httpx.Res
 
 
 def test_effort_wakes_a_node_while_the_local_tier_answers_then_serve_routes_to_it_and_idle_destroys_it(  # noqa: E501
-    docker_engine: object,
+    clean_namespace: object,
     llama_image: str,
     namespace: str,
     profile_dir: Path,
     tmp_path: Path,
 ) -> None:
-    state = _double(docker_engine, namespace)
+    state = _double(clean_namespace, namespace)
     profile = {
         "services": {"local": llama_service(free_port())},
         "nodes": {"reasoning": _node(wake_on={"effort": 7}, idle_after="5s")},
@@ -127,13 +128,72 @@ def test_effort_wakes_a_node_while_the_local_tier_answers_then_serve_routes_to_i
         assert abs(spent - state.charges_usd()) <= price / 3600
 
 
-def test_the_provider_down_the_node_is_not_created_and_the_local_tier_answers(
-    docker_engine: object,
+def test_the_local_queue_reaching_wake_on_wakes_the_node_while_local_answers_everyone(
+    clean_namespace: object,
     llama_image: str,
     namespace: str,
     profile_dir: Path,
 ) -> None:
-    state = _double(docker_engine, namespace)
+    state = _double(clean_namespace, namespace)
+    local = llama_service(free_port(), max_concurrency=1)
+    profile = {
+        "services": {"local": local},
+        "nodes": {"reasoning": _node(wake_on={"queue_depth": 2})},
+        "cloud": {"daily_cap": 5.0},
+        "routing": {
+            "tiers": {
+                "any": {
+                    "effort": "1-10",
+                    "candidates": [{"service": "local"}, {"node": "reasoning"}],
+                },
+            }
+        },
+    }
+    (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
+    with serve_vast(state) as vast_url:
+        env = {"VAST_URL": vast_url, "VAST_API_KEY": state.api_key}
+        with serving("dev", env=env) as served:
+            served.wait_state("local", "ready", timeout_s=120)
+            answers: list[httpx.Response] = []
+
+            def slow() -> None:  # llama.cpp's ignore_eos: exactly 300 tokens, a few seconds
+                answers.append(
+                    httpx.post(
+                        served.url + "/v1/chat/completions",
+                        json={
+                            "model": "local",
+                            "messages": CHAT["messages"],
+                            "max_tokens": 300,
+                            "ignore_eos": True,
+                        },
+                        timeout=300,
+                        trust_env=False,
+                    )
+                )
+
+            busy = [threading.Thread(target=slow) for _ in range(3)]
+            for thread in busy:
+                thread.start()
+            _wait(lambda: served.backend("local")["queued"] == 2, "two waiting locally")
+            fourth = _chat(served.url)  # arrives with two waiting: the node is woken
+            for thread in busy:
+                thread.join(timeout=300)
+            assert fourth.status_code == 200, fourth.text
+            assert [a.status_code for a in answers] == [200, 200, 200]
+            waking = [e for e in served.events() if e["event"] == "node_waking"]
+            assert [(e["backend"], e["detail"]) for e in waking] == [
+                ("reasoning", "2 waiting locally ≥ 2")
+            ]
+            served.wait_state("reasoning", "ready", timeout_s=180)
+
+
+def test_the_provider_down_the_node_is_not_created_and_the_local_tier_answers(
+    clean_namespace: object,
+    llama_image: str,
+    namespace: str,
+    profile_dir: Path,
+) -> None:
+    state = _double(clean_namespace, namespace)
     state.down = True  # every route answers 503
     profile = {
         "services": {"local": llama_service(free_port())},
@@ -171,12 +231,12 @@ def test_the_provider_down_the_node_is_not_created_and_the_local_tier_answers(
 
 
 def test_a_request_that_names_a_stopped_node_waits_for_it_and_gets_its_answer(
-    docker_engine: object,
+    clean_namespace: object,
     llama_image: str,
     namespace: str,
     profile_dir: Path,
 ) -> None:
-    state = _double(docker_engine, namespace)
+    state = _double(clean_namespace, namespace)
     profile = {"services": {}, "nodes": {"reasoning": _node()}, "cloud": {"daily_cap": 5.0}}
     (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
     with serve_vast(state) as vast_url:
@@ -191,7 +251,7 @@ def test_a_request_that_names_a_stopped_node_waits_for_it_and_gets_its_answer(
 
 
 def test_at_the_daily_cap_serve_destroys_its_node_and_creates_none(
-    docker_engine: object,
+    clean_namespace: object,
     llama_image: str,
     namespace: str,
     profile_dir: Path,
@@ -201,7 +261,7 @@ def test_at_the_daily_cap_serve_destroys_its_node_and_creates_none(
     it. The warning at 80%, then the hard stop: destroyed, and not created again (not even
     for a request that names it); the ledger's spend within one second's price of the
     double's own charges."""
-    state = _double(docker_engine, namespace)
+    state = _double(clean_namespace, namespace)
     profile = {
         "services": {},
         "nodes": {"orch": _node(always_on=True)},
@@ -240,7 +300,6 @@ def test_kill_9_of_serve_right_after_a_create_then_nodes_finds_and_destroys_it(
     its always-on node's instance and before the answer reached it (its record holds the
     intent only), `aitherctl nodes destroy --all` finds the instance by its label."""
     import signal
-    import threading
 
     from tests.conftest import run_cli
 
