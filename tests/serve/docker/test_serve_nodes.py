@@ -250,6 +250,37 @@ def test_a_request_that_names_a_stopped_node_waits_for_it_and_gets_its_answer(
             assert len(state.instances) == 1
 
 
+def test_a_streaming_request_that_names_a_stopped_node_hears_keep_alives_while_it_boots(
+    clean_namespace: object,
+    llama_image: str,
+    namespace: str,
+    profile_dir: Path,
+) -> None:
+    """The wait is longer than serve's first keep-alive (1 s): the double alone waits its 1 s
+    boot delay after the create call before it starts the container."""
+    state = _double(clean_namespace, namespace)
+    profile = {"services": {}, "nodes": {"reasoning": _node()}, "cloud": {"daily_cap": 5.0}}
+    (profile_dir / "dev.yaml").write_text(yaml.safe_dump(profile))
+    with serve_vast(state) as vast_url:
+        env = {"VAST_URL": vast_url, "VAST_API_KEY": state.api_key}
+        with (
+            serving("dev", env=env) as served,
+            httpx.stream(
+                "POST",
+                served.url + "/v1/chat/completions",
+                json={"model": "reasoning", "stream": True, **CHAT},
+                timeout=300,
+                trust_env=False,
+            ) as response,
+        ):
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line]
+    assert lines[0] == ": waiting for a backend"
+    data = [line for line in lines if line.startswith("data: ")]
+    assert data[-1] == "data: [DONE]"
+    assert any('"content"' in line for line in data)
+
+
 def test_at_the_daily_cap_serve_destroys_its_node_and_creates_none(
     clean_namespace: object,
     llama_image: str,
