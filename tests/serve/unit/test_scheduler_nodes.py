@@ -224,6 +224,30 @@ async def test_an_idle_node_is_destroyed_after_its_idle_time_counted_from_its_la
 
 
 @run
+async def test_a_node_found_running_at_start_is_idle_from_when_serve_knew_it() -> None:
+    """Not from when the instance was created (hours ago, perhaps): serve's clock far from zero
+    and the node's record older than serve do not make it look idle at once."""
+    effects = FakeEffects()
+    clock = Clock()
+    sched = scheduler(
+        node_profile({"big": node(idle_after="60s")}),
+        effects,
+        clock,
+        nodes_running={"big": address("r1")},
+    )
+    effects.nodes_running = {"big": address("r1")}
+    await sched._tick()
+    clock.advance(59)
+    await sched._tick()
+    assert effects.kinds("destroy_node") == []
+    clock.advance(1)
+    tick = asyncio.create_task(sched._tick())
+    (await effects.next_call("destroy_node", "big")).succeed()
+    await tick
+    assert sched.backends["big"].state is STOPPED
+
+
+@run
 async def test_an_always_on_node_is_created_at_start_and_replaced_when_it_dies() -> None:
     effects = FakeEffects()
     sched = scheduler(node_profile({"orch": node(always_on=True)}), effects, Clock())
