@@ -207,7 +207,10 @@ def ps_json() -> int:
     except AitherError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return int(exc.exit_code)
-    sys.stdout.write(json.dumps(listing.to_json(), indent=2, default=str) + "\n")
+    from aitherctl.monitor.node_rows import current_node_rows
+
+    document = {**listing.to_json(), "nodes": [row.to_json() for row in current_node_rows()]}
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
     return 0
 

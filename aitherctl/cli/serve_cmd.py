@@ -129,6 +129,7 @@ def serve(  # noqa: PLR0917 - Typer passes options by position
             keys=list(keys),
             access=access,
             access_log=access_log,
+            log=stderr_line,  # node and budget news, with or without --quiet
         )
 
     def active(current: Profile) -> Profile | None:

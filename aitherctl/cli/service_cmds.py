@@ -12,9 +12,12 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode, NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.table import Table
 
     from aitherctl.monitor.services import ServiceListing
+    from aitherctl.nodes.model import NodeRow
     from aitherctl.switching.state import StackState
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -256,13 +259,15 @@ def recover(json_out: JsonOpt = False) -> None:
 def ps(json_out: JsonOpt = False) -> None:
     """What aitherctl runs: service, engine, model, state, health, port, GPU, VRAM (real use
     against the budget, flagged when over), uptime."""
+    from aitherctl.monitor.node_rows import current_node_rows
     from aitherctl.monitor.services import list_services, with_other_hosts
 
     out = Output(json_mode=json_out)
     listing = list_services(runtime.docker_reader(), runtime.catalog, runtime.gpu_inventory)
     listing = with_other_hosts(listing)
+    nodes = current_node_rows()
     if json_out:
-        out.data(listing.to_json())
+        out.data({**listing.to_json(), "nodes": [row.to_json() for row in nodes]})
         return
     out.print(f"profile: [bold]{listing.active_profile or 'none'}[/]   docker: {listing.endpoint}")
     for name, endpoint in listing.hosts:
@@ -273,8 +278,32 @@ def ps(json_out: JsonOpt = False) -> None:
         out.warn("a switch was interrupted: run `aitherctl recover` (or any switch) to finish it")
     if not listing.rows:
         out.print("no services running (start some with `aitherctl profile switch NAME`)")
-        return
-    out.print(ps_table(listing))
+    else:
+        out.print(ps_table(listing))
+    if nodes:
+        out.print(nodes_table(nodes))
+
+
+def nodes_table(rows: Sequence[NodeRow]) -> Table:
+    """`ps`'s rented nodes: state, the instance, its whole hourly price, what it cost today,
+    and (from a running `serve`) the idle time left before it is destroyed."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for name in ("node", "profile", "state", "instance", "$/h", "today", "idle left"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        running = row.state.value == "running"
+        table.add_row(
+            row.node,
+            row.profile,
+            f"[green]{row.state.value}[/]" if running else f"[yellow]{row.state.value}[/]",
+            row.instance_id or "-",
+            "-" if row.price_per_hour_usd is None else f"${row.price_per_hour_usd:.3f}",
+            f"${row.spent_today_usd:.4f}",
+            _duration(row.idle_left_s),
+        )
+    return table
 
 
 def ps_table(listing: ServiceListing) -> Table:

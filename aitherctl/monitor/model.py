@@ -169,7 +169,7 @@ class SchedulerBackendView:
     """One backend of `aitherctl serve` as its `GET /status` lists it (`backends[]`)."""
 
     name: str  # `backend`
-    kind: str  # service or endpoint
+    kind: str  # service, endpoint or node (a rented GPU)
     state: str  # ready, loading, evicting, stopped, asleep, unloaded
     in_flight: int
     limit: int  # concurrency limit: llama.cpp slots, vLLM max_num_seqs, max_concurrency
@@ -186,6 +186,12 @@ class SchedulerBackendView:
     # `last_used_ts`: the scheduler's own monotonic clock, not wall time; only comparable
     # between backends of the same gateway.
     last_used_clock_s: float | None = None
+    # A rented node: its instance's whole hourly price (None: no instance), what it cost
+    # today, and how long it may stay idle before serve destroys it (None: busy, not running,
+    # or never idle-destroyed).
+    price_per_hour_usd: float | None = None
+    spent_today_usd: float | None = None
+    idle_left_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,9 @@ def parse_backend(item: Any) -> SchedulerBackendView:
         ),
         last_error=_text_or_none(item.get("last_error")),
         last_used_clock_s=_number_or_none(item.get("last_used_ts")),
+        price_per_hour_usd=_number_or_none(item.get("price_per_hour_usd")),
+        spent_today_usd=_number_or_none(item.get("spent_today_usd")),
+        idle_left_s=_number_or_none(item.get("idle_left_s")),
     )
 
 

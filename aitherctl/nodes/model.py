@@ -146,6 +146,13 @@ class NodeRecord:
         end = self.ended_at if self.ended_at is not None else now
         return cost_usd(self.price_per_hour_usd, end - self.started_at)
 
+    def cost_since(self, since: float, now: float) -> float:
+        """What it cost from `since` (the start of the day) until it ended (or `now`)."""
+        if self.price_per_hour_usd is None or self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else now
+        return cost_usd(self.price_per_hour_usd, end - max(self.started_at, since))
+
     def unaccrued(self, now: float) -> tuple[float, float] | None:
         """The span (from, to) whose cost is not in the ledger yet, or None."""
         if self.price_per_hour_usd is None or self.started_at is None:
@@ -156,6 +163,62 @@ class NodeRecord:
 
     def age_s(self, now: float) -> float:
         return max(now - self.created_at, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One instance as `ps` lists it: this machine's record, and from a running `serve` how
+    long it may stay idle before it is destroyed (None: unknown, busy or never)."""
+
+    node: str
+    profile: str
+    state: NodeState
+    instance_id: str | None
+    price_per_hour_usd: float | None
+    spent_today_usd: float
+    idle_left_s: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "profile": self.profile,
+            "state": self.state.value,
+            "instance_id": self.instance_id,
+            "price_per_hour_usd": self.price_per_hour_usd,
+            "spent_today_usd": round(self.spent_today_usd, 6),
+            "idle_left_s": self.idle_left_s,
+        }
+
+
+def node_rows(
+    records: Sequence[NodeRecord],
+    *,
+    now: float,
+    day_start: float,
+    idle_left_s: dict[str, float | None] | None = None,
+    serving_profile: str | None = None,
+) -> tuple[NodeRow, ...]:
+    """The live records (still possibly paying), each with its cost since `day_start`;
+    `idle_left_s` (node -> seconds, from `serve`'s /status) applies to `serving_profile`'s."""
+    rows = []
+    for record in records:
+        if not record.live:
+            continue
+        idle = None
+        if idle_left_s is not None and record.profile == serving_profile:
+            idle = idle_left_s.get(record.node)
+        rows.append(
+            NodeRow(
+                node=record.node,
+                profile=record.profile,
+                state=record.state,
+                instance_id=record.instance_id,
+                price_per_hour_usd=record.price_per_hour_usd,
+                spent_today_usd=record.cost_since(day_start, now),
+                idle_left_s=idle,
+            )
+        )
+    return tuple(rows)
 
 
 def cost_usd(price_per_hour_usd: float, seconds: float) -> float:

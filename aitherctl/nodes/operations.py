@@ -284,6 +284,31 @@ def _reconcile(
     return records.update(record, **changes) if changes else record
 
 
+def refresh(
+    provider: Provider, records: NodeRecords, record: NodeRecord, *, clock: Clock = time.time
+) -> NodeRecord:
+    """One instance's record brought up to date from the provider (its state, its address
+    once published); `gone` when the provider no longer has it."""
+    instance = provider.status(record.instance_id) if record.instance_id else None
+    return _reconcile(records, record, instance, clock())
+
+
+def engine_answers(node: Node, url: str, api_key: str | None, timeout_s: float = 5.0) -> bool:
+    """Whether the node's engine at `url` (its root) answers its health path with 200
+    (llama.cpp and vLLM `/health`: 200 once the model is loaded)."""
+    import httpx
+
+    from aitherctl.engines.registry import health_paths
+
+    path = health_paths().get(str(node.engine), "/v1/models")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(timeout=timeout_s, trust_env=False) as client:
+            return client.get(url.rstrip("/") + path, headers=headers).status_code == 200
+    except httpx.HTTPError:
+        return False  # not listening yet
+
+
 def _port_of(instance: Instance) -> int:
     return next(iter(instance.ports), 0)
 

@@ -273,6 +273,21 @@ def node_candidate(node: Node) -> Candidate:
     )
 
 
+def node_at(candidate: Candidate, url: str | None, key: str | None) -> Candidate:
+    """A node's candidate sent to its instance's engine at `url` (its root) with the key it
+    requires; `url` None: no instance runs, the candidate has no address (skipped)."""
+    if url is None:
+        return replace(candidate, base_url="", health_url=None, api_key=None)
+    root = url.rstrip("/")
+    return replace(
+        candidate,
+        base_url=root + "/v1",
+        health_url=root + _HEALTH_PATHS.get(candidate.engine, "/v1/models"),
+        api_key=key,
+        key_over_http=True,
+    )
+
+
 def with_node_addresses(
     table: RoutingTable, addresses: Mapping[str, tuple[str, str | None]]
 ) -> RoutingTable:
@@ -284,14 +299,7 @@ def with_node_addresses(
         candidate = table.backends.get(name)
         if candidate is None or candidate.origin != "node":
             continue
-        root = url.rstrip("/")
-        changed[name] = replace(
-            candidate,
-            base_url=root + "/v1",
-            health_url=root + _HEALTH_PATHS.get(candidate.engine, "/v1/models"),
-            api_key=key,
-            key_over_http=True,
-        )
+        changed[name] = node_at(candidate, url, key)
     if not changed:
         return table
     tiers = tuple(

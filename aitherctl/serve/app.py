@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from aitherctl.routing.table import RoutingTable
     from aitherctl.serve.control import ServiceControl
     from aitherctl.serve.model import Pool
+    from aitherctl.serve.node_control import NodeControl
     from aitherctl.serve.upstream import Upstream
 
 DEFAULT_HOST = "127.0.0.1"
@@ -747,6 +748,8 @@ class Stack:
     upstream: Upstream
     metrics: PromMetrics
     events: EventLog
+    nodes: NodeControl | None = None  # tests give one with the Vast double's provider
+    log: Callable[[str], None] | None = None  # serve's stderr lines (node and budget news)
 
     def running(self, profile: Profile) -> tuple[ServiceControl | None, set[str] | None]:
         """(the Docker control, the services running now); (None, None) without an engine.
@@ -765,6 +768,11 @@ class Stack:
     def build(
         self, profile: Profile, control: ServiceControl | None, running: set[str] | None
     ) -> tuple[Scheduler, Dispatcher]:
+        from aitherctl.serve.node_control import NodeControl
+
+        # Rented nodes through the same operations as `aitherctl nodes`; those this
+        # machine's records saw running are routed to from the start (blocking: a file read).
+        nodes = self.nodes or NodeControl(profile)
         scheduler = Scheduler(
             profile,
             build_routing_table(profile),
@@ -773,6 +781,9 @@ class Stack:
             events=self.events,
             metrics=self.metrics,
             running=running,
+            nodes=nodes,
+            nodes_running=nodes.known_blocking() if profile.nodes else None,
+            log=self.log,
         )
         return scheduler, self.dispatcher(scheduler)
 
@@ -826,11 +837,12 @@ def build_gateway(
     keys: list[ApiKey],
     access: AccessPolicy | None = None,
     access_log: AccessLog | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Gateway, Stack]:
     """Everything `serve` runs, built on the running event loop."""
     from aitherctl.serve.upstream import Upstream
 
-    stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog())
+    stack = Stack(connect, inventory, Upstream(), PromMetrics(), EventLog(), log=log)
     control, running = stack.running(profile)
     scheduler, dispatcher = stack.build(profile, control, running)
     return Gateway(dispatcher, scheduler, stack.metrics, keys, access, access_log=access_log), stack

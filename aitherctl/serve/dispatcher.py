@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +49,7 @@ from aitherctl.serve.ollama_api import EMBED_ROUTES as OLLAMA_EMBED_ROUTES
 from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
 from aitherctl.serve.ollama_api import is_streaming
 from aitherctl.serve.scheduler import Lease, Scheduler
+from aitherctl.serve.states import BackendState
 
 if TYPE_CHECKING:
     from aitherctl.routing.ledger import LedgerRow
@@ -518,8 +519,16 @@ class Dispatcher:
         started: float,
     ) -> Reply | None:
         ctx = self._context(request.local_only)
-        for candidate in route.candidates:
-            reason = static_skip_reason(candidate, ctx)
+        self.scheduler.note_request(route.effort, request.request_id)
+        for listed in route.candidates:
+            candidate = self._live(listed)
+            reason = self._node_skip_reason(candidate, route)
+            if reason is None:
+                # A node the client named and that has no instance yet is checked as it will
+                # be once created (its address is the only thing it lacks).
+                waits = candidate.origin == "node" and not candidate.base_url
+                checked = replace(candidate, base_url="(being created)") if waits else candidate
+                reason = static_skip_reason(checked, ctx)
             if (
                 reason is None
                 and route.overflow
@@ -558,6 +567,24 @@ class Dispatcher:
             if answer is not None or result.outcome in ("ok", "partial"):
                 return answer
         return await self._no_backend(request, route, sink, result)
+
+    def _live(self, candidate: Candidate) -> Candidate:
+        """A rented node's candidate as the scheduler knows it now: with its instance's
+        address and key while one runs, without (skipped) while none does."""
+        if candidate.origin != "node":
+            return candidate
+        backend = self.scheduler.backends.get(candidate.name)
+        return backend.candidate if backend is not None else candidate
+
+    def _node_skip_reason(self, candidate: Candidate, route: Route) -> str | None:
+        """None for a node with a running instance, and for one the client named (it waits
+        while the node is created); else why it is passed over (as a stopped service is)."""
+        if candidate.origin != "node" or candidate.base_url or not route.overflow:
+            return None
+        backend = self.scheduler.backends.get(candidate.name)
+        if backend is not None and backend.state is BackendState.LOADING:
+            return "cloud node is being created (used once its engine answers)"
+        return "cloud node has no running instance"
 
     def _args(self, candidate: Candidate) -> tuple[str, ...] | None:
         """A service's command-line arguments; None for an endpoint."""
@@ -640,6 +667,10 @@ class Dispatcher:
                 )
                 return None
             result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
+            candidate = self._live(candidate)  # a node created while the request waited
+            if candidate.origin == "node" and not candidate.base_url:
+                result.attempts.append((candidate.name, "error", "its instance is gone"))
+                return None
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
                 self.observe("load_wait_seconds", candidate.name, lease.load_wait_s)
@@ -652,6 +683,8 @@ class Dispatcher:
             headers = {"Content-Type": content_type}
             if candidate.api_key_env:
                 headers["Authorization"] = f"Bearer {self.env.get(candidate.api_key_env, '')}"
+            elif candidate.api_key:  # a rented node's generated key (never logged)
+                headers["Authorization"] = f"Bearer {candidate.api_key}"
             if request.streaming:
                 headers["Accept"] = "text/event-stream"
             api = None if via_chat else PASSTHROUGH.get(request.route)

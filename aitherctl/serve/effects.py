@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from aitherctl.profiles.profile import Profile, Service
+    from aitherctl.profiles.profile import Node, Profile, Service
 
 MEMORY_FREE_TIMEOUT_S = 60.0  # after an eviction, how long the GPU may take to show it free
 
@@ -71,3 +71,49 @@ class Effects(Protocol):
 
     async def close(self) -> None:
         """Close connections and thread pools."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    """A rented node whose engine answers: this machine's record of its instance, the engine's
+    root URL and the key it requires (never logged: `repr` leaves it out)."""
+
+    record_id: str
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    price_per_hour_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Today's spend (local day): everything in the ledger (API requests and nodes) plus each
+    node's seconds not accrued yet, and each node's own share of it, by node name."""
+
+    today_usd: float
+    by_node_usd: Mapping[str, float] = field(default_factory=dict)
+
+
+class NodeEffects(Protocol):
+    """What the scheduler does to rented nodes (`aitherctl.serve.node_control.NodeControl` is
+    the real one: the provider's calls in worker threads, this machine's records, the ledger).
+    Errors are `AitherError`s."""
+
+    async def create_node(self, node: Node, cancel: Cancel) -> NodeAddress:
+        """Create an instance of `node` (the record written first, the daily cap checked) and
+        return once its engine answers; a failed or cancelled boot destroys what was made."""
+
+    async def destroy_node(self, node: Node, record_id: str) -> None:
+        """Destroy the instance (with its storage); its last seconds go into the ledger."""
+
+    async def observe_nodes(self) -> dict[str, NodeAddress]:
+        """The profile's nodes whose instance runs now (records reconciled with the
+        provider's own list), by node name."""
+
+    async def spend_today(self) -> Spend:
+        """Today's spend (API requests and nodes, each node's cost accrued up to now)."""
+
+    def adopt(self, profile: Profile) -> None:
+        """Create the nodes of `profile` from now on (a followed switch, or an edit)."""
+
+    async def close(self) -> None:
+        """Let go of the provider's connections (a create in flight destroys what it made)."""

@@ -57,9 +57,9 @@ from aitherctl.serve.states import (
 )
 
 if TYPE_CHECKING:
-    from aitherctl.profiles.profile import Profile, Service
+    from aitherctl.profiles.profile import Node, Profile, Service
     from aitherctl.routing.table import Candidate, RoutingTable
-    from aitherctl.serve.effects import Effects, GpuReading
+    from aitherctl.serve.effects import Effects, GpuReading, NodeAddress, NodeEffects, Spend
 
 DEFAULT_ENDPOINT_CONCURRENCY = 32
 DEFAULT_SERVICE_CONCURRENCY = 8  # an engine that decides at run time (vLLM without max-num-seqs)
@@ -67,6 +67,8 @@ TICK_S = 1.0  # idle checks and restores
 REFRESH_S = 5.0  # re-read what Docker runs (someone ran `aitherctl up` or `down`)
 LOAD_WAIT_FOR_ROOM_S = 120.0  # a load that must wait for busy services to become idle
 EVENTS_KEPT = 200
+DEFAULT_NODE_CONCURRENCY = 8  # requests sent at once to one rented node's engine
+NODE_RETRY_S = 30.0  # after a failed create, how long before a node is created again
 
 
 @dataclass(eq=False)
@@ -92,6 +94,11 @@ class Backend:
     busy_until: float = 0.0  # working on requests sent around the gateway (seen then)
     cancel: threading.Event = field(default_factory=threading.Event)
     loaded: tuple[float, float] | None = None  # the last load's start and end (clock)
+    # A rented node (`nodes:`): loading creates an instance, evicting destroys it.
+    node: Node | None = None
+    address: NodeAddress | None = None  # its instance's engine, once it answers
+    spent_today_usd: float | None = None  # a node's cost today (all its instances)
+    next_try: float = 0.0  # after a failed create: not created again before this (clock)
 
     @property
     def idle(self) -> bool:
@@ -105,10 +112,10 @@ class Backend:
     def rank(self) -> Rank:
         return parse_rank(self.service.priority) if self.service else Rank.NORMAL
 
-    def snapshot(self, to_wall: Callable[[float], float]) -> dict[str, Any]:
+    def snapshot(self, to_wall: Callable[[float], float], now: float = 0.0) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "kind": "service" if self.service else "endpoint",
+            "kind": "service" if self.service else ("node" if self.node else "endpoint"),
             "state": self.state.value,
             "in_flight": self.in_flight,
             "limit": self.limit,
@@ -121,6 +128,29 @@ class Backend:
             "last_used_ts": round(to_wall(self.last_used), 3) if self.last_used else None,
             "claims_bytes": dict(self.claims),
             "last_error": self.last_error,
+            **(self._node_snapshot(now) if self.node is not None else {}),
+        }
+
+    def _node_snapshot(self, now: float) -> dict[str, Any]:
+        """A node's money and time: its instance's whole hourly price, what it cost today,
+        and how long it may stay idle before it is destroyed (None: busy, not running, or
+        never idle-destroyed)."""
+        from aitherctl.profiles.profile import NodeMode
+
+        assert self.node is not None
+        idle_left = None
+        if (
+            self.node.mode is NodeMode.ON_DEMAND
+            and self.node.idle_after_s is not None
+            and self.state is BackendState.READY
+            and self.idle
+        ):
+            idle_left = round(max(0.0, self.node.idle_after_s - (now - self.last_used)), 1)
+        return {
+            "mode": self.node.mode.value,
+            "price_per_hour_usd": self.address.price_per_hour_usd if self.address else None,
+            "spent_today_usd": self.spent_today_usd,
+            "idle_left_s": idle_left,
         }
 
 
@@ -208,6 +238,9 @@ class Scheduler:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         running: set[str] | None = None,
+        nodes: NodeEffects | None = None,
+        nodes_running: dict[str, NodeAddress] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.profile = profile
         self.table = table
@@ -224,6 +257,13 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Rented nodes: who creates and destroys them, and what today's spend is.
+        self.nodes = nodes
+        self.log = log or (lambda _line: None)
+        self.spent_today_usd: float | None = None
+        self.cap_reached = False  # today's spend reached `cloud.daily_cap`: nothing is created
+        self._warned = False  # the warning share's event was given (until the spend falls)
+        self._node_addresses = dict(nodes_running or {})
         self.backends = self._build(profile, table, running)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -238,6 +278,10 @@ class Scheduler:
         backends: dict[str, Backend] = {}
         for name, candidate in table.backends.items():
             service = profile.services.get(name) if candidate.origin == "service" else None
+            node = profile.nodes.get(name) if candidate.origin == "node" else None
+            if node is not None:
+                backends[name] = self._node_backend(node, candidate, now)
+                continue
             if service is not None:
                 limit = service.max_concurrency or (
                     driver_for(service.engine.value).default_concurrency(service)
@@ -316,6 +360,9 @@ class Scheduler:
             )
             kept.claims = backend.claims
             kept.retired = False
+            if backend.node is not None:
+                kept.node = backend.node
+                self._address(kept, kept.address)  # the new profile's candidate, same instance
             if kept.service is not None and kept.load_task is None and kept.idle:
                 # What the switch left running is the truth for a service nobody uses now.
                 if kept.state is BackendState.READY and backend.state is BackendState.STOPPED:
@@ -336,7 +383,38 @@ class Scheduler:
         self.backends = fresh
         if self.control is not None:
             self.control.adopt(profile)
+        if self.nodes is not None and not _same(self.nodes, self.control):
+            self.nodes.adopt(profile)
         self._changed.set()
+
+    def _node_backend(self, node: Node, candidate: Candidate, now: float) -> Backend:
+        """A rented node: ready when an instance of it runs (serve found it at start, or
+        created it), stopped when none does. It holds none of this machine's memory."""
+        backend = Backend(
+            name=node.name,
+            candidate=candidate,
+            service=None,
+            limit=DEFAULT_NODE_CONCURRENCY,
+            queue=WaitQueue(DEFAULT_MAX_QUEUE),
+            state=BackendState.STOPPED,
+            last_used=now,  # idle time counts from when serve knew it
+            node=node,
+        )
+        address = self._node_addresses.get(node.name)
+        if address is not None:
+            backend.state = BackendState.READY
+            self._address(backend, address)
+        return backend
+
+    def _address(self, backend: Backend, address: NodeAddress | None) -> None:
+        """Route `backend` to its instance's engine (None: to nowhere, it has no instance)."""
+        from aitherctl.routing.table import node_at
+
+        backend.address = address
+        if address is None:
+            backend.candidate = node_at(backend.candidate, None, None)
+        else:
+            backend.candidate = node_at(backend.candidate, address.url, address.api_key)
 
     def _claims(self, service: Service) -> dict[str, int]:
         claims: dict[str, int] = {}
@@ -558,6 +636,8 @@ class Scheduler:
         except Exception as exc:  # any failure ends the load: never "loading" for ever
             message = exc.message if isinstance(exc, AitherError) else f"{exc!r}"
             backend.last_error = message
+            if backend.node is not None:
+                backend.next_try = self.clock() + NODE_RETRY_S
             self.metrics.count("load_failures", backend.name)
             self.events.emit("load_failed", backend.name, message)
             self._fail_waiters(
@@ -632,7 +712,10 @@ class Scheduler:
         return self.control is None or backend.name in await self.control.observe()
 
     async def _bring_up(self, backend: Backend, before: BackendState) -> None:
-        """Wake, reload or start `backend`."""
+        """Wake, reload or start `backend` (create a node's instance)."""
+        if backend.node is not None:
+            await self._create_node(backend, backend.node)
+            return
         if self.control is None:
             raise LoadFailed("no Docker engine to start it with")
         service = backend.service
@@ -645,6 +728,151 @@ class Scheduler:
         if before is BackendState.UNLOADED:
             return  # the engine loads the model with the request itself
         await self._start(backend, service)
+
+    # -- rented nodes ----------------------------------------------------------------------------
+
+    async def _create_node(self, backend: Backend, node: Node) -> None:
+        if self.nodes is None:
+            raise LoadFailed("no provider to create cloud nodes with")
+        if self.cap_reached:
+            raise LoadFailed("today's cloud spend reached the daily cap: no node is created")
+        address = await self.nodes.create_node(node, backend.cancel)
+        if self.cap_reached or backend.cancel.is_set():
+            # The cap was reached (or serve began to stop) while it booted: not kept.
+            await self.nodes.destroy_node(node, address.record_id)
+            raise LoadFailed("the daily cloud cap was reached while it booted: destroyed")
+        self._address(backend, address)
+        price = address.price_per_hour_usd
+        detail = f"instance {address.record_id}" + (f", ${price:.3f}/h" if price else "")
+        self.events.emit("node_created", backend.name, detail)
+        self.log(f"node {backend.name}: created ({detail})")
+
+    def wake_node(self, name: str, why: str, request_id: str | None = None) -> bool:
+        """Create an instance of node `name` in the background (a request's effort or the
+        local queue reached its `wake_on`); requests meanwhile go elsewhere. True when it is
+        (now) on its way or running."""
+        backend = self.backends.get(name)
+        if backend is None or backend.node is None or self._closing or backend.retired:
+            return False
+        if backend.state is not BackendState.STOPPED or backend.load_task is not None:
+            return backend.state in (BackendState.LOADING, BackendState.READY)
+        if self.cap_reached or self.nodes is None or self.clock() < backend.next_try:
+            return False
+        self.events.emit("node_waking", name, why, request_id)
+        self._spawn_load(backend, reason=why)
+        return True
+
+    def note_request(self, effort: int | None, request_id: str | None = None) -> None:
+        """A request arrived with `effort` (None: not graded): wake each on-demand node whose
+        `wake_on` it reaches, by effort or by the requests waiting for local services now."""
+        from aitherctl.profiles.profile import NodeMode
+
+        depth = self.local_queue_depth()
+        for backend in self.backends.values():
+            node = backend.node
+            if node is None or node.mode is not NodeMode.ON_DEMAND:
+                continue
+            if backend.state is not BackendState.STOPPED or backend.load_task is not None:
+                continue
+            wake = node.wake_on
+            if wake.effort is not None and effort is not None and effort >= wake.effort:
+                self.wake_node(backend.name, f"effort {effort} ≥ {wake.effort}", request_id)
+            elif wake.queue_depth is not None and depth >= wake.queue_depth:
+                self.wake_node(
+                    backend.name, f"{depth} waiting locally ≥ {wake.queue_depth}", request_id
+                )
+
+    def local_queue_depth(self) -> int:
+        """Requests waiting for this machine's services (queued, not yet sent)."""
+        return sum(len(b.queue) for b in self.backends.values() if b.service is not None)
+
+    async def _destroy_node(self, backend: Backend, why: str) -> None:
+        """Destroy a ready node's instance ("sleep" is destroy: a stopped instance keeps
+        paying for its storage)."""
+        assert backend.node is not None
+        if backend.state is not BackendState.READY or self.nodes is None:
+            return
+        self.set_state(backend, BackendState.READY, BackendState.EVICTING)
+        self.events.emit("destroying", backend.name, why)
+        address = backend.address
+        try:
+            if address is not None:
+                await self.nodes.destroy_node(backend.node, address.record_id)
+        except AitherError as exc:
+            self.set_state(backend, BackendState.EVICTING, BackendState.READY)
+            self.events.emit("destroy_failed", backend.name, exc.message)
+            self.log(f"node {backend.name}: destroy failed: {exc.message}")
+            return
+        self.set_state(backend, BackendState.EVICTING, BackendState.STOPPED)
+        self._address(backend, None)
+        self.events.emit("destroyed", backend.name, why)
+        self.log(f"node {backend.name}: destroyed ({why})")
+        self._changed.set()
+        if backend.queue:  # a request arrived while it was being destroyed
+            self._pump(backend)
+
+    async def _tend_nodes(self) -> None:
+        """Each tick: today's spend against the cap (warning, hard stop), idle on-demand
+        nodes destroyed, always-on nodes created (again, when theirs died)."""
+        from aitherctl.profiles.profile import NodeMode
+
+        nodes = [b for b in self.backends.values() if b.node is not None]
+        if not nodes or self.nodes is None:
+            return
+        if self.profile.cloud is not None:
+            spend = await self.nodes.spend_today()
+            for backend in nodes:
+                backend.spent_today_usd = spend.by_node_usd.get(backend.name, 0.0)
+            await self._apply_spend(spend, nodes)
+        now = self.clock()
+        for backend in nodes:
+            node = backend.node
+            assert node is not None
+            if (
+                node.mode is NodeMode.ON_DEMAND
+                and node.idle_after_s is not None
+                and backend.state is BackendState.READY
+                and backend.idle
+                and backend.load_task is None
+                and now - backend.last_used >= node.idle_after_s
+            ):
+                await self._destroy_node(backend, f"idle for {node.idle_after_s:g}s")
+            elif (
+                node.mode is NodeMode.ALWAYS_ON
+                and backend.state is BackendState.STOPPED
+                and backend.load_task is None
+                and not self.cap_reached
+                and now >= backend.next_try
+                and not self._closing
+            ):
+                self._spawn_load(backend, reason="always on")
+
+    async def _apply_spend(self, spend: Spend, nodes: list[Backend]) -> None:
+        cloud = self.profile.cloud
+        assert cloud is not None
+        spent = spend.today_usd
+        self.spent_today_usd = spent
+        share = spent / cloud.daily_cap_usd if cloud.daily_cap_usd else 1.0
+        cap = cloud.daily_cap_usd
+        line = f"cloud spend today ${spent:.4f} is {share:.0%} of the ${cap:.2f} cap"
+        if spent >= cloud.warn_at_usd and not self._warned:
+            self._warned = True
+            self.events.emit("budget_warning", None, line)
+            self.log(f"warning: {line}")
+        elif spent < cloud.warn_at_usd:
+            self._warned = False  # a new day
+        reached = spent >= cloud.daily_cap_usd
+        if reached and not self.cap_reached:
+            stop = ": every node is destroyed" if cloud.hard_stop else ""
+            self.events.emit("budget_cap", None, f"{line}: no node is created{stop}")
+            self.log(f"cap reached: {line}: no node is created{stop}")
+        self.cap_reached = reached
+        if not (reached and cloud.hard_stop):
+            return
+        for backend in nodes:
+            if backend.load_task is not None:
+                backend.cancel.set()  # its create destroys what it made
+            await self._destroy_node(backend, "the daily cloud cap was reached (hard stop)")
 
     async def _start(self, backend: Backend, service: Service) -> None:
         """Start through the switch's transaction. When the switch refuses (its VRAM check
@@ -731,7 +959,9 @@ class Scheduler:
             await asyncio.sleep(TICK_S)
             try:
                 await self._tick()
-                if self.clock() - last_refresh >= REFRESH_S and self.control is not None:
+                if self.clock() - last_refresh >= REFRESH_S and (
+                    self.control is not None or self.nodes is not None
+                ):
                     last_refresh = self.clock()
                     await self.reconcile()
             except AitherError as exc:
@@ -754,6 +984,7 @@ class Scheduler:
                 with contextlib.suppress(LoadFailed):
                     await self._evict(backend, f"idle for {service.idle_after_s:g}s")
                 backend.displaced = False  # put away by choice, not displaced
+        await self._tend_nodes()
         await self._restore_residents()
 
     async def _restore_residents(self) -> None:
@@ -780,11 +1011,44 @@ class Scheduler:
     async def reconcile(self) -> None:
         """Align with what Docker runs (someone ran `up` or `down`, a container died). The
         list is read across an `await`: it is applied only to backends whose state did not
-        change since the read began."""
-        assert self.control is not None
-        epochs = {name: backend.epoch for name, backend in self.backends.items()}
-        running = await self.control.observe()
-        self.apply_observation(running, epochs)
+        change since the read began. Rented nodes likewise, from their records and the
+        provider's list."""
+        if self.control is not None:
+            epochs = {name: backend.epoch for name, backend in self.backends.items()}
+            running = await self.control.observe()
+            self.apply_observation(running, epochs)
+        if self.nodes is not None and any(b.node for b in self.backends.values()):
+            epochs = {name: backend.epoch for name, backend in self.backends.items()}
+            found = await self.nodes.observe_nodes()
+            self.apply_node_observation(found, epochs)
+
+    def apply_node_observation(self, found: dict[str, NodeAddress], epochs: dict[str, int]) -> None:
+        """`found`: the nodes whose instance runs now. A ready node whose instance is gone (it
+        died, or `aitherctl nodes destroy`) stops (an always-on one is created again); a
+        stopped one found running (`aitherctl nodes create`) is used from now on."""
+        for name, backend in self.backends.items():
+            if (
+                backend.node is None
+                or backend.load_task is not None
+                or epochs.get(name) != backend.epoch
+            ):
+                continue
+            address = found.get(name)
+            if backend.state is BackendState.READY and (
+                address is None
+                or backend.address is None
+                or address.record_id != backend.address.record_id
+            ):
+                self.set_state(backend, BackendState.READY, BackendState.STOPPED)
+                self._address(backend, None)
+                self.events.emit("gone", name, "its instance is no longer running")
+                self.log(f"node {name}: its instance is no longer running")
+            elif backend.state is BackendState.STOPPED and address is not None:
+                self.set_state(backend, BackendState.STOPPED, BackendState.READY)
+                self._address(backend, address)
+                backend.last_used = self.clock()  # its idle time counts from now
+                self.events.emit("found", name, f"instance {address.record_id} runs")
+                self._pump(backend)
 
     def apply_observation(self, running: set[str], epochs: dict[str, int]) -> None:
         for name, backend in self.backends.items():
@@ -817,9 +1081,22 @@ class Scheduler:
         for holder in self.holders():
             for pool, amount in holder.claims.items():
                 used[pool] = used.get(pool, 0) + amount
+        now = self.clock()
+        cloud = self.profile.cloud
         return {
             "profile": self.profile.name,
-            "backends": [b.snapshot(self._to_wall) for b in self.backends.values()],
+            "backends": [b.snapshot(self._to_wall, now) for b in self.backends.values()],
+            **(
+                {
+                    "cloud": {
+                        "spent_today_usd": self.spent_today_usd,
+                        "daily_cap_usd": cloud.daily_cap_usd,
+                        "cap_reached": self.cap_reached,
+                    }
+                }
+                if cloud is not None and self.profile.nodes
+                else {}
+            ),
             "pools": [
                 {"pool": name, "capacity_bytes": p.capacity_bytes, "used_bytes": used.get(name, 0)}
                 for name, p in self.pools.items()
@@ -852,6 +1129,13 @@ class Scheduler:
                 await task
         if self.control is not None:
             await self.control.close()
+        if self.nodes is not None and not _same(self.nodes, self.control):
+            await self.nodes.close()
+
+
+def _same(one: object, other: object) -> bool:
+    """One object serving as both effects (the tests' fake does)."""
+    return one is other
 
 
 def pool_total(pool: Pool | None) -> int:

@@ -353,11 +353,42 @@ SCHEDULER_STATE_STYLES = {
 }
 
 
+def node_note(backend: SchedulerBackendView) -> str:
+    """A rented node's money and time: `$0.152/h, $0.0123 today, idle 4m00s left` (no price:
+    no instance runs)."""
+    parts = [
+        "no instance"
+        if backend.price_per_hour_usd is None
+        else f"${backend.price_per_hour_usd:.3f}/h"
+    ]
+    if backend.spent_today_usd is not None:
+        parts.append(f"${backend.spent_today_usd:.4f} today")
+    if backend.idle_left_s is not None:
+        parts.append(f"idle {fmt_duration(backend.idle_left_s)} left")
+    return ", ".join(parts)
+
+
+def scheduler_nodes(view: SchedulerView) -> Text | None:
+    """Each rented node's money and time on a line of its own under the table (the line
+    wraps on a narrow terminal rather than being dropped with a column)."""
+    nodes = [backend for backend in view.backends if backend.kind == "node"]
+    if not nodes:
+        return None
+    text = Text()
+    for backend in nodes:
+        if text:
+            text.append("\n")
+        text.append(f"node {backend.name}: ", style="bold")
+        text.append(node_note(backend))
+    return text
+
+
 def _backend_note(backend: SchedulerBackendView) -> Text:
     notes = [
         label
         for label, on in (
             ("endpoint", backend.kind == "endpoint"),
+            ("node", backend.kind == "node"),
             ("pinned", backend.pinned),
             ("on demand", backend.on_demand),
             ("displaced", backend.displaced),
@@ -495,7 +526,11 @@ def scheduler_renderable(view: SchedulerView, *, events: bool = True) -> Rendera
     if view.error:
         return scheduler_headline(view)
     errors = scheduler_errors(view)
-    table = (SchedulerBackends(view), *((errors,) if errors else ()))
+    nodes = scheduler_nodes(view)
+    table: tuple[RenderableType, ...] = (
+        SchedulerBackends(view),
+        *(part for part in (nodes, errors) if part is not None),
+    )
     if not events:  # the monitor shows them in a panel of their own
         return Group(scheduler_headline(view), *table)
     return Group(
@@ -517,6 +552,7 @@ def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
         f"busy={backend.in_flight}/{backend.limit} queued={backend.queued} "
         f"int/nor/bat={backend.queued_interactive}/{backend.queued_normal}/"
         f"{backend.queued_batch}"
+        + (f" node: {node_note(backend)}" if backend.kind == "node" else "")
         for backend in view.backends
     ]
 

@@ -1,6 +1,11 @@
 """A fake of aitherctl's own effects interface (`aitherctl.serve.effects.Effects`), to drive the
 real `Scheduler` through its interleavings step by step (llama-swap's `fakeEffects`).
 
+It also fakes the node effects (`NodeEffects`): `create_node` stays pending until the test
+answers it with a `NodeAddress` (`call.succeed(address(...))`); `observe_nodes` answers
+`nodes_running` and `spend_today` answers `spent_usd` at once; a destroy that succeeds takes the
+node out of `nodes_running`.
+
 It stands in for our interface, not for Docker: each real effect keeps its test against a real
 engine (tests/serve/docker/). Every call is recorded and stays pending until the test ends it
 (`call.succeed()` / `call.fail(exc)`), except the kinds named in `instant`, which return at once.
@@ -13,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from aitherctl.serve.effects import Cancel, GpuReading
+from aitherctl.serve.effects import Cancel, GpuReading, NodeAddress, Spend
 
 
 @dataclass(eq=False)
@@ -41,9 +46,18 @@ class FakeEffects:
         self,
         running: set[str] | None = None,
         *,
-        instant: tuple[str, ...] = ("observe", "read_gpus", "close"),
+        instant: tuple[str, ...] = (
+            "observe",
+            "read_gpus",
+            "close",
+            "observe_nodes",
+            "spend_today",
+        ),
         gpus: dict[int, GpuReading] | None = None,
     ) -> None:
+        self.nodes_running: dict[str, NodeAddress] = {}
+        self.spent_usd = 0.0
+        self.spent_by_node: dict[str, float] = {}
         self.running = set(running or ())
         self.instant = set(instant)
         self.gpus = gpus
@@ -76,7 +90,11 @@ class FakeEffects:
         if kind in self.instant:
             call.succeed(self._answer(call))
         value = await call.future
-        if kind == "start":
+        if kind == "create_node":
+            self.nodes_running[service or ""] = value
+        elif kind == "destroy_node":
+            self.nodes_running.pop(service or "", None)
+        elif kind == "start":
             self.running.add(service or "")
         elif kind == "stop":
             self.running.discard(service or "")
@@ -89,6 +107,10 @@ class FakeEffects:
             return set(self.running)
         if call.kind == "read_gpus":
             return self.gpus
+        if call.kind == "observe_nodes":
+            return dict(self.nodes_running)
+        if call.kind == "spend_today":
+            return Spend(self.spent_usd, dict(self.spent_by_node))
         return None
 
     async def start(self, service: Any, cancel: Cancel) -> None:
@@ -119,3 +141,25 @@ class FakeEffects:
 
     async def close(self) -> None:
         await self._call("close", None)
+
+    # -- the NodeEffects protocol --------------------------------------------------------------
+
+    async def create_node(self, node: Any, cancel: Cancel) -> NodeAddress:
+        result: NodeAddress = await self._call("create_node", node.name, node, cancel)
+        return result
+
+    async def destroy_node(self, node: Any, record_id: str) -> None:
+        await self._call("destroy_node", node.name, record_id)
+
+    async def observe_nodes(self) -> dict[str, NodeAddress]:
+        result: dict[str, NodeAddress] = await self._call("observe_nodes", None)
+        return result
+
+    async def spend_today(self) -> Spend:
+        result: Spend = await self._call("spend_today", None)
+        return result
+
+
+def address(record_id: str, port: int = 41234, price: float = 0.15) -> NodeAddress:
+    """A node's instance as the real effects return it once its engine answers."""
+    return NodeAddress(record_id, f"http://127.0.0.1:{port}", f"key-{record_id}", price)
