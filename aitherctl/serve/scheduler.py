@@ -1103,6 +1103,20 @@ class Scheduler:
             ],
         }
 
+    async def _destroy_idle_kind_of_nodes(self) -> None:
+        """At shutdown: destroy the ready on-demand nodes that have an idle time."""
+        from aitherctl.profiles.profile import NodeMode
+
+        for backend in list(self.backends.values()):
+            node = backend.node
+            if (
+                node is not None
+                and node.mode is NodeMode.ON_DEMAND
+                and node.idle_after_s is not None
+                and backend.state is BackendState.READY
+            ):
+                await self._destroy_node(backend, "serve stopped")
+
     def _to_wall(self, moment: float) -> float:
         """A reading of the scheduler's clock as Unix time."""
         return time.time() - (self.clock() - moment)
@@ -1112,7 +1126,10 @@ class Scheduler:
 
     async def close(self, drain_s: float) -> None:
         """Stop taking requests, wait up to `drain_s` for those in flight, cancel loads (their
-        transactions roll back), leave every container as it is."""
+        transactions roll back), leave every container as it is. A rented node that `serve`
+        would destroy once idle (on demand, with `idle_after`) is destroyed: nothing would end
+        it once `serve` is gone, and it would pay by the second, outside the daily cap's watch.
+        `always_on` nodes and nodes without `idle_after` keep running, as they would here."""
         self._closing = True
         deadline = self.clock() + drain_s
         while self.in_flight() and self.clock() < deadline:
@@ -1127,6 +1144,7 @@ class Scheduler:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        await self._destroy_idle_kind_of_nodes()
         if self.control is not None:
             await self.control.close()
         if self.nodes is not None and not _same(self.nodes, self.control):

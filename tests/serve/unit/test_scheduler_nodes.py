@@ -267,6 +267,31 @@ async def test_an_always_on_node_is_created_at_start_and_replaced_when_it_dies()
 
 
 @run
+async def test_serve_stopping_destroys_the_nodes_it_would_destroy_once_idle() -> None:
+    """Nothing ends an on-demand node once serve is gone, and it pays by the second: it is
+    destroyed at shutdown. An always-on node, and one with no idle time, keep running, as they
+    would while serve runs."""
+    effects = FakeEffects()
+    running = {"big": address("r1"), "orch": address("r2"), "keep": address("r3")}
+    sched = scheduler(
+        node_profile({"big": node(idle_after="15m"), "orch": node(always_on=True), "keep": node()}),
+        effects,
+        Clock(),
+        nodes_running=running,
+    )
+    effects.nodes_running = dict(running)
+    closing = asyncio.create_task(sched.close(drain_s=0))
+    destroy = await effects.next_call("destroy_node", "big")
+    assert destroy.args == ("r1",)
+    destroy.succeed()
+    await closing
+    assert effects.kinds("destroy_node") == [("destroy_node", "big")]
+    assert ("destroyed", "big", "serve stopped") in events(sched, "destroyed")
+    assert sched.backends["orch"].state is READY
+    assert sched.backends["keep"].state is READY
+
+
+@run
 async def test_a_node_created_elsewhere_is_found_and_used() -> None:
     effects = FakeEffects()
     sched = scheduler(node_profile({"big": node()}), effects, Clock())
