@@ -380,6 +380,8 @@ class Scheduler:
             )
             if backend.in_flight:
                 self.retired[name] = backend
+            else:
+                self._end_left_node(backend)
         self.backends = fresh
         if self.control is not None:
             self.control.adopt(profile)
@@ -526,6 +528,7 @@ class Scheduler:
         backend.last_used = self.clock()
         if backend.retired and not backend.in_flight:
             self.retired.pop(backend.name, None)
+            self._end_left_node(backend)
         self._changed.set()
         self._pump(backend)
 
@@ -1103,18 +1106,16 @@ class Scheduler:
             ],
         }
 
+    def _end_left_node(self, backend: Backend) -> None:
+        """A node that left the profile served, its last request done: destroyed if serve
+        would have destroyed it once idle (nothing looks after it from now on)."""
+        if _ends_when_idle(backend) and not self._closing:
+            self._spawn(self._destroy_node(backend, "not in the profile any more"))
+
     async def _destroy_idle_kind_of_nodes(self) -> None:
         """At shutdown: destroy the ready on-demand nodes that have an idle time."""
-        from aitherctl.profiles.profile import NodeMode
-
         for backend in list(self.backends.values()):
-            node = backend.node
-            if (
-                node is not None
-                and node.mode is NodeMode.ON_DEMAND
-                and node.idle_after_s is not None
-                and backend.state is BackendState.READY
-            ):
+            if _ends_when_idle(backend):
                 await self._destroy_node(backend, "serve stopped")
 
     def _to_wall(self, moment: float) -> float:
@@ -1149,6 +1150,19 @@ class Scheduler:
             await self.control.close()
         if self.nodes is not None and not _same(self.nodes, self.control):
             await self.nodes.close()
+
+
+def _ends_when_idle(backend: Backend) -> bool:
+    """A ready rented node that serve destroys once idle (on demand, with an idle time)."""
+    from aitherctl.profiles.profile import NodeMode
+
+    node = backend.node
+    return (
+        node is not None
+        and node.mode is NodeMode.ON_DEMAND
+        and node.idle_after_s is not None
+        and backend.state is BackendState.READY
+    )
 
 
 def _same(one: object, other: object) -> bool:

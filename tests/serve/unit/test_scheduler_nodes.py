@@ -292,6 +292,30 @@ async def test_serve_stopping_destroys_the_nodes_it_would_destroy_once_idle() ->
 
 
 @run
+async def test_a_node_that_left_the_profile_is_destroyed_once_its_last_request_ends() -> None:
+    """A followed switch to a profile without the node: nothing would look after it any more.
+    An always-on node that left keeps running, as it does at shutdown."""
+    effects = FakeEffects()
+    running = {"big": address("r1"), "orch": address("r2")}
+    first = node_profile({"big": node(idle_after="15m"), "orch": node(always_on=True)})
+    sched = scheduler(first, effects, Clock(), nodes_running=running)
+    effects.nodes_running = dict(running)
+    lease = sched.try_acquire("big")
+    assert lease is not None
+    second = node_profile({}, services={"chat": llama(port=9101)})
+    sched.adopt(second, build_routing(second), ram_pools(), {"chat"})
+    await settle()
+    assert effects.kinds("destroy_node") == []  # still answering its request
+    sched.release(lease)
+    destroy = await effects.next_call("destroy_node", "big")
+    assert destroy.args == ("r1",)
+    destroy.succeed()
+    await settle()
+    assert effects.kinds("destroy_node") == [("destroy_node", "big")]
+    assert ("destroyed", "big", "not in the profile any more") in events(sched, "destroyed")
+
+
+@run
 async def test_a_node_created_elsewhere_is_found_and_used() -> None:
     effects = FakeEffects()
     sched = scheduler(node_profile({"big": node()}), effects, Clock())
