@@ -22,6 +22,7 @@ from aitherctl.docker.listing import (
 from aitherctl.docker.listing import (
     local_socket,
     managed_from_inspect,
+    managed_from_list,
     pids_from_top,
 )
 from aitherctl.docker.socket_api import EngineAPIError, EngineNotFound, SocketClient
@@ -227,11 +228,17 @@ class DockerEngine:
     def version(self) -> dict[str, Any]:
         return self.call("docker version", self.client.version)
 
-    def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]:
+    def list_managed(
+        self, *, with_pids: bool = False, inspect: bool = True
+    ) -> list[ManagedContainer]:
+        """The namespace's containers; `inspect=False`: from the listing alone (labels, name,
+        state: `listing.managed_from_list`)."""
         filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]}
         found = self.call(
             "listing containers", lambda: self.client.api.containers(all=True, filters=filters)
         )
+        if not inspect:
+            return [managed_from_list(item) for item in found]
         result = []
         for item in found:
             try:

@@ -41,7 +41,9 @@ class ContainerSource(Protocol):
     namespace: str
     endpoint: str
 
-    def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]: ...
+    def list_managed(
+        self, *, with_pids: bool = False, inspect: bool = True
+    ) -> list[ManagedContainer]: ...
 
     def pids(self, container_id: str) -> tuple[int, ...]: ...
 
@@ -108,6 +110,28 @@ def managed_from_inspect(attrs: Mapping[str, Any], pids: tuple[int, ...] = ()) -
     )
 
 
+def managed_from_list(item: Mapping[str, Any]) -> ManagedContainer:
+    """A container as the engine's listing (`GET /containers/json`) reports it: its labels,
+    name and state, without what only `inspect` has (start time, exit code, restart policy);
+    the creation time to the second."""
+    import time
+
+    names = item.get("Names") or [""]
+    created = item.get("Created")
+    return ManagedContainer.from_labels(
+        id=item["Id"],
+        name=str(names[0]).lstrip("/"),
+        state=item.get("State", "unknown"),
+        image=item.get("Image", ""),
+        labels=item.get("Labels") or {},
+        created_at=(
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+            if isinstance(created, int)
+            else None
+        ),
+    )
+
+
 def pids_from_top(top: Mapping[str, Any]) -> tuple[int, ...]:
     """Host PIDs from `GET /containers/{id}/top` (`Titles`, `Processes`), as `docker top`."""
     titles = [str(title).upper() for title in top.get("Titles") or []]
@@ -164,11 +188,17 @@ class SocketReader:
                 f"{what}: the engine answered with something else than JSON"
             ) from None
 
-    def list_managed(self, *, with_pids: bool = False) -> list[ManagedContainer]:
+    def list_managed(
+        self, *, with_pids: bool = False, inspect: bool = True
+    ) -> list[ManagedContainer]:
+        """The namespace's containers; `inspect=False`: from the listing alone (labels, name,
+        state), one request instead of one more per container."""
         filters = {"label": [f"{c.LABEL_MANAGED}=true", f"{c.LABEL_NAMESPACE}={self.namespace}"]}
         found = self._get(
             "listing containers", "/containers/json", {"all": "1", "filters": json.dumps(filters)}
         )
+        if not inspect:
+            return [managed_from_list(item) for item in found or []]
         ids = [str(item["Id"]) for item in found or []]
         inspected = self._inspect_all(ids)
         result = []

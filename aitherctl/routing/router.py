@@ -116,7 +116,7 @@ def observe_stack(
     try:
         engine = connect()
         try:
-            state = observe(engine)
+            state = observe(engine, inspect=False)  # the labels and states say all `run` needs
         finally:
             engine.close()
     except AitherError as exc:
@@ -786,8 +786,13 @@ class _Scoring:
 
     def start(self) -> None:
         if self._thread is None and self._value is None:
+            import sys
             import threading
 
+            # The scorer's start-up is pure Python (imports, regex compiles): while it runs, the
+            # thread reading the answer gets the interpreter back only at a switch, every 5 ms by
+            # default. 1 ms makes the answer's first byte wait at most that long.
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
             self._thread = threading.Thread(target=self._run, name="effort-score", daemon=True)
             self._thread.start()
 

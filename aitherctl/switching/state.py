@@ -48,8 +48,11 @@ def observe(
     inventory: GpuInventory | None = None,
     *,
     with_pids: bool = False,
+    inspect: bool = True,
 ) -> StackState:
-    containers = tuple(engine.list_managed(with_pids=with_pids))
+    """What runs. `inspect=False` reads the engine's listing alone (one request): enough for
+    the active profile and the running services, not for start times, exit codes or PIDs."""
+    containers = tuple(engine.list_managed(with_pids=with_pids, inspect=inspect))
     active = _recorded_active(engine, containers)
     hashes = None
     if active is None and catalog is not None and any(item.running for item in containers):

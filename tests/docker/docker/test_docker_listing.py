@@ -3,6 +3,7 @@ same containers, read back the same way, and the same one-line errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,25 @@ def test_socket_reader_sees_what_the_sdk_sees(
         assert states["a"] == ("running", True, None)
         assert states["b"][:2] == ("exited", False)
         assert states["b"][2] is not None
+
+        # From the listing alone (what `run` reads): the same containers, labels and states,
+        # without what only `inspect` has; the same through the SDK.
+        def listed(item):  # type: ignore[no-untyped-def]
+            return replace(
+                item,
+                started_at=None,
+                exit_code=None,
+                pids=(),
+                restart_policy=None,
+                created_at=item.created_at[:19] if item.created_at else None,
+            )
+
+        for source in (light, through_sdk):
+            light_rows = sorted(source.list_managed(inspect=False), key=lambda c: c.id)
+            assert [
+                replace(row, created_at=row.created_at[:19] if row.created_at else None)
+                for row in light_rows
+            ] == [listed(item) for item in sdk]
         running = next(c for c in ours if c.service == "a")
         assert running.pids
         assert light.pids(running.id) == through_sdk.pids(running.id)
