@@ -1,6 +1,7 @@
 """Vast.ai behind `Provider`: six REST routes, with httpx (the routes, fields and auth are those
 the official `vastai` SDK 1.9.1 uses: `vastai/api/offers.py`, `instances.py`, `billing.py`,
-`client.py`).
+`client.py`); tests/nodes/test_vast_sdk_contract.py runs the SDK and this adapter against the
+same contract double and compares what each sends).
 
 - base URL: `$VAST_URL` (the SDK's own override), else https://console.vast.ai; API v0 routes
   under `/api/v0`, the instance list under `/api/v1`; `Authorization: Bearer KEY`
