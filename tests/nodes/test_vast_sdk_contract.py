@@ -170,7 +170,7 @@ def test_the_sdk_creates_shows_lists_and_destroys_an_instance_and_reads_the_acco
     assert state.charges_usd() > 0.0
 
 
-def test_the_sdk_waits_out_a_429_and_raises_it_once_its_retries_are_spent(
+def test_the_sdk_waits_out_a_429_or_503_and_raises_it_once_its_retries_are_spent(
     sdk: Sdk, state: VastState
 ) -> None:
     state.retry_after_s = "0"  # the SDK sleeps Retry-After between tries; no need to wait here
@@ -186,6 +186,11 @@ def test_the_sdk_waits_out_a_429_and_raises_it_once_its_retries_are_spent(
     }
     assert len(state.calls) == 3
     assert sdk.result("show_instances") == []  # the next call goes through
+
+    state.calls.clear()
+    state.down = True  # a 503 is retried the same way (its own short backoff, no Retry-After)
+    assert sdk("show_user")["http_error"] == 503
+    assert len(state.calls) == 3
 
 
 def test_the_sdk_sees_an_insufficient_bid_a_taken_offer_and_a_wrong_key_refused(
