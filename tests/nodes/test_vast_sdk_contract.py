@@ -272,7 +272,8 @@ def test_our_adapter_sends_the_routes_fields_and_auth_the_sdk_sends(
     for key, op in (("num_gpus", "eq"), ("dph_total", "lte")):  # the SDK's are text
         assert list(ours.body[key]) == list(theirs.body[key]) == [op]
         assert float(ours.body[key][op]) == float(theirs.body[key][op]), key
-    assert list(ours.body["gpu_ram"]) == list(theirs.body["gpu_ram"]) == ["gte"]
+    # 24 GiB asked as the SDK asks `gpu_ram>=24`: 24 x 1000 against the service's MiB.
+    assert ours.body["gpu_ram"] == theirs.body["gpu_ram"] == {"gte": 24_000.0}
     assert [o.id for o in adapter.search_offers(OfferQuery("RTX 3090", disk_gb=16))] == [
         str(o["id"]) for o in sdk.result("search_offers", "gpu_name=RTX_3090", order="dph_total")
     ]
@@ -324,3 +325,15 @@ def test_our_adapter_sends_the_routes_fields_and_auth_the_sdk_sends(
         same(ours, theirs)
         assert ours.query == theirs.query
         assert ours.body == theirs.body
+
+
+def test_a_24_gib_card_is_found_as_the_sdk_finds_it_though_it_lists_under_24576_mib(
+    adapter: VastProvider, sdk: Sdk, state: VastState
+) -> None:
+    # An RTX 4090 lists 24564 MiB (what nvidia-smi shows; the SDK's own benchmark table says
+    # so), 12 MiB under 24 GiB. The SDK's `gpu_ram>=24` finds it; so must a node's `vram: 24GiB`.
+    assert state.offers[201].gpu_ram_mb == 24_564
+    theirs = sdk.result("search_offers", "gpu_name=RTX_4090 gpu_ram>=24", order="dph_total")
+    ours = adapter.search_offers(OfferQuery("RTX 4090", min_gpu_ram_bytes=24 * GIB))
+    assert [o.id for o in ours] == [str(o["id"]) for o in theirs] == ["201"]
+    assert ours[0].gpu_ram_bytes == 24_564 * 1024 * 1024  # read back as the MiB it lists
