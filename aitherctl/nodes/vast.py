@@ -1,13 +1,15 @@
 """Vast.ai behind `Provider`: six REST routes, with httpx (the routes, fields and auth are those
 the official `vastai` SDK 1.9.1 uses: `vastai/api/offers.py`, `instances.py`, `billing.py`,
-`client.py`).
+`client.py`); tests/nodes/test_vast_sdk_contract.py runs the SDK and this adapter against the
+same contract double and compares what each sends).
 
 - base URL: `$VAST_URL` (the SDK's own override), else https://console.vast.ai; API v0 routes
   under `/api/v0`, the instance list under `/api/v1`; `Authorization: Bearer KEY`
   (`$VAST_API_KEY`, as the SDK's CLI reads it).
 - offers: `POST /api/v0/bundles/` with the filter document (`gpu_name`, `num_gpus`, `gpu_ram`
-  in MiB, `dph_total`, `order`, `type: on-demand`, `allocated_storage` in GB) → `{"offers": [...]}`
-  (`id`, `gpu_name`, `num_gpus`, `gpu_ram` MiB, `dph_total` $/h, `storage_cost` $/GB/month).
+  in GiB times 1000 as the SDK asks it, `dph_total`, `order`, `type: on-demand`,
+  `allocated_storage` in GB) → `{"offers": [...]}` (`id`, `gpu_name`, `num_gpus`, `gpu_ram`
+  MiB, `dph_total` $/h, `storage_cost` $/GB/month).
 - create: `PUT /api/v0/asks/{offer}/` with `{client_id: me, image, env, price, disk, label,
   runtype: args, args}` → `{"success": true, "new_contract": ID}`; `env` `{"-p 8000:8000": "1"}`
   publishes the engine's port (the SDK's `parse_env` of `-p 8000:8000`).
@@ -41,14 +43,18 @@ from aitherctl.nodes.provider import (
     ProviderError,
     ProviderFailure,
 )
+from aitherctl.units import GIB
 
 if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "https://console.vast.ai"
-# Vast's `gpu_ram` counts binary megabytes: a 24 GB card lists 24576 (the SDK's table divides
-# by 1000 and shows "24.6"; its query turns `gpu_ram>=24` into 24000). Read and asked as MiB.
+# Vast's `gpu_ram` counts binary megabytes, as nvidia-smi does: a 3090 lists 24576, a 4090 24564
+# (the SDK's benchmark table), so it is READ as MiB. It is ASKED as the SDK asks it: the SDK
+# multiplies a query's GB by 1000 (`gpu_ram>=24` → 24000), so `vram: 24GiB` is sent as 24000.
+# Sent as MiB (24576) it excluded every 4090, 12 MiB short of 24 GiB.
 _MB = 1024 * 1024
+_ASKED_PER_GIB = 1000
 _STATUSES = {
     "loading": InstanceStatus.LOADING,
     "created": InstanceStatus.LOADING,
@@ -100,7 +106,7 @@ class VastProvider:
             "limit": 64,
         }
         if query.min_gpu_ram_bytes is not None:
-            q["gpu_ram"] = {"gte": query.min_gpu_ram_bytes / _MB}
+            q["gpu_ram"] = {"gte": query.min_gpu_ram_bytes / GIB * _ASKED_PER_GIB}
         if query.max_price_per_hour_usd is not None:
             q["dph_total"] = {"lte": query.max_price_per_hour_usd}
         body = self._call("POST", "/api/v0/bundles/", json_body=q)

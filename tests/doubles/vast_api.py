@@ -1,7 +1,9 @@
 """Contract double of Vast.ai's REST API, for machines that cannot reach the marketplace.
 
 Built from the official `vastai` SDK 1.9.1's source (facts only): the routes, fields and auth it
-uses (`vastai/api/client.py`, `offers.py`, `instances.py`, `billing.py`):
+uses (`vastai/api/client.py`, `offers.py`, `instances.py`, `billing.py`), and checked against
+the SDK itself by tests/nodes/test_vast_sdk_contract.py (the SDK, pointed here by `VAST_URL`,
+makes each of these calls):
 
 - `Authorization: Bearer KEY`; a wrong key answers 401 `{"success": false, "error":
   "auth_error", "msg": ...}`.
@@ -9,8 +11,15 @@ uses (`vastai/api/client.py`, `offers.py`, `instances.py`, `billing.py`):
   "gpu_ram": {"gte": MB}, "dph_total": {"lte": $}, "order": [["dph_total", "asc"]], "type":
   "on-demand", "allocated_storage": GB, "limit": n, "rented": {"eq": false}, ...}`) →
   `{"offers": [{"id", "ask_contract_id", "gpu_name", "num_gpus", "gpu_ram", "dph_base",
-  "storage_cost", "dph_total"}]}`; `dph_total` is the bundle's hourly price with the asked
-  storage (`dph_base + storage_cost * allocated_storage / 720`, storage priced per GB-month).
+  "storage_cost", "dph_total", "score", ...}]}`; `dph_total` is the bundle's hourly price with
+  the asked storage (`dph_base + storage_cost * allocated_storage / 720`, storage priced per
+  GB-month). Every filter is `{field: {op: value}}` with the SDK's operators (`eq`, `neq`, `gt`,
+  `gte`, `lt`, `lte`, `in`, `notin`: `vastai/api/query.py`'s `parse_query`); a query string's
+  numbers arrive as TEXT (`"num_gpus=1"` → `{"eq": "1"}`; only fields with a multiplier, such
+  as `gpu_ram` (times 1000), become numbers), so the double compares them as numbers, as the service
+  must. A filter on a field the double's rows do not carry passes. `order` is a list of
+  `[field, "asc" | "desc"]` (the SDK's default is `[["score", "desc"]]`); an unknown operator or
+  a value that is not a number where one is needed → 400.
 - `PUT /api/v0/asks/{id}/` (`{client_id, image, env, price, disk, label, runtype, args}`) →
   `{"success": true, "new_contract": ID}`; an offer already rented or unknown, a bid (`price`)
   under the offer's `min_bid`, or no credit → 400 `{"success": false, "error": ..., "msg":
@@ -22,9 +31,14 @@ uses (`vastai/api/client.py`, `offers.py`, `instances.py`, `billing.py`):
 - `GET /api/v1/instances/?select_filters=...&order_by=...&limit=25[&after_token=T]` →
   `{"instances": [...], "next_token": T | null, "total_instances": n}`.
 - `DELETE /api/v0/instances/{id}/` → `{"success": true}`; unknown → 404.
-- `GET /api/v0/users/current` → `{"id", "email", "credit", ...}` (never the key).
-- Any route answers 429 with `Retry-After` while `rate_limited` is above zero (one per request),
-  and 503 while `down`.
+- `GET /api/v0/users/current` → `{"id", "email", "credit", "api_key", ...}` (the service
+  echoes the key: the SDK's `show_user` pops `api_key` before handing the user back).
+- Any route answers 429 with `Retry-After: retry_after_s` while `rate_limited` is above zero
+  (one per request), and 503 while `down`. The SDK retries a 429 (and 502-504) itself, waiting
+  `Retry-After`, up to its `retry` count (3), then raises `requests.HTTPError`; every other
+  error status is raised at once through `raise_for_status`, and its CLI prints the body's `msg`.
+- `calls` records each request as the service sees it (method, path, query, body and the
+  Authorization header), for the tests that compare what the SDK and our adapter send.
 
 When an instance is created the double starts, after `boot_delay_s`, a REAL container on this
 machine's test Docker engine from the asked image and arguments (the llama.cpp test image with
@@ -56,6 +70,7 @@ class VastOffer:
     storage_cost: float = 0.10  # $ per GB-month
     min_bid: float = 0.05
     rented: bool = False
+    score: float = 100.0  # Vast's ranking of the offer; the SDK's default order, descending
 
     def row(self, storage_gb: float) -> dict[str, Any]:
         return {
@@ -67,6 +82,8 @@ class VastOffer:
             "dph_base": self.dph_base,
             "storage_cost": self.storage_cost,
             "dph_total": self.dph_total(storage_gb),
+            "min_bid": self.min_bid,
+            "score": self.score,
             "rentable": not self.rented,
             "rented": self.rented,
             "verified": True,
@@ -112,17 +129,30 @@ class VastInstance:
         }
 
 
+@dataclass(frozen=True)
+class VastCall:
+    """One request as the service received it."""
+
+    method: str
+    path: str  # without the query
+    query: dict[str, Any]  # each value JSON-decoded where it is JSON (the SDK encodes them so)
+    body: Any
+    authorization: str | None
+
+
 @dataclass
 class VastState:
     api_key: str = "test-vast-key"
     credit: float = 25.0
     boot_delay_s: float = 0.5
     rate_limited: int = 0  # answer this many next requests with 429
+    retry_after_s: str = "1"  # the 429's Retry-After header
     down: bool = False
     offers: dict[int, VastOffer] = field(default_factory=dict)
     instances: dict[int, VastInstance] = field(default_factory=dict)
     destroyed: list[VastInstance] = field(default_factory=list)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    calls: list[VastCall] = field(default_factory=list)
     # Where created instances really run: a Docker client of the test engine (None: no
     # container, the instance only changes state), the models folder and a namespace label.
     docker: Any = None
@@ -146,17 +176,79 @@ class VastState:
         return total
 
 
-def _filter_ok(value: Any, condition: Any) -> bool:
-    if not isinstance(condition, dict):
-        return True
-    for op, want in condition.items():
-        if op == "eq" and value != want:
+class _BadQuery(ValueError):
+    pass
+
+
+def _as_field(value: Any, want: Any) -> Any:
+    """`want` as the field's own type: the SDK sends a query string's numbers as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return want
+    if isinstance(want, str):
+        try:
+            return float(want)
+        except ValueError:
+            raise _BadQuery(f"{want!r} is not a number") from None
+    return want
+
+
+def _filter_ok(value: Any, condition: dict[str, Any]) -> bool:
+    for op, asked in condition.items():
+        if op in ("in", "notin"):
+            if not isinstance(asked, list):
+                raise _BadQuery(f"{op} needs a list")
+            found = value in [_as_field(value, w) for w in asked]
+            if found != (op == "in"):
+                return False
+            continue
+        want = _as_field(value, asked)
+        if op in ("eq", "neq"):
+            if (value == want) != (op == "eq"):
+                return False
+            continue
+        if op not in ("gt", "gte", "lt", "lte"):
+            raise _BadQuery(f"unknown operator {op!r}")
+        if value is None or want is None:
             return False
-        if op == "gte" and not value >= want:
-            return False
-        if op == "lte" and not value <= want:
+        try:
+            ok = {
+                "gt": value > want,
+                "gte": value >= want,
+                "lt": value < want,
+                "lte": value <= want,
+            }[op]
+        except TypeError:
+            raise _BadQuery(f"{want!r} cannot be compared with {value!r}") from None
+        if not ok:
             return False
     return True
+
+
+def _search(offers: list[dict[str, Any]], q: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows that pass every filter of `q`, in `q["order"]`, at most `q["limit"]`."""
+    rows = [
+        row
+        for row in offers
+        if all(
+            _filter_ok(row[name], condition)
+            for name, condition in q.items()
+            if isinstance(condition, dict) and name in row
+        )
+    ]
+    order = q.get("order") or [["score", "desc"]]
+    for name, direction in reversed(order):  # stable sorts, the last key first
+        present = [row for row in rows if row.get(name) is not None]
+        missing = [row for row in rows if row.get(name) is None]
+        present.sort(key=lambda row: row[name], reverse=direction == "desc")
+        rows = present + missing
+    return rows[: int(q.get("limit") or 64)]
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _boot(state: VastState, inst: VastInstance) -> None:
@@ -226,6 +318,15 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
             path = parts.path
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             state.requests.append((method, self.path, body))
+            state.calls.append(
+                VastCall(
+                    method,
+                    path,
+                    {k: _json_or_text(v) for k, v in query.items()},
+                    body,
+                    self.headers.get("Authorization"),
+                )
+            )
             if state.down:
                 self.answer(503, {"success": False, "error": "unavailable", "msg": "maintenance"})
                 return
@@ -234,7 +335,7 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
                 self.answer(
                     429,
                     {"success": False, "error": "rate_limited", "msg": "slow down"},
-                    {"Retry-After": "1"},
+                    {"Retry-After": state.retry_after_s},
                 )
                 return
             if self.headers.get("Authorization") != f"Bearer {state.api_key}":
@@ -242,7 +343,13 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
                 return
             segments = [s for s in path.split("/") if s]
             with state.lock:
-                status, answer = self.route(method, segments, query, body)
+                try:
+                    status, answer = self.route(method, segments, query, body)
+                except _BadQuery as exc:
+                    status, answer = (
+                        400,
+                        {"success": False, "error": "invalid_args", "msg": str(exc)},
+                    )
             if isinstance(answer, dict) and answer.get("new_contract") is not None:
                 state.created.set()
                 if state.hold_create is not None:
@@ -255,17 +362,8 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
             if method == "POST" and seg == ["api", "v0", "bundles"]:
                 q = body or {}
                 storage = float(q.get("allocated_storage", 5.0))
-                rows = [
-                    offer.row(storage)
-                    for offer in state.offers.values()
-                    if _filter_ok(offer.gpu_name, q.get("gpu_name"))
-                    and _filter_ok(offer.num_gpus, q.get("num_gpus"))
-                    and _filter_ok(offer.gpu_ram_mb, q.get("gpu_ram"))
-                    and _filter_ok(offer.dph_total(storage), q.get("dph_total"))
-                    and _filter_ok(offer.rented, q.get("rented"))
-                ]
-                rows.sort(key=lambda row: row["dph_total"])
-                return 200, {"offers": rows[: int(q.get("limit", 64))]}
+                rows = _search([offer.row(storage) for offer in state.offers.values()], q)
+                return 200, {"offers": rows}
             if method == "PUT" and len(seg) == 4 and seg[:3] == ["api", "v0", "asks"]:
                 return self.create(int(seg[3]), body or {})
             if seg[:3] == ["api", "v0", "instances"] and len(seg) == 4:
@@ -294,7 +392,12 @@ def _handler(state: VastState) -> type[BaseHTTPRequestHandler]:
                     "total_instances": len(state.instances),
                 }
             if method == "GET" and seg == ["api", "v0", "users", "current"]:
-                return 200, {"id": 1, "email": "double@example.invalid", "credit": state.credit}
+                return 200, {
+                    "id": 1,
+                    "email": "double@example.invalid",
+                    "credit": state.credit,
+                    "api_key": state.api_key,
+                }
             return 404, {"success": False, "error": "not_found", "msg": self.path}
 
         def create(self, offer_id: int, body: dict[str, Any]) -> tuple[int, Any]:
@@ -380,9 +483,10 @@ def serve_vast(state: VastState) -> Iterator[str]:
 
 
 def standard_offers() -> dict[int, VastOffer]:
-    """Three asks, as the articles price them: a 3090 at about $0.15/h, a 4090 at $0.20/h."""
+    """Three asks, as the articles price them: a 3090 at about $0.15/h, a 4090 at $0.20/h; Vast's
+    score ranks them otherwise than their price (the SDK's default order is the score)."""
     return {
-        101: VastOffer(101, "RTX 3090", dph_base=0.15, gpu_ram_mb=24_576),
-        102: VastOffer(102, "RTX 3090", dph_base=0.22, gpu_ram_mb=24_576),
-        201: VastOffer(201, "RTX 4090", dph_base=0.20, gpu_ram_mb=24_564),
+        101: VastOffer(101, "RTX 3090", dph_base=0.15, gpu_ram_mb=24_576, score=180.0),
+        102: VastOffer(102, "RTX 3090", dph_base=0.22, gpu_ram_mb=24_576, score=210.0),
+        201: VastOffer(201, "RTX 4090", dph_base=0.20, gpu_ram_mb=24_564, score=320.0),
     }
