@@ -32,7 +32,7 @@ if ! docker info >/dev/null 2>&1 || ! { docker image inspect "$upstream" >/dev/n
   stage 2 4 "preparing Docker, a llama.cpp server image and the model (seconds once built; the first time 10-20 minutes on 2 cores, to compile llama.cpp)"
   env_file=$(mktemp)
   # test-env.sh's own stage lines come through (indented); its build output goes to the log.
-  AITHER_SKIP_VLLM=1 AITHER_BUILD_LOG=$STAGE_LOG bash scripts/test-env.sh 3>&1 >"$env_file" \
+  AITHER_SKIP_VLLM=1 AITHER_SKIP_VASTAI=1 AITHER_BUILD_LOG=$STAGE_LOG bash scripts/test-env.sh 3>&1 >"$env_file" \
     || stage_failed $?
   eval "$(cat "$env_file")"; rm -f "$env_file"
   if ! docker image inspect "$upstream" >/dev/null 2>&1 \
@@ -68,7 +68,7 @@ if [ -n "${DOCKER_HOST:-}" ]; then
   echo "To use it from your shell: export DOCKER_HOST=$DOCKER_HOST PATH=$PWD/.venv/bin:\$PATH"
   if [ -f /tmp/aither-dockerd/docker.pid ] && [ "$DOCKER_HOST" = unix:///tmp/aither-dockerd/docker.sock ]; then
     echo "That private engine keeps running: stop it with kill \$(cat /tmp/aither-dockerd/docker.pid);" \
-      "start it again with: eval \"\$(AITHER_SKIP_VLLM=1 bash scripts/test-env.sh)\""
+      "start it again with: eval \"\$(AITHER_SKIP_VLLM=1 AITHER_SKIP_VASTAI=1 bash scripts/test-env.sh)\""
   fi
 fi
 echo "The whole log: $STAGE_LOG"

@@ -201,11 +201,28 @@ DOCKERFILE
   fi
 fi
 
+# ---- the official Vast.ai SDK, for the Vast double's contract test --------------------------
+# A venv of its own (tests/nodes/test_vast_sdk_contract.py runs the SDK in a process of its own):
+# its exact pins stay out of the project's environment. aiodns among them would make aiohttp
+# resolve names with c-ares in serve's tests, where a user's install uses the system's resolver.
+VASTAI_VERSION=1.9.1
+VASTAI_VENV=$CACHE/vastai-venv-$VASTAI_VERSION
+if [ "${AITHER_SKIP_VASTAI:-0}" != 1 ] && [ ! -f "$VASTAI_VENV/.complete" ]; then
+  log "installing the vastai SDK $VASTAI_VERSION into $VASTAI_VENV (once)"
+  rm -rf "$VASTAI_VENV"
+  python3 -m venv "$VASTAI_VENV"
+  "$VASTAI_VENV/bin/pip" install --quiet "vastai==$VASTAI_VERSION" >&2
+  touch "$VASTAI_VENV/.complete"
+fi
+
 echo "export DOCKER_HOST=${DOCKER_HOST:-}"
 echo "export AITHER_TEST_MODELS=$MODELS"
 echo "export AITHER_TEST_MODEL_FILE=$MODEL_FILE"
 if [ "${AITHER_SKIP_VLLM:-0}" != 1 ]; then
   echo "export AITHER_TEST_VLLM_VENV=$VLLM_VENV"
   echo "export AITHER_TEST_VLLM_MODEL=$HF_MODEL"
+fi
+if [ "${AITHER_SKIP_VASTAI:-0}" != 1 ]; then
+  echo "export AITHER_TEST_VASTAI_PYTHON=$VASTAI_VENV/bin/python"
 fi
 printf '[test-env] ready\n' >&2

@@ -1,7 +1,8 @@
 """Contract tests of the Vast.ai double (tests/doubles/vast_api.py) against the official SDK.
 
 The double stands in for a service no test machine can reach, so it is only worth what it
-agrees with: here the official `vastai` SDK (the dev extra pins it), pointed at the double
+agrees with: here the official `vastai` SDK (in a venv of its own, made by scripts/test-env.sh:
+$AITHER_TEST_VASTAI_PYTHON; its pins stay out of the project's environment), pointed at the double
 through `VAST_URL` and `VAST_API_KEY` exactly as a user's script would be, searches, creates,
 shows, lists and destroys, reads the account, meets a 429 and an insufficient bid. Then our
 adapter (aitherctl/nodes/vast.py) and the SDK make the same six calls and the double's record
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,18 @@ LABEL = "aitherctl/box/dev/reasoning/abc123"
 ARGS = ["-m", "/models/smol.gguf", "--port", "8080"]
 
 
+def sdk_python() -> str:
+    """The interpreter of the SDK's own venv (scripts/test-env.sh); skips without it, fails
+    under AITHER_REQUIRE_INTEGRATION=1 as every integration test does."""
+    found = os.environ.get("AITHER_TEST_VASTAI_PYTHON")
+    if found and Path(found).is_file():
+        return found
+    why = 'no vastai SDK venv (AITHER_TEST_VASTAI_PYTHON): eval "$(bash scripts/test-env.sh)"'
+    if os.environ.get("AITHER_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 class Sdk:
     """The official SDK in its own process (tests/nodes/vast_sdk_worker.py says why)."""
 
@@ -46,7 +58,7 @@ class Sdk:
             "XDG_CONFIG_HOME": str(home / ".config"),
         }
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.nodes.vast_sdk_worker"],
+            [sdk_python(), "-m", "tests.nodes.vast_sdk_worker"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
