@@ -52,8 +52,10 @@ from aitherctl.switching.records import write_active
 from aitherctl.switching.specs import ProfileSpecs, build_specs
 from aitherctl.switching.state import StackState, gpu_memory, observe
 from aitherctl.switching.transaction import (
+    ModelStep,
     Progress,
     ServiceOutcome,
+    StartItem,
     Transaction,
     host_progress,
     pending,
@@ -428,6 +430,52 @@ def ensure_models(
         hub.close()
 
 
+def model_step(policy: ModelPolicy | None) -> ModelStep:
+    """The transaction's step after a service's readiness probe answers: an Ollama service with
+    a `model` is ready only once its server lists it (`GET /api/tags`); a missing one is pulled
+    through the server (`POST /api/pull`, outside the readiness timeout, each layer's start and
+    end shown and its progress every 10 s), or, under `--no-pull`, the service fails. Other
+    engines load their model before their probe answers: nothing to do."""
+    pull_allowed = policy is None or policy.pull
+
+    def step(
+        item: StartItem,
+        base_url: str,
+        report: Callable[[str, str], None],
+        cancelled: Callable[[], bool],
+    ) -> str | None:
+        if item.engine != "ollama" or not item.model:
+            return None
+        import httpx
+
+        from aitherctl.models.ollama_pull import ensure_ollama_model
+        from aitherctl.models.pull_model import PullPhase, download_detail
+
+        last_progress = [time.monotonic()]
+
+        def emit(event: PullEvent) -> None:
+            if policy is not None and policy.emit is not None:
+                policy.emit(event)
+            if event.phase is PullPhase.PROGRESS:
+                if time.monotonic() - last_progress[0] < SWITCH_PROGRESS_EVERY_S:
+                    return
+                last_progress[0] = time.monotonic()
+            report("downloading", download_detail(event))
+
+        with httpx.Client() as client:
+            try:
+                ensure_ollama_model(
+                    client, base_url, item.service, item.model,
+                    pull=pull_allowed, emit=emit, clock=time.monotonic, cancelled=cancelled,
+                )  # fmt: skip
+            except AitherError as exc:
+                # The transaction's message names the service already.
+                return exc.message.removeprefix(f"service {item.service!r}: ")
+        return None
+
+    return step
+
+
 # ---- executing ----------------------------------------------------------------------------------
 
 
@@ -572,6 +620,7 @@ def execute(
             {name: (engines[name], part.plan) for name, part in fresh.parts.items()},
             progress,
             cancel,
+            model_step=model_step(models),
         )
         result.outcomes = transaction.apply()
         for name, part in fresh.parts.items():
