@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -49,8 +50,6 @@ class _Progress:
     """Each event as a line on stderr; on a terminal a file's progress rewrites its line."""
 
     def __init__(self, out: Output, json_mode: bool) -> None:
-        import time
-
         self.out = out
         self.json_mode = json_mode
         self.terminal = sys.stderr.isatty()
@@ -221,23 +220,39 @@ def _listing() -> ModelListing:
         )
     from dataclasses import replace
 
+    from aitherctl.models.inventory import with_last_used
+    from aitherctl.routing.ledger import Ledger
+
+    try:
+        listing = with_last_used(listing, profiles, Ledger().last_local_use())
+    except AitherError as exc:
+        notes.append(f"when models were last used is unknown: {exc.message}")
     return replace(listing, notes=(*notes, *listing.notes))
 
 
-def models_table(listing: ModelListing) -> Table:
-    """One row per model: name, engine, size on disk, state, the services that use it."""
+def models_table(listing: ModelListing, now: float | None = None) -> Table:
+    """One row per model: name, engine, size on disk, state, the services that use it, and how
+    long ago one of them last answered a request (`-`: never, as far as the ledger knows)."""
     from rich.table import Table
 
-    from aitherctl.units import format_bytes
+    from aitherctl.units import format_bytes, format_duration
 
+    now = time.time() if now is None else now
     table = Table(box=None, pad_edge=False)
-    for column in ("model", "engine", "size", "state", "used by"):
-        table.add_column(column, no_wrap=column in ("engine", "size", "state"), overflow="fold")
+    for column in ("model", "engine", "size", "state", "used by", "last used"):
+        fixed = column in ("engine", "size", "state", "last used")
+        table.add_column(column, no_wrap=fixed, overflow="fold")
     for model in listing.models:
         used = ", ".join(use.label for use in model.used_by) or "-"
-        table.add_row(
-            model.name, model.engine, format_bytes(model.size_bytes), model.state.value, used
+        last = (
+            f"{format_duration(max(0.0, now - model.last_used_ts))} ago"
+            if model.last_used_ts is not None
+            else "-"
         )
+        table.add_row(
+            model.name, model.engine, format_bytes(model.size_bytes), model.state.value, used,
+            last,
+        )  # fmt: skip
     return table
 
 
@@ -246,6 +261,7 @@ def _listing_json(listing: ModelListing) -> dict[str, Any]:
         "models": [
             {"name": m.name, "engine": m.engine, "kind": m.kind.value, "path": m.path,
              "size_bytes": m.size_bytes, "state": m.state.value,
+             "last_used_ts": m.last_used_ts,
              "used_by": [{"profile": u.profile, "service": u.service, "running": u.running}
                          for u in m.used_by]}
             for m in listing.models

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from aitherctl.docker.stack import ManagedContainer
@@ -160,6 +161,32 @@ def _files_listing(
                 tuple(uses.get(str(path), ())),
             ))  # fmt: skip
     return ModelListing(tuple(found), tuple(notes))
+
+
+def with_last_used(
+    listing: ModelListing,
+    profiles: Iterable[Profile],
+    last_use: Mapping[tuple[str, str, str], float],
+) -> ModelListing:
+    """Each model's `last_used_ts`: the newest request answered by a service that uses it, from
+    the usage ledger's (profile, backend, served model) → time. A row counts for a service only
+    while the service still serves that model name, so requests a service answered with
+    another model before its profile changed are not put on this one."""
+    served = {
+        (profile.name, service.name): service.model_name
+        for profile in profiles
+        for service in profile.services.values()
+    }
+    models = []
+    for model in listing.models:
+        times = [
+            ts
+            for use in model.used_by
+            if (name := served.get((use.profile, use.service))) is not None
+            and (ts := last_use.get((use.profile, use.service, name))) is not None
+        ]
+        models.append(replace(model, last_used_ts=max(times, default=None)))
+    return replace(listing, models=tuple(models))
 
 
 def find_model(listing: ModelListing, name: str) -> LocalModel:

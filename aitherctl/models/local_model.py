@@ -37,6 +37,9 @@ class LocalModel:
     size_bytes: int  # on disk, `.incomplete` parts included
     state: ModelState
     used_by: tuple[ServiceUse, ...] = ()
+    # The newest request one of `used_by` answered (unix time, from the usage ledger: `run` and
+    # `serve` requests); None: none recorded.
+    last_used_ts: float | None = None
 
     @property
     def running_users(self) -> tuple[ServiceUse, ...]:
