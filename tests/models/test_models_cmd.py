@@ -167,7 +167,7 @@ def test_models_lists_what_the_profiles_point_at_and_what_lies_beside(
     ]
     data = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert data["models"][0] == {
-        "name": "org/chat", "engine": "vllm", "kind": "hf-cache",
+        "name": "org/chat", "host": "local", "engine": "vllm", "kind": "hf-cache",
         "path": str(hf / "hub" / "models--org--chat"), "size_bytes": 5140, "state": "complete",
         "used_by": [{"profile": "mine", "service": "chat", "running": False}],
         "last_used_ts": pytest.approx(time.time() - 3 * 3600 - 30, abs=60),
@@ -226,3 +226,38 @@ def test_models_rm_refuses_a_model_a_running_service_uses(
         run_cli("down", "--all", "--yes")
     assert runner.invoke(app, ["models", "rm", MODEL_FILE, "--yes"]).exit_code == 0
     assert not (models / MODEL_FILE).exists()
+
+
+ON_TWO_HOSTS = ModelListing((
+    LocalModel("SmolLM2-135M-Instruct.Q4_1.gguf", "llamacpp", ModelKind.GGUF,
+               "/m/SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, ModelState.COMPLETE,
+               (ServiceUse("dev", "small", True),), NOW - 600),
+    LocalModel("Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "vllm", ModelKind.HF_CACHE,
+               "aither-hf-cache:/hub/models--Qwen--Qwen2.5-Coder-7B-Instruct-AWQ", 5_600_000_000,
+               ModelState.COMPLETE, (ServiceUse("dev", "coding", False),), None,
+               host="gpu-box",
+               remote_place=("aither-hf-cache", "hub/models--Qwen--Qwen2.5-Coder-7B-Instruct-AWQ")),
+))  # fmt: skip
+
+EXPECTED_HOSTS = {
+    80: """\
+model           host     engine    size     state     used by         last used
+SmolLM2-135M-I  local    llamacpp  94 MiB   complete  dev/small       10m00s ago
+nstruct.Q4_1.g                                        (running)
+guf
+Qwen/Qwen2.5-C  gpu-box  vllm      5.2 GiB  complete  dev/coding      -
+oder-7B-Instru
+ct-AWQ""",
+    200: """\
+model                               host     engine    size     state     used by         \
+     last used
+SmolLM2-135M-Instruct.Q4_1.gguf     local    llamacpp  94 MiB   complete  dev/small (runni\
+ng)  10m00s ago
+Qwen/Qwen2.5-Coder-7B-Instruct-AWQ  gpu-box  vllm      5.2 GiB  complete  dev/coding      \
+     -""",
+}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_table_has_a_host_column_when_a_model_is_on_another_host(width: int) -> None:
+    assert _render(ON_TWO_HOSTS, width) == EXPECTED_HOSTS[width]
