@@ -179,7 +179,7 @@ def ensure_ollama_model(
         return False
     if not pull:
         raise RefusedError(
-            f"service {service!r}: Ollama has no model {model} on its disk: switch without "
+            f"service {service!r}: Ollama has no model {model} on its disk: leave out "
             "--no-pull to pull it through Ollama"
         )
     ollama_pull(client, base, service, model, emit=emit, clock=clock, cancelled=cancelled)

@@ -402,7 +402,7 @@ def ensure_models(
         which = ", ".join(f"{t.service!r} ({t.repo})" for t in missing)
         raise RefusedError(
             f"the model of service {which} is not downloaded: run `aitherctl pull "
-            f"{part.profile.name}` first, or switch without --no-pull",
+            f"{part.profile.name}` first, or leave out --no-pull",
             changed=False,
         )
 

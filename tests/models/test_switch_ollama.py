@@ -51,8 +51,7 @@ def test_an_ollama_service_is_ready_only_with_its_model(
         assert refused.returncode == 6, refused.stderr
         assert refused.stderr.splitlines()[-1] == (
             "error: service 'chat' did not become ready: Ollama has no model llama3.2:1b on its "
-            "disk: switch without --no-pull to pull it through Ollama; rolled back (restored: "
-            "site)"
+            "disk: leave out --no-pull to pull it through Ollama; rolled back (restored: site)"
         )
         assert _running(clean_namespace) == before
 
