@@ -190,3 +190,22 @@ def download_detail(event: PullEvent) -> str:
     percent = download_percent(event)
     share = f" ({percent}%)" if percent is not None else ""
     return f"{event.file or ''}  {format_bytes(event.done_bytes)} / {total}{share}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadState:
+    """A service's model download in progress, as the monitor shows it (`state_text`): the file
+    and how far it is, reported by whichever process downloads (`models/downloads.py`)."""
+
+    service: str
+    host: str
+    file: str | None
+    done_bytes: int
+    total_bytes: int | None
+    updated_ts: float  # unix time of the last report
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total_bytes:
+            return None
+        return min(100, self.done_bytes * 100 // self.total_bytes)

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from aitherctl.models.pull_model import DownloadState
 from aitherctl.units import over_budget
 
 
@@ -93,6 +94,8 @@ class ServiceView:
     cpu_pct: float | None = None
     ram_used_bytes: int | None = None
     ram_budget_bytes: int | None = None
+    # Its model downloading now (a switch, `up`, `pull` or serve's start: models/downloads.py).
+    download: DownloadState | None = None
 
     @property
     def over_budget(self) -> bool:

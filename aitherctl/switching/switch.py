@@ -416,10 +416,18 @@ def ensure_models(
             last_progress[0] = time.monotonic()
         progress.note(progress_line(event))
 
+    from aitherctl.models.downloads import end_download, report_download
+
+    shown = policy.emit or note
+
+    def emit(event: PullEvent) -> None:
+        report_download(LOCAL_HOST, event)  # what the monitor shows
+        shown(event)
+
     hub = HubClient.open()
     try:
         progress.note("downloading " + ", ".join(f"{t.repo} ({t.service})" for t in missing))
-        pull(missing, hub, policy.emit or note)
+        pull(missing, hub, emit)
     except AitherError as exc:
         raise RefusedError(
             f"downloading the model failed: {exc.message}; nothing was changed",
@@ -428,6 +436,8 @@ def ensure_models(
         ) from None
     finally:
         hub.close()
+        for target in missing:
+            end_download(LOCAL_HOST, target.service)
 
 
 def model_step(policy: ModelPolicy | None) -> ModelStep:
@@ -440,6 +450,7 @@ def model_step(policy: ModelPolicy | None) -> ModelStep:
 
     def step(
         item: StartItem,
+        host: str,
         base_url: str,
         report: Callable[[str, str], None],
         cancelled: Callable[[], bool],
@@ -448,12 +459,14 @@ def model_step(policy: ModelPolicy | None) -> ModelStep:
             return None
         import httpx
 
+        from aitherctl.models.downloads import end_download, report_download
         from aitherctl.models.ollama_pull import ensure_ollama_model
         from aitherctl.models.pull_model import PullPhase, download_detail
 
         last_progress = [time.monotonic()]
 
         def emit(event: PullEvent) -> None:
+            report_download(host, event)  # what the monitor shows
             if policy is not None and policy.emit is not None:
                 policy.emit(event)
             if event.phase is PullPhase.PROGRESS:
@@ -471,6 +484,8 @@ def model_step(policy: ModelPolicy | None) -> ModelStep:
             except AitherError as exc:
                 # The transaction's message names the service already.
                 return exc.message.removeprefix(f"service {item.service!r}: ")
+            finally:
+                end_download(host, item.service)
         return None
 
     return step

@@ -273,11 +273,13 @@ class ModelStep(Protocol):
     """Run once a service answers its readiness probe, before it counts as ready: make sure
     the server has its model (an Ollama server pulls it through its own API). The readiness
     timeout does not cover it: a download takes as long as it takes, and `cancelled()` ends it.
+    `host` is the profile's name for the engine's host; `base_url` where the service answers.
     `report(status, detail)` shows where it is; the result is None, or why it is not ready."""
 
     def __call__(
         self,
         item: StartItem,
+        host: str,
         base_url: str,
         report: Callable[[str, str], None],
         cancelled: Callable[[], bool],
@@ -515,6 +517,7 @@ class EnginePart:
             host = probe_host(item.bind, self.engine.endpoint, self.engine.address)
             failure = self.model_step(
                 item,
+                self.host,
                 f"http://{netloc(host)}:{item.port}",
                 lambda status, detail: self.progress.service(item.service, status, detail),
                 self.cancel.is_set,

@@ -38,8 +38,10 @@ model stays listed), `OLLAMA_DOUBLE_TOKEN_DELAY_S` (0.02), `OLLAMA_DOUBLE_TOKENS
 `OLLAMA_DOUBLE_REGISTRY` (`name=bytes,...`: what `POST /api/pull` can fetch; a pulled model
 joins the models on disk, and its manifest is written where Ollama writes it, so a new
 container on the same volume lists it) and `OLLAMA_DOUBLE_PULL_DELAY_S` (0.05, between the
-pull's progress lines). `POST /api/pull` follows `server/routes.go` `PullHandler` as the
-in-process double (tests/doubles/ollama_server.py) does.
+pull's progress lines); with `OLLAMA_DOUBLE_PULL_HOLD=1` a pull stops after its quarter
+line until `POST /_double/release-pull`, so a test sees a download in progress without timing.
+`POST /api/pull` follows `server/routes.go` `PullHandler` as the in-process double
+(tests/doubles/ollama_server.py) does.
 Every loaded byte is reported as VRAM (`size_vram == size`), as on a GPU that holds the model.
 """
 
@@ -121,6 +123,8 @@ class Ollama:
     hazards: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     registry: dict[str, int] = field(default_factory=dict)  # what `/api/pull` can fetch
+    # OLLAMA_DOUBLE_PULL_HOLD=1: a pull stops at a quarter until `POST /_double/release-pull`.
+    pull_gate: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -406,6 +410,9 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                 self.openai(body)
             elif path == "/api/pull":
                 self.pull(full_name(str(body.get("model") or body.get("name") or "")))
+            elif path == "/_double/release-pull":
+                ollama.pull_gate.set()
+                self.send_json(200, {})
             elif path == "/_double/reset":
                 with ollama.lock:
                     ollama.reset()
@@ -434,6 +441,8 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                     digest = "sha256:" + "b" * 64
                     for completed in (0, size // 4, size // 2, size):
                         time.sleep(float(os.environ.get("OLLAMA_DOUBLE_PULL_DELAY_S", "0.05")))
+                        if completed == size // 2 and os.environ.get("OLLAMA_DOUBLE_PULL_HOLD"):
+                            ollama.pull_gate.wait()
                         line({"status": f"pulling {digest[7:19]}", "digest": digest,
                               "total": size, "completed": completed})  # fmt: skip
                     for status in ("verifying sha256 digest", "writing manifest", "success"):
