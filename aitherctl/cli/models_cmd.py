@@ -139,8 +139,15 @@ def pull(
     for item in skipped:
         if not json_out:
             out.warn(f"service {item.service!r}: not pulled: {item.reason}")
+    from aitherctl.models.downloads import end_download, report_download
+
     hub = HubClient.open()
-    progress = _Progress(out, json_out)
+    shown = _Progress(out, json_out)
+
+    def progress(event: PullEvent) -> None:
+        report_download("local", event)  # what the monitor shows
+        shown(event)
+
     try:
         results = run_pull(targets, hub, progress)
     except KeyboardInterrupt as exc:
@@ -148,6 +155,8 @@ def pull(
         raise
     finally:
         hub.close()
+        for target in targets:
+            end_download("local", target.service)
     missing = [item for item in skipped if item.missing]
     if json_out:
         document = {
