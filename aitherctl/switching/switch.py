@@ -369,9 +369,9 @@ class ModelPolicy:
     emit: Callable[[PullEvent], None] | None = None
 
 
-def _hub_offline() -> bool:
+def _hub_offline(env: Mapping[str, str] = os.environ) -> bool:
     # huggingface_hub's variable: nothing asks the Hub, the engines are left to find their models.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def ensure_models(
@@ -379,7 +379,8 @@ def ensure_models(
 ) -> None:
     """Download the missing models of the services `part` starts, before anything stops, so a
     failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub id, a
-    llama.cpp `source:`); with HF_HUB_OFFLINE=1 none is."""
+    llama.cpp `source:`); with HF_HUB_OFFLINE=1 here none is, and in a service's `env:` not
+    that service's."""
     from aitherctl.models.hub import HubClient
     from aitherctl.models.pull import pull, pull_targets
     from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
@@ -389,7 +390,12 @@ def ensure_models(
     names = sorted({spec.service for spec in part.plan.to_start})
     if not names:
         return
-    found = pull_targets(part.profile, names, engine.volume_folder)
+    # A service whose own environment says HF_HUB_OFFLINE=1 does not download (its engine will
+    # not either): it is left to find its model, as with the variable set here.
+    online = [n for n in names if not _hub_offline(dict(part.profile.services[n].env))]
+    if not online:
+        return
+    found = pull_targets(part.profile, online, engine.volume_folder)
     # An Ollama server pulls its own models, and it is not running yet: not here.
     missing = [
         t

@@ -116,3 +116,27 @@ def test_up_pulls_a_missing_model_first_as_the_switch_does(
         assert set(_running(clean_namespace)) == {"assistant"}
     finally:
         run_cli("down", "--all", "--yes")
+
+
+def test_a_service_whose_own_env_is_offline_is_left_to_its_engine(
+    clean_namespace, write_profile, llama_image, tmp_path
+) -> None:
+    """HF_HUB_OFFLINE=1 in the service's `env:` (its engine will not download): the switch asks
+    the Hub nothing for it and does not refuse under --no-pull, as with the variable set here."""
+    del llama_image
+    service = llama_service(free_port(), source=f"{GGUF_REPO}:{MODEL_FILE}")
+    service["volumes"] = {str(tmp_path / "models"): "/models:ro"}
+    service["env"] = {"HF_HUB_OFFLINE": "1"}
+    service["health"] = {"timeout": 60}
+    write_profile("offline", services={"assistant": service})
+    state = hub_state()
+    try:
+        with serve_hub(state) as endpoint:
+            env = {"HF_ENDPOINT": endpoint}
+            result = run_cli("profile", "switch", "offline", "--yes", "--no-pull", env=env)
+        assert result.returncode == 6, result.stderr
+        assert state.requests == []
+        assert "is not downloaded" not in result.stderr
+        assert _running(clean_namespace) == {}
+    finally:
+        run_cli("down", "--all", "--yes")
