@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from aitherctl.models.local_model import ModelListing
     from aitherctl.models.pull_model import PullEvent
     from aitherctl.profiles.catalog import ProfileCatalog
-    from aitherctl.profiles.profile import Host, Profile
+    from aitherctl.profiles.profile import Host, Profile, Service
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line on stdout.")]
 PLAIN_PROGRESS_EVERY_S = 10.0  # without a terminal, a progress line at most this often
@@ -278,24 +278,38 @@ def _connect_host(host: Host) -> DockerEngine:
 
 
 def _remote_listing(host: Host, profiles: list[Profile]) -> ModelListing:
-    """The models in the folders the profiles' services mount on `host`, read there."""
+    """The models in the folders the profiles' services mount on `host`, read there, and those
+    its Ollama servers list (`GET /api/tags`, where this machine reaches them)."""
+    import httpx
+
     from aitherctl.docker.model_folders import list_remote
     from aitherctl.errors import AitherError, NotFoundError
-    from aitherctl.models.inventory import remote_listing, running_services
+    from aitherctl.models.inventory import ollama_listing, remote_listing, running_services
     from aitherctl.models.local_model import ModelListing
+    from aitherctl.models.ollama_pull import ollama_sizes
+    from aitherctl.switching.readiness import netloc, probe_host
 
     try:
         engine = _connect_host(host)
     except AitherError as exc:
         return ModelListing((), (f"{exc.message}: its models are not listed",))
     try:
+        running = running_services(engine.list_managed())
+
+        def base_of(service: Service) -> str:
+            where = probe_host(service.bind, engine.endpoint, engine.address)
+            return f"http://{netloc(where)}:{service.port}"
+
+        with httpx.Client(timeout=10.0) as client:
+            ollama = ollama_listing(
+                profiles, running, lambda base: ollama_sizes(client, base), host.name, base_of
+            )
         image = _probe_image(engine, profiles, host.name)
         if image is None:
-            return ModelListing((), (
+            return ModelListing(ollama.models, (*ollama.notes, (
                 f"host {host.name!r}: none of its services' images is there to look at its "
-                "folders with: its models are not listed",
-            ))  # fmt: skip
-        running = running_services(engine.list_managed())
+                "folders with: its models are not listed"
+            )))  # fmt: skip
 
         def volume_exists(name: str) -> bool:
             try:
@@ -304,10 +318,11 @@ def _remote_listing(host: Host, profiles: list[Profile]) -> ModelListing:
                 return False
             return True
 
-        return remote_listing(
+        files = remote_listing(
             host.name, profiles, running, volume_exists,
             lambda folders: list_remote(engine.client, image, folders),
         )  # fmt: skip
+        return ModelListing((*files.models, *ollama.models), (*files.notes, *ollama.notes))
     except AitherError as exc:
         return ModelListing((), (f"host {host.name!r}: {exc.message}: its models are not listed",))
     finally:

@@ -38,7 +38,7 @@ from aitherctl.models.local_model import (
 )
 from aitherctl.models.ollama_pull import ollama_base, ollama_tag
 from aitherctl.models.pull_model import hf_cache_folder_name
-from aitherctl.profiles.profile import LOCAL_HOST, Profile
+from aitherctl.profiles.profile import LOCAL_HOST, Profile, Service
 
 INCOMPLETE = ".incomplete"
 
@@ -78,20 +78,35 @@ def list_models(
     return ModelListing((*listing.models, *ollama), (*listing.notes, *notes))
 
 
+def ollama_listing(
+    profiles: Iterable[Profile],
+    running: set[tuple[str, str]] | None,
+    ollama_sizes: Callable[[str], dict[str, int]],
+    host: str = LOCAL_HOST,
+    base_of: Callable[[Service], str] = ollama_base,
+) -> ModelListing:
+    """The models on the disk of every Ollama server of a profile on `host` that answers
+    (`base_of`: where this machine reaches a service there), and who uses them."""
+    found, notes = _ollama_models(profiles, running, ollama_sizes, host, base_of)
+    return ModelListing(tuple(found), tuple(notes))
+
+
 def _ollama_models(
     profiles: Iterable[Profile],
     running: set[tuple[str, str]] | None,
     ollama_sizes: Callable[[str], dict[str, int]],
+    host: str = LOCAL_HOST,
+    base_of: Callable[[Service], str] = ollama_base,
 ) -> tuple[list[LocalModel], list[str]]:
-    """The models on the disk of every Ollama server of a profile here that answers, and who
-    uses them."""
+    """The models on the disk of every Ollama server of a profile on `host` that answers, and
+    who uses them."""
     users: dict[tuple[str, str], list[ServiceUse]] = {}
     servers: dict[str, bool] = {}  # URL → whether one of its services runs now
     for profile in profiles:
         for service in profile.services.values():
-            if service.engine.value != "ollama" or service.host != LOCAL_HOST:
+            if service.engine.value != "ollama" or service.host != host:
                 continue
-            base = ollama_base(service)
+            base = base_of(service)
             is_running = None if running is None else (profile.name, service.name) in running
             servers[base] = servers.get(base, False) or bool(is_running)
             if service.model:
@@ -109,7 +124,7 @@ def _ollama_models(
         for name, size in sorted(sizes.items()):
             found.append(LocalModel(
                 name, "ollama", ModelKind.OLLAMA, base, size, ModelState.COMPLETE,
-                tuple(users.get((base, name), ())),
+                tuple(users.get((base, name), ())), host=host,
             ))  # fmt: skip
     return found, notes
 

@@ -92,3 +92,33 @@ def test_a_host_that_cannot_be_reached_is_one_note(two_hosts: TwoHosts, write_pr
     assert json.loads(result.stdout)["notes"] == [
         "host 'z': cannot use ssh://root@127.0.0.1:1: connection refused: its models are not listed"
     ]
+
+
+def test_the_ollama_servers_of_another_host_are_listed_and_removed_through(
+    two_hosts: TwoHosts, write_profile
+) -> None:
+    """An Ollama service on node-a is reached where the host's `address` says (here the Ollama
+    contract double, on loopback): its models are listed with their host, and removed through
+    `DELETE /api/delete`."""
+    from tests.doubles.ollama_server import ollama_double
+
+    port = free_port()
+    write_profile(
+        "far",
+        hosts={"a": {"docker": two_hosts.a.url, "address": "127.0.0.1"}},
+        services={"chat": {"engine": "ollama", "model": "llama3.2:1b", "port": port,
+                           "gpu": "none", "host": "a", "image": LLAMA_IMAGE}},
+    )  # fmt: skip
+    on_disk = {"llama3.2:1b": 1_321_098_329, "qwen3:8b": 5_225_387_520}
+    with ollama_double({}, on_disk=on_disk, port=port) as (url, state):
+        listed = runner.invoke(app, ["models", "--json"])
+        removed = runner.invoke(app, ["models", "rm", "qwen3:8b", "--host", "a", "--yes"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert [(m["name"], m["host"], m["path"], m["used_by"]) for m in data["models"]] == [
+        ("llama3.2:1b", "a", url, [{"profile": "far", "service": "chat", "running": False}]),
+        ("qwen3:8b", "a", url, []),
+    ]
+    assert removed.exit_code == 0, removed.output
+    assert removed.stdout == "removed qwen3:8b: 4.9 GiB freed\n"
+    assert state.on_disk == {"llama3.2:1b": 1_321_098_329}
