@@ -144,8 +144,12 @@ def pull(
     hub = HubClient.open()
     shown = _Progress(out, json_out)
 
+    by_service = {t.service: t for t in targets}
+
     def progress(event: PullEvent) -> None:
-        report_download("local", event)  # what the monitor shows
+        target = by_service.get(event.service)
+        engine, model = (target.engine, target.repo) if target else (None, None)
+        report_download("local", event, engine, model)  # what the monitor shows
         shown(event)
 
     try:

@@ -29,13 +29,16 @@ def _path(host: str, service: str) -> Path:
     return _folder() / f"{host}--{service}.json"
 
 
-def report_download(host: str, event: PullEvent) -> None:
+def report_download(
+    host: str, event: PullEvent, engine: str | None = None, model: str | None = None
+) -> None:
     """Record `event` as the service's download in progress (never raises: a monitor's view
-    must not break a download)."""
+    must not break a download). `engine` and `model` let a service without a container yet
+    be shown."""
     body = {
         "service": event.service, "host": host, "file": event.file,
         "done_bytes": event.done_bytes, "total_bytes": event.total_bytes,
-        "updated_ts": time.time(), "pid": os.getpid(),
+        "updated_ts": time.time(), "pid": os.getpid(), "engine": engine, "model": model,
     }  # fmt: skip
     with contextlib.suppress(OSError):
         path = _path(host, event.service)
@@ -76,6 +79,7 @@ def downloads_in_progress(now: float | None = None) -> dict[tuple[str, str], Dow
             state = DownloadState(
                 str(item["service"]), str(item["host"]), item.get("file"),
                 int(item["done_bytes"]), item.get("total_bytes"), float(item["updated_ts"]),
+                item.get("engine"), item.get("model"),
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             continue

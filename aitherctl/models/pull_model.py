@@ -203,6 +203,8 @@ class DownloadState:
     done_bytes: int
     total_bytes: int | None
     updated_ts: float  # unix time of the last report
+    engine: str | None = None  # the service's, when the reporter knew it
+    model: str | None = None
 
     @property
     def percent(self) -> int | None:

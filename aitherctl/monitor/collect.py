@@ -292,6 +292,14 @@ class MonitorCollector:
             ]
             if part.host == "local":
                 part_views = [self._with_usage(view, usage, part.containers) for view in part_views]
+            # A service downloading its model before its container exists (a switch, `up`,
+            # serve's start, `pull`): a row of its own, so the download shows.
+            present = {view.name for view in part_views}
+            part_views += [
+                _download_view(download)
+                for (host, service), download in sorted(downloads.items())
+                if host == part.host and service not in present
+            ]
             services += part_views
             gpus_views += [
                 self._gpu_view(gpu, part.containers, host=part.host) for gpu in part.inventory.gpus
@@ -516,6 +524,25 @@ class MonitorCollector:
                 entries.append(LogEntry(self._now(), LogKind.INFO, f"log source failed: {exc}"))
         entries.sort(key=lambda entry: entry.at)
         return tuple(entries[-100:])
+
+
+def _download_view(download: DownloadState) -> ServiceView:
+    """A service that has no container yet, downloading its model."""
+    return ServiceView(
+        name=download.service,
+        engine=download.engine or "?",
+        model=download.model,
+        state="downloading",
+        health=None,
+        port=None,
+        bind=None,
+        gpus=(),
+        container_id=None,
+        vram_used_bytes=None,
+        vram_budget_bytes=None,
+        host=download.host,
+        download=download,
+    )
 
 
 def build_collector(

@@ -69,7 +69,7 @@ class ServiceView:
     name: str
     engine: str
     model: str | None
-    state: str  # container state: running, restarting, exited, ...
+    state: str  # container state: running, restarting, exited, ...; `downloading`: no container yet
     health: str | None  # starting, healthy, unhealthy; None without a health check
     port: int | None
     bind: str | None

@@ -426,8 +426,12 @@ def ensure_models(
 
     shown = policy.emit or note
 
+    targets = {t.service: t for t in missing}
+
     def emit(event: PullEvent) -> None:
-        report_download(LOCAL_HOST, event)  # what the monitor shows
+        target = targets.get(event.service)
+        engine, model = (target.engine, target.repo) if target else (None, None)
+        report_download(LOCAL_HOST, event, engine, model)  # what the monitor shows
         shown(event)
 
     hub = HubClient.open()
@@ -472,7 +476,7 @@ def model_step(policy: ModelPolicy | None) -> ModelStep:
         last_progress = [time.monotonic()]
 
         def emit(event: PullEvent) -> None:
-            report_download(host, event)  # what the monitor shows
+            report_download(host, event, item.engine, item.model)  # what the monitor shows
             if policy is not None and policy.emit is not None:
                 policy.emit(event)
             if event.phase is PullPhase.PROGRESS:

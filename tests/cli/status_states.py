@@ -303,6 +303,21 @@ STATES: dict[str, MonitorSnapshot] = {
                     "local", "local", "llama3.2:1b dde5aa3fc5ff", 594_494_248, 1_321_098_329, 0.0
                 ),
             ),
+            # No container yet: its files come first (a switch, `up`, serve's start, `pull`).
+            ServiceView(
+                name="coder",
+                engine="vllm",
+                model="Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
+                state="downloading",
+                health=None,
+                port=None,
+                bind=None,
+                gpus=(),
+                container_id=None,
+                vram_used_bytes=None,
+                vram_budget_bytes=None,
+                download=DownloadState("coder", "local", "model.safetensors", 0, None, 0.0),
+            ),
         )
     ),
     "serve unreachable": snapshot(
