@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": (
         "service_cmds",
         "Start services of the active profile (on-demand ones too, when named), after the same "
-        "VRAM, port and readiness checks as a switch; nothing else is stopped. After `down "
-        "--all`, the last active profile's.",
+        "VRAM, port and readiness checks as a switch, downloading missing models first as a "
+        "switch does; nothing else is stopped. After `down --all`, the last active profile's.",
     ),
     "down": (
         "service_cmds",

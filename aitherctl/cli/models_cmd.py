@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -17,11 +18,15 @@ from aitherctl.cli.output import Output
 from aitherctl.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.table import Table
 
+    from aitherctl.docker.engine import DockerEngine
     from aitherctl.models.local_model import ModelListing
     from aitherctl.models.pull_model import PullEvent
     from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.profiles.profile import Host, Profile, Service
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON event per line on stdout.")]
 PLAIN_PROGRESS_EVERY_S = 10.0  # without a terminal, a progress line at most this often
@@ -49,8 +54,6 @@ class _Progress:
     """Each event as a line on stderr; on a terminal a file's progress rewrites its line."""
 
     def __init__(self, out: Output, json_mode: bool) -> None:
-        import time
-
         self.out = out
         self.json_mode = json_mode
         self.terminal = sys.stderr.isatty()
@@ -136,8 +139,19 @@ def pull(
     for item in skipped:
         if not json_out:
             out.warn(f"service {item.service!r}: not pulled: {item.reason}")
+    from aitherctl.models.downloads import end_download, report_download
+
     hub = HubClient.open()
-    progress = _Progress(out, json_out)
+    shown = _Progress(out, json_out)
+
+    by_service = {t.service: t for t in targets}
+
+    def progress(event: PullEvent) -> None:
+        target = by_service.get(event.service)
+        engine, model = (target.engine, target.repo) if target else (None, None)
+        report_download("local", event, engine, model)  # what the monitor shows
+        shown(event)
+
     try:
         results = run_pull(targets, hub, progress)
     except KeyboardInterrupt as exc:
@@ -145,6 +159,8 @@ def pull(
         raise
     finally:
         hub.close()
+        for target in targets:
+            end_download("local", target.service)
     missing = [item for item in skipped if item.missing]
     if json_out:
         document = {
@@ -181,13 +197,14 @@ models_app = typer.Typer(
 )
 
 
-def _listing() -> ModelListing:
-    """Every profile's models, with whether the services that use them run now."""
+def _listing(loaded: list[Profile] | None = None) -> ModelListing:
+    """Every profile's models, here and on the other hosts they name, with whether the services
+    that use them run now. `loaded` receives the profiles read."""
     from aitherctl.errors import AitherError, NotFoundError
     from aitherctl.models.inventory import list_models, running_services
 
     catalog = runtime.catalog()
-    profiles = []
+    profiles: list[Profile] = [] if loaded is None else loaded
     notes = []
     for name in catalog.names():
         try:
@@ -221,31 +238,165 @@ def _listing() -> ModelListing:
         )
     from dataclasses import replace
 
+    from aitherctl.models.inventory import with_last_used
+    from aitherctl.routing.ledger import Ledger
+
+    remote = _remote_listings(profiles)
+    listing = replace(
+        listing,
+        models=(*listing.models, *(m for part in remote for m in part.models)),
+        notes=(*listing.notes, *(n for part in remote for n in part.notes)),
+    )
+    try:
+        listing = with_last_used(listing, profiles, Ledger().last_local_use())
+    except AitherError as exc:
+        notes.append(f"when models were last used is unknown: {exc.message}")
     return replace(listing, notes=(*notes, *listing.notes))
 
 
-def models_table(listing: ModelListing) -> Table:
-    """One row per model: name, engine, size on disk, state, the services that use it."""
+def _remote_hosts(profiles: list[Profile]) -> dict[str, Host]:
+    """The other Docker hosts to look at: those the profiles' services name, and those the last
+    multi-host switch left services on (`hosts.json`)."""
+    from aitherctl.profiles.profile import LOCAL_HOST
+    from aitherctl.switching.remembered_hosts import remembered_hosts
+
+    hosts = dict(remembered_hosts())
+    for profile in profiles:
+        for service in profile.services.values():
+            if service.host != LOCAL_HOST and service.host in profile.hosts:
+                hosts.setdefault(service.host, profile.hosts[service.host])
+    return hosts
+
+
+def _probe_image(engine: DockerEngine, profiles: list[Profile], host: str) -> str | None:
+    """An image already on `host` to look at its folders with: one of its services' (never
+    pulled for this)."""
+    images = sorted({s.image for p in profiles for s in p.services.values() if s.host == host})
+    return next((image for image in images if image and engine.image_exists(image)), None)
+
+
+def _connect_host(host: Host) -> DockerEngine:
+    from aitherctl.docker.engine import DockerEngine
+
+    return DockerEngine.connect_host(host.name, host.docker, host.address)
+
+
+def _remote_listing(host: Host, profiles: list[Profile]) -> ModelListing:
+    """The models in the folders the profiles' services mount on `host`, read there, and those
+    its Ollama servers list (`GET /api/tags`, where this machine reaches them)."""
+    import httpx
+
+    from aitherctl.docker.model_folders import list_remote
+    from aitherctl.errors import AitherError, NotFoundError
+    from aitherctl.models.inventory import ollama_listing, remote_listing, running_services
+    from aitherctl.models.local_model import ModelListing
+    from aitherctl.models.ollama_pull import ollama_sizes
+    from aitherctl.switching.readiness import netloc, probe_host
+
+    try:
+        engine = _connect_host(host)
+    except AitherError as exc:
+        return ModelListing((), (f"{exc.message}: its models are not listed",))
+    try:
+        running = running_services(engine.list_managed())
+
+        def base_of(service: Service) -> str:
+            where = probe_host(service.bind, engine.endpoint, engine.address)
+            return f"http://{netloc(where)}:{service.port}"
+
+        with httpx.Client(timeout=10.0) as client:
+            ollama = ollama_listing(
+                profiles, running, lambda base: ollama_sizes(client, base), host.name, base_of
+            )
+        image = _probe_image(engine, profiles, host.name)
+        if image is None:
+            return ModelListing(ollama.models, (*ollama.notes, (
+                f"host {host.name!r}: none of its services' images is there to look at its "
+                "folders with: its models are not listed"
+            )))  # fmt: skip
+
+        def volume_exists(name: str) -> bool:
+            try:
+                engine.volume_folder(name, create=False)
+            except NotFoundError:
+                return False
+            return True
+
+        files = remote_listing(
+            host.name, profiles, running, volume_exists,
+            lambda folders: list_remote(engine.client, image, folders),
+        )  # fmt: skip
+        return ModelListing((*files.models, *ollama.models), (*files.notes, *ollama.notes))
+    except AitherError as exc:
+        return ModelListing((), (f"host {host.name!r}: {exc.message}: its models are not listed",))
+    finally:
+        engine.close()
+
+
+def _remote_listings(profiles: list[Profile]) -> list[ModelListing]:
+    """Every other host's listing, read in parallel."""
+    hosts = _remote_hosts(profiles)
+    if not hosts:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        return list(pool.map(lambda h: _remote_listing(h, profiles), hosts.values()))
+
+
+def _remote_delete(
+    profiles: list[Profile], host_name: str, source: str, paths: Sequence[str]
+) -> None:
+    from aitherctl.docker.model_folders import remove_remote
+    from aitherctl.errors import AitherError
+
+    host = _remote_hosts(profiles)[host_name]
+    engine = _connect_host(host)
+    try:
+        image = _probe_image(engine, profiles, host_name)
+        if image is None:
+            raise AitherError(f"host {host_name!r}: none of its services' images is there")
+        remove_remote(engine.client, image, source, paths)
+    finally:
+        engine.close()
+
+
+def models_table(listing: ModelListing, now: float | None = None) -> Table:
+    """One row per model: name, engine, size on disk, state, the services that use it, and how
+    long ago one of them last answered a request (`-`: never, as far as the ledger knows)."""
     from rich.table import Table
 
-    from aitherctl.units import format_bytes
+    from aitherctl.profiles.profile import LOCAL_HOST
+    from aitherctl.units import format_bytes, format_duration
 
+    now = time.time() if now is None else now
+    hosts = any(model.host != LOCAL_HOST for model in listing.models)
     table = Table(box=None, pad_edge=False)
-    for column in ("model", "engine", "size", "state", "used by"):
-        table.add_column(column, no_wrap=column in ("engine", "size", "state"), overflow="fold")
+    columns = ("model", *(("host",) if hosts else ()), "engine", "size", "state", "used by")
+    for column in (*columns, "last used"):
+        fixed = column in ("engine", "size", "state", "last used")
+        table.add_column(column, no_wrap=fixed, overflow="fold")
     for model in listing.models:
         used = ", ".join(use.label for use in model.used_by) or "-"
-        table.add_row(
-            model.name, model.engine, format_bytes(model.size_bytes), model.state.value, used
+        last = (
+            f"{format_duration(max(0.0, now - model.last_used_ts))} ago"
+            if model.last_used_ts is not None
+            else "-"
         )
+        table.add_row(
+            model.name, *((model.host,) if hosts else ()), model.engine,
+            format_bytes(model.size_bytes), model.state.value, used, last,
+        )  # fmt: skip
     return table
 
 
 def _listing_json(listing: ModelListing) -> dict[str, Any]:
     return {
         "models": [
-            {"name": m.name, "engine": m.engine, "kind": m.kind.value, "path": m.path,
+            {"name": m.name, "host": m.host, "engine": m.engine, "kind": m.kind.value,
+             "path": m.path,
              "size_bytes": m.size_bytes, "state": m.state.value,
+             "last_used_ts": m.last_used_ts,
              "used_by": [{"profile": u.profile, "service": u.service, "running": u.running}
                          for u in m.used_by]}
             for m in listing.models
@@ -280,15 +431,20 @@ def models(
 def remove(
     name: Annotated[str, typer.Argument(help="The model: its name as listed, or its path.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="The host it is on (a profile's name for it; `local`)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Delete a model's files (refused while a running service uses it); an Ollama model
-    through its server."""
+    through its server; on another host, through a short-lived container there."""
     from aitherctl.models.inventory import find_model, removal_refusal, remove_model
     from aitherctl.units import format_bytes
 
     out = Output(json_mode=json_out)
-    model = find_model(_listing(), name)
+    profiles: list[Profile] = []
+    model = find_model(_listing(profiles), name, host)
     refusal = removal_refusal(model)
     if refusal is not None:
         raise RefusedError(refusal)
@@ -301,9 +457,16 @@ def remove(
     from aitherctl.models.ollama_pull import ollama_delete
 
     with httpx.Client(timeout=30.0) as client:
-        remove_model(model, lambda base, name: ollama_delete(client, base, name))
+        remove_model(
+            model,
+            lambda base, name: ollama_delete(client, base, name),
+            lambda host, source, paths: _remote_delete(profiles, host, source, paths),
+        )
     if json_out:
-        out.data({"removed": model.name, "path": model.path, "size_bytes": model.size_bytes})
+        out.data({
+            "removed": model.name, "host": model.host, "path": model.path,
+            "size_bytes": model.size_bytes,
+        })  # fmt: skip
     else:
         out.print(f"removed {model.name}: {format_bytes(model.size_bytes)} freed", markup=False)
 

@@ -512,6 +512,7 @@ def switch(  # noqa: PLR0917 - Typer passes options by keyword; click counts the
             yes=yes,
             lock_timeout=lock_timeout,
             json_out=json_out,
+            no_pull=no_pull,
         )
         return
     engine = runtime.docker()
@@ -604,6 +605,7 @@ def _switch_hosts(
     yes: bool,
     lock_timeout: float,
     json_out: bool,
+    no_pull: bool = False,
 ) -> None:
     """`profile switch` for a profile that spans hosts (or leaves one): one plan with a host
     column, one transaction over every engine (aitherctl.switching.hosts)."""
@@ -615,7 +617,7 @@ def _switch_hosts(
         prepare_hosts,
         switch_hosts,
     )
-    from aitherctl.switching.switch import Change, Declined
+    from aitherctl.switching.switch import Change, Declined, ModelPolicy
 
     profile = catalog.load(name)
     engines = connect_hosts(runtime.docker, hosts_involved(profile))
@@ -645,6 +647,7 @@ def _switch_hosts(
                 confirm=confirm,
                 lock_timeout_s=lock_timeout,
                 engines=engines,
+                models=ModelPolicy(pull=not no_pull),
             )
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None

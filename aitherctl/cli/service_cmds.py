@@ -38,7 +38,7 @@ def _active_profile(state: StackState, override: str | None) -> str:
     return name
 
 
-def up(
+def up(  # noqa: PLR0917 - Typer passes options by keyword; click counts them
     services: Annotated[
         list[str] | None, typer.Argument(help="Services (default: all resident).")
     ] = None,
@@ -54,14 +54,22 @@ def up(
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    no_pull: Annotated[
+        bool,
+        typer.Option(
+            "--no-pull",
+            help="Refuse when a service's model is not downloaded, instead of downloading it "
+            "first (`aitherctl pull`).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Start services of the active profile (on-demand ones too, when named), after the same
-    VRAM, port and readiness checks as a switch; nothing else is stopped. After `down --all`,
-    the last active profile's."""
+    VRAM, port and readiness checks as a switch, downloading missing models first as a switch
+    does; nothing else is stopped. After `down --all`, the last active profile's."""
     from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
     from aitherctl.switching.state import observe
-    from aitherctl.switching.switch import switch
+    from aitherctl.switching.switch import ModelPolicy, switch
 
     out = Output(json_mode=json_out)
     engine = runtime.docker()
@@ -114,6 +122,7 @@ def up(
                 CliProgress(out),
                 chosen,
                 confirm=confirm_across,
+                models=ModelPolicy(pull=not no_pull),
             )
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None
@@ -143,6 +152,7 @@ def up(
             CliProgress(out),
             only=chosen,
             confirm=confirm,
+            models=ModelPolicy(pull=not no_pull),
         )
     except Declined:
         raise typer.Exit(int(ExitCode.ERROR)) from None

@@ -11,13 +11,23 @@ Docker engine can be asked; one that does not exist yet holds nothing.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from aitherctl.docker.model_folders import RemoteEntry, RemoteFolder
 from aitherctl.docker.stack import ManagedContainer
+from aitherctl.engines.vllm import HF_CACHE
 from aitherctl.errors import AitherError, NotFoundError, RefusedError, UsageError
-from aitherctl.models.files import HF_HUB_IN_CONTAINER, ModelNotHere, VolumeMissing, model_place
+from aitherctl.models.files import (
+    HF_HUB_IN_CONTAINER,
+    ModelNotHere,
+    VolumeMissing,
+    model_place,
+    mount_of,
+)
 from aitherctl.models.local_model import (
     LocalModel,
     ModelKind,
@@ -28,7 +38,7 @@ from aitherctl.models.local_model import (
 )
 from aitherctl.models.ollama_pull import ollama_base, ollama_tag
 from aitherctl.models.pull_model import hf_cache_folder_name
-from aitherctl.profiles.profile import LOCAL_HOST, Profile
+from aitherctl.profiles.profile import LOCAL_HOST, Profile, Service
 
 INCOMPLETE = ".incomplete"
 
@@ -68,20 +78,35 @@ def list_models(
     return ModelListing((*listing.models, *ollama), (*listing.notes, *notes))
 
 
+def ollama_listing(
+    profiles: Iterable[Profile],
+    running: set[tuple[str, str]] | None,
+    ollama_sizes: Callable[[str], dict[str, int]],
+    host: str = LOCAL_HOST,
+    base_of: Callable[[Service], str] = ollama_base,
+) -> ModelListing:
+    """The models on the disk of every Ollama server of a profile on `host` that answers
+    (`base_of`: where this machine reaches a service there), and who uses them."""
+    found, notes = _ollama_models(profiles, running, ollama_sizes, host, base_of)
+    return ModelListing(tuple(found), tuple(notes))
+
+
 def _ollama_models(
     profiles: Iterable[Profile],
     running: set[tuple[str, str]] | None,
     ollama_sizes: Callable[[str], dict[str, int]],
+    host: str = LOCAL_HOST,
+    base_of: Callable[[Service], str] = ollama_base,
 ) -> tuple[list[LocalModel], list[str]]:
-    """The models on the disk of every Ollama server of a profile here that answers, and who
-    uses them."""
+    """The models on the disk of every Ollama server of a profile on `host` that answers, and
+    who uses them."""
     users: dict[tuple[str, str], list[ServiceUse]] = {}
     servers: dict[str, bool] = {}  # URL → whether one of its services runs now
     for profile in profiles:
         for service in profile.services.values():
-            if service.engine.value != "ollama" or service.host != LOCAL_HOST:
+            if service.engine.value != "ollama" or service.host != host:
                 continue
-            base = ollama_base(service)
+            base = base_of(service)
             is_running = None if running is None else (profile.name, service.name) in running
             servers[base] = servers.get(base, False) or bool(is_running)
             if service.model:
@@ -99,7 +124,7 @@ def _ollama_models(
         for name, size in sorted(sizes.items()):
             found.append(LocalModel(
                 name, "ollama", ModelKind.OLLAMA, base, size, ModelState.COMPLETE,
-                tuple(users.get((base, name), ())),
+                tuple(users.get((base, name), ())), host=host,
             ))  # fmt: skip
     return found, notes
 
@@ -162,16 +187,135 @@ def _files_listing(
     return ModelListing(tuple(found), tuple(notes))
 
 
-def find_model(listing: ModelListing, name: str) -> LocalModel:
-    """The model named `name` (its name or its path)."""
-    matches = [m for m in listing.models if name in (m.name, m.path)]
+def remote_listing(
+    host: str,
+    profiles: Iterable[Profile],
+    running: set[tuple[str, str]] | None,
+    volume_exists: Callable[[str], bool],
+    read: Callable[[Sequence[RemoteFolder]], Sequence[RemoteEntry]],
+) -> ModelListing:
+    """The models in the folders the profiles' services on `host` mount (`read` lists them
+    there: `aitherctl.docker.model_folders.list_remote`), as `list_models` finds them here: every
+    `models--*` of a vLLM service's `hub/`, every `.gguf` of a llama.cpp service's folder. A named
+    volume that does not exist there holds nothing (and is not created by looking)."""
+    folders: set[RemoteFolder] = set()
+    uses: dict[tuple[str, str, str], list[ServiceUse]] = {}
+    for profile in profiles:
+        for service in profile.services.values():
+            engine, model = service.engine.value, service.model or ""
+            if service.host != host or not model:
+                continue
+            if engine == "vllm" and not model.startswith("/") and model.count("/") == 1:
+                container, kind = f"{HF_HUB_IN_CONTAINER}/{hf_cache_folder_name(model)}", "hub"
+                found = mount_of(service, container, (HF_CACHE,))
+            elif engine == "llamacpp" and model.endswith(".gguf"):
+                container, kind = model, "gguf"
+                found = mount_of(service, container)
+            else:
+                continue
+            if found is None:
+                continue
+            volume, relative = found
+            if not volume.host.startswith("/") and not volume_exists(volume.host):
+                continue
+            folder = RemoteFolder(volume.host, posixpath.dirname(relative) or ".", kind)
+            folders.add(folder)
+            is_running = None if running is None else (profile.name, service.name) in running
+            key = (folder.source, folder.relative, posixpath.basename(relative))
+            uses.setdefault(key, []).append(ServiceUse(profile.name, service.name, is_running))
+    entries = read(sorted(folders, key=lambda f: (f.source, f.relative, f.kind)))
+    found_models: list[LocalModel] = []
+    ggufs: dict[tuple[RemoteFolder, str], list[RemoteEntry]] = {}
+    for entry in entries:
+        if entry.folder.kind == "hub":
+            repo = repo_from_folder(entry.name)
+            if repo is None:
+                continue
+            state = ModelState.PARTIAL if entry.partial else ModelState.COMPLETE
+            found_models.append(_remote_model(
+                repo, "vllm", ModelKind.HF_CACHE, entry.folder, entry.name, entry.size_bytes,
+                state, uses, host,
+            ))  # fmt: skip
+        else:
+            ggufs.setdefault((entry.folder, entry.name.removesuffix(INCOMPLETE)), []).append(entry)
+    for (folder, name), parts in sorted(ggufs.items(), key=lambda item: item[0][1]):
+        complete = any(part.name == name for part in parts)
+        state = ModelState.COMPLETE if complete else ModelState.PARTIAL
+        size = sum(part.size_bytes for part in parts)
+        found_models.append(_remote_model(
+            name, "llamacpp", ModelKind.GGUF, folder, name, size, state, uses, host
+        ))  # fmt: skip
+    return ModelListing(tuple(found_models))
+
+
+def _remote_model(  # noqa: PLR0917 - one caller, positions read as the columns
+    name: str,
+    engine: str,
+    kind: ModelKind,
+    folder: RemoteFolder,
+    entry: str,
+    size: int,
+    state: ModelState,
+    uses: Mapping[tuple[str, str, str], list[ServiceUse]],
+    host: str,
+) -> LocalModel:
+    relative = posixpath.normpath(posixpath.join(folder.relative, entry))
+    if folder.source.startswith("/"):
+        shown = posixpath.join(folder.source, relative)
+    else:  # a named volume, as `docker run -v` writes it
+        shown = f"{folder.source}:/{relative}"
+    return LocalModel(
+        name, engine, kind, shown, size, state,
+        tuple(uses.get((folder.source, folder.relative, entry), ())),
+        host=host, remote_place=(folder.source, relative),
+    )  # fmt: skip
+
+
+def with_last_used(
+    listing: ModelListing,
+    profiles: Iterable[Profile],
+    last_use: Mapping[tuple[str, str, str], float],
+) -> ModelListing:
+    """Each model's `last_used_ts`: the newest request answered by a service that uses it, from
+    the usage ledger's (profile, backend, served model) → time. A row counts for a service only
+    while the service still serves that model name, so requests a service answered with
+    another model before its profile changed are not put on this one."""
+    served = {
+        (profile.name, service.name): service.model_name
+        for profile in profiles
+        for service in profile.services.values()
+    }
+    models = []
+    for model in listing.models:
+        times = [
+            ts
+            for use in model.used_by
+            if (name := served.get((use.profile, use.service))) is not None
+            and (ts := last_use.get((use.profile, use.service, name))) is not None
+        ]
+        models.append(replace(model, last_used_ts=max(times, default=None)))
+    return replace(listing, models=tuple(models))
+
+
+def find_model(listing: ModelListing, name: str, host: str | None = None) -> LocalModel:
+    """The model named `name` (its name or its path), on `host` when given."""
+    matches = [m for m in listing.models if name in (m.name, m.path) and host in (None, m.host)]
     if not matches:
         known = ", ".join(sorted({m.name for m in listing.models})) or "none"
-        raise NotFoundError(f"no model {name!r} on this machine (there are: {known})")
+        where = "this machine" if host in (None, LOCAL_HOST) else f"host {host!r}"
+        if host is None and any(m.host != LOCAL_HOST for m in listing.models):
+            where = "any host"
+        raise NotFoundError(f"no model {name!r} on {where} (there are: {known})")
     if len(matches) > 1:
-        paths = ", ".join(m.path for m in matches)
-        raise UsageError(f"{name!r} is in several places ({paths}): name one by its path")
+        paths = ", ".join(_where(m) for m in matches)
+        hosts = {m.host for m in matches}
+        how = "pass --host" if len(hosts) > 1 and host is None else "name one by its path"
+        raise UsageError(f"{name!r} is in several places ({paths}): {how}")
     return matches[0]
+
+
+def _where(model: LocalModel) -> str:
+    return model.path if model.host == LOCAL_HOST else f"{model.host}: {model.path}"
 
 
 def removal_refusal(model: LocalModel) -> str | None:
@@ -193,13 +337,24 @@ def removal_refusal(model: LocalModel) -> str | None:
 
 
 def remove_model(
-    model: LocalModel, ollama_delete: Callable[[str, str], None] | None = None
+    model: LocalModel,
+    ollama_delete: Callable[[str, str], None] | None = None,
+    remote_delete: Callable[[str, str, Sequence[str]], None] | None = None,
 ) -> None:
     """Delete the model's files (a cache folder whole; a GGUF file and its partial download;
-    an Ollama model through its server's `DELETE /api/delete`)."""
+    an Ollama model through its server's `DELETE /api/delete`; on another host, `remote_delete`
+    (host, mounted source, paths inside it) does it there)."""
     refusal = removal_refusal(model)
     if refusal is not None:
         raise RefusedError(refusal)
+    if model.remote_place is not None:
+        assert remote_delete is not None
+        source, relative = model.remote_place
+        paths = (
+            [relative] if model.kind is ModelKind.HF_CACHE else [relative, relative + INCOMPLETE]
+        )
+        remote_delete(model.host, source, paths)
+        return
     if model.kind is ModelKind.OLLAMA:
         assert ollama_delete is not None
         ollama_delete(model.path, model.name)

@@ -37,6 +37,13 @@ class LocalModel:
     size_bytes: int  # on disk, `.incomplete` parts included
     state: ModelState
     used_by: tuple[ServiceUse, ...] = ()
+    # The newest request one of `used_by` answered (unix time, from the usage ledger: `run` and
+    # `serve` requests); None: none recorded.
+    last_used_ts: float | None = None
+    host: str = "local"  # the profile's name for the Docker host it is on
+    # On another host: (what the services mount there: a path of that host or a named volume,
+    # the model's path inside it), for `models rm`; `path` is then only what is shown.
+    remote_place: tuple[str, str] | None = None
 
     @property
     def running_users(self) -> tuple[ServiceUse, ...]:

@@ -78,6 +78,11 @@ def ollama_models(client: httpx.Client, base: str, service: str) -> set[str]:
         ) from None
 
 
+class PullCancelled(AitherError):
+    """The caller asked the pull to stop (a switch rolling back); Ollama keeps the partial
+    layers and continues them on the next pull."""
+
+
 def ollama_pull(
     client: httpx.Client,
     base: str,
@@ -87,8 +92,10 @@ def ollama_pull(
     emit: Callable[[PullEvent], None],
     clock: Callable[[], float],
     progress_every_s: float = 1.0,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Pull `model` through the server; the bytes of its layers."""
+    """Pull `model` through the server; the bytes of its layers. `cancelled` is asked at every
+    line of the stream (`PullCancelled` when it says so; the connection is closed)."""
     import httpx
 
     layers: dict[str, int] = {}
@@ -102,6 +109,8 @@ def ollama_pull(
                 response.read()
                 raise _refusal(service, model, response.text)
             for raw in response.iter_lines():
+                if cancelled():
+                    raise PullCancelled(f"service {service!r}: the pull of {model} was cancelled")
                 if not raw.strip():
                     continue
                 item = json.loads(raw)
@@ -148,3 +157,30 @@ def _refusal(service: str, model: str, error: str) -> AitherError:
             f"service {service!r}: Ollama's registry has no model {model} ({error.strip()})"
         )
     return AitherError(f"service {service!r}: Ollama could not pull {model}: {error.strip()}")
+
+
+def ensure_ollama_model(
+    client: httpx.Client,
+    base: str,
+    service: str,
+    model: str,
+    *,
+    pull: bool,
+    emit: Callable[[PullEvent], None],
+    clock: Callable[[], float],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Make sure the Ollama server at `base` has `model` on its disk (`GET /api/tags`), pulling
+    it through the server (`POST /api/pull`) when `pull`; `RefusedError` otherwise. Returns
+    whether it pulled. `cancelled` is asked at every line of the pull's stream."""
+    from aitherctl.errors import RefusedError
+
+    if ollama_tag(model) in ollama_models(client, base, service):
+        return False
+    if not pull:
+        raise RefusedError(
+            f"service {service!r}: Ollama has no model {model} on its disk: leave out "
+            "--no-pull to pull it through Ollama"
+        )
+    ollama_pull(client, base, service, model, emit=emit, clock=clock, cancelled=cancelled)
+    return True

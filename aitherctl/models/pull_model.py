@@ -174,3 +174,40 @@ class RateMeter:
         if rate is None or remaining_bytes is None:
             return None
         return remaining_bytes / rate
+
+
+def download_percent(event: PullEvent) -> int | None:
+    """How far a file's download is, in whole percent (None when its size is unknown)."""
+    if not event.total_bytes:
+        return None
+    return min(100, event.done_bytes * 100 // event.total_bytes)
+
+
+def download_detail(event: PullEvent) -> str:
+    """A service's status detail while its model downloads (switch progress, the monitor's
+    services panel, serve's keep-alive comments): `FILE  DONE / TOTAL (P%)`."""
+    total = format_bytes(event.total_bytes) if event.total_bytes is not None else "?"
+    percent = download_percent(event)
+    share = f" ({percent}%)" if percent is not None else ""
+    return f"{event.file or ''}  {format_bytes(event.done_bytes)} / {total}{share}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadState:
+    """A service's model download in progress, as the monitor shows it (`state_text`): the file
+    and how far it is, reported by whichever process downloads (`models/downloads.py`)."""
+
+    service: str
+    host: str
+    file: str | None
+    done_bytes: int
+    total_bytes: int | None
+    updated_ts: float  # unix time of the last report
+    engine: str | None = None  # the service's, when the reporter knew it
+    model: str | None = None
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total_bytes:
+            return None
+        return min(100, self.done_bytes * 100 // self.total_bytes)

@@ -159,7 +159,7 @@ class StackActions:
         `SignalCancel` the monitor installed) rolls the switch back on a signal."""
         from aitherctl.errors import SwitchFailedError
         from aitherctl.profiles.catalog import ProfileCatalog
-        from aitherctl.switching.switch import execute
+        from aitherctl.switching.switch import ModelPolicy, execute
         from aitherctl.switching.transaction import Interrupted
 
         shown = self._shown.pop(profile, None)
@@ -182,6 +182,7 @@ class StackActions:
                 lambda: self._prepare(engines, loaded, catalog),
                 _progress(note),
                 cancel=cancel,
+                models=ModelPolicy(),  # missing models downloaded first, as the CLI's switch
             )
         except Interrupted as exc:
             raise SwitchFailedError(f"{exc.name} during the switch: {exc.summary}") from None

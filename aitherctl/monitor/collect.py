@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from aitherctl.engines.metrics import CounterReading, parse_timestamp, rate_per_s
 from aitherctl.gpu.model import GpuInventory
+from aitherctl.models.pull_model import DownloadState
 from aitherctl.monitor.model import (
     BudgetMark,
     GpuView,
@@ -164,11 +165,14 @@ class MonitorCollector:
         monotonic: Callable[[], float] = time.monotonic,
         cgroups: Any = None,
         ram_budget: Callable[[str, str], int | None] | None = None,
+        downloads: Callable[[], Mapping[tuple[str, str], DownloadState]] | None = None,
     ) -> None:
         # `cgroups` (adapters.cgroup_stats.CgroupStats) reads this machine's containers' CPU and
         # memory; `ram_budget(profile, service)` gives a service's `ram:` budget in bytes.
         self._cgroups = cgroups
         self._ram_budget = ram_budget
+        # (host, service) → its model download in progress (models/downloads.py).
+        self._downloads = downloads
         self._stack = stack
         self._gpus = gpus
         self._scraper = scraper
@@ -266,6 +270,7 @@ class MonitorCollector:
         scrapes = self._scraper.scrape_all(targets) if self._scraper and targets else {}
 
         usage = self._cgroup_usage(containers)
+        downloads = self._downloads() if self._downloads is not None else {}
         services: list[ServiceView] = []
         gpus_views: list[GpuView] = []
         unmanaged: list[UnmanagedProcess] = []
@@ -281,11 +286,20 @@ class MonitorCollector:
                     now=now,
                     host=part.host,
                     url=part.url(c) if c.port else None,
+                    download=downloads.get((part.host, c.service)),
                 )
                 for c in sorted(part.containers, key=lambda item: item.service)
             ]
             if part.host == "local":
                 part_views = [self._with_usage(view, usage, part.containers) for view in part_views]
+            # A service downloading its model before its container exists (a switch, `up`,
+            # serve's start, `pull`): a row of its own, so the download shows.
+            present = {view.name for view in part_views}
+            part_views += [
+                _download_view(download)
+                for (host, service), download in sorted(downloads.items())
+                if host == part.host and service not in present
+            ]
             services += part_views
             gpus_views += [
                 self._gpu_view(gpu, part.containers, host=part.host) for gpu in part.inventory.gpus
@@ -347,6 +361,7 @@ class MonitorCollector:
         now: datetime,
         host: str = "local",
         url: str | None = None,
+        download: DownloadState | None = None,
     ) -> ServiceView:
         name = container.service
         key = _key(host, name)
@@ -413,6 +428,7 @@ class MonitorCollector:
             scrape_latency_s=scrape.latency_s if scrape is not None else None,
             host=host,
             url=url,
+            download=download,
         )
 
     def _cgroup_usage(self, containers: Sequence[Any]) -> dict[str, tuple[float | None, int]]:
@@ -510,6 +526,25 @@ class MonitorCollector:
         return tuple(entries[-100:])
 
 
+def _download_view(download: DownloadState) -> ServiceView:
+    """A service that has no container yet, downloading its model."""
+    return ServiceView(
+        name=download.service,
+        engine=download.engine or "?",
+        model=download.model,
+        state="downloading",
+        health=None,
+        port=None,
+        bind=None,
+        gpus=(),
+        container_id=None,
+        vram_used_bytes=None,
+        vram_budget_bytes=None,
+        host=download.host,
+        download=download,
+    )
+
+
 def build_collector(
     *,
     use_docker: bool = True,
@@ -525,6 +560,7 @@ def build_collector(
     first reading waits for the other hosts' GPUs (one-shot `status`); the monitor shows them
     from the next refresh instead of holding the first one up."""
     from aitherctl.gpu.nvml import NvmlReader
+    from aitherctl.models.downloads import downloads_in_progress
     from aitherctl.monitor.procs import HostReader, ProcessTable
     from aitherctl.monitor.scrape import Scraper
     from aitherctl.monitor.stack_reader import DockerStackSource
@@ -550,6 +586,7 @@ def build_collector(
         ),
         cgroups=cgroups,
         ram_budget=_profile_ram_budgets(),
+        downloads=downloads_in_progress,
     )
     return collector, stack
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from aitherctl.models.pull_model import DownloadState
 from aitherctl.units import over_budget
 
 
@@ -68,7 +69,7 @@ class ServiceView:
     name: str
     engine: str
     model: str | None
-    state: str  # container state: running, restarting, exited, ...
+    state: str  # container state: running, restarting, exited, ...; `downloading`: no container yet
     health: str | None  # starting, healthy, unhealthy; None without a health check
     port: int | None
     bind: str | None
@@ -93,6 +94,8 @@ class ServiceView:
     cpu_pct: float | None = None
     ram_used_bytes: int | None = None
     ram_budget_bytes: int | None = None
+    # Its model downloading now (a switch, `up`, `pull` or serve's start: models/downloads.py).
+    download: DownloadState | None = None
 
     @property
     def over_budget(self) -> bool:

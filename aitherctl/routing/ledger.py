@@ -345,6 +345,27 @@ class Ledger:
         """Money spent since `since_ts` (finished requests and settled attempts)."""
         return self.committed_since(since_ts, time.time() if now is None else now).spent_usd
 
+    def last_local_use(self) -> dict[tuple[str, str, str], float]:
+        """When each service of this machine last answered a request (`ok` or `partial`, from
+        `run` or `serve`): (profile, backend, served model) → the newest row's `ts`."""
+        with self._read() as db:
+            if (
+                db is None
+                or not db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+                ).fetchone()
+            ):
+                return {}
+            cursor = db.execute(
+                "SELECT profile, backend, model, MAX(ts) FROM requests WHERE local = 1 AND "
+                "outcome IN ('ok', 'partial') AND profile IS NOT NULL AND backend IS NOT NULL "
+                "GROUP BY profile, backend, model"
+            )
+            return {
+                (str(profile), str(backend), str(model or "")): float(ts)
+                for profile, backend, model, ts in cursor.fetchall()
+            }
+
     def rows_since(self, since_ts: float) -> list[LedgerRow]:
         with self._read() as db:
             if (

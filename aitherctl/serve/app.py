@@ -758,7 +758,12 @@ class Stack:
         from aitherctl.serve.control import ServiceControl
 
         control = ServiceControl(
-            self.connect, self.inventory, profile.name, self.upstream, profile=profile
+            self.connect,
+            self.inventory,
+            profile.name,
+            self.upstream,
+            profile=profile,
+            events=self.events,
         )
         try:
             return control, control.running_blocking()

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from aitherctl.engines.metrics import EngineMetrics
     from aitherctl.engines.registry import EngineDriver
     from aitherctl.gpu.model import GpuInventory
+    from aitherctl.models.pull_model import PullEvent
     from aitherctl.profiles.profile import Profile, Service
     from aitherctl.serve.effects import Cancel, GpuReading
+    from aitherctl.serve.scheduler import EventLog
     from aitherctl.serve.upstream import Upstream
 
 T = TypeVar("T")
@@ -49,7 +51,12 @@ class ServiceControl:
         profile_name: str,
         upstream: Upstream,
         profile: Profile | None = None,
+        *,
+        events: EventLog | None = None,
     ) -> None:
+        """`events`: where a start that must download its model first reports it
+        (`EventLog.downloading`, on the loop that called `start`)."""
+        self.events = events
         self.connect = connect
         self.inventory = inventory
         self.profile_name = profile_name
@@ -84,7 +91,26 @@ class ServiceControl:
 
     async def start(self, service: Service, cancel: Cancel) -> None:
         event = cancel if isinstance(cancel, threading.Event) else threading.Event()
-        await self._in_docker_threads(lambda: self.start_blocking(service.name, event))
+        loop = asyncio.get_running_loop()
+        name = service.name
+
+        def report(pulled: PullEvent | None) -> None:  # in a Docker thread
+            if self.events is not None:
+                loop.call_soon_threadsafe(self._report, name, pulled)
+
+        await self._in_docker_threads(lambda: self.start_blocking(name, event, report))
+
+    def _report(self, service: str, pulled: PullEvent | None) -> None:
+        """On the loop: a download's step as an `/events` event and the keep-alives' text."""
+        from aitherctl.models.pull_model import PullPhase, download_detail
+
+        assert self.events is not None
+        if pulled is None:
+            self.events.download_over(service)
+        elif pulled.phase in (PullPhase.START, PullPhase.PROGRESS, PullPhase.DONE):
+            self.events.downloading(
+                service, download_detail(pulled), pulled.done_bytes, pulled.total_bytes
+            )
 
     async def stop(self, service: Service) -> None:
         await self._in_docker_threads(lambda: self.stop_blocking(service.name))
@@ -178,10 +204,17 @@ class ServiceControl:
         share = profile.on_host(host.name)
         return engine, lambda: host_inventory(host.name, engine, share, self.inventory)
 
-    def start_blocking(self, service: str, cancel: threading.Event) -> None:
-        """`aitherctl up SERVICE`: the same plan, lock, transaction and readiness wait, on the
-        host the service runs on."""
-        from aitherctl.switching.switch import switch
+    def start_blocking(
+        self,
+        service: str,
+        cancel: threading.Event,
+        report: Callable[[PullEvent | None], None] | None = None,
+    ) -> None:
+        """`aitherctl up SERVICE`: the same plan, lock, transaction, model download and
+        readiness wait, on the host the service runs on. `report` gets each step of a download
+        (Hugging Face or GGUF files first, an Ollama model through its server once it answers),
+        then None when the start is over."""
+        from aitherctl.switching.switch import ModelPolicy, switch
 
         engine, inventory = self._engine_for(service)
         try:
@@ -193,9 +226,12 @@ class ServiceControl:
                 _QuietProgress(),
                 only=[service],
                 cancel=cancel,
+                models=ModelPolicy(pull=True, emit=report),
             )
         finally:
             engine.close()
+            if report is not None:
+                report(None)
 
     def stop_blocking(self, service: str) -> None:
         """`aitherctl down SERVICE`, through the same transaction."""

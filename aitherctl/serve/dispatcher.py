@@ -48,7 +48,7 @@ from aitherctl.serve.model import Priority
 from aitherctl.serve.ollama_api import EMBED_ROUTES as OLLAMA_EMBED_ROUTES
 from aitherctl.serve.ollama_api import ROUTES as OLLAMA_ROUTES
 from aitherctl.serve.ollama_api import is_streaming
-from aitherctl.serve.scheduler import Lease, Scheduler
+from aitherctl.serve.scheduler import EventLog, Lease, Scheduler
 from aitherctl.serve.states import BackendState
 
 if TYPE_CHECKING:
@@ -650,7 +650,9 @@ class Dispatcher:
                     # It must wait (a queue, a load): a streaming client hears from us meanwhile.
                     # (Not for Ollama's NDJSON, which has no comment lines.)
                     waits = request.streaming and request.route not in OLLAMA_ROUTES
-                    keepalive = _KeepAlive(sink) if waits else None
+                    keepalive = (
+                        _KeepAlive(sink, self.scheduler.events, candidate.name) if waits else None
+                    )
                     lease = await self.scheduler.acquire(
                         candidate.name, request.priority, request.request_id
                     )
@@ -1147,8 +1149,10 @@ class _KeepAlive:
     """SSE comments to a streaming client while it waits (a queue, a load), so neither it nor
     a proxy times out. A write is never cut in half: `stop` lets the current one finish."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, events: EventLog | None = None, backend: str = "") -> None:
         self.sink = sink
+        self.events = events
+        self.backend = backend
         self.stopping = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._beat())
 
@@ -1163,8 +1167,16 @@ class _KeepAlive:
                 await self.sink.start(
                     200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
                 )
-            await self.sink.write(b": waiting for a backend\n\n")
+            await self.sink.write(self._comment())
             delay = KEEPALIVE_EVERY_S
+
+    def _comment(self) -> bytes:
+        """`: waiting for a backend`, or, while its start downloads the model first,
+        `: downloading BACKEND FILE  DONE / TOTAL (P%)`."""
+        download = self.events.downloads.get(self.backend) if self.events else None
+        if download is None:
+            return b": waiting for a backend\n\n"
+        return f": downloading {self.backend} {download.detail}\n\n".encode()
 
     async def stop(self) -> None:
         self.stopping.set()

@@ -167,19 +167,26 @@ class Lease:
 @dataclass(frozen=True, slots=True)
 class Event:
     ts: float
-    kind: str  # queued, loading, loaded, evicted, slept, woke, unloaded, served, fell_back, ...
+    kind: str  # queued, loading, downloading, loaded, evicted, slept, woke, unloaded, served, ...
     backend: str | None
     detail: str = ""
     request: str | None = None
+    # `downloading`: the file's bytes so far and its size (None: unknown).
+    done_bytes: int | None = None
+    total_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "ts": round(self.ts, 3),
             "event": self.kind,
             "backend": self.backend,
             "detail": self.detail,
             "request": self.request,
         }
+        if self.kind == "downloading":
+            body["done_bytes"] = self.done_bytes
+            body["total_bytes"] = self.total_bytes
+        return body
 
 
 class EventLog:
@@ -189,16 +196,34 @@ class EventLog:
         self.recent: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self.subscribers: set[asyncio.Queue[Event]] = set()
         self.clock = clock
+        # The download a backend's start is waiting for, as last reported (its keep-alive
+        # comments say so); gone when the start is over.
+        self.downloads: dict[str, Event] = {}
 
     def emit(
-        self, kind: str, backend: str | None, detail: str = "", request: str | None = None
+        self,
+        kind: str,
+        backend: str | None,
+        detail: str = "",
+        request: str | None = None,
+        *,
+        done_bytes: int | None = None,
+        total_bytes: int | None = None,
     ) -> Event:
-        event = Event(self.clock(), kind, backend, detail, request)
+        event = Event(self.clock(), kind, backend, detail, request, done_bytes, total_bytes)
         self.recent.append(event)
         for queue in self.subscribers:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)  # a slow reader loses events, never slows the loop
         return event
+
+    def downloading(self, backend: str, detail: str, done_bytes: int, total: int | None) -> None:
+        """A start of `backend` is downloading its model (one `downloading` event per report)."""
+        event = self.emit("downloading", backend, detail, done_bytes=done_bytes, total_bytes=total)
+        self.downloads[backend] = event
+
+    def download_over(self, backend: str) -> None:
+        self.downloads.pop(backend, None)
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:

@@ -45,6 +45,7 @@ from aitherctl.switching.remembered_hosts import (
 )
 from aitherctl.switching.switch import (
     Change,
+    ModelPolicy,
     Prepared,
     SwitchResult,
     prepare,
@@ -152,9 +153,10 @@ def switch_hosts(
     attempts: int = 3,
     cancel: threading.Event | None = None,
     engines: Mapping[str, DockerEngine] | None = None,
+    models: ModelPolicy | None = None,
 ) -> SwitchResult:
     """Move every host to `profile_name` (`run_switch` over their engines); see the module's
-    docstring."""
+    docstring. `models`: as `switch`'s (this machine's missing models are downloaded first)."""
     profile = catalog.load(profile_name)
     hosts = hosts_involved(profile)
     owned = engines is None
@@ -171,6 +173,7 @@ def switch_hosts(
             lock_timeout_s=lock_timeout_s,
             attempts=attempts,
             cancel=cancel,
+            models=models,
         )
         used = {svc.host for svc in profile.services.values()}
         remember_hosts(profile.name, {n: h for n, h in profile.hosts.items() if n in used})
@@ -288,6 +291,7 @@ def up_across(  # noqa: PLR0917
     *,
     confirm: Callable[[Change, bool], bool] | None = None,
     lock_timeout_s: float = 900.0,
+    models: ModelPolicy | None = None,
 ) -> tuple[list[str], dict[str, str], float]:
     """`up` for a profile on several hosts: each host's named (default: resident) services,
     with that host's readings; nothing is stopped. One plan over every host, confirmed as a
@@ -324,7 +328,12 @@ def up_across(  # noqa: PLR0917
     started_at = time.monotonic()
     try:
         result = run_switch(
-            used, prepare_up, progress, confirm=confirm, lock_timeout_s=lock_timeout_s
+            used,
+            prepare_up,
+            progress,
+            confirm=confirm,
+            lock_timeout_s=lock_timeout_s,
+            models=models,
         )
         started = [o.service for o in result.outcomes if o.ready]
         urls: dict[str, str] = {}

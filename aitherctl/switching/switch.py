@@ -52,8 +52,10 @@ from aitherctl.switching.records import write_active
 from aitherctl.switching.specs import ProfileSpecs, build_specs
 from aitherctl.switching.state import StackState, gpu_memory, observe
 from aitherctl.switching.transaction import (
+    ModelStep,
     Progress,
     ServiceOutcome,
+    StartItem,
     Transaction,
     host_progress,
     pending,
@@ -367,9 +369,9 @@ class ModelPolicy:
     emit: Callable[[PullEvent], None] | None = None
 
 
-def _hub_offline() -> bool:
+def _hub_offline(env: Mapping[str, str] = os.environ) -> bool:
     # huggingface_hub's variable: nothing asks the Hub, the engines are left to find their models.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def ensure_models(
@@ -377,7 +379,8 @@ def ensure_models(
 ) -> None:
     """Download the missing models of the services `part` starts, before anything stops, so a
     failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub id, a
-    llama.cpp `source:`); with HF_HUB_OFFLINE=1 none is."""
+    llama.cpp `source:`); with HF_HUB_OFFLINE=1 here none is, and in a service's `env:` not
+    that service's."""
     from aitherctl.models.hub import HubClient
     from aitherctl.models.pull import pull, pull_targets
     from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
@@ -387,7 +390,12 @@ def ensure_models(
     names = sorted({spec.service for spec in part.plan.to_start})
     if not names:
         return
-    found = pull_targets(part.profile, names, engine.volume_folder)
+    # A service whose own environment says HF_HUB_OFFLINE=1 does not download (its engine will
+    # not either): it is left to find its model, as with the variable set here.
+    online = [n for n in names if not _hub_offline(dict(part.profile.services[n].env))]
+    if not online:
+        return
+    found = pull_targets(part.profile, online, engine.volume_folder)
     # An Ollama server pulls its own models, and it is not running yet: not here.
     missing = [
         t
@@ -400,7 +408,7 @@ def ensure_models(
         which = ", ".join(f"{t.service!r} ({t.repo})" for t in missing)
         raise RefusedError(
             f"the model of service {which} is not downloaded: run `aitherctl pull "
-            f"{part.profile.name}` first, or switch without --no-pull",
+            f"{part.profile.name}` first, or leave out --no-pull",
             changed=False,
         )
 
@@ -414,10 +422,22 @@ def ensure_models(
             last_progress[0] = time.monotonic()
         progress.note(progress_line(event))
 
+    from aitherctl.models.downloads import end_download, report_download
+
+    shown = policy.emit or note
+
+    targets = {t.service: t for t in missing}
+
+    def emit(event: PullEvent) -> None:
+        target = targets.get(event.service)
+        engine, model = (target.engine, target.repo) if target else (None, None)
+        report_download(LOCAL_HOST, event, engine, model)  # what the monitor shows
+        shown(event)
+
     hub = HubClient.open()
     try:
         progress.note("downloading " + ", ".join(f"{t.repo} ({t.service})" for t in missing))
-        pull(missing, hub, policy.emit or note)
+        pull(missing, hub, emit)
     except AitherError as exc:
         raise RefusedError(
             f"downloading the model failed: {exc.message}; nothing was changed",
@@ -426,6 +446,59 @@ def ensure_models(
         ) from None
     finally:
         hub.close()
+        for target in missing:
+            end_download(LOCAL_HOST, target.service)
+
+
+def model_step(policy: ModelPolicy | None) -> ModelStep:
+    """The transaction's step after a service's readiness probe answers: an Ollama service with
+    a `model` is ready only once its server lists it (`GET /api/tags`); a missing one is pulled
+    through the server (`POST /api/pull`, outside the readiness timeout, each layer's start and
+    end shown and its progress every 10 s), or, under `--no-pull`, the service fails. Other
+    engines load their model before their probe answers: nothing to do."""
+    pull_allowed = policy is None or policy.pull
+
+    def step(
+        item: StartItem,
+        host: str,
+        base_url: str,
+        report: Callable[[str, str], None],
+        cancelled: Callable[[], bool],
+    ) -> str | None:
+        if item.engine != "ollama" or not item.model:
+            return None
+        import httpx
+
+        from aitherctl.models.downloads import end_download, report_download
+        from aitherctl.models.ollama_pull import ensure_ollama_model
+        from aitherctl.models.pull_model import PullPhase, download_detail
+
+        last_progress = [time.monotonic()]
+
+        def emit(event: PullEvent) -> None:
+            report_download(host, event, item.engine, item.model)  # what the monitor shows
+            if policy is not None and policy.emit is not None:
+                policy.emit(event)
+            if event.phase is PullPhase.PROGRESS:
+                if time.monotonic() - last_progress[0] < SWITCH_PROGRESS_EVERY_S:
+                    return
+                last_progress[0] = time.monotonic()
+            report("downloading", download_detail(event))
+
+        with httpx.Client() as client:
+            try:
+                ensure_ollama_model(
+                    client, base_url, item.service, item.model,
+                    pull=pull_allowed, emit=emit, clock=time.monotonic, cancelled=cancelled,
+                )  # fmt: skip
+            except AitherError as exc:
+                # The transaction's message names the service already.
+                return exc.message.removeprefix(f"service {item.service!r}: ")
+            finally:
+                end_download(host, item.service)
+        return None
+
+    return step
 
 
 # ---- executing ----------------------------------------------------------------------------------
@@ -572,6 +645,7 @@ def execute(
             {name: (engines[name], part.plan) for name, part in fresh.parts.items()},
             progress,
             cancel,
+            model_step=model_step(models),
         )
         result.outcomes = transaction.apply()
         for name, part in fresh.parts.items():

@@ -44,7 +44,7 @@ from aitherctl.errors import AitherError, DockerUnavailableError, SwitchFailedEr
 from aitherctl.profiles.profile import LOCAL_HOST
 from aitherctl.switching import journal
 from aitherctl.switching.plan import Action, Plan
-from aitherctl.switching.readiness import ReadinessProbe, probe_host
+from aitherctl.switching.readiness import ReadinessProbe, netloc, probe_host
 from aitherctl.switching.records import (
     LABEL_INTENT,
     LABEL_KIND,
@@ -265,6 +265,25 @@ class StartItem:
     existing: ManagedContainer | None = None
     # Takes GPU memory as it starts, sized by what is free then: such services share a lane.
     serialise: bool = True
+    engine: str = ""
+    model: str | None = None
+
+
+class ModelStep(Protocol):
+    """Run once a service answers its readiness probe, before it counts as ready: make sure
+    the server has its model (an Ollama server pulls it through its own API). The readiness
+    timeout does not cover it: a download takes as long as it takes, and `cancelled()` ends it.
+    `host` is the profile's name for the engine's host; `base_url` where the service answers.
+    `report(status, detail)` shows where it is; the result is None, or why it is not ready."""
+
+    def __call__(
+        self,
+        item: StartItem,
+        host: str,
+        base_url: str,
+        report: Callable[[str, str], None],
+        cancelled: Callable[[], bool],
+    ) -> str | None: ...
 
 
 def start_items(plan: Plan) -> list[StartItem]:
@@ -283,6 +302,8 @@ def start_items(plan: Plan) -> list[StartItem]:
                     timeout,
                     spec=target,
                     serialise=allocates_gpu_at_start(target),
+                    engine=target.engine.value,
+                    model=target.model,
                 )
             )
         elif step.action in (Action.RESUME, Action.RESTART) and step.current is not None:
@@ -297,6 +318,8 @@ def start_items(plan: Plan) -> list[StartItem]:
                     timeout,
                     existing=item,
                     serialise=allocates_gpu_at_start(target) if target else bool(item.gpus),
+                    engine=item.engine,
+                    model=target.model if target else item.model,
                 )
             )
     return items
@@ -343,10 +366,13 @@ class EnginePart:
         cancel: threading.Event | None = None,
         *,
         host: str = LOCAL_HOST,
+        model_step: ModelStep | None = None,
     ) -> None:
         """`cancel`: set from another thread (a failure on another host, the scheduler shutting
-        down) to end the readiness waits; the transaction then rolls back."""
+        down) to end the readiness waits; the transaction then rolls back. `model_step`: run
+        after each service's readiness probe answers (`ModelStep`)."""
         self.engine = engine
+        self.model_step = model_step
         self.plan = plan
         self.host = host
         self.progress = SafeProgress(progress)
@@ -487,6 +513,19 @@ class EnginePart:
             pause=self.cancel.wait,
             on_detail=lambda detail: self.progress.service(item.service, "waiting", detail),
         )
+        if waited.state == "ready" and self.model_step is not None:
+            host = probe_host(item.bind, self.engine.endpoint, self.engine.address)
+            failure = self.model_step(
+                item,
+                self.host,
+                f"http://{netloc(host)}:{item.port}",
+                lambda status, detail: self.progress.service(item.service, status, detail),
+                self.cancel.is_set,
+            )
+            if failure is not None:
+                if self.cancel.is_set():
+                    return outcome(False, "cancelled: the switch is being rolled back")
+                return outcome(False, failure)
         if waited.state == "ready":
             self.progress.service(item.service, "ready", f"{time.monotonic() - began:.1f}s")
             return outcome(True, "ready")
@@ -534,12 +573,21 @@ class Transaction:
         parts: Mapping[str, tuple[DockerEngine, Plan]],
         progress: Progress,
         cancel: threading.Event | None = None,
+        *,
+        model_step: ModelStep | None = None,
     ) -> None:
         self.profile = profile
         self.progress = SafeProgress(progress)
         self.cancel = cancel if cancel is not None else threading.Event()
         self.parts = {
-            name: EnginePart(engine, plan, host_progress(progress, name), self.cancel, host=name)
+            name: EnginePart(
+                engine,
+                plan,
+                host_progress(progress, name),
+                self.cancel,
+                host=name,
+                model_step=model_step,
+            )
             for name, (engine, plan) in parts.items()
             if plan.changes
         }

@@ -184,6 +184,11 @@ def gpu_lines(gpu: GpuView, width: int = 50) -> Group:
 
 
 def state_text(service: ServiceView) -> Text:
+    if service.download is not None:  # its model first: not ready before it is there
+        percent = service.download.percent
+        return Text(
+            "downloading" + (f" {percent}%" if percent is not None else ""), style="bold yellow"
+        )
     state = service.state + (f" ({service.health})" if service.health else "")
     style = "green" if service.state == "running" else "red"
     if service.health == "unhealthy":

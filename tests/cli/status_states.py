@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from aitherctl.models.pull_model import DownloadState
 from aitherctl.monitor.model import (
     BudgetMark,
     GpuView,
@@ -284,6 +285,41 @@ STATES: dict[str, MonitorSnapshot] = {
         ),
     ),
     "serve running": snapshot(scheduler=SCHEDULER),
+    "a model downloading (an Ollama service pulling it)": snapshot(
+        services=(
+            *GPU_SERVICES,
+            service(
+                "local",
+                engine="ollama",
+                model="llama3.2:1b",
+                health=None,
+                port=11434,
+                vram_used_bytes=None,
+                requests_running=None,
+                requests_waiting=None,
+                tokens_per_s=None,
+                uptime_s=12.0,
+                download=DownloadState(
+                    "local", "local", "llama3.2:1b dde5aa3fc5ff", 594_494_248, 1_321_098_329, 0.0
+                ),
+            ),
+            # No container yet: its files come first (a switch, `up`, serve's start, `pull`).
+            ServiceView(
+                name="coder",
+                engine="vllm",
+                model="Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
+                state="downloading",
+                health=None,
+                port=None,
+                bind=None,
+                gpus=(),
+                container_id=None,
+                vram_used_bytes=None,
+                vram_budget_bytes=None,
+                download=DownloadState("coder", "local", "model.safetensors", 0, None, 0.0),
+            ),
+        )
+    ),
     "serve unreachable": snapshot(
         scheduler=SchedulerView(url="http://127.0.0.1:8150", error="timed out after 1.0 s")
     ),

@@ -115,7 +115,9 @@ def vllm_sleep_service(
     `--enable-sleep-mode` / `VLLM_SERVER_DEV_MODE=1`, the two switches real vLLM needs before
     `/sleep` frees anything (`sleep_mode=False` / `dev_mode=False` to test their absence).
     `DOUBLE_*` environment variables tune the double (see its docstring)."""
-    environment = {"DOUBLE_TOKEN_DELAY_S": str(token_delay_s)}
+    # HF_HUB_OFFLINE=1: the double has its model, as a vLLM whose cache holds it (a switch, `up`
+    # and serve's start then ask no Hub for `double/smollm2`).
+    environment = {"DOUBLE_TOKEN_DELAY_S": str(token_delay_s), "HF_HUB_OFFLINE": "1"}
     if dev_mode:
         environment["VLLM_SERVER_DEV_MODE"] = "1"
     environment.update(env or {})

@@ -58,8 +58,8 @@ class ProcessControl(ServiceControl):
         self.free_at_start: dict[str, int] = {}
         self.lock = threading.Lock()
 
-    def start_blocking(self, service: str, cancel: threading.Event) -> None:
-        del cancel
+    def start_blocking(self, service: str, cancel: threading.Event, report: Any = None) -> None:
+        del cancel, report
         inventory = gpu_inventory()
         gpu = inventory.gpus[0]
         self.free_at_start[service] = gpu.memory_total_bytes - gpu.memory_used_bytes

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,13 @@ runner = CliRunner()
 WIDTHS = (80, 200)
 
 
+NOW = 1_796_000_000.0
+
+
 def _render(listing: ModelListing, width: int) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width, color_system=None, force_terminal=False).print(
-        models_table(listing)
+        models_table(listing, now=NOW)
     )
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
 
@@ -43,10 +47,10 @@ EVERY_STATE = ModelListing((
                ModelState.COMPLETE,
                (ServiceUse("dev", "orchestrator", True),
                 ServiceUse("creative", "orchestrator", False),
-                ServiceUse("production", "orchestrator", False))),
+                ServiceUse("production", "orchestrator", False)), NOW - 42),
     LocalModel("Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "vllm", ModelKind.HF_CACHE,
                "/c/hub/models--Qwen--Qwen2.5-Coder-7B-Instruct-AWQ", 2_000_000_000,
-               ModelState.PARTIAL, (ServiceUse("dev", "coding", None),)),
+               ModelState.PARTIAL, (ServiceUse("dev", "coding", None),), NOW - 3 * 86400 - 7200),
     LocalModel("SmolLM2-135M-Instruct.Q4_1.gguf", "llamacpp", ModelKind.GGUF,
                "/m/SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, ModelState.COMPLETE, ()),
 ))  # fmt: skip
@@ -54,28 +58,33 @@ EVERY_STATE = ModelListing((
 
 EXPECTED = {
     80: """\
-model                     engine    size     state     used by
-cyankiwi/Nemotron-Orches  vllm      5.7 GiB  complete  dev/orchestrator
-trator-8B-AWQ-4bit                                     (running),
-                                                       creative/orchestrator,
-                                                       production/orchestrator
-Qwen/Qwen2.5-Coder-7B-In  vllm      1.9 GiB  partial   dev/coding
-struct-AWQ
-SmolLM2-135M-Instruct.Q4  llamacpp  94 MiB   complete  -
-_1.gguf""",
+model                 engine    size     state     used by             last used
+cyankiwi/Nemotron-Or  vllm      5.7 GiB  complete  dev/orchestrator    42s ago
+chestrator-8B-AWQ-4b                               (running),
+it                                                 creative/orchestra
+                                                   tor,
+                                                   production/orchest
+                                                   rator
+Qwen/Qwen2.5-Coder-7  vllm      1.9 GiB  partial   dev/coding          3d2h ago
+B-Instruct-AWQ
+SmolLM2-135M-Instruc  llamacpp  94 MiB   complete  -                   -
+t.Q4_1.gguf""",
     200: """\
-model                                       engine    size     state     used by
-cyankiwi/Nemotron-Orchestrator-8B-AWQ-4bit  vllm      5.7 GiB  complete  \
-dev/orchestrator (running), creative/orchestrator, production/orchestrator
-Qwen/Qwen2.5-Coder-7B-Instruct-AWQ          vllm      1.9 GiB  partial   dev/coding
-SmolLM2-135M-Instruct.Q4_1.gguf             llamacpp  94 MiB   complete  -""",
+model                                       engine    size     state     used by          \
+                                                           last used
+cyankiwi/Nemotron-Orchestrator-8B-AWQ-4bit  vllm      5.7 GiB  complete  dev/orchestrator \
+(running), creative/orchestrator, production/orchestrator  42s ago
+Qwen/Qwen2.5-Coder-7B-Instruct-AWQ          vllm      1.9 GiB  partial   dev/coding       \
+                                                           3d2h ago
+SmolLM2-135M-Instruct.Q4_1.gguf             llamacpp  94 MiB   complete  -                \
+                                                           -""",
 }
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_table_renders_every_state(width: int) -> None:
     """Complete, partial; used by a running service, by one not running, by one whose state
-    is unknown (no Docker engine), by none."""
+    is unknown (no Docker engine), by none; last used seconds ago, days ago, never."""
     assert _render(EVERY_STATE, width) == EXPECTED[width]
 
 
@@ -120,28 +129,50 @@ def machine(tmp_path, write_profile, monkeypatch):  # type: ignore[no-untyped-de
     return models, hf
 
 
+def _used(profile: str, backend: str, model: str, ago_s: float, outcome: str = "ok") -> None:
+    """A row of the usage ledger as `run` and `serve` write one for a request a local service
+    answered `ago_s` seconds ago."""
+    from aitherctl.routing.ledger import Ledger, LedgerRow
+
+    Ledger().record(LedgerRow(
+        ts=time.time() - ago_s, profile=profile, effort=2, tier="local", backend=backend,
+        model=model, local=True, tokens_in=5, tokens_out=7, cost_usd=0.0, ttft_s=0.1,
+        total_s=0.5, outcome=outcome, attempts=1, prompt_sha256=None,
+    ))  # fmt: skip
+
+
 @pytest.mark.docker
 def test_models_lists_what_the_profiles_point_at_and_what_lies_beside(
     clean_namespace, machine
 ) -> None:
+    """`last used` is the newest request a service using the model answered, from the usage
+    ledger: not a failed one, not one the service answered while it served another model, not
+    another profile's service of the same name."""
     models, hf = machine
+    _used("mine", "chat", "org/chat", 3 * 3600 + 30)
+    _used("mine", "chat", "org/old-chat", 60)
+    _used("mine", "chat", "org/chat", 10, outcome="failed")
+    _used("other", "chat", "org/chat", 5)
+    _used("mine", "small", "small", 2 * 86400 + 3600 + 30)
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert [line.rstrip() for line in result.stdout.splitlines()] == [
-        "model       engine    size    state     used by",
-        "org/chat    vllm      5140 B  complete  mine/chat",
-        "org/unused  vllm      42 B    complete  -",
-        "half.gguf   llamacpp  1000 B  partial   -",
-        "other.gguf  llamacpp  2000 B  complete  -",
-        "tiny.gguf   llamacpp  3000 B  complete  mine/small",
+        "model       engine    size    state     used by     last used",
+        "org/chat    vllm      5140 B  complete  mine/chat   3h00m ago",
+        "org/unused  vllm      42 B    complete  -           -",
+        "half.gguf   llamacpp  1000 B  partial   -           -",
+        "other.gguf  llamacpp  2000 B  complete  -           -",
+        "tiny.gguf   llamacpp  3000 B  complete  mine/small  2d1h ago",
     ]
     data = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert data["models"][0] == {
-        "name": "org/chat", "engine": "vllm", "kind": "hf-cache",
+        "name": "org/chat", "host": "local", "engine": "vllm", "kind": "hf-cache",
         "path": str(hf / "hub" / "models--org--chat"), "size_bytes": 5140, "state": "complete",
         "used_by": [{"profile": "mine", "service": "chat", "running": False}],
+        "last_used_ts": pytest.approx(time.time() - 3 * 3600 - 30, abs=60),
     }  # fmt: skip
+    assert data["models"][1]["last_used_ts"] is None
     assert data["models"][2]["path"] == str(models / "half.gguf")
     assert data["notes"] == []
 
@@ -195,3 +226,38 @@ def test_models_rm_refuses_a_model_a_running_service_uses(
         run_cli("down", "--all", "--yes")
     assert runner.invoke(app, ["models", "rm", MODEL_FILE, "--yes"]).exit_code == 0
     assert not (models / MODEL_FILE).exists()
+
+
+ON_TWO_HOSTS = ModelListing((
+    LocalModel("SmolLM2-135M-Instruct.Q4_1.gguf", "llamacpp", ModelKind.GGUF,
+               "/m/SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, ModelState.COMPLETE,
+               (ServiceUse("dev", "small", True),), NOW - 600),
+    LocalModel("Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "vllm", ModelKind.HF_CACHE,
+               "aither-hf-cache:/hub/models--Qwen--Qwen2.5-Coder-7B-Instruct-AWQ", 5_600_000_000,
+               ModelState.COMPLETE, (ServiceUse("dev", "coding", False),), None,
+               host="gpu-box",
+               remote_place=("aither-hf-cache", "hub/models--Qwen--Qwen2.5-Coder-7B-Instruct-AWQ")),
+))  # fmt: skip
+
+EXPECTED_HOSTS = {
+    80: """\
+model           host     engine    size     state     used by         last used
+SmolLM2-135M-I  local    llamacpp  94 MiB   complete  dev/small       10m00s ago
+nstruct.Q4_1.g                                        (running)
+guf
+Qwen/Qwen2.5-C  gpu-box  vllm      5.2 GiB  complete  dev/coding      -
+oder-7B-Instru
+ct-AWQ""",
+    200: """\
+model                               host     engine    size     state     used by         \
+     last used
+SmolLM2-135M-Instruct.Q4_1.gguf     local    llamacpp  94 MiB   complete  dev/small (runni\
+ng)  10m00s ago
+Qwen/Qwen2.5-Coder-7B-Instruct-AWQ  gpu-box  vllm      5.2 GiB  complete  dev/coding      \
+     -""",
+}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_table_has_a_host_column_when_a_model_is_on_another_host(width: int) -> None:
+    assert _render(ON_TWO_HOSTS, width) == EXPECTED_HOSTS[width]

@@ -97,11 +97,11 @@ def test_models_lists_an_ollama_servers_models_and_rm_deletes_through_it(
     models = json.loads(listed.stdout)["models"]
     running = models[0]["used_by"][0]["running"]  # False with a Docker engine, None without
     assert models == [
-        {"name": "llama3.2:1b", "engine": "ollama", "kind": "ollama", "path": url,
-         "size_bytes": SIZE, "state": "complete",
+        {"name": "llama3.2:1b", "host": "local", "engine": "ollama", "kind": "ollama", "path": url,
+         "size_bytes": SIZE, "state": "complete", "last_used_ts": None,
          "used_by": [{"profile": "local", "service": "chat", "running": running}]},
-        {"name": "qwen3:8b", "engine": "ollama", "kind": "ollama", "path": url,
-         "size_bytes": 5_225_387_520, "state": "complete", "used_by": []},
+        {"name": "qwen3:8b", "host": "local", "engine": "ollama", "kind": "ollama", "path": url,
+         "size_bytes": 5_225_387_520, "state": "complete", "last_used_ts": None, "used_by": []},
     ]  # fmt: skip
     assert removed.exit_code == 0, removed.output
     assert removed.stdout == "removed qwen3:8b: 4.9 GiB freed\n"

@@ -39,7 +39,7 @@ def test_switch_pulls_a_missing_model_first_and_a_failed_pull_changes_nothing(
             assert refused.returncode == 5
             assert refused.stderr.splitlines()[-1] == (
                 f"error: the model of service 'assistant' ({GGUF_REPO}) is not downloaded: run "
-                "`aitherctl pull new` first, or switch without --no-pull"
+                "`aitherctl pull new` first, or leave out --no-pull"
             )
             assert _running(clean_namespace) == before
 
@@ -82,6 +82,57 @@ def test_offline_the_switch_asks_no_hub_and_leaves_the_model_to_the_engine(
     try:
         with serve_hub(state) as endpoint:
             env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "1"}
+            result = run_cli("profile", "switch", "offline", "--yes", "--no-pull", env=env)
+        assert result.returncode == 6, result.stderr
+        assert state.requests == []
+        assert "is not downloaded" not in result.stderr
+        assert _running(clean_namespace) == {}
+    finally:
+        run_cli("down", "--all", "--yes")
+
+
+def test_up_pulls_a_missing_model_first_as_the_switch_does(
+    clean_namespace, write_profile, llama_image, tmp_path
+) -> None:
+    del llama_image
+    models = tmp_path / "models"
+    service = llama_service(free_port(), source=f"{GGUF_REPO}:{MODEL_FILE}")
+    service["volumes"] = {str(models): "/models:ro"}
+    write_profile("new", services={"assistant": service})
+    try:
+        with serve_hub(hub_state()) as endpoint:
+            env = {"HF_ENDPOINT": endpoint}
+            refused = run_cli("up", "assistant", "-p", "new", "--yes", "--no-pull", env=env)
+            assert refused.returncode == 5, refused.stderr
+            assert refused.stderr.splitlines()[-1] == (
+                f"error: the model of service 'assistant' ({GGUF_REPO}) is not downloaded: run "
+                "`aitherctl pull new` first, or leave out --no-pull"
+            )
+            assert _running(clean_namespace) == {}
+            started = run_cli("up", "assistant", "-p", "new", "--yes", env=env)
+        assert started.returncode == 0, started.stderr
+        assert f"  downloading {GGUF_REPO} (assistant)\n" in started.stderr
+        assert (models / MODEL_FILE).is_file()
+        assert set(_running(clean_namespace)) == {"assistant"}
+    finally:
+        run_cli("down", "--all", "--yes")
+
+
+def test_a_service_whose_own_env_is_offline_is_left_to_its_engine(
+    clean_namespace, write_profile, llama_image, tmp_path
+) -> None:
+    """HF_HUB_OFFLINE=1 in the service's `env:` (its engine will not download): the switch asks
+    the Hub nothing for it and does not refuse under --no-pull, as with the variable set here."""
+    del llama_image
+    service = llama_service(free_port(), source=f"{GGUF_REPO}:{MODEL_FILE}")
+    service["volumes"] = {str(tmp_path / "models"): "/models:ro"}
+    service["env"] = {"HF_HUB_OFFLINE": "1"}
+    service["health"] = {"timeout": 60}
+    write_profile("offline", services={"assistant": service})
+    state = hub_state()
+    try:
+        with serve_hub(state) as endpoint:
+            env = {"HF_ENDPOINT": endpoint}
             result = run_cli("profile", "switch", "offline", "--yes", "--no-pull", env=env)
         assert result.returncode == 6, result.stderr
         assert state.requests == []

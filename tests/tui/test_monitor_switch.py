@@ -25,7 +25,10 @@ def running(engine: object) -> dict[str, str]:
 def slow(port: int) -> dict[str, object]:
     """A real HTTP server that answers only after 60 s."""
     return {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none",
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
         "args": ["sh", "-c", f"sleep 60; exec python3 -m http.server {port}"],
         "health": {"path": "/", "timeout": 120},
     }
@@ -35,20 +38,25 @@ def slow(port: int) -> dict[str, object]:
 def actions(clean_namespace, write_profile, base_image):  # type: ignore[no-untyped-def]
     ports = [free_port() for _ in range(3)]
     write_profile("first", services={"web": web_service(ports[0])})
-    write_profile("second", services={"web": web_service(ports[0], text="two"),
-                                      "slow": slow(ports[1])})
+    write_profile(
+        "second", services={"web": web_service(ports[0], text="two"), "slow": slow(ports[1])}
+    )
     write_profile("third", services={"other": web_service(ports[2])})
     assert run_cli("profile", "switch", "first", "--yes").returncode == 0
     return StackActions(SimpleNamespace(engine=clean_namespace))
 
 
 def test_the_switch_executes_the_plan_shown_and_refuses_a_changed_one(
-    actions, clean_namespace  # type: ignore[no-untyped-def]
+    actions,
+    clean_namespace,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = clean_namespace
     shown = actions.plan("third")
     assert shown.splitlines()[:3] == [
-        "Plan for third:", "  stop      web: not in profile third", "  start     other: new"]
+        "Plan for third:",
+        "  stop      web: not in profile third",
+        "  start     other: new",
+    ]
     assert run_cli("profile", "switch", "second", "--yes").returncode == 0  # meanwhile
     before = running(engine)
     with pytest.raises(RefusedError, match="the plan changed since it was shown"):
@@ -62,7 +70,8 @@ def test_the_switch_executes_the_plan_shown_and_refuses_a_changed_one(
 
 
 def test_a_sighup_during_the_monitors_switch_rolls_back(
-    actions, clean_namespace  # type: ignore[no-untyped-def]
+    actions,
+    clean_namespace,  # type: ignore[no-untyped-def]
 ) -> None:
     engine = clean_namespace
     before = running(engine)
@@ -100,3 +109,33 @@ def test_a_sighup_during_the_monitors_switch_rolls_back(
     assert cancel.signum == signal.SIGHUP
     assert running(engine) == before  # the very same container runs again
     assert [i.service for i in engine.list_managed()] == ["web"]
+
+
+def test_the_monitors_switch_downloads_a_missing_model_first(
+    clean_namespace, write_profile, llama_image, tmp_path, monkeypatch
+) -> None:
+    """The same operation as `profile switch`: the GGUF file is fetched (from the Hub's contract
+    double) before anything starts, its lines in the monitor's notes, and the service answers."""
+    from tests.conftest import MODEL_FILE, llama_service
+    from tests.doubles.hf_hub import serve_hub
+    from tests.models.hub_helpers import GGUF_REPO, hub_state
+
+    del llama_image
+    models = tmp_path / "models"
+    service = llama_service(free_port(), source=f"{GGUF_REPO}:{MODEL_FILE}")
+    service["volumes"] = {str(models): "/models:ro"}
+    write_profile("fetched", services={"assistant": service})
+    actions = StackActions(SimpleNamespace(engine=clean_namespace))
+    notes: list[str] = []
+    try:
+        with serve_hub(hub_state()) as endpoint:
+            monkeypatch.setenv("HF_ENDPOINT", endpoint)
+            actions.plan("fetched")
+            done = actions.switch("fetched", notes.append)
+        assert done.startswith("switched to fetched in "), notes
+        assert f"downloading {GGUF_REPO} (assistant)" in notes
+        assert f"assistant  {MODEL_FILE}  94 MiB" in notes
+        assert (models / MODEL_FILE).is_file()
+        assert set(running(clean_namespace)) == {"assistant"}
+    finally:
+        run_cli("down", "--all", "--yes")

@@ -34,7 +34,14 @@ What the double adds: `GET /_double/state` (what it holds, counts, and the hazar
 must never cause) and `POST /_double/reset`. Knobs (environment): `OLLAMA_DOUBLE_MODELS`
 (`name=bytes,...`; default `smollm2:135m=300000000,qwen2.5:0.5b=500000000`),
 `OLLAMA_DOUBLE_LOAD_DELAY_S` (0.3), `OLLAMA_DOUBLE_UNLOAD_DELAY_S` (0.2: how long an expired
-model stays listed), `OLLAMA_DOUBLE_TOKEN_DELAY_S` (0.02), `OLLAMA_DOUBLE_TOKENS` (8).
+model stays listed), `OLLAMA_DOUBLE_TOKEN_DELAY_S` (0.02), `OLLAMA_DOUBLE_TOKENS` (8),
+`OLLAMA_DOUBLE_REGISTRY` (`name=bytes,...`: what `POST /api/pull` can fetch; a pulled model
+joins the models on disk, and its manifest is written where Ollama writes it, so a new
+container on the same volume lists it) and `OLLAMA_DOUBLE_PULL_DELAY_S` (0.05, between the
+pull's progress lines); with `OLLAMA_DOUBLE_PULL_HOLD=1` a pull stops after its quarter
+line until `POST /_double/release-pull`, so a test sees a download in progress without timing.
+`POST /api/pull` follows `server/routes.go` `PullHandler` as the in-process double
+(tests/doubles/ollama_server.py) does.
 Every loaded byte is reported as VRAM (`size_vram == size`), as on a GPU that holds the model.
 """
 
@@ -115,6 +122,9 @@ class Ollama:
     counts: dict[str, int] = field(default_factory=dict)
     hazards: dict[str, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    registry: dict[str, int] = field(default_factory=dict)  # what `/api/pull` can fetch
+    # OLLAMA_DOUBLE_PULL_HOLD=1: a pull stops at a quarter until `POST /_double/release-pull`.
+    pull_gate: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -132,6 +142,7 @@ class Ollama:
                 "evictions",
                 "expired_by_timer",
                 "unknown_model",
+                "pulls",
             ),
             0,
         )
@@ -397,12 +408,51 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
                 self.native(body, chat=path == "/api/chat")
             elif path == "/v1/chat/completions":
                 self.openai(body)
+            elif path == "/api/pull":
+                self.pull(full_name(str(body.get("model") or body.get("name") or "")))
+            elif path == "/_double/release-pull":
+                ollama.pull_gate.set()
+                self.send_json(200, {})
             elif path == "/_double/reset":
                 with ollama.lock:
                     ollama.reset()
                 self.send_json(200, {})
             else:
                 self.send(404, b"404 page not found", "text/plain")
+
+        def pull(self, name: str) -> None:
+            """`POST /api/pull` streamed (chunked NDJSON, as the Go server writes it): the
+            manifest, one layer growing in four steps `OLLAMA_DOUBLE_PULL_DELAY_S` apart, then
+            verify, write, success; a name the registry lacks ends with an `error` line after
+            the 200 (the headers are already sent)."""
+            with ollama.lock:
+                ollama.counts["pulls"] += 1
+            self.start_stream("application/x-ndjson")
+
+            def line(item: dict[str, Any]) -> None:
+                self.chunk(json.dumps(item).encode() + b"\n")
+
+            try:
+                line({"status": "pulling manifest"})
+                size = ollama.registry.get(name)
+                if size is None:
+                    line({"error": "pull model manifest: file does not exist"})
+                else:
+                    digest = "sha256:" + "b" * 64
+                    for completed in (0, size // 4, size // 2, size):
+                        time.sleep(float(os.environ.get("OLLAMA_DOUBLE_PULL_DELAY_S", "0.05")))
+                        if completed == size // 2 and os.environ.get("OLLAMA_DOUBLE_PULL_HOLD"):
+                            ollama.pull_gate.wait()
+                        line({"status": f"pulling {digest[7:19]}", "digest": digest,
+                              "total": size, "completed": completed})  # fmt: skip
+                    for status in ("verifying sha256 digest", "writing manifest", "success"):
+                        line({"status": status})
+                    with ollama.lock:
+                        ollama.models[name] = size
+                    write_manifest(name, size)
+                self.chunk(b"")
+            except ClientGone:
+                self.close_connection = True
 
         def known(self, name: Any, openai: bool) -> str | None:
             if not name:
@@ -614,6 +664,41 @@ def make_handler(ollama: Ollama) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def models_dir() -> str:
+    """Where Ollama keeps its models (`envconfig.Models`: `OLLAMA_MODELS`, default
+    `~/.ollama/models`): a pulled model's manifest is
+    `manifests/registry.ollama.ai/library/NAME/TAG` there, so it survives the container."""
+    return os.environ.get("OLLAMA_MODELS") or os.path.expanduser("~/.ollama/models")
+
+
+def _manifest_folder() -> str:
+    return os.path.join(models_dir(), "manifests", "registry.ollama.ai", "library")
+
+
+def write_manifest(name: str, size: int) -> None:
+    model, _, tag = name.partition(":")
+    folder = os.path.join(_manifest_folder(), model)
+    os.makedirs(folder, exist_ok=True)
+    layer = {"mediaType": "application/vnd.ollama.image.model", "size": size,
+             "digest": "sha256:" + "b" * 64}  # fmt: skip
+    with open(os.path.join(folder, tag), "w", encoding="utf-8") as handle:
+        json.dump({"schemaVersion": 2, "layers": [layer]}, handle)
+
+
+def pulled_models() -> dict[str, int]:
+    """The models an earlier pull left in the models folder: name → the size of their layers."""
+    found: dict[str, int] = {}
+    root = _manifest_folder()
+    if not os.path.isdir(root):
+        return found
+    for model in sorted(os.listdir(root)):
+        for tag in sorted(os.listdir(os.path.join(root, model))):
+            with open(os.path.join(root, model, tag), encoding="utf-8") as handle:
+                layers = json.load(handle).get("layers", [])
+            found[f"{model}:{tag}"] = sum(int(layer.get("size", 0)) for layer in layers)
+    return found
+
+
 def parse_models(text: str) -> dict[str, int]:
     models = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -629,14 +714,20 @@ def main(argv: list[str]) -> None:
     keep_alive = go_duration_s(os.environ.get("OLLAMA_KEEP_ALIVE") or "5m")
     max_loaded = int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 0) or 3
     ollama = Ollama(
-        models=parse_models(
-            os.environ.get("OLLAMA_DOUBLE_MODELS", "smollm2:135m=300000000,qwen2.5:0.5b=500000000")
-        ),
+        models={
+            **parse_models(
+                os.environ.get(
+                    "OLLAMA_DOUBLE_MODELS", "smollm2:135m=300000000,qwen2.5:0.5b=500000000"
+                )
+            ),
+            **pulled_models(),
+        },
         keep_alive_s=300.0 if keep_alive is None else keep_alive,
         max_loaded=max_loaded,
         num_parallel=max(int(os.environ.get("OLLAMA_NUM_PARALLEL") or 1), 1),
         load_delay_s=float(os.environ.get("OLLAMA_DOUBLE_LOAD_DELAY_S", "0.3")),
         unload_delay_s=float(os.environ.get("OLLAMA_DOUBLE_UNLOAD_DELAY_S", "0.2")),
+        registry=parse_models(os.environ.get("OLLAMA_DOUBLE_REGISTRY", "")),
     )
     server = ThreadingHTTPServer(
         (host.strip("[]") or "0.0.0.0", int(port or 11434)), make_handler(ollama)

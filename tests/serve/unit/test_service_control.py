@@ -25,8 +25,8 @@ class BlockedStarts(ServiceControl):
         self.go = threading.Event()
         self.entered = threading.Semaphore(0)
 
-    def start_blocking(self, service: str, cancel: threading.Event) -> None:
-        del service, cancel
+    def start_blocking(self, service: str, cancel: threading.Event, report: Any = None) -> None:
+        del service, cancel, report
         self.entered.release()
         self.go.wait()
 
