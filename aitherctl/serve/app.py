@@ -23,6 +23,7 @@ from aiohttp import web
 
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.profiles.profile import is_loopback
+from aitherctl.serve import timeline
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
 from aitherctl.serve.apis import TRANSCRIPTIONS, FormFile, forwarded_headers, stream_error
@@ -154,10 +155,14 @@ class _Sink:
         response.headers["Cache-Control"] = "no-cache"
         self.response = response
         await response.prepare(self.request)
+        if timeline.ON:
+            timeline.mark("client_head_prepared")
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
         await self.response.write(data)
+        if timeline.ON:
+            timeline.mark_nth("client_written")
 
 
 class Gateway:
@@ -435,6 +440,8 @@ class Gateway:
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """One request: answered, and its line written to the request log."""
         started = time.perf_counter()
+        if timeline.ON:
+            timeline.begin(request.headers.get(timeline.CLIENT_T0_HEADER))
         line: dict[str, Any] = {"client": "-", "model": "-", "status": 499, "outcome": None}
         try:
             response = await self._generate(request, line)
@@ -458,6 +465,8 @@ class Gateway:
                 outcome.tokens_out if outcome else None,
                 time.perf_counter() - started,
             )
+            if timeline.ON:
+                timeline.end()
 
     async def _read_form(
         self, request: web.Request
@@ -529,6 +538,8 @@ class Gateway:
             return _json_reply(
                 Reply(400, error_body("the body must be a JSON object", "invalid_request_error"))
             )
+        if timeline.ON:
+            timeline.mark("body_parsed")
         if request.path in OLLAMA_ROUTES:
             from aitherctl.serve.ollama_api import model_name
 
@@ -575,6 +586,8 @@ class Gateway:
             files=files,
         )
         sink = _Sink(request)
+        if timeline.ON:
+            timeline.mark("request_built")
         reply = await self.dispatcher.handle(
             gateway_request, sink, lambda outcome: line.__setitem__("outcome", outcome)
         )

@@ -27,6 +27,7 @@ from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.routing.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.routing.router import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_reason
+from aitherctl.serve import timeline
 from aitherctl.serve.apis import (
     EXTRA,
     PASSTHROUGH,
@@ -397,6 +398,8 @@ class Dispatcher:
             return Reply(404, error_body(exc.message, "invalid_request_error", "model_not_found"))
         except AitherError as exc:
             return Reply(400, error_body(exc.message, "invalid_request_error"))
+        if timeline.ON:
+            timeline.mark("route_resolved")
         result = Outcome()
         reply: Reply | None = None
         try:
@@ -613,6 +616,8 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", refusal))
                 result.outcome = "budget"
                 return None
+        if timeline.ON:
+            timeline.mark("cost_bound_reserved")
         keepalive: _KeepAlive | None = None
         lease: Lease | None = self.scheduler.try_acquire(candidate.name)
         response: UpstreamResponse | None = None
@@ -639,6 +644,8 @@ class Dispatcher:
                     "fell_back", candidate.name, exc.message, request.request_id
                 )
                 return None
+            if timeline.ON:
+                timeline.mark("admitted")
             result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
             self.observe("queue_wait_seconds", candidate.name, lease.queue_wait_s)
             if lease.load_wait_s:
@@ -664,6 +671,8 @@ class Dispatcher:
             from aitherctl.serve.upstream import UpstreamError
 
             timeout_s = route.tier.timeout_s if route.tier else 600.0
+            if timeline.ON:
+                timeline.mark("upstream_body_built")
             try:
                 billable = True
                 response = await self.upstream.open(
@@ -907,6 +916,8 @@ class Dispatcher:
             splitter = _SseSplitter(strip_usage=usage_added)
         try:
             async for chunk in response.chunks():
+                if timeline.ON:
+                    timeline.mark_nth("upstream_chunk")
                 splitter.watch_done(chunk)
                 out = splitter.feed(chunk)
                 if splitter.usage is not None:
