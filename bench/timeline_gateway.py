@@ -113,6 +113,24 @@ def report(name: str, runs: list[list[tuple[str, int]]]) -> None:
             step[stage].append((t - prev) / 1e6)
             prev = t
     order.sort(key=lambda s: statistics.median(since[s]))
+    # The proxy's own share of one request: before its upstream connection is asked for, and
+    # from the first upstream chunk to the client having the text (the rest is the upstream's,
+    # as in a direct request). Per request, so the model's own variation drops out.
+    own = []
+    for run in runs:
+        got = dict(run)
+        asked = got.get("upstream_conn_queued") or got.get("upstream_conn_create_start")
+        asked = asked or got.get("upstream_conn_reused")
+        if asked and "upstream_chunk1" in got and "client_got_text" in got:
+            own.append(
+                (asked - got["client_sent"] + got["client_got_text"] - got["upstream_chunk1"]) / 1e6
+            )
+    if own:
+        quartiles = statistics.quantiles(own, n=4)
+        print(
+            f"\n{name}: own time (before the upstream connection + first chunk to the client's "
+            f"text) p50 {quartiles[1]:.3f} ms (p25 {quartiles[0]:.3f}, p75 {quartiles[2]:.3f})"
+        )
     print(f"\n{name} ({len(runs)} requests): median ms since the client sent / step")
     for stage in order:
         n = len(since[stage])
@@ -179,7 +197,14 @@ def main() -> None:
                 *argv["serve"][1:],
             ]
             argv["base"][argv["base"].index("--port") + 1] = str(ports["base"])
-            extra["base"] = {"PYTHONPATH": str(tree)}
+            extra["base"] = {
+                "PYTHONPATH": str(tree),
+                # Its own state (one `serve` per profile and state folder) and namespace.
+                "AITHER_STATE_DIR": str(work / "base-state"),
+                "AITHER_DATA_DIR": str(work / "base-data"),
+                "AITHER_MACHINE_DIR": str(work / "base-machine"),
+                "AITHER_NAMESPACE": env["AITHER_NAMESPACE"] + "b",
+            }
         for name in names:
             server = spawn(
                 name,
