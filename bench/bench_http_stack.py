@@ -103,6 +103,7 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
             return await _proxy(request)
         finally:
             if on:
+                timeline.mark("handler_done")
                 timeline.end()
 
     async def _proxy(request: web.Request) -> web.StreamResponse:

@@ -81,6 +81,7 @@ async def one(session: Any, url: str, data: bytes, text_marker: bytes) -> dict[s
                 marks["client_got_byte"] = time.perf_counter_ns()
             if text_marker in line and b'"content":""' not in line:
                 marks.setdefault("client_got_text", time.perf_counter_ns())
+        marks["client_got_end"] = time.perf_counter_ns()
     return marks
 
 

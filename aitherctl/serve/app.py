@@ -477,6 +477,7 @@ class Gateway:
                 time.perf_counter() - started,
             )
             if timeline.ON:
+                timeline.mark("handler_done")
                 timeline.end()
 
     async def _read_form(

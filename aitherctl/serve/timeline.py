@@ -58,6 +58,18 @@ def end() -> None:
         out.write(json.dumps(marks) + "\n")
 
 
+def _gc_probe(phase: str, info: dict[str, Any]) -> None:
+    """A garbage collection during a request (`gc2_start`... `gc2_stop`): a full one scans
+    every object the process holds."""
+    mark(f"gc{info.get('generation')}_{phase}")
+
+
+if ON:
+    import gc
+
+    gc.callbacks.append(_gc_probe)
+
+
 def trace_configs() -> list[Any]:
     """aiohttp client probes (connection taken or opened, request sent, answer's head): an
     empty list when off, so the sessions carry no tracing at all."""
