@@ -60,7 +60,12 @@ KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a miss
 UPSTREAM_CLOSE_WAIT_S = 1.0  # after the answer's end event, the server's close is waited this long
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
-CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
+# Endpoints' remembered failures (a file `run` writes too): while requests come, re-read this
+# often in a thread, the requests using the copy in memory; a request finding the copy older
+# than CONTEXT_STALE_S (the first one, one after a quiet spell) reads the file itself.
+CONTEXT_FRESH_S = 1.0
+CONTEXT_STALE_S = 1.5
+CONTEXT_QUIET_S = 10.0  # no request for this long: the re-reading stops
 LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
 # `content-encoding` too: the upstream client decodes what a server compressed anyway.
@@ -260,7 +265,10 @@ class Dispatcher:
         # The environment of a running process does not change: which keys are set, once.
         self._env_keys = frozenset(k for k, v in self.env.items() if v)
         self._remembered: tuple[float, dict[str, str]] | None = None
+        self._rereading: asyncio.Task[None] | None = None
+        self._last_context = 0.0
         table = router.table
+        self._endpoints = [c for c in table.backends.values() if c.origin == "endpoint"]
         self.names: dict[str, str] = {}  # what a client may send as `model` -> backend name
         for name, candidate in table.backends.items():
             if scheduler.routable(name):
@@ -1043,21 +1051,37 @@ class Dispatcher:
     def _context(self, local_only: bool) -> RouteContext:
         """As `run`'s, except that services are never skipped for not running (the scheduler
         starts them) and only endpoints' recent failures count (it knows its services')."""
-        now = self.clock()
-        if self._remembered is None or now - self._remembered[0] > CONTEXT_FRESH_S:
-            endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
-            remembered = (
-                dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
-                if endpoints
-                else {}
-            )
-            self._remembered = (now, remembered)
+        now = self._last_context = self.clock()
+        if self._remembered is None or now - self._remembered[0] > CONTEXT_STALE_S:
+            self._remembered = (now, self._read_remembered())
+        if self._rereading is None and self._endpoints:
+            # Later requests use the copy, kept fresh off their way to the first token (the
+            # file read on the loop took about 0.09 ms of it, bench/timeline_gateway.py).
+            self._rereading = asyncio.get_running_loop().create_task(self._keep_remembered())
         return RouteContext(
             running=None,
             env_keys=self._env_keys,
             local_only=local_only,
             remembered_failures=self._remembered[1],
         )
+
+    def _read_remembered(self) -> dict[str, str]:
+        if not self._endpoints:
+            return {}
+        return dict(self.router.memory.recent(self._endpoints, self.router.table.health_memory_s))
+
+    async def _keep_remembered(self) -> None:
+        """Re-read the remembered failures every CONTEXT_FRESH_S, in a thread, until no
+        request has come for CONTEXT_QUIET_S."""
+        try:
+            while self.clock() - self._last_context < CONTEXT_QUIET_S:
+                await asyncio.sleep(CONTEXT_FRESH_S)
+                began = self.clock()
+                self._remembered = (began, await asyncio.to_thread(self._read_remembered))
+        except Exception:  # a request reads the file itself when the copy is stale
+            pass
+        finally:
+            self._rereading = None
 
     def _record(
         self,
@@ -1117,6 +1141,8 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Wait for the ledger rows still being written (at shutdown)."""
+        if self._rereading is not None:
+            self._rereading.cancel()
         while self._writer is not None and not self._writer.done():
             await asyncio.gather(self._writer, return_exceptions=True)
 
