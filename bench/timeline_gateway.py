@@ -117,20 +117,21 @@ def report(name: str, runs: list[list[tuple[str, int]]]) -> None:
     # The proxy's own share of one request: before its upstream connection is asked for, and
     # from the first upstream chunk to the client having the text (the rest is the upstream's,
     # as in a direct request). Per request, so the model's own variation drops out.
-    own = []
+    own, before, after = [], [], []
     for run in runs:
         got = dict(run)
         asked = got.get("upstream_conn_queued") or got.get("upstream_conn_create_start")
         asked = asked or got.get("upstream_conn_reused")
         if asked and "upstream_chunk1" in got and "client_got_text" in got:
-            own.append(
-                (asked - got["client_sent"] + got["client_got_text"] - got["upstream_chunk1"]) / 1e6
-            )
+            before.append((asked - got["client_sent"]) / 1e6)
+            after.append((got["client_got_text"] - got["upstream_chunk1"]) / 1e6)
+            own.append(before[-1] + after[-1])
     if own:
         quartiles = statistics.quantiles(own, n=4)
         print(
             f"\n{name}: own time (before the upstream connection + first chunk to the client's "
-            f"text) p50 {quartiles[1]:.3f} ms (p25 {quartiles[0]:.3f}, p75 {quartiles[2]:.3f})"
+            f"text) p50 {quartiles[1]:.3f} ms (p25 {quartiles[0]:.3f}, p75 {quartiles[2]:.3f}); "
+            f"before p50 {statistics.median(before):.3f}, after p50 {statistics.median(after):.3f}"
         )
     print(f"\n{name} ({len(runs)} requests): median ms since the client sent / step")
     for stage in order:
