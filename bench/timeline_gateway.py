@@ -12,9 +12,9 @@ started with AITHER_SERVE_TIMELINE=FILE (aitherctl/serve/timeline.py): each requ
 `perf_counter_ns` at every stage (arrived, body parsed, route resolved, cost bound reserved,
 admitted, upstream connection taken or opened, request sent, answer's head, each of its first
 chunks, the client's head prepared, each of the first chunks written back). One client sends one
-request at a time, the ways interleaved, and passes its send time in a header
-(CLOCK_MONOTONIC: the same clock in every process on the machine); it records the answer's head
-and the first event that carries text.
+request at a time, the ways interleaved (their order rotating every round), and passes its send
+time in a header (CLOCK_MONOTONIC: the same clock in every process on the machine); it records
+the answer's head and the first event that carries text.
 
 With `--baseline REV`, a second `serve` runs the package as of that revision (`git archive` into
 a temporary folder, put first on PYTHONPATH), measured in the same run as `serve`, interleaved
@@ -50,6 +50,7 @@ from bench_gateway import (  # the sibling module, found through sys.path
     free_port,
     gateway_argv,
     new_session,
+    rotated,
     spawn,
     start_llama,
     tail,
@@ -149,8 +150,11 @@ async def measure(ways: dict[str, tuple[str, bytes, bytes]], n: int) -> dict[str
         for name, (url, data, marker) in ways.items():  # warm-up
             for _ in range(5):
                 await one(sessions[name], url, data, marker)
-        for _ in range(n):
-            for name, (url, data, marker) in ways.items():
+        for round_no in range(n):
+            # The order rotates: the request after a direct one (whose connection to llama.cpp
+            # closes as it ends) would otherwise always be the same way's.
+            for name in rotated(list(ways), round_no):
+                url, data, marker = ways[name]
                 got[name].append(await one(sessions[name], url, data, marker))
     finally:
         for session in sessions.values():

@@ -159,8 +159,10 @@ class _Sink:
     def started(self) -> bool:
         return self.response is not None
 
-    async def start(self, status: int, headers: dict[str, str]) -> None:
-        response = _StreamAnswer(status=status, headers=headers)
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        response = (web.StreamResponse if at_once else _StreamAnswer)(
+            status=status, headers=headers
+        )
         ndjson = headers.get("Content-Type") == "application/x-ndjson"  # Ollama's stream
         response.content_type = "application/x-ndjson" if ndjson else "text/event-stream"
         response.headers["Cache-Control"] = "no-cache"

@@ -112,7 +112,8 @@ class Sink(Protocol):
     @property
     def started(self) -> bool: ...
 
-    async def start(self, status: int, headers: dict[str, str]) -> None: ...
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        """Begin the answer. Its head goes with the first write, or `at_once`."""
 
     async def write(self, data: bytes) -> None: ...
 
@@ -922,6 +923,15 @@ class Dispatcher:
             splitter = EventWatcher(request.route, limit)
         else:
             splitter = _SseSplitter(strip_usage=usage_added)
+        head_sent = False
+        if not sink.started and candidate is route.candidates[-1]:
+            # No other candidate could take over before the first token: the head goes now,
+            # while the backend computes it (the client reads the head meanwhile, as through a
+            # plain pass-through), not on the first token's way (about 0.3 ms of it at one
+            # client, bench/timeline_gateway.py). A failure before the first token is then an
+            # error event, as after a keep-alive.
+            await sink.start(200, headers, at_once=True)
+            head_sent = True
         try:
             async for chunk in response.chunks():
                 if timeline.ON:
@@ -937,7 +947,7 @@ class Dispatcher:
                     self.observe("ttft_seconds", candidate.name, result.ttft_s)
                     if not sink.started:
                         await sink.start(200, headers)
-                    else:  # a keep-alive began the stream: the headers go as SSE comments
+                    elif not head_sent:  # a keep-alive began the stream: headers as comments
                         await sink.write(_header_comments(headers))
                     result.backend = candidate
                 await sink.write(out)
