@@ -88,11 +88,31 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
     import aiohttp
     from aiohttp import web
 
+    # The same per-stage probes as `aitherctl serve` (bench/timeline_gateway.py compares them),
+    # when AITHER_SERVE_TIMELINE names a file and aitherctl is importable.
+    try:
+        from aitherctl.serve import timeline
+    except ImportError:
+        timeline = None  # type: ignore[assignment]
+    on = timeline is not None and timeline.ON
+
     async def proxy(request: web.Request) -> web.StreamResponse:
+        if on:
+            timeline.begin(request.headers.get(timeline.CLIENT_T0_HEADER))
+        try:
+            return await _proxy(request)
+        finally:
+            if on:
+                timeline.mark("handler_done")
+                timeline.end()
+
+    async def _proxy(request: web.Request) -> web.StreamResponse:
         chosen = pick(routes, await request.read())
         if chosen is None:
             return web.json_response({"error": "unknown model"}, status=404)
         name, base, body = chosen
+        if on:
+            timeline.mark("body_parsed")
         upstream = await post_upstream(
             request.app["session"], base + request.path.removeprefix("/v1"), body
         )
@@ -105,8 +125,14 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
                 },
             )
             await response.prepare(request)
+            if on:
+                timeline.mark("client_head_prepared")
             async for chunk in upstream.content.iter_any():
+                if on:
+                    timeline.mark_nth("upstream_chunk")
                 await response.write(chunk)
+                if on:
+                    timeline.mark_nth("client_written")
             await response.write_eof()
             return response
 
@@ -118,6 +144,7 @@ def serve_aiohttp(port: int, routes: dict[str, tuple[str, str]]) -> None:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            trace_configs=timeline.trace_configs() if on else None,
         )
         yield
         await app["session"].close()

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from aitherctl.errors import AitherError, UsageError
 from aitherctl.profiles.profile import is_loopback
+from aitherctl.serve import timeline
 from aitherctl.serve.access import AccessPolicy
 from aitherctl.serve.access_log import AccessLog
 from aitherctl.serve.apis import TRANSCRIPTIONS, FormFile, forwarded_headers, stream_error
@@ -137,6 +138,17 @@ def load_keys(keys_file: Path | None, env: dict[str, str]) -> list[ApiKey]:
     return keys
 
 
+class _StreamAnswer(web.StreamResponse):
+    """A streamed answer whose head goes out with its first chunk, in one write, as aiohttp's
+    own `Response` sends a head with its body. A `StreamResponse` sends its head on its own when
+    prepared; the gateway prepares it when the first chunk is already in hand (an answer may
+    still fall back to another backend before that), so the client woke for the head, then again
+    for the chunk: about 0.3 ms more to the first token than the chunk alone
+    (bench/timeline_gateway.py)."""
+
+    _send_headers_immediately = False
+
+
 class _Sink:
     """The client's response, begun on the first write or keep-alive."""
 
@@ -148,17 +160,23 @@ class _Sink:
     def started(self) -> bool:
         return self.response is not None
 
-    async def start(self, status: int, headers: dict[str, str]) -> None:
-        response = web.StreamResponse(status=status, headers=headers)
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        response = (web.StreamResponse if at_once else _StreamAnswer)(
+            status=status, headers=headers
+        )
         ndjson = headers.get("Content-Type") == "application/x-ndjson"  # Ollama's stream
         response.content_type = "application/x-ndjson" if ndjson else "text/event-stream"
         response.headers["Cache-Control"] = "no-cache"
         self.response = response
         await response.prepare(self.request)
+        if timeline.ON:
+            timeline.mark("client_head_prepared")
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
         await self.response.write(data)
+        if timeline.ON:
+            timeline.mark_nth("client_written")
 
 
 class Gateway:
@@ -436,6 +454,8 @@ class Gateway:
     async def generate(self, request: web.Request) -> web.StreamResponse:
         """One request: answered, and its line written to the request log."""
         started = time.perf_counter()
+        if timeline.ON:
+            timeline.begin(request.headers.get(timeline.CLIENT_T0_HEADER))
         line: dict[str, Any] = {"client": "-", "model": "-", "status": 499, "outcome": None}
         try:
             response = await self._generate(request, line)
@@ -459,6 +479,9 @@ class Gateway:
                 outcome.tokens_out if outcome else None,
                 time.perf_counter() - started,
             )
+            if timeline.ON:
+                timeline.mark("handler_done")
+                timeline.end()
 
     async def _read_form(
         self, request: web.Request
@@ -530,6 +553,8 @@ class Gateway:
             return _json_reply(
                 Reply(400, error_body("the body must be a JSON object", "invalid_request_error"))
             )
+        if timeline.ON:
+            timeline.mark("body_parsed")
         if request.path in OLLAMA_ROUTES:
             from aitherctl.serve.ollama_api import model_name
 
@@ -576,6 +601,8 @@ class Gateway:
             files=files,
         )
         sink = _Sink(request)
+        if timeline.ON:
+            timeline.mark("request_built")
         reply = await self.dispatcher.handle(
             gateway_request, sink, lambda outcome: line.__setitem__("outcome", outcome)
         )

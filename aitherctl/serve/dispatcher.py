@@ -27,6 +27,7 @@ from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.routing.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.routing.router import REMEMBERED_FAILURES, Choice, RunOptions
 from aitherctl.routing.table import Candidate, RouteContext, Tier, static_skip_reason
+from aitherctl.serve import timeline
 from aitherctl.serve.apis import (
     EXTRA,
     PASSTHROUGH,
@@ -60,7 +61,12 @@ KEY_NOT_SET = " is not set"  # the end of static_skip_reason's reason for a miss
 UPSTREAM_CLOSE_WAIT_S = 1.0  # after the answer's end event, the server's close is waited this long
 KEEPALIVE_AFTER_S = 1.0  # a streaming client waiting this long gets its first keep-alive comment
 KEEPALIVE_EVERY_S = 5.0
-CONTEXT_FRESH_S = 1.0  # endpoints' remembered failures are read from disk at most this often
+# Endpoints' remembered failures (a file `run` writes too): while requests come, re-read this
+# often in a thread, the requests using the copy in memory; a request finding the copy older
+# than CONTEXT_STALE_S (the first one, one after a quiet spell) reads the file itself.
+CONTEXT_FRESH_S = 1.0
+CONTEXT_STALE_S = 1.5
+CONTEXT_QUIET_S = 10.0  # no request for this long: the re-reading stops
 LEDGER_BATCH_S = 0.2  # ledger rows are written together, at most this long after their request
 # Hop-by-hop and recomputed headers never passed on from an upstream answer.
 # `content-encoding` too: the upstream client decodes what a server compressed anyway.
@@ -107,7 +113,8 @@ class Sink(Protocol):
     @property
     def started(self) -> bool: ...
 
-    async def start(self, status: int, headers: dict[str, str]) -> None: ...
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        """Begin the answer. Its head goes with the first write, or `at_once`."""
 
     async def write(self, data: bytes) -> None: ...
 
@@ -260,7 +267,10 @@ class Dispatcher:
         # The environment of a running process does not change: which keys are set, once.
         self._env_keys = frozenset(k for k, v in self.env.items() if v)
         self._remembered: tuple[float, dict[str, str]] | None = None
+        self._rereading: asyncio.Task[None] | None = None
+        self._last_context = 0.0
         table = router.table
+        self._endpoints = [c for c in table.backends.values() if c.origin == "endpoint"]
         self.names: dict[str, str] = {}  # what a client may send as `model` -> backend name
         for name, candidate in table.backends.items():
             if scheduler.routable(name):
@@ -398,6 +408,8 @@ class Dispatcher:
             return Reply(404, error_body(exc.message, "invalid_request_error", "model_not_found"))
         except AitherError as exc:
             return Reply(400, error_body(exc.message, "invalid_request_error"))
+        if timeline.ON:
+            timeline.mark("route_resolved")
         result = Outcome()
         reply: Reply | None = None
         try:
@@ -640,6 +652,8 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", refusal))
                 result.outcome = "budget"
                 return None
+        if timeline.ON:
+            timeline.mark("cost_bound_reserved")
         keepalive: _KeepAlive | None = None
         lease: Lease | None = self.scheduler.try_acquire(candidate.name)
         response: UpstreamResponse | None = None
@@ -668,6 +682,8 @@ class Dispatcher:
                     "fell_back", candidate.name, exc.message, request.request_id
                 )
                 return None
+            if timeline.ON:
+                timeline.mark("admitted")
             result.queue_wait_s, result.load_wait_s = lease.queue_wait_s, lease.load_wait_s
             candidate = self._live(candidate)  # a node created while the request waited
             if candidate.origin == "node" and not candidate.base_url:
@@ -699,6 +715,8 @@ class Dispatcher:
             from aitherctl.serve.upstream import UpstreamError
 
             timeout_s = route.tier.timeout_s if route.tier else 600.0
+            if timeline.ON:
+                timeline.mark("upstream_body_built")
             try:
                 billable = True
                 response = await self.upstream.open(
@@ -940,8 +958,19 @@ class Dispatcher:
             splitter = EventWatcher(request.route, limit)
         else:
             splitter = _SseSplitter(strip_usage=usage_added)
+        head_sent = False
+        if not sink.started and candidate is route.candidates[-1]:
+            # No other candidate could take over before the first token: the head goes now,
+            # while the backend computes it (the client reads the head meanwhile, as through a
+            # plain pass-through), not on the first token's way (about 0.3 ms of it at one
+            # client, bench/timeline_gateway.py). A failure before the first token is then an
+            # error event, as after a keep-alive.
+            await sink.start(200, headers, at_once=True)
+            head_sent = True
         try:
             async for chunk in response.chunks():
+                if timeline.ON:
+                    timeline.mark_nth("upstream_chunk")
                 splitter.watch_done(chunk)
                 out = splitter.feed(chunk)
                 if splitter.usage is not None:
@@ -953,7 +982,7 @@ class Dispatcher:
                     self.observe("ttft_seconds", candidate.name, result.ttft_s)
                     if not sink.started:
                         await sink.start(200, headers)
-                    else:  # a keep-alive began the stream: the headers go as SSE comments
+                    elif not head_sent:  # a keep-alive began the stream: headers as comments
                         await sink.write(_header_comments(headers))
                     result.backend = candidate
                 await sink.write(out)
@@ -1067,21 +1096,37 @@ class Dispatcher:
     def _context(self, local_only: bool) -> RouteContext:
         """As `run`'s, except that services are never skipped for not running (the scheduler
         starts them) and only endpoints' recent failures count (it knows its services')."""
-        now = self.clock()
-        if self._remembered is None or now - self._remembered[0] > CONTEXT_FRESH_S:
-            endpoints = [c for c in self.router.table.backends.values() if c.origin == "endpoint"]
-            remembered = (
-                dict(self.router.memory.recent(endpoints, self.router.table.health_memory_s))
-                if endpoints
-                else {}
-            )
-            self._remembered = (now, remembered)
+        now = self._last_context = self.clock()
+        if self._remembered is None or now - self._remembered[0] > CONTEXT_STALE_S:
+            self._remembered = (now, self._read_remembered())
+        if self._rereading is None and self._endpoints:
+            # Later requests use the copy, kept fresh off their way to the first token (the
+            # file read on the loop took about 0.09 ms of it, bench/timeline_gateway.py).
+            self._rereading = asyncio.get_running_loop().create_task(self._keep_remembered())
         return RouteContext(
             running=None,
             env_keys=self._env_keys,
             local_only=local_only,
             remembered_failures=self._remembered[1],
         )
+
+    def _read_remembered(self) -> dict[str, str]:
+        if not self._endpoints:
+            return {}
+        return dict(self.router.memory.recent(self._endpoints, self.router.table.health_memory_s))
+
+    async def _keep_remembered(self) -> None:
+        """Re-read the remembered failures every CONTEXT_FRESH_S, in a thread, until no
+        request has come for CONTEXT_QUIET_S."""
+        try:
+            while self.clock() - self._last_context < CONTEXT_QUIET_S:
+                await asyncio.sleep(CONTEXT_FRESH_S)
+                began = self.clock()
+                self._remembered = (began, await asyncio.to_thread(self._read_remembered))
+        except Exception:  # a request reads the file itself when the copy is stale
+            pass
+        finally:
+            self._rereading = None
 
     def _record(
         self,
@@ -1141,6 +1186,8 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Wait for the ledger rows still being written (at shutdown)."""
+        if self._rereading is not None:
+            self._rereading.cancel()
         while self._writer is not None and not self._writer.done():
             await asyncio.gather(self._writer, return_exceptions=True)
 

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from aitherctl.errors import AitherError
+from aitherctl.serve import timeline
 
 KEEPALIVE_S = 4.0
 
@@ -106,6 +107,7 @@ class Upstream:
             auto_decompress=True,
             trust_env=False,
             skip_auto_headers=("User-Agent",),
+            trace_configs=timeline.trace_configs(),
         )
 
     async def open(

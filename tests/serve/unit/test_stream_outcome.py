@@ -42,8 +42,8 @@ class ClientSink:
         self.started = False
         self.data = b""
 
-    async def start(self, status: int, headers: dict[str, str]) -> None:
-        del status, headers
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        del status, headers, at_once
         self.started = True
 
     async def write(self, data: bytes) -> None:
@@ -65,8 +65,8 @@ async def _relay(chunks: list[bytes]) -> tuple[Outcome, ClientSink, asyncio.Task
             request,
             Route((candidate,), False),
             candidate,
-            body,
-            sink,  # type: ignore[arg-type]
+            body,  # type: ignore[arg-type]
+            sink,
             result,
             0.0,
             False,

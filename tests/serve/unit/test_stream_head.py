@@ -1,0 +1,154 @@
+"""When a streamed answer's head goes to the client (bench/timeline_gateway.py for the times).
+
+With another candidate left to fall back to, the head waits for the first chunk and leaves with
+it, in one write: the client does not wake for a head alone and then again for the first token
+(checked on the wire with a real aiohttp server and a raw socket). With none left, it goes as
+soon as the backend's own head is in, and the client reads it while the model computes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+from aiohttp import web
+
+from aitherctl.routing.table import build_routing
+from aitherctl.serve.app import _Sink
+from aitherctl.serve.dispatcher import Dispatcher, GatewayRequest, Outcome, Route
+from aitherctl.serve.model import Priority
+from aitherctl.serve.scheduler import Lease
+from tests.serve.unit.fake_effects import FakeEffects
+from tests.serve.unit.scenario import Clock, llama, profile, run, scheduler
+
+EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+
+@run
+async def test_the_head_goes_out_with_the_first_chunk() -> None:
+    began, proceed = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        sink = _Sink(request)
+        await sink.start(200, {"x-aither-backend": "chat"})
+        began.set()
+        await proceed.wait()
+        await sink.write(EVENT)
+        assert sink.response is not None
+        await sink.response.write_eof()
+        return sink.response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    loop = asyncio.get_running_loop()
+    client = socket.socket()
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(
+            client,
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        await began.wait()
+        # (Loopback delivers a write before the writer's send returns: a head sent on its own
+        # would be readable here.)
+        try:
+            early = client.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            early = b""
+        assert early == b""
+        proceed.set()
+        first = await loop.sock_recv(client, 65536)
+        head, _, body = first.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nx-aither-backend: chat\r\n" in head + b"\r\n"
+        assert b"Content-Type: text/event-stream" in head
+        assert body.startswith(f"{len(EVENT):x}\r\n".encode() + EVENT)
+    finally:
+        proceed.set()
+        client.close()
+        await runner.cleanup()
+
+
+class _HeldBody:
+    """An upstream answer whose head is in and whose first chunk has not come yet."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {"Content-Type": "text/event-stream"}
+        self.first = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.reading.set()
+        await self.first.wait()
+        yield EVENT + b"data: [DONE]\n\n"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.heads: list[tuple[int, bool]] = []
+        self.data = b""
+
+    @property
+    def started(self) -> bool:
+        return bool(self.heads)
+
+    async def start(self, status: int, headers: dict[str, str], *, at_once: bool = False) -> None:
+        del headers
+        self.heads.append((status, at_once))
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+
+async def _head_before_first_chunk(services: list[str]) -> list[tuple[int, bool]]:
+    """The heads the client was sent while the first chunk of `services[0]`'s answer was
+    awaited, then after it."""
+    prof = profile({name: llama(index + 1, on_demand=False) for index, name in enumerate(services)})
+    sched = scheduler(prof, FakeEffects(running=set(services)), Clock())
+    table = build_routing(prof)
+    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), None, env={})  # type: ignore[arg-type]
+    candidates = tuple(table.backends[name] for name in services)
+    lease = sched.try_acquire(services[0])
+    assert isinstance(lease, Lease)
+    request = GatewayRequest("/v1/chat/completions", {"stream": True}, Priority.NORMAL, "t")
+    body, sink = _HeldBody(), _Recorder()
+    relay = asyncio.create_task(
+        dispatcher._relay(
+            request,
+            Route(candidates, False),
+            candidates[0],
+            body,  # type: ignore[arg-type]
+            sink,
+            Outcome(),
+            0.0,
+            False,
+            lease,
+        )
+    )
+    await body.reading.wait()
+    before = list(sink.heads)
+    body.first.set()
+    await relay
+    assert sink.data == EVENT + b"data: [DONE]\n\n"
+    return [*before, (-1, False), *sink.heads[len(before) :]]
+
+
+@run
+async def test_with_no_other_candidate_the_head_goes_before_the_first_token() -> None:
+    # The client reads the head while the model computes its first token (as through a plain
+    # pass-through); nothing could fall back any more.
+    assert await _head_before_first_chunk(["chat"]) == [(200, True), (-1, False)]
+
+
+@run
+async def test_with_another_candidate_the_head_waits_for_the_first_token() -> None:
+    # Another candidate may still take over before the first token: the head waits for it.
+    assert await _head_before_first_chunk(["chat", "spare"]) == [(-1, False), (200, False)]
