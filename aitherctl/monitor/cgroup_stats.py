@@ -9,7 +9,8 @@ second; only a local engine's containers are there to read (None otherwise).
 
 The first of the two readings may be the previous command's (`ReadingsFile`): a `ps` run a few
 seconds after another, as `watch` or a script's loop runs it, reports the CPU use since that one
-without waiting for a window of its own (as `top` reports the use since its last refresh).
+waiting only for what is left of the 0.2 s window since then (as `top` reports the use since
+its last refresh).
 """
 
 from __future__ import annotations
@@ -92,19 +93,25 @@ class CgroupStats:
         max_age_s: float = 10.0,
     ) -> dict[str, tuple[float | None, int | None]]:
         """Each container's CPU % and its memory, from two readings `window_s` apart; or, when
-        `earlier` holds a reading of each container taken between `window_s` and `max_age_s`
-        ago, from that one and one taken now, without waiting. `latest` keeps the last reading
-        of each container (what the next command may start from)."""
+        `earlier` holds a reading of each container taken at most `max_age_s` ago, from that one
+        and one taken now, waiting only for what is left of `window_s` since it. `latest` keeps
+        the last reading of each container (what the next command may start from)."""
         first = {cid: self.read(cid) for cid in container_ids}
         self.latest = {cid: reading for cid, reading in first.items() if reading is not None}
         if not self.latest:
             return {}
         earlier = earlier or {}
         prior = {
-            cid: _stands_in(earlier.get(cid), now, window_s, max_age_s)
-            for cid, now in self.latest.items()
+            cid: _stands_in(earlier.get(cid), now, max_age_s) for cid, now in self.latest.items()
         }
         if all(before is not None for before in prior.values()):
+            youngest = min(
+                self.latest[cid].at_s - before.at_s for cid, before in prior.items() if before
+            )
+            if youngest < window_s:  # a window of at least `window_s`, as without one
+                time.sleep(window_s - youngest)
+                for cid in list(self.latest):
+                    self.latest[cid] = self.read(cid) or self.latest[cid]
             return {
                 cid: (cpu_pct(before, self.latest[cid]), self.latest[cid].memory_bytes)
                 for cid, before in prior.items()
@@ -122,14 +129,14 @@ class CgroupStats:
 
 
 def _stands_in(
-    before: CgroupReading | None, now: CgroupReading, window_s: float, max_age_s: float
+    before: CgroupReading | None, now: CgroupReading, max_age_s: float
 ) -> CgroupReading | None:
-    """`before` if it can be the first of two readings with `now`: old enough for a fair window,
-    recent enough to say the current use, and of the same cgroup (CPU time never goes back but
-    starts again from zero when a container restarts)."""
+    """`before` if it can be the first of two readings with `now`: recent enough to say the
+    current use, and of the same cgroup (CPU time never goes back but starts again from zero
+    when a container restarts)."""
     if before is None or before.cpu_ns is None or now.cpu_ns is None:
         return None
-    if not window_s <= now.at_s - before.at_s <= max_age_s or now.cpu_ns < before.cpu_ns:
+    if not 0 < now.at_s - before.at_s <= max_age_s or now.cpu_ns < before.cpu_ns:
         return None
     return before
 

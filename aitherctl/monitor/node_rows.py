@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 def current_node_rows(scheduler: SchedulerView | None = None) -> tuple[NodeRow, ...]:
     """Every live instance this machine recorded; `scheduler`: the serving gateway's view
     (None: read it now when one is serving)."""
+    import os
+
+    from aitherctl.paths import state_dir_text
+
+    try:  # no record at all (most machines): nothing to import or read
+        if not any(name.endswith(".json") for name in os.listdir(state_dir_text() + "/nodes")):
+            return ()
+    except OSError:
+        return ()
     from aitherctl.nodes.model import node_rows
     from aitherctl.nodes.records import NodeRecords
     from aitherctl.routing.ledger import start_of_local_day
@@ -23,8 +32,6 @@ def current_node_rows(scheduler: SchedulerView | None = None) -> tuple[NodeRow, 
     if not any(record.live for record in records):
         return ()
     if scheduler is None:
-        import os
-
         from aitherctl.monitor.serve_status import SchedulerStatusReader
         from aitherctl.serve.discovery import find_gateway
 

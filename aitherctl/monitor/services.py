@@ -4,7 +4,6 @@ budget, and its uptime. One model, rendered by the CLI as a table or as JSON."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -13,12 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aitherctl.docker.listing import ContainerSource
 from aitherctl.docker.stack import ManagedContainer
 from aitherctl.engines.metrics import parse_timestamp
-from aitherctl.gpu.model import GpuInventory
-from aitherctl.gpu.vram import actual_use_by_service
 from aitherctl.switching.state import observe
 from aitherctl.units import over_budget
 
 if TYPE_CHECKING:
+    from aitherctl.gpu.model import GpuInventory
     from aitherctl.profiles.catalog import ProfileCatalog
 
 
@@ -142,6 +140,8 @@ def with_other_hosts(listing: ServiceListing) -> ServiceListing:
     rows = list(listing.rows)
     unreachable = []
     pending = listing.pending_switch
+    from concurrent.futures import ThreadPoolExecutor  # (brings logging: only with other hosts)
+
     with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
         for name, other, problem in pool.map(read, sorted(hosts)):
             if other is None:
@@ -192,6 +192,8 @@ def list_services(
             with_pids = [
                 item if not item.running else _with_pids(engine, item) for item in state.containers
             ]
+            from aitherctl.gpu.vram import actual_use_by_service
+
             use = actual_use_by_service(with_pids, gpus)
     health = probe_health(engine, visible)
     budgets = ram_budgets(catalog, visible)
@@ -248,7 +250,7 @@ def _in_background(call: Callable[[], _T]) -> Callable[[], _T]:
         except BaseException as exc:  # raised in the caller's thread by result()
             errors.append(exc)
 
-    thread = threading.Thread(target=run, name="cpu-sample", daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def result() -> _T:
@@ -339,20 +341,24 @@ def probe_health(
     running = [item for item in containers if item.running and item.port]
     if not running:
         return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
-        results = pool.map(
-            lambda item: probe_plain(
+    # One plain thread per service (a few; concurrent.futures would bring logging, ~8 ms of
+    # every `ps`).
+    waits = [
+        _in_background(
+            partial(
+                probe_plain,
                 probe_host(item.bind, engine.endpoint, getattr(engine, "address", None)),
-                item.port,
+                item.port or 0,  # (those without a port are not in `running`)
                 item.health_checks,
                 timeout_s=timeout_s,
-            ),
-            running,
+            )
         )
-        return {
-            item.id: "healthy" if result.ok else f"unhealthy ({result.detail})"
-            for item, result in zip(running, results, strict=True)
-        }
+        for item in running
+    ]
+    return {
+        item.id: "healthy" if result.ok else f"unhealthy ({result.detail})"
+        for item, result in zip(running, (wait() for wait in waits), strict=True)
+    }
 
 
 def uptime_s(item: ManagedContainer, now: datetime | None = None) -> float | None:
