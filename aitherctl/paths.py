@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+# The router's memory of backends that failed (aitherctl/routing/probes.py), in the state folder.
+BACKEND_FAILURES_FILE = "backend-failures.json"
+
+
 def state_dir() -> Path:
     from pathlib import Path
 

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aitherctl.paths import state_dir
+from aitherctl.paths import BACKEND_FAILURES_FILE, state_dir
 from aitherctl.routing.chat import HttpClients, is_local_plain
 from aitherctl.routing.table import QUEUE_METRICS, Candidate, loopback_key
 
 DEFAULT_PROBE_TIMEOUT_S = 0.5
-FAILURES_FILE = "backend-failures.json"
+FAILURES_FILE = BACKEND_FAILURES_FILE
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -838,6 +838,10 @@ def restart(
 
 def _forget_failures(engine: DockerEngine, plan: Plan, outcomes: Sequence[ServiceOutcome]) -> None:
     """A service the switch reports ready is no longer remembered as failed by the router."""
+    from aitherctl.paths import BACKEND_FAILURES_FILE, state_dir_text
+
+    if not os.path.exists(os.path.join(state_dir_text(), BACKEND_FAILURES_FILE)):
+        return  # nothing remembered (the router was never refused): nothing to import or read
     from aitherctl.routing.probes import forget_backend
     from aitherctl.switching.readiness import probe_host
 
