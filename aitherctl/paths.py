@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 BACKEND_FAILURES_FILE = "backend-failures.json"
 
 
+def pid_alive(pid: object) -> bool:
+    """Whether the process that wrote a state file (its PID in it) still runs on this machine:
+    one that runs as another user counts as alive."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def state_dir() -> Path:
     from pathlib import Path
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from aitherctl.models.pull_model import DownloadState, PullEvent
+from aitherctl.paths import pid_alive
 
 FOLDER = "downloads"
 STALE_S = 120.0  # Ollama and the Hub pulls report at least every second while bytes flow
@@ -53,18 +54,6 @@ def end_download(host: str, service: str) -> None:
         _path(host, service).unlink(missing_ok=True)
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def downloads_in_progress(now: float | None = None) -> dict[tuple[str, str], DownloadState]:
     """(host, service) → its download in progress."""
     now = time.time() if now is None else now
@@ -83,7 +72,7 @@ def downloads_in_progress(now: float | None = None) -> dict[tuple[str, str], Dow
             )  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if now - state.updated_ts > STALE_S or not _alive(item.get("pid")):
+        if now - state.updated_ts > STALE_S or not pid_alive(item.get("pid")):
             continue
         found[(state.host, state.service)] = state
     return found

@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from aitherctl.errors import AitherError
 from aitherctl.paths import data_dir
@@ -166,6 +167,15 @@ def start_of_local_day(now: float) -> float:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
+def _has_requests(db: sqlite3.Connection | None) -> TypeGuard[sqlite3.Connection]:
+    """Whether the ledger file exists and has its table (reading never creates either)."""
+    return db is not None and bool(
+        db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+        ).fetchone()
+    )
+
+
 def _committed(db: sqlite3.Connection, since_ts: float, now: float) -> Committed:
     (spent,) = db.execute(
         "SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE ts >= ?", (since_ts,)
@@ -298,11 +308,7 @@ class Ledger:
     def committed_since(self, since_ts: float, now: float) -> Committed:
         """Spent and reserved since `since_ts`, read without writing anything."""
         with self._read() as db:
-            if db is None:
-                return Committed(0.0, 0.0)
-            if not db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-            ).fetchone():
+            if not _has_requests(db):
                 return Committed(0.0, 0.0)
             return _committed(db, since_ts, now)
 
@@ -349,12 +355,7 @@ class Ledger:
         """When each service of this machine last answered a request (`ok` or `partial`, from
         `run` or `serve`): (profile, backend, served model) → the newest row's `ts`."""
         with self._read() as db:
-            if (
-                db is None
-                or not db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-                ).fetchone()
-            ):
+            if not _has_requests(db):
                 return {}
             cursor = db.execute(
                 "SELECT profile, backend, model, MAX(ts) FROM requests WHERE local = 1 AND "
@@ -368,12 +369,7 @@ class Ledger:
 
     def rows_since(self, since_ts: float) -> list[LedgerRow]:
         with self._read() as db:
-            if (
-                db is None
-                or not db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-                ).fetchone()
-            ):
+            if not _has_requests(db):
                 return []
             present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
             columns = [c for c in _COLUMNS if c in present]  # an older ledger lacks some

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable
 
+from aitherctl.paths import pid_alive as process_alive
 from aitherctl.paths import state_dir, state_dir_text
 
 # Not `typing.TYPE_CHECKING`: importing typing costs `run` through serve a few ms (mypy reads
@@ -44,7 +45,7 @@ def running_serves(
     """(URL, profile, PID) of each `aitherctl serve` of this user that runs, from the files
     they write in the state folder (`serve_state_file`); with `engine`, only those serving that
     Docker engine ($DOCKER_HOST as they saw it)."""
-    alive = pid_alive or _pid_alive
+    alive = pid_alive or process_alive
     where = folder or state_dir_text()
     try:
         names = sorted(
@@ -84,16 +85,6 @@ def refuse_second_serve(port: int | None, profile: str | None) -> None:
             "two would fight over this machine's memory; stop it, or pass both --port and "
             "--profile to serve another profile beside it"
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def memory_pools(profile: Profile, inventory: GpuInventory, ram_total: int) -> dict[str, Pool]:
