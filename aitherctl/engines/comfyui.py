@@ -132,7 +132,7 @@ class ComfyUiDriver:
     engine = "comfyui"
     default_port = IMAGE_PORT
     default_timeout_s = 300.0
-    health_path, client_path, queue_metric = BUILT_IN["comfyui"]
+    health_path, client_path, queue_metric, _ = BUILT_IN["comfyui"]
     metrics = (
         MetricsEndpoint("/queue", "json", parse_comfyui_queue),
         MetricsEndpoint("/system_stats", "json", parse_comfyui_system_stats),

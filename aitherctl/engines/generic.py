@@ -25,7 +25,7 @@ class GenericDriver:
     default_port = None  # the container listens on the host port unless container_port says
     default_timeout_s = 120.0
     # What the router asks of an OpenAI-compatible server; a container names its own readiness.
-    health_path, client_path, queue_metric = BUILT_IN["generic"]
+    health_path, client_path, queue_metric, _ = BUILT_IN["generic"]
     metrics: tuple[MetricsEndpoint, ...] = ()
     release_needs_models = False
 

@@ -70,7 +70,7 @@ class LlamaCppDriver:
     engine = "llamacpp"
     default_port = 8080
     default_timeout_s = 300.0
-    health_path, client_path, queue_metric = BUILT_IN["llamacpp"]
+    health_path, client_path, queue_metric, _ = BUILT_IN["llamacpp"]
     metrics = (
         MetricsEndpoint("/metrics", "prometheus", parse_llamacpp_metrics),
         # /slots tells the same busy count: asked only when /metrics is off.

@@ -66,7 +66,7 @@ class OllamaDriver:
     engine = "ollama"
     default_port = 11434
     default_timeout_s = 120.0
-    health_path, client_path, queue_metric = BUILT_IN["ollama"]
+    health_path, client_path, queue_metric, _ = BUILT_IN["ollama"]
     metrics = (MetricsEndpoint("/api/ps", "json", parse_ollama_ps),)
     release_needs_models = True
 

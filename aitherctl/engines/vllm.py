@@ -90,7 +90,7 @@ class VllmDriver:
     engine = "vllm"
     default_port = 8000
     default_timeout_s = 900.0  # a first start may download and compile a large model
-    health_path, client_path, queue_metric = BUILT_IN["vllm"]
+    health_path, client_path, queue_metric, _ = BUILT_IN["vllm"]
     metrics = (MetricsEndpoint("/metrics", "prometheus", parse_vllm_metrics),)
     release_needs_models = False
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aitherctl.engines.facts import spare_connection_url
 from aitherctl.errors import AitherError, NotFoundError
 from aitherctl.routing.request_cost import RequestBound, output_limit, request_bound
 from aitherctl.routing.router import REMEMBERED_FAILURES, Choice, RunOptions
@@ -959,6 +960,7 @@ class Dispatcher:
         else:
             splitter = _SseSplitter(strip_usage=usage_added)
         head_sent = False
+        spare_url = spare_connection_url(candidate.engine, candidate.base_url, candidate.health_url)
         if not sink.started and candidate is route.candidates[-1]:
             # No other candidate could take over before the first token: the head goes now,
             # while the backend computes it (the client reads the head meanwhile, as through a
@@ -985,6 +987,12 @@ class Dispatcher:
                     elif not head_sent:  # a keep-alive began the stream: headers as comments
                         await sink.write(_header_comments(headers))
                     result.backend = candidate
+                if splitter.done and spare_url:
+                    # The server closes this connection after this answer: the next request to
+                    # it finds one open instead of connecting on its first token's way. Asked
+                    # before the client has the end, so a client's next request finds it begun.
+                    self.upstream.open_spare(spare_url)
+                    spare_url = None
                 await sink.write(out)
                 if splitter.done and not splitter.buffer:
                     # The client has the whole answer: it is complete now, whatever happens

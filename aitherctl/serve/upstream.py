@@ -9,6 +9,7 @@ the first byte of a streamed answer and holds more requests per second on two co
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from aitherctl.errors import AitherError
 from aitherctl.serve import timeline
 
 KEEPALIVE_S = 4.0
+SPARE_TIMEOUT_S = 2.0
 
 
 class UpstreamError(AitherError):
@@ -87,6 +89,7 @@ class Upstream:
     after every streamed answer although it answers `keep-alive`)."""
 
     def __init__(self) -> None:
+        self._spares: dict[str, asyncio.Task[None]] = {}
         self.fresh = self._session(aiohttp.TCPConnector(limit=0, force_close=True))
         self.session = self._session(
             aiohttp.TCPConnector(
@@ -126,6 +129,11 @@ class Upstream:
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         headers = {**headers, "Accept-Encoding": "identity"}
+        spare = self._spares.get(_origin(url))
+        if spare is not None:
+            # A connection to this server is being opened for the next request (this one):
+            # it is further along than a new one would be.
+            await asyncio.wait((spare,), timeout=SPARE_TIMEOUT_S)
         try:
             try:
                 # aiohttp's `sock_connect` and `sock_read` bound the wait for the answer's head
@@ -187,9 +195,45 @@ class Upstream:
         except ValueError:
             return None
 
+    def open_spare(self, url: str) -> None:
+        """Open a keep-alive connection to `url`'s server in the background (a GET of `url`, a
+        cheap route that answers without closing), so that the next request to that server
+        finds one in the pool instead of connecting (about 0.9 ms to a container's published
+        port here). For servers that close the connection after each streamed answer
+        (llama.cpp's cpp-httplib): without it, every streamed request pays for a connect. The
+        connection is kept as any pooled one, KEEPALIVE_S; at most one opening per URL."""
+        origin = _origin(url)
+        if origin in self._spares or self.session.closed:
+            return
+        # A new context: the request that asked for it has its own timeline.
+        task = asyncio.get_running_loop().create_task(
+            self._spare(origin, url), context=contextvars.Context()
+        )
+        self._spares[origin] = task
+
+    async def _spare(self, origin: str, url: str) -> None:
+        try:
+            async with self.session.get(
+                url, timeout=aiohttp.ClientTimeout(total=SPARE_TIMEOUT_S)
+            ) as response:
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            pass  # the server is going away: the next request finds out and says so
+        finally:
+            self._spares.pop(origin, None)
+
     async def close(self) -> None:
+        for task in list(self._spares.values()):
+            task.cancel()
+        await asyncio.gather(*self._spares.values(), return_exceptions=True)
         await self.session.close()
         await self.fresh.close()
+
+
+def _origin(url: str) -> str:
+    """`scheme://host:port` of a URL: one server's connections."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _error_text(data: bytes) -> str:

@@ -380,4 +380,19 @@ def test_every_engine_a_profile_may_name_has_its_client_facts() -> None:
     assert set(BUILT_IN) == {engine.value for engine in Engine}
     for engine in Engine:
         driver = driver_for(engine)
-        assert (driver.health_path, driver.client_path, driver.queue_metric) == BUILT_IN[engine]
+        assert (driver.health_path, driver.client_path, driver.queue_metric) == BUILT_IN[engine][:3]
+
+
+def test_a_spare_connection_is_opened_only_to_servers_that_close_after_a_stream() -> None:
+    """llama.cpp (cpp-httplib) closes its connection after each streamed answer; vLLM, Ollama
+    and ComfyUI keep theirs, so the gateway's pool has one already."""
+    from aitherctl.engines.facts import spare_connection_url
+
+    assert spare_connection_url("llamacpp", "http://127.0.0.1:8080/v1", None) == (
+        "http://127.0.0.1:8080/health"
+    )
+    assert spare_connection_url("llamacpp", "http://h:1/v1", "http://h:1/ready") == (
+        "http://h:1/ready"
+    )
+    for engine in ("vllm", "ollama", "comfyui", "generic", "openai"):
+        assert spare_connection_url(engine, "http://127.0.0.1:8080/v1", None) is None

@@ -452,6 +452,35 @@ def test_run_goes_through_the_gateway_and_direct_bypasses_it(trio: dict[str, int
         assert "c" in _ps()
 
 
+def test_a_streamed_request_after_another_reuses_a_connection(
+    trio: dict[str, int], tmp_path: Path
+) -> None:
+    """llama.cpp closes its connection after every streamed answer: serve opens a spare one
+    (a GET of its health path, which keeps the connection), so the next request does not
+    connect on its first token's way. serve's own timeline (AITHER_SERVE_TIMELINE) says which
+    connection each request used."""
+    del trio
+    timeline = tmp_path / "timeline.jsonl"
+    with serving("trio", env={"AITHER_SERVE_TIMELINE": str(timeline)}) as (url, _process):
+        client = _client(url)
+        for _ in range(3):
+            stream = client.chat.completions.create(
+                model="a", stream=True, max_tokens=4,
+                messages=[{"role": "user", "content": "Say hi."}],
+            )
+            assert "".join(chunk.choices[0].delta.content or "" for chunk in stream
+                           if chunk.choices)
+    stages = [
+        {stage for stage, _ns in json.loads(line)}
+        for line in timeline.read_text().splitlines()
+    ]
+    assert len(stages) == 3
+    assert "upstream_conn_create_start" in stages[0]  # the first one connects
+    for later in stages[1:]:
+        assert "upstream_conn_reused" in later
+        assert "upstream_conn_create_start" not in later
+
+
 def test_metrics_and_events_report_the_schedulers_decisions(trio: dict[str, int]) -> None:
     with serving("trio") as (url, _process):
         assert _ask(url, "b").status_code == 200

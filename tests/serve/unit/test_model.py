@@ -61,7 +61,8 @@ def test_the_least_recently_used_idle_service_is_evicted() -> None:
     choice = choose_victims({"ram": 256 * MIB}, [_holder("a", 1.0), _holder("b", 2.0)],
                             _pools(600))
     assert choice.victims == ("a",)
-    assert choice.fits and not choice.fits_now
+    assert choice.fits
+    assert not choice.fits_now
 
 
 def test_low_priority_goes_before_recently_unused_and_busy_ones_stay() -> None:

@@ -108,13 +108,17 @@ class _Recorder:
         self.data += data
 
 
-async def _head_before_first_chunk(services: list[str]) -> list[tuple[int, bool]]:
+async def _head_before_first_chunk(
+    services: list[str], spares: list[str] | None = None
+) -> list[tuple[int, bool]]:
     """The heads the client was sent while the first chunk of `services[0]`'s answer was
-    awaited, then after it."""
+    awaited, then after it. `spares`: the URLs the dispatcher asked the upstream client to
+    open a spare connection to."""
     prof = profile({name: llama(index + 1, on_demand=False) for index, name in enumerate(services)})
     sched = scheduler(prof, FakeEffects(running=set(services)), Clock())
     table = build_routing(prof)
-    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), None, env={})  # type: ignore[arg-type]
+    upstream = SimpleNamespace(open_spare=(spares if spares is not None else []).append)
+    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), upstream, env={})  # type: ignore[arg-type]
     candidates = tuple(table.backends[name] for name in services)
     lease = sched.try_acquire(services[0])
     assert isinstance(lease, Lease)
@@ -152,3 +156,15 @@ async def test_with_no_other_candidate_the_head_goes_before_the_first_token() ->
 async def test_with_another_candidate_the_head_waits_for_the_first_token() -> None:
     # Another candidate may still take over before the first token: the head waits for it.
     assert await _head_before_first_chunk(["chat", "spare"]) == [(-1, False), (200, False)]
+
+
+@run
+async def test_after_a_llamacpp_stream_a_spare_connection_to_it_is_opened() -> None:
+    # llama.cpp closes its connection after every streamed answer: the next request to it
+    # would connect on its first token's way (the effect itself: tests/serve/docker/
+    # test_serve_llamacpp.py::test_a_streamed_request_after_another_reuses_a_connection).
+    spares: list[str] = []
+    await _head_before_first_chunk(["chat"], spares)
+    assert len(spares) == 1
+    assert spares[0].startswith("http://127.0.0.1:")
+    assert spares[0].endswith("/health")
