@@ -32,6 +32,16 @@ class PullTarget:
     destination: str  # the cache folder `.../models--ORG--NAME`, or the file's path
     filename: str | None = None  # FILE: the file in the repository
     present: bool = False  # already on disk: nothing to download
+    # Another Docker host's ("local": this machine): what the service mounts there (a path of
+    # that host or a named volume of its engine) and the place inside it (the cache folder
+    # `hub/models--ORG--NAME`, or the file); `destination` then says it as `models` shows it.
+    host: str = "local"
+    source: str | None = None
+    relative: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return self.source is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,8 @@ class PullPhase(StrEnum):
     PROGRESS = "progress"
     DONE = "done"  # a file is complete and in place
     RETRY = "retry"  # a transfer broke; it continues from where it stopped
+    COPY = "copy"  # a downloaded file goes on to another host (`host`): bytes copied so far
+    COPIED = "copied"  # ... and is there, whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,7 @@ class PullEvent:
     eta_s: float | None = None
     resumed_from_bytes: int = 0
     note: str | None = None
+    host: str | None = None  # set for a service on another host
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +164,11 @@ def _line(event: PullEvent, file: str) -> str:
     )
     if event.phase is PullPhase.DONE:
         return f"{name}  {total} done  {rate}"
+    if event.phase is PullPhase.COPIED:
+        return f"{name}  {total} copied to host {event.host!r}  {rate}"
     eta = format_duration(event.eta_s, unknown="?") if event.eta_s is not None else "?"
-    return f"{name}  {format_bytes(event.done_bytes)} / {total}  {rate}  ETA {eta}"
+    copying = f"copying to host {event.host!r}: " if event.phase is PullPhase.COPY else ""
+    return f"{name}  {copying}{format_bytes(event.done_bytes)} / {total}  {rate}  ETA {eta}"
 
 
 class RateMeter:
