@@ -283,3 +283,33 @@ def test_a_switch_pulls_to_another_host_first_and_a_failed_pull_changes_nothing_
         assert answer.status_code == 200, answer.text
     finally:
         run_cli("down", "--all", "--yes")
+
+
+def test_what_cannot_be_pulled_to_another_host_says_why(two_hosts: TwoHosts, write_profile) -> None:
+    """A host that cannot be reached, an Ollama server elsewhere (it pulls its own model when
+    the switch starts it), a model path with no `source:`: one line each, and the exit code
+    says a model is missing only for the first."""
+    write_profile(
+        "spread",
+        hosts={**hosts_decl(two_hosts),
+               "z": {"docker": "ssh://root@127.0.0.1:1", "address": "127.0.0.1"}},
+        services={
+            "gone": gguf_on_a(free_port(), "models") | {"host": "z"},
+            "chat": {"engine": "ollama", "model": "llama3.2:1b", "port": free_port(),
+                     "gpu": "none", "host": "a", "image": LLAMA_IMAGE},
+            "placed": {k: v for k, v in gguf_on_a(free_port(), "models").items()
+                       if k != "source"},
+        },
+    )  # fmt: skip
+    result = run_cli("pull", "spread")
+    assert result.returncode == 5
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "warning: service 'gone': not pulled: host 'z': cannot use ssh://root@127.0.0.1:1: "
+        "connection refused",
+        "warning: service 'chat': not pulled: on host 'a': its Ollama server pulls it when the "
+        "switch starts it",
+        f"warning: service 'placed': not pulled: on host 'a': its model /models/{MODEL_FILE} is "
+        "a path and no `source: ORG/NAME:FILE` says where to download it from",
+        "error: no model could be pulled for 'gone' (see above)",
+    ]
