@@ -83,8 +83,10 @@ while [ $# -ge 2 ]; do
 done
 exit 0
 """
-# Arguments: the mount, then OP A B triples: `mv FROM TO`, `ln TARGET LINK` (a symbolic link,
-# replaced when there), `write TEXT PATH`; paths relative to the mount, parents made.
+# Arguments: the mount, then OP A B triples: `check SHA256 PATH` (a file whose content must
+# have that sha256: else it is removed and the snippet fails, saying which), `mv FROM TO`,
+# `ln TARGET LINK` (a symbolic link, replaced when there), `write TEXT PATH`; paths relative to
+# the mount, parents made.
 FINISH_SNIPPET = r"""
 set -e
 root=$1; shift
@@ -92,6 +94,11 @@ while [ $# -ge 3 ]; do
   op=$1; a=$2; b=$3; shift 3
   mkdir -p "$(dirname "$root/$b")"
   case $op in
+    check) if ! printf '%s  %s\n' "$a" "$root/$b" | sha256sum -c - >/dev/null 2>&1; then
+        rm -f "$root/$b"
+        echo "${b%.incomplete} arrived damaged (its sha256 is not the Hub's) and was removed: \`aitherctl pull\` copies it again" >&2
+        exit 3
+      fi ;;
     mv) mv -f "$root/$a" "$root/$b" ;;
     ln) ln -sfn "$a" "$root/$b" ;;
     write) printf %s "$a" > "$root/$b.tmp"; mv -f "$root/$b.tmp" "$root/$b" ;;
@@ -265,7 +272,7 @@ class HostFolders:
         volumes, inside = _mounts([source], "rw")
         args = [inside[source], *(part for op in operations for part in op)]
         _run(self.client, self.image, FINISH_SNIPPET, args, volumes=volumes,
-             timeout_s=self.timeout_s)  # fmt: skip
+             timeout_s=self.timeout_s, what="putting the model in place")  # fmt: skip
 
 
 def _tar_stream(local: Path, name: str, sent: Callable[[int], None]) -> Iterator[bytes]:
@@ -292,6 +299,7 @@ def _run(
     *,
     volumes: dict[str, dict[str, str]],
     timeout_s: float,
+    what: str = "the models probe",
 ) -> str:
     """Run `snippet` with `args` in a container of `image`; its stdout (AitherError, one line,
     when it could not run or failed)."""
@@ -314,16 +322,14 @@ def _run(
             status = container.wait(timeout=timeout_s)
         except requests.exceptions.RequestException:
             if time.monotonic() - started >= timeout_s - 0.05:
-                raise AitherError(
-                    f"the models probe did not finish within {timeout_s:g} s"
-                ) from None
+                raise AitherError(f"{what} did not finish within {timeout_s:g} s") from None
             raise
         output = container.logs(stdout=True, stderr=False)
         errors = container.logs(stdout=False, stderr=True)
     except docker.errors.ImageNotFound:
         raise AitherError(f"image {image} is not on that host") from None
     except docker.errors.APIError as exc:
-        raise AitherError(f"the engine refused the models probe: {_one_line(str(exc))}") from None
+        raise AitherError(f"the engine refused {what}: {_one_line(str(exc))}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise AitherError(f"Docker engine unreachable: {_one_line(str(exc))}") from None
     finally:
@@ -334,7 +340,7 @@ def _run(
     code = int(status.get("StatusCode", -1))
     if code != 0:
         reason = _one_line(errors.decode("utf-8", "replace")) or f"exit code {code}"
-        raise AitherError(f"the models probe failed: {reason}")
+        raise AitherError(f"{what} failed: {reason}")
     return str(output.decode("utf-8", "replace"))
 
 

@@ -8,10 +8,11 @@ a container and copy files into it. So each file is downloaded, resumably and ch
 this machine (`transfer.py`), into a staging folder under aitherctl's state folder
 (`pull-staging/HOST/...`), then copied into the host's folder (`docker.model_folders.
 HostFolders`: the engine's archive API into a container that is never started and has no
-network) as `NAME.incomplete`, and renamed when every file is there; the staged copy is then
-removed. Same layout as on this machine: huggingface_hub's cache (`blobs/ETAG`,
-`snapshots/COMMIT/FILE` links, `refs/main`, written last) for vLLM, the file at `model`'s path
-for llama.cpp.
+network) as `NAME.incomplete`, and renamed when every file is there (an LFS file once its
+sha256 there is its ETag's: a damaged one is removed, and the next `pull` copies it again);
+the staged copy is then removed. Same layout as on this machine: huggingface_hub's cache
+(`blobs/ETAG`, `snapshots/COMMIT/FILE` links, `refs/main`, written last) for vLLM, the file at
+`model`'s path for llama.cpp.
 
 Asked of the host first, in one short-lived container: is the model there already (`refs/main`
 and no `.incomplete` blob; the file), which files are (same size, under their final name or as
@@ -24,6 +25,7 @@ the host's for the copy.
 from __future__ import annotations
 
 import posixpath
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +53,7 @@ from aitherctl.models.transfer import (
 from aitherctl.units import format_bytes
 
 INCOMPLETE = ".incomplete"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FolderStateLike(Protocol):
@@ -180,7 +183,13 @@ def run_remote(
     sending = [f for f in plan.files if f.to_copy]
     if sending:
         _copy(target, folders, sending, emit, clock)
-    operations = [("mv", f.relative + INCOMPLETE, f.relative) for f in plan.files if not f.on_host]
+    operations: list[tuple[str, str, str]] = []
+    for item in plan.files:
+        if item.on_host:
+            continue
+        if _SHA256.match(item.transfer.meta.etag):  # an LFS file: its ETag is its sha256
+            operations.append(("check", item.transfer.meta.etag, item.relative + INCOMPLETE))
+        operations.append(("mv", item.relative + INCOMPLETE, item.relative))
     commit = next((f.transfer.meta.commit for f in plan.files), None)
     if target.kind is PullKind.HF_CACHE and commit is not None:
         for item in plan.files:

@@ -313,3 +313,46 @@ def test_what_cannot_be_pulled_to_another_host_says_why(two_hosts: TwoHosts, wri
         "a path and no `source: ORG/NAME:FILE` says where to download it from",
         "error: no model could be pulled for 'gone' (see above)",
     ]
+
+
+def test_a_copy_that_arrived_damaged_is_removed_and_the_next_pull_sends_it_again(
+    two_hosts: TwoHosts, write_profile, node_volumes, tmp_path
+) -> None:
+    """A whole-sized `.incomplete` blob on node-a whose bytes are not the Hub's (a disk fault, a
+    copy from something else): its sha256, checked there before the rename, refuses it."""
+    volume = node_volumes("hf")
+    write_profile("far", hosts=hosts_decl(two_hosts), services={"chat": {
+        "engine": "vllm", "model": "org/chat", "port": free_port(), "gpu": "none", "host": "a",
+        "image": BASE_IMAGE, "volumes": {volume: "/root/.cache/huggingface"},
+    }})  # fmt: skip
+    state, paths = chat_repo(tmp_path)
+    blob = sha256(paths["model.safetensors"])
+    size = paths["model.safetensors"].stat().st_size
+    client = two_hosts.a.local_client()
+    try:
+        client.containers.run(
+            BASE_IMAGE, ["sh", "-c", f"mkdir -p {(where := '/v/hub/models--org--chat/blobs')} "
+                         f"&& head -c {size} /dev/zero > {where}/{blob}.incomplete"],
+            network_mode="none", remove=True, volumes={volume: {"bind": "/v", "mode": "rw"}},
+        )  # fmt: skip
+    finally:
+        client.close()
+    with serve_hub(state) as endpoint:
+        damaged = run_cli("pull", "far", env={"HF_ENDPOINT": endpoint})
+        again = run_cli("pull", "far", "--json", env={"HF_ENDPOINT": endpoint})
+    assert damaged.returncode == 1, damaged.stderr
+    assert damaged.stderr.splitlines()[-1] == (
+        f"error: putting the model in place failed: hub/models--org--chat/blobs/{blob} arrived "
+        "damaged (its sha256 is not the Hub's) and was removed: `aitherctl pull` copies it again"
+    )
+    assert again.returncode == 0, again.stderr
+    steps = events(again.stdout)
+    assert [e["file"] for e in steps if e["event"] == "copied"] == ["model.safetensors"]
+    # The first pull took the damaged file for a copy only its rename was left of: the weights
+    # are downloaded now, and only they are.
+    assert [e["file"] for e in steps if e["event"] == "start"] == ["model.safetensors"]
+    commit = state.repos["org/chat"].commit
+    there = on_node(two_hosts, volume, f"sha256sum /v/hub/models--org--chat/snapshots/{commit}/*")
+    assert sorted(line.split()[0] for line in there.splitlines()) == sorted(
+        sha256(p) for p in paths.values()
+    )
