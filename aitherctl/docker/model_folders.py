@@ -96,7 +96,8 @@ while [ $# -ge 3 ]; do
   case $op in
     check) if ! printf '%s  %s\n' "$a" "$root/$b" | sha256sum -c - >/dev/null 2>&1; then
         rm -f "$root/$b"
-        echo "${b%.incomplete} arrived damaged (its sha256 is not the Hub's) and was removed: \`aitherctl pull\` copies it again" >&2
+        printf '%s arrived damaged (its sha256 is not the Hub'"'"'s) and was removed: %s\n' \
+          "${b%.incomplete}" '`aitherctl pull` copies it again' >&2
         exit 3
       fi ;;
     mv) mv -f "$root/$a" "$root/$b" ;;
