@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from aitherctl.docker.engine import DockerEngine
+    from aitherctl.docker.model_folders import HostFolders
     from aitherctl.models.local_model import ModelListing
-    from aitherctl.models.pull_model import PullEvent
+    from aitherctl.models.pull_model import NotPullable, PullEvent, PullTarget
     from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.profiles.profile import Host, Profile, Service
 
@@ -71,9 +72,12 @@ class _Progress:
         if self.out.quiet:
             return
         # Only the live line is rewritten in place: it must not wrap.
-        live = self.terminal and event.phase is PullPhase.PROGRESS
+        moving = event.phase in (PullPhase.PROGRESS, PullPhase.COPY)
+        live = self.terminal and moving
         line = progress_line(event, shutil.get_terminal_size().columns if live else None)
-        if event.phase is PullPhase.PROGRESS:
+        if event.phase is PullPhase.COPY and not event.done_bytes:
+            moving = False  # a file's copy begins: its own line, as a download's start
+        if moving:
             if self.terminal:
                 sys.stderr.write(f"\r{line}\x1b[K")
                 sys.stderr.flush()
@@ -82,13 +86,15 @@ class _Progress:
             if now - self.last_plain < PLAIN_PROGRESS_EVERY_S:
                 return
             self.last_plain = now
-        elif self.terminal and event.phase is PullPhase.DONE:
+        elif self.terminal and event.phase in (PullPhase.DONE, PullPhase.COPIED):
             line = f"\r{line}\x1b[K"
         self.out.info(line)
 
 
 def _event_json(event: PullEvent) -> dict[str, Any]:
+    where = {"host": event.host} if event.host is not None else {}
     return {
+        **where,
         "service": event.service,
         "file": event.file,
         "done_bytes": event.done_bytes,
@@ -118,7 +124,7 @@ def pull(
     with progress, resuming an interrupted download. HF_TOKEN is sent for gated models."""
     from aitherctl.models.hub import HubClient
     from aitherctl.models.pull import pull as run_pull
-    from aitherctl.models.pull import pull_targets
+    from aitherctl.models.pull import pull_targets, settle_remote
     from aitherctl.models.pull_model import NotPullable, PullTarget
     from aitherctl.units import format_bytes
 
@@ -134,6 +140,7 @@ def pull(
         return str(engines[0].volume_folder(volume))
 
     found = pull_targets(loaded, services, volume_folder)
+    hosts, found = _host_folders(loaded, found)
     targets = [item for item in found if isinstance(item, PullTarget)]
     skipped = [item for item in found if isinstance(item, NotPullable)]
     for item in skipped:
@@ -149,18 +156,21 @@ def pull(
     def progress(event: PullEvent) -> None:
         target = by_service.get(event.service)
         engine, model = (target.engine, target.repo) if target else (None, None)
-        report_download("local", event, engine, model)  # what the monitor shows
+        host = target.host if target else "local"
+        report_download(host, event, engine, model)  # what the monitor shows
         shown(event)
 
     try:
-        results = run_pull(targets, hub, progress)
+        results = run_pull(settle_remote(targets, hosts), hub, progress, hosts=hosts)
     except KeyboardInterrupt as exc:
         exc.summary = "the download stopped; `aitherctl pull` continues it"  # type: ignore[attr-defined]
         raise
     finally:
         hub.close()
         for target in targets:
-            end_download("local", target.service)
+            end_download(target.host, target.service)
+        for folders in hosts.values():
+            folders.client.close()
     missing = [item for item in skipped if item.missing]
     if json_out:
         document = {
@@ -188,6 +198,48 @@ def pull(
     if missing:
         names_text = ", ".join(repr(item.service) for item in missing)
         raise RefusedError(f"no model could be pulled for {names_text} (see above)")
+
+
+def _host_folders(
+    profile: Profile, found: list[PullTarget | NotPullable]
+) -> tuple[dict[str, HostFolders], list[PullTarget | NotPullable]]:
+    """The folders of each other host a target is on (its engine, and an image already there to
+    copy with: the service's own, else another of its services'); a target whose host cannot
+    be reached, or has none of those images, becomes a NotPullable saying so."""
+    from aitherctl.docker.model_folders import HostFolders
+    from aitherctl.errors import AitherError
+    from aitherctl.models.pull_model import NotPullable, PullTarget
+
+    hosts: dict[str, HostFolders] = {}
+    refused: dict[str, str] = {}
+    result: list[PullTarget | NotPullable] = []
+    for item in found:
+        if not isinstance(item, PullTarget) or not item.remote:
+            result.append(item)
+            continue
+        name = item.host
+        if name not in hosts and name not in refused:
+            try:
+                engine = _connect_host(profile.hosts[name])
+            except AitherError as exc:
+                refused[name] = exc.message
+            else:
+                own = profile.services[item.service].image
+                image = own if own and engine.image_exists(own) else None
+                image = image or _probe_image(engine, [profile], name)
+                if image is None:
+                    engine.close()
+                    refused[name] = (
+                        f"host {name!r}: none of its services' images is there to copy the model "
+                        "with (`aitherctl profile switch` brings them)"
+                    )
+                else:
+                    hosts[name] = HostFolders(engine.client, image, name)
+        if name in refused:
+            result.append(NotPullable(item.service, refused[name]))
+        else:
+            result.append(item)
+    return hosts, result
 
 
 models_app = typer.Typer(

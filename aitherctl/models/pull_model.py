@@ -32,6 +32,16 @@ class PullTarget:
     destination: str  # the cache folder `.../models--ORG--NAME`, or the file's path
     filename: str | None = None  # FILE: the file in the repository
     present: bool = False  # already on disk: nothing to download
+    # Another Docker host's ("local": this machine): what the service mounts there (a path of
+    # that host or a named volume of its engine) and the place inside it (the cache folder
+    # `hub/models--ORG--NAME`, or the file); `destination` then says it as `models` shows it.
+    host: str = "local"
+    source: str | None = None
+    relative: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return self.source is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,8 @@ class PullPhase(StrEnum):
     PROGRESS = "progress"
     DONE = "done"  # a file is complete and in place
     RETRY = "retry"  # a transfer broke; it continues from where it stopped
+    COPY = "copy"  # a downloaded file goes on to another host (`host`): bytes copied so far
+    COPIED = "copied"  # ... and is there, whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,7 @@ class PullEvent:
     eta_s: float | None = None
     resumed_from_bytes: int = 0
     note: str | None = None
+    host: str | None = None  # set for a service on another host
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +131,28 @@ class PullResult:
 
 
 def progress_line(event: PullEvent, width: int | None = None) -> str:
-    """One line per file: `service  file  done / total  rate  ETA`. With `width` (a terminal's,
-    where the line is rewritten in place and must not wrap) the file name gives way first,
-    keeping its end: `…00002-of-00004.safetensors`."""
+    """One line per file: `service  file  done / total  rate  ETA` (a copy to another host:
+    `done / total to host 'a'`). With `width` (a terminal's, where the line is rewritten in
+    place and must not wrap) a copy's host gives way first, then the file name, keeping its
+    end: `…00002-of-00004.safetensors`."""
     line = _line(event, event.file or "")
-    if width is None or len(line) < width or not event.file:
+    if width is None or len(line) < width:
+        return line
+    if event.phase is PullPhase.COPY and event.done_bytes:
+        line = _line(event, event.file or "", with_host=False)  # the copy's first line named it
+    if len(line) < width or not event.file:
         return line
     room = len(event.file) - (len(line) - (width - 1)) - 1
     if room < 8:
         return line[: width - 2] + "…"
-    return _line(event, "…" + event.file[-room:])
+    return _line(event, "…" + event.file[-room:], with_host=False)
 
 
-def _line(event: PullEvent, file: str) -> str:
+def _line(event: PullEvent, file: str, *, with_host: bool = True) -> str:
     name = f"{event.service}  {file}".rstrip()
     if event.phase is PullPhase.PRESENT:
-        return f"{name}: already downloaded ({event.note})" if event.note else f"{name}: present"
+        where = f"on host {event.host!r}" if event.host else "downloaded"
+        return f"{name}: already {where} ({event.note})" if event.note else f"{name}: present"
     total = format_bytes(event.total_bytes) if event.total_bytes is not None else "?"
     if event.phase is PullPhase.START:
         resumed = (
@@ -144,6 +163,9 @@ def _line(event: PullEvent, file: str) -> str:
         return f"{name}  {total}{resumed}"
     if event.phase is PullPhase.RETRY:
         return f"{name}  {event.note}; continuing from {format_bytes(event.done_bytes)}"
+    to_host = f" to host {event.host!r}"
+    if event.phase is PullPhase.COPY and not event.done_bytes:
+        return f"{name}  {total}, copying{to_host}"
     rate = (
         f"{format_bytes(int(event.rate_bytes_per_s))}/s"
         if event.rate_bytes_per_s is not None
@@ -151,8 +173,11 @@ def _line(event: PullEvent, file: str) -> str:
     )
     if event.phase is PullPhase.DONE:
         return f"{name}  {total} done  {rate}"
+    if event.phase is PullPhase.COPIED:
+        return f"{name}  {total} copied{to_host}  {rate}"
     eta = format_duration(event.eta_s, unknown="?") if event.eta_s is not None else "?"
-    return f"{name}  {format_bytes(event.done_bytes)} / {total}  {rate}  ETA {eta}"
+    whither = to_host if event.phase is PullPhase.COPY and with_host else ""
+    return f"{name}  {format_bytes(event.done_bytes)} / {total}{whither}  {rate}  ETA {eta}"
 
 
 class RateMeter:

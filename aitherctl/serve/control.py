@@ -107,7 +107,7 @@ class ServiceControl:
         assert self.events is not None
         if pulled is None:
             self.events.download_over(service)
-        elif pulled.phase in (PullPhase.START, PullPhase.PROGRESS, PullPhase.DONE):
+        elif pulled.phase not in (PullPhase.PRESENT, PullPhase.RETRY):
             self.events.downloading(
                 service, download_detail(pulled), pulled.done_bytes, pulled.total_bytes
             )

@@ -375,14 +375,19 @@ def _hub_offline(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def ensure_models(
-    engine: DockerEngine, part: Prepared, progress: Progress, policy: ModelPolicy | None
+    engine: DockerEngine,
+    part: Prepared,
+    progress: Progress,
+    policy: ModelPolicy | None,
+    host: str = LOCAL_HOST,
 ) -> None:
-    """Download the missing models of the services `part` starts, before anything stops, so a
-    failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub id, a
-    llama.cpp `source:`); with HF_HUB_OFFLINE=1 here none is, and in a service's `env:` not
-    that service's."""
+    """Download the missing models of the services `part` starts (on `host`, whose engine is
+    `engine`: another host's are downloaded here and copied there), before anything stops, so
+    a failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub
+    id, a llama.cpp `source:`); with HF_HUB_OFFLINE=1 here none is, and in a service's `env:`
+    not that service's."""
     from aitherctl.models.hub import HubClient
-    from aitherctl.models.pull import pull, pull_targets
+    from aitherctl.models.pull import pull, pull_targets, settle_remote
     from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
 
     if policy is None or part.profile is None or _hub_offline():
@@ -397,11 +402,24 @@ def ensure_models(
         return
     found = pull_targets(part.profile, online, engine.volume_folder)
     # An Ollama server pulls its own models, and it is not running yet: not here.
-    missing = [
-        t
-        for t in found
-        if isinstance(t, PullTarget) and not t.present and t.kind is not PullKind.OLLAMA
-    ]
+    wanted = [t for t in found if isinstance(t, PullTarget) and t.kind is not PullKind.OLLAMA]
+    hosts = {}
+    if host != LOCAL_HOST and wanted:
+        from aitherctl.docker.model_folders import HostFolders
+
+        # Any image of the services it starts is on that host now (`ensure_images`).
+        image = sorted({spec.image for spec in part.plan.to_start})[0]
+        hosts[host] = HostFolders(engine.client, image, host)
+        try:
+            wanted = settle_remote(wanted, hosts)
+        except AitherError as exc:
+            raise RefusedError(
+                f"host {host!r}: cannot tell whether the model is there: {exc.message}; "
+                "nothing was changed",
+                host=host,
+                changed=False,
+            ) from None
+    missing = [t for t in wanted if not t.present]
     if not missing:
         return
     if not policy.pull:
@@ -431,23 +449,25 @@ def ensure_models(
     def emit(event: PullEvent) -> None:
         target = targets.get(event.service)
         engine, model = (target.engine, target.repo) if target else (None, None)
-        report_download(LOCAL_HOST, event, engine, model)  # what the monitor shows
+        report_download(host, event, engine, model)  # what the monitor shows
         shown(event)
 
     hub = HubClient.open()
     try:
         progress.note("downloading " + ", ".join(f"{t.repo} ({t.service})" for t in missing))
-        pull(missing, hub, emit)
+        pull(missing, hub, emit, hosts=hosts)
     except AitherError as exc:
+        where = f"host {host!r}: " if host != LOCAL_HOST else ""
         raise RefusedError(
-            f"downloading the model failed: {exc.message}; nothing was changed",
+            f"{where}downloading the model failed: {exc.message}; nothing was changed",
             detail=exc.detail,
+            host=None if host == LOCAL_HOST else host,
             changed=False,
         ) from None
     finally:
         hub.close()
         for target in missing:
-            end_download(LOCAL_HOST, target.service)
+            end_download(host, target.service)
 
 
 def model_step(policy: ModelPolicy | None) -> ModelStep:
@@ -638,8 +658,8 @@ def execute(
                         host=name,
                         changed=False,
                     ) from None
-            if LOCAL_HOST in fresh.parts:
-                ensure_models(engines[LOCAL_HOST], fresh.parts[LOCAL_HOST], progress, models)
+            for name, part in fresh.parts.items():
+                ensure_models(engines[name], part, host_progress(progress, name), models, name)
         transaction = Transaction(
             fresh.profile,
             {name: (engines[name], part.plan) for name, part in fresh.parts.items()},

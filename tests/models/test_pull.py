@@ -315,3 +315,43 @@ def test_a_slow_link_shows_progress_with_its_rate_and_eta(
             (size - event["done_bytes"]) / event["rate_bytes_per_s"]
         )
     assert [e["event"] for e in events if e["event"] != "progress"] == ["start", "done", "result"]
+
+
+def test_a_service_on_another_host_is_pulled_into_what_it_mounts_there(write_profile) -> None:
+    """Where a pull for another host's service lands (read from the profile alone: nothing is
+    asked of that host yet): vLLM's cache volume there when the service mounts none, its own
+    bind path of that host, a llama.cpp file's volume."""
+    from aitherctl.models.pull import pull_targets
+    from aitherctl.models.pull_model import PullKind, PullTarget
+    from aitherctl.profiles.catalog import ProfileCatalog
+
+    write_profile(
+        "far",
+        hosts={"gpu": {"docker": "ssh://root@gpu-box", "address": "127.0.0.1"}},
+        services={
+            "chat": {"engine": "vllm", "model": "org/chat", "port": 8000, "host": "gpu"},
+            "code": {"engine": "vllm", "model": "org/code", "port": 8001, "host": "gpu",
+                     "volumes": {"/srv/hf": "/root/.cache/huggingface"}},
+            "small": {"engine": "llamacpp", "model": "/models/sub/m.gguf", "port": 8002,
+                      "host": "gpu", "source": "org/small-GGUF:m.gguf",
+                      "volumes": {"gguf-models": "/models:ro"}},
+        },
+    )  # fmt: skip
+
+    def no_local_volume(name: str) -> str:
+        raise AssertionError(f"asked this machine's engine for volume {name}")
+
+    targets = pull_targets(ProfileCatalog().load("far"), None, no_local_volume)
+    assert all(isinstance(t, PullTarget) for t in targets)
+    assert [
+        (t.service, t.kind, t.repo, t.filename, t.host, t.source, t.relative, t.destination)
+        for t in targets
+        if isinstance(t, PullTarget)
+    ] == [
+        ("chat", PullKind.HF_CACHE, "org/chat", None, "gpu", "aither-hf-cache",
+         "hub/models--org--chat", "aither-hf-cache:/hub/models--org--chat"),
+        ("code", PullKind.HF_CACHE, "org/code", None, "gpu", "/srv/hf",
+         "hub/models--org--code", "/srv/hf/hub/models--org--code"),
+        ("small", PullKind.FILE, "org/small-GGUF", "m.gguf", "gpu", "gguf-models", "sub/m.gguf",
+         "gguf-models:/sub/m.gguf"),
+    ]  # fmt: skip

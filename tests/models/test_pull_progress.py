@@ -32,7 +32,19 @@ EVENTS = {
     PullPhase.DONE: PullEvent(
         PullPhase.DONE, "orchestrator", FILE, 4_900 * MIB, 4_900 * MIB, 25.0 * MIB
     ),
-}
+    PullPhase.COPY: PullEvent(
+        PullPhase.COPY, "orchestrator", FILE, 1_200 * MIB, 4_900 * MIB, 25.0 * MIB, 148.0,
+        host="gpu-box",
+    ),
+    PullPhase.COPIED: PullEvent(
+        PullPhase.COPIED, "orchestrator", FILE, 4_900 * MIB, 4_900 * MIB, 25.0 * MIB,
+        host="gpu-box",
+    ),
+}  # fmt: skip
+COPY_STARTS = PullEvent(PullPhase.COPY, "orchestrator", FILE, 0, 4_900 * MIB, host="gpu-box")
+ON_HOST = PullEvent(
+    PullPhase.PRESENT, "orchestrator", note="aither-hf-cache:/hub/models--a--b", host="gpu-box"
+)
 RESUMED = PullEvent(
     PullPhase.START, "orchestrator", FILE, 0, 4_900 * MIB, resumed_from_bytes=1_200 * MIB
 )
@@ -46,8 +58,16 @@ def test_every_phase_as_a_log_line() -> None:
         PullPhase.RETRY: f"orchestrator  {FILE}  the transfer broke after 1,258,291,200 bytes "
         "(ReadTimeout); continuing from 1.2 GiB",
         PullPhase.DONE: f"orchestrator  {FILE}  4.8 GiB done  25 MiB/s",
+        PullPhase.COPY: f"orchestrator  {FILE}  1.2 GiB / 4.8 GiB to host 'gpu-box'  25 MiB/s  "
+        "ETA 2m28s",
+        PullPhase.COPIED: f"orchestrator  {FILE}  4.8 GiB copied to host 'gpu-box'  25 MiB/s",
     }
+    assert set(EVENTS) == set(PullPhase)
     assert progress_line(RESUMED) == f"orchestrator  {FILE}  4.8 GiB, continuing from 1.2 GiB"
+    assert progress_line(COPY_STARTS) == f"orchestrator  {FILE}  4.8 GiB, copying to host 'gpu-box'"
+    assert progress_line(ON_HOST) == (
+        "orchestrator: already on host 'gpu-box' (aither-hf-cache:/hub/models--a--b)"
+    )
 
 
 LONG = PullEvent(
@@ -59,20 +79,27 @@ LONG = PullEvent(
 
 @pytest.mark.parametrize("width", [80, 200])
 def test_the_live_line_never_wraps_and_keeps_its_numbers(width: int) -> None:
-    """On a terminal the progress line is rewritten in place: the file name gives way first,
-    keeping its end. The other lines are printed whole, once."""
+    """On a terminal the progress line is rewritten in place: a copy's host gives way first
+    (the copy's first line named it), then the file name, keeping its end. The other lines are
+    printed whole, once."""
     expected = {
         80: [
             "orchestrator  …002-of-00004.safetensors  1.2 GiB / 4.8 GiB  25 MiB/s  ETA 2m28s",
             "reasoning  …-00002-of-00004.safetensors  1.2 GiB / 4.8 GiB  25 MiB/s  ETA 2m28s",
+            "orchestrator  …002-of-00004.safetensors  1.2 GiB / 4.8 GiB  25 MiB/s  ETA 2m28s",
         ],
         200: [
             f"orchestrator  {FILE}  1.2 GiB / 4.8 GiB  25 MiB/s  ETA 2m28s",
             "reasoning  deepseek-r1-distill-qwen-14b-awq/model-00002-of-00004.safetensors  "
             "1.2 GiB / 4.8 GiB  25 MiB/s  ETA 2m28s",
+            f"orchestrator  {FILE}  1.2 GiB / 4.8 GiB to host 'gpu-box'  25 MiB/s  ETA 2m28s",
         ],
     }
-    lines = [progress_line(EVENTS[PullPhase.PROGRESS], width), progress_line(LONG, width)]
+    lines = [
+        progress_line(EVENTS[PullPhase.PROGRESS], width),
+        progress_line(LONG, width),
+        progress_line(EVENTS[PullPhase.COPY], width),
+    ]
     assert lines == expected[width]
     assert all(len(line) < width for line in lines)
 
