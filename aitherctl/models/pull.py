@@ -20,40 +20,27 @@ downloaded; an LFS file's sha256 (its ETag) is checked before it takes its place
 
 from __future__ import annotations
 
-import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from aitherctl.engines.vllm import HF_CACHE
-from aitherctl.models.files import (
-    HF_HUB_IN_CONTAINER,
-    ModelNotHere,
-    hf_cache_present,
-    model_place,
-    mount_of,
-)
 from aitherctl.models.hub import HubClient
-from aitherctl.models.ollama_pull import ollama_base, ollama_models, ollama_pull, ollama_tag
+from aitherctl.models.ollama_pull import ollama_models, ollama_pull, ollama_tag
 from aitherctl.models.pull_model import (
-    NotPullable,
     PullEvent,
     PullKind,
     PullPhase,
     PullResult,
     PullTarget,
-    hf_cache_folder_name,
-    parse_source,
 )
 from aitherctl.models.pull_remote import (
     HostFoldersLike,
     RemotePlan,
     check_host_disk,
     plan_remote,
-    remote_present,
     run_remote,
 )
+from aitherctl.models.targets import pull_targets, settle_remote
 from aitherctl.models.transfer import (
     PROGRESS_EVERY_S,
     Emit,
@@ -65,123 +52,8 @@ from aitherctl.models.transfer import (
     link_snapshot,
     plan_transfers,
 )
-from aitherctl.profiles.profile import LOCAL_HOST, Profile, Service
 
-__all__ = ["free_disk_bytes", "pull", "pull_targets"]
-
-
-def pull_targets(
-    profile: Profile, names: Sequence[str] | None, volume_folder: Callable[[str], str]
-) -> list[PullTarget | NotPullable]:
-    """What to download for each named service (all of the profile's when `names` is None)."""
-    chosen = [profile.service(name) for name in names] if names else profile.services.values()
-    targets: list[PullTarget | NotPullable] = []
-    for service in chosen:
-        targets.append(_target(service, volume_folder))
-    return targets
-
-
-def _target(service: Service, volume_folder: Callable[[str], str]) -> PullTarget | NotPullable:
-    engine = service.engine.value
-    model = service.model or ""
-    if engine == "ollama" and service.host == LOCAL_HOST:
-        if not model:
-            return NotPullable(service.name, "it names no `model` to pull", missing=False)
-        return PullTarget(service.name, engine, model, "", PullKind.OLLAMA, ollama_base(service))
-    if engine not in ("vllm", "llamacpp", "ollama"):
-        return NotPullable(
-            service.name, f"{engine}: its models are not pulled by aitherctl yet", missing=False
-        )
-    if service.host != LOCAL_HOST:
-        return _remote_target(service)
-    try:
-        if engine == "vllm" and not model.startswith("/"):
-            if model.count("/") != 1:
-                return NotPullable(service.name, f"{model!r} is not a Hub id ORG/NAME")
-            container = f"{HF_HUB_IN_CONTAINER}/{hf_cache_folder_name(model)}"
-            folder = model_place(service, container, volume_folder)
-            return PullTarget(
-                service.name, engine, model, "main", PullKind.HF_CACHE, folder,
-                present=hf_cache_present(Path(folder)),
-            )  # fmt: skip
-        if service.source is None:
-            path = model_place(service, model, volume_folder) if model.startswith("/") else ""
-            if path and Path(path).exists():
-                return PullTarget(
-                    service.name, engine, "", "main", PullKind.FILE, path, present=True
-                )
-            if engine == "vllm":
-                return NotPullable(
-                    service.name,
-                    f"its model {model} is a path, not a Hub id: put the model there, or name "
-                    "it ORG/NAME",
-                )
-            return NotPullable(
-                service.name,
-                f"its model {model} is a path and no `source: ORG/NAME:FILE` says where to "
-                "download it from: add one, or put the file there",
-            )
-        repo, filename = parse_source(service.source)
-        path = model_place(service, model, volume_folder)
-        return PullTarget(
-            service.name, engine, repo, "main", PullKind.FILE, path, filename=filename,
-            present=Path(path).is_file(),
-        )  # fmt: skip
-    except ModelNotHere as exc:
-        return NotPullable(service.name, str(exc))
-
-
-def _remote_target(service: Service) -> PullTarget | NotPullable:
-    """A service on another host: where its container will read the model there (the mount's
-    source on that host, and the place inside it); whether it is there is asked later."""
-    engine, model = service.engine.value, service.model or ""
-    where = f"on host {service.host!r}"
-    if engine == "ollama":
-        return NotPullable(
-            service.name, f"{where}: its Ollama server pulls it when the switch starts it",
-            missing=False,
-        )  # fmt: skip
-    if engine == "vllm" and not model.startswith("/"):
-        if model.count("/") != 1:
-            return NotPullable(service.name, f"{model!r} is not a Hub id ORG/NAME")
-        container = f"{HF_HUB_IN_CONTAINER}/{hf_cache_folder_name(model)}"
-        repo, revision, kind, filename = model, "main", PullKind.HF_CACHE, None
-    elif service.source is not None and model.startswith("/"):
-        repo, filename = parse_source(service.source)
-        container, revision, kind = model, "main", PullKind.FILE
-    else:
-        return NotPullable(
-            service.name,
-            f"{where}: its model {model} is a path and no `source: ORG/NAME:FILE` says where "
-            "to download it from",
-            missing=False,
-        )
-    found = mount_of(service, container, (HF_CACHE,) if engine == "vllm" else ())
-    if found is None:
-        return NotPullable(
-            service.name,
-            f"{container} is in no folder or volume the service mounts: add one under "
-            "`volumes:` so the model outlives the container",
-        )
-    volume, relative = found
-    if volume.host.startswith("/"):
-        shown = posixpath.join(volume.host, relative)
-    else:  # a named volume, as `docker run -v` writes it (and `models` shows it)
-        shown = f"{volume.host}:/{relative}"
-    return PullTarget(
-        service.name, engine, repo, revision, kind, shown, filename=filename,
-        host=service.host, source=volume.host, relative=relative,
-    )  # fmt: skip
-
-
-def settle_remote(
-    targets: Sequence[PullTarget], hosts: Mapping[str, HostFoldersLike]
-) -> list[PullTarget]:
-    """`targets`, each on another host with `present` as that host's folder says (one
-    short-lived container per target there)."""
-    return [
-        replace(t, present=remote_present(t, hosts[t.host])) if t.remote else t for t in targets
-    ]
+__all__ = ["free_disk_bytes", "pull", "pull_targets", "settle_remote"]
 
 
 def pull(

@@ -386,9 +386,8 @@ def ensure_models(
     a failed download changes nothing. Only models `pull` can fetch are looked at (a vLLM Hub
     id, a llama.cpp `source:`); with HF_HUB_OFFLINE=1 here none is, and in a service's `env:`
     not that service's."""
-    from aitherctl.models.hub import HubClient
-    from aitherctl.models.pull import pull, pull_targets, settle_remote
     from aitherctl.models.pull_model import PullKind, PullPhase, PullTarget, progress_line
+    from aitherctl.models.targets import pull_targets, settle_remote
 
     if policy is None or part.profile is None or _hub_offline():
         return
@@ -441,6 +440,8 @@ def ensure_models(
         progress.note(progress_line(event))
 
     from aitherctl.models.downloads import end_download, report_download
+    from aitherctl.models.hub import HubClient
+    from aitherctl.models.pull import pull
 
     shown = policy.emit or note
 

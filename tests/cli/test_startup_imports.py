@@ -227,6 +227,23 @@ def test_run_explain_learns_what_runs_without_the_docker_sdk(
     assert modules & NEVER_AT_START == set()
 
 
+@pytest.mark.docker
+def test_a_switch_with_nothing_to_download_imports_no_downloader(
+    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+) -> None:
+    """The switch asks what each service it starts would download (models/targets.py); the
+    downloader (the Hub client, the transfers, the hosts' copies: 10-20 ms) is imported only for a model
+    that is missing."""
+    from tests.conftest import free_port, web_service
+
+    write_profile("plain", services={"a": web_service(free_port())})
+    modules, code, out = imported(tmp_path, "profile", "switch", "plain", "--yes", "--json")
+    assert code == 0, out
+    assert json.loads(out)["profile"] == "plain"
+    assert "aitherctl.models.targets" in modules  # it did look
+    assert {"aitherctl.models.pull", "aitherctl.models.hub"} & modules == set()
+
+
 # What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
 # the email package), no httpx, no profile loader, no Rich.
 NOT_FOR_RUN_VIA_GATEWAY = NOT_FOR_HELP | {
