@@ -559,6 +559,8 @@ def switch(  # noqa: PLR0917 - Typer passes options by keyword; click counts the
             lock_timeout_s=lock_timeout,
             confirm=confirm,
             models=ModelPolicy(pull=not no_pull),
+            # With --yes nobody is asked: the plan is made once, under the lock.
+            asks=not yes,
         )
     except Declined:
         raise typer.Exit(int(ExitCode.ERROR)) from None

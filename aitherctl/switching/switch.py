@@ -624,25 +624,30 @@ def _nothing_changed() -> Iterator[None]:
 
 def execute(
     engines: Mapping[str, DockerEngine],
-    prepared: Change,
+    prepared: Change | None,
     reprepare: Callable[[], Change],
     progress: Progress,
     *,
     lock_timeout_s: float = 900.0,
     cancel: threading.Event | None = None,
     models: ModelPolicy | None = None,
+    show: Callable[[Change], bool] | None = None,
 ) -> SwitchResult:
     """Apply `prepared` under every engine's lock, if re-preparing under the locks (fresh GPU
     readings, fresh container lists, after recovering interrupted switches) gives the same
-    plan; `PlanChangedError` otherwise. With `models`, missing models are downloaded after the
-    images and before anything stops (this machine's services)."""
+    plan; `PlanChangedError` otherwise. `prepared` None: the plan is made under the locks only
+    and applied as it is, after `show` (which may still decline it) when it changes anything.
+    With `models`, missing models are downloaded after the images and before anything stops
+    (this machine's services)."""
     started = time.monotonic()
     with all_locks(engines, progress, lock_timeout_s, cancel):
         with _nothing_changed():
             recovered = _recover_pending(engines, progress)
             fresh = reprepare()
-            if fresh.signature() != prepared.signature():
+            if prepared is not None and fresh.signature() != prepared.signature():
                 raise PlanChangedError(fresh)
+            if prepared is None and show is not None and fresh.changes and not show(fresh):
+                raise Declined("not confirmed; nothing was changed", changed=False)
             result = SwitchResult(fresh.profile, fresh, recovered="; ".join(recovered) or None)
             if not fresh.changes:
                 result.activated = _activate(engines, fresh)
@@ -721,13 +726,28 @@ def run_switch(
     attempts: int = 3,
     cancel: threading.Event | None = None,
     models: ModelPolicy | None = None,
+    asks: bool = True,
 ) -> SwitchResult:
     """The one switch sequence, for one engine or many: recover what killed switches left (under
     the locks), prepare, confirm (without the locks), execute; when the plan changed meanwhile,
     confirm the new one (`confirm(change, changed=True)`). `confirm=None` accepts every plan.
+    When nobody is asked (`confirm=None`, or `asks=False`: `confirm` only shows the plan, as
+    with `--yes`), the plan is made once, under the locks, and `confirm` sees it there.
 
     An interrupted switch is recovered first, so the plan shown is the one from the restored
     state, not from its leftovers."""
+    if confirm is None or not asks:
+        show = None if confirm is None else (lambda change: confirm(change, False))
+        return execute(
+            engines,
+            None,
+            prepare_fn,
+            progress,
+            lock_timeout_s=lock_timeout_s,
+            cancel=cancel,
+            models=models,
+            show=show,
+        )
     recovered: list[str] = []
     if any(pending(engine) for engine in engines.values()):
         with all_locks(engines, progress, lock_timeout_s, cancel):
@@ -767,6 +787,7 @@ def run_change(
     attempts: int = 3,
     cancel: threading.Event | None = None,
     models: ModelPolicy | None = None,
+    asks: bool = True,
 ) -> SwitchResult:
     """`run_switch` on one engine (this machine's, or one host's: `engine.host` names it)."""
     name = engine.host
@@ -788,6 +809,7 @@ def run_change(
         attempts=attempts,
         cancel=cancel,
         models=models,
+        asks=asks,
     )
 
 
@@ -807,10 +829,12 @@ def switch(
     confirm: Callable[[Prepared, bool], bool] | None = None,
     cancel: threading.Event | None = None,
     models: ModelPolicy | None = None,
+    asks: bool = True,
 ) -> SwitchResult:
     """Move to `profile_name` (or bring up `only` those services). GPU readings are taken again
     under the lock; `inventory` is called for each reading. `models`: download missing models
-    first (None: leave them to the engines)."""
+    first (None: leave them to the engines). `asks=False`: `confirm` only shows the plan (it
+    is then made once, under the lock)."""
     profile = catalog.load(profile_name)
 
     def prepare_fn() -> Prepared:
@@ -824,6 +848,7 @@ def switch(
         lock_timeout_s=lock_timeout_s,
         cancel=cancel,
         models=models,
+        asks=asks,
     )
 
 

@@ -353,6 +353,37 @@ def test_prompt_does_not_hold_the_lock(alpha: dict[str, Any]) -> None:
     assert "new" not in after  # and nothing of the declined plan
 
 
+def test_with_nobody_to_ask_the_plan_is_made_once_under_the_lock(alpha: dict[str, Any]) -> None:
+    """`switch --yes`: no user reads the plan, so it is made under the lock, once (GPU
+    readings, the container list, the model checks), shown there, and applied as it is."""
+    from aitherctl.errors import BusyError
+    from aitherctl.profiles.catalog import ProfileCatalog
+    from aitherctl.switching.lock import engine_lock
+    from aitherctl.switching.switch import switch
+
+    engine = alpha["engine"]
+    readings: list[str] = []
+    shown: list[tuple[bool, bool]] = []
+
+    def reading() -> Any:
+        readings.append("read")
+        return no_gpu()
+
+    def confirm(prepared: Any, changed: bool) -> bool:
+        # The lock is held while the plan is shown: another caller could not take it now.
+        with pytest.raises(BusyError), engine_lock(engine, timeout_s=0):
+            pass
+        shown.append((changed, bool(prepared.plan.steps)))
+        return True
+
+    result = switch(engine, ProfileCatalog(), "beta-ok", reading, Recorder(), confirm=confirm,
+                    asks=False)
+    assert readings == ["read"]
+    assert shown == [(False, True)]
+    assert all(outcome.ready for outcome in result.outcomes)
+    assert "new" in state(engine)
+
+
 def test_the_lock_is_per_engine_however_its_address_is_spelled(alpha: dict[str, Any]) -> None:
     from aitherctl.switching.lock import switch_lock
 
