@@ -969,6 +969,12 @@ class Dispatcher:
             # error event, as after a keep-alive.
             await sink.start(200, headers, at_once=True)
             head_sent = True
+            if isinstance(splitter, ChatStreamTranslator):
+                # The opening events too: the client reads them meanwhile, and the first
+                # token's way carries only its own events.
+                opening = splitter.preamble()
+                if opening:
+                    await sink.write(opening)
         try:
             async for chunk in response.chunks():
                 if timeline.ON:

@@ -230,6 +230,16 @@ class ChatStreamTranslator:
     def watch_done(self, chunk: bytes) -> None:
         del chunk  # `feed` reads the events whole
 
+    def preamble(self) -> bytes:
+        """The events that open the answer and depend on the request alone (Messages'
+        `message_start`; Responses' `response.created` and `response.in_progress`), for the
+        dispatcher to send with the head while the backend computes its first token (as the
+        providers' own APIs send them at once); b"" once they were sent."""
+        if self._started:
+            return b""
+        self._started = True
+        return self._start()
+
     def feed(self, chunk: bytes) -> bytes:
         data = (self._pending + chunk).replace(b"\r\n", b"\n")
         head, sep, self._pending = data.rpartition(b"\n\n")

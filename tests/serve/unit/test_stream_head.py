@@ -168,3 +168,46 @@ async def test_after_a_llamacpp_stream_a_spare_connection_to_it_is_opened() -> N
     assert len(spares) == 1
     assert spares[0].startswith("http://127.0.0.1:")
     assert spares[0].endswith("/health")
+
+
+@run
+async def test_a_translated_answer_opens_with_its_first_events_before_the_first_token() -> None:
+    """A Messages request translated to chat completions, nothing to fall back to: the client
+    has the head and `message_start` while the model computes; the first token's way carries
+    only the text block's own events."""
+    prof = profile({"chat": llama(1, on_demand=False)})
+    sched = scheduler(prof, FakeEffects(running={"chat"}), Clock())
+    table = build_routing(prof)
+    upstream = SimpleNamespace(open_spare=lambda _url: None)
+    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), upstream, env={})  # type: ignore[arg-type]
+    candidate = table.backends["chat"]
+    lease = sched.try_acquire("chat")
+    assert isinstance(lease, Lease)
+    request = GatewayRequest("/v1/messages", {"stream": True, "model": "chat"}, Priority.NORMAL,
+                             "t")
+    body, sink = _HeldBody(), _Recorder()
+    relay = asyncio.create_task(
+        dispatcher._relay(
+            request,
+            Route((candidate,), False),
+            candidate,
+            body,  # type: ignore[arg-type]
+            sink,
+            Outcome(),
+            0.0,
+            False,
+            lease,
+            True,  # via chat completions
+        )
+    )
+    await body.reading.wait()
+    before = sink.data
+    body.first.set()
+    await relay
+    assert sink.heads == [(200, True)]
+    assert before.startswith(b"event: message_start\n")
+    assert before.count(b"event: ") == 1
+    after = sink.data[len(before):]
+    assert after.startswith(b"event: content_block_start\n")
+    assert b'"text":"Hi"' in after.replace(b" ", b"")
+    assert b"event: message_start" not in after  # said once
