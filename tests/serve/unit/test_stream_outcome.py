@@ -54,7 +54,9 @@ async def _relay(chunks: list[bytes]) -> tuple[Outcome, ClientSink, asyncio.Task
     prof = profile({"chat": llama(1, on_demand=False)})
     sched = scheduler(prof, FakeEffects(running={"chat"}), Clock())
     table = build_routing(prof)
-    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), None, env={})  # type: ignore[arg-type]
+    # The upstream client only hears that a llama.cpp stream ended (a spare connection).
+    upstream = SimpleNamespace(open_spare=lambda _url: None)
+    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), upstream, env={})  # type: ignore[arg-type]
     candidate = table.backends["chat"]
     lease = sched.try_acquire("chat")
     assert isinstance(lease, Lease)
