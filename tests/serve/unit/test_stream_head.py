@@ -108,12 +108,15 @@ class _Recorder:
         self.data += data
 
 
-async def _head_before_first_chunk(
-    services: list[str], spares: list[str] | None = None
-) -> list[tuple[int, bool]]:
-    """The heads the client was sent while the first chunk of `services[0]`'s answer was
-    awaited, then after it. `spares`: the URLs the dispatcher asked the upstream client to
-    open a spare connection to."""
+async def _relay_held(
+    services: list[str],
+    route: str = "/v1/chat/completions",
+    spares: list[str] | None = None,
+) -> tuple[_Recorder, list[tuple[int, bool]], bytes]:
+    """Relay `services[0]`'s answer (the others are candidates left to fall back to) to a
+    client of `route` (translated from chat completions unless it is chat): the recorder, the
+    heads it had and the bytes it had while the first chunk was awaited. `spares`: the URLs
+    the dispatcher asked the upstream client to open a spare connection to."""
     prof = profile({name: llama(index + 1, on_demand=False) for index, name in enumerate(services)})
     sched = scheduler(prof, FakeEffects(running=set(services)), Clock())
     table = build_routing(prof)
@@ -122,7 +125,7 @@ async def _head_before_first_chunk(
     candidates = tuple(table.backends[name] for name in services)
     lease = sched.try_acquire(services[0])
     assert isinstance(lease, Lease)
-    request = GatewayRequest("/v1/chat/completions", {"stream": True}, Priority.NORMAL, "t")
+    request = GatewayRequest(route, {"stream": True, "model": services[0]}, Priority.NORMAL, "t")
     body, sink = _HeldBody(), _Recorder()
     relay = asyncio.create_task(
         dispatcher._relay(
@@ -135,12 +138,22 @@ async def _head_before_first_chunk(
             0.0,
             False,
             lease,
+            route != "/v1/chat/completions",  # via chat completions
         )
     )
     await body.reading.wait()
-    before = list(sink.heads)
+    heads, data = list(sink.heads), sink.data
     body.first.set()
     await relay
+    return sink, heads, data
+
+
+async def _head_before_first_chunk(
+    services: list[str], spares: list[str] | None = None
+) -> list[tuple[int, bool]]:
+    """The heads the client was sent while the first chunk of `services[0]`'s answer was
+    awaited, then after it."""
+    sink, before, _ = await _relay_held(services, spares=spares)
     assert sink.data == EVENT + b"data: [DONE]\n\n"
     return [*before, (-1, False), *sink.heads[len(before) :]]
 
@@ -175,35 +188,7 @@ async def test_a_translated_answer_opens_with_its_first_events_before_the_first_
     """A Messages request translated to chat completions, nothing to fall back to: the client
     has the head and `message_start` while the model computes; the first token's way carries
     only the text block's own events."""
-    prof = profile({"chat": llama(1, on_demand=False)})
-    sched = scheduler(prof, FakeEffects(running={"chat"}), Clock())
-    table = build_routing(prof)
-    upstream = SimpleNamespace(open_spare=lambda _url: None)
-    dispatcher = Dispatcher(sched, SimpleNamespace(table=table), upstream, env={})  # type: ignore[arg-type]
-    candidate = table.backends["chat"]
-    lease = sched.try_acquire("chat")
-    assert isinstance(lease, Lease)
-    request = GatewayRequest("/v1/messages", {"stream": True, "model": "chat"}, Priority.NORMAL,
-                             "t")
-    body, sink = _HeldBody(), _Recorder()
-    relay = asyncio.create_task(
-        dispatcher._relay(
-            request,
-            Route((candidate,), False),
-            candidate,
-            body,  # type: ignore[arg-type]
-            sink,
-            Outcome(),
-            0.0,
-            False,
-            lease,
-            True,  # via chat completions
-        )
-    )
-    await body.reading.wait()
-    before = sink.data
-    body.first.set()
-    await relay
+    sink, _, before = await _relay_held(["chat"], "/v1/messages")
     assert sink.heads == [(200, True)]
     assert before.startswith(b"event: message_start\n")
     assert before.count(b"event: ") == 1
