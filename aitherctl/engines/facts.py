@@ -49,7 +49,12 @@ def spare_connection_url(engine: str, base_url: str, health_url: str | None) -> 
         return None
     if health_url:
         return health_url
-    scheme, _, rest = base_url.partition("://")
-    if not rest or facts.health_path is None:
+    if facts.health_path is None or "://" not in base_url:
         return None
-    return f"{scheme}://{rest.split('/', 1)[0]}{facts.health_path}"
+    return origin(base_url) + facts.health_path
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL: one server, whose connections a client may pool."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"

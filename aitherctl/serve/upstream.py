@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from aitherctl.engines.facts import origin
 from aitherctl.errors import AitherError
 from aitherctl.serve import timeline
 
@@ -129,7 +130,7 @@ class Upstream:
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         headers = {**headers, "Accept-Encoding": "identity"}
-        spare = self._spares.get(_origin(url))
+        spare = self._spares.get(origin(url))
         if spare is not None:
             # A connection to this server is being opened for the next request (this one):
             # it is further along than a new one would be.
@@ -201,17 +202,18 @@ class Upstream:
         finds one in the pool instead of connecting (about 0.9 ms to a container's published
         port here). For servers that close the connection after each streamed answer
         (llama.cpp's cpp-httplib): without it, every streamed request pays for a connect. The
-        connection is kept as any pooled one, KEEPALIVE_S; at most one opening per URL."""
-        origin = _origin(url)
-        if origin in self._spares or self.session.closed:
+        connection is kept as any pooled one, KEEPALIVE_S; at most one opening per server,
+        and a request to that server meanwhile waits for it (at most SPARE_TIMEOUT_S)."""
+        server = origin(url)
+        if server in self._spares or self.session.closed:
             return
         # A new context: the request that asked for it has its own timeline.
         task = asyncio.get_running_loop().create_task(
-            self._spare(origin, url), context=contextvars.Context()
+            self._spare(server, url), context=contextvars.Context()
         )
-        self._spares[origin] = task
+        self._spares[server] = task
 
-    async def _spare(self, origin: str, url: str) -> None:
+    async def _spare(self, server: str, url: str) -> None:
         try:
             async with self.session.get(
                 url, timeout=aiohttp.ClientTimeout(total=SPARE_TIMEOUT_S)
@@ -220,7 +222,7 @@ class Upstream:
         except (TimeoutError, aiohttp.ClientError, ConnectionError):
             pass  # the server is going away: the next request finds out and says so
         finally:
-            self._spares.pop(origin, None)
+            self._spares.pop(server, None)
 
     async def close(self) -> None:
         for task in list(self._spares.values()):
@@ -228,12 +230,6 @@ class Upstream:
         await asyncio.gather(*self._spares.values(), return_exceptions=True)
         await self.session.close()
         await self.fresh.close()
-
-
-def _origin(url: str) -> str:
-    """`scheme://host:port` of a URL: one server's connections."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _error_text(data: bytes) -> str:
