@@ -650,6 +650,7 @@ def _switch_hosts(
                 lock_timeout_s=lock_timeout,
                 engines=engines,
                 models=ModelPolicy(pull=not no_pull),
+                asks=not yes,
             )
         except Declined:
             raise typer.Exit(int(ExitCode.ERROR)) from None

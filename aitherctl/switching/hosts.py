@@ -154,9 +154,11 @@ def switch_hosts(
     cancel: threading.Event | None = None,
     engines: Mapping[str, DockerEngine] | None = None,
     models: ModelPolicy | None = None,
+    asks: bool = True,
 ) -> SwitchResult:
     """Move every host to `profile_name` (`run_switch` over their engines); see the module's
-    docstring. `models`: as `switch`'s (this machine's missing models are downloaded first)."""
+    docstring. `models` and `asks`: as `switch`'s (this machine's missing models are downloaded
+    first; `asks=False`: the plan is made once, under the locks)."""
     profile = catalog.load(profile_name)
     hosts = hosts_involved(profile)
     owned = engines is None
@@ -174,6 +176,7 @@ def switch_hosts(
             attempts=attempts,
             cancel=cancel,
             models=models,
+            asks=asks,
         )
         used = {svc.host for svc in profile.services.values()}
         remember_hosts(profile.name, {n: h for n, h in profile.hosts.items() if n in used})
