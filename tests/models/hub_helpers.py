@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,19 @@ def hub_state() -> HubState:
             HF_REPO, {p.name: p for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
         )
     return state
+
+
+def assert_llama_answers(port: int) -> dict[str, Any]:
+    """The llama.cpp server on this loopback port answers a short chat (the model it was
+    started on is really there and loads); its answer."""
+    import httpx
+
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json={"model": "smollm2", "max_tokens": 4, "temperature": 0,
+              "messages": [{"role": "user", "content": "Say hi"}]},
+        timeout=120,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data

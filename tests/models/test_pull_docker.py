@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
-import httpx
 import pytest
 
 from tests.conftest import MODEL_FILE, free_port, llama_service, run_cli, sdk_of
 from tests.doubles.hf_hub import serve_hub
-from tests.models.hub_helpers import GGUF_REPO, hub_state
+from tests.models.hub_helpers import GGUF_REPO, assert_llama_answers, hub_state
 
 pytestmark = pytest.mark.docker
 
@@ -33,14 +32,7 @@ def test_a_pulled_gguf_in_a_docker_volume_is_served_by_the_real_llamacpp(
         assert pulled.stdout == f"assistant: 94 MiB downloaded: {mountpoint}/{MODEL_FILE}\n"
         switched = run_cli("profile", "switch", "pulled", "--yes")
         assert switched.returncode == 0, switched.stderr
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            json={"model": "smollm2", "max_tokens": 4, "temperature": 0,
-                  "messages": [{"role": "user", "content": "Say hi"}]},
-            timeout=120,
-        )  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["usage"]["completion_tokens"] >= 1
+        assert assert_llama_answers(port)["usage"]["completion_tokens"] >= 1
     finally:
         run_cli("down", "--all", "--yes")
         with contextlib.suppress(Exception):

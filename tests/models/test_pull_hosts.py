@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import MODEL_FILE, MODELS_DIR, free_port, run_cli, web_service
 from tests.doubles.hf_hub import HubState, serve_hub
 from tests.hosts_helpers import TwoHosts
-from tests.models.hub_helpers import GGUF_REPO, hub_state
+from tests.models.hub_helpers import GGUF_REPO, assert_llama_answers, hub_state
 
 pytest_plugins = ["tests.hosts_helpers"]
 pytestmark = pytest.mark.docker
@@ -82,6 +81,14 @@ def events(stdout: str) -> list[dict[str, Any]]:
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+
+def _far_chat(write_profile: Callable[..., Path], two_hosts: TwoHosts, volume: str) -> None:
+    """Profile `far`: a vLLM service `chat` (`org/chat`) on host a, its Hub cache in `volume`
+    there."""
+    write_profile("far", hosts=hosts_decl(two_hosts), services={"chat": {
+        "engine": "vllm", "model": "org/chat", "port": free_port(), "gpu": "none", "host": "a",
+        "image": BASE_IMAGE, "volumes": {volume: "/root/.cache/huggingface"},
+    }})  # fmt: skip
 
 def test_pull_copies_a_gguf_into_a_volume_of_another_host_and_models_shows_it_there(
     two_hosts: TwoHosts, write_profile, node_volumes, tmp_path
@@ -164,10 +171,7 @@ def test_an_interrupted_copy_to_another_host_continues_where_it_stopped(
     from aitherctl.profiles.catalog import ProfileCatalog
 
     volume = node_volumes("hf")
-    write_profile("far", hosts=hosts_decl(two_hosts), services={"chat": {
-        "engine": "vllm", "model": "org/chat", "port": free_port(), "gpu": "none", "host": "a",
-        "image": BASE_IMAGE, "volumes": {volume: "/root/.cache/huggingface"},
-    }})  # fmt: skip
+    _far_chat(write_profile, two_hosts, volume)
     state, paths = chat_repo(tmp_path)
     profile = ProfileCatalog().load("far")
     engine = DockerEngine.connect_host("a", two_hosts.a.url, "127.0.0.1")
@@ -274,13 +278,7 @@ def test_a_switch_pulls_to_another_host_first_and_a_failed_pull_changes_nothing_
         assert switched.returncode == 0, switched.stderr
         assert f"downloading {GGUF_REPO} (assistant)" in switched.stderr
         assert f"assistant  {MODEL_FILE}  94 MiB copied to host 'a'" in switched.stderr
-        answer = httpx.post(
-            f"http://127.0.0.1:{llm}/v1/chat/completions",
-            json={"model": "smollm2", "max_tokens": 4, "temperature": 0,
-                  "messages": [{"role": "user", "content": "Say hi"}]},
-            timeout=120,
-        )  # fmt: skip
-        assert answer.status_code == 200, answer.text
+        assert_llama_answers(llm)
     finally:
         run_cli("down", "--all", "--yes")
 
@@ -321,10 +319,7 @@ def test_a_copy_that_arrived_damaged_is_removed_and_the_next_pull_sends_it_again
     """A whole-sized `.incomplete` blob on node-a whose bytes are not the Hub's (a disk fault, a
     copy from something else): its sha256, checked there before the rename, refuses it."""
     volume = node_volumes("hf")
-    write_profile("far", hosts=hosts_decl(two_hosts), services={"chat": {
-        "engine": "vllm", "model": "org/chat", "port": free_port(), "gpu": "none", "host": "a",
-        "image": BASE_IMAGE, "volumes": {volume: "/root/.cache/huggingface"},
-    }})  # fmt: skip
+    _far_chat(write_profile, two_hosts, volume)
     state, paths = chat_repo(tmp_path)
     blob = sha256(paths["model.safetensors"])
     size = paths["model.safetensors"].stat().st_size

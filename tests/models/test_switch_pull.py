@@ -3,12 +3,11 @@ refuses instead, a failed download leaves the old set running, a good one is ser
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.conftest import MODEL_FILE, free_port, llama_service, run_cli, web_service
 from tests.doubles.hf_hub import serve_hub
-from tests.models.hub_helpers import GGUF_REPO, hub_state
+from tests.models.hub_helpers import GGUF_REPO, assert_llama_answers, hub_state
 
 pytestmark = pytest.mark.docker
 
@@ -57,13 +56,7 @@ def test_switch_pulls_a_missing_model_first_and_a_failed_pull_changes_nothing(
         assert f"  downloading {GGUF_REPO} (assistant)\n" in switched.stderr
         assert f"  assistant  {MODEL_FILE}  94 MiB\n" in switched.stderr
         assert set(_running(clean_namespace)) == {"assistant"}
-        answer = httpx.post(
-            f"http://127.0.0.1:{llm_port}/v1/chat/completions",
-            json={"model": "smollm2", "max_tokens": 4, "temperature": 0,
-                  "messages": [{"role": "user", "content": "Say hi"}]},
-            timeout=120,
-        )  # fmt: skip
-        assert answer.status_code == 200, answer.text
+        assert_llama_answers(llm_port)
     finally:
         run_cli("down", "--all", "--yes")
 
