@@ -159,7 +159,6 @@ def render(
     return "\n".join(lines)
 
 
-
 def bench_profile(work: Path, llama_url: str, written_by: str, namespace: str) -> dict[str, str]:
     """A `bench` profile in `work` with one llama.cpp server as two endpoints, `native` (its own
     Responses and Messages routes) and `translated` (chat completions only), and the environment
@@ -185,6 +184,7 @@ def bench_profile(work: Path, llama_url: str, written_by: str, namespace: str) -
         "AITHER_MACHINE_DIR": str(work / "machine"),
         "AITHER_NAMESPACE": f"{namespace}{uuid.uuid4().hex[:6]}",
     }
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -122,9 +122,8 @@ def main() -> None:
         "(target <= 0.5s)"
     )
     for name, times in sorted(ready.items()):
-        print(
-            f"  service {name}: ready in median {statistics.median(times):.2f}s ({len(times)} starts)"
-        )
+        median = statistics.median(times)
+        print(f"  service {name}: ready in median {median:.2f}s ({len(times)} starts)")
 
 
 if __name__ == "__main__":

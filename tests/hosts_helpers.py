@@ -296,9 +296,7 @@ def fresh_hosts(two_hosts: TwoHosts, namespace: str) -> Iterator[TwoHosts]:
     cleanup_nodes(two_hosts, namespace)
 
 
-def stderr_until(
-    process: Any, done: Callable[[bytes], bool], timeout_s: float
-) -> bytes:
+def stderr_until(process: Any, done: Callable[[bytes], bool], timeout_s: float) -> bytes:
     """What a running CLI process has written on stderr, read until `done(text so far)` holds
     (fails after `timeout_s` seconds; stops early if the process closes stderr)."""
     import os

@@ -7,7 +7,8 @@ from pathlib import Path
 
 _path = Path(__file__).resolve().parents[2] / "scripts" / "gen-completions.py"
 _spec = importlib.util.spec_from_file_location("gen_completions", _path)
-assert _spec and _spec.loader
+assert _spec
+assert _spec.loader
 _module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_module)
 scripts = _module.scripts

@@ -15,16 +15,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_completion_files_are_current() -> None:
     for filename, text in scripts().items():
         shipped = (ROOT / "completions" / filename).read_text()
-        assert shipped == text, f"completions/{filename} is stale: run python scripts/gen-completions.py"
+        assert shipped == text, (
+            f"completions/{filename} is stale: run python scripts/gen-completions.py"
+        )
 
 
 def test_completion_offers_commands_and_profile_names() -> None:
-    env = {**os.environ, "_AITHERCTL_COMPLETE": "complete_bash",
-           "COMP_WORDS": "aitherctl profile switch cr", "COMP_CWORD": "3"}
-    result = subprocess.run([sys.executable, "-m", "aitherctl"], env=env,
-                            capture_output=True, text=True, check=False)
+    env = {
+        **os.environ,
+        "_AITHERCTL_COMPLETE": "complete_bash",
+        "COMP_WORDS": "aitherctl profile switch cr",
+        "COMP_CWORD": "3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "aitherctl"], env=env, capture_output=True, text=True, check=False
+    )
     assert result.stdout.split() == ["creative"]
     env.update(COMP_WORDS="aitherctl pro", COMP_CWORD="1")
-    result = subprocess.run([sys.executable, "-m", "aitherctl"], env=env,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "aitherctl"], env=env, capture_output=True, text=True, check=False
+    )
     assert "profile" in result.stdout.split()

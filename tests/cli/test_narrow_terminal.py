@@ -68,10 +68,24 @@ def test_profile_show_dev_at_200_columns_keeps_the_model_column() -> None:
 
 def _running(service: str, image: str, port: int) -> ManagedContainer:
     return ManagedContainer(
-        id="c1", name=f"aither-{service}", service=service, profile="old", spec_hash="x",
-        state="running", image=image, engine="llamacpp", model="/models/m.gguf",
-        served_model=None, port=port, bind="127.0.0.1", gpus=(), vram_bytes=None, role=None,
-        pinned=False, on_demand=False, health_checks=(),
+        id="c1",
+        name=f"aither-{service}",
+        service=service,
+        profile="old",
+        spec_hash="x",
+        state="running",
+        image=image,
+        engine="llamacpp",
+        model="/models/m.gguf",
+        served_model=None,
+        port=port,
+        bind="127.0.0.1",
+        gpus=(),
+        vram_bytes=None,
+        role=None,
+        pinned=False,
+        on_demand=False,
+        health_checks=(),
     )
 
 

@@ -119,8 +119,7 @@ def test_the_provider_down_is_said_and_the_records_still_listed(
     refused = invoke("nodes", "destroy", "--all", "--yes")
     assert (refused.exit_code, refused.stderr) == (
         1,
-        "error: cannot destroy: vast GET /api/v1/instances/: HTTP 503 (unavailable: "
-        "maintenance)\n",
+        "error: cannot destroy: vast GET /api/v1/instances/: HTTP 503 (unavailable: maintenance)\n",
     )
     assert [r.state.value for r in NodeRecords().all()] == ["booting"]  # nothing half-changed
 

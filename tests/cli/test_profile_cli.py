@@ -31,8 +31,12 @@ def test_version_and_help_do_not_import_heavy_modules() -> None:
         "print('HEAVY', heavy)\n"
     )
     for arg in ("--version", "--help"):
-        result = subprocess.run([sys.executable, "-c", code.replace("{arg}", arg)],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code.replace("{arg}", arg)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "HEAVY []" in result.stdout, result.stdout
 
 
@@ -44,7 +48,14 @@ def test_profile_list_json_shape() -> None:
     assert rows["dev"]["on_demand"] == ["reasoning"]
     assert rows["cpu"]["source"] == "built-in"
     assert set(rows["dev"]) == {
-        "name", "path", "source", "description", "services", "on_demand", "error", "active"
+        "name",
+        "path",
+        "source",
+        "description",
+        "services",
+        "on_demand",
+        "error",
+        "active",
     }
 
 
@@ -77,12 +88,15 @@ def test_validate_reports_each_bad_file_and_exits_3(write_profile) -> None:
 
 
 def test_validate_lists_every_problem_of_every_profile(write_profile) -> None:
-    one = write_profile("one", """
+    one = write_profile(
+        "one",
+        """
         services:
           a: {engine: vllm, model: m, port: 8001, gpu: 0}
           b: {engine: ollama, port: 8001}
           c: {engine: ollama, port: 8002, env: {TOKEN: "${NOT_SET_ANYWHERE}"}}
-        """)
+        """,
+    )
     two = write_profile("two", "services:\n  x: {engine: ollama, port: 1\n")
     result = invoke("profile", "validate")
     assert result.exit_code == 3
@@ -122,15 +136,19 @@ def test_plan_refuses_over_budget_with_the_arithmetic(
 ) -> None:
     """The NVML contract double stands in for a 24 GiB GPU where another program holds 6 GiB."""
     monkeypatch.setattr(
-        runtime, "nvml_module",
+        runtime,
+        "nvml_module",
         NvmlDouble([FakeGpu(total_bytes=24 * GIB, processes=[(4242, 6 * GIB)])]),
     )
-    write_profile("tight", """
+    write_profile(
+        "tight",
+        """
         gpu: {reserve: 2GiB}
         services:
           big: {engine: vllm, model: org/big, port: 18001, gpu: 0, vram: 14GiB, image: {base}}
           small: {engine: llamacpp, model: /s.gguf, port: 18002, gpu: 0, vram: 4GiB, image: {base}}
-        """.replace("{base}", base_image))  # images that are here: a missing one is refused too
+        """.replace("{base}", base_image),
+    )  # images that are here: a missing one is refused too
     result = invoke("profile", "plan", "tight")
     assert result.exit_code == 5
     lines = result.stderr.strip().splitlines()
@@ -148,7 +166,10 @@ def test_plan_refuses_over_budget_with_the_arithmetic(
     fits = invoke("profile", "plan", "tight", "--json")
     assert fits.exit_code == 0, fits.stderr
     data = json.loads(fits.stdout)
-    assert [(s["action"], s["service"]) for s in data["steps"]] == [("start", "big"), ("start", "small")]
+    assert [(s["action"], s["service"]) for s in data["steps"]] == [
+        ("start", "big"),
+        ("start", "small"),
+    ]
     assert data["vram"]["gpus"][0]["needed_bytes"] == 20 * GIB
     big = next(s for s in data["steps"] if s["service"] == "big")
     assert big["vram_bytes"] == 14 * GIB
@@ -184,7 +205,9 @@ def test_gpu_command_with_the_double(monkeypatch) -> None:
 def test_show_never_prints_a_secret(write_profile, monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
     monkeypatch.setenv("MY_ENDPOINT_KEY", "sk-from-the-environment")
-    write_profile("keys", """
+    write_profile(
+        "keys",
+        """
         services:
           chat:
             engine: vllm
@@ -202,9 +225,16 @@ def test_show_never_prints_a_secret(write_profile, monkeypatch) -> None:
             model: m
             api_key_env: MY_ENDPOINT_KEY
             price: {input: 1, output: 2}
-        """)
-    secrets = ("hf_from_the_environment", "sk-from-the-environment", "sk-literal",
-               "tok-literal", "hunter2", "pw-in-url")
+        """,
+    )
+    secrets = (
+        "hf_from_the_environment",
+        "sk-from-the-environment",
+        "sk-literal",
+        "tok-literal",
+        "hunter2",
+        "pw-in-url",
+    )
     text = invoke("profile", "show", "keys")
     as_json = invoke("profile", "show", "keys", "--json")
     for result in (text, as_json):
@@ -213,7 +243,9 @@ def test_show_never_prints_a_secret(write_profile, monkeypatch) -> None:
         assert leaked == []
     chat = json.loads(as_json.stdout)["services"][0]
     assert chat["env"] == {
-        "HF_TOKEN": "${HF_TOKEN}", "OPENAI_API_KEY": "******", "DB_PASSWORD": "******",
+        "HF_TOKEN": "${HF_TOKEN}",
+        "OPENAI_API_KEY": "******",
+        "DB_PASSWORD": "******",
         "MODE": "fast",
     }
     assert chat["args"] == ["--api-key", "******", "--token=******"]
@@ -226,10 +258,13 @@ def test_show_never_prints_a_secret(write_profile, monkeypatch) -> None:
 
 def test_show_works_while_a_referenced_variable_is_unset(write_profile, monkeypatch) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    write_profile("later", """
+    write_profile(
+        "later",
+        """
         services:
           chat: {engine: ollama, port: 11434, env: {HF_TOKEN: "${HF_TOKEN}"}}
-        """)
+        """,
+    )
     result = invoke("profile", "show", "later", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["services"][0]["env"] == {"HF_TOKEN": "${HF_TOKEN}"}
@@ -240,12 +275,15 @@ def test_doctor_lists_each_profile_problem_with_file_and_line_and_exits_3(
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
-    bad = write_profile("bad", """
+    bad = write_profile(
+        "bad",
+        """
         services:
           a: {engine: ollama, port: 8001}
           b: {engine: ollama, port: 8001, bind: 0.0.0.0}
         allow_unauthenticated_network: true
-        """)
+        """,
+    )
     result = invoke("doctor")
     assert result.exit_code == 3, result.output
     lines = result.stdout.splitlines()
@@ -267,10 +305,13 @@ def test_a_local_service_on_the_network_without_a_key_is_refused_and_doctor_list
     says `allow_unauthenticated_network: true`; doctor then names each such service."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
-    lan = write_profile("lan", """
+    lan = write_profile(
+        "lan",
+        """
         services:
           chat: {engine: llamacpp, model: /m.gguf, port: 8001, bind: 0.0.0.0}
-        """)
+        """,
+    )
     message = (
         f"{lan}:2: service 'chat': it would answer on the network at 0.0.0.0 without "
         "authentication: set `api_key_env` to the variable holding its API key, bind it to "
@@ -283,16 +324,20 @@ def test_a_local_service_on_the_network_without_a_key_is_refused_and_doctor_list
     assert switched.exit_code == 3
     assert switched.stderr.splitlines() == [f"error: {message}"]
 
-    write_profile("lan", """
+    write_profile(
+        "lan",
+        """
         services:
           chat: {engine: llamacpp, model: /m.gguf, port: 8001, bind: 0.0.0.0}
           near: {engine: llamacpp, model: /m.gguf, port: 8002}
         allow_unauthenticated_network: true
-        """)
+        """,
+    )
     data = json.loads(invoke("doctor", "--json").stdout)
     checks = {check["name"]: check for check in data["checks"]}
     assert checks["network"] == {
-        "name": "network", "status": "warn",
+        "name": "network",
+        "status": "warn",
         "detail": "answer on the network without an API key (allow_unauthenticated_network): "
         "lan/chat (0.0.0.0:8001)",
     }

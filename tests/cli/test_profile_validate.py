@@ -15,7 +15,9 @@ def test_validate_reports_all_five_mistakes_of_a_file_in_one_pass(
     """A file like this took three rounds: the unset `${VAR}`, the port clash and the GPU shares
     of a service with another mistake showed only once that mistake was fixed."""
     monkeypatch.delenv("NOT_SET_HERE", raising=False)
-    path = write_profile("five", """
+    path = write_profile(
+        "five",
+        """
         services:
           chat:
             engine: vllm
@@ -26,7 +28,8 @@ def test_validate_reports_all_five_mistakes_of_a_file_in_one_pass(
             env: {HF_TOKEN: "${NOT_SET_HERE}"}
             ollama_typo: 1
           code: {engine: vllm, port: 8001, gpu: 0, vram: 30%}
-        """)
+        """,
+    )
     result = runner.invoke(app, ["profile", "validate", str(path)])
     assert result.exit_code == 3
     assert result.stdout == ""
@@ -43,14 +46,17 @@ def test_validate_reports_all_five_mistakes_of_a_file_in_one_pass(
 
 def test_validate_reports_routing_mistakes_together_with_a_port_clash(write_profile) -> None:
     """Routing used to be checked only once every other mistake was fixed."""
-    path = write_profile("clash", """
+    path = write_profile(
+        "clash",
+        """
         services:
           a: {engine: ollama, port: 11434}
           b: {engine: ollama, port: 11434}
         routing:
           tiers:
             all: {effort: 1-10, candidates: [nope]}
-        """)
+        """,
+    )
     result = runner.invoke(app, ["profile", "validate", str(path)])
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [

@@ -22,7 +22,9 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def over_limit(write_profile):  # type: ignore[no-untyped-def]
     """The issue's profile: `ram: 64GiB` with a 16 GiB `ram.limit`."""
-    return write_profile("big-ram", """
+    return write_profile(
+        "big-ram",
+        """
         ram: {limit: 16GiB}
         services:
           llm:
@@ -30,20 +32,28 @@ def over_limit(write_profile):  # type: ignore[no-untyped-def]
             model: /models/m.gguf
             port: 18090
             ram: 64GiB
-        """)
+        """,
+    )
 
 
 @pytest.fixture
 def over_machine(write_profile):  # type: ignore[no-untyped-def]
     machine = psutil.virtual_memory().total
-    return write_profile("huge-ram", f"""
+    return (
+        write_profile(
+            "huge-ram",
+            f"""
         services:
           llm:
             engine: llamacpp
             model: /models/m.gguf
             port: 18091
             ram: {machine // 1024**2 + 1024}MiB
-        """), format_bytes(machine), format_bytes((machine // 1024**2 + 1024) * 1024**2)
+        """,
+        ),
+        format_bytes(machine),
+        format_bytes((machine // 1024**2 + 1024) * 1024**2),
+    )
 
 
 def test_validate_refuses_ram_over_the_limit_with_file_and_line(over_limit) -> None:
@@ -60,8 +70,7 @@ def test_validate_refuses_ram_over_this_machines_memory(over_machine) -> None:
     result = invoke("profile", "validate", str(path))
     assert result.exit_code == 3
     assert result.stderr.splitlines() == [
-        f"{path}:2: service 'llm': `ram: {wanted}` is more than this "
-        f"machine's memory ({machine})",
+        f"{path}:2: service 'llm': `ram: {wanted}` is more than this machine's memory ({machine})",
     ]
 
 
@@ -86,6 +95,5 @@ def test_serve_refuses_ram_over_this_machines_memory(over_machine, monkeypatch) 
     result = invoke("serve", "--profile", "huge-ram", "--port", "18999")
     assert result.exit_code == 5, result.output
     assert result.stderr == (
-        f"error: service 'llm': `ram: {wanted}` is more than this "
-        f"machine's memory ({machine})\n"
+        f"error: service 'llm': `ram: {wanted}` is more than this machine's memory ({machine})\n"
     )

@@ -98,9 +98,7 @@ def test_run_sends_the_instruction_then_the_file(
     assert sent == "Summarise this diff\n\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
 
 
-def test_run_sends_the_instruction_then_piped_stdin(
-    routed: str, double: RunningDouble
-) -> None:
+def test_run_sends_the_instruction_then_piped_stdin(routed: str, double: RunningDouble) -> None:
     assert invoke("run", "-p", routed, "Review this", stdin="def f():\n    pass\n").exit_code == 0
     assert invoke("run", "-p", routed, "Only this", stdin="").exit_code == 0
     sent = [body["messages"][-1]["content"] for body in double.state.requests]
@@ -123,7 +121,11 @@ def test_console_script_sends_the_instruction_then_piped_stdin(
     """The console script's own fast path (not Typer), as a shell pipe runs it."""
     result = subprocess.run(
         [sys.executable, "-m", "aitherctl", "run", "-p", routed, "Review this"],
-        input="x = 1\n", capture_output=True, text=True, timeout=120, check=False,
+        input="x = 1\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
     assert result.returncode == 0, result.stderr
@@ -138,8 +140,8 @@ def test_run_help_says_how_the_prompt_is_built() -> None:
     text = " ".join(result.stdout.split())
     assert (
         "The prompt is the instruction, then the text of -f FILE or of piped standard input, a "
-        "blank line between, as `llm` and `ollama run` combine them: `aitherctl run \"Summarise "
-        "this diff\" -f change.patch`, `git diff | aitherctl run \"Review this\"`."
+        'blank line between, as `llm` and `ollama run` combine them: `aitherctl run "Summarise '
+        'this diff" -f change.patch`, `git diff | aitherctl run "Review this"`.'
     ) in text
 
 
@@ -153,13 +155,34 @@ def test_run_json_shape(routed: str) -> None:
     assert data["tier"] == "small"
     assert data["tokens"]["out"] == 3
     assert data["attempts"] == [
-        {"backend": "local", "model": "smol", "outcome": "ok", "reason": None,
-         "ttft_s": data["attempts"][0]["ttft_s"], "elapsed_s": data["attempts"][0]["elapsed_s"]}
+        {
+            "backend": "local",
+            "model": "smol",
+            "outcome": "ok",
+            "reason": None,
+            "ttft_s": data["attempts"][0]["ttft_s"],
+            "elapsed_s": data["attempts"][0]["elapsed_s"],
+        }
     ]
     assert set(data) == {
-        "answer", "outcome", "profile", "effort", "tier", "backend", "model", "attempts",
-        "tokens", "ttft_s", "total_s", "tokens_per_s", "cost_usd", "budget", "warning",
-        "via", "queue_wait_s", "load_wait_s",  # set through `serve`: the same shape both ways
+        "answer",
+        "outcome",
+        "profile",
+        "effort",
+        "tier",
+        "backend",
+        "model",
+        "attempts",
+        "tokens",
+        "ttft_s",
+        "total_s",
+        "tokens_per_s",
+        "cost_usd",
+        "budget",
+        "warning",
+        "via",
+        "queue_wait_s",
+        "load_wait_s",  # set through `serve`: the same shape both ways
     }
     assert (data["via"], data["queue_wait_s"], data["load_wait_s"]) == (None, None, None)
 
@@ -190,8 +213,9 @@ def test_explain_sends_nothing_and_says_why(
 
 def test_explain_json(routed: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROUTED_TEST_KEY", "sk-never-printed")
-    result = invoke("run", "-p", routed, "--explain", "--json", "--tier", "big", "--local-only",
-                    "x")
+    result = invoke(
+        "run", "-p", routed, "--explain", "--json", "--tier", "big", "--local-only", "x"
+    )
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["tier"]["name"] == "big"
@@ -339,9 +363,7 @@ def test_validate_and_doctor_list_routing_mistakes_with_file_and_line(
 def test_chat_keeps_the_session_history(routed: str, double: RunningDouble) -> None:
     result = invoke("chat", "-p", routed, "local", stdin="My name is Ada.\nWhat is my name?\n")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == (
-        ">>> Hello from the double.\n\n>>> Hello from the double.\n\n>>> \n"
-    )
+    assert result.stdout == (">>> Hello from the double.\n\n>>> Hello from the double.\n\n>>> \n")
     assert result.stderr == "profile routed: Ctrl-C stops an answer, Ctrl-D or /bye leaves\n"
     sent = [[m["content"] for m in body["messages"]] for body in double.state.requests]
     assert sent == [
@@ -387,5 +409,6 @@ def test_a_shared_first_candidate_falls_back_along_the_scored_tier(
     assert (data["tier"], data["backend"]) == ("small", "second")
     assert data["effort"]["score"] == score_effort("hi").score
     assert [(a["backend"], a["outcome"]) for a in data["attempts"]] == [
-        ("first", "error"), ("second", "ok")
+        ("first", "error"),
+        ("second", "ok"),
     ]

@@ -37,8 +37,7 @@ def gateway(profile: str) -> Iterator[str]:
 
 
 def _endpoint(root: str, **extra: object) -> dict[str, object]:
-    return {"base_url": f"{root}/v1", "model": "gpt-double", "api_key_env": "CLOUD_KEY",
-            **extra}
+    return {"base_url": f"{root}/v1", "model": "gpt-double", "api_key_env": "CLOUD_KEY", **extra}
 
 
 def _rows(data: Path) -> list[dict[str, Any]]:
@@ -63,12 +62,18 @@ def test_the_provider_gets_its_key_and_no_priority_field(
     write_profile: Callable[..., Path],
 ) -> None:
     with chat_double(api_key=KEY) as cloud:
-        write_profile("cloudy", services={}, endpoints={"cloud": _endpoint(cloud.root)},
-                      routing={"tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}}})
+        write_profile(
+            "cloudy",
+            services={},
+            endpoints={"cloud": _endpoint(cloud.root)},
+            routing={"tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}}},
+        )
         with gateway("cloudy") as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
             stream = client.chat.completions.create(
-                model="auto", stream=True, messages=[{"role": "user", "content": "Hi"}],
+                model="auto",
+                stream=True,
+                messages=[{"role": "user", "content": "Hi"}],
                 extra_body={"priority": "batch"},
             )
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
@@ -82,38 +87,65 @@ def test_the_provider_gets_its_key_and_no_priority_field(
 def test_fallback_happens_before_the_first_token_and_never_after(
     write_profile: Callable[..., Path], tmp_path: Path
 ) -> None:
-    with chat_double(api_key=KEY, mode="http500") as broken, \
-            chat_double(api_key=KEY) as spare, \
-            chat_double(api_key=KEY, mode="broken_after") as flaky:
+    with (
+        chat_double(api_key=KEY, mode="http500") as broken,
+        chat_double(api_key=KEY) as spare,
+        chat_double(api_key=KEY, mode="broken_after") as flaky,
+    ):
         write_profile(
-            "fallback", services={},
-            endpoints={"broken": _endpoint(broken.root), "spare": _endpoint(spare.root),
-                       "flaky": _endpoint(flaky.root)},
-            routing={"tiers": {
-                "before": {"effort": "1-5", "candidates": ["broken", "spare"]},
-                "after": {"effort": "6-10", "candidates": ["flaky", "spare"]},
-            }},
+            "fallback",
+            services={},
+            endpoints={
+                "broken": _endpoint(broken.root),
+                "spare": _endpoint(spare.root),
+                "flaky": _endpoint(flaky.root),
+            },
+            routing={
+                "tiers": {
+                    "before": {"effort": "1-5", "candidates": ["broken", "spare"]},
+                    "after": {"effort": "6-10", "candidates": ["flaky", "spare"]},
+                }
+            },
         )
         with gateway("fallback") as url:
-            answer = httpx.post(url + "/v1/chat/completions", timeout=30, json={
-                "model": "before", "messages": [{"role": "user", "content": "Hi"}]})
+            answer = httpx.post(
+                url + "/v1/chat/completions",
+                timeout=30,
+                json={"model": "before", "messages": [{"role": "user", "content": "Hi"}]},
+            )
             assert answer.status_code == 200
             assert answer.headers["x-aither-backend"] == "spare"
 
             spare_calls = len(spare.state.requests)
             curl = subprocess.run(
-                ["curl", "-sN", url + "/v1/chat/completions", "-H",
-                 "Content-Type: application/json", "-d",
-                 json.dumps({"model": "after", "stream": True,
-                             "messages": [{"role": "user", "content": "Hi"}]})],
-                capture_output=True, text=True, timeout=30, check=True,
+                [
+                    "curl",
+                    "-sN",
+                    url + "/v1/chat/completions",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    json.dumps(
+                        {
+                            "model": "after",
+                            "stream": True,
+                            "messages": [{"role": "user", "content": "Hi"}],
+                        }
+                    ),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             )
             assert '"content": "Hello"' in curl.stdout.replace('":"', '": "')
             assert "failed after the answer had started" in curl.stdout
             assert len(spare.state.requests) == spare_calls  # never completed by another
     rows = _wait_rows(tmp_path / "data", 2)
     assert [(row["backend"], row["outcome"]) for row in rows] == [
-        ("spare", "ok"), ("flaky", "partial")]
+        ("spare", "ok"),
+        ("flaky", "partial"),
+    ]
 
 
 def test_the_daily_budget_refuses_with_402_and_the_provider_is_never_called(
@@ -121,15 +153,21 @@ def test_the_daily_budget_refuses_with_402_and_the_provider_is_never_called(
 ) -> None:
     with chat_double(api_key=KEY) as cloud:
         write_profile(
-            "broke", services={},
+            "broke",
+            services={},
             endpoints={"cloud": _endpoint(cloud.root, price={"input": 1000, "output": 1000})},
-            routing={"max_tokens": 64,
-                     "tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}}},
+            routing={
+                "max_tokens": 64,
+                "tiers": {"all": {"effort": "1-10", "candidates": ["cloud"]}},
+            },
             budget={"daily_usd": 0.0001},
         )
         with gateway("broke") as url:
-            answer = httpx.post(url + "/v1/chat/completions", timeout=30, json={
-                "model": "all", "messages": [{"role": "user", "content": "Hi"}]})
+            answer = httpx.post(
+                url + "/v1/chat/completions",
+                timeout=30,
+                json={"model": "all", "messages": [{"role": "user", "content": "Hi"}]},
+            )
     assert answer.status_code == 402
     assert "budget" in answer.json()["error"]["message"]
     assert cloud.state.requests == []
@@ -144,24 +182,33 @@ def test_a_priced_endpoint_gets_the_profiles_output_limit_when_the_client_sets_n
     limit to every backend as `run --direct` does."""
     with chat_double(api_key=KEY) as paid, chat_double(api_key=KEY) as free:
         write_profile(
-            "limits", services={},
+            "limits",
+            services={},
             endpoints={
-                "paid": _endpoint(paid.root, price={"input": 1, "output": 1},
-                                  max_tokens_field="max_completion_tokens"),
+                "paid": _endpoint(
+                    paid.root,
+                    price={"input": 1, "output": 1},
+                    max_tokens_field="max_completion_tokens",
+                ),
                 "free": _endpoint(free.root),
             },
-            routing={"max_tokens": 3, "tiers": {
-                "priced": {"effort": "1-5", "candidates": ["paid"]},
-                "local": {"effort": "6-10", "candidates": ["free"]},
-            }},
+            routing={
+                "max_tokens": 3,
+                "tiers": {
+                    "priced": {"effort": "1-5", "candidates": ["paid"]},
+                    "local": {"effort": "6-10", "candidates": ["free"]},
+                },
+            },
         )
         with gateway("limits") as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
             for model in ("priced", "local"):
                 client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": "Hi"}])
+                    model=model, messages=[{"role": "user", "content": "Hi"}]
+                )
             client.chat.completions.create(
-                model="priced", max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
+                model="priced", max_tokens=5, messages=[{"role": "user", "content": "Hi"}]
+            )
             run = run_cli("run", "--tier", "local", "Hi", env={"CLOUD_KEY": KEY})
             assert run.returncode == 0, run.stderr
     assert paid.state.requests[0]["max_completion_tokens"] == 3

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # click and pygments: httpx's own command-line tool, which `import httpx` loads when click is
 # installed (the dev extra installs it); aitherctl marks it missing (cli/app.py `main`).
 NEVER_AT_START = {
-    "docker", "requests", "urllib3", "pydantic", "textual", "pynvml", "click", "pygments"
+    "docker",
+    "requests",
+    "urllib3",
+    "pydantic",
+    "textual",
+    "pynvml",
+    "click",
+    "pygments",
 }
 NOT_FOR_HELP = NEVER_AT_START | {"ssl", "httpx", "yaml", "prometheus_client", "psutil"}
 
@@ -58,8 +65,13 @@ def imported(tmp_path: Path, *args: str) -> tuple[set[str], int, str]:
     report = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(report), *args],
-        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, cwd=ROOT,
-        env={**os.environ, "COLUMNS": "100"}, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "100"},
+        timeout=120,
     )
     assert report.exists(), done.stderr
     data = json.loads(report.read_text())
@@ -68,8 +80,12 @@ def imported(tmp_path: Path, *args: str) -> tuple[set[str], int, str]:
 
 
 def command_modules(modules: set[str]) -> set[str]:
-    return {name for name in modules if name.startswith("aitherctl.cli.") and
-            name.rsplit(".", 1)[1] in {module for module, _ in COMMANDS.values()}}
+    return {
+        name
+        for name in modules
+        if name.startswith("aitherctl.cli.")
+        and name.rsplit(".", 1)[1] in {module for module, _ in COMMANDS.values()}
+    }
 
 
 @pytest.mark.parametrize("args", [("--version",), ("--help",), ()])
@@ -82,8 +98,9 @@ def test_version_and_root_help_import_no_command_and_nothing_heavy(
     assert command_modules(modules) == set()
     if args == ("--help",):
         # Every command is still listed, with its summary.
-        assert [line.split()[0] for line in out.split("Commands:")[1].strip().splitlines()] == \
-            list(COMMANDS)
+        assert [line.split()[0] for line in out.split("Commands:")[1].strip().splitlines()] == list(
+            COMMANDS
+        )
 
 
 def test_version_skips_typer_and_prints_what_typer_prints(tmp_path: Path) -> None:
@@ -91,8 +108,13 @@ def test_version_skips_typer_and_prints_what_typer_prints(tmp_path: Path) -> Non
     assert (code, out) == (0, f"aitherctl {__version__}\n")
     assert "typer" not in modules
     typer_out = subprocess.run(
-        [sys.executable, "-m", "aitherctl", "--version"], capture_output=True, text=True,
-        check=False, env={**os.environ, "AITHER_NO_FAST_RUN": "1"}, cwd=ROOT, timeout=60,
+        [sys.executable, "-m", "aitherctl", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "AITHER_NO_FAST_RUN": "1"},
+        cwd=ROOT,
+        timeout=60,
     )
     assert (typer_out.returncode, typer_out.stdout) == (0, out)
 
@@ -141,8 +163,19 @@ def test_plain_values_skip_pydantic_and_keep_typers_errors(tmp_path: Path) -> No
     # Plain values (strings, an int and a float in range) do not import pydantic. Without a
     # Docker engine `run --profile` still explains (its services are then judged by probes).
     modules, code, out = imported(
-        tmp_path, "run", "--explain", "--json", "--profile", "cpu", "--max-tokens", "8",
-        "--temperature", "0.5", "--effort", "3", "hi",
+        tmp_path,
+        "run",
+        "--explain",
+        "--json",
+        "--profile",
+        "cpu",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0.5",
+        "--effort",
+        "3",
+        "hi",
     )
     assert code == 0
     explained = json.loads(out)
@@ -170,14 +203,22 @@ def test_a_profile_loaded_before_costs_no_yaml_parser(tmp_path: Path) -> None:
     modules, code, out = imported(tmp_path, *args)
     assert code == 0, out
     assert json.loads(out)["profile"] == "cpu"
-    loader = {"yaml", "aitherctl.profiles.loader", "aitherctl.profiles.schema",
-              "aitherctl.profiles.checks", "aitherctl.engines.registry"}
+    loader = {
+        "yaml",
+        "aitherctl.profiles.loader",
+        "aitherctl.profiles.schema",
+        "aitherctl.profiles.checks",
+        "aitherctl.engines.registry",
+    }
     assert modules & loader == set()
 
 
 @pytest.mark.docker
 def test_ps_json_reads_the_engine_without_the_docker_sdk(
-    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    clean_namespace: object,
+    write_profile,
+    base_image: str,  # type: ignore[no-untyped-def]
 ) -> None:
     from tests.conftest import free_port, run_cli, web_service
 
@@ -200,8 +241,7 @@ def test_ps_json_reads_the_engine_without_the_docker_sdk(
 
     def steady(document: dict[str, object]) -> object:
         moving = ("uptime_s", "cpu_pct", "ram_used_bytes")
-        rows = [{k: v for k, v in row.items() if k not in moving}
-                for row in document["services"]]  # type: ignore[attr-defined]
+        rows = [{k: v for k, v in row.items() if k not in moving} for row in document["services"]]  # type: ignore[attr-defined]
         return {**document, "services": rows}
 
     assert steady(json.loads(typer_out.stdout)) == steady(listing)
@@ -209,7 +249,10 @@ def test_ps_json_reads_the_engine_without_the_docker_sdk(
 
 @pytest.mark.docker
 def test_run_explain_learns_what_runs_without_the_docker_sdk(
-    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    clean_namespace: object,
+    write_profile,
+    base_image: str,  # type: ignore[no-untyped-def]
 ) -> None:
     from tests.conftest import free_port, run_cli, web_service
 
@@ -229,11 +272,14 @@ def test_run_explain_learns_what_runs_without_the_docker_sdk(
 
 @pytest.mark.docker
 def test_a_switch_with_nothing_to_download_imports_no_downloader(
-    tmp_path: Path, clean_namespace: object, write_profile, base_image: str  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    clean_namespace: object,
+    write_profile,
+    base_image: str,  # type: ignore[no-untyped-def]
 ) -> None:
     """The switch asks what each service it starts would download (models/targets.py); the
-    downloader (the Hub client, the transfers, the hosts' copies: 10-20 ms) is imported only for a model
-    that is missing."""
+    downloader (the Hub client, the transfers, the hosts' copies: 10-20 ms) is imported only for a
+    model that is missing."""
     from tests.conftest import free_port, web_service
 
     write_profile("plain", services={"a": web_service(free_port())})
@@ -247,14 +293,21 @@ def test_a_switch_with_nothing_to_download_imports_no_downloader(
 # What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
 # the email package), no httpx, no profile loader, no Rich.
 NOT_FOR_RUN_VIA_GATEWAY = NOT_FOR_HELP | {
-    "typer", "click", "http", "rich", "aitherctl.cli.app", "aitherctl.routing.router",
+    "typer",
+    "click",
+    "http",
+    "rich",
+    "aitherctl.cli.app",
+    "aitherctl.routing.router",
     # typing (with contextlib and warnings): a few ms of a path whose whole budget is 40 ms
-    "typing", "contextlib",
+    "typing",
+    "contextlib",
 }
 
 
 def test_run_through_a_gateway_skips_typer_and_everything_heavy(
-    tmp_path: Path, write_profile  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    write_profile,  # type: ignore[no-untyped-def]
 ) -> None:
     """A real `aitherctl serve` (a profile whose one backend is an endpoint nobody answers: no
     Docker needed); `run` goes through it and reports the gateway's answer (503: no backend)."""
@@ -273,7 +326,10 @@ def test_run_through_a_gateway_skips_typer_and_everything_heavy(
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", "gwonly"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -342,8 +398,13 @@ def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: P
         "main()\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT,
-        stdin=subprocess.DEVNULL, timeout=60,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "no-such-profile" in done.stderr

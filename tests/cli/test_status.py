@@ -66,9 +66,21 @@ def test_status_watch_json_prints_one_object_per_line_as_it_goes(tmp_path: objec
         "AITHER_NAMESPACE": "status-ndjson-test",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "status", "--watch", "--json", "--no-gpu",
-         "--interval", "0.3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "aitherctl",
+            "status",
+            "--watch",
+            "--json",
+            "--no-gpu",
+            "--interval",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
         env=env,
     )
     try:
@@ -98,9 +110,21 @@ def test_status_watch_json_stops_quietly_when_the_reader_goes_away(tmp_path: obj
         "AITHER_NAMESPACE": "status-ndjson-test",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "status", "--watch", "--json", "--no-gpu",
-         "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+        [
+            sys.executable,
+            "-m",
+            "aitherctl",
+            "status",
+            "--watch",
+            "--json",
+            "--no-gpu",
+            "--interval",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert proc.stdout is not None
     assert proc.stderr is not None

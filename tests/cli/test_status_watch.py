@@ -16,16 +16,22 @@ def test_watch_says_an_unchanged_error_once(  # type: ignore[no-untyped-def]
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     result = CliRunner().invoke(
-        app, ["status", "--watch", "--count", "3", "--interval", "0.2", "--no-gpu"],
+        app,
+        ["status", "--watch", "--count", "3", "--interval", "0.2", "--no-gpu"],
         env={"COLUMNS": "80"},
     )
     assert result.exit_code == 0, result.output
     lines = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in result.stdout.splitlines()]
     kinds = [line.split("=", 1)[0].split(":", 1)[0] for line in lines]
     assert kinds == [
-        "profile", "gpu", "docker", "scheduler",  # the first reading: everything
-        "profile", "scheduler",  # then the errors are not said again
-        "profile", "scheduler",
+        "profile",
+        "gpu",
+        "docker",
+        "scheduler",  # the first reading: everything
+        "profile",
+        "scheduler",  # then the errors are not said again
+        "profile",
+        "scheduler",
     ]
     assert lines[1] == "gpu: GPU readings are off"
     assert lines[2] == (
@@ -40,9 +46,16 @@ def test_a_changed_or_cleared_error_is_said_again() -> None:
 
     def reading(docker_error: str | None) -> MonitorSnapshot:
         return MonitorSnapshot(
-            taken_at=datetime(2026, 1, 1, tzinfo=UTC), active_profile=None, docker_engine=None,
-            docker_error=docker_error, driver_version=None, gpu_error=None, gpus=(),
-            services=(), unmanaged=(), host=HostView(None, None, None, None, None, None),
+            taken_at=datetime(2026, 1, 1, tzinfo=UTC),
+            active_profile=None,
+            docker_engine=None,
+            docker_error=docker_error,
+            driver_version=None,
+            gpu_error=None,
+            gpus=(),
+            services=(),
+            unmanaged=(),
+            host=HostView(None, None, None, None, None, None),
         )
 
     said: dict[str, str] = {}

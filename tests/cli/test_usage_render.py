@@ -12,9 +12,21 @@ from aitherctl.routing.usage import summarize_usage
 
 def row(tier: str | None, backend: str, local: bool, outcome: str = "ok") -> LedgerRow:
     return LedgerRow(
-        ts=1.0, profile="p", effort=3, tier=tier, backend=backend, model="m", local=local,
-        tokens_in=5, tokens_out=7, cost_usd=0.0 if local else 0.002, ttft_s=0.12, total_s=0.8,
-        outcome=outcome, attempts=1, prompt_sha256=None,
+        ts=1.0,
+        profile="p",
+        effort=3,
+        tier=tier,
+        backend=backend,
+        model="m",
+        local=local,
+        tokens_in=5,
+        tokens_out=7,
+        cost_usd=0.0 if local else 0.002,
+        ttft_s=0.12,
+        total_s=0.8,
+        outcome=outcome,
+        attempts=1,
+        prompt_sha256=None,
     )
 
 
@@ -56,13 +68,28 @@ def test_usage_report_reads_plainly(columns: int, monkeypatch, capsys) -> None: 
 @pytest.mark.parametrize("columns", [80, 200])
 def test_rented_nodes_count_in_the_money_not_as_requests(columns: int, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     node_row = LedgerRow(
-        ts=2.0, profile="p", effort=None, tier=None, backend="reasoning", model=None,
-        local=False, tokens_in=None, tokens_out=None, cost_usd=0.1015, ttft_s=None,
-        total_s=2400.0, outcome="node", attempts=0, prompt_sha256=None,
+        ts=2.0,
+        profile="p",
+        effort=None,
+        tier=None,
+        backend="reasoning",
+        model=None,
+        local=False,
+        tokens_in=None,
+        tokens_out=None,
+        cost_usd=0.1015,
+        ttft_s=None,
+        total_s=2400.0,
+        outcome="node",
+        attempts=0,
+        prompt_sha256=None,
     )
     report = summarize_usage(
         [row("hard", "deepseek", local=False), node_row],
-        period="today", since_ts=0.0, spent_today_usd=0.1035, daily_budget_usd=5,
+        period="today",
+        since_ts=0.0,
+        spent_today_usd=0.1035,
+        daily_budget_usd=5,
         budget_profile="p",
     )
     monkeypatch.setenv("COLUMNS", str(columns))

@@ -64,18 +64,26 @@ def _openai_parameter_error(body: dict[str, Any]) -> dict[str, Any] | None:
     if not _REASONING_MODEL.match(model):
         return None
     if "max_tokens" in body:
-        return {"error": {
-            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                       "Use 'max_completion_tokens' instead.",
-            "type": "invalid_request_error", "param": "max_tokens",
-            "code": "unsupported_parameter"}}
+        return {
+            "error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+        }
     temperature = body.get("temperature", 1)
     if temperature != 1:
-        return {"error": {
-            "message": f"Unsupported value: 'temperature' does not support {temperature} with "
-                       "this model. Only the default (1) value is supported.",
-            "type": "invalid_request_error", "param": "temperature",
-            "code": "unsupported_value"}}
+        return {
+            "error": {
+                "message": f"Unsupported value: 'temperature' does not support {temperature} with "
+                "this model. Only the default (1) value is supported.",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": "unsupported_value",
+            }
+        }
     return None
 
 
@@ -130,14 +138,26 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
 
         def _complete(self, body: dict[str, Any]) -> None:
             text = "".join(state.words)
-            answer = json.dumps({
-                "id": "chatcmpl-123", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": len(state.words),
-                          "total_tokens": 9 + len(state.words)},
-            }).encode()
+            answer = json.dumps(
+                {
+                    "id": "chatcmpl-123",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 9,
+                        "completion_tokens": len(state.words),
+                        "total_tokens": 9 + len(state.words),
+                    },
+                }
+            ).encode()
             accepted = self.headers.get("Accept-Encoding", "")
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -153,11 +173,23 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             usage = {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
             base = {"id": "chatcmpl-7", "created": int(time.time()), "model": body.get("model")}
             if not body.get("stream"):
-                call = {"id": "call_7", "type": "function",
-                        "function": {"name": name, "arguments": TOOL_ARGUMENTS}}
-                answer = {**base, "object": "chat.completion", "usage": usage, "choices": [{
-                    "index": 0, "finish_reason": "tool_calls",
-                    "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+                call = {
+                    "id": "call_7",
+                    "type": "function",
+                    "function": {"name": name, "arguments": TOOL_ARGUMENTS},
+                }
+                answer = {
+                    **base,
+                    "object": "chat.completion",
+                    "usage": usage,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "tool_calls",
+                            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                        }
+                    ],
+                }
                 self._send(200, json.dumps(answer).encode())
                 return
             self.send_response(200)
@@ -165,15 +197,42 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             self.send_header("Connection", "close")
             self.end_headers()
             base["object"] = "chat.completion.chunk"
-            first = {"index": 0, "id": "call_7", "type": "function",
-                     "function": {"name": name, "arguments": ""}}
-            self._chunk({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
-                "role": "assistant", "content": None, "tool_calls": [first]}}]})
+            first = {
+                "index": 0,
+                "id": "call_7",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            self._chunk(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": None,
+                            "delta": {"role": "assistant", "content": None, "tool_calls": [first]},
+                        }
+                    ],
+                }
+            )
             for piece in (TOOL_ARGUMENTS[:9], TOOL_ARGUMENTS[9:]):
-                self._chunk({**base, "choices": [{"index": 0, "finish_reason": None, "delta": {
-                    "tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}]})
-            self._chunk({**base, "choices": [
-                {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+                self._chunk(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": None,
+                                "delta": {
+                                    "tool_calls": [{"index": 0, "function": {"arguments": piece}}]
+                                },
+                            }
+                        ],
+                    }
+                )
+            self._chunk(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+            )
             if (body.get("stream_options") or {}).get("include_usage"):
                 self._chunk({**base, "choices": [], "usage": usage})
             self._chunk("[DONE]")
@@ -194,12 +253,17 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 name = part.get_param("name", header="content-disposition")
                 payload = part.get_payload(decode=True) or b""
                 if part.get_filename():
-                    fields[name] = {"filename": part.get_filename(), "bytes": len(payload),
-                                    "content_type": part.get_content_type()}
+                    fields[name] = {
+                        "filename": part.get_filename(),
+                        "bytes": len(payload),
+                        "content_type": part.get_content_type(),
+                    }
                 elif name in fields:  # a repeated field: all its values
                     previous = fields[name]
-                    fields[name] = [*(previous if isinstance(previous, list) else [previous]),
-                                    payload.decode()]
+                    fields[name] = [
+                        *(previous if isinstance(previous, list) else [previous]),
+                        payload.decode(),
+                    ]
                 else:
                     fields[name] = payload.decode()
             state.requests.append(fields)
@@ -223,8 +287,13 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             if state.api_key is not None and (
                 self.headers.get("Authorization") != f"Bearer {state.api_key}"
             ):
-                error = {"error": {"message": "Incorrect API key provided",
-                                   "type": "invalid_request_error", "code": "invalid_api_key"}}
+                error = {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                }
                 self._send(401, json.dumps(error).encode())
                 return
             if state.flavour == "openai":
@@ -273,15 +342,28 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
             words = state.words[: int(limit or len(state.words))]
             if mode == "burst":  # every chunk, the stop and the usage in one write
                 pieces = [
-                    {**base, "choices": [{"index": 0, "delta": {"content": word},
-                                          "finish_reason": None}]}
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                        ],
+                    }
                     for word in words
                 ]
-                pieces.append({**base, "choices": [
-                    {"index": 0, "delta": {}, "finish_reason": "stop"}]})
-                pieces.append({**base, "choices": [], "usage": {
-                    "prompt_tokens": 10, "completion_tokens": len(words),
-                    "total_tokens": 10 + len(words)}})
+                pieces.append(
+                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                )
+                pieces.append(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 10,
+                            "completion_tokens": len(words),
+                            "total_tokens": 10 + len(words),
+                        },
+                    }
+                )
                 payload = "".join(f"data: {json.dumps(p)}\n\n" for p in pieces)
                 self.wfile.write((payload + "data: [DONE]\n\n").encode())
                 self.wfile.flush()
@@ -294,17 +376,26 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 delta: dict[str, Any] = {"content": word}
                 if index == 0:
                     delta["role"] = "assistant"
-                self._chunk({**base, "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": None}]})
+                self._chunk(
+                    {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                )
             if mode == "no_done":
                 return
             self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             usage_wanted = (body.get("stream_options") or {}).get("include_usage")
             if usage_wanted and state.include_usage_honoured:
                 prompt_tokens = sum(len(m["content"].split()) for m in body["messages"]) + 8
-                self._chunk({**base, "choices": [], "usage": {
-                    "prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                    "total_tokens": prompt_tokens + len(words)}})
+                self._chunk(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": len(words),
+                            "total_tokens": prompt_tokens + len(words),
+                        },
+                    }
+                )
             self._chunk("[DONE]")
 
     return Handler

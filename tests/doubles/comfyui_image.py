@@ -31,8 +31,13 @@ IMAGE_ENV = {"CLI_ARGS": ""}
 DECLARED_VOLUMES: tuple[str, ...] = ()
 COMFYUI_DIR = "/root/ComfyUI"
 SCRIPT_ARGS = (
-    "python3.13", "./ComfyUI/main.py",
-    "--listen", "--port", "8188", "--enable-manager", "--enable-manager-legacy-ui",
+    "python3.13",
+    "./ComfyUI/main.py",
+    "--listen",
+    "--port",
+    "8188",
+    "--enable-manager",
+    "--enable-manager-legacy-ui",
 )
 # README.adoc's `docker run -v` targets: where the user's data lives in this image.
 USER_DATA_PATHS = (

@@ -74,7 +74,11 @@ def build_if_changed(
         labels = {}
     if labels.get(CONTEXT_LABEL) != wanted:
         client.images.build(
-            path=str(folder), tag=tag, pull=False, rm=True, buildargs=buildargs or {},
+            path=str(folder),
+            tag=tag,
+            pull=False,
+            rm=True,
+            buildargs=buildargs or {},
             labels={CONTEXT_LABEL: wanted},
         )
     return tag

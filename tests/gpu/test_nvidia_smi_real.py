@@ -15,9 +15,9 @@ import subprocess
 import pytest
 
 from aitherctl.gpu.nvidia_smi import SHELL_SNIPPET, parse_inventory
+from tests.gpu.conftest import HOLD_GIB
 
 GIB = 1024**3
-from tests.gpu.conftest import HOLD_GIB
 
 MIB = 1024**2
 
@@ -46,9 +46,12 @@ def test_the_snippet_parses_to_what_nvml_reports(foreign_process: subprocess.Pop
         # nvidia-smi prints whole MiB; NVML gives bytes.
         assert abs(ours.memory_total_bytes - theirs.memory_total_bytes) < MIB
         assert abs(ours.memory_used_bytes - theirs.memory_used_bytes) <= 256 * MIB
-        assert ours.temperature_c is not None and 0 < ours.temperature_c < 120
-        assert ours.power_w is not None and ours.power_w > 0
-        assert ours.power_limit_w is not None and ours.power_limit_w >= ours.power_w
+        assert ours.temperature_c is not None
+        assert 0 < ours.temperature_c < 120
+        assert ours.power_w is not None
+        assert ours.power_w > 0
+        assert ours.power_limit_w is not None
+        assert ours.power_limit_w >= ours.power_w
     held = {p.pid: p for p in parsed.gpus[0].processes}
     assert foreign_process.pid in held, f"not listed: {parsed.gpus[0].processes}"
     assert (held[foreign_process.pid].used_bytes or 0) >= HOLD_GIB * GIB
@@ -61,9 +64,13 @@ def test_a_failing_nvidia_smi_is_one_line_not_a_reading() -> None:
     # An index that does not exist: nvidia-smi's own error, with its exit code.
     run = subprocess.run(
         ["nvidia-smi", "--id=99", "--query-gpu=index,name", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert run.returncode != 0
     parsed = parse_inventory(run.stdout + run.stderr, exit_code=run.returncode)
-    assert parsed.error is not None and "\n" not in parsed.error
+    assert parsed.error is not None
+    assert "\n" not in parsed.error
     assert not parsed.gpus

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-GIB = 1024**3
 from tests.gpu.conftest import HOLD_GIB
+
+GIB = 1024**3
 
 
 def smi(query: str, kind: str = "gpu") -> list[list[str]]:
@@ -28,7 +29,9 @@ def smi(query: str, kind: str = "gpu") -> list[list[str]]:
     flag = "--query-gpu" if kind == "gpu" else "--query-compute-apps"
     text = subprocess.run(
         ["nvidia-smi", f"{flag}={query}", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [[cell.strip() for cell in line.split(",")] for line in text.splitlines() if line]
 
@@ -100,9 +103,19 @@ def test_planner_counts_a_foreign_process_and_refuses_what_no_longer_fits(
         "gpu:\n  reserve: 1GiB\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "aitherctl", "--profile-dir", str(tmp_path), "profile", "plan",
-         "big"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "aitherctl",
+            "--profile-dir",
+            str(tmp_path),
+            "profile",
+            "plan",
+            "big",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 5, result.stderr
     assert f"pid {foreign_process.pid}" in result.stderr

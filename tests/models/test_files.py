@@ -155,8 +155,7 @@ def test_a_gguf_read_once_is_not_walked_again_until_it_changes(
     """A switch reads each model while planning and again while checking, and every switch
     does: the shape cache (here and in the state folder) answers while the file is unchanged,
     and a file replaced under the same name (a new quantisation downloaded) is read again."""
-    import aitherctl.models.files as files
-    import aitherctl.models.shape_cache as shape_cache
+    from aitherctl.models import files, shape_cache
 
     model = tmp_path / "m.gguf"
     _small_gguf(model, 8192)
@@ -183,7 +182,7 @@ def test_a_gguf_read_once_is_not_walked_again_until_it_changes(
 
 
 def test_an_unreadable_shape_cache_is_ignored(tmp_path: Path) -> None:
-    import aitherctl.models.shape_cache as shape_cache
+    from aitherctl.models import shape_cache
 
     cache = tmp_path / "state" / "cache" / "model-shapes.json"
     cache.parent.mkdir(parents=True)

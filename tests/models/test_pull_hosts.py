@@ -90,6 +90,7 @@ def _far_chat(write_profile: Callable[..., Path], two_hosts: TwoHosts, volume: s
         "image": BASE_IMAGE, "volumes": {volume: "/root/.cache/huggingface"},
     }})  # fmt: skip
 
+
 def test_pull_copies_a_gguf_into_a_volume_of_another_host_and_models_shows_it_there(
     two_hosts: TwoHosts, write_profile, node_volumes, tmp_path
 ) -> None:

@@ -360,9 +360,18 @@ def compose_schema_check(text: str, tmp_path: Path) -> subprocess.CompletedProce
     path = tmp_path / "compose.yaml"
     path.write_text(text)
     return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         str(path)],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
 
 
@@ -388,15 +397,24 @@ def test_compose_services_are_the_docker_paths_containers(name: str) -> None:
         assert entry["image"] == svc.image
         assert tuple(unescape_compose(arg) for arg in entry.get("command", [])) == commands[service]
         assert entry["ports"] == [
-            {"target": spec.container_port, "published": str(svc.port),
-             "host_ip": svc.bind, "protocol": "tcp"}
+            {
+                "target": spec.container_port,
+                "published": str(svc.port),
+                "host_ip": svc.bind,
+                "protocol": "tcp",
+            }
         ]
         assert entry["restart"] == restart_policy(svc.gpus)
         assert entry.get("ipc") == ("host" if spec.ipc_host else None)
         if svc.gpus:
             device = entry["deploy"]["resources"]["reservations"]["devices"]
-            assert device == [{"driver": "nvidia", "device_ids": [str(i) for i in svc.gpus],
-                               "capabilities": ["gpu"]}]
+            assert device == [
+                {
+                    "driver": "nvidia",
+                    "device_ids": [str(i) for i in svc.gpus],
+                    "capabilities": ["gpu"],
+                }
+            ]
         else:
             assert "deploy" not in entry
         assert entry.get("profiles") == ([ON_DEMAND_PROFILE] if svc.on_demand else None)
@@ -405,8 +423,9 @@ def test_compose_services_are_the_docker_paths_containers(name: str) -> None:
         assert health["test"][:3] == ["CMD", "bash", "-c"]
         path = svc.health.path or driver_for(svc.engine).health_path
         assert f"'GET {path} HTTP/1.0'" in health["test"][3]
-        mounts = {(m["source"], m["target"], m.get("read_only", False))
-                  for m in entry.get("volumes", [])}
+        mounts = {
+            (m["source"], m["target"], m.get("read_only", False)) for m in entry.get("volumes", [])
+        }
         assert mounts == {(v.host, v.container, v.read_only) for v in spec.volumes}
         assert "ai.aitherctl.managed" not in entry["labels"]
         assert entry["labels"]["ai.aitherctl.service"] == service

@@ -48,9 +48,7 @@ sys.argv = ["aitherctl", "profile", "switch", "after", "--yes"]
 from aitherctl.cli.fast_run import main
 main()
 """
-DIE = (
-    'print(f"dying before the commit record on {self.host}", flush=True); os._exit(137)'
-)
+DIE = 'print(f"dying before the commit record on {self.host}", flush=True); os._exit(137)'
 REFUSE = (
     "from aitherctl.errors import DockerError; "
     'raise DockerError("creating the switch record: volume plugin refused")'
@@ -64,8 +62,11 @@ def hosts(fresh_hosts: TwoHosts) -> Iterator[TwoHosts]:
 
 
 def running_ids(node: Any, namespace: str) -> dict[str, str]:
-    return {name: cid for name, (cid, status) in containers(node, namespace).items()
-            if status == "running"}
+    return {
+        name: cid
+        for name, (cid, status) in containers(node, namespace).items()
+        if status == "running"
+    }
 
 
 @pytest.fixture
@@ -75,15 +76,22 @@ def before_after(
     """`before` running (one llama.cpp per host) and `after` (both replaced) written; yields
     the running containers' ids by name."""
     port_a, port_b = free_port(), free_port()
-    declared = {"a": {"docker": hosts.a.url, "address": "127.0.0.1"},
-                "b": {"docker": hosts.b.url, "address": "127.0.0.1"}}
-    write_profile("before", hosts=declared,
-                  services={"one": llama(port_a, "a"), "two": llama(port_b, "b")})
+    declared = {
+        "a": {"docker": hosts.a.url, "address": "127.0.0.1"},
+        "b": {"docker": hosts.b.url, "address": "127.0.0.1"},
+    }
+    write_profile(
+        "before", hosts=declared, services={"one": llama(port_a, "a"), "two": llama(port_b, "b")}
+    )
     # The same services with another argument: both containers are replaced.
-    write_profile("after", hosts=declared, services={
-        "one": llama(port_a, "a", "--batch-size", "64"),
-        "two": llama(port_b, "b", "--batch-size", "64"),
-    })
+    write_profile(
+        "after",
+        hosts=declared,
+        services={
+            "one": llama(port_a, "a", "--batch-size", "64"),
+            "two": llama(port_b, "b", "--batch-size", "64"),
+        },
+    )
     first = run_cli("profile", "switch", "before", "--yes")
     assert first.returncode == 0, first.stdout + first.stderr
     yield {**running_ids(hosts.a, namespace), **running_ids(hosts.b, namespace)}
@@ -93,7 +101,10 @@ def before_after(
 def switch_with_fault(fault: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", FAULT_AT_SECOND_COMMIT.replace("{fault}", fault)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -119,7 +130,9 @@ def test_a_crash_between_two_hosts_commit_records_finishes_on_both(
 
     listing = json.loads(run_cli("ps", "--json").stdout)
     assert {(row["service"], row["host"], row["profile"]) for row in listing["services"]} == {
-        ("one", "a", "after"), ("two", "b", "after")}
+        ("one", "a", "after"),
+        ("two", "b", "after"),
+    }
     assert not decisions_left(), "the decision outlived the switch"
 
 

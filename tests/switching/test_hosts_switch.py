@@ -41,17 +41,27 @@ BASE_IMAGE = "aither-test/base:bookworm"
 
 def llama(port: int, host: str, *extra: str) -> dict[str, Any]:
     return {
-        "engine": "llamacpp", "image": LLAMA_IMAGE, "model": f"/models/{MODEL_FILE}",
-        "served_name": "smollm2", "port": port, "gpu": "none", "host": host,
+        "engine": "llamacpp",
+        "image": LLAMA_IMAGE,
+        "model": f"/models/{MODEL_FILE}",
+        "served_name": "smollm2",
+        "port": port,
+        "gpu": "none",
+        "host": host,
         "args": ["--ctx-size", "1024", "--threads", "1", *extra],
-        "volumes": {MODELS_DIR: "/models:ro"}, "health": {"timeout": 120},
+        "volumes": {MODELS_DIR: "/models:ro"},
+        "health": {"timeout": 120},
     }
 
 
 def never_ready(port: int, host: str, timeout: int = 8) -> dict[str, Any]:
     """A real HTTP server whose health path answers 404: it never turns ready."""
     return {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
+        "host": host,
         "args": ["python3", "-m", "http.server", str(port)],
         "health": {"path": "/never-there", "timeout": timeout},
     }
@@ -60,7 +70,11 @@ def never_ready(port: int, host: str, timeout: int = 8) -> dict[str, Any]:
 def slow_ready(port: int, host: str) -> dict[str, Any]:
     """A real HTTP server that starts answering only after 60 s."""
     return {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
+        "host": host,
         "args": ["sh", "-c", f"sleep 60; exec python3 -m http.server {port}"],
         "health": {"path": "/", "timeout": 120},
     }
@@ -113,17 +127,20 @@ def test_one_profile_on_two_hosts_switches_lists_answers_and_falls_back(
     profile: Callable[..., Path], hosts: TwoHosts, namespace: str
 ) -> None:
     port_a, port_b = free_port(), free_port()
-    routing = {"tiers": {"all": {"effort": "1-10", "candidates": ["one", "two"]}},
-               "max_tokens": 8}
+    routing = {"tiers": {"all": {"effort": "1-10", "candidates": ["one", "two"]}}, "max_tokens": 8}
     profile("duo", {"one": llama(port_a, "a"), "two": llama(port_b, "b")}, routing=routing)
 
     done = cli_ok("profile", "switch", "duo", "--yes", "--json")
     report = json.loads(done.stdout)
     assert {(s["host"], s["service"], s["action"]) for s in report["steps"]} == {
-        ("a", "one", "start"), ("b", "two", "start")}
+        ("a", "one", "start"),
+        ("b", "two", "start"),
+    }
     assert all(s["ready"] for s in report["services"])
-    assert report["urls"] == {"one@a": f"http://127.0.0.1:{port_a}/v1",
-                              "two@b": f"http://127.0.0.1:{port_b}/v1"}
+    assert report["urls"] == {
+        "one@a": f"http://127.0.0.1:{port_a}/v1",
+        "two@b": f"http://127.0.0.1:{port_b}/v1",
+    }
     # Each container is on its own engine, and nowhere else.
     assert set(containers(hosts.a, namespace)) == {f"aither-{namespace}-one"}
     assert set(containers(hosts.b, namespace)) == {f"aither-{namespace}-two"}
@@ -133,7 +150,9 @@ def test_one_profile_on_two_hosts_switches_lists_answers_and_falls_back(
     listing = json.loads(cli_ok("ps", "--json").stdout)
     assert listing["active_profile"] == "duo"
     assert {(r["host"], r["service"], r["health"]) for r in listing["services"]} == {
-        ("a", "one", "healthy"), ("b", "two", "healthy")}
+        ("a", "one", "healthy"),
+        ("b", "two", "healthy"),
+    }
     assert listing["hosts"]["a"] == hosts.a.url
     assert listing["unreachable"] == []
     table = cli_ok("ps").stdout
@@ -175,8 +194,9 @@ def test_a_service_that_never_answers_on_one_host_rolls_back_both(
     was_a, was_b = containers(hosts.a, namespace), containers(hosts.b, namespace)
 
     # node-a's service changes (a new container), node-b's is replaced by one that never answers.
-    profile("after", {"one": llama(port_a, "a", "--parallel", "2"),
-                      "two": never_ready(port_b, "b")})
+    profile(
+        "after", {"one": llama(port_a, "a", "--parallel", "2"), "two": never_ready(port_b, "b")}
+    )
     done = run_cli("profile", "switch", "after", "--yes")
     assert done.returncode != 0
     message = done.stderr
@@ -202,7 +222,9 @@ def test_an_engine_killed_mid_switch_is_named_and_recover_finishes_there(
 
     process = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "profile", "switch", "after", "--yes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
     seen = stderr_until(
@@ -255,8 +277,9 @@ def test_serve_answers_from_both_hosts_and_falls_back_across_them(
     with serving("duo") as served:
         body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
         for model in ("one", "two"):
-            answer = httpx.post(f"{served.url}/v1/chat/completions",
-                                json={**body, "model": model}, timeout=120)
+            answer = httpx.post(
+                f"{served.url}/v1/chat/completions", json={**body, "model": model}, timeout=120
+            )
             assert answer.status_code == 200, answer.text
             assert answer.headers["x-aither-backend"] == model
         client = hosts.a.local_client()
@@ -264,8 +287,9 @@ def test_serve_answers_from_both_hosts_and_falls_back_across_them(
             client.containers.get(f"aither-{namespace}-one").stop(timeout=5)
         finally:
             client.close()
-        answer = httpx.post(f"{served.url}/v1/chat/completions",
-                            json={**body, "model": "all"}, timeout=120)
+        answer = httpx.post(
+            f"{served.url}/v1/chat/completions", json={**body, "model": "all"}, timeout=120
+        )
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-aither-backend"] == "two"
     cleanup_nodes(hosts, namespace)
@@ -274,8 +298,13 @@ def test_serve_answers_from_both_hosts_and_falls_back_across_them(
 def web(port: int, host: str) -> dict[str, Any]:
     """A real HTTP server that answers at once."""
     return {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
-        "args": ["python3", "-m", "http.server", str(port)], "health": {"path": "/"},
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
+        "host": host,
+        "args": ["python3", "-m", "http.server", str(port)],
+        "health": {"path": "/"},
     }
 
 
@@ -302,7 +331,9 @@ def test_a_stopped_container_on_a_host_is_planned_as_resume_and_resumed(
     assert rows == [["a", "keep", "one"], ["b", "resume", "two"]], table
     planned = json.loads(cli_ok("profile", "switch", "pair", "--dry-run", "--json").stdout)
     assert [(s["host"], s["service"], s["action"]) for s in planned["steps"]] == [
-        ("a", "one", "keep"), ("b", "two", "resume")]
+        ("a", "one", "keep"),
+        ("b", "two", "resume"),
+    ]
 
     switched = cli_ok("profile", "switch", "pair", "--yes")
     assert "resume" in switched.stderr
@@ -310,9 +341,12 @@ def test_a_stopped_container_on_a_host_is_planned_as_resume_and_resumed(
     kill_two()
     report = json.loads(cli_ok("profile", "switch", "pair", "--yes", "--json").stdout)
     assert [(s["host"], s["service"], s["action"]) for s in report["steps"]] == [
-        ("a", "one", "keep"), ("b", "two", "resume")]
+        ("a", "one", "keep"),
+        ("b", "two", "resume"),
+    ]
     assert [(s["host"], s["service"], s["ready"]) for s in report["services"]] == [
-        ("b", "two", True)]
+        ("b", "two", True)
+    ]
     assert containers(hosts.b, namespace) == was_b
     assert httpx.get(f"http://127.0.0.1:{port_b}/", timeout=5).status_code == 200
 
@@ -330,7 +364,9 @@ def test_down_on_a_host_waits_for_the_switch_running_there_and_never_rolls_it_ba
     profile("second", {"quick": web(port_a, "b"), "slow": slow_ready(port_b, "b")})
     switching = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "profile", "switch", "second", "--yes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
     seen = stderr_until(
@@ -338,7 +374,9 @@ def test_down_on_a_host_waits_for_the_switch_running_there_and_never_rolls_it_ba
     )
     down = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "down", "quick", "--yes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
     waited = stderr_until(down, lambda text: b"waiting for another switch" in text, 60)
@@ -350,7 +388,8 @@ def test_down_on_a_host_waits_for_the_switch_running_there_and_never_rolls_it_ba
     assert "rolling back" not in said, said
     # The switch's new container survived; only `quick` is gone.
     assert {name: status for name, (_, status) in containers(hosts.b, namespace).items()} == {
-        f"aither-{namespace}-slow": "running"}
+        f"aither-{namespace}-slow": "running"
+    }
 
 
 def test_up_across_hosts_shows_the_plan_and_asks_as_single_host_up_does(

@@ -13,8 +13,14 @@ TOTALS = {0: 24 * GIB, 1: 24 * GIB}
 
 def spec(name: str, engine: Engine, gpus: tuple[int, ...], port: int):  # type: ignore[no-untyped-def]
     service = Service(
-        name=name, engine=engine, image="img", port=port, model="m", health=Health(),
-        gpus=gpus, vram=MemoryAmount.parse("10%") if gpus else None,
+        name=name,
+        engine=engine,
+        image="img",
+        port=port,
+        model="m",
+        health=Health(),
+        gpus=gpus,
+        vram=MemoryAmount.parse("10%") if gpus else None,
     )
     return build_container(service, TOTALS)
 

@@ -25,9 +25,20 @@ def as_nobody(code: str) -> subprocess.CompletedProcess[str]:
     in root's home); aitherctl's lock needs only the standard library."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/nonexistent"}
     return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         "/usr/bin/python3", "-c", code],
-        capture_output=True, text=True, env=env, check=False, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
     )
 
 
@@ -64,4 +75,3 @@ def test_a_lock_held_by_root_keeps_another_user_out(monkeypatch: pytest.MonkeyPa
     # and root takes it again after the other user created nothing it cannot open
     with switch_lock(engine_id, "default", timeout_s=5):
         pass
-

@@ -19,7 +19,9 @@ KEY = "test-key-4f9a"
 
 
 def test_the_key_reaches_the_server_and_run_sends_it(
-    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path],
+    clean_namespace: object,
+    llama_image: str,
+    write_profile: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     del llama_image
@@ -43,8 +45,7 @@ def test_the_key_reaches_the_server_and_run_sends_it(
     body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     assert httpx.post(url, json=body, timeout=60).status_code == 401
-    allowed = httpx.post(url, json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {KEY}"})
+    allowed = httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {KEY}"})
     assert allowed.status_code == 200
 
     answer = run_cli("run", "--json", "Say hello.")

@@ -33,16 +33,22 @@ def everything(engine: object) -> list[object]:
 @pytest.fixture
 def two_profiles(write_profile, base_image, llama_image):  # type: ignore[no-untyped-def]
     ports = {name: free_port() for name in ("shared", "only_a", "changed", "llm")}
-    write_profile("alpha", services={
-        "shared": web_service(ports["shared"], pinned=True),
-        "only-a": web_service(ports["only_a"]),
-        "changed": web_service(ports["changed"], text="one"),
-    })
-    write_profile("beta", services={
-        "shared": web_service(ports["shared"], pinned=True),
-        "changed": web_service(ports["changed"], text="two"),
-        "llm": llama_service(ports["llm"]),
-    })
+    write_profile(
+        "alpha",
+        services={
+            "shared": web_service(ports["shared"], pinned=True),
+            "only-a": web_service(ports["only_a"]),
+            "changed": web_service(ports["changed"], text="one"),
+        },
+    )
+    write_profile(
+        "beta",
+        services={
+            "shared": web_service(ports["shared"], pinned=True),
+            "changed": web_service(ports["changed"], text="two"),
+            "llm": llama_service(ports["llm"]),
+        },
+    )
     return ports
 
 
@@ -71,7 +77,10 @@ def test_switch_keeps_pinned_recreates_changed_and_removes_the_rest(
     ps = json.loads(run_cli("ps", "--json").stdout)
     assert ps["active_profile"] == "beta"
     assert {row["service"]: row["health"] for row in ps["services"]} == {
-        "shared": "healthy", "changed": "healthy", "llm": "healthy"}
+        "shared": "healthy",
+        "changed": "healthy",
+        "llm": "healthy",
+    }
 
 
 def test_switch_is_idempotent_and_dry_run_changes_nothing(clean_namespace, two_profiles) -> None:
@@ -93,15 +102,21 @@ def test_service_that_never_turns_ready_restores_the_previous_set(
 ) -> None:
     engine = clean_namespace
     ports = [free_port() for _ in range(3)]
-    write_profile("good", services={
-        "keepme": web_service(ports[0]),
-        "replaced": web_service(ports[1], text="old"),
-    })
-    write_profile("bad", services={
-        "keepme": web_service(ports[0]),
-        "replaced": web_service(ports[1], text="new"),
-        "broken": web_service(ports[2], health="/never-200", timeout=4),
-    })
+    write_profile(
+        "good",
+        services={
+            "keepme": web_service(ports[0]),
+            "replaced": web_service(ports[1], text="old"),
+        },
+    )
+    write_profile(
+        "bad",
+        services={
+            "keepme": web_service(ports[0]),
+            "replaced": web_service(ports[1], text="new"),
+            "broken": web_service(ports[2], health="/never-200", timeout=4),
+        },
+    )
     assert run_cli("profile", "switch", "good", "--yes").returncode == 0
     before = running(engine)
 
@@ -148,15 +163,18 @@ def test_taken_host_port_is_refused_before_anything_changes(
     assert running(engine) == before
 
 
-def test_concurrent_switches_end_in_one_consistent_state(
-    clean_namespace, two_profiles
-) -> None:
+def test_concurrent_switches_end_in_one_consistent_state(clean_namespace, two_profiles) -> None:
     engine = clean_namespace
     command = [sys.executable, "-m", "aitherctl", "profile", "switch"]
     procs = [
-        subprocess.Popen([*command, name, "--yes"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                         env=dict(os.environ))
+        subprocess.Popen(
+            [*command, name, "--yes"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=dict(os.environ),
+        )
         for name in ("alpha", "beta")
     ]
     codes = [proc.wait(timeout=600) for proc in procs]
@@ -179,10 +197,12 @@ def test_up_and_down_touch_only_the_named_services(clean_namespace, two_profiles
     up = run_cli("up", "only-a", "--yes")
     assert up.returncode == 0, up.stderr
     after = running(engine)
-    assert after["shared"] == before["shared"] and after["changed"] == before["changed"]
+    assert after["shared"] == before["shared"]
+    assert after["changed"] == before["changed"]
     assert "only-a" in after
     refused = run_cli("down")
-    assert refused.returncode == 2 and "--all" in refused.stderr
+    assert refused.returncode == 2
+    assert "--all" in refused.stderr
     assert run_cli("down", "--all", "--yes").returncode == 0
     assert everything(engine) == []
 
@@ -201,8 +221,13 @@ def test_switches_and_rollbacks_are_journaled_for_the_monitor(
 
     ports = [free_port() for _ in range(2)]
     write_profile("ok", services={"web": web_service(ports[0])})
-    write_profile("nok", services={"web": web_service(ports[0]),
-                                   "bad": web_service(ports[1], health="/missing", timeout=3)})
+    write_profile(
+        "nok",
+        services={
+            "web": web_service(ports[0]),
+            "bad": web_service(ports[1], health="/missing", timeout=3),
+        },
+    )
     assert run_cli("profile", "switch", "ok", "--yes").returncode == 0
     assert run_cli("profile", "switch", "nok", "--yes").returncode == 6
     messages = [entry.message for entry in SwitchJournalLog().recent(10)]
@@ -234,7 +259,9 @@ def test_a_killed_container_is_planned_as_resume_and_the_switch_resumes_it(
     assert rows == [["resume", "two"], ["keep", "one"]]
     planned = json.loads(run_cli("profile", "plan", "pair", "--json").stdout)
     assert [(s["service"], s["action"]) for s in planned["steps"]] == [
-        ("two", "resume"), ("one", "keep")]
+        ("two", "resume"),
+        ("one", "keep"),
+    ]
 
     switched = run_cli("profile", "switch", "pair", "--yes")
     assert switched.returncode == 0, switched.stderr
@@ -247,7 +274,9 @@ def test_a_killed_container_is_planned_as_resume_and_the_switch_resumes_it(
     assert as_json.returncode == 0, as_json.stderr
     document = json.loads(as_json.stdout)
     assert [(s["service"], s["action"]) for s in document["steps"]] == [
-        ("two", "resume"), ("one", "keep")]
+        ("two", "resume"),
+        ("one", "keep"),
+    ]
     assert [(s["service"], s["ready"]) for s in document["services"]] == [("two", True)]
     assert running(engine) == before
 
@@ -268,10 +297,12 @@ def test_a_profile_whose_services_already_run_becomes_the_active_one(
     switched = run_cli("profile", "switch", "night", "--yes")
     assert switched.returncode == 0, switched.stderr
     assert switched.stderr.splitlines()[-1] == (
-        "profile night is active; its services were already running")
+        "profile night is active; its services were already running"
+    )
     assert running(engine) == before  # nothing restarted
     assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] == "night"
     again = run_cli("profile", "switch", "night", "--yes", "--json")
     assert json.loads(again.stdout)["activated"] is False
     assert run_cli("profile", "switch", "night", "--yes").stderr.splitlines()[-1] == (
-        "profile night is already running; nothing to do")
+        "profile night is already running; nothing to do"
+    )

@@ -93,21 +93,30 @@ def alpha(clean_namespace: Any, write_profile: Any, base_image: str) -> dict[str
     """alpha = {shared, old, changed} running; beta keeps shared, stops old, recreates changed,
     starts new (which never answers unless the test says so)."""
     ports = {name: free_port() for name in ("shared", "old", "changed", "new")}
-    write_profile("alpha", services={
-        "shared": web_service(ports["shared"]),
-        "old": web_service(ports["old"]),
-        "changed": web_service(ports["changed"], text="one"),
-    })
-    write_profile("beta", services={
-        "shared": web_service(ports["shared"]),
-        "changed": web_service(ports["changed"], text="two"),
-        "new": web_service(ports["new"], health="/never", timeout=600),
-    })
-    write_profile("beta-ok", services={
-        "shared": web_service(ports["shared"]),
-        "changed": web_service(ports["changed"], text="two"),
-        "new": web_service(ports["new"]),
-    })
+    write_profile(
+        "alpha",
+        services={
+            "shared": web_service(ports["shared"]),
+            "old": web_service(ports["old"]),
+            "changed": web_service(ports["changed"], text="one"),
+        },
+    )
+    write_profile(
+        "beta",
+        services={
+            "shared": web_service(ports["shared"]),
+            "changed": web_service(ports["changed"], text="two"),
+            "new": web_service(ports["new"], health="/never", timeout=600),
+        },
+    )
+    write_profile(
+        "beta-ok",
+        services={
+            "shared": web_service(ports["shared"]),
+            "changed": web_service(ports["changed"], text="two"),
+            "new": web_service(ports["new"]),
+        },
+    )
     result = run_cli("profile", "switch", "alpha", "--yes")
     assert result.returncode == 0, result.stderr
     before = state(clean_namespace)
@@ -160,11 +169,14 @@ def test_one_restore_that_fails_does_not_leave_the_others_stopped(
     from aitherctl.errors import SwitchFailedError
 
     ports = alpha["ports"]
-    write_profile("beta-fast", services={
-        "shared": web_service(ports["shared"]),
-        "changed": web_service(ports["changed"], text="two"),
-        "new": web_service(ports["new"], health="/never", timeout=3),
-    })
+    write_profile(
+        "beta-fast",
+        services={
+            "shared": web_service(ports["shared"]),
+            "changed": web_service(ports["changed"], text="two"),
+            "new": web_service(ports["new"], health="/never", timeout=3),
+        },
+    )
     # Starts: changed (new container), new, then the rollback's: old, changed (set aside).
     faulty = FaultyEngine(alpha["engine"], "start", fail_on=3)
     with pytest.raises(SwitchFailedError) as caught:
@@ -196,10 +208,13 @@ def test_a_real_engine_error_gpu_runtime_missing_restores_the_previous_set(
     from tests.doubles.nvml_double import FakeGpu, NvmlDouble
 
     ports = alpha["ports"]
-    write_profile("gpu", services={
-        "shared": web_service(ports["shared"]),
-        "llm": {**llama_service(ports["new"]), "gpu": 0, "vram": "4GiB"},
-    })
+    write_profile(
+        "gpu",
+        services={
+            "shared": web_service(ports["shared"]),
+            "llm": {**llama_service(ports["new"]), "gpu": 0, "vram": "4GiB"},
+        },
+    )
     reader = NvmlReader(NvmlDouble([FakeGpu()]))
     with pytest.raises(SwitchFailedError) as caught:
         switch(alpha["engine"], ProfileCatalog(), "gpu", reader.read, Recorder())
@@ -210,7 +225,10 @@ def test_a_real_engine_error_gpu_runtime_missing_restores_the_previous_set(
 def _start_switch(profile: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "profile", "switch", profile, "--yes"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=dict(os.environ),
     )
 
@@ -376,8 +394,9 @@ def test_with_nobody_to_ask_the_plan_is_made_once_under_the_lock(alpha: dict[str
         shown.append((changed, bool(prepared.plan.steps)))
         return True
 
-    result = switch(engine, ProfileCatalog(), "beta-ok", reading, Recorder(), confirm=confirm,
-                    asks=False)
+    result = switch(
+        engine, ProfileCatalog(), "beta-ok", reading, Recorder(), confirm=confirm, asks=False
+    )
     assert readings == ["read"]
     assert shown == [(False, True)]
     assert all(outcome.ready for outcome in result.outcomes)
@@ -395,7 +414,12 @@ def test_the_lock_is_per_engine_however_its_address_is_spelled(alpha: dict[str, 
     respelled = f"unix://{folder}/../{os.path.basename(folder)}/{name}"
     with switch_lock(engine.engine_id, engine.namespace, timeout_s=5):
         result = run_cli(
-            "profile", "switch", "beta-ok", "--yes", "--lock-timeout", "1",
+            "profile",
+            "switch",
+            "beta-ok",
+            "--yes",
+            "--lock-timeout",
+            "1",
             env={"DOCKER_HOST": respelled},
         )
     assert result.returncode == 8, result.stderr  # busy: the same engine, the same lock
@@ -434,14 +458,22 @@ def test_gpu_services_never_restart_by_themselves_cpu_services_do(
 
     engine, ports = alpha["engine"], alpha["ports"]
     gpu_port = free_port()
-    write_profile("with-gpu", services={
-        "shared": web_service(ports["shared"]),
-        "old": web_service(ports["old"]),
-        "changed": web_service(ports["changed"], text="one"),
-        "llm": {"engine": "llamacpp", "model": "/models/m.gguf", "port": gpu_port, "gpu": 0,
-                "vram": "2GiB"},
-        "extra": web_service(ports["new"]),
-    })
+    write_profile(
+        "with-gpu",
+        services={
+            "shared": web_service(ports["shared"]),
+            "old": web_service(ports["old"]),
+            "changed": web_service(ports["changed"], text="one"),
+            "llm": {
+                "engine": "llamacpp",
+                "model": "/models/m.gguf",
+                "port": gpu_port,
+                "gpu": 0,
+                "vram": "2GiB",
+            },
+            "extra": web_service(ports["new"]),
+        },
+    )
     spec = build_specs(ProfileCatalog().load("with-gpu"), {0: 24 * GIB}).resident["llm"]
     client = sdk_of(engine).api
     old_style = client.create_container(
@@ -577,7 +609,8 @@ def test_the_active_profile_is_recorded_and_trusted_only_while_its_set_runs(
     (left,) = engine.records().values()
     assert left["ai.aitherctl.record-kind"] == "active"
     assert (left["ai.aitherctl.active-profile"], left["ai.aitherctl.active-hashes"]) == (
-        "alpha", "{}"
+        "alpha",
+        "{}",
     )
     assert json.loads(run_cli("ps", "--json").stdout)["active_profile"] is None
 

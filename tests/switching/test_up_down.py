@@ -53,8 +53,10 @@ def test_profile_list_marks_the_active_profile(mine) -> None:  # type: ignore[no
     )
     assert wide[4] == "*  mine        user      api, web" + " " * 59 + "My own web pair"
     assert max(len(line) for line in wide) <= 200
-    rows = {row["name"]: row for row in json.loads(run_cli("profile", "list", "--json").stdout)[
-        "profiles"]}
+    rows = {
+        row["name"]: row
+        for row in json.loads(run_cli("profile", "list", "--json").stdout)["profiles"]
+    }
     assert [name for name, row in rows.items() if row["active"]] == ["mine"]
 
 

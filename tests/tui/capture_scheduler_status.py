@@ -51,8 +51,12 @@ def _profile(port: int, dead_port: int) -> dict[str, Any]:
 
 
 def _chat(url: str, model: str, priority: str, tokens: int) -> None:
-    body = {"model": model, "max_tokens": tokens, "priority": priority,
-            "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}]}
+    body = {
+        "model": model,
+        "max_tokens": tokens,
+        "priority": priority,
+        "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+    }
     try:
         httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300, trust_env=False)
     except httpx.HTTPError as exc:
@@ -87,9 +91,19 @@ def main() -> None:
     gateway_port = free_port()
     url = f"http://127.0.0.1:{gateway_port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "aitherctl", "serve", "--port", str(gateway_port),
-         "--profile", "schedcap"],
-        env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "aitherctl",
+            "serve",
+            "--port",
+            str(gateway_port),
+            "--profile",
+            "schedcap",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         for _ in range(200):
@@ -126,7 +140,11 @@ def main() -> None:
         server.wait(timeout=60)
         subprocess.run(
             [sys.executable, "-m", "aitherctl", "down", "--all", "--yes"],
-            env=env, cwd=ROOT, stdin=subprocess.DEVNULL, check=False, capture_output=True,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            capture_output=True,
         )
 
 

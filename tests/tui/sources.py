@@ -24,8 +24,15 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def container(
-    service: str, number: int, *, engine: str, port: int, gpus: tuple[int, ...] = (0,),
-    vram_gib: float | None = 8, state: str = "running", model: str | None = None,
+    service: str,
+    number: int,
+    *,
+    engine: str,
+    port: int,
+    gpus: tuple[int, ...] = (0,),
+    vram_gib: float | None = 8,
+    state: str = "running",
+    model: str | None = None,
 ) -> ManagedContainer:
     return ManagedContainer(
         id=f"{number:x}" * 64 if number < 16 else f"{number:064x}",
@@ -48,7 +55,8 @@ def container(
         health_checks=(),
         created_at="2025-06-01T10:00:00Z",
         started_at=(FROZEN_AT - timedelta(hours=2, minutes=5)).isoformat()
-        if state == "running" else None,
+        if state == "running"
+        else None,
     )
 
 
@@ -59,8 +67,14 @@ CONTAINERS = (
     container("image", 4, engine="comfyui", port=8188, gpus=(), vram_gib=None, state="exited"),
 )
 # Host PIDs: chat's GPU process (201) is a grandchild of its init (200).
-PIDS = {200: (1, "python3"), 201: (200, "python3"), 202: (201, "VLLM::EngineCor"),
-        300: (1, "llama-server"), 400: (1, "ollama"), 900: (1, "Xorg")}
+PIDS = {
+    200: (1, "python3"),
+    201: (200, "python3"),
+    202: (201, "VLLM::EngineCor"),
+    300: (1, "llama-server"),
+    400: (1, "ollama"),
+    900: (1, "Xorg"),
+}
 OWNER = {200: 1, 201: 1, 202: 1, 300: 2, 400: 3}
 
 
@@ -82,10 +96,17 @@ def gpu_double() -> NvmlDouble:
     return NvmlDouble(
         [
             FakeGpu(
-                name="NVIDIA GeForce RTX 4090", total_bytes=24 * GIB, utilization=63,
-                temperature=67, power_mw=287_000,
-                processes=[(202, int(13.2 * GIB)), (300, int(1.1 * GIB)), (400, int(5.0 * GIB)),
-                           (900, int(0.4 * GIB))],
+                name="NVIDIA GeForce RTX 4090",
+                total_bytes=24 * GIB,
+                utilization=63,
+                temperature=67,
+                power_mw=287_000,
+                processes=[
+                    (202, int(13.2 * GIB)),
+                    (300, int(1.1 * GIB)),
+                    (400, int(5.0 * GIB)),
+                    (900, int(0.4 * GIB)),
+                ],
             )
         ],
         driver_version="550.54.15",
@@ -104,8 +125,13 @@ class FixedStack:
 class FixedHost:
     view: HostView = field(
         default_factory=lambda: HostView(
-            cpu_pct=12.5, cpu_count=16, ram_used_bytes=21 * GIB, ram_total_bytes=64 * GIB,
-            swap_used_bytes=0, swap_total_bytes=8 * GIB, load_1m=1.25,
+            cpu_pct=12.5,
+            cpu_count=16,
+            ram_used_bytes=21 * GIB,
+            ram_total_bytes=64 * GIB,
+            swap_used_bytes=0,
+            swap_total_bytes=8 * GIB,
+            load_1m=1.25,
         )
     )
 
@@ -138,13 +164,23 @@ class FixedScraper:
 
 def fixed_scrapes() -> dict[str, ScrapeResult]:
     return {
-        "chat": ScrapeResult("chat", ScrapeStatus.OK, EngineMetrics(
-            requests_running=2, requests_waiting=1, kv_cache_usage_ratio=0.41,
-            generation_tokens_total=1000.0), latency_s=0.004),
-        "embed": ScrapeResult("embed", ScrapeStatus.TIMEOUT, None,
-                              error="no answer within 0.75 s", latency_s=0.75),
-        "ollama": ScrapeResult("ollama", ScrapeStatus.OK, EngineMetrics(
-            engine_vram_bytes=5 * GIB), latency_s=0.003),
+        "chat": ScrapeResult(
+            "chat",
+            ScrapeStatus.OK,
+            EngineMetrics(
+                requests_running=2,
+                requests_waiting=1,
+                kv_cache_usage_ratio=0.41,
+                generation_tokens_total=1000.0,
+            ),
+            latency_s=0.004,
+        ),
+        "embed": ScrapeResult(
+            "embed", ScrapeStatus.TIMEOUT, None, error="no answer within 0.75 s", latency_s=0.75
+        ),
+        "ollama": ScrapeResult(
+            "ollama", ScrapeStatus.OK, EngineMetrics(engine_vram_bytes=5 * GIB), latency_s=0.003
+        ),
     }
 
 
@@ -165,25 +201,39 @@ class FixedScheduler:
     def captured(cls, name: str = "busy") -> FixedScheduler:
         from aitherctl.monitor.serve_status import parse_status
 
-        return cls(parse_status(scheduler_fixture(name), url="http://127.0.0.1:8150",
-                                latency_s=0.002))
+        return cls(
+            parse_status(scheduler_fixture(name), url="http://127.0.0.1:8150", latency_s=0.002)
+        )
 
     def read(self) -> SchedulerView:
         self.reads += 1
         return self.view
 
 
-def fixed_collector(tmp_path: Path, *, with_gpu: bool = True, with_docker: bool = True,
-                    scheduler: SchedulerSource | None = None) -> MonitorCollector:
+def fixed_collector(
+    tmp_path: Path,
+    *,
+    with_gpu: bool = True,
+    with_docker: bool = True,
+    scheduler: SchedulerSource | None = None,
+) -> MonitorCollector:
     if with_docker:
-        stack = FixedStack(StackReading(
-            containers=CONTAINERS, active_profile="coding", engine="Docker 28.2.2",
-            health={CONTAINERS[0].id: "healthy"},
-            init_pids={CONTAINERS[0].id: 200, CONTAINERS[1].id: 300, CONTAINERS[2].id: 400},
-        ))
+        stack = FixedStack(
+            StackReading(
+                containers=CONTAINERS,
+                active_profile="coding",
+                engine="Docker 28.2.2",
+                health={CONTAINERS[0].id: "healthy"},
+                init_pids={CONTAINERS[0].id: 200, CONTAINERS[1].id: 300, CONTAINERS[2].id: 400},
+            )
+        )
     else:
-        stack = FixedStack(StackReading(error="cannot reach the Docker engine at "
-                                        "unix:///var/run/docker.sock: connection refused"))
+        stack = FixedStack(
+            StackReading(
+                error="cannot reach the Docker engine at "
+                "unix:///var/run/docker.sock: connection refused"
+            )
+        )
     return MonitorCollector(
         stack=stack,
         gpus=NvmlReader(gpu_double() if with_gpu else NvmlDouble(driver_loaded=False)),

@@ -71,9 +71,7 @@ class RecordingActions:
     def plan(self, profile: str) -> str:
         return f"Plan for {profile}:\n  stop      chat: not in {profile}"
 
-    def switch(
-        self, profile: str, note: Callable[[str], None], cancel: object = None
-    ) -> str:
+    def switch(self, profile: str, note: Callable[[str], None], cancel: object = None) -> str:
         import signal
 
         # The monitor installed its handler before the switch began: a signal cancels it.

@@ -57,10 +57,15 @@ def collector_for(llm: dict[str, Any]) -> MonitorCollector:
     from aitherctl.docker.engine import DockerEngine
 
     engine = llm["engine"]
-    nvml = NvmlDouble([
-        FakeGpu(total_bytes=24 * GIB, utilization=40,
-                processes=[(llm["child"], int(1.5 * GIB)), (999_999_999, 256 * 1024**2)]),
-    ])
+    nvml = NvmlDouble(
+        [
+            FakeGpu(
+                total_bytes=24 * GIB,
+                utilization=40,
+                processes=[(llm["child"], int(1.5 * GIB)), (999_999_999, 256 * 1024**2)],
+            ),
+        ]
+    )
     return MonitorCollector(
         stack=DockerStackSource(lambda: DockerEngine.connect(engine.namespace)),
         gpus=NvmlReader(nvml),

@@ -63,8 +63,10 @@ class RecordingScraper:
         self.results = {
             **fixed_scrapes(),
             "chat@node-a": ScrapeResult(
-                "chat@node-a", ScrapeStatus.OK,
-                EngineMetrics(requests_running=3, requests_waiting=0), latency_s=0.02,
+                "chat@node-a",
+                ScrapeStatus.OK,
+                EngineMetrics(requests_running=3, requests_waiting=0),
+                latency_s=0.02,
             ),
         }
 
@@ -82,8 +84,9 @@ def remote_readings() -> tuple[RemoteReading, ...]:
         name="node-a",
         endpoint="ssh://ops@node-a",
         address="10.0.0.5",
-        stack=StackReading(containers=(REMOTE_CHAT,), active_profile="two-boxes",
-                           engine="Docker 27.5.1"),
+        stack=StackReading(
+            containers=(REMOTE_CHAT,), active_profile="two-boxes", engine="Docker 27.5.1"
+        ),
         gpus=parse_inventory(NODE_A_SMI),
         gpu_age_s=3.0,
         pids={REMOTE_CHAT.id: (5000, 5001)},
@@ -92,8 +95,10 @@ def remote_readings() -> tuple[RemoteReading, ...]:
         name="node-b",
         endpoint="ssh://ops@node-b",
         address="10.0.0.6",
-        stack=StackReading(error="host 'node-b': cannot reach its Docker engine at "
-                                 "ssh://ops@node-b: connection refused"),
+        stack=StackReading(
+            error="host 'node-b': cannot reach its Docker engine at "
+            "ssh://ops@node-b: connection refused"
+        ),
     )
     return node_a, node_b
 
@@ -154,16 +159,22 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_rest_shows(tmp_path: Pat
     assert "chat@node-a" in text
     assert "node-a GPU 0" in text
     lines = plain_lines(snapshot)
-    assert any(line.endswith("connection refused") and " host node-b unreachable" in line
-               for line in lines)
+    assert any(
+        line.endswith("connection refused") and " host node-b unreachable" in line for line in lines
+    )
     assert any(" chat@node-a engine=vllm state=running" in line for line in lines)
 
 
 def test_with_no_local_engine_the_other_hosts_still_show(tmp_path: Path) -> None:
     base = fixed_collector(tmp_path, with_docker=False)
     snapshot = MonitorCollector(
-        stack=base._stack, gpus=base._gpus, scraper=RecordingScraper(), procs=base._procs,
-        host=base._host, remote=FixedRemote(remote_readings()), wall_clock=base._now,
+        stack=base._stack,
+        gpus=base._gpus,
+        scraper=RecordingScraper(),
+        procs=base._procs,
+        host=base._host,
+        remote=FixedRemote(remote_readings()),
+        wall_clock=base._now,
     ).collect()
     assert snapshot.docker_error is not None
     assert [svc.key for svc in snapshot.services] == ["chat@node-a"]
@@ -175,12 +186,16 @@ def test_with_no_local_engine_the_other_hosts_still_show(tmp_path: Path) -> None
 
 def test_a_gpu_reading_that_failed_there_is_said_once(tmp_path: Path) -> None:
     node_a, _ = remote_readings()
-    failed = replace(node_a, gpus=GpuInventory(error="on that host: no NVIDIA driver"),
-                     pids={})
+    failed = replace(node_a, gpus=GpuInventory(error="on that host: no NVIDIA driver"), pids={})
     base = fixed_collector(tmp_path)
     snapshot = MonitorCollector(
-        stack=base._stack, gpus=base._gpus, scraper=RecordingScraper(), procs=base._procs,
-        host=base._host, remote=FixedRemote((failed,)), wall_clock=base._now,
+        stack=base._stack,
+        gpus=base._gpus,
+        scraper=RecordingScraper(),
+        procs=base._procs,
+        host=base._host,
+        remote=FixedRemote((failed,)),
+        wall_clock=base._now,
     ).collect()
     assert snapshot.hosts[0].gpu_error == "on that host: no NVIDIA driver"
     remote = snapshot.service("chat@node-a")

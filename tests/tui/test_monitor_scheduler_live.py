@@ -34,8 +34,12 @@ def serving(profile: str, *, env: dict[str, str] | None = None) -> Iterator[str]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "serve", "--port", str(port), "--profile", profile],
-        env={**os.environ, **(env or {})}, cwd=ROOT, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         for _ in range(300):
@@ -55,8 +59,9 @@ def serving(profile: str, *, env: dict[str, str] | None = None) -> Iterator[str]
         server.wait(timeout=60)
 
 
-def read_until(read: Callable[[], SchedulerView], done: Callable[[SchedulerView], bool],
-               seconds: float = 10.0) -> SchedulerView:
+def read_until(
+    read: Callable[[], SchedulerView], done: Callable[[SchedulerView], bool], seconds: float = 10.0
+) -> SchedulerView:
     deadline = time.monotonic() + seconds
     view = read()
     while not done(view) and time.monotonic() < deadline:
@@ -86,9 +91,16 @@ def test_the_monitor_source_reads_a_real_serve_and_notices_it_stop(endpoint_prof
         assert [pool.name for pool in view.pools] == ["ram"]
         assert view.events == ()
         # A request to the endpoint (nothing listens there) shows up among the last events.
-        answer = httpx.post(f"{url}/v1/chat/completions", trust_env=False, timeout=30, json={
-            "model": "cloud", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-        })
+        answer = httpx.post(
+            f"{url}/v1/chat/completions",
+            trust_env=False,
+            timeout=30,
+            json={
+                "model": "cloud",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+            },
+        )
         assert answer.status_code >= 500
         view = read_until(source.read, lambda v: bool(v.events))
         assert [(e.event, e.backend) for e in view.events] == [("fell_back", "cloud")]
@@ -134,8 +146,13 @@ def test_with_api_keys_the_monitor_needs_aither_api_key(
 
 
 def _chat(url: str, priority: str) -> None:
-    body = {"model": "llm", "max_tokens": 120, "priority": priority, "ignore_eos": True,
-            "messages": [{"role": "user", "content": "Tell a long story about the sea."}]}
+    body = {
+        "model": "llm",
+        "max_tokens": 120,
+        "priority": priority,
+        "ignore_eos": True,
+        "messages": [{"role": "user", "content": "Tell a long story about the sea."}],
+    }
     httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300, trust_env=False)
 
 
@@ -143,13 +160,19 @@ def _chat(url: str, priority: str) -> None:
 def test_the_monitor_sees_a_real_llamacpp_queue_by_priority(
     clean_namespace: Any, write_profile: Callable[..., Path], llama_image: str
 ) -> None:
-    write_profile("schedq", ram={"limit": "2GiB"}, services={
-        "llm": llama_service(free_port(), on_demand=True, ram="512MiB", max_concurrency=1),
-    })
+    write_profile(
+        "schedq",
+        ram={"limit": "2GiB"},
+        services={
+            "llm": llama_service(free_port(), on_demand=True, ram="512MiB", max_concurrency=1),
+        },
+    )
     source = scheduler_source(timeout_s=2.0)
     with serving("schedq") as url:
-        clients = [threading.Thread(target=_chat, args=(url, p))
-                   for p in ("normal", "batch", "interactive")]
+        clients = [
+            threading.Thread(target=_chat, args=(url, p))
+            for p in ("normal", "batch", "interactive")
+        ]
         for client in clients:
             client.start()
             time.sleep(0.3)
@@ -157,9 +180,11 @@ def test_the_monitor_sees_a_real_llamacpp_queue_by_priority(
         def llm_of(view: SchedulerView) -> Any:
             return next((b for b in view.backends if b.name == "llm"), None)
 
-        busy = read_until(source.read, lambda v: (llm_of(v) is not None
-                                                  and llm_of(v).in_flight == 1
-                                                  and llm_of(v).queued == 2), seconds=120)
+        busy = read_until(
+            source.read,
+            lambda v: llm_of(v) is not None and llm_of(v).in_flight == 1 and llm_of(v).queued == 2,
+            seconds=120,
+        )
         llm = llm_of(busy)
         assert (llm.state, llm.in_flight, llm.limit, llm.queued) == ("ready", 1, 1, 2)
         assert (llm.queued_interactive + llm.queued_normal + llm.queued_batch) == 2

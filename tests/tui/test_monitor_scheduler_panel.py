@@ -51,8 +51,21 @@ async def test_the_panel_shows_queues_pools_and_the_last_events(tmp_path: Path) 
         assert panel.display
         lines = plain(panel).splitlines()
         assert lines[0].split() == [
-            "scheduler", "http://127.0.0.1:8150", "profile", "schedcap", "1", "in", "flight,",
-            "3", "queued", "ram", "512", "MiB", "/", "2.0", "GiB",
+            "scheduler",
+            "http://127.0.0.1:8150",
+            "profile",
+            "schedcap",
+            "1",
+            "in",
+            "flight,",
+            "3",
+            "queued",
+            "ram",
+            "512",
+            "MiB",
+            "/",
+            "2.0",
+            "GiB",
         ]
         header = ["backend", "state", "busy", "queued", "int/nor/bat", "holds"]
         assert lines[1].split()[:6] == header
@@ -77,12 +90,16 @@ async def test_the_panel_shows_queues_pools_and_the_last_events(tmp_path: Path) 
 
 async def test_the_panel_follows_the_gateway_coming_and_going(tmp_path: Path) -> None:
     busy, idle = FixedScheduler.captured("busy").view, FixedScheduler.captured("idle").view
-    sequence = SchedulerSequence([
-        busy,
-        idle,
-        SchedulerView(url=None),
-        SchedulerView(url="http://127.0.0.1:8150", error="needs an API key (set $AITHER_API_KEY)"),
-    ])
+    sequence = SchedulerSequence(
+        [
+            busy,
+            idle,
+            SchedulerView(url=None),
+            SchedulerView(
+                url="http://127.0.0.1:8150", error="needs an API key (set $AITHER_API_KEY)"
+            ),
+        ]
+    )
     app = MonitorApp(fixed_collector(tmp_path, scheduler=sequence), interval_s=3600)
     async with app.run_test(size=(130, 42)) as pilot:
         panel = app.query_one("#scheduler")
@@ -125,9 +142,12 @@ def test_status_shows_the_events_under_the_backends_not_beside_them(columns: int
     lines = [line.rstrip() for line in console.export_text().splitlines()]
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("backend")) - 1 :]
     # At 80 columns the headline's pool moves whole to a second line.
-    assert lines[0] == ("ram 512 MiB / 2.0 GiB" if columns == 80 else
-                        "scheduler http://127.0.0.1:8150  profile schedcap  1 in flight, "
-                        "3 queued  ram 512 MiB / 2.0 GiB")
+    assert lines[0] == (
+        "ram 512 MiB / 2.0 GiB"
+        if columns == 80
+        else "scheduler http://127.0.0.1:8150  profile schedcap  1 in flight, "
+        "3 queued  ram 512 MiB / 2.0 GiB"
+    )
     assert lines[1].split() == ["backend", "state", "busy", "queued", "int/nor/bat", "holds"]
     assert lines[2].startswith("llm      ready  1/1   3 of 8   1/0/2        ram 512 MiB")
     assert lines[3].startswith("cloud    ready  0/32  0 of 32  0/0/0        -")

@@ -30,7 +30,11 @@ def test_busy_capture_parses_queues_by_priority_pools_and_events() -> None:
     assert view.profile == "schedcap"
     llm, cloud = view.backends
     assert (llm.name, llm.kind, llm.state, llm.in_flight, llm.limit) == (
-        "llm", "service", "ready", 1, 1
+        "llm",
+        "service",
+        "ready",
+        1,
+        1,
     )
     assert (llm.queued, llm.queued_interactive, llm.queued_normal, llm.queued_batch) == (3, 1, 0, 2)
     assert (llm.max_queue, llm.on_demand, llm.pinned, llm.displaced) == (8, True, False, False)
@@ -39,7 +43,13 @@ def test_busy_capture_parses_queues_by_priority_pools_and_events() -> None:
     (ram,) = view.pools
     assert (ram.name, ram.capacity_bytes, ram.used_bytes) == ("ram", 2 * 1024**3, 512 * 1024**2)
     assert [event.event for event in view.events] == [
-        "fell_back", "queued", "loading", "queued", "queued", "loaded", "queued"
+        "fell_back",
+        "queued",
+        "loading",
+        "queued",
+        "queued",
+        "loaded",
+        "queued",
     ]
     first = view.events[0]
     assert first.at == datetime.fromtimestamp(1795470481.314, UTC)
@@ -93,7 +103,9 @@ def test_a_key_goes_out_as_a_bearer_token_and_401_says_what_to_do() -> None:
     without = reader_answering(401, b'{"error": {}}')
     view = without.read()
     assert (view.url, view.profile, view.error) == (
-        URL, "schedcap", "needs an API key (set $AITHER_API_KEY)"
+        URL,
+        "schedcap",
+        "needs an API key (set $AITHER_API_KEY)",
     )
     assert "Authorization" not in without.sent[0]  # type: ignore[attr-defined]
     refused = reader_answering(401, b"", api_key="sk-wrong").read()

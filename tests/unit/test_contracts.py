@@ -44,8 +44,9 @@ def test_the_tree_keeps_every_contract() -> None:
 
 @pytest.fixture
 def copy_of_the_package(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "aitherctl", tmp_path / "aitherctl",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "aitherctl", tmp_path / "aitherctl", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 

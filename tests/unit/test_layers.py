@@ -13,16 +13,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "aitherctl"
-FORBIDDEN_IN_MODELS = ("docker", "pynvml", "httpx", "aiohttp", "rich", "textual", "psutil",
-                       "sqlite3", "aitherctl.cli", "aitherctl.tui", "aitherctl.paths",
-                       "aitherctl.docker.engine", "aitherctl.gpu.nvml")
+FORBIDDEN_IN_MODELS = (
+    "docker",
+    "pynvml",
+    "httpx",
+    "aiohttp",
+    "rich",
+    "textual",
+    "psutil",
+    "sqlite3",
+    "aitherctl.cli",
+    "aitherctl.tui",
+    "aitherctl.paths",
+    "aitherctl.docker.engine",
+    "aitherctl.gpu.nvml",
+)
 
 
 def model_files() -> list[Path]:
     """Each file of the models named by the purity contract (a package stands for all of it)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     contract = next(
-        c for c in config["tool"]["importlinter"]["contracts"]
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
         if c["name"].startswith("Every model is pure")
     )
     files: list[Path] = []
@@ -56,8 +69,10 @@ def test_only_the_tui_imports_textual() -> None:
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
         if "tui" not in path.parts
-        and any(line.lstrip().startswith(("import textual", "from textual"))
-                for line in path.read_text().splitlines())
+        and any(
+            line.lstrip().startswith(("import textual", "from textual"))
+            for line in path.read_text().splitlines()
+        )
     ]
     assert offenders == []
 
@@ -67,9 +82,31 @@ def test_only_the_tui_imports_textual() -> None:
 # processes belong in each feature's I/O modules.
 FORBIDDEN_CALLS = {"open", "exec", "eval", "__import__"}
 FORBIDDEN_METHODS = {
-    "read_text", "write_text", "read_bytes", "write_bytes", "exists", "is_file", "is_dir",
-    "iterdir", "glob", "rglob", "mkdir", "unlink", "rmdir", "touch", "stat", "samefile",
-    "expanduser", "expandvars", "getenv", "putenv", "listdir", "scandir", "walk", "home", "cwd",
+    "read_text",
+    "write_text",
+    "read_bytes",
+    "write_bytes",
+    "exists",
+    "is_file",
+    "is_dir",
+    "iterdir",
+    "glob",
+    "rglob",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "touch",
+    "stat",
+    "samefile",
+    "expanduser",
+    "expandvars",
+    "getenv",
+    "putenv",
+    "listdir",
+    "scandir",
+    "walk",
+    "home",
+    "cwd",
 }
 FORBIDDEN_NAMES = {"environ", "environb", "platformdirs", "subprocess", "shutil", "tempfile"}
 

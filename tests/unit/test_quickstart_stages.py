@@ -12,7 +12,10 @@ STAGES = Path(__file__).resolve().parents[2] / "scripts" / "stages.sh"
 def run(script: str, log: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", f"set -euo pipefail; STAGE_LOG={log}; . {STAGES}; {script}"],
-        capture_output=True, text=True, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
 
 

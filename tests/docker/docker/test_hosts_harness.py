@@ -60,7 +60,10 @@ def test_both_nodes_answer_over_ssh_cli_and_sdk(two_hosts: TwoHosts) -> None:
         done = subprocess.run(
             ["docker", "version", "--format", "{{.Server.Version}}"],
             env={**os.environ, "DOCKER_HOST": f"ssh://{node.name}"},
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip()

@@ -90,8 +90,13 @@ def web(port: int, host: str, command: str | None = None) -> dict[str, Any]:
     if command is not None:
         args = ["sh", "-c", command]
     return {
-        "engine": "generic", "image": BASE_IMAGE, "port": port, "gpu": "none", "host": host,
-        "args": args, "health": {"path": "/", "timeout": 120},
+        "engine": "generic",
+        "image": BASE_IMAGE,
+        "port": port,
+        "gpu": "none",
+        "host": host,
+        "args": args,
+        "health": {"path": "/", "timeout": 120},
     }
 
 
@@ -116,7 +121,10 @@ def master_pid(endpoint: str) -> int | None:
     target = SshTarget.parse(endpoint)
     done = subprocess.run(
         ["ssh", "-o", f"ControlPath={path}", "-O", "check", target.host],
-        capture_output=True, text=True, timeout=10, check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     )
     found = re.search(r"Master running \(pid=(\d+)\)", done.stderr)
     return int(found.group(1)) if found else None
@@ -201,7 +209,9 @@ def test_an_engine_that_dies_mid_switch_is_one_line_and_no_ssh_noise(
     profile("slow", {"slow": web(port, "a", f"sleep 60; exec python3 -m http.server {port}")})
     process = subprocess.Popen(
         [sys.executable, "-m", "aitherctl", "profile", "switch", "slow", "--yes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         env=dict(os.environ),
     )
     seen = stderr_until(process, lambda seen: b"waiting" in seen, 60)
@@ -259,8 +269,10 @@ def test_threads_share_a_clients_connections_and_logs_follow(
         assert len(ssh_spawns()) <= POOL_SIZE + 1
 
         container = client.containers.run(
-            BASE_IMAGE, ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"],
-            detach=True, labels={LABEL_MANAGED: "true", LABEL_NAMESPACE: namespace},
+            BASE_IMAGE,
+            ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"],
+            detach=True,
+            labels={LABEL_MANAGED: "true", LABEL_NAMESPACE: namespace},
         )
         followed = b"".join(client.api.logs(str(container.id), stream=True, follow=True))
         assert followed.split() == [b"line1", b"line2", b"line3"]

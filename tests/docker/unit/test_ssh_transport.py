@@ -45,7 +45,11 @@ def test_the_command_multiplexes_and_leaves_the_rest_to_the_users_ssh_config() -
     # Without a control path (multiplexing off): no control options at all, the user's
     # ~/.ssh/config decides.
     assert ssh_command(SshTarget("box"), None) == [
-        "ssh", "-T", "--", "box", "docker system dial-stdio"
+        "ssh",
+        "-T",
+        "--",
+        "box",
+        "docker system dial-stdio",
     ]
 
 

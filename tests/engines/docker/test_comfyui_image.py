@@ -67,22 +67,35 @@ def test_comfyui_starts_through_its_image_and_keeps_user_data(comfy_image: Any) 
     engine = comfy_image
     port = free_port()
     service = Service(
-        name="comfy", engine=Engine.COMFYUI, image=IMAGE, port=port,
+        name="comfy",
+        engine=Engine.COMFYUI,
+        image=IMAGE,
+        port=port,
         args=("--preview-method", "auto"),
     )
     first = start(engine, service)
     stats = httpx.get(f"http://127.0.0.1:{port}/system_stats", trust_env=False).json()
     assert stats["system"]["argv"] == [
-        "--listen", "--port", "8188", "--enable-manager", "--enable-manager-legacy-ui",
-        "--cpu", "--preview-method", "auto",
+        "--listen",
+        "--port",
+        "8188",
+        "--enable-manager",
+        "--enable-manager-legacy-ui",
+        "--cpu",
+        "--preview-method",
+        "auto",
     ]
     assert engine.inspect(first)["Config"]["Cmd"] == ["bash", "/runner-scripts/entrypoint.sh"]
 
     workflow = "/root/ComfyUI/user/default/workflows/mine.json"
     container = sdk_of(engine).containers.get(first)
     code, _ = container.exec_run(
-        ["bash", "-c", f"mkdir -p $(dirname {workflow}) && echo '{{}}' > {workflow} && "
-         "echo x > /root/ComfyUI/custom_nodes/node.py && echo y > /root/ComfyUI/output/a.png"]
+        [
+            "bash",
+            "-c",
+            f"mkdir -p $(dirname {workflow}) && echo '{{}}' > {workflow} && "
+            "echo x > /root/ComfyUI/custom_nodes/node.py && echo y > /root/ComfyUI/output/a.png",
+        ]
     )
     assert code == 0
     mounts = engine.inspect(first)["Mounts"]
@@ -99,8 +112,14 @@ def test_comfyui_starts_through_its_image_and_keeps_user_data(comfy_image: Any) 
     # The bundle was copied again into the new container (ComfyUI itself is not in a volume),
     # and what the image ships in models/ is there without overwriting the user's files.
     code, _ = container.exec_run(
-        ["test", "-f", "/root/ComfyUI/main.py", "-a", "-f",
-         "/root/ComfyUI/models/checkpoints/put_checkpoints_here"]
+        [
+            "test",
+            "-f",
+            "/root/ComfyUI/main.py",
+            "-a",
+            "-f",
+            "/root/ComfyUI/models/checkpoints/put_checkpoints_here",
+        ]
     )
     assert code == 0
     # Nothing anonymous: every mount of the new container is one of the named volumes.

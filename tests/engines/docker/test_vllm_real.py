@@ -24,20 +24,23 @@ def test_vllm_service_starts_answers_and_exposes_metrics(clean_namespace, write_
     if not (venv / ".complete").exists() or not (model / ".complete").exists():
         _unavailable("vLLM venv or model missing: run `bash scripts/test-env.sh`")
     port = free_port()
-    write_profile("vllm-cpu", services={
-        "smol": {
-            "engine": "vllm",
-            "image": VLLM_IMAGE,
-            "model": "/model",
-            "served_name": "smol",
-            "port": port,
-            "gpu": "none",
-            "args": ["--max-model-len", "2048", "--dtype", "bfloat16", "--enforce-eager"],
-            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-            "volumes": {str(venv): "/opt/vllm:ro", str(model): "/model:ro"},
-            "health": {"timeout": 420},
+    write_profile(
+        "vllm-cpu",
+        services={
+            "smol": {
+                "engine": "vllm",
+                "image": VLLM_IMAGE,
+                "model": "/model",
+                "served_name": "smol",
+                "port": port,
+                "gpu": "none",
+                "args": ["--max-model-len", "2048", "--dtype", "bfloat16", "--enforce-eager"],
+                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                "volumes": {str(venv): "/opt/vllm:ro", str(model): "/model:ro"},
+                "health": {"timeout": 420},
+            },
         },
-    })
+    )
     result = run_cli("profile", "switch", "vllm-cpu", "--yes", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout)["services"]
@@ -46,10 +49,15 @@ def test_vllm_service_starts_answers_and_exposes_metrics(clean_namespace, write_
     base = f"http://127.0.0.1:{port}"
     models = httpx.get(f"{base}/v1/models", timeout=10).json()
     assert [item["id"] for item in models["data"]] == ["smol"]
-    answer = httpx.post(f"{base}/v1/chat/completions", timeout=120, json={
-        "model": "smol", "max_tokens": 8,
-        "messages": [{"role": "user", "content": "Say hello."}],
-    }).json()
+    answer = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": "smol",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        },
+    ).json()
     assert answer["choices"][0]["message"]["content"].strip()
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
     assert "vllm:num_requests_waiting" in metrics

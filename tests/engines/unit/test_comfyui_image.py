@@ -23,7 +23,10 @@ GPUS = {0: 24 * GIB}
 
 def comfy(**fields: object) -> Service:
     base: dict[str, object] = {
-        "name": "comfy", "engine": Engine.COMFYUI, "image": IMAGE, "port": 8188,
+        "name": "comfy",
+        "engine": Engine.COMFYUI,
+        "image": IMAGE,
+        "port": 8188,
     }
     return Service(**{**base, **fields})  # type: ignore[arg-type]
 
@@ -42,7 +45,12 @@ def test_the_default_image_is_the_one_the_double_describes() -> None:
 
 def test_a_gpu_service_starts_comfyui_with_its_reserve() -> None:
     beside = Service(
-        name="chat", engine=Engine.VLLM, image="v", port=8000, model="m", gpus=(0,),
+        name="chat",
+        engine=Engine.VLLM,
+        image="v",
+        port=8000,
+        model="m",
+        gpus=(0,),
         vram=MemoryAmount.parse("8GiB"),
     )
     spec = build_container(comfy(gpus=(0,), vram=MemoryAmount.parse("10GiB")), GPUS, [beside])

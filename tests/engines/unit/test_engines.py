@@ -69,7 +69,15 @@ def test_vllm_on_cpu_has_no_gpu_flags() -> None:
 def test_llamacpp_arguments() -> None:
     cpu = build_container(service(engine=Engine.LLAMACPP, model="/m.gguf", port=8090), {})
     assert list(cpu.command) == [
-        "-m", "/m.gguf", "--host", "0.0.0.0", "--port", "8080", "--metrics", "--alias", "svc"
+        "-m",
+        "/m.gguf",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--metrics",
+        "--alias",
+        "svc",
     ]
     assert (cpu.container_port, cpu.host_port) == (8080, 8090)
     gpu = build_container(
@@ -106,9 +114,10 @@ def test_spec_hash_changes_with_the_container_not_with_flags() -> None:
     base = service(model="m")
     same = build_container(base, {})
     assert same.spec_hash() == build_container(service(model="m", pinned=True), {}).spec_hash()
-    assert same.spec_hash() == build_container(
-        service(model="m", health=Health(timeout_s=5)), {}
-    ).spec_hash()
+    assert (
+        same.spec_hash()
+        == build_container(service(model="m", health=Health(timeout_s=5)), {}).spec_hash()
+    )
     assert same.spec_hash() != build_container(service(model="m2"), {}).spec_hash()
     assert same.spec_hash() != build_container(service(model="m", args=("--x",)), {}).spec_hash()
     assert same.spec_hash() != build_container(service(model="m", port=9001), {}).spec_hash()
@@ -139,9 +148,7 @@ def test_fractional_percentages_stay_exact() -> None:
 
 
 def test_budgets_resolve_against_each_gpus_own_total() -> None:
-    spec = build_container(
-        service(model="m", gpus=(0, 1), vram=MemoryAmount.parse("35%")), MIXED
-    )
+    spec = build_container(service(model="m", gpus=(0, 1), vram=MemoryAmount.parse("35%")), MIXED)
     assert spec.gpu_vram == ((0, 24 * GIB * 35 // 100), (1, 48 * 10**9 * 35 // 100))
     assert spec.vram_bytes == 24 * GIB * 35 // 100  # the smallest, for labels
     args = list(spec.command)
@@ -199,8 +206,13 @@ def test_comfyui_on_the_cpu_and_its_arguments() -> None:
 def test_comfyui_user_data_lives_in_named_volumes_unless_mounted() -> None:
     spec = build_container(service(engine=Engine.COMFYUI), {})
     mounts = {volume.container: volume.host for volume in spec.volumes}
-    for path in ("/root/ComfyUI/custom_nodes", "/root/ComfyUI/models", "/root/ComfyUI/user",
-                 "/root/ComfyUI/output", "/root/ComfyUI/input"):
+    for path in (
+        "/root/ComfyUI/custom_nodes",
+        "/root/ComfyUI/models",
+        "/root/ComfyUI/user",
+        "/root/ComfyUI/output",
+        "/root/ComfyUI/input",
+    ):
         assert mounts[path].startswith("aither-comfyui-")  # a name, not a host path
     mine = Volume("/srv/models", "/root/ComfyUI/models")
     spec = build_container(service(engine=Engine.COMFYUI, volumes=(mine,)), {})
@@ -252,15 +264,14 @@ def test_which_engines_allocate_gpu_memory_as_they_start() -> None:
     assert not allocates_gpu_at_start(gpu_spec(Engine.LLAMACPP, args=("-ngl", "0")))
     assert not allocates_gpu_at_start(gpu_spec(Engine.OLLAMA))
     assert not allocates_gpu_at_start(gpu_spec(Engine.COMFYUI))
-    assert allocates_gpu_at_start(
-        gpu_spec(Engine.GENERIC, image="x:1", health=Health(path="/h"))
-    )
+    assert allocates_gpu_at_start(gpu_spec(Engine.GENERIC, image="x:1", health=Health(path="/h")))
     assert not allocates_gpu_at_start(build_container(service(model="m"), {}))  # on the CPU
 
 
 def test_router_and_monitor_read_engine_knowledge_from_the_drivers() -> None:
     assert queue_metrics() == {
-        "vllm": "vllm:num_requests_waiting", "llamacpp": "llamacpp:requests_deferred"
+        "vllm": "vllm:num_requests_waiting",
+        "llamacpp": "llamacpp:requests_deferred",
     }
     assert health_paths()["ollama"] == "/api/version"
     assert [e.path for e in driver_for(Engine.COMFYUI).metrics] == ["/queue", "/system_stats"]
@@ -272,9 +283,7 @@ def test_router_and_monitor_read_engine_knowledge_from_the_drivers() -> None:
     )
     assert release_requests("vllm", []) is None
     assert driver_for(Engine.LLAMACPP).default_concurrency(service(engine=Engine.LLAMACPP)) == 4
-    assert driver_for(Engine.VLLM).default_concurrency(
-        service(args=("--max-num-seqs", "32"))
-    ) == 32
+    assert driver_for(Engine.VLLM).default_concurrency(service(args=("--max-num-seqs", "32"))) == 32
 
 
 class ThrowawayDriver:
@@ -295,8 +304,14 @@ class ThrowawayDriver:
     def container(self, service: Service, port: int, gpus: Sequence[GpuShare]) -> EngineContainer:
         share = gpus[0].budget_bytes / gpus[0].total_bytes if gpus else 0
         return EngineContainer(
-            command=("--model-path", str(service.model), "--port", str(port),
-                     "--mem-fraction-static", f"{share:.2f}"),
+            command=(
+                "--model-path",
+                str(service.model),
+                "--port",
+                str(port),
+                "--mem-fraction-static",
+                f"{share:.2f}",
+            ),
             ipc_host=True,
         )
 
@@ -327,11 +342,22 @@ def sglang() -> Iterator[ThrowawayDriver]:
 def test_a_new_engine_is_one_driver_and_one_registration(sglang: ThrowawayDriver) -> None:
     from aitherctl.monitor.scrape import endpoints_of
 
-    svc = service(engine="sglang", image="lmsysorg/sglang:v0.5.0", model="org/m", gpus=(0,),
-                  vram=MemoryAmount.parse("50%"))
+    svc = service(
+        engine="sglang",
+        image="lmsysorg/sglang:v0.5.0",
+        model="org/m",
+        gpus=(0,),
+        vram=MemoryAmount.parse("50%"),
+    )
     spec = build_container(svc, GPU)
-    assert spec.command == ("--model-path", "org/m", "--port", "30000",
-                            "--mem-fraction-static", "0.50")
+    assert spec.command == (
+        "--model-path",
+        "org/m",
+        "--port",
+        "30000",
+        "--mem-fraction-static",
+        "0.50",
+    )
     assert spec.container_port == 30000
     assert spec.ipc_host
     assert spec.readiness.timeout_s == 600.0
@@ -357,8 +383,9 @@ def test_comfyui_reserve_counts_only_resident_neighbours() -> None:
     from aitherctl.switching.specs import build_specs
 
     def gpu_service(name: str, engine: Engine, vram: str, **extra: object) -> Service:
-        return service(name=name, engine=engine, model="m", gpus=(0,),
-                       vram=MemoryAmount.parse(vram), **extra)
+        return service(
+            name=name, engine=engine, model="m", gpus=(0,), vram=MemoryAmount.parse(vram), **extra
+        )
 
     services = {
         "comfy": gpu_service("comfy", Engine.COMFYUI, "10GiB"),

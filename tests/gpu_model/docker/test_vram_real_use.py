@@ -27,9 +27,18 @@ def greedy(clean_namespace: Any, write_profile: Any, base_image: str) -> dict[st
     from aitherctl.switching.specs import build_specs
 
     port = free_port()
-    write_profile("greedy", services={"llm": {
-        "engine": "llamacpp", "model": "/models/m.gguf", "port": port, "gpu": 0, "vram": "2GiB",
-    }})
+    write_profile(
+        "greedy",
+        services={
+            "llm": {
+                "engine": "llamacpp",
+                "model": "/models/m.gguf",
+                "port": port,
+                "gpu": 0,
+                "vram": "2GiB",
+            }
+        },
+    )
     spec = build_specs(ProfileCatalog().load("greedy"), {0: 24 * GIB}).resident["llm"]
     engine = clean_namespace
     client = sdk_of(engine).api
@@ -73,18 +82,30 @@ def test_the_planner_counts_a_kept_service_at_what_it_really_holds(
     from aitherctl.cli import runtime
     from aitherctl.cli.app import app
 
-    double = NvmlDouble([
-        FakeGpu(
-            total_bytes=8 * GIB,
-            used_bytes=5 * GIB,
-            processes=[(greedy["pid"], 3 * GIB), (4242, 2 * GIB)],
-        )
-    ])
+    double = NvmlDouble(
+        [
+            FakeGpu(
+                total_bytes=8 * GIB,
+                used_bytes=5 * GIB,
+                processes=[(greedy["pid"], 3 * GIB), (4242, 2 * GIB)],
+            )
+        ]
+    )
     monkeypatch.setattr(runtime, "nvml_module", double)
-    write_profile("greedy-plus", extends="greedy", gpu={"reserve": "1GiB"}, services={"small": {
-        "engine": "llamacpp", "model": "/models/s.gguf", "port": free_port(), "gpu": 0,
-        "vram": "2560MiB",
-    }})
+    write_profile(
+        "greedy-plus",
+        extends="greedy",
+        gpu={"reserve": "1GiB"},
+        services={
+            "small": {
+                "engine": "llamacpp",
+                "model": "/models/s.gguf",
+                "port": free_port(),
+                "gpu": 0,
+                "vram": "2560MiB",
+            }
+        },
+    )
     result = CliRunner().invoke(app, ["profile", "plan", "greedy-plus"])
     assert result.exit_code == 5, result.output
     assert "needed                  8.5 GiB  of 8.0 GiB: missing 512 MiB" in result.stderr

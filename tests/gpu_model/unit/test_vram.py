@@ -172,8 +172,14 @@ def test_budgets_resolve_against_each_gpus_own_total() -> None:
     from aitherctl.profiles.profile import Engine, Health, Service
 
     service = Service(
-        name="tp", engine=Engine.VLLM, image="img", port=8000, model="m", health=Health(),
-        gpus=(0, 1), vram=MemoryAmount.parse("50%"),
+        name="tp",
+        engine=Engine.VLLM,
+        image="img",
+        port=8000,
+        model="m",
+        health=Health(),
+        gpus=(0, 1),
+        vram=MemoryAmount.parse("50%"),
     )
     spec = build_container(service, {0: 24 * GIB, 1: 48 * GIB})
     check = check_vram(

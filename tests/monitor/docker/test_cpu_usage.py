@@ -47,7 +47,16 @@ def test_ps_status_and_the_monitor_show_cpu_and_ram_against_the_budget(  # type:
     table = run_cli("ps", env={"COLUMNS": "200"}).stdout.splitlines()
     # No VRAM column where no GPU service runs.
     assert table[1].split() == [
-        "service", "engine", "model", "state", "health", "port", "gpu", "cpu", "ram", "up"
+        "service",
+        "engine",
+        "model",
+        "state",
+        "health",
+        "port",
+        "gpu",
+        "cpu",
+        "ram",
+        "up",
     ]
     assert re.search(r"  cpu  \d+\.\d%  \d+(\.\d)? MiB / 1\.0 GiB  ", table[2]), table[2]
     # At 80 columns a cell may wrap between words, never inside one.

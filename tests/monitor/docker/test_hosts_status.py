@@ -38,8 +38,11 @@ def duo(write_profile: Callable[..., Path], hosts: TwoHosts) -> Iterator[dict[st
         "a": {"docker": hosts.a.url, "address": "127.0.0.1"},
         "b": {"docker": hosts.b.url, "address": "127.0.0.1"},
     }
-    write_profile("duo", hosts=declared,
-                  services={"one": llama(ports["one"], "a"), "two": llama(ports["two"], "b")})
+    write_profile(
+        "duo",
+        hosts=declared,
+        services={"one": llama(ports["one"], "a"), "two": llama(ports["two"], "b")},
+    )
     write_profile("solo", services={})
     switched = run_cli("profile", "switch", "duo", "--yes")
     assert switched.returncode == 0, switched.stdout + switched.stderr

@@ -43,12 +43,19 @@ class Clock:
 def gpu_container(docker_engine: Any, namespace: str) -> Iterator[str]:
     """A running managed container of this namespace that says it holds GPU 0."""
     labels = {
-        c.LABEL_MANAGED: "true", c.LABEL_NAMESPACE: namespace, c.LABEL_SERVICE: "chat",
-        c.LABEL_PROFILE: "two-boxes", c.LABEL_ENGINE: "vllm", c.LABEL_GPUS: "0",
+        c.LABEL_MANAGED: "true",
+        c.LABEL_NAMESPACE: namespace,
+        c.LABEL_SERVICE: "chat",
+        c.LABEL_PROFILE: "two-boxes",
+        c.LABEL_ENGINE: "vllm",
+        c.LABEL_GPUS: "0",
         c.LABEL_PORT: "18000",
     }
     made = sdk_of(docker_engine).containers.run(
-        BASE_IMAGE, ["sleep", "600"], labels=labels, detach=True,
+        BASE_IMAGE,
+        ["sleep", "600"],
+        labels=labels,
+        detach=True,
         name=f"aither-{namespace}-chat-gpu",
     )
     yield made.id
@@ -88,7 +95,7 @@ def test_the_monitor_never_waits_and_reads_again_only_when_stale(
             time.sleep(0.2)
             reading = remote.read()[0]
         assert reading.gpus.error is None
-        assert [gpu.name for gpu in reading.gpus.gpus][0] == "NVIDIA H100 80GB HBM3"
+        assert next(gpu.name for gpu in reading.gpus.gpus) == "NVIDIA H100 80GB HBM3"
         assert gpu_container in reading.pids  # docker top of the GPU container
         assert calls == [BASE_IMAGE]  # the GPU service's own image: nothing pulled
 

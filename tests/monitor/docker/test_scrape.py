@@ -145,21 +145,27 @@ def test_comfyui_merges_both_endpoints(servers: Callable[..., str]) -> None:
 
 
 def test_llamacpp_asks_slots_only_when_metrics_are_off(servers: Callable[..., str]) -> None:
-    with_metrics = servers({
-        "/metrics": (200, b"llamacpp:requests_processing 1\n"),
-        "/slots": (500, b"must not be asked"),
-    })
+    with_metrics = servers(
+        {
+            "/metrics": (200, b"llamacpp:requests_processing 1\n"),
+            "/slots": (500, b"must not be asked"),
+        }
+    )
     # llama-server without --metrics answers 501 there; /slots still tells the busy slots.
-    without_metrics = servers({
-        "/metrics": (501, b'{"error":{"code":501}}'),
-        "/slots": (200, b'[{"id":0,"is_processing":true},{"id":1,"is_processing":false}]'),
-    })
+    without_metrics = servers(
+        {
+            "/metrics": (501, b'{"error":{"code":501}}'),
+            "/slots": (200, b'[{"id":0,"is_processing":true},{"id":1,"is_processing":false}]'),
+        }
+    )
     scraper = Scraper(timeout_s=0.5)
     try:
-        results = scraper.scrape_all([
-            ScrapeTarget("on", "llamacpp", with_metrics),
-            ScrapeTarget("off", "llamacpp", without_metrics),
-        ])
+        results = scraper.scrape_all(
+            [
+                ScrapeTarget("on", "llamacpp", with_metrics),
+                ScrapeTarget("off", "llamacpp", without_metrics),
+            ]
+        )
     finally:
         scraper.close()
     on, off = results["on"], results["off"]

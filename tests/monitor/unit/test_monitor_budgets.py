@@ -18,7 +18,8 @@ def test_budgets_on_a_24_and_a_48_gb_card(tmp_path: Path) -> None:
     small, large = 24 * GIB * 35 // 100, 48 * GIB * 35 // 100
     big = replace(
         container("big", 1, engine="vllm", port=8001, gpus=(0, 1)),
-        vram_bytes=small, gpu_vram=((0, small), (1, large)),
+        vram_bytes=small,
+        gpu_vram=((0, small), (1, large)),
     )
     nvml = NvmlDouble([FakeGpu(total_bytes=24 * GIB), FakeGpu(total_bytes=48 * GIB)])
     (tmp_path / "proc").mkdir()

@@ -11,9 +11,21 @@ from aitherctl.routing.ledger import LedgerRow
 
 def row(outcome: str, attempts: int, backend: str | None, model: str | None = None) -> LedgerRow:
     return LedgerRow(
-        ts=100.0, profile="p", effort=3, tier="t", backend=backend, model=model, local=True,
-        tokens_in=1, tokens_out=1, cost_usd=0.0, ttft_s=None, total_s=None, outcome=outcome,
-        attempts=attempts, prompt_sha256=None,
+        ts=100.0,
+        profile="p",
+        effort=3,
+        tier="t",
+        backend=backend,
+        model=model,
+        local=True,
+        tokens_in=1,
+        tokens_out=1,
+        cost_usd=0.0,
+        ttft_s=None,
+        total_s=None,
+        outcome=outcome,
+        attempts=attempts,
+        prompt_sha256=None,
     )
 
 
@@ -30,12 +42,14 @@ class Rows:
 
 def test_each_outcome_is_named_for_what_it_was() -> None:
     log = LedgerLog(
-        Rows([
-            row("ok", 1, "local", "smol"),  # answered at once: not an event
-            row("ok", 2, "cloud", "gpt-5"),
-            row("budget", 0, None),
-            row("failed", 3, "local", "smol"),
-        ]),
+        Rows(
+            [
+                row("ok", 1, "local", "smol"),  # answered at once: not an event
+                row("ok", 2, "cloud", "gpt-5"),
+                row("budget", 0, None),
+                row("failed", 3, "local", "smol"),
+            ]
+        ),
         clock=lambda: 200.0,
     )
     assert [(entry.kind, entry.message) for entry in log.recent(10)] == [

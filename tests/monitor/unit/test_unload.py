@@ -16,7 +16,8 @@ def test_ollama_unloads_every_loaded_model_it_lists() -> None:
         assert state.loaded == {}
         posts = [body for method, path, body in state.requests if method == "POST"]
     assert posts == [
-        {"model": "qwen3:8b", "keep_alive": 0}, {"model": "llama3.2:1b", "keep_alive": 0}
+        {"model": "qwen3:8b", "keep_alive": 0},
+        {"model": "llama3.2:1b", "keep_alive": 0},
     ]
     assert message == "asked ollama to unload qwen3:8b, llama3.2:1b"
 

@@ -44,7 +44,9 @@ def test_builtin_profiles_are_valid_and_fit(catalog: ProfileCatalog) -> None:
 def test_yaml_syntax_error_names_where_the_construct_starts_and_where_parsing_stopped(
     catalog, write_profile
 ) -> None:
-    path = write_profile("broken", """
+    path = write_profile(
+        "broken",
+        """
         name: broken
         services:
           a:
@@ -55,77 +57,96 @@ def test_yaml_syntax_error_names_where_the_construct_starts_and_where_parsing_st
           b:
             engine: ollama
             port: 11434
-        """)
+        """,
+    )
     assert error_of(catalog, "broken") == (
         f"{path}:6: unclosed '[' "
         "(parsing stopped at line 7: expected ',' or ']', but got '<scalar>')"
     )
-    path = write_profile("quote", "services:\n  a:\n    model: \"org/m\n    port: 1\n")
+    path = write_profile("quote", 'services:\n  a:\n    model: "org/m\n    port: 1\n')
     assert error_of(catalog, "quote") == (
         f'{path}:3: unclosed " (parsing stopped at line 5: found unexpected end of stream)'
     )
 
 
 def test_unknown_key_suggests_the_right_one(catalog, write_profile) -> None:
-    path = write_profile("typo", """
+    path = write_profile(
+        "typo",
+        """
         services:
           web:
             engine: llamacpp
             model: /m.gguf
             prot: 8080
-        """)
+        """,
+    )
     assert error_of(catalog, "typo") == (
         f"{path}:5: unknown key 'prot' in service 'web' (did you mean 'port'?)"
     )
 
 
 def test_wrong_type_names_the_field(catalog, write_profile) -> None:
-    path = write_profile("types", """
+    path = write_profile(
+        "types",
+        """
         services:
           web:
             engine: llamacpp
             model: /m.gguf
             port: "eighty"
-        """)
+        """,
+    )
     assert error_of(catalog, "types") == (
         f"{path}:5: port: must be a port number from 1 to 65535, not 'eighty'"
     )
 
 
 def test_budget_over_a_gpu_is_refused(catalog, write_profile) -> None:
-    path = write_profile("greedy", """
+    path = write_profile(
+        "greedy",
+        """
         gpu: {reserve: 10%}
         services:
           a: {engine: vllm, model: m1, port: 8001, gpu: 0, vram: 60%}
           b: {engine: vllm, model: m2, port: 8002, gpu: 0, vram: 35%}
-        """)
+        """,
+    )
     assert error_of(catalog, "greedy") == (
         f"{path}:4: GPU 0 budgets add up to 95% (a 60% + b 35%) plus the 10% reserve, over 100%"
     )
 
 
 def test_single_budget_over_100_percent(catalog, write_profile) -> None:
-    path = write_profile("huge", """
+    path = write_profile(
+        "huge",
+        """
         services:
           a: {engine: vllm, model: m1, port: 8001, gpu: 0, vram: 120%}
-        """)
+        """,
+    )
     assert error_of(catalog, "huge") == f"{path}:2: vram: 120% is outside 0–100% of a GPU"
 
 
 def test_two_services_on_one_port(catalog, write_profile) -> None:
-    path = write_profile("clash", """
+    path = write_profile(
+        "clash",
+        """
         services:
           a: {engine: llamacpp, model: /a.gguf, port: 8080}
           b: {engine: llamacpp, model: /b.gguf, port: 8080}
-        """)
+        """,
+    )
     assert error_of(catalog, "clash") == f"{path}:3: services 'a' and 'b' both use port 8080"
 
 
 def test_gpu_service_without_budget(catalog, write_profile) -> None:
-    path = write_profile("nobudget", """
+    path = write_profile(
+        "nobudget",
+        """
         services:
           a: {engine: vllm, model: m, port: 8001, gpu: 0}
-        """)
+        """,
+    )
     assert error_of(catalog, "nobudget") == (
         f"{path}:2: service 'a': runs on GPU 0 but has no `vram` budget (e.g. 35%)"
     )
@@ -144,13 +165,16 @@ def test_unknown_profile_is_not_found(catalog) -> None:
 
 
 def test_extends_overrides_services_by_name_and_keeps_routing(catalog, write_profile) -> None:
-    write_profile("small", """
+    write_profile(
+        "small",
+        """
         extends: dev
         description: dev with a smaller coder and no vision
         services:
           coding: {vram: 10%}
           vision: null
-        """)
+        """,
+    )
     small = catalog.load("small")
     dev = catalog.load("dev")
     assert small.services["coding"].vram.fraction == 0.10  # type: ignore[union-attr]
@@ -163,11 +187,14 @@ def test_extends_overrides_services_by_name_and_keeps_routing(catalog, write_pro
 def test_user_profile_of_the_same_name_wins_and_can_extend_the_builtin(
     catalog, write_profile
 ) -> None:
-    write_profile("cpu", """
+    write_profile(
+        "cpu",
+        """
         extends: cpu
         services:
           assistant: {port: 9999}
-        """)
+        """,
+    )
     cpu = catalog.load("cpu")
     assert cpu.services["assistant"].port == 9999
     assert cpu.services["assistant"].engine is Engine.LLAMACPP
@@ -185,7 +212,9 @@ def test_extends_cycle_and_unknown_parent(catalog, write_profile) -> None:
 
 
 def test_absolute_budget_and_volumes(catalog, write_profile, tmp_path) -> None:
-    write_profile("abs", """
+    write_profile(
+        "abs",
+        """
         services:
           a:
             engine: ollama
@@ -194,7 +223,8 @@ def test_absolute_budget_and_volumes(catalog, write_profile, tmp_path) -> None:
             vram: 12GiB
             keep_alive: 10m
             volumes: ["./models:/root/.ollama", "cache:/cache:ro"]
-        """)
+        """,
+    )
     service = catalog.load("abs").services["a"]
     assert service.vram.resolve(24 * GIB) == 12 * GIB  # type: ignore[union-attr]
     assert service.gpus == (0, 1)
@@ -203,10 +233,13 @@ def test_absolute_budget_and_volumes(catalog, write_profile, tmp_path) -> None:
 
 
 def test_ollama_settings_only_on_ollama(catalog, write_profile) -> None:
-    path = write_profile("wrong", """
+    path = write_profile(
+        "wrong",
+        """
         services:
           a: {engine: vllm, model: m, port: 1, keep_alive: 5m}
-        """)
+        """,
+    )
     assert error_of(catalog, "wrong") == (
         f"{path}:2: service 'a': `keep_alive` is an Ollama setting; this service's engine is vllm"
     )
@@ -220,7 +253,9 @@ def test_name_must_match_file(catalog, write_profile) -> None:
 
 
 def test_merge_keys_share_an_anchor_between_services(catalog, write_profile) -> None:
-    write_profile("anchors", """
+    write_profile(
+        "anchors",
+        """
         x-vllm: &vllm
           engine: vllm
           gpu: 0
@@ -237,7 +272,8 @@ def test_merge_keys_share_an_anchor_between_services(catalog, write_profile) -> 
             port: 8002
             vram: 20%
             args: [--max-model-len, "4096"]
-        """)
+        """,
+    )
     profile = catalog.load("anchors")
     chat, code = profile.services["chat"], profile.services["code"]
     assert (chat.engine, chat.gpus, chat.args) == (Engine.VLLM, (0,), ("--max-model-len", "8192"))
@@ -245,13 +281,16 @@ def test_merge_keys_share_an_anchor_between_services(catalog, write_profile) -> 
 
 
 def test_a_mistake_in_a_merged_anchor_points_at_the_anchor(catalog, write_profile) -> None:
-    path = write_profile("badanchor", """
+    path = write_profile(
+        "badanchor",
+        """
         x-base: &base
           engine: vllm
           port: eighty
         services:
           a: {<<: *base, model: m}
-        """)
+        """,
+    )
     assert error_of(catalog, "badanchor") == (
         f"{path}:3: port: must be a port number from 1 to 65535, not 'eighty'"
     )
@@ -270,37 +309,51 @@ def test_port_clash_is_found_whatever_the_order(catalog, write_profile, order) -
 
 
 def test_different_addresses_may_share_a_port(catalog, write_profile) -> None:
-    write_profile("lan", """
+    write_profile(
+        "lan",
+        """
         services:
           a: {engine: llamacpp, model: /a.gguf, port: 8080, bind: 127.0.0.1}
           b: {engine: llamacpp, model: /b.gguf, port: 8080, bind: 192.168.1.20, api_key_env: K}
-        """)
+        """,
+    )
     assert set(catalog.load("lan").services) == {"a", "b"}
 
 
 def test_port_clash_across_extends_blames_the_child(catalog, write_profile) -> None:
-    write_profile("base", """
+    write_profile(
+        "base",
+        """
         services:
           a: {engine: llamacpp, model: /a.gguf, port: 8080}
           b: {engine: llamacpp, model: /b.gguf, port: 8081}
-        """)
-    child = write_profile("child", """
+        """,
+    )
+    child = write_profile(
+        "child",
+        """
         extends: base
         services:
           b: {port: 8080}
-        """)
+        """,
+    )
     assert error_of(catalog, "child") == f"{child}:3: services 'a' and 'b' both use port 8080"
     # The same clash written the other way round in the child: still found, still the child.
-    other = write_profile("other", """
+    other = write_profile(
+        "other",
+        """
         extends: base
         services:
           a: {port: 8081}
-        """)
+        """,
+    )
     assert error_of(catalog, "other") == f"{other}:3: services 'b' and 'a' both use port 8081"
 
 
 def test_env_references_expand_from_the_given_environment(profile_dir, write_profile) -> None:
-    path = write_profile("secrets", """
+    path = write_profile(
+        "secrets",
+        """
         services:
           a:
             engine: ollama
@@ -309,11 +362,14 @@ def test_env_references_expand_from_the_given_environment(profile_dir, write_pro
               HF_TOKEN: ${HF_TOKEN}
               MODE: ${MODE:-fast}
               PRICE: "$$5 ${CURRENCY-usd}"
-        """)
+        """,
+    )
     environ = {"HF_TOKEN": "hf_secret", "CURRENCY": ""}
     profile = ProfileCatalog(user_dir=profile_dir, environ=environ).load("secrets")
     assert dict(profile.services["a"].env) == {
-        "HF_TOKEN": "hf_secret", "MODE": "fast", "PRICE": "$5 ",
+        "HF_TOKEN": "hf_secret",
+        "MODE": "fast",
+        "PRICE": "$5 ",
     }
     written = ProfileCatalog(user_dir=profile_dir, environ=environ).load("secrets", expand=False)
     assert dict(written.services["a"].env)["HF_TOKEN"] == "${HF_TOKEN}"
@@ -326,13 +382,16 @@ def test_env_references_expand_from_the_given_environment(profile_dir, write_pro
 
 
 def test_malformed_reference_is_an_error_even_unexpanded(catalog, write_profile) -> None:
-    path = write_profile("badref", """
+    path = write_profile(
+        "badref",
+        """
         services:
           a:
             engine: ollama
             port: 11434
             env: {A: "${1BAD}", B: "${OPEN"}
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as caught:
         catalog.load("badref", expand=False)
     assert caught.value.message == (
@@ -341,14 +400,17 @@ def test_malformed_reference_is_an_error_even_unexpanded(catalog, write_profile)
 
 
 def test_every_problem_in_a_file_is_reported(catalog, write_profile) -> None:
-    path = write_profile("many", """
+    path = write_profile(
+        "many",
+        """
         services:
           a: {engine: vllm, model: m, port: 8001, gpu: 0}
           b: {engine: llamacpp, port: 8002}
           c: {engine: ollama, prot: 8003}
           d: {engine: ollama, port: 8001, bind: 0.0.0.0}
         allow_unauthenticated_network: true
-        """)
+        """,
+    )
     with pytest.raises(ConfigProblems) as caught:
         catalog.load("many")
     assert [problem.message for problem in caught.value.problems] == [
@@ -390,10 +452,14 @@ def test_merge_key_precedence_and_loops() -> None:
     assert doc.line(("c", "z")) == 5
     for text, message in [
         ("a: &a [*a]\n", "m.yaml:1: an alias refers to a value that contains it"),
-        ("a: 1\nb: {<<: 3}\n", "m.yaml:2: `<<` merges a mapping (an alias like *base, or a "
-         "list of them)"),
-        ("a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n", "m.yaml:2: duplicate key 'y' (the earlier "
-         "one is on line 2)"),
+        (
+            "a: 1\nb: {<<: 3}\n",
+            "m.yaml:2: `<<` merges a mapping (an alias like *base, or a list of them)",
+        ),
+        (
+            "a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n",
+            "m.yaml:2: duplicate key 'y' (the earlier one is on line 2)",
+        ),
     ]:
         with pytest.raises(ConfigError) as caught:
             parse_yaml(text, "m.yaml")

@@ -187,5 +187,4 @@ def test_a_local_network_service_with_a_key_or_explicitly_unauthenticated_loads(
         allow_unauthenticated_network: "yes"
         services: {}
     """)
-    assert wrong.message == (
-        "two.yaml:2: `allow_unauthenticated_network` must be true or false")
+    assert wrong.message == ("two.yaml:2: `allow_unauthenticated_network` must be true or false")

@@ -123,8 +123,13 @@ def test_the_status_line_is_the_same_both_ways(served: Served) -> None:
     # A long, predictable answer (greedy): a sampled story can end after a few tokens, and a
     # rate needs at least 9 tokens over 0.2 s (run_report.tokens_per_s).
     results = _both(
-        "--tier", "small", "Count from 1 to 200, one number per line.", "--max-tokens", "80",
-        "--temperature", "0",
+        "--tier",
+        "small",
+        "Count from 1 to 200, one number per line.",
+        "--max-tokens",
+        "80",
+        "--temperature",
+        "0",
     )
     lines = {}
     for way, result in results.items():

@@ -67,10 +67,21 @@ def test_concurrent_runs_never_overshoot_the_daily_budget(
         env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}  # no engine needed
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "aitherctl", "run", "--profile", "metered", "--json",
-                 PROMPT],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "aitherctl",
+                    "run",
+                    "--profile",
+                    "metered",
+                    "--json",
+                    PROMPT,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=env,
             )
             for _ in range(PROCESSES)
         ]
@@ -101,7 +112,11 @@ def test_concurrent_runs_never_overshoot_the_daily_budget(
 
     usage = subprocess.run(
         [sys.executable, "-m", "aitherctl", "usage", "--json", "--profile", "metered"],
-        capture_output=True, text=True, env=env, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
     )
     report = json.loads(usage.stdout)
     assert report["budget"]["daily_usd"] == CAP_USD
@@ -113,16 +128,27 @@ def test_usage_uses_the_profile_run_uses(write_profile: Callable[..., Path]) -> 
     """No --profile: both take $AITHER_GPU_PROFILE when there is no active profile."""
     with chat_double() as cloud:
         write_profile("metered", **_metered(cloud.root, cap=0.07))
-        env = {**os.environ, "AITHER_GPU_PROFILE": "metered",
-               "DOCKER_HOST": "unix:///nonexistent.sock"}
+        env = {
+            **os.environ,
+            "AITHER_GPU_PROFILE": "metered",
+            "DOCKER_HOST": "unix:///nonexistent.sock",
+        }
         run = subprocess.run(
             [sys.executable, "-m", "aitherctl", "run", "--json", PROMPT],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
         )
         assert run.returncode == 0, run.stderr
         usage = subprocess.run(
             [sys.executable, "-m", "aitherctl", "usage", "--json"],
-            capture_output=True, text=True, env=env, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
         )
     ran = json.loads(run.stdout)
     report = json.loads(usage.stdout)
@@ -142,7 +168,10 @@ def test_usage_uses_the_profile_run_uses(write_profile: Callable[..., Path]) -> 
     ],
 )
 def test_a_sent_request_without_usage_is_charged_its_worst_case(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, object], charged: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, object],
+    charged: str,
 ) -> None:
     monkeypatch.setenv("AITHER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))

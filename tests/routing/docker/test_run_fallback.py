@@ -52,9 +52,11 @@ def _two_endpoints(first: str, second: str, *, timeout: float = 2.0, extra: str 
     ],
 )
 def test_error_before_first_token_falls_back(tmp_path: Path, mode: str, why: str) -> None:
-    with chat_double(mode=mode) as bad, chat_double() as good, router_for(
-        tmp_path, "duo", _two_endpoints(bad.root, good.root)
-    ) as router:
+    with (
+        chat_double(mode=mode) as bad,
+        chat_double() as good,
+        router_for(tmp_path, "duo", _two_endpoints(bad.root, good.root)) as router,
+    ):
         pieces: list[str] = []
         result = router.run(RunOptions("hello there"), pieces.append)
     assert result.outcome == "ok"
@@ -67,9 +69,11 @@ def test_error_before_first_token_falls_back(tmp_path: Path, mode: str, why: str
 
 
 def test_silent_server_falls_back_within_timeout(tmp_path: Path) -> None:
-    with chat_double(mode="silent") as bad, chat_double() as good, router_for(
-        tmp_path, "duo", _two_endpoints(bad.root, good.root, timeout=0.5)
-    ) as router:
+    with (
+        chat_double(mode="silent") as bad,
+        chat_double() as good,
+        router_for(tmp_path, "duo", _two_endpoints(bad.root, good.root, timeout=0.5)) as router,
+    ):
         start = time.perf_counter()
         result = router.run(RunOptions("hello"), lambda _: None)
         elapsed = time.perf_counter() - start
@@ -92,9 +96,11 @@ def test_refused_is_remembered_and_skipped_next_time(tmp_path: Path) -> None:
 
 
 def test_error_after_tokens_stops_and_never_splices(tmp_path: Path) -> None:
-    with chat_double(mode="broken_after") as bad, chat_double() as good, router_for(
-        tmp_path, "duo", _two_endpoints(bad.root, good.root)
-    ) as router:
+    with (
+        chat_double(mode="broken_after") as bad,
+        chat_double() as good,
+        router_for(tmp_path, "duo", _two_endpoints(bad.root, good.root)) as router,
+    ):
         pieces: list[str] = []
         with pytest.raises(BackendFailedError) as caught:
             router.run(RunOptions("hi"), pieces.append)
@@ -110,9 +116,12 @@ def test_error_after_tokens_stops_and_never_splices(tmp_path: Path) -> None:
 
 
 def test_all_fail_lists_every_attempt(tmp_path: Path) -> None:
-    with chat_double(mode="http500") as one, chat_double(mode="http429") as two, router_for(
-        tmp_path, "duo", _two_endpoints(one.root, two.root)
-    ) as router, pytest.raises(BackendFailedError) as caught:
+    with (
+        chat_double(mode="http500") as one,
+        chat_double(mode="http429") as two,
+        router_for(tmp_path, "duo", _two_endpoints(one.root, two.root)) as router,
+        pytest.raises(BackendFailedError) as caught,
+    ):
         router.run(RunOptions("hi"), lambda _: None)
     err = caught.value
     assert err.exit_code == 9
@@ -190,9 +199,10 @@ def test_budget_refusing_everything_exits_10(tmp_path: Path) -> None:
               paid: {{base_url: "{paid.root}/v1", model: p, price: {{input: 5, output: 5}}}}
             budget: {{daily_usd: 0.001}}
         """
-        with router_for(tmp_path, "broke", text) as router, pytest.raises(
-            BudgetExceededError
-        ) as caught:
+        with (
+            router_for(tmp_path, "broke", text) as router,
+            pytest.raises(BudgetExceededError) as caught,
+        ):
             router.run(RunOptions("hi", max_tokens=1000), lambda _: None)
         assert not paid.state.requests
     assert caught.value.exit_code == 10
@@ -259,14 +269,24 @@ def test_ollama_double_through_openai_compat(tmp_path: Path) -> None:
 
 
 def test_json_shape_and_ledger_row(tmp_path: Path) -> None:
-    with chat_double() as good, router_for(
-        tmp_path, "duo", _two_endpoints(good.root, good.root)
-    ) as router:
+    with (
+        chat_double() as good,
+        router_for(tmp_path, "duo", _two_endpoints(good.root, good.root)) as router,
+    ):
         result = router.run(RunOptions("Write a haiku about rain.", effort=2), lambda _: None)
     data = json.loads(json.dumps(result.to_json()))
     assert set(data) >= {
-        "answer", "effort", "tier", "backend", "model", "attempts", "tokens", "ttft_s",
-        "total_s", "cost_usd", "outcome",
+        "answer",
+        "effort",
+        "tier",
+        "backend",
+        "model",
+        "attempts",
+        "tokens",
+        "ttft_s",
+        "total_s",
+        "cost_usd",
+        "outcome",
     }
     assert data["effort"]["score"] == 2
     assert data["tier"] == "all"
@@ -276,7 +296,11 @@ def test_json_shape_and_ledger_row(tmp_path: Path) -> None:
     assert data["total_s"] >= data["ttft_s"]
     (row,) = Ledger().rows_since(0)
     assert (row.profile, row.effort, row.tier, row.backend, row.model) == (
-        "duo", 2, "all", "first", "m1"
+        "duo",
+        2,
+        "all",
+        "first",
+        "m1",
     )
     assert row.outcome == "ok"
     assert row.tokens_out == 5

@@ -28,9 +28,21 @@ def _private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _row(cost: float, ts: float = DAY + 10) -> LedgerRow:
     return LedgerRow(
-        ts=ts, profile="p", effort=5, tier="t", backend="cloud", model="m", local=False,
-        tokens_in=10, tokens_out=5, cost_usd=cost, ttft_s=0.1, total_s=0.2, outcome="ok",
-        attempts=1, prompt_sha256=None,
+        ts=ts,
+        profile="p",
+        effort=5,
+        tier="t",
+        backend="cloud",
+        model="m",
+        local=False,
+        tokens_in=10,
+        tokens_out=5,
+        cost_usd=cost,
+        ttft_s=0.1,
+        total_s=0.2,
+        outcome="ok",
+        attempts=1,
+        prompt_sha256=None,
     )
 
 
@@ -94,8 +106,9 @@ def test_reading_creates_nothing(tmp_path: Path) -> None:
 
 
 def _candidate(url: str, name: str) -> Candidate:
-    return Candidate(name=name, origin="endpoint", engine="llamacpp", base_url=url, model="m",
-                     local=True)
+    return Candidate(
+        name=name, origin="endpoint", engine="llamacpp", base_url=url, model="m", local=True
+    )
 
 
 def test_forget_backend_drops_every_loopback_spelling_of_that_port() -> None:
@@ -105,10 +118,16 @@ def test_forget_backend_drops_every_loopback_spelling_of_that_port() -> None:
     memory.remember(_candidate("http://[::1]:8090/v1", "c"), "timeout")
     memory.remember(_candidate("http://127.0.0.1:8091/v1", "d"), "connection refused")
     memory.remember(_candidate("http://192.168.1.5:8090/v1", "e"), "connection refused")
-    everything = [_candidate(u, n) for u, n in (
-        ("http://127.0.0.1:8090/v1", "a"), ("http://localhost:8090/v1", "b"),
-        ("http://[::1]:8090/v1", "c"), ("http://127.0.0.1:8091/v1", "d"),
-        ("http://192.168.1.5:8090/v1", "e"))]
+    everything = [
+        _candidate(u, n)
+        for u, n in (
+            ("http://127.0.0.1:8090/v1", "a"),
+            ("http://localhost:8090/v1", "b"),
+            ("http://[::1]:8090/v1", "c"),
+            ("http://127.0.0.1:8091/v1", "d"),
+            ("http://192.168.1.5:8090/v1", "e"),
+        )
+    ]
     assert set(memory.recent(everything, 30)) == {"a", "b", "c", "d", "e"}
 
     forget_backend("0.0.0.0", 8090)  # a wildcard bind: the service answers on loopback

@@ -78,8 +78,9 @@ def _busy(port: int, stop: threading.Event) -> None:
         "stream": True,
     }
     try:
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
-                          timeout=120) as response:
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=120
+        ) as response:
             for _ in response.iter_bytes():
                 if stop.is_set():
                     return
@@ -141,8 +142,12 @@ def test_run_real_llamacpp_overflow_and_fallback(
     assert code == 0, stderr
     assert data["backend"] == "backup"
     assert data["attempts"][0] == {  # type: ignore[index]
-        "backend": "primary", "model": "smollm2", "outcome": "skipped",
-        "reason": "service not running in the active profile", "ttft_s": None, "elapsed_s": None,
+        "backend": "primary",
+        "model": "smollm2",
+        "outcome": "skipped",
+        "reason": "service not running in the active profile",
+        "ttft_s": None,
+        "elapsed_s": None,
     }
 
 
@@ -210,9 +215,20 @@ def test_concurrent_runs_on_a_priced_llamacpp_endpoint_stay_within_the_budget(
     write_metered(write_profile, llama_pair, daily_usd=0.2, timeout_s=120)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "aitherctl", "run", "--json", "--profile", "metered",
-             "Say one word."],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "aitherctl",
+                "run",
+                "--json",
+                "--profile",
+                "metered",
+                "Say one word.",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         for _ in range(8)
     ]

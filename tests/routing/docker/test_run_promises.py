@@ -113,8 +113,9 @@ def test_builtin_openai_endpoint_body_passes_openais_rules(
         try:
             result = stream_chat(clients, endpoint, request, lambda _: None, read_timeout_s=5)
             # What today's body (max_tokens, temperature 0.2) gets from OpenAI: 400.
-            old_style = dataclasses.replace(endpoint, max_tokens_field="max_tokens",
-                                            temperature="pass")
+            old_style = dataclasses.replace(
+                endpoint, max_tokens_field="max_tokens", temperature="pass"
+            )
             with pytest.raises(ChatError) as refused:
                 stream_chat(clients, old_style, request, lambda _: None, read_timeout_s=5)
             no_temp = dataclasses.replace(old_style, max_tokens_field="max_completion_tokens")
@@ -150,8 +151,9 @@ def test_key_is_not_sent_over_plain_http_to_another_host(
     clients = HttpClients()
     try:
         with pytest.raises(ChatError) as refused:
-            stream_chat(clients, endpoint, ChatRequest(prompt="hi"), lambda _: None,
-                        read_timeout_s=1)
+            stream_chat(
+                clients, endpoint, ChatRequest(prompt="hi"), lambda _: None, read_timeout_s=1
+            )
     finally:
         clients.close()
     assert refused.value.kind == "insecure"

@@ -53,16 +53,32 @@ def vllm_url() -> Iterator[str]:
         return
     container = client.containers.run(
         VLLM_IMAGE,
-        ["--model", "/model", "--served-model-name", "smol", "--max-model-len", "1024",
-         "--dtype", "bfloat16", "--enforce-eager", "--max-num-seqs", "1",
-         "--host", "0.0.0.0", "--port", "8000"],
+        [
+            "--model",
+            "/model",
+            "--served-model-name",
+            "smol",
+            "--max-model-len",
+            "1024",
+            "--dtype",
+            "bfloat16",
+            "--enforce-eager",
+            "--max-num-seqs",
+            "1",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+        ],
         name=f"aither-routing-vllm-{uuid.uuid4().hex[:8]}",
         labels={"ai.aitherctl.test": "routing"},
         detach=True,
         shm_size="512m",  # vLLM's shared-memory ring buffer needs 160 MiB; Docker gives 64
         ports={"8000/tcp": ("127.0.0.1", None)},
-        volumes={VENV: {"bind": "/opt/vllm", "mode": "ro"},
-                 HF_MODEL: {"bind": "/model", "mode": "ro"}},
+        volumes={
+            VENV: {"bind": "/opt/vllm", "mode": "ro"},
+            HF_MODEL: {"bind": "/model", "mode": "ro"},
+        },
     )
     try:
         container.reload()
@@ -104,12 +120,18 @@ def _profile(vllm: str, fallback: str) -> str:
 def _keep_busy(url: str, stop: threading.Event) -> None:
     """Keep one long generation in vLLM until `stop`: a request that ends or fails (a CI
     machine under load can drop one) is sent again, so the queue stays occupied."""
-    body = {"model": "smol", "messages": [{"role": "user", "content": "Count to a thousand."}],
-            "max_tokens": 900, "ignore_eos": True, "stream": True}
+    body = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "max_tokens": 900,
+        "ignore_eos": True,
+        "stream": True,
+    }
     while not stop.is_set():
         try:
-            with httpx.stream("POST", url + "/v1/chat/completions", json=body,
-                              timeout=300) as answer:
+            with httpx.stream(
+                "POST", url + "/v1/chat/completions", json=body, timeout=300
+            ) as answer:
                 for _ in answer.iter_bytes():
                     if stop.is_set():
                         return
@@ -126,8 +148,10 @@ def test_vllm_answers_and_its_queue_overflows(
 ) -> None:
     monkeypatch.setenv("AITHER_STATE_DIR", str(tmp_path / "state"))
     assert _waiting(vllm_url) == 0.0  # the real metric is there, and idle
-    with chat_double() as fallback, router_for(tmp_path, "vl", _profile(vllm_url, fallback.root)) \
-            as router:
+    with (
+        chat_double() as fallback,
+        router_for(tmp_path, "vl", _profile(vllm_url, fallback.root)) as router,
+    ):
         result = router.run(RunOptions("What is the capital of France?"), lambda _: None)
         assert result.backend == "vllm"
         assert result.answer.strip()
@@ -135,8 +159,10 @@ def test_vllm_answers_and_its_queue_overflows(
         assert result.tokens_in
 
         stop = threading.Event()
-        busy = [threading.Thread(target=_keep_busy, args=(vllm_url, stop), daemon=True)
-                for _ in range(3)]
+        busy = [
+            threading.Thread(target=_keep_busy, args=(vllm_url, stop), daemon=True)
+            for _ in range(3)
+        ]
         for thread in busy:
             thread.start()
         try:
@@ -144,8 +170,7 @@ def test_vllm_answers_and_its_queue_overflows(
             deadline = time.monotonic() + 120
             while (_waiting(vllm_url) or 0) < 1 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert (_waiting(vllm_url) or 0) >= 1, \
-                [t.is_alive() for t in busy]
+            assert (_waiting(vllm_url) or 0) >= 1, [t.is_alive() for t in busy]
             overflow = router.run(RunOptions("Name a colour."), lambda _: None)
         finally:
             stop.set()

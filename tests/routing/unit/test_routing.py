@@ -73,11 +73,13 @@ def test_service_candidate_urls() -> None:
 
 
 def test_without_routing_section_every_tier_tries_role_first() -> None:
-    profile = _profile({
-        "assistant": _svc("assistant", 8090, role="orchestrator"),
-        "thinker": _svc("thinker", 8091, role="reasoning"),
-        "art": _svc("art", 8188, Engine.COMFYUI),
-    })
+    profile = _profile(
+        {
+            "assistant": _svc("assistant", 8090, role="orchestrator"),
+            "thinker": _svc("thinker", 8091, role="reasoning"),
+            "art": _svc("art", 8188, Engine.COMFYUI),
+        }
+    )
     table = build_routing(profile)
     assert [t.name for t in table.tiers] == ["reflex", "orchestrator", "reasoning", "frontier"]
     assert [c.name for c in table.tier("reasoning").candidates] == ["thinker", "assistant"]
@@ -95,8 +97,10 @@ def test_explicit_tiers_and_endpoints() -> None:
                 "high": {"effort": [7, 10], "candidates": [{"endpoint": "deepseek"}, "fast"]},
             },
         },
-        endpoints={"deepseek": CLOUD, "ollama": {"base_url": "http://localhost:11434",
-                                                 "model": "llama3", "engine": "ollama"}},
+        endpoints={
+            "deepseek": CLOUD,
+            "ollama": {"base_url": "http://localhost:11434", "model": "llama3", "engine": "ollama"},
+        },
     )
     table = build_routing(profile)
     assert table.default_max_tokens == 256
@@ -116,21 +120,40 @@ def test_explicit_tiers_and_endpoints() -> None:
 @pytest.mark.parametrize(
     ("routing", "endpoints", "message"),
     [
-        ({"tiers": {"a": {"effort": "1-5", "candidates": ["fast"]}}}, {},
-         "no tier covers effort 6-10"),
-        ({"tiers": {"a": {"effort": "1-6", "candidates": ["fast"]},
-                    "b": {"effort": "6-10", "candidates": ["fast"]}}}, {},
-         "effort 6 is already in tier 'a'"),
-        ({"tiers": {"a": {"effort": "1-10", "candidates": ["nope"]}}}, {},
-         "no service, endpoint or node 'nope'"),
+        (
+            {"tiers": {"a": {"effort": "1-5", "candidates": ["fast"]}}},
+            {},
+            "no tier covers effort 6-10",
+        ),
+        (
+            {
+                "tiers": {
+                    "a": {"effort": "1-6", "candidates": ["fast"]},
+                    "b": {"effort": "6-10", "candidates": ["fast"]},
+                }
+            },
+            {},
+            "effort 6 is already in tier 'a'",
+        ),
+        (
+            {"tiers": {"a": {"effort": "1-10", "candidates": ["nope"]}}},
+            {},
+            "no service, endpoint or node 'nope'",
+        ),
         ({"tiers": {"a": {"effort": "0-10", "candidates": ["fast"]}}}, {}, "within 1-10"),
         ({"tierz": {}}, {}, "unknown keys ['tierz']"),
         ({}, {"x": {"base_url": "ftp://x", "model": "m"}}, "must start with http:// or https://"),
-        ({}, {"x": {"base_url": "https://x", "model": "m", "api_key_env": "sk-123-abc"}},
-         "NAME of an environment variable"),
+        (
+            {},
+            {"x": {"base_url": "https://x", "model": "m", "api_key_env": "sk-123-abc"}},
+            "NAME of an environment variable",
+        ),
         ({}, {"fast": {"base_url": "https://x", "model": "m"}}, "a service has the same name"),
-        ({"tiers": {"a": {"effort": "1-10", "candidates": [{"endpoint": "fast"}]}}}, {},
-         "'fast' is not a endpoint"),
+        (
+            {"tiers": {"a": {"effort": "1-10", "candidates": [{"endpoint": "fast"}]}}},
+            {},
+            "'fast' is not a endpoint",
+        ),
     ],
 )
 def test_config_errors_name_the_file(
@@ -209,11 +232,21 @@ def test_extends_inherits_routing_and_endpoints(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("host", "local"),
     [
-        ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
-        ("localhost", True), ("LOCALHOST", True), ("api.localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("api.localhost", True),
         ("::ffff:127.0.0.1", True),
-        ("192.168.1.20", False), ("10.0.0.5", False), ("172.16.3.4", False),
-        ("0.0.0.0", False), ("gpu-box", False), ("gpu-box.lan", False), ("8.8.8.8", False),
+        ("192.168.1.20", False),
+        ("10.0.0.5", False),
+        ("172.16.3.4", False),
+        ("0.0.0.0", False),
+        ("gpu-box", False),
+        ("gpu-box.lan", False),
+        ("8.8.8.8", False),
     ],
 )
 def test_only_loopback_is_this_machine(host: str, local: bool) -> None:
@@ -222,8 +255,11 @@ def test_only_loopback_is_this_machine(host: str, local: bool) -> None:
 
 def test_lan_endpoint_is_not_local_and_local_only_skips_it() -> None:
     lan = {"base_url": "http://192.168.1.20:8080/v1", "model": "m"}
-    table = build_routing(_profile(endpoints={"lan": lan, "here": {
-        "base_url": "http://localhost:8081/v1", "model": "m"}}))
+    table = build_routing(
+        _profile(
+            endpoints={"lan": lan, "here": {"base_url": "http://localhost:8081/v1", "model": "m"}}
+        )
+    )
     assert not table.backend("lan").local
     assert table.backend("here").local
     ctx = RouteContext(running=None, env_keys=frozenset(), local_only=True)
@@ -272,24 +308,50 @@ def test_model_family_defaults(model: str, expected: tuple[str, str]) -> None:
 
 
 def test_endpoint_body_settings_override_the_family() -> None:
-    table = build_routing(_profile(endpoints={
-        "o": {"base_url": "https://api.example.test/v1", "model": "gpt-5"},
-        "custom": {"base_url": "https://api.example.test/v1", "model": "gpt-5",
-                   "max_tokens_field": "max_tokens", "temperature": 1},
-        "local": {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-5", "engine": "vllm"},
-    }))
+    table = build_routing(
+        _profile(
+            endpoints={
+                "o": {"base_url": "https://api.example.test/v1", "model": "gpt-5"},
+                "custom": {
+                    "base_url": "https://api.example.test/v1",
+                    "model": "gpt-5",
+                    "max_tokens_field": "max_tokens",
+                    "temperature": 1,
+                },
+                "local": {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-5", "engine": "vllm"},
+            }
+        )
+    )
     assert (table.backend("o").max_tokens_field, table.backend("o").temperature) == (
-        "max_completion_tokens", "omit")
+        "max_completion_tokens",
+        "omit",
+    )
     assert (table.backend("custom").max_tokens_field, table.backend("custom").temperature) == (
-        "max_tokens", 1.0)
+        "max_tokens",
+        1.0,
+    )
     # A self-hosted server (vllm, llamacpp engine) takes max_tokens whatever the model's name.
     assert table.backend("local").max_tokens_field == "max_tokens"
     with pytest.raises(ConfigError, match="max_tokens_field must be one of"):
-        build_routing(_profile(endpoints={"x": {
-            "base_url": "https://a.test/v1", "model": "m", "max_tokens_field": "max_len"}}))
+        build_routing(
+            _profile(
+                endpoints={
+                    "x": {
+                        "base_url": "https://a.test/v1",
+                        "model": "m",
+                        "max_tokens_field": "max_len",
+                    }
+                }
+            )
+        )
     with pytest.raises(ConfigError, match="temperature must be pass, omit or a number"):
-        build_routing(_profile(endpoints={"x": {
-            "base_url": "https://a.test/v1", "model": "m", "temperature": "hot"}}))
+        build_routing(
+            _profile(
+                endpoints={
+                    "x": {"base_url": "https://a.test/v1", "model": "m", "temperature": "hot"}
+                }
+            )
+        )
 
 
 # ---- checked when the profile loads, with file:line (issue 7 §4) ------------------------------
@@ -318,29 +380,52 @@ def _load_text(tmp_path: Path, name: str, body: str) -> ConfigError:
     ("body", "line", "message"),
     [
         # line 8 is `routing:`, 9 `tiers:`, 10 the first tier, 11 the second
-        ("routing:\n  tiers:\n    a: {effort: 1-5, candidates: [fast]}\n"
-         "    b: {effort: 7-10, candidates: [fast]}\n",
-         9, "no tier covers effort 6 (tiers must cover 1-10)"),
-        ("routing:\n  tiers:\n    a: {effort: 1-6, candidates: [fast]}\n"
-         "    b: {effort: 6-10, candidates: [fast]}\n",
-         11, "effort 6 is already in tier 'a'"),
-        ("routing:\n  tiers:\n    a:\n      effort: 1-10\n      candidates:\n        - fast\n"
-         "        - nope\n",
-         14, "no service, endpoint or node 'nope'"),
-        ("endpoints:\n  x:\n    base_url: 'htp://api.example.test/v1'\n    model: m\n",
-         10, "must start with http:// or https://"),
-        ("endpoints:\n  x:\n    base_url: 'https://api.example.test:99999/v1'\n    model: m\n",
-         10, "invalid port"),
-        ("endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
-         "    price: {input: -1, output: 2}\n",
-         12, "must be a number >= 0"),
-        ("endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
-         "    price: {input: cheap, output: 2}\n",
-         12, "must be a number >= 0"),
-        ("budget:\n  warn_at: 50%\n  daily_usd: -3\n",
-         10, "budget.daily_usd must be a number of US dollars >= 0"),
-        ("budget:\n  daily_usd: five\n",
-         9, "budget.daily_usd must be a number"),
+        (
+            "routing:\n  tiers:\n    a: {effort: 1-5, candidates: [fast]}\n"
+            "    b: {effort: 7-10, candidates: [fast]}\n",
+            9,
+            "no tier covers effort 6 (tiers must cover 1-10)",
+        ),
+        (
+            "routing:\n  tiers:\n    a: {effort: 1-6, candidates: [fast]}\n"
+            "    b: {effort: 6-10, candidates: [fast]}\n",
+            11,
+            "effort 6 is already in tier 'a'",
+        ),
+        (
+            "routing:\n  tiers:\n    a:\n      effort: 1-10\n      candidates:\n        - fast\n"
+            "        - nope\n",
+            14,
+            "no service, endpoint or node 'nope'",
+        ),
+        (
+            "endpoints:\n  x:\n    base_url: 'htp://api.example.test/v1'\n    model: m\n",
+            10,
+            "must start with http:// or https://",
+        ),
+        (
+            "endpoints:\n  x:\n    base_url: 'https://api.example.test:99999/v1'\n    model: m\n",
+            10,
+            "invalid port",
+        ),
+        (
+            "endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
+            "    price: {input: -1, output: 2}\n",
+            12,
+            "must be a number >= 0",
+        ),
+        (
+            "endpoints:\n  x:\n    base_url: 'https://api.example.test/v1'\n    model: m\n"
+            "    price: {input: cheap, output: 2}\n",
+            12,
+            "must be a number >= 0",
+        ),
+        (
+            "budget:\n  warn_at: 50%\n  daily_usd: -3\n",
+            10,
+            "budget.daily_usd must be a number of US dollars >= 0",
+        ),
+        ("budget:\n  daily_usd: five\n", 9, "budget.daily_usd must be a number"),
     ],
 )
 def test_routing_mistakes_name_file_and_line_at_load(

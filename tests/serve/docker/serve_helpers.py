@@ -120,8 +120,9 @@ def serving(
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept until the server is gone
         prefix=f"aither-serve-{port}-", suffix=".log", delete=False
     )
-    command = serve_command(port, profile, [*(["--host", host] if host != "127.0.0.1" else []),
-                                            *args])
+    command = serve_command(
+        port, profile, [*(["--host", host] if host != "127.0.0.1" else []), *args]
+    )
     process = subprocess.Popen(
         command,
         stdout=log_file,
@@ -238,8 +239,17 @@ def curl(
     """One request with the curl binary: status, response headers and body as it sent them."""
     with tempfile.NamedTemporaryFile(suffix=".headers") as head:
         command = [
-            "curl", "-sS", "--noproxy", "*", "-X", method, "-D", head.name,
-            "--max-time", str(timeout_s), url,
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "-X",
+            method,
+            "-D",
+            head.name,
+            "--max-time",
+            str(timeout_s),
+            url,
         ]
         for name, value in (headers or {}).items():
             command += ["-H", f"{name}: {value}"]

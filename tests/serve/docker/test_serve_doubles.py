@@ -67,8 +67,7 @@ def test_vllm_sleep_mode_swaps_two_services_that_do_not_fit(
         "sleepers",
         ram=POOL,
         services={
-            "alpha": vllm_sleep_service(alpha_port, served_name="alpha", ram=CLAIM,
-                                        on_demand=True),
+            "alpha": vllm_sleep_service(alpha_port, served_name="alpha", ram=CLAIM, on_demand=True),
             "beta": vllm_sleep_service(beta_port, served_name="beta", ram=CLAIM, on_demand=True),
         },
     )
@@ -95,8 +94,7 @@ def test_vllm_sleep_mode_swaps_two_services_that_do_not_fit(
         assert hazards(alpha) == {}
 
         # alpha again, with curl: beta is put to sleep first, then alpha is woken, then asked.
-        reply = curl("POST", served.v1 + "/chat/completions", {"model": "alpha",
-                                                                "messages": HELLO})
+        reply = curl("POST", served.v1 + "/chat/completions", {"model": "alpha", "messages": HELLO})
         assert reply.status == 200, reply.body
         assert reply.headers["x-aither-backend"] == "alpha"
         assert reply.json()["choices"][0]["finish_reason"] == "stop"
@@ -150,8 +148,9 @@ def test_vllm_with_a_request_in_flight_is_never_slept(
         ram=POOL,
         services={
             # 8 tokens at 0.5 s: a streamed answer that lasts about 4 s.
-            "alpha": vllm_sleep_service(alpha_port, served_name="alpha", ram=CLAIM,
-                                        on_demand=True, token_delay_s=0.5),
+            "alpha": vllm_sleep_service(
+                alpha_port, served_name="alpha", ram=CLAIM, on_demand=True, token_delay_s=0.5
+            ),
             "beta": vllm_sleep_service(beta_port, served_name="beta", ram=CLAIM, on_demand=True),
         },
     )
@@ -170,8 +169,9 @@ def test_vllm_with_a_request_in_flight_is_never_slept(
 
         def ask_beta() -> None:
             try:
-                box["reply"] = curl("POST", served.v1 + "/chat/completions",
-                                    {"model": "beta", "messages": HELLO})
+                box["reply"] = curl(
+                    "POST", served.v1 + "/chat/completions", {"model": "beta", "messages": HELLO}
+                )
             except AssertionError as exc:
                 box["error"] = exc
             box["done_at"] = time.time()
@@ -190,8 +190,7 @@ def test_vllm_with_a_request_in_flight_is_never_slept(
         rest = [c.choices[0] for c in chunks if c.choices]
         stream_ended = time.time()
         assert rest[-1].finish_reason == "stop"  # not "abort": the sleep did not cut it short
-        text = (first.choices[0].delta.content or "") + "".join(c.delta.content or ""
-                                                                for c in rest)
+        text = (first.choices[0].delta.content or "") + "".join(c.delta.content or "" for c in rest)
         assert text == "Hello from the vLLM sleep double, token"
 
         beta_thread.join(60)
@@ -223,11 +222,11 @@ def test_ollama_is_unloaded_with_keep_alive_0_and_reloads_on_request(
         "ollama-swap",
         ram=POOL,
         services={
-            "ollama": ollama_service(ollama_port, model="smollm2:135m", ram=CLAIM,
-                                     on_demand=True),
+            "ollama": ollama_service(ollama_port, model="smollm2:135m", ram=CLAIM, on_demand=True),
             # No sleep mode: the scheduler's last resort, stopping the container.
-            "other": vllm_sleep_service(other_port, served_name="other", sleep_mode=False,
-                                        ram=CLAIM, on_demand=True),
+            "other": vllm_sleep_service(
+                other_port, served_name="other", sleep_mode=False, ram=CLAIM, on_demand=True
+            ),
         },
     )
     with serving("ollama-swap") as served:
@@ -255,8 +254,9 @@ def test_ollama_is_unloaded_with_keep_alive_0_and_reloads_on_request(
         assert curl("GET", f"http://127.0.0.1:{ollama_port}/api/ps").json() == {"models": []}
 
         # The next request for it: `other` is stopped for room, Ollama loads on the request.
-        reply = curl("POST", served.v1 + "/chat/completions",
-                     {"model": "smollm2:135m", "messages": HELLO})
+        reply = curl(
+            "POST", served.v1 + "/chat/completions", {"model": "smollm2:135m", "messages": HELLO}
+        )
         assert reply.status == 200, reply.body
         assert reply.headers["x-aither-backend"] == "ollama"
         assert reply.json()["system_fingerprint"] == "fp_ollama"
@@ -271,17 +271,20 @@ def test_ollama_is_unloaded_with_keep_alive_0_and_reloads_on_request(
 
 
 # -- ComfyUI --------------------------------------------------------------------------------------
-def _comfy_profile(write_profile: Callable[..., Any], comfy_port: int, chat_port: int,
-                   prompt_s: float = 0.5) -> None:
+def _comfy_profile(
+    write_profile: Callable[..., Any], comfy_port: int, chat_port: int, prompt_s: float = 0.5
+) -> None:
     write_profile(
         "comfy-swap",
         ram=POOL,
         services={
             # Resident (not on demand): part of the profile's steady state.
-            "comfy": comfyui_service(comfy_port, ram=CLAIM,
-                                     env={"COMFY_DOUBLE_PROMPT_S": str(prompt_s)}),
-            "chat": vllm_sleep_service(chat_port, served_name="chat", sleep_mode=False,
-                                       ram=CLAIM, on_demand=True),
+            "comfy": comfyui_service(
+                comfy_port, ram=CLAIM, env={"COMFY_DOUBLE_PROMPT_S": str(prompt_s)}
+            ),
+            "chat": vllm_sleep_service(
+                chat_port, served_name="chat", sleep_mode=False, ram=CLAIM, on_demand=True
+            ),
         },
     )
 
@@ -293,8 +296,11 @@ def _start_comfy() -> None:
 
 
 def _run_prompt(comfy_port: int) -> None:
-    answer = curl("POST", f"http://127.0.0.1:{comfy_port}/prompt",
-                  {"prompt": {"1": {"class_type": "KSampler"}}})
+    answer = curl(
+        "POST",
+        f"http://127.0.0.1:{comfy_port}/prompt",
+        {"prompt": {"1": {"class_type": "KSampler"}}},
+    )
     assert answer.status == 200, answer.body
     deadline = time.monotonic() + 5
     while double_state(comfy_port)["queue_running"] == 0:
@@ -383,4 +389,3 @@ def test_resident_comfyui_stopped_at_start_is_brought_back(
     with serving("comfy-swap") as served:
         served.wait_state("comfy", "ready", timeout_s=20)
         assert curl("GET", f"http://127.0.0.1:{comfy_port}/system_stats").status == 200
-

@@ -62,8 +62,13 @@ def _ps() -> set[str]:
 
 
 def _client(url: str, **kwargs: Any) -> Any:
-    return openai.OpenAI(base_url=url + "/v1", api_key=kwargs.pop("api_key", "unused"),
-                         max_retries=0, timeout=120, **kwargs)
+    return openai.OpenAI(
+        base_url=url + "/v1",
+        api_key=kwargs.pop("api_key", "unused"),
+        max_retries=0,
+        timeout=120,
+        **kwargs,
+    )
 
 
 def _slow_stream(url: str, model: str, tokens: int = 400) -> threading.Thread:
@@ -75,7 +80,9 @@ def _slow_stream(url: str, model: str, tokens: int = 400) -> threading.Thread:
         client = _client(url)
         pieces = []
         stream = client.chat.completions.create(
-            model=model, stream=True, max_tokens=tokens,
+            model=model,
+            stream=True,
+            max_tokens=tokens,
             messages=[{"role": "user", "content": "Count to one thousand."}],
             extra_body={"ignore_eos": True},
         )
@@ -114,8 +121,12 @@ def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 def _ask(url: str, model: str, **extra: Any) -> httpx.Response:
     return httpx.post(
         url + "/v1/chat/completions",
-        json={"model": model, "max_tokens": 4,
-              "messages": [{"role": "user", "content": "Say hi."}], **extra},
+        json={
+            "model": model,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Say hi."}],
+            **extra,
+        },
         timeout=120,
     )
 
@@ -171,18 +182,37 @@ def test_openai_client_lists_models_without_loading_and_a_stopped_service_starts
         assert _ps() == {"a", "b"}
 
         stream = client.chat.completions.create(
-            model="a", stream=True, max_tokens=6,
+            model="a",
+            stream=True,
+            max_tokens=6,
             messages=[{"role": "user", "content": "Say hi."}],
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text.strip()
 
         curl = subprocess.run(
-            ["curl", "-sN", "-D", "-", url + "/v1/chat/completions",
-             "-H", "Content-Type: application/json",
-             "-d", json.dumps({"model": "auto", "stream": True, "max_tokens": 4,
-                               "messages": [{"role": "user", "content": "Hi"}]})],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "curl",
+                "-sN",
+                "-D",
+                "-",
+                url + "/v1/chat/completions",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(
+                    {
+                        "model": "auto",
+                        "stream": True,
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "Hi"}],
+                    }
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         assert "x-aither-backend: a" in curl.stdout.lower()
         assert "x-aither-tier: all" in curl.stdout.lower()
@@ -232,8 +262,11 @@ def test_with_the_slot_busy_an_interactive_request_is_served_before_earlier_batc
             response = httpx.post(
                 url + "/v1/chat/completions",
                 headers={"x-aither-priority": priority},
-                json={"model": "a", "max_tokens": 2,
-                      "messages": [{"role": "user", "content": "Hi"}]},
+                json={
+                    "model": "a",
+                    "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
                 timeout=120,
             )
             assert response.status_code == 200, response.text
@@ -272,15 +305,32 @@ def test_a_full_queue_answers_429_and_a_tier_overflows_to_the_next_candidate(
         _wait_busy(url, "a")
         waiting = threading.Thread(target=_ask, args=(url, "a"), daemon=True)
         waiting.start()
-        _wait_for(lambda: any(b["backend"] == "a" and b["queued"] == 1
-                              for b in _status(url)["backends"]), 10, "a queued request")
+        _wait_for(
+            lambda: any(b["backend"] == "a" and b["queued"] == 1 for b in _status(url)["backends"]),
+            10,
+            "a queued request",
+        )
 
         curl = subprocess.run(
-            ["curl", "-s", "-D", "-", "-o", "/dev/null", url + "/v1/chat/completions",
-             "-H", "Content-Type: application/json",
-             "-d", json.dumps({"model": "a", "max_tokens": 2,
-                               "messages": [{"role": "user", "content": "Hi"}]})],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "curl",
+                "-s",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                url + "/v1/chat/completions",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(
+                    {"model": "a", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         assert curl.stdout.startswith("HTTP/1.1 429")
         assert "retry-after:" in curl.stdout.lower()
@@ -298,16 +348,13 @@ COUNT = [{"role": "user", "content": "Count to ten thousand."}]
 LONG_STREAMS = {
     "/v1/chat/completions": {"max_tokens": 2000, "ignore_eos": True, "messages": COUNT},
     "/v1/messages": {"max_tokens": 2000, "ignore_eos": True, "messages": COUNT},
-    "/v1/responses": {"max_output_tokens": 2000, "ignore_eos": True,
-                      "input": COUNT[0]["content"]},
+    "/v1/responses": {"max_output_tokens": 2000, "ignore_eos": True, "input": COUNT[0]["content"]},
     "/api/chat": {"options": {"num_predict": 2000}, "messages": COUNT},
 }
 
 
 @pytest.mark.parametrize("route", list(LONG_STREAMS))
-def test_a_client_that_disconnects_frees_the_servers_slot(
-    trio: dict[str, int], route: str
-) -> None:
+def test_a_client_that_disconnects_frees_the_servers_slot(trio: dict[str, int], route: str) -> None:
     with serving("trio") as (url, _process):
         body = {"model": "a", "stream": True, **LONG_STREAMS[route]}
 
@@ -327,8 +374,11 @@ def test_a_client_that_disconnects_frees_the_servers_slot(
             assert generating, "the stream ended before llama.cpp was seen generating"
 
         _wait_for(slots_idle, 5, "llama.cpp's slot to be released")
-        _wait_for(lambda: all(b["in_flight"] == 0 for b in _status(url)["backends"]), 5,
-                  "the gateway to release its place")
+        _wait_for(
+            lambda: all(b["in_flight"] == 0 for b in _status(url)["backends"]),
+            5,
+            "the gateway to release its place",
+        )
 
 
 def test_idle_after_puts_the_on_demand_service_away_and_restores_the_resident_set(
@@ -348,32 +398,42 @@ def test_idle_after_puts_the_on_demand_service_away_and_restores_the_resident_se
     with serving("idle") as (url, _process):
         assert _ask(url, "extra").headers["x-aither-backend"] == "extra"
         assert _ps() == {"extra"}  # main was displaced to make room
-        _wait_for(lambda: _states(url) == {"main": "ready", "extra": "stopped"}, 40,
-                  "main to be back and extra stopped")
+        _wait_for(
+            lambda: _states(url) == {"main": "ready", "extra": "stopped"},
+            40,
+            "main to be back and extra stopped",
+        )
         assert _ps() == {"main"}
         assert _ask(url, "main").status_code == 200
 
 
 def test_64_streaming_clients_across_two_backends_each_get_their_own_answer(
-    clean_namespace: object, llama_image: str, write_profile: Callable[..., Path],
+    clean_namespace: object,
+    llama_image: str,
+    write_profile: Callable[..., Path],
     tmp_path: Path,
 ) -> None:
     del llama_image
     ports = {"left": free_port(), "right": free_port()}
     write_profile(
         "wide",
-        services={"left": _service(ports["left"], slots=4),
-                  "right": _service(ports["right"], slots=4)},
+        services={
+            "left": _service(ports["left"], slots=4),
+            "right": _service(ports["right"], slots=4),
+        },
     )
     assert run_cli("profile", "switch", "wide", "--yes").returncode == 0
     with serving("wide") as (url, _process):
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
-                                    timeout=300)
+        client = openai.AsyncOpenAI(
+            base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300
+        )
 
         async def one(index: int) -> tuple[str, str | None, str]:
             model = "left" if index % 2 else "right"
             stream = await client.chat.completions.create(
-                model=model, stream=True, max_tokens=6,
+                model=model,
+                stream=True,
+                max_tokens=6,
                 messages=[{"role": "user", "content": f"Say the number {index}."}],
             )
             text, finish = "", None
@@ -401,8 +461,9 @@ def test_64_streaming_clients_across_two_backends_each_get_their_own_answer(
 def test_api_keys_are_required_off_loopback_and_checked(
     trio: dict[str, int], tmp_path: Path
 ) -> None:
-    refused = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--profile",
-                      "trio", timeout=30)
+    refused = run_cli(
+        "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--profile", "trio", timeout=30
+    )
     assert refused.returncode != 0
     assert "API keys" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -411,7 +472,10 @@ def test_api_keys_are_required_off_loopback_and_checked(
     with serving("trio", env={"AITHER_API_KEYS": f"{secret} interactive editor"}) as (url, _p):
         denied = subprocess.run(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v1/models"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
         assert denied.stdout == "401"
         client = _client(url, api_key=secret)
@@ -465,14 +529,16 @@ def test_a_streamed_request_after_another_reuses_a_connection(
         client = _client(url)
         for _ in range(3):
             stream = client.chat.completions.create(
-                model="a", stream=True, max_tokens=4,
+                model="a",
+                stream=True,
+                max_tokens=4,
                 messages=[{"role": "user", "content": "Say hi."}],
             )
-            assert "".join(chunk.choices[0].delta.content or "" for chunk in stream
-                           if chunk.choices)
+            assert "".join(
+                chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices
+            )
     stages = [
-        {stage for stage, _ns in json.loads(line)}
-        for line in timeline.read_text().splitlines()
+        {stage for stage, _ns in json.loads(line)} for line in timeline.read_text().splitlines()
     ]
     assert len(stages) == 3
     assert "upstream_conn_create_start" in stages[0]  # the first one connects
@@ -509,8 +575,11 @@ def test_serve_follows_the_active_profile_across_a_switch(
     with serving(None) as (url, _process):
         assert _ask(url, "one").status_code == 200
         assert run_cli("profile", "switch", "second", "--yes").returncode == 0
-        _wait_for(lambda: httpx.get(url + "/health", timeout=5).json()["profile"] == "second",
-                  30, "serve to follow the switch")
+        _wait_for(
+            lambda: httpx.get(url + "/health", timeout=5).json()["profile"] == "second",
+            30,
+            "serve to follow the switch",
+        )
         answer = _ask(url, "two")
         assert answer.status_code == 200
         assert answer.headers["x-aither-backend"] == "two"
@@ -529,15 +598,24 @@ def test_concurrent_requests_through_serve_stay_within_the_daily_budget(
     write_profile(
         "metered",
         services={"a": _service(trio["a"])},
-        endpoints={"paid": {"base_url": f"http://127.0.0.1:{trio['a']}/v1", "model": "smollm2",
-                            "engine": "llamacpp", "price": {"input": 1000, "output": 1000}}},
-        routing={"max_tokens": 8,
-                 "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "a"]}}},
+        endpoints={
+            "paid": {
+                "base_url": f"http://127.0.0.1:{trio['a']}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+                "price": {"input": 1000, "output": 1000},
+            }
+        },
+        routing={
+            "max_tokens": 8,
+            "tiers": {"all": {"effort": "1-10", "candidates": ["paid", "a"]}},
+        },
         budget={"daily_usd": 0.2},
     )
     with serving("metered") as (url, _process):
-        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
-                                    timeout=300)
+        client = openai.AsyncOpenAI(
+            base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300
+        )
 
         async def one() -> tuple[str, Any]:
             raw = await client.chat.completions.with_raw_response.create(
@@ -574,7 +652,9 @@ def test_completions_and_embeddings_through_the_openai_client(
         services={
             "chat": _service(free_port()),
             "vectors": llama_service(
-                free_port(), on_demand=True, served_name="vectors",
+                free_port(),
+                on_demand=True,
+                served_name="vectors",
                 args=["--ctx-size", "512", "--threads", "1", "--embeddings", "--pooling", "mean"],
             ),
         },
@@ -582,14 +662,17 @@ def test_completions_and_embeddings_through_the_openai_client(
     assert run_cli("profile", "switch", "routes", "--yes").returncode == 0
     with serving("routes") as (url, _process):
         client = _client(url)
-        completion = client.completions.create(model="chat", prompt="Once upon a time",
-                                               max_tokens=5)
+        completion = client.completions.create(
+            model="chat", prompt="Once upon a time", max_tokens=5
+        )
         assert completion.choices[0].text
-        streamed = client.completions.create(model="chat", prompt="Once upon a time",
-                                             max_tokens=5, stream=True)
+        streamed = client.completions.create(
+            model="chat", prompt="Once upon a time", max_tokens=5, stream=True
+        )
         assert "".join(c.choices[0].text for c in streamed if c.choices)
-        vectors = client.embeddings.with_raw_response.create(model="vectors",
-                                                            input=["hello", "world"])
+        vectors = client.embeddings.with_raw_response.create(
+            model="vectors", input=["hello", "world"]
+        )
         assert vectors.headers["x-aither-backend"] == "vectors"
         data = vectors.parse().data
         assert len(data) == 2
@@ -606,17 +689,37 @@ def test_a_client_that_leaves_the_queue_gives_its_place_up(
         busy = _slow_stream(url, "a", tokens=300)
         _wait_busy(url, "a")
         leaving = subprocess.Popen(
-            ["curl", "-sN", url + "/v1/chat/completions", "-H", "Content-Type: application/json",
-             "-d", json.dumps({"model": "a", "stream": True, "max_tokens": 4,
-                               "messages": [{"role": "user", "content": "Hi"}]})],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "curl",
+                "-sN",
+                url + "/v1/chat/completions",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(
+                    {
+                        "model": "a",
+                        "stream": True,
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "Hi"}],
+                    }
+                ),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        _wait_for(lambda: any(b["backend"] == "a" and b["queued"] == 1
-                              for b in _status(url)["backends"]), 10, "the request to queue")
+        _wait_for(
+            lambda: any(b["backend"] == "a" and b["queued"] == 1 for b in _status(url)["backends"]),
+            10,
+            "the request to queue",
+        )
         leaving.kill()
         leaving.wait()
-        _wait_for(lambda: all(b["queued"] == 0 for b in _status(url)["backends"]), 10,
-                  "the queue to empty")
+        _wait_for(
+            lambda: all(b["queued"] == 0 for b in _status(url)["backends"]),
+            10,
+            "the queue to empty",
+        )
         events = [(e["event"], e["backend"]) for e in _status(url)["events"]]
         assert ("abandoned", "a") in events
         busy.join(timeout=120)
@@ -630,10 +733,24 @@ def test_a_client_that_leaves_while_its_model_loads_frees_its_place_and_the_load
 ) -> None:
     with serving("trio") as (url, _process):
         leaving = subprocess.Popen(
-            ["curl", "-sN", url + "/v1/chat/completions", "-H", "Content-Type: application/json",
-             "-d", json.dumps({"model": "b", "stream": True, "max_tokens": 4,
-                               "messages": [{"role": "user", "content": "Hi"}]})],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "curl",
+                "-sN",
+                url + "/v1/chat/completions",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(
+                    {
+                        "model": "b",
+                        "stream": True,
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "Hi"}],
+                    }
+                ),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_for(lambda: _states(url)["b"] == "loading", 10, "b to start loading")
         leaving.kill()
@@ -659,11 +776,14 @@ def test_a_load_that_fails_falls_back_and_a_direct_request_gets_the_reason(
         "faulty",
         services={
             "a": _service(ports["a"]),
-            "broken": llama_service(ports["broken"], on_demand=True,
-                                    model="/models/no-such-model.gguf"),
+            "broken": llama_service(
+                ports["broken"], on_demand=True, model="/models/no-such-model.gguf"
+            ),
         },
-        routing={"max_tokens": 8,
-                 "tiers": {"all": {"effort": "1-10", "candidates": ["broken", "a"]}}},
+        routing={
+            "max_tokens": 8,
+            "tiers": {"all": {"effort": "1-10", "candidates": ["broken", "a"]}},
+        },
     )
     assert run_cli("profile", "switch", "faulty", "--yes").returncode == 0
     with serving("faulty") as (url, _process):
@@ -672,8 +792,9 @@ def test_a_load_that_fails_falls_back_and_a_direct_request_gets_the_reason(
         def ask(model: str) -> None:
             answers.append(_ask(url, model))
 
-        threads = [threading.Thread(target=ask, args=(model,))
-                   for model in ("all", "all", "broken")]
+        threads = [
+            threading.Thread(target=ask, args=(model,)) for model in ("all", "all", "broken")
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

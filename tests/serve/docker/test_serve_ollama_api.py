@@ -23,8 +23,9 @@ SAY_HI = [{"role": "user", "content": "Say hi."}]
 
 def _status(url: str) -> dict[str, Any]:
     """`GET /status` (the scheduler's backends and events), with the key."""
-    answer = httpx.get(url + "/status", headers={"Authorization": f"Bearer {SECRET}"},
-                       trust_env=False, timeout=10)
+    answer = httpx.get(
+        url + "/status", headers={"Authorization": f"Bearer {SECRET}"}, trust_env=False, timeout=10
+    )
     answer.raise_for_status()
     status: dict[str, Any] = answer.json()
     return status
@@ -53,7 +54,9 @@ def test_an_ollama_client_chats_and_generates_through_serve_starting_the_service
 
         # The first request starts the on-demand service, as any chat request does.
         answer = client.chat(
-            model="chat:latest", messages=SAY_HI, stream=False,
+            model="chat:latest",
+            messages=SAY_HI,
+            stream=False,
             options={"num_predict": 5, "temperature": 0},
         )
         assert _state(served.url, "chat") == "ready"
@@ -66,19 +69,31 @@ def test_an_ollama_client_chats_and_generates_through_serve_starting_the_service
         assert answer.eval_count == 5
         assert answer.prompt_eval_count > 0
 
-        parts = list(client.chat(model="all", messages=SAY_HI, stream=True,
-                                 options={"num_predict": 4, "temperature": 0}))
+        parts = list(
+            client.chat(
+                model="all",
+                messages=SAY_HI,
+                stream=True,
+                options={"num_predict": 4, "temperature": 0},
+            )
+        )
         assert all(not p.done for p in parts[:-1])
         assert parts[-1].done
         assert "".join(p.message.content for p in parts[:-1])
         assert parts[-1].eval_count == 4
 
-        generated = client.generate(model="chat", prompt="Say hi.", system="Be brief.",
-                                    stream=False, options={"num_predict": 3})
+        generated = client.generate(
+            model="chat",
+            prompt="Say hi.",
+            system="Be brief.",
+            stream=False,
+            options={"num_predict": 3},
+        )
         assert generated.response
         assert generated.eval_count == 3
-        pieces = list(client.generate(model="chat", prompt="Say hi.", stream=True,
-                                      options={"num_predict": 3}))
+        pieces = list(
+            client.generate(model="chat", prompt="Say hi.", stream=True, options={"num_predict": 3})
+        )
         assert "".join(p.response for p in pieces)
         assert pieces[-1].done
 
@@ -95,14 +110,18 @@ def test_an_ollama_client_chats_and_generates_through_serve_starting_the_service
         assert refused.value.status_code == 400
         assert "`options.top_k` cannot be translated to chat completions" in refused.value.error
         assert httpx.get(served.url + "/api/version", trust_env=False).status_code == 401
-        version = httpx.get(served.url + "/api/version", trust_env=False,
-                            headers={"Authorization": f"Bearer {SECRET}"})
+        version = httpx.get(
+            served.url + "/api/version",
+            trust_env=False,
+            headers={"Authorization": f"Bearer {SECRET}"},
+        )
         assert version.json() == {"version": "0.12.0"}
     rows = ledger_rows(tmp_path / "data")
     # The four answers, then the refused request (nothing sent: no tokens); the unknown model
     # was never routed.
     assert [(r["backend"], r["outcome"], r["client"], r["priority"]) for r in rows] == [
-        ("chat", "ok", "editor", "batch")] * 4 + [("chat", "failed", "editor", "batch")]
+        ("chat", "ok", "editor", "batch")
+    ] * 4 + [("chat", "failed", "editor", "batch")]
     assert [r["tokens_out"] for r in rows] == [5, 4, 3, 3, None]
     assert rows[0]["tokens_in"] == answer.prompt_eval_count
     assert rows[0]["load_wait_s"] > 0  # the first one waited for the start
@@ -112,24 +131,37 @@ def test_an_ollama_tool_call_comes_back_with_its_arguments_as_an_object(
     write_profile: Callable[..., Path],
 ) -> None:
     with chat_double(mode="tool_call") as double:
-        write_profile("cloud", endpoints={"cloud": {"base_url": double.root + "/v1",
-                                                    "model": "gpt-4.1"}})
-        tool = {"type": "function", "function": {
-            "name": "weather", "description": "The weather in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+        write_profile(
+            "cloud", endpoints={"cloud": {"base_url": double.root + "/v1", "model": "gpt-4.1"}}
+        )
+        tool = {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "The weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
         with serving("cloud") as served:
             client = ollama.Client(host=served.url)
             history = [
                 {"role": "user", "content": "Weather in Paris?"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"function": {"name": "weather", "arguments": {"city": "Rome"}}}]},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"function": {"name": "weather", "arguments": {"city": "Rome"}}}
+                    ],
+                },
                 {"role": "tool", "content": "sunny", "tool_name": "weather"},
                 {"role": "user", "content": "And Paris?"},
             ]
             whole = client.chat(model="cloud", messages=history, tools=[tool], stream=False)
-            streamed = [p for p in client.chat(model="cloud", messages=history, tools=[tool],
-                                                    stream=True)
-                        if p.message.tool_calls]
+            streamed = [
+                p
+                for p in client.chat(model="cloud", messages=history, tools=[tool], stream=True)
+                if p.message.tool_calls
+            ]
         sent = double.state.requests
     call = whole.message.tool_calls[0].function
     assert (call.name, dict(call.arguments)) == ("weather", {"city": "Paris"})
@@ -138,7 +170,12 @@ def test_an_ollama_tool_call_comes_back_with_its_arguments_as_an_object(
     # The history went as chat completions: the call with an id, the answer naming it.
     messages = sent[0]["messages"]
     assert messages[1]["tool_calls"][0]["function"] == {
-        "name": "weather", "arguments": '{"city": "Rome"}'}
-    assert messages[2] == {"role": "tool", "tool_call_id": messages[1]["tool_calls"][0]["id"],
-                           "content": "sunny"}
+        "name": "weather",
+        "arguments": '{"city": "Rome"}',
+    }
+    assert messages[2] == {
+        "role": "tool",
+        "tool_call_id": messages[1]["tool_calls"][0]["id"],
+        "content": "sunny",
+    }
     assert sent[0]["tools"] == [tool]

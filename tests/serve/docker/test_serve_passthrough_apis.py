@@ -54,9 +54,11 @@ def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
         assert response.incomplete_details.reason == "max_output_tokens"
         assert response.output_text
         assert response.usage.output_tokens == 5
-        events = list(client.responses.create(
-            model="all", input="Say hi.", max_output_tokens=3, stream=True, temperature=0
-        ))
+        events = list(
+            client.responses.create(
+                model="all", input="Say hi.", max_output_tokens=3, stream=True, temperature=0
+            )
+        )
         assert events[-1].type == "response.incomplete"
         assert events[-1].response.incomplete_details.reason == "max_output_tokens"
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -64,14 +66,18 @@ def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
 
         claude = anthropic.Anthropic(base_url=url, api_key=SECRET, max_retries=0, timeout=120)
         message = claude.messages.create(
-            model="chat", max_tokens=5, system="Be brief.",
+            model="chat",
+            max_tokens=5,
+            system="Be brief.",
             messages=[{"role": "user", "content": "Say hi."}],
         )
         assert message.type == "message"
         assert message.content[0].text
         assert message.usage.output_tokens == 5
         with claude.messages.stream(
-            model="auto", max_tokens=4, extra_body={"temperature": 0},
+            model="auto",
+            max_tokens=4,
+            extra_body={"temperature": 0},
             messages=[{"role": "user", "content": "Say hi."}],
         ) as stream:
             text = "".join(stream.text_stream)
@@ -85,10 +91,14 @@ def test_responses_and_messages_pass_through_with_usage_in_theledger_rows(
 
         models = {m.id: m for m in client.models.list()}
         assert models["chat"].model_extra["aither"]["apis"] == [
-            "chat.completions", "responses", "messages"]
+            "chat.completions",
+            "responses",
+            "messages",
+        ]
     rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["client"]) for r in rows] == [
-        ("chat", "ok", "coder")] * 5
+        ("chat", "ok", "coder")
+    ] * 5
     cache = lambda u: u.cache_read_input_tokens or 0  # noqa: E731 - llama.cpp's prompt cache
     assert [(r["tokens_in"], r["tokens_out"]) for r in rows] == [
         (response.usage.input_tokens, 5),
@@ -111,10 +121,17 @@ def test_a_priced_messages_request_over_budget_is_refused_and_an_unserved_route_
         "metered",
         services={"web": {**web_service(free_port()), "on_demand": True}},
         endpoints={
-            "paid": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
-                     "engine": "llamacpp", "price": {"input": 1000, "output": 1000}},
-            "olla": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
-                     "engine": "ollama"},
+            "paid": {
+                "base_url": f"http://127.0.0.1:{llama_port}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+                "price": {"input": 1000, "output": 1000},
+            },
+            "olla": {
+                "base_url": f"http://127.0.0.1:{llama_port}/v1",
+                "model": "smollm2",
+                "engine": "ollama",
+            },
         },
         routing={"max_tokens": 8},
         budget={"daily_usd": 0.5},
@@ -122,22 +139,26 @@ def test_a_priced_messages_request_over_budget_is_refused_and_an_unserved_route_
     with serving("metered") as (url, _process):
         claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
         with pytest.raises(anthropic.APIStatusError) as refused:
-            claude.messages.create(model="paid", max_tokens=1000,
-                                   messages=[{"role": "user", "content": "Say hi."}])
+            claude.messages.create(
+                model="paid", max_tokens=1000, messages=[{"role": "user", "content": "Say hi."}]
+            )
         assert refused.value.status_code == 402
         assert "daily budget" in str(refused.value)
-        small = claude.messages.create(model="paid", max_tokens=3,
-                                       messages=[{"role": "user", "content": "Say hi."}])
+        small = claude.messages.create(
+            model="paid", max_tokens=3, messages=[{"role": "user", "content": "Say hi."}]
+        )
         assert small.usage.output_tokens == 3
 
         with pytest.raises(anthropic.APIStatusError) as unserved:
-            claude.messages.create(model="web", max_tokens=3,
-                                   messages=[{"role": "user", "content": "Say hi."}])
+            claude.messages.create(
+                model="web", max_tokens=3, messages=[{"role": "user", "content": "Say hi."}]
+            )
         assert unserved.value.status_code == 501
         assert "no backend here serves /v1/messages" in str(unserved.value)
         with pytest.raises(anthropic.APIStatusError) as known:
-            claude.messages.count_tokens(model="olla",
-                                         messages=[{"role": "user", "content": "Say hi."}])
+            claude.messages.count_tokens(
+                model="olla", messages=[{"role": "user", "content": "Say hi."}]
+            )
         assert known.value.status_code == 501
         assert "ollama does not serve it" in str(known.value)
     rows = ledger_rows(tmp_path / "data")
@@ -156,10 +177,16 @@ def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte
     write_profile(
         "fallback",
         endpoints={
-            "dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "smollm2",
-                     "engine": "llamacpp"},
-            "live": {"base_url": f"http://127.0.0.1:{llama_port}/v1", "model": "smollm2",
-                     "engine": "llamacpp"},
+            "dead": {
+                "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+            },
+            "live": {
+                "base_url": f"http://127.0.0.1:{llama_port}/v1",
+                "model": "smollm2",
+                "engine": "llamacpp",
+            },
         },
         routing={"tiers": {"all": {"effort": "1-10", "candidates": ["dead", "live"]}}},
     )
@@ -169,7 +196,10 @@ def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte
     with serving("fallback") as (url, _process):
         claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
         with claude.messages.with_streaming_response.create(
-            model="all", max_tokens=4, stream=True, extra_body={"temperature": 0},
+            model="all",
+            max_tokens=4,
+            stream=True,
+            extra_body={"temperature": 0},
             messages=[{"role": "user", "content": "Say hi."}],
         ) as raw:
             assert raw.headers["x-aither-backend"] == "live"
@@ -178,7 +208,8 @@ def test_a_messages_request_falls_back_from_a_dead_backend_before_the_first_byte
     assert events[-1] == "message_stop"
     rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["attempts"], r["tokens_out"]) for r in rows] == [
-        ("live", "ok", 2, 4)]
+        ("live", "ok", 2, 4)
+    ]
 
 
 def _access_lines(served: Served, count: int, timeout_s: float = 30.0) -> list[str]:
@@ -210,11 +241,13 @@ def test_a_client_that_leaves_at_the_last_event_got_a_whole_answer_and_no_traceb
         "/v1/chat/completions": {"max_tokens": 3, "messages": [{"role": "user", "content": "Hi."}]},
     }
     with serving("apis", env={"AITHER_API_KEYS": f"{SECRET} interactive coder"}) as served:
-        with httpx.Client(trust_env=False, timeout=120,
-                          headers={"Authorization": f"Bearer {SECRET}"}) as client:
+        with httpx.Client(
+            trust_env=False, timeout=120, headers={"Authorization": f"Bearer {SECRET}"}
+        ) as client:
             for path, body in bodies.items():
-                with client.stream("POST", served.url + path,
-                                   json={"model": "chat", "stream": True, **body}) as answer:
+                with client.stream(
+                    "POST", served.url + path, json={"model": "chat", "stream": True, **body}
+                ) as answer:
                     assert answer.status_code == 200
                     for line in answer.iter_lines():
                         if line.encode().startswith(ends[path]):

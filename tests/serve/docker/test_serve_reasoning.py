@@ -30,14 +30,25 @@ def thinker(clean_namespace: object, llama_image: str, write_profile: Callable[.
     del llama_image
     port = free_port()
     service = llama_service(port, pinned=True)
-    service["args"] = [*service["args"], "--jinja", "--chat-template-file",  # type: ignore[misc]
-                       "/tpl/think.jinja", "--reasoning-format", "deepseek"]
+    service["args"] = [
+        *service["args"],
+        "--jinja",
+        "--chat-template-file",  # type: ignore[misc]
+        "/tpl/think.jinja",
+        "--reasoning-format",
+        "deepseek",
+    ]
     service["volumes"] = {MODELS_DIR: "/models:ro", str(TEMPLATES): "/tpl:ro"}
     write_profile(
         "think",
         services={"thinker": service},
-        endpoints={"via-chat": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "smollm2",
-                                "engine": "openai"}},
+        endpoints={
+            "via-chat": {
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "model": "smollm2",
+                "engine": "openai",
+            }
+        },
         routing={"max_tokens": 8},
     )
     result = run_cli("profile", "switch", "think", "--yes")
@@ -48,10 +59,10 @@ def test_reasoning_content_reaches_anthropic_as_thinking_and_openai_as_reasoning
     thinker: None,
 ) -> None:
     with serving("think") as served:
-        claude = anthropic.Anthropic(base_url=served.url, api_key="k", max_retries=0,
-                                     timeout=120)
-        with claude.messages.stream(model="via-chat", max_tokens=6, messages=HI,
-                                    extra_body={"temperature": 0}) as stream:
+        claude = anthropic.Anthropic(base_url=served.url, api_key="k", max_retries=0, timeout=120)
+        with claude.messages.stream(
+            model="via-chat", max_tokens=6, messages=HI, extra_body={"temperature": 0}
+        ) as stream:
             final = stream.get_final_message()
         assert final.content[0].type == "thinking"
         assert final.content[0].thinking.strip()
@@ -61,8 +72,11 @@ def test_reasoning_content_reaches_anthropic_as_thinking_and_openai_as_reasoning
         assert whole.content[0].thinking.strip()
 
         client = openai.OpenAI(base_url=served.v1, api_key="k", max_retries=0, timeout=120)
-        events = list(client.responses.create(model="via-chat", input="Say hi.",
-                                              max_output_tokens=6, stream=True, temperature=0))
+        events = list(
+            client.responses.create(
+                model="via-chat", input="Say hi.", max_output_tokens=6, stream=True, temperature=0
+            )
+        )
         assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
         last = events[-1].response
         assert last.output[0].type == "reasoning"
@@ -74,10 +88,14 @@ def test_reasoning_content_reaches_anthropic_as_thinking_and_openai_as_reasoning
         # the engine as the assistant turn's reasoning_content, which its template renders.
         again = [{"role": "user", "content": "Again."}]
         turn = [block.model_dump(exclude_none=True) for block in whole.content]
-        second = claude.messages.create(model="via-chat", max_tokens=4, messages=[
-            *HI, {"role": "assistant", "content": turn}, *again])
+        second = claude.messages.create(
+            model="via-chat",
+            max_tokens=4,
+            messages=[*HI, {"role": "assistant", "content": turn}, *again],
+        )
         assert second.content[0].type == "thinking"
         items = [item.model_dump(exclude_none=True) for item in answer.output]
-        follow = client.responses.create(model="via-chat", max_output_tokens=4,
-                                         input=[*HI, *items, *again])
+        follow = client.responses.create(
+            model="via-chat", max_output_tokens=4, input=[*HI, *items, *again]
+        )
         assert follow.output[0].type == "reasoning"

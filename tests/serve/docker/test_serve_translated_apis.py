@@ -24,8 +24,11 @@ SAY_HI = [{"role": "user", "content": "Say hi."}]
 WEATHER_TOOL = {
     "name": "weather",
     "description": "The weather in a city.",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
-                     "required": ["city"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
 }
 RESPONSES_TOOL = {
     "type": "function",
@@ -51,7 +54,10 @@ def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usag
     with serving("chatonly") as (url, _process):
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
         raw = client.responses.with_raw_response.create(
-            model="plain", instructions="Be brief.", input="Say hi.", max_output_tokens=5,
+            model="plain",
+            instructions="Be brief.",
+            input="Say hi.",
+            max_output_tokens=5,
             temperature=0,
         )
         assert raw.headers["x-aither-backend"] == "plain"
@@ -78,7 +84,10 @@ def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usag
 
         claude = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
         message = claude.messages.create(
-            model="plain", max_tokens=5, system="Be brief.", messages=SAY_HI,
+            model="plain",
+            max_tokens=5,
+            system="Be brief.",
+            messages=SAY_HI,
             extra_body={"temperature": 0},
         )
         assert message.type == "message"
@@ -88,16 +97,30 @@ def test_a_chat_only_backend_answers_responses_and_messages_translated_with_usag
         # A tool definition and a tool's answer in the history: the real server takes the
         # translated chat body (a tool role message after the assistant's tool call).
         with claude.messages.stream(
-            model="plain", max_tokens=4, extra_body={"temperature": 0}, tools=[WEATHER_TOOL],
+            model="plain",
+            max_tokens=4,
+            extra_body={"temperature": 0},
+            tools=[WEATHER_TOOL],
             messages=[
                 {"role": "user", "content": "What is the weather in Paris?"},
-                {"role": "assistant", "content": [
-                    {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Paris"}}
-                ]},
-                {"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "t1", "content": "Sunny, 21 C"},
-                    {"type": "text", "text": "Say it in one word."},
-                ]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": "t1",
+                            "name": "weather",
+                            "input": {"city": "Paris"},
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "Sunny, 21 C"},
+                        {"type": "text", "text": "Say it in one word."},
+                    ],
+                },
             ],
         ) as message_stream:
             text = "".join(message_stream.text_stream)
@@ -127,25 +150,42 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
     with chat_double(mode="tool_call", api_key="cloud-key") as double:
         write_profile(
             "cloud",
-            endpoints={"cloud": {"base_url": double.root + "/v1", "model": "gpt-4.1",
-                                 "api_key_env": "CLOUD_KEY", "price": {"input": 2, "output": 8}}},
+            endpoints={
+                "cloud": {
+                    "base_url": double.root + "/v1",
+                    "model": "gpt-4.1",
+                    "api_key_env": "CLOUD_KEY",
+                    "price": {"input": 2, "output": 8},
+                }
+            },
             budget={"daily_usd": 5},
         )
         with serving("cloud", env={"CLOUD_KEY": "cloud-key"}) as (url, _process):
             client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
             response = client.responses.create(
-                model="cloud", input="Weather in Paris?", tools=[RESPONSES_TOOL],
+                model="cloud",
+                input="Weather in Paris?",
+                tools=[RESPONSES_TOOL],
                 max_output_tokens=50,
             )
             call = response.output[0]
             assert (call.type, call.name, call.arguments) == (
-                "function_call", "weather", TOOL_ARGUMENTS)
+                "function_call",
+                "weather",
+                TOOL_ARGUMENTS,
+            )
             with client.responses.stream(
-                model="cloud", tools=[RESPONSES_TOOL], max_output_tokens=50,
+                model="cloud",
+                tools=[RESPONSES_TOOL],
+                max_output_tokens=50,
                 input=[
                     {"role": "user", "content": "Weather in Paris?"},
-                    {"type": "function_call", "call_id": "c0", "name": "weather",
-                     "arguments": "{}"},
+                    {
+                        "type": "function_call",
+                        "call_id": "c0",
+                        "name": "weather",
+                        "arguments": "{}",
+                    },
                     {"type": "function_call_output", "call_id": "c0", "output": "no city"},
                 ],
             ) as stream:
@@ -158,16 +198,23 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
 
             claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0, timeout=60)
             message = claude.messages.create(
-                model="cloud", max_tokens=50, tools=[WEATHER_TOOL],
-                tool_choice={"type": "any"}, messages=[
-                    {"role": "user", "content": "Weather in Paris?"}],
+                model="cloud",
+                max_tokens=50,
+                tools=[WEATHER_TOOL],
+                tool_choice={"type": "any"},
+                messages=[{"role": "user", "content": "Weather in Paris?"}],
             )
             assert message.stop_reason == "tool_use"
             use = message.content[0]
             assert (use.type, use.name, use.input) == (
-                "tool_use", "weather", json.loads(TOOL_ARGUMENTS))
+                "tool_use",
+                "weather",
+                json.loads(TOOL_ARGUMENTS),
+            )
             with claude.messages.stream(
-                model="cloud", max_tokens=50, tools=[WEATHER_TOOL],
+                model="cloud",
+                max_tokens=50,
+                tools=[WEATHER_TOOL],
                 messages=[{"role": "user", "content": "Weather in Paris?"}],
             ) as message_stream:
                 streamed = message_stream.get_final_message()
@@ -178,9 +225,16 @@ def test_a_tool_call_from_a_chat_only_endpoint_reaches_both_clients_as_their_own
     # What the cloud endpoint received: chat completions, tools in its shape, the history's
     # call and its output as an assistant tool call and a `tool` message.
     assert all("messages" in body and "input" not in body for body in sent)
-    assert sent[0]["tools"] == [{"type": "function", "function": {
-        "name": "weather", "description": "The weather in a city.",
-        "parameters": WEATHER_TOOL["input_schema"]}}]
+    assert sent[0]["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "The weather in a city.",
+                "parameters": WEATHER_TOOL["input_schema"],
+            },
+        }
+    ]
     assert sent[0]["max_tokens"] == 50
     assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "tool"]
     assert sent[1]["messages"][2] == {"role": "tool", "tool_call_id": "c0", "content": "no city"}
@@ -195,23 +249,23 @@ def test_what_chat_completions_cannot_express_is_refused_with_a_400_naming_the_f
     write_profile: Callable[..., Path],
 ) -> None:
     with chat_double() as double:
-        write_profile(
-            "cloud", endpoints={"cloud": {"base_url": double.root + "/v1", "model": "m"}}
-        )
+        write_profile("cloud", endpoints={"cloud": {"base_url": double.root + "/v1", "model": "m"}})
         with serving("cloud") as (url, _process):
             client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
             with pytest.raises(openai.BadRequestError) as hosted:
-                client.responses.create(model="cloud", input="news?",
-                                        tools=[{"type": "web_search"}])
-            assert "`tools[0].type` cannot be translated to chat completions" in str(
-                hosted.value)
+                client.responses.create(
+                    model="cloud", input="news?", tools=[{"type": "web_search"}]
+                )
+            assert "`tools[0].type` cannot be translated to chat completions" in str(hosted.value)
             with pytest.raises(openai.BadRequestError) as stored:
                 client.responses.create(model="cloud", input="and?", previous_response_id="r1")
             assert "`previous_response_id` cannot be translated" in str(stored.value)
             claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0, timeout=60)
             with pytest.raises(anthropic.BadRequestError) as thinking:
                 claude.messages.create(
-                    model="cloud", max_tokens=2000, messages=SAY_HI,
+                    model="cloud",
+                    max_tokens=2000,
+                    messages=SAY_HI,
                     thinking={"type": "enabled", "budget_tokens": 1024},
                 )
             assert "`thinking` cannot be translated to chat completions" in str(thinking.value)
@@ -241,11 +295,14 @@ def test_a_translated_stream_falls_back_before_its_first_byte_and_never_after(
                 text = "".join(stream.text_stream)
             assert text == "Hello from the double."
             live.state.mode = "broken_after"
-            with pytest.raises(anthropic.APIStatusError) as broken, claude.messages.stream(
-                model="all", max_tokens=20, messages=SAY_HI
-            ) as stream:
+            with (
+                pytest.raises(anthropic.APIStatusError) as broken,
+                claude.messages.stream(model="all", max_tokens=20, messages=SAY_HI) as stream,
+            ):
                 list(stream.text_stream)
             assert "live failed after the answer had started" in str(broken.value)
     rows = ledger_rows(tmp_path / "data")
     assert [(r["backend"], r["outcome"], r["attempts"]) for r in rows] == [
-        ("live", "ok", 2), ("live", "partial", 2)]
+        ("live", "ok", 2),
+        ("live", "partial", 2),
+    ]

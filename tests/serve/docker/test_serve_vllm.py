@@ -34,21 +34,24 @@ def test_vllm_cpu_behind_the_gateway(
     if not (venv / ".complete").exists() or not (model / ".complete").exists():
         _unavailable("vLLM venv or model missing: run `bash scripts/test-env.sh`")
     port = free_port()
-    write_profile("vllm-serve", services={
-        "smol": {
-            "engine": "vllm",
-            "image": VLLM_IMAGE,
-            "model": "/model",
-            "served_name": "smol",
-            "port": port,
-            "gpu": "none",
-            "on_demand": True,
-            "args": ["--max-model-len", "2048", "--dtype", "bfloat16", "--enforce-eager"],
-            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-            "volumes": {str(venv): "/opt/vllm:ro", str(model): "/model:ro"},
-            "health": {"timeout": 420},
+    write_profile(
+        "vllm-serve",
+        services={
+            "smol": {
+                "engine": "vllm",
+                "image": VLLM_IMAGE,
+                "model": "/model",
+                "served_name": "smol",
+                "port": port,
+                "gpu": "none",
+                "on_demand": True,
+                "args": ["--max-model-len", "2048", "--dtype", "bfloat16", "--enforce-eager"],
+                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                "volumes": {str(venv): "/opt/vllm:ro", str(model): "/model:ro"},
+                "health": {"timeout": 420},
+            },
         },
-    })
+    )
     with serving("vllm-serve") as served:
         client = openai_client(served)
 
@@ -67,7 +70,10 @@ def test_vllm_cpu_behind_the_gateway(
         # (SSE comments, which the openai client skips), then the answer streams in.
         load_started = time.monotonic()
         stream = client.chat.completions.create(
-            model="smol", messages=ASK, max_tokens=12, stream=True,
+            model="smol",
+            messages=ASK,
+            max_tokens=12,
+            stream=True,
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
@@ -78,7 +84,8 @@ def test_vllm_cpu_behind_the_gateway(
         assert chunks[-1].usage.completion_tokens > 0
         assert served.backend("smol")["state"] == "ready"
         assert [e["event"] for e in served.events() if e["backend"] == "smol"][:2] == [
-            "queued", "loading",
+            "queued",
+            "loading",
         ]
 
         # Non-streamed, through the openai client: the header names the backend.
@@ -94,12 +101,16 @@ def test_vllm_cpu_behind_the_gateway(
         assert answer.usage.completion_tokens > 0
 
         # Streamed again (warm), and with curl: the raw SSE the gateway passes through.
-        stream = client.chat.completions.create(model="smol", messages=ASK, max_tokens=8,
-                                                stream=True)
+        stream = client.chat.completions.create(
+            model="smol", messages=ASK, max_tokens=8, stream=True
+        )
         warm = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert warm.strip()
-        reply = curl("POST", served.v1 + "/chat/completions",
-                     {"model": "smol", "messages": ASK, "max_tokens": 8, "stream": True})
+        reply = curl(
+            "POST",
+            served.v1 + "/chat/completions",
+            {"model": "smol", "messages": ASK, "max_tokens": 8, "stream": True},
+        )
         assert reply.status == 200, reply.body
         assert reply.headers["x-aither-backend"] == "smol"
         assert reply.headers["content-type"].startswith("text/event-stream")
@@ -107,17 +118,20 @@ def test_vllm_cpu_behind_the_gateway(
         assert '"usage"' not in reply.body  # the usage chunk the gateway asked for is its own
 
         # The model list now shows it ready.
-        (entry,) = [m for m in curl("GET", served.v1 + "/models").json()["data"]
-                    if m["id"] == "smol"]
+        (entry,) = [
+            m for m in curl("GET", served.v1 + "/models").json()["data"] if m["id"] == "smol"
+        ]
         assert entry["aither"]["state"] == "ready"
         assert entry["aither"]["apis"] == ["chat.completions", "responses", "messages"]
 
         # The Responses and Messages APIs, passed through to vLLM's own (official clients).
-        responses = client.responses.create(model="smol", input="Say hello.",
-                                            max_output_tokens=8)
+        responses = client.responses.create(model="smol", input="Say hello.", max_output_tokens=8)
         assert responses.output_text.strip()
-        events = list(client.responses.create(model="smol", input="Say hello.",
-                                              max_output_tokens=8, stream=True))
+        events = list(
+            client.responses.create(
+                model="smol", input="Say hello.", max_output_tokens=8, stream=True
+            )
+        )
         # vLLM names its last event `response.completed` even for an answer cut at the limit
         # (its status `incomplete`); serve ends such a stream in `response.incomplete`.
         last = events[-1]
@@ -127,8 +141,9 @@ def test_vllm_cpu_behind_the_gateway(
         if last.response.usage.output_tokens == 8:
             assert last.response.incomplete_details.reason == "max_output_tokens"
         anthropic = pytest.importorskip("anthropic")
-        claude = anthropic.Anthropic(base_url=served.url, api_key="unused", max_retries=0,
-                                     timeout=120)
+        claude = anthropic.Anthropic(
+            base_url=served.url, api_key="unused", max_retries=0, timeout=120
+        )
         message = claude.messages.create(model="smol", max_tokens=8, messages=ASK)
         assert message.content[0].text.strip()
         with claude.messages.stream(model="smol", max_tokens=8, messages=ASK) as streamed:

@@ -28,8 +28,9 @@ def _queue(*items: tuple[int, Priority, float]) -> WaitQueue:
 
 
 def test_interactive_goes_before_earlier_batch_and_normal() -> None:
-    queue = _queue((1, Priority.BATCH, 0.0), (2, Priority.NORMAL, 0.1),
-                   (3, Priority.INTERACTIVE, 0.2))
+    queue = _queue(
+        (1, Priority.BATCH, 0.0), (2, Priority.NORMAL, 0.1), (3, Priority.INTERACTIVE, 0.2)
+    )
     assert [queue.pop(1.0).seq for _ in range(3)] == [3, 2, 1]  # type: ignore[union-attr]
 
 
@@ -58,16 +59,18 @@ def _holder(name: str, used: float, *, rank: Rank = Rank.NORMAL, idle: bool = Tr
 
 
 def test_the_least_recently_used_idle_service_is_evicted() -> None:
-    choice = choose_victims({"ram": 256 * MIB}, [_holder("a", 1.0), _holder("b", 2.0)],
-                            _pools(600))
+    choice = choose_victims({"ram": 256 * MIB}, [_holder("a", 1.0), _holder("b", 2.0)], _pools(600))
     assert choice.victims == ("a",)
     assert choice.fits
     assert not choice.fits_now
 
 
 def test_low_priority_goes_before_recently_unused_and_busy_ones_stay() -> None:
-    holders = [_holder("old", 1.0), _holder("low", 9.0, rank=Rank.LOW),
-               _holder("busy", 0.5, idle=False)]
+    holders = [
+        _holder("old", 1.0),
+        _holder("low", 9.0, rank=Rank.LOW),
+        _holder("busy", 0.5, idle=False),
+    ]
     choice = choose_victims({"ram": 256 * MIB}, holders, _pools(800))
     assert choice.victims == ("low",)
 
@@ -85,8 +88,9 @@ def test_it_fits_without_evicting_when_there_is_room() -> None:
     assert choice.fits_now
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("15m", 900.0), ("90s", 90.0), ("1h", 3600.0),
-                                               ("500ms", 0.5), (30, 30.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15m", 900.0), ("90s", 90.0), ("1h", 3600.0), ("500ms", 0.5), (30, 30.0)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

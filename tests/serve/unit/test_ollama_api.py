@@ -26,36 +26,58 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def test_a_chat_body_becomes_chat_completions_with_its_options() -> None:
-    chat = to_chat("/api/chat", {
-        "model": "chat:latest",
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "What is this?", "images": [PNG]},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"function": {"name": "look", "arguments": {"x": 1}}}]},
-            {"role": "tool", "content": "a cat", "tool_name": "look"},
-        ],
-        "options": {"num_predict": 9, "temperature": 0, "stop": ["\n"], "seed": 3},
-        "format": "json",
-        "keep_alive": "5m",
-    })
+    chat = to_chat(
+        "/api/chat",
+        {
+            "model": "chat:latest",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is this?", "images": [PNG]},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"function": {"name": "look", "arguments": {"x": 1}}}],
+                },
+                {"role": "tool", "content": "a cat", "tool_name": "look"},
+            ],
+            "options": {"num_predict": 9, "temperature": 0, "stop": ["\n"], "seed": 3},
+            "format": "json",
+            "keep_alive": "5m",
+        },
+    )
     assert chat["model"] == "chat"
     assert chat["stream"] is True  # Ollama streams unless told not to
     assert chat["messages"][1]["content"][1] == {
-        "type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+        "type": "image_url",
+        "image_url": {"url": f"data:image/png;base64,{PNG}"},
+    }
     call = chat["messages"][2]["tool_calls"][0]
     assert call["function"] == {"name": "look", "arguments": '{"x": 1}'}
     assert chat["messages"][3] == {"role": "tool", "tool_call_id": call["id"], "content": "a cat"}
     assert (chat["max_tokens"], chat["temperature"], chat["stop"], chat["seed"]) == (
-        9, 0, ["\n"], 3)
+        9,
+        0,
+        ["\n"],
+        3,
+    )
     assert chat["response_format"] == {"type": "json_object"}
 
 
 def test_a_generate_body_is_a_system_and_a_user_message() -> None:
-    chat = to_chat("/api/generate", {"model": "m", "prompt": "Hi", "system": "Brief.",
-                                     "stream": False, "options": {"num_predict": -1}})
-    assert chat["messages"] == [{"role": "system", "content": "Brief."},
-                                {"role": "user", "content": "Hi"}]
+    chat = to_chat(
+        "/api/generate",
+        {
+            "model": "m",
+            "prompt": "Hi",
+            "system": "Brief.",
+            "stream": False,
+            "options": {"num_predict": -1},
+        },
+    )
+    assert chat["messages"] == [
+        {"role": "system", "content": "Brief."},
+        {"role": "user", "content": "Hi"},
+    ]
     assert chat["stream"] is False
     assert "max_tokens" not in chat  # -1: no limit
     assert not is_streaming("/api/generate", {"stream": False})
@@ -84,9 +106,18 @@ def test_what_chat_cannot_express_is_refused_by_name(route: str, body: dict, fie
 
 
 def test_a_whole_answer_reads_as_ollamas() -> None:
-    chat = json.dumps({"choices": [{"index": 0, "finish_reason": "length", "message": {
-        "role": "assistant", "content": "Hello"}}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 2}}).encode()
+    chat = json.dumps(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "message": {"role": "assistant", "content": "Hello"},
+                }
+            ],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+        }
+    ).encode()
     answer = json.loads(from_chat("/api/chat", chat, {"model": "chat"}, 5))
     assert answer["message"] == {"role": "assistant", "content": "Hello"}
     assert (answer["done"], answer["done_reason"]) == (True, "length")
@@ -97,13 +128,23 @@ def test_a_whole_answer_reads_as_ollamas() -> None:
 
 def test_a_chat_stream_reads_as_ndjson_lines_with_the_tool_call_whole() -> None:
     def chunk(delta: dict, finish: str | None = None) -> bytes:
-        return b"data: " + json.dumps({"choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+        return (
+            b"data: "
+            + json.dumps(
+                {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            ).encode()
+            + b"\n\n"
+        )
 
     stream = (
         chunk({"role": "assistant", "content": "Hi"})
-        + chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f",
-                                                                    "arguments": '{"a"'}}]})
+        + chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a"'}}
+                ]
+            }
+        )
         + chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]})
         + chunk({}, "tool_calls")
         + b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 6}}\n\n'
@@ -115,8 +156,9 @@ def test_a_chat_stream_reads_as_ndjson_lines_with_the_tool_call_whole() -> None:
         lines = [json.loads(line) for line in out.splitlines()]
         assert [line["done"] for line in lines] == [False, False, True]
         assert lines[0]["message"]["content"] == "Hi"
-        assert lines[1]["message"]["tool_calls"] == [{"function": {"name": "f",
-                                                                   "arguments": {"a": 1}}}]
+        assert lines[1]["message"]["tool_calls"] == [
+            {"function": {"name": "f", "arguments": {"a": 1}}}
+        ]
         assert (lines[2]["eval_count"], lines[2]["prompt_eval_count"]) == (6, 4)
         assert reader.done
 
@@ -145,7 +187,11 @@ def test_a_request_with_nothing_to_answer_is_a_load_or_an_unload(
 def test_load_and_unload_are_answered_as_ollama_answers_them() -> None:
     generate = json.loads(load_answer("/api/generate", {"model": "m"}, "load"))
     assert {k: generate[k] for k in ("model", "response", "done", "done_reason")} == {
-        "model": "m", "response": "", "done": True, "done_reason": "load"}
+        "model": "m",
+        "response": "",
+        "done": True,
+        "done_reason": "load",
+    }
     chat = json.loads(load_answer("/api/chat", {"model": "m"}, "unload"))
     assert chat["message"] == {"role": "assistant", "content": ""}
     assert (chat["done"], chat["done_reason"]) == (True, "unload")
@@ -153,7 +199,9 @@ def test_load_and_unload_are_answered_as_ollama_answers_them() -> None:
 
 def test_embed_bodies_become_openai_embeddings_and_the_answers_ollama_s() -> None:
     assert to_embeddings("/api/embed", {"model": "m:latest", "input": "a"}) == {
-        "model": "m", "input": ["a"]}
+        "model": "m",
+        "input": ["a"],
+    }
     assert to_embeddings("/api/embeddings", {"model": "m", "prompt": "a"})["input"] == ["a"]
     for body, field in (
         ({"model": "m", "input": "a", "options": {"num_ctx": 8}}, "options.num_ctx"),
@@ -163,11 +211,18 @@ def test_embed_bodies_become_openai_embeddings_and_the_answers_ollama_s() -> Non
         with pytest.raises(Untranslatable) as refused:
             to_embeddings("/api/embed", body)
         assert refused.value.field == field
-    answer = json.dumps({
-        "data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": [0.25]}],
-        "usage": {"prompt_tokens": 7},
-    }).encode()
+    answer = json.dumps(
+        {
+            "data": [{"index": 1, "embedding": [0.5]}, {"index": 0, "embedding": [0.25]}],
+            "usage": {"prompt_tokens": 7},
+        }
+    ).encode()
     embed = json.loads(from_embeddings("/api/embed", answer, {"model": "m"}, 5))
-    assert embed == {"model": "m", "embeddings": [[0.25], [0.5]], "total_duration": 5,
-                     "load_duration": 0, "prompt_eval_count": 7}
+    assert embed == {
+        "model": "m",
+        "embeddings": [[0.25], [0.5]],
+        "total_duration": 5,
+        "load_duration": 0,
+        "prompt_eval_count": 7,
+    }
     assert json.loads(from_embeddings("/api/embeddings", answer, {}, 5)) == {"embedding": [0.25]}

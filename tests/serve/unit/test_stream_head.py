@@ -192,7 +192,7 @@ async def test_a_translated_answer_opens_with_its_first_events_before_the_first_
     assert sink.heads == [(200, True)]
     assert before.startswith(b"event: message_start\n")
     assert before.count(b"event: ") == 1
-    after = sink.data[len(before):]
+    after = sink.data[len(before) :]
     assert after.startswith(b"event: content_block_start\n")
     assert b'"text":"Hi"' in after.replace(b" ", b"")
     assert b"event: message_start" not in after  # said once

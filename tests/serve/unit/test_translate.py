@@ -22,10 +22,13 @@ def test_a_responses_conversation_becomes_chat_messages_with_tools() -> None:
             "instructions": "Be brief.",
             "input": [
                 {"role": "developer", "content": "Use tools."},
-                {"role": "user", "content": [
-                    {"type": "input_text", "text": "Weather? "},
-                    {"type": "input_image", "image_url": "data:image/png;base64,AA"},
-                ]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Weather? "},
+                        {"type": "input_image", "image_url": "data:image/png;base64,AA"},
+                    ],
+                },
                 {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
                 {"type": "function_call", "call_id": "c2", "name": "weather", "arguments": "{}"},
                 {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
@@ -45,13 +48,22 @@ def test_a_responses_conversation_becomes_chat_messages_with_tools() -> None:
         }
     )
     assert [m["role"] for m in chat["messages"]] == [
-        "system", "system", "user", "assistant", "tool", "tool"]
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+    ]
     assert chat["messages"][2]["content"][1] == {
-        "type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AA"},
+    }
     assert [c["id"] for c in chat["messages"][3]["tool_calls"]] == ["c1", "c2"]
     assert chat["messages"][5] == {"role": "tool", "tool_call_id": "c2", "content": "rain"}
     assert chat["tools"] == [
-        {"type": "function", "function": {"name": "weather", "parameters": FUNCTION}}]
+        {"type": "function", "function": {"name": "weather", "parameters": FUNCTION}}
+    ]
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
     assert chat["max_tokens"] == 30
     assert chat["response_format"]["json_schema"]["schema"] == FUNCTION
@@ -73,23 +85,43 @@ def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> Non
             "metadata": {"user_id": "u1"},
             "messages": [
                 {"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": [
-                    {"type": "text", "text": "Looking."},
-                    {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "P"}},
-                ]},
-                {"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
-                    {"type": "tool_result", "tool_use_id": "t2", "content": "x", "is_error": True},
-                    {"type": "text", "text": "Thanks."},
-                ]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Looking."},
+                        {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "P"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t2",
+                            "content": "x",
+                            "is_error": True,
+                        },
+                        {"type": "text", "text": "Thanks."},
+                    ],
+                },
             ],
         }
     )
     assert chat["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "Looking.", "tool_calls": [{"id": "t1", "type": "function",
-         "function": {"name": "weather", "arguments": '{"city": "P"}'}}]},
+        {
+            "role": "assistant",
+            "content": "Looking.",
+            "tool_calls": [
+                {
+                    "id": "t1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "P"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "t2", "content": "Error: x"},
         {"role": "user", "content": "Thanks."},
@@ -108,19 +140,46 @@ def test_a_messages_conversation_puts_tool_results_right_after_the_call() -> Non
         ("r", {"input": [{"type": "reasoning", "summary": []}]}, "input[0]"),  # no text
         ("r", {"input": "x", "reasoning": {"summary": "detailed"}}, "reasoning.summary"),
         ("r", {"input": "x", "include": ["message.output_text.logprobs"]}, "include[0]"),
-        ("r", {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
-         "tools[0].type"),
-        ("r", {"input": [{"role": "user", "content": [{"type": "input_file"}]}]},
-         "input[0].content[0].type"),
+        (
+            "r",
+            {"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]},
+            "tools[0].type",
+        ),
+        (
+            "r",
+            {"input": [{"role": "user", "content": [{"type": "input_file"}]}]},
+            "input[0].content[0].type",
+        ),
         ("m", {"messages": [], "thinking": {"type": "enabled", "budget_tokens": 9}}, "thinking"),
         ("m", {"messages": [], "top_k": 5}, "top_k"),
-        ("m", {"messages": [], "tools": [{"type": "web_search_20250305", "name": "s"}]},
-         "tools[0].type"),
-        ("m", {"messages": [{"role": "user", "content": [{"type": "document"}]}]},
-         "messages[0].content[0].type"),
-        ("m", {"messages": [{"role": "user", "content": [{"type": "tool_result",
-                "tool_use_id": "t", "content": [{"type": "image"}]}]}]},
-         "messages[0].content[0].content[0]"),
+        (
+            "m",
+            {"messages": [], "tools": [{"type": "web_search_20250305", "name": "s"}]},
+            "tools[0].type",
+        ),
+        (
+            "m",
+            {"messages": [{"role": "user", "content": [{"type": "document"}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            "m",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "t",
+                                "content": [{"type": "image"}],
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].content[0]",
+        ),
     ],
 )
 def test_what_chat_cannot_express_is_refused_by_name(
@@ -133,13 +192,31 @@ def test_what_chat_cannot_express_is_refused_by_name(
     assert f"`{field}` cannot be translated to chat completions" in refused.value.message
 
 
-WHOLE_TOOL_CALL = json.dumps({
-    "id": "x", "object": "chat.completion", "model": "m",
-    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": "Let me look.", "tool_calls": [{"id": "call_1",
-        "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}]}}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
-}).encode()
+WHOLE_TOOL_CALL = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me look.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+    }
+).encode()
 
 
 def test_a_whole_chat_answer_reads_as_a_message_and_as_a_response() -> None:
@@ -150,7 +227,9 @@ def test_a_whole_chat_answer_reads_as_a_message_and_as_a_response() -> None:
         {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
     ]
     assert (message["stop_reason"], message["usage"]) == (
-        "tool_use", {"input_tokens": 12, "output_tokens": 9})
+        "tool_use",
+        {"input_tokens": 12, "output_tokens": 9},
+    )
     response = json.loads(from_chat("/v1/responses", WHOLE_TOOL_CALL, {"model": "alias"}))
     assert [item["type"] for item in response["output"]] == ["message", "function_call"]
     assert response["output"][0]["content"][0]["text"] == "Let me look."
@@ -160,8 +239,10 @@ def test_a_whole_chat_answer_reads_as_a_message_and_as_a_response() -> None:
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    payload = {"object": "chat.completion.chunk",
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    payload = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
@@ -169,8 +250,18 @@ CHAT_STREAM = (
     _chunk({"role": "assistant", "content": None})
     + _chunk({"content": "Hel"})
     + _chunk({"content": "lo"})
-    + _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                              "function": {"name": "weather", "arguments": ""}}]})
+    + _chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": ""},
+                }
+            ]
+        }
+    )
     + _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]})
     + _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]})
     + _chunk({}, "tool_calls")
@@ -199,12 +290,23 @@ def test_a_chat_stream_reads_as_messages_events(size: int) -> None:
     translator, events = _events("/v1/messages", size)
     assert [e["type"] for e in events] == [
         "message_start",
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-        "message_delta", "message_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert events[5]["content_block"] == {
-        "type": "tool_use", "id": "call_1", "name": "weather", "input": {}}
+        "type": "tool_use",
+        "id": "call_1",
+        "name": "weather",
+        "input": {},
+    }
     assert "".join(e["delta"].get("partial_json", "") for e in events[6:8]) == '{"city":"Paris"}'
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
     assert events[-2]["usage"] == {"input_tokens": 12, "output_tokens": 9}
@@ -217,8 +319,11 @@ def test_a_chat_stream_reads_as_responses_events(size: int) -> None:
     translator, events = _events("/v1/responses", size)
     kinds = [e["type"] for e in events]
     assert kinds[:4] == [
-        "response.created", "response.in_progress",
-        "response.output_item.added", "response.content_part.added"]
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
     assert kinds[-1] == "response.completed"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     completed = events[-1]["response"]
@@ -274,7 +379,9 @@ def _translated(route: str, stream: bytes, size: int) -> bytes:
 def test_reasoning_in_a_chat_stream_is_a_thinking_block_for_anthropics_client(size: int) -> None:
     anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(
-        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        base_url="http://serve.invalid",
+        api_key="k",
+        max_retries=0,
         http_client=_mock_http_client(_translated("/v1/messages", REASONING_STREAM, size)),
     )
     with client.messages.stream(
@@ -294,7 +401,9 @@ def test_reasoning_in_a_chat_stream_is_a_thinking_block_for_anthropics_client(si
 def test_reasoning_in_a_chat_stream_is_a_reasoning_item_for_openais_client(size: int) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(
-        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        base_url="http://serve.invalid/v1",
+        api_key="k",
+        max_retries=0,
         http_client=_mock_http_client(_translated("/v1/responses", REASONING_STREAM, size)),
     )
     events = list(client.responses.create(model="m", input="hi", stream=True))
@@ -309,26 +418,45 @@ def test_reasoning_in_a_chat_stream_is_a_reasoning_item_for_openais_client(size:
 
 
 def test_reasoning_in_a_whole_chat_answer_is_read_by_both_clients() -> None:
-    whole = json.dumps({
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
-    }).encode()
+    whole = json.dumps(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": "Hello!",
+                        "reasoning_content": "Greet back.",
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+        }
+    ).encode()
     anthropic = pytest.importorskip("anthropic")
     openai = pytest.importorskip("openai")
     claude = anthropic.Anthropic(
-        base_url="http://serve.invalid", api_key="k", max_retries=0,
+        base_url="http://serve.invalid",
+        api_key="k",
+        max_retries=0,
         http_client=_mock_http_client(
-            from_chat("/v1/messages", whole, {"model": "m"}), "application/json"),
+            from_chat("/v1/messages", whole, {"model": "m"}), "application/json"
+        ),
     )
     message = claude.messages.create(
-        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
-    assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None))
-            for b in message.content] == [("thinking", "Greet back."), ("text", "Hello!")]
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert [
+        (b.type, getattr(b, "thinking", None) or getattr(b, "text", None)) for b in message.content
+    ] == [("thinking", "Greet back."), ("text", "Hello!")]
     gpt = openai.OpenAI(
-        base_url="http://serve.invalid/v1", api_key="k", max_retries=0,
+        base_url="http://serve.invalid/v1",
+        api_key="k",
+        max_retries=0,
         http_client=_mock_http_client(
-            from_chat("/v1/responses", whole, {"model": "m"}), "application/json"),
+            from_chat("/v1/responses", whole, {"model": "m"}), "application/json"
+        ),
     )
     response = gpt.responses.create(model="m", input="hi")
     assert [item.type for item in response.output] == ["reasoning", "message"]
@@ -339,41 +467,114 @@ def test_reasoning_in_a_whole_chat_answer_is_read_by_both_clients() -> None:
 def test_reasoning_given_back_on_the_next_turn_is_the_assistant_turns_reasoning_content() -> None:
     """Claude Code sends the thinking blocks and Codex CLI the reasoning items of an answer
     back with the next turn; they were a 400 (once serve gave them, every next turn failed)."""
-    answer = json.loads(from_chat("/v1/responses", json.dumps({
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
-            "tool_calls": [{"id": "call_1", "type": "function",
-                            "function": {"name": "weather", "arguments": "{}"}}]}}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 7},
-    }).encode(), {"model": "m"}))
-    chat = responses_to_chat({"model": "m", "input": [
-        {"role": "user", "content": "Weather?"}, *answer["output"],
-        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-    ]})
+    answer = json.loads(
+        from_chat(
+            "/v1/responses",
+            json.dumps(
+                {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "tool_calls",
+                            "message": {
+                                "role": "assistant",
+                                "content": "Looking.",
+                                "reasoning_content": "Need weather.",
+                                "tool_calls": [
+                                    {
+                                        "id": "call_1",
+                                        "type": "function",
+                                        "function": {"name": "weather", "arguments": "{}"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 7},
+                }
+            ).encode(),
+            {"model": "m"},
+        )
+    )
+    chat = responses_to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "Weather?"},
+                *answer["output"],
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            ],
+        }
+    )
     assert chat["messages"][1] == {
-        "role": "assistant", "content": "Looking.", "reasoning_content": "Need weather.",
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "weather", "arguments": "{}"}}]}
+        "role": "assistant",
+        "content": "Looking.",
+        "reasoning_content": "Need weather.",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+        ],
+    }
     assert chat["messages"][2]["role"] == "tool"
-    only = responses_to_chat({"model": "m", "input": [
-        {"role": "user", "content": "Hi"},
-        {"type": "reasoning", "id": "rs_1", "summary": [],
-         "content": [{"type": "reasoning_text", "text": "Hmm."}]},
-    ]})
+    only = responses_to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "Hi"},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [],
+                    "content": [{"type": "reasoning_text", "text": "Hmm."}],
+                },
+            ],
+        }
+    )
     assert only["messages"][1] == {"role": "assistant", "content": "", "reasoning_content": "Hmm."}
     with pytest.raises(Untranslatable) as encrypted:
-        responses_to_chat({"model": "m", "input": [
-            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"}]})
+        responses_to_chat(
+            {
+                "model": "m",
+                "input": [
+                    {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"}
+                ],
+            }
+        )
     assert encrypted.value.field == "input[0]"
 
-    message = json.loads(from_chat("/v1/messages", json.dumps({
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}}],
-    }).encode(), {"model": "m"}))
-    chat = messages_to_chat({"model": "m", "max_tokens": 9, "messages": [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": message["content"]},
-        {"role": "user", "content": "Again"},
-    ]})
+    message = json.loads(
+        from_chat(
+            "/v1/messages",
+            json.dumps(
+                {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": "Hello!",
+                                "reasoning_content": "Greet back.",
+                            },
+                        }
+                    ],
+                }
+            ).encode(),
+            {"model": "m"},
+        )
+    )
+    chat = messages_to_chat(
+        {
+            "model": "m",
+            "max_tokens": 9,
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": message["content"]},
+                {"role": "user", "content": "Again"},
+            ],
+        }
+    )
     assert chat["messages"][1] == {
-        "role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."}
+        "role": "assistant",
+        "content": "Hello!",
+        "reasoning_content": "Greet back.",
+    }
