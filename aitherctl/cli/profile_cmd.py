@@ -243,7 +243,12 @@ def show(name: ProfileArg, json_out: JsonOpt = False) -> None:
 @profile_app.command("validate")
 def validate(
     files: Annotated[
-        list[Path] | None, typer.Argument(help="Profile files (default: every known profile).")
+        list[Path] | None,
+        typer.Argument(
+            metavar="FILE|NAME",
+            help="Profile files, or names as `show` and `switch` take them (default: every "
+            "known profile).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -254,7 +259,15 @@ def validate(
 
     out = Output(json_mode=json_out)
     catalog = runtime.catalog()
-    paths = list(files) if files else [entry.path for entry in catalog.entries()]
+    if files:
+        # `validate dev` as `show dev` and `switch dev`: a name that is no file is the profile's.
+        # A bare word that is neither gets the known names, as `show` does.
+        paths = [
+            f if f.exists() or f.suffix or len(f.parts) > 1 else catalog.find(str(f))
+            for f in files
+        ]
+    else:
+        paths = [entry.path for entry in catalog.entries()]
     # A `vram: 30%` budget is checked against the model when this machine's GPUs are known.
     inventory = runtime.gpu_inventory()
     totals = {gpu.index: gpu.memory_total_bytes for gpu in inventory.gpus}

@@ -64,3 +64,30 @@ def test_validate_reports_routing_mistakes_together_with_a_port_clash(write_prof
         f"{path}:6: routing.tiers.all.candidates: no service, endpoint or node 'nope' "
         "(known: a, b)",
     ]
+
+
+def test_validate_takes_a_profile_name_as_show_and_switch_do(write_profile) -> None:
+    """`profile show mine` works, so a user types `profile validate mine` next: it used to say
+    "mine: no such profile file"."""
+    path = write_profile(
+        "mine",
+        """
+        services:
+          chat: {engine: ollama, port: 11434}
+          code: {engine: ollama, port: 11434}
+        """,
+    )
+    result = runner.invoke(app, ["profile", "validate", "mine"])
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == [
+        f"{path}:3: services 'chat' and 'code' both use port 11434"
+    ]
+    typo = runner.invoke(app, ["profile", "validate", "mien"])
+    assert typo.exit_code == 4
+    assert typo.stderr.splitlines() == [
+        "error: no profile named 'mien' (did you mean 'mine'?) (known: cpu, creative, dev, mine, "
+        "production)"
+    ]
+    missing = runner.invoke(app, ["profile", "validate", "mine.yaml"])  # a file: not in this folder
+    assert missing.exit_code == 3
+    assert missing.stderr.splitlines() == ["mine.yaml: no such profile file"]
