@@ -402,6 +402,32 @@ def _prepare_assumed(name: str, gpu_memory: str) -> Prepared:
     return prepare_offline(profile, assumed_inventory(totals))
 
 
+def _on_demand_lines(prepared: Prepared) -> list[str]:
+    """The profile's on-demand services that the plan leaves alone (a switch never starts them),
+    so the plan says where they went: `profile plan dev` listed four of dev's five services."""
+    from aitherctl.units import format_bytes
+
+    if prepared.specs is None:
+        return []
+    planned = {step.service for step in prepared.plan.steps}
+    waiting = [
+        (service, spec)
+        for service, spec in sorted(prepared.specs.on_demand.items())
+        if service not in planned
+    ]
+    if not waiting:
+        return []
+    listed = ", ".join(
+        f"{service} ({spec.engine.value}"
+        + (f", {format_bytes(spec.vram_bytes)})" if spec.vram_bytes else ")")
+        for service, spec in waiting
+    )
+    return [
+        f"on demand, not started by a switch: {listed}",
+        f"  `aitherctl up {waiting[0][0]}` or a request through `serve` starts it",
+    ]
+
+
 @profile_app.command("plan")
 def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = False) -> None:
     """Show what `switch NAME` would do, and the VRAM arithmetic, without changing anything.
@@ -442,6 +468,8 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
         )
     else:
         out.print(plan_table(prepared.plan))
+        for line in _on_demand_lines(prepared):
+            out.print(line, markup=False)
         for line in describe_vram(prepared.vram):
             out.print(line, markup=False)
         if prepared.fits:
@@ -547,6 +575,8 @@ def switch(  # noqa: PLR0917 - Typer passes options by keyword; click counts the
             from aitherctl.cli.render import plan_table
 
             out.print(plan_table(prepared.plan))
+            for line in _on_demand_lines(prepared):
+                out.print(line, markup=False)
         return
 
     def confirm(prepared: Prepared, changed: bool) -> bool:
@@ -560,6 +590,8 @@ def switch(  # noqa: PLR0917 - Typer passes options by keyword; click counts the
             from aitherctl.cli.render import plan_table
 
             out.err.print(plan_table(prepared.plan))
+            for line in _on_demand_lines(prepared):
+                out.err.print(line, markup=False, highlight=False)
         return out.confirm(f"switch to {profile.name}?", assume_yes=yes)
 
     try:

@@ -31,6 +31,9 @@ DEV_24 = [
     "start   embeddings    vllm    8209  0    1.2 GiB  new",
     "start   orchestrator  vllm    8120  0    8.4 GiB  new",
     "start   vision        vllm    8201  0    2.9 GiB  new",
+    # dev's fifth service: the plan says where it went.
+    "on demand, not started by a switch: reasoning (vllm, 9.6 GiB)",
+    "  `aitherctl up reasoning` or a request through `serve` starts it",
     "GPU 0 (assumed, 24.0 GiB):",
     "  coding                  4.3 GiB  18.0%",
     "  embeddings              1.2 GiB   5.0%",
