@@ -50,6 +50,7 @@ class GatewayAnswer:
         self.queue_wait_s: float | None = None
         self.load_wait_s: float | None = None
         self.outcome = "ok"
+        self.finish_reason: str | None = None  # from the stream, as `run --direct` reads it
         self.extra: dict[str, Any] = {}
         self.report: dict[str, Any] | None = None  # `x-aither-report`, without its `error`
 
@@ -74,6 +75,8 @@ class GatewayAnswer:
                 "in": _first(self.tokens_in, (report.get("tokens") or {}).get("in")),
                 "out": _first(self.tokens_out, (report.get("tokens") or {}).get("out")),
             },
+            "finish_reason": self.finish_reason,
+            "max_tokens": report.get("max_tokens"),
             "ttft_s": _round(self.ttft_s),
             "total_s": _round(self.total_s),
             "tokens_per_s": _round(
@@ -186,6 +189,8 @@ def run_via_gateway(
                 result.tokens_in = chunk["usage"].get("prompt_tokens")
                 result.tokens_out = chunk["usage"].get("completion_tokens")
             for choice in chunk.get("choices") or []:
+                if choice.get("finish_reason"):
+                    result.finish_reason = choice["finish_reason"]
                 text = (choice.get("delta") or {}).get("content")
                 if text:
                     now = clock() - started

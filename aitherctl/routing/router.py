@@ -230,6 +230,10 @@ class RunResult:
     budget_daily_usd: float
     warning: str | None = None
     last_token_s: float | None = None  # when the last text arrived, from the request's start
+    # Why the answer ended (the API's `finish_reason`: `stop`, `length`, ...) and the output
+    # limit it was sent with: an answer cut at the limit is said to be cut.
+    finish_reason: str | None = None
+    max_tokens: int | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -248,6 +252,8 @@ class RunResult:
             "model": self.model,
             "attempts": [a.to_json() for a in self.attempts],
             "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "finish_reason": self.finish_reason,
+            "max_tokens": self.max_tokens,
             "ttft_s": _round(self.ttft_s),
             "total_s": _round(self.total_s),
             "tokens_per_s": _round(self.tokens_per_s, 1),
@@ -663,6 +669,7 @@ class Router:
                 result.tokens_out,
                 result.ttft_s,
                 result.last_token_s,
+                result.finish_reason,
             )
 
         skipped_all = all(a.outcome == "skipped" for a in state.attempts)
@@ -724,6 +731,7 @@ class Router:
         tokens_out: int | None,
         ttft_s: float | None,
         last_token_s: float | None,
+        finish_reason: str | None = None,
     ) -> RunResult:
         from aitherctl.routing.ledger import LedgerRow, prompt_hash
 
@@ -771,6 +779,8 @@ class Router:
             budget_daily_usd=self.budget.daily_usd,
             warning=budget_warning(self.budget, spent_after) if spent_after else None,
             last_token_s=last_token_s,
+            finish_reason=finish_reason,
+            max_tokens=choice.max_tokens,
         )
 
 

@@ -39,8 +39,9 @@ def tokens_per_s(
 
 
 def status_line(data: Mapping[str, Any]) -> str:
-    """`effort 5 · all · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`, then how
-    many candidates were skipped or failed, the load wait and the gateway when there were."""
+    """`effort 5 · all · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`, then whether
+    the answer was cut at its output limit, how many candidates were skipped or failed, the load
+    wait and the gateway when there were."""
     effort = data.get("effort") or {}
     score = effort.get("score") if isinstance(effort, dict) else None
     parts = [f"effort {score}" if score else "effort -", str(data.get("tier") or "-")]
@@ -51,6 +52,9 @@ def status_line(data: Mapping[str, Any]) -> str:
     rate = data.get("tokens_per_s")
     parts.append(f"{rate:.0f} tok/s" if rate is not None else "tok/s N/A")
     parts.append(f"${float(data.get('cost_usd') or 0.0):.4f}")
+    if data.get("finish_reason") == "length":  # the answer stopped mid-way: say why
+        limit = data.get("max_tokens")
+        parts.append(f"stopped at max_tokens {limit}" if limit else "stopped at the output limit")
     skipped = sum(1 for a in data.get("attempts") or () if a.get("outcome") != "ok")
     if skipped:
         parts.append(f"{skipped} skipped/failed before")

@@ -464,7 +464,6 @@ class Dispatcher:
             partial_message,
         )
 
-        del request
         router = self.router
         choice = route.choice
         assert choice is not None
@@ -496,6 +495,9 @@ class Dispatcher:
             spent_today_usd=spent,
             budget_daily_usd=router.budget.daily_usd,
             warning=budget_warning(router.budget, spent) if spent else None,
+            # The limit the answer was sent with (the client's, else the profile's: _upstream_body).
+            max_tokens=output_limit(request.body)
+            or (router.table.default_max_tokens if request.profile_limit else None),
         )
         data = run.to_json()
         del data["answer"]

@@ -77,6 +77,16 @@ def test_run_streams_answer_and_one_status_line(routed: str) -> None:
     assert line.endswith("$0.0000")
 
 
+def test_an_answer_cut_at_max_tokens_says_so_on_its_status_line(routed: str) -> None:
+    """An answer that stops mid-sentence because of the output limit (the profile's
+    routing.max_tokens, or --max-tokens) used to look like the model's own end."""
+    result = invoke("run", "--profile", routed, "--max-tokens", "2", "hello")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Hello from\n"
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("$0.0000 · stopped at max_tokens 2")
+
+
 def test_run_reads_stdin_and_file(routed: str, tmp_path: Path, double: RunningDouble) -> None:
     assert invoke("run", "-p", routed, stdin="from stdin").exit_code == 0
     prompt_file = tmp_path / "prompt.txt"
@@ -154,6 +164,8 @@ def test_run_json_shape(routed: str) -> None:
     assert data["model"] == "smol"
     assert data["tier"] == "small"
     assert data["tokens"]["out"] == 3
+    # The double had more to say: the answer was cut at the limit, and says so.
+    assert (data["finish_reason"], data["max_tokens"]) == ("length", 3)
     assert data["attempts"] == [
         {
             "backend": "local",
@@ -174,6 +186,8 @@ def test_run_json_shape(routed: str) -> None:
         "model",
         "attempts",
         "tokens",
+        "finish_reason",
+        "max_tokens",
         "ttft_s",
         "total_s",
         "tokens_per_s",

@@ -5,7 +5,8 @@ Contract double for the two backends that cannot run here:
   (https://platform.openai.com/docs/api-reference/chat/create): `Authorization: Bearer KEY`
   required (401 `{"error": {"message", "type", "code"}}` without it), `stream: true` answers
   `text/event-stream` with `chat.completion.chunk` objects whose `choices[0].delta.content`
-  carries text, `finish_reason: "stop"` on the last choice chunk, then with
+  carries text, `finish_reason: "stop"` on the last choice chunk (`"length"` when the output
+  limit cut the answer), then with
   `stream_options.include_usage` one chunk with `choices: []` and `usage`, then `data: [DONE]`;
 - Ollama's OpenAI-compatible API, after ollama/ollama docs/openai.md ("OpenAI compatibility"):
   `/v1/chat/completions` with the same chunk shape (`system_fingerprint: "fp_ollama"`), no key
@@ -340,6 +341,8 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 return
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             words = state.words[: int(limit or len(state.words))]
+            # As the API says why it stopped: `length` when the output limit cut the answer.
+            finish = "length" if len(words) < len(state.words) else "stop"
             if mode == "burst":  # every chunk, the stop and the usage in one write
                 pieces = [
                     {
@@ -351,7 +354,7 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                     for word in words
                 ]
                 pieces.append(
-                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
                 )
                 pieces.append(
                     {
@@ -381,7 +384,7 @@ def _handler(state: DoubleState) -> type[BaseHTTPRequestHandler]:
                 )
             if mode == "no_done":
                 return
-            self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             usage_wanted = (body.get("stream_options") or {}).get("include_usage")
             if usage_wanted and state.include_usage_honoured:
                 prompt_tokens = sum(len(m["content"].split()) for m in body["messages"]) + 8

@@ -139,8 +139,9 @@ def test_the_status_line_is_the_same_both_ways(served: Served) -> None:
         match = STATUS.fullmatch(line)
         assert match, f"{way}: {line!r}"
         lines[way] = match
-    assert lines["direct"]["rest"] == ""
-    assert lines["serve"]["rest"] == f" · via {served.url}"
+    # 80 tokens of 200 numbers: cut at the limit, which the line says both ways.
+    assert lines["direct"]["rest"] == " · stopped at max_tokens 80"
+    assert lines["serve"]["rest"] == f" · stopped at max_tokens 80 · via {served.url}"
     for match in lines.values():
         assert (match["tier"], match["backend"]) == ("small", "llama")
         assert match["rate"].endswith(" tok/s"), line  # 80 tokens: a measurable rate
@@ -186,7 +187,10 @@ def test_routing_max_tokens_bounds_the_answer(served: Served, way: str) -> None:
     del served
     result = _run(way, "--json", "--tier", "small", "Tell me a long story about a dragon.")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["tokens"]["out"] <= MAX_TOKENS
+    doc = json.loads(result.stdout)
+    assert doc["tokens"]["out"] <= MAX_TOKENS
+    # llama.cpp's own word for it, read from the stream both ways; and the limit it was sent.
+    assert (doc["finish_reason"], doc["max_tokens"]) == ("length", MAX_TOKENS)
 
 
 @pytest.fixture
