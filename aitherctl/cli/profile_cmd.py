@@ -263,8 +263,7 @@ def validate(
         # `validate dev` as `show dev` and `switch dev`: a name that is no file is the profile's.
         # A bare word that is neither gets the known names, as `show` does.
         paths = [
-            f if f.exists() or f.suffix or len(f.parts) > 1 else catalog.find(str(f))
-            for f in files
+            f if f.exists() or f.suffix or len(f.parts) > 1 else catalog.find(str(f)) for f in files
         ]
     else:
         paths = [entry.path for entry in catalog.entries()]

@@ -183,6 +183,9 @@ class Outcome:
     # Why a backend that speaks only chat completions could not take the request (a field
     # with no translation): a 400 when no backend answered.
     untranslatable: str | None = None
+    # The service whose server refused the last attempt's connection, and when (its container
+    # may have died since serve last read what Docker runs).
+    refused: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,15 +575,28 @@ class Dispatcher:
                 result.attempts.append((candidate.name, "skipped", reason))
                 continue
             result.all_full = False
-            began, count = self.clock(), len(result.attempts)
-            try:
-                answer = await self._attempt(request, route, candidate, sink, result, started)
-            finally:
-                if len(result.attempts) > count and result.attempts[-1][1] != "skipped":
-                    ttft = result.ttft_s - (began - started) if result.ttft_s is not None else None
-                    result.timings[len(result.attempts) - 1] = (ttft, self.clock() - began)
-            if answer is not None or result.outcome in ("ok", "partial"):
-                return answer
+            for again in (False, True):
+                began, count = self.clock(), len(result.attempts)
+                try:
+                    answer = await self._attempt(request, route, candidate, sink, result, started)
+                finally:
+                    if len(result.attempts) > count and result.attempts[-1][1] != "skipped":
+                        ttft = (
+                            result.ttft_s - (began - started) if result.ttft_s is not None else None
+                        )
+                        result.timings[len(result.attempts) - 1] = (ttft, self.clock() - began)
+                if answer is not None or result.outcome in ("ok", "partial"):
+                    return answer
+                refused, result.refused = result.refused, None
+                # Its server refused the connection: a container that died since serve last
+                # read what Docker runs is started for this request, as for the next one.
+                if (
+                    again
+                    or refused is None
+                    or refused[0] != candidate.name
+                    or not await self.scheduler.recheck(candidate.name, refused[1])
+                ):
+                    break
         return await self._no_backend(request, route, sink, result)
 
     def _live(self, candidate: Candidate) -> Candidate:
@@ -743,6 +759,8 @@ class Dispatcher:
                     unsupported = True
                 elif candidate.origin == "endpoint" and exc.kind in REMEMBERED_FAILURES:
                     await asyncio.to_thread(router.memory.remember, candidate, exc.message)
+                elif candidate.origin == "service" and exc.kind == "refused":
+                    result.refused = (candidate.name, self.scheduler.clock())
                 self.scheduler.events.emit(
                     "fell_back", candidate.name, exc.message, request.request_id
                 )

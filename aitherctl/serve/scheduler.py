@@ -282,6 +282,9 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # The reading of what Docker runs that a refused connection asked for, and when it began
+        # (requests refused together share one reading that began after their refusal).
+        self._recheck: tuple[float, asyncio.Task[None]] | None = None
         # Rented nodes: who creates and destroys them, and what today's spend is.
         self.nodes = nodes
         self.log = log or (lambda _line: None)
@@ -1042,13 +1045,33 @@ class Scheduler:
         change since the read began. Rented nodes likewise, from their records and the
         provider's list."""
         if self.control is not None:
-            epochs = {name: backend.epoch for name, backend in self.backends.items()}
-            running = await self.control.observe()
-            self.apply_observation(running, epochs)
+            await self._observe_containers()
         if self.nodes is not None and any(b.node for b in self.backends.values()):
             epochs = {name: backend.epoch for name, backend in self.backends.items()}
             found = await self.nodes.observe_nodes()
             self.apply_node_observation(found, epochs)
+
+    async def _observe_containers(self) -> None:
+        assert self.control is not None
+        epochs = {name: backend.epoch for name, backend in self.backends.items()}
+        running = await self.control.observe()
+        self.apply_observation(running, epochs)
+
+    async def recheck(self, name: str, refused_at: float) -> bool:
+        """A request found `name`'s server refusing connections at `refused_at`: read what
+        Docker runs now rather than at the next reading (every REFRESH_S), so that a container
+        that died (killed, OOM, a crash) is started by this request. True when `name` is now
+        known stopped: a new attempt loads it. Requests refused together share one reading,
+        begun after they were refused."""
+        if self.control is None or self._closing or name not in self.backends:
+            return False
+        if self._recheck is None or self._recheck[0] < refused_at:
+            self._recheck = (self.clock(), asyncio.ensure_future(self._observe_containers()))
+        try:
+            await asyncio.shield(self._recheck[1])
+        except Exception:  # Docker did not answer: the request fails as it would have
+            return False
+        return self.backends[name].state is BackendState.STOPPED
 
     def apply_node_observation(self, found: dict[str, NodeAddress], epochs: dict[str, int]) -> None:
         """`found`: the nodes whose instance runs now. A ready node whose instance is gone (it

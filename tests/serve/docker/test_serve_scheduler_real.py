@@ -76,3 +76,24 @@ def test_a_container_killed_behind_the_schedulers_back_is_noticed_and_started_ag
         assert _chat(served.url, "chat").choices[0].message.content
         assert served.backend("chat")["state"] == "ready"
         assert _running() == {"chat"}
+
+
+def test_a_request_right_after_a_container_died_starts_it_instead_of_failing(
+    clean_namespace: Any, llama_image: str, write_profile: Callable[..., Path]
+) -> None:
+    """A resident service killed (an OOM kill, a crash) and asked for before serve's next
+    reading of what Docker runs (every 5 s): its server refuses the connection, serve reads what
+    runs at once and starts it for this request. It used to answer 503 ("cannot connect") to
+    every request until the next reading."""
+    del llama_image
+    write_profile("fragile", services={"chat": _service(free_port())})
+    assert run_cli("profile", "switch", "fragile", "--yes").returncode == 0
+    with serving("fragile") as served:
+        served.wait_state("chat", "ready")
+        (item,) = [i for i in clean_namespace.list_managed() if i.service == "chat"]
+        sdk_of(clean_namespace).api.kill(item.id)
+        assert _chat(served.url, "chat").choices[0].message.content
+        assert served.backend("chat")["state"] == "ready"
+        assert _running() == {"chat"}
+        events = [e["event"] for e in served.events() if e["backend"] == "chat"]
+        assert "gone" in events

@@ -185,6 +185,43 @@ async def test_a_container_killed_behind_its_back_is_noticed_and_started_again()
     sched.release(await asking)
 
 
+@run
+async def test_requests_refused_together_share_one_reading_begun_after_their_refusal() -> None:
+    """The dispatcher's `recheck` (a request found the server refusing connections): requests
+    refused while a reading runs that began before them wait for a reading of their own, since
+    the earlier one may predate the death; requests refused together share it."""
+    effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))  # readings held
+    clock = Clock()
+    sched = scheduler(profile({"chat": llama(1)}), effects, clock)
+    clock.advance(1)
+    early = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    before = await effects.next_call("observe")  # read while the container still ran
+    clock.advance(1)
+    effects.running.clear()  # `docker kill`; two requests are refused
+    first = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    second = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    await settle()
+    before.succeed()
+    assert await early is False  # its reading saw it running
+    after = await effects.next_call("observe")
+    await settle()
+    assert effects.kinds("observe") == [("observe", None)] * 2  # one for both late requests
+    after.succeed()
+    assert (await first, await second) == (True, True)
+    assert sched.backends["chat"].state is STOPPED
+
+
+@run
+async def test_a_recheck_without_an_answer_from_docker_says_nothing_changed() -> None:
+    effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))  # readings held
+    clock = Clock()
+    sched = scheduler(profile({"chat": llama(1)}), effects, clock)
+    checking = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    (await effects.next_call("observe")).fail(RuntimeError("Docker went away"))
+    assert await checking is False
+    assert sched.backends["chat"].state is READY
+
+
 # ---- one schedule across a followed switch ---------------------------------------------------
 
 
