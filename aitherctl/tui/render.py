@@ -585,7 +585,8 @@ def fit_service_columns(rows: Sequence[Sequence[str]], width: int | None) -> lis
         name: max([cell_len(name), *(cell_len(row[index]) for row in rows)])
         for index, name in enumerate(names)
     }
-    widths["model"] = min(widths["model"], MODEL_WANTED_WIDTH)
+    # The table never draws the model column narrower than MODEL_MIN_WIDTH (short served names).
+    widths["model"] = max(MODEL_MIN_WIDTH, min(widths["model"], MODEL_WANTED_WIDTH))
 
     def fits(chosen: list[str]) -> bool:
         return (

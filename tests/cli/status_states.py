@@ -252,6 +252,23 @@ STATES: dict[str, MonitorSnapshot] = {
     "no GPU, CPU services with ram budgets": no_gpu(
         active_profile="cpu-local", services=CPU_SERVICES
     ),
+    # Served names shorter than the model column's least width (8): the columns still fit.
+    "no GPU, CPU services with short model names": no_gpu(
+        active_profile="duo",
+        services=tuple(
+            replace(
+                svc,
+                name=name,
+                model=name,
+                port=18731 + index,
+                uptime_s=1082.0,
+                cpu_pct=0.5,
+                ram_used_bytes=49 * MIB,
+                ram_budget_bytes=2 * GIB,
+            )
+            for index, (name, svc) in enumerate(zip(("big", "small"), CPU_SERVICES, strict=True))
+        ),
+    ),
     "no NVML, a CPU service and a stopped one": snapshot(
         gpus=(),
         gpu_error="nvidia-ml-py is not installed",
