@@ -44,8 +44,13 @@ Tree = Sequence[Node]
 SEGMENT_PHRASES = ("its text as a whole", "its opening words", "its closing words")
 # The material a request is given, as the trees read it (weights with SPLIT: eighth round,
 # routing/request_split.py): its size (log of its words) and its kind.
-MATERIAL_CUES = ("material_words", "material_prose", "material_code", "material_table",
-                 "material_maths")
+MATERIAL_CUES = (
+    "material_words",
+    "material_prose",
+    "material_code",
+    "material_table",
+    "material_maths",
+)
 _MATERIAL_KIND = {"prose": "prose", "code": "code", "table": "a table", "maths": "maths"}
 
 
@@ -180,9 +185,11 @@ class LearnedEffortScorer:
         if split is not None and split.material:
             shown = " ".join(split.request.split())
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            read_as = (f"read as the request: '{shown}' (found by {split.how}); the rest, "
-                       f"{split.material_words} words of {_MATERIAL_KIND[split.kind]}, as material "
-                       f"given to it (its size and kind: {given:+.1f})",)
+            read_as = (
+                f"read as the request: '{shown}' (found by {split.how}); the rest, "
+                f"{split.material_words} words of {_MATERIAL_KIND[split.kind]}, as material "
+                f"given to it (its size and kind: {given:+.1f})",
+            )
         for name, value in zip(self.cue_names, moved, strict=True):
             if name in MATERIAL_CUES:
                 continue  # said once, with the request it was given to
@@ -196,8 +203,10 @@ class LearnedEffortScorer:
                 reasons.append((value, label))
         meaning = sum(parts)
         if abs(meaning) >= _SHOWN:
-            split = ", ".join(f"{p:+.1f} {s}" for p, s in zip(parts, SEGMENT_PHRASES, strict=True))
-            reasons.append((meaning, f"what it asks, read as meaning ({split})"))
+            by_segment = ", ".join(
+                f"{p:+.1f} {s}" for p, s in zip(parts, SEGMENT_PHRASES, strict=True)
+            )
+            reasons.append((meaning, f"what it asks, read as meaning ({by_segment})"))
         for sign, word in ((1.0, "raised"), (-1.0, "lowered")):
             part = sorted((p for p in term_parts if p[0] * sign > 0), key=lambda p: -abs(p[0]))
             total = sum(p[0] for p in part)

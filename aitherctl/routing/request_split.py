@@ -42,20 +42,85 @@ _WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 _CJK_LOWEST = "\u3040"
 _FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _MATERIAL_LABELS = (
-    "text", "passage", "context", "article", "document", "paragraph", "review", "story",
-    "abstract", "excerpt", "input", "code", "table", "data", "email", "dialogue", "dialog",
-    "conversation", "transcript", "premise", "background", "snippet", "content", "source",
-    "reference", "essay", "report", "news", "post", "comment", "tweet", "summary", "poem",
-    "lyrics", "script", "log", "output", "file", "plot", "description", "bio",
-    "biography", "passages", "sentences", "sentence 1", "sentence 2",
-    "文章", "文本", "段落", "材料", "原文", "上下文", "背景", "内容", "代码", "表格", "新闻",
+    "text",
+    "passage",
+    "context",
+    "article",
+    "document",
+    "paragraph",
+    "review",
+    "story",
+    "abstract",
+    "excerpt",
+    "input",
+    "code",
+    "table",
+    "data",
+    "email",
+    "dialogue",
+    "dialog",
+    "conversation",
+    "transcript",
+    "premise",
+    "background",
+    "snippet",
+    "content",
+    "source",
+    "reference",
+    "essay",
+    "report",
+    "news",
+    "post",
+    "comment",
+    "tweet",
+    "summary",
+    "poem",
+    "lyrics",
+    "script",
+    "log",
+    "output",
+    "file",
+    "plot",
+    "description",
+    "bio",
+    "biography",
+    "passages",
+    "sentences",
+    "sentence 1",
+    "sentence 2",
+    "文章",
+    "文本",
+    "段落",
+    "材料",
+    "原文",
+    "上下文",
+    "背景",
+    "内容",
+    "代码",
+    "表格",
+    "新闻",
 )
 _REQUEST_LABELS = (
-    "question", "q", "query", "task", "instruction", "instructions", "request", "prompt",
-    "hypothesis", "claim", "problem", "问题", "任务", "要求", "指令", "请",
+    "question",
+    "q",
+    "query",
+    "task",
+    "instruction",
+    "instructions",
+    "request",
+    "prompt",
+    "hypothesis",
+    "claim",
+    "problem",
+    "问题",
+    "任务",
+    "要求",
+    "指令",
+    "请",
 )
-_LABEL = re.compile(r"^\s*(?:#+\s*)?([^\W\d_][\w ]{0,24}?|[\u4e00-\u9fff]{1,4})\s*[:：]\s*(.*)$",
-                    re.UNICODE)
+_LABEL = re.compile(
+    r"^\s*(?:#+\s*)?([^\W\d_][\w ]{0,24}?|[\u4e00-\u9fff]{1,4})\s*[:：]\s*(.*)$", re.UNICODE
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?。？！])\s+|(?<=[。？！])")
 _BACK_REFERENCE = re.compile(
     r"\b(above|below|preceding|previous|following|this (text|passage|article|paragraph|story|"
@@ -170,16 +235,78 @@ def _by_label(text: str) -> Split | None:
     return _made("\n".join(request), "\n".join(material), "label")
 
 
-_REQUEST_WORDS = frozenset((
-    "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was",
-    "were", "does", "do", "did", "can", "could", "would", "should", "will", "summarize",
-    "summarise", "classify", "extract", "translate", "rewrite", "paraphrase", "list", "give",
-    "write", "explain", "identify", "answer", "choose", "select", "describe", "tell", "based",
-    "according", "using", "given", "please", "generate", "create", "name", "provide", "correct",
-    "rate", "label", "categorize", "categorise", "decide", "find", "determine", "question", "q",
-    "read", "compose", "make", "suggest", "edit",
-    "请", "根据", "总结", "概括", "判断", "回答",
-))
+_REQUEST_WORDS = frozenset(
+    (
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "is",
+        "are",
+        "was",
+        "were",
+        "does",
+        "do",
+        "did",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "summarize",
+        "summarise",
+        "classify",
+        "extract",
+        "translate",
+        "rewrite",
+        "paraphrase",
+        "list",
+        "give",
+        "write",
+        "explain",
+        "identify",
+        "answer",
+        "choose",
+        "select",
+        "describe",
+        "tell",
+        "based",
+        "according",
+        "using",
+        "given",
+        "please",
+        "generate",
+        "create",
+        "name",
+        "provide",
+        "correct",
+        "rate",
+        "label",
+        "categorize",
+        "categorise",
+        "decide",
+        "find",
+        "determine",
+        "question",
+        "q",
+        "read",
+        "compose",
+        "make",
+        "suggest",
+        "edit",
+        "请",
+        "根据",
+        "总结",
+        "概括",
+        "判断",
+        "回答",
+    )
+)
 _FORWARD_REFERENCE = re.compile(
     r"\b(following|below|these|this (text|passage|article|paragraph|story|review|document|"
     r"excerpt|code|table|email|poem))\b|以下|下面|下列|如下",
@@ -202,7 +329,8 @@ def _closes(unit: str) -> bool:
         return True
     first = _FIRST_WORD.search(unit)
     return (first is not None and first.group(0).lower() in _REQUEST_WORDS) or (
-        _BACK_REFERENCE.search(unit.lower()) is not None)
+        _BACK_REFERENCE.search(unit.lower()) is not None
+    )
 
 
 def _by_units(units: list[str], how: str, joint: str) -> Split | None:
@@ -225,13 +353,16 @@ def _by_units(units: list[str], how: str, joint: str) -> Split | None:
 
 def _by_quote(text: str) -> Split | None:
     """A long quoted passage ("... the passage \"...\" ...") is material."""
-    quotes = [m for m in _QUOTE.finditer(text)
-              if count_words((m.group(1) or m.group(2))[:COUNT_CHARS]) >= MIN_MATERIAL]
+    quotes = [
+        m
+        for m in _QUOTE.finditer(text)
+        if count_words((m.group(1) or m.group(2))[:COUNT_CHARS]) >= MIN_MATERIAL
+    ]
     if not quotes:
         return None
     request = text
     for m in reversed(quotes):
-        request = request[: m.start()] + '"…"' + request[m.end():]
+        request = request[: m.start()] + '"…"' + request[m.end() :]
     return _made(request, "\n".join(m.group(1) or m.group(2) for m in quotes), "quote")
 
 
@@ -245,9 +376,12 @@ def _by_layout(text: str) -> Split | None:
     sentences = _SENTENCE_END.split(text)
     found = _by_units(sentences, "sentence", " ")
     if found is not None and not (
-            found.request.endswith(("?", "？", ":", "："))
-            and (_BACK_REFERENCE.search(found.request.lower())
-                 or _FORWARD_REFERENCE.search(found.request.lower()))):
+        found.request.endswith(("?", "？", ":", "："))
+        and (
+            _BACK_REFERENCE.search(found.request.lower())
+            or _FORWARD_REFERENCE.search(found.request.lower())
+        )
+    ):
         return None  # within one block, only a question or an opening that points at the text
     return found
 
