@@ -7,23 +7,25 @@ as one piece, the article's length and topic say "a long history essay". The eig
 --split) and at scoring time (routing/effort_model.py), so what the weights learned from is what
 they see.
 
-The split is general, not keyed to one dataset's template. In order:
+The split is general, not keyed to one dataset's template. The first of these that finds one:
 
 1. Fenced blocks (```...```) are material; the text around them is the request.
 2. Labelled lines: a line that opens with a material label ("Text:", "Passage:", "Context:",
-   "Article:", "Document:", "Code:", "Table:"..., and Chinese 文章/材料/原文...) starts material,
-   which runs until a request label ("Question:", "Q:", "Task:", "Instruction:", 问题...) or a
-   blank line followed by text that is not part of it; everything else is the request.
-3. Paragraphs (blank lines): a short first paragraph that introduces what follows (it ends with a
-   colon) and/or a short last paragraph are the request when the paragraphs between them are
-   long; the middle is the material.
-4. One block: a short closing sentence that refers back ("... above", "this passage", "the text")
-   or asks a question after a long run of text, or a short opening sentence ending with a colon.
+   "Article:", "Document:", "Code:", "Table:"..., and 文章, 材料, 原文...) starts material, which
+   runs until a request label ("Question:", "Q:", "Task:", "Instruction:", 问题...); the rest is
+   the request.
+3. A quoted passage of 200 characters or more is material ("... for the passage \"...\"").
+4. Paragraphs, or the lines of a prompt without blank lines: a short opening that points at what
+   follows ("the following", "below", or ending in a colon) and/or a short closing that asks
+   something of what came before (a question, an instruction or question word, "above", "the
+   passage") are the request, the rest the material. Within one block of sentences, only a
+   closing question or an opening colon that points at the text.
 
 A prompt is split only when the material is at least MIN_MATERIAL words and at least twice the
-request; otherwise the whole prompt is the request (a maths problem or an essay request stays one
-piece unless it really carries a passage). Pure string work plus three small regular
-expressions: tens of microseconds on a long prompt.
+request, and the request at most MAX_REQUEST words; otherwise the whole prompt is the request. A
+maths problem's set-up is never material (notation-heavy material: no split by layout), so it
+stays one piece. String work and a few regular expressions, on at most READ_CHARS characters:
+microseconds for most prompts, well under a millisecond for a long one.
 """
 
 from __future__ import annotations
