@@ -18,6 +18,11 @@ closing) fitted on what the trees left. The trees need scikit-learn, the ridge n
 (scripts/effort/requirements.txt, pinned so the weights rebuild byte for byte); the shipped scorer
 walks the trees in pure Python and takes one dot product.
 
+With `--split` (eighth round) every stage reads the prompt's request apart from the material it
+is given (aitherctl/routing/request_split.py): the request's cues, words and embedding, the
+material's size and kind as cues; the module it writes says SPLIT = True, and the scorer splits
+the same way.
+
 Sources weigh alike (square root of their size), the general ones (--general, --general-weight)
 more. The output stretch and shift are fitted on leave-one-source-out predictions (their mean and
 spread matched to the targets', each band of targets 1-3, 4-6, 7-10 weighing the same), which are
