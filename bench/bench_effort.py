@@ -18,8 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from aitherctl.routing.effort_model import LearnedEffortScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,6 +44,22 @@ def prompts() -> list[str]:
     return out
 
 
+def candidate(path: str) -> LearnedEffortScorer:
+    """A candidate weights module with its embedding (as scripts/effort/evaluate.py --weights)."""
+    import importlib.util
+
+    from aitherctl.routing.effort_model import LearnedEffortScorer
+    from aitherctl.routing.static_embedding import StaticEmbedding
+
+    spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    embedding = StaticEmbedding.shipped() if hasattr(module, "HEAD") else None
+    return LearnedEffortScorer.from_module(module, embedding)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -49,15 +69,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--weights", type=Path,
+                        help="a candidate weights module (scripts/effort/train_embedding.py --out) "
+                             "instead of the shipped one")
     args = parser.parse_args()
 
+    first_call = (
+        "from aitherctl.routing.static_embedding import score_effort; score_effort('hi'); "
+        if args.weights is None
+        else "import sys; sys.path.insert(0, 'bench'); from bench_effort import candidate; "
+        f"candidate({str(args.weights.resolve())!r}).score('hi'); "
+    )
     load = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import time; t = time.perf_counter(); "
-            "from aitherctl.routing.static_embedding import score_effort; score_effort('hi'); "
-            "print(time.perf_counter() - t)",
+            f"import time; t = time.perf_counter(); {first_call}print(time.perf_counter() - t)",
         ],
         check=True,
         capture_output=True,
@@ -67,7 +94,7 @@ def main() -> int:
     from aitherctl.routing.effort_heuristic import score_effort_heuristic
     from aitherctl.routing.static_embedding import learned_scorer
 
-    learned = learned_scorer()
+    learned = learned_scorer() if args.weights is None else candidate(str(args.weights.resolve()))
     scorers = {"learned": learned.score, "heuristic": score_effort_heuristic}
     texts = prompts()
     summary: dict[str, object] = {

@@ -42,6 +42,16 @@ _NEAREST = 2
 Node = tuple[int, float, int, int, float]
 Tree = Sequence[Node]
 SEGMENT_PHRASES = ("its text as a whole", "its opening words", "its closing words")
+# The material a request is given, as the trees read it (weights with SPLIT: eighth round,
+# routing/request_split.py): its size (log of its words) and its kind.
+MATERIAL_CUES = (
+    "material_words",
+    "material_prose",
+    "material_code",
+    "material_table",
+    "material_maths",
+)
+_MATERIAL_KIND = {"prose": "prose", "code": "code", "table": "a table", "maths": "maths"}
 
 
 class Embedding(Protocol):
@@ -91,6 +101,7 @@ class LearnedEffortScorer:
     term_weights: Mapping[str, float]  # words' weights (fitted with the head), may be empty
     kind_top: int = 0  # > 0: the trees read "kind_prior", the effort of this many nearest kinds
     kind_temperature: float = 1.0
+    split: bool = False  # read the request apart from its material (routing/request_split.py)
 
     @classmethod
     def from_module(cls, weights: ModuleType, embedding: Embedding | None) -> LearnedEffortScorer:
@@ -120,11 +131,20 @@ class LearnedEffortScorer:
             getattr(weights, "TERM_WEIGHTS", {}),
             getattr(weights, "KIND_TOP", 0),
             getattr(weights, "KIND_TEMPERATURE", 1.0),
+            getattr(weights, "SPLIT", False),
         )
 
     def score(self, prompt: str, system: str | None = None) -> EffortScore:
+        split = None
+        if self.split:
+            from aitherctl.routing.request_split import split_request
+
+            split = split_request(prompt)
+            prompt = split.request
         feats = extract_features(prompt, system)
         cues = dict(feats.cues)
+        if split is not None:
+            cues.update(split.cues())
         vector = None
         prior = ""
         if self.embedding is not None and self.head is not None:
@@ -158,7 +178,21 @@ class LearnedEffortScorer:
         score = max(MIN_EFFORT, min(MAX_EFFORT, math.floor(points + 0.5)))
         reasons: list[tuple[float, str]] = []
         examples = dict(feats.examples)
+        read_as: tuple[str, ...] = ()
+        given = sum(v for n, v in zip(self.cue_names, moved, strict=True) if n in MATERIAL_CUES)
+        if split is not None and not split.material and abs(given) >= _SHOWN:
+            reasons.append((given, "no material given (the whole prompt read as the request)"))
+        if split is not None and split.material:
+            shown = " ".join(split.request.split())
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            read_as = (
+                f"read as the request: '{shown}' (found by {split.how}); the rest, "
+                f"{split.material_words} words of {_MATERIAL_KIND[split.kind]}, as material "
+                f"given to it (its size and kind: {given:+.1f})",
+            )
         for name, value in zip(self.cue_names, moved, strict=True):
+            if name in MATERIAL_CUES:
+                continue  # said once, with the request it was given to
             if abs(value) >= _SHOWN:
                 if name == "kind_prior":
                     reasons.append((value, prior))
@@ -169,8 +203,10 @@ class LearnedEffortScorer:
                 reasons.append((value, label))
         meaning = sum(parts)
         if abs(meaning) >= _SHOWN:
-            split = ", ".join(f"{p:+.1f} {s}" for p, s in zip(parts, SEGMENT_PHRASES, strict=True))
-            reasons.append((meaning, f"what it asks, read as meaning ({split})"))
+            by_segment = ", ".join(
+                f"{p:+.1f} {s}" for p, s in zip(parts, SEGMENT_PHRASES, strict=True)
+            )
+            reasons.append((meaning, f"what it asks, read as meaning ({by_segment})"))
         for sign, word in ((1.0, "raised"), (-1.0, "lowered")):
             part = sorted((p for p in term_parts if p[0] * sign > 0), key=lambda p: -abs(p[0]))
             total = sum(p[0] for p in part)
@@ -183,6 +219,7 @@ class LearnedEffortScorer:
             points,
             (
                 f"base {self.bias:.1f} (learned from public data, scripts/effort/sources.yaml)",
+                *read_as,
                 *nearest,
                 *(f"{value:+.1f} {label}" for value, label in reasons),
             ),

@@ -18,6 +18,11 @@ closing) fitted on what the trees left. The trees need scikit-learn, the ridge n
 (scripts/effort/requirements.txt, pinned so the weights rebuild byte for byte); the shipped scorer
 walks the trees in pure Python and takes one dot product.
 
+With `--split` (eighth round) every stage reads the prompt's request apart from the material it
+is given (aitherctl/routing/request_split.py): the request's cues, words and embedding, the
+material's size and kind as cues; the module it writes says SPLIT = True, and the scorer splits
+the same way.
+
 Sources weigh alike (square root of their size), the general ones (--general, --general-weight)
 more. The output stretch and shift are fitted on leave-one-source-out predictions (their mean and
 spread matched to the targets', each band of targets 1-3, 4-6, 7-10 weighing the same), which are
@@ -45,7 +50,8 @@ from data_fresh import fresh_training_examples
 from data_round7 import t0_examples
 
 from aitherctl.routing.effort_features import CUE_PHRASES, extract_features
-from aitherctl.routing.effort_model import tree_vector
+from aitherctl.routing.effort_model import MATERIAL_CUES, tree_vector
+from aitherctl.routing.request_split import split_request
 from aitherctl.routing.static_embedding import StaticEmbedding
 
 if TYPE_CHECKING:
@@ -179,12 +185,12 @@ def predict(model: Model, x_tree: NDArray[np.float64], x_emb: NDArray[np.float64
     return out
 
 
-def terms_matrix(examples: list[Example], min_df: int) -> tuple[Any, list[str]]:
+def terms_matrix(texts: list[str], min_df: int) -> tuple[Any, list[str]]:
     """The words' matrix: a row per prompt, a column per term seen in at least `min_df` prompts,
     each present term 1/sqrt(number of present terms) (as the scorer scales them)."""
     import scipy.sparse as sp
 
-    terms = [set(extract_features(e.prompt).terms) for e in examples]
+    terms = [set(extract_features(text).terms) for text in texts]
     df = Counter(t for ts in terms for t in ts)
     vocab = sorted(t for t, n in df.items() if n >= min_df)
     column = {t: i for i, t in enumerate(vocab)}
@@ -197,7 +203,7 @@ def terms_matrix(examples: list[Example], min_df: int) -> tuple[Any, list[str]]:
             rows.append(r)
             cols.append(c)
             vals.append(1.0 / math.sqrt(len(kept)))
-    return sp.csr_matrix((vals, (rows, cols)), shape=(len(examples), len(vocab))), vocab
+    return sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab))), vocab
 
 
 def match_spread(preds: NDArray[np.float64], targets: NDArray[np.float64],
@@ -326,6 +332,10 @@ def main() -> int:
     parser.add_argument("--sequential", action="store_true",
                         help="fit the embedding's ridge first, then the words' on what it left "
                              "(instead of one joint sparse solve, which takes minutes per fit)")
+    parser.add_argument("--split", action="store_true",
+                        help="read each prompt's request apart from the material it is given "
+                             "(eighth round, routing/request_split.py): the cues, the words and "
+                             "the embedding of the request, the material's size and kind as cues")
     parser.add_argument("--cache", type=Path,
                         help="keep the prompts' features here (a pickle), for a later run")
     args = parser.parse_args()
@@ -333,18 +343,25 @@ def main() -> int:
     reader = SourceReader(args.source_root)
     SEQUENTIAL[0] = args.sequential
     names = [*sorted(CUE_PHRASES), "length"]
+    if args.split:
+        names += list(MATERIAL_CUES)
     embedding = StaticEmbedding.shipped()
     if args.cache and args.cache.is_file():
         with args.cache.open("rb") as fh:
             examples, x_tree, vectors, x_terms, vocab = pickle.load(fh)
     else:
         examples = load_examples(reader, args.cap, tuple(args.extra))
+        # The same split as the scorer's (LearnedEffortScorer.score): the request is read, the
+        # material only as its cues.
+        splits = [split_request(e.prompt) if args.split else None for e in examples]
+        texts = [e.prompt if sp is None else sp.request for e, sp in zip(examples, splits,
+                                                                          strict=True)]
         x_tree = np.array([
-            tree_vector(dict(f.cues), f.words, names)
-            for f in (extract_features(e.prompt) for e in examples)
+            tree_vector({**dict(f.cues), **(sp.cues() if sp else {})}, f.words, names)
+            for f, sp in zip((extract_features(t) for t in texts), splits, strict=True)
         ])
-        vectors = np.array([embedding.vector(e.prompt) for e in examples], dtype=np.float64)
-        x_terms, vocab = terms_matrix(examples, MIN_DF)
+        vectors = np.array([embedding.vector(t) for t in texts], dtype=np.float64)
+        x_terms, vocab = terms_matrix(texts, MIN_DF)
         if args.cache:
             with args.cache.open("wb") as fh:
                 pickle.dump((examples, x_tree, vectors, x_terms, vocab), fh)
@@ -418,7 +435,7 @@ def main() -> int:
                       round(float(y[sources == source].mean()), 1),
                       [round(float(v), 4) for v in centroid]))
     write_weights(args.out, bias, names, trees, head=head, kinds=kinds, terms=terms,
-                  checksum=embedding.checksum(), per_source=per_source)
+                  checksum=embedding.checksum(), per_source=per_source, split=args.split)
     print(f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, head {len(head)}, "
           f"{len(kinds)} kinds, {len(terms)} words", file=sys.stderr)
     return 0
@@ -449,7 +466,7 @@ def report(examples: list[Example], preds: list[float], sources: list[str]) -> N
 def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Node]], *,
                   head: list[float], kinds: list[tuple[str, float, list[float]]],
                   terms: dict[str, float],
-                  checksum: float, per_source: Counter[str]) -> None:
+                  checksum: float, per_source: Counter[str], split: bool = False) -> None:
     def node(n: Node) -> str:
         f, thr, lo, hi, v = n
         return f"({f}, {thr!r}, {lo}, {hi}, {v})" if f >= 0 else f"(-1, 0.0, -1, -1, {v})"
@@ -477,6 +494,8 @@ def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Nod
         f"TABLE_CHECKSUM = {checksum!r}",
         *([f"KIND_TOP = {KIND_TOP}", f"KIND_TEMPERATURE = {KIND_TEMPERATURE}"]
           if "kind_prior" in names else []),
+        *(["# The request is read apart from its material (routing/request_split.py).",
+           "SPLIT = True"] if split else []),
         "",
         "CUE_NAMES: tuple[str, ...] = (",
         *(f'    "{name}",' for name in names),

@@ -73,3 +73,35 @@ def test_a_head_scores_with_the_nearest_kinds_and_the_segments_in_the_reasons() 
     assert lookup.reasons[1].startswith("nearest kinds of task: a question on a given passage")
     assert any("what it asks, read as meaning" in r and "its opening words" in r
                for r in build.reasons[2:]), build.reasons
+
+
+def test_weights_with_split_read_the_request_and_say_what_the_material_gave() -> None:
+    from aitherctl.routing.effort_model import MATERIAL_CUES, LearnedEffortScorer
+    from aitherctl.routing.static_embedding import DIM, StaticEmbedding
+
+    embedding = StaticEmbedding.shipped()
+    question = "According to the passage, when did the bridge open?"
+    # One tree on the material's size: with more than 20 words of material, +1.
+    names = ("length", *MATERIAL_CUES)
+    tree = ((1, 3.0, 1, 2, 0.5), (-1, 0.0, -1, -1, 0.0), (-1, 0.0, -1, -1, 1.0))
+    # A head that scores the request's own embedding: the same request scores the same however
+    # long the passage before it.
+    head = [0.0] * (3 * DIM)
+    head[:DIM] = [float(v) for v in embedding.vector(question)[:DIM]]
+    weights = SimpleNamespace(
+        BIAS=2.0, CUE_NAMES=names, TREES=(tree,), HEAD=tuple(head),
+        KINDS=(("a question on a given passage (xquad)", 2.0),),
+        CENTROIDS=(tuple(float(v) for v in embedding.vector(question)[:DIM]),),
+        TERM_WEIGHTS={}, SPLIT=True,
+    )
+    scorer = LearnedEffortScorer.from_module(weights, embedding)  # type: ignore[arg-type]
+    passage = "The Harbour Bridge opened in March 1932 after eight years of construction. " * 8
+    short = scorer.score(passage + "\n\n" + question)
+    longer = scorer.score(passage * 5 + "\n\n" + question)
+    assert short.points == longer.points  # the material's size is only a cue, past its threshold
+    assert short.reasons[1].startswith(f"read as the request: '{question[:40]}")
+    assert "words of prose, as material given to it (its size and kind: +0.5)" in short.reasons[1]
+    alone = scorer.score(question)
+    assert alone.points == short.points - 1.0  # no material: the tree's other side
+    assert not any(r.startswith("read as the request") for r in alone.reasons)
+    assert any("no material given" in r for r in alone.reasons), alone.reasons
