@@ -69,9 +69,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json-out", type=Path)
-    parser.add_argument("--weights", type=Path,
-                        help="a candidate weights module (scripts/effort/train_embedding.py --out) "
-                             "instead of the shipped one")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a candidate weights module (scripts/effort/train_embedding.py --out) "
+        "instead of the shipped one",
+    )
     args = parser.parse_args()
 
     first_call = (

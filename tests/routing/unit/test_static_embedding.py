@@ -30,8 +30,9 @@ def test_similar_requests_are_closer_than_unrelated_ones() -> None:
     greeting = embedding.vector("good morning, how are you today?")
     assert app.shape == (3 * DIM,)
     # Each segment has length 1.
-    assert np.allclose([np.linalg.norm(app[i * DIM:(i + 1) * DIM]) for i in range(3)], 1.0,
-                       atol=1e-4)
+    assert np.allclose(
+        [np.linalg.norm(app[i * DIM : (i + 1) * DIM]) for i in range(3)], 1.0, atol=1e-4
+    )
     assert float(app[:DIM] @ shop[:DIM]) > float(app[:DIM] @ greeting[:DIM])
 
 
@@ -57,11 +58,16 @@ def test_a_head_scores_with_the_nearest_kinds_and_the_segments_in_the_reasons() 
     # A head that reads only the opening words, in the direction of the build request: a
     # build request scores higher than a look-up.
     head = [0.0] * (3 * DIM)
-    head[DIM:2 * DIM] = [4.0 * float(v) for v in app - passage]
+    head[DIM : 2 * DIM] = [4.0 * float(v) for v in app - passage]
     weights = SimpleNamespace(
-        BIAS=5.0, CUE_NAMES=("length",), TREES=(((-1, 0.0, -1, -1, 0.0),),), HEAD=tuple(head),
-        KINDS=(("a question on a given passage (xquad)", 2.0),
-               ("building a whole application (srdd)", 8.0)),
+        BIAS=5.0,
+        CUE_NAMES=("length",),
+        TREES=(((-1, 0.0, -1, -1, 0.0),),),
+        HEAD=tuple(head),
+        KINDS=(
+            ("a question on a given passage (xquad)", 2.0),
+            ("building a whole application (srdd)", 8.0),
+        ),
         CENTROIDS=(tuple(float(v) for v in passage), tuple(float(v) for v in app)),
         TERM_WEIGHTS={},
     )
@@ -71,8 +77,9 @@ def test_a_head_scores_with_the_nearest_kinds_and_the_segments_in_the_reasons() 
     assert build.score > lookup.score
     assert build.reasons[1].startswith("nearest kinds of task: building a whole application")
     assert lookup.reasons[1].startswith("nearest kinds of task: a question on a given passage")
-    assert any("what it asks, read as meaning" in r and "its opening words" in r
-               for r in build.reasons[2:]), build.reasons
+    assert any(
+        "what it asks, read as meaning" in r and "its opening words" in r for r in build.reasons[2:]
+    ), build.reasons
 
 
 def test_weights_with_split_read_the_request_and_say_what_the_material_gave() -> None:
@@ -89,10 +96,14 @@ def test_weights_with_split_read_the_request_and_say_what_the_material_gave() ->
     head = [0.0] * (3 * DIM)
     head[:DIM] = [float(v) for v in embedding.vector(question)[:DIM]]
     weights = SimpleNamespace(
-        BIAS=2.0, CUE_NAMES=names, TREES=(tree,), HEAD=tuple(head),
+        BIAS=2.0,
+        CUE_NAMES=names,
+        TREES=(tree,),
+        HEAD=tuple(head),
         KINDS=(("a question on a given passage (xquad)", 2.0),),
         CENTROIDS=(tuple(float(v) for v in embedding.vector(question)[:DIM]),),
-        TERM_WEIGHTS={}, SPLIT=True,
+        TERM_WEIGHTS={},
+        SPLIT=True,
     )
     scorer = LearnedEffortScorer.from_module(weights, embedding)  # type: ignore[arg-type]
     passage = "The Harbour Bridge opened in March 1932 after eight years of construction. " * 8
