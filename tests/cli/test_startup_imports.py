@@ -302,6 +302,8 @@ NOT_FOR_RUN_VIA_GATEWAY = NOT_FOR_HELP | {
     # typing (with contextlib and warnings): a few ms of a path whose whole budget is 40 ms
     "typing",
     "contextlib",
+    # urllib.parse imports ipaddress: 2-7 ms to split the gateway's URL (loopback_http.host_port)
+    "urllib.parse",
 }
 
 
