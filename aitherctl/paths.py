@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Not `typing.TYPE_CHECKING`: importing typing costs `run` through serve a few ms (mypy reads
 # any name TYPE_CHECKING as true).
@@ -52,9 +53,7 @@ def state_dir_text() -> str:
     override = os.environ.get("AITHER_STATE_DIR")
     if override:
         return override
-    import platformdirs
-
-    return platformdirs.user_state_dir("aitherctl")
+    return user_dir_text("state")
 
 
 def data_dir() -> Path:
@@ -63,9 +62,34 @@ def data_dir() -> Path:
     override = os.environ.get("AITHER_DATA_DIR")
     if override:
         return Path(override)
+    return Path(user_dir_text("data"))
+
+
+# The XDG base directories platformdirs reads on Linux: (variable, default under $HOME).
+_XDG = {
+    "state": ("XDG_STATE_HOME", ".local/state"),
+    "data": ("XDG_DATA_HOME", ".local/share"),
+    "config": ("XDG_CONFIG_HOME", ".config"),
+}
+
+
+def user_dir_text(kind: str) -> str:
+    """aitherctl's user folder of `kind` (state, data, config) as platformdirs gives it. On
+    Linux that is the XDG base directory (an absolute $XDG_..._HOME, else under an absolute
+    $HOME), worked out here: importing platformdirs (tempfile, shutil, random...) was about
+    10 ms of `run`'s start-up, through `serve` and direct. Anything else asks platformdirs."""
+    variable, default = _XDG[kind]
+    if sys.platform.startswith("linux"):
+        base = os.environ.get(variable, "")
+        if os.path.isabs(base):
+            return os.path.join(base, "aitherctl")
+        home = os.environ.get("HOME", "")
+        if os.path.isabs(home):
+            return os.path.join(home, default, "aitherctl")
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("aitherctl"))
+    folder: str = getattr(platformdirs, f"user_{kind}_dir")("aitherctl")
+    return folder
 
 
 MACHINE_DIRS = ("/run/lock/aitherctl", "/tmp/aitherctl-machine")

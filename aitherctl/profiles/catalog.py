@@ -42,9 +42,9 @@ def user_profile_dir(environ: Mapping[str, str] | None = None) -> Path:
     override = (os.environ if environ is None else environ).get("AITHER_PROFILE_DIR")
     if override:
         return Path(override).expanduser()
-    from platformdirs import user_config_path
+    from aitherctl.paths import user_dir_text
 
-    return user_config_path("aitherctl") / "profiles"
+    return Path(user_dir_text("config")) / "profiles"
 
 
 def read_profile_text(path: Path) -> str:
