@@ -1061,17 +1061,18 @@ class Scheduler:
         """A request found `name`'s server refusing connections at `refused_at`: read what
         Docker runs now rather than at the next reading (every REFRESH_S), so that a container
         that died (killed, OOM, a crash) is started by this request. True when `name` is now
-        known stopped: a new attempt loads it. Requests refused together share one reading,
-        begun after they were refused."""
+        known stopped, or is being loaded (another request refused with this one got there
+        first): a new attempt loads it, or waits for that load. Requests refused together share
+        one reading, begun after they were refused."""
         if self.control is None or self._closing or name not in self.backends:
             return False
         if self._recheck is None or self._recheck[0] < refused_at:
-            self._recheck = (self.clock(), asyncio.ensure_future(self._observe_containers()))
+            self._recheck = (self.clock(), self._spawn(self._observe_containers()))
         try:
             await asyncio.shield(self._recheck[1])
         except Exception:  # Docker did not answer: the request fails as it would have
             return False
-        return self.backends[name].state is BackendState.STOPPED
+        return self.backends[name].state in (BackendState.STOPPED, BackendState.LOADING)
 
     def apply_node_observation(self, found: dict[str, NodeAddress], epochs: dict[str, int]) -> None:
         """`found`: the nodes whose instance runs now. A ready node whose instance is gone (it

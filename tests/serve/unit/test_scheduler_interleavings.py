@@ -212,6 +212,27 @@ async def test_requests_refused_together_share_one_reading_begun_after_their_ref
 
 
 @run
+async def test_a_request_refused_with_another_waits_for_the_load_the_other_began() -> None:
+    effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))
+    clock = Clock()
+    sched = scheduler(profile({"chat": llama(1)}), effects, clock)
+    refused_at = clock()  # two requests refused at once; the container is gone
+    effects.running.clear()
+    clock.advance(0.1)
+    first = asyncio.create_task(sched.recheck("chat", refused_at))
+    (await effects.next_call("observe")).succeed()
+    assert await first is True
+    loading = asyncio.create_task(sched.acquire("chat", Priority.NORMAL))  # its new attempt
+    await settle()
+    assert sched.backends["chat"].state is BackendState.LOADING
+    # The other, resumed only now, shares that reading and waits for the load too.
+    assert await sched.recheck("chat", refused_at) is True
+    assert effects.kinds("observe") == [("observe", None)]
+    (await effects.next_call("start", "chat")).succeed()
+    sched.release(await loading)
+
+
+@run
 async def test_a_recheck_without_an_answer_from_docker_says_nothing_changed() -> None:
     effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))  # readings held
     clock = Clock()
