@@ -46,18 +46,9 @@ def prompts() -> list[str]:
 
 def candidate(path: str) -> LearnedEffortScorer:
     """A candidate weights module with its embedding (as scripts/effort/evaluate.py --weights)."""
-    import importlib.util
+    from aitherctl.routing.static_embedding import candidate_scorer
 
-    from aitherctl.routing.effort_model import LearnedEffortScorer
-    from aitherctl.routing.static_embedding import StaticEmbedding
-
-    spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    embedding = StaticEmbedding.shipped() if hasattr(module, "HEAD") else None
-    return LearnedEffortScorer.from_module(module, embedding)
+    return candidate_scorer(path)
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -139,6 +139,23 @@ def learned_scorer() -> LearnedEffortScorer:
     return _LEARNED[0]
 
 
+def candidate_scorer(path: Path | str) -> LearnedEffortScorer:
+    """A candidate weights module (scripts/effort/train_embedding.py --out) with the shipped
+    embedding when it has a head: what scripts/effort/evaluate.py and bench/bench_effort.py
+    score and time with `--weights`."""
+    import importlib.util
+
+    from aitherctl.routing.effort_model import LearnedEffortScorer
+
+    spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    embedding = StaticEmbedding.shipped() if hasattr(module, "HEAD") else None
+    return LearnedEffortScorer.from_module(module, embedding)
+
+
 def score_effort(prompt: str, system: str | None = None) -> EffortScore:
     """Score `prompt` from 1 to 10 with the learned scorer."""
     return learned_scorer().score(prompt, system)

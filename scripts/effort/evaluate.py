@@ -11,7 +11,6 @@ how many hard maths or contest problems land in the lowest band. None of these s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from data_round7 import heldout7_sets
 
 from aitherctl.routing.effort_heuristic import score_effort_heuristic
 from aitherctl.routing.effort_model import LearnedEffortScorer
-from aitherctl.routing.static_embedding import StaticEmbedding, score_effort
+from aitherctl.routing.static_embedding import candidate_scorer, score_effort
 
 TIERS = (("reflex", 1, 3), ("orchestrator", 4, 6), ("reasoning", 7, 8), ("frontier", 9, 10))
 
@@ -101,13 +100,7 @@ def _line(name: str, m: dict[str, object]) -> str:
 
 
 def _scorer_from(path: Path) -> LearnedEffortScorer:
-    spec = importlib.util.spec_from_file_location("effort_weights_candidate", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    embedding = StaticEmbedding.shipped() if hasattr(module, "HEAD") else None
-    return LearnedEffortScorer.from_module(module, embedding)
+    return candidate_scorer(path)
 
 
 def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int
