@@ -588,10 +588,13 @@ class Dispatcher:
                 if answer is not None or result.outcome in ("ok", "partial"):
                     return answer
                 refused, result.refused = result.refused, None
-                # Its server refused the connection: a container that died since serve last
-                # read what Docker runs is started for this request, as for the next one.
+                # Its server refused the connection and no other candidate is left to take the
+                # request: a container that died since serve last read what Docker runs is
+                # started for it, as for the next request. (With a candidate left, the request
+                # goes there at once, as before: starting this one would keep it waiting.)
                 if (
                     again
+                    or candidate is not route.candidates[-1]
                     or refused is None
                     or refused[0] != candidate.name
                     or not await self.scheduler.recheck(candidate.name, refused[1])
