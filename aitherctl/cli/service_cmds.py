@@ -10,10 +10,12 @@ import typer
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
 from aitherctl.errors import ExitCode, NotFoundError, UsageError
+from aitherctl.tui.columns import ColumnRules, fit_columns, least_width, left_out
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from rich.console import Console, ConsoleOptions, RenderResult
     from rich.table import Table
 
     from aitherctl.monitor.services import ServiceListing
@@ -316,28 +318,77 @@ def nodes_table(rows: Sequence[NodeRow]) -> Table:
     return table
 
 
-def ps_table(listing: ServiceListing) -> Table:
+# `ps` gives way on a narrow terminal by `status`'s rule (tui/columns.py): readings no row has
+# go first, then these columns one after another, least needed first; then the model (and host)
+# column is shrunk to its least, ending in `…`; then the memory columns go.
+PS_COLUMN_RULES = ColumnRules(
+    optional=frozenset({"vram", "cpu", "ram", "up"}),
+    drop_order=("up", "engine", "cpu", "port", "health"),
+    last_drop=("ram", "vram"),
+    shrink={"model": (8, 16), "host": (8, 12)},
+)
+
+
+def ps_table(listing: ServiceListing) -> PsTable:
     """`ps`'s table: one row per container, whatever its state (running, exited, created,
     paused, restarting, removing, dead)."""
-    from rich.table import Table
+    return PsTable(listing)
 
+
+class PsTable:
+    """`ps`'s services, laid out for the width it is printed at: the columns that fit, whole
+    (a size is never split between its number and its unit), and a line naming those left
+    out."""
+
+    def __init__(self, listing: ServiceListing) -> None:
+        self.listing = listing
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.table import Table
+        from rich.text import Text
+
+        names, rows = _ps_cells(self.listing)
+        plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+        # A reading no row has (no VRAM budget, no CPU or RAM figure, nothing up) is left out
+        # whatever the width: `ps` shows what it knows.
+        shown = [
+            name
+            for index, name in enumerate(names)
+            if name not in PS_COLUMN_RULES.optional or any(row[index] != "-" for row in plain)
+        ]
+        width = options.max_width
+        chosen = fit_columns(
+            shown,
+            [[row[names.index(name)] for name in shown] for row in plain],
+            width,
+            PS_COLUMN_RULES,
+        )
+        table = Table(box=None, pad_edge=False)
+        for name in chosen:
+            if name in PS_COLUMN_RULES.shrink:
+                least = least_width(name, plain, names.index(name), PS_COLUMN_RULES.shrink[name][0])
+                table.add_column(name, overflow="ellipsis", min_width=least)
+            else:
+                table.add_column(name, no_wrap=True)
+        keep = [names.index(name) for name in chosen]
+        for cells in rows:
+            table.add_row(*(cells[index] for index in keep))
+        yield table
+        hidden = left_out(names, plain, chosen)
+        if hidden:
+            yield Text(
+                f"not shown at {width} columns: {', '.join(hidden)} (ps --json has every reading)",
+                style="dim",
+            )
+
+
+def _ps_cells(listing: ServiceListing) -> tuple[list[str], list[list[str]]]:
+    """`ps`'s column names and each row's cells (rich markup)."""
     from aitherctl.units import format_bytes
 
-    table = Table(box=None, pad_edge=False)
     several = bool(listing.hosts)
-    columns = (
-        "service",
-        "engine",
-        "model",
-        "state",
-        "health",
-        "port",
-        "gpu",
-        "vram",
-        "cpu",
-        "ram",
-        "up",
-    )
+    columns = ["service", "engine", "model", "state", "health", "port", "gpu", "vram", "cpu"]
+    columns += ["ram", "up"]
     rows = []
     for row in listing.rows:
         healthy = row.health == "healthy"
@@ -347,7 +398,7 @@ def ps_table(listing: ServiceListing) -> Table:
             if row.over_budget:
                 vram = f"[red]{vram} over budget[/]"
         rows.append(
-            (
+            [
                 *((row.host,) if several else ()),
                 row.service,
                 row.engine,
@@ -360,29 +411,9 @@ def ps_table(listing: ServiceListing) -> Table:
                 "-" if row.cpu_pct is None else f"{row.cpu_pct:.1f}%",
                 _ram_cell(row.ram_used_bytes, row.ram_budget_bytes, over=row.over_ram_budget),
                 _duration(row.uptime_s),
-            )
+            ]
         )
-    names = ("host", *columns) if several else columns
-    # A reading that no row has (no VRAM budget, no CPU or RAM figure, nothing up) is left out,
-    # so the columns that say something fit an 80-column terminal; names, states and numbers
-    # never break mid-word, a long model name is shortened with an ellipsis.
-    optional = {"vram", "cpu", "ram", "up"}
-    keep = [
-        index
-        for index, name in enumerate(names)
-        if name not in optional or any(cells[index] != "-" for cells in rows)
-    ]
-    for index in keep:
-        name = names[index]
-        if name in ("model", "host"):
-            table.add_column(name, overflow="ellipsis", min_width=8)
-        elif name in ("vram", "ram"):
-            table.add_column(name, overflow="fold", min_width=4)
-        else:
-            table.add_column(name, no_wrap=True)
-    for cells in rows:
-        table.add_row(*(cells[index] for index in keep))
-    return table
+    return (["host", *columns] if several else columns), rows
 
 
 def _ram_cell(used: int | None, budget: int | None, *, over: bool) -> str:

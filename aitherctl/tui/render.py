@@ -22,6 +22,7 @@ from aitherctl.monitor.model import (
     ScrapeStatus,
     ServiceView,
 )
+from aitherctl.tui.columns import ColumnRules, fit_columns, least_width, left_out
 from aitherctl.units import format_bytes, format_duration
 
 NA = "N/A"
@@ -440,16 +441,8 @@ def scheduler_backends_table(view: SchedulerView, width: int | None = None) -> T
                 _backend_note(backend),
             )
         )
-    widths = [
-        max([cell_len(name), *(cell_len(str(row[index])) for row in rows)])
-        for index, name in enumerate(BACKEND_COLUMNS)
-    ]
-    chosen = list(BACKEND_COLUMNS)
-    for name in BACKEND_DROP_ORDER:
-        shown = [widths[BACKEND_COLUMNS.index(column)] for column in chosen]
-        if width is None or sum(shown) + COLUMN_GAP * (len(shown) - 1) <= width:
-            break
-        chosen.remove(name)
+    texts = [[str(cell) for cell in row] for row in rows]
+    chosen = fit_columns(BACKEND_COLUMNS, texts, width, ColumnRules(drop_order=BACKEND_DROP_ORDER))
     keep = [BACKEND_COLUMNS.index(name) for name in chosen]
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     for name in chosen:
@@ -563,56 +556,22 @@ def scheduler_lines(view: SchedulerView, stamp: str) -> list[str]:
 
 
 # Readings a service may lack (a column of them all N/A is left out where space is short),
-# and the order in which the rest give way on a narrow terminal, least needed first: `ps`'s
-# way, so that what is shown is whole.
-OPTIONAL_COLUMNS = frozenset({"port", "VRAM", "budget", "CPU", "RAM", "queue", "tok/s", "up"})
-NARROW_DROP_ORDER = ("up", "tok/s", "port", "engine", "queue", "CPU", "budget")
-# Narrower still (under 80 columns): the model column shrinks to its least, then these go too.
-LAST_DROP_ORDER = ("RAM", "VRAM")
-MODEL_MIN_WIDTH = 8  # the model column is the one that shrinks, ending in `…`
-MODEL_WANTED_WIDTH = 16  # but a column gives way before it is shrunk below this
-COLUMN_GAP = 2
+# and the order in which the rest give way on a narrow terminal, least needed first; narrower
+# still (under 80 columns), the model column shrinks to its least (ending in `…`), then the
+# memory columns go too. `ps` gives way by the same rule (tui/columns.py).
+MODEL_MIN_WIDTH = 8
+SERVICE_COLUMN_RULES = ColumnRules(
+    optional=frozenset({"port", "VRAM", "budget", "CPU", "RAM", "queue", "tok/s", "up"}),
+    drop_order=("up", "tok/s", "port", "engine", "queue", "CPU", "budget"),
+    last_drop=("RAM", "VRAM"),
+    shrink={"model": (MODEL_MIN_WIDTH, 16)},
+    missing=NA,
+)
 
 
 def fit_service_columns(rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
-    """The columns of `SERVICE_COLUMNS` that `status` shows at `width` (None: all of them).
-
-    All of them when they fit; else first those in which some row has a reading, then, while
-    still too wide, without the columns of `NARROW_DROP_ORDER` one after another; then with
-    the model column at its least, without those of `LAST_DROP_ORDER`."""
-    names = list(SERVICE_COLUMNS)
-    widths = {
-        name: max([cell_len(name), *(cell_len(row[index]) for row in rows)])
-        for index, name in enumerate(names)
-    }
-    # The table never draws the model column narrower than MODEL_MIN_WIDTH (short served names).
-    widths["model"] = max(MODEL_MIN_WIDTH, min(widths["model"], MODEL_WANTED_WIDTH))
-
-    def fits(chosen: list[str]) -> bool:
-        return (
-            width is None
-            or sum(widths[name] for name in chosen) + COLUMN_GAP * (len(chosen) - 1) <= width
-        )
-
-    if fits(names):
-        return names
-    chosen = [
-        name
-        for index, name in enumerate(names)
-        if name not in OPTIONAL_COLUMNS or any(row[index] != NA for row in rows)
-    ]
-    for name in NARROW_DROP_ORDER:
-        if fits(chosen):
-            return chosen
-        if name in chosen:
-            chosen.remove(name)
-    widths["model"] = min(widths["model"], MODEL_MIN_WIDTH)
-    for name in LAST_DROP_ORDER:
-        if fits(chosen):
-            break
-        if name in chosen:
-            chosen.remove(name)
-    return chosen
+    """The columns of `SERVICE_COLUMNS` that `status` shows at `width` (None: all of them)."""
+    return fit_columns(SERVICE_COLUMNS, rows, width, SERVICE_COLUMN_RULES)
 
 
 def services_table(
@@ -634,17 +593,14 @@ def services_layout(
     keep = [SERVICE_COLUMNS.index(name) for name in chosen]
     for name in chosen:
         if name == "model":
-            table.add_column(name, overflow="ellipsis", min_width=MODEL_MIN_WIDTH)
+            least = least_width(name, rows, SERVICE_COLUMNS.index(name), MODEL_MIN_WIDTH)
+            table.add_column(name, overflow="ellipsis", min_width=least)
         else:
             table.add_column(name, no_wrap=True)
     for row in cells:
         table.add_row(*(row[index] for index in keep))
-    left_out = [
-        name
-        for index, name in enumerate(SERVICE_COLUMNS)
-        if name not in chosen and any(row[index] != NA for row in rows)
-    ]
-    return table, left_out
+    hidden = left_out(SERVICE_COLUMNS, rows, chosen, NA)
+    return table, hidden
 
 
 class ServicesTable:
