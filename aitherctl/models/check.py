@@ -26,9 +26,12 @@ from aitherctl.profiles.profile import Profile, Service
 from aitherctl.units import format_bytes
 
 
-def fit_service(service: Service, budget_bytes: int | None) -> ServiceFit | None:
-    """The estimate for one service beside its per-GPU budget (None: a CPU service); None for
-    an engine with no estimate (Ollama, ComfyUI, generic)."""
+def fit_service(
+    service: Service, budget_bytes: int | None, pool: str = "vram"
+) -> ServiceFit | None:
+    """The estimate for one service beside its budget: per GPU (`pool` "vram"), or a CPU
+    service's `ram:` ("ram"); None for an engine with no estimate (Ollama, ComfyUI,
+    generic)."""
     if service.engine.value not in ESTIMATED_ENGINES:
         return None
     try:
@@ -36,36 +39,59 @@ def fit_service(service: Service, budget_bytes: int | None) -> ServiceFit | None
     except ModelNotHere as exc:
         return ServiceFit(
             service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
-            reason=f"size unknown until downloaded ({exc})",
+            reason=f"size unknown until downloaded ({exc})", pool=pool,
         )  # fmt: skip
     except MetadataError as exc:
         return ServiceFit(
             service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
-            reason=f"size unknown: {exc}",
+            reason=f"size unknown: {exc}", pool=pool,
         )  # fmt: skip
     except (OSError, ValueError) as exc:  # an unreadable cache folder, a refs file not UTF-8
         return ServiceFit(
             service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
-            reason=f"size unknown: {service.model}: {exc}",
+            reason=f"size unknown: {service.model}: {exc}", pool=pool,
         )  # fmt: skip
     try:
         estimate = estimate_fit(
-            service.engine.value, shape, service.args, gpus=max(1, len(service.gpus))
+            service.engine.value,
+            shape,
+            service.args,
+            gpus=max(1, len(service.gpus)),
+            on_cpu=not service.gpus,
         )
     except EstimateError as exc:
         return ServiceFit(
             service.name, FitVerdict.UNKNOWN, budget_bytes=budget_bytes,
-            reason=f"size unknown: {exc}",
+            reason=f"size unknown: {exc}", pool=pool,
         )  # fmt: skip
-    return replace(judge_fit(service.name, estimate, budget_bytes), source=shape.source)
+    fit = judge_fit(service.name, estimate, budget_bytes, pool)
+    return replace(fit, source=shape.source)
 
 
 def fit_services(
-    services: Iterable[Service], budgets: Mapping[str, int | None]
+    services: Iterable[Service],
+    budgets: Mapping[str, int | None],
+    machine_ram: int | None = None,
 ) -> tuple[ServiceFit, ...]:
-    """Every service with an estimating engine, in the order given."""
-    fits = (fit_service(svc, budgets.get(svc.name)) for svc in services)
+    """Every service with an estimating engine, in the order given: a GPU service against its
+    per-GPU budget in `budgets`, a CPU service against its `ram:` (a share of `machine_ram`)."""
+    fits = (
+        fit_service(svc, budgets.get(svc.name))
+        if svc.gpus
+        else fit_service(svc, ram_budget(svc, machine_ram), "ram")
+        for svc in services
+    )
     return tuple(fit for fit in fits if fit is not None)
+
+
+def ram_budget(service: Service, machine_ram: int | None) -> int | None:
+    """A CPU service's `ram:` in bytes: as written, or its share of `machine_ram` when that is
+    known; None without one."""
+    if service.ram is None:
+        return None
+    if service.ram.bytes is not None:
+        return int(service.ram.bytes)
+    return service.ram.resolve(machine_ram) if machine_ram else None
 
 
 def service_budget(service: Service, gpu_totals: Mapping[int, int] | None) -> int | None:
@@ -85,7 +111,20 @@ def profile_fits(
 ) -> tuple[ServiceFit, ...]:
     """Every service of `profile` (`validate`, `doctor`: no container built)."""
     services = list(profile.services.values())
-    return fit_services(services, {svc.name: service_budget(svc, gpu_totals) for svc in services})
+    budgets = {svc.name: service_budget(svc, gpu_totals) for svc in services}
+    return fit_services(services, budgets, machine_ram_for(profile))
+
+
+def machine_ram_for(profile: Profile) -> int | None:
+    """This machine's memory where a CPU service's `ram:` is a share of it (psutil is only
+    imported then)."""
+    if not any(
+        svc.ram is not None and svc.ram.share is not None for svc in profile.services.values()
+    ):
+        return None
+    from aitherctl.profiles.machine_ram import machine_ram_bytes
+
+    return machine_ram_bytes()
 
 
 def too_small_problems(profile: Profile, fits: Iterable[ServiceFit]) -> list[str]:
@@ -99,12 +138,14 @@ def too_small_problems(profile: Profile, fits: Iterable[ServiceFit]) -> list[str
         where = f"{profile.source}:{line}: " if line is not None else f"{profile.source}: "
         assert fit.budget_bytes is not None
         estimate = fit.estimate
-        per_gpu = " per GPU" if estimate.gpus > 1 else ""
+        ram = fit.pool == "ram"
+        per_gpu = " per GPU" if estimate.gpus > 1 and not ram else ""
         lines.append(
-            f"{where}service {fit.service!r}: its budget of {format_bytes(fit.budget_bytes)} "
+            f"{where}service {fit.service!r}: its {'RAM ' if ram else ''}budget of "
+            f"{format_bytes(fit.budget_bytes)} "
             f"cannot hold its model's weights alone ({format_bytes(estimate.weights_per_gpu_bytes)}"
-            f"{per_gpu}, {estimate.weights_method}): raise `vram` or use a smaller model or "
-            "quantisation"
+            f"{per_gpu}, {estimate.weights_method}): raise `{'ram' if ram else 'vram'}` or use a "
+            "smaller model or quantisation"
         )
     return lines
 

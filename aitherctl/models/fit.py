@@ -41,6 +41,10 @@ from aitherctl.units import GIB, format_bytes
 # - llama.cpp: the CUDA context (about 0.3-0.5 GiB as NVML counts it) plus the compute buffers
 #   it logs as "compute buffer size" (a few hundred MiB, growing with the context and -b/-ub).
 LLAMACPP_OVERHEAD_BYTES = 1 * GIB
+# On the CPU (a service with `gpu: none`, weighed against its `ram:`): the same compute buffers
+# without a CUDA context. Measured here: SmolLM2-135M Q4_1 at -c 2048 holds 176 MiB resident
+# (weights 92 MiB mapped from the file, KV 45 MiB, 39 MiB besides).
+LLAMACPP_CPU_OVERHEAD_BYTES = GIB // 2
 # - vLLM: the CUDA context, the activation peak its profiling run measures at
 #   `--max-num-batched-tokens`, and CUDA graphs (none with --enforce-eager): about 1-3 GiB for
 #   7-14B models (vLLM's "Memory profiling takes ..." log line gives the real figure).
@@ -126,7 +130,9 @@ class EstimateError(ValueError):
     as a refusal."""
 
 
-def estimate_llamacpp(shape: ModelShape, args: Sequence[str]) -> FitEstimate:
+def estimate_llamacpp(
+    shape: ModelShape, args: Sequence[str], *, on_cpu: bool = False
+) -> FitEstimate:
     ctx_text = flag_value(args, *CTX_FLAGS)
     ctx = int(ctx_text) if ctx_text and ctx_text.isdigit() else 0
     note = ""
@@ -159,7 +165,7 @@ def estimate_llamacpp(shape: ModelShape, args: Sequence[str]) -> FitEstimate:
         kv_sequences=slots,
         kv_bytes_per_token=per_token,
         kv_dtype=type_k if type_k == type_v else f"K {type_k}, V {type_v}",
-        overhead_bytes=LLAMACPP_OVERHEAD_BYTES,
+        overhead_bytes=LLAMACPP_CPU_OVERHEAD_BYTES if on_cpu else LLAMACPP_OVERHEAD_BYTES,
         kv_note=note,
     )
 
@@ -218,9 +224,11 @@ def estimate_vllm(shape: ModelShape, args: Sequence[str], gpus: int = 1) -> FitE
 ESTIMATED_ENGINES = ("llamacpp", "vllm")
 
 
-def estimate_fit(engine: str, shape: ModelShape, args: Sequence[str], gpus: int = 1) -> FitEstimate:
+def estimate_fit(
+    engine: str, shape: ModelShape, args: Sequence[str], gpus: int = 1, *, on_cpu: bool = False
+) -> FitEstimate:
     if engine == "llamacpp":
-        return estimate_llamacpp(shape, args)
+        return estimate_llamacpp(shape, args, on_cpu=on_cpu)
     if engine == "vllm":
         tp = flag_value(args, "--tensor-parallel-size", "-tp")
         ranks = int(tp) if tp and tp.isdigit() else gpus
@@ -247,17 +255,23 @@ class ServiceFit:
     reason: str | None = None  # why unknown: "size unknown until downloaded (...)"
     fitting_tokens: int | None = None  # SHORT_CONTEXT: the longest context that would fit
     source: str | None = None  # where the metadata was read
+    # The memory the budget is of: "vram" (per GPU, `vram:`) or "ram" (a CPU service's host
+    # RAM, `ram:`, which `serve` claims from its RAM pool).
+    pool: str = "vram"
 
     def summary(self) -> str:
         """One line for `profile plan`: "needs about 5.2 GiB, budget 8.0 GiB"."""
         if self.estimate is None:
             return self.reason or "size unknown until downloaded"
         need = f"needs about {format_bytes(self.estimate.needed_per_gpu_bytes)}"
-        if self.estimate.gpus > 1:
+        if self.estimate.gpus > 1 and self.pool == "vram":
             need += " per GPU"
         if self.budget_bytes is None:
-            return need + ", no GPU budget"
-        text = f"{need}, budget {format_bytes(self.budget_bytes)}"
+            return need + (
+                ", on the CPU, no `ram:` budget" if self.pool == "ram" else ", no GPU budget"
+            )
+        kind = "RAM budget" if self.pool == "ram" else "budget"
+        text = f"{need}, {kind} {format_bytes(self.budget_bytes)}"
         if self.verdict is FitVerdict.TOO_SMALL:
             return text + ": cannot hold the weights"
         if self.verdict is FitVerdict.SHORT_CONTEXT:
@@ -268,12 +282,15 @@ class ServiceFit:
         return text
 
 
-def judge_fit(service: str, estimate: FitEstimate, budget_bytes: int | None) -> ServiceFit:
-    """Compare an estimate with the service's per-GPU budget (None: CPU or no budget)."""
+def judge_fit(
+    service: str, estimate: FitEstimate, budget_bytes: int | None, pool: str = "vram"
+) -> ServiceFit:
+    """Compare an estimate with the service's budget: per GPU (`pool` "vram"), or a CPU
+    service's host RAM ("ram"); None: no budget to compare with."""
     if budget_bytes is None:
-        return ServiceFit(service, FitVerdict.NO_BUDGET, estimate)
+        return ServiceFit(service, FitVerdict.NO_BUDGET, estimate, pool=pool)
     if estimate.weights_per_gpu_bytes > budget_bytes:
-        return ServiceFit(service, FitVerdict.TOO_SMALL, estimate, budget_bytes)
+        return ServiceFit(service, FitVerdict.TOO_SMALL, estimate, budget_bytes, pool=pool)
     if estimate.needed_per_gpu_bytes > budget_bytes:
         return ServiceFit(
             service,
@@ -281,5 +298,6 @@ def judge_fit(service: str, estimate: FitEstimate, budget_bytes: int | None) -> 
             estimate,
             budget_bytes,
             fitting_tokens=estimate.tokens_fitting(budget_bytes),
+            pool=pool,
         )
-    return ServiceFit(service, FitVerdict.FITS, estimate, budget_bytes)
+    return ServiceFit(service, FitVerdict.FITS, estimate, budget_bytes, pool=pool)

@@ -36,7 +36,7 @@ from aitherctl.gpu.vram import (
     check_vram,
     describe_vram,
 )
-from aitherctl.models.check import fit_services, refuse_too_small
+from aitherctl.models.check import fit_services, machine_ram_for, refuse_too_small
 from aitherctl.models.fit import ServiceFit
 from aitherctl.models.pull_model import PullEvent
 from aitherctl.profiles.catalog import ProfileCatalog
@@ -129,8 +129,9 @@ def prepare(
 def _fits(
     profile: Profile, specs: ProfileSpecs, only: Sequence[str] | None = None
 ) -> tuple[ServiceFit, ...]:
-    """Each service's model against its budget (the smallest over its GPUs); RefusedError, with
-    the service's file and line, for a budget that cannot hold the weights alone."""
+    """Each service's model against its budget (the smallest over its GPUs; a CPU service's
+    `ram:`); RefusedError, with the service's file and line, for a budget that cannot hold the
+    weights alone."""
     names = list(only) if only is not None else list(profile.services)
     services = [profile.services[name] for name in names if specs.get(name) is not None]
     budgets: dict[str, int | None] = {}
@@ -140,7 +141,7 @@ def _fits(
         values = [spec.budget_on(gpu) for gpu in spec.gpus]
         known = [value for value in values if value is not None]
         budgets[svc.name] = min(known) if known else None
-    fits = fit_services(services, budgets)
+    fits = fit_services(services, budgets, machine_ram_for(profile))
     refuse_too_small(profile, fits)
     return fits
 

@@ -155,24 +155,65 @@ def test_a_model_not_downloaded_is_never_refused(write_profile, no_gpu_no_docker
     )
 
 
-@pytest.mark.parametrize("columns", [80, 200])
-def test_a_cpu_service_shows_its_need_without_a_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
+# On the CPU: the same weights and KV, the compute buffers without a CUDA context (512 MiB).
+CPU_NEED = "needs about 649 MiB"
+CPU_METHOD = METHOD.replace("overhead about 1.0 GiB", "overhead about 512 MiB")
+
+
+def _cpu_profile(write_profile, ram: str | None = None) -> Path:  # type: ignore[no-untyped-def]
     if not (Path(MODELS_DIR) / MODEL_FILE).is_file():
         _unavailable(f"{MODELS_DIR}/{MODEL_FILE} (scripts/test-env.sh)")
-    write_profile(
-        "cpu",
-        services={"lm": {
-            "engine": "llamacpp", "model": f"/models/{MODEL_FILE}", "port": 18001,
-            "gpu": "none", "args": ["-c", "2048"], "volumes": {MODELS_DIR: "/models:ro"},
-        }},
-    )  # fmt: skip
+    service = {
+        "engine": "llamacpp", "model": f"/models/{MODEL_FILE}", "port": 18001,
+        "gpu": "none", "args": ["-c", "2048"], "volumes": {MODELS_DIR: "/models:ro"},
+    }  # fmt: skip
+    if ram is not None:
+        service["ram"] = ram
+    return write_profile("cpu", services={"lm": service})  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_a_cpu_service_shows_its_need_without_a_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
+    _cpu_profile(write_profile)
     result = invoke("profile", "plan", "cpu", columns=columns)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-3:] == [
         "Models (an upper bound, before any download):",
-        f"  lm                   {NEED}, no GPU budget",
-        METHOD,
+        f"  lm                   {CPU_NEED}, on the CPU, no `ram:` budget",
+        CPU_METHOD,
     ]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_a_cpu_service_is_weighed_against_its_ram_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
+    """Before, a CPU service with `ram: 2GiB` said "no GPU budget", as if it had none."""
+    _cpu_profile(write_profile, "2GiB")
+    result = invoke("profile", "plan", "cpu", columns=columns)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "Models (an upper bound, before any download):",
+        f"  lm                   {CPU_NEED}, RAM budget 2.0 GiB",
+        CPU_METHOD,
+    ]
+
+
+def test_a_ram_budget_that_cannot_hold_the_weights_is_refused(write_profile, no_gpu_no_docker):  # type: ignore[no-untyped-def]
+    """`serve` claims a CPU service's `ram:` from its RAM pool: a budget smaller than the
+    weights would let it hold more than it claimed."""
+    path = _cpu_profile(write_profile, "64MiB")
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "lm:" in text)
+    expected = (
+        f"{path}:{line}: service 'lm': its RAM budget of 64 MiB cannot hold its model's weights "
+        "alone (92 MiB, Q4_1, exact from the file): raise `ram` or use a smaller model or "
+        "quantisation"
+    )
+    plan = invoke("profile", "plan", "cpu", columns=80)
+    assert plan.exit_code == 5
+    assert plan.stdout == ""
+    assert plan.stderr.splitlines()[-1] == f"error: {expected}"  # after: no Docker engine here
+    validate = invoke("profile", "validate", str(path))
+    assert validate.exit_code == 3
+    assert validate.stderr.splitlines() == [expected]
 
 
 @pytest.fixture
