@@ -749,8 +749,12 @@ def export(
     name: ProfileArg,
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", help="compose: a Compose file; k8s: Kubernetes manifests."),
-    ],
+        typer.Option(
+            "--format",
+            "-f",
+            help="compose (the default): a Compose file; k8s: Kubernetes manifests.",
+        ),
+    ] = ExportFormat.COMPOSE,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE (default: stdout).")
     ] = None,

@@ -181,3 +181,12 @@ def test_exported_compose_service_runs_and_its_healthcheck_turns_healthy(
         assert container.exec_run(["bash", "-c", wrong]).exit_code != 0
     finally:
         container.remove(force=True)
+
+
+def test_compose_is_the_default_format(tmp_path: Path) -> None:
+    """Before, `profile export NAME` stopped with "Missing option '--format'"."""
+    target = tmp_path / "compose.yaml"
+    result = invoke("profile", "export", "production", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"wrote {target} (compose, 1 service)\n"
+    assert list(yaml.safe_load(target.read_text())["services"]) == ["orchestrator"]
