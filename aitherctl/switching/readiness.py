@@ -1,9 +1,9 @@
 """Readiness and health probes over HTTP: the engine's own endpoints, short timeouts.
 
-One set of rules (`run_checks`), two ways to fetch: through an `httpx.Client` (`ReadinessProbe`,
-which a switch keeps open while it waits for its services) or over the small socket client of
-aitherctl/loopback_http.py (`probe_plain`: `ps` probes every service once and exits, and importing
-httpx would cost it more than all its probes). httpx stays inside this module.
+One set of rules (`run_checks`), fetched over the small socket client of
+aitherctl/loopback_http.py (`probe_plain`), a new connection per probe: a probe is plain HTTP to a
+published port, and importing httpx (about 0.1 s of CPU on a small machine) delayed a switch's
+first probe and `ps`'s answer for nothing a kept-alive connection would win back.
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from aitherctl.engines.container import HttpCheck
-
-if TYPE_CHECKING:
-    import httpx
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,48 +74,20 @@ def run_checks(fetch: Fetch, checks: tuple[HttpCheck, ...]) -> ProbeResult:
     return ProbeResult(True, "ready")
 
 
-def probe(
-    client: httpx.Client,
-    host: str,
-    port: int,
-    checks: tuple[HttpCheck, ...],
-    timeout_s: float = 2.0,
-) -> ProbeResult:
-    """The checks through `client`."""
-    import httpx
-
-    def fetch(path: str) -> tuple[int, bytes]:
-        try:
-            answer = client.get(f"http://{netloc(host)}:{port}{path}", timeout=timeout_s)
-        except httpx.ConnectError:
-            raise ProbeFailure("connection refused") from None
-        except httpx.TimeoutException:
-            raise ProbeFailure(f"GET {path} timed out after {timeout_s:g}s") from None
-        except httpx.HTTPError as exc:
-            raise ProbeFailure(f"GET {path}: {type(exc).__name__}") from None
-        return answer.status_code, answer.content
-
-    return run_checks(fetch, checks)
-
-
 class ReadinessProbe:
-    """One kept-alive `httpx.Client` for the probes of a wait (`with ReadinessProbe() as p:`)."""
-
-    def __init__(self) -> None:
-        import httpx
-
-        self._client = httpx.Client()
+    """The probes of one wait (`with ReadinessProbe() as p:`): one short connection per
+    request, over the socket client of loopback_http.py."""
 
     def __enter__(self) -> ReadinessProbe:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._client.close()
+        pass
 
     def check(
         self, host: str, port: int, checks: tuple[HttpCheck, ...], timeout_s: float = 2.0
     ) -> ProbeResult:
-        return probe(self._client, host, port, checks, timeout_s)
+        return probe_plain(host, port, checks, timeout_s)
 
 
 def probe_plain(

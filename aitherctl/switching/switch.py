@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from aitherctl.docker.engine import DockerEngine
 from aitherctl.docker.stack import ManagedContainer
@@ -38,7 +39,6 @@ from aitherctl.gpu.vram import (
 )
 from aitherctl.models.check import fit_services, machine_ram_for, refuse_too_small
 from aitherctl.models.fit import ServiceFit
-from aitherctl.models.pull_model import PullEvent
 from aitherctl.profiles.catalog import ProfileCatalog
 from aitherctl.profiles.checks import binds_overlap
 from aitherctl.profiles.machine_ram import refuse_impossible_ram
@@ -62,6 +62,9 @@ from aitherctl.switching.transaction import (
     recover,
 )
 from aitherctl.units import MemoryAmount
+
+if TYPE_CHECKING:
+    from aitherctl.models.pull_model import PullEvent
 
 InventoryReader = Callable[[], GpuInventory]
 

@@ -25,6 +25,7 @@ the commit record exists, finishes the commit. Set-aside containers are only eve
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import threading
@@ -808,19 +809,31 @@ def finish(engine: DockerEngine, txn: str, intent: Intent | None) -> None:
     """Complete a committed switch: remove what was set aside, set restart policies, drop the
     records. Safe to run again (recover runs it after a crash mid-commit)."""
     containers = engine.list_managed()
-    for item in containers:
-        if item.aside and item.name.endswith(c.ASIDE_MARK + txn):
-            engine.remove(item.id)
-    if intent is not None:
+    jobs: list[Callable[[], None]] = [
+        functools.partial(engine.remove, item.id)
+        for item in containers
+        if item.aside and item.name.endswith(c.ASIDE_MARK + txn)
+    ]
+
+    def hint(profile: str) -> None:
         with contextlib.suppress(AitherError):  # a hint for readers, never worth failing for
-            write_active(engine, intent.profile, containers)
-    for item in containers:
-        if item.aside or not item.running or item.restart_policy == restart_policy(item.gpus):
-            continue
-        # Every running service whose policy differs, kept ones included (older aitherctl set
-        # `unless-stopped`); a container created by this switch already has its own.
+            write_active(engine, profile, containers)
+
+    def set_policy(item: ManagedContainer) -> None:
         with contextlib.suppress(AitherError):
             engine.set_restart_policy(item.id, restart_policy(item.gpus))
+
+    if intent is not None:
+        jobs.append(functools.partial(hint, intent.profile))
+    # Every running service whose policy differs, kept ones included (older aitherctl set
+    # `unless-stopped`), and those this switch created (with Docker's `no`, so that one that
+    # exits during its wait is seen exited, not restarted).
+    jobs += [
+        functools.partial(set_policy, item)
+        for item in containers
+        if not item.aside and item.running and item.restart_policy != restart_policy(item.gpus)
+    ]
+    _run_all(jobs)  # independent Docker calls, at once: a switch's last step is on its clock
     for kind in ("txn", "commit"):
         engine.remove_record(record_name(engine.namespace, txn, kind))
 

@@ -22,7 +22,7 @@ import pytest
 from aitherctl.engines.comfyui import USER_DATA
 from aitherctl.engines.registry import build_container
 from aitherctl.profiles.profile import Engine, Service
-from aitherctl.switching.readiness import probe
+from aitherctl.switching.readiness import probe_plain
 from tests.conftest import BASE_IMAGE, _need_image, free_port, sdk_of
 
 pytestmark = pytest.mark.docker
@@ -53,14 +53,13 @@ def start(engine: Any, service: Service) -> str:
     container_id: str = engine.create(spec, "comfy-test")
     engine.start(container_id)
     deadline = time.monotonic() + 30
-    with httpx.Client(trust_env=False) as client:
-        while True:
-            result = probe(client, "127.0.0.1", service.port, spec.readiness.checks)
-            if result.ok:
-                return container_id
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready: {result.detail}\n{engine.logs(container_id)}")
-            time.sleep(0.2)
+    while True:
+        result = probe_plain("127.0.0.1", service.port, spec.readiness.checks)
+        if result.ok:
+            return container_id
+        if time.monotonic() > deadline:
+            pytest.fail(f"not ready: {result.detail}\n{engine.logs(container_id)}")
+        time.sleep(0.2)
 
 
 def test_comfyui_starts_through_its_image_and_keeps_user_data(comfy_image: Any) -> None:

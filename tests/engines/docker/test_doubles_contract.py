@@ -25,7 +25,7 @@ from aitherctl.engines.vllm import parse_vllm_metrics
 from aitherctl.monitor.unload import free_vram
 from aitherctl.profiles.loader import load_profile_text
 from aitherctl.profiles.profile import Service
-from aitherctl.switching.readiness import probe
+from aitherctl.switching.readiness import probe_plain
 from tests.conftest import free_port
 from tests.doubles.images import (
     comfyui_double_image,
@@ -61,14 +61,13 @@ def run(clean_namespace: Any) -> Any:
         container_id: str = engine.create(spec, f"double-{service.name}")
         engine.start(container_id)
         deadline = time.monotonic() + 30
-        with httpx.Client(trust_env=False) as client:
-            while True:
-                result = probe(client, "127.0.0.1", service.port, spec.readiness.checks)
-                if result.ok:
-                    return f"http://127.0.0.1:{service.port}"
-                if time.monotonic() > deadline:
-                    pytest.fail(f"not ready: {result.detail}\n{engine.logs(container_id)}")
-                time.sleep(0.1)
+        while True:
+            result = probe_plain("127.0.0.1", service.port, spec.readiness.checks)
+            if result.ok:
+                return f"http://127.0.0.1:{service.port}"
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready: {result.detail}\n{engine.logs(container_id)}")
+            time.sleep(0.1)
 
     return start
 
