@@ -1,5 +1,6 @@
 """First-token overhead of Anthropic Messages and OpenAI Responses requests through `aitherctl
-serve` against the same request straight to llama.cpp (issue 24).
+serve` against the same request straight to llama.cpp (issue 24), with chat completions measured
+the same way beside them.
 
     python bench/bench_apis.py            # 5 interleaved rounds of 40 requests per way and API
     python bench/bench_apis.py --quick    # 2 rounds of 5, to check the harness
@@ -56,7 +57,11 @@ from bench_gateway import (  # the sibling module, found through sys.path
 )
 
 WAYS = ("direct", "native", "translated")
-APIS = ("messages", "responses")
+# chat: the same harness on chat completions, the API whose bound this is (issue 8), so the
+# three are compared like with like (bench_gateway.py and timeline_gateway.py measure chat
+# their own ways).
+APIS = ("messages", "responses", "chat")
+ROUTES = {"messages": "messages", "responses": "responses", "chat": "chat/completions"}
 _TEXT_EVENTS = {"messages": b"content_block_delta", "responses": b"response.output_text.delta"}
 _END_EVENTS = {
     "messages": (b"message_stop",),
@@ -64,9 +69,26 @@ _END_EVENTS = {
 }
 
 
+def _chat_text(line: bytes) -> bool:
+    """A chat completions chunk that carries text (`choices[0].delta.content` not empty)."""
+    if not line.startswith(b"data:") or b'"content"' not in line:
+        return False
+    try:
+        choices = json.loads(line[5:]).get("choices") or [{}]
+    except ValueError:
+        return False
+    return bool((choices[0].get("delta") or {}).get("content"))
+
+
 def body(api: str, model: str) -> bytes:
     if api == "messages":
         payload: dict[str, Any] = {
+            "model": model,
+            "max_tokens": MAX_TOKENS,
+            "messages": [{"role": "user", "content": PROMPT}],
+        }
+    elif api == "chat":
+        payload = {
             "model": model,
             "max_tokens": MAX_TOKENS,
             "messages": [{"role": "user", "content": PROMPT}],
@@ -77,29 +99,37 @@ def body(api: str, model: str) -> bytes:
 
 
 async def stream_once(session: Any, url: str, api: str, data: bytes) -> tuple[float, float, str]:
-    """(TTFT s, total s, error or ""): one streamed request, read event by event."""
+    """(TTFT s, total s, error or ""): one streamed request, read event by event, then to the
+    end of the response as the official SDKs read it (so their connection is kept alive; one
+    left unread at the last event is closed, and the next request pays a new connection)."""
     started = time.perf_counter()
-    ttft = math.nan
+    ttft = total = math.nan
     try:
         async with session.post(url, data=data, headers=JSON_HEADERS) as resp:
             if resp.status != 200:
                 await resp.read()
                 return math.nan, math.nan, f"HTTP {resp.status}"
             async for line in resp.content:
+                if not math.isnan(total):
+                    continue  # after the last event: read to the end of the response
+                if api == "chat":
+                    if math.isnan(ttft) and _chat_text(line):
+                        ttft = time.perf_counter() - started
+                    if line.startswith(b"data: [DONE]"):
+                        total = time.perf_counter() - started
+                    continue
                 if not line.startswith(b"event:"):
                     continue
                 name = line[6:].strip()
                 if math.isnan(ttft) and name == _TEXT_EVENTS[api]:
                     ttft = time.perf_counter() - started
                 if name in _END_EVENTS[api]:
-                    return (
-                        ttft,
-                        time.perf_counter() - started,
-                        "no text" if math.isnan(ttft) else "",
-                    )
+                    total = time.perf_counter() - started
     except Exception as exc:  # a failed request is counted, not raised
         return math.nan, math.nan, type(exc).__name__
-    return math.nan, math.nan, "no end event"
+    if math.isnan(total):
+        return math.nan, math.nan, "no end event"
+    return ttft, total, "no text" if math.isnan(ttft) else ""
 
 
 async def measure(urls: dict[str, str], models: dict[str, str], rounds: int, per_round: int):  # type: ignore[no-untyped-def]
@@ -114,14 +144,16 @@ async def measure(urls: dict[str, str], models: dict[str, str], rounds: int, per
         sessions = {"direct": fresh, "native": kept, "translated": kept}
         for api in APIS:  # warm-up: connections, the server's prompt cache
             for way in WAYS:
-                await stream_once(sessions[way], urls[way] + "/" + api, api, body(api, models[way]))
+                await stream_once(
+                    sessions[way], urls[way] + "/" + ROUTES[api], api, body(api, models[way])
+                )
         for round_no in range(rounds):
             for way in rotated(list(WAYS), round_no):
                 for api in APIS:
                     data = body(api, models[way])
                     for _ in range(per_round):
                         ttft, total, error = await stream_once(
-                            sessions[way], urls[way] + "/" + api, api, data
+                            sessions[way], urls[way] + "/" + ROUTES[api], api, data
                         )
                         if error:
                             errors.setdefault((way, api), []).append(error)
