@@ -1068,10 +1068,18 @@ class Scheduler:
             return False
         if self._recheck is None or self._recheck[0] < refused_at:
             self._recheck = (self.clock(), self._spawn(self._observe_containers()))
+        reading = self._recheck[1]
         try:
-            await asyncio.shield(self._recheck[1])
+            await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if reading.cancelled() and not (current is not None and current.cancelling()):
+                return False  # the reading, not this request, was cancelled: serve is closing
+            raise
         except Exception:  # Docker did not answer: the request fails as it would have
             return False
+        if self._closing:
+            return False  # no new attempt once serve stops taking requests
         return self.backends[name].state in (BackendState.STOPPED, BackendState.LOADING)
 
     def apply_node_observation(self, found: dict[str, NodeAddress], epochs: dict[str, int]) -> None:

@@ -583,3 +583,37 @@ async def test_a_displaced_resident_comes_back_only_when_it_fits_as_the_switch_c
     (await effects.next_call("start", "a")).succeed()
     await settle()
     assert sched.backends["a"].state is READY
+
+
+@run
+async def test_shutdown_during_a_recheck_answers_it_with_nothing_changed() -> None:
+    """`serve` stopping while a refused request waits for its Docker reading: the request ends
+    with the refusal it met (no retry, nothing started), not with the reading's cancellation."""
+    effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))  # readings held
+    clock = Clock()
+    sched = scheduler(profile({"chat": llama(1)}), effects, clock)
+    effects.running.clear()  # `docker kill`
+    checking = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    await effects.next_call("observe")  # Docker has not answered yet
+    await sched.close(0)
+    assert await checking is False
+    assert effects.kinds("start") == []
+    assert await sched.recheck("chat", refused_at=clock()) is False  # closed: no new reading
+    assert effects.kinds("observe") == [("observe", None)]
+
+
+@run
+async def test_a_client_gone_during_a_recheck_leaves_the_shared_reading_to_the_others() -> None:
+    effects = FakeEffects(running={"chat"}, instant=("read_gpus", "close"))  # readings held
+    clock = Clock()
+    sched = scheduler(profile({"chat": llama(1)}), effects, clock)
+    effects.running.clear()  # `docker kill`; two requests are refused
+    gone = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    staying = asyncio.create_task(sched.recheck("chat", refused_at=clock()))
+    reading = await effects.next_call("observe")
+    gone.cancel()  # its client disconnected
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    reading.succeed()
+    assert await staying is True
+    assert sched.backends["chat"].state is STOPPED
