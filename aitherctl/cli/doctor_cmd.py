@@ -35,10 +35,9 @@ def doctor(
     else:
         marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
         for check in report.checks:
-            out.print(f"{marks[check.status]} {check.name:<15} ", end="")
-            out.print(check.detail, markup=False)
+            out.wrapped(check.detail, lead=f"{marks[check.status]} {check.name:<15} ")
             for problem in check.problems:
-                out.print(f"     {problem}", markup=False)
+                out.wrapped(problem, lead="     ")
     if report.exit_code:
         raise typer.Exit(int(report.exit_code))
 

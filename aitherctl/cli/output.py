@@ -63,6 +63,25 @@ class Output:
         if not self.json_mode:
             self.out.print(*renderables, **kwargs)
 
+    def wrapped(self, text: str, *, lead: str = "") -> None:
+        """`lead` (Rich markup) then `text` (plain), word-wrapped at the terminal's width with
+        the lines after the first indented under the text's start, so a long reading is never
+        cut mid-word by the terminal (a word longer than the line is left whole)."""
+        if self.json_mode:
+            return
+        import textwrap
+
+        from rich.text import Text
+
+        head = Text.from_markup(lead)
+        hang = head.cell_len
+        room = max(self.out.width - hang, 20)
+        lines = textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False)
+        lines = lines or [""]
+        self.out.print(head + Text(lines[0]))
+        for line in lines[1:]:
+            self.out.print(" " * hang + line, markup=False, highlight=False)
+
     def info(self, message: str) -> None:
         """A plain line on stderr (progress, a run's status line): no Rich needed to write it."""
         if not self.quiet:

@@ -473,10 +473,12 @@ def plan(name: ProfileArg, gpu_memory: GpuMemoryOpt = None, json_out: JsonOpt = 
             out.print(line, markup=False)
         if prepared.fits:
             out.print("Models (an upper bound, before any download):", markup=False)
+        from rich.markup import escape
+
         for fit in prepared.fits:
-            out.print(f"  {fit.service:<20} {fit.summary()}", markup=False)
+            out.wrapped(fit.summary(), lead=escape(f"  {fit.service:<20} "))
             if fit.estimate is not None:
-                out.print(f"    {fit.estimate.describe()}", markup=False)
+                out.wrapped(fit.estimate.describe(), lead="    ")
         for status in images or ():
             if status.usable and not status.present:
                 out.print(status.describe(), markup=False)

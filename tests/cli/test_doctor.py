@@ -35,3 +35,45 @@ def test_doctor_on_the_real_engine_flags_a_port_another_program_holds(
     assert checks["ports"]["status"] == "warn"
     assert f"{port} (web/site)" in checks["ports"]["detail"]
     assert data["problems"] == []
+
+
+RUNTIME_DETAIL = (
+    "no nvidia runtime (runtimes: io.containerd.runc.v2, runc); install the NVIDIA Container "
+    "Toolkit and run `nvidia-ctk runtime configure`"
+)
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_doctor_wraps_a_long_reading_under_its_own_column(monkeypatch, columns: int) -> None:
+    """Before, a long detail was one line that an 80-column terminal cut mid-word."""
+    from aitherctl.monitor import doctor as doctor_checks
+
+    report = doctor_checks.DoctorReport(
+        (
+            doctor_checks.Check("docker", "ok", "engine 28.2.2 at unix:///var/run/docker.sock"),
+            doctor_checks.Check("nvidia runtime", "warn", RUNTIME_DETAIL),
+            doctor_checks.Check(
+                "profiles", "fail", "1 invalid", ("mine.yaml:3: service 'a': no port",)
+            ),
+        )
+    )
+    monkeypatch.setattr(runtime, "nvml_module", NvmlDouble(driver_loaded=False))
+    monkeypatch.setattr(doctor_checks, "run_doctor", lambda *_args: report)
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 1
+    if columns == 200:
+        assert result.stdout.splitlines() == [
+            "ok   docker          engine 28.2.2 at unix:///var/run/docker.sock",
+            f"warn nvidia runtime  {RUNTIME_DETAIL}",
+            "FAIL profiles        1 invalid",
+            "     mine.yaml:3: service 'a': no port",
+        ]
+    else:
+        assert result.stdout.splitlines() == [
+            "ok   docker          engine 28.2.2 at unix:///var/run/docker.sock",
+            "warn nvidia runtime  no nvidia runtime (runtimes: io.containerd.runc.v2, runc);",
+            "                     install the NVIDIA Container Toolkit and run `nvidia-ctk",
+            "                     runtime configure`",
+            "FAIL profiles        1 invalid",
+            "     mine.yaml:3: service 'a': no port",
+        ]

@@ -61,6 +61,19 @@ METHOD = (
 )
 
 
+def assert_last_lines(stdout: str, expected: list[str]) -> None:
+    assert stdout.splitlines()[-len(expected) :] == expected
+
+
+def method_lines(method: str, columns: int) -> list[str]:
+    """The method line as printed: whole at 200 columns; at 80, wrapped between words under
+    its own indent (before, one 116-character line the terminal cut mid-word)."""
+    if columns >= len(method):
+        return [method]
+    first, rest = method.split(" tokens ", 1)
+    return [first + " tokens", "    " + rest]
+
+
 @pytest.mark.parametrize("columns", [80, 200])
 def test_plan_says_what_the_model_needs_beside_its_budget(
     no_gpu_no_docker, smol, columns: int
@@ -68,11 +81,14 @@ def test_plan_says_what_the_model_needs_beside_its_budget(
     smol("4GiB")
     result = invoke("profile", "plan", "smol", "--gpu-memory", "24GiB", columns=columns)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-3:] == [
-        "Models (an upper bound, before any download):",
-        f"  lm                   {NEED}, budget 4.0 GiB",
-        METHOD,
-    ]
+    assert_last_lines(
+        result.stdout,
+        [
+            "Models (an upper bound, before any download):",
+            f"  lm                   {NEED}, budget 4.0 GiB",
+            *method_lines(METHOD, columns),
+        ],
+    )
     assert result.stderr == ""
 
 
@@ -133,8 +149,12 @@ def test_a_budget_short_of_the_kv_cache_warns_with_the_context_that_fits(
         "warning: service 'lm': its budget of 1.2 GiB holds the weights but not the KV cache at "
         f"8,192 tokens; --ctx-size {fitting} would fit"
     ]
-    assert result.stdout.splitlines()[-2] == (
-        "  lm                   needs about 1.3 GiB, budget 1.2 GiB: the KV cache at 8,192 "
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines)  # wrapped between words, never cut
+    start = lines.index("Models (an upper bound, before any download):") + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("    weights"))
+    assert " ".join(" ".join(line.split()) for line in lines[start:end]) == (
+        "lm needs about 1.3 GiB, budget 1.2 GiB: the KV cache at 8,192 "
         f"tokens does not fit; {fitting:,} would"
     )
 
@@ -177,11 +197,14 @@ def test_a_cpu_service_shows_its_need_without_a_budget(write_profile, no_gpu_no_
     _cpu_profile(write_profile)
     result = invoke("profile", "plan", "cpu", columns=columns)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-3:] == [
-        "Models (an upper bound, before any download):",
-        f"  lm                   {CPU_NEED}, on the CPU, no `ram:` budget",
-        CPU_METHOD,
-    ]
+    assert_last_lines(
+        result.stdout,
+        [
+            "Models (an upper bound, before any download):",
+            f"  lm                   {CPU_NEED}, on the CPU, no `ram:` budget",
+            *method_lines(CPU_METHOD, columns),
+        ],
+    )
 
 
 @pytest.mark.parametrize("columns", [80, 200])
@@ -190,11 +213,14 @@ def test_a_cpu_service_is_weighed_against_its_ram_budget(write_profile, no_gpu_n
     _cpu_profile(write_profile, "2GiB")
     result = invoke("profile", "plan", "cpu", columns=columns)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-3:] == [
-        "Models (an upper bound, before any download):",
-        f"  lm                   {CPU_NEED}, RAM budget 2.0 GiB",
-        CPU_METHOD,
-    ]
+    assert_last_lines(
+        result.stdout,
+        [
+            "Models (an upper bound, before any download):",
+            f"  lm                   {CPU_NEED}, RAM budget 2.0 GiB",
+            *method_lines(CPU_METHOD, columns),
+        ],
+    )
 
 
 def test_a_ram_budget_that_cannot_hold_the_weights_is_refused(write_profile, no_gpu_no_docker):  # type: ignore[no-untyped-def]
