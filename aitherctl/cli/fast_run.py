@@ -185,7 +185,10 @@ def answer_via_gateway(
         if not answer.answer.endswith("\n"):
             sys.stdout.write("\n")
             sys.stdout.flush()
-        sys.stderr.write(answer.status_line(url) + "\n")
+        from aitherctl.cli.terminal import stderr_width
+        from aitherctl.routing.run_report import fold
+
+        sys.stderr.write(fold(answer.status_line(url), stderr_width()) + "\n")
     warning = (answer.report or {}).get("warning")
     if warning:
         sys.stderr.write(f"warning: {warning}\n")

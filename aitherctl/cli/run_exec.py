@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 
 
 def status_line(result: RunResult) -> str:
-    """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`"""
+    """`effort 5 · orchestrator · assistant (smollm2) · ttft 0.12s · 104 tok/s · $0.0000`, broken
+    between its parts where the terminal is narrower."""
+    from aitherctl.cli.terminal import stderr_width
+    from aitherctl.routing.run_report import fold
     from aitherctl.routing.run_report import status_line as line
 
-    return line(result.to_json())
+    return fold(line(result.to_json()), stderr_width())
 
 
 def answer_direct(

@@ -65,6 +65,24 @@ def status_line(data: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def fold(line: str, width: int | None, separator: str = " · ") -> str:
+    """`line` broken between its parts (at `separator`) to fit `width`: each line but the last
+    ends in the separator's dot, the next starts indented. Unchanged without a width (a pipe,
+    a file: one line for scripts) or when it fits."""
+    if width is None or len(line) <= width:
+        return line
+    parts = line.split(separator)
+    lines, current = [], parts[0]
+    for part in parts[1:]:
+        if len(current) + len(separator) + len(part) <= width:
+            current += separator + part
+        else:
+            lines.append(current + separator.rstrip())
+            current = "  " + part
+    lines.append(current)
+    return "\n".join(lines)
+
+
 def attempt_lines(attempts: Iterable[tuple[str, str, str, str | None]]) -> str:
     """`  backend (model) outcome: reason`, one line per (backend, model, outcome, reason)."""
     return "\n".join(

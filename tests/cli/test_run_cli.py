@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -426,3 +427,28 @@ def test_a_shared_first_candidate_falls_back_along_the_scored_tier(
         ("first", "error"),
         ("second", "ok"),
     ]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_a_long_status_line_breaks_between_its_parts_on_a_narrow_terminal(
+    routed: str, columns: int
+) -> None:
+    """Before, the status line was one line whatever the width, which an 80-column terminal
+    cut mid-word; a pipe or a file (no width) still gets one line, for scripts."""
+    result = runner.invoke(
+        app,
+        ["run", "--profile", routed, "--max-tokens", "2", "hello"],
+        env={"COLUMNS": str(columns)},
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    whole = invoke("run", "--profile", routed, "--max-tokens", "2", "hello").stderr.strip()
+    head = whole.removesuffix(" · stopped at max_tokens 2")
+    # 92 characters (the time to the first token is the double's, so only its shape is fixed)
+    assert re.fullmatch(
+        r"effort 1 · small · local \(smol\) · ttft \d\.\d\ds · tok/s N/A · \$0\.0000", head
+    ), whole
+    if columns == 200:
+        assert lines == [whole]
+    else:
+        assert lines == [head + " ·", "  stopped at max_tokens 2"]
