@@ -193,31 +193,25 @@ def _cpu_profile(write_profile, ram: str | None = None) -> Path:  # type: ignore
 
 
 @pytest.mark.parametrize("columns", [80, 200])
-def test_a_cpu_service_shows_its_need_without_a_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
-    _cpu_profile(write_profile)
+@pytest.mark.parametrize(
+    ("ram", "budget"),
+    [
+        (None, "on the CPU, no `ram:` budget"),
+        # Before, a CPU service with `ram: 2GiB` said "no GPU budget", as if it had none.
+        ("2GiB", "RAM budget 2.0 GiB"),
+    ],
+)
+def test_a_cpu_service_is_weighed_against_its_ram_budget(  # type: ignore[no-untyped-def]
+    write_profile, no_gpu_no_docker, columns, ram, budget
+):
+    _cpu_profile(write_profile, ram)
     result = invoke("profile", "plan", "cpu", columns=columns)
     assert result.exit_code == 0, result.output
     assert_last_lines(
         result.stdout,
         [
             "Models (an upper bound, before any download):",
-            f"  lm                   {CPU_NEED}, on the CPU, no `ram:` budget",
-            *method_lines(CPU_METHOD, columns),
-        ],
-    )
-
-
-@pytest.mark.parametrize("columns", [80, 200])
-def test_a_cpu_service_is_weighed_against_its_ram_budget(write_profile, no_gpu_no_docker, columns):  # type: ignore[no-untyped-def]
-    """Before, a CPU service with `ram: 2GiB` said "no GPU budget", as if it had none."""
-    _cpu_profile(write_profile, "2GiB")
-    result = invoke("profile", "plan", "cpu", columns=columns)
-    assert result.exit_code == 0, result.output
-    assert_last_lines(
-        result.stdout,
-        [
-            "Models (an upper bound, before any download):",
-            f"  lm                   {CPU_NEED}, RAM budget 2.0 GiB",
+            f"  lm                   {CPU_NEED}, {budget}",
             *method_lines(CPU_METHOD, columns),
         ],
     )

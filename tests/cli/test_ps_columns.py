@@ -6,13 +6,13 @@ columns every reading is on its line. Exact output at both widths (tests/cli/exp
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from aitherctl.cli.service_cmds import ps_table
 from aitherctl.monitor.services import ServiceListing, ServiceRow
+from tests.cli.expected_text import sections
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -95,19 +95,8 @@ def _ps(rows: tuple[ServiceRow, ...], width: int, *, hosts: bool = False) -> str
     return buffer.getvalue()
 
 
-EXPECTED = Path(__file__).parent / "expected" / "ps.txt"
-
-
 def expected() -> dict[str, list[str]]:
-    """`ps.txt`: `=== CASE @ WIDTH` then the lines `ps` prints (trailing blanks stripped)."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in EXPECTED.read_text().splitlines():
-        if line.startswith("=== "):
-            current = sections.setdefault(line[4:], [])
-        else:
-            current.append(line)
-    return sections
+    return sections("ps.txt")
 
 
 CASES = {"cpu": (CPU_ONLY, False), "gpu": (GPU_AND_CPU, False), "hosts": (GPU_AND_CPU, True)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,9 +16,9 @@ from typer.testing import CliRunner
 from aitherctl.cli import runtime
 from aitherctl.cli.app import app
 from aitherctl.monitor.model import MonitorSnapshot
+from tests.cli.expected_text import sections
 from tests.cli.status_states import STATES
 
-EXPECTED = Path(__file__).parent / "expected" / "status.txt"
 WIDTHS = (80, 200)
 
 
@@ -58,15 +57,7 @@ def status_lines(monkeypatch: pytest.MonkeyPatch, state: str, width: int) -> lis
 
 
 def expected() -> dict[str, list[str]]:
-    """`status.txt`: `=== STATE @ WIDTH` then the lines `status` prints."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in EXPECTED.read_text().splitlines():
-        if line.startswith("=== "):
-            current = sections.setdefault(line[4:], [])
-        else:
-            current.append(line)
-    return sections
+    return sections("status.txt")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
