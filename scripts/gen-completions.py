@@ -18,7 +18,8 @@ def scripts() -> dict[str, str]:
     return {
         filename: get_completion_script(
             prog_name="aitherctl", complete_var="_AITHERCTL_COMPLETE", shell=shell
-        ).rstrip() + "\n"
+        ).rstrip()
+        + "\n"
         for shell, filename in SHELLS.items()
     }
 

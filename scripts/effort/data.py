@@ -50,7 +50,8 @@ class SourceReader:
         if git_dir.is_dir():
             out = subprocess.run(
                 ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             )
             return out.stdout
         return (folder / path).read_bytes()
@@ -62,7 +63,9 @@ class SourceReader:
         if git_dir.is_dir():
             out = subprocess.run(
                 ["git", f"--git-dir={git_dir}", "ls-tree", "--name-only", f"{commit}:{folder}"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             return [folder + name for name in sorted(out.stdout.split())]
         base = self.root / repo.replace("/", "+")
@@ -88,25 +91,45 @@ FLASK = "kaistAI/FLASK"
 FOLLOWBENCH = "YJiangcm/FollowBench"
 # FLASK's annotated difficulty level -> effort (LABELLING.md, third round).
 FLASK_TARGET = {
-    "simple lifestyle knowledge": 2.0, "advanced lifestyle knowledge": 3.0,
-    "formal education knowledge": 4.0, "major level knowledge": 5.5,
+    "simple lifestyle knowledge": 2.0,
+    "advanced lifestyle knowledge": 3.0,
+    "formal education knowledge": 4.0,
+    "major level knowledge": 5.5,
     "expert level knowledge": 7.0,
 }
 # FLASK `task` values not read: our evaluation sets (WizardLM's test set holds Vicuna's questions),
 # the reserved sets and their copies, BIG-bench (canary).
 FLASK_SKIPPED = (
-    "Wizardlm", "Vicuna", "Gsm8k", "Prm800k", "Leetcode", "Agieval - math (amc + aime)", "Bbh",
+    "Wizardlm",
+    "Vicuna",
+    "Gsm8k",
+    "Prm800k",
+    "Leetcode",
+    "Agieval - math (amc + aime)",
+    "Bbh",
 )
 FOLLOWBENCH_FILES = ("content", "example", "format", "mixed", "situation", "style")
 FOLLOWBENCH_SKIPPED = ("gsm_8k", "BBH_logical", "BBH_time", "vicuna")
 # MMLU subjects by the level their name gives (LABELLING.md); an optional source (--extra).
-MMLU_LEVELS = (("elementary_", 3.0), ("high_school_", 4.0), ("college_", 5.0),
-               ("professional_", 6.0))
+MMLU_LEVELS = (
+    ("elementary_", 3.0),
+    ("high_school_", 4.0),
+    ("college_", 5.0),
+    ("professional_", 6.0),
+)
 XQUAD_LANGUAGES = ("en", "de", "es", "ru", "zh")
 # BELLE eval set: the dataset's own `class` of each instruction -> effort (LABELLING.md).
 BELLE_TARGET = {
-    "classification": 2.0, "closed qa": 2.0, "extract": 2.0, "math": 2.0, "rewrite": 3.0,
-    "open qa": 3.0, "brainstorming": 4.0, "summarization": 4.0, "generation": 5.0, "code": 5.0,
+    "classification": 2.0,
+    "closed qa": 2.0,
+    "extract": 2.0,
+    "math": 2.0,
+    "rewrite": 3.0,
+    "open qa": 3.0,
+    "brainstorming": 4.0,
+    "summarization": 4.0,
+    "generation": 5.0,
+    "code": 5.0,
 }
 # Sixth round (issue 21): summarising a given text is a short task on a passage, the reflex tier's
 # own work, as looking up, classifying and extracting are: 3, not 4 (BELLE and InstructionWild), in
@@ -119,9 +142,18 @@ SRDD_PREFIX = "Build this application: "
 SRDD_TARGET = 8.0
 # AGIEval exams (data/v1/<name>.jsonl) -> effort; math.jsonl (MATH) and aqua-rat are not read.
 AGIEVAL_TARGET = {
-    "sat-en": 4.0, "sat-math": 4.0, "gaokao-biology": 5.0, "gaokao-chemistry": 5.0,
-    "gaokao-physics": 5.0, "gaokao-history": 5.0, "gaokao-geography": 5.0,
-    "logiqa-en": 6.0, "logiqa-zh": 6.0, "lsat-lr": 6.0, "lsat-rc": 6.0, "jec-qa-ca": 6.0,
+    "sat-en": 4.0,
+    "sat-math": 4.0,
+    "gaokao-biology": 5.0,
+    "gaokao-chemistry": 5.0,
+    "gaokao-physics": 5.0,
+    "gaokao-history": 5.0,
+    "gaokao-geography": 5.0,
+    "logiqa-en": 6.0,
+    "logiqa-zh": 6.0,
+    "lsat-lr": 6.0,
+    "lsat-rc": 6.0,
+    "jec-qa-ca": 6.0,
     "lsat-ar": 8.0,
 }
 
@@ -164,9 +196,11 @@ class Seen:
 def _flask_rows(reader: SourceReader) -> list[tuple[str, float]]:
     rows = reader.jsonl(FLASK, "evaluation_set/flask_evaluation.jsonl")
     return [
-        (str(r["instruction"]), FLASK_TARGET[str(r["difficulty"])]) for r in rows
+        (str(r["instruction"]), FLASK_TARGET[str(r["difficulty"])])
+        for r in rows
         if str(r["difficulty"]) in FLASK_TARGET
-        and str(r["task"]) not in FLASK_SKIPPED and not str(r["task"]).startswith("Bigbench")
+        and str(r["task"]) not in FLASK_SKIPPED
+        and not str(r["task"]).startswith("Bigbench")
     ]
 
 
@@ -176,15 +210,20 @@ def _followbench_rows(reader: SourceReader) -> list[tuple[str, float]]:
         for name in FOLLOWBENCH_FILES:
             items = json.loads(reader.read(FOLLOWBENCH, f"{folder}/{name}_constraints.json"))
             rows.extend(
-                (str(r["instruction"]), 3.0 + 0.6 * int(r["level"])) for r in items
+                (str(r["instruction"]), 3.0 + 0.6 * int(r["level"]))
+                for r in items
                 if str(r.get("source")) not in FOLLOWBENCH_SKIPPED
             )
     return rows
 
 
-def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
-                      extra: tuple[str, ...] = (),
-                      summary_target: float | None = None) -> list[Example]:
+def training_examples(
+    reader: SourceReader,
+    cap: int = 400,
+    seed: int = 7,
+    extra: tuple[str, ...] = (),
+    summary_target: float | None = None,
+) -> list[Example]:
     """The training set: every source capped at `cap` items (a seeded sample); `extra` names
     optional sources ("mmlu-levels", "flask", "followbench") that the shipped weights may leave
     out (RESULTS.md says which are in). A prompt that is also an evaluation prompt is dropped."""
@@ -193,8 +232,7 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     held_out = Seen(e.prompt for rows in evaluation_sets(reader).values() for e in rows)
 
     def add(source: str, rows: list[tuple[str, float]], limit: int = cap) -> None:
-        rows = [(p.strip(), t) for p, t in rows
-                if p and p.strip() and p not in held_out]
+        rows = [(p.strip(), t) for p, t in rows if p and p.strip() and p not in held_out]
         if len(rows) > limit:
             rows = rng.sample(rows, limit)
         out.extend(Example(p, t, source) for p, t in rows)
@@ -206,55 +244,87 @@ def training_examples(reader: SourceReader, cap: int = 400, seed: int = 7,
     add("mawps", [(str(r["input"]), 2.0) for r in reader.jsonl(QWEN, _q("mawps"))])
     add("asdiv", [(f"{r['body']} {r['question']}", 2.0) for r in reader.jsonl(QWEN, _q("asdiv"))])
     add("svamp", [(f"{r['Body']} {r['Question']}", 2.0) for r in reader.jsonl(QWEN, _q("svamp"))])
-    add("cmath", [
-        (str(r["question"]), 2.0 if int(str(r["grade"])) <= 3 else 3.0)
-        for r in reader.jsonl(QWEN, _q("cmath"))
-    ])
+    add(
+        "cmath",
+        [
+            (str(r["question"]), 2.0 if int(str(r["grade"])) <= 3 else 3.0)
+            for r in reader.jsonl(QWEN, _q("cmath"))
+        ],
+    )
     add("carp_en", [(str(r["content"]), 4.0) for r in reader.jsonl(QWEN, _q("carp_en"))])
-    add("cn_middle_school", [
-        (str(r["question"]), 4.0) for r in reader.jsonl(QWEN, _q("cn_middle_school"))
-    ])
-    add("aqua", [
-        (_with_options(str(r["question"]), r["options"]), 4.0)
-        for r in reader.jsonl(QWEN, _q("aqua"))
-    ])
+    add(
+        "cn_middle_school",
+        [(str(r["question"]), 4.0) for r in reader.jsonl(QWEN, _q("cn_middle_school"))],
+    )
+    add(
+        "aqua",
+        [
+            (_with_options(str(r["question"]), r["options"]), 4.0)
+            for r in reader.jsonl(QWEN, _q("aqua"))
+        ],
+    )
     mbpp = json.loads(reader.read(WIZARD, "WizardCoder/data/mbppplus.json"))
     add("mbpp-plus", [(str(p), 4.0) for p in mbpp.values()])
     add("gaokao2023en", [(str(r["question"]), 5.0) for r in reader.jsonl(QWEN, _q("gaokao2023en"))])
-    add("gaokao_math_qa", [
-        (_with_options(str(r["question"]), r.get("options")), 5.0)
-        for r in reader.jsonl(QWEN, _q("gaokao_math_qa"))
-    ])
+    add(
+        "gaokao_math_qa",
+        [
+            (_with_options(str(r["question"]), r.get("options")), 5.0)
+            for r in reader.jsonl(QWEN, _q("gaokao_math_qa"))
+        ],
+    )
     add("college_math", [(str(r["question"]), 5.0) for r in reader.jsonl(QWEN, _q("college_math"))])
     add("minerva_math", [(str(r["problem"]), 7.0) for r in reader.jsonl(QWEN, _q("minerva_math"))])
-    add("olympiadbench", [
-        (str(r["question"]), 8.0) for r in reader.jsonl(QWEN, _q("olympiadbench"))
-    ])
-    belle = [json.loads(line) for line in reader.read(BELLE, "eval/eval_set.json").splitlines()
-             if line.strip()]
-    add("belle-eval", [
-        (str(r["question"]),
-         summary_target if summary_target is not None and _belle_class(r) == "summarization"
-         else BELLE_TARGET[_belle_class(r)])
-        for r in belle
-    ])
+    add(
+        "olympiadbench",
+        [(str(r["question"]), 8.0) for r in reader.jsonl(QWEN, _q("olympiadbench"))],
+    )
+    belle = [
+        json.loads(line)
+        for line in reader.read(BELLE, "eval/eval_set.json").splitlines()
+        if line.strip()
+    ]
+    add(
+        "belle-eval",
+        [
+            (
+                str(r["question"]),
+                summary_target
+                if summary_target is not None and _belle_class(r) == "summarization"
+                else BELLE_TARGET[_belle_class(r)],
+            )
+            for r in belle
+        ],
+    )
     for exam, target in AGIEVAL_TARGET.items():
-        add(f"agieval-{exam}", [
-            (_with_options(f"{r.get('passage') or ''}\n{r['question']}", r.get("options")), target)
-            for r in reader.jsonl(AGIEVAL, f"data/v1/{exam}.jsonl")
-        ], limit=cap // 3)
+        add(
+            f"agieval-{exam}",
+            [
+                (
+                    _with_options(f"{r.get('passage') or ''}\n{r['question']}", r.get("options")),
+                    target,
+                )
+                for r in reader.jsonl(AGIEVAL, f"data/v1/{exam}.jsonl")
+            ],
+            limit=cap // 3,
+        )
     nq = reader.jsonl(NQ, "nq_open/NQ-open.dev.jsonl")
     add("nq-open", [(str(r["question"]), 2.0) for r in nq])
-    add("expertqa", [
-        (str(r["question"]), 5.0 if _question_types(r) == {EXPERTQA_DIRECTED} else 7.0)
-        for r in reader.jsonl(EXPERTQA, "data/r1_data_anon.jsonl")
-    ])
+    add(
+        "expertqa",
+        [
+            (str(r["question"]), 5.0 if _question_types(r) == {EXPERTQA_DIRECTED} else 7.0)
+            for r in reader.jsonl(EXPERTQA, "data/r1_data_anon.jsonl")
+        ],
+    )
     passages: list[tuple[str, float]] = []
     for lang in XQUAD_LANGUAGES:  # one question per paragraph: the paragraph, then the question
         squad = json.loads(reader.read(XQUAD, f"xquad.{lang}.json"))
         passages.extend(
             (f"{para['context']}\n\n{para['qas'][0]['question']}", 2.0)
-            for article in squad["data"] for para in article["paragraphs"] if para["qas"]
+            for article in squad["data"]
+            for para in article["paragraphs"]
+            if para["qas"]
         )
     add("xquad", passages)
     if "mmlu-levels" in extra:
@@ -286,10 +356,15 @@ def round6_examples(reader: SourceReader, cap: int = 400, seed: int = 2027) -> l
     rng = random.Random(seed)
     out: list[Example] = []
     loaders = (
-        ("alignbench", f2._alignbench), ("hwu64", f2._hwu64),
-        ("instructionwild", _instructionwild), ("tabmwp", f2._tabmwp), ("m3ke", f2._m3ke),
-        ("exercism-python", f2._exercism), ("codejam", f2._codejam),
-        ("olymmath", f2._olymmath), ("putnambench", f2._putnam),
+        ("alignbench", f2._alignbench),
+        ("hwu64", f2._hwu64),
+        ("instructionwild", _instructionwild),
+        ("tabmwp", f2._tabmwp),
+        ("m3ke", f2._m3ke),
+        ("exercism-python", f2._exercism),
+        ("codejam", f2._codejam),
+        ("olymmath", f2._olymmath),
+        ("putnambench", f2._putnam),
     )
     for name, load in loaders:
         rows = [(p.strip(), t) for p, t in load(reader) if p and p.strip()]
@@ -307,9 +382,11 @@ def _instructionwild(reader: SourceReader) -> list[tuple[str, float]]:
     import data_fresh2 as f2
 
     target = {**f2.WILD_TARGET, "Summarization": SUMMARY_TARGET}
-    return [(str(r["instruction"]), target[str(r["instruction_type"])])
-            for r in reader.jsonl(f2.WILD, "data_v2/user_1.jsonl")
-            if str(r.get("instruction_type")) in target]
+    return [
+        (str(r["instruction"]), target[str(r["instruction_type"])])
+        for r in reader.jsonl(f2.WILD, "data_v2/user_1.jsonl")
+        if str(r.get("instruction_type")) in target
+    ]
 
 
 def _belle_class(row: dict[str, object]) -> str:

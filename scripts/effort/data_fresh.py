@@ -44,16 +44,30 @@ TAL_FILES = {
     "tal-scq5k-zh": "ch_single_choice_constructed_5K/ch_single_choice_test_2K.jsonl",
 }
 ODYSSEY_TARGET = {
-    "high school math": 5.0, "college math": 7.0, "high school competition": 8.0,
+    "high school math": 5.0,
+    "college math": 7.0,
+    "high school competition": 8.0,
 }
 # SciBench: one file per textbook; maths textbooks 5 (as college_math), physics/chemistry 7.
 SCIBENCH_TARGET = {
-    "calculus": 5.0, "stat": 5.0, "diff": 5.0, "fund": 7.0, "class": 7.0, "thermo": 7.0,
-    "quan": 7.0, "chemmc": 7.0, "atkins": 7.0, "matter": 7.0,
+    "calculus": 5.0,
+    "stat": 5.0,
+    "diff": 5.0,
+    "fund": 7.0,
+    "class": 7.0,
+    "thermo": 7.0,
+    "quan": 7.0,
+    "chemmc": 7.0,
+    "atkins": 7.0,
+    "matter": 7.0,
 }
 # CMMLU subjects by the level their name gives, as the MMLU rule of the second round.
-CMMLU_LEVELS = (("elementary_", 3.0), ("high_school_", 4.0), ("college_", 5.0),
-                ("professional_", 6.0))
+CMMLU_LEVELS = (
+    ("elementary_", 3.0),
+    ("high_school_", 4.0),
+    ("college_", 5.0),
+    ("professional_", 6.0),
+)
 D2C_LEVELS = {"easy": 4.0, "medium": 6.0}
 HUMANEVAL_PREFIX = "Complete the following Python function.\n\n"
 CLASSEVAL_PREFIX = "Complete the following Python class.\n\n"
@@ -71,8 +85,11 @@ def _tal(reader: SourceReader, path: str) -> list[tuple[str, float]]:
         contests = " ".join(str(x) for x in (r.get("competition_source_list") or []))
         if "amc" in (routes + " " + contests).lower() or str(r["difficulty"]) not in TAL_TARGET:
             continue
-        opts = [(str(o[0]["aoVal"]), str(o[0]["content"]))
-                for o in r.get("answer_option_list") or [] if isinstance(o, list) and o]
+        opts = [
+            (str(o[0]["aoVal"]), str(o[0]["content"]))
+            for o in r.get("answer_option_list") or []
+            if isinstance(o, list) and o
+        ]
         rows.append((multiple_choice(str(r["problem"]), opts), TAL_TARGET[str(r["difficulty"])]))
     return rows
 
@@ -141,8 +158,12 @@ def _scienceqa(reader: SourceReader) -> list[tuple[str, float]]:
         choices = [str(c) for c in p.get("choices") or []]
         hint = str(p.get("hint") or "").strip()
         question = (hint + "\n" if hint else "") + str(p["question"])
-        rows.append((multiple_choice(question, list(zip(letters, choices, strict=False))),
-                     _scienceqa_target(str(p["grade"]))))
+        rows.append(
+            (
+                multiple_choice(question, list(zip(letters, choices, strict=False))),
+                _scienceqa_target(str(p["grade"])),
+            )
+        )
     return rows
 
 
@@ -171,8 +192,10 @@ def _clinc(reader: SourceReader) -> list[tuple[str, float]]:
     domains = json.loads(reader.read(CLINC, "data/domains.json"))
     domain_of = {intent: d for d, intents in domains.items() for intent in intents}
     data = json.loads(reader.read(CLINC, "data/data_full.json"))
-    return [(str(text), 1.0 if domain_of[intent] == "small_talk" else 2.0)
-            for text, intent in data["test"]]
+    return [
+        (str(text), 1.0 if domain_of[intent] == "small_talk" else 2.0)
+        for text, intent in data["test"]
+    ]
 
 
 def _codechef(reader: SourceReader) -> list[tuple[str, float]]:
@@ -192,8 +215,11 @@ def _codechef(reader: SourceReader) -> list[tuple[str, float]]:
 
 def _humaneval(reader: SourceReader) -> list[tuple[str, float]]:
     text = gzip.decompress(reader.read_bytes(HUMANEVAL, "data/HumanEval.jsonl.gz")).decode()
-    return [(HUMANEVAL_PREFIX + json.loads(line)["prompt"], 4.0)
-            for line in text.splitlines() if line.strip()]
+    return [
+        (HUMANEVAL_PREFIX + json.loads(line)["prompt"], 4.0)
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def _classeval(reader: SourceReader) -> list[tuple[str, float]]:
@@ -201,8 +227,9 @@ def _classeval(reader: SourceReader) -> list[tuple[str, float]]:
     return [(CLASSEVAL_PREFIX + str(r["skeleton"]), 5.0) for r in items]
 
 
-def stratified(rows: list[tuple[str, float]], cap: int,
-               rng: random.Random) -> list[tuple[str, float]]:
+def stratified(
+    rows: list[tuple[str, float]], cap: int, rng: random.Random
+) -> list[tuple[str, float]]:
     """At most `cap // k` items per label (k labels), a seeded sample; order: by label."""
     by_label: dict[float, list[tuple[str, float]]] = defaultdict(list)
     for row in rows:
@@ -230,8 +257,10 @@ def _fresh_sources(reader: SourceReader) -> list[tuple[str, list[tuple[str, floa
         ("humaneval", _humaneval(reader), SINGLE_LABEL_CAP),
         ("classeval", _classeval(reader), SINGLE_LABEL_CAP),
     ]
-    return [(name, [(p.strip(), t) for p, t in loaded if p and p.strip()], cap)
-            for name, loaded, cap in loaders]
+    return [
+        (name, [(p.strip(), t) for p, t in loaded if p and p.strip()], cap)
+        for name, loaded, cap in loaders
+    ]
 
 
 def fresh_training_examples(reader: SourceReader, cap: int) -> list[Example]:
@@ -240,22 +269,28 @@ def fresh_training_examples(reader: SourceReader, cap: int) -> list[Example]:
     the evaluation sample was, a seeded sample of its own."""
     held_out = Seen(e.prompt for rows in evaluation_sets(reader).values() for e in rows)
     rng = random.Random(SEED + 1)
-    return [Example(p, t, name) for name, rows, _ in _fresh_sources(reader)
-            for p, t in stratified(rows, cap, rng)
-            if p not in held_out]
+    return [
+        Example(p, t, name)
+        for name, rows, _ in _fresh_sources(reader)
+        for p, t in stratified(rows, cap, rng)
+        if p not in held_out
+    ]
 
 
 def fresh_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     """One entry per fresh source, plus "fresh (all)"; labels per LABELLING.md (fourth round).
     A prompt equal to a training or existing evaluation prompt (normalised text, or its first 60
     characters) is dropped, after the seeded sample."""
-    seen = Seen([*(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
-                 *(e.prompt for rows in evaluation_sets(reader).values() for e in rows)])
+    seen = Seen(
+        [
+            *(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
+            *(e.prompt for rows in evaluation_sets(reader).values() for e in rows),
+        ]
+    )
     rng = random.Random(SEED)
     out: dict[str, list[Example]] = {}
     for name, rows, cap in _fresh_sources(reader):
         sample = stratified(rows, cap, rng)
-        out[name] = [Example(p, t, name) for p, t in sample
-                     if p not in seen]
+        out[name] = [Example(p, t, name) for p, t in sample if p not in seen]
     out["fresh (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

@@ -57,24 +57,41 @@ ALIGNBENCH_SUBTARGET = {
     "高等数学": 5.0,  # higher (university) mathematics
     "应用数学": 5.0,  # applied mathematics
 }
-HWU_TESTSET = ("CrossValidation/autoGeneFromRealAnno/autoGene_2018_03_22-13_01_25_169/"
-               "CrossValidation/KFold_1/testset/csv/")
+HWU_TESTSET = (
+    "CrossValidation/autoGeneFromRealAnno/autoGene_2018_03_22-13_01_25_169/"
+    "CrossValidation/KFold_1/testset/csv/"
+)
 # InstructionWild v2 (Twitter instructions), its own `instruction_type` -> effort, as BELLE's class.
 WILD_TARGET = {
-    "Chat": 1.0, "Classification": 2.0, "Closed QA": 2.0, "Rewrite": 3.0, "Open QA": 3.0,
-    "Brainstorming": 4.0, "Summarization": 4.0, "Generation": 5.0,
+    "Chat": 1.0,
+    "Classification": 2.0,
+    "Closed QA": 2.0,
+    "Rewrite": 3.0,
+    "Open QA": 3.0,
+    "Brainstorming": 4.0,
+    "Summarization": 4.0,
+    "Generation": 5.0,
 }
 # M3KE: the education level in each test file's name (`<subject>-<cluster>-<level>.jsonl`);
 # "High schoo" is the file name's own spelling for physics. Level "Other" is not read.
 M3KE_TARGET = {
-    "Primary school": 3.0, "Junior high school": 4.0, "High school": 4.0, "High schoo": 4.0,
+    "Primary school": 3.0,
+    "Junior high school": 4.0,
+    "High school": 4.0,
+    "High schoo": 4.0,
     "College": 5.0,
 }
 EXERCISM_PREFIX = "Write a Python solution to the following exercise.\n\n"
 # Code Jam archive: the contest and round (its folder) -> effort (LABELLING.md).
 CODEJAM_ROUNDS = {
-    "qualification_round": 5.0, "round_1a": 6.0, "round_1b": 6.0, "round_1c": 6.0,
-    "round_2": 7.0, "round_3": 8.0, "world_finals": 9.0, "virtual_world_finals": 9.0,
+    "qualification_round": 5.0,
+    "round_1a": 6.0,
+    "round_1b": 6.0,
+    "round_1c": 6.0,
+    "round_2": 7.0,
+    "round_3": 8.0,
+    "world_finals": 9.0,
+    "virtual_world_finals": 9.0,
 }
 KICKSTART_TARGET = 4.0  # every Kick Start round except its practice rounds
 OLYMMATH_TARGET = {"EASY": 9.0, "HARD": 10.0}
@@ -84,8 +101,9 @@ PUTNAM_NAME = re.compile(r"putnam_\d{4}_[ab]([1-6])")
 def _alignbench(reader: SourceReader) -> list[tuple[str, float]]:
     rows: list[tuple[str, float]] = []
     for r in reader.jsonl(ALIGNBENCH, "data/data_v1.1_release.jsonl"):
-        target = ALIGNBENCH_SUBTARGET.get(str(r.get("subcategory")),
-                                          ALIGNBENCH_TARGET.get(str(r["category"])))
+        target = ALIGNBENCH_SUBTARGET.get(
+            str(r.get("subcategory")), ALIGNBENCH_TARGET.get(str(r["category"]))
+        )
         if target is not None:
             rows.append((str(r["question"]), target))
     return rows
@@ -95,15 +113,18 @@ def _hwu64(reader: SourceReader) -> list[tuple[str, float]]:
     rows: list[tuple[str, float]] = []
     for path in reader.list(HWU, HWU_TESTSET):
         table = csv.DictReader(io.StringIO(reader.read(HWU, path)), delimiter=";")
-        rows.extend((str(r["answer_from_anno"]), 1.0 if r["scenario"] == "general" else 2.0)
-                    for r in table)
+        rows.extend(
+            (str(r["answer_from_anno"]), 1.0 if r["scenario"] == "general" else 2.0) for r in table
+        )
     return rows
 
 
 def _instructionwild(reader: SourceReader) -> list[tuple[str, float]]:
-    return [(str(r["instruction"]), WILD_TARGET[str(r["instruction_type"])])
-            for r in reader.jsonl(WILD, "data_v2/user_1.jsonl")
-            if str(r.get("instruction_type")) in WILD_TARGET]
+    return [
+        (str(r["instruction"]), WILD_TARGET[str(r["instruction_type"])])
+        for r in reader.jsonl(WILD, "data_v2/user_1.jsonl")
+        if str(r.get("instruction_type")) in WILD_TARGET
+    ]
 
 
 def _tabmwp_target(grade: int) -> float:
@@ -116,8 +137,9 @@ def _tabmwp(reader: SourceReader) -> list[tuple[str, float]]:
     for p in problems.values():
         question = f"{p.get('table_title') or ''}\n{p['table']}\n\n{p['question']}".strip()
         if p.get("choices"):
-            question = multiple_choice(question, list(zip("ABCDEFGH", map(str, p["choices"]),
-                                                   strict=False)))
+            question = multiple_choice(
+                question, list(zip("ABCDEFGH", map(str, p["choices"]), strict=False))
+            )
         rows.append((question, _tabmwp_target(int(p["grade"]))))
     return rows
 
@@ -222,8 +244,10 @@ def _olymmath(reader: SourceReader) -> list[tuple[str, float]]:
     rows: list[tuple[str, float]] = []
     for lang in ("EN", "ZH"):
         for level, target in OLYMMATH_TARGET.items():
-            rows.extend((str(r["problem"]), target)
-                        for r in reader.jsonl(OLYMMATH, f"data/OlymMATH-{lang}-{level}.jsonl"))
+            rows.extend(
+                (str(r["problem"]), target)
+                for r in reader.jsonl(OLYMMATH, f"data/OlymMATH-{lang}-{level}.jsonl")
+            )
     return rows
 
 
@@ -251,9 +275,13 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
     A prompt equal to a training prompt (the fourth round's fresh set included) or an existing
     evaluation prompt (normalised text, or its first 60 characters) is dropped, after the seeded
     sample."""
-    seen = Seen([*(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
-                 *(e.prompt for rows in fresh_evaluation_sets(reader).values() for e in rows),
-                 *(e.prompt for rows in evaluation_sets(reader).values() for e in rows)])
+    seen = Seen(
+        [
+            *(e.prompt for e in training_examples(reader, extra=("flask", "followbench"))),
+            *(e.prompt for rows in fresh_evaluation_sets(reader).values() for e in rows),
+            *(e.prompt for rows in evaluation_sets(reader).values() for e in rows),
+        ]
+    )
     rng = random.Random(SEED)
     loaders: list[tuple[str, list[tuple[str, float]], int]] = [
         ("alignbench", _alignbench(reader), SOURCE_CAP),
@@ -271,7 +299,6 @@ def fresh2_evaluation_sets(reader: SourceReader) -> dict[str, list[Example]]:
         rows = [(p.strip(), t) for p, t in loaded if p and p.strip()]
         labels = {t for _, t in rows}
         sample = stratified(rows, cap if len(labels) > 1 else SINGLE_LABEL_CAP, rng)
-        out[name] = [Example(p, t, name) for p, t in sample
-                     if p not in seen]
+        out[name] = [Example(p, t, name) for p, t in sample if p not in seen]
     out["fresh2 (all)"] = [e for rows in list(out.values()) for e in rows]
     return out

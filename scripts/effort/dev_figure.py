@@ -53,23 +53,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("unseen", type=Path)
     parser.add_argument("--sources-of", type=Path)
-    parser.add_argument("--committed-on", type=Path,
-                        help="train_embedding.py's --cache: also score the prompts of the sources "
-                             "the committed weights never saw with the committed weights")
+    parser.add_argument(
+        "--committed-on",
+        type=Path,
+        help="train_embedding.py's --cache: also score the prompts of the sources "
+        "the committed weights never saw with the committed weights",
+    )
     args = parser.parse_args()
     rows = [json.loads(x) for x in args.unseen.read_text("utf-8").splitlines() if x.strip()]
     by_source: dict[str, list[dict[str, float]]] = defaultdict(list)
     for r in rows:
         by_source[r["source"]].append(r)
-    print("| sources | n | band agreement | kappa | recall 1-3 / 4-6 / 7-10 | within one band "
-          "| hard (7-10) in 1-3 |")
+    print(
+        "| sources | n | band agreement | kappa | recall 1-3 / 4-6 / 7-10 | within one band "
+        "| hard (7-10) in 1-3 |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(line(f"all {len(by_source)}", rows))
     if args.sources_of:
         doc = args.sources_of.read_text("utf-8").split('"""')[1]
         old = set(re.findall(r"^  ([\w.-]+): \d+$", doc, re.M))
-        print(line(f"the committed model's {len(old & set(by_source))}",
-                   [r for r in rows if r["source"] in old]))
+        print(
+            line(
+                f"the committed model's {len(old & set(by_source))}",
+                [r for r in rows if r["source"] in old],
+            )
+        )
         print(line("the others", [r for r in rows if r["source"] not in old]))
         if args.committed_on:
             import pickle
@@ -78,8 +87,11 @@ def main() -> int:
 
             with args.committed_on.open("rb") as fh:
                 examples = pickle.load(fh)[0]
-            fresh = [{"source": e.source, "target": e.target, "pred": score_effort(e.prompt).score}
-                     for e in examples if e.source not in old]
+            fresh = [
+                {"source": e.source, "target": e.target, "pred": score_effort(e.prompt).score}
+                for e in examples
+                if e.source not in old
+            ]
             print(line("the others, committed weights (never saw them)", fresh))
     print()
     print("| source | n | agreement | Spearman with its label |")
@@ -88,8 +100,9 @@ def main() -> int:
         labels = [r["target"] for r in group]
         rho = spearman([r["pred"] for r in group], labels) if len(set(labels)) > 1 else None
         agree = sum(band(r["pred"]) == band(r["target"]) for r in group) / len(group)
-        print(f"| {source} | {len(group)} | {agree:.0%} | "
-              f"{'n/a' if rho is None else f'{rho:+.2f}'} |")
+        print(
+            f"| {source} | {len(group)} | {agree:.0%} | {'n/a' if rho is None else f'{rho:+.2f}'} |"
+        )
     return 0
 
 

@@ -64,8 +64,11 @@ FRESH_MATHS = ("tal-scq5k-en", "tal-scq5k-zh", "mathodyssey", "scibench")
 
 def is_hard_maths(row: Example) -> bool:
     """A hard maths or contest problem (LABELLING.md): none may land in 1-3."""
-    return (row.source in ("aime24", "amc23") or (row.source in FRESH_MATHS and row.target >= 7)
-            or is_hard(row))
+    return (
+        row.source in ("aime24", "amc23")
+        or (row.source in FRESH_MATHS and row.target >= 7)
+        or is_hard(row)
+    )
 
 
 def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, object]:
@@ -73,9 +76,7 @@ def measure(rows: list[Example], scorer: Callable[[str], int]) -> dict[str, obje
     labels = [r.target for r in rows]
     exact = sum(band(s) == band(t) for s, t in zip(scores, labels, strict=True))
     near = sum(abs(band(s) - band(t)) <= 1 for s, t in zip(scores, labels, strict=True))
-    shares = {
-        name: sum(lo <= s <= hi for s in scores) / len(scores) for name, lo, hi in TIERS
-    }
+    shares = {name: sum(lo <= s <= hi for s in scores) / len(scores) for name, lo, hi in TIERS}
     hard_low = sum(
         1 for s, r in zip(scores, rows, strict=True) if is_hard_maths(r) and band(s) == 0
     )
@@ -95,21 +96,27 @@ def _line(name: str, m: dict[str, object]) -> str:
     rho = m["spearman"]
     rho_text = f"{rho:+.2f}" if isinstance(rho, float) else "n/a"
     tiers = " / ".join(f"{shares[t]:.0%}" for t, _, _ in TIERS)
-    return (f"| {name} | {m['n']} | {m['band']:.1%} | {m['within_one']:.1%} | {rho_text} | "
-            f"{tiers} | {m['hard_in_lowest']} |")
+    return (
+        f"| {name} | {m['n']} | {m['band']:.1%} | {m['within_one']:.1%} | {rho_text} | "
+        f"{tiers} | {m['hard_in_lowest']} |"
+    )
 
 
 def _scorer_from(path: Path) -> LearnedEffortScorer:
     return candidate_scorer(path)
 
 
-def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int
-            ) -> dict[str, list[Example]]:
+def _unseen(
+    sets: dict[str, list[Example]], reader: SourceReader, cap: int
+) -> dict[str, list[Example]]:
     """The sets without any prompt that train.py trains on (its normalised text or first 60
     characters), the fourth round's sources read at train.py's cap included."""
-    seen = Seen([*(e.prompt for e in training_examples(reader, cap=cap,
-                                                       extra=("flask", "followbench"))),
-                 *(e.prompt for e in fresh_training_examples(reader, cap=cap))])
+    seen = Seen(
+        [
+            *(e.prompt for e in training_examples(reader, cap=cap, extra=("flask", "followbench"))),
+            *(e.prompt for e in fresh_training_examples(reader, cap=cap)),
+        ]
+    )
     out = {name: [e for e in rows if e.prompt not in seen] for name, rows in sets.items()}
     dropped = sum(len(rows) for rows in sets.values()) - sum(len(rows) for rows in out.values())
     print(f"duplicate guard against the training prompts: {dropped} dropped", file=sys.stderr)
@@ -119,20 +126,33 @@ def _unseen(sets: dict[str, list[Example]], reader: SourceReader, cap: int
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-root", type=Path, required=True)
-    parser.add_argument("--weights", type=Path,
-                        help="a weights module written by train.py --out (default: the shipped)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a weights module written by train.py --out (default: the shipped)",
+    )
     parser.add_argument("--learned-only", action="store_true")
-    parser.add_argument("--fresh", action="store_true",
-                        help="also the fresh external set of the fourth round (LABELLING.md; "
-                             "training data from the fifth round on, so no longer unseen)")
-    parser.add_argument("--fresh2", action="store_true",
-                        help="also the fresh external set of the fifth round (LABELLING.md: "
-                             "measured once, with the final model)")
-    parser.add_argument("--heldout7", action="store_true",
-                        help="only the seventh round's held-out check (LABELLING.md), with the "
-                             "summary per band; the duplicate guard covers every training source")
-    parser.add_argument("--cap", type=int, default=400,
-                        help="train.py's --cap, for the --fresh2 duplicate guard")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="also the fresh external set of the fourth round (LABELLING.md; "
+        "training data from the fifth round on, so no longer unseen)",
+    )
+    parser.add_argument(
+        "--fresh2",
+        action="store_true",
+        help="also the fresh external set of the fifth round (LABELLING.md: "
+        "measured once, with the final model)",
+    )
+    parser.add_argument(
+        "--heldout7",
+        action="store_true",
+        help="only the seventh round's held-out check (LABELLING.md), with the "
+        "summary per band; the duplicate guard covers every training source",
+    )
+    parser.add_argument(
+        "--cap", type=int, default=400, help="train.py's --cap, for the --fresh2 duplicate guard"
+    )
     args = parser.parse_args()
     reader = SourceReader(args.source_root)
     if args.heldout7:
@@ -150,8 +170,10 @@ def main() -> int:
     }
     if args.learned_only:
         del scorers["heuristic"], scorers["always 5"]
-    print("| set / scorer | n | band agreement | within one band | Spearman | "
-          "reflex / orchestrator / reasoning / frontier | hard maths in 1-3 |")
+    print(
+        "| set / scorer | n | band agreement | within one band | Spearman | "
+        "reflex / orchestrator / reasoning / frontier | hard maths in 1-3 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for set_name, rows in sets.items():
         for scorer_name, scorer in scorers.items():
@@ -173,8 +195,10 @@ def summary(rows: list[Example], scores: list[int]) -> str:
     ]
     near = sum(abs(t - g) <= 1 for t, g in zip(truth, got, strict=True)) / n
     hard = [g for t, g in zip(truth, got, strict=True) if t == 2]
-    return (f"{agree:.1%} | {kappa:+.2f} | {' / '.join(f'{r:.0%}' for r in recall)} | "
-            f"{near:.1%} | {sum(g == 0 for g in hard)} of {len(hard)}")
+    return (
+        f"{agree:.1%} | {kappa:+.2f} | {' / '.join(f'{r:.0%}' for r in recall)} | "
+        f"{near:.1%} | {sum(g == 0 for g in hard)} of {len(hard)}"
+    )
 
 
 def heldout7(reader: SourceReader, weights: Path | None, cap: int) -> int:
@@ -184,9 +208,10 @@ def heldout7(reader: SourceReader, weights: Path | None, cap: int) -> int:
     from train_embedding import load_examples
 
     sets = heldout7_sets(reader)
-    seen = Seen([e.prompt for e in load_examples(reader, cap, ("flask", "followbench", "fresh4",
-                                                                "round6"))]
-                + [e.prompt for e in t0_examples(reader)])
+    seen = Seen(
+        [e.prompt for e in load_examples(reader, cap, ("flask", "followbench", "fresh4", "round6"))]
+        + [e.prompt for e in t0_examples(reader)]
+    )
     kept = {name: [e for e in rows if e.prompt not in seen] for name, rows in sets.items()}
     dropped = sum(len(r) for r in sets.values()) - sum(len(r) for r in kept.values())
     print(f"duplicate guard against every training prompt: {dropped} dropped", file=sys.stderr)
@@ -198,19 +223,25 @@ def heldout7(reader: SourceReader, weights: Path | None, cap: int) -> int:
     if weights is not None:
         candidate = _scorer_from(weights)
         scorers["candidate"] = lambda p: candidate.score(p).score
-    print("| set / scorer | n | band agreement | kappa | recall 1-3 / 4-6 / 7-10 | "
-          "within one band | hard (7-10) in 1-3 | Spearman | mean score per label |")
+    print(
+        "| set / scorer | n | band agreement | kappa | recall 1-3 / 4-6 / 7-10 | "
+        "within one band | hard (7-10) in 1-3 | Spearman | mean score per label |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in kept.items():
         for scorer_name, scorer in scorers.items():
             scores = [scorer(r.prompt) for r in rows]
             labels = [r.target for r in rows]
             rho = spearman(scores, labels) if len(set(labels)) > 1 else None
-            per_label = {t: [s for s, r in zip(scores, rows, strict=True) if r.target == t]
-                         for t in sorted(set(labels))}
+            per_label = {
+                t: [s for s, r in zip(scores, rows, strict=True) if r.target == t]
+                for t in sorted(set(labels))
+            }
             means = ", ".join(f"{t:g}: {sum(v) / len(v):.1f}" for t, v in per_label.items())
-            print(f"| {name} / {scorer_name} | {len(rows)} | {summary(rows, scores)} | "
-                  f"{'n/a' if rho is None else f'{rho:+.2f}'} | {means} |")
+            print(
+                f"| {name} / {scorer_name} | {len(rows)} | {summary(rows, scores)} | "
+                f"{'n/a' if rho is None else f'{rho:+.2f}'} | {means} |"
+            )
     return 0
 
 

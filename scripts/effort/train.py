@@ -68,8 +68,13 @@ def tree_inputs(feats: PromptFeatures, names: list[str]) -> list[float]:
 
 
 def fit(
-    rows: list[tuple[PromptFeatures, float, float]], names: list[str],
-    *, epochs: int, lr: float, l2_term: float, seed: int,
+    rows: list[tuple[PromptFeatures, float, float]],
+    names: list[str],
+    *,
+    epochs: int,
+    lr: float,
+    l2_term: float,
+    seed: int,
 ) -> Model:
     """Two stages: boosted trees on the named cues first, then the terms on what the trees left
     unexplained. The cues carry over to other languages and datasets; fitted jointly, the terms
@@ -82,19 +87,30 @@ def fit(
     ys = [t for _, t, _ in rows]
     ws = [w for _, _, w in rows]
     boost = GradientBoostingRegressor(
-        loss="squared_error", n_estimators=TREES, max_depth=DEPTH, learning_rate=LEARNING_RATE,
-        subsample=0.8, min_samples_leaf=MIN_LEAF, random_state=seed,
+        loss="squared_error",
+        n_estimators=TREES,
+        max_depth=DEPTH,
+        learning_rate=LEARNING_RATE,
+        subsample=0.8,
+        min_samples_leaf=MIN_LEAF,
+        random_state=seed,
     )
     boost.fit(xs, ys, sample_weight=ws)
     trees: list[list[Node]] = []
     for estimator in boost.estimators_[:, 0]:
         t = estimator.tree_
-        trees.append([
-            (int(t.feature[i]) if t.children_left[i] >= 0 else -1, float(t.threshold[i]),
-             int(t.children_left[i]), int(t.children_right[i]),
-             LEARNING_RATE * float(t.value[i][0][0]))
-            for i in range(t.node_count)
-        ])
+        trees.append(
+            [
+                (
+                    int(t.feature[i]) if t.children_left[i] >= 0 else -1,
+                    float(t.threshold[i]),
+                    int(t.children_left[i]),
+                    int(t.children_right[i]),
+                    LEARNING_RATE * float(t.value[i][0][0]),
+                )
+                for i in range(t.node_count)
+            ]
+        )
     init = float(boost.init_.constant_[0][0])
     model = Model(init, trees, 0.0, {})
     left = [
@@ -114,7 +130,11 @@ def leaf(tree: list[Node], x: list[float]) -> float:
 
 def _fit_terms(
     rows: list[tuple[PromptFeatures, float, float]],
-    *, epochs: int, lr: float, l2_term: float, seed: int,
+    *,
+    epochs: int,
+    lr: float,
+    l2_term: float,
+    seed: int,
 ) -> tuple[float, dict[str, float]]:
     """The terms' stage: squared loss, per-example weight; AdaGrad and L2 on a bias and the term
     weights (the rows' targets are what the trees left)."""
@@ -146,8 +166,9 @@ def predict(model: Model, feats: PromptFeatures, names: list[str]) -> float:
     return pred + feats.term_scale * sum(model.term_w.get(t, 0.0) for t in feats.terms)
 
 
-def calibrate(preds: list[float], targets: list[float], weights: list[float]
-              ) -> tuple[float, float]:
+def calibrate(
+    preds: list[float], targets: list[float], weights: list[float]
+) -> tuple[float, float]:
     """Weighted least squares target = stretch x prediction + shift."""
     n = sum(weights)
     mp = sum(p * w for p, w in zip(preds, weights, strict=True)) / n
@@ -158,8 +179,9 @@ def calibrate(preds: list[float], targets: list[float], weights: list[float]
     return stretch, mt - stretch * mp
 
 
-def match_spread(preds: list[float], targets: list[float], weights: list[float]
-                 ) -> tuple[float, float]:
+def match_spread(
+    preds: list[float], targets: list[float], weights: list[float]
+) -> tuple[float, float]:
     """The stretch and shift that give the predictions the targets' weighted mean and spread.
 
     Least squares (`calibrate`) regresses towards the mean: on data the model has not seen its
@@ -174,8 +196,7 @@ def match_spread(preds: list[float], targets: list[float], weights: list[float]
     return stretch, mt - stretch * mp
 
 
-def fit_cuts(preds: list[float], targets: list[float], weights: list[float]
-             ) -> tuple[float, float]:
+def fit_cuts(preds: list[float], targets: list[float], weights: list[float]) -> tuple[float, float]:
     """The two cut points (1-3 | 4-6 | 7-10) on the predictions that agree best, by weight, with
     the target bands; returned as the stretch and shift that put them at 3.5 and 6.5."""
     grid = [2.0 + 0.05 * i for i in range(121)]  # 2.0 .. 8.0
@@ -186,7 +207,8 @@ def fit_cuts(preds: list[float], targets: list[float], weights: list[float]
             if c2 <= c1 + 0.5:
                 continue
             hits = sum(
-                w for p, b, w in zip(preds, bands, weights, strict=True)
+                w
+                for p, b, w in zip(preds, bands, weights, strict=True)
                 if (0 if p < c1 else 1 if p < c2 else 2) == b
             )
             if hits > best[0]:
@@ -196,8 +218,9 @@ def fit_cuts(preds: list[float], targets: list[float], weights: list[float]
     return stretch, 3.5 - stretch * c1
 
 
-def balance_bands(rows: list[tuple[PromptFeatures, float, float]]
-                  ) -> list[tuple[PromptFeatures, float, float]]:
+def balance_bands(
+    rows: list[tuple[PromptFeatures, float, float]],
+) -> list[tuple[PromptFeatures, float, float]]:
     """The rows reweighted so that each band of targets carries the same total weight."""
     band_total = Counter[int]()
     for _, target, w in rows:
@@ -217,35 +240,56 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--min-df", type=int, default=5, help="drop terms seen in fewer prompts")
-    parser.add_argument("--calibrate", choices=("spread", "least-squares", "cuts", ""),
-                        default="spread",
-                        help="how the output stretch is fitted on leave-one-source-out "
-                             "predictions ('' for none)")
+    parser.add_argument(
+        "--calibrate",
+        choices=("spread", "least-squares", "cuts", ""),
+        default="spread",
+        help="how the output stretch is fitted on leave-one-source-out predictions ('' for none)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--loso", action="store_true", help="leave-one-source-out report")
-    parser.add_argument("--min-weight", type=float, default=0.02,
-                        help="terms with a smaller weight are not shipped")
+    parser.add_argument(
+        "--min-weight", type=float, default=0.02, help="terms with a smaller weight are not shipped"
+    )
     parser.add_argument("--loso-sources", nargs="*", default=[])
-    parser.add_argument("--extra", nargs="*", default=list(EXTRA),
-                        choices=("mmlu-levels", "flask", "followbench", "fresh4"),
-                        help="optional sources of sources.yaml to read (default: those the "
-                             "shipped weights use)")
-    parser.add_argument("--dump-unseen", type=Path,
-                        help="write the leave-one-source-out predictions here (JSON lines)")
-    parser.add_argument("--band-balance", choices=("calibrate", "train", "none"),
-                        default="calibrate",
-                        help="where each band (1-3, 4-6, 7-10) is given the same total weight: "
-                             "in the output calibration only (default), also in training, or "
-                             "nowhere")
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=list(EXTRA),
+        choices=("mmlu-levels", "flask", "followbench", "fresh4"),
+        help="optional sources of sources.yaml to read (default: those the shipped weights use)",
+    )
+    parser.add_argument(
+        "--dump-unseen",
+        type=Path,
+        help="write the leave-one-source-out predictions here (JSON lines)",
+    )
+    parser.add_argument(
+        "--band-balance",
+        choices=("calibrate", "train", "none"),
+        default="calibrate",
+        help="where each band (1-3, 4-6, 7-10) is given the same total weight: "
+        "in the output calibration only (default), also in training, or "
+        "nowhere",
+    )
     parser.add_argument("--l2-term", type=float, default=1e-2)
     parser.add_argument("--no-terms", action="store_true", help="cues only")
-    parser.add_argument("--stretch", type=float, default=1.0,
-                        help="without --check: the output stretch to apply")
+    parser.add_argument(
+        "--stretch", type=float, default=1.0, help="without --check: the output stretch to apply"
+    )
     parser.add_argument("--shift", type=float, default=0.0)
-    parser.add_argument("--general", nargs="*", default=list(GENERAL),
-                        help="the sources that --general-weight applies to")
-    parser.add_argument("--general-weight", type=float, default=6.0,
-                        help="extra weight of the general (non-maths) sources")
+    parser.add_argument(
+        "--general",
+        nargs="*",
+        default=list(GENERAL),
+        help="the sources that --general-weight applies to",
+    )
+    parser.add_argument(
+        "--general-weight",
+        type=float,
+        default=6.0,
+        help="extra weight of the general (non-maths) sources",
+    )
     args = parser.parse_args()
 
     reader = SourceReader(args.source_root)
@@ -258,8 +302,9 @@ def main() -> int:
     df = Counter(t for f in feats for t in f.terms)
     keep = {t for t, n in df.items() if n >= args.min_df and not args.no_terms}
     feats = [
-        PromptFeatures(f.cues, kept, 1.0 / math.sqrt(len(kept)) if kept else 0.0, f.words,
-                       f.examples)
+        PromptFeatures(
+            f.cues, kept, 1.0 / math.sqrt(len(kept)) if kept else 0.0, f.words, f.examples
+        )
         for f in feats
         for kept in [tuple(t for t in f.terms if t in keep)]
     ]
@@ -290,20 +335,31 @@ def main() -> int:
         # towards the middle, and this undoes that.
         unseen = [0.0] * len(rows)
         for source in args.loso_sources or list(per_source):
-            model = fit([r for r, e in zip(rows, examples, strict=True) if e.source != source],
-                        names, **hyper)
+            model = fit(
+                [r for r, e in zip(rows, examples, strict=True) if e.source != source],
+                names,
+                **hyper,
+            )
             for i, e in enumerate(examples):
                 if e.source == source:
                     unseen[i] = predict(model, rows[i][0], names)
         if args.dump_unseen:
             with args.dump_unseen.open("w", encoding="utf-8") as fh:
                 for i, e in enumerate(examples):
-                    fh.write(json.dumps({"source": e.source, "target": e.target,
-                                         "weight": rows[i][2], "pred": unseen[i]}) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "source": e.source,
+                                "target": e.target,
+                                "weight": rows[i][2],
+                                "pred": unseen[i],
+                            }
+                        )
+                        + "\n"
+                    )
         if args.calibrate == "spread":
             stretch, shift = match_spread(unseen, [r[1] for r in rows], calib_weights)
-            print(f"calibrated (spread): stretch {stretch:.3f} shift {shift:+.3f}",
-                  file=sys.stderr)
+            print(f"calibrated (spread): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
         elif args.calibrate == "cuts":
             stretch, shift = fit_cuts(unseen, [r[1] for r in rows], [1.0] * len(rows))
             print(f"calibrated (cuts): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
@@ -321,12 +377,17 @@ def main() -> int:
             for i, h in zip(idx, hit, strict=True):
                 by_band[band(rows[i][1])] += 1
                 hits_band[band(rows[i][1])] += h
-            print(f"  unseen-source band agreement {source}: {sum(hit) / len(idx):.1%}",
-                  file=sys.stderr)
+            print(
+                f"  unseen-source band agreement {source}: {sum(hit) / len(idx):.1%}",
+                file=sys.stderr,
+            )
         recall = [hits_band[b] / by_band[b] for b in sorted(by_band)]
-        print(f"unseen-source band agreement, all: {hits_all / total:.1%}; per band (1-3, 4-6, "
-              f"7-10): {', '.join(f'{r:.1%}' for r in recall)}; their mean (balanced): "
-              f"{sum(recall) / len(recall):.1%}", file=sys.stderr)
+        print(
+            f"unseen-source band agreement, all: {hits_all / total:.1%}; per band (1-3, 4-6, "
+            f"7-10): {', '.join(f'{r:.1%}' for r in recall)}; their mean (balanced): "
+            f"{sum(recall) / len(recall):.1%}",
+            file=sys.stderr,
+        )
 
     model = fit(rows, names, **hyper)
     # The shipped form: each node's value x stretch; the scorer adds, per tree, the change from
@@ -334,18 +395,32 @@ def main() -> int:
     # the roots, the trees' start, the terms' bias and the shift are folded into BIAS.
     roots = sum(tree[0][4] for tree in model.trees)
     bias = stretch * (model.init + roots + model.term_bias) + shift
-    trees = [[(f, thr, lo, hi, round(stretch * v, 4)) for f, thr, lo, hi, v in tree]
-             for tree in model.trees]
-    terms = {t: round(stretch * w, 3) for t, w in model.term_w.items()
-             if abs(stretch * w) >= args.min_weight}
+    trees = [
+        [(f, thr, lo, hi, round(stretch * v, 4)) for f, thr, lo, hi, v in tree]
+        for tree in model.trees
+    ]
+    terms = {
+        t: round(stretch * w, 3)
+        for t, w in model.term_w.items()
+        if abs(stretch * w) >= args.min_weight
+    }
     write_weights(args.out, bias, names, trees, terms=terms, per_source=per_source)
-    print(f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, {len(terms)} terms",
-          file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, {len(terms)} terms",
+        file=sys.stderr,
+    )
     return 0
 
 
-def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Node]], *,
-                  terms: dict[str, float], per_source: Counter[str]) -> None:
+def write_weights(
+    out: Path,
+    bias: float,
+    names: list[str],
+    trees: list[list[Node]],
+    *,
+    terms: dict[str, float],
+    per_source: Counter[str],
+) -> None:
     def node(n: Node) -> str:
         f, thr, lo, hi, v = n
         return f"({f}, {thr!r}, {lo}, {hi}, {v})" if f >= 0 else f"(-1, 0.0, -1, -1, {v})"

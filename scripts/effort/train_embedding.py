@@ -58,8 +58,18 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-GENERAL = ("aitherctl-labelled", "personality-chat", "flask", "followbench", "clinc150",
-           "instructionwild", "alignbench", "hwu64", "wizardlm-testset", "srdd")
+GENERAL = (
+    "aitherctl-labelled",
+    "personality-chat",
+    "flask",
+    "followbench",
+    "clinc150",
+    "instructionwild",
+    "alignbench",
+    "hwu64",
+    "wizardlm-testset",
+    "srdd",
+)
 # The optional sources the shipped weights use (RESULTS.md): "fresh4" is the fourth round's fresh
 # evaluation set's sources (training data from the fifth round on), "round6" the fifth round's
 # fresh set, the WizardLM test set, AIME/AMC and SRDD (training data from the sixth round on).
@@ -78,35 +88,58 @@ Node = tuple[int, float, int, int, float]
 
 # What each training source is, in words a user can check (`--explain`'s nearest kinds of task).
 KIND = {
-    "personality-chat": "small talk", "hwu64": "home-assistant commands",
-    "clinc150": "assistant requests", "nq-open": "short factual questions",
-    "xquad": "a question on a given passage", "belle-eval": "everyday Chinese instructions",
-    "instructionwild": "users' everyday instructions", "alignbench": "Chinese chat questions",
-    "flask": "open-ended questions and tasks", "followbench": "instructions with constraints",
+    "personality-chat": "small talk",
+    "hwu64": "home-assistant commands",
+    "clinc150": "assistant requests",
+    "nq-open": "short factual questions",
+    "xquad": "a question on a given passage",
+    "belle-eval": "everyday Chinese instructions",
+    "instructionwild": "users' everyday instructions",
+    "alignbench": "Chinese chat questions",
+    "flask": "open-ended questions and tasks",
+    "followbench": "instructions with constraints",
     "aitherctl-labelled": "requests to a workstation's models",
     "wizardlm-testset": "real users' requests of every skill",
-    "expertqa": "questions for a domain expert", "srdd": "building a whole application",
-    "mawps": "grade-school word problems", "asdiv": "grade-school word problems",
-    "svamp": "grade-school word problems", "cmath": "primary-school maths (Chinese)",
-    "tabmwp": "word problems on a table", "carp_en": "middle-school algebra",
-    "cn_middle_school": "middle-school maths (Chinese)", "aqua": "GMAT/GRE algebra",
-    "gaokao2023en": "university entrance maths", "gaokao_math_qa": "university entrance maths",
-    "college_math": "college maths exercises", "minerva_math": "university science problems",
-    "olympiadbench": "olympiad problems", "olymmath": "olympiad problems",
-    "putnambench": "Putnam competition problems", "aime24": "AIME competition problems",
-    "amc23": "AMC competition problems", "tal-scq5k-en": "K-12 competition maths",
+    "expertqa": "questions for a domain expert",
+    "srdd": "building a whole application",
+    "mawps": "grade-school word problems",
+    "asdiv": "grade-school word problems",
+    "svamp": "grade-school word problems",
+    "cmath": "primary-school maths (Chinese)",
+    "tabmwp": "word problems on a table",
+    "carp_en": "middle-school algebra",
+    "cn_middle_school": "middle-school maths (Chinese)",
+    "aqua": "GMAT/GRE algebra",
+    "gaokao2023en": "university entrance maths",
+    "gaokao_math_qa": "university entrance maths",
+    "college_math": "college maths exercises",
+    "minerva_math": "university science problems",
+    "olympiadbench": "olympiad problems",
+    "olymmath": "olympiad problems",
+    "putnambench": "Putnam competition problems",
+    "aime24": "AIME competition problems",
+    "amc23": "AMC competition problems",
+    "tal-scq5k-en": "K-12 competition maths",
     "tal-scq5k-zh": "K-12 competition maths (Chinese)",
     "mathodyssey": "high-school to olympiad maths",
-    "scibench": "university science problems", "mbpp-plus": "basic Python functions",
-    "humaneval": "a Python function to complete", "classeval": "a Python class to complete",
+    "scibench": "university science problems",
+    "mbpp-plus": "basic Python functions",
+    "humaneval": "a Python function to complete",
+    "classeval": "a Python class to complete",
     "exercism-python": "programming exercises",
     "description2code-codechef": "programming contest problems",
-    "codejam": "programming contest problems", "cmmlu": "exam questions (Chinese)",
-    "m3ke": "exam questions (Chinese)", "scienceqa": "school science questions",
-    "exams-multilingual": "school exam questions", "agieval-sat-en": "SAT reading questions",
-    "agieval-sat-math": "SAT maths questions", "agieval-lsat-lr": "LSAT logical reasoning",
-    "agieval-lsat-rc": "LSAT reading comprehension", "agieval-lsat-ar": "LSAT logic games",
-    "agieval-logiqa-en": "logic puzzles", "agieval-logiqa-zh": "logic puzzles (Chinese)",
+    "codejam": "programming contest problems",
+    "cmmlu": "exam questions (Chinese)",
+    "m3ke": "exam questions (Chinese)",
+    "scienceqa": "school science questions",
+    "exams-multilingual": "school exam questions",
+    "agieval-sat-en": "SAT reading questions",
+    "agieval-sat-math": "SAT maths questions",
+    "agieval-lsat-lr": "LSAT logical reasoning",
+    "agieval-lsat-rc": "LSAT reading comprehension",
+    "agieval-lsat-ar": "LSAT logic games",
+    "agieval-logiqa-en": "logic puzzles",
+    "agieval-logiqa-zh": "logic puzzles (Chinese)",
     "agieval-jec-qa-ca": "law exam questions (Chinese)",
     "agieval-gaokao-biology": "entrance exam questions (Chinese)",
     "agieval-gaokao-chemistry": "entrance exam questions (Chinese)",
@@ -129,8 +162,16 @@ class Model:
     boost: Any  # the fitted GradientBoostingRegressor (its predict = init + the trees' leaves)
 
 
-def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
-        y: NDArray[np.float64], w: NDArray[np.float64], *, alpha: float, seed: int) -> Model:
+def fit(
+    x_tree: NDArray[np.float64],
+    x_emb: NDArray[np.float64],
+    x_terms: Any,
+    y: NDArray[np.float64],
+    w: NDArray[np.float64],
+    *,
+    alpha: float,
+    seed: int,
+) -> Model:
     """Two stages: boosted trees on the named cues first, then one ridge regression on what the
     trees left, over the embedding and the words (`x_terms`, a sparse matrix, may have no
     columns). The trees find what a linear model cannot (a long prompt means one thing with
@@ -142,19 +183,30 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
     from sklearn.linear_model import Ridge
 
     boost = GradientBoostingRegressor(
-        loss="squared_error", n_estimators=TREES, max_depth=DEPTH, learning_rate=LEARNING_RATE,
-        subsample=0.8, min_samples_leaf=MIN_LEAF, random_state=seed,
+        loss="squared_error",
+        n_estimators=TREES,
+        max_depth=DEPTH,
+        learning_rate=LEARNING_RATE,
+        subsample=0.8,
+        min_samples_leaf=MIN_LEAF,
+        random_state=seed,
     )
     boost.fit(x_tree, y, sample_weight=w)
     trees: list[list[Node]] = []
     for estimator in boost.estimators_[:, 0]:
         t = estimator.tree_
-        trees.append([
-            (int(t.feature[i]) if t.children_left[i] >= 0 else -1, float(t.threshold[i]),
-             int(t.children_left[i]), int(t.children_right[i]),
-             LEARNING_RATE * float(t.value[i][0][0]))
-            for i in range(t.node_count)
-        ])
+        trees.append(
+            [
+                (
+                    int(t.feature[i]) if t.children_left[i] >= 0 else -1,
+                    float(t.threshold[i]),
+                    int(t.children_left[i]),
+                    int(t.children_right[i]),
+                    LEARNING_RATE * float(t.value[i][0][0]),
+                )
+                for i in range(t.node_count)
+            ]
+        )
     init = float(boost.init_.constant_[0][0])
     left = y - boost.predict(x_tree)
     if x_terms.shape[1] and not SEQUENTIAL[0]:
@@ -162,8 +214,14 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
         ridge = Ridge(alpha=alpha, solver="sparse_cg", max_iter=3000, tol=1e-6)
         ridge.fit(features, left, sample_weight=w)
         n_terms = x_terms.shape[1]
-        return Model(init, trees, float(ridge.intercept_), ridge.coef_[n_terms:],
-                     ridge.coef_[:n_terms], boost)
+        return Model(
+            init,
+            trees,
+            float(ridge.intercept_),
+            ridge.coef_[n_terms:],
+            ridge.coef_[:n_terms],
+            boost,
+        )
     # The embedding first (a dense solve, seconds instead of the joint sparse solve's minutes),
     # then the words, if any, on what the embedding left (a sparse solve over the words alone).
     ridge = Ridge(alpha=alpha, solver="cholesky")
@@ -178,10 +236,12 @@ def fit(x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any,
     return Model(init, trees, head_bias, ridge.coef_, term_w, boost)
 
 
-def predict(model: Model, x_tree: NDArray[np.float64], x_emb: NDArray[np.float64],
-            x_terms: Any) -> NDArray[np.float64]:
-    out: NDArray[np.float64] = (model.boost.predict(x_tree) + model.head_bias + x_emb @ model.head
-                                + x_terms @ model.term_w)
+def predict(
+    model: Model, x_tree: NDArray[np.float64], x_emb: NDArray[np.float64], x_terms: Any
+) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = (
+        model.boost.predict(x_tree) + model.head_bias + x_emb @ model.head + x_terms @ model.term_w
+    )
     return out
 
 
@@ -206,8 +266,9 @@ def terms_matrix(texts: list[str], min_df: int) -> tuple[Any, list[str]]:
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab))), vocab
 
 
-def match_spread(preds: NDArray[np.float64], targets: NDArray[np.float64],
-                 weights: NDArray[np.float64]) -> tuple[float, float]:
+def match_spread(
+    preds: NDArray[np.float64], targets: NDArray[np.float64], weights: NDArray[np.float64]
+) -> tuple[float, float]:
     """The stretch and shift that give the predictions the targets' weighted mean and spread.
 
     Least squares regresses towards the mean: on data the model has not seen its predictions
@@ -251,8 +312,9 @@ KIND_TOP = 5  # the nearest kinds the prior averages over
 KIND_TEMPERATURE = 0.05  # the softmax's temperature over their cosine similarities
 
 
-def kind_groups(whole: NDArray[np.float64], y: NDArray[np.float64], sources: NDArray[Any]
-                ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[str]]:
+def kind_groups(
+    whole: NDArray[np.float64], y: NDArray[np.float64], sources: NDArray[Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], list[str]]:
     """The kinds of task: each (source, label) with at least KIND_MIN prompts, as the unit mean of
     its prompts' whole-text embeddings, its label and its source."""
     import numpy as np
@@ -272,9 +334,14 @@ def kind_groups(whole: NDArray[np.float64], y: NDArray[np.float64], sources: NDA
     return np.array(centroids), np.array(efforts), group_sources
 
 
-def kind_prior(whole: NDArray[np.float64], centroids: NDArray[np.float64],
-               efforts: NDArray[np.float64], group_sources: list[str], *,
-               exclude: NDArray[Any] | None = None) -> NDArray[np.float64]:
+def kind_prior(
+    whole: NDArray[np.float64],
+    centroids: NDArray[np.float64],
+    efforts: NDArray[np.float64],
+    group_sources: list[str],
+    *,
+    exclude: NDArray[Any] | None = None,
+) -> NDArray[np.float64]:
     """The effort of the KIND_TOP nearest kinds of task, weighted by a softmax of their cosine
     similarity. `exclude`: each row's own source, whose kinds it may not use (a training prompt
     must see its prior as a prompt from an unseen source would)."""
@@ -310,34 +377,65 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=400, help="items per source at most")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--alpha", type=float, default=ALPHA, help="the ridge's penalty")
-    parser.add_argument("--no-terms", action="store_true",
-                        help="no word weights, the embedding only")
-    parser.add_argument("--no-embedding", action="store_true",
-                        help="no embedding head, the words only (the fifth round's kind of model)")
-    parser.add_argument("--extra", nargs="*", default=list(EXTRA),
-                        choices=("mmlu-levels", "flask", "followbench", "fresh4", "round6", "t0"),
-                        help="optional sources of sources.yaml to read (default: those the "
-                             "shipped weights use)")
-    parser.add_argument("--loso-sources", nargs="*", default=[],
-                        help="leave out only these sources for the development figure")
-    parser.add_argument("--dump-unseen", type=Path,
-                        help="write the leave-one-source-out predictions here (JSON lines)")
-    parser.add_argument("--general", nargs="*", default=list(GENERAL),
-                        help="the sources that --general-weight applies to")
-    parser.add_argument("--general-weight", type=float, default=6.0,
-                        help="extra weight of the general (non-maths) sources")
-    parser.add_argument("--kind-prior", action="store_true",
-                        help="give the trees the nearest kinds of task's effort as one more input "
-                             "(seventh round)")
-    parser.add_argument("--sequential", action="store_true",
-                        help="fit the embedding's ridge first, then the words' on what it left "
-                             "(instead of one joint sparse solve, which takes minutes per fit)")
-    parser.add_argument("--split", action="store_true",
-                        help="read each prompt's request apart from the material it is given "
-                             "(eighth round, routing/request_split.py): the cues, the words and "
-                             "the embedding of the request, the material's size and kind as cues")
-    parser.add_argument("--cache", type=Path,
-                        help="keep the prompts' features here (a pickle), for a later run")
+    parser.add_argument(
+        "--no-terms", action="store_true", help="no word weights, the embedding only"
+    )
+    parser.add_argument(
+        "--no-embedding",
+        action="store_true",
+        help="no embedding head, the words only (the fifth round's kind of model)",
+    )
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=list(EXTRA),
+        choices=("mmlu-levels", "flask", "followbench", "fresh4", "round6", "t0"),
+        help="optional sources of sources.yaml to read (default: those the shipped weights use)",
+    )
+    parser.add_argument(
+        "--loso-sources",
+        nargs="*",
+        default=[],
+        help="leave out only these sources for the development figure",
+    )
+    parser.add_argument(
+        "--dump-unseen",
+        type=Path,
+        help="write the leave-one-source-out predictions here (JSON lines)",
+    )
+    parser.add_argument(
+        "--general",
+        nargs="*",
+        default=list(GENERAL),
+        help="the sources that --general-weight applies to",
+    )
+    parser.add_argument(
+        "--general-weight",
+        type=float,
+        default=6.0,
+        help="extra weight of the general (non-maths) sources",
+    )
+    parser.add_argument(
+        "--kind-prior",
+        action="store_true",
+        help="give the trees the nearest kinds of task's effort as one more input (seventh round)",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="fit the embedding's ridge first, then the words' on what it left "
+        "(instead of one joint sparse solve, which takes minutes per fit)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="read each prompt's request apart from the material it is given "
+        "(eighth round, routing/request_split.py): the cues, the words and "
+        "the embedding of the request, the material's size and kind as cues",
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="keep the prompts' features here (a pickle), for a later run"
+    )
     args = parser.parse_args()
 
     reader = SourceReader(args.source_root)
@@ -354,12 +452,15 @@ def main() -> int:
         # The same split as the scorer's (LearnedEffortScorer.score): the request is read, the
         # material only as its cues.
         splits = [split_request(e.prompt) if args.split else None for e in examples]
-        texts = [e.prompt if sp is None else sp.request for e, sp in zip(examples, splits,
-                                                                          strict=True)]
-        x_tree = np.array([
-            tree_vector({**dict(f.cues), **(sp.cues() if sp else {})}, f.words, names)
-            for f, sp in zip((extract_features(t) for t in texts), splits, strict=True)
-        ])
+        texts = [
+            e.prompt if sp is None else sp.request for e, sp in zip(examples, splits, strict=True)
+        ]
+        x_tree = np.array(
+            [
+                tree_vector({**dict(f.cues), **(sp.cues() if sp else {})}, f.words, names)
+                for f, sp in zip((extract_features(t) for t in texts), splits, strict=True)
+            ]
+        )
         vectors = np.array([embedding.vector(t) for t in texts], dtype=np.float64)
         x_terms, vocab = terms_matrix(texts, MIN_DF)
         if args.cache:
@@ -397,47 +498,81 @@ def main() -> int:
         if args.kind_prior:
             groups = kind_groups(whole[~out], y[~out], sources[~out])
             x_fold = np.hstack([x_tree, kind_prior(whole, *groups, exclude=sources)[:, None]])
-        model = fit(x_fold[~out], x_emb[~out], x_terms[~out], y[~out], w[~out], alpha=args.alpha,
-                    seed=7)
+        model = fit(
+            x_fold[~out], x_emb[~out], x_terms[~out], y[~out], w[~out], alpha=args.alpha, seed=7
+        )
         unseen[out] = predict(model, x_fold[out], x_emb[out], x_terms[out])
     stretch, shift = match_spread(unseen, y, calib_w)
     print(f"calibrated (spread): stretch {stretch:.3f} shift {shift:+.3f}", file=sys.stderr)
     if args.dump_unseen:
         with args.dump_unseen.open("w", encoding="utf-8") as fh:
             for i, e in enumerate(examples):
-                fh.write(json.dumps({"source": e.source, "target": e.target,
-                                     "pred": stretch * unseen[i] + shift}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "source": e.source,
+                            "target": e.target,
+                            "pred": stretch * unseen[i] + shift,
+                        }
+                    )
+                    + "\n"
+                )
     report(examples, [stretch * p + shift for p in unseen], args.loso_sources or sorted(per_source))
 
     kinds: list[tuple[str, float, list[float]]] = []
     if args.kind_prior:
         centroids, efforts, group_sources = kind_groups(whole, y, sources)
         centroids = np.round(centroids, 4)  # as shipped, so the trees see what the scorer will
-        x_tree = np.hstack([x_tree, kind_prior(whole, centroids, efforts, group_sources,
-                                               exclude=sources)[:, None]])
-        kinds = [(f"{KIND.get(g, g)} ({g})", float(e), [round(float(v), 4) for v in c])
-                 for g, e, c in zip(group_sources, efforts, centroids, strict=True)]
+        x_tree = np.hstack(
+            [x_tree, kind_prior(whole, centroids, efforts, group_sources, exclude=sources)[:, None]]
+        )
+        kinds = [
+            (f"{KIND.get(g, g)} ({g})", float(e), [round(float(v), 4) for v in c])
+            for g, e, c in zip(group_sources, efforts, centroids, strict=True)
+        ]
     model = fit(x_tree, x_emb, x_terms, y, w, alpha=args.alpha, seed=7)
     # The shipped form: each node's value x stretch; the scorer adds, per tree, the change from
     # the root to the leaf it reaches (so each step is a cue's contribution, for --explain), and
     # the roots, the trees' start, the head's bias and the shift are folded into BIAS.
     roots = sum(tree[0][4] for tree in model.trees)
     bias = stretch * (model.init + roots + model.head_bias) + shift
-    trees = [[(f, thr, lo, hi, round(stretch * v, 4)) for f, thr, lo, hi, v in tree]
-             for tree in model.trees]
+    trees = [
+        [(f, thr, lo, hi, round(stretch * v, 4)) for f, thr, lo, hi, v in tree]
+        for tree in model.trees
+    ]
     head = [round(stretch * float(v), 5) for v in model.head]
-    terms = {t: round(stretch * float(v), 3) for t, v in zip(vocab, model.term_w, strict=True)
-             if abs(stretch * v) >= MIN_WEIGHT}
+    terms = {
+        t: round(stretch * float(v), 3)
+        for t, v in zip(vocab, model.term_w, strict=True)
+        if abs(stretch * v) >= MIN_WEIGHT
+    }
     for source in [] if args.kind_prior else sorted(per_source):
         rows = vectors[sources == source][:, :dim].mean(axis=0)
         centroid = rows / np.linalg.norm(rows)
-        kinds.append((f"{KIND.get(source, source)} ({source})",
-                      round(float(y[sources == source].mean()), 1),
-                      [round(float(v), 4) for v in centroid]))
-    write_weights(args.out, bias, names, trees, head=head, kinds=kinds, terms=terms,
-                  checksum=embedding.checksum(), per_source=per_source, split=args.split)
-    print(f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, head {len(head)}, "
-          f"{len(kinds)} kinds, {len(terms)} words", file=sys.stderr)
+        kinds.append(
+            (
+                f"{KIND.get(source, source)} ({source})",
+                round(float(y[sources == source].mean()), 1),
+                [round(float(v), 4) for v in centroid],
+            )
+        )
+    write_weights(
+        args.out,
+        bias,
+        names,
+        trees,
+        head=head,
+        kinds=kinds,
+        terms=terms,
+        checksum=embedding.checksum(),
+        per_source=per_source,
+        split=args.split,
+    )
+    print(
+        f"wrote {args.out}: {len(trees)} trees over {len(names)} cues, head {len(head)}, "
+        f"{len(kinds)} kinds, {len(terms)} words",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -451,22 +586,34 @@ def report(examples: list[Example], preds: list[float], sources: list[str]) -> N
         hit = [band(preds[i]) == band(examples[i].target) for i in idx]
         truth += [band(examples[i].target) for i in idx]
         got += [band(preds[i]) for i in idx]
-        print(f"  unseen-source band agreement {source}: {sum(hit) / len(idx):.1%}",
-              file=sys.stderr)
+        print(
+            f"  unseen-source band agreement {source}: {sum(hit) / len(idx):.1%}", file=sys.stderr
+        )
     recall = [
         sum(t == g == b for t, g in zip(truth, got, strict=True)) / max(1, truth.count(b))
         for b in range(3)
     ]
     pooled = sum(t == g for t, g in zip(truth, got, strict=True)) / len(truth)
-    print(f"unseen-source band agreement, all: {pooled:.1%}; per band (1-3, 4-6, 7-10): "
-          f"{', '.join(f'{r:.1%}' for r in recall)}; kappa {kappa(truth, got):+.3f}",
-          file=sys.stderr)
+    print(
+        f"unseen-source band agreement, all: {pooled:.1%}; per band (1-3, 4-6, 7-10): "
+        f"{', '.join(f'{r:.1%}' for r in recall)}; kappa {kappa(truth, got):+.3f}",
+        file=sys.stderr,
+    )
 
 
-def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Node]], *,
-                  head: list[float], kinds: list[tuple[str, float, list[float]]],
-                  terms: dict[str, float],
-                  checksum: float, per_source: Counter[str], split: bool = False) -> None:
+def write_weights(
+    out: Path,
+    bias: float,
+    names: list[str],
+    trees: list[list[Node]],
+    *,
+    head: list[float],
+    kinds: list[tuple[str, float, list[float]]],
+    terms: dict[str, float],
+    checksum: float,
+    per_source: Counter[str],
+    split: bool = False,
+) -> None:
     def node(n: Node) -> str:
         f, thr, lo, hi, v = n
         return f"({f}, {thr!r}, {lo}, {hi}, {v})" if f >= 0 else f"(-1, 0.0, -1, -1, {v})"
@@ -492,10 +639,19 @@ def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Nod
         "",
         f"BIAS = {bias:.4f}",
         f"TABLE_CHECKSUM = {checksum!r}",
-        *([f"KIND_TOP = {KIND_TOP}", f"KIND_TEMPERATURE = {KIND_TEMPERATURE}"]
-          if "kind_prior" in names else []),
-        *(["# The request is read apart from its material (routing/request_split.py).",
-           "SPLIT = True"] if split else []),
+        *(
+            [f"KIND_TOP = {KIND_TOP}", f"KIND_TEMPERATURE = {KIND_TEMPERATURE}"]
+            if "kind_prior" in names
+            else []
+        ),
+        *(
+            [
+                "# The request is read apart from its material (routing/request_split.py).",
+                "SPLIT = True",
+            ]
+            if split
+            else []
+        ),
         "",
         "CUE_NAMES: tuple[str, ...] = (",
         *(f'    "{name}",' for name in names),
@@ -506,7 +662,7 @@ def write_weights(out: Path, bias: float, names: list[str], trees: list[list[Nod
         ")",
         "",
         "HEAD: tuple[float, ...] = (",
-        *(f"    {', '.join(repr(v) for v in head[i:i + 16])}," for i in range(0, len(head), 16)),
+        *(f"    {', '.join(repr(v) for v in head[i : i + 16])}," for i in range(0, len(head), 16)),
         ")",
         "",
         "KINDS: tuple[tuple[str, float], ...] = (",
