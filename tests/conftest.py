@@ -57,6 +57,17 @@ def namespace() -> str:
     return "t" + uuid.uuid4().hex[:8]
 
 
+# The built-in `cpu` profile mounts the user's own model folder, where scripts/quickstart.sh
+# puts SmolLM2: on a machine that ran the quickstart, `models` lists that file too. It is the
+# machine's, not a test's.
+USERS_MODELS = os.path.expanduser("~/.local/share/aitherctl/models")
+
+
+def not_the_users(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A `models --json` listing without what lies in the user's own model folder."""
+    return [m for m in models if not str(m.get("path") or "").startswith(USERS_MODELS + "/")]
+
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, namespace: str) -> None:
     """No test reads the developer's own profiles, state, locks or ledger."""
