@@ -46,14 +46,15 @@ class Terminal:
         self.seen = ""
         self.read_to = 0
 
-    def expect(self, text: str, timeout_s: float = TIMEOUT_S) -> str:
-        """Everything written since the last match, up to and including `text`."""
+    def _read_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
+        """Read what the program writes until `done()`; AssertionError after `timeout_s` or
+        when the program ends first."""
         deadline = time.monotonic() + timeout_s
-        while text not in self.seen[self.read_to :]:
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(
-                    f"no {text!r} in {timeout_s:.0f}s; the terminal showed:\n{self.seen}"
+                    f"no {what} in {timeout_s:.0f}s; the terminal showed:\n{self.seen}"
                 )
             ready, _, _ = select.select([self.fd], [], [], left)
             if ready:
@@ -62,28 +63,19 @@ class Terminal:
                 except OSError:  # EIO: the program exited
                     data = b""
                 if not data:
-                    raise AssertionError(f"the program ended before {text!r}:\n{self.seen}")
+                    raise AssertionError(f"the program ended before {what}:\n{self.seen}")
                 self.seen += data.decode(errors="replace")
+
+    def expect(self, text: str, timeout_s: float = TIMEOUT_S) -> str:
+        """Everything written since the last match, up to and including `text`."""
+        self._read_until(lambda: text in self.seen[self.read_to :], repr(text), timeout_s)
         end = self.seen.index(text, self.read_to) + len(text)
         out, self.read_to = self.seen[self.read_to : end], end
         return out
 
     def expect_more(self, timeout_s: float = TIMEOUT_S) -> str:
         """Wait until something is written after the last match; return it."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.seen) == self.read_to:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"nothing more in {timeout_s:.0f}s:\n{self.seen}")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                try:
-                    data = os.read(self.fd, 4096)
-                except OSError:  # EIO: the program exited
-                    data = b""
-                if not data:
-                    raise AssertionError(f"the program ended:\n{self.seen}")
-                self.seen += data.decode(errors="replace")
+        self._read_until(lambda: len(self.seen) > self.read_to, "more output", timeout_s)
         out, self.read_to = self.seen[self.read_to :], len(self.seen)
         return out
 
