@@ -107,6 +107,12 @@ class MemoryAmount:
         assert self.bytes is not None
         return self.bytes
 
+    def of(self, total_bytes: int | None) -> int | None:
+        """Bytes as written, or the share of `total_bytes` when that is known (None when not)."""
+        if self.bytes is not None:
+            return int(self.bytes)
+        return self.resolve(total_bytes) if total_bytes else None
+
     def __str__(self) -> str:
         if self.share is not None:
             return f"{decimal_text(self.share * 100)}%"

@@ -87,11 +87,7 @@ def fit_services(
 def ram_budget(service: Service, machine_ram: int | None) -> int | None:
     """A CPU service's `ram:` in bytes: as written, or its share of `machine_ram` when that is
     known; None without one."""
-    if service.ram is None:
-        return None
-    if service.ram.bytes is not None:
-        return int(service.ram.bytes)
-    return service.ram.resolve(machine_ram) if machine_ram else None
+    return None if service.ram is None else service.ram.of(machine_ram)
 
 
 def service_budget(service: Service, gpu_totals: Mapping[int, int] | None) -> int | None:

@@ -616,10 +616,7 @@ def _profile_ram_budgets() -> Callable[[str, str], int | None]:
         svc = loaded[profile].services.get(service) if loaded[profile] else None
         if svc is None or svc.ram is None:
             return None
-        if svc.ram.bytes is not None:
-            return int(svc.ram.bytes)
-        machine = machine_ram_bytes()
-        return svc.ram.resolve(machine) if machine else None
+        return svc.ram.of(machine_ram_bytes() if svc.ram.share is not None else None)
 
     return budget
 

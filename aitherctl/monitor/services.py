@@ -313,15 +313,13 @@ def ram_budgets(
         svc = profile.services.get(item.service) if profile else None
         if svc is None or svc.ram is None:
             continue
-        if svc.ram.bytes is not None:
-            budgets[item.id] = svc.ram.bytes
-            continue
-        if machine is None:
+        if svc.ram.share is not None and machine is None:
             from aitherctl.profiles.machine_ram import machine_ram_bytes
 
             machine = machine_ram_bytes() or 0
-        if machine:
-            budgets[item.id] = svc.ram.resolve(machine)
+        amount = svc.ram.of(machine)
+        if amount is not None:
+            budgets[item.id] = amount
     return budgets
 
 
