@@ -144,6 +144,7 @@ def fetch(transfer: Transfer, hub: HubClient, emit: Emit, clock: Callable[[], fl
             try:
                 for chunk in hub.stream(meta, done, f"{transfer.target.repo}/{name}"):
                     handle.write(chunk)
+                    handle.flush()  # on disk as received: what `ls` and a resume after kill -9 see
                     if digest is not None:
                         digest.update(chunk)
                     done += len(chunk)
@@ -159,7 +160,6 @@ def fetch(transfer: Transfer, hub: HubClient, emit: Emit, clock: Callable[[], fl
                 break
             except HubUnreachableError as exc:
                 tries += 1
-                handle.flush()
                 if tries > RETRIES:
                     raise HubUnreachableError(
                         f"{exc.message}; `aitherctl pull` continues it from there"

@@ -156,6 +156,8 @@ def test_ctrl_c_mid_pull_then_pull_again_resumes_the_incomplete_file(
             if partial.is_file() and partial.stat().st_size == 40_000_000:
                 break
             time.sleep(0.02)  # polling a condition, with a deadline
+        assert process.poll() is None, "the pull ended while the double held its answer"
+        assert partial.stat().st_size == 40_000_000
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         state.release.set()
