@@ -429,6 +429,10 @@ def test_a_shared_first_candidate_falls_back_along_the_scored_tier(
     ]
 
 
+def _any_ttft(line: str) -> str:
+    return re.sub(r"ttft \d+\.\d\ds", "ttft T", line)
+
+
 @pytest.mark.parametrize("columns", [80, 200])
 def test_a_long_status_line_breaks_between_its_parts_on_a_narrow_terminal(
     routed: str, columns: int
@@ -441,13 +445,13 @@ def test_a_long_status_line_breaks_between_its_parts_on_a_narrow_terminal(
         env={"COLUMNS": str(columns)},
     )
     assert result.exit_code == 0, result.stderr
-    lines = result.stderr.strip().splitlines()
+    # Each run's time to the first token is its own: the two are compared without it.
+    lines = [_any_ttft(line) for line in result.stderr.strip().splitlines()]
     whole = invoke("run", "--profile", routed, "--max-tokens", "2", "hello").stderr.strip()
+    whole = _any_ttft(whole)
     head = whole.removesuffix(" · stopped at max_tokens 2")
     # 92 characters (the time to the first token is the double's, so only its shape is fixed)
-    assert re.fullmatch(
-        r"effort 1 · small · local \(smol\) · ttft \d\.\d\ds · tok/s N/A · \$0\.0000", head
-    ), whole
+    assert head == "effort 1 · small · local (smol) · ttft T · tok/s N/A · $0.0000", whole
     if columns == 200:
         assert lines == [whole]
     else:
