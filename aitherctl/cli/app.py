@@ -9,7 +9,6 @@ below, without importing them (tests/cli/test_startup_imports.py checks the summ
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -176,19 +175,10 @@ class AitherGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except AitherError as exc:
-            from aitherctl.cli.output import Output
+        except (AitherError, KeyboardInterrupt) as exc:
+            from aitherctl.cli.output import report_failure
 
-            Output().error(exc.message, exc.detail)
-            raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt as exc:
-            # A switch interrupted by SIGINT/SIGTERM/SIGHUP rolled back first; say what it did.
-            # Exit 128+N, as a shell reports a process ended by signal N.
-            signum = getattr(exc, "signum", 2)
-            summary = getattr(exc, "summary", "")
-            with contextlib.suppress(OSError):
-                sys.stderr.write(f"interrupted{': ' + summary if summary else ''}\n")
-            raise typer.Exit(128 + int(signum)) from None
+            raise typer.Exit(report_failure(exc)) from None
 
 
 def _load(module_name: str) -> dict[str, Any]:

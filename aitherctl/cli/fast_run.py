@@ -1,4 +1,4 @@
-"""`aitherctl run` and `ps --json` without building the Typer app.
+"""`aitherctl run`, `ps --json` and `profile switch` without building the Typer app.
 
 Shell scripts call them in loops; through the gateway `run` is one HTTP request, and Typer (with
 click) costs more start-up than the request itself. `try_run` handles the common case itself:
@@ -7,6 +7,10 @@ backends (`aitherctl.cli.run_exec`, the code the Typer command runs too). Anythi
 (`--help`, `--explain`, an option it does not know, a value it cannot read, no prompt) returns
 None and the Typer command runs as usual, with its own messages. A test checks that every option
 here is one of the Typer command's, with the same meaning.
+
+`profile switch NAME` with its usual options (`parse_switch`) runs `switch_exec.switch_command`,
+the Typer command's own code: a switch's wall time beyond its services' own start is mostly
+start-up, and Typer's share of it (about 0.1 s) is the largest.
 """
 
 from __future__ import annotations
@@ -195,6 +199,65 @@ def answer_via_gateway(
     return 0
 
 
+# `profile switch` options: flag -> keyword of switch_exec.switch_command
+SWITCH_FLAGS = {
+    "--dry-run": "dry_run",
+    "--yes": "yes",
+    "-y": "yes",
+    "--no-pull": "no_pull",
+    "--json": "json_out",
+}
+
+
+def parse_switch(args: list[str]) -> dict[str, object] | None:
+    """The options of `profile switch ARGS` (the profile's name as `name`), or None when Typer
+    should handle them (`--help`, an option it does not know, a value it cannot read)."""
+    options: dict[str, object] = {}
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        name, sep, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name == "--lock-timeout" and "lock_timeout" not in options:
+            if not sep:
+                position += 1
+                if position == len(args):
+                    return None
+                inline = args[position]
+            try:
+                seconds = float(inline)
+            except ValueError:
+                return None
+            if not 0.0 <= seconds < float("inf"):
+                return None
+            options["lock_timeout"] = seconds
+        elif arg in SWITCH_FLAGS:
+            options[SWITCH_FLAGS[arg]] = True
+        elif arg.startswith("-") or "name" in options:
+            return None
+        else:
+            options["name"] = arg
+        position += 1
+    return options if "name" in options else None
+
+
+def try_switch(args: list[str]) -> int | None:
+    """Run `profile switch ARGS` as the Typer command does and return its exit code, or None to
+    leave it to Typer."""
+    options = parse_switch(args)
+    if options is None:
+        return None
+    from aitherctl.cli.switch_exec import switch_command
+    from aitherctl.errors import AitherError
+
+    name = str(options.pop("name"))
+    try:
+        return switch_command(name, **options)  # type: ignore[arg-type]
+    except (AitherError, KeyboardInterrupt) as exc:
+        from aitherctl.cli.output import report_failure
+
+        return report_failure(exc)
+
+
 def ps_json() -> int:
     """`aitherctl ps --json`, the same document as the Typer command's (one function builds
     it), for scripts that call it in a loop."""
@@ -219,7 +282,8 @@ def ps_json() -> int:
 
 
 def main() -> None:
-    """The console script: `run`, `ps --json` and `--version` here, everything else in Typer.
+    """The console script: `run`, `ps --json`, `profile switch` and `--version` here, everything
+    else in Typer.
     AITHER_NO_FAST_RUN=1 sends everything to Typer."""
     # As in aitherctl.cli.app.main: httpx's own command-line tool (click, pygments, rich) is
     # not imported with httpx.
@@ -229,6 +293,8 @@ def main() -> None:
         code = None
         if args[:1] == ["run"]:
             code = try_run(args[1:])
+        elif args[:2] == ["profile", "switch"]:
+            code = try_switch(args[2:])
         elif args == ["ps", "--json"]:
             code = ps_json()
         elif args == ["--version"]:  # scripts check it; Typer would print the same line

@@ -109,3 +109,24 @@ class Output:
         # markup=False: Rich would take `[y/N]` for a style tag and print nothing of it.
         answer = self.err.input(f"{question} [y/N] ", markup=False).strip().lower()
         return answer in ("y", "yes")
+
+
+def report_failure(exc: BaseException) -> int:
+    """Say on stderr why a command failed and return its exit code: an `AitherError` as one
+    line (and its detail), a `KeyboardInterrupt` (a switch interrupted by SIGINT, SIGTERM or
+    SIGHUP rolled back first) as what was done, with 128+N as a shell reports a process ended
+    by signal N. The Typer app and the console script's fast paths report alike through it."""
+    from aitherctl.errors import AitherError
+
+    if isinstance(exc, AitherError):
+        Output().error(exc.message, exc.detail)
+        return int(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        signum = getattr(exc, "signum", 2)
+        summary = getattr(exc, "summary", "")
+        try:  # noqa: SIM105 - contextlib costs a fast path's start-up
+            sys.stderr.write(f"interrupted{': ' + summary if summary else ''}\n")
+        except OSError:
+            pass
+        return 128 + int(signum)
+    raise exc

@@ -69,7 +69,7 @@ def up(  # noqa: PLR0917 - Typer passes options by keyword; click counts them
     """Start services of the active profile (on-demand ones too, when named), after the same
     VRAM, port and readiness checks as a switch, downloading missing models first as a switch
     does; nothing else is stopped. After `down --all`, the last active profile's."""
-    from aitherctl.cli.profile_cmd import CliProgress, print_urls, service_urls
+    from aitherctl.cli.switch_exec import CliProgress, print_urls, service_urls
     from aitherctl.switching.state import observe
     from aitherctl.switching.switch import ModelPolicy, switch
 
@@ -188,7 +188,7 @@ def down(
     json_out: JsonOpt = False,
 ) -> None:
     """Stop and remove services' containers (name them, or pass --all)."""
-    from aitherctl.cli.profile_cmd import CliProgress
+    from aitherctl.cli.switch_exec import CliProgress
     from aitherctl.switching.switch import Declined, Prepared, prepare_down, run_change
 
     out = Output(json_mode=json_out)
@@ -233,7 +233,7 @@ def down(
 def recover(json_out: JsonOpt = False) -> None:
     """Finish or undo a switch that was killed (kill -9, power cut): its record on the engine
     says what was set aside. `switch`, `up` and `down` do this first by themselves."""
-    from aitherctl.cli.profile_cmd import CliProgress
+    from aitherctl.cli.switch_exec import CliProgress
     from aitherctl.switching.lock import engine_lock
     from aitherctl.switching.transaction import recover as recover_switches
 

@@ -60,9 +60,13 @@ with open(report, "w") as out:
 """
 
 
-def imported(tmp_path: Path, *args: str) -> tuple[set[str], int, str]:
-    """(top-level and full module names imported, exit code, stdout) of `aitherctl ARGS...`."""
+def imported(tmp_path: Path, *args: str, typer: bool = False) -> tuple[set[str], int, str]:
+    """(top-level and full module names imported, exit code, stdout) of `aitherctl ARGS...`;
+    `typer`: through the Typer app even where the console script has a fast path."""
     report = tmp_path / "modules.json"
+    env = {**os.environ, "COLUMNS": "100"}
+    if typer:
+        env["AITHER_NO_FAST_RUN"] = "1"
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(report), *args],
         capture_output=True,
@@ -70,7 +74,7 @@ def imported(tmp_path: Path, *args: str) -> tuple[set[str], int, str]:
         check=False,
         stdin=subprocess.DEVNULL,
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "100"},
+        env=env,
         timeout=120,
     )
     assert report.exists(), done.stderr
@@ -288,6 +292,7 @@ def test_a_switch_with_nothing_to_download_imports_no_downloader(
     assert json.loads(out)["profile"] == "plain"
     assert "aitherctl.models.targets" in modules  # it did look
     assert {"aitherctl.models.pull", "aitherctl.models.hub"} & modules == set()
+    assert {"typer", "aitherctl.cli.app"} & modules == set()  # the console script's fast path
 
 
 # What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
@@ -387,6 +392,75 @@ def test_fast_run_parses_what_it_can_and_leaves_the_rest_to_typer(
     assert parse(args) == expected
 
 
+def test_the_fast_switch_takes_every_option_of_the_typer_command() -> None:
+    """`profile switch` without Typer knows exactly the Typer command's options (less --help),
+    so a script's switch never behaves differently from one typed at a terminal."""
+    from aitherctl.cli import fast_run
+    from aitherctl.cli.app import _load
+
+    command = _load("profile_cmd")["profile"].commands["switch"]
+    typer_options = {opt for param in command.params for opt in param.opts} - {"--help"}
+    assert {*fast_run.SWITCH_FLAGS, "--lock-timeout"} == typer_options - {"name"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["dev", "--yes", "--json"], {"name": "dev", "yes": True, "json_out": True}),
+        (["-y", "dev", "--no-pull"], {"name": "dev", "yes": True, "no_pull": True}),
+        (["dev", "--lock-timeout", "5"], {"name": "dev", "lock_timeout": 5.0}),
+        (["--lock-timeout=0.5", "--dry-run", "dev"],
+         {"name": "dev", "lock_timeout": 0.5, "dry_run": True}),
+        (["dev", "--lock-timeout", "nope"], None),  # Typer says what is wrong with it
+        (["dev", "--lock-timeout", "-1"], None),
+        (["dev", "--lock-timeout"], None),
+        (["dev", "--help"], None),
+        (["dev", "other"], None),
+        (["--yes"], None),  # no name: Typer asks for it
+        ([], None),
+    ],
+)  # fmt: skip
+def test_the_fast_switch_parses_what_it_can_and_leaves_the_rest_to_typer(
+    args: list[str], expected: dict[str, object] | None
+) -> None:
+    from aitherctl.cli.fast_run import parse_switch
+
+    assert parse_switch(args) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("profile", "switch", "no-such-profile", "--yes"),
+        ("profile", "switch", "no-such-profile", "--dry-run", "--json"),
+    ],
+)
+def test_a_switch_fails_alike_with_or_without_typer(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """The same message on stderr, nothing on stdout and the same exit code, whichever way the
+    console script runs the command."""
+    runs = []
+    for typer in (False, True):
+        env = {**os.environ, "AITHER_PROFILE_DIR": str(tmp_path), "COLUMNS": "100"}
+        if typer:
+            env["AITHER_NO_FAST_RUN"] = "1"
+        done = subprocess.run(
+            [sys.executable, "-m", "aitherctl", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            timeout=60,
+        )
+        runs.append((done.returncode, done.stdout, done.stderr))
+    assert runs[0] == runs[1]
+    code, stdout, stderr = runs[0]
+    assert (code, stdout) == (4, ""), stderr
+    known = "cpu, creative, dev, production"  # the built-in profiles
+    assert stderr == f"error: no profile named 'no-such-profile' (known: {known})\n"
+
+
 def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: Path) -> None:
     """`exit_now` skips the interpreter's teardown, not what a normal exit does for the user:
     atexit functions run, piped output arrives whole, the exit code is the command's."""
@@ -417,7 +491,9 @@ def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: P
 def test_a_default_of_the_parameters_own_type_skips_pydantic(tmp_path: Path) -> None:
     """`profile switch`'s `--lock-timeout` defaults to the float 900.0 (not a string): typer
     coerces defaults too, and that alone imported pydantic (0.1-0.2 s of every switch)."""
-    modules, _, _ = imported(tmp_path, "profile", "switch", "no-such-profile", "--yes", "--json")
+    modules, _, _ = imported(
+        tmp_path, "profile", "switch", "no-such-profile", "--yes", "--json", typer=True
+    )
     assert "aitherctl.cli.profile_cmd" in modules
     assert "pydantic" not in modules
     modules, code, _ = imported(tmp_path, "profile", "switch", "x", "--lock-timeout", "nope")
