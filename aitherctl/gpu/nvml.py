@@ -44,6 +44,11 @@ class NvmlReader:
         if self._error is not None:
             return None
         if self._nvml is None:
+            if not _driver_library_loads():
+                # What pynvml's nvmlInit says here, without importing pynvml (25-50 ms of
+                # every command on a machine without an NVIDIA driver).
+                self._error = _describe(RuntimeError("NVML Shared Library Not Found"))
+                return None
             try:
                 import pynvml
             except ImportError:
@@ -129,6 +134,22 @@ def _memory_info(nvml: Any, handle: Any) -> tuple[Any, int]:
         except Exception:  # NVML_ERROR_FUNCTION_NOT_FOUND / NOT_SUPPORTED before R510
             pass
     return nvml.nvmlDeviceGetMemoryInfo(handle), 0
+
+
+def _driver_library_loads() -> bool:
+    """Whether the NVIDIA driver's NVML library loads, as pynvml loads it on Linux
+    (`CDLL("libnvidia-ml.so.1")`); elsewhere, leave it to pynvml."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def _describe(exc: Exception) -> str:
