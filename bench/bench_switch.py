@@ -4,7 +4,11 @@ aitherctl's switch (recreates only the changed service) against stopping and sta
 on real llama.cpp servers (SmolLM2, CPU) in a real Docker engine. Prints each run's wall time, the
 ratio of the medians, and each service's own ready time as aitherctl reports it.
 
-    eval "$(bash scripts/test-env.sh)"; python bench/bench_switch.py [--rounds 3]
+    eval "$(bash scripts/test-env.sh)"; python bench/bench_switch.py [--rounds 3] [--before DIR]
+
+`--before DIR`: another checkout (`git worktree add --detach DIR COMMIT`) whose switch is timed
+in the same rounds, each of its switches right after this tree's, so that both meet the same
+load; only the overhead is compared.
 """
 
 from __future__ import annotations
@@ -45,13 +49,15 @@ def service(port: int, ctx: int) -> dict[str, object]:
     }
 
 
-def cli(*args: str) -> dict[str, object]:
+def cli(*args: str, tree: Path | None = None) -> dict[str, object]:
+    """`aitherctl ARGS` from this checkout, or from `tree` (its `aitherctl` package first)."""
     done = subprocess.run(
         [sys.executable, "-m", "aitherctl", *args],
         capture_output=True,
         text=True,
         check=False,
         stdin=subprocess.DEVNULL,
+        cwd=tree or Path(__file__).resolve().parents[1],
     )
     if done.returncode != 0:
         raise SystemExit(f"aitherctl {' '.join(args)} failed:\n{done.stderr}")
@@ -61,7 +67,9 @@ def cli(*args: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--before", type=Path, help="another checkout, timed alternately")
+    options = parser.parse_args()
+    rounds, before = options.rounds, options.before
     folder = Path(tempfile.mkdtemp(prefix="aither-bench-"))
     # As a user's installed copy runs: with bytecode caches (a private PYTHONPYCACHEPREFIX, written
     # by the first switch below). This project's shells set PYTHONDONTWRITEBYTECODE, which would
@@ -84,10 +92,19 @@ def main() -> None:
 
     smart, full, ready = [], [], {}
     overhead = []  # the switch's wall time beyond the changed service's own start-to-ready
+    overhead_before = []  # the same, of --before's switch
     cli("profile", "switch", "one", "--yes", "--json")  # also the warm-up that writes bytecode
+    if before is not None:
+        cli("profile", "switch", "one", "--yes", "--json", tree=before)  # its bytecode
     try:
         for _ in range(rounds):
             for target in ("two", "one"):
+                if before is not None:  # there and back again, each way's overhead counted
+                    for there in (target, "one" if target == "two" else "two"):
+                        began = time.monotonic()
+                        result = cli("profile", "switch", there, "--yes", "--json", tree=before)
+                        [changed] = result["services"]  # type: ignore[misc]
+                        overhead_before.append(time.monotonic() - began - changed["seconds"])
                 began = time.monotonic()
                 result = cli("profile", "switch", target, "--yes", "--json")
                 smart.append(time.monotonic() - began)
@@ -121,6 +138,11 @@ def main() -> None:
         f"{statistics.median(overhead):.2f}s {[round(x, 2) for x in overhead]} "
         "(target <= 0.5s)"
     )
+    if overhead_before:
+        print(
+            f"  the same, {before}: median {statistics.median(overhead_before):.2f}s "
+            f"{[round(x, 2) for x in overhead_before]}"
+        )
     for name, times in sorted(ready.items()):
         median = statistics.median(times)
         print(f"  service {name}: ready in median {median:.2f}s ({len(times)} starts)")
