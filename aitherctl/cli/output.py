@@ -107,7 +107,11 @@ class Output:
                 f"{question.rstrip('?')}: standard input is not a terminal, pass --yes"
             )
         # markup=False: Rich would take `[y/N]` for a style tag and print nothing of it.
-        answer = self.err.input(f"{question} [y/N] ", markup=False).strip().lower()
+        try:
+            answer = self.err.input(f"{question} [y/N] ", markup=False).strip().lower()
+        except EOFError:  # Ctrl-D: no answer, and no is the default
+            self.err.print()
+            return False
         return answer in ("y", "yes")
 
 

@@ -79,6 +79,21 @@ class Terminal:
         out, self.read_to = self.seen[self.read_to :], len(self.seen)
         return out
 
+    def rest(self, timeout_s: float = TIMEOUT_S) -> str:
+        """Everything written after the last match until the program closes the terminal."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], deadline - time.monotonic())
+            try:
+                data = os.read(self.fd, 4096) if ready else b""
+            except OSError:  # EIO: the program exited
+                data = b""
+            if ready and not data:
+                out, self.read_to = self.seen[self.read_to :], len(self.seen)
+                return out
+            self.seen += data.decode(errors="replace")
+        raise AssertionError(f"still writing after {timeout_s:.0f}s:\n{self.seen}")
+
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
