@@ -350,11 +350,15 @@ class PsTable:
         names, rows = _ps_cells(self.listing)
         plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
         # A reading no row has (no VRAM budget, no CPU or RAM figure, nothing up) is left out
-        # whatever the width: `ps` shows what it knows.
+        # whatever the width: `ps` shows what it knows. So is the GPU column when every
+        # service runs on the CPU (it would say `cpu` on every row).
+        gpu = names.index("gpu")
+        empty = ["gpu"] if all(row[gpu] == "cpu" for row in plain) else []
         shown = [
             name
             for index, name in enumerate(names)
-            if name not in PS_COLUMN_RULES.optional or any(row[index] != "-" for row in plain)
+            if name not in empty
+            and (name not in PS_COLUMN_RULES.optional or any(row[index] != "-" for row in plain))
         ]
         width = options.max_width
         chosen = fit_columns(
@@ -374,7 +378,7 @@ class PsTable:
         for cells in rows:
             table.add_row(*(cells[index] for index in keep))
         yield table
-        hidden = left_out(names, plain, chosen)
+        hidden = left_out(names, plain, [*chosen, *empty])
         if hidden:
             yield Text(
                 f"not shown at {width} columns: {', '.join(hidden)} (ps --json has every reading)",

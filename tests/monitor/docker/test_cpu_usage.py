@@ -46,7 +46,7 @@ def test_ps_status_and_the_monitor_show_cpu_and_ram_against_the_budget(  # type:
     assert ps["over_ram_budget"] is False
 
     table = run_cli("ps", env={"COLUMNS": "200"}).stdout.splitlines()
-    # No VRAM column where no GPU service runs.
+    # No GPU or VRAM column where no GPU service runs.
     assert table[1].split() == [
         "service",
         "engine",
@@ -54,12 +54,11 @@ def test_ps_status_and_the_monitor_show_cpu_and_ram_against_the_budget(  # type:
         "state",
         "health",
         "port",
-        "gpu",
         "cpu",
         "ram",
         "up",
     ]
-    assert re.search(r"  cpu  \d+\.\d%  \d+(\.\d)? MiB / 1\.0 GiB  ", table[2]), table[2]
+    assert re.search(r"  \d+\.\d%  \d+(\.\d)? MiB / 1\.0 GiB  ", table[2]), table[2]
     # At 80 columns a cell may wrap between words, never inside one.
     narrow = run_cli("ps", env={"COLUMNS": "80"}).stdout
     words = set(narrow.split())
