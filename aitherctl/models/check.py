@@ -58,6 +58,7 @@ def fit_service(
             service.args,
             gpus=max(1, len(service.gpus)),
             on_cpu=not service.gpus,
+            env=service.env,
         )
     except EstimateError as exc:
         return ServiceFit(

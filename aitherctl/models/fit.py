@@ -23,7 +23,12 @@ hold the weights, the activation peak and at least one sequence of `--max-model-
 context that fits. KV at `--kv-cache-dtype` (auto: the model's dtype; fp8 variants 1 byte).
 Weights at `--dtype` (auto: the config's dtype, with float32 models downcast to a 16-bit type:
 `vllm/config/model.py` `_resolve_auto_dtype`). Tensor parallel splits weights and KV heads
-over the GPUs.
+over the GPUs. A KV cache of a set size is allocated whole instead, whatever the budget and
+context: `--kv-cache-memory-bytes` (per GPU; `vllm/config/cache.py`, "ignores
+gpu_memory_utilization"), and on the CPU the environment's `VLLM_CPU_KVCACHE_SPACE` (GiB), which
+overrides that flag (`vllm/platforms/cpu.py` `check_and_update_config`, vLLM 0.32). Without either,
+vLLM on the CPU reserves `--gpu-memory-utilization` (0.9) of the machine's memory for its worker
+(`vllm/v1/worker/cpu_worker.py`): the estimate cannot bound that, and says so.
 """
 
 from __future__ import annotations
@@ -185,7 +190,49 @@ def _vllm_dtype(shape: ModelShape, flag: str | None) -> str:
     return shape.weights_dtype
 
 
-def estimate_vllm(shape: ModelShape, args: Sequence[str], gpus: int = 1) -> FitEstimate:
+def vllm_kv_space(
+    args: Sequence[str], env: Sequence[tuple[str, str]] = (), *, on_cpu: bool = False
+) -> tuple[int, str] | None:
+    """The KV cache bytes (per GPU) vLLM allocates when its size is set, and what set it; None
+    when vLLM sizes it from its memory share. Raises EstimateError for a value vLLM would
+    refuse."""
+    space = dict(env).get("VLLM_CPU_KVCACHE_SPACE", "").strip() if on_cpu else ""
+    if space:
+        if not space.isdigit():
+            raise EstimateError(f"VLLM_CPU_KVCACHE_SPACE={space} is not a whole number of GiB")
+        return int(space) * GIB, f"VLLM_CPU_KVCACHE_SPACE={space}"
+    text = flag_value(args, "--kv-cache-memory-bytes")
+    if text is None or text.strip().lower() == "auto":
+        return None
+    value = _vllm_int(text.strip())
+    if value is None:
+        raise EstimateError(f"--kv-cache-memory-bytes {text} is not a size vLLM reads")
+    return value, f"--kv-cache-memory-bytes {text}"
+
+
+def _vllm_int(text: str) -> int | None:
+    """A size as vLLM's `human_readable_int` reads it: `2G` and `512M` binary (GiB, MiB), `2g`
+    and `1.5m` decimal, or plain bytes."""
+    binary = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    decimal = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    if text[-1:] in binary and text[:-1].isdigit():
+        return int(text[:-1]) * binary[text[-1]]
+    if text[-1:] in decimal:
+        number = text[:-1]
+        if number.replace(".", "", 1).isdigit():
+            return int(float(number) * decimal[text[-1]])
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def estimate_vllm(
+    shape: ModelShape,
+    args: Sequence[str],
+    gpus: int = 1,
+    *,
+    env: Sequence[tuple[str, str]] = (),
+    on_cpu: bool = False,
+) -> FitEstimate:
     dtype = _vllm_dtype(shape, flag_value(args, "--dtype"))
     if shape.quantized or shape.parameters is None:
         weights = shape.weights_bytes
@@ -207,17 +254,36 @@ def estimate_vllm(shape: ModelShape, args: Sequence[str], gpus: int = 1) -> FitE
     kv_size = 1 if kv_dtype.startswith("fp8") else DTYPE_BYTES.get(kv_dtype, 2)
     k_elements, v_elements = shape.kv_elements_per_token
     per_token = float((k_elements + v_elements) * kv_size)
+    ranks = max(1, gpus)
+    kv_bytes, note = int(tokens * per_token), ""
+    space = vllm_kv_space(args, env, on_cpu=on_cpu)
+    if space is not None:
+        # Allocated whole, in 16-token blocks: the tokens it holds are what vLLM logs as its
+        # "KV cache size"; fewer than one --max-model-len sequence and it refuses to start.
+        each, source = space
+        kv_bytes = each * ranks
+        held = int(kv_bytes // per_token) // 16 * 16 if per_token > 0 else 0
+        note = f"a fixed KV cache ({source})"
+        if held < tokens:
+            note += f", less than one {tokens:,}-token sequence: vLLM refuses to start"
+        tokens = held
+    elif on_cpu:
+        note = (
+            "vLLM on the CPU reserves 0.9 of this machine's memory unless VLLM_CPU_KVCACHE_SPACE "
+            "or --kv-cache-memory-bytes sets its KV cache"
+        )
     return FitEstimate(
         engine="vllm",
         weights_bytes=weights,
         weights_method=method,
-        kv_bytes=int(tokens * per_token),
+        kv_bytes=kv_bytes,
         kv_tokens=tokens,
         kv_sequences=1,
         kv_bytes_per_token=per_token,
         kv_dtype=kv_dtype,
         overhead_bytes=VLLM_OVERHEAD_BYTES,
-        gpus=max(1, gpus),
+        gpus=ranks,
+        kv_note=note,
     )
 
 
@@ -225,14 +291,21 @@ ESTIMATED_ENGINES = ("llamacpp", "vllm")
 
 
 def estimate_fit(
-    engine: str, shape: ModelShape, args: Sequence[str], gpus: int = 1, *, on_cpu: bool = False
+    engine: str,
+    shape: ModelShape,
+    args: Sequence[str],
+    gpus: int = 1,
+    *,
+    on_cpu: bool = False,
+    env: Sequence[tuple[str, str]] = (),
 ) -> FitEstimate:
+    """`env`: the service's own environment (what it sets for the engine)."""
     if engine == "llamacpp":
         return estimate_llamacpp(shape, args, on_cpu=on_cpu)
     if engine == "vllm":
         tp = flag_value(args, "--tensor-parallel-size", "-tp")
         ranks = int(tp) if tp and tp.isdigit() else gpus
-        return estimate_vllm(shape, args, ranks)
+        return estimate_vllm(shape, args, ranks, env=env, on_cpu=on_cpu)
     raise EstimateError(f"no estimate for engine {engine}")
 
 

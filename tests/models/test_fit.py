@@ -194,3 +194,73 @@ def test_vllm_on_a_gguf_file_keeps_its_quantised_weights() -> None:
     estimate = estimate_fit("vllm", shape, ["--max-model-len", "8192"])
     assert estimate.weights_bytes == shape.weights_bytes
     assert (estimate.kv_dtype, estimate.kv_bytes) == ("bfloat16", 1 * GIB)
+
+
+# SmolLM2-135M (the model the real vLLM CPU server runs in tests/models/test_fit_real.py):
+# 2 x 30 layers x 3 KV heads x 64 x 2 bytes = 23,040 bytes a token.
+SMOLLM2_135M = {
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "hidden_size": 576,
+    "max_position_embeddings": 8192,
+    "torch_dtype": "bfloat16",
+}
+SMOLLM2_135M_BYTES = 269_060_352
+
+
+def test_vllm_on_the_cpu_holds_the_kv_cache_its_environment_sets() -> None:
+    """vLLM on the CPU allocates VLLM_CPU_KVCACHE_SPACE GiB of KV cache whatever the context
+    (it overrides --kv-cache-memory-bytes there): the estimate is that, in vLLM's 16-token
+    blocks, not one --max-model-len sequence."""
+    shape = hf(SMOLLM2_135M, SMOLLM2_135M_BYTES)
+    args = ["--max-model-len", "2048", "--kv-cache-memory-bytes", "64M"]
+    env = (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+    estimate = estimate_fit("vllm", shape, args, on_cpu=True, env=env)
+    assert estimate.kv_bytes == GIB
+    assert estimate.kv_tokens == GIB // (23_040 * 16) * 16 == 46_592
+    assert estimate.describe().endswith(
+        "KV 1.0 GiB at 46,592 tokens x 1 (bfloat16) + overhead about 2.0 GiB; "
+        "a fixed KV cache (VLLM_CPU_KVCACHE_SPACE=1)"
+    )
+    # On a GPU the variable is not read: the flag sets the size, per GPU.
+    on_gpu = estimate_fit("vllm", shape, args, gpus=2, env=env)
+    assert on_gpu.kv_bytes == 2 * 64 * MIB
+    assert on_gpu.needed_per_gpu_bytes == -(-(SMOLLM2_135M_BYTES + 128 * MIB) // 2) + 2 * GIB
+
+
+@pytest.mark.parametrize(
+    ("flag", "size"),
+    [("2G", 2 * GIB), ("2g", 2 * 10**9), ("1.5g", 1_500_000_000), ("1048576", MIB)],
+)
+def test_kv_cache_memory_bytes_is_read_as_vllm_reads_it(flag: str, size: int) -> None:
+    shape = hf(SMOLLM2_135M, SMOLLM2_135M_BYTES)
+    estimate = estimate_fit("vllm", shape, ["--kv-cache-memory-bytes", flag], on_cpu=True)
+    assert estimate.kv_bytes == size
+
+
+def test_a_kv_cache_below_one_sequence_is_said_to_stop_vllm_and_an_unread_size_is_unknown() -> None:
+    shape = hf(SMOLLM2_135M, SMOLLM2_135M_BYTES)
+    small = estimate_fit(
+        "vllm", shape, ["--max-model-len", "8192", "--kv-cache-memory-bytes", "64M"]
+    )
+    assert small.kv_tokens == 64 * MIB // 23_040 // 16 * 16 == 2912
+    assert small.kv_note == (
+        "a fixed KV cache (--kv-cache-memory-bytes 64M), less than one 8,192-token sequence: "
+        "vLLM refuses to start"
+    )
+    with pytest.raises(EstimateError, match="is not a whole number of GiB"):
+        estimate_fit("vllm", shape, [], on_cpu=True, env=(("VLLM_CPU_KVCACHE_SPACE", "1.5"),))
+    with pytest.raises(EstimateError, match="is not a size vLLM reads"):
+        estimate_fit("vllm", shape, ["--kv-cache-memory-bytes", "1.5G"])
+
+
+def test_vllm_on_the_cpu_without_a_set_kv_cache_says_what_it_reserves() -> None:
+    shape = hf(SMOLLM2_135M, SMOLLM2_135M_BYTES)
+    estimate = estimate_fit("vllm", shape, ["--max-model-len", "2048"], on_cpu=True)
+    assert estimate.kv_bytes == 2048 * 23_040
+    assert estimate.kv_note == (
+        "vLLM on the CPU reserves 0.9 of this machine's memory unless VLLM_CPU_KVCACHE_SPACE "
+        "or --kv-cache-memory-bytes sets its KV cache"
+    )
+    assert estimate_fit("vllm", shape, ["--max-model-len", "2048"]).kv_note == ""  # a GPU's
