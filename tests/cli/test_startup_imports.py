@@ -60,15 +60,19 @@ with open(report, "w") as out:
 """
 
 
-def imported(tmp_path: Path, *args: str, typer: bool = False) -> tuple[set[str], int, str]:
-    """(top-level and full module names imported, exit code, stdout) of `aitherctl ARGS...`;
-    `typer`: through the Typer app even where the console script has a fast path."""
-    report = tmp_path / "modules.json"
-    env = {**os.environ, "COLUMNS": "100"}
+def _cli_env(*, typer: bool = False, **extra: str) -> dict[str, str]:
+    """The test's environment at 100 columns; `typer`: the console script leaves every command
+    to the Typer app."""
+    env = {**os.environ, "COLUMNS": "100", **extra}
     if typer:
         env["AITHER_NO_FAST_RUN"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(report), *args],
+    return env
+
+
+def _python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a fresh interpreter from the repository's root, no standard input."""
+    return subprocess.run(
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -77,6 +81,13 @@ def imported(tmp_path: Path, *args: str, typer: bool = False) -> tuple[set[str],
         env=env,
         timeout=120,
     )
+
+
+def imported(tmp_path: Path, *args: str, typer: bool = False) -> tuple[set[str], int, str]:
+    """(top-level and full module names imported, exit code, stdout) of `aitherctl ARGS...`;
+    `typer`: through the Typer app even where the console script has a fast path."""
+    report = tmp_path / "modules.json"
+    done = _python("-c", PROBE, str(report), *args, env=_cli_env(typer=typer))
     assert report.exists(), done.stderr
     data = json.loads(report.read_text())
     modules = set(data["modules"])
@@ -111,15 +122,7 @@ def test_version_skips_typer_and_prints_what_typer_prints(tmp_path: Path) -> Non
     modules, code, out = imported(tmp_path, "--version")
     assert (code, out) == (0, f"aitherctl {__version__}\n")
     assert "typer" not in modules
-    typer_out = subprocess.run(
-        [sys.executable, "-m", "aitherctl", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "AITHER_NO_FAST_RUN": "1"},
-        cwd=ROOT,
-        timeout=60,
-    )
+    typer_out = _python("-m", "aitherctl", "--version", env=_cli_env(typer=True))
     assert (typer_out.returncode, typer_out.stdout) == (0, out)
 
 
@@ -440,19 +443,8 @@ def test_a_switch_fails_alike_with_or_without_typer(tmp_path: Path, args: tuple[
     console script runs the command."""
     runs = []
     for typer in (False, True):
-        env = {**os.environ, "AITHER_PROFILE_DIR": str(tmp_path), "COLUMNS": "100"}
-        if typer:
-            env["AITHER_NO_FAST_RUN"] = "1"
-        done = subprocess.run(
-            [sys.executable, "-m", "aitherctl", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=env,
-            timeout=60,
-        )
+        env = _cli_env(typer=typer, AITHER_PROFILE_DIR=str(tmp_path))
+        done = _python("-m", "aitherctl", *args, env=env)
         runs.append((done.returncode, done.stdout, done.stderr))
     assert runs[0] == runs[1]
     code, stdout, stderr = runs[0]
@@ -473,15 +465,7 @@ def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: P
         "from aitherctl.cli.fast_run import main\n"
         "main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    done = _python("-c", code, env=_cli_env())
     assert done.returncode != 0
     assert "no-such-profile" in done.stderr
     assert done.stdout == "x" * 100000
