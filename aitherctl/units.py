@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Imported where a share or a decimal size is computed: `fractions` (with `decimal`) costs
+    # every command's start-up about 5 ms, and most read neither.
+    from fractions import Fraction
 
 GIB = 1024**3
 MIB = 1024**2
@@ -42,6 +47,10 @@ def parse_size(text: str) -> int:
     factor = _UNITS.get(unit.lower() if unit else "b")
     if factor is None:
         raise ValueError(f"{text!r} has an unknown unit {unit!r} (use MiB, GiB, MB or GB)")
+    if number.isdigit():
+        return int(number) * factor
+    from fractions import Fraction
+
     return int(Fraction(number) * factor)  # exact: 1.1GiB is floor(1.1 * 1024**3) bytes
 
 
@@ -62,6 +71,8 @@ def decimal_text(value: Fraction) -> str:
 
 def floor_to(value: Fraction, places: int) -> Fraction:
     """`value` rounded down to `places` decimals, exactly."""
+    from fractions import Fraction
+
     scale = 10**places
     return Fraction(value.numerator * scale // value.denominator, scale)
 
@@ -91,6 +102,8 @@ class MemoryAmount:
             raise ValueError(f"{value!r} is not an amount of memory (write 35% or 12GiB)")
         percent = _PERCENT.match(value)
         if percent:
+            from fractions import Fraction
+
             share = Fraction(percent.group(1)) / 100
             if share <= 0 or share > 1:
                 raise ValueError(f"{value} is outside 0–100% of a GPU")

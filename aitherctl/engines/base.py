@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aitherctl.engines.container import ContainerSpec, HttpCheck
-from aitherctl.engines.metrics import EngineMetrics
 from aitherctl.profiles.profile import Service, Volume
+
+# The readings' model and parsers (with datetime): imported by the parsers when they run.
+if TYPE_CHECKING:
+    from aitherctl.engines.metrics import EngineMetrics
 
 
 @dataclass(frozen=True, slots=True)

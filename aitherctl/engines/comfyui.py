@@ -52,8 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.engines.base import (
     EngineContainer,
@@ -65,10 +64,12 @@ from aitherctl.engines.base import (
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
 from aitherctl.engines.facts import BUILT_IN
-from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, opt_int
 from aitherctl.errors import RefusedError
 from aitherctl.profiles.profile import Service, Volume
 from aitherctl.units import MIB, decimal_text
+
+if TYPE_CHECKING:
+    from aitherctl.engines.metrics import EngineMetrics
 
 # `cu130-slim-v2-YYYYMMDD` is the dated tag the image's workflow pushes beside `cu130-slim-v2`.
 IMAGE = "yanwk/comfyui-boot:cu130-slim-v2-20260814"
@@ -98,10 +99,14 @@ def reserve_bytes(gpu: GpuShare) -> int:
 def reserve_gb_text(reserve: int) -> str:
     """`--reserve-vram`'s value: `reserve` bytes rounded up to whole MiB, in GB of 1024³ bytes,
     written exactly (a MiB is 1/1024 GB, a finite decimal)."""
+    from fractions import Fraction
+
     return decimal_text(Fraction(math.ceil(reserve / MIB), 1024))
 
 
 def parse_comfyui_queue(payload: Any) -> EngineMetrics:
+    from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError
+
     """ComfyUI `GET /queue`: `queue_running` and `queue_pending` are lists of prompts."""
     if not isinstance(payload, dict):
         raise MetricsFormatError("ComfyUI /queue is not an object")
@@ -112,6 +117,8 @@ def parse_comfyui_queue(payload: Any) -> EngineMetrics:
 
 
 def parse_comfyui_system_stats(payload: Any) -> EngineMetrics:
+    from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, opt_int
+
     """ComfyUI `GET /system_stats`: memory PyTorch reserved (`torch_vram_total`) on its devices.
 
     `vram_total - vram_free` would be the whole GPU's use, other processes included; the

@@ -14,7 +14,7 @@ the name `/v1/models` reports. Ready when `GET /health` is 200 (503 while the mo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.engines.base import (
     EngineContainer,
@@ -27,8 +27,10 @@ from aitherctl.engines.base import (
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
 from aitherctl.engines.facts import BUILT_IN
-from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError, PrometheusSamples, as_int
 from aitherctl.profiles.profile import Service
+
+if TYPE_CHECKING:
+    from aitherctl.engines.metrics import EngineMetrics
 
 # Build b11206 of llama.cpp's own images (their tag format: `server[-cuda]-b<build number>`).
 IMAGE_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda-b11206"
@@ -47,6 +49,8 @@ _METRICS = (
 
 
 def parse_llamacpp_metrics(text: str) -> EngineMetrics:
+    from aitherctl.engines.metrics import EngineMetrics, PrometheusSamples, as_int
+
     """llama.cpp `GET /metrics` (the server runs with `--metrics`)."""
     samples = PrometheusSamples(text, _METRICS)
     return EngineMetrics(
@@ -59,6 +63,8 @@ def parse_llamacpp_metrics(text: str) -> EngineMetrics:
 
 
 def parse_llamacpp_slots(payload: Any) -> EngineMetrics:
+    from aitherctl.engines.metrics import EngineMetrics, MetricsFormatError
+
     """llama.cpp `GET /slots`: a list with one object per slot; `is_processing` marks busy ones."""
     if not isinstance(payload, list) or not all(isinstance(slot, dict) for slot in payload):
         raise MetricsFormatError("llama.cpp /slots is not a list of slot objects")

@@ -17,7 +17,7 @@ with `name`, `size`, `size_vram`, `expires_at`. Memory is given back per model w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.engines.base import (
     EngineContainer,
@@ -29,14 +29,10 @@ from aitherctl.engines.base import (
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
 from aitherctl.engines.facts import BUILT_IN
-from aitherctl.engines.metrics import (
-    EngineMetrics,
-    LoadedModel,
-    MetricsFormatError,
-    opt_int,
-    parse_timestamp,
-)
 from aitherctl.profiles.profile import Service, Volume
+
+if TYPE_CHECKING:
+    from aitherctl.engines.metrics import EngineMetrics
 
 # Pinned the same day as `latest` by public projects (2026-10-10).
 IMAGE = "ollama/ollama:0.40.2"
@@ -45,6 +41,14 @@ MODEL_VOLUME = "aither-ollama-models"
 
 
 def parse_ollama_ps(payload: Any) -> EngineMetrics:
+    from aitherctl.engines.metrics import (
+        EngineMetrics,
+        LoadedModel,
+        MetricsFormatError,
+        opt_int,
+        parse_timestamp,
+    )
+
     """Ollama `GET /api/ps`: the loaded models and the VRAM each holds (`size_vram`)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("models", []), list):
         raise MetricsFormatError("Ollama /api/ps has no `models` list")

@@ -26,7 +26,7 @@ on newer versions); values are summed over labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from aitherctl.engines.base import (
     EngineContainer,
@@ -40,9 +40,11 @@ from aitherctl.engines.base import (
 )
 from aitherctl.engines.container import ContainerSpec, HttpCheck
 from aitherctl.engines.facts import BUILT_IN
-from aitherctl.engines.metrics import EngineMetrics, PrometheusSamples, as_int
 from aitherctl.profiles.profile import Service, Volume
 from aitherctl.units import decimal_text, floor_to
+
+if TYPE_CHECKING:
+    from aitherctl.engines.metrics import EngineMetrics
 
 # Checked on Docker Hub's tag list as used by public projects (v0.30.0, CUDA 13 build; a
 # `-cu129` variant exists for CUDA 12 drivers).
@@ -62,6 +64,8 @@ _METRICS = (
 
 
 def parse_vllm_metrics(text: str) -> EngineMetrics:
+    from aitherctl.engines.metrics import EngineMetrics, PrometheusSamples, as_int
+
     """vLLM `GET /metrics`. Older servers call the KV gauge `vllm:gpu_cache_usage_perc`."""
     samples = PrometheusSamples(text, _METRICS)
     return EngineMetrics(
@@ -83,6 +87,8 @@ def utilization(service: Service, gpus: Sequence[GpuShare]) -> str:
         return decimal_text(service.vram.share)
     largest = max(gpu.total_bytes for gpu in gpus)
     budget = min(gpu.budget_bytes for gpu in gpus)
+    from fractions import Fraction
+
     return decimal_text(floor_to(Fraction(budget, largest), 4))
 
 

@@ -296,6 +296,8 @@ def test_a_switch_with_nothing_to_download_imports_no_downloader(
     assert "aitherctl.models.targets" in modules  # it did look
     assert {"aitherctl.models.pull", "aitherctl.models.hub"} & modules == set()
     assert {"typer", "aitherctl.cli.app"} & modules == set()  # the console script's fast path
+    # The engines' metric parsers (with datetime) are the monitor's, imported when they run.
+    assert "aitherctl.engines.metrics" not in modules
 
 
 # What `run` through a running gateway may import: no Typer/click, no http.client (with ssl and
