@@ -433,26 +433,35 @@ def test_the_fast_switch_parses_what_it_can_and_leaves_the_rest_to_typer(
     assert parse_switch(args) == expected
 
 
+KNOWN = "cpu, creative, dev, production"  # the built-in profiles
+NO_ENGINE = "unix:///tmp/aither-no-engine-here.sock"
+
+
 @pytest.mark.parametrize(
-    "args",
+    ("args", "code", "said"),
     [
-        ("profile", "switch", "no-such-profile", "--yes"),
-        ("profile", "switch", "no-such-profile", "--dry-run", "--json"),
+        (("no-such-profile", "--yes"), 4, f"no profile named 'no-such-profile' (known: {KNOWN})"),
+        (("no-such-profile", "--dry-run", "--json"), 4,
+         f"no profile named 'no-such-profile' (known: {KNOWN})"),
+        # A dead Docker engine (the socket is not there): nothing can change, and it says why.
+        (("cpu", "--yes"), 7,
+         f"cannot reach the Docker engine at {NO_ENGINE}: no such file or directory (is dockerd "
+         "running? set DOCKER_HOST or `docker context use`)"),
     ],
-)
-def test_a_switch_fails_alike_with_or_without_typer(tmp_path: Path, args: tuple[str, ...]) -> None:
+    ids=["unknown profile", "unknown profile, dry run", "no engine"],
+)  # fmt: skip
+def test_a_switch_fails_alike_with_or_without_typer(
+    tmp_path: Path, args: tuple[str, ...], code: int, said: str
+) -> None:
     """The same message on stderr, nothing on stdout and the same exit code, whichever way the
     console script runs the command."""
     runs = []
     for typer in (False, True):
-        env = _cli_env(typer=typer, AITHER_PROFILE_DIR=str(tmp_path))
-        done = _python("-m", "aitherctl", *args, env=env)
+        env = _cli_env(typer=typer, AITHER_PROFILE_DIR=str(tmp_path), DOCKER_HOST=NO_ENGINE)
+        done = _python("-m", "aitherctl", "profile", "switch", *args, env=env)
         runs.append((done.returncode, done.stdout, done.stderr))
     assert runs[0] == runs[1]
-    code, stdout, stderr = runs[0]
-    assert (code, stdout) == (4, ""), stderr
-    known = "cpu, creative, dev, production"  # the built-in profiles
-    assert stderr == f"error: no profile named 'no-such-profile' (known: {known})\n"
+    assert runs[0] == (code, "", f"error: {said}\n")
 
 
 def test_a_finished_command_still_runs_atexit_and_flushes_its_output(tmp_path: Path) -> None:
