@@ -121,6 +121,9 @@ class RemoteFolder:
 
 @dataclass(frozen=True, slots=True)
 class RemoteEntry:
+    """One model in a folder on another host: a Hugging Face `models--*` folder or a `.gguf`
+    file, its bytes on disk, and whether its download is unfinished (`partial`)."""
+
     folder: RemoteFolder
     name: str  # `models--ORG--NAME`, or a file name (`.incomplete` included)
     size_bytes: int

@@ -12,6 +12,9 @@ from aitherctl.engines.container import HttpCheck
 
 @dataclass(frozen=True, slots=True)
 class ManagedContainer:
+    """A container this tool manages, as Docker lists it and its labels describe it: service,
+    profile, spec hash, state, engine, model, port, GPUs and budgets."""
+
     id: str
     name: str
     service: str

@@ -47,12 +47,17 @@ class HttpCheck:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
+    """How to tell a started container is ready: checks that must all pass within `timeout_s`."""
+
     checks: tuple[HttpCheck, ...]
     timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
+    """A service as the container to run: image, command, environment, port, volumes, GPUs and
+    budgets, and readiness checks. `spec_hash` says when a container must be recreated."""
+
     service: str
     engine: Engine
     image: str

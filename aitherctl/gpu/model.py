@@ -17,6 +17,9 @@ class GpuProcess:
 
 @dataclass(frozen=True, slots=True)
 class GpuSnapshot:
+    """One GPU at one moment, as NVML reads it: its memory, load, temperature, power, and the
+    processes that hold its memory."""
+
     index: int
     name: str
     uuid: str

@@ -48,6 +48,9 @@ ActualUse = Mapping[str, Mapping[int, int]]
 
 @dataclass(frozen=True, slots=True)
 class BudgetLine:
+    """A service's line in a GPU's budget: the bytes counted for it (its budget, or what it
+    really uses when that is more, which `note` says)."""
+
     service: str
     bytes: int
     note: str = ""
@@ -55,6 +58,9 @@ class BudgetLine:
 
 @dataclass(frozen=True, slots=True)
 class GpuBudget:
+    """One GPU in the plan: its total, the profile's reserve, the services' lines and the memory
+    held outside aitherctl. It `fits` when all of that is within the total."""
+
     index: int
     name: str
     total_bytes: int
@@ -95,6 +101,9 @@ class GpuBudget:
 
 @dataclass(frozen=True, slots=True)
 class VramCheck:
+    """The planner's verdict for the target's GPUs: one budget per GPU, and `problems` when the
+    check could not be made at all."""
+
     gpus: tuple[GpuBudget, ...]
     problems: tuple[str, ...] = ()  # reasons the check could not pass at all (no NVML, no GPU N)
 

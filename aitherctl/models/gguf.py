@@ -73,6 +73,8 @@ _U64 = struct.Struct("<Q")
 
 @dataclass(frozen=True, slots=True)
 class GgufTensor:
+    """One tensor as a GGUF header describes it: its name, its shape and its ggml type."""
+
     name: str
     shape: tuple[int, ...]
     ggml_type: int
@@ -93,6 +95,8 @@ class GgufTensor:
 
 @dataclass(frozen=True, slots=True)
 class GgufHeader:
+    """What a GGUF file's header holds: its version, its metadata key/values and its tensors."""
+
     version: int
     metadata: dict[str, Any]
     tensors: tuple[GgufTensor, ...]

@@ -46,12 +46,18 @@ class HubUnreachableError(AitherError):
 
 @dataclass(frozen=True, slots=True)
 class RepoListing:
+    """What a Hub repository holds at a revision: the commit it resolved to, and each file with
+    its size."""
+
     commit: str
     files: tuple[tuple[str, int | None], ...]  # rfilename, size
 
 
 @dataclass(frozen=True, slots=True)
 class FileMeta:
+    """One file's metadata, from a `HEAD` of its `resolve` URL: the commit, its etag, its size
+    and where its bytes are."""
+
     commit: str
     etag: str  # an LFS file's sha256, else the git blob id
     size: int | None

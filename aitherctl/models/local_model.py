@@ -19,6 +19,8 @@ class ModelState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ServiceUse:
+    """A profile's service that uses a model, and whether it is running now."""
+
     profile: str
     service: str
     running: bool | None  # None: the Docker engine could not be asked
@@ -30,6 +32,9 @@ class ServiceUse:
 
 @dataclass(frozen=True, slots=True)
 class LocalModel:
+    """One model on a Docker host (this machine's or another): what it is called, which engine
+    reads it, where it is, its size and state, and which services use it."""
+
     name: str  # ORG/NAME for a cache folder, the file name for a GGUF file, Ollama's NAME:TAG
     engine: str  # the engine that reads it: vllm, llamacpp or ollama
     kind: ModelKind
@@ -52,6 +57,8 @@ class LocalModel:
 
 @dataclass(frozen=True, slots=True)
 class ModelListing:
+    """Every model `aitherctl models` found, and a note for each place it could not look at."""
+
     models: tuple[LocalModel, ...]
     notes: tuple[str, ...] = ()  # what could not be looked at, one line each
 

@@ -24,6 +24,9 @@ class PullKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PullTarget:
+    """One service's model as `pull` sees it: the repository and revision, the kind of download,
+    where it goes (on this machine or another host), and whether it is there already."""
+
     service: str
     engine: str
     repo: str
@@ -122,6 +125,9 @@ class PullEvent:
 
 @dataclass(frozen=True, slots=True)
 class PullResult:
+    """What `pull` did for one service: the repository, where it went, the bytes this run
+    downloaded and the number of files, or that it was all there already."""
+
     service: str
     repo: str
     destination: str

@@ -96,6 +96,9 @@ def remote_present(target: PullTarget, folders: HostFoldersLike) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RemoteFile:
+    """One file of a pull to another host: its staged download here, its final place in the
+    host's folder, and how much of it is there already."""
+
     transfer: Transfer  # the staged download
     relative: str  # its final place, relative to the host folder
     on_host: bool  # there already, whole, under its final name
@@ -108,6 +111,9 @@ class RemoteFile:
 
 @dataclass(frozen=True, slots=True)
 class RemotePlan:
+    """A pull to another host, after asking the host: each file and what it still needs, and the
+    free space of the host's folder."""
+
     target: PullTarget
     files: tuple[RemoteFile, ...]
     free_bytes: int | None  # the host folder's

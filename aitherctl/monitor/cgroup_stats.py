@@ -26,6 +26,9 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class CgroupReading:
+    """One reading of a container's cgroup: its memory as `docker stats` counts it, its CPU time
+    so far, and when it was read."""
+
     memory_bytes: int | None  # usage less inactive file cache, as `docker stats`
     cpu_ns: int | None  # CPU time used since the container started
     at_s: float  # monotonic clock

@@ -128,6 +128,10 @@ class _HostPart:
 
 @dataclass
 class _ServiceMemory:
+    """What the collector keeps of one service between refreshes: its container and state and
+    last scrape status (to log changes), and its last token counter and cgroup reading (for
+    rates)."""
+
     container_id: str
     state: str
     scrape: ScrapeStatus = ScrapeStatus.SKIPPED

@@ -31,6 +31,9 @@ Status = Literal["ok", "warn", "fail"]
 
 @dataclass(frozen=True, slots=True)
 class Check:
+    """One line of `doctor`'s report: what was checked, `ok`, `warn` or `fail`, the detail, and a
+    profile's mistakes one per line."""
+
     name: str
     status: Status
     detail: str
@@ -39,6 +42,9 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class ProfileResult:
+    """One profile file as the loader found it: its name, its mistakes (`file:line: message`),
+    and the profile when it loaded."""
+
     path: Path
     name: str
     problems: tuple[str, ...]
@@ -51,6 +57,9 @@ class ProfileResult:
 
 @dataclass(frozen=True, slots=True)
 class DoctorReport:
+    """What `doctor` and `profile validate` found: the machine's checks and each profile's
+    result."""
+
     checks: tuple[Check, ...]
     profiles: tuple[ProfileResult, ...] = field(default=())
 

@@ -149,6 +149,8 @@ class LogKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
+    """One line of the monitor's event log: when, what kind of event, and what happened."""
+
     at: datetime
     kind: LogKind
     message: str
@@ -250,6 +252,9 @@ class HostStatusView:
 
 @dataclass(frozen=True, slots=True)
 class MonitorSnapshot:
+    """The whole workstation at one refresh: Docker and the GPUs (or why not), the managed
+    services, other GPU processes, the host, the event log, the scheduler and the other hosts."""
+
     taken_at: datetime
     active_profile: str | None
     docker_engine: str | None  # e.g. "Docker 28.2.2"; None when unreachable

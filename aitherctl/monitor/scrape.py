@@ -46,6 +46,8 @@ def endpoints_of(engine: str) -> tuple[MetricsEndpoint, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ScrapeTarget:
+    """A running service whose metrics to read: its engine (which pages and parsers) and its URL."""
+
     service: str
     engine: str
     base_url: str  # http://127.0.0.1:8001
@@ -53,6 +55,9 @@ class ScrapeTarget:
 
 @dataclass(frozen=True, slots=True)
 class ScrapeResult:
+    """One service's scrape at one refresh: its status, its metrics or the error, how long the
+    server took, and when it was read."""
+
     service: str
     status: ScrapeStatus
     metrics: EngineMetrics | None = None

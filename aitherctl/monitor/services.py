@@ -25,6 +25,9 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class ServiceRow:
+    """One of aitherctl's containers as `ps` lists it: its service, state and health, where it
+    answers, its GPUs, its VRAM and RAM use against its budgets, and its uptime."""
+
     service: str
     profile: str
     engine: str
@@ -83,6 +86,9 @@ class ServiceRow:
 
 @dataclass(frozen=True, slots=True)
 class ServiceListing:
+    """What `ps` shows: the active profile, the Docker engines asked (and those not reached),
+    each container's row, and whether a switch was left unfinished."""
+
     active_profile: str | None
     namespace: str
     endpoint: str

@@ -83,6 +83,9 @@ class InstanceStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Instance:
+    """One instance as the provider lists it: its label, status and hourly price, when it
+    started, and its public address and published ports."""
+
     id: str
     label: str | None
     status: InstanceStatus
@@ -101,6 +104,8 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class Account:
+    """The marketplace account's money: the credit left to spend (None when not reported)."""
+
     credit_usd: float | None  # what is left to spend (Vast: `credit`)
 
 

@@ -64,6 +64,9 @@ def read_profile_text(path: Path) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProfileEntry:
+    """A profile file found in the built-in or the user's folder; a user profile may override the
+    built-in one of the same name."""
+
     name: str
     path: Path
     builtin: bool

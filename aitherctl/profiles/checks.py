@@ -146,6 +146,8 @@ def check_ports(
 
 @dataclass(frozen=True, slots=True)
 class _Place:
+    """Where a service listens: its Docker host, bind address and port."""
+
     host: str
     bind: str
     port: int

@@ -23,6 +23,9 @@ class Engine(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """A mount of a service's container: a host path or a named volume, where it appears in the
+    container, and whether it is read-only."""
+
     host: str
     container: str
     read_only: bool = False
@@ -77,6 +80,9 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    """One service of a profile: the engine and image, the model, where it listens, its GPUs and
+    budgets, and how the scheduler treats it. `line` is where the file declares it."""
+
     name: str
     engine: Engine
     image: str
@@ -213,6 +219,9 @@ class CloudBudget:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """A loaded profile: its services, the memory it keeps free, the other Docker hosts and
+    rented nodes it uses, and its routing, endpoint, budget and ledger settings."""
+
     name: str
     description: str
     services: dict[str, Service]

@@ -11,6 +11,9 @@ from aitherctl.units import MemoryAmount, format_bytes
 
 @dataclass(frozen=True, slots=True)
 class RamProblem:
+    """A CPU service whose `ram:` budget can never fit, and why, with the service's line in its
+    file."""
+
     service: str
     message: str  # one line, without file:line
     line: int | None  # the service's line in its file

@@ -70,6 +70,8 @@ EXTENSION_PREFIX = "x-"  # top-level keys for the user's own use, e.g. anchors: 
 
 @dataclass(slots=True)
 class RawField:
+    """One field as written in a profile file: its value, and the file and line it came from."""
+
     value: Any
     source: str
     line: int | None
@@ -77,6 +79,8 @@ class RawField:
 
 @dataclass(frozen=True, slots=True)
 class EnvItem:
+    """One `env:` variable of a service as written: its name, its value unexpanded, and its line."""
+
     name: str
     value: str  # as written: `${VAR}` references are expanded when the profile is built
     line: int | None

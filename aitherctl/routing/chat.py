@@ -63,6 +63,9 @@ class HttpClients:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """One chat completion to ask for: the prompt, an optional system message, the chat's earlier
+    turns, the output limit and the temperature."""
+
     prompt: str
     system: str | None = None
     max_tokens: int = 1024
@@ -78,6 +81,9 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class ChatResult:
+    """A streamed answer: its text, the tokens the server counted (None when it did not report
+    them), the chunks received, and the time to the first token and in all."""
+
     text: str
     tokens_in: int | None  # as the server reported (usage.prompt_tokens)
     tokens_out: int | None  # usage.completion_tokens; else None

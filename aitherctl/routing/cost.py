@@ -56,6 +56,9 @@ def parse_price(value: Any) -> Price:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
+    """The profile's daily spending cap in USD (`budget.daily_usd`), and the share of it at which
+    `run` warns (`warn_at`)."""
+
     daily_usd: float = DEFAULT_DAILY_USD
     warn_fraction: float = DEFAULT_WARN_FRACTION
 
@@ -81,6 +84,9 @@ def parse_budget(section: dict[str, Any]) -> Budget:
 
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:
+    """The budget check's answer for one request: sent or refused (and why), its worst-case cost,
+    and today's money spent and left."""
+
     allowed: bool
     worst_case_usd: float
     spent_usd: float

@@ -86,6 +86,10 @@ def prompt_hash(system: str | None, prompt: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
+    """One request in the usage ledger: when, and for which profile; its effort, tier, backend
+    and model; its tokens, cost, timings and outcome; its prompt's hash (its text only if
+    stored)."""
+
     ts: float
     profile: str | None
     effort: int | None

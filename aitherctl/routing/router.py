@@ -158,6 +158,10 @@ def resolve_profile(
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
+    """What one `run` (or one turn of `chat`) asks for: the prompt and earlier turns, the output
+    limit and temperature, and an effort, tier or backend the user forces (`--effort`, `--tier`,
+    `--backend`)."""
+
     prompt: str
     system: str | None = None
     max_tokens: int | None = None
@@ -206,6 +210,8 @@ class Choice:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """What `--explain` says of one candidate: would it be tried, or why it is skipped."""
+
     candidate: Candidate
     usable: bool
     reason: str | None  # why it is skipped; None when it would be tried
@@ -213,6 +219,9 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
+    """How a `run` ended: the effort and tier, the backend that answered and its answer, every
+    attempt, the tokens, timings and cost, and today's spending against the cap."""
+
     profile: str
     effort: EffortScore
     tier: str

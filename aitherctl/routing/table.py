@@ -130,6 +130,9 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Tier:
+    """A routing tier: the efforts it takes (`effort_min` to `effort_max`), its candidates in the
+    order tried, the queue above which a candidate is skipped, and the read timeout."""
+
     name: str
     effort_min: int
     effort_max: int
@@ -140,6 +143,9 @@ class Tier:
 
 @dataclass(frozen=True, slots=True)
 class RoutingTable:
+    """A profile's routing: its tiers, every backend by name (its services and endpoints), how
+    effort is scored, how long a failure is remembered, and the default output limit."""
+
     profile: str
     tiers: tuple[Tier, ...]
     backends: Mapping[str, Candidate]

@@ -84,6 +84,9 @@ def select_budget(
 
 @dataclass(frozen=True, slots=True)
 class BackendUsage:
+    """One backend's line in `aitherctl usage`: its requests and how many succeeded, its cost,
+    and its time to first token and total time (median and 95th percentile)."""
+
     backend: str
     requests: int
     ok: int
@@ -97,6 +100,9 @@ class BackendUsage:
 
 @dataclass(frozen=True, slots=True)
 class UsageReport:
+    """What `aitherctl usage` reports for a period: requests and money spent (rented nodes
+    included), today's spending against the cap, and the split by tier, outcome and backend."""
+
     period: str
     since_ts: float
     requests: int

@@ -31,6 +31,10 @@ OLLAMA_EMBED_ROUTES = ("/api/embed", "/api/embeddings")
 
 @dataclass(frozen=True, slots=True)
 class Api:
+    """An API `serve` passes through unchanged: its name and path on the backend, its
+    output-limit field, the stream events that end it, and the client headers the engine needs
+    too."""
+
     name: str  # what `GET /v1/models` lists
     upstream: str  # the path under the backend's /v1 root
     limit_field: str | None  # the output limit's field (None: the route generates nothing)

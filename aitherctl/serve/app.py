@@ -75,6 +75,9 @@ REPORT_HEADER = "x-aither-report"  # `aitherctl run` asks for its report (serve/
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """A key the gateway accepts: the name its holder goes by in logs and the ledger, the secret
+    itself (never shown), and the priority its requests get."""
+
     name: str  # what the ledger and logs call its holder (never the key itself)
     secret: str = field(repr=False)
     priority: Priority = Priority.NORMAL
@@ -638,6 +641,9 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
+    """How `aitherctl serve` runs: the address it listens on, how long it drains requests when it
+    stops, the API keys it accepts, and the hosts and browser origins it allows."""
+
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     drain_s: float = DEFAULT_DRAIN_S

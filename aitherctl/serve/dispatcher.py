@@ -122,6 +122,10 @@ class Sink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GatewayRequest:
+    """One request to the gateway as parsed: its route and body, its priority and client, and
+    what `aitherctl run` may ask with it (forced effort, tier or backend, local only, its
+    report)."""
+
     route: str  # a key of ROUTES
     body: dict[str, Any]
     priority: Priority
@@ -164,6 +168,9 @@ class Reply:
 
 @dataclass(slots=True)
 class Outcome:
+    """How one gateway request went, filled in as it goes: the backend that answered, every
+    attempt and its timings, tokens, waits and cost, and why it failed when it did."""
+
     backend: Candidate | None = None
     outcome: str = "failed"
     attempts: list[tuple[str, str, str | None]] = field(default_factory=list)

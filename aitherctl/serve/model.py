@@ -167,6 +167,9 @@ def shortfall(
 
 @dataclass(frozen=True, slots=True)
 class EvictionChoice:
+    """Which idle services to evict so a load fits, in the order to free them, and what each
+    memory pool would still lack after them."""
+
     victims: tuple[str, ...]  # in the order to free them
     missing: dict[str, int]  # what would still be missing after them (empty: it fits)
 

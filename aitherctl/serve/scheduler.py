@@ -166,6 +166,9 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One scheduler decision as `GET /status` and `/events` report it: when, what happened
+    (queued, loading, evicted, served...), to which backend and for which request."""
+
     ts: float
     kind: str  # queued, loading, downloading, loaded, evicted, slept, woke, unloaded, served, ...
     backend: str | None

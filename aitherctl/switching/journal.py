@@ -20,6 +20,9 @@ KEEP_LINES = 500
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
+    """One line of the switch journal: when, what ran (switch, rollback, up or down), for which
+    profile, and what it did."""
+
     ts: float
     kind: str  # switch, rollback, up, down
     profile: str | None

@@ -21,6 +21,9 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """What a switch does to one service (keep, recreate, stop, start, resume or restart) and
+    why, with the container it has now and the spec it will run."""
+
     action: Action
     service: str
     reason: str
@@ -30,6 +33,8 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """Everything a switch to `profile` will do: one step per service."""
+
     profile: str
     steps: tuple[Step, ...]
 

@@ -18,6 +18,8 @@ from aitherctl.engines.container import HttpCheck
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """A readiness or health probe's answer: ready or not, and what it saw."""
+
     ok: bool
     detail: str  # "ready", "GET /health → 503", "connection refused", ...
 

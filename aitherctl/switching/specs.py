@@ -12,6 +12,9 @@ from aitherctl.profiles.profile import Profile
 
 @dataclass(frozen=True, slots=True)
 class ProfileSpecs:
+    """A profile's services as containers to run, by name: those a switch starts (`resident`) and
+    those started only when needed (`on_demand`)."""
+
     resident: dict[str, ContainerSpec]
     on_demand: dict[str, ContainerSpec]
 

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class StackState:
+    """What runs now on one Docker engine, read from the containers' labels: every managed
+    container, the profile they belong to, and the last profile that ran."""
+
     namespace: str
     endpoint: str
     containers: tuple[ManagedContainer, ...]

@@ -71,6 +71,9 @@ InventoryReader = Callable[[], GpuInventory]
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
+    """A change checked and ready to show, on one engine: its plan, the VRAM check, the state it
+    was planned from, and each started service's model against its budget."""
+
     plan: Plan
     vram: VramCheck
     state: StackState
@@ -556,6 +559,9 @@ class Change:
 
 @dataclass(slots=True)
 class SwitchResult:
+    """What a switch did: its change, each started service's outcome, how long it took, and what
+    `recover` did first, if anything."""
+
     profile: str
     change: Change
     outcomes: list[ServiceOutcome] = field(default_factory=list)

@@ -88,6 +88,9 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True, slots=True)
 class ServiceOutcome:
+    """How one service's start went: ready or not within `seconds`, why, the end of its log when
+    it failed, and the host it ran on."""
+
     service: str
     ready: bool
     seconds: float
@@ -107,6 +110,8 @@ class Rollback:
 
 @dataclass(frozen=True, slots=True)
 class AsideEntry:
+    """A container a switch sets aside: its id, its service, its name before, and whether it ran."""
+
     id: str
     service: str
     name: str  # its name before it was set aside
@@ -118,6 +123,9 @@ class AsideEntry:
 
 @dataclass(frozen=True, slots=True)
 class Intent:
+    """A switch's record on the engine, written before anything changes: the containers it sets
+    aside, resumes and restarts, so `recover` can finish or undo it."""
+
     txn: str
     profile: str
     aside: tuple[AsideEntry, ...]
@@ -959,6 +967,9 @@ def _wait_restored(
 
 @dataclass(frozen=True, slots=True)
 class Wait:
+    """How waiting for a container to be ready ended (ready, exited, stopped, timeout or error),
+    and what was last seen."""
+
     state: str  # ready | exited | stopped (told to stop) | timeout | error (Docker)
     detail: str
 
@@ -1005,6 +1016,8 @@ def wait_until_ready(
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
+    """What `recover` did with one switch that did not end: rolled it back or finished it."""
+
     txn: str
     profile: str
     action: str  # "rolled back" or "finished"
