@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -282,32 +283,7 @@ def connection_reason(exc: BaseException) -> str:
 
 def _in_threads(call: Callable[[str], Any], items: list[str], workers: int) -> list[Any]:
     """`[call(item) for item in items]`, `workers` at a time; the first item's error (in order)
-    is raised once all have ended. Plain threads: `concurrent.futures` brings `logging` with it,
-    20 ms of `run`'s and `ps`'s start-up for three inspections."""
-    import threading
+    is raised once all have ended."""
+    from aitherctl.threads import in_threads
 
-    results: list[Any] = [None] * len(items)
-    errors: list[BaseException | None] = [None] * len(items)
-    next_index = iter(range(len(items)))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                index = next(next_index, None)
-            if index is None:
-                return
-            try:
-                results[index] = call(items[index])
-            except BaseException as exc:  # raised in the caller's thread below
-                errors[index] = exc
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(items)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for error in errors:
-        if error is not None:
-            raise error
-    return results
+    return in_threads([partial(call, item) for item in items], workers=workers)

@@ -27,7 +27,6 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from aitherctl.docker.engine import DockerEngine
@@ -52,6 +51,7 @@ from aitherctl.switching.switch import (
     run_switch,
 )
 from aitherctl.switching.transaction import Progress, Recovery, host_progress, recover
+from aitherctl.threads import in_threads
 
 
 def hosts_involved(profile: Profile | None) -> dict[str, Host]:
@@ -75,15 +75,23 @@ def connect_hosts(
             return DockerEngine.connect_host(host.name, host.docker, host.address)
 
         makers[name] = make
+
+    def connect(make: Callable[[], DockerEngine]) -> DockerEngine | AitherError:
+        try:
+            return make()
+        except AitherError as exc:
+            return exc
+
     engines: dict[str, DockerEngine] = {}
     problems: list[str] = []
-    with ThreadPoolExecutor(max_workers=len(makers)) as pool:
-        futures = {name: pool.submit(make) for name, make in makers.items()}
-        for name, future in futures.items():
-            try:
-                engines[name] = future.result()
-            except AitherError as exc:
-                problems.append(exc.message)
+    connected = in_threads(
+        [functools.partial(connect, make) for make in makers.values()], workers=len(makers)
+    )
+    for name, found in zip(makers, connected, strict=True):
+        if isinstance(found, AitherError):
+            problems.append(found.message)
+        else:
+            engines[name] = found
     if problems:
         for engine in engines.values():
             engine.close()

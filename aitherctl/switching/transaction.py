@@ -27,12 +27,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +53,7 @@ from aitherctl.switching.records import (
     write_active,
 )
 from aitherctl.switching.specs import restart_policy
+from aitherctl.threads import in_threads
 
 if TYPE_CHECKING:
     from aitherctl.docker.engine import DockerEngine
@@ -385,7 +385,7 @@ class EnginePart:
         self.plan = plan
         self.host = host
         self.progress = SafeProgress(progress)
-        self.txn = uuid.uuid4().hex[:10]
+        self.txn = os.urandom(5).hex()  # 10 hex digits, as uuid4 gave (uuid imports platform)
         self.cancel = cancel if cancel is not None else threading.Event()
         self.created: list[str] = []
         self._lock = threading.Lock()
@@ -471,14 +471,11 @@ class EnginePart:
 
         groups = lanes(items)
         outcomes: list[ServiceOutcome] = []
-        with ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
-            futures = [pool.submit(run_lane, lane) for lane in groups]
-            try:
-                for future in futures:
-                    outcomes.extend(future.result())
-            except BaseException:
-                self.cancel.set()  # workers end their waits; the pool's exit joins them
-                raise
+        # A failure or a signal cancels the other lanes' waits; every lane has ended on return.
+        for done in in_threads(
+            [functools.partial(run_lane, lane) for lane in groups], on_failure=self.cancel.set
+        ):
+            outcomes.extend(done)
         # Failures first, so the message names the service that failed rather than a cancelled one.
         outcomes.sort(
             key=lambda o: (
@@ -704,14 +701,12 @@ class Transaction:
             [(name, part)] = self.parts.items()
             run(name, part)
         else:
-            with ThreadPoolExecutor(max_workers=len(self.parts)) as pool:
-                futures = [pool.submit(run, name, part) for name, part in self.parts.items()]
-                try:
-                    for future in futures:
-                        future.result()
-                except BaseException:
-                    self.cancel.set()  # the pool's exit waits for every part to stop
-                    raise
+            # A signal cancels every part; the wait goes on until each has stopped.
+            in_threads(
+                [functools.partial(run, name, part) for name, part in self.parts.items()],
+                workers=len(self.parts),
+                on_failure=self.cancel.set,
+            )
         if errors:
             raise errors[0]
         outcomes = [outcome for items in results.values() for outcome in items]
@@ -763,8 +758,10 @@ class Transaction:
             [(name, part)] = self.parts.items()
             undo(name, part)
         else:
-            with ThreadPoolExecutor(max_workers=len(self.parts)) as pool:
-                list(pool.map(lambda item: undo(*item), self.parts.items()))
+            in_threads(
+                [functools.partial(undo, name, part) for name, part in self.parts.items()],
+                workers=len(self.parts),
+            )
         if not self.several:
             return done[LOCAL_HOST].summary
         said = []
@@ -802,15 +799,7 @@ def host_progress(progress: Progress, host: str) -> Progress:
 def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
     if not jobs:
         return
-    errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
-        for future in [pool.submit(job) for job in jobs]:
-            try:
-                future.result()
-            except AitherError as exc:
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+    in_threads(jobs)  # each job's error once all have ended, the first in order
 
 
 def finish(engine: DockerEngine, txn: str, intent: Intent | None) -> None:
