@@ -246,6 +246,10 @@ def try_switch(args: list[str]) -> int | None:
     options = parse_switch(args)
     if options is None:
         return None
+    if not options.get("dry_run"):  # the lock's key, the engine's ID, while the code loads
+        from aitherctl.docker import ahead
+
+        ahead.start()
     from aitherctl.cli.switch_exec import switch_command
     from aitherctl.errors import AitherError
 

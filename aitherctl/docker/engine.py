@@ -163,7 +163,13 @@ class DockerEngine:
         """The engine's own ID (`docker info` → `ID`): the same however its endpoint is spelled.
         Falls back to the endpoint on engines that report none."""
         if self._engine_id is None:
-            info = self.info()
+            info = None
+            if isinstance(self.client, SocketClient):  # asked ahead by a switch (docker/ahead.py)
+                from aitherctl.docker import ahead
+
+                info = ahead.take(self.client.api.socket_path)
+            if info is None:
+                info = self.info()
             self._engine_id = str(info.get("ID") or info.get("Name") or self.endpoint)
         return self._engine_id
 
