@@ -1017,7 +1017,8 @@ def pending(engine: DockerEngine) -> bool:
     """Whether a switch left records or set-aside containers behind."""
     if any(is_switch_record(labels) for labels in engine.records().values()):
         return True
-    return any(item.aside for item in engine.list_managed())
+    # A set-aside container is known by its name: the listing alone, one request.
+    return any(item.aside for item in engine.list_managed(inspect=False))
 
 
 def recover(engine: DockerEngine, progress: Progress) -> list[Recovery]:
