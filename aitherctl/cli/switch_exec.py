@@ -7,7 +7,7 @@ VRAM check."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aitherctl.cli import runtime
 from aitherctl.cli.output import Output
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from aitherctl.gpu.vram import VramCheck
     from aitherctl.profiles.catalog import ProfileCatalog
     from aitherctl.switching.plan import Plan
-    from aitherctl.switching.switch import Prepared
+    from aitherctl.switching.switch import Prepared, SwitchResult
 
 
 def switch_command(
@@ -105,39 +105,8 @@ def switch_command(
         )
     except Declined:
         return int(ExitCode.ERROR)
-    plan = result.plan
-    if result.recovered:
-        out.info(f"first {result.recovered} that had been interrupted")
-    urls = service_urls(engine, plan)
-    if json_out:
-        services = [
-            {
-                "service": o.service,
-                "ready": o.ready,
-                "seconds": round(o.seconds, 2),
-                "detail": o.detail,
-            }
-            for o in result.outcomes
-        ]
-        out.data(
-            {
-                **plan_json(plan),
-                "switched": True,
-                "activated": result.activated,
-                "seconds": round(result.seconds, 2),
-                "services": services,
-                "urls": urls,
-            }
-        )
-        return 0
-    if result.activated:
-        out.info(f"profile {profile.name} is active; its services were already running")
-    elif not plan.changes:
-        out.info(f"profile {profile.name} is already running; nothing to do")
-    else:
-        out.info(f"switched to {profile.name} in {result.seconds:.1f}s")
-    print_urls(out, urls)
-    return 0
+    urls = service_urls(engine, result.plan)
+    return report_switched(out, result, plan_json(result.plan), urls, json_out=json_out)
 
 
 def _switch_hosts(
@@ -200,42 +169,64 @@ def _switch_hosts(
         for host, part in result.change.parts.items():
             for service, url in service_urls(engines[host], part.plan).items():
                 urls[service if host == "local" else f"{service}@{host}"] = url
-        if json_out:
-            out.data(
-                {
-                    **plan_json(result.plan, result.change.hosts),
-                    "switched": True,
-                    "activated": result.activated,
-                    "seconds": round(result.seconds, 2),
-                    "services": [
-                        {
-                            "service": o.service,
-                            "host": o.host,
-                            "ready": o.ready,
-                            "seconds": round(o.seconds, 2),
-                            "detail": o.detail,
-                        }
-                        for o in result.outcomes
-                    ],
-                    "urls": urls,
-                }
-            )
-            return 0
-        if result.recovered:
-            out.info(f"first {result.recovered} that had been interrupted")
-        if result.activated:
-            out.info(f"profile {profile.name} is active; its services were already running")
-        elif not result.change.changes:
-            out.info(f"profile {profile.name} is already running; nothing to do")
-        else:
-            count = len(profile.host_names)
-            where = f" on {count} hosts" if count > 1 else ""
-            out.info(f"switched to {profile.name}{where} in {result.seconds:.1f}s")
-        print_urls(out, urls)
-        return 0
+        return report_switched(
+            out,
+            result,
+            plan_json(result.plan, result.change.hosts),
+            urls,
+            json_out=json_out,
+            hosts=len(profile.host_names),
+        )
     finally:
         for engine in engines.values():
             engine.close()
+
+
+def report_switched(
+    out: Output,
+    result: SwitchResult,
+    plan_document: dict[str, Any],
+    urls: dict[str, str],
+    *,
+    json_out: bool,
+    hosts: int | None = None,
+) -> int:
+    """What a switch that ran says: the JSON document (each service's outcome, with its host
+    when the profile names hosts: `hosts`, their number), or the result line and the URLs. A
+    switch it recovered first is named on stderr either way."""
+    if result.recovered:
+        out.info(f"first {result.recovered} that had been interrupted")
+    if json_out:
+        out.data(
+            {
+                **plan_document,
+                "switched": True,
+                "activated": result.activated,
+                "seconds": round(result.seconds, 2),
+                "services": [
+                    {
+                        "service": o.service,
+                        **({"host": o.host} if hosts is not None else {}),
+                        "ready": o.ready,
+                        "seconds": round(o.seconds, 2),
+                        "detail": o.detail,
+                    }
+                    for o in result.outcomes
+                ],
+                "urls": urls,
+            }
+        )
+        return 0
+    name = result.profile
+    if result.activated:
+        out.info(f"profile {name} is active; its services were already running")
+    elif not result.change.changes:
+        out.info(f"profile {name} is already running; nothing to do")
+    else:
+        where = f" on {hosts} hosts" if hosts is not None and hosts > 1 else ""
+        out.info(f"switched to {name}{where} in {result.seconds:.1f}s")
+    print_urls(out, urls)
+    return 0
 
 
 class CliProgress:
