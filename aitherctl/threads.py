@@ -13,6 +13,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+WAIT_SLICE_S = 0.05  # the longest a signal's handler waits to run while the caller waits
+
 
 def in_threads(
     calls: Sequence[Callable[[], T]],
@@ -27,15 +29,21 @@ def in_threads(
     fails, or when the caller's wait is interrupted (a signal's exception): the wait then goes on
     until every call has ended, as a `ThreadPoolExecutor` leaving its `with` block does, and the
     interruption is raised. A second interruption during that wait is raised at once.
+
+    The caller waits on a condition of its own, in slices, not in `Thread.join`: on Python 3.11
+    a join that a signal's exception interrupts marks the thread stopped while it still runs
+    (bpo-45274), and a later join would not wait for it.
     """
     results: list[T | None] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
     pending = iter(range(len(calls)))
-    lock = threading.Lock()
+    remaining = len(calls)
+    ended = threading.Condition()
 
     def work() -> None:
+        nonlocal remaining
         while True:
-            with lock:
+            with ended:
                 index = next(pending, None)
             if index is None:
                 return
@@ -45,18 +53,29 @@ def in_threads(
                 errors[index] = exc
                 if on_failure is not None:
                     on_failure()
+            finally:
+                with ended:
+                    remaining -= 1
+                    if not remaining:
+                        ended.notify_all()
+
+    def wait_for_all() -> None:
+        with ended:
+            while remaining:
+                # In slices: a signal the OS gives another thread does not wake this one from a
+                # lock's wait, and Python runs its handler here only when this thread runs.
+                ended.wait(WAIT_SLICE_S)
 
     threads = [threading.Thread(target=work) for _ in range(min(workers, len(calls)))]
-    for thread in threads:
-        thread.start()
     try:
         for thread in threads:
-            thread.join()
-    except BaseException:
+            thread.start()
+        wait_for_all()
+    except BaseException:  # a signal's exception, while starting them or waiting
         if on_failure is not None:
             on_failure()
-        for thread in threads:
-            thread.join()
+        if any(thread.ident is not None for thread in threads):
+            wait_for_all()  # a started thread takes every call that is left
         raise
     for error in errors:
         if error is not None:

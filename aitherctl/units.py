@@ -80,15 +80,30 @@ def floor_to(value: Fraction, places: int) -> Fraction:
 @dataclass(frozen=True, slots=True)
 class MemoryAmount:
     """A share of one GPU's memory (`share`, exact) or an absolute amount (`bytes`); exactly one is
-    set."""
+    set. A share is kept as its numerator and denominator (`ratio`, lowest terms): a profile
+    remembered between commands (profiles/memo.py) is read back without importing `fractions`,
+    which only `share` does."""
 
-    share: Fraction | None = None
+    ratio: tuple[int, int] | None = None
     bytes: int | None = None
+
+    @property
+    def is_share(self) -> bool:
+        return self.ratio is not None
+
+    @property
+    def share(self) -> Fraction | None:
+        """The share, exact (None for an absolute amount)."""
+        if self.ratio is None:
+            return None
+        from fractions import Fraction
+
+        return Fraction(*self.ratio)
 
     @property
     def fraction(self) -> float | None:
         """The share as a float (for display and sums that tolerate rounding); `share` is exact."""
-        return None if self.share is None else float(self.share)
+        return None if self.ratio is None else self.ratio[0] / self.ratio[1]
 
     @classmethod
     def parse(cls, value: object) -> MemoryAmount:
@@ -107,7 +122,7 @@ class MemoryAmount:
             share = Fraction(percent.group(1)) / 100
             if share <= 0 or share > 1:
                 raise ValueError(f"{value} is outside 0–100% of a GPU")
-            return cls(share=share)
+            return cls(ratio=(share.numerator, share.denominator))
         amount = parse_size(value)
         if amount <= 0:
             raise ValueError(f"{value!r} must be more than zero")
@@ -115,8 +130,8 @@ class MemoryAmount:
 
     def resolve(self, total_bytes: int) -> int:
         """Bytes of a GPU with `total_bytes` of memory; a share rounds down to whole bytes."""
-        if self.share is not None:
-            return self.share.numerator * total_bytes // self.share.denominator
+        if self.ratio is not None:
+            return self.ratio[0] * total_bytes // self.ratio[1]
         assert self.bytes is not None
         return self.bytes
 

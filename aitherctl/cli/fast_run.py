@@ -247,9 +247,9 @@ def try_switch(args: list[str]) -> int | None:
     if options is None:
         return None
     if not options.get("dry_run"):  # the lock's key, the engine's ID, while the code loads
-        from aitherctl.docker import ahead
+        from aitherctl.docker.engine import ask_info_ahead
 
-        ahead.start()
+        ask_info_ahead()
     from aitherctl.cli.switch_exec import switch_command
     from aitherctl.errors import AitherError
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +26,7 @@ from aitherctl.docker.listing import (
     managed_from_list,
     pids_from_top,
 )
-from aitherctl.docker.socket_api import EngineAPIError, EngineNotFound, SocketClient
+from aitherctl.docker.socket_api import EngineAPIError, EngineNotFound, SocketAPI, SocketClient
 from aitherctl.docker.stack import ManagedContainer
 from aitherctl.engines import container as c
 from aitherctl.engines.container import ContainerSpec, container_name
@@ -164,10 +165,8 @@ class DockerEngine:
         Falls back to the endpoint on engines that report none."""
         if self._engine_id is None:
             info = None
-            if isinstance(self.client, SocketClient):  # asked ahead by a switch (docker/ahead.py)
-                from aitherctl.docker import ahead
-
-                info = ahead.take(self.client.api.socket_path)
+            if isinstance(self.client, SocketClient):  # asked ahead by a switch (below)
+                info = take_info(self.client.api.socket_path)
             if info is None:
                 info = self.info()
             self._engine_id = str(info.get("ID") or info.get("Name") or self.endpoint)
@@ -530,3 +529,50 @@ def _explanation(exc: Any) -> str:
     if "port is already allocated" in text or "address already in use" in text:
         return text + " (another program holds that port: change the service's `port`)"
     return text
+
+
+# ---- `GET /info` asked for before it is needed ---------------------------------------------------
+# A switch takes its lock on the engine's own ID (`docker info` → `ID`), and dockerd builds its
+# whole `/info` answer (storage, plugins, runtimes, counts) to give it: 10-16 ms on a small machine.
+# `ask_info_ahead()` sends that request from a thread as soon as a command knows it will switch, so
+# the engine answers while the command is still importing the rest of its code; `engine_id` then
+# takes the answer instead of asking again. Only for the local unix socket, whose client opens one
+# connection per request and so is safe to use from another thread. A request that fails is
+# forgotten: the engine's own request then reports the failure as it always has.
+
+_asked: dict[str, tuple[threading.Thread, list[dict[str, Any]]]] = {}
+_asked_lock = threading.Lock()
+
+
+def ask_info_ahead() -> None:
+    """Ask the local engine (the socket the `docker` CLI would use) for `/info` in a thread; no-op
+    when it has been asked already or the engine is not reached over a local socket."""
+    path = local_socket()
+    if path is None:
+        return
+    with _asked_lock:
+        if path in _asked:
+            return
+        answer: list[dict[str, Any]] = []
+
+        def read() -> None:
+            try:
+                answer.append(SocketAPI(path).info())
+            except Exception:  # the engine's own request reports it (above)
+                return
+
+        thread = threading.Thread(target=read, name="docker-info", daemon=True)
+        _asked[path] = (thread, answer)
+    thread.start()
+
+
+def take_info(socket_path: str) -> dict[str, Any] | None:
+    """The answer `ask_info_ahead()` asked the engine at `socket_path` for, once it has come (None
+    when it was not asked or failed). Each answer is taken once."""
+    with _asked_lock:
+        asked = _asked.pop(socket_path, None)
+    if asked is None:
+        return None
+    thread, answer = asked
+    thread.join()
+    return answer[0] if answer else None

@@ -115,9 +115,7 @@ def profile_fits(
 def machine_ram_for(profile: Profile) -> int | None:
     """This machine's memory where a CPU service's `ram:` is a share of it (psutil is only
     imported then)."""
-    if not any(
-        svc.ram is not None and svc.ram.share is not None for svc in profile.services.values()
-    ):
+    if not any(svc.ram is not None and svc.ram.is_share for svc in profile.services.values()):
         return None
     from aitherctl.profiles.machine_ram import machine_ram_bytes
 

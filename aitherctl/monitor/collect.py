@@ -620,7 +620,8 @@ def _profile_ram_budgets() -> Callable[[str, str], int | None]:
         svc = loaded[profile].services.get(service) if loaded[profile] else None
         if svc is None or svc.ram is None:
             return None
-        return svc.ram.of(machine_ram_bytes() if svc.ram.share is not None else None)
+        amount: int | None = svc.ram.of(machine_ram_bytes() if svc.ram.is_share else None)
+        return amount
 
     return budget
 

@@ -319,7 +319,7 @@ def ram_budgets(
         svc = profile.services.get(item.service) if profile else None
         if svc is None or svc.ram is None:
             continue
-        if svc.ram.share is not None and machine is None:
+        if svc.ram.is_share and machine is None:
             from aitherctl.profiles.machine_ram import machine_ram_bytes
 
             machine = machine_ram_bytes() or 0

@@ -171,7 +171,7 @@ def _convert(doc: Located, where: YPath, key: str, value: Any, fail: Any) -> Any
             amount = MemoryAmount.parse(value)
         except ValueError as exc:
             raise fail(key, str(exc)) from None
-        if amount.share is not None:
+        if amount.is_share:
             raise fail(key, "must be an amount (e.g. 24GiB): a share means nothing on a rented GPU")
         return amount
     if key == "max_price_per_hour":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -74,9 +75,11 @@ def test_a_failure_calls_on_failure_while_the_others_still_run() -> None:
 def test_an_interrupted_wait_cancels_the_calls_waits_for_them_and_raises() -> None:
     """A signal whose handler raises (the switch's guard) arrives while the caller waits."""
     cancel = threading.Event()
+    started = threading.Semaphore(0)
     stopped: list[bool] = []
 
     def waits_for_cancel() -> None:
+        started.release()
         stopped.append(cancel.wait(10))
 
     class Interrupted(Exception):
@@ -85,19 +88,38 @@ def test_an_interrupted_wait_cancels_the_calls_waits_for_them_and_raises() -> No
     def handler(signum: int, frame: object) -> None:
         raise Interrupted
 
+    main = threading.main_thread().ident
+
+    def interrupt_once_both_wait() -> None:
+        for _ in range(2):
+            started.acquire()
+        # ... and once the caller waits for them (its frame is in in_threads' wait), not before.
+        while True:
+            frame = sys._current_frames().get(main)
+            names = []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            if "wait_for_all" in names:
+                break
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
     previous = signal.signal(signal.SIGUSR1, handler)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
-    timer.start()
+    sender = threading.Thread(target=interrupt_once_both_wait)
+    sender.start()
     try:
         with pytest.raises(Interrupted):
             in_threads([waits_for_cancel, waits_for_cancel], on_failure=cancel.set)
     finally:
-        timer.cancel()
+        sender.join()
         signal.signal(signal.SIGUSR1, previous)
     assert stopped == [True, True]  # both saw the cancel and ended before the raise
 
 
-def test_no_calls_start_no_threads() -> None:
-    before = threading.active_count()
+def test_no_calls_start_no_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a thread was started for no calls")
+
+    monkeypatch.setattr(threading, "Thread", no_thread)
     assert in_threads([]) == []
-    assert threading.active_count() == before

@@ -1,5 +1,6 @@
-"""`GET /info` asked ahead (docker/ahead.py), on the real engine: a switch asks for the engine's ID
-while its code is still loading, and the lock's key is the same as when the engine is asked then.
+"""`GET /info` asked ahead (`ask_info_ahead` in docker/engine.py), on the real engine: a switch
+asks for the engine's ID while its code is still loading, and the lock's key is the same as when
+the engine is asked then.
 """
 
 from __future__ import annotations
@@ -8,8 +9,7 @@ import subprocess
 
 import pytest
 
-from aitherctl.docker import ahead
-from aitherctl.docker.engine import DockerEngine
+from aitherctl.docker.engine import DockerEngine, ask_info_ahead, take_info
 from aitherctl.docker.listing import local_socket
 from aitherctl.docker.socket_api import SocketAPI
 
@@ -25,21 +25,21 @@ def socket_path(docker_engine: DockerEngine) -> str:
 
 
 def test_the_answer_asked_ahead_is_the_engines_and_is_taken_once(socket_path: str) -> None:
-    ahead.start()
-    ahead.start()  # asked once, however often a command says so
-    info = ahead.take(socket_path)
+    ask_info_ahead()
+    ask_info_ahead()  # asked once, however often a command says so
+    info = take_info(socket_path)
     assert info is not None
     assert info["ID"] == SocketAPI(socket_path).info()["ID"]
-    assert ahead.take(socket_path) is None
+    assert take_info(socket_path) is None
 
 
 def test_the_engine_id_is_the_same_asked_ahead_or_not(socket_path: str, namespace: str) -> None:
     plain = DockerEngine.connect(namespace)
-    ahead.start()
+    ask_info_ahead()
     early = DockerEngine.connect(namespace)
     try:
         assert early.engine_id == plain.engine_id
-        assert ahead.take(socket_path) is None  # the engine took the early answer
+        assert take_info(socket_path) is None  # the engine took the early answer
         docker_id = subprocess.run(
             ["docker", "info", "--format", "{{.ID}}"],
             capture_output=True,
@@ -57,5 +57,5 @@ def test_an_engine_that_cannot_answer_leaves_the_error_to_the_engine(
 ) -> None:
     missing = f"{tmp_path}/no-docker.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{missing}")
-    ahead.start()  # fails in its thread, silently
-    assert ahead.take(missing) is None
+    ask_info_ahead()  # fails in its thread, silently
+    assert take_info(missing) is None
