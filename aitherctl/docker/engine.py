@@ -574,5 +574,6 @@ def take_info(socket_path: str) -> dict[str, Any] | None:
     if asked is None:
         return None
     thread, answer = asked
-    thread.join()
+    while thread.is_alive():  # in slices: a signal the OS gives that thread still stops this one
+        thread.join(0.05)
     return answer[0] if answer else None
