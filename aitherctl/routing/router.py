@@ -825,7 +825,8 @@ class _Scoring:
         if self._thread is None:
             self._run()
         else:
-            self._thread.join()
+            while self._thread.is_alive():  # in slices: Ctrl-C given to that thread stops run
+                self._thread.join(0.05)
         if self._error is not None:
             raise self._error
         assert self._value is not None
